@@ -1,0 +1,88 @@
+"""The ``xception-trt`` command line.
+
+Each sub-command lives in its own module of this package and exposes ``ORDER`` (its place in
+``--help``) and ``register(subparsers)``, which adds a parser whose ``func(args) -> int`` runs it.
+This package is the only place that reads environment variables, configures logging, prints
+and exits. A user mistake (any :class:`~xception_trt.errors.XceptionTRTError`) prints one line
+``error: ...`` and exits with code 2; Ctrl-C exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+from typing import Sequence
+
+from .. import __version__
+from ..errors import XceptionTRTError
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger("xception_trt")
+
+
+def _command_modules() -> list:
+    mods = []
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"{__name__}.{info.name}")
+        if hasattr(mod, "register"):
+            mods.append(mod)
+    return sorted(mods, key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every sub-command registered."""
+    parser = argparse.ArgumentParser(
+        prog="xception-trt",
+        description="Deploy the Xception image classifier with NVIDIA TensorRT: export to ONNX, "
+                    "make FP16/INT8 variants, build engines, run and benchmark them.",
+        epilog="Run 'xception-trt COMMAND --help' for the options of one command.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log output (-v info, -vv debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for mod in _command_modules():
+        mod.register(sub)
+    return parser
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose >= 2 else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"
+                                           if verbose >= 2 else "%(message)s"))
+    root = logging.getLogger("xception_trt")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    if verbose < 1 or quiet:
+        # Library INFO lines are for -v; the CLI prints its own summary.
+        root.setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose, args.quiet)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except XceptionTRTError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def run() -> None:  # console-script entry point
+    sys.exit(main())

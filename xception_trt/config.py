@@ -1,0 +1,254 @@
+"""Configuration as data: frozen, validated dataclasses and the enums of closed sets.
+
+:class:`ModelSpec` travels with the weights (checkpoint metadata, ONNX metadata props,
+engine sidecar) and drives the architecture and the preprocessing everywhere.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+__all__ = [
+    "Precision",
+    "InputFormat",
+    "PoolPadding",
+    "Interpolation",
+    "ModelSpec",
+    "MIN_INPUT_SIZE",
+]
+
+#: Smallest square input Xception accepts (Chollet 2017; Keras enforces the same bound).
+MIN_INPUT_SIZE = 71
+
+
+class _StrEnum(str, enum.Enum):
+    def __str__(self) -> str:  # argparse/help/json show the plain value
+        return self.value
+
+    @classmethod
+    def parse(cls, value: "str | _StrEnum") -> Any:
+        """Return the member for ``value`` or raise :class:`ConfigError` listing the choices."""
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(str(value).lower())
+        except ValueError:
+            choices = ", ".join(m.value for m in cls)
+            raise ConfigError(f"unknown {cls.__name__} {value!r}; choose one of: {choices}") from None
+
+
+class Precision(_StrEnum):
+    """Numeric precision of an ONNX variant or engine."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+    INT8 = "int8"
+
+
+class InputFormat(_StrEnum):
+    """What the exported graph takes as input.
+
+    ``float-nchw``: preprocessed float32 NCHW (normalised on the host).
+    ``uint8-nhwc``: raw uint8 NHWC pixels after resize/crop; normalisation lives in the graph.
+    """
+
+    FLOAT_NCHW = "float-nchw"
+    UINT8_NHWC = "uint8-nhwc"
+
+
+class PoolPadding(_StrEnum):
+    """Padding semantics of the stride-2 3x3 max-pools.
+
+    ``symmetric``: PyTorch ``padding=1`` on both sides (timm/Cadene ``legacy_xception``).
+    ``tf-same``: TensorFlow/Keras ``padding='same'``; on an even-sized input the extra row and
+    column of padding go to the bottom/right only, so outputs differ from ``symmetric``.
+    """
+
+    SYMMETRIC = "symmetric"
+    TF_SAME = "tf-same"
+
+
+class Interpolation(_StrEnum):
+    """Resampling filter used when resizing images (PIL names)."""
+
+    NEAREST = "nearest"
+    BILINEAR = "bilinear"
+    BICUBIC = "bicubic"
+    LANCZOS = "lanczos"
+
+
+def _as_float_tuple(name: str, value: Any, n: int) -> tuple[float, ...]:
+    try:
+        out = tuple(float(v) for v in value)
+    except TypeError:
+        raise ConfigError(f"{name} must be a sequence of {n} numbers, got {value!r}") from None
+    if len(out) != n:
+        raise ConfigError(f"{name} must have {n} values (one per input channel), got {len(out)}")
+    if not all(math.isfinite(v) for v in out):
+        raise ConfigError(f"{name} must be finite, got {out}")
+    return out
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Architecture, preprocessing and labels of one Xception model.
+
+    Attributes:
+        num_classes: Number of logits of the classifier.
+        in_chans: Input channels (3 for RGB).
+        width: Channel multiplier; 1.0 is the paper's Xception (narrow models for tests/demos).
+        middle_blocks: Number of middle-flow blocks; 8 in the paper.
+        input_size: Square input side in pixels (>= 71).
+        mean, std: Per-channel normalisation applied to pixels scaled to [0, 1].
+        crop_pct: Centre-crop fraction: the shorter side is resized to
+            ``floor(input_size / crop_pct)`` then centre-cropped to ``input_size``.
+            1.0 resizes straight to ``input_size`` (Keras convention).
+        interpolation: Resampling filter for the resize.
+        pool_padding: Max-pool padding semantics (depends on where the weights come from).
+        bn_eps: BatchNorm epsilon (PyTorch 1e-5, Keras 1e-3).
+        labels: Class names in logit order, or ``None`` (ImageNet names when
+            ``num_classes == 1000``, ``class_<i>`` otherwise; see :meth:`class_names`).
+        source: Where the weights come from (``xception-trt``, ``timm``, ``keras``, ``random``).
+    """
+
+    num_classes: int = 1000
+    in_chans: int = 3
+    width: float = 1.0
+    middle_blocks: int = 8
+    input_size: int = 299
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    crop_pct: float = 0.8975
+    interpolation: Interpolation = Interpolation.BICUBIC
+    pool_padding: PoolPadding = PoolPadding.SYMMETRIC
+    bn_eps: float = 1e-5
+    labels: tuple[str, ...] | None = field(default=None, repr=False)
+    source: str = "xception-trt"
+
+    def __post_init__(self) -> None:
+        def set_(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        for name in ("num_classes", "in_chans", "middle_blocks", "input_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"ModelSpec.{name} must be an integer, got {value!r}")
+        if self.num_classes < 1:
+            raise ConfigError(f"num_classes must be >= 1, got {self.num_classes}")
+        if self.in_chans < 1:
+            raise ConfigError(f"in_chans must be >= 1, got {self.in_chans}")
+        if self.middle_blocks < 0:
+            raise ConfigError(f"middle_blocks must be >= 0, got {self.middle_blocks}")
+        if self.input_size < MIN_INPUT_SIZE:
+            raise ConfigError(
+                f"input_size {self.input_size} is too small: Xception needs at least "
+                f"{MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} pixels"
+            )
+        if not (float(self.width) > 0 and math.isfinite(float(self.width))):
+            raise ConfigError(f"width must be a positive number, got {self.width!r}")
+        set_("width", float(self.width))
+        set_("mean", _as_float_tuple("mean", self.mean, self.in_chans))
+        std = _as_float_tuple("std", self.std, self.in_chans)
+        if any(s <= 0 for s in std):
+            raise ConfigError(f"std must be > 0 for every channel, got {std}")
+        set_("std", std)
+        if not (0.0 < float(self.crop_pct) <= 1.0):
+            raise ConfigError(f"crop_pct must be in (0, 1], got {self.crop_pct!r}")
+        set_("crop_pct", float(self.crop_pct))
+        if not (0.0 < float(self.bn_eps) < 1.0):
+            raise ConfigError(f"bn_eps must be in (0, 1), got {self.bn_eps!r}")
+        set_("bn_eps", float(self.bn_eps))
+        set_("interpolation", Interpolation.parse(self.interpolation))
+        set_("pool_padding", PoolPadding.parse(self.pool_padding))
+        if self.labels is not None:
+            labels = tuple(str(x) for x in self.labels)
+            if len(labels) != self.num_classes:
+                raise ConfigError(
+                    f"{len(labels)} class labels given for num_classes={self.num_classes}; "
+                    "give exactly one label per class"
+                )
+            set_("labels", labels)
+
+    # ----------------------------------------------------------------------------------------
+    @classmethod
+    def timm(cls, **overrides: Any) -> "ModelSpec":
+        """Spec of timm/Cadene ``legacy_xception`` ImageNet weights (bicubic, crop 0.8975)."""
+        base = dict(crop_pct=0.8975, interpolation=Interpolation.BICUBIC,
+                    pool_padding=PoolPadding.SYMMETRIC, bn_eps=1e-5, source="timm")
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def keras(cls, **overrides: Any) -> "ModelSpec":
+        """Spec of the official Keras ImageNet weights (TF 'same' pools, BN eps 1e-3, no crop)."""
+        base = dict(crop_pct=1.0, interpolation=Interpolation.BILINEAR,
+                    pool_padding=PoolPadding.TF_SAME, bn_eps=1e-3, source="keras")
+        return cls(**{**base, **overrides})
+
+    def class_names(self) -> tuple[str, ...]:
+        """Names of the classes in logit order (never ``None``)."""
+        if self.labels is not None:
+            return self.labels
+        if self.num_classes == 1000:
+            from .labels import imagenet_class_names
+
+            return imagenet_class_names()
+        return tuple(f"class_{i}" for i in range(self.num_classes))
+
+    @property
+    def resize_size(self) -> int:
+        """Shorter-side size before the centre crop, in pixels."""
+        return int(math.floor(self.input_size / self.crop_pct))
+
+    def replace(self, **changes: Any) -> "ModelSpec":
+        """A copy with ``changes`` applied (validated again)."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (enums as strings, tuples as lists)."""
+        out = asdict(self)
+        for key, value in out.items():
+            if isinstance(value, enum.Enum):
+                out[key] = value.value
+            elif isinstance(value, tuple):
+                out[key] = list(value)
+        return out
+
+    def to_json(self) -> str:
+        """:meth:`to_dict` as compact, key-sorted JSON."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ModelSpec":
+        """Inverse of :meth:`to_dict`; unknown keys are an error (they signal a newer format)."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"a ModelSpec must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown ModelSpec field(s) {unknown}; the file was written by a newer "
+                "xception-trt — upgrade with: pip install -U xception-trt"
+            )
+        kwargs = dict(data)
+        for key in ("mean", "std", "labels"):
+            if kwargs.get(key) is not None:
+                kwargs[key] = tuple(kwargs[key])
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"invalid ModelSpec: {exc}") from None
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelSpec":
+        """Inverse of :meth:`to_json`."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"ModelSpec metadata is not valid JSON: {exc}") from None
+        return cls.from_dict(data)

@@ -1,0 +1,115 @@
+"""Which NVIDIA driver and GPUs are present, asked through the CUDA driver API (cuda-python)
+or, without it, ``nvidia-smi``. Never raises on a machine without a GPU."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, field
+
+__all__ = ["GpuInfo", "DeviceReport", "query_devices"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    """One GPU: index, name, compute capability (``"8.7"``) and total memory in bytes."""
+
+    index: int
+    name: str
+    compute_capability: str
+    total_memory: int
+
+    @property
+    def sm(self) -> str:
+        """``sm_87``-style architecture name."""
+        return "sm_" + self.compute_capability.replace(".", "")
+
+
+@dataclass(frozen=True)
+class DeviceReport:
+    """What the probe found. ``driver`` is ``None`` and ``reason`` says why when there is none."""
+
+    driver: str | None
+    cuda_driver_api: str | None
+    gpus: tuple[GpuInfo, ...] = ()
+    probe: str = "none"
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["gpus"] = [asdict(g) for g in self.gpus]
+        return out
+
+
+def _via_cuda_python() -> DeviceReport | None:
+    import importlib.util
+
+    if importlib.util.find_spec("cuda") is None or importlib.util.find_spec("cuda.bindings") is None:
+        return None
+    try:
+        from cuda.bindings import driver as cu  # type: ignore[import-not-found]
+
+        err, = cu.cuInit(0)
+    except Exception as exc:  # cuda-python loads libcuda lazily; no driver -> it raises here
+        return DeviceReport(None, None, (), "cuda-python",
+                            f"cuda-python is installed but no NVIDIA driver was found "
+                            f"({type(exc).__name__})")
+    if err != cu.CUresult.CUDA_SUCCESS:
+        return DeviceReport(None, None, (), "cuda-python",
+                            f"cuInit failed ({err.name}): no usable NVIDIA driver/GPU")
+    err, version = cu.cuDriverGetVersion()
+    api = f"{version // 1000}.{(version % 1000) // 10}" if err == cu.CUresult.CUDA_SUCCESS else None
+    err, count = cu.cuDeviceGetCount()
+    gpus = []
+    for i in range(count if err == cu.CUresult.CUDA_SUCCESS else 0):
+        _, dev = cu.cuDeviceGet(i)
+        _, raw = cu.cuDeviceGetName(128, dev)
+        name = raw.split(b"\0", 1)[0].decode(errors="replace")
+        _, major = cu.cuDeviceGetAttribute(
+            cu.CUdevice_attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev)
+        _, minor = cu.cuDeviceGetAttribute(
+            cu.CUdevice_attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev)
+        _, mem = cu.cuDeviceTotalMem(dev)
+        gpus.append(GpuInfo(i, name, f"{major}.{minor}", int(mem)))
+    smi = _via_nvidia_smi()
+    driver = smi.driver if smi is not None and smi.driver else None
+    return DeviceReport(driver, api, tuple(gpus), "cuda-python",
+                        "" if gpus else "the CUDA driver reports no GPU")
+
+
+def _via_nvidia_smi() -> DeviceReport | None:
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run(
+            [exe, "--query-gpu=index,name,compute_cap,memory.total,driver_version",
+             "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=20,
+            check=True).stdout
+    except (subprocess.SubprocessError, OSError) as exc:
+        return DeviceReport(None, None, (), "nvidia-smi", f"nvidia-smi failed: {exc}")
+    gpus, driver = [], None
+    for line in out.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) < 5:
+            continue
+        gpus.append(GpuInfo(int(parts[0]), parts[1], parts[2], int(float(parts[3])) << 20))
+        driver = parts[4]
+    return DeviceReport(driver, None, tuple(gpus), "nvidia-smi", "" if gpus else "no GPU listed")
+
+
+def query_devices() -> DeviceReport:
+    """Probe the NVIDIA driver and GPUs; on a CPU-only machine the report says so."""
+    for probe in (_via_cuda_python, _via_nvidia_smi):
+        try:
+            report = probe()
+        except Exception as exc:  # a broken driver install must not break `info`
+            log.debug("device probe %s failed: %s", probe.__name__, exc)
+            continue
+        if report is not None:
+            return report
+    return DeviceReport(None, None, (), "none",
+                        "neither cuda-python nor nvidia-smi is available: no NVIDIA driver found")
