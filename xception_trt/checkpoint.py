@@ -142,7 +142,9 @@ def infer_spec_from_state_dict(state_dict: Mapping[str, torch.Tensor], **fields:
             "not an Xception state dict: 'conv1.weight' is missing (first keys: "
             f"{list(state_dict)[:5]}); expected timm/Cadene legacy_xception or xception-trt names"
         ) from None
-    width = conv1.shape[0] / 32.0
+    # The widest layer pins the multiplier; narrow layers are clamped to >= 8 channels.
+    exit_conv = state_dict.get("conv4.pointwise.weight")
+    width = (exit_conv.shape[0] / 2048.0) if exit_conv is not None else conv1.shape[0] / 32.0
     blocks = sorted({int(m.group(1)) for k in state_dict if (m := re.match(r"block(\d+)\.", k))})
     if len(blocks) < 4:
         raise CheckpointError(f"not an Xception state dict: found {len(blocks)} blocks, need >= 4")
@@ -152,8 +154,9 @@ def infer_spec_from_state_dict(state_dict: Mapping[str, torch.Tensor], **fields:
         spec_kw["num_classes"] = int(state_dict["fc.weight"].shape[0])
     spec_kw.update(fields)
     if scaled_channels(32, width) != conv1.shape[0]:
-        raise CheckpointError(f"conv1 has {conv1.shape[0]} channels, which is not 32 x a width "
-                              "multiplier; this is not an Xception checkpoint")
+        raise CheckpointError(f"conv1 has {conv1.shape[0]} channels, which does not match the "
+                              f"width multiplier {width:g} of the exit flow; this is not an "
+                              "Xception checkpoint")
     try:
         return ModelSpec(**spec_kw)
     except ConfigError as exc:
@@ -268,7 +271,7 @@ def convert_keras_weights(layers: Mapping[str, Mapping[str, np.ndarray]]
     sd["conv2.weight"] = _conv(need("block1_conv2")["kernel"])
     sd.update(_bn("bn2", need("block1_conv2_bn")))
 
-    width = stem.shape[3] / 32.0
+    width = need(f"block{last}_sepconv2")["pointwise_kernel"].shape[3] / 2048.0
     spec_fields: dict[str, Any] = dict(width=width, in_chans=int(stem.shape[2]),
                                        middle_blocks=n_res - 4)
     template = build_xception(num_classes=1, width=width, in_chans=int(stem.shape[2]),
