@@ -103,7 +103,7 @@ def _sixteen_bit_to_l(img: Image.Image) -> Image.Image:
         arr = arr.astype(np.int64)
         top = int(arr.max(initial=0))
         out = np.clip(arr, 0, None) / 257.0 if top > 255 else np.clip(arr, 0, 255)
-    return Image.fromarray(np.round(out).astype(np.uint8), mode="L")
+    return Image.fromarray(np.round(out).astype(np.uint8))
 
 
 def to_rgb(img: Image.Image, channels: int = 3) -> Image.Image:

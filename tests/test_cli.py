@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from xception_trt import __version__
+from xception_trt.cli import build_parser, main
+from xception_trt.errors import DataError
+
+
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "xception-trt" in out and "info" in out
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    assert main([]) == 2
+    assert "usage: xception-trt" in capsys.readouterr().out
+
+
+def test_every_subcommand_has_help(capsys):
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    for name, p in sub.choices.items():
+        text = p.format_help()
+        assert text.startswith("usage: xception-trt " + name), name
+
+
+def test_info_is_true_on_this_machine(capsys):
+    from xception_trt.sysinfo import system_facts
+    from xception_trt.trt import available_flavours
+
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert f"xception-trt         {__version__}" in out
+    facts = system_facts()
+    flavours = {f.name: f.version for f in available_flavours()}
+    if "tensorrt_rtx" in flavours:
+        assert f"tensorrt-rtx         {flavours['tensorrt_rtx']} (importable" in out
+    if not facts["devices"]["gpus"]:
+        assert "gpus                 none" in out
+        assert "nvidia driver        none (" in out
+    import torch
+
+    assert torch.__version__ in out
+
+
+def test_info_json(capsys):
+    assert main(["info", "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["software"]["xception-trt"] == __version__
+    assert "devices" in facts and "trt_importable" in facts
+
+
+def test_library_errors_become_one_line_and_exit_2(monkeypatch, capsys):
+    import xception_trt.cli.info as info
+
+    def boom(args):
+        raise DataError("the folder x has no images; add images")
+
+    monkeypatch.setattr(info, "run", boom)
+    assert main(["info"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: the folder x has no images; add images\n"
+
+
+def test_console_script_runs():
+    out = subprocess.run([sys.executable, "-m", "xception_trt", "--version"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == f"xception-trt {__version__}"
