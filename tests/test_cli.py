@@ -74,3 +74,39 @@ def test_console_script_runs():
     out = subprocess.run([sys.executable, "-m", "xception_trt", "--version"],
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == f"xception-trt {__version__}"
+
+
+def test_convert_keras_to_safetensors(tmp_path, capsys):
+    import numpy as np
+    import torch
+
+    from keras_reference import random_keras_layers, write_keras_h5
+    from xception_trt.checkpoint import load_model
+    from xception_trt.model import scaled_channels
+
+    layers = random_keras_layers(np.random.default_rng(0),
+                                 width_ch=lambda c: scaled_channels(c, 0.125),
+                                 middle_blocks=1, num_classes=3)
+    src = tmp_path / "w.h5"
+    write_keras_h5(src, layers)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("a\nb\nc\n")
+    out = tmp_path / "w.safetensors"
+    assert main(["convert", str(src), "-o", str(out), "--input-size", "80",
+                 "--labels", str(labels)]) == 0
+    assert "keras weights, 3 classes" in capsys.readouterr().out
+    a, b = load_model(src, input_size=80), load_model(out)
+    assert b.spec.class_names() == ("a", "b", "c") and b.spec.pool_padding.value == "tf-same"
+    x = torch.randn(1, 3, 80, 80)
+    with torch.no_grad():
+        assert torch.equal(a(x), b(x))
+    # a second run refuses to clobber the output
+    assert main(["convert", str(src), "-o", str(out)]) == 2
+    assert "already exists; pass --force" in capsys.readouterr().err
+
+
+def test_convert_bad_checkpoint_exit_2(tmp_path, capsys):
+    assert main(["convert", str(tmp_path / "nope.pth"), "-o", str(tmp_path / "o.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: checkpoint") and "does not exist" in err
+    assert not (tmp_path / "o.safetensors").exists()
