@@ -106,3 +106,63 @@ def flat_image_folder(tmp_path_factory) -> Path:
     for i in range(12):
         Image.fromarray(_smooth_image(rng, 80 + i, 100)).save(root / f"img_{i:02d}.png")
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_files(tiny_model, tmp_path_factory) -> dict:
+    """The tiny model as ONNX with xception-trt metadata: ``float`` (float-nchw, dynamic batch),
+    ``uint8`` (uint8-nhwc, dynamic batch) and ``static2`` (float-nchw, fixed batch 2)."""
+    root = tmp_path_factory.mktemp("onnx")
+    try:
+        from xception_trt.export import export_onnx
+    except ImportError:
+        export_onnx = None
+    out = {}
+    for key, fmt, batch in (("float", "float-nchw", "dynamic"), ("uint8", "uint8-nhwc", "dynamic"),
+                            ("static2", "float-nchw", 2)):
+        path = root / f"tiny_{key}.onnx"
+        if export_onnx is not None:
+            export_onnx(tiny_model, path, batch=batch, input_format=fmt)
+        else:
+            _export_tiny_onnx(tiny_model, path, fmt, batch)
+        out[key] = path
+    return out
+
+
+def _export_tiny_onnx(model, path: Path, input_format: str, batch) -> None:
+    """Fallback exporter (plain torch.onnx.export + onnx_meta) used until xception_trt.export
+    exists."""
+    import onnx
+    import torch
+
+    from xception_trt.onnx_meta import write_metadata
+
+    spec = model.spec
+    s = spec.input_size
+
+    class _Uint8(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+            self.register_buffer("mean", torch.tensor(spec.mean).view(1, -1, 1, 1))
+            self.register_buffer("std", torch.tensor(spec.std).view(1, -1, 1, 1))
+
+        def forward(self, x):
+            x = x.permute(0, 3, 1, 2).float() * (1.0 / 255.0)
+            return self.inner((x - self.mean) / self.std)
+
+    n = 2 if batch == "dynamic" else int(batch)
+    if input_format == "uint8-nhwc":
+        net, dummy = _Uint8().eval(), torch.zeros(n, s, s, spec.in_chans, dtype=torch.uint8)
+    else:
+        net, dummy = model, torch.zeros(n, spec.in_chans, s, s)
+    dyn = {"input": {0: "N"}, "logits": {0: "N"}} if batch == "dynamic" else None
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter's notice
+        torch.onnx.export(net, dummy, str(path), input_names=["input"], output_names=["logits"],
+                          dynamic_axes=dyn, opset_version=17, dynamo=False)
+    proto = onnx.load(str(path))
+    write_metadata(proto, {"model_spec": spec, "input_format": input_format, "precision": "fp32"})
+    onnx.save(proto, str(path))

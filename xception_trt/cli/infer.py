@@ -1,0 +1,68 @@
+"""``xception-trt infer``: classify images with an engine, an ONNX file or a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import positive_int, print_json
+
+ORDER = 60
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "infer", help="classify images with a model (.engine/.plan, .onnx or checkpoint)",
+        description="Classify images with any model file: a TensorRT engine (.engine/.plan), an "
+                    "ONNX file (run with ONNX Runtime) or a checkpoint (run with PyTorch). "
+                    "Preprocessing follows the model's own metadata.")
+    p.add_argument("model", metavar="MODEL", help="model file (.engine, .plan, .onnx, "
+                   ".safetensors, .pth, .pt, .bin, .h5)")
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="image files to classify")
+    p.add_argument("--top-k", type=positive_int, default=5,
+                   help="classes to show per image (default: 5)")
+    p.add_argument("--batch-size", type=positive_int, default=32,
+                   help="images per runner call (default: 32, capped at the model's max batch)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads for ONNX Runtime / torch (default: the library's choice)")
+    p.add_argument("--device", default=None,
+                   help="torch checkpoints: cpu or cuda[:i]; TensorRT engines: GPU index "
+                        "(default: cpu / GPU 0); ONNX files choose via ONNX Runtime providers")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=run)
+
+
+def runner_options(model: str, *, threads: int | None = None,
+                   device: str | None = None) -> dict:
+    """Runner keyword options from CLI flags (only those given; the runner rejects the rest)."""
+    from ..runners import runner_kind
+
+    kw: dict = {}
+    kind = runner_kind(model)
+    if threads is not None and kind != "tensorrt":
+        kw["threads"] = threads
+    if device is not None:
+        if kind == "tensorrt":
+            text = device.split(":", 1)[1] if device.startswith("cuda:") else device
+            kw["device"] = int(text) if text.isdigit() else device
+        else:
+            kw["device"] = device
+    return kw
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..runners import Classifier
+
+    kw = runner_options(args.model, threads=args.threads, device=args.device)
+    with Classifier(args.model, batch_size=args.batch_size, **kw) as clf:
+        results = clf.classify(args.images, top_k=args.top_k)
+        name = clf.runner.name
+    if args.json:
+        print_json({"model": args.model, "runner": name,
+                    "results": [{"image": img, "predictions": [p.to_dict() for p in preds]}
+                                for img, preds in zip(args.images, results)]})
+        return 0
+    for img, preds in zip(args.images, results):
+        print(img)
+        for rank, p in enumerate(preds, start=1):
+            print(f"  {rank}. {p.probability:7.2%}  {p.label} ({p.index})")
+    return 0
