@@ -1,0 +1,502 @@
+"""PyTorch Xception -> clean ONNX, with metadata and a parity check against ONNX Runtime.
+
+Exporter choice (torch 2.13 ships both):
+
+* The TorchScript exporter (``torch.onnx.export(..., dynamo=False)``) is the default for opsets
+  up to 20. It still emits a canonical opset-17 graph (Conv with BatchNorm already folded,
+  GlobalAveragePool, Flatten, Gemm) in under a second for the full model, and opset 17 is the
+  newest opset TensorRT 8.6 (JetPack 5) parses. It is deprecated ("will be removed"), so:
+* The dynamo exporter (``dynamo=True``, torch.export based) is used when asked, for opsets above
+  20, or when the TorchScript exporter is gone. It emits opset >= 18 (its down-conversion to 17
+  fails on ``Pad`` for TF-"same" models), ``ReduceMean`` + ``Reshape`` in the head, and takes
+  several seconds longer.
+
+Either graph then goes through :func:`xception_trt.graph.clean_graph`, which folds constants and
+BatchNorm, drops Identity/Dropout, canonicalises the head to ``GlobalAveragePool -> Flatten`` and
+names nodes deterministically, so both exporters give the same operator set and topology.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .config import InputFormat, ModelSpec, Precision
+from .errors import ConfigError, ExportError, GraphError
+from .fsio import atomic_path, check_writable_dir
+from .graph import GraphReport, clean_graph, graph_report, uint8_nhwc_model
+from .onnx_meta import INPUT_NAME, OUTPUT_NAME, load_onnx, read_metadata, write_metadata
+
+__all__ = [
+    "MIN_OPSET",
+    "DEFAULT_OPSET",
+    "EXPORTERS",
+    "ExportResult",
+    "ParityResult",
+    "export_onnx",
+    "verify_parity",
+    "max_supported_opset",
+    "parity_inputs",
+    "state_dict_sha256",
+]
+
+log = logging.getLogger(__name__)
+
+#: Oldest opset we export: per-channel QuantizeLinear/DequantizeLinear (INT8 variants) need 13,
+#: and TensorRT's parser documents opset 13+ as the baseline for explicit quantisation.
+MIN_OPSET = 13
+#: Default opset: the newest TensorRT 8.6 (JetPack 5) parses; TensorRT 10 / RTX read it too.
+DEFAULT_OPSET = 17
+#: Newest opset the TorchScript exporter emits (torch.onnx._constants).
+_TORCHSCRIPT_MAX_OPSET = 20
+#: Opsets whose operators TensorRT 10.x's ONNX parser documents (onnx-tensorrt operators.md).
+_TRT_MAX_OPSET = 22
+EXPORTERS = ("auto", "torchscript", "dynamo")
+#: Dummy batch for a dynamic-batch export: not 1, so no exporter specialises the batch axis.
+_TRACE_BATCH = 2
+
+
+def max_supported_opset() -> int:
+    """Newest opset we export: what both the installed ``onnx`` and TensorRT's parser read."""
+    import onnx.defs
+
+    return min(onnx.defs.onnx_opset_version(), _TRT_MAX_OPSET)
+
+
+@dataclass(frozen=True)
+class ParityResult:
+    """ONNX Runtime (CPU) vs PyTorch on the same inputs.
+
+    Attributes:
+        max_abs_diff: Largest absolute logit difference.
+        mean_abs_diff: Mean absolute logit difference.
+        top1_agreement: Fraction of samples whose arg-max class agrees (1.0 = all).
+        num_samples: Samples compared.
+        atol: The bound ``max_abs_diff`` is held to.
+        input_format: Format the ONNX graph was fed (the torch model always gets float NCHW).
+    """
+
+    max_abs_diff: float
+    mean_abs_diff: float
+    top1_agreement: float
+    num_samples: int
+    atol: float
+    input_format: InputFormat = InputFormat.FLOAT_NCHW
+
+    @property
+    def passed(self) -> bool:
+        """``max_abs_diff <= atol`` and every top-1 class agrees."""
+        return self.max_abs_diff <= self.atol and self.top1_agreement == 1.0
+
+    def summary(self) -> str:
+        """One line: max/mean abs diff, top-1 agreement, verdict."""
+        return (f"parity ({self.input_format}, {self.num_samples} samples, ORT CPU vs torch): "
+                f"max |diff| {self.max_abs_diff:.3g}, mean |diff| {self.mean_abs_diff:.3g}, "
+                f"top-1 agreement {self.top1_agreement:.1%} -> "
+                f"{'OK' if self.passed else 'FAILED'} (bound {self.atol:g})")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict."""
+        return {"max_abs_diff": self.max_abs_diff, "mean_abs_diff": self.mean_abs_diff,
+                "top1_agreement": self.top1_agreement, "num_samples": self.num_samples,
+                "atol": self.atol, "input_format": self.input_format.value,
+                "passed": self.passed}
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export_onnx` wrote.
+
+    Attributes:
+        path: The ONNX file.
+        spec: The model's :class:`ModelSpec` (also in the file's metadata).
+        input_format: What the graph takes as input.
+        opset: ONNX opset of the graph.
+        batch: ``"dynamic"`` or the fixed batch size.
+        exporter: ``torchscript`` or ``dynamo``.
+        clean: Whether the cleanup passes ran.
+        report: Node counts / initialiser bytes before and after cleanup, file size.
+        parity: The parity check run before the file was published (``None`` if skipped).
+        source_sha256: SHA-256 of the checkpoint (or of the state dict) exported.
+        seconds: Wall time of export + cleanup + checks, in seconds.
+    """
+
+    path: Path
+    spec: ModelSpec
+    input_format: InputFormat
+    opset: int
+    batch: int | str
+    exporter: str
+    clean: bool
+    report: GraphReport
+    parity: ParityResult | None
+    source_sha256: str
+    seconds: float
+    precision: Precision = Precision.FP32
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict."""
+        return {"path": str(self.path), "spec": self.spec.to_dict(),
+                "input_format": self.input_format.value, "opset": self.opset,
+                "batch": self.batch, "exporter": self.exporter, "clean": self.clean,
+                "report": self.report.to_dict(),
+                "parity": None if self.parity is None else self.parity.to_dict(),
+                "source_sha256": self.source_sha256, "seconds": self.seconds,
+                "precision": self.precision.value}
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def state_dict_sha256(model: Any) -> str:
+    """Hex SHA-256 over a module's state dict (names, dtypes, shapes and bytes, sorted by name)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        array = tensor.detach().cpu().contiguous().numpy()
+        digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _resolve_model(model_or_checkpoint: Any) -> tuple[Any, str]:
+    from .model import Xception
+
+    if isinstance(model_or_checkpoint, (str, os.PathLike)):
+        from .checkpoint import load_model
+
+        model = load_model(model_or_checkpoint)  # CheckpointError names the problem
+        return model, model.checkpoint_sha256
+    if not isinstance(model_or_checkpoint, Xception):
+        raise ExportError(f"cannot export a {type(model_or_checkpoint).__name__}: pass an "
+                          "xception_trt Xception model or a checkpoint path")
+    sha = getattr(model_or_checkpoint, "checkpoint_sha256", None)
+    return model_or_checkpoint, sha or state_dict_sha256(model_or_checkpoint)
+
+
+def _check_opset(opset: int, exporter: str) -> None:
+    if isinstance(opset, bool) or not isinstance(opset, int):
+        raise ExportError(f"opset must be an integer, got {opset!r}")
+    newest = max_supported_opset()
+    if opset < MIN_OPSET:
+        raise ExportError(f"opset {opset} is too old: TensorRT needs opset >= {MIN_OPSET} for "
+                          f"these graphs; use --opset {DEFAULT_OPSET}")
+    if opset > newest:
+        raise ExportError(f"opset {opset} is newer than the installed onnx and TensorRT's parser "
+                          f"support (newest {newest}); use --opset {DEFAULT_OPSET}")
+    if exporter == "torchscript" and opset > _TORCHSCRIPT_MAX_OPSET:
+        raise ExportError(f"the TorchScript exporter writes opset <= {_TORCHSCRIPT_MAX_OPSET}, "
+                          f"not {opset}; use exporter='dynamo' or a lower opset")
+    if exporter == "dynamo" and opset < 18:
+        raise ExportError(f"the dynamo exporter writes opset >= 18, not {opset}; use "
+                          "exporter='torchscript' (or 'auto') for older opsets")
+
+
+def _check_batch(batch: int | str) -> int | str:
+    if isinstance(batch, str):
+        if batch.lower() == "dynamic":
+            return "dynamic"
+        try:
+            batch = int(batch)
+        except ValueError:
+            raise ExportError(f"batch must be 'dynamic' or a positive integer, got {batch!r}") \
+                from None
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ExportError(f"batch must be 'dynamic' or a positive integer, got {batch!r}")
+    return batch
+
+
+def _torchscript_available() -> bool:
+    import inspect
+
+    import torch.onnx
+
+    return "dynamo" in inspect.signature(torch.onnx.export).parameters and hasattr(
+        torch.onnx, "utils")
+
+
+def _pick_exporter(exporter: str, opset: int) -> str:
+    if exporter not in EXPORTERS:
+        raise ExportError(f"unknown exporter {exporter!r}; choose one of: {', '.join(EXPORTERS)}")
+    if exporter != "auto":
+        return exporter
+    if opset <= _TORCHSCRIPT_MAX_OPSET and _torchscript_available():
+        return "torchscript"
+    return "dynamo"
+
+
+def _torch_export(model: Any, *, opset: int, batch: int | str, exporter: str) -> Any:
+    """Run a torch exporter; return the raw ``onnx.ModelProto``."""
+    import onnx
+    import torch
+
+    size, chans = model.spec.input_size, model.spec.in_chans
+    n = _TRACE_BATCH if batch == "dynamic" else int(batch)
+    dummy = torch.zeros(n, chans, size, size, dtype=torch.float32)
+    with warnings.catch_warnings():
+        # Deprecation notices about the exporters themselves, not about our model.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            if exporter == "torchscript":
+                buf = io.BytesIO()
+                axes = ({INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
+                        if batch == "dynamic" else None)
+                torch.onnx.export(model, (dummy,), buf, dynamo=False, opset_version=opset,
+                                  input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                  dynamic_axes=axes, do_constant_folding=True,
+                                  training=torch.onnx.TrainingMode.EVAL)
+                return onnx.load_from_string(buf.getvalue())
+            shapes = ({"x": {0: torch.export.Dim("batch", min=1)}}
+                      if batch == "dynamic" else None)
+            program = torch.onnx.export(model, (dummy,), None, dynamo=True, opset_version=opset,
+                                        input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                        dynamic_shapes=shapes, verbose=False, optimize=True)
+            proto = program.model_proto
+        except ExportError:
+            raise
+        except Exception as exc:  # torch raises a zoo of types; all mean "export failed"
+            raise ExportError(f"torch.onnx.export ({exporter}) failed: {type(exc).__name__}: "
+                              f"{exc}") from exc
+    got = {o.domain: o.version for o in proto.opset_import}.get("", None)
+    if got != opset:
+        raise ExportError(f"the dynamo exporter produced opset {got}, not {opset}; use "
+                          f"opset {got} or exporter='torchscript'")
+    return proto
+
+
+def _fix_batch_dims(model: Any, batch: int | str) -> None:
+    """Name the batch dim ``batch`` (dynamic) or pin it (fixed) on graph I/O, in place."""
+    for value in list(model.graph.input) + list(model.graph.output):
+        dim = value.type.tensor_type.shape.dim[0]
+        if batch == "dynamic":
+            dim.Clear()
+            dim.dim_param = "batch"
+        else:
+            dim.Clear()
+            dim.dim_value = int(batch)
+
+
+def parity_inputs(spec: ModelSpec, input_format: InputFormat | str, *, n: int = 4,
+                  seed: int = 0) -> np.ndarray:
+    """Random, realistic inputs for a parity check: seeded uint8 pixels (as-is for
+    ``uint8-nhwc``, normalised to float32 NCHW for ``float-nchw``)."""
+    from .preprocess import normalize
+
+    fmt = InputFormat.parse(input_format)
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(n, spec.input_size, spec.input_size, spec.in_chans),
+                          dtype=np.uint8)
+    return pixels if fmt is InputFormat.UINT8_NHWC else normalize(pixels, spec)
+
+
+def _onnx_input_format(session: Any) -> InputFormat:
+    inp = session.get_inputs()[0]
+    return InputFormat.UINT8_NHWC if inp.type == "tensor(uint8)" else InputFormat.FLOAT_NCHW
+
+
+def verify_parity(model: Any, onnx_path: str | os.PathLike[str], inputs: np.ndarray, *,
+                  atol: float = 1e-4) -> ParityResult:
+    """Compare ONNX Runtime (CPU) on ``onnx_path`` with the PyTorch ``model`` on ``inputs``.
+
+    A ``uint8-nhwc`` graph gets the uint8 pixels while torch gets the same pixels through the
+    float path (:func:`xception_trt.preprocess.normalize`), so the folded normalisation is
+    checked too.
+
+    Args:
+        model: The reference :class:`~xception_trt.model.Xception` (eval mode is used).
+        onnx_path: The ONNX file to check.
+        inputs: A batch in the graph's input format: float32 ``(N, C, S, S)`` normalised, or
+            uint8 ``(N, S, S, C)`` pixels.
+        atol: Bound on the max absolute logit difference for :attr:`ParityResult.passed`.
+
+    Returns:
+        The :class:`ParityResult` (it does not raise on a mismatch; check ``passed``).
+
+    Raises:
+        GraphError: ``onnx_path`` is missing, not ONNX or truncated.
+        ExportError: ``inputs`` do not match the graph's input format, or ORT fails to run it.
+    """
+    import onnxruntime as ort
+    import torch
+
+    from .preprocess import normalize
+
+    load_onnx(onnx_path)  # clear GraphError for missing / not-ONNX / truncated files
+    try:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
+        raise GraphError(f"ONNX Runtime cannot load {onnx_path}: {exc}") from None
+    fmt = _onnx_input_format(session)
+    inputs = np.asarray(inputs)
+    size, chans = model.spec.input_size, model.spec.in_chans
+    expected = ((np.uint8, (size, size, chans)) if fmt is InputFormat.UINT8_NHWC
+                else (np.float32, (chans, size, size)))
+    if inputs.ndim != 4 or inputs.dtype != expected[0] or inputs.shape[1:] != expected[1]:
+        raise ExportError(f"{onnx_path} takes {fmt} input {np.dtype(expected[0]).name} "
+                          f"(N, {', '.join(map(str, expected[1]))}); got {inputs.dtype} "
+                          f"{inputs.shape}")
+    torch_in = normalize(inputs, model.spec) if fmt is InputFormat.UINT8_NHWC else inputs
+    try:
+        got = _run_ort(session, inputs)
+    except Exception as exc:  # onnxruntime's Fail / InvalidArgument
+        raise ExportError(f"ONNX Runtime failed to run {onnx_path}: {exc}") from None
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            ref = model(torch.from_numpy(np.ascontiguousarray(torch_in))).numpy()
+    finally:
+        model.train(was_training)
+    diff = np.abs(got.astype(np.float64) - ref.astype(np.float64))
+    agree = float(np.mean(got.argmax(axis=1) == ref.argmax(axis=1)))
+    return ParityResult(max_abs_diff=float(diff.max()), mean_abs_diff=float(diff.mean()),
+                        top1_agreement=agree, num_samples=int(len(inputs)), atol=float(atol),
+                        input_format=fmt)
+
+
+def _run_ort(session: Any, inputs: np.ndarray) -> np.ndarray:
+    """Run ``inputs`` through an ORT session; a fixed-batch graph gets chunks of its batch size
+    (the last one padded by repeating its final sample, the padding dropped afterwards)."""
+    dim = session.get_inputs()[0].shape[0]
+    if not isinstance(dim, int) or dim == len(inputs):
+        return session.run([OUTPUT_NAME], {INPUT_NAME: inputs})[0]
+    outs = []
+    for start in range(0, len(inputs), dim):
+        chunk = inputs[start:start + dim]
+        real = len(chunk)
+        if real < dim:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], dim - real, axis=0)])
+        outs.append(session.run([OUTPUT_NAME], {INPUT_NAME: chunk})[0][:real])
+    return np.concatenate(outs)
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+
+
+def export_onnx(model_or_checkpoint: Any, path: str | os.PathLike[str], *,
+                opset: int = DEFAULT_OPSET, batch: int | str = "dynamic",
+                input_format: InputFormat | str = InputFormat.FLOAT_NCHW, clean: bool = True,
+                check_parity: bool = True, parity_samples: int = 2, atol: float = 1e-4,
+                exporter: str = "auto") -> ExportResult:
+    """Export an Xception to a clean, checked ONNX file with xception-trt metadata.
+
+    The file is written to a temporary name and renamed only after ``onnx.checker`` (full check),
+    shape inference and, if asked, the parity check pass: an error never leaves a file behind.
+
+    Args:
+        model_or_checkpoint: An :class:`~xception_trt.model.Xception` or a checkpoint path
+            (any format :func:`~xception_trt.checkpoint.load_model` reads).
+        path: Destination ``.onnx`` file.
+        opset: ONNX opset (``MIN_OPSET`` .. :func:`max_supported_opset`; default 17).
+        batch: ``"dynamic"`` (dim named ``batch``) or a fixed batch size >= 1.
+        input_format: ``float-nchw`` (normalised float32) or ``uint8-nhwc`` (raw pixels;
+            normalisation folded into the first convolution).
+        clean: Run the onnx-graphsurgeon cleanup (:func:`~xception_trt.graph.clean_graph`).
+        check_parity: Compare ONNX Runtime with torch on ``parity_samples`` random inputs before
+            publishing the file.
+        parity_samples: Random samples for the parity check.
+        atol: Bound on the max absolute logit difference (FP32: 1e-4).
+        exporter: ``auto`` (TorchScript for opset <= 20, see the module docstring),
+            ``torchscript`` or ``dynamo``.
+
+    Returns:
+        An :class:`ExportResult`.
+
+    Raises:
+        CheckpointError: The checkpoint is missing, unreadable or not an Xception.
+        ExportError: Bad arguments, unwritable destination, the exporter failed, or parity
+            failed (the message gives the figures).
+        GraphError: Cleanup failed or left an operator TensorRT does not parse.
+    """
+    import onnx
+    import torch
+
+    start = time.perf_counter()
+    path = Path(path)
+    if path.suffix.lower() != ".onnx":
+        raise ExportError(f"output path {path} must end in .onnx")
+    if path.is_dir():
+        raise ExportError(f"output path {path} is a directory; give a file name ending in .onnx")
+    check_writable_dir(path.parent if str(path.parent) else Path("."), error=ExportError)
+    try:
+        fmt = InputFormat.parse(input_format)
+    except ConfigError as exc:
+        raise ExportError(str(exc)) from None
+    batch = _check_batch(batch)
+    if exporter not in EXPORTERS:
+        raise ExportError(f"unknown exporter {exporter!r}; choose one of: {', '.join(EXPORTERS)}")
+    _check_opset(opset, exporter)
+    chosen = _pick_exporter(exporter, opset)
+    _check_opset(opset, chosen)
+    if fmt is InputFormat.UINT8_NHWC and not clean:
+        log.info("uint8-nhwc without cleanup: the stem is added to the raw export")
+
+    model, source_sha = _resolve_model(model_or_checkpoint)
+    spec: ModelSpec = model.spec
+    was_training = model.training
+    model.eval()
+    try:
+        raw = _torch_export(model, opset=opset, batch=batch, exporter=chosen)
+    finally:
+        model.train(was_training)
+    log.info("exported with the %s exporter (opset %d, batch %s)", chosen, opset, batch)
+
+    out = clean_graph(raw) if clean else raw
+    if fmt is InputFormat.UINT8_NHWC:
+        out = uint8_nhwc_model(out, spec)
+    _fix_batch_dims(out, batch)
+    settings = {"opset": opset, "batch": batch, "input_format": fmt.value, "clean": clean,
+                "exporter": chosen, "torch": torch.__version__, "onnx": onnx.__version__}
+    write_metadata(out, {"model_spec": spec, "input_format": fmt, "precision": Precision.FP32,
+                         "source_sha256": source_sha, "version": __version__,
+                         "export": settings, "labels": list(spec.class_names())})
+    out.producer_name, out.producer_version = "xception-trt", __version__
+    out.doc_string = (f"Xception ({spec.num_classes} classes, {spec.input_size}x"
+                      f"{spec.input_size}, width {spec.width:g}) exported by xception-trt "
+                      f"{__version__}")
+    try:
+        out = onnx.shape_inference.infer_shapes(out, check_type=True, strict_mode=True)
+        onnx.checker.check_model(out, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ExportError(f"the exported graph fails the ONNX checker: {exc}") from None
+
+    parity = None
+    with atomic_path(path, error=ExportError) as tmp:
+        onnx.save_model(out, str(tmp))
+        if check_parity:
+            parity = verify_parity(model, tmp, parity_inputs(spec, fmt, n=parity_samples),
+                                   atol=atol)
+            if not parity.passed:
+                raise ExportError(f"exported graph does not match the PyTorch model: "
+                                  f"{parity.summary()}; nothing was written")
+    report = graph_report(raw, out, file_size=path.stat().st_size)
+    seconds = time.perf_counter() - start
+    log.info("wrote %s (%d -> %d nodes, %.1f s)", path, report.before.num_nodes,
+             report.after.num_nodes, seconds)
+    return ExportResult(path=path, spec=spec, input_format=fmt, opset=opset, batch=batch,
+                        exporter=chosen, clean=clean, report=report, parity=parity,
+                        source_sha256=source_sha, seconds=seconds)
+
+
+def read_export_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The export settings stored in an ONNX file we wrote (``{}`` if absent).
+
+    Raises:
+        GraphError: Not ONNX, truncated, or not written by xception-trt.
+    """
+    meta = read_metadata(path)
+    return meta.json_field("export") or {}

@@ -1,0 +1,669 @@
+"""ONNX graph cleanup with onnx-graphsurgeon: small ``Graph -> Graph`` passes, I/O at the edges.
+
+Every pass takes an ``onnx_graphsurgeon.Graph``, changes it in place and returns it, so passes
+compose (``toposort(remove_dead_nodes(fold_constants(g)))``). :func:`clean_graph` runs the
+pipeline on an ``onnx.ModelProto``; :func:`check_ops` verifies that only operators TensorRT's ONNX
+parser supports (for this model family) remain; :func:`add_uint8_nhwc_input` moves the input
+normalisation into the first convolution; :func:`graph_stats` / :func:`graph_report` describe a
+graph before and after.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .config import ModelSpec
+from .errors import GraphError
+from .onnx_meta import INPUT_NAME
+
+__all__ = [
+    "GraphStats",
+    "GraphReport",
+    "TRT_PARSER_OPS",
+    "XCEPTION_OPS",
+    "QDQ_OPS",
+    "fold_constants",
+    "remove_identity_dropout",
+    "remove_dead_nodes",
+    "toposort",
+    "canonicalize_head",
+    "dedupe_initializers",
+    "fold_batchnorm",
+    "check_no_batchnorm",
+    "check_ops",
+    "name_nodes",
+    "add_uint8_nhwc_input",
+    "clean_graph",
+    "uint8_nhwc_model",
+    "graph_stats",
+    "graph_report",
+    "import_graph",
+    "export_graph",
+]
+
+log = logging.getLogger(__name__)
+
+#: Operators the Xception graphs we produce may contain. Every one is in TensorRT's ONNX parser
+#: operator list (onnx-tensorrt ``docs/operators.md``, TensorRT 8.6 .. 10.x and TensorRT-RTX):
+#: the float graph (Conv, Relu, Add, MaxPool, GlobalAveragePool, Flatten, Gemm), the TF-"same"
+#: max-pool padding (Pad), the uint8-NHWC input stem (Cast, Transpose) and what FP16 conversion
+#: inserts at the FP32 I/O boundary (Cast).
+XCEPTION_OPS = frozenset({"Conv", "Relu", "Add", "MaxPool", "GlobalAveragePool", "Flatten", "Gemm",
+                          "Pad", "Cast", "Transpose"})
+#: Explicit-quantisation nodes of INT8 (Q/DQ) variants; TensorRT parses them (opset >= 13 for
+#: per-channel scales).
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+#: What :func:`check_ops` accepts by default.
+TRT_PARSER_OPS = XCEPTION_OPS | QDQ_OPS
+
+_Graph = Any  # onnx_graphsurgeon.Graph (imported lazily: graph passes are optional at import)
+
+
+def _gs():
+    import onnx_graphsurgeon as gs
+
+    return gs
+
+
+# ---------------------------------------------------------------------------------------------
+# I/O at the edges
+
+
+def import_graph(model: Any) -> _Graph:
+    """``onnx.ModelProto`` -> ``onnx_graphsurgeon.Graph``.
+
+    Raises:
+        GraphError: The model cannot be imported (malformed protobuf).
+    """
+    try:
+        return _gs().import_onnx(model)
+    except Exception as exc:  # gs raises plain Exceptions / KeyErrors on malformed graphs
+        raise GraphError(f"cannot import the ONNX graph into onnx-graphsurgeon: {exc}") from None
+
+
+def export_graph(graph: _Graph, *, like: Any | None = None) -> Any:
+    """``onnx_graphsurgeon.Graph`` -> ``onnx.ModelProto``, keeping ``like``'s IR version,
+    producer and metadata props (gs would otherwise stamp the newest IR version, which older
+    TensorRT parsers reject, and drop the metadata)."""
+    import onnx
+
+    kwargs: dict[str, Any] = {}
+    if like is not None:
+        kwargs["ir_version"] = like.ir_version
+        kwargs["producer_name"] = like.producer_name
+        kwargs["producer_version"] = like.producer_version
+    model = _gs().export_onnx(graph, **kwargs)
+    if like is not None:
+        for prop in like.metadata_props:
+            model.metadata_props.add().CopyFrom(prop)
+        if like.doc_string:
+            model.doc_string = like.doc_string
+    model.graph.name = graph.name or "xception"
+    return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True,
+                                             data_prop=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# passes
+
+
+def fold_constants(graph: _Graph) -> _Graph:
+    """Evaluate every subgraph whose inputs are constants (shape arithmetic included) and
+    replace it by its value; the folded nodes are removed.
+
+    TorchScript's TF-"same" padding (Shape/ConstantOfShape/Concat/Slice/Cast feeding ``Pad``) and
+    the dynamo exporter's shape computations collapse into constants here.
+    """
+    graph.fold_constants(fold_shapes=True, error_ok=False)
+    return graph.cleanup()
+
+
+def remove_identity_dropout(graph: _Graph) -> _Graph:
+    """Bypass ``Identity`` nodes and inference-time ``Dropout`` (mask output unused).
+
+    A node whose output is a graph output hands the output name to its input tensor, so the
+    graph's I/O names never change. An ``Identity`` straight from a graph input to a graph output
+    is kept (removing it would merge two I/O names).
+    """
+    graph_outputs = {id(t) for t in graph.outputs}
+    for node in list(graph.nodes):
+        if node.op not in ("Identity", "Dropout") or not node.inputs or not node.outputs:
+            continue
+        if node.op == "Dropout" and len(node.outputs) > 1 and node.outputs[1].outputs:
+            continue  # the mask is consumed: not a no-op
+        src, dst = node.inputs[0], node.outputs[0]
+        if id(dst) in graph_outputs:
+            if src in graph.inputs or src in graph.outputs or _is_constant(src):
+                continue
+            src.name, src.dtype, src.shape = dst.name, dst.dtype, dst.shape
+            graph.outputs = [src if t is dst else t for t in graph.outputs]
+        else:
+            _reroute(dst, src)
+        node.outputs.clear()
+        node.inputs.clear()
+    return graph.cleanup()
+
+
+def remove_dead_nodes(graph: _Graph) -> _Graph:
+    """Remove nodes and tensors that do not contribute to any graph output."""
+    return graph.cleanup(remove_unused_node_outputs=False, remove_unused_graph_inputs=False)
+
+
+def toposort(graph: _Graph) -> _Graph:
+    """Order the nodes topologically (the ONNX checker and TensorRT's parser need it)."""
+    return graph.toposort()
+
+
+def _is_constant(tensor: Any) -> bool:
+    return isinstance(tensor, _gs().Constant)
+
+
+def _const_values(tensor: Any) -> np.ndarray | None:
+    """Values of a Constant tensor or of the output of a ``Constant`` node, else ``None``."""
+    gs = _gs()
+    if isinstance(tensor, gs.Constant):
+        return np.asarray(tensor.values)
+    if len(tensor.inputs) == 1 and tensor.inputs[0].op == "Constant":
+        value = tensor.inputs[0].attrs.get("value")
+        if isinstance(value, gs.Constant):
+            return np.asarray(value.values)
+    return None
+
+
+def _producer(tensor: Any) -> Any | None:
+    return tensor.inputs[0] if len(tensor.inputs) == 1 else None
+
+
+def _rank(tensor: Any) -> int | None:
+    shape = getattr(tensor, "shape", None)
+    return None if shape is None else len(shape)
+
+
+def _is_pooled_nc11(tensor: Any) -> bool:
+    """True when ``tensor`` is a 4-D ``(N, C, 1, 1)`` map (the output of global pooling)."""
+    producer = _producer(tensor)
+    if producer is not None and producer.op == "GlobalAveragePool":
+        return True
+    shape = getattr(tensor, "shape", None)
+    return shape is not None and len(shape) == 4 and list(shape[2:]) == [1, 1]
+
+
+def _reduce_mean_axes(node: Any) -> list[int] | None:
+    if "axes" in node.attrs:  # opset <= 17
+        return [int(a) for a in node.attrs["axes"]]
+    if len(node.inputs) > 1:  # opset >= 18: axes is an input
+        values = _const_values(node.inputs[1])
+        return None if values is None else [int(a) for a in values.reshape(-1)]
+    return None
+
+
+def canonicalize_head(graph: _Graph) -> _Graph:
+    """Give the classifier head one canonical form: ``GlobalAveragePool -> Flatten -> Gemm``.
+
+    * ``ReduceMean`` over H and W (axes ``[2, 3]`` / ``[-2, -1]``) of a 4-D tensor becomes
+      ``GlobalAveragePool`` (followed by ``Flatten`` when ``keepdims=0``), what the dynamo
+      exporter emits for ``AdaptiveAvgPool2d(1)``.
+    * ``Reshape`` / ``Squeeze`` / ``Flatten`` that turn the pooled ``(N, C, 1, 1)`` map into
+      ``(N, C)`` become one ``Flatten(axis=1)``; the shape arithmetic feeding a dynamic-batch
+      ``Reshape`` becomes dead and is removed.
+    """
+    gs = _gs()
+    for node in list(graph.nodes):
+        if node.op != "ReduceMean" or not node.inputs or _rank(node.inputs[0]) not in (4, None):
+            continue
+        axes = _reduce_mean_axes(node)
+        if axes is None or sorted(a % 4 for a in axes) != [2, 3]:
+            continue
+        x, y = node.inputs[0], node.outputs[0]
+        keepdims = int(node.attrs.get("keepdims", 1))
+        node.inputs.clear()
+        node.outputs.clear()
+        if keepdims:
+            graph.nodes.append(gs.Node("GlobalAveragePool", inputs=[x], outputs=[y]))
+        else:
+            pooled = gs.Variable(f"{y.name}_pooled", dtype=y.dtype)
+            graph.nodes.append(gs.Node("GlobalAveragePool", inputs=[x], outputs=[pooled]))
+            graph.nodes.append(gs.Node("Flatten", attrs={"axis": 1}, inputs=[pooled],
+                                       outputs=[y]))
+    for node in list(graph.nodes):
+        if node.op not in ("Reshape", "Squeeze", "Flatten") or not node.inputs:
+            continue
+        x, y = node.inputs[0], node.outputs[0]
+        if not _is_pooled_nc11(x) or not _flattens_to_nc(node, x):
+            continue
+        if node.op == "Flatten" and int(node.attrs.get("axis", 1)) == 1:
+            continue  # already canonical
+        node.inputs.clear()
+        node.outputs.clear()
+        graph.nodes.append(gs.Node("Flatten", attrs={"axis": 1}, inputs=[x], outputs=[y]))
+    # A Reshape of an already-flat (N, C) tensor to (N, C) is a no-op.
+    for node in list(graph.nodes):
+        if node.op == "Reshape" and node.inputs and _producer(node.inputs[0]) is not None \
+                and _producer(node.inputs[0]).op == "Flatten" \
+                and int(_producer(node.inputs[0]).attrs.get("axis", 1)) == 1:
+            target = _const_values(node.inputs[1]) if len(node.inputs) > 1 else None
+            channels = (node.inputs[0].shape or [None, None])[-1]
+            if target is not None and target.size == 2 and target[0] in (0, -1) \
+                    and (target[1] == -1 or (isinstance(channels, int)
+                                             and target[1] == channels)):
+                _bypass(graph, node)
+    return graph.cleanup()
+
+
+def _flattens_to_nc(node: Any, x: Any) -> bool:
+    """Does ``node`` (Reshape/Squeeze/Flatten of an (N, C, 1, 1) tensor) produce (N, C)?"""
+    out_rank = _rank(node.outputs[0])
+    if node.op == "Flatten":
+        return int(node.attrs.get("axis", 1)) == 1
+    if node.op == "Squeeze":
+        axes = node.attrs.get("axes")
+        if axes is None and len(node.inputs) > 1:
+            values = _const_values(node.inputs[1])
+            axes = None if values is None else values.reshape(-1).tolist()
+        return axes is not None and sorted(int(a) % 4 for a in axes) == [2, 3]
+    # Reshape: a constant target [0|-1|N, C|-1], or a computed one whose result is known 2-D.
+    target = _const_values(node.inputs[1]) if len(node.inputs) > 1 else None
+    if target is not None:
+        if target.size != 2:
+            return False
+        channels = (x.shape or [None, None])[1] if x.shape is not None else None
+        first_ok = int(target[0]) in (0, -1) or (x.shape is not None and x.shape[0] == target[0])
+        second_ok = int(target[1]) == -1 or (isinstance(channels, int)
+                                              and int(target[1]) == channels)
+        return first_ok and second_ok and not (int(target[0]) == -1 and int(target[1]) == -1)
+    return out_rank == 2
+
+
+def _reroute(old: Any, new: Any) -> None:
+    """Make every consumer of tensor ``old`` read tensor ``new`` instead."""
+    for consumer in list(old.outputs):
+        for i, tensor in enumerate(list(consumer.inputs)):
+            if tensor is old:
+                consumer.inputs[i] = new
+
+
+def _bypass(graph: _Graph, node: Any) -> None:
+    """Remove a single-input single-output no-op node, keeping graph output names."""
+    src, dst = node.inputs[0], node.outputs[0]
+    if dst in graph.outputs:
+        src.name, src.dtype, src.shape = dst.name, dst.dtype, dst.shape
+        graph.outputs = [src if t is dst else t for t in graph.outputs]
+    else:
+        _reroute(dst, src)
+    node.inputs.clear()
+    node.outputs.clear()
+
+
+def dedupe_initializers(graph: _Graph) -> _Graph:
+    """Make identical constant tensors (same dtype, shape and bytes) one initialiser."""
+    gs = _gs()
+    seen: dict[tuple[str, tuple[int, ...], str], Any] = {}
+    replaced = 0
+    for node in graph.nodes:
+        for i, tensor in enumerate(list(node.inputs)):
+            if isinstance(tensor, gs.Constant):
+                values = np.ascontiguousarray(tensor.values)
+                key = (values.dtype.str, values.shape, hashlib.sha256(values.tobytes()).hexdigest())
+                keep = seen.setdefault(key, tensor)
+                if keep is not tensor:
+                    node.inputs[i] = keep
+                    replaced += 1
+    if replaced:
+        log.debug("dedupe_initializers: %d duplicate constant input(s) merged", replaced)
+    return graph.cleanup()
+
+
+def fold_batchnorm(graph: _Graph) -> _Graph:
+    """Fold every ``BatchNormalization`` that follows a ``Conv`` into that convolution.
+
+    ``y = (conv(x) + b - mean) * gamma / sqrt(var + eps) + beta`` becomes a convolution with
+    weights scaled per output channel and a new bias; computed in float64, stored as the
+    weights' dtype. BatchNorms that cannot be folded (no Conv in front, shared Conv output,
+    non-constant parameters) are left for :func:`check_no_batchnorm` to report.
+    """
+    gs = _gs()
+    for bn in list(graph.nodes):
+        if bn.op != "BatchNormalization" or any(o.outputs for o in bn.outputs[1:]):
+            continue  # not a BN, or a training-mode BN whose running stats are consumed
+        conv = _producer(bn.inputs[0])
+        if conv is None or conv.op != "Conv" or len(bn.inputs[0].outputs) != 1 \
+                or bn.inputs[0] in graph.outputs:
+            continue
+        params = [_const_values(t) for t in bn.inputs[1:5]]
+        weight = _const_values(conv.inputs[1])
+        bias = _const_values(conv.inputs[2]) if len(conv.inputs) > 2 else None
+        if weight is None or any(p is None for p in params) \
+                or (len(conv.inputs) > 2 and bias is None):
+            continue
+        gamma, beta, mean, var = (p.astype(np.float64) for p in params)
+        eps = float(bn.attrs.get("epsilon", 1e-5))
+        scale = gamma / np.sqrt(var + eps)
+        w = weight.astype(np.float64) * scale.reshape(-1, *([1] * (weight.ndim - 1)))
+        b0 = bias.astype(np.float64) if bias is not None else np.zeros_like(mean)
+        b = (b0 - mean) * scale + beta
+        dtype = weight.dtype
+        conv.inputs[1] = gs.Constant(f"{conv.name or 'conv'}.weight_bnfolded", w.astype(dtype))
+        new_bias = gs.Constant(f"{conv.name or 'conv'}.bias_bnfolded", b.astype(dtype))
+        if len(conv.inputs) > 2:
+            conv.inputs[2] = new_bias
+        else:
+            conv.inputs.append(new_bias)
+        out = bn.outputs[0]
+        conv.outputs[0] = out
+        bn.inputs.clear()
+        bn.outputs.clear()
+    return graph.cleanup()
+
+
+def check_no_batchnorm(graph: _Graph) -> _Graph:
+    """Raise :class:`GraphError` if a ``BatchNormalization`` remains (it should be folded).
+
+    Raises:
+        GraphError: Names the first unfolded BatchNorm node.
+    """
+    for node in graph.nodes:
+        if node.op == "BatchNormalization":
+            raise GraphError(f"BatchNormalization node {node.name!r} could not be folded into a "
+                             "convolution (no Conv in front of it, or its parameters are not "
+                             "constants); export the model in eval mode with "
+                             "`xception-trt export` so every BatchNorm follows a Conv")
+    return graph
+
+
+def check_ops(graph: _Graph, allowed: Iterable[str] = TRT_PARSER_OPS) -> _Graph:
+    """Check that every node is a default-domain ONNX operator in ``allowed``.
+
+    Args:
+        graph: The graph to check.
+        allowed: Operator types accepted (default: :data:`TRT_PARSER_OPS`).
+
+    Returns:
+        ``graph``, unchanged.
+
+    Raises:
+        GraphError: Names the first node with an unexpected operator or a custom domain.
+    """
+    allowed = frozenset(allowed)
+    for node in graph.nodes:
+        if node.domain not in ("", "ai.onnx", None):
+            raise GraphError(f"node {node.name!r} is {node.domain}::{node.op}, a custom-domain "
+                             "operator TensorRT's ONNX parser does not know; re-export the "
+                             "model with `xception-trt export`")
+        if node.op not in allowed:
+            raise GraphError(f"node {node.name!r} has operator {node.op!r}, which is not "
+                             f"expected in an Xception graph for TensorRT (expected one of: "
+                             f"{', '.join(sorted(allowed))}); re-export with "
+                             "`xception-trt export` (cleanup on)")
+    return graph
+
+
+def name_nodes(graph: _Graph) -> _Graph:
+    """Give nodes deterministic names ``<op>_<index>`` in topological order (canonical names
+    whichever exporter produced the graph; TensorRT layer names follow them)."""
+    counts: Counter[str] = Counter()
+    for node in graph.nodes:
+        node.name = f"{node.op}_{counts[node.op]}"
+        counts[node.op] += 1
+    return graph
+
+
+def add_uint8_nhwc_input(graph: _Graph, spec: ModelSpec) -> _Graph:
+    """Make the graph take uint8 NHWC pixels: ``Cast -> Transpose`` in front, and the
+    normalisation ``(p / 255 - mean) / std`` folded into the first convolution.
+
+    With ``s_c = 1 / (255 std_c)`` the convolution of normalised input equals a convolution of
+    raw pixels with weights ``W[o, c] * s_c`` and bias ``b_o - sum_{c,k} W[o, c, k] mean_c /
+    std_c``. That is exact only when the convolution has no padding (zero padding in normalised
+    space is not zero in pixel space), which holds for Xception's stem.
+
+    Args:
+        graph: A float-NCHW graph whose single input feeds only the first ``Conv``.
+        spec: Supplies ``mean``, ``std``, ``in_chans`` and ``input_size``.
+
+    Returns:
+        The graph, with input ``input`` of dtype uint8 and shape ``(N, S, S, C)``.
+
+    Raises:
+        GraphError: The input does not feed exactly one unpadded Conv with constant weights.
+    """
+    gs = _gs()
+    if len(graph.inputs) != 1:
+        raise GraphError(f"expected one graph input, found {len(graph.inputs)}")
+    x = graph.inputs[0]
+    if np.dtype(x.dtype) != np.float32 or x.shape is None or len(x.shape) != 4:
+        raise GraphError(f"graph input {x.name!r} is {x.dtype} {x.shape}, not float32 NCHW; "
+                         "the uint8-nhwc stem goes on a float-nchw graph only")
+    consumers = list(x.outputs)
+    if len(consumers) != 1 or consumers[0].op != "Conv":
+        raise GraphError(f"graph input {x.name!r} feeds {[n.op for n in consumers]}, not one "
+                         "Conv; the normalisation can only be folded into a single first conv")
+    conv = consumers[0]
+    pads = [int(p) for p in conv.attrs.get("pads", [0, 0, 0, 0])]
+    auto_pad = conv.attrs.get("auto_pad", "NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if any(pads) or auto_pad not in ("NOTSET", "VALID"):
+        raise GraphError(f"first convolution {conv.name!r} is padded (pads={pads}, "
+                         f"auto_pad={auto_pad}); folding the normalisation into it would not be "
+                         "exact — use --input-format float-nchw")
+    if int(conv.attrs.get("group", 1)) != 1:
+        raise GraphError(f"first convolution {conv.name!r} is grouped; cannot fold the "
+                         "normalisation into it")
+    weight = _const_values(conv.inputs[1])
+    bias = _const_values(conv.inputs[2]) if len(conv.inputs) > 2 else None
+    if weight is None or (len(conv.inputs) > 2 and bias is None):
+        raise GraphError(f"first convolution {conv.name!r} has non-constant weights")
+    channels = int(weight.shape[1])
+    if channels != spec.in_chans or x.shape[1] not in (channels, None) \
+            and not isinstance(x.shape[1], str):
+        raise GraphError(f"first convolution takes {channels} channels but the ModelSpec says "
+                         f"{spec.in_chans}")
+    mean = np.asarray(spec.mean, dtype=np.float64)
+    std = np.asarray(spec.std, dtype=np.float64)
+    w64 = weight.astype(np.float64)
+    b64 = bias.astype(np.float64) if bias is not None else np.zeros(w64.shape[0])
+    new_w = w64 / (255.0 * std).reshape(1, -1, 1, 1)
+    new_b = b64 - np.einsum("ochw,c->o", w64, mean / std)
+
+    batch, _, height, width = x.shape
+    pixels = gs.Variable(x.name, dtype=np.uint8, shape=[batch, height, width, channels])
+    x.name = f"{x.name}_nchw_float"
+    as_float = gs.Variable(f"{INPUT_NAME}_float", dtype=np.float32,
+                           shape=[batch, height, width, channels])
+    graph.nodes.append(gs.Node("Cast", name="input_cast", attrs={"to": 1},  # FLOAT
+                               inputs=[pixels], outputs=[as_float]))
+    graph.nodes.append(gs.Node("Transpose", name="input_nhwc_to_nchw",
+                               attrs={"perm": [0, 3, 1, 2]}, inputs=[as_float], outputs=[x]))
+    x.shape = [batch, channels, height, width]
+    conv.inputs[1] = gs.Constant(f"{conv.name or 'conv'}.weight_pixelnorm",
+                                 new_w.astype(weight.dtype))
+    bias_const = gs.Constant(f"{conv.name or 'conv'}.bias_pixelnorm", new_b.astype(weight.dtype))
+    if len(conv.inputs) > 2:
+        conv.inputs[2] = bias_const
+    else:
+        conv.inputs.append(bias_const)
+    graph.inputs = [pixels]
+    return graph.toposort()
+
+
+# ---------------------------------------------------------------------------------------------
+# pipeline
+
+#: The cleanup passes of :func:`clean_graph`, in order.
+DEFAULT_PASSES: tuple[Callable[[_Graph], _Graph], ...] = (
+    fold_constants,
+    remove_identity_dropout,
+    fold_batchnorm,
+    canonicalize_head,
+    fold_constants,  # again: the head rewrite can leave constant shape arithmetic behind
+    dedupe_initializers,
+    remove_dead_nodes,
+    toposort,
+    check_no_batchnorm,
+    name_nodes,
+)
+
+
+def _check_model(model: Any, what: str) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise GraphError(f"{what} fails the ONNX checker: {exc}") from None
+
+
+def clean_graph(model: Any, *, passes: Sequence[Callable[[_Graph], _Graph]] = DEFAULT_PASSES,
+                allowed_ops: Iterable[str] | None = TRT_PARSER_OPS) -> Any:
+    """Run the cleanup passes on an ONNX model and return the cleaned model.
+
+    Args:
+        model: An ``onnx.ModelProto`` (not modified).
+        passes: ``Graph -> Graph`` passes to run (default :data:`DEFAULT_PASSES`).
+        allowed_ops: Operator check after cleanup (:func:`check_ops`); ``None`` skips it.
+
+    Returns:
+        A new, shape-inferred ``onnx.ModelProto`` with the same I/O names, opset, IR version
+        and metadata props, which passes ``onnx.checker`` (full check).
+
+    Raises:
+        GraphError: A pass failed, a BatchNorm could not be folded, an unexpected operator
+            remains, or the result does not check.
+    """
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except onnx.shape_inference.InferenceError as exc:
+        raise GraphError(f"shape inference failed on the input graph: {exc}") from None
+    graph = import_graph(inferred)
+    for fn in passes:
+        try:
+            graph = fn(graph)
+        except GraphError:
+            raise
+        except Exception as exc:  # a pass hitting an unexpected graph is a GraphError
+            raise GraphError(f"graph pass {fn.__name__} failed: {type(exc).__name__}: {exc}") \
+                from exc
+    if allowed_ops is not None:
+        check_ops(graph, allowed_ops)
+    try:
+        out = export_graph(graph, like=model)
+    except onnx.shape_inference.InferenceError as exc:
+        raise GraphError(f"the cleaned graph fails shape inference: {exc}") from None
+    _check_model(out, "the cleaned graph")
+    return out
+
+
+def uint8_nhwc_model(model: Any, spec: ModelSpec) -> Any:
+    """An ONNX model taking uint8 NHWC pixels, from a float-NCHW one (see
+    :func:`add_uint8_nhwc_input`); not modified in place. Raises :class:`GraphError`."""
+    graph = add_uint8_nhwc_input(import_graph(model), spec)
+    graph = name_nodes(remove_dead_nodes(graph))
+    out = export_graph(graph, like=model)
+    _check_model(out, "the uint8-nhwc graph")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+
+@dataclass(frozen=True)
+class GraphStats:
+    """Size and composition of one ONNX graph.
+
+    Attributes:
+        ops: Node count per operator type.
+        num_nodes: Total number of nodes.
+        num_initializers: Number of initialisers (and ``Constant`` nodes' tensors).
+        initializer_bytes: Bytes of initialiser data.
+        model_bytes: Size of the serialised model, in bytes.
+    """
+
+    ops: Mapping[str, int] = field(default_factory=dict)
+    num_nodes: int = 0
+    num_initializers: int = 0
+    initializer_bytes: int = 0
+    model_bytes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict."""
+        return {"ops": dict(sorted(self.ops.items())), "num_nodes": self.num_nodes,
+                "num_initializers": self.num_initializers,
+                "initializer_bytes": self.initializer_bytes, "model_bytes": self.model_bytes}
+
+
+@dataclass(frozen=True)
+class GraphReport:
+    """A before/after comparison of a graph cleanup.
+
+    Attributes:
+        before: Stats of the exporter's raw graph.
+        after: Stats of the graph written.
+        file_size: Size of the written ONNX file in bytes (``None`` before it is written).
+    """
+
+    before: GraphStats
+    after: GraphStats
+    file_size: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict."""
+        return {"before": self.before.to_dict(), "after": self.after.to_dict(),
+                "file_size": self.file_size}
+
+    def format(self) -> str:
+        """A human-readable table: node counts per op before/after, totals, bytes."""
+        ops = sorted(set(self.before.ops) | set(self.after.ops),
+                     key=lambda o: (-self.before.ops.get(o, 0), o))
+        width = max([len("initializer bytes")] + [len(o) for o in ops])
+        lines = [f"{'op':<{width}} {'before':>10} {'after':>10}"]
+        for op in ops:
+            lines.append(f"{op:<{width}} {self.before.ops.get(op, 0):>10} "
+                         f"{self.after.ops.get(op, 0):>10}")
+        lines.append(f"{'nodes':<{width}} {self.before.num_nodes:>10} {self.after.num_nodes:>10}")
+        lines.append(f"{'initializers':<{width}} {self.before.num_initializers:>10} "
+                     f"{self.after.num_initializers:>10}")
+        lines.append(f"{'initializer bytes':<{width}} {self.before.initializer_bytes:>10} "
+                     f"{self.after.initializer_bytes:>10}")
+        if self.file_size is not None:
+            lines.append(f"{'file bytes':<{width}} {self.before.model_bytes:>10} "
+                         f"{self.file_size:>10}")
+        return "\n".join(lines)
+
+
+def graph_stats(model: Any) -> GraphStats:
+    """Count nodes by op type and initialiser bytes of an ``onnx.ModelProto``."""
+    from onnx import numpy_helper
+
+    ops = Counter(node.op_type for node in model.graph.node)
+    n_init = len(model.graph.initializer)
+    init_bytes = sum(numpy_helper.to_array(t).nbytes for t in model.graph.initializer)
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    n_init += 1
+                    init_bytes += numpy_helper.to_array(attr.t).nbytes
+    return GraphStats(ops=dict(ops), num_nodes=len(model.graph.node), num_initializers=n_init,
+                      initializer_bytes=int(init_bytes), model_bytes=model.ByteSize())
+
+
+def graph_report(before: Any, after: Any | None = None, *,
+                 file_size: int | None = None) -> GraphReport:
+    """Compare two ``onnx.ModelProto`` (raw export vs cleaned); one model gives before == after.
+
+    Args:
+        before: The graph before cleanup.
+        after: The graph after cleanup (default: ``before``).
+        file_size: Bytes of the written file, if known.
+    """
+    stats_before = graph_stats(before)
+    stats_after = stats_before if after is None else graph_stats(after)
+    return GraphReport(stats_before, stats_after, file_size)
