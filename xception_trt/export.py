@@ -34,7 +34,8 @@ from . import __version__
 from .config import InputFormat, ModelSpec, Precision
 from .errors import ConfigError, ExportError, GraphError
 from .fsio import atomic_path, check_writable_dir
-from .graph import GraphReport, clean_graph, graph_report, uint8_nhwc_model
+from .graph import (MIN_OPSET, GraphReport, clean_graph, graph_report,
+                    max_supported_opset, uint8_nhwc_model)
 from .onnx_meta import INPUT_NAME, OUTPUT_NAME, load_onnx, read_metadata, write_metadata
 
 __all__ = [
@@ -52,25 +53,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Oldest opset we export: per-channel QuantizeLinear/DequantizeLinear (INT8 variants) need 13,
-#: and TensorRT's parser documents opset 13+ as the baseline for explicit quantisation.
-MIN_OPSET = 13
 #: Default opset: the newest TensorRT 8.6 (JetPack 5) parses; TensorRT 10 / RTX read it too.
 DEFAULT_OPSET = 17
 #: Newest opset the TorchScript exporter emits (torch.onnx._constants).
 _TORCHSCRIPT_MAX_OPSET = 20
-#: Opsets whose operators TensorRT 10.x's ONNX parser documents (onnx-tensorrt operators.md).
-_TRT_MAX_OPSET = 22
 EXPORTERS = ("auto", "torchscript", "dynamo")
 #: Dummy batch for a dynamic-batch export: not 1, so no exporter specialises the batch axis.
 _TRACE_BATCH = 2
-
-
-def max_supported_opset() -> int:
-    """Newest opset we export: what both the installed ``onnx`` and TensorRT's parser read."""
-    import onnx.defs
-
-    return min(onnx.defs.onnx_opset_version(), _TRT_MAX_OPSET)
 
 
 @dataclass(frozen=True)
@@ -188,12 +177,10 @@ def _check_opset(opset: int, exporter: str) -> None:
     if isinstance(opset, bool) or not isinstance(opset, int):
         raise ExportError(f"opset must be an integer, got {opset!r}")
     newest = max_supported_opset()
-    if opset < MIN_OPSET:
-        raise ExportError(f"opset {opset} is too old: TensorRT needs opset >= {MIN_OPSET} for "
-                          f"these graphs; use --opset {DEFAULT_OPSET}")
-    if opset > newest:
-        raise ExportError(f"opset {opset} is newer than the installed onnx and TensorRT's parser "
-                          f"support (newest {newest}); use --opset {DEFAULT_OPSET}")
+    if not MIN_OPSET <= opset <= newest:
+        raise ExportError(f"opset {opset} cannot be read by TensorRT's ONNX parser and the "
+                          f"installed onnx (supported: {MIN_OPSET}..{newest}); use "
+                          f"--opset {DEFAULT_OPSET}")
     if exporter == "torchscript" and opset > _TORCHSCRIPT_MAX_OPSET:
         raise ExportError(f"the TorchScript exporter writes opset <= {_TORCHSCRIPT_MAX_OPSET}, "
                           f"not {opset}; use exporter='dynamo' or a lower opset")

@@ -45,6 +45,12 @@ __all__ = [
     "graph_report",
     "import_graph",
     "export_graph",
+    "MIN_OPSET",
+    "TRT_MAX_OPSET",
+    "max_supported_opset",
+    "model_opset",
+    "check_opset",
+    "check_onnx",
 ]
 
 log = logging.getLogger(__name__)
@@ -61,6 +67,15 @@ XCEPTION_OPS = frozenset({"Conv", "Relu", "Add", "MaxPool", "GlobalAveragePool",
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 #: What :func:`check_ops` accepts by default.
 TRT_PARSER_OPS = XCEPTION_OPS | QDQ_OPS
+
+#: Oldest opset we accept: per-channel QuantizeLinear/DequantizeLinear (INT8 variants) need 13,
+#: and TensorRT's parser documents opset 13+ as the baseline for explicit quantisation.
+MIN_OPSET = 13
+#: Newest opset we let through. TensorRT 11.x documents opset 25 (Support Matrix / "ONNX Opset
+#: Guide"); TensorRT 10.x parsers read the opsets of the ONNX release they bundle (1.16-1.17:
+#: 21-22), so 22 is the newest every parser we target reads. The default export stays at 17
+#: (TensorRT 8.6 on JetPack 5).
+TRT_MAX_OPSET = 22
 
 _Graph = Any  # onnx_graphsurgeon.Graph (imported lazily: graph passes are optional at import)
 
@@ -107,6 +122,75 @@ def export_graph(graph: _Graph, *, like: Any | None = None) -> Any:
     model.graph.name = graph.name or "xception"
     return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True,
                                              data_prop=True)
+
+
+def max_supported_opset() -> int:
+    """Newest opset we write or accept: what both the installed ``onnx`` and TensorRT read."""
+    import onnx.defs
+
+    return min(onnx.defs.onnx_opset_version(), TRT_MAX_OPSET)
+
+
+def model_opset(model: Any) -> int:
+    """The default-domain (``ai.onnx``) opset of an ``onnx.ModelProto``.
+
+    Raises:
+        GraphError: The model imports no default-domain opset.
+    """
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    raise GraphError("the ONNX model imports no default-domain opset; re-export it with "
+                     "`xception-trt export`")
+
+
+def check_opset(opset: int, *, what: str = "ONNX model") -> int:
+    """Check that TensorRT's parser (and the installed onnx) can read ``opset``.
+
+    Returns:
+        ``opset``.
+
+    Raises:
+        GraphError: ``opset`` is below :data:`MIN_OPSET` or above :func:`max_supported_opset`.
+    """
+    newest = max_supported_opset()
+    if opset < MIN_OPSET:
+        raise GraphError(f"{what} uses opset {opset}; TensorRT needs opset >= {MIN_OPSET} for "
+                         "these graphs — re-export with `xception-trt export --opset 17`")
+    if opset > newest:
+        raise GraphError(f"{what} uses opset {opset}, newer than the installed onnx / TensorRT "
+                         f"parser support (newest {newest}) — re-export with "
+                         "`xception-trt export --opset 17`")
+    return opset
+
+
+def check_onnx(model_or_path: Any, *, allowed_ops: Iterable[str] = TRT_PARSER_OPS) -> Any:
+    """Check an ONNX model or file before handing it to TensorRT: readable, opset in range,
+    passes ``onnx.checker``, only expected operators, no BatchNorm left.
+
+    Args:
+        model_or_path: An ``onnx.ModelProto`` or a path to an ``.onnx`` file.
+        allowed_ops: Operator types accepted (:func:`check_ops`).
+
+    Returns:
+        The loaded ``onnx.ModelProto``.
+
+    Raises:
+        GraphError: Missing, not ONNX, truncated, unsupported opset, fails the checker,
+            unexpected operator or an unfolded BatchNorm (the message names the node).
+    """
+    import os
+
+    from .onnx_meta import load_onnx
+
+    is_path = isinstance(model_or_path, (str, os.PathLike))
+    model = load_onnx(model_or_path) if is_path else model_or_path
+    what = f"ONNX file {model_or_path}" if is_path else "ONNX model"
+    check_opset(model_opset(model), what=what)
+    _check_model(model, what)
+    graph = import_graph(model)
+    check_ops(check_no_batchnorm(graph), allowed_ops)
+    return model
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,7 +337,7 @@ def canonicalize_head(graph: _Graph) -> _Graph:
                     and (target[1] == -1 or (isinstance(channels, int)
                                              and target[1] == channels)):
                 _bypass(graph, node)
-    return graph.cleanup()
+    return graph.cleanup().toposort()  # the new nodes were appended at the end
 
 
 def _flattens_to_nc(node: Any, x: Any) -> bool:
