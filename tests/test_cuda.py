@@ -1,0 +1,447 @@
+"""The CUDA layer (xception_trt/trt/cuda.py).
+
+On any machine: error-code translation (with an injected bindings module), backend selection,
+sizes, ownership/use-after-close guards (with a recording backend), device-array parsing
+(CUDA array interface dicts, real DLPack capsules of CPU tensors), and a real NVRTC compile (NVRTC
+runs on the CPU). On an NVIDIA GPU (marked ``gpu``): the self-test's CUDA checks for every
+installed backend -- the same code path as ``xception-trt selftest``.
+"""
+
+from __future__ import annotations
+
+import enum
+import gc
+import importlib.util
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from xception_trt.errors import DependencyError, EngineError
+from xception_trt.trt import cuda as xc
+from xception_trt.trt.devices import query_devices
+
+HAS_GPU = bool(query_devices().gpus)
+
+
+# ------------------------------------------------------------------------------------------------
+# error translation with an injected cuda-python runtime module
+# ------------------------------------------------------------------------------------------------
+class _Err(enum.IntEnum):
+    cudaSuccess = 0
+    cudaErrorMemoryAllocation = 2
+    cudaErrorInvalidValue = 1
+    cudaErrorNotReady = 600
+
+
+def _fake_runtime(**overrides):
+    """A module shaped like cuda.bindings.runtime: functions return (code, value...)."""
+    ok = _Err.cudaSuccess
+    rt = types.SimpleNamespace(
+        cudaError_t=_Err,
+        cudaGetDeviceCount=lambda: (ok, 1),
+        cudaSetDevice=lambda d: (ok,),
+        cudaFree=lambda p: (ok,),
+        cudaGetErrorString=lambda e: (ok, {2: b"out of memory"}.get(int(e), b"bad")),
+        cudaStreamQuery=lambda s: (ok,),
+    )
+    for k, v in overrides.items():
+        setattr(rt, k, v)
+    return rt
+
+
+def test_failed_call_names_call_code_and_meaning():
+    rt = _fake_runtime(cudaMalloc=lambda n: (_Err.cudaErrorMemoryAllocation, 0))
+    be = xc.CudaPythonBackend(0, runtime=rt, driver=None)
+    with pytest.raises(EngineError) as err:
+        be.mem_alloc(1 << 30)
+    msg = str(err.value)
+    assert "cudaMalloc" in msg and "cudaErrorMemoryAllocation" in msg and "(2)" in msg
+    assert "out of memory" in msg
+
+
+def test_successful_calls_unpack_values():
+    rt = _fake_runtime(cudaMalloc=lambda n: (_Err.cudaSuccess, 0x7000 + n),
+                       cudaMemGetInfo=lambda: (_Err.cudaSuccess, 5, 9))
+    be = xc.CudaPythonBackend(0, runtime=rt, driver=None)
+    assert be.mem_alloc(16) == 0x7010
+    assert be.mem_get_info() == (5, 9)
+    be.mem_free(0x7010)  # cudaFree returns only a code: no value, no error
+
+
+def test_binding_exception_becomes_engine_error():
+    def boom(n):
+        raise RuntimeError("libcudart.so not found")
+
+    be = xc.CudaPythonBackend(0, runtime=_fake_runtime(cudaMalloc=boom), driver=None)
+    with pytest.raises(EngineError, match=r"cudaMalloc could not run.*libcudart"):
+        be.mem_alloc(4)
+
+
+def test_query_distinguishes_not_ready_from_errors():
+    codes = iter([_Err.cudaErrorNotReady, _Err.cudaSuccess, _Err.cudaErrorInvalidValue])
+    be = xc.CudaPythonBackend(0, runtime=_fake_runtime(cudaStreamQuery=lambda s: (next(codes),)),
+                              driver=None)
+    assert be.stream_query(object()) is False
+    assert be.stream_query(object()) is True
+    with pytest.raises(EngineError, match="cudaStreamQuery.*cudaErrorInvalidValue"):
+        be.stream_query(object())
+
+
+def test_missing_device_ordinal_is_clear():
+    with pytest.raises(EngineError, match=r"device 3 does not exist.*1 GPU.*device=0\.\.0"):
+        xc.CudaPythonBackend(3, runtime=_fake_runtime(), driver=None)
+
+
+def test_driver_api_needs_driver_module():
+    be = xc.CudaPythonBackend(0, runtime=_fake_runtime(), driver=None)
+    with pytest.raises(EngineError, match="cuModuleLoadData"):
+        be.module_load(b"\x7fELF")
+
+
+@pytest.mark.skipif(HAS_GPU, reason="checks the no-driver message; this machine has a GPU")
+def test_real_bindings_without_driver_name_the_call():
+    pytest.importorskip("cuda.bindings")
+    with pytest.raises(EngineError) as err:
+        xc.CudaDevice(0)
+    msg = str(err.value)
+    assert "no usable NVIDIA GPU" in msg and "cudaGetDeviceCount" in msg and "nvidia-smi" in msg
+
+
+# ------------------------------------------------------------------------------------------------
+# backend selection
+# ------------------------------------------------------------------------------------------------
+def test_unknown_backend_lists_choices():
+    with pytest.raises(EngineError, match="unknown CUDA backend 'cupy'.*cuda-python, pycuda"):
+        xc.open_backend("cupy")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pycuda") is not None, reason="pycuda installed")
+def test_missing_pycuda_names_the_extra():
+    with pytest.raises(DependencyError, match=r"pip install 'xception-trt\[pycuda\]'"):
+        xc.open_backend("pycuda")
+    assert "CUDA toolkit" in xc.backend_status()["pycuda"]
+
+
+def test_missing_cuda_python_names_the_extra(monkeypatch):
+    for mod in ("cuda.bindings", "cuda.cuda", "cuda.cudart"):
+        monkeypatch.setitem(sys.modules, mod, None)  # makes the import fail
+    with pytest.raises(DependencyError, match=r"pip install 'xception-trt\[cuda\]'"):
+        xc.open_backend("cuda-python")
+    assert xc.backend_status()["cuda-python"] is not None
+
+
+def test_nbytes_of():
+    assert xc.nbytes_of((2, 3, 299, 299), np.float32) == 2 * 3 * 299 * 299 * 4
+    assert xc.nbytes_of((4, 1000), np.uint8) == 4000
+    with pytest.raises(EngineError, match="dynamic -1"):
+        xc.nbytes_of((-1, 3), np.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# ownership with a recording backend (no emulation of CUDA semantics: only the bookkeeping)
+# ------------------------------------------------------------------------------------------------
+class RecordingBackend(xc.CudaBackend):
+    name = "recording"
+    device = 0
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+        self.live: set[int] = set()
+        self._next = 0x1000
+        self.end_capture_result = "graph"
+
+    def _new(self) -> int:
+        self._next += 0x100
+        return self._next
+
+    def activate(self):
+        pass
+
+    def mem_alloc(self, nbytes):
+        p = self._new()
+        self.live.add(p)
+        self.calls.append(("alloc", nbytes))
+        return p
+
+    def mem_free(self, ptr):
+        self.live.remove(ptr)  # KeyError on a double free
+        self.calls.append(("free", ptr))
+
+    def host_alloc(self, nbytes):
+        p = self._new()
+        self.live.add(p)
+        return np.zeros(nbytes, np.uint8), p
+
+    def host_free(self, token):
+        self.live.remove(token)
+
+    def memcpy_htod_async(self, dst, src, nbytes, stream):
+        self.calls.append(("htod", dst, nbytes))
+
+    def memcpy_dtoh_async(self, dst, src, nbytes, stream):
+        self.calls.append(("dtoh", src, nbytes))
+
+    def stream_create(self):
+        p = self._new()
+        self.live.add(p)
+        return p
+
+    def stream_handle(self, stream):
+        return stream
+
+    def stream_destroy(self, stream):
+        self.live.remove(stream)
+
+    def event_create(self, timing):
+        p = self._new()
+        self.live.add(p)
+        return p
+
+    def event_destroy(self, event):
+        self.live.remove(event)
+
+    def begin_capture(self, stream):
+        self.calls.append(("begin_capture", stream))
+
+    def end_capture(self, stream):
+        self.calls.append(("end_capture", stream))
+        return self.end_capture_result
+
+    def graph_instantiate(self, graph):
+        return ("exec", graph)
+
+    def graph_destroy(self, graph):
+        self.calls.append(("graph_destroy", graph))
+
+    def graph_exec_destroy(self, graph_exec):
+        self.calls.append(("graph_exec_destroy", graph_exec))
+
+
+def test_device_buffer_single_owner_and_guards():
+    be = RecordingBackend()
+    with xc.DeviceBuffer(be, 64) as buf:
+        ptr = buf.ptr
+        assert ptr in be.live
+    assert buf.closed and ptr not in be.live
+    buf.close()  # idempotent: no second free (would raise KeyError)
+    assert be.calls.count(("free", ptr)) == 1
+    with pytest.raises(EngineError, match="used after close"):
+        _ = buf.ptr
+    with pytest.raises(EngineError, match="used after close"):
+        buf.copy_from_device(0, 4, None)
+
+
+def test_device_buffer_size_and_layout_checks():
+    be = RecordingBackend()
+    s = xc.Stream(be)
+    with xc.DeviceBuffer(be, 16) as buf:
+        with pytest.raises(EngineError, match="does not fit"):
+            buf.copy_from_host(np.zeros(5, np.float32), s)
+        with pytest.raises(EngineError, match="C-contiguous"):
+            buf.copy_from_host(np.zeros((2, 2), np.float32).T, s)
+        ro = np.zeros(4, np.float32)
+        ro.flags.writeable = False
+        with pytest.raises(EngineError, match="read-only"):
+            buf.copy_to_host(ro, s)
+        buf.copy_from_host(np.zeros(4, np.float32), s)
+        assert ("htod", buf.ptr, 16) in be.calls
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(EngineError, match="positive size"):
+            xc.DeviceBuffer(be, bad)
+    s.close()
+    assert not be.live
+
+
+def test_pinned_buffer_view_and_close():
+    be = RecordingBackend()
+    pb = xc.PinnedBuffer(be, (2, 3, 4), np.float32)
+    assert pb.nbytes == 96 and pb.array.shape == (2, 3, 4) and pb.array.dtype == np.float32
+    pb.close()
+    pb.close()
+    with pytest.raises(EngineError, match="pinned host buffer was used after close"):
+        _ = pb.array
+    with pytest.raises(EngineError, match="empty"):
+        xc.PinnedBuffer(be, (0, 3), np.float32)
+    assert not be.live
+
+
+def test_dropped_resources_are_freed_by_the_safety_net():
+    be = RecordingBackend()
+    buf, ev = xc.DeviceBuffer(be, 8), xc.Event(be)
+    assert len(be.live) == 2
+    del buf, ev
+    gc.collect()
+    assert not be.live
+
+
+def test_event_timing_flag_checked():
+    be = RecordingBackend()
+    a, b = xc.Event(be), xc.Event(be, timing=True)
+    with pytest.raises(EngineError, match="timing=True"):
+        a.elapsed_ms(b)
+
+
+def test_capture_ends_and_discards_graph_when_body_raises():
+    be = RecordingBackend()
+    s = xc.Stream(be)
+    with pytest.raises(ValueError):
+        with s.capture():
+            raise ValueError("boom")
+    assert ("end_capture", s.ptr) in be.calls and ("graph_destroy", "graph") in be.calls
+
+
+def test_invalidated_capture_is_a_clear_error():
+    be = RecordingBackend()
+    be.end_capture_result = None
+    s = xc.Stream(be)
+    with pytest.raises(EngineError, match="capture was invalidated.*cuda_graphs=False"):
+        with s.capture():
+            pass
+
+
+def test_graph_frees_exec_then_graph_once():
+    be = RecordingBackend()
+    s = xc.Stream(be)
+    with s.capture() as cap:
+        pass
+    cap.graph.close()
+    cap.graph.close()
+    assert be.calls[-2:] == [("graph_exec_destroy", ("exec", "graph")),
+                             ("graph_destroy", "graph")]
+    with pytest.raises(EngineError, match="CUDA graph was used after close"):
+        cap.graph.launch(s)
+
+
+def test_kernel_arguments_need_explicit_c_types():
+    be = RecordingBackend()
+    be.module_load = lambda image: "mod"
+    be.module_unload = lambda m: None
+    be.module_function = lambda m, name: name
+    launched = []
+    be.launch = lambda f, g, b, args, s: launched.append(args)
+    mod = xc.CudaModule(be, b"image")
+    k = mod.kernel("f")
+    s = xc.Stream(be)
+    with pytest.raises(EngineError, match="NumPy scalars"):
+        k.launch((1, 1, 1), (1, 1, 1), (1.0,), s)
+    k.launch((1, 1, 1), (1, 1, 1), (np.float32(1.0), np.uint64(5)), s)
+    assert len(launched) == 1
+    mod.close()
+    with pytest.raises(EngineError, match="CUDA module was used after close"):
+        k.launch((1, 1, 1), (1, 1, 1), (np.float32(1.0),), s)
+
+
+def test_device_factory_refuses_use_after_close():
+    dev = xc.CudaDevice(0, RecordingBackend())
+    dev.close()
+    dev.close()
+    with pytest.raises(EngineError, match="CudaDevice was used after close"):
+        dev.alloc(4)
+
+
+# ------------------------------------------------------------------------------------------------
+# device arrays of other libraries
+# ------------------------------------------------------------------------------------------------
+class _CAI:
+    def __init__(self, **iface):
+        self.__cuda_array_interface__ = {"version": 3, "strides": None, "stream": None, **iface}
+
+
+def test_cuda_array_interface_parsed_without_copy():
+    info = xc.device_array_info(_CAI(shape=(2, 3, 71, 71), typestr="<f4", data=(0xDEAD00, False)))
+    assert info.ptr == 0xDEAD00 and info.shape == (2, 3, 71, 71)
+    assert info.dtype == np.float32 and info.c_contiguous and info.device_type == "cuda"
+    assert info.nbytes == 2 * 3 * 71 * 71 * 4
+
+
+def test_cuda_array_interface_strides_and_stream():
+    # a transposed (2, 3) float32 view: strides (4, 8) -> not C-contiguous
+    t = xc.device_array_info(_CAI(shape=(2, 3), typestr="<f4", data=(8, False), strides=(4, 8)))
+    assert not t.c_contiguous
+    c = xc.device_array_info(_CAI(shape=(2, 3), typestr="<f4", data=(8, False), strides=(12, 4),
+                                  stream=7))
+    assert c.c_contiguous and c.stream == 7
+    with pytest.raises(EngineError, match="invalid producer stream 0"):
+        xc.device_array_info(_CAI(shape=(1,), typestr="<f4", data=(8, False), stream=0))
+    with pytest.raises(EngineError, match="mask"):
+        xc.device_array_info(_CAI(shape=(1,), typestr="<f4", data=(8, False), mask=object()))
+    with pytest.raises(EngineError, match="invalid __cuda_array_interface__"):
+        xc.device_array_info(_CAI(shape=(1,), data=(8, False)))
+
+
+def test_dlpack_capsule_parsed_from_a_real_cpu_tensor():
+    torch = pytest.importorskip("torch")
+    t = torch.arange(24, dtype=torch.float32).reshape(2, 3, 4)
+    info = xc.device_array_info(t)
+    assert info.device_type == "cpu" and info.ptr == t.data_ptr()
+    assert info.shape == (2, 3, 4) and info.dtype == np.float32 and info.c_contiguous
+    tt = xc.device_array_info(t.transpose(1, 2))
+    assert tt.shape == (2, 4, 3) and not tt.c_contiguous
+    base = torch.zeros((1, 5), dtype=torch.uint8)
+    u8 = xc.device_array_info(base[:, 1:])
+    assert u8.dtype == np.uint8 and u8.shape == (1, 4) and u8.ptr == base.data_ptr() + 1
+
+
+def test_dlpack_byte_offset_is_applied():
+    torch = pytest.importorskip("torch")
+    base = torch.arange(10, dtype=torch.float32)
+    info = xc.device_array_info(base[3:])
+    assert info.ptr == base.data_ptr() + 3 * 4
+
+
+def test_host_and_unknown_objects_are_not_device_arrays():
+    assert xc.device_array_info(np.zeros(3)) is None
+    assert xc.device_array_info([1, 2, 3]) is None
+
+
+def test_device_array_view_round_trips_through_the_interface():
+    be = RecordingBackend()
+    with xc.DeviceBuffer(be, 24) as buf:
+        arr = xc.DeviceArray(buf, (2, 3), np.float32)
+        info = xc.device_array_info(arr)
+        assert (info.ptr, info.shape, info.dtype) == (buf.ptr, (2, 3), np.float32)
+        with pytest.raises(EngineError, match="needs 28 bytes"):
+            xc.DeviceArray(buf, (7,), np.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# NVRTC (runs on the CPU)
+# ------------------------------------------------------------------------------------------------
+def _nvrtc_or_skip():
+    nvrtc = pytest.importorskip("cuda.bindings.nvrtc")
+    try:
+        nvrtc.nvrtcVersion()
+    except Exception as exc:
+        pytest.skip(f"NVRTC library not installed (pip install nvidia-cuda-nvrtc): {exc}")
+
+
+def test_standin_kernel_compiles_to_a_cubin():
+    _nvrtc_or_skip()
+    from xception_trt.selftest import STANDIN_SOURCE
+
+    cubin = xc.compile_kernel(STANDIN_SOURCE, arch=(8, 6))
+    assert cubin[:4] == b"\x7fELF" and b"xtrt_standin_affine" in cubin
+
+
+def test_compile_error_carries_the_compiler_log():
+    _nvrtc_or_skip()
+    with pytest.raises(EngineError, match=r"could not compile bad\.cu for sm_80.*error"):
+        xc.compile_kernel('extern "C" __global__ void f() { undefined_symbol(); }', arch=(8, 0),
+                          name="bad.cu")
+
+
+# ------------------------------------------------------------------------------------------------
+# real GPU: the self-test's CUDA checks, per installed backend
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["cuda-python", "pycuda"])
+def test_cuda_layer_on_gpu(backend):
+    from xception_trt.selftest import run_cuda_checks
+
+    if xc.backend_status()[backend] is not None:
+        pytest.skip(xc.backend_status()[backend])
+    results = run_cuda_checks(backend, calls=2000)
+    failed = [f"{r.name}: {r.detail}" for r in results if r.status != "pass"]
+    assert len(results) == 10 and not failed, "\n".join(failed)

@@ -1,0 +1,666 @@
+"""The post-install self-test, shared by ``xception-trt selftest`` and our ``gpu``/``trt`` tests.
+
+Two groups of checks:
+
+- **CUDA layer** (:func:`run_cuda_checks`, needs an NVIDIA GPU + cuda-python or pycuda + NVRTC):
+  allocation, pinned round trips, stream ordering, events, CUDA graph capture/replay,
+  multi-threaded use and thousands of calls without leaks, and the whole runner buffer path
+  through :class:`StandInRunner`.
+- **TensorRT engine** (:func:`run_engine_checks`, also needs a TensorRT flavour that runs on this
+  GPU): build a small engine from a tiny Xception, run it through
+  :class:`~xception_trt.trt.runtime.TensorRTRunner` (plain and with CUDA graphs, NumPy and device
+  inputs), compare with ONNX Runtime, and measure latency.
+
+:class:`StandInRunner` is a **STAND-IN, not a neural network**: an NVRTC-compiled kernel
+``logits[n, k] = a * x[n].flat[k] + b`` behind exactly the per-call path of ``TensorRTRunner``
+(:class:`~xception_trt.trt.runtime.CudaRunnerBase`), so a GPU without TensorRT (e.g. an H100 with
+CUDA 13) still exercises and times the real buffer/stream/graph code.
+
+:func:`missing_requirements` says precisely what this machine lacks for each group.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .config import InputFormat, ModelSpec, Precision
+from .errors import EngineError, XceptionTRTError
+from .trt.runtime import CudaRunnerBase
+
+__all__ = ["STANDIN_SOURCE", "StandInRunner", "CheckResult", "Requirements",
+           "missing_requirements", "run_cuda_checks", "run_engine_checks", "run_selftest",
+           "runnable_flavour", "latency_stats"]
+
+log = logging.getLogger(__name__)
+
+#: CUDA source of the stand-in kernel (one thread per output element).
+STANDIN_SOURCE = r"""
+extern "C" __global__ void xtrt_standin_affine(const float* x, float* y, float a, float b,
+                                               int n_out, int in_per_sample,
+                                               int out_per_sample) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n_out) {
+        int s = i / out_per_sample;
+        int k = i - s * out_per_sample;
+        y[i] = a * x[(long long)s * in_per_sample + k] + b;
+    }
+}
+"""
+_STANDIN_KERNEL = "xtrt_standin_affine"
+_BLOCK = 256
+
+
+# ------------------------------------------------------------------------------------------------
+# The stand-in
+# ------------------------------------------------------------------------------------------------
+class _AffineCompute:
+    """The stand-in's "engine": one kernel launch per call (bind -> args, enqueue -> launch)."""
+
+    def __init__(self, cuda: Any, in_per_sample: int, out_per_sample: int, a: float,
+                 b: float) -> None:
+        from .trt.cuda import compile_kernel
+
+        image = compile_kernel(STANDIN_SOURCE, arch=cuda.compute_capability, name="standin.cu")
+        self._module = cuda.load_module(image)
+        self._kernel = self._module.kernel(_STANDIN_KERNEL)
+        self._in, self._out, self._a, self._b = in_per_sample, out_per_sample, a, b
+        self._launch: tuple | None = None
+
+    def bind(self, input_shape: tuple[int, ...], in_ptr: int, out_ptr: int) -> None:
+        n_out = int(input_shape[0]) * self._out
+        args = (np.uint64(in_ptr), np.uint64(out_ptr), np.float32(self._a), np.float32(self._b),
+                np.int32(n_out), np.int32(self._in), np.int32(self._out))
+        grid = ((n_out + _BLOCK - 1) // _BLOCK, 1, 1)
+        self._launch = (grid, (_BLOCK, 1, 1), args)
+
+    def enqueue(self, stream: Any) -> None:
+        if self._launch is None:
+            raise EngineError("stand-in: enqueue before bind")
+        grid, block, args = self._launch
+        self._kernel.launch(grid, block, args, stream)
+
+    def close(self) -> None:
+        self._module.close()
+
+
+class StandInRunner(CudaRunnerBase):
+    """A runner with TensorRTRunner's exact buffer path and an NVRTC kernel as its "engine".
+
+    **STAND-IN, NOT A MODEL**: ``logits[n, k] = a * x[n].reshape(-1)[k] + b``. It exists to
+    test and time the CUDA buffer path (pinned staging, async copies on an own stream, device
+    inputs, CUDA graphs, locking) on GPUs without TensorRT.
+
+    Args:
+        input_size: Side ``S`` of the float32 ``(N, 3, S, S)`` input.
+        num_classes: Logits per sample (<= 3 * S * S).
+        max_batch: Largest batch; buffers are allocated once for it.
+        device, cuda_backend, cuda_graphs, check_finite, gpu_timing: As for
+            :class:`~xception_trt.trt.runtime.TensorRTRunner`.
+        a, b: The affine map's coefficients.
+
+    Raises:
+        EngineError, DependencyError: No GPU/driver, backend or NVRTC missing.
+    """
+
+    def __init__(self, *, input_size: int = 299, num_classes: int = 1000, max_batch: int = 8,
+                 device: int = 0, cuda_backend: str = "cuda-python", cuda_graphs: bool = False,
+                 check_finite: bool = False, gpu_timing: bool = False, a: float = 2.0,
+                 b: float = 0.5) -> None:
+        from .runners import input_spec_for, output_spec_for
+        from .trt.cuda import CudaDevice
+
+        if 3 * input_size * input_size < num_classes:
+            raise EngineError("stand-in: num_classes must not exceed 3 * input_size**2")
+        self.spec = ModelSpec(num_classes=num_classes, input_size=input_size, width=0.125,
+                              middle_blocks=0, source="standin")
+        self.name = "standin-affine"
+        self.input_format = InputFormat.FLOAT_NCHW
+        self.precision = Precision.FP32
+        self.input_spec = input_spec_for(self.spec, self.input_format)
+        self.output_spec = output_spec_for(self.spec)
+        self.min_batch, self.max_batch = 1, int(max_batch)
+        self.cuda_graphs, self.check_finite = bool(cuda_graphs), bool(check_finite)
+        self._a, self._b = np.float32(a), np.float32(b)
+        cuda = CudaDevice(device, cuda_backend)
+        self.device = f"cuda:{cuda.index}"
+        try:
+            self._compute = _AffineCompute(cuda, 3 * input_size * input_size, num_classes, a, b)
+            self._setup(cuda, max_batch=self.max_batch, gpu_timing=gpu_timing)
+        except BaseException:
+            if self._compute is not None:
+                self._compute.close()
+                self._compute = None
+            cuda.close()
+            raise
+
+    def reference(self, x: np.ndarray) -> np.ndarray:
+        """What the kernel computes, in NumPy (float32, bit-identical: one FMA-free mul+add)."""
+        flat = np.asarray(x, np.float32).reshape(x.shape[0], -1)
+        return (self._a * flat[:, : self.spec.num_classes] + self._b).astype(np.float32)
+
+    def describe(self) -> dict[str, Any]:
+        """Backend facts (clearly marked as the stand-in)."""
+        self._check_open()
+        backend = self._cuda.backend
+        return {"backend": "standin", "name": self.name, "device": self.device,
+                "cuda_backend": backend.name, "cuda": backend.versions(),
+                "cuda_graphs": self.cuda_graphs, "max_batch": self.max_batch,
+                "note": "STAND-IN kernel (y = a*x + b), not a neural network"}
+
+    def _close_extra(self, errors: list[str]) -> None:
+        try:
+            self._cuda.close()
+        except Exception as exc:
+            errors.append(str(exc))
+
+
+# ------------------------------------------------------------------------------------------------
+# Requirements
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Requirements:
+    """What this machine has for the self-test, and what is missing (each line says the fix).
+
+    Attributes:
+        gpus: ``"name (cc X.Y)"`` of each GPU found.
+        cuda_backends: Backends that import (``cuda-python``, ``pycuda``).
+        flavour: The TensorRT flavour that can run engines on GPU 0, or ``None``.
+        missing_cuda: Why the CUDA-layer checks cannot run (empty: they can).
+        missing_engine: Why the engine checks cannot run (empty: they can).
+    """
+
+    gpus: tuple[str, ...]
+    cuda_backends: tuple[str, ...]
+    flavour: str | None
+    compute_capability: str | None
+    missing_cuda: tuple[str, ...]
+    missing_engine: tuple[str, ...]
+
+
+def runnable_flavour(importable: dict[str, str], cc: tuple[int, int] | None) -> tuple[
+        str | None, list[str]]:
+    """The TensorRT flavour that can run engines on a GPU of compute capability ``cc``.
+
+    Args:
+        importable: ``{flavour name: version}`` of the flavours that import.
+        cc: The GPU's compute capability, ``None`` without a GPU.
+
+    Returns:
+        (flavour or ``None``, reasons why none/others cannot run).
+    """
+    reasons = []
+    if "tensorrt" in importable:
+        return "tensorrt", reasons
+    reasons.append("NVIDIA TensorRT ('tensorrt') does not import: install it (JetPack on Jetson; "
+                   "pip install 'xception-trt[trt]' on desktops)")
+    if "tensorrt_rtx" in importable:
+        if cc is None:
+            reasons.append("TensorRT-RTX is installed but runs engines only on an NVIDIA RTX GPU")
+        elif cc < (7, 5) or cc[0] in (9, 10):
+            reasons.append(f"TensorRT-RTX is installed but does not run on compute capability "
+                           f"{cc[0]}.{cc[1]} (it needs an RTX-class GPU: Turing or newer, not "
+                           "datacenter Hopper/Blackwell)")
+        else:
+            return "tensorrt_rtx", reasons
+    else:
+        reasons.append("TensorRT-RTX ('tensorrt_rtx') is not installed either")
+    return None, reasons
+
+
+def _nvrtc_missing() -> str | None:
+    try:
+        from cuda.bindings import nvrtc  # type: ignore[import-not-found]
+    except ImportError:
+        return None  # reported as the missing backend
+    try:
+        err, *_ = nvrtc.nvrtcVersion()
+    except Exception:
+        return ("the NVRTC library is missing (needed to compile the stand-in kernel): pip install "
+                "nvidia-cuda-nvrtc (CUDA 13) or nvidia-cuda-nvrtc-cu12 (CUDA 12)")
+    return None
+
+
+def missing_requirements() -> Requirements:
+    """Probe GPUs, CUDA backends, NVRTC and TensorRT flavours (never raises)."""
+    from .trt import available_flavours
+    from .trt.cuda import backend_status
+    from .trt.devices import query_devices
+
+    report = query_devices()
+    gpus = tuple(f"{g.name} (cc {g.compute_capability})" for g in report.gpus)
+    cc = None
+    if report.gpus:
+        major, minor = report.gpus[0].compute_capability.split(".")
+        cc = (int(major), int(minor))
+    status = backend_status()
+    backends = tuple(n for n, why in status.items() if why is None)
+    missing_cuda: list[str] = []
+    if not report.gpus:
+        missing_cuda.append(f"no NVIDIA GPU: {report.reason or 'none found'}")
+    if not backends:
+        missing_cuda.append(f"no CUDA Python binding: {status['cuda-python']}")
+    if "cuda-python" in backends and (why := _nvrtc_missing()):
+        missing_cuda.append(why)
+    importable = {f.name: f.version for f in available_flavours()}
+    flavour, reasons = runnable_flavour(importable, cc)
+    missing_engine = list(missing_cuda)
+    if flavour is None:
+        missing_engine.extend(reasons)
+    return Requirements(gpus, backends, flavour, None if cc is None else f"{cc[0]}.{cc[1]}",
+                        tuple(missing_cuda), tuple(missing_engine))
+
+
+# ------------------------------------------------------------------------------------------------
+# Check results
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class CheckResult:
+    """One self-test check: ``status`` is ``pass``, ``fail`` or ``skip``; ``detail`` says
+    what was measured or what went wrong; ``seconds`` is its wall time."""
+
+    name: str
+    status: str
+    detail: str = ""
+    seconds: float = 0.0
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _run(name: str, fn: Callable[[], str | tuple[str, dict]], results: list[CheckResult]) -> None:
+    t0 = time.perf_counter()
+    try:
+        out = fn()
+        detail, data = (out if isinstance(out, tuple) else (out, {}))
+        results.append(CheckResult(name, "pass", detail, time.perf_counter() - t0, data))
+    except (XceptionTRTError, AssertionError, ValueError, RuntimeError, OSError) as exc:
+        results.append(CheckResult(name, "fail", f"{type(exc).__name__}: {exc}",
+                                   time.perf_counter() - t0))
+
+
+def _expect(cond: bool, message: str) -> None:
+    if not cond:
+        raise AssertionError(message)
+
+
+def latency_stats(samples_s: list[float]) -> dict[str, float]:
+    """Median, p99 and mean of durations in seconds, returned in microseconds."""
+    arr = np.sort(np.asarray(samples_s, dtype=np.float64)) * 1e6
+    return {"median_us": float(np.median(arr)), "p99_us": float(np.percentile(arr, 99)),
+            "mean_us": float(arr.mean()), "n": int(arr.size)}
+
+
+# ------------------------------------------------------------------------------------------------
+# CUDA layer checks
+# ------------------------------------------------------------------------------------------------
+def run_cuda_checks(backend: str = "cuda-python", device: int = 0, *,
+                    calls: int = 2000) -> list[CheckResult]:
+    """Exercise the CUDA layer and the runner path with the stand-in on a real GPU.
+
+    Args:
+        backend: ``cuda-python`` or ``pycuda``.
+        device: CUDA device ordinal.
+        calls: Calls in the leak check.
+
+    Returns:
+        One :class:`CheckResult` per check (never raises for a failing check).
+    """
+    from .trt.cuda import CudaDevice, DeviceArray
+
+    results: list[CheckResult] = []
+    try:
+        cuda = CudaDevice(device, backend)
+    except XceptionTRTError as exc:
+        return [CheckResult(f"{backend}: open device", "fail", str(exc))]
+    rng = np.random.default_rng(0)
+    tag = f"{backend}: "
+
+    def allocation() -> str:
+        with cuda.stream() as s, cuda.alloc(1 << 20) as buf, cuda.pinned((1 << 20,), np.uint8) as h:
+            buf.fill_bytes(0xAB, s)
+            buf.copy_to_host(h.array, s)
+            s.synchronize()
+            _expect(bool((h.array == 0xAB).all()), "memset pattern not read back")
+        return f"1 MiB device + pinned buffers on {cuda.name} (cc {cuda.compute_capability})"
+
+    def pinned_round_trip() -> str:
+        x = rng.standard_normal((4, 3, 299, 299)).astype(np.float32)
+        with cuda.stream() as s, cuda.pinned(x.shape, x.dtype) as a, \
+                cuda.pinned(x.shape, x.dtype) as b, cuda.alloc(x.nbytes) as d:
+            a.array[...] = x
+            d.copy_from_host(a.array, s)
+            d.copy_to_host(b.array, s)
+            s.synchronize()
+            _expect(np.array_equal(b.array, x), "pinned H2D/D2H round trip changed the data")
+            pageable = np.empty_like(x)
+            d.copy_to_host(pageable, s)
+            s.synchronize()
+            _expect(np.array_equal(pageable, x), "pageable D2H changed the data")
+        return f"{x.nbytes} bytes pinned and pageable round trips bit-exact"
+
+    def stream_ordering() -> str:
+        # Two copies into one buffer then one back: stream order means the second copy wins.
+        first = np.full(1 << 16, 1.0, np.float32)
+        second = np.full(1 << 16, 2.0, np.float32)
+        with cuda.stream() as s, cuda.alloc(first.nbytes) as d, \
+                cuda.pinned(first.shape, np.float32) as p1, \
+                cuda.pinned(first.shape, np.float32) as p2, \
+                cuda.pinned(first.shape, np.float32) as out:
+            p1.array[...], p2.array[...] = first, second
+            for _ in range(20):
+                d.copy_from_host(p1.array, s)
+                d.copy_from_host(p2.array, s)
+                d.copy_to_host(out.array, s)
+                s.synchronize()
+                _expect(bool((out.array == 2.0).all()), "copies on one stream ran out of order")
+                out.array[...] = 0
+        return "20 rounds of (H2D, H2D, D2H) kept stream order"
+
+    def events() -> str:
+        with cuda.stream() as s, cuda.event(timing=True) as e0, cuda.event(timing=True) as e1, \
+                cuda.alloc(64 << 20) as d:
+            e0.record(s)
+            for _ in range(8):
+                d.fill_bytes(1, s)
+            e1.record(s)
+            e1.synchronize()
+            _expect(e1.query() and e0.query(), "events not complete after synchronize")
+            ms = e0.elapsed_ms(e1)
+            _expect(ms > 0, f"elapsed time {ms} ms is not positive")
+        return f"8 x 64 MiB memset timed at {ms:.3f} ms by events"
+
+    def runner_path(graphs: bool) -> Callable[[], str]:
+        def check() -> str:
+            with StandInRunner(device=device, cuda_backend=backend, cuda_graphs=graphs,
+                                    max_batch=4) as r:
+                for n in (1, 4, 2, 1):
+                    x = rng.standard_normal((n, 3, 299, 299)).astype(np.float32)
+                    y = r.infer(x)
+                    _expect(y.shape == (n, 1000) and np.array_equal(y, r.reference(x)),
+                            f"stand-in output differs from its reference at batch {n}")
+                # device input and device output, no host copy of either
+                x = rng.standard_normal((2, 3, 299, 299)).astype(np.float32)
+                with cuda.alloc(x.nbytes) as din, cuda.alloc(2 * 1000 * 4) as dout, \
+                        cuda.stream() as s, cuda.pinned((2, 1000), np.float32) as back:
+                    with cuda.pinned(x.shape, x.dtype) as px:
+                        px.array[...] = x
+                        din.copy_from_host(px.array, s)
+                        s.synchronize()
+                    r.infer(DeviceArray(din, x.shape, x.dtype),
+                            out=DeviceArray(dout, (2, 1000), np.float32))
+                    dout.copy_to_host(back.array, s)
+                    s.synchronize()
+                    _expect(np.array_equal(back.array, r.reference(x)),
+                            "device-input/device-output path differs from the reference")
+                h = r.infer_async(x)
+                y = h.wait(timeout=10.0)
+                _expect(h.done() and np.array_equal(y, r.reference(x)), "infer_async result")
+            return "NumPy batches 1/4/2/1, device in/out and infer_async match the reference"
+        return check
+
+    def graph_replay() -> str:
+        with StandInRunner(device=device, cuda_backend=backend, cuda_graphs=True,
+                                max_batch=2) as r:
+            outs = []
+            for i in range(50):  # one captured graph, replayed with new input contents
+                x = np.full((1, 3, 299, 299), float(i), np.float32)
+                outs.append(r.infer(x)[0, 0])
+            _expect(len(r._graphs) == 1, f"expected 1 captured graph, found {len(r._graphs)}")
+            _expect(outs == [2.0 * i + 0.5 for i in range(50)], "graph replay reused stale input")
+        return "1 graph captured, 50 replays each saw its new input"
+
+    def threads() -> str:
+        errors: list[str] = []
+        with StandInRunner(device=device, cuda_backend=backend, max_batch=2) as shared:
+            def worker(seed: int) -> None:
+                g = np.random.default_rng(seed)
+                try:
+                    for _ in range(100):
+                        x = g.standard_normal((2, 3, 299, 299)).astype(np.float32)
+                        if not np.array_equal(shared.infer(x), shared.reference(x)):
+                            errors.append(f"thread {seed}: wrong result on the shared runner")
+                            return
+                except Exception as exc:  # reported below
+                    errors.append(f"thread {seed}: {exc}")
+
+            ts = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+        _expect(not errors, "; ".join(errors[:3]))
+        return "4 threads x 100 calls on one runner (lock-serialised) all correct"
+
+    def no_leaks() -> tuple[str, dict]:
+        x = rng.standard_normal((1, 3, 299, 299)).astype(np.float32)
+        with StandInRunner(device=device, cuda_backend=backend, max_batch=1) as r:
+            r.infer(x)
+            free0, _ = cuda.backend.mem_get_info()
+            for _ in range(calls):
+                r.infer(x)
+            free1, _ = cuda.backend.mem_get_info()
+        _expect(free1 >= free0, f"device memory shrank by {free0 - free1} bytes over {calls} calls")
+        free_a, _ = cuda.backend.mem_get_info()
+        for _ in range(20):
+            StandInRunner(device=device, cuda_backend=backend, max_batch=4).close()
+        free_b, _ = cuda.backend.mem_get_info()
+        # The driver may keep a little memory around (module loads); 4 MiB bounds a real leak
+        # of 20 x (pinned + device buffers of 4 x 1.07 MB).
+        _expect(free_a - free_b <= 4 << 20,
+                f"20 open/close cycles lost {(free_a - free_b) / 2**20:.1f} MiB of device memory")
+        return (f"{calls} calls: free memory {free0} -> {free1} B; 20 open/close cycles: "
+                f"{free_a - free_b} B difference"), {"free_before": free0, "free_after": free1}
+
+    def use_after_close() -> str:
+        r = StandInRunner(device=device, cuda_backend=backend, max_batch=1)
+        r.close()
+        r.close()
+        try:
+            r.infer(np.zeros((1, 3, 299, 299), np.float32))
+        except EngineError:
+            return "closed runner raises EngineError; close() twice is a no-op"
+        raise AssertionError("a closed runner accepted a call")
+
+    try:
+        for name, fn in [("allocation", allocation), ("pinned round trip", pinned_round_trip),
+                         ("stream ordering", stream_ordering), ("events", events),
+                         ("runner path (plain)", runner_path(False)),
+                         ("runner path (CUDA graphs)", runner_path(True)),
+                         ("graph capture/replay", graph_replay), ("multi-threaded", threads),
+                         (f"{calls} calls without leaks", no_leaks),
+                         ("use after close", use_after_close)]:
+            _run(tag + name, fn, results)
+    finally:
+        cuda.close()
+    return results
+
+
+# ------------------------------------------------------------------------------------------------
+# TensorRT engine checks
+# ------------------------------------------------------------------------------------------------
+def run_engine_checks(flavour: str, *, device: int = 0, backend: str = "cuda-python",
+                      workdir: str | Path | None = None, iterations: int = 200,
+                      atol: float = 1e-3) -> list[CheckResult]:
+    """Build a tiny engine with ``flavour`` and check it against ONNX Runtime.
+
+    Args:
+        flavour: ``tensorrt`` or ``tensorrt_rtx`` (see :func:`runnable_flavour`).
+        device: CUDA device ordinal.
+        backend: CUDA backend of the runner.
+        workdir: Where the ONNX file and engine go (default: a temporary directory).
+        iterations: Calls per latency measurement.
+        atol: Largest absolute logit difference accepted against ONNX Runtime (FP32).
+
+    Returns:
+        One :class:`CheckResult` per check.
+    """
+    results: list[CheckResult] = []
+    tmp = None
+    if workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="xtrt-selftest-")
+        workdir = tmp.name
+    work = Path(workdir)
+    state: dict[str, Any] = {}
+    try:
+        def build() -> str:
+            import torch
+
+            from .config import BuildConfig
+            from .export import export_onnx
+            from .model import build_xception
+            from .trt.builder import build_engine
+
+            spec = ModelSpec(num_classes=10, width=0.125, middle_blocks=1, input_size=71,
+                             source="random")
+            torch.manual_seed(0)
+            model = build_xception(spec=spec).eval()
+            onnx_path = work / "selftest.onnx"
+            export_onnx(model, onnx_path, batch="dynamic")
+            ccs = ("CURRENT",) if flavour == "tensorrt_rtx" else ()
+            cfg = BuildConfig(backend=flavour, min_batch=1, opt_batch=2, max_batch=4,
+                              compute_capabilities=ccs, layer_info=False)
+            art = build_engine(onnx_path, cfg, engine_path=work / "selftest.engine", force=True)
+            state.update(onnx=onnx_path, engine=art.path, spec=spec)
+            return f"{art.path.name}: {art.size_bytes} bytes with {flavour} in {art.seconds:.1f} s"
+
+        _run("engine: build", build, results)
+        if "engine" not in state:
+            return results
+        from .runners import OnnxRuntimeRunner
+        from .trt.cuda import CudaDevice, DeviceArray
+        from .trt.runtime import TensorRTRunner
+
+        rng = np.random.default_rng(0)
+        spec = state["spec"]
+        x = rng.standard_normal((3, 3, spec.input_size, spec.input_size)).astype(np.float32)
+        with OnnxRuntimeRunner(state["onnx"], providers=["CPUExecutionProvider"]) as ort:
+            ref = ort(x)
+
+        def compare(graphs: bool) -> Callable[[], tuple[str, dict]]:
+            def check() -> tuple[str, dict]:
+                with TensorRTRunner(state["engine"], device=device, cuda_backend=backend,
+                                    cuda_graphs=graphs) as r:
+                    y = r.infer(x)
+                    err = float(np.abs(y - ref).max())
+                    _expect(err <= atol, f"max |TensorRT - ONNX Runtime| = {err:.2e} > {atol}")
+                    cuda = CudaDevice(device, backend)
+                    try:
+                        with cuda.stream() as s, cuda.alloc(x.nbytes) as din, \
+                                cuda.pinned(x.shape, x.dtype) as px:
+                            px.array[...] = x
+                            din.copy_from_host(px.array, s)
+                            s.synchronize()
+                            y_dev = r.infer(DeviceArray(din, x.shape, x.dtype))
+                    finally:
+                        cuda.close()
+                    _expect(np.array_equal(y_dev, y), "device input gave other logits than NumPy")
+                    one = x[:1].copy()
+                    r.infer(one)
+                    times = []
+                    for _ in range(iterations):
+                        t0 = time.perf_counter()
+                        r.infer(one)
+                        times.append(time.perf_counter() - t0)
+                    stats = latency_stats(times)
+                return (f"max |diff| vs ONNX Runtime {err:.2e}; device input identical; batch 1 "
+                        f"latency median {stats['median_us']:.0f} us, p99 "
+                        f"{stats['p99_us']:.0f} us"), stats
+            return check
+
+        def threads() -> str:
+            errors: list[str] = []
+            with TensorRTRunner(state["engine"], device=device, cuda_backend=backend,
+                                cuda_graphs=True) as r:
+                def worker(seed: int) -> None:
+                    try:
+                        for i in range(25):
+                            k = 1 + (seed + i) % 3
+                            err = float(np.abs(r.infer(x[:k]) - ref[:k]).max())
+                            if err > atol:
+                                errors.append(f"thread {seed}: |diff| {err:.2e}")
+                                return
+                    except Exception as exc:  # reported below
+                        errors.append(f"thread {seed}: {exc}")
+
+                ts = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+                for t in ts:
+                    t.start()
+                for t in ts:
+                    t.join()
+            _expect(not errors, "; ".join(errors[:3]))
+            return "4 threads x 25 calls (batches 1-3, CUDA graphs) on one runner all correct"
+
+        _run("engine: TensorRTRunner plain vs ONNX Runtime", compare(False), results)
+        _run("engine: TensorRTRunner CUDA graphs vs ONNX Runtime", compare(True), results)
+        _run("engine: TensorRTRunner multi-threaded", threads, results)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    return results
+
+
+# ------------------------------------------------------------------------------------------------
+# Everything
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class SelftestReport:
+    """What ran, what passed, and what is missing."""
+
+    requirements: Requirements
+    results: list[CheckResult]
+
+    @property
+    def failed(self) -> list[CheckResult]:
+        return [r for r in self.results if r.status == "fail"]
+
+    @property
+    def complete(self) -> bool:
+        """Every check group could run here."""
+        return not self.requirements.missing_engine
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"requirements": asdict(self.requirements),
+                "results": [r.to_dict() for r in self.results],
+                "failed": len(self.failed), "complete": self.complete}
+
+
+def run_selftest(*, device: int = 0, backends: tuple[str, ...] | None = None,
+                 engine: bool = True, calls: int = 2000,
+                 progress: Callable[[CheckResult], None] | None = None) -> SelftestReport:
+    """Run every check this machine supports.
+
+    Args:
+        device: CUDA device ordinal.
+        backends: CUDA backends to test (default: every installed one).
+        engine: Also build and run a TensorRT engine when a runnable flavour exists.
+        calls: Calls in the leak check.
+        progress: Called with each result as it arrives.
+
+    Returns:
+        A :class:`SelftestReport`; ``requirements.missing_*`` list what could not run and why.
+    """
+    req = missing_requirements()
+    results: list[CheckResult] = []
+
+    def add(batch: list[CheckResult]) -> None:
+        for r in batch:
+            results.append(r)
+            if progress is not None:
+                progress(r)
+
+    if not req.missing_cuda:
+        for b in backends or req.cuda_backends:
+            add(run_cuda_checks(b, device, calls=calls))
+    if engine and not req.missing_engine and req.flavour is not None:
+        add(run_engine_checks(req.flavour, device=device,
+                              backend=(backends or req.cuda_backends)[0]))
+    return SelftestReport(req, results)
