@@ -122,7 +122,8 @@ def tiny_onnx_files(tiny_model, tmp_path_factory) -> dict:
                             ("static2", "float-nchw", 2)):
         path = root / f"tiny_{key}.onnx"
         if export_onnx is not None:
-            export_onnx(tiny_model, path, batch=batch, input_format=fmt)
+            # parity is what the runner tests check themselves; skip the exporter's own check
+            export_onnx(tiny_model, path, batch=batch, input_format=fmt, check_parity=False)
         else:
             _export_tiny_onnx(tiny_model, path, fmt, batch)
         out[key] = path

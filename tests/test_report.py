@@ -1,0 +1,257 @@
+"""Reports (JSON schema, Markdown comparison tables, PNG plots, folder rules) and the
+``bench`` / ``eval`` commands."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from xception_trt.bench import (AccuracyResult, AgreementResult, EvalResult, LatencyResult,
+                                LatencyStats, RunnerBenchmark, RunnerEvaluation)
+from xception_trt.cli import main
+from xception_trt.errors import BenchError
+from xception_trt.report import (SCHEMA, SCHEMA_VERSION, build_report, check_report_dir,
+                                 load_report, render_markdown, validate_report, write_report)
+
+SYSTEM = {"cpu": "Test CPU", "cpu_count": 2, "platform": "test", "software": {
+    "python": "3.x", "xception-trt": "0.1.0", "onnxruntime": "1.x", "torch": "2.x"},
+    "devices": {"gpus": [], "driver": None, "reason": "no GPU in tests"}, "trt_importable": {}}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _stats(median: float) -> LatencyStats:
+    return LatencyStats(10, median, median, median * 1.1, median * 1.2, median * 0.9,
+                        median * 1.3, 0.1)
+
+
+def _bench(name: str, precision: str, medians: dict[int, float], error=None) -> RunnerBenchmark:
+    lat = [LatencyResult(b, 10, 2, _stats(m), throughput_ips=b * 1000 / m) for b, m in
+           medians.items()]
+    return RunnerBenchmark(name, {"backend": name.split("-")[0], "precision": precision,
+                                  "device": "cpu", "input_format": "float-nchw",
+                                  "provider": "CPUExecutionProvider", "threads": 2},
+                           lat, load_seconds=0.5, rss_after_load_mb=300.0,
+                           rss_load_delta_mb=50.0, rss_peak_mb=320.0, error=error)
+
+
+def _eval() -> EvalResult:
+    def acc(top1, top5):
+        return AccuracyResult(20, top1, top5, 5, {"cat": {"images": 10, "top1": top1},
+                                                  "dog": {"images": 10, "top1": top1}})
+
+    runners = [
+        RunnerEvaluation("onnxruntime-fp32", {"backend": "onnxruntime", "precision": "fp32"},
+                         acc(0.80, 0.95)),
+        RunnerEvaluation("onnxruntime-int8", {"backend": "onnxruntime", "precision": "int8"},
+                         acc(0.70, 0.90), AgreementResult("onnxruntime-fp32", 20, 0.85, 1.5,
+                                                          0.2, 0.03, 0.4)),
+    ]
+    return EvalResult({"source": "/data", "images": 20, "classes": 2, "label_mapping": "name",
+                       "unreadable": 1}, "onnxruntime-fp32", runners,
+                      [("/data/cat/broken.jpg", "truncated")])
+
+
+def _doc(name="r1", **kw):
+    benches = [_bench("onnxruntime-fp32", "fp32", {1: 10.0, 8: 40.0}),
+               _bench("onnxruntime-int8", "int8", {1: 5.0, 8: 16.0}),
+               _bench("torch-fp32", "fp32", {1: 20.0}, error="batch 8: stopped after 3 of 10 "
+                                                           "timed calls (timing): boom")]
+    return build_report(name, kind="bench", benchmarks=benches, evaluation=_eval(),
+                        config={"batch_sizes": [1, 8]}, notes=["random weights"],
+                        system=SYSTEM, **kw)
+
+
+def test_report_document_schema():
+    doc = _doc()
+    assert doc["schema"] == SCHEMA and doc["schema_version"] == SCHEMA_VERSION == 1
+    assert doc["reference"] == "onnxruntime-fp32"
+    by = {e["name"]: e for e in doc["runners"]}
+    assert set(by) == {"onnxruntime-fp32", "onnxruntime-int8", "torch-fp32"}
+    int8 = by["onnxruntime-int8"]
+    assert int8["precision"] == "int8" and int8["accuracy"]["top1"] == 0.7
+    assert int8["agreement"]["top1_agreement"] == 0.85
+    assert int8["latency"][0]["end_to_end"]["median_ms"] == 5.0
+    assert by["torch-fp32"]["errors"] == ["batch 8: stopped after 3 of 10 timed calls "
+                                          "(timing): boom"]
+    assert by["torch-fp32"]["accuracy"] is None
+    assert doc["unreadable_images"] == [{"path": "/data/cat/broken.jpg", "reason": "truncated"}]
+    json.dumps(doc)  # JSON-ready
+
+
+def test_validate_report_rejects_foreign_and_newer_documents():
+    doc = _doc()
+    with pytest.raises(BenchError, match="not an xception-trt benchmark report"):
+        validate_report({**doc, "schema": "other"})
+    with pytest.raises(BenchError, match="schema version 2 is not supported"):
+        validate_report({**doc, "schema_version": 2})
+    broken = dict(doc)
+    del broken["runners"]
+    with pytest.raises(BenchError, match=r"missing key\(s\) \['runners'\]"):
+        validate_report(broken)
+    with pytest.raises(BenchError, match="reference 'nope'"):
+        _doc(reference="nope")
+    with pytest.raises(BenchError, match="folder name"):
+        _doc(name="../escape")
+
+
+def test_markdown_comparison_has_deltas_vs_fp32_reference():
+    md = render_markdown(_doc())
+    assert "> **Note:** random weights" in md
+    assert "against the reference **onnxruntime-fp32**" in md
+    int8_row = next(line for line in md.splitlines()
+                    if line.startswith("| onnxruntime-int8 | onnxruntime | int8"))
+    cells = [c.strip() for c in int8_row.strip("|").split("|")]
+    # Top-1, Δ top-1, Top-5, Δ top-5, agreement, max |Δ logit|, KL, ms@b1, x@b1, ms@b8, x@b8
+    assert cells[4:15] == ["70.00%", "-10.00 pp", "90.00%", "-5.00 pp", "85.00%", "1.5000",
+                           "0.0300", "5.00", "2.00x", "16.00", "2.50x"]
+    ref_row = next(line for line in md.splitlines() if line.startswith("| onnxruntime-fp32 |"))
+    assert "| ref |" in ref_row
+    torch_row = next(line for line in md.splitlines() if line.startswith("| torch-fp32 | torch"))
+    assert "0.50x" in torch_row  # 10 ms reference vs 20 ms
+    assert "## Problems" in md and "boom" in md and "broken.jpg" in md
+    assert "![Latency vs batch](latency_vs_batch.png)" in md
+    assert "![Accuracy by precision](accuracy_by_precision.png)" in md
+    assert "Test CPU (2 logical cores)" in md
+
+
+def test_write_report_files_and_overwrite_rules(tmp_path):
+    doc = _doc()
+    files = write_report(doc, tmp_path)
+    assert files.directory == tmp_path / "r1"
+    assert load_report(files.directory) == json.loads(files.json.read_text())
+    assert files.markdown.read_text().startswith("# xception-trt bench report: r1")
+    assert {p.name for p in files.plots} == {"latency_vs_batch.png", "accuracy_by_precision.png"}
+    for p in files.plots:
+        assert p.read_bytes()[:8] == PNG_MAGIC and p.stat().st_size > 10_000
+    with pytest.raises(BenchError, match="already exists.*--force"):
+        write_report(doc, tmp_path)
+    with pytest.raises(BenchError, match="already exists"):
+        check_report_dir(tmp_path, "r1")
+    (files.directory / "stale.txt").write_text("old")
+    write_report(doc, tmp_path, force=True)
+    assert not (files.directory / "stale.txt").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp leftovers
+    with pytest.raises(BenchError, match="does not exist"):
+        load_report(tmp_path / "nope")
+
+
+def test_latency_only_report_has_no_accuracy_plot(tmp_path):
+    doc = build_report("lat", kind="bench", system=SYSTEM,
+                       benchmarks=[_bench("onnxruntime-fp32", "fp32", {1: 3.0})])
+    files = write_report(doc, tmp_path)
+    assert [p.name for p in files.plots] == ["latency_vs_batch.png"]
+    assert "accuracy_by_precision" not in files.markdown.read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+@pytest.fixture()
+def out(tmp_path):
+    return tmp_path / "reports"
+
+
+def _one_line_error(capsys, match: str) -> None:
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1 and match in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_bench_cli_writes_a_report(tiny_onnx_files, tiny_checkpoint, out, capsys):
+    argv = ["bench", str(tiny_onnx_files["float"]), str(tiny_onnx_files["uint8"]),
+            str(tiny_checkpoint), "--batch", "1", "2", "--iterations", "2", "--warmup", "0",
+            "--threads", "1", "--out-dir", str(out), "--name", "t", "--no-progress"]
+    assert main(argv) == 0
+    stdout = capsys.readouterr().out
+    assert "report written to" in stdout and "median ms" in stdout
+    doc = load_report(out / "t")
+    names = [e["name"] for e in doc["runners"]]
+    assert names == ["onnxruntime-fp32 (tiny_float.onnx)", "onnxruntime-fp32 (tiny_uint8.onnx)",
+                     "torch-fp32"]
+    assert all(len(e["latency"]) == 2 and not e["errors"] for e in doc["runners"])
+    assert doc["config"]["threads"] == 1 and doc["command"].startswith("xception-trt bench")
+    assert (out / "t" / "latency_vs_batch.png").is_file()
+    # an existing report is never silently overwritten
+    assert main(argv) == 2
+    _one_line_error(capsys, "already exists")
+    assert main(argv + ["--force"]) == 0
+
+
+def test_bench_cli_with_labelled_data_adds_accuracy(tiny_onnx_files, image_folder, out):
+    assert main(["bench", str(tiny_onnx_files["float"]), "--batch", "2", "--iterations", "1",
+                 "--warmup", "0", "--data", str(image_folder), "--out-dir", str(out),
+                 "--name", "d", "--no-progress"]) == 0
+    doc = load_report(out / "d")
+    entry = doc["runners"][0]
+    assert entry["latency"][0]["input_source"] == "data"
+    assert entry["accuracy"]["images"] == 16
+    assert (out / "d" / "accuracy_by_precision.png").is_file()
+
+
+def test_bench_cli_runner_failing_midway_exits_1_with_report(tiny_onnx_files, out, capsys,
+                                                              monkeypatch):
+    from xception_trt.runners import OnnxRuntimeRunner
+
+    real = OnnxRuntimeRunner.__call__
+    calls = {"n": 0}
+
+    def flaky(self, batch):
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise RuntimeError("simulated device loss")
+        return real(self, batch)
+
+    monkeypatch.setattr(OnnxRuntimeRunner, "__call__", flaky)
+    assert main(["bench", str(tiny_onnx_files["float"]), "--batch", "1", "2", "--iterations",
+                 "2", "--warmup", "0", "--out-dir", str(out), "--name", "f",
+                 "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "warning: onnxruntime-fp32: batch 2: stopped after 0 of 2" in err
+    doc = load_report(out / "f")
+    lat = doc["runners"][0]["latency"]
+    assert lat[0]["completed"] == 2 and lat[1]["completed"] == 0
+    assert "simulated device loss" in (out / "f" / "report.md").read_text()
+
+
+def test_bench_cli_bad_inputs(tmp_path, tiny_onnx_files, out, capsys):
+    (tmp_path / "m.tflite").write_bytes(b"x")
+    cases = [
+        (["bench", str(tmp_path / "m.tflite")], "unknown model type"),
+        (["bench", str(tmp_path / "missing.onnx")], "does not exist"),
+        (["bench", str(tiny_onnx_files["float"]), "--warmup", "-1"], "warmup"),
+        (["bench", str(tiny_onnx_files["float"]), "--name", "a/b"], "folder name"),
+    ]
+    for argv, match in cases:
+        assert main(argv + ["--out-dir", str(out), "--no-progress"]) == 2
+        _one_line_error(capsys, match)
+    assert not out.exists()  # nothing written for a rejected command
+
+
+def test_eval_cli(tiny_onnx_files, tiny_checkpoint, image_folder, out, capsys):
+    assert main(["eval", str(tiny_onnx_files["uint8"]), str(tiny_checkpoint), "--data",
+                 str(image_folder), "--reference", str(tiny_checkpoint), "--out-dir", str(out),
+                 "--name", "e", "--no-progress", "--threads", "1"]) == 0
+    stdout = capsys.readouterr().out
+    assert "top-1" in stdout and "agreement 100.00%" in stdout
+    doc = load_report(out / "e")
+    assert doc["kind"] == "eval" and doc["reference"] == "torch-fp32"
+    other = next(e for e in doc["runners"] if e["name"] != "torch-fp32")
+    assert other["agreement"]["max_abs_logit_diff"] < 1e-4
+    assert other["latency"] == []
+
+
+def test_eval_cli_bad_inputs(tiny_onnx_files, flat_image_folder, tmp_path, out, capsys):
+    (tmp_path / "empty").mkdir()
+    model = str(tiny_onnx_files["float"])
+    cases = [
+        ([model, "--data", str(flat_image_folder)], "has no labels"),
+        ([model, "--data", str(tmp_path / "empty")], "no images"),
+        ([model, "--data", str(tmp_path / "missing")], "does not exist"),
+        ([str(tmp_path / "x.bin2"), "--data", str(flat_image_folder)], "unknown model type"),
+    ]
+    for argv, match in cases:
+        assert main(["eval", *argv, "--out-dir", str(out), "--no-progress"]) == 2
+        _one_line_error(capsys, match)

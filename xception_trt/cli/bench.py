@@ -1,0 +1,183 @@
+"""``xception-trt bench``: latency (and, with labelled ``--data``, accuracy) of one or more
+models, written as a JSON + Markdown + PNG report."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from ._common import positive_int, progress
+
+ORDER = 70
+
+
+def add_report_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``bench`` and ``eval``: where the report goes and runner settings."""
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads for ONNX Runtime and torch runners (default: the library's "
+                        "choice; recorded in the report)")
+    p.add_argument("--name", default=None,
+                   help="report folder name (default: <command>-<UTC timestamp>)")
+    p.add_argument("--out-dir", type=Path, default=None,
+                   help="folder holding report folders (default: benchmarks/reports)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing report folder of the same name")
+    p.add_argument("--note", action="append", default=[], metavar="TEXT",
+                   help="a note shown at the top of the report (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench", help="measure latency/throughput of models and write a report",
+        description="Measure latency and throughput of one or more models (.engine/.plan, .onnx "
+                    "or checkpoint) over a batch-size sweep, and write report.json, report.md "
+                    "and PNG plots into benchmarks/reports/NAME/. With --data, real images are "
+                    "the input, and a labelled folder also gives accuracy and agreement with "
+                    "the FP32 reference.")
+    p.add_argument("models", metavar="MODEL", nargs="+", help="model files to benchmark")
+    p.add_argument("--batch", type=positive_int, nargs="+", default=[1, 8, 32], metavar="N",
+                   help="batch sizes of the sweep (default: 1 8 32)")
+    p.add_argument("--iterations", type=positive_int, default=50,
+                   help="timed calls per batch size (default: 50)")
+    p.add_argument("--warmup", type=int, default=5,
+                   help="untimed calls per batch size before timing (default: 5)")
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="images (folder or file list) to use as input; a labelled folder also "
+                        "measures accuracy")
+    p.add_argument("--limit", type=positive_int, default=None,
+                   help="with labelled --data: evaluate at most this many images")
+    add_report_options(p)
+    p.set_defaults(func=run)
+
+
+def runner_kwargs(model: str, threads: int | None) -> dict[str, Any]:
+    """Options for open_runner from the CLI flags (threads only for CPU-side runners)."""
+    from ..runners import runner_kind
+
+    return {"threads": threads} if threads is not None and \
+        runner_kind(model) != "tensorrt" else {}
+
+
+def check_models(models: Sequence[str]) -> None:
+    """Fail fast (before any measuring) on unknown model types and missing files."""
+    from ..errors import BenchError
+    from ..runners import runner_kind
+
+    for m in models:
+        runner_kind(m)
+        if not Path(m).is_file():
+            raise BenchError(f"model file {m} does not exist")
+
+
+def command_line(args: argparse.Namespace, command: str) -> str:
+    """A readable reconstruction of the command for the report."""
+    parts = ["xception-trt", command, *args.models]
+    for key, value in sorted(vars(args).items()):
+        if key in ("models", "func", "command", "verbose", "quiet", "no_progress") \
+                or value in (None, False, [], ()):
+            continue
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            parts.append(flag)
+        elif isinstance(value, list):
+            parts += [flag, *map(str, value)] if key != "note" else \
+                [x for v in value for x in (flag, v)]
+        else:
+            parts += [flag, str(value)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def finish(doc: dict, args: argparse.Namespace, root: Path) -> int:
+    """Write the report, print where, and return 1 when a runner failed (report still kept)."""
+    from ..report import write_report
+
+    files = write_report(doc, root, force=args.force)
+    print(f"report written to {files.directory}/ (report.md, report.json"
+          + "".join(f", {p.name}" for p in files.plots) + ")")
+    failed = [(e["name"], err) for e in doc["runners"] for err in e["errors"]]
+    for name, err in failed:
+        print(f"warning: {name}: {err}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..bench import BenchConfig, benchmark_runner, load_pixels, unique_names
+    from ..data import open_dataset
+    from ..report import DEFAULT_ROOT, build_report, check_report_dir, default_report_name
+
+    config = BenchConfig(batch_sizes=tuple(args.batch), iterations=args.iterations,
+                         warmup=args.warmup)
+    check_models(args.models)
+    root = args.out_dir or DEFAULT_ROOT
+    name = args.name or default_report_name("bench")
+    check_report_dir(root, name, force=args.force)
+    dataset = open_dataset(args.data) if args.data else None
+    pixels = None
+    if dataset is not None:
+        n = min(max(config.batch_sizes), 32)
+        pixels = lambda spec: load_pixels(dataset, spec, limit=n)  # noqa: E731
+
+    results = []
+    per_call = config.warmup + config.iterations
+    for model in args.models:
+        total = per_call * len(config.batch_sizes)
+        with progress(f"bench {Path(model).name}", total, unit="call",
+                      enabled=not args.no_progress) as advance:
+            results.append(benchmark_runner(model, config, pixels=pixels, progress=advance,
+                                            runner_kw=runner_kwargs(model, args.threads)))
+    labels = unique_names([r.name for r in results], args.models)
+    for r, label in zip(results, labels):
+        r.name = label
+    evaluation = None
+    if dataset is not None and dataset.labelled:
+        evaluation = run_evaluation(args.models, labels, dataset, args.threads, args.limit,
+                                    no_progress=args.no_progress)
+    cfg = {**config.to_dict(), "data": args.data, "threads": args.threads}
+    doc = build_report(name, kind="bench", benchmarks=results, evaluation=evaluation,
+                       config=cfg, notes=args.note, command=command_line(args, "bench"))
+    print_latency_summary(doc)
+    return finish(doc, args, root)
+
+
+def run_evaluation(models: Sequence[str], labels: Sequence[str] | None, dataset: Any,
+                   threads: int | None, limit: int | None, *, reference: int | None = None,
+                   batch_size: int = 32, no_progress: bool = False) -> Any:
+    """Open every model, evaluate them in one pass over ``dataset``, close them (``labels``:
+    display names, default the runners' own names made unique)."""
+    from ..bench import evaluate, unique_names
+    from ..runners import open_runner
+
+    runners = []
+    try:
+        for m in models:
+            runners.append(open_runner(m, **runner_kwargs(m, threads)))
+        if labels is None:
+            labels = unique_names([r.name for r in runners], models)
+        total = min(len(dataset), limit) if limit else len(dataset)
+        with progress("eval", total, unit="img", enabled=not no_progress) as advance:
+            return evaluate(runners, dataset, names=list(labels), reference=reference,
+                            batch_size=batch_size, limit=limit, progress=advance)
+    finally:
+        for r in runners:
+            r.close()
+
+
+def print_latency_summary(doc: dict) -> None:
+    """A compact table on stdout: runner, batch, median and p99 ms, images/s."""
+    rows = []
+    for e in doc["runners"]:
+        for r in e["latency"]:
+            s = r["end_to_end"]
+            if s:
+                rows.append((e["name"], r["batch_size"], s["median_ms"], s["p99_ms"],
+                             r["throughput_ips"]))
+    if not rows:
+        return
+    w = max(len(r[0]) for r in rows)
+    print(f"{'runner':<{w}}  batch  median ms   p99 ms   images/s")
+    for name, b, med, p99, tp in rows:
+        print(f"{name:<{w}}  {b:>5}  {med:>9.3f}  {p99:>7.3f}  {tp:>9.1f}")

@@ -1,0 +1,76 @@
+"""``xception-trt eval``: accuracy of one or more models on a labelled data set, with agreement
+against a reference model, written as a JSON + Markdown + PNG report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ._common import positive_int
+from .bench import add_report_options, check_models, command_line, finish, run_evaluation
+
+ORDER = 71
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval", help="measure accuracy of models on labelled images and write a report",
+        description="Evaluate one or more models (.engine/.plan, .onnx or checkpoint) on a "
+                    "labelled folder (one sub-folder per class) or file list in one pass: "
+                    "top-1, top-5, per-class accuracy and agreement with a reference model "
+                    "(top-1 agreement, logit differences, KL divergence). Writes report.json, "
+                    "report.md and PNG plots into benchmarks/reports/NAME/.")
+    p.add_argument("models", metavar="MODEL", nargs="+", help="model files to evaluate")
+    p.add_argument("--data", required=True, metavar="DIR",
+                   help="labelled image folder or file list (.txt/.csv with labels)")
+    p.add_argument("--reference", default=None, metavar="MODEL",
+                   help="model the others are compared with (default: the first FP32 model)")
+    p.add_argument("--batch-size", type=positive_int, default=32,
+                   help="images decoded per step (default: 32)")
+    p.add_argument("--limit", type=positive_int, default=None,
+                   help="evaluate a deterministic subset of this many images")
+    add_report_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data import open_dataset
+    from ..errors import DataError
+    from ..report import DEFAULT_ROOT, build_report, check_report_dir, default_report_name
+
+    models = list(args.models)
+    reference = None
+    if args.reference is not None:
+        ref = Path(args.reference).resolve()
+        matches = [i for i, m in enumerate(models) if Path(m).resolve() == ref]
+        if matches:
+            reference = matches[0]
+        else:
+            models.insert(0, args.reference)
+            reference = 0
+    check_models(models)
+    root = args.out_dir or DEFAULT_ROOT
+    name = args.name or default_report_name("eval")
+    check_report_dir(root, name, force=args.force)
+    dataset = open_dataset(args.data)
+    if not len(dataset):
+        raise DataError(f"{args.data} holds no images")
+    if not dataset.labelled:
+        raise DataError(f"{args.data} has no labels; eval needs a folder with one sub-folder per "
+                        "class, or a file list with a label on every line")
+    evaluation = run_evaluation(models, None, dataset, args.threads, args.limit,
+                                reference=reference, batch_size=args.batch_size,
+                                no_progress=args.no_progress)
+    cfg = {"data": args.data, "limit": args.limit, "batch_size": args.batch_size,
+           "threads": args.threads, "reference": args.reference}
+    doc = build_report(name, kind="eval", evaluation=evaluation, config=cfg, notes=args.note,
+                       command=command_line(args, "eval"))
+    for e in doc["runners"]:
+        acc, agr = e["accuracy"] or {}, e["agreement"] or {}
+        line = f"{e['name']}: "
+        line += (f"top-1 {100 * acc['top1']:.2f}%  top-5 {100 * acc['top5']:.2f}%  "
+                 f"({acc['images']} images)") if acc else "no result"
+        if agr:
+            line += f"  agreement {100 * agr['top1_agreement']:.2f}%  KL {agr['kl_mean']:.3g}"
+        print(line)
+    return finish(doc, args, root)

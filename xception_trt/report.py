@@ -1,0 +1,648 @@
+"""Benchmark and evaluation reports: a versioned JSON document, a Markdown rendering with the
+tables people paste into a review, and PNG plots, written into ``<root>/<name>/``.
+
+Layout of a report directory::
+
+    report.json              schema "xception-trt/bench-report", schema_version 1
+    report.md                system, comparison (deltas vs the FP32 reference), latency,
+                             accuracy, memory, runner details, problems
+    latency_vs_batch.png     median latency and throughput vs batch size, per runner
+    accuracy_by_precision.png  top-1/top-5 and agreement with the reference, by precision
+
+JSON schema (version 1; new optional keys may be added, a removed or renamed key bumps the
+version)::
+
+    {"schema": "xception-trt/bench-report", "schema_version": 1, "name": str,
+     "kind": "bench" | "eval", "created_utc": ISO-8601, "command": str | null,
+     "notes": [str], "system": {...sysinfo.system_facts()...},
+     "process": {"peak_rss_mb": float | null}, "config": {...}, "reference": str | null,
+     "dataset": {...} | null, "unreadable_images": [{"path", "reason"}],
+     "runners": [{"name", "backend", "precision", "input_format", "device",
+                  "description": {...}, "latency": [LatencyResult...], "memory": {...} | null,
+                  "accuracy": {...} | null, "agreement": {...} | null,
+                  "eval_seconds": float | null, "errors": [str]}]}
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .errors import BenchError
+
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "ReportFiles", "build_report", "validate_report",
+           "load_report", "render_markdown", "plot_latency", "plot_accuracy",
+           "check_report_dir", "write_report", "default_report_name", "DEFAULT_ROOT"]
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "xception-trt/bench-report"
+SCHEMA_VERSION = 1
+#: Where the CLI writes reports unless told otherwise (relative to the working directory).
+DEFAULT_ROOT = Path("benchmarks") / "reports"
+
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_PRECISION_ORDER = {"fp32": 0, "fp16": 1, "int8": 2}
+_REQUIRED = ("schema", "schema_version", "name", "kind", "created_utc", "system", "config",
+             "runners")
+
+
+def default_report_name(kind: str) -> str:
+    """``<kind>-YYYYmmdd-HHMMSS`` in UTC."""
+    return f"{kind}-{_dt.datetime.now(_dt.timezone.utc):%Y%m%d-%H%M%S}"
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise BenchError(f"report name {name!r} is not usable as a folder name; use letters, "
+                         "digits, '.', '_' and '-' (at most 100 characters, no '/')")
+    return name
+
+
+# ---------------------------------------------------------------------------------------------
+# the document
+
+
+def _runner_entry(name: str, description: Mapping[str, Any]) -> dict[str, Any]:
+    return {"name": name, "backend": description.get("backend"),
+            "precision": description.get("precision"),
+            "input_format": description.get("input_format"),
+            "device": description.get("device"), "description": dict(description),
+            "latency": [], "memory": None, "accuracy": None, "agreement": None,
+            "eval_seconds": None, "errors": []}
+
+
+def build_report(name: str, *, kind: str, benchmarks: Sequence[Any] = (),
+                 evaluation: Any = None, config: Mapping[str, Any] | None = None,
+                 notes: Sequence[str] = (), system: Mapping[str, Any] | None = None,
+                 command: str | None = None, reference: str | None = None) -> dict[str, Any]:
+    """Assemble the JSON report from latency and/or evaluation results.
+
+    Args:
+        name: Report name (its folder name).
+        kind: ``bench`` or ``eval``.
+        benchmarks: :class:`~xception_trt.bench.RunnerBenchmark` results.
+        evaluation: An :class:`~xception_trt.bench.EvalResult` (or ``None``).
+        config: Settings to record (batch sizes, iterations, data ...).
+        notes: Free-text caveats shown at the top of the Markdown (e.g. "random weights").
+        system: Machine facts (default: :func:`xception_trt.sysinfo.system_facts`).
+        command: The command line that produced the report.
+        reference: Name of the reference runner for latency deltas (default: the evaluation's
+            reference, else the first FP32 runner).
+
+    Returns:
+        The report document (validated).
+
+    Raises:
+        BenchError: Bad name or kind.
+    """
+    from .bench import process_peak_rss_mb
+
+    _check_name(name)
+    if kind not in ("bench", "eval"):
+        raise BenchError(f"report kind must be 'bench' or 'eval', got {kind!r}")
+    if system is None:
+        from .sysinfo import system_facts
+
+        system = system_facts()
+    runners: dict[str, dict[str, Any]] = {}
+    for b in benchmarks:
+        entry = runners.setdefault(b.name, _runner_entry(b.name, b.description))
+        if b.description and not entry["description"]:
+            runners[b.name] = entry = {**_runner_entry(b.name, b.description),
+                                       "errors": entry["errors"]}
+        d = b.to_dict()
+        entry["latency"] = d["latency"]
+        entry["memory"] = d["memory"]
+        if b.error:
+            entry["errors"].append(b.error)
+    dataset = None
+    failures: list[dict[str, str]] = []
+    if evaluation is not None:
+        dataset = evaluation.dataset
+        failures = [{"path": p, "reason": r} for p, r in evaluation.failures]
+        for ev in evaluation.runners:
+            entry = runners.setdefault(ev.name, _runner_entry(ev.name, ev.description))
+            d = ev.to_dict()
+            entry["accuracy"], entry["agreement"] = d["accuracy"], d["agreement"]
+            entry["eval_seconds"] = d["seconds"]
+            if ev.error:
+                entry["errors"].append(ev.error)
+        reference = reference or evaluation.reference
+    if reference is None:
+        reference = next((n for n, e in runners.items() if e["precision"] == "fp32"
+                          and not e["errors"]), next(iter(runners), None))
+    if reference is not None and reference not in runners:
+        raise BenchError(f"reference {reference!r} is not one of the runners "
+                         f"{list(runners)}")
+    doc = {
+        "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "name": name, "kind": kind,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": command, "notes": list(notes), "system": dict(system),
+        "process": {"peak_rss_mb": _round(process_peak_rss_mb(), 1)},
+        "config": dict(config or {}), "reference": reference, "dataset": dataset,
+        "unreadable_images": failures, "runners": list(runners.values()),
+    }
+    return validate_report(json.loads(json.dumps(doc, default=_json_default)))
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "value"):
+        return obj.value
+    if isinstance(obj, Path):
+        return str(obj)
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.generic):
+            return obj.item()
+    except ImportError:
+        pass
+    return str(obj)
+
+
+def _round(x: float | None, nd: int) -> float | None:
+    return None if x is None else round(float(x), nd)
+
+
+def validate_report(doc: Any) -> dict[str, Any]:
+    """Check a report document's schema and version; returns it.
+
+    Raises:
+        BenchError: Not a report, another schema, a newer version, or missing keys.
+    """
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        raise BenchError(f"not an xception-trt benchmark report (expected schema {SCHEMA!r})")
+    version = doc.get("schema_version")
+    if not isinstance(version, int) or version > SCHEMA_VERSION or version < 1:
+        raise BenchError(f"report schema version {version!r} is not supported (this "
+                         f"xception-trt reads version <= {SCHEMA_VERSION}); upgrade xception-trt")
+    missing = [k for k in _REQUIRED if k not in doc]
+    if missing:
+        raise BenchError(f"report is missing key(s) {missing}; it is truncated or hand-edited")
+    if not isinstance(doc["runners"], list):
+        raise BenchError("report 'runners' must be a list")
+    return doc
+
+
+def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read ``report.json`` (or a report folder) and validate it.
+
+    Raises:
+        BenchError: Missing/unreadable file or invalid report.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "report.json"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BenchError(f"report {path} does not exist") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BenchError(f"cannot read report {path}: {exc}") from None
+    return validate_report(doc)
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown
+
+
+def _f(x: Any, nd: int = 2, suffix: str = "") -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, float) and not math.isfinite(x):
+        return "inf"
+    return f"{x:.{nd}f}{suffix}"
+
+
+def _ms(x: float | None) -> str:
+    if x is None:
+        return "—"
+    return f"{x:.3f}" if x < 1 else (f"{x:.2f}" if x < 100 else f"{x:.1f}")
+
+
+def _pct(x: float | None, nd: int = 2) -> str:
+    return "—" if x is None else f"{100 * x:.{nd}f}%"
+
+
+def _pp(x: float | None, ref: float | None) -> str:
+    if x is None or ref is None:
+        return "—"
+    return f"{100 * (x - ref):+.2f} pp"
+
+
+def _sci(x: float | None) -> str:
+    if x is None:
+        return "—"
+    if not math.isfinite(x):
+        return "inf"
+    return "0" if x == 0 else (f"{x:.2e}" if abs(x) < 1e-2 or abs(x) >= 1e4 else f"{x:.4f}")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    def esc(c: str) -> str:
+        return str(c).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(esc(h) for h in header) + " |",
+             "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _ordered(runners: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(runners, key=lambda e: (_PRECISION_ORDER.get(e.get("precision") or "", 9),
+                                          str(e.get("backend")), e["name"]))
+
+
+def _lat(entry: Mapping[str, Any], batch: int) -> Mapping[str, Any] | None:
+    for r in entry.get("latency") or []:
+        if r["batch_size"] == batch and r.get("end_to_end"):
+            return r
+    return None
+
+
+def _batches(doc: Mapping[str, Any]) -> list[int]:
+    return sorted({r["batch_size"] for e in doc["runners"] for r in e.get("latency") or []})
+
+
+def _system_rows(sysf: Mapping[str, Any]) -> list[list[str]]:
+    sw = sysf.get("software", {})
+    dev = sysf.get("devices") or {}
+    gpus = dev.get("gpus") or []
+    gpu = "; ".join(f"{g.get('name')} (sm {g.get('compute_capability')})" for g in gpus) \
+        or f"none ({dev.get('reason') or 'not probed'})"
+    trt = sysf.get("trt_importable") or {}
+    rows = [["CPU", f"{sysf.get('cpu')} ({sysf.get('cpu_count')} logical cores)"],
+            ["GPU", gpu],
+            ["NVIDIA driver", str(dev.get("driver") or "none")],
+            ["TensorRT", ", ".join(f"{k} {v}" for k, v in trt.items()) or "not importable"],
+            ["onnxruntime", str(sw.get("onnxruntime"))],
+            ["torch", str(sw.get("torch"))],
+            ["xception-trt", f"{sw.get('xception-trt')} (git {sysf.get('git_revision') or '?'})"],
+            ["Python / platform", f"{sw.get('python')} / {sysf.get('platform')}"]]
+    return rows
+
+
+def render_markdown(doc: Mapping[str, Any]) -> str:
+    """The report as Markdown (tables and links to the PNG plots next to it)."""
+    validate_report(dict(doc))
+    ref_name = doc.get("reference")
+    runners = sorted(_ordered(list(doc["runners"])), key=lambda e: e["name"] != ref_name)
+    ref = next((e for e in runners if e["name"] == ref_name), None)
+    batches = _batches(doc)
+    has_acc = any(e.get("accuracy") for e in runners)
+    out: list[str] = [f"# xception-trt {doc['kind']} report: {doc['name']}", ""]
+    out.append(f"Created {doc['created_utc']}" + (f" by `{doc['command']}`"
+                                                 if doc.get("command") else "") + ".")
+    out.append("")
+    for note in doc.get("notes") or []:
+        out.append(f"> **Note:** {note}")
+        out.append("")
+
+    out += ["## System", "", _table(["", ""], _system_rows(doc["system"])), ""]
+    cfg = doc.get("config") or {}
+    if cfg:
+        out += ["Settings: " + ", ".join(f"{k}={v}" for k, v in cfg.items()), ""]
+
+    # comparison view
+    out += ["## Comparison", ""]
+    if ref is not None:
+        out += [f"Deltas and speed-ups are against the reference **{ref_name}** "
+                f"({ref.get('backend')}, {ref.get('precision')}). Speed-up = reference median "
+                "latency / runner median latency at the same batch size.", ""]
+    header = ["Runner", "Backend", "Precision", "Device"]
+    if has_acc:
+        header += ["Top-1", "Δ top-1", "Top-5", "Δ top-5", "Top-1 agree", "max |Δ logit|",
+                   "KL mean"]
+    for b in batches:
+        header += [f"ms @ b{b}", f"speed-up @ b{b}"]
+    rows = []
+    for e in runners:
+        row = [e["name"], str(e.get("backend")), str(e.get("precision")), str(e.get("device"))]
+        if has_acc:
+            acc, ra = e.get("accuracy") or {}, (ref or {}).get("accuracy") or {}
+            agr = e.get("agreement") or {}
+            is_ref = e is ref
+            row += [_pct(acc.get("top1")), "ref" if is_ref else _pp(acc.get("top1"), ra.get("top1")),
+                    _pct(acc.get("top5")), "ref" if is_ref else _pp(acc.get("top5"), ra.get("top5")),
+                    "ref" if is_ref else _pct(agr.get("top1_agreement")),
+                    "ref" if is_ref else _sci(agr.get("max_abs_logit_diff")),
+                    "ref" if is_ref else _sci(agr.get("kl_mean"))]
+        for b in batches:
+            mine, theirs = _lat(e, b), (_lat(ref, b) if ref else None)
+            med = mine["end_to_end"]["median_ms"] if mine else None
+            row.append(_ms(med))
+            if e is ref:
+                row.append("ref" if med is not None else "—")
+            elif med and theirs:
+                row.append(f"{theirs['end_to_end']['median_ms'] / med:.2f}x")
+            else:
+                row.append("—")
+        rows.append(row)
+    out += [_table(header, rows), ""]
+
+    # latency
+    if batches:
+        out += ["## Latency", "",
+                "End-to-end host wall time per call (`time.perf_counter_ns`), in milliseconds; "
+                "images/s = batch / mean. GPU = CUDA-event compute time where the runner "
+                "exposes it.", ""]
+        rows = []
+        for e in runners:
+            for r in e.get("latency") or []:
+                s = r.get("end_to_end")
+                g = r.get("gpu")
+                if s is None:
+                    why = r.get("skipped") or r.get("error") or "not measured"
+                    rows.append([e["name"], str(r["batch_size"]), "0", "—", "—", "—", "—", "—",
+                                 "—", "—", "—", why])
+                    continue
+                rows.append([e["name"], str(r["batch_size"]), f"{s['count']}/{r['iterations']}",
+                             _ms(s["median_ms"]), f"{_ms(s['mean_ms'])} ± {_ms(s['std_ms'])}",
+                             _ms(s["p90_ms"]), _ms(s["p99_ms"]), _ms(s["min_ms"]),
+                             _ms(s["max_ms"]), _f(r.get("throughput_ips"), 1),
+                             _ms(g["median_ms"]) if g else "—", r.get("error") or ""])
+        out += [_table(["Runner", "Batch", "Calls", "Median", "Mean ± std", "p90", "p99", "Min",
+                        "Max", "Images/s", "GPU median", "Note"], rows), ""]
+        if any(_lat(e, b) for e in runners for b in batches):
+            out += ["![Latency vs batch](latency_vs_batch.png)", ""]
+
+    # accuracy
+    if has_acc:
+        ds = doc.get("dataset") or {}
+        out += ["## Accuracy", "",
+                f"Data: `{ds.get('source')}` — {ds.get('images')} images, {ds.get('classes')} "
+                f"classes (labels mapped to logits by {ds.get('label_mapping')}), "
+                f"{ds.get('unreadable', 0)} unreadable. All runners saw the same decoded pixels "
+                "in one pass.", ""]
+        rows = []
+        for e in runners:
+            acc, agr = e.get("accuracy") or {}, e.get("agreement") or {}
+            rows.append([e["name"], str(acc.get("images", "—")), _pct(acc.get("top1")),
+                         _pct(acc.get("top5")) + (f" (top-{acc['k']})" if acc.get("k", 5) != 5
+                                                  else ""),
+                         _pct(agr.get("top1_agreement")), _sci(agr.get("max_abs_logit_diff")),
+                         _sci(agr.get("mean_abs_logit_diff")), _sci(agr.get("kl_mean")),
+                         _sci(agr.get("kl_max"))])
+        out += [_table(["Runner", "Images", "Top-1", "Top-5", "Top-1 agree", "max |Δ logit|",
+                        "mean |Δ logit|", "KL mean", "KL max"], rows), ""]
+        with_acc = [e for e in runners if e.get("accuracy")]
+        class_names = list((with_acc[0]["accuracy"].get("per_class") or {}).keys())
+        if class_names:
+            basis = (ref if ref and ref.get("accuracy") else with_acc[0])["accuracy"]["per_class"]
+            shown = class_names
+            title = "Per-class top-1"
+            if len(class_names) > 20:
+                shown = sorted(class_names, key=lambda c: (basis[c]["top1"] is None,
+                                                           basis[c]["top1"] or 0.0))[:10]
+                title = (f"Per-class top-1 (the 10 weakest of {len(class_names)} classes for "
+                         f"{(ref or with_acc[0])['name']})")
+            rows = [[c, str(basis[c]["images"])] + [_pct(e["accuracy"]["per_class"].get(c, {})
+                                                         .get("top1"), 1) for e in with_acc]
+                    for c in shown]
+            out += [f"### {title}", "",
+                    _table(["Class", "Images"] + [e["name"] for e in with_acc], rows), ""]
+        out += ["![Accuracy by precision](accuracy_by_precision.png)", ""]
+
+    # memory
+    mem_rows = []
+    for e in runners:
+        m = e.get("memory")
+        if m:
+            dm = m.get("device_memory_bytes")
+            mem_rows.append([e["name"], _f(m.get("load_seconds"), 2),
+                             _f(m.get("rss_after_load_mb"), 0), _f(m.get("rss_load_delta_mb"), 0),
+                             _f(m.get("rss_peak_mb"), 0),
+                             "—" if dm is None else f"{dm / 2**20:.0f}"])
+    if mem_rows:
+        peak = (doc.get("process") or {}).get("peak_rss_mb")
+        out += ["## Memory", "",
+                "Host RSS in MiB, sampled with psutil after each call (process-wide: it includes "
+                f"Python, torch and every library loaded). Process peak RSS (kernel): "
+                f"{_f(peak, 0)} MiB. Device memory where the runner reports it.", "",
+                _table(["Runner", "Load s", "RSS after load", "RSS Δ load", "RSS peak",
+                        "Device MiB"], mem_rows), ""]
+
+    # runner details
+    rows = []
+    for e in runners:
+        d = e.get("description") or {}
+        versions = ", ".join(f"{k} {d[k]}" for k in ("onnxruntime", "torch", "tensorrt")
+                             if d.get(k))
+        rows.append([e["name"], str(d.get("provider") or "—"), str(d.get("threads", "—")),
+                     str(e.get("input_format")), versions or "—",
+                     f"`{d['path']}`" if d.get("path") else "—"])
+    out += ["## Runners", "", _table(["Runner", "Provider", "Threads", "Input", "Versions",
+                                      "Model file"], rows), ""]
+
+    # problems
+    problems = [f"- **{e['name']}**: {err}" for e in runners for err in e.get("errors") or []]
+    problems += [f"- **{e['name']}** batch {r['batch_size']} skipped: {r['skipped']}"
+                 for e in runners for r in e.get("latency") or [] if r.get("skipped")]
+    problems += [f"- unreadable image `{f['path']}`: {f['reason']}"
+                 for f in doc.get("unreadable_images") or []]
+    out += ["## Problems", ""] + (problems or ["None."]) + [""]
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# plots
+
+
+def _figure(ncols: int, width: float = 11.0, height: float = 4.2):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    return fig, axes
+
+
+_MARKERS = {"fp32": "o", "fp16": "s", "int8": "^"}
+
+
+def plot_latency(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> Path | None:
+    """Median latency per call (whiskers: min..p99) and throughput vs batch size, one line per
+    runner. Returns the PNG path, or ``None`` when nothing was measured."""
+    series = []
+    for e in _ordered(list(doc["runners"])):
+        pts = [r for r in e.get("latency") or [] if r.get("end_to_end")]
+        if pts:
+            series.append((e, pts))
+    if not series:
+        return None
+    fig, (ax_lat, ax_tp) = _figure(2)
+    batches = _batches(doc)
+    for e, pts in series:
+        b = [r["batch_size"] for r in pts]
+        med = [r["end_to_end"]["median_ms"] for r in pts]
+        lo = [m - r["end_to_end"]["min_ms"] for m, r in zip(med, pts)]
+        hi = [r["end_to_end"]["p99_ms"] - m for m, r in zip(med, pts)]
+        marker = _MARKERS.get(e.get("precision") or "", "D")
+        line = ax_lat.errorbar(b, med, yerr=[lo, hi], marker=marker, capsize=3, label=e["name"])
+        ax_tp.plot(b, [r["throughput_ips"] for r in pts], marker=marker,
+                   color=line[0].get_color(), label=e["name"])
+    for ax in (ax_lat, ax_tp):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(batches)
+        ax.set_xticklabels([str(b) for b in batches])
+        ax.set_xlabel("batch size (images per call)")
+        ax.grid(True, which="both", alpha=0.3)
+    ax_lat.set_yscale("log")
+    ax_lat.set_ylabel("latency per call, ms (median; whiskers min..p99)")
+    ax_lat.set_title("Latency vs batch")
+    ax_tp.set_ylabel("throughput, images/s")
+    ax_tp.set_title("Throughput vs batch")
+    ax_tp.legend(fontsize=8, loc="best")
+    cpu = doc["system"].get("cpu", "")
+    gpus = (doc["system"].get("devices") or {}).get("gpus") or []
+    where = gpus[0]["name"] if gpus else cpu
+    fig.suptitle(f"{doc['name']} — {where}", fontsize=10)
+    path = Path(path)
+    fig.savefig(path)
+    return path
+
+
+def plot_accuracy(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> Path | None:
+    """Top-1/top-5 accuracy and top-1 agreement with the reference per runner, grouped and
+    coloured by precision. Returns the PNG path, or ``None`` without accuracy results."""
+    entries = [e for e in _ordered(list(doc["runners"])) if e.get("accuracy")]
+    if not entries:
+        return None
+    colours = {"fp32": "tab:blue", "fp16": "tab:orange", "int8": "tab:green"}
+    fig, (ax_acc, ax_agr) = _figure(2, width=max(9.0, 1.6 * len(entries) + 4), height=4.6)
+    xs = list(range(len(entries)))
+    names = [e["name"] for e in entries]
+    top1 = [100 * e["accuracy"]["top1"] for e in entries]
+    top5 = [100 * e["accuracy"]["top5"] for e in entries]
+    cols = [colours.get(e.get("precision") or "", "tab:gray") for e in entries]
+    w = 0.38
+    ax_acc.bar([x - w / 2 for x in xs], top1, w, color=cols, label="top-1")
+    ax_acc.bar([x + w / 2 for x in xs], top5, w, color=cols, alpha=0.45, hatch="//",
+               label="top-5")
+    for x, a, b in zip(xs, top1, top5):
+        ax_acc.annotate(f"{a:.1f}", (x - w / 2, a), ha="center", va="bottom", fontsize=7)
+        ax_acc.annotate(f"{b:.1f}", (x + w / 2, b), ha="center", va="bottom", fontsize=7)
+    ax_acc.set_ylim(0, 105)
+    ax_acc.set_ylabel("accuracy, %")
+    ax_acc.set_title("Top-1 (solid) and top-5 (hatched) accuracy")
+    ref = doc.get("reference")
+    agree = [100 * e["agreement"]["top1_agreement"] if e.get("agreement") else None
+             for e in entries]
+    is_ref = [e["name"] == ref for e in entries]
+    heights = [100.0 if r else (a if a is not None else 0) for a, r in zip(agree, is_ref)]
+    ax_agr.bar(xs, heights, 0.6, color=["none" if r else c for c, r in zip(cols, is_ref)],
+               edgecolor=cols, hatch=None, linewidth=1.5)
+    for x, e, a in zip(xs, entries, agree):
+        if e["name"] == ref:
+            label, a = "reference", 100.0
+        elif a is None:
+            label = "n/a"
+        else:
+            label = f"{a:.1f}%\nKL {_sci(e['agreement']['kl_mean'])}"
+        ax_agr.annotate(label, (x, a or 0), ha="center", va="bottom", fontsize=7)
+    ax_agr.set_ylim(0, 112)
+    ax_agr.set_ylabel("top-1 agreement with reference, %")
+    ax_agr.set_title(f"Agreement with {ref}")
+    for ax in (ax_acc, ax_agr):
+        ax.set_xticks(xs)
+        ax.set_xticklabels(names, rotation=20, ha="right", fontsize=8)
+        ax.grid(True, axis="y", alpha=0.3)
+    from matplotlib.patches import Patch
+
+    present = sorted({e.get("precision") for e in entries if e.get("precision") in colours},
+                     key=lambda p: _PRECISION_ORDER[p])
+    fig.legend(handles=[Patch(color=colours[p], label=p.upper()) for p in present],
+               fontsize=8, loc="outside lower center", ncols=max(1, len(present)))
+    ds = doc.get("dataset") or {}
+    fig.suptitle(f"{doc['name']} — accuracy by precision ({ds.get('images')} images)",
+                 fontsize=10)
+    path = Path(path)
+    fig.savefig(path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """Where a report was written."""
+
+    directory: Path
+    json: Path
+    markdown: Path
+    plots: tuple[Path, ...]
+
+
+def check_report_dir(root: str | os.PathLike[str], name: str, *, force: bool = False) -> Path:
+    """The report folder ``root/name``, checked before any measuring starts.
+
+    Raises:
+        BenchError: Bad name, or the folder exists and ``force`` is not set.
+    """
+    target = Path(root) / _check_name(name)
+    if target.exists() and not force:
+        raise BenchError(f"report folder {target} already exists; choose another --name or "
+                         "pass --force to replace it")
+    if target.exists() and not target.is_dir():
+        raise BenchError(f"{target} exists and is not a folder; choose another --name")
+    return target
+
+
+def write_report(doc: Mapping[str, Any], root: str | os.PathLike[str] = DEFAULT_ROOT, *,
+                 force: bool = False) -> ReportFiles:
+    """Write ``report.json``, ``report.md`` and the PNG plots into ``root/<doc name>/``.
+
+    The folder is assembled next to its destination and renamed into place, so a failure never
+    leaves a half-written report; with ``force`` an existing folder is replaced only after the
+    new one is complete.
+
+    Raises:
+        BenchError: The folder exists (without ``force``), the name is bad, or it cannot be
+            written.
+    """
+    from .fsio import check_writable_dir
+
+    doc = validate_report(dict(doc))
+    target = check_report_dir(root, doc["name"], force=force)
+    check_writable_dir(target.parent, what="report", error=BenchError)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        (tmp / "report.json").write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n",
+                                         encoding="utf-8")
+        plots = []
+        for fn, fname in ((plot_latency, "latency_vs_batch.png"),
+                          (plot_accuracy, "accuracy_by_precision.png")):
+            p = fn(doc, tmp / fname)
+            if p is not None:
+                plots.append(fname)
+        md = render_markdown(doc)
+        (tmp / "report.md").write_text(md, encoding="utf-8")
+        old = None
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old",
+                                        dir=target.parent))
+            old.rmdir()
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise BenchError(f"cannot write report into {target}: {exc}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("report written to %s", target)
+    return ReportFiles(target, target / "report.json", target / "report.md",
+                       tuple(target / p for p in plots))
