@@ -1,0 +1,256 @@
+"""Subprocess worker that runs NVIDIA ModelOpt (INT8 Q/DQ PTQ, FP16 AutoCast).
+
+Private to :mod:`xception_trt.precision`. ModelOpt monkeypatches ``onnxruntime.quantization``
+(its calibrators and quantizer classes) the first time it quantizes; running it here, in a
+process of its own, keeps those patches away from the caller (and from any other code in the
+caller that uses ONNX Runtime's quantization tools).
+
+Protocol: ``python -m xception_trt._calib_worker REQUEST.json``. The request names the input
+ONNX, the output ONNX, a folder of calibration batches (``batch_00000.npz`` ... each holding the
+array ``input``) and the options; the worker writes the output model and a JSON result to the
+paths named in the request. Exit code 0 on success; on failure the last stderr line is
+``WORKER-ERROR: <message>`` and the exit code is 3.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: Ops whose quantization we report as "quantized nodes" (the compute ops; Q/DQ on pooling or
+#: on an Add input is placement detail).
+COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+class _BatchReader:
+    """An ``onnxruntime.quantization.CalibrationDataReader`` over ``.npz`` batch files
+    (loaded one at a time, so calibrating 512 images at 299x299 never holds them all)."""
+
+    def __init__(self, files: list[Path], input_name: str) -> None:
+        self.files = files
+        self.input_name = input_name
+        self._it: Iterator[Path] = iter(self.files)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        path = next(self._it, None)
+        if path is None:
+            return None
+        with np.load(path) as data:
+            return {self.input_name: np.ascontiguousarray(data["input"])}
+
+    def get_first(self) -> dict[str, np.ndarray]:
+        """The first batch without advancing (ModelOpt's test runs use it)."""
+        with np.load(self.files[0]) as data:
+            return {self.input_name: np.ascontiguousarray(data["input"])}
+
+    def rewind(self) -> None:
+        self._it = iter(self.files)
+
+    # ORT >= 1.17 readers are iterables too.
+    def __iter__(self):  # pragma: no cover - exercised by ORT only
+        self.rewind()
+        return iter(self.get_next, None)
+
+
+def _write_trt_cache(scales: dict[str, float], path: Path) -> None:
+    """Scales in the TensorRT text calibration cache format ModelOpt imports."""
+    lines = ["TRT-8601-EntropyCalibration2"]
+    for name, scale in scales.items():
+        lines.append(f"{name}: {struct.pack('!f', float(scale)).hex()}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _patch_percentile(percentile: float) -> None:
+    """Make ModelOpt's INT8 front-end use ONNX Runtime's percentile calibrator.
+
+    ModelOpt's ``int8.quantize`` maps every method other than ``entropy`` to MinMax, although
+    its patched ``create_calibrator`` supports ``CalibrationMethod.Percentile``. We wrap the
+    ``quantize_static`` it calls (in this process only) to pass the percentile method.
+    """
+    from onnxruntime.quantization import CalibrationMethod
+
+    import modelopt.onnx.quantization.int8 as mo_int8
+
+    original = mo_int8.quantize_static
+
+    def quantize_static(*args: Any, **kwargs: Any) -> Any:
+        kwargs["calibrate_method"] = CalibrationMethod.Percentile
+        extra = dict(kwargs.get("extra_options") or {})
+        extra.update(percentile=float(percentile), symmetric=True)
+        kwargs["extra_options"] = extra
+        return original(*args, **kwargs)
+
+    mo_int8.quantize_static = quantize_static
+
+
+def _qdq_facts(model: Any) -> dict[str, Any]:
+    """Activation scales, quantized and unquantized compute nodes of a Q/DQ model."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    scales: dict[str, float] = {}
+    scale_names: dict[str, str] = {}
+    for node in model.graph.node:
+        if node.op_type != "QuantizeLinear":
+            continue
+        x = node.input[0]
+        src = producers.get(x)
+        if x in inits or (src is not None and src.op_type in ("Constant", "Identity")
+                          and all(i in inits for i in src.input)):
+            continue  # a weight
+        scale = inits.get(node.input[1])
+        if scale is None:
+            continue
+        arr = numpy_helper.to_array(scale).astype(np.float64)
+        if arr.size != 1:
+            raise RuntimeError(f"activation {x!r} has a per-channel scale; expected per-tensor")
+        scales[x] = float(arr.reshape(-1)[0])
+        scale_names[x] = node.input[1]
+    quantized, unquantized = [], []
+    for node in model.graph.node:
+        if node.op_type not in COMPUTE_OPS:
+            continue
+        data_src = producers.get(node.input[0])
+        (quantized if data_src is not None and data_src.op_type == "DequantizeLinear"
+         else unquantized).append(node.name)
+    return {"scales": scales, "scale_names": scale_names, "quantized_nodes": quantized,
+            "unquantized_nodes": unquantized}
+
+
+def _dummy_files(req: dict[str, Any], tmp: Path) -> list[Path]:
+    """One small synthetic batch: used when every activation scale comes from a cache
+    (ModelOpt still runs its calibrator once; every scale it computes is then replaced)."""
+    shape = req["input_shape"]
+    rng = np.random.default_rng(0)
+    batch = req.get("static_batch") or 2
+    if req["input_dtype"] == "uint8":
+        data = rng.integers(0, 256, size=(batch, *shape), dtype=np.uint8)
+    else:
+        data = rng.standard_normal((batch, *shape)).astype(np.float32)
+    path = tmp / "dummy.npz"
+    np.savez(path, input=data)
+    return [path]
+
+
+def run_int8(req: dict[str, Any]) -> dict[str, Any]:
+    import onnx
+
+    from modelopt.onnx.quantization import quantize
+
+    tmp = Path(req["tmp_dir"])
+    files = sorted(Path(req["data_dir"]).glob("batch_*.npz")) if req.get("data_dir") else []
+    cache_scales: dict[str, float] | None = req.get("scales")
+    method = req["method"]
+    cache_path = None
+    if cache_scales is not None:
+        cache_path = tmp / "scales.cache"
+        _write_trt_cache(cache_scales, cache_path)
+        if not files:
+            files = _dummy_files(req, tmp)
+        method = "max"  # every calibrated scale is replaced by the cached one
+    elif method == "percentile":
+        _patch_percentile(req["percentile"])
+    if not files:
+        raise RuntimeError("no calibration batches given")
+    reader = _BatchReader(files, req["input_name"])
+    t0 = time.perf_counter()
+    out_fp32 = tmp / "quant_fp32.onnx"
+    quantize(
+        req["onnx"],
+        quantize_mode="int8",
+        calibration_data_reader=reader,
+        calibration_method="entropy" if method == "entropy" else "max",
+        calibration_cache_path=str(cache_path) if cache_path else None,
+        calibration_eps=["cpu"],
+        nodes_to_exclude=list(req.get("exclude_nodes") or []) or None,
+        op_types_to_exclude=list(req.get("exclude_op_types") or []) or None,
+        high_precision_dtype="fp32",
+        output_path=str(out_fp32),
+        log_level=req.get("log_level", "WARNING"),
+    )
+    seconds = time.perf_counter() - t0
+    model = onnx.load(str(out_fp32))
+    facts = _qdq_facts(model)
+    if cache_scales is not None and not req.get("data_dir"):
+        missing = sorted(set(facts["scales"]) - set(cache_scales))
+        if missing:
+            raise RuntimeError(
+                f"MISSING-SCALES {len(missing)} quantized activation(s) have no scale in the "
+                f"cache: {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
+        facts["scales"] = {k: float(cache_scales[k]) for k in facts["scales"]}
+    elif cache_scales is not None:  # imported cache + images: cached scales win
+        facts["scales"] = {k: float(cache_scales.get(k, v)) for k, v in facts["scales"].items()}
+    if req.get("high_precision") == "fp16":
+        from modelopt.onnx.autocast import convert_to_f16
+
+        model = convert_to_f16(model, keep_io_types=True)
+    onnx.save(model, req["out"])
+    facts.pop("scale_names")
+    facts["seconds"] = seconds
+    return facts
+
+
+def run_fp16(req: dict[str, Any]) -> dict[str, Any]:
+    import onnx
+
+    from modelopt.onnx.autocast import convert_to_mixed_precision
+
+    t0 = time.perf_counter()
+    model = convert_to_mixed_precision(
+        onnx_path=req["onnx"],
+        low_precision_type="fp16",
+        nodes_to_exclude=list(req.get("exclude_nodes") or []) or None,
+        op_types_to_exclude=list(req.get("exclude_op_types") or []) or None,
+        data_max=float(req["data_max"]),
+        init_max=float(req["init_max"]),
+        keep_io_types=True,
+        calibration_data=req.get("data_dir"),
+        providers=["cpu"],
+    )
+    seconds = time.perf_counter() - t0
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in
+             list(inferred.graph.value_info) + list(inferred.graph.output)
+             + list(inferred.graph.input)}
+    types.update({i.name: i.data_type for i in inferred.graph.initializer})
+    kept = []
+    for node in inferred.graph.node:
+        if node.op_type in ("Cast", "Constant", "Identity") or not node.output:
+            continue
+        if types.get(node.output[0]) == onnx.TensorProto.FLOAT:
+            kept.append(node.name)
+    onnx.save(model, req["out"])
+    return {"fp32_nodes": kept, "seconds": seconds}
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    try:
+        req = json.loads(Path(argv[0]).read_text())
+        task = req["task"]
+        result = run_int8(req) if task == "int8" else run_fp16(req)
+        import modelopt
+
+        result["modelopt"] = getattr(modelopt, "__version__", "unknown")
+        Path(req["result"]).write_text(json.dumps(result))
+        return 0
+    except Exception as exc:  # reported to the parent, which raises CalibrationError
+        traceback.print_exc(file=sys.stderr)
+        msg = " ".join(f"{type(exc).__name__}: {exc}".split())
+        print(f"WORKER-ERROR: {msg[:2000]}", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,172 @@
+"""``xception-trt quantize``: FP32 ONNX -> FP16 or calibrated INT8 (Q/DQ) ONNX, plus an
+accuracy table measured with ONNX Runtime on the CPU."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ._common import positive_int, print_json
+
+ORDER = 20
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..precision import DEFAULT_CACHE_DIR, DEFAULT_NUM_IMAGES
+
+    p = sub.add_parser(
+        "quantize", help="make an FP16 or calibrated INT8 (Q/DQ) variant of an ONNX model",
+        description="Convert an FP32 ONNX from `xception-trt export` to FP16 (ModelOpt AutoCast, "
+                    "FP32 I/O kept, out-of-range nodes kept FP32) or to INT8 with explicit "
+                    "Q/DQ nodes calibrated on images (ModelOpt PTQ on the CPU). The result "
+                    "builds as a strongly typed TensorRT network. With --val, prints top-1/top-5, "
+                    "agreement with FP32 and logit differences measured with ONNX Runtime.",
+        epilog="examples:\n"
+               "  xception-trt quantize model.onnx --precision fp16 -o model.fp16.onnx\n"
+               "  xception-trt quantize model.onnx --precision int8 --calib calibration/ "
+               "--val val/ -o model.int8.onnx\n"
+               "  xception-trt quantize model.onnx --precision int8 --calib calibration/ --auto "
+               "-o model.int8.onnx\n"
+               "  xception-trt quantize model.onnx --precision int8 --import-cache "
+               "calib.cache -o model.int8.onnx",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="FP32 ONNX model written by `xception-trt export`")
+    p.add_argument("-o", "--output", required=True, help="ONNX file to write")
+    p.add_argument("--precision", choices=["fp16", "int8"], required=True,
+                   help="variant to make")
+    p.add_argument("--calib", metavar="DIR",
+                   help="calibration images: a folder (flat or class sub-folders) or a file list; "
+                        "required for int8 unless --import-cache; optional for fp16 (range "
+                        "check, random inputs otherwise)")
+    p.add_argument("--val", metavar="DIR",
+                   help="validation images for the accuracy table (labelled: top-1/top-5 too)")
+    p.add_argument("--method", choices=["entropy", "max", "percentile"], default="entropy",
+                   help="INT8 calibration method (default: entropy, TensorRT's "
+                        "EntropyCalibration2)")
+    p.add_argument("--auto", action="store_true",
+                   help="INT8: calibrate with every method, keep the best on --val (or on the "
+                        "held-out part of --calib)")
+    p.add_argument("--num-images", type=positive_int, default=None,
+                   help=f"calibration images (default: {DEFAULT_NUM_IMAGES} for int8, 32 for the "
+                        "fp16 range check)")
+    p.add_argument("--val-images", type=positive_int, default=None,
+                   help="evaluate a seeded subset of this many validation images (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="selection seed (default: 0)")
+    p.add_argument("--batch-size", type=positive_int, default=8,
+                   help="calibration batch size (default: 8)")
+    p.add_argument("--percentile", type=float, default=99.99,
+                   help="percentile for --method percentile (default: 99.99)")
+    p.add_argument("--exclude", action="append", default=[], metavar="NODE",
+                   help="keep this node (name or regex) out of INT8/FP16; repeatable")
+    p.add_argument("--exclude-op-type", action="append", default=[], metavar="OP",
+                   help="keep every node of this op type out of INT8/FP16 (e.g. Gemm); "
+                        "repeatable")
+    p.add_argument("--exclude-depthwise", action="store_true",
+                   help="INT8: keep the depthwise convolutions in high precision")
+    p.add_argument("--high-precision", choices=["fp32", "fp16"], default="fp32",
+                   help="INT8: precision of the nodes that are not quantized (default: fp32)")
+    p.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR),
+                   help=f"calibration cache folder (default: {DEFAULT_CACHE_DIR})")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    p.add_argument("--import-cache", metavar="FILE",
+                   help="INT8: take activation scales from a TensorRT text calibration cache "
+                        "(TRT-...-EntropyCalibration2) or an xception-trt cache JSON")
+    p.add_argument("--export-trt-cache", metavar="FILE",
+                   help="INT8: also write the scales as a TensorRT text calibration cache "
+                        "(for TensorRT 8.6 implicit INT8)")
+    p.add_argument("--compare-all", action="store_true",
+                   help="with --val: also make and evaluate the other precision so the table "
+                        "has FP32, FP16 and INT8 rows")
+    p.add_argument("--report", metavar="FILE", help="write the results and table as JSON")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=run)
+
+
+def _int8_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(num_images=args.num_images or 512, seed=args.seed, batch_size=args.batch_size,
+                percentile=args.percentile, exclude_nodes=args.exclude,
+                exclude_op_types=args.exclude_op_type, exclude_depthwise=args.exclude_depthwise,
+                high_precision=args.high_precision,
+                cache_dir=None if args.no_cache else args.cache_dir)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+    from ..fsio import atomic_write_json
+    from ..precision import (auto_quantize_int8, evaluate_variants, format_table,
+                             quantize_int8, to_fp16, write_trt_calibration_cache)
+
+    if args.precision == "fp16" and (args.auto or args.import_cache or args.export_trt_cache):
+        raise ConfigError("--auto, --import-cache and --export-trt-cache apply to --precision int8")
+    if args.precision == "int8" and not (args.calib or args.import_cache):
+        raise ConfigError("--precision int8 needs calibration images (--calib DIR, e.g. "
+                          "calibration/) or --import-cache FILE")
+    if args.auto and args.import_cache:
+        raise ConfigError("--auto calibrates with images; it cannot be combined with "
+                          "--import-cache")
+    if Path(args.output).resolve() == Path(args.model).resolve():
+        raise ConfigError("--output must differ from the input model")
+    report: dict[str, Any] = {"model": args.model, "output": args.output,
+                              "precision": args.precision}
+    rows = None
+    if args.precision == "fp16":
+        to_fp16(args.model, args.calib, num_images=args.num_images or 32, seed=args.seed,
+                batch_size=args.batch_size, exclude_nodes=args.exclude,
+                exclude_op_types=args.exclude_op_type, output=args.output)
+        print(f"wrote {args.output} (fp16, FP32 I/O)")
+    elif args.auto:
+        auto = auto_quantize_int8(args.model, args.calib, args.val,
+                                  val_images=args.val_images, output=args.output,
+                                  **_int8_kwargs(args))
+        result = auto.best
+        rows = list(auto.metrics)
+        report["auto"] = {"criterion": auto.criterion,
+                          "methods": {k: r.summary() for k, r in auto.results.items()}}
+        print(f"auto: kept {result.method.value} by {auto.criterion} "
+              f"(tried {', '.join(auto.results)})")
+    else:
+        result = quantize_int8(args.model, args.calib, method=args.method,
+                               import_cache=args.import_cache, output=args.output,
+                               **_int8_kwargs(args))
+    if args.precision == "int8":
+        report["int8"] = result.summary()
+        print(f"wrote {args.output} (int8 {result.method.value}): "
+              f"{len(result.quantized_nodes)} compute node(s) quantized, "
+              f"{len(result.excluded_nodes)} kept in {args.high_precision}; "
+              f"{result.num_images} calibration image(s); cache {result.cache}; "
+              f"{result.seconds:.1f} s")
+        if result.skipped_images:
+            print(f"skipped {len(result.skipped_images)} unreadable image(s): "
+                  + ", ".join(p for p, _ in result.skipped_images[:5]))
+        if args.export_trt_cache:
+            write_trt_calibration_cache(result.scales, args.export_trt_cache)
+            print(f"wrote {args.export_trt_cache} ({len(result.scales)} tensor scales)")
+    if args.val and rows is None:
+        variants: dict[str, Any] = {"fp32": args.model}
+        if args.precision == "fp16":
+            variants["fp16"] = args.output
+        elif args.compare_all:
+            variants["fp16"] = to_fp16(args.model, args.calib, seed=args.seed,
+                                       exclude_nodes=args.exclude,
+                                       exclude_op_types=args.exclude_op_type)
+        if args.precision == "int8":
+            variants["int8"] = args.output
+        elif args.compare_all and args.calib:
+            variants["int8"] = quantize_int8(args.model, args.calib, method=args.method,
+                                             **_int8_kwargs(args)).model
+        elif args.compare_all:
+            print("no --calib given: the INT8 row is left out of the table")
+        rows = evaluate_variants(variants, args.val, num_images=args.val_images,
+                                 seed=args.seed)
+    if rows is not None:
+        report["table"] = [r.to_dict() for r in rows]
+        if not args.json:
+            print(format_table(rows))
+    elif not args.json:
+        print("no --val given: accuracy table skipped")
+    if args.report:
+        atomic_write_json(args.report, report)
+    if args.json:
+        print_json(report)
+    return 0
