@@ -391,6 +391,27 @@ def test_dlpack_byte_offset_is_applied():
     assert info.ptr == base.data_ptr() + 3 * 4
 
 
+def test_cuda_dlpack_is_preferred_and_gets_our_stream():
+    torch = pytest.importorskip("torch")
+    t = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+
+    class CudaLike:  # says "CUDA" through DLPack and also offers a (v2, stream-less) CAI
+        seen = []
+        __cuda_array_interface__ = {"shape": (9,), "typestr": "<f4", "data": (1, False),
+                                    "version": 2}
+
+        def __dlpack_device__(self):
+            return (2, 0)
+
+        def __dlpack__(self, stream=None):
+            self.seen.append(stream)
+            return t.__dlpack__()
+
+    info = xc.device_array_info(CudaLike(), consumer_stream=77)
+    assert CudaLike.seen == [77] and info.device_type == "cuda" and info.device_id == 0
+    assert info.ptr == t.data_ptr() and info.shape == (2, 3)
+
+
 def test_host_and_unknown_objects_are_not_device_arrays():
     assert xc.device_array_info(np.zeros(3)) is None
     assert xc.device_array_info([1, 2, 3]) is None

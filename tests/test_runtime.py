@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from xception_trt.config import InputFormat, ModelSpec, Precision
-from xception_trt.errors import BuildError, EngineError, XceptionTRTError
+from xception_trt.errors import BuildError, EngineError
 from xception_trt.runners import TensorSpec, input_spec_for, output_spec_for
 from xception_trt.trt import cuda as xc
 from xception_trt.trt.devices import query_devices
@@ -166,7 +166,7 @@ class EmuBackend(xc.CudaBackend):
         self.fail_alloc_at = fail_alloc_at
 
     def _id(self, size=0x100):
-        self._next += max(size, 0x100) + 0x100
+        self._next = (self._next + size + 0x200) // 256 * 256  # cudaMalloc: 256-byte aligned
         return self._next
 
     def activate(self):
@@ -668,3 +668,36 @@ def test_broken_engine_file_errors_without_crashing(tmp_path, damage):
     assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr[-2000:])
     assert "could not deserialize" in proc.stdout
 
+
+
+def test_input_buffer_skips_the_staging_copy(monkeypatch):
+    be = EmuBackend()
+    with EmuRunner(be, max_batch=4, min_batch=1) as r:
+        buf = r.input_buffer(2)
+        x = _x(2, 7)
+        buf[...] = x
+        copies = []
+        real = np.copyto
+        monkeypatch.setattr(np, "copyto", lambda *a, **k: (copies.append(1), real(*a, **k)))
+        np.testing.assert_array_equal(r(buf), _ref(x))
+        assert copies == []
+        r(x)
+        assert copies == [1]
+        assert r.input_buffer(2).ctypes.data == buf.ctypes.data
+        with pytest.raises(EngineError, match=r"outside the engine's profile \[1, 4\]"):
+            r.input_buffer(5)
+
+
+def test_unaligned_device_arrays_are_staged():
+    be = EmuBackend()
+    with EmuRunner(be) as r:
+        x = _x(3, 4)
+        dev = _DeviceArr(be, np.concatenate([np.zeros(1, np.float32), x.reshape(-1)]))
+        sliced = types.SimpleNamespace(__cuda_array_interface__={
+            "shape": x.shape, "typestr": "<f4", "data": (dev.ptr + 4, False), "version": 3})
+        out = _DeviceArr(be, np.zeros(2 + 3 * 4, np.float32))
+        out_view = types.SimpleNamespace(__cuda_array_interface__={
+            "shape": (3, 4), "typestr": "<f4", "data": (out.ptr + 8, False), "version": 3})
+        r.infer(sliced, out=out_view)
+        assert r.emu.bound[1] == r._dev_in.ptr and r.emu.bound[2] == r._dev_out.ptr
+        np.testing.assert_array_equal(out.numpy()[2:].reshape(3, 4), _ref(x))

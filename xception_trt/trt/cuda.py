@@ -1338,13 +1338,15 @@ def _from_dlpack(obj: Any, consumer_stream: int | None) -> DeviceArrayInfo:
 def device_array_info(obj: Any, *, consumer_stream: int | None = None) -> DeviceArrayInfo | None:
     """Describe a device array of another library (torch, CuPy, JAX ...) without copying it.
 
-    ``__cuda_array_interface__`` is preferred; DLPack (``__dlpack__``/``__dlpack_device__``)
-    is used otherwise. NumPy arrays return ``None`` (they are host arrays).
+    CUDA arrays that speak DLPack are read through it first, because DLPack hands over stream
+    ordering: the producer makes ``consumer_stream`` wait for its pending writes (torch's
+    ``__cuda_array_interface__`` is v2 and carries no stream). Otherwise the CUDA array
+    interface is used (a v3 ``stream`` entry is returned for the caller to wait on), and DLPack
+    host arrays come back with ``device_type == "cpu"``. NumPy arrays return ``None``.
 
     Args:
         obj: The array.
-        consumer_stream: Our stream handle, handed to ``__dlpack__`` so the producer orders
-            its pending writes before our reads.
+        consumer_stream: Our stream handle, handed to ``__dlpack__``.
 
     Returns:
         A :class:`DeviceArrayInfo` (check ``device_type``), or ``None`` for objects that expose
@@ -1355,11 +1357,19 @@ def device_array_info(obj: Any, *, consumer_stream: int | None = None) -> Device
     """
     if isinstance(obj, np.ndarray):
         return None
+    has_dlpack = hasattr(obj, "__dlpack__") and hasattr(obj, "__dlpack_device__")
+    if has_dlpack:
+        try:
+            dev_type = int(obj.__dlpack_device__()[0])
+        except Exception as exc:
+            raise EngineError(f"__dlpack_device__ failed: {exc}") from None
+        if dev_type in (_DL_CUDA, _DL_CUDA_MANAGED):
+            return _from_dlpack(obj, consumer_stream)
     if hasattr(obj, "__cuda_array_interface__"):
         try:
             return _from_cai(obj)
         except AttributeError:
             pass  # e.g. torch raises AttributeError for CPU tensors: fall through to DLPack
-    if hasattr(obj, "__dlpack__") and hasattr(obj, "__dlpack_device__"):
+    if has_dlpack:
         return _from_dlpack(obj, consumer_stream)
     return None

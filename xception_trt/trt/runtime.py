@@ -43,13 +43,16 @@ from ..config import InputFormat, ModelSpec, Precision
 from ..errors import ConfigError, EngineError, XceptionTRTError
 from ..onnx_meta import INPUT_NAME, OUTPUT_NAME
 from ..runners import TensorSpec, check_batch, input_spec_for, output_spec_for
-from .cuda import (CudaDevice, CudaGraph, DeviceArrayInfo, DeviceBuffer, Event, PinnedBuffer,
-                   Stream, device_array_info)
+from .cuda import CudaDevice, CudaGraph, DeviceArrayInfo, Stream, device_array_info
 
 __all__ = ["TensorRTRunner", "CudaRunnerBase", "InferenceHandle", "EngineIO", "describe_engine",
            "check_device_batch", "check_device_output", "model_facts_from_sidecar"]
 
 log = logging.getLogger(__name__)
+
+#: Alignment in bytes of the I/O addresses handed to TensorRT (cudaMalloc guarantees 256);
+#: device arrays at other addresses (e.g. a sliced tensor) are staged through our buffers.
+_ALIGN = 256
 
 
 # ------------------------------------------------------------------------------------------------
@@ -353,6 +356,24 @@ class CudaRunnerBase:
         """
         return self.infer_async(batch, out=out).wait()
 
+    def input_buffer(self, batch: int) -> np.ndarray:
+        """The runner's pinned input staging array for ``batch`` samples.
+
+        Preprocess straight into it and pass it to :meth:`infer`: the host-side staging copy
+        is then skipped. Its contents are overwritten by the next call with another array;
+        it is invalid after :meth:`close`.
+
+        Raises:
+            EngineError: ``batch`` outside the engine profile, or a closed runner.
+        """
+        with self._lock:
+            self._check_open()
+            hi = self.max_batch if self.max_batch is not None else batch
+            if not self.min_batch <= batch <= hi:
+                raise EngineError(f"{self.name}: batch {batch} is outside the engine's profile "
+                                  f"[{self.min_batch}, {hi}]")
+            return self._pin_in.array[:batch]
+
     def infer_async(self, batch: Any, *, out: Any = None) -> InferenceHandle:
         """Start one batch on the runner's stream and return at once; see :meth:`infer`.
 
@@ -390,7 +411,9 @@ class CudaRunnerBase:
             if n < self.min_batch:
                 raise EngineError(f"{self.name}: batch {n} is below the engine's minimum batch "
                                   f"{self.min_batch}; pad the batch or rebuild with --min-batch")
-            np.copyto(self._pin_in.array[:n], x)
+            staging = self._pin_in.array[:n]
+            if x.ctypes.data != staging.ctypes.data:  # skipped for input_buffer() arrays
+                np.copyto(staging, x)
             return True, None, n
         info = device_array_info(batch, consumer_stream=self._stream.ptr)
         if info is None:
@@ -420,6 +443,7 @@ class CudaRunnerBase:
         stream = self._stream
         shape = (n, *self.input_spec.shape[1:])
         in_bytes = n * (self._pin_in.nbytes // self._pin_in.shape[0])
+        out_bytes = n * (self._pin_out.nbytes // self._pin_out.shape[0])
         host_out = out_info is None
         if self._timers is not None:
             self._timers[0].record(stream)
@@ -431,18 +455,26 @@ class CudaRunnerBase:
                 self._dev_in.copy_from_device(dev_info.ptr, in_bytes, stream)
             graph.launch(stream)
             if not host_out:
-                out_bytes = n * (self._pin_out.nbytes // self._pin_out.shape[0])
                 self._cuda.backend.memcpy_dtod_async(out_info.ptr, self._dev_out.ptr, out_bytes,
                                                      stream.handle)
         else:
             if host_in:
                 self._dev_in.copy_from_host(self._pin_in.array[:n], stream)
-            in_ptr = self._dev_in.ptr if host_in else dev_info.ptr
-            out_ptr = self._dev_out.ptr if host_out else out_info.ptr
+                in_ptr = self._dev_in.ptr
+            elif dev_info.ptr % _ALIGN:  # TensorRT wants aligned I/O: stage a sliced view
+                self._dev_in.copy_from_device(dev_info.ptr, in_bytes, stream)
+                in_ptr = self._dev_in.ptr
+            else:
+                in_ptr = dev_info.ptr  # zero copy: the engine reads the caller's memory
+            direct_out = not host_out and out_info.ptr % _ALIGN == 0
+            out_ptr = out_info.ptr if direct_out else self._dev_out.ptr
             self._bind(shape, in_ptr, out_ptr)
             self._compute.enqueue(stream)
             if host_out:
                 self._dev_out.copy_to_host(self._pin_out.array[:n], stream)
+            elif not direct_out:
+                self._cuda.backend.memcpy_dtod_async(out_info.ptr, self._dev_out.ptr, out_bytes,
+                                                     stream.handle)
         if self._timers is not None:
             self._timers[1].record(stream)
         self._done.record(stream)
