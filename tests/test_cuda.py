@@ -466,3 +466,57 @@ def test_cuda_layer_on_gpu(backend):
     results = run_cuda_checks(backend, calls=2000)
     failed = [f"{r.name}: {r.detail}" for r in results if r.status != "pass"]
     assert len(results) == 10 and not failed, "\n".join(failed)
+
+
+def test_nvrtc_status_explains_a_missing_library(monkeypatch):
+    pytest.importorskip("cuda.bindings")
+    import cuda.bindings
+
+    def missing():
+        raise RuntimeError('Failure finding "libnvrtc.so.13"')
+
+    fake = types.SimpleNamespace(nvrtcVersion=missing)
+    monkeypatch.setitem(sys.modules, "cuda.bindings.nvrtc", fake)
+    monkeypatch.setattr(cuda.bindings, "nvrtc", fake, raising=False)
+    assert "pip install nvidia-cuda-nvrtc" in xc.nvrtc_status()
+
+
+class _PycudaError(Exception):
+    pass
+
+
+def _fake_pycuda(count=1, init_error=None):
+    def init():
+        if init_error:
+            raise _PycudaError(init_error)
+
+    class Device:
+        def __init__(self, i):
+            self.i = i
+
+        @staticmethod
+        def count():
+            return count
+
+        def retain_primary_context(self):
+            return types.SimpleNamespace(push=lambda: None, detach=lambda: None)
+
+    def mem_alloc(n):
+        raise _PycudaError("cuMemAlloc failed: out of memory")
+
+    return types.SimpleNamespace(Error=_PycudaError, init=init, Device=Device,
+                                 mem_alloc=mem_alloc, Context=types.SimpleNamespace(pop=lambda: 0))
+
+
+def test_pycuda_errors_become_engine_errors():
+    with pytest.raises(EngineError, match=r"cuInit \(pycuda\) failed: cuInit failed: no CUDA"):
+        xc.PycudaBackend(0, driver=_fake_pycuda(init_error="cuInit failed: no CUDA-capable "
+                                                           "device is detected"))
+    with pytest.raises(EngineError, match="device 1 does not exist"):
+        xc.PycudaBackend(1, driver=_fake_pycuda(count=1))
+    be = xc.PycudaBackend(0, driver=_fake_pycuda())
+    with pytest.raises(EngineError, match=r"cuMemAlloc \(pycuda\) failed: .*out of memory"):
+        be.mem_alloc(1 << 40)
+    with pytest.raises(EngineError, match="was not allocated here"):
+        be.mem_free(0x1234)
+    be.close()

@@ -44,6 +44,7 @@ __all__ = [
     "CudaPythonBackend",
     "PycudaBackend",
     "backend_status",
+    "nvrtc_status",
     "open_backend",
     "CudaDevice",
     "DeviceBuffer",
@@ -701,6 +702,21 @@ def backend_status() -> dict[str, str | None]:
                      str(DependencyError("pycuda", "pycuda", "the pycuda CUDA backend"))
                      + " (pycuda builds from source and needs the CUDA toolkit and driver)")
     return out
+
+
+def nvrtc_status() -> str | None:
+    """``None`` when NVRTC (used to compile the self-test's stand-in kernel) is usable here,
+    else why not and how to fix it. Never raises; touches no GPU."""
+    try:
+        from cuda.bindings import nvrtc  # type: ignore[import-not-found]
+    except ImportError:
+        return str(DependencyError("cuda-python", "cuda", "NVRTC kernel compilation"))
+    try:
+        nvrtc.nvrtcVersion()
+    except Exception:
+        return ("the NVRTC library is missing (needed to compile the stand-in kernel): pip "
+                "install nvidia-cuda-nvrtc (CUDA 13) or nvidia-cuda-nvrtc-cu12 (CUDA 12)")
+    return None
 
 
 def open_backend(name: str = "cuda-python", device: int = 0) -> CudaBackend:

@@ -360,8 +360,9 @@ class CudaRunnerBase:
         """The runner's pinned input staging array for ``batch`` samples.
 
         Preprocess straight into it and pass it to :meth:`infer`: the host-side staging copy
-        is then skipped. Its contents are overwritten by the next call with another array;
-        it is invalid after :meth:`close`.
+        is then skipped. Write into it only while no call is in flight (after ``wait()``: the
+        GPU copies from it asynchronously); a call with another array overwrites it; it is
+        invalid after :meth:`close`.
 
         Raises:
             EngineError: ``batch`` outside the engine profile, or a closed runner.
@@ -514,6 +515,7 @@ class CudaRunnerBase:
             return
         if handle is not self._pending:  # cannot happen: pending is resolved before replacing
             raise EngineError(f"{self.name}: internal error: unknown inference handle")
+        self._cuda.backend.activate()  # wait() may run on another thread than infer_async()
         if timeout is not None:
             deadline = time.perf_counter() + timeout
             while not self._done.query():
@@ -544,6 +546,10 @@ class CudaRunnerBase:
             if self._closed:
                 return
             errors: list[str] = []
+            try:
+                self._cuda.backend.activate()
+            except XceptionTRTError as exc:
+                errors.append(str(exc))
             if self._pending is not None:
                 try:
                     self._resolve_locked(self._pending, None)
