@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping
 
@@ -252,3 +253,155 @@ class ModelSpec:
         except json.JSONDecodeError as exc:
             raise ConfigError(f"ModelSpec metadata is not valid JSON: {exc}") from None
         return cls.from_dict(data)
+
+
+# ---------------------------------------------------------------------------------------------
+# engine building (owned by the builder: xception_trt/trt/builder.py)
+
+__all__ += ["BuildConfig", "normalise_compute_capability"]
+
+_CC_RE = re.compile(r"^(?:sm_?)?(\d+)(?:\.(\d+))?$", re.IGNORECASE)
+
+#: Default size of the optimisation profile's largest batch when nothing is given.
+DEFAULT_MAX_BATCH = 8
+
+
+def normalise_compute_capability(value: str) -> str:
+    """Canonical TensorRT-RTX target name (``SM86``, ``SM120``, ``CURRENT``) of a user's spelling.
+
+    Accepts ``sm86``, ``SM_86``, ``8.6``, ``86``, ``12.0``, ``current`` (any case).
+
+    Raises:
+        ConfigError: Not a compute capability.
+    """
+    text = str(value).strip()
+    if text.lower() == "current":
+        return "CURRENT"
+    match = _CC_RE.match(text)
+    if not match:
+        raise ConfigError(f"{value!r} is not a compute capability; write it like sm86, 8.6, "
+                          "sm120 or current")
+    major, minor = match.groups()
+    return f"SM{major}{minor or ''}"
+
+
+def _opt_int(name: str, value: Any, lo: int, hi: int | None = None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"BuildConfig.{name} must be an integer, got {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        bound = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise ConfigError(f"BuildConfig.{name} must be {bound}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """How to build one TensorRT engine from one ONNX graph (trtexec/Polygraphy option parity).
+
+    Attributes:
+        precision: Engine precision; ``None`` takes the graph's own precision (its metadata).
+            Strongly typed TensorRT (10.x, 11.x, TensorRT-RTX) builds exactly what the graph
+            says, so the graph must be the matching variant; TensorRT 8.6 uses builder flags.
+        backend: ``tensorrt``, ``tensorrt_rtx`` or ``None`` (the first that imports; NVIDIA
+            TensorRT preferred).
+        batch: Fixed batch size: the profile is min = opt = max = ``batch``. Exclusive with
+            ``min_batch``/``opt_batch``/``max_batch``.
+        min_batch, opt_batch, max_batch: Optimisation profile of a dynamic-batch graph
+            (defaults 1, ``max_batch``, 8).
+        workspace_mib: Limit of the WORKSPACE memory pool in MiB (``None``: TensorRT's default,
+            the device's memory). Small values (e.g. 256) for Jetson Nano-class devices.
+        optimization_level: Builder optimisation level 0-5 (``None``: TensorRT's default, 3).
+        timing_cache_dir: Directory of timing caches, one file per TensorRT flavour, version and
+            device, loaded before and saved after every build; ``None``: no timing cache.
+        dla_core: DLA core to build for (Jetson Xavier/Orin); ``None``: the GPU.
+        gpu_fallback: With ``dla_core``, let layers the DLA cannot run fall back to the GPU.
+        version_compatible: Build a version-compatible engine (runs on later TensorRT runtimes).
+        hardware_compatible: Build for every Ampere-or-newer GPU (hardware compatibility level
+            ``AMPERE_PLUS``) instead of the build GPU only.
+        compute_capabilities: TensorRT-RTX target architectures (``SM86``, ``SM89``, ``SM120``,
+            ``CURRENT``...); empty: TensorRT-RTX's default portable targets. ``CURRENT`` needs a
+            GPU at build time.
+        layer_info: Record per-layer information (detailed profiling verbosity) in the sidecar.
+    """
+
+    precision: Precision | None = None
+    backend: str | None = None
+    batch: int | None = None
+    min_batch: int | None = None
+    opt_batch: int | None = None
+    max_batch: int | None = None
+    workspace_mib: int | None = None
+    optimization_level: int | None = None
+    timing_cache_dir: str | None = None
+    dla_core: int | None = None
+    gpu_fallback: bool = True
+    version_compatible: bool = False
+    hardware_compatible: bool = False
+    compute_capabilities: tuple[str, ...] = ()
+    layer_info: bool = True
+
+    def __post_init__(self) -> None:
+        def set_(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        if self.precision is not None:
+            set_("precision", Precision.parse(self.precision))
+        if self.backend is not None and self.backend not in ("tensorrt", "tensorrt_rtx"):
+            raise ConfigError(f"unknown TensorRT backend {self.backend!r}; choose tensorrt or "
+                              "tensorrt_rtx")
+        for name in ("batch", "min_batch", "opt_batch", "max_batch"):
+            _opt_int(name, getattr(self, name), 1)
+        if self.batch is not None and any(
+                getattr(self, n) is not None for n in ("min_batch", "opt_batch", "max_batch")):
+            raise ConfigError("give either a fixed batch or a min/opt/max batch profile, not both")
+        lo, opt, hi = self.profile
+        if not lo <= opt <= hi:
+            raise ConfigError(f"the batch profile needs min <= opt <= max, got min={lo}, "
+                              f"opt={opt}, max={hi}")
+        _opt_int("workspace_mib", self.workspace_mib, 1)
+        _opt_int("optimization_level", self.optimization_level, 0, 5)
+        _opt_int("dla_core", self.dla_core, 0)
+        if self.timing_cache_dir is not None:
+            set_("timing_cache_dir", str(self.timing_cache_dir))
+        for name in ("gpu_fallback", "version_compatible", "hardware_compatible", "layer_info"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"BuildConfig.{name} must be True or False, "
+                                  f"got {getattr(self, name)!r}")
+        if isinstance(self.compute_capabilities, str):
+            raise ConfigError("compute_capabilities must be a sequence of names like ('SM86',)")
+        ccs = tuple(dict.fromkeys(normalise_compute_capability(c)
+                                  for c in self.compute_capabilities))
+        if "CURRENT" in ccs and len(ccs) > 1:
+            raise ConfigError("compute capability CURRENT cannot be combined with other targets")
+        set_("compute_capabilities", ccs)
+        if self.dla_core is not None and self.hardware_compatible:
+            raise ConfigError("hardware-compatible engines cannot run on a DLA; drop one of "
+                              "dla_core / hardware_compatible")
+        if self.dla_core is not None and self.version_compatible:
+            raise ConfigError("version-compatible engines cannot run on a DLA; drop one of "
+                              "dla_core / version_compatible")
+
+    @property
+    def profile(self) -> tuple[int, int, int]:
+        """The (min, opt, max) batch sizes of the optimisation profile."""
+        if self.batch is not None:
+            return (self.batch, self.batch, self.batch)
+        hi = self.max_batch if self.max_batch is not None else max(
+            DEFAULT_MAX_BATCH, self.min_batch or 1, self.opt_batch or 1)
+        lo = self.min_batch if self.min_batch is not None else 1
+        opt = self.opt_batch if self.opt_batch is not None else hi
+        return (lo, opt, hi)
+
+    def replace(self, **changes: Any) -> "BuildConfig":
+        """A copy with ``changes`` applied (validated again)."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (enums as strings, tuples as lists) plus the profile."""
+        out = asdict(self)
+        out["precision"] = None if self.precision is None else self.precision.value
+        out["compute_capabilities"] = list(self.compute_capabilities)
+        out["profile"] = list(self.profile)
+        return out

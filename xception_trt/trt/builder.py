@@ -1,0 +1,734 @@
+"""Build TensorRT engines from our ONNX graphs with NVIDIA TensorRT (8.6, 10.x, 11.x) or
+TensorRT-RTX, and describe each engine in a JSON sidecar.
+
+An engine ``<name>.engine`` always comes with ``<name>.engine.json`` (:func:`sidecar_path`), written
+atomically after the plan. Sidecar keys (schema 1):
+
+- ``schema``, ``xception_trt_version``, ``created`` (UTC ISO time), ``build_seconds``
+- ``engine``: ``{"file", "bytes", "sha256"}``
+- ``tensorrt``: the :class:`~xception_trt.trt.compat.BuildPlan` (``flavour``, ``version``,
+  ``strongly_typed``, ``network_flags``, ``builder_flags`` ...)
+- ``device``: build GPU ``{"name", "compute_capability", "index"}`` or ``None`` (CPU build)
+- ``targets``: TensorRT-RTX compute-capability targets (``["SM86"]``), ``None`` = RTX default
+- ``precision``, ``input_format``, ``inputs``/``outputs`` (``[{"name", "dtype", "shape"}]``,
+  ``-1`` = dynamic batch), ``profile`` (``{"min", "opt", "max"}`` input shapes; a fixed-shape
+  graph records its one shape three times), ``dynamic_batch``, ``max_batch``
+- ``onnx``: ``{"path", "sha256", "metadata"}``; ``model_spec`` (ModelSpec dict);
+  ``source_sha256``; ``calibration`` (from the ONNX metadata, INT8 only)
+- ``build_options`` (:meth:`BuildConfig.to_dict`), ``timing_cache``, ``warnings``
+- ``layers`` (``[{"name", "type", "input_dtypes", "output_dtypes", "onnx_layers", "tactic"}]``)
+  and ``layers_source`` (``builder log`` / ``engine inspector``) or ``None``
+- ``cache_key`` (same key = same engine; see :func:`~xception_trt.trt.compat.engine_cache_key`)
+  and ``rebuild_command``
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Protocol
+
+from .. import __version__
+from ..config import BuildConfig, Precision
+from ..errors import BuildError, EngineError
+from ..fsio import atomic_write_bytes, check_writable_dir, sha256_file
+from ..onnx_meta import OnnxMeta, read_metadata
+from . import TensorRTFlavour, available_flavours, import_flavour
+from .compat import (SIDECAR_SCHEMA, BuildPlan, check_options, check_sidecar_compat,
+                     engine_cache_key, network_and_precision_plan, rebuild_command,
+                     timing_cache_filename)
+
+__all__ = [
+    "EngineArtifact",
+    "BuildProgress",
+    "build_engine",
+    "read_sidecar",
+    "sidecar_path",
+    "check_sidecar_compat",
+    "resolve_flavour",
+    "load_timing_cache",
+    "save_timing_cache",
+    "parse_layer_log",
+    "parse_inspector_json",
+]
+
+log = logging.getLogger(__name__)
+
+
+def sidecar_path(engine_path: str | os.PathLike[str]) -> Path:
+    """``model.engine`` -> ``model.engine.json`` (the engine's sidecar)."""
+    engine_path = Path(engine_path)
+    return engine_path.with_name(engine_path.name + ".json")
+
+
+@dataclass(frozen=True)
+class EngineArtifact:
+    """A built (or reused) engine.
+
+    Attributes:
+        path: The serialized plan.
+        sidecar_path: Its JSON sidecar.
+        sidecar: The sidecar content.
+        cache_hit: ``True`` when an existing identical engine was reused (nothing was built).
+        seconds: Wall time of this call in seconds (build, or cache check on a hit).
+    """
+
+    path: Path
+    sidecar_path: Path
+    sidecar: dict[str, Any]
+    cache_hit: bool
+    seconds: float
+
+    @property
+    def size_bytes(self) -> int:
+        """Size of the plan file in bytes."""
+        return int(self.sidecar["engine"]["bytes"])
+
+
+class BuildProgress(Protocol):
+    """Receives TensorRT's builder progress (``IProgressMonitor``: TensorRT 10+, TensorRT-RTX).
+
+    Exceptions raised here are stored, cancel the build, and are re-raised by
+    :func:`build_engine` once TensorRT has returned.
+    """
+
+    def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None: ...
+
+    def step_complete(self, phase_name: str, step: int) -> None: ...
+
+    def phase_finish(self, phase_name: str) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# sidecar
+
+
+def read_sidecar(engine_path: str | os.PathLike[str], *, verify: bool = False) -> dict[str, Any]:
+    """Read the JSON sidecar of an engine built by :func:`build_engine`.
+
+    Args:
+        engine_path: The ``.engine`` file (its sidecar is ``<engine>.json``).
+        verify: Also check that the engine file exists and matches the sidecar's SHA-256.
+
+    Returns:
+        The sidecar dict (schema in this module's docstring).
+
+    Raises:
+        EngineError: Missing, unreadable or newer sidecar, or (``verify``) an engine that does
+            not match it; the message says how to rebuild.
+    """
+    engine_path = Path(engine_path)
+    side = sidecar_path(engine_path)
+    fix = "rebuild it with `xception-trt build MODEL.onnx -o DIR`"
+    if not side.is_file():
+        raise EngineError(f"{engine_path} has no sidecar {side.name} (not built by xception-trt, "
+                          f"or the sidecar was lost); {fix}")
+    try:
+        data = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EngineError(f"the engine sidecar {side} is unreadable ({exc}); {fix}") from None
+    if not isinstance(data, dict) or "schema" not in data:
+        raise EngineError(f"{side} is not an xception-trt engine sidecar; {fix}")
+    if not isinstance(data["schema"], int) or data["schema"] > SIDECAR_SCHEMA:
+        raise EngineError(f"{side} has sidecar schema {data['schema']!r}, newer than this "
+                          f"xception-trt ({SIDECAR_SCHEMA}); upgrade: pip install -U xception-trt")
+    if verify:
+        if not engine_path.is_file():
+            raise EngineError(f"engine {engine_path} does not exist; {fix}")
+        digest = sha256_file(engine_path)
+        if digest != data.get("engine", {}).get("sha256"):
+            raise EngineError(f"engine {engine_path} does not match its sidecar (replaced or "
+                              f"truncated since it was built); {fix}")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# flavour, device and targets
+
+
+def resolve_flavour(backend: str | None = None) -> TensorRTFlavour:
+    """The TensorRT flavour to build with: ``backend`` if given, else NVIDIA TensorRT when it
+    imports and a GPU is present, else TensorRT-RTX.
+
+    Raises:
+        BuildError: The asked backend does not import, or none does.
+    """
+    if backend is not None:
+        return import_flavour(backend)
+    found = {f.name: f for f in available_flavours()}
+    if "tensorrt" in found and ("tensorrt_rtx" not in found or _first_gpu() is not None):
+        return found["tensorrt"]
+    if "tensorrt_rtx" in found:
+        return found["tensorrt_rtx"]
+    raise BuildError("no TensorRT is installed: install NVIDIA TensorRT on the GPU machine "
+                     "(JetPack on Jetson; pip install 'xception-trt[trt]') or TensorRT-RTX to "
+                     "build RTX engines anywhere (pip install 'xception-trt[rtx]')")
+
+
+def _first_gpu() -> dict[str, Any] | None:
+    from .devices import query_devices
+
+    report = query_devices()
+    if not report.gpus:
+        return None
+    gpu = report.gpus[0]
+    return {"index": gpu.index, "name": gpu.name, "compute_capability": gpu.compute_capability}
+
+
+def _device_and_targets(flavour: TensorRTFlavour, config: BuildConfig
+                        ) -> tuple[dict[str, Any] | None, list[str] | None]:
+    if flavour.is_rtx:
+        targets = list(config.compute_capabilities) or None
+        if targets == ["CURRENT"]:
+            gpu = _first_gpu()
+            if gpu is None:
+                raise BuildError("compute capability CURRENT builds for the GPU in this machine "
+                                 "and none was found; name the targets instead, e.g. --cc sm86 "
+                                 "sm89 sm120")
+            return gpu, targets
+        return None, targets
+    gpu = _first_gpu()
+    if gpu is None:
+        raise BuildError(f"NVIDIA TensorRT {flavour.version} builds engines on the GPU that will "
+                         "run them and no GPU was found here; build on the target machine, or "
+                         "build RTX engines on this CPU with --backend tensorrt_rtx")
+    return gpu, None
+
+
+# ---------------------------------------------------------------------------------------------
+# TensorRT callbacks: they never raise (an exception crossing into C++ aborts or is lost)
+
+
+def _make_logger(trt: Any, *, capture_layers: bool) -> Any:
+    sev = trt.ILogger.Severity
+
+    class _Logger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+            self.layers_text: str | None = None
+
+        def log(self, severity: Any, msg: str) -> None:
+            try:
+                if severity in (sev.INTERNAL_ERROR, sev.ERROR):
+                    self.errors.append(msg.strip())
+                    log.debug("TensorRT error: %s", msg)
+                elif severity == sev.WARNING:
+                    log.warning("TensorRT: %s", msg)
+                elif severity == sev.INFO:
+                    log.debug("TensorRT: %s", msg)
+                elif capture_layers and msg.startswith("Layers:\n"):
+                    self.layers_text = msg
+            except Exception:  # pragma: no cover - logging itself failed; never propagate
+                pass
+
+    logger = _Logger()
+    logger.min_severity = sev.VERBOSE if capture_layers else sev.INFO
+    return logger
+
+
+def _make_monitor(trt: Any, progress: BuildProgress) -> Any:
+    class _Monitor(trt.IProgressMonitor):
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+            self.error: BaseException | None = None
+
+        def _call(self, fn: Any, *args: Any) -> None:
+            if self.error is not None:
+                return
+            try:
+                fn(*args)
+            except BaseException as exc:  # stored and re-raised after the build returns
+                self.error = exc
+
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+            self._call(progress.phase_start, phase_name, parent_phase, int(num_steps))
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            self._call(progress.step_complete, phase_name, int(step))
+            return self.error is None  # False asks TensorRT to cancel the build
+
+        def phase_finish(self, phase_name: str) -> None:
+            self._call(progress.phase_finish, phase_name)
+
+    return _Monitor()
+
+
+# ---------------------------------------------------------------------------------------------
+# timing cache
+
+
+def load_timing_cache(builder_config: Any, path: Path) -> int:
+    """Attach the timing cache stored at ``path`` (or an empty one) to a builder config.
+
+    Args:
+        builder_config: A TensorRT ``IBuilderConfig``.
+        path: Cache file; a missing file starts an empty cache.
+
+    Returns:
+        Bytes loaded from ``path`` (0 when it started empty).
+    """
+    blob = path.read_bytes() if path.is_file() else b""
+    cache = builder_config.create_timing_cache(blob)
+    if cache is None and blob:
+        log.warning("timing cache %s is unreadable (written by another TensorRT?); starting "
+                    "an empty one", path)
+        blob = b""
+        cache = builder_config.create_timing_cache(b"")
+    if cache is None or not builder_config.set_timing_cache(cache, False):
+        raise BuildError(f"TensorRT refused the timing cache {path}; delete it and build again")
+    return len(blob)
+
+
+def save_timing_cache(builder_config: Any, path: Path) -> int:
+    """Serialize the builder config's timing cache to ``path`` atomically; return its size."""
+    cache = builder_config.get_timing_cache()
+    if cache is None:
+        return 0
+    data = bytes(memoryview(cache.serialize()))
+    atomic_write_bytes(path, data, error=BuildError)
+    return len(data)
+
+
+# ---------------------------------------------------------------------------------------------
+# per-layer information
+
+
+_DTYPE_RE = re.compile(r"Datatype: ([A-Za-z0-9]+)")
+
+
+def _section(line: str, start: str, ends: tuple[str, ...]) -> str:
+    i = line.find(start)
+    if i < 0:
+        return ""
+    rest = line[i + len(start):]
+    cut = min((rest.find(e) for e in ends if rest.find(e) >= 0), default=len(rest))
+    return rest[:cut]
+
+
+def parse_layer_log(text: str | None) -> list[dict[str, Any]] | None:
+    """Parse the ``Layers:`` message TensorRT(-RTX) logs at VERBOSE with detailed profiling.
+
+    Returns:
+        One dict per layer (``name``, ``type``, ``input_dtypes``, ``output_dtypes``,
+        ``onnx_layers``, ``tactic``), or ``None`` when ``text`` holds no layer lines.
+    """
+    if not text:
+        return None
+    layers = []
+    for line in text.splitlines():
+        head = re.match(r"Name: (.*?), LayerType: ([^,]*)", line)
+        if not head:
+            continue
+        tactic = re.search(r"TacticName: ([^,]*)", line)
+        layers.append({
+            "name": head.group(1),
+            "type": head.group(2).strip(),
+            "input_dtypes": _DTYPE_RE.findall(_section(line, "Inputs: [", ("], Constants",
+                                                                          "], Outputs"))),
+            "output_dtypes": _DTYPE_RE.findall(_section(line, "Outputs: [", ("], TacticName",))),
+            "onnx_layers": re.findall(r"\[ONNX Layer: ([^\]]+)\]", line),
+            "tactic": tactic.group(1).strip() if tactic else None,
+        })
+    return layers or None
+
+
+def _io_dtype(entry: Mapping[str, Any]) -> str | None:
+    for key in ("DataType", "Datatype", "Format/Datatype"):
+        if key in entry:
+            return str(entry[key])
+    return None
+
+
+def parse_inspector_json(text: str) -> list[dict[str, Any]] | None:
+    """Parse ``IEngineInspector.get_engine_information(LayerInformationFormat.JSON)``.
+
+    Handles TensorRT 10 (``Format/Datatype``) and 11 (``Format`` + ``DataType``) layouts and
+    the layer-names-only form (a list of strings).
+    """
+    try:
+        data = json.loads(text)
+    except (TypeError, json.JSONDecodeError):
+        return None
+    raw = data.get("Layers") if isinstance(data, dict) else None
+    if not raw:
+        return None
+    layers = []
+    for item in raw:
+        if isinstance(item, str):
+            layers.append({"name": item, "type": None, "input_dtypes": [], "output_dtypes": [],
+                           "onnx_layers": [], "tactic": None})
+            continue
+        meta = str(item.get("Metadata", ""))
+        layers.append({
+            "name": item.get("Name"),
+            "type": item.get("LayerType"),
+            "input_dtypes": [_io_dtype(e) for e in item.get("Inputs", []) if isinstance(e, dict)],
+            "output_dtypes": [_io_dtype(e) for e in item.get("Outputs", [])
+                              if isinstance(e, dict)],
+            "onnx_layers": re.findall(r"\[ONNX Layer: ([^\]]+)\]", meta),
+            "tactic": item.get("TacticName"),
+        })
+    return layers
+
+
+def _inspect_engine(trt: Any, logger: Any, plan: bytes) -> list[dict[str, Any]] | None:
+    """Per-layer info through the engine inspector; needs a GPU that can deserialize the plan."""
+    runtime = trt.Runtime(logger)
+    engine = runtime.deserialize_cuda_engine(plan)
+    if engine is None:
+        return None
+    inspector = engine.create_engine_inspector()
+    return parse_inspector_json(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+
+
+# ---------------------------------------------------------------------------------------------
+# network and builder config
+
+
+def _parse_onnx(trt: Any, builder: Any, logger: Any, plan: BuildPlan, onnx_path: Path
+                ) -> tuple[Any, Any]:
+    """Parse the ONNX file into a new network; returns (network, parser) — the parser must stay
+    alive as long as the network, it owns the parsed weights."""
+    flags = 0
+    for name in plan.network_flags:
+        member = getattr(trt.NetworkDefinitionCreationFlag, name, None)
+        if member is not None:  # e.g. EXPLICIT_BATCH is gone in some releases
+            flags |= 1 << int(member)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    ok = parser.parse_from_file(str(onnx_path))
+    errors = []
+    for i in range(parser.num_errors):
+        err = parser.get_error(i)
+        node = err.node()
+        where = (f"node {node} '{err.node_name()}' ({err.node_operator()})" if node >= 0
+                 else "model")
+        errors.append(f"{where}: {err.desc()} [{err.code()}]")
+    if not ok or errors:
+        lines = "\n  ".join(errors or logger.errors or ["(no details reported)"])
+        raise BuildError(
+            f"TensorRT {plan.flavour} {'.'.join(map(str, plan.version))} could not parse "
+            f"{onnx_path}:\n  {lines}\nhint: build from a graph written by `xception-trt export` "
+            "(opset 17, cleaned); a truncated file or an operator TensorRT lacks shows up here")
+    return network, parser
+
+
+def _tensor_info(trt: Any, tensor: Any) -> dict[str, Any]:
+    import numpy as np
+
+    try:
+        dtype = np.dtype(trt.nptype(tensor.dtype)).name
+    except (TypeError, ValueError):
+        dtype = str(tensor.dtype.name).lower()
+    return {"name": tensor.name, "dtype": dtype, "shape": [int(d) for d in tensor.shape]}
+
+
+def _profile_shapes(network: Any, config: BuildConfig, onnx_path: Path
+                    ) -> tuple[dict[str, list[int]] | None, int]:
+    """The optimisation profile of the single input (``None`` for a fixed-shape graph) and the
+    largest batch the engine accepts."""
+    if network.num_inputs != 1:
+        raise BuildError(f"{onnx_path} has {network.num_inputs} inputs; an xception-trt graph has "
+                         "exactly one (`input`) — export it with `xception-trt export`")
+    shape = [int(d) for d in network.get_input(0).shape]
+    if any(d < 0 for d in shape[1:]):
+        raise BuildError(f"{onnx_path} has dynamic non-batch dimensions {shape}; only the batch "
+                         "axis may be dynamic — re-export with `xception-trt export`")
+    explicit_profile = any(v is not None for v in (config.min_batch, config.opt_batch,
+                                                   config.max_batch))
+    if shape[0] >= 0:
+        if config.batch is not None and config.batch != shape[0]:
+            raise BuildError(f"{onnx_path} has a fixed batch of {shape[0]} but batch "
+                             f"{config.batch} was asked; re-export with --batch {config.batch} or "
+                             "a dynamic batch")
+        if explicit_profile:
+            raise BuildError(f"{onnx_path} has a fixed batch of {shape[0]}, so a min/opt/max "
+                             "batch profile cannot apply; re-export with a dynamic batch axis")
+        return None, shape[0]
+    lo, opt, hi = config.profile
+    rest = shape[1:]
+    return {"min": [lo, *rest], "opt": [opt, *rest], "max": [hi, *rest]}, hi
+
+
+def _configure(trt: Any, builder: Any, network: Any, plan: BuildPlan, config: BuildConfig,
+               profile: dict[str, list[int]] | None, targets: list[str] | None) -> Any:
+    cfg = builder.create_builder_config()
+    if profile is not None:
+        prof = builder.create_optimization_profile()
+        name = network.get_input(0).name
+        prof.set_shape(name, profile["min"], profile["opt"], profile["max"])
+        if cfg.add_optimization_profile(prof) < 0:
+            raise BuildError(f"TensorRT rejected the batch profile {profile}; check min <= opt <= "
+                             "max")
+    for flag in plan.builder_flags:
+        cfg.set_flag(getattr(trt.BuilderFlag, flag))
+    if config.workspace_mib is not None:
+        cfg.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, config.workspace_mib << 20)
+    if config.optimization_level is not None:
+        cfg.builder_optimization_level = config.optimization_level
+    if config.layer_info:
+        cfg.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    if config.dla_core is not None:
+        if builder.num_DLA_cores <= config.dla_core:
+            raise BuildError(f"DLA core {config.dla_core} asked but this device has "
+                             f"{builder.num_DLA_cores} DLA core(s); use --dla-core 0.."
+                             f"{max(builder.num_DLA_cores - 1, 0)} or drop it")
+        cfg.default_device_type = trt.DeviceType.DLA
+        cfg.DLA_core = config.dla_core
+        if config.gpu_fallback:
+            cfg.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    if config.version_compatible:
+        cfg.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    if config.hardware_compatible:
+        cfg.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
+    if targets:
+        cfg.num_compute_capabilities = len(targets)
+        for i, name in enumerate(targets):
+            member = getattr(trt.ComputeCapability, name, None)
+            if member is None:
+                known = [m for m in trt.ComputeCapability.__members__ if m not in ("NONE",)]
+                raise BuildError(f"TensorRT-RTX {plan.version} has no compute capability target "
+                                 f"{name}; choose from: {', '.join(known)}")
+            if not cfg.set_compute_capability(member, i):
+                raise BuildError(f"TensorRT-RTX refused compute capability target {name}")
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# build
+
+
+def _cached(engine_path: Path, key: str) -> dict[str, Any] | None:
+    side = sidecar_path(engine_path)
+    if not (engine_path.is_file() and side.is_file()):
+        return None
+    try:
+        sidecar = read_sidecar(engine_path)
+    except EngineError as exc:
+        log.info("not reusing %s: %s", engine_path, exc)
+        return None
+    if sidecar.get("cache_key") != key:
+        return None
+    if sha256_file(engine_path) != sidecar.get("engine", {}).get("sha256"):
+        log.info("not reusing %s: the plan does not match its sidecar", engine_path)
+        return None
+    return sidecar
+
+
+def _file_mode() -> int:
+    """Permissions for new artifacts: ``0o666`` less the process umask (``mkstemp`` makes 0600
+    files, which a Triton server running as another user could not read)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o644
+
+
+def _write_outputs(engine_path: Path, plan_bytes: memoryview, sidecar: dict[str, Any]) -> None:
+    """Write plan and sidecar next to each other without ever leaving a partial or mismatched
+    pair: both go to temporary files first; the old sidecar is removed before the plan is
+    renamed into place, and the new sidecar is renamed last."""
+    directory = engine_path.parent
+    check_writable_dir(directory, what="engine output", error=BuildError)
+    side = sidecar_path(engine_path)
+    temps: list[Path] = []
+    try:
+        for target, payload in ((engine_path, plan_bytes),
+                                (side, (json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
+                                 .encode())):
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+            temps.append(Path(tmp))
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(payload)
+            os.chmod(tmp, _file_mode())
+        with contextlib.suppress(FileNotFoundError):
+            side.unlink()
+        os.replace(temps[0], engine_path)
+        os.replace(temps[1], side)
+    except OSError as exc:
+        raise BuildError(f"cannot write the engine {engine_path}: {exc.strerror or exc}; choose "
+                         "a writable output directory with free space") from None
+    finally:
+        for tmp in temps:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def build_engine(onnx_path: str | os.PathLike[str], config: BuildConfig | None = None, *,
+                 engine_path: str | os.PathLike[str] | None = None,
+                 progress: BuildProgress | None = None, force: bool = False) -> EngineArtifact:
+    """Build (or reuse) a TensorRT engine for one of our ONNX graphs, plus its JSON sidecar.
+
+    The engine is reused when ``engine_path`` and its sidecar exist and were built from the same
+    ONNX bytes with the same options by the same TensorRT flavour/version for the same
+    device/targets (and the plan matches its recorded SHA-256); any difference rebuilds.
+
+    Args:
+        onnx_path: ONNX file written by ``xception-trt export`` / the precision step (it carries
+            the ModelSpec and precision metadata).
+        config: Build options (default :class:`BuildConfig`).
+        engine_path: Output plan; default ``onnx_path`` with suffix ``.engine``. The sidecar is
+            ``<engine_path>.json``.
+        progress: Receives TensorRT's progress (TensorRT 10+, TensorRT-RTX); ignored elsewhere.
+        force: Rebuild even when an identical engine exists.
+
+    Returns:
+        The :class:`EngineArtifact`.
+
+    Raises:
+        BuildError: No usable TensorRT, an option this TensorRT cannot honour, a graph of the
+            wrong precision for a strongly typed build, parser errors (every one listed),
+            a failed build, or an unwritable output.
+        GraphError: ``onnx_path`` is missing, not ONNX, or lacks xception-trt metadata.
+        Exception: Whatever ``progress`` raised (after TensorRT returned).
+    """
+    t0 = time.perf_counter()
+    config = config or BuildConfig()
+    onnx_path = Path(onnx_path)
+    meta: OnnxMeta = read_metadata(onnx_path)
+    engine_path = Path(engine_path) if engine_path is not None else onnx_path.with_suffix(".engine")
+    if engine_path.resolve() == onnx_path.resolve():
+        raise BuildError(f"the engine path {engine_path} is the ONNX file itself; choose another")
+
+    flavour = resolve_flavour(config.backend)
+    precision = config.precision or meta.precision
+    plan = network_and_precision_plan(flavour.name, flavour.version, precision)
+    if meta.precision not in plan.onnx_precisions:
+        wanted = " or ".join(p.value for p in plan.onnx_precisions)
+        raise BuildError(
+            f"{onnx_path.name} is the {meta.precision.value} graph but a {precision.value} engine "
+            f"was asked; {flavour.name} {flavour.version} builds from the {wanted} graph "
+            f"({plan.notes[0]}) — pass that variant, e.g. `xception-trt build CHECKPOINT "
+            f"--precision {precision.value}` makes it")
+    build_warnings = check_options(plan, config)
+    for text in build_warnings:
+        log.warning("%s", text)
+    device, targets = _device_and_targets(flavour, config)
+    onnx_sha = sha256_file(onnx_path)
+    options = config.to_dict()
+    options["precision"] = precision.value
+    key = engine_cache_key(onnx_sha256=onnx_sha, options=options, flavour_name=flavour.name,
+                           version=flavour.version, device=device, targets=targets)
+    if not force and (hit := _cached(engine_path, key)) is not None:
+        log.info("reusing %s (same ONNX, options, %s %s and device)", engine_path, flavour.name,
+                 flavour.version)
+        return EngineArtifact(engine_path, sidecar_path(engine_path), hit, True,
+                              time.perf_counter() - t0)
+
+    trt = flavour.module
+    logger = _make_logger(trt, capture_layers=config.layer_info)
+    builder = trt.Builder(logger)
+    if builder is None:
+        raise BuildError(f"{flavour.name} {flavour.version} could not create a builder: "
+                         f"{'; '.join(logger.errors) or 'no details'}")
+    network, _parser = _parse_onnx(trt, builder, logger, plan, onnx_path)
+    profile, max_batch = _profile_shapes(network, config, onnx_path)
+    builder_config = _configure(trt, builder, network, plan, config, profile, targets)
+
+    timing: dict[str, Any] = {"used": False, "path": None}
+    cache_file = None
+    if config.timing_cache_dir is not None and plan.timing_cache:
+        device_key = f"{device['name']}-sm{device['compute_capability']}" if device else "cpu"
+        cache_file = Path(config.timing_cache_dir) / timing_cache_filename(
+            flavour.name, flavour.version, device_key)
+        timing = {"used": True, "path": str(cache_file),
+                  "loaded_bytes": load_timing_cache(builder_config, cache_file)}
+    elif config.timing_cache_dir is not None:
+        timing["reason"] = build_warnings[-1] if build_warnings else "not supported"
+
+    monitor = None
+    if progress is not None and plan.progress_monitor and hasattr(trt, "IProgressMonitor"):
+        monitor = _make_monitor(trt, progress)
+        builder_config.progress_monitor = monitor
+
+    t_build = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        serialized = builder.build_serialized_network(network, builder_config)
+    build_seconds = time.perf_counter() - t_build
+    if monitor is not None and monitor.error is not None:
+        raise monitor.error
+    if serialized is None:
+        details = "\n  ".join(logger.errors) or "(TensorRT reported no error message)"
+        hint = ("check the compute-capability targets (e.g. Turing SM75 lacks FP32 GEMM in "
+                "TensorRT-RTX)" if flavour.is_rtx else
+                "a larger --workspace-mib or a lower --opt-level can help; run with -vv for "
+                "TensorRT's log")
+        raise BuildError(f"{flavour.name} {flavour.version} failed to build an engine from "
+                         f"{onnx_path}:\n  {details}\nhint: {hint}")
+    plan_bytes = memoryview(serialized)
+    if plan_bytes.nbytes == 0:
+        raise BuildError(f"{flavour.name} returned an empty engine for {onnx_path}; run with -vv "
+                         "and report TensorRT's log")
+    if cache_file is not None:
+        timing["saved_bytes"] = save_timing_cache(builder_config, cache_file)
+
+    layers, layers_source = None, None
+    if config.layer_info:
+        if not flavour.is_rtx or device is not None:
+            try:
+                layers = _inspect_engine(trt, logger, plan_bytes)
+                layers_source = "engine inspector" if layers else None
+            except Exception as exc:  # inspection is a nicety; the engine itself is fine
+                log.debug("engine inspector unavailable: %s", exc)
+        if layers is None:
+            layers = parse_layer_log(logger.layers_text)
+            layers_source = "builder log" if layers else None
+
+    calibration: Any = meta.raw.get("calibration")
+    if calibration is not None:
+        try:
+            calibration = json.loads(calibration)
+        except json.JSONDecodeError:
+            pass
+    sidecar: dict[str, Any] = {
+        "schema": SIDECAR_SCHEMA,
+        "xception_trt_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "build_seconds": round(build_seconds, 3),
+        "engine": {"file": engine_path.name, "bytes": plan_bytes.nbytes,
+                   "sha256": hashlib.sha256(plan_bytes).hexdigest()},
+        "tensorrt": plan.to_dict() | {"version": flavour.version},
+        "device": device,
+        "targets": targets,
+        "precision": precision.value,
+        "input_format": meta.input_format.value,
+        "inputs": [_tensor_info(trt, network.get_input(i)) for i in range(network.num_inputs)],
+        "outputs": [_tensor_info(trt, network.get_output(i)) for i in range(network.num_outputs)],
+        # a fixed-shape graph needs no profile; its one shape is recorded as min = opt = max
+        "profile": profile or {k: [int(d) for d in network.get_input(0).shape]
+                               for k in ("min", "opt", "max")},
+        "dynamic_batch": profile is not None,
+        "max_batch": max_batch,
+        "onnx": {"path": str(onnx_path), "sha256": onnx_sha, "metadata": dict(meta.raw)},
+        "model_spec": meta.spec.to_dict(),
+        "source_sha256": meta.raw.get("source_sha256"),
+        "calibration": calibration,
+        "build_options": options,
+        "timing_cache": timing,
+        "warnings": build_warnings,
+        "layers": layers,
+        "layers_source": layers_source,
+        "cache_key": key,
+        "rebuild_command": rebuild_command(str(onnx_path), str(engine_path), config,
+                                           precision=precision),
+    }
+    _write_outputs(engine_path, plan_bytes, sidecar)
+    seconds = time.perf_counter() - t0
+    log.info("built %s (%s, %.1f MiB) in %.2f s with %s %s", engine_path, precision.value,
+             plan_bytes.nbytes / 2**20, build_seconds, flavour.name, flavour.version)
+    return EngineArtifact(engine_path, sidecar_path(engine_path), sidecar, False, seconds)

@@ -1,0 +1,388 @@
+"""Pure version logic of the TensorRT flavours: how each version builds our graphs and which
+engines a runtime may load. No TensorRT import here, so all of it is tested on any machine.
+
+Facts encoded here (NVIDIA documentation):
+
+- TensorRT 8.6 (JetPack 5) is weakly typed: the network is created with ``EXPLICIT_BATCH`` and
+  reduced precision is allowed with the ``FP16`` / ``INT8`` builder flags; an explicit Q/DQ graph
+  builds with the ``INT8`` flag. It has no progress monitor (added in 10.0).
+- TensorRT 10.x builds a network created with ``STRONGLY_TYPED`` exactly as the graph is typed:
+  the FP16 or Q/DQ INT8 ONNX variant carries the precision, no precision flags.
+- TensorRT 11.x removed weak typing: every network is strongly typed (the flag is deprecated and
+  ignored) and the FP16/INT8 builder flags no longer exist. DLA/JetPack are not supported by 11.x.
+- TensorRT-RTX is always strongly typed, builds on a CPU for explicit compute-capability targets
+  (``CURRENT`` needs a GPU), ignores the timing cache (deprecated no-op since 1.2; using it forces a
+  GPU query), has no DLA, and its engines only load in the exact release that built them.
+- Version-compatible engines (8.6+) run on later runtimes of the same major version, and across
+  majors only 8 -> 9/10 and 10 -> 11. Hardware-compatible (``AMPERE_PLUS``) engines run on any
+  GPU with compute capability >= 8.0; other engines only on the build GPU's compute capability.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shlex
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from ..config import BuildConfig, Precision, normalise_compute_capability
+from ..errors import BuildError, EngineError
+
+__all__ = [
+    "BuildPlan",
+    "SIDECAR_SCHEMA",
+    "RTX_DEFAULT_TARGETS",
+    "parse_version",
+    "compute_capability_tuple",
+    "network_and_precision_plan",
+    "check_options",
+    "timing_cache_filename",
+    "engine_cache_key",
+    "rebuild_command",
+    "check_sidecar_compat",
+]
+
+#: Version of the sidecar JSON layout written by the builder.
+SIDECAR_SCHEMA = 1
+
+#: Compute capabilities a TensorRT-RTX engine built without explicit targets runs on: 8.0, 8.6,
+#: 8.9 and 12.0 "and later" (TensorRT-RTX docs, CPU-only AOT); sm_90 datacenter GPUs are refused.
+RTX_DEFAULT_TARGETS = ("SM80", "SM86", "SM89", "SM120")
+
+_FLAVOURS = ("tensorrt", "tensorrt_rtx")
+
+
+def parse_version(version: str | Sequence[int]) -> tuple[int, ...]:
+    """``"10.3.0.26"`` -> ``(10, 3, 0, 26)``; suffixes like ``rc1`` or ``+cuda12`` are dropped.
+
+    Raises:
+        BuildError: No leading number.
+    """
+    if not isinstance(version, str):
+        return tuple(int(v) for v in version)
+    parts = []
+    for piece in version.strip().split("."):
+        match = re.match(r"\d+", piece)
+        if not match:
+            break
+        parts.append(int(match.group()))
+        if match.end() != len(piece):
+            break
+    if not parts:
+        raise BuildError(f"cannot read the TensorRT version {version!r}")
+    return tuple(parts)
+
+
+def compute_capability_tuple(value: str) -> tuple[int, int]:
+    """``"8.6"``, ``"sm_86"`` or ``"SM120"`` -> ``(8, 6)`` / ``(12, 0)``.
+
+    Raises:
+        EngineError: Not a concrete compute capability (e.g. ``CURRENT``).
+    """
+    text = str(value).strip()
+    if re.fullmatch(r"\d+\.\d+", text):
+        major, minor = text.split(".")
+        return int(major), int(minor)
+    try:
+        name = normalise_compute_capability(text)
+    except ValueError:
+        name = ""
+    if not name.startswith("SM"):
+        raise EngineError(f"{value!r} is not a concrete compute capability")
+    digits = name[2:]
+    return int(digits[:-1]), int(digits[-1])
+
+
+def _cc_text(cc: tuple[int, int]) -> str:
+    return f"{cc[0]}.{cc[1]}"
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """What one TensorRT version needs to build a graph of one precision, and what it offers.
+
+    Attributes:
+        flavour: ``tensorrt`` or ``tensorrt_rtx``.
+        version: Parsed version.
+        precision: The engine's precision.
+        strongly_typed: The network is strongly typed (precision comes from the graph).
+        network_flags: ``NetworkDefinitionCreationFlag`` member names to set.
+        builder_flags: ``BuilderFlag`` member names that enable the precision (weak typing).
+        onnx_precisions: Precisions of ONNX variant this plan builds the engine from.
+        progress_monitor: ``IProgressMonitor`` exists.
+        timing_cache: A timing cache has an effect.
+        compute_capabilities: Explicit compute-capability targets can be set (TensorRT-RTX).
+        dla: DLA cores can be targeted.
+        version_compatible: ``BuilderFlag.VERSION_COMPATIBLE`` is supported.
+        hardware_compatible: ``HardwareCompatibilityLevel.AMPERE_PLUS`` is supported.
+        notes: Why, in words (for logs and the sidecar).
+    """
+
+    flavour: str
+    version: tuple[int, ...]
+    precision: Precision
+    strongly_typed: bool
+    network_flags: tuple[str, ...]
+    builder_flags: tuple[str, ...]
+    onnx_precisions: tuple[Precision, ...]
+    progress_monitor: bool
+    timing_cache: bool
+    compute_capabilities: bool
+    dla: bool
+    version_compatible: bool
+    hardware_compatible: bool
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form for the sidecar."""
+        return {
+            "flavour": self.flavour, "version": ".".join(map(str, self.version)),
+            "precision": self.precision.value, "strongly_typed": self.strongly_typed,
+            "network_flags": list(self.network_flags), "builder_flags": list(self.builder_flags),
+            "onnx_precisions": [p.value for p in self.onnx_precisions], "notes": list(self.notes),
+        }
+
+
+def network_and_precision_plan(flavour_name: str, version: str | Sequence[int],
+                               precision: Precision | str) -> BuildPlan:
+    """The one place that decides, per TensorRT flavour and version, how a precision is built.
+
+    Args:
+        flavour_name: ``tensorrt`` or ``tensorrt_rtx``.
+        version: The flavour's ``__version__`` (``"10.3.0.26"``) or a parsed tuple.
+        precision: The engine precision wanted.
+
+    Returns:
+        The :class:`BuildPlan`.
+
+    Raises:
+        BuildError: Unknown flavour, or a TensorRT older than 8.6.
+    """
+    precision = Precision.parse(precision)
+    ver = parse_version(version)
+    if flavour_name == "tensorrt_rtx":
+        return BuildPlan(
+            flavour_name, ver, precision, strongly_typed=True, network_flags=(),
+            builder_flags=(), onnx_precisions=(precision,), progress_monitor=True,
+            timing_cache=False, compute_capabilities=True, dla=False,
+            version_compatible=False, hardware_compatible=False,
+            notes=("TensorRT-RTX networks are always strongly typed: the graph carries the "
+                   "precision",
+                   "timing cache ignored: it is a no-op in TensorRT-RTX and would force a GPU "
+                   "query"))
+    if flavour_name != "tensorrt":
+        raise BuildError(f"unknown TensorRT flavour {flavour_name!r}; choose one of: "
+                         f"{', '.join(_FLAVOURS)}")
+    if ver < (8, 6):
+        raise BuildError(f"TensorRT {'.'.join(map(str, ver))} is too old: xception-trt needs "
+                         "TensorRT 8.6 (JetPack 5) or newer; upgrade TensorRT/JetPack")
+    if ver < (10,):
+        flags = {Precision.FP32: (), Precision.FP16: ("FP16",), Precision.INT8: ("INT8",)}
+        sources = {Precision.FP32: (Precision.FP32,),
+                   Precision.FP16: (Precision.FP32, Precision.FP16),
+                   Precision.INT8: (Precision.INT8,)}
+        return BuildPlan(
+            flavour_name, ver, precision, strongly_typed=False,
+            network_flags=("EXPLICIT_BATCH",), builder_flags=flags[precision],
+            onnx_precisions=sources[precision], progress_monitor=False, timing_cache=True,
+            compute_capabilities=False, dla=True, version_compatible=True,
+            hardware_compatible=True,
+            notes=("TensorRT < 10 has no strongly typed networks: precision is allowed with "
+                   "builder flags (FP16 from the FP32 or FP16 graph; INT8 from the Q/DQ graph)",))
+    if ver < (11,):
+        return BuildPlan(
+            flavour_name, ver, precision, strongly_typed=True,
+            network_flags=("STRONGLY_TYPED",), builder_flags=(), onnx_precisions=(precision,),
+            progress_monitor=True, timing_cache=True, compute_capabilities=False, dla=True,
+            version_compatible=True, hardware_compatible=True,
+            notes=("TensorRT 10 builds a STRONGLY_TYPED network: the graph carries the "
+                   "precision",))
+    return BuildPlan(
+        flavour_name, ver, precision, strongly_typed=True, network_flags=(), builder_flags=(),
+        onnx_precisions=(precision,), progress_monitor=True, timing_cache=True,
+        compute_capabilities=False, dla=False, version_compatible=True, hardware_compatible=True,
+        notes=("TensorRT 11 networks are always strongly typed (STRONGLY_TYPED is ignored); the "
+               "graph carries the precision",))
+
+
+def check_options(plan: BuildPlan, config: BuildConfig) -> list[str]:
+    """Refuse build options the planned TensorRT cannot honour; return warnings for ignored ones.
+
+    Returns:
+        Warnings (e.g. a timing cache TensorRT-RTX ignores).
+
+    Raises:
+        BuildError: An option this TensorRT flavour/version cannot honour (message says what to do).
+    """
+    name = f"{plan.flavour} {'.'.join(map(str, plan.version))}"
+    if config.dla_core is not None and not plan.dla:
+        raise BuildError(f"{name} cannot build for a DLA core; DLA needs NVIDIA TensorRT 8.6 or "
+                         "10.x on a Jetson (JetPack) — drop --dla-core")
+    if config.compute_capabilities and not plan.compute_capabilities:
+        raise BuildError(f"compute-capability targets are a TensorRT-RTX option; {name} builds "
+                         "for the GPU it runs on — drop --cc (or use --hardware-compatible for "
+                         "any Ampere+ GPU, or --backend tensorrt_rtx)")
+    if config.version_compatible and not plan.version_compatible:
+        raise BuildError(f"{name} cannot build version-compatible engines (TensorRT-RTX engines "
+                         "only load in the release that built them) — drop --version-compatible")
+    if config.hardware_compatible and not plan.hardware_compatible:
+        raise BuildError(f"{name} has no hardware-compatibility mode; TensorRT-RTX engines are "
+                         "portable through compute-capability targets — use --cc instead")
+    warnings = []
+    if config.timing_cache_dir is not None and not plan.timing_cache:
+        warnings.append(f"timing cache not used: {name} ignores it (deprecated no-op since "
+                        "TensorRT-RTX 1.2)")
+    return warnings
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower() or "unknown"
+
+
+def timing_cache_filename(flavour_name: str, version: str, device_key: str) -> str:
+    """File name of the timing cache for one flavour, version and device (caches are only valid
+    for the exact TensorRT version and GPU that wrote them)."""
+    return f"{_slug(flavour_name)}-{_slug(version)}-{_slug(device_key)}.timing-cache"
+
+
+def engine_cache_key(*, onnx_sha256: str, options: Mapping[str, Any], flavour_name: str,
+                     version: str, device: Mapping[str, Any] | None,
+                     targets: Sequence[str] | None) -> str:
+    """Content hash deciding whether an existing engine can be reused.
+
+    Options that do not change the engine (the timing-cache directory) are excluded.
+    """
+    opts = {k: v for k, v in options.items() if k != "timing_cache_dir"}
+    payload = {
+        "schema": SIDECAR_SCHEMA, "onnx_sha256": onnx_sha256, "options": opts,
+        "flavour": flavour_name, "version": version,
+        "device": None if device is None else {"name": device.get("name"),
+                                               "compute_capability":
+                                                   device.get("compute_capability")},
+        "targets": None if targets is None else list(targets),
+    }
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def rebuild_command(onnx_path: str, engine_path: str, config: BuildConfig, *,
+                    precision: Precision | None = None) -> str:
+    """The ``xception-trt build`` command line that rebuilds an engine with the same options
+    (without ``--backend``, which the caller adds for the runtime at hand)."""
+    out_dir = str(engine_path).rsplit("/", 1)[0] if "/" in str(engine_path) else "."
+    argv = ["xception-trt", "build", str(onnx_path), "-o", out_dir]
+    prec = precision or config.precision
+    if prec is not None:
+        argv += ["--precision", Precision.parse(prec).value]
+    if config.batch is not None:
+        argv += ["--batch", str(config.batch)]
+    else:
+        lo, opt, hi = config.profile
+        argv += ["--min-batch", str(lo), "--opt-batch", str(opt), "--max-batch", str(hi)]
+    if config.workspace_mib is not None:
+        argv += ["--workspace-mib", str(config.workspace_mib)]
+    if config.optimization_level is not None:
+        argv += ["--opt-level", str(config.optimization_level)]
+    if config.dla_core is not None:
+        argv += ["--dla-core", str(config.dla_core)]
+        if not config.gpu_fallback:
+            argv.append("--no-gpu-fallback")
+    if config.version_compatible:
+        argv.append("--version-compatible")
+    if config.hardware_compatible:
+        argv.append("--hardware-compatible")
+    if config.compute_capabilities:
+        argv += ["--cc", *config.compute_capabilities]
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def _same_release(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
+    return a[:3] == b[:3]
+
+
+def _version_compatible_runs(built: tuple[int, ...], runtime: tuple[int, ...]) -> bool:
+    if runtime[:3] < built[:3]:
+        return False
+    if runtime[0] == built[0]:
+        return True
+    return (built[0], runtime[0]) in {(8, 9), (8, 10), (10, 11)}
+
+
+def check_sidecar_compat(sidecar: Mapping[str, Any], flavour_name: str, version: str,
+                         device_cc: str | None) -> None:
+    """Check that an engine described by ``sidecar`` can load in this runtime on this GPU.
+
+    Args:
+        sidecar: The engine's sidecar dict (:func:`xception_trt.trt.builder.read_sidecar`).
+        flavour_name: The runtime's flavour (``tensorrt`` / ``tensorrt_rtx``).
+        version: The runtime's ``__version__``.
+        device_cc: The GPU's compute capability (``"8.7"``), or ``None`` without a GPU.
+
+    Raises:
+        EngineError: The engine cannot run here; the message says why and gives the command that
+            rebuilds it for this runtime.
+    """
+    try:
+        trt_info = sidecar["tensorrt"]
+        built_flavour = trt_info["flavour"]
+        built_version = str(trt_info["version"])
+        options = sidecar.get("build_options", {}) or {}
+    except (KeyError, TypeError):
+        raise EngineError("the engine sidecar has no TensorRT section (not written by "
+                          "xception-trt?); rebuild the engine with `xception-trt build`") from None
+    command = sidecar.get("rebuild_command") or "xception-trt build MODEL.onnx -o engines/"
+    fix = f"rebuild it here with: {command} --backend {flavour_name}"
+    where = sidecar.get("device") or {}
+    built_on = (f" on sm_{str(where.get('compute_capability', '')).replace('.', '')}"
+                if where.get("compute_capability") else "")
+    here = f"{flavour_name} {version}" + (f" on sm_{device_cc.replace('.', '')}"
+                                          if device_cc else " without a GPU")
+    what = f"engine was built with {built_flavour} {built_version}{built_on}; this is {here}"
+
+    if built_flavour != flavour_name:
+        raise EngineError(f"{what}: engines do not load across TensorRT flavours — {fix}")
+    b_ver, r_ver = parse_version(built_version), parse_version(version)
+    if flavour_name == "tensorrt_rtx":
+        if not _same_release(b_ver, r_ver):
+            raise EngineError(f"{what}: TensorRT-RTX engines only load in the release that "
+                              f"built them — {fix}")
+    elif options.get("version_compatible"):
+        if not _version_compatible_runs(b_ver, r_ver):
+            raise EngineError(f"{what}: a version-compatible engine runs on the same or a later "
+                              f"TensorRT of the same major version (or 8->10, 10->11) — {fix}")
+    elif not _same_release(b_ver, r_ver):
+        raise EngineError(f"{what}: TensorRT engines only load in the version that built them "
+                          f"(build with --version-compatible to relax this) — {fix}")
+
+    if device_cc is None:
+        raise EngineError(f"{what}: running a TensorRT engine needs an NVIDIA GPU with a driver "
+                          "(none found); run the ONNX file with ONNX Runtime instead")
+    cc = compute_capability_tuple(device_cc)
+    if flavour_name == "tensorrt_rtx":
+        targets = sidecar.get("targets") or list(RTX_DEFAULT_TARGETS)
+        if list(targets) == ["CURRENT"]:
+            built_cc = where.get("compute_capability")
+            allowed = [compute_capability_tuple(built_cc)] if built_cc else []
+            later_ok = False
+        else:
+            allowed = [compute_capability_tuple(t) for t in targets]
+            later_ok = not sidecar.get("targets")  # the default targets include "12.0 and later"
+        ok = cc in allowed or (later_ok and cc >= (12, 0))
+        if not ok:
+            names = ", ".join(_cc_text(c) for c in allowed) or "the build GPU"
+            raise EngineError(f"{what}: the engine targets compute capability {names}"
+                              f"{' and >= 12.0' if later_ok else ''} — {fix} (add --cc "
+                              f"sm{device_cc.replace('.', '')})")
+        return
+    built_cc = where.get("compute_capability")
+    if options.get("hardware_compatible"):
+        if cc < (8, 0):
+            raise EngineError(f"{what}: a hardware-compatible engine needs an Ampere or newer "
+                              f"GPU (compute capability >= 8.0) — {fix}")
+        return
+    if built_cc is None or compute_capability_tuple(built_cc) != cc:
+        raise EngineError(f"{what}: TensorRT engines only run on the GPU architecture that "
+                          f"built them (build with --hardware-compatible for any Ampere+ GPU) — "
+                          f"{fix}")
