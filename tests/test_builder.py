@@ -1,0 +1,483 @@
+"""Engine builder: real TensorRT-RTX builds on the CPU (float and uint8 graphs, fixed and dynamic
+batch, FP32/FP16/INT8), sidecar, engine cache, failures, CLI. NVIDIA TensorRT paths are marked
+``trt`` and skip here."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from xception_trt.cli import main
+from xception_trt.config import BuildConfig, ModelSpec, Precision
+from xception_trt.errors import BuildError, EngineError, GraphError
+from xception_trt.fsio import sha256_file
+from xception_trt.onnx_meta import write_metadata
+from xception_trt.trt.builder import (build_engine, read_sidecar, resolve_flavour, sidecar_path)
+
+trt_rtx = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX builds engines on the CPU")
+
+RTX = BuildConfig(backend="tensorrt_rtx")
+
+
+def _dtypes(sidecar: dict) -> set[str]:
+    return {d for layer in sidecar["layers"] for d in layer["output_dtypes"]}
+
+
+def _leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
+
+
+@pytest.fixture(scope="module")
+def graphs(tiny_onnx_files, tiny_model, image_folder, tmp_path_factory) -> dict[str, Path]:
+    """ONNX graphs of the tiny model: float/uint8 x dynamic/fixed batch, plus FP16 and INT8."""
+    from xception_trt.export import export_onnx
+    from xception_trt.precision import quantize_int8, to_fp16
+
+    root = tmp_path_factory.mktemp("graphs")
+    out = dict(tiny_onnx_files)
+    out["uint8_static2"] = export_onnx(tiny_model, root / "tiny_uint8_static2.onnx", batch=2,
+                                       input_format="uint8-nhwc", check_parity=False).path
+    out["fp16"] = root / "tiny.fp16.onnx"
+    to_fp16(out["float"], output=out["fp16"])
+    out["int8"] = root / "tiny.int8.onnx"
+    quantize_int8(out["float"], image_folder, num_images=8, output=out["int8"], cache_dir=None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def engines(graphs, tmp_path_factory) -> dict:
+    """One engine per graph, built once for the module (TensorRT-RTX, CPU)."""
+    root = tmp_path_factory.mktemp("engines")
+    configs = {
+        "float": RTX.replace(max_batch=4, compute_capabilities=("sm86", "sm89")),
+        "uint8": RTX.replace(min_batch=2, opt_batch=3, max_batch=6),
+        "static2": RTX,
+        "uint8_static2": RTX.replace(batch=2),
+        "fp16": RTX,
+        "int8": RTX,
+    }
+    return {key: build_engine(graphs[key], cfg, engine_path=root / f"{key}.engine")
+            for key, cfg in configs.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# real builds: issue 3's check that a TensorRT builder accepts every graph variant
+
+
+def test_float_dynamic_engine_and_sidecar(engines, graphs, tiny_spec):
+    art = engines["float"]
+    assert not art.cache_hit and art.path.is_file() and art.sidecar_path == sidecar_path(art.path)
+    side = art.sidecar
+    assert side == read_sidecar(art.path, verify=True)  # what is on disk is what was returned
+    assert side["tensorrt"]["flavour"] == "tensorrt_rtx"
+    assert side["tensorrt"]["version"] == trt_rtx.__version__
+    assert side["tensorrt"]["strongly_typed"] is True
+    assert side["device"] is None and side["targets"] == ["SM86", "SM89"]
+    assert side["precision"] == "fp32" and side["input_format"] == "float-nchw"
+    assert side["inputs"] == [{"name": "input", "dtype": "float32", "shape": [-1, 3, 71, 71]}]
+    assert side["outputs"] == [{"name": "logits", "dtype": "float32", "shape": [-1, 4]}]
+    assert side["profile"] == {"min": [1, 3, 71, 71], "opt": [4, 3, 71, 71],
+                               "max": [4, 3, 71, 71]}
+    assert side["max_batch"] == 4 and side["dynamic_batch"] is True
+    assert side["onnx"]["sha256"] == sha256_file(graphs["float"])
+    assert ModelSpec.from_dict(side["model_spec"]) == tiny_spec
+    assert side["engine"]["bytes"] == art.path.stat().st_size == art.size_bytes
+    assert side["engine"]["sha256"] == sha256_file(art.path)
+    assert side["build_options"]["max_batch"] == 4 and side["build_seconds"] >= 0
+    assert side["calibration"] is None
+    assert side["layers_source"] == "builder log"
+    assert _dtypes(side) == {"Float"}
+    # the builder's layers map back to the graph's nodes (fusions name several)
+    nodes = {n.name: n.op_type for n in onnx.load(str(graphs["float"])).graph.node}
+    mapped = {name for layer in side["layers"] for name in layer["onnx_layers"]}
+    assert mapped and mapped <= set(nodes)
+    assert {n for n, op in nodes.items() if op == "Conv"} <= mapped
+    assert "--cc SM86 SM89" in side["rebuild_command"]
+
+
+def test_uint8_dynamic_engine(engines):
+    side = engines["uint8"].sidecar
+    assert side["input_format"] == "uint8-nhwc"
+    assert side["inputs"] == [{"name": "input", "dtype": "uint8", "shape": [-1, 71, 71, 3]}]
+    assert side["outputs"][0]["dtype"] == "float32"
+    assert side["profile"] == {"min": [2, 71, 71, 3], "opt": [3, 71, 71, 3],
+                               "max": [6, 71, 71, 3]}
+    assert side["targets"] is None  # TensorRT-RTX's default portable targets
+
+
+@pytest.mark.parametrize("key, shape", [("static2", [2, 3, 71, 71]),
+                                        ("uint8_static2", [2, 71, 71, 3])])
+def test_fixed_batch_graphs_need_no_profile(engines, key, shape):
+    side = engines[key].sidecar
+    assert side["inputs"][0]["shape"] == shape
+    assert side["profile"] == {"min": shape, "opt": shape, "max": shape}
+    assert side["dynamic_batch"] is False and side["max_batch"] == 2
+
+
+def test_fixed_batch_profile_on_a_dynamic_graph(graphs, tmp_path):
+    art = build_engine(graphs["float"], RTX.replace(batch=3), engine_path=tmp_path / "b3.engine")
+    assert art.sidecar["profile"]["min"] == art.sidecar["profile"]["max"] == [3, 3, 71, 71]
+    assert "--batch 3" in art.sidecar["rebuild_command"]
+
+
+def test_fixed_batch_graph_rejects_other_batches(graphs, tmp_path):
+    with pytest.raises(BuildError, match="fixed batch of 2 but batch 4"):
+        build_engine(graphs["static2"], RTX.replace(batch=4), engine_path=tmp_path / "x.engine")
+    with pytest.raises(BuildError, match="re-export with a dynamic batch"):
+        build_engine(graphs["static2"], RTX.replace(max_batch=8),
+                     engine_path=tmp_path / "x.engine")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fp16_engine_runs_in_half(engines):
+    side = engines["fp16"].sidecar
+    assert side["precision"] == "fp16"
+    assert "Half" in _dtypes(side)
+    assert side["inputs"][0]["dtype"] == side["outputs"][0]["dtype"] == "float32"  # FP32 I/O
+
+
+def test_int8_engine_runs_in_int8_and_records_calibration(engines):
+    side = engines["int8"].sidecar
+    assert side["precision"] == "int8"
+    assert "Int8" in _dtypes(side)
+    assert side["calibration"]["method"] == "entropy"
+    assert side["calibration"]["quantized_nodes"]
+    assert side["outputs"][0]["dtype"] == "float32"
+
+
+def test_strongly_typed_build_refuses_the_wrong_variant(graphs, tmp_path):
+    with pytest.raises(BuildError, match="fp32 graph but a fp16 engine.*--precision fp16"):
+        build_engine(graphs["float"], RTX.replace(precision="fp16"),
+                     engine_path=tmp_path / "x.engine")
+    with pytest.raises(BuildError, match="int8 graph but a fp32 engine"):
+        build_engine(graphs["int8"], RTX.replace(precision="fp32"),
+                     engine_path=tmp_path / "x.engine")
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# engine cache
+
+
+def test_cache_hit_and_invalidation(graphs, tmp_path):
+    engine = tmp_path / "e.engine"
+    cfg = RTX.replace(max_batch=2)
+    first = build_engine(graphs["float"], cfg, engine_path=engine)
+    mtime = engine.stat().st_mtime_ns
+    again = build_engine(graphs["float"], cfg, engine_path=engine)
+    assert again.cache_hit and again.sidecar == first.sidecar
+    assert engine.stat().st_mtime_ns == mtime  # nothing was rewritten
+
+    other_opts = build_engine(graphs["float"], cfg.replace(max_batch=3), engine_path=engine)
+    assert not other_opts.cache_hit and other_opts.sidecar["max_batch"] == 3
+    assert other_opts.sidecar["cache_key"] != first.sidecar["cache_key"]
+
+    other_target = build_engine(graphs["float"], cfg.replace(max_batch=3,
+                                                             compute_capabilities=("sm89",)),
+                                engine_path=engine)
+    assert not other_target.cache_hit and other_target.sidecar["targets"] == ["SM89"]
+
+    other_graph = build_engine(graphs["uint8"], cfg.replace(max_batch=3,
+                                                            compute_capabilities=("sm89",)),
+                               engine_path=engine)
+    assert not other_graph.cache_hit and other_graph.sidecar["input_format"] == "uint8-nhwc"
+
+    forced = build_engine(graphs["uint8"], cfg.replace(max_batch=3,
+                                                       compute_capabilities=("sm89",)),
+                          engine_path=engine, force=True)
+    assert not forced.cache_hit
+
+
+def test_corrupt_engine_or_sidecar_is_rebuilt(graphs, tmp_path):
+    engine = tmp_path / "e.engine"
+    good = build_engine(graphs["float"], RTX, engine_path=engine)
+    engine.write_bytes(engine.read_bytes()[:1000])  # truncated plan
+    with pytest.raises(EngineError, match="does not match its sidecar"):
+        read_sidecar(engine, verify=True)
+    rebuilt = build_engine(graphs["float"], RTX, engine_path=engine)
+    assert not rebuilt.cache_hit and rebuilt.sidecar["cache_key"] == good.sidecar["cache_key"]
+    assert read_sidecar(engine, verify=True) == rebuilt.sidecar
+    sidecar_path(engine).write_text("{ not json")
+    with pytest.raises(EngineError, match="unreadable"):
+        read_sidecar(engine)
+    assert not build_engine(graphs["float"], RTX, engine_path=engine).cache_hit
+    read_sidecar(engine, verify=True)
+
+
+def test_read_sidecar_errors(tmp_path):
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"plan")
+    with pytest.raises(EngineError, match="has no sidecar m.engine.json"):
+        read_sidecar(engine)
+    sidecar_path(engine).write_text(json.dumps({"schema": 99}))
+    with pytest.raises(EngineError, match="newer than this"):
+        read_sidecar(engine)
+    sidecar_path(engine).write_text(json.dumps([1, 2]))
+    with pytest.raises(EngineError, match="not an xception-trt engine sidecar"):
+        read_sidecar(engine)
+
+
+# ---------------------------------------------------------------------------------------------
+# failures leave nothing behind
+
+
+def test_failed_build_writes_nothing_and_keeps_the_old_engine(graphs, tmp_path):
+    engine = tmp_path / "e.engine"
+    # TensorRT-RTX cannot compile the FP32 classifier GEMM for Turing: a real builder failure.
+    with pytest.raises(BuildError, match=r"(?s)failed to build.*SM75.*hint: check the compute"):
+        build_engine(graphs["float"], RTX.replace(compute_capabilities=("sm75",)),
+                     engine_path=engine)
+    assert list(tmp_path.iterdir()) == []
+    good = build_engine(graphs["float"], RTX, engine_path=engine)
+    with pytest.raises(BuildError):
+        build_engine(graphs["float"], RTX.replace(compute_capabilities=("sm75",)),
+                     engine_path=engine)
+    assert read_sidecar(engine, verify=True) == good.sidecar
+    assert _leftovers(tmp_path) == []
+
+
+def _bad_graph(path: Path, spec: ModelSpec) -> Path:
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 8, 8])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3, 8, 8])
+    nodes = [helper.make_node("FooBar", ["input"], ["a"], name="weird_a", domain="com.example"),
+             helper.make_node("BazQux", ["input"], ["b"], name="weird_b", domain="com.example"),
+             helper.make_node("Add", ["a", "b"], ["logits"], name="add")]
+    model = helper.make_model(helper.make_graph(nodes, "bad", [x], [y]), opset_imports=[
+        helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    write_metadata(model, {"model_spec": spec, "precision": "fp32"})
+    onnx.save(model, str(path))
+    return path
+
+
+def test_parser_errors_list_every_node(tmp_path, tiny_spec):
+    bad = _bad_graph(tmp_path / "bad.onnx", tiny_spec)
+    with pytest.raises(BuildError) as err:
+        build_engine(bad, RTX, engine_path=tmp_path / "bad.engine")
+    text = str(err.value)
+    assert "node 0 'weird_a' (FooBar)" in text and "node 1 'weird_b' (BazQux)" in text
+    assert "hint:" in text and "xception-trt export" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx"]
+
+
+def test_not_onnx_or_without_metadata(tmp_path, graphs):
+    truncated = tmp_path / "t.onnx"
+    truncated.write_bytes(graphs["float"].read_bytes()[:3000])
+    with pytest.raises(GraphError, match="not a valid ONNX file|no nodes"):
+        build_engine(truncated, RTX)
+    plain = onnx.load(str(graphs["float"]))
+    del plain.metadata_props[:]
+    onnx.save(plain, str(tmp_path / "plain.onnx"))
+    with pytest.raises(GraphError, match="xception-trt export"):
+        build_engine(tmp_path / "plain.onnx", RTX)
+    with pytest.raises(GraphError, match="does not exist"):
+        build_engine(tmp_path / "missing.onnx", RTX)
+    with pytest.raises(BuildError, match="ONNX file itself"):
+        build_engine(graphs["float"], RTX, engine_path=graphs["float"])
+
+
+def test_options_tensorrt_rtx_cannot_honour(graphs, tmp_path):
+    from xception_trt.trt.devices import query_devices
+
+    for cfg, match in ((RTX.replace(dla_core=0), "DLA"),
+                       (RTX.replace(version_compatible=True), "version-compatible"),
+                       (RTX.replace(hardware_compatible=True), "--cc")):
+        with pytest.raises(BuildError, match=match):
+            build_engine(graphs["float"], cfg, engine_path=tmp_path / "x.engine")
+    if not query_devices().gpus:
+        with pytest.raises(BuildError, match="CURRENT.*--cc sm86"):
+            build_engine(graphs["float"], RTX.replace(compute_capabilities=("current",)),
+                         engine_path=tmp_path / "x.engine")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_timing_cache_is_not_used_by_tensorrt_rtx(graphs, tmp_path):
+    art = build_engine(graphs["float"], RTX.replace(timing_cache_dir=str(tmp_path / "tc")),
+                       engine_path=tmp_path / "e.engine")
+    assert art.sidecar["timing_cache"]["used"] is False
+    assert "ignores it" in art.sidecar["timing_cache"]["reason"]
+    assert art.sidecar["warnings"] and not (tmp_path / "tc").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# progress monitor
+
+
+class _Recorder:
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.events: list[tuple] = []
+        self.fail_at = fail_at
+
+    def phase_start(self, name, parent, steps):
+        self.events.append(("start", name, parent, steps))
+
+    def step_complete(self, name, step):
+        self.events.append(("step", name, step))
+        if self.fail_at is not None and len(self.events) >= self.fail_at:
+            raise KeyError("progress callback broke")
+
+    def phase_finish(self, name):
+        self.events.append(("finish", name))
+
+
+def test_progress_monitor_reports_phases(graphs, tmp_path):
+    rec = _Recorder()
+    build_engine(graphs["float"], RTX, engine_path=tmp_path / "e.engine", progress=rec)
+    starts = [e for e in rec.events if e[0] == "start"]
+    assert starts and starts[0][2] is None and starts[0][3] > 0  # a top-level phase first
+    assert any(e[0] == "step" for e in rec.events)
+    assert rec.events[-1] == ("finish", starts[0][1])
+
+
+def test_progress_callback_error_is_reraised_after_the_build(graphs, tmp_path):
+    rec = _Recorder(fail_at=3)
+    with pytest.raises(KeyError, match="progress callback broke"):
+        build_engine(graphs["float"], RTX, engine_path=tmp_path / "e.engine", progress=rec)
+    # the failing callback cancelled the build and was not called again
+    assert sum(e[0] == "step" for e in rec.events) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def test_cli_build_checkpoint_all_precisions(tiny_checkpoint, image_folder, tmp_path, capsys):
+    out = tmp_path / "engines"
+    argv = ["build", str(tiny_checkpoint), "-o", str(out), "--precision", "fp32", "fp16", "int8",
+            "--calib", str(image_folder), "--max-batch", "4", "--backend", "tensorrt_rtx",
+            "--cc", "sm86", "--no-progress"]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["fp32", "fp16", "int8"]
+    assert all("built in" in line and "targets SM86" in line for line in lines)
+    for precision in ("fp32", "fp16", "int8"):
+        side = read_sidecar(out / f"tiny.{precision}.engine", verify=True)
+        assert side["precision"] == precision and side["max_batch"] == 4
+        assert (out / (f"tiny.{precision}.onnx" if precision != "fp32" else "tiny.onnx")).is_file()
+    # same command again: everything is reused (export, variants, engines)
+    assert main(argv + ["--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [r["cache_hit"] for r in report] == [True, True, True]
+    assert _leftovers(out) == []
+
+
+def test_cli_build_from_onnx(graphs, tmp_path, capsys):
+    out = tmp_path / "e"
+    assert main(["build", str(graphs["uint8"]), "-o", str(out), "--batch", "2", "--backend",
+                 "tensorrt_rtx", "--no-progress", "--json"]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)
+    side = read_sidecar(entry["engine"])
+    assert side["inputs"][0]["dtype"] == "uint8" and side["profile"]["max"][0] == 2
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--precision", "int8"], "--calib"),
+    (["--cc", "sm86", "--dla-core", "0"], "DLA"),
+    (["--cc", "ampere"], "not a compute capability"),
+    (["--batch", "2", "--max-batch", "4"], "either a fixed batch"),
+])
+def test_cli_bad_options_exit_2(tiny_checkpoint, tmp_path, capsys, extra, match):
+    code = main(["build", str(tiny_checkpoint), "-o", str(tmp_path / "e"), "--backend",
+                 "tensorrt_rtx", "--no-progress", *extra])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+    assert __import__("re").search(match, err)
+
+
+def test_cli_missing_source_and_backend(tmp_path, capsys):
+    assert main(["build", str(tmp_path / "nope.safetensors"), "-o", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    if "tensorrt" not in {f.name for f in __import__("xception_trt.trt").trt.available_flavours()}:
+        (tmp_path / "m.onnx").write_bytes(b"x")
+        assert main(["build", str(tmp_path / "m.onnx"), "-o", str(tmp_path),
+                     "--backend", "tensorrt"]) == 2
+        assert "'tensorrt' is not installed" in capsys.readouterr().err
+
+
+def test_resolve_flavour_prefers_rtx_without_gpu():
+    from xception_trt.trt.devices import query_devices
+
+    flavour = resolve_flavour()
+    if not query_devices().gpus:
+        assert flavour.name == "tensorrt_rtx"
+
+
+# ---------------------------------------------------------------------------------------------
+# the full-size model
+
+
+@pytest.mark.slow
+def test_full_299_build(tmp_path):
+    import torch
+
+    from xception_trt.export import export_onnx
+    from xception_trt.model import build_xception
+
+    torch.manual_seed(0)
+    model = build_xception(spec=ModelSpec()).eval()
+    onnx_path = export_onnx(model, tmp_path / "xception.onnx", check_parity=False).path
+    art = build_engine(onnx_path, RTX.replace(max_batch=8, compute_capabilities=("sm86",)),
+                       engine_path=tmp_path / "xception.fp32.engine")
+    side = art.sidecar
+    assert side["inputs"][0]["shape"] == [-1, 3, 299, 299]
+    assert side["outputs"][0]["shape"] == [-1, 1000]
+    assert side["engine"]["bytes"] > 80e6  # 22.9 M FP32 weights live in the plan
+    assert ModelSpec.from_dict(side["model_spec"]) == ModelSpec()
+
+
+# ---------------------------------------------------------------------------------------------
+# NVIDIA TensorRT on a GPU (Jetson / desktop): skipped here
+
+
+@pytest.mark.trt
+@pytest.mark.gpu
+@pytest.mark.parametrize("key", ["float", "fp16", "int8"])
+def test_tensorrt_build_timing_cache_and_compat(graphs, tmp_path, key):
+    import tensorrt as trt
+
+    from xception_trt.trt.builder import check_sidecar_compat
+    from xception_trt.trt.devices import query_devices
+
+    cfg = BuildConfig(backend="tensorrt", max_batch=4, timing_cache_dir=str(tmp_path / "tc"))
+    first = build_engine(graphs[key], cfg, engine_path=tmp_path / "a.engine")
+    side = first.sidecar
+    assert side["tensorrt"]["flavour"] == "tensorrt" and side["device"]["compute_capability"]
+    assert side["layers_source"] == "engine inspector" and side["layers"]
+    cache = Path(side["timing_cache"]["path"])
+    assert cache.is_file() and side["timing_cache"]["saved_bytes"] == cache.stat().st_size > 0
+    second = build_engine(graphs[key], cfg, engine_path=tmp_path / "b.engine")
+    assert second.sidecar["timing_cache"]["loaded_bytes"] > 0  # reused across builds
+    gpu = query_devices().gpus[0]
+    check_sidecar_compat(side, "tensorrt", trt.__version__, gpu.compute_capability)
+    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    engine = runtime.deserialize_cuda_engine(first.path.read_bytes())
+    assert engine is not None and engine.get_tensor_name(0) == "input"
+    assert os.path.getsize(first.path) == side["engine"]["bytes"]
+    assert np.dtype(trt.nptype(engine.get_tensor_dtype("logits"))) == np.float32
+
+
+@pytest.mark.trt
+@pytest.mark.gpu
+def test_tensorrt_precision_flags_follow_the_version(graphs, tmp_path):
+    import tensorrt as trt
+
+    from xception_trt.trt.compat import parse_version
+
+    art = build_engine(graphs["float"], BuildConfig(backend="tensorrt", precision="fp16")
+                       if parse_version(trt.__version__) < (10,) else
+                       BuildConfig(backend="tensorrt"), engine_path=tmp_path / "e.engine")
+    plan = art.sidecar["tensorrt"]
+    if parse_version(trt.__version__) < (10,):
+        assert plan["builder_flags"] == ["FP16"] and not plan["strongly_typed"]
+    else:
+        assert plan["strongly_typed"] and plan["builder_flags"] == []
+    assert Precision.parse(art.sidecar["precision"])
