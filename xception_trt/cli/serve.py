@@ -1,0 +1,122 @@
+"""``xception-trt serve``: run a real local Triton Inference Server for a model."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+from ._common import positive_int
+from .triton_repo import add_batching_arguments, build_options
+
+ORDER = 81
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"port {value} is outside 1..65535")
+    return value
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve", help="serve a model with a local Triton Inference Server (CPU, Python backend)",
+        description="Start the Triton Inference Server bundled in nvidia-pytriton (2.51, x86-64 "
+                    "Linux, glibc >= 2.35) on this machine. MODEL is a model file (engine, ONNX "
+                    "or checkpoint: a Python-backend repository running our Runner is written "
+                    "for it, with the <name>_image ensemble for encoded images) or an existing "
+                    "repository of Python-backend models. Listens on 127.0.0.1 unless --address "
+                    "says otherwise; Ctrl-C or SIGTERM stops it cleanly. Where the binary cannot "
+                    "run (e.g. Jetson), prints the Triton container command instead.")
+    p.add_argument("model", metavar="MODEL",
+                   help="model file (.engine/.plan, .onnx, checkpoint) or a repository directory")
+    p.add_argument("--repository", metavar="DIR", default=None,
+                   help="write the generated repository here and keep it (default: a temporary "
+                        "directory removed on exit)")
+    p.add_argument("--force", action="store_true", help="replace --repository DIR if not empty")
+    p.add_argument("--no-ensemble", action="store_false", dest="ensemble",
+                   help="serve only the tensor model, not the image-bytes ensemble")
+    add_batching_arguments(p)
+    p.add_argument("--address", default="127.0.0.1",
+                   help="interface for all endpoints (default: 127.0.0.1, loopback only; "
+                        "0.0.0.0 exposes the server to the network)")
+    p.add_argument("--http-port", type=_port, default=8000, help="HTTP port (default: 8000)")
+    p.add_argument("--grpc-port", type=_port, default=8001, help="gRPC port (default: 8001)")
+    p.add_argument("--metrics-port", type=_port, default=8002,
+                   help="Prometheus metrics port (default: 8002)")
+    p.add_argument("--startup-timeout", type=positive_int, default=120, metavar="S",
+                   help="seconds to wait for the models to load (default: 120)")
+    p.add_argument("--log-file", default=None, metavar="PATH",
+                   help="write the server's log here (default: shown only on failure)")
+    p.add_argument("--log-verbose", type=int, default=0, help="Triton --log-verbose level")
+    p.set_defaults(func=run)
+
+
+class _Terminate(Exception):
+    """Raised from the SIGTERM handler to leave the wait loop."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminate()
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..serve.repository import validate_repository, write_repository
+    from ..serve.server import TritonServer, find_tritonserver
+
+    find_tritonserver()  # fail first, with the container command, where the binary cannot run
+    model = Path(args.model)
+    temp_root: Path | None = None
+    if model.is_dir():
+        repository = model
+        validate_repository(repository)
+    else:
+        if args.repository:
+            repository = Path(args.repository)
+        else:
+            temp_root = Path(tempfile.mkdtemp(prefix="xception-trt-serve-"))
+            repository = temp_root / "model_repository"
+        # The Python backend stub runs this interpreter's environment (EXECUTION_ENV_PATH).
+        options = build_options(args, backend="python", ensemble=args.ensemble,
+                                execution_env=sys.prefix)
+        write_repository(model, repository, options=options, force=args.force)
+    server = TritonServer(repository, http_port=args.http_port, grpc_port=args.grpc_port,
+                          metrics_port=args.metrics_port, address=args.address,
+                          startup_timeout_s=args.startup_timeout, log_verbose=args.log_verbose,
+                          log_file=args.log_file)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        server.start()
+        print(f"Triton {repository} ready (Ctrl-C to stop)")
+        print(f"  HTTP     http://{server.http_url}")
+        print(f"  gRPC     {server.grpc_url}")
+        print(f"  metrics  {server.metrics_url}")
+        print(f"  try:     curl http://{server.http_url}/v2/models/{args.name}/config"
+              if not model.is_dir() else f"  try:     curl http://{server.http_url}/v2/models")
+        sys.stdout.flush()
+        while server.is_running():
+            server.wait(timeout=0.5)
+        code = server.stop()
+        from ..errors import ServeError
+
+        raise ServeError(f"tritonserver exited unexpectedly (exit code {code}); "
+                         f"{server.logs()[-1500:] or 'see the log file'}")
+    except (KeyboardInterrupt, _Terminate):
+        print("stopping Triton ...", file=sys.stderr)
+        server.stop()
+        print("stopped", file=sys.stderr)
+        return 0
+    finally:
+        server.stop()
+        signal.signal(signal.SIGTERM, previous)
+        if temp_root is not None:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(temp_root)

@@ -1,0 +1,142 @@
+"""``xception-trt triton-repo``: write a validated Triton Inference Server model repository."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import positive_int, print_json
+
+ORDER = 80
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
+    return value
+
+
+def add_batching_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags shared by ``triton-repo`` and ``serve`` (model name, batching, instances)."""
+    p.add_argument("--name", default="xception",
+                   help="Triton model name (default: xception); the ensemble adds "
+                        "<name>_preprocess and <name>_image")
+    p.add_argument("--max-batch", type=positive_int, default=None, dest="max_batch",
+                   help="max_batch_size (default: the engine profile's max batch; 32 for "
+                        "dynamic-batch ONNX files and checkpoints)")
+    p.add_argument("--no-dynamic-batching", action="store_false", dest="dynamic_batching",
+                   help="do not let Triton merge concurrent requests into batches")
+    p.add_argument("--preferred-batch", type=positive_int, nargs="+", default=(),
+                   metavar="N", help="preferred batch sizes of the dynamic batcher (default: "
+                                     "the engine's opt batch; none otherwise)")
+    p.add_argument("--max-queue-delay-us", type=_non_negative_int, default=100,
+                   help="longest a request waits for a batch to fill, in microseconds "
+                        "(default: 100)")
+    p.add_argument("--instances", type=positive_int, default=1,
+                   help="model instances per device (default: 1)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="Python backend: CPU threads of each ONNX Runtime / torch runner "
+                        "(default: the runner's choice)")
+
+
+def build_options(args: argparse.Namespace, *, backend: str, ensemble: bool,
+                  execution_env: str | None, instance_kind: str = "auto",
+                  gpus: tuple[int, ...] = ()):
+    """:class:`~xception_trt.serve.repository.RepositoryOptions` from parsed flags."""
+    from ..serve.repository import RepositoryOptions
+
+    runner_options = {}
+    if args.threads is not None:
+        runner_options["threads"] = args.threads
+    return RepositoryOptions(
+        name=args.name, backend=backend, ensemble=ensemble, max_batch_size=args.max_batch,
+        dynamic_batching=args.dynamic_batching,
+        preferred_batch_sizes=tuple(args.preferred_batch or ()),
+        max_queue_delay_us=args.max_queue_delay_us, instance_count=args.instances,
+        instance_kind=instance_kind, gpus=gpus, execution_env_path=execution_env,
+        runner_options=runner_options)
+
+
+def _gpu_list(text: str) -> tuple[int, ...]:
+    try:
+        gpus = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of GPU "
+                                         "indices (e.g. 0,1)") from None
+    if not gpus or any(g < 0 for g in gpus):
+        raise argparse.ArgumentTypeError(f"{text!r}: give GPU indices >= 0, e.g. 0,1")
+    return gpus
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "triton-repo", help="write a Triton Inference Server model repository",
+        description="Write a Triton model repository for MODEL: an engine (.engine/.plan with "
+                    "its sidecar) becomes a native TensorRT model (tensorrt_plan), an ONNX file "
+                    "an ONNX Runtime model (onnxruntime_onnx); --backend python wraps our Runner "
+                    "(engine, ONNX or checkpoint) in Triton's Python backend. Class labels go "
+                    "to a label file, so Triton's classification extension returns names. "
+                    "Every config.pbtxt is validated against Triton's ModelConfig schema before "
+                    "the repository is renamed into place.")
+    p.add_argument("model", metavar="MODEL",
+                   help="engine (.engine/.plan), ONNX file (.onnx) or checkpoint (python backend)")
+    p.add_argument("-o", "--output", required=True, metavar="DIR",
+                   help="repository directory to create")
+    p.add_argument("--backend", choices=("native", "python"), default="native",
+                   help="native: Triton's TensorRT / ONNX Runtime backend (default); python: "
+                        "our Runner in Triton's Python backend")
+    p.add_argument("--ensemble", action="store_true",
+                   help="also write <name>_preprocess (encoded image bytes -> tensor, Python "
+                        "backend) and the <name>_image ensemble, so clients can send JPEG/PNG")
+    add_batching_arguments(p)
+    p.add_argument("--instance-kind", choices=("auto", "gpu", "cpu"), default="auto",
+                   help="where instances run (default auto: engines on GPU; ONNX: Triton "
+                        "decides natively, CPU in the Python backend)")
+    p.add_argument("--gpus", type=_gpu_list, default=(), metavar="I,J",
+                   help="GPU indices for GPU instances (default: every visible GPU)")
+    p.add_argument("--execution-env", default=None, metavar="PATH",
+                   help="Python backend EXECUTION_ENV_PATH: a conda-pack tarball (or environment "
+                        "directory) that has xception-trt installed, as seen by the server")
+    p.add_argument("--force", action="store_true",
+                   help="replace OUTPUT if it exists and is not empty")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..serve.repository import write_repository
+    from ..serve.server import container_command
+
+    options = build_options(args, backend=args.backend, ensemble=args.ensemble,
+                            execution_env=args.execution_env, instance_kind=args.instance_kind,
+                            gpus=args.gpus)
+    info = write_repository(args.model, args.output, options=options, force=args.force)
+    summary = {
+        "repository": str(info.root),
+        "models": {name: {"platform": cfg.platform or None, "backend": cfg.backend or None,
+                          "max_batch_size": cfg.max_batch_size,
+                          "dynamic_batching": cfg.HasField("dynamic_batching")}
+                   for name, cfg in info.configs.items()},
+    }
+    if args.json:
+        print_json(summary)
+        return 0
+    print(f"wrote {info.root} (validated against Triton's ModelConfig schema)")
+    for name, cfg in sorted(info.configs.items()):
+        kind = cfg.platform or cfg.backend
+        batching = ("dynamic batching" if cfg.HasField("dynamic_batching") else "no batching"
+                    if cfg.max_batch_size == 0 else "no dynamic batching")
+        print(f"  {name:<24} {kind:<18} max_batch_size {cfg.max_batch_size}, {batching}")
+    uses_python = any(cfg.backend == "python" for cfg in info.configs.values())
+    print("serve it with NVIDIA's Triton container:")
+    print(f"  {container_command(info.root)}")
+    if uses_python:
+        print("  (Python-backend models need xception-trt in the server's Python: pip install "
+              "it in the container or pass --execution-env)")
+    if all(cfg.backend == "python" or cfg.platform == "ensemble"
+           for cfg in info.configs.values()):
+        print(f"or locally: xception-trt serve {info.root}")
+    return 0
