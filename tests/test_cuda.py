@@ -520,3 +520,48 @@ def test_pycuda_errors_become_engine_errors():
     with pytest.raises(EngineError, match="was not allocated here"):
         be.mem_free(0x1234)
     be.close()
+
+
+@pytest.mark.skipif(HAS_GPU, reason="would run bogus handles against a real driver")
+def test_installed_bindings_accept_every_call_we_make():
+    """Each cuda-python call of the backend passes the installed bindings' argument conversion
+    (arity, types) and reaches CUDA, which answers "no driver" here. A changed signature in a
+    new cuda-python release shows up as a TypeError."""
+    bindings = pytest.importorskip("cuda.bindings")
+    import threading
+
+    from cuda.bindings import driver as drv
+    from cuda.bindings import runtime as rt
+
+    be = object.__new__(xc.CudaPythonBackend)  # skip __init__: it would stop at "no GPU"
+    be._rt, be._drv, be.device, be._local = rt, drv, 0, threading.local()
+    be._success, be._not_ready = rt.cudaError_t.cudaSuccess, rt.cudaError_t.cudaErrorNotReady
+    s, e, h = rt.cudaStream_t(0x1234), rt.cudaEvent_t(0x5678), np.zeros(16, np.uint8)
+    g, ge = rt.cudaGraph_t(0x99), rt.cudaGraphExec_t(0x98)
+    calls = [
+        lambda: be.mem_alloc(16), lambda: be.mem_free(0x1000), be.mem_get_info,
+        lambda: be.host_alloc(16), lambda: be.host_free(0x1000),
+        lambda: be.memcpy_htod_async(0x1000, h, 16, s),
+        lambda: be.memcpy_dtoh_async(h, 0x1000, 16, s),
+        lambda: be.memcpy_dtod_async(0x1000, 0x2000, 16, s),
+        lambda: be.memset_async(0x1000, 0, 16, s), be.stream_create,
+        lambda: be.stream_destroy(s), lambda: be.stream_synchronize(s),
+        lambda: be.stream_query(s), lambda: be.stream_wait_event(s, e),
+        lambda: be.event_create(False), lambda: be.event_create(True),
+        lambda: be.event_destroy(e), lambda: be.event_record(e, s), lambda: be.event_record(e, 2),
+        lambda: be.event_synchronize(e), lambda: be.event_query(e),
+        lambda: be.event_elapsed_ms(e, e), lambda: be.begin_capture(s),
+        lambda: be.end_capture(s), lambda: be.graph_instantiate(g),
+        lambda: be.graph_launch(ge, s), lambda: be.graph_destroy(g),
+        lambda: be.graph_exec_destroy(ge), be.activate, be.device_name, be.compute_capability,
+        lambda: be.module_load(b"\x7fELF"), lambda: be.module_function(drv.CUmodule(7), "f"),
+        lambda: be.module_unload(drv.CUmodule(7)),
+        lambda: be.launch(drv.CUfunction(6), (1, 1, 1), (32, 1, 1),
+                          [np.uint64(1), np.float32(2), np.int32(3)], s),
+    ]
+    for i, call in enumerate(calls):
+        with pytest.raises(EngineError) as err:
+            call()
+        msg = str(err.value)
+        assert "TypeError" not in msg and ("failed with" in msg or "LibNotFound" in msg), (i, msg)
+    assert be.versions()["cuda-bindings"] == bindings.__version__

@@ -701,3 +701,38 @@ def test_unaligned_device_arrays_are_staged():
         r.infer(sliced, out=out_view)
         assert r.emu.bound[1] == r._dev_in.ptr and r.emu.bound[2] == r._dev_out.ptr
         np.testing.assert_array_equal(out.numpy()[2:].reshape(3, 4), _ref(x))
+
+
+# ------------------------------------------------------------------------------------------------
+# real TensorRT-RTX on the CPU: it builds engines and checks plans before touching the GPU
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def rtx_engine(tiny_onnx_files, tmp_path_factory):
+    pytest.importorskip("tensorrt_rtx")
+    from xception_trt.config import BuildConfig
+    from xception_trt.trt.builder import build_engine
+
+    cfg = BuildConfig(backend="tensorrt_rtx", max_batch=4, compute_capabilities=("sm86",),
+                      layer_info=False)
+    return build_engine(tiny_onnx_files["float"], cfg,
+                        engine_path=tmp_path_factory.mktemp("rt") / "tiny.engine").path
+
+
+@pytest.mark.parametrize("damage", ["foreign", "truncated", "header only"])
+def test_tensorrt_refuses_broken_plans_cleanly(rtx_engine, damage):
+    import tensorrt_rtx as trt
+
+    from xception_trt.trt.runtime import deserialize
+
+    data = rtx_engine.read_bytes()
+    blob = {"foreign": bytes(range(256)) * 16, "truncated": data[: len(data) // 2],
+            "header only": data[:64]}[damage]
+    with pytest.raises(EngineError, match=r"could not deserialize bad\.engine \(.*Serializ.*\); "
+                                          r"rebuild it with `xception-trt build`"):
+        deserialize(trt, blob, source="bad.engine")
+
+
+@pytest.mark.skipif(HAS_GPU, reason="checks the no-GPU message; this machine has a GPU")
+def test_real_engine_and_sidecar_without_gpu(rtx_engine):
+    with pytest.raises(EngineError, match="no usable NVIDIA GPU"):
+        TensorRTRunner(rtx_engine)

@@ -46,6 +46,7 @@ from ..runners import TensorSpec, check_batch, input_spec_for, output_spec_for
 from .cuda import CudaDevice, CudaGraph, DeviceArrayInfo, Stream, device_array_info
 
 __all__ = ["TensorRTRunner", "CudaRunnerBase", "InferenceHandle", "EngineIO", "describe_engine",
+           "deserialize",
            "check_device_batch", "check_device_output", "model_facts_from_sidecar"]
 
 log = logging.getLogger(__name__)
@@ -624,6 +625,35 @@ def _make_logger(trt: Any) -> Any:
     return _Logger()
 
 
+def deserialize(trt: Any, data: bytes, *, source: str = "engine") -> tuple[Any, Any, Any]:
+    """Deserialize a plan with TensorRT, turning its refusal into a clear error.
+
+    TensorRT checks the plan's header (magic tag, serialization version, recorded size) before
+    using it and returns ``None`` for a foreign or truncated file; its log says why.
+
+    Args:
+        trt: The TensorRT module (``tensorrt`` or ``tensorrt_rtx``).
+        data: The plan bytes.
+        source: Name of the file for messages.
+
+    Returns:
+        (logger, runtime, engine); keep all three alive as long as the engine is used.
+
+    Raises:
+        EngineError: TensorRT refused the plan (message quotes TensorRT's reason).
+    """
+    logger = _make_logger(trt)
+    runtime = trt.Runtime(logger)
+    if runtime is None:
+        raise EngineError(f"TensorRT could not create a runtime: {logger.take()}")
+    engine = runtime.deserialize_cuda_engine(data)
+    if engine is None:
+        raise EngineError(f"TensorRT could not deserialize {source} "
+                          f"({logger.take() or 'not an engine of this TensorRT'}); "
+                          "rebuild it with `xception-trt build`")
+    return logger, runtime, engine
+
+
 class _TrtCompute:
     """``set_input_shape`` + ``set_tensor_address`` + ``execute_async_v3`` on one context."""
 
@@ -724,17 +754,8 @@ class TensorRTRunner(CudaRunnerBase):
                      gpu_timing: bool) -> None:
         self._trt_version = flavour.version
         self._flavour = flavour.name
-        self._logger = _make_logger(trt)
-        self._runtime = trt.Runtime(self._logger)
-        if self._runtime is None:
-            raise EngineError(f"TensorRT could not create a runtime: {self._logger.take()}")
-        data = path.read_bytes()
-        self._engine = self._runtime.deserialize_cuda_engine(data)
-        del data
-        if self._engine is None:
-            raise EngineError(f"TensorRT could not deserialize {path} "
-                              f"({self._logger.take() or 'not an engine of this TensorRT'}); "
-                              "rebuild it with `xception-trt build`")
+        self._logger, self._runtime, self._engine = deserialize(trt, path.read_bytes(),
+                                                                 source=str(path))
         io = describe_engine(self._engine, trt)
         want = input_spec_for(self.spec, self.input_format)
         if io.input.dtype != want.dtype or io.input.shape[1:] != want.shape[1:]:
