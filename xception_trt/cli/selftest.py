@@ -23,8 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "and print latency. Elsewhere it lists precisely what is missing.",
         epilog="exit codes: 0 every check ran and passed; 1 a check failed; 3 nothing failed "
                "but some checks could not run here (the missing pieces are listed); 2 usage "
-               "error.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+               "error.")
     p.add_argument("--device", type=int, default=0, help="CUDA device ordinal (default: 0)")
     p.add_argument("--backend", choices=("cuda-python", "pycuda"), action="append",
                    help="CUDA backend(s) to test (repeatable; default: every installed one)")

@@ -344,7 +344,9 @@ class CudaRunnerBase:
 
         Args:
             batch: A NumPy array matching :attr:`input_spec`, or a CUDA device array (torch,
-                CuPy ...; ``__cuda_array_interface__`` or DLPack), used without any copy.
+                CuPy ...; DLPack or ``__cuda_array_interface__``), read in place without any
+                host copy (a device-to-device copy only for CUDA graphs or an address that is
+                not 256-byte aligned). NaN/Inf checks apply to NumPy inputs only.
             out: Optional CUDA device array, float32 ``(N, num_classes)``, that receives the
                 logits on the device (no device-to-host copy); it is then returned.
 
