@@ -10,7 +10,7 @@ import pytest
 from xception_trt.config import BuildConfig, Precision, normalise_compute_capability
 from xception_trt.errors import BuildError, ConfigError, EngineError
 from xception_trt.trt.builder import (load_timing_cache, parse_inspector_json, parse_layer_log,
-                                      save_timing_cache)
+                                      parser_error_lines, save_timing_cache)
 from xception_trt.trt.compat import (RTX_DEFAULT_TARGETS, check_options, check_sidecar_compat,
                                      compute_capability_tuple, engine_cache_key,
                                      network_and_precision_plan, parse_version, rebuild_command,
@@ -411,3 +411,57 @@ def test_timing_cache_unreadable_starts_empty(tmp_path: Path, caplog):
     assert cfg.created[-1] == b"" and "unreadable" in caplog.text
     with pytest.raises(BuildError, match="refused the timing cache"):
         load_timing_cache(_FakeBuilderConfig(accept=False), tmp_path / "none")
+
+
+# ---------------------------------------------------------------------------------------------
+# parser error reports across TensorRT versions
+
+
+class _Err:
+    def __init__(self, node: int, desc: str, code: str = "ErrorCode.UNSUPPORTED_NODE") -> None:
+        self._node, self._desc, self._code = node, desc, code
+
+    def node(self):
+        return self._node
+
+    def desc(self):
+        return self._desc
+
+    def code(self):
+        return self._code
+
+
+class _ErrWithNames(_Err):  # TensorRT 10+ / TensorRT-RTX
+    def node_name(self):
+        return "from_trt"
+
+    def node_operator(self):
+        return "OpFromTrt"
+
+
+class _Parser:
+    def __init__(self, errors) -> None:
+        self.errors = errors
+
+    @property
+    def num_errors(self):
+        return len(self.errors)
+
+    def get_error(self, i):
+        return self.errors[i]
+
+
+def test_parser_error_lines_name_every_node():
+    nodes = [("Conv_0", "Conv"), ("weird", "FooBar"), ("Relu_0", "Relu")]
+    # TensorRT 8.6 gives only the node index: names and ops come from the graph
+    errors = [_Err(1, "no importer"), _Err(2, "bad input"),
+              _Err(-1, "model broken", "ErrorCode.MODEL_DESERIALIZE_FAILED")]
+    lines = parser_error_lines(_Parser(errors), nodes)
+    assert lines == ["node 1 'weird' (FooBar): no importer [ErrorCode.UNSUPPORTED_NODE]",
+                     "node 2 'Relu_0' (Relu): bad input [ErrorCode.UNSUPPORTED_NODE]",
+                     "model: model broken [ErrorCode.MODEL_DESERIALIZE_FAILED]"]
+    # newer TensorRT names them itself
+    assert parser_error_lines(_Parser([_ErrWithNames(0, "x")]), nodes) == [
+        "node 0 'from_trt' (OpFromTrt): x [ErrorCode.UNSUPPORTED_NODE]"]
+    assert parser_error_lines(_Parser([_Err(7, "x")]), nodes) == [
+        "node 7 '' (): x [ErrorCode.UNSUPPORTED_NODE]"]

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Mapping, Protocol
 
 from .. import __version__
-from ..config import BuildConfig, Precision
+from ..config import BuildConfig
 from ..errors import BuildError, EngineError
 from ..fsio import atomic_write_bytes, check_writable_dir, sha256_file
 from ..onnx_meta import OnnxMeta, read_metadata
@@ -59,6 +59,7 @@ __all__ = [
     "load_timing_cache",
     "save_timing_cache",
     "parse_layer_log",
+    "parser_error_lines",
     "parse_inspector_json",
 ]
 
@@ -220,6 +221,8 @@ def _make_logger(trt: Any, *, capture_layers: bool) -> Any:
 
         def log(self, severity: Any, msg: str) -> None:
             try:
+                if severity == sev.VERBOSE and not capture_layers:
+                    return
                 if severity in (sev.INTERNAL_ERROR, sev.ERROR):
                     self.errors.append(msg.strip())
                     log.debug("TensorRT error: %s", msg)
@@ -232,9 +235,7 @@ def _make_logger(trt: Any, *, capture_layers: bool) -> Any:
             except Exception:  # pragma: no cover - logging itself failed; never propagate
                 pass
 
-    logger = _Logger()
-    logger.min_severity = sev.VERBOSE if capture_layers else sev.INFO
-    return logger
+    return _Logger()
 
 
 def _make_monitor(trt: Any, progress: BuildProgress) -> Any:
@@ -396,6 +397,39 @@ def _inspect_engine(trt: Any, logger: Any, plan: bytes) -> list[dict[str, Any]] 
 # network and builder config
 
 
+def _onnx_nodes(onnx_path: Path) -> list[tuple[str, str]]:
+    """(name, op_type) of every node, for parser errors of TensorRT versions that only give the
+    node index (8.6)."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    except Exception:  # the parser already reported why the file is unreadable
+        return []
+    return [(n.name, n.op_type) for n in graph.node]
+
+
+def parser_error_lines(parser: Any, nodes: list[tuple[str, str]]) -> list[str]:
+    """One line per ONNX parser error: node index, name and operator, message and code.
+
+    Args:
+        parser: A TensorRT ``OnnxParser`` after ``parse*`` (``num_errors``/``get_error``).
+        nodes: (name, op_type) of the graph's nodes, used where the error object lacks
+            ``node_name()``/``node_operator()`` (TensorRT < 10).
+    """
+    lines = []
+    for i in range(parser.num_errors):
+        err = parser.get_error(i)
+        index = int(err.node())
+        name = err.node_name() if hasattr(err, "node_name") else ""
+        op = err.node_operator() if hasattr(err, "node_operator") else ""
+        if 0 <= index < len(nodes):
+            name, op = name or nodes[index][0], op or nodes[index][1]
+        where = f"node {index} '{name}' ({op})" if index >= 0 else "model"
+        lines.append(f"{where}: {err.desc()} [{err.code()}]")
+    return lines
+
+
 def _parse_onnx(trt: Any, builder: Any, logger: Any, plan: BuildPlan, onnx_path: Path
                 ) -> tuple[Any, Any]:
     """Parse the ONNX file into a new network; returns (network, parser) — the parser must stay
@@ -408,13 +442,7 @@ def _parse_onnx(trt: Any, builder: Any, logger: Any, plan: BuildPlan, onnx_path:
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     ok = parser.parse_from_file(str(onnx_path))
-    errors = []
-    for i in range(parser.num_errors):
-        err = parser.get_error(i)
-        node = err.node()
-        where = (f"node {node} '{err.node_name()}' ({err.node_operator()})" if node >= 0
-                 else "model")
-        errors.append(f"{where}: {err.desc()} [{err.code()}]")
+    errors = parser_error_lines(parser, _onnx_nodes(onnx_path) if parser.num_errors else [])
     if not ok or errors:
         lines = "\n  ".join(errors or logger.errors or ["(no details reported)"])
         raise BuildError(
@@ -630,7 +658,9 @@ def build_engine(onnx_path: str | os.PathLike[str], config: BuildConfig | None =
                               time.perf_counter() - t0)
 
     trt = flavour.module
-    logger = _make_logger(trt, capture_layers=config.layer_info)
+    # TensorRT-RTX logs the built layers (VERBOSE) and cannot inspect an engine without a GPU;
+    # NVIDIA TensorRT builds on the GPU, where the engine inspector is the documented source.
+    logger = _make_logger(trt, capture_layers=config.layer_info and flavour.is_rtx)
     builder = trt.Builder(logger)
     if builder is None:
         raise BuildError(f"{flavour.name} {flavour.version} could not create a builder: "
