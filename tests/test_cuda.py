@@ -320,14 +320,16 @@ def test_kernel_arguments_need_explicit_c_types():
     be.module_unload = lambda m: None
     be.module_function = lambda m, name: name
     launched = []
-    be.launch = lambda f, g, b, args, s: launched.append(args)
+    be.launch = lambda f, g, b, packed, s: launched.append(packed)
     mod = xc.CudaModule(be, b"image")
     k = mod.kernel("f")
     s = xc.Stream(be)
     with pytest.raises(EngineError, match="NumPy scalars"):
         k.launch((1, 1, 1), (1, 1, 1), (1.0,), s)
     k.launch((1, 1, 1), (1, 1, 1), (np.float32(1.0), np.uint64(5)), s)
-    assert len(launched) == 1
+    packed = k.pack((np.int32(3),))
+    k.launch((1, 1, 1), (1, 1, 1), packed, s)
+    assert launched == [(np.float32(1.0), np.uint64(5)), (np.int32(3),)]
     mod.close()
     with pytest.raises(EngineError, match="CUDA module was used after close"):
         k.launch((1, 1, 1), (1, 1, 1), (np.float32(1.0),), s)
@@ -557,7 +559,7 @@ def test_installed_bindings_accept_every_call_we_make():
         lambda: be.module_load(b"\x7fELF"), lambda: be.module_function(drv.CUmodule(7), "f"),
         lambda: be.module_unload(drv.CUmodule(7)),
         lambda: be.launch(drv.CUfunction(6), (1, 1, 1), (32, 1, 1),
-                          [np.uint64(1), np.float32(2), np.int32(3)], s),
+                          be.pack_args([np.uint64(1), np.float32(2), np.int32(3)]), s),
     ]
     for i, call in enumerate(calls):
         with pytest.raises(EngineError) as err:
@@ -565,3 +567,14 @@ def test_installed_bindings_accept_every_call_we_make():
         msg = str(err.value)
         assert "TypeError" not in msg and ("failed with" in msg or "LibNotFound" in msg), (i, msg)
     assert be.versions()["cuda-bindings"] == bindings.__version__
+
+
+def test_cuda_python_kernel_params_point_at_typed_values():
+    be = object.__new__(xc.CudaPythonBackend)
+    storage, params, address = be.pack_args([np.uint64(0xABC), np.float32(1.5), np.int32(-7)])
+    assert address == params.ctypes.data and params.dtype == np.uint64
+    import ctypes
+
+    assert ctypes.c_uint64.from_address(int(params[0])).value == 0xABC
+    assert ctypes.c_float.from_address(int(params[1])).value == 1.5
+    assert ctypes.c_int32.from_address(int(params[2])).value == -7

@@ -79,8 +79,10 @@ class _AffineCompute:
 
     def bind(self, input_shape: tuple[int, ...], in_ptr: int, out_ptr: int) -> None:
         n_out = int(input_shape[0]) * self._out
-        args = (np.uint64(in_ptr), np.uint64(out_ptr), np.float32(self._a), np.float32(self._b),
-                np.int32(n_out), np.int32(self._in), np.int32(self._out))
+        # Packed once per binding, like TensorRT's set_tensor_address: a launch is one call.
+        args = self._kernel.pack((np.uint64(in_ptr), np.uint64(out_ptr), np.float32(self._a),
+                                  np.float32(self._b), np.int32(n_out), np.int32(self._in),
+                                  np.int32(self._out)))
         grid = ((n_out + _BLOCK - 1) // _BLOCK, 1, 1)
         self._launch = (grid, (_BLOCK, 1, 1), args)
 

@@ -55,6 +55,7 @@ __all__ = [
     "CudaGraph",
     "CudaModule",
     "Kernel",
+    "PackedArgs",
     "DeviceArrayInfo",
     "device_array_info",
     "compile_kernel",
@@ -218,9 +219,14 @@ class CudaBackend:
     def module_function(self, module: Any, name: str) -> Any:
         raise NotImplementedError
 
+    def pack_args(self, args: Sequence[np.generic]) -> Any:
+        """Kernel arguments (NumPy scalars, ``np.uint64`` for pointers) in the form
+        :meth:`launch` takes; done once per argument set, not per launch."""
+        return tuple(args)
+
     def launch(self, function: Any, grid: tuple[int, int, int], block: tuple[int, int, int],
-               args: Sequence[np.generic], stream: Any) -> None:
-        """Launch a kernel; ``args`` are NumPy scalars (``np.uint64`` for pointers)."""
+               packed: Any, stream: Any) -> None:
+        """Launch a kernel with arguments from :meth:`pack_args`."""
         raise NotImplementedError
 
 
@@ -472,13 +478,16 @@ class CudaPythonBackend(CudaBackend):
     def module_function(self, module: Any, name: str) -> Any:
         return self._dcall("cuModuleGetFunction", module, name.encode())
 
-    def launch(self, function: Any, grid: tuple[int, int, int], block: tuple[int, int, int],
-               args: Sequence[np.generic], stream: Any) -> None:
+    def pack_args(self, args: Sequence[np.generic]) -> Any:
         # kernelParams is a void*[] whose entries point at each argument's storage; the driver
-        # copies the values during the call, so the arrays only need to live until it returns.
+        # copies the values at launch, so the arrays must live until then (we keep them).
         storage = [np.array([a]) for a in args]
-        params = np.array([s.ctypes.data for s in storage], dtype=np.uint64)
-        self._dcall("cuLaunchKernel", function, *grid, *block, 0, stream, params.ctypes.data, 0)
+        params = np.array([a.ctypes.data for a in storage], dtype=np.uint64)
+        return storage, params, int(params.ctypes.data)
+
+    def launch(self, function: Any, grid: tuple[int, int, int], block: tuple[int, int, int],
+               packed: Any, stream: Any) -> None:
+        self._dcall("cuLaunchKernel", function, *grid, *block, 0, stream, packed[2], 0)
 
 
 class PycudaBackend(CudaBackend):
@@ -668,8 +677,8 @@ class PycudaBackend(CudaBackend):
         return self._guard("cuModuleGetFunction", module.get_function, name)
 
     def launch(self, function: Any, grid: tuple[int, int, int], block: tuple[int, int, int],
-               args: Sequence[np.generic], stream: Any) -> None:
-        self._guard("cuLaunchKernel", function, *args, grid=tuple(grid), block=tuple(block),
+               packed: Any, stream: Any) -> None:
+        self._guard("cuLaunchKernel", function, *packed, grid=tuple(grid), block=tuple(block),
                     stream=stream)
 
 
@@ -1085,16 +1094,37 @@ class Kernel:
         self._function = function
         self.name = name
 
-    def launch(self, grid: tuple[int, int, int], block: tuple[int, int, int],
-               args: Sequence[np.generic], stream: Stream) -> None:
-        """Enqueue the kernel on ``stream``; ``args`` are NumPy scalars (``np.uint64`` for
-        device pointers, ``np.float32``, ``np.int32`` ...)."""
-        self._module._check_open()
+    def pack(self, args: Sequence[np.generic]) -> "PackedArgs":
+        """Validate and pack arguments once for many launches.
+
+        Args:
+            args: NumPy scalars with explicit C types (``np.uint64`` for device pointers,
+                ``np.float32``, ``np.int32`` ...).
+
+        Raises:
+            EngineError: An argument is not a NumPy scalar.
+        """
         for a in args:
             if not isinstance(a, np.generic):
                 raise EngineError(f"kernel {self.name}: arguments must be NumPy scalars with an "
                                   f"explicit C type (np.uint64 for pointers), got {type(a).__name__}")
-        self._module._backend.launch(self._function, grid, block, args, stream.handle)
+        return PackedArgs(tuple(args), self._module._backend.pack_args(args))
+
+    def launch(self, grid: tuple[int, int, int], block: tuple[int, int, int],
+               args: "Sequence[np.generic] | PackedArgs", stream: Stream) -> None:
+        """Enqueue the kernel on ``stream`` with ``args`` (NumPy scalars, or :meth:`pack` output
+        to skip per-launch packing)."""
+        self._module._check_open()
+        packed = args if isinstance(args, PackedArgs) else self.pack(args)
+        self._module._backend.launch(self._function, grid, block, packed.native, stream.handle)
+
+
+@dataclass(frozen=True)
+class PackedArgs:
+    """Kernel arguments packed once by :meth:`Kernel.pack` (``native``: the backend's form)."""
+
+    args: tuple
+    native: Any
 
 
 def _require_c_contiguous(arr: np.ndarray) -> None:
