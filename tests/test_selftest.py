@@ -114,3 +114,11 @@ def test_standin_reference_matches_kernel_on_gpu():
         x = np.random.default_rng(0).standard_normal((2, 3, 71, 71)).astype(np.float32)
         np.testing.assert_array_equal(r(x), r.reference(x))
         assert "STAND-IN" in r.describe()["note"]
+
+
+def test_a_crashing_check_is_recorded_as_a_failure():
+    results = []
+    selftest._run("ok", lambda: ("fine", {"x": 1}), results)
+    selftest._run("boom", lambda: 1 / 0, results)
+    assert [(r.name, r.status) for r in results] == [("ok", "pass"), ("boom", "fail")]
+    assert results[0].data == {"x": 1} and "ZeroDivisionError" in results[1].detail
