@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,8 @@ from xception_trt.config import BuildConfig, ModelSpec, Precision
 from xception_trt.errors import BuildError, EngineError, GraphError
 from xception_trt.fsio import sha256_file
 from xception_trt.onnx_meta import write_metadata
-from xception_trt.trt.builder import (build_engine, read_sidecar, resolve_flavour, sidecar_path)
+from xception_trt.trt.builder import (_file_mode, build_engine, read_sidecar, resolve_flavour,
+                                      sidecar_path)
 
 trt_rtx = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX builds engines on the CPU")
 
@@ -88,6 +90,7 @@ def test_float_dynamic_engine_and_sidecar(engines, graphs, tiny_spec):
     assert ModelSpec.from_dict(side["model_spec"]) == tiny_spec
     assert side["engine"]["bytes"] == art.path.stat().st_size == art.size_bytes
     assert side["engine"]["sha256"] == sha256_file(art.path)
+    assert stat.S_IMODE(art.path.stat().st_mode) == _file_mode()  # not mkstemp's 0600
     assert side["build_options"]["max_batch"] == 4 and side["build_seconds"] >= 0
     assert side["calibration"] is None
     assert side["layers_source"] == "builder log"
@@ -375,6 +378,15 @@ def test_cli_build_from_onnx(graphs, tmp_path, capsys):
     (entry,) = json.loads(capsys.readouterr().out)
     side = read_sidecar(entry["engine"])
     assert side["inputs"][0]["dtype"] == "uint8" and side["profile"]["max"][0] == 2
+    assert Path(entry["engine"]).name == "tiny_uint8.fp32.engine"
+    # an FP16 graph builds an FP16 engine by default; an FP32 engine cannot come from it
+    assert main(["build", str(graphs["fp16"]), "-o", str(out), "--backend", "tensorrt_rtx",
+                 "--no-progress"]) == 0
+    assert "fp16: " in capsys.readouterr().out
+    assert read_sidecar(out / "tiny.fp16.engine")["precision"] == "fp16"
+    assert main(["build", str(graphs["fp16"]), "-o", str(out), "--precision", "fp32",
+                 "--backend", "tensorrt_rtx", "--no-progress"]) == 2
+    assert "made from the FP32 graph" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("extra, match", [

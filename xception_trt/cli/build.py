@@ -31,8 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "written by `xception-trt export`")
     p.add_argument("-o", "--output", required=True, help="output directory for ONNX variants, "
                    "engines and sidecars")
-    p.add_argument("--precision", nargs="+", choices=["fp32", "fp16", "int8"], default=["fp32"],
-                   help="engine precision(s) to build (default: fp32)")
+    p.add_argument("--precision", nargs="+", choices=["fp32", "fp16", "int8"], default=None,
+                   help="engine precision(s) to build (default: fp32 from a checkpoint, the "
+                        "graph's own precision from an ONNX file)")
     p.add_argument("--calib", metavar="DIR", default=None,
                    help="folder of calibration images (needed for int8; fp16 uses them for its "
                         "range check, else random inputs)")
@@ -217,7 +218,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if args.calib and not Path(args.calib).is_dir():
         raise BuildError(f"calibration folder {args.calib} does not exist")
-    precisions = list(dict.fromkeys(args.precision))
+    src_precision = read_metadata(source).precision if _is_onnx(source) else Precision.FP32
+    precisions = list(dict.fromkeys(args.precision or [src_precision.value]))
     if "int8" in precisions and not args.calib:
         raise BuildError("an int8 engine needs calibration images: pass --calib DIR")
     flavour = resolve_flavour(args.backend)  # fail before a long export if nothing can build
@@ -238,12 +240,7 @@ def run(args: argparse.Namespace) -> int:
         check_options(network_and_precision_plan(flavour.name, flavour.version, name), base)
 
     stem = args.name or source.stem.split(".")[0]
-    if _is_onnx(source):
-        onnx_fp32 = source
-        src_precision = read_metadata(source).precision
-    else:
-        onnx_fp32 = _export(source, out, stem, args)
-        src_precision = Precision.FP32
+    onnx_fp32 = source if _is_onnx(source) else _export(source, out, stem, args)
 
     results = []
     for name in precisions:
