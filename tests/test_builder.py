@@ -80,6 +80,7 @@ def test_float_dynamic_engine_and_sidecar(engines, graphs, tiny_spec):
     assert side["tensorrt"]["version"] == trt_rtx.__version__
     assert side["tensorrt"]["strongly_typed"] is True
     assert side["device"] is None and side["targets"] == ["SM86", "SM89"]
+    assert side["host"]["platform"] and side["host"]["cpu"]
     assert side["precision"] == "fp32" and side["input_format"] == "float-nchw"
     assert side["inputs"] == [{"name": "input", "dtype": "float32", "shape": [-1, 3, 71, 71]}]
     assert side["outputs"] == [{"name": "logits", "dtype": "float32", "shape": [-1, 4]}]

@@ -8,7 +8,8 @@ atomically after the plan. Sidecar keys (schema 1):
 - ``engine``: ``{"file", "bytes", "sha256"}``
 - ``tensorrt``: the :class:`~xception_trt.trt.compat.BuildPlan` (``flavour``, ``version``,
   ``strongly_typed``, ``network_flags``, ``builder_flags`` ...)
-- ``device``: build GPU ``{"name", "compute_capability", "index"}`` or ``None`` (CPU build)
+- ``device``: build GPU ``{"name", "compute_capability", "index"}`` or ``None`` (CPU build);
+  ``host``: ``{"platform", "cpu"}`` of the build machine
 - ``targets``: TensorRT-RTX compute-capability targets (``["SM86"]``), ``None`` = RTX default
 - ``precision``, ``input_format``, ``inputs``/``outputs`` (``[{"name", "dtype", "shape"}]``,
   ``-1`` = dynamic batch), ``profile`` (``{"min", "opt", "max"}`` input shapes; a fixed-shape
@@ -30,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import platform
 import re
 import tempfile
 import time
@@ -43,6 +45,7 @@ from ..config import BuildConfig
 from ..errors import BuildError, EngineError
 from ..fsio import atomic_write_bytes, check_writable_dir, sha256_file
 from ..onnx_meta import OnnxMeta, read_metadata
+from ..sysinfo import cpu_model
 from . import TensorRTFlavour, available_flavours, import_flavour
 from .compat import (SIDECAR_SCHEMA, BuildPlan, check_options, check_sidecar_compat,
                      engine_cache_key, network_and_precision_plan, rebuild_command,
@@ -735,6 +738,7 @@ def build_engine(onnx_path: str | os.PathLike[str], config: BuildConfig | None =
         "tensorrt": plan.to_dict() | {"version": flavour.version},
         "device": device,
         "targets": targets,
+        "host": {"platform": platform.platform(), "cpu": cpu_model()},
         "precision": precision.value,
         "input_format": meta.input_format.value,
         "inputs": [_tensor_info(trt, network.get_input(i)) for i in range(network.num_inputs)],
