@@ -67,13 +67,13 @@ def sharp_checkpoint(sharp_model, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def float_export(sharp_checkpoint, tmp_path_factory) -> ExportResult:
     out = tmp_path_factory.mktemp("export") / "tiny.onnx"
-    return export_onnx(sharp_checkpoint, out, parity_samples=4)
+    return export_onnx(sharp_checkpoint, out, parity_samples=2)
 
 
 @pytest.fixture(scope="module")
 def uint8_export(sharp_model, tmp_path_factory) -> ExportResult:
     out = tmp_path_factory.mktemp("export_u8") / "tiny_u8.onnx"
-    return export_onnx(sharp_model, out, input_format="uint8-nhwc", parity_samples=4)
+    return export_onnx(sharp_model, out, input_format="uint8-nhwc", parity_samples=2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,17 +136,17 @@ def test_uint8_export_contract(uint8_export, sharp_model):
 
 
 def test_fixed_batch(tiny_model, tmp_path):
-    res = export_onnx(tiny_model, tmp_path / "b3.onnx", batch=3)
+    res = export_onnx(tiny_model, tmp_path / "b3.onnx", batch=3, check_parity=False)
     model = onnx.load(str(res.path))
     assert _dims(model.graph.input[0])[0] == 3 and _dims(model.graph.output[0]) == [3, 4]
-    assert res.batch == 3 and res.parity.passed
+    assert res.batch == 3 and res.parity is None
     # more samples than the fixed batch: verify_parity runs them in chunks
     parity = verify_parity(tiny_model, res.path, parity_inputs(tiny_model.spec, "float-nchw", n=5))
     assert parity.passed and parity.num_samples == 5
 
 
 def test_no_clean_keeps_the_raw_graph(tiny_model, tmp_path):
-    res = export_onnx(tiny_model, tmp_path / "raw.onnx", clean=False)
+    res = export_onnx(tiny_model, tmp_path / "raw.onnx", clean=False, parity_samples=1)
     names = [n.name for n in onnx.load(str(res.path)).graph.node]
     assert names[0].startswith("/")  # TorchScript's scope names, not our canonical Conv_0
     assert res.report.before.ops == res.report.after.ops and res.parity.passed
@@ -199,8 +199,8 @@ def test_parity_detects_a_changed_function(tiny_model, tmp_path, monkeypatch):
 
     real_clean = export_mod.clean_graph
 
-    def broken_clean(model):
-        out = real_clean(model)
+    def broken_clean(model, **kwargs):
+        out = real_clean(model, **kwargs)
         for init in out.graph.initializer:
             if list(init.dims) == [4]:  # the fc bias
                 arr = onnx.numpy_helper.to_array(init) + 1.0
@@ -300,7 +300,7 @@ def test_bad_arguments(tiny_model, tmp_path, kwargs, match):
 def test_cli_export(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "cli.onnx"
     rc = main(["export", str(tiny_checkpoint), "-o", str(out), "--batch", "2",
-               "--input-format", "uint8-nhwc"])
+               "--input-format", "uint8-nhwc", "--parity-samples", "1"])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert f"wrote {out}" in captured.out and "uint8-nhwc" in captured.out

@@ -603,13 +603,15 @@ def _check_model(model: Any, what: str) -> None:
 
 
 def clean_graph(model: Any, *, passes: Sequence[Callable[[_Graph], _Graph]] = DEFAULT_PASSES,
-                allowed_ops: Iterable[str] | None = TRT_PARSER_OPS) -> Any:
+                allowed_ops: Iterable[str] | None = TRT_PARSER_OPS, check: bool = True) -> Any:
     """Run the cleanup passes on an ONNX model and return the cleaned model.
 
     Args:
         model: An ``onnx.ModelProto`` (not modified).
         passes: ``Graph -> Graph`` passes to run (default :data:`DEFAULT_PASSES`).
         allowed_ops: Operator check after cleanup (:func:`check_ops`); ``None`` skips it.
+        check: Run ``onnx.checker`` (full check) on the result; callers that check the final
+            model themselves pass ``False`` (it serialises the whole model once more).
 
     Returns:
         A new, shape-inferred ``onnx.ModelProto`` with the same I/O names, opset, IR version
@@ -640,17 +642,20 @@ def clean_graph(model: Any, *, passes: Sequence[Callable[[_Graph], _Graph]] = DE
         out = export_graph(graph, like=model)
     except onnx.shape_inference.InferenceError as exc:
         raise GraphError(f"the cleaned graph fails shape inference: {exc}") from None
-    _check_model(out, "the cleaned graph")
+    if check:
+        _check_model(out, "the cleaned graph")
     return out
 
 
-def uint8_nhwc_model(model: Any, spec: ModelSpec) -> Any:
+def uint8_nhwc_model(model: Any, spec: ModelSpec, *, check: bool = True) -> Any:
     """An ONNX model taking uint8 NHWC pixels, from a float-NCHW one (see
-    :func:`add_uint8_nhwc_input`); not modified in place. Raises :class:`GraphError`."""
+    :func:`add_uint8_nhwc_input`); not modified in place. ``check`` as in :func:`clean_graph`.
+    Raises :class:`GraphError`."""
     graph = add_uint8_nhwc_input(import_graph(model), spec)
     graph = name_nodes(remove_dead_nodes(graph))
     out = export_graph(graph, like=model)
-    _check_model(out, "the uint8-nhwc graph")
+    if check:
+        _check_model(out, "the uint8-nhwc graph")
     return out
 
 
@@ -722,19 +727,26 @@ class GraphReport:
         return "\n".join(lines)
 
 
-def graph_stats(model: Any) -> GraphStats:
-    """Count nodes by op type and initialiser bytes of an ``onnx.ModelProto``."""
+def _tensor_bytes(tensor: Any) -> int:
+    """Bytes of a TensorProto's data (``raw_data`` read without a copy when present)."""
     from onnx import numpy_helper
 
+    if tensor.HasField("raw_data"):
+        return len(tensor.raw_data)
+    return int(numpy_helper.to_array(tensor).nbytes)
+
+
+def graph_stats(model: Any) -> GraphStats:
+    """Count nodes by op type and initialiser bytes of an ``onnx.ModelProto``."""
     ops = Counter(node.op_type for node in model.graph.node)
     n_init = len(model.graph.initializer)
-    init_bytes = sum(numpy_helper.to_array(t).nbytes for t in model.graph.initializer)
+    init_bytes = sum(_tensor_bytes(t) for t in model.graph.initializer)
     for node in model.graph.node:
         if node.op_type == "Constant":
             for attr in node.attribute:
                 if attr.name == "value":
                     n_init += 1
-                    init_bytes += numpy_helper.to_array(attr.t).nbytes
+                    init_bytes += _tensor_bytes(attr.t)
     return GraphStats(ops=dict(ops), num_nodes=len(model.graph.node), num_initializers=n_init,
                       initializer_bytes=int(init_bytes), model_bytes=model.ByteSize())
 
