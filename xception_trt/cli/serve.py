@@ -84,9 +84,12 @@ def run(args: argparse.Namespace) -> int:
         else:
             temp_root = Path(tempfile.mkdtemp(prefix="xception-trt-serve-"))
             repository = temp_root / "model_repository"
-        # The Python backend stub runs this interpreter's environment (EXECUTION_ENV_PATH).
+        # The Python backend stub runs this interpreter's environment: a venv is activated via
+        # EXECUTION_ENV_PATH; any environment is also found through PATH (see serve.server).
+        venv = Path(sys.prefix)
         options = build_options(args, backend="python", ensemble=args.ensemble,
-                                execution_env=sys.prefix)
+                                execution_env=str(venv) if (venv / "bin" / "activate").is_file()
+                                else None)
         write_repository(model, repository, options=options, force=args.force)
     server = TritonServer(repository, http_port=args.http_port, grpc_port=args.grpc_port,
                           metrics_port=args.metrics_port, address=args.address,

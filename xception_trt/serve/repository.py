@@ -40,7 +40,7 @@ __all__ = [
     "SourceKind", "ServeBackend", "InstanceKind", "ModelSource", "RepositoryOptions",
     "describe_model", "plan_repository", "write_repository", "validate_config_text",
     "validate_repository", "RepositoryInfo", "IMAGE_INPUT_NAME", "PREPROCESS_SUFFIX",
-    "ENSEMBLE_SUFFIX", "LABELS_FILE", "triton_dtype",
+    "ENSEMBLE_SUFFIX", "LABELS_FILE", "triton_dtype", "engine_source_from_sidecar",
 ]
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,215 @@
+"""Local Triton server vs the direct Runner: throughput and p50/p99 latency under 1, 8 and 32
+concurrent clients, with and without dynamic batching (loopback only, bounded request counts).
+
+The server is the tritonserver bundled in nvidia-pytriton running our ONNX Runtime Runner in the
+Python backend (CPU). Every client is a thread with its own tritonclient connection sending
+batch-1 requests; "direct" calls one shared in-process Runner from the same number of threads.
+Latency is per request (perf_counter around the call); throughput is requests / wall time of
+the whole level. The mean batch Triton executed comes from its statistics. Both servers run side
+by side and the modes are interleaved within each repeat; every cell is the median of
+``--repeat`` runs (the numbers drift with background load on a shared machine).
+
+    python benchmarks/bench_triton.py                        # narrow random-weight Xception
+    python benchmarks/bench_triton.py --model model.onnx --requests 512 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def _run_level(call, clients: int, requests: int, make_input) -> dict:
+    """``requests`` calls spread over ``clients`` threads; per-call latencies in ms."""
+    per_client = [requests // clients + (1 if i < requests % clients else 0)
+                  for i in range(clients)]
+    latencies: list[float] = []
+    lock = threading.Lock()
+    start_gate = threading.Barrier(clients + 1)
+
+    def worker(i: int) -> None:
+        ctx = call(i)
+        x = make_input(i)
+        local = []
+        with ctx as fn:
+            start_gate.wait()
+            for _ in range(per_client[i]):
+                t = time.perf_counter()
+                fn(x)
+                local.append((time.perf_counter() - t) * 1e3)
+        with lock:
+            latencies.extend(local)
+
+    with ThreadPoolExecutor(clients) as pool:
+        futures = [pool.submit(worker, i) for i in range(clients)]
+        start_gate.wait()
+        t0 = time.perf_counter()
+        for f in futures:
+            f.result()
+        wall = time.perf_counter() - t0
+    return {"clients": clients, "requests": len(latencies), "wall_s": round(wall, 3),
+            "throughput_rps": round(len(latencies) / wall, 1),
+            "p50_ms": round(_percentile(latencies, 50), 2),
+            "p99_ms": round(_percentile(latencies, 99), 2),
+            "mean_ms": round(statistics.fmean(latencies), 2)}
+
+
+class _TritonCall:
+    def __init__(self, url: str, protocol: str, model: str) -> None:
+        self.url, self.protocol, self.model = url, protocol, model
+
+    def __enter__(self):
+        from xception_trt.serve.client import TritonClient
+
+        self.client = TritonClient(self.url, protocol=self.protocol)
+        return lambda x: self.client.infer(self.model, x)
+
+    def __exit__(self, *exc):
+        self.client.close()
+
+
+class _DirectCall:
+    def __init__(self, runner) -> None:
+        self.runner = runner
+
+    def __enter__(self):
+        return self.runner
+
+    def __exit__(self, *exc):
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None,
+                        help="ONNX file (default: export a narrow random-weight Xception)")
+    parser.add_argument("--width", type=float, default=0.25, help="width of the default model")
+    parser.add_argument("--middle-blocks", type=int, default=4)
+    parser.add_argument("--input-size", type=int, default=112)
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--requests", type=int, default=256,
+                        help="requests per concurrency level (default: 256)")
+    parser.add_argument("--warmup", type=int, default=16)
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs per cell, interleaved across modes; the median is reported")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="ONNX Runtime intra-op threads, server and direct (default: 2)")
+    parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--max-queue-delay-us", type=int, default=2000)
+    parser.add_argument("--protocol", choices=("http", "grpc"), default="grpc")
+    parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+
+    from xception_trt.runners import OnnxRuntimeRunner
+    from xception_trt.serve.client import TritonClient
+    from xception_trt.serve.repository import RepositoryOptions, write_repository
+    from xception_trt.serve.server import TritonServer
+    from xception_trt.sysinfo import cpu_model, package_version
+
+    work = Path(tempfile.mkdtemp(prefix="bench-triton-"))
+    if args.model:
+        onnx_path = Path(args.model)
+    else:
+        import torch
+
+        from xception_trt.config import ModelSpec
+        from xception_trt.export import export_onnx
+        from xception_trt.model import build_xception
+
+        torch.manual_seed(0)
+        spec = ModelSpec(width=args.width, middle_blocks=args.middle_blocks,
+                         input_size=args.input_size)
+        onnx_path = export_onnx(build_xception(spec=spec).eval(), work / "narrow.onnx",
+                                check_parity=False).path
+    runner = OnnxRuntimeRunner(onnx_path, threads=args.threads)
+    shape = tuple(d if d > 0 else 1 for d in runner.input_spec.shape)
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal(shape).astype(np.float32) for _ in range(64)]
+    make_input = lambda i: inputs[i % len(inputs)]  # noqa: E731
+
+    results: dict = {"model": str(onnx_path), "spec": runner.spec.to_dict() | {"labels": None},
+                     "protocol": args.protocol, "threads": args.threads,
+                     "requests_per_level": args.requests, "max_batch": args.max_batch,
+                     "max_queue_delay_us": args.max_queue_delay_us, "cpu": cpu_model(),
+                     "cpu_count": os.cpu_count(), "loadavg_start": os.getloadavg(),
+                     "versions": {k: package_version(k) for k in
+                                  ("xception-trt", "onnxruntime", "nvidia-pytriton",
+                                   "tritonclient")},
+                     "rows": []}
+
+    def record(mode: str, row: dict) -> None:
+        row = {"mode": mode, **row}
+        results["rows"].append(row)
+        print(f"{mode:<18} clients {row['clients']:>3}  {row['throughput_rps']:>8.1f} req/s  "
+              f"p50 {row['p50_ms']:>8.2f} ms  p99 {row['p99_ms']:>8.2f} ms"
+              + (f"  mean batch {row['mean_batch']:.2f}" if "mean_batch" in row else ""),
+              flush=True)
+
+    # Both servers run side by side and the modes are interleaved per level and repeat, so a
+    # change in background load hits every mode alike; each cell is the median over repeats.
+    servers = {}
+    for batching in (True, False):
+        mode = "triton-dynamic" if batching else "triton-no-batching"
+        repo = work / mode
+        write_repository(onnx_path, repo, options=RepositoryOptions(
+            backend="python", dynamic_batching=batching, max_batch_size=args.max_batch,
+            max_queue_delay_us=args.max_queue_delay_us if batching else 100,
+            runner_options={"threads": args.threads}, execution_env_path=sys.prefix))
+        servers[mode] = TritonServer(repo, http_port=None, grpc_port=None, metrics_port=None)
+    try:
+        for server in servers.values():
+            server.start()
+        calls = {"direct-runner": lambda i: _DirectCall(runner)}
+        for mode, server in servers.items():
+            url = server.grpc_url if args.protocol == "grpc" else server.http_url
+            calls[mode] = (lambda u: lambda i: _TritonCall(u, args.protocol, "xception"))(url)
+        for call in calls.values():
+            _run_level(call, 1, args.warmup, make_input)
+        for clients in args.clients:
+            runs: dict[str, list[dict]] = {mode: [] for mode in calls}
+            for _ in range(args.repeat):
+                for mode, call in calls.items():
+                    server = servers.get(mode)
+                    if server is None:
+                        runs[mode].append(_run_level(call, clients, args.requests, make_input))
+                        continue
+                    with TritonClient(server.http_url) as stats_client:
+                        before = stats_client.statistics("xception")
+                        row = _run_level(call, clients, args.requests, make_input)
+                        after = stats_client.statistics("xception")
+                    inf = after.inference_count - before.inference_count
+                    exe = after.execution_count - before.execution_count
+                    runs[mode].append({**row, "executions": exe,
+                                       "mean_batch": round(inf / exe, 2)})
+            for mode, rows in runs.items():
+                cell = {key: (round(statistics.median(r[key] for r in rows), 2)
+                              if key != "clients" else clients) for key in rows[0]}
+                cell["repeats"] = len(rows)
+                record(mode, cell)
+    finally:
+        for server in servers.values():
+            server.stop()
+    runner.close()
+    results["loadavg_end"] = os.getloadavg()
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    print(f"load average start {results['loadavg_start']}, end {results['loadavg_end']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

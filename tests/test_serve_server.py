@@ -1,0 +1,329 @@
+"""A real local Triton server (the tritonserver bundled in nvidia-pytriton) serving the tiny model
+through the Python backend; clients over HTTP and gRPC on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xception_trt.cli import main
+from xception_trt.errors import ServeError
+from xception_trt.serve import server as server_mod
+from xception_trt.serve.repository import RepositoryOptions, write_repository
+
+pytest.importorskip("tritonclient.http", reason="needs tritonclient (the serve extra)")
+
+
+def _binary_reason() -> str | None:
+    try:
+        server_mod.find_tritonserver()
+    except ServeError as exc:
+        return str(exc)
+    return None
+
+
+needs_server = pytest.mark.skipif(_binary_reason() is not None,
+                                  reason=f"no runnable tritonserver: {_binary_reason()}")
+
+#: Long enough that concurrent requests always meet in the queue, so batching is observable.
+QUEUE_DELAY_US = 20000
+
+
+@pytest.fixture(scope="module")
+def served(tiny_onnx_files, tmp_path_factory):
+    """One server for the module: the tiny float model (Python backend, ONNX Runtime runner)
+    plus the image ensemble, on free loopback ports; always terminated."""
+    if _binary_reason():
+        pytest.skip(_binary_reason())
+    repo = tmp_path_factory.mktemp("triton") / "repo"
+    write_repository(tiny_onnx_files["float"], repo, options=RepositoryOptions(
+        backend="python", ensemble=True, max_batch_size=16, max_queue_delay_us=QUEUE_DELAY_US,
+        runner_options={"threads": 1}, execution_env_path=sys.prefix))
+    server = server_mod.TritonServer(repo, http_port=None, grpc_port=None, metrics_port=None,
+                                     startup_timeout_s=90)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+    assert not server.is_running()
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_onnx_files):
+    from xception_trt.runners import OnnxRuntimeRunner
+
+    with OnnxRuntimeRunner(tiny_onnx_files["float"], threads=1) as runner:
+        yield runner
+
+
+def _batch(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, 3, 71, 71)).astype(np.float32)
+
+
+@needs_server
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_served_logits_equal_direct_runner(served, reference, protocol):
+    from xception_trt.serve.client import TritonClient
+
+    url = served.http_url if protocol == "http" else served.grpc_url
+    x = _batch(3, seed=1 if protocol == "http" else 2)
+    with TritonClient(url, protocol=protocol) as client:
+        assert client.is_ready("xception")
+        got = client.infer("xception", x)
+    want = reference(x)
+    assert got.shape == (3, 4) and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@needs_server
+def test_classification_returns_label_names(served, reference, tiny_spec):
+    from xception_trt.serve.client import TritonClient
+
+    x = _batch(2, seed=3)
+    with TritonClient(served.grpc_url, protocol="grpc") as client:
+        top = client.classify("xception", x, top_k=2)
+    want = reference(x)
+    for row, entries in zip(want, top):
+        assert [e.index for e in entries] == list(np.argsort(-row)[:2])
+        assert [e.label for e in entries] == [tiny_spec.class_names()[i] for i in np.argsort(-row)[:2]]
+        np.testing.assert_allclose([e.score for e in entries], np.sort(row)[::-1][:2], atol=1e-5)
+
+
+@needs_server
+def test_image_ensemble_matches_sdk_preprocessing(served, reference, image_folder, tiny_spec):
+    from xception_trt.preprocess import preprocess_batch
+    from xception_trt.serve.client import TritonClient
+
+    paths = sorted(image_folder.rglob("*.*"))[:5]  # PNG and JPEG, several sizes
+    with TritonClient(served.http_url) as client:
+        got = client.infer_images("xception_image", paths)
+        top = client.classify("xception_image", np.array([p.read_bytes() for p in paths],
+                                                         dtype=object), top_k=1, image_bytes=True)
+    want = reference(preprocess_batch(paths, tiny_spec))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert [t[0].label for t in top] == [tiny_spec.class_names()[i] for i in want.argmax(1)]
+
+
+@needs_server
+def test_dynamic_batching_forms_batches(served):
+    from xception_trt.serve.client import TritonClient
+
+    with TritonClient(served.http_url) as client:
+        before = client.statistics("xception")
+    clients, per_client = 8, 3
+
+    def work(i: int) -> np.ndarray:
+        with TritonClient(served.http_url) as c:
+            return np.stack([c.infer("xception", _batch(1, seed=100 + i))[0]
+                             for _ in range(per_client)])
+
+    with ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(work, range(clients)))
+    with TritonClient(served.http_url) as client:
+        after = client.statistics("xception")
+    inferences = after.inference_count - before.inference_count
+    executions = after.execution_count - before.execution_count
+    assert inferences == clients * per_client
+    assert executions < inferences  # requests were merged into batches
+    for r in results:  # and every client still got its own answer
+        np.testing.assert_allclose(r, np.repeat(r[:1], per_client, 0), atol=1e-5)
+
+
+def _post(url: str, body: dict) -> tuple[int, str]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+@needs_server
+@pytest.mark.parametrize("shape, datatype, match", [
+    ([1, 3, 70, 70], "FP32", "unexpected shape"),
+    ([1, 71, 71, 3], "FP32", "unexpected shape"),
+    ([1, 3, 71, 71], "FP64", "data-type is 'FP64'"),
+    ([1, 3, 71, 71], "UINT8", "data-type is 'UINT8'"),
+])
+def test_bad_request_is_4xx_and_server_keeps_serving(served, reference, shape, datatype, match):
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    from xception_trt.serve.client import TritonClient
+
+    n = int(np.prod(shape))
+    status, body = _post(f"http://{served.http_url}/v2/models/xception/infer",
+                         {"inputs": [{"name": "input", "shape": shape, "datatype": datatype,
+                                      "data": [0] * n}]})
+    assert status == 400 and match in body
+    arr = np.zeros(shape, dtype={"FP32": np.float32, "FP64": np.float64, "UINT8": np.uint8}
+                   [datatype])
+    raw = grpcclient.InferenceServerClient(served.grpc_url)
+    inp = grpcclient.InferInput("input", shape, datatype)
+    inp.set_data_from_numpy(arr)
+    with pytest.raises(InferenceServerException) as info:
+        raw.infer("xception", [inp])
+    assert "INVALID_ARGUMENT" in str(info.value.status()) and match in info.value.message()
+    raw.close()
+    with TritonClient(served.http_url) as client:
+        with pytest.raises(ServeError, match=r"status 400"):
+            client.infer("xception", arr)
+        x = _batch(1, seed=9)
+        np.testing.assert_allclose(client.infer("xception", x), reference(x), atol=1e-5)
+    assert served.is_running()
+
+
+@needs_server
+def test_bad_image_is_4xx_and_server_keeps_serving(served, image_folder):
+    from xception_trt.serve.client import TritonClient
+
+    with TritonClient(served.http_url) as client:
+        with pytest.raises(ServeError, match=r"not an image file.*status 400"):
+            client.infer_images("xception_image", [b"definitely not a JPEG"])
+        good = client.infer_images("xception_image", sorted(image_folder.rglob("*.png"))[:1])
+    assert good.shape == (1, 4) and np.isfinite(good).all()
+
+
+@needs_server
+def test_metrics_endpoint_answers(served):
+    from xception_trt.serve.client import TritonClient, read_metrics
+
+    with TritonClient(served.http_url) as client:
+        client.infer("xception", _batch(1))
+    text = read_metrics(served.metrics_url)
+    line = next(ln for ln in text.splitlines()
+                if ln.startswith('nv_inference_request_success{model="xception",'))
+    assert float(line.rsplit(" ", 1)[1]) >= 1
+
+
+@needs_server
+def test_startup_failure_names_the_cause(tiny_onnx_files, tmp_path):
+    repo = tmp_path / "repo"
+    write_repository(tiny_onnx_files["float"], repo, options=RepositoryOptions(
+        backend="python", execution_env_path=sys.prefix))
+    (repo / "xception/1/tiny_float.onnx").unlink()  # the runner cannot open its artifact
+    server = server_mod.TritonServer(repo, http_port=None, grpc_port=None, metrics_port=None,
+                                     startup_timeout_s=60)
+    with pytest.raises(ServeError, match=r"exited during startup.*tiny_float.onnx"):
+        server.start()
+    assert not server.is_running()
+
+
+@needs_server
+def test_native_models_are_refused_before_starting(tiny_onnx_files, tmp_path):
+    repo = tmp_path / "repo"
+    write_repository(tiny_onnx_files["float"], repo)
+    with pytest.raises(ServeError, match=r"only the Python backend.*onnxruntime_onnx.*docker run"):
+        server_mod.TritonServer(repo, http_port=None, grpc_port=None, metrics_port=None).start()
+
+
+def _wait_line(proc: subprocess.Popen, needle: str, timeout: float) -> list[str]:
+    lines: list[str] = []
+    found = threading.Event()
+
+    def read() -> None:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            lines.append(line)
+            if needle in line:
+                found.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    found.wait(timeout)
+    return lines
+
+
+@needs_server
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_cli_serve_stops_cleanly_on_signal(tiny_onnx_files, sig):
+    import psutil
+
+    ports = [server_mod.free_port() for _ in range(3)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "xception_trt", "serve", str(tiny_onnx_files["float"]),
+         "--no-ensemble", "--threads", "1", "--http-port", str(ports[0]),
+         "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = _wait_line(proc, "ready", timeout=90)
+        assert any("ready" in ln for ln in lines), proc.stderr.read() if proc.poll() else lines
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert any("tritonserver" in c.name() for c in children)
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}/v2/health/ready") as resp:
+            assert resp.status == 200
+        proc.send_signal(sig)
+        assert proc.wait(timeout=60) == 0
+        assert "stopped" in proc.stderr.read()
+        gone, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive  # neither tritonserver nor a backend stub outlives the CLI
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+# ---------------------------------------------------------------------------------------------
+# where the bundled binary cannot run
+
+
+def test_unavailable_binary_prints_the_container_command(monkeypatch, tiny_onnx_files, capsys):
+    monkeypatch.setattr(server_mod.platform, "machine", lambda: "aarch64")
+    with pytest.raises(ServeError, match=r"x86-64 Linux only.*tritonserver:\d+\.\d+-py3-igpu"):
+        server_mod.find_tritonserver()
+    assert main(["serve", str(tiny_onnx_files["float"])]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "docker run --runtime nvidia" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_missing_pytriton_is_explained(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_pytriton(name, *args, **kw):
+        if name == "pytriton":
+            raise ImportError("No module named 'pytriton'")
+        return real_import(name, *args, **kw)
+
+    monkeypatch.setattr(server_mod.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(builtins, "__import__", no_pytriton)
+    with pytest.raises(ServeError, match=r"xception-trt\[serve\].*docker run --gpus all"):
+        server_mod.find_tritonserver()
+
+
+def test_container_command_x86():
+    cmd = server_mod.container_command("/models/here", http_port=9000, machine="x86_64")
+    assert cmd.startswith("docker run --gpus all")
+    assert "-p 9000:8000" in cmd and "nvcr.io/nvidia/tritonserver:24.10-py3 " in cmd
+    assert "-v /models/here:/models" in cmd
+
+
+def test_server_argument_errors(tmp_path):
+    with pytest.raises(ServeError, match="does not exist"):
+        server_mod.TritonServer(tmp_path / "missing")
+    with pytest.raises(ServeError, match="must differ"):
+        server_mod.TritonServer(tmp_path, http_port=9000, grpc_port=9000, metrics_port=9002)
+    with pytest.raises(ServeError, match="out of range"):
+        server_mod.TritonServer(tmp_path, http_port=70000)
+
+
+def test_server_environment_finds_this_python(monkeypatch):
+    dist = server_mod.TritonDistribution(Path("/x/tritonserver"), Path("/x/py"), Path("/x/stub"),
+                                         Path("/x/libs"), None, "0")
+    env = server_mod.server_environment(dist, {"PATH": "/usr/bin", "LD_LIBRARY_PATH": "/opt"})
+    assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
+    parts = env["LD_LIBRARY_PATH"].split(os.pathsep)
+    assert "/x/libs" in parts and parts[-1] == "/opt"
