@@ -41,15 +41,22 @@ QUEUE_DELAY_US = 20000
 
 
 @pytest.fixture(scope="module")
-def served(tiny_onnx_files, tmp_path_factory):
-    """One server for the module: the tiny float model (Python backend, ONNX Runtime runner)
-    plus the image ensemble, on free loopback ports; always terminated."""
+def served(tiny_onnx_files, tiny_checkpoint, tmp_path_factory):
+    """One server for the module: the tiny float model (Python backend, ONNX Runtime runner),
+    the image ensemble and the tiny checkpoint (torch runner), on free loopback ports; always
+    terminated."""
     if _binary_reason():
         pytest.skip(_binary_reason())
-    repo = tmp_path_factory.mktemp("triton") / "repo"
+    root = tmp_path_factory.mktemp("triton")
+    repo = root / "repo"
     write_repository(tiny_onnx_files["float"], repo, options=RepositoryOptions(
         backend="python", ensemble=True, max_batch_size=16, max_queue_delay_us=QUEUE_DELAY_US,
         runner_options={"threads": 1}, execution_env_path=sys.prefix))
+    # A second classifier, the checkpoint through the torch Runner, served by the same server.
+    write_repository(tiny_checkpoint, root / "torch_repo", options=RepositoryOptions(
+        name="tiny_torch", backend="python", runner_options={"threads": 1},
+        execution_env_path=sys.prefix))
+    (root / "torch_repo/tiny_torch").rename(repo / "tiny_torch")
     server = server_mod.TritonServer(repo, http_port=None, grpc_port=None, metrics_port=None,
                                      startup_timeout_s=90)
     server.start()
@@ -84,6 +91,19 @@ def test_served_logits_equal_direct_runner(served, reference, protocol):
         got = client.infer("xception", x)
     want = reference(x)
     assert got.shape == (3, 4) and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@needs_server
+def test_torch_runner_through_python_backend(served, tiny_checkpoint):
+    from xception_trt.runners import TorchRunner
+    from xception_trt.serve.client import TritonClient
+
+    x = _batch(2, seed=4)
+    with TritonClient(served.http_url) as client:
+        got = client.infer("tiny_torch", x)
+    with TorchRunner(tiny_checkpoint, threads=1) as runner:
+        want = runner(x)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
