@@ -218,11 +218,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if args.calib and not Path(args.calib).is_dir():
         raise BuildError(f"calibration folder {args.calib} does not exist")
+    flavour = resolve_flavour(args.backend)  # fail before a long export if nothing can build
     src_precision = read_metadata(source).precision if _is_onnx(source) else Precision.FP32
     precisions = list(dict.fromkeys(args.precision or [src_precision.value]))
     if "int8" in precisions and not args.calib:
         raise BuildError("an int8 engine needs calibration images: pass --calib DIR")
-    flavour = resolve_flavour(args.backend)  # fail before a long export if nothing can build
     timing_dir = None
     if not args.no_timing_cache and not flavour.is_rtx:
         timing_dir = args.timing_cache or str(out / "timing-cache")
