@@ -99,6 +99,10 @@ def test_onnx_dtypes_and_kinds(tiny_onnx_files, tmp_path):
                             options=RepositoryOptions(instance_kind="gpu", gpus=(0, 1)))
     group = info.configs["xception"].instance_group[0]
     assert group.kind == mc.ModelInstanceGroup.KIND_GPU and list(group.gpus) == [0, 1]
+    info = write_repository(tiny_onnx_files["float"], tmp_path / "auto",
+                            options=RepositoryOptions(gpus=(2,), instance_count=3))
+    group = info.configs["xception"].instance_group[0]  # naming GPUs implies GPU instances
+    assert (group.kind, group.count, list(group.gpus)) == (mc.ModelInstanceGroup.KIND_GPU, 3, [2])
 
 
 def test_static_batch_onnx(tiny_onnx_files, tmp_path):

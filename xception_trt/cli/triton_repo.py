@@ -93,8 +93,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "backend) and the <name>_image ensemble, so clients can send JPEG/PNG")
     add_batching_arguments(p)
     p.add_argument("--instance-kind", choices=("auto", "gpu", "cpu"), default="auto",
-                   help="where instances run (default auto: engines on GPU; ONNX: Triton "
-                        "decides natively, CPU in the Python backend)")
+                   help="where instances run (default auto: engines, or anything with "
+                        "--gpus, on GPU; ONNX: Triton decides natively, CPU in the Python "
+                        "backend)")
     p.add_argument("--gpus", type=_gpu_list, default=(), metavar="I,J",
                    help="GPU indices for GPU instances (default: every visible GPU)")
     p.add_argument("--execution-env", default=None, metavar="PATH",

@@ -179,8 +179,8 @@ class RepositoryOptions:
             ``max_batch_size``); empty = the engine's opt batch (engines) or none.
         max_queue_delay_us: Longest a request waits for a batch to fill, in microseconds.
         instance_count: Model instances per device (per GPU for GPU instances).
-        instance_kind: ``auto`` (engines on GPU; ONNX: Triton's KIND_AUTO natively, CPU in the
-            Python backend), ``gpu`` or ``cpu``.
+        instance_kind: ``auto`` (engines, or any model when ``gpus`` are named, on GPU; ONNX:
+            Triton's KIND_AUTO natively, CPU in the Python backend), ``gpu`` or ``cpu``.
         gpus: GPU indices for GPU instances; empty = every visible GPU.
         execution_env_path: Python-backend ``EXECUTION_ENV_PATH`` (a conda-pack tarball or an
             environment directory holding xception-trt), or ``None`` for the server's default.
@@ -452,7 +452,7 @@ def _instance_kind(source: ModelSource, options: RepositoryOptions) -> str:
         return "KIND_GPU"
     if kind is InstanceKind.CPU:
         return "KIND_CPU"
-    if source.kind is SourceKind.ENGINE:
+    if source.kind is SourceKind.ENGINE or options.gpus:  # GPUs named: GPU instances
         return "KIND_GPU"
     if options.backend is ServeBackend.NATIVE:
         return "KIND_AUTO"
