@@ -351,6 +351,11 @@ def test_describe_model_errors(tmp_path, tiny_onnx_files):
     onnx.save(model, str(plain))
     with pytest.raises(ServeError, match="no xception-trt ModelSpec"):
         describe_model(plain)
+    external = tmp_path / "external.onnx"
+    onnx.save(onnx.load(str(tiny_onnx_files["float"])), str(external),
+              save_as_external_data=True, size_threshold=0)
+    with pytest.raises(ServeError, match="external data files"):
+        describe_model(external)
 
 
 def test_plan_is_pure(tiny_onnx_files, tmp_path):

@@ -292,6 +292,10 @@ def _describe_onnx(path: Path) -> ModelSource:
         raise ServeError(str(exc)) from None
     import onnx
 
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+        raise ServeError(f"{path} keeps its weights in external data files; save it as one file "
+                         "(onnx.save(model, path, save_as_external_data=False)) before making a "
+                         "Triton repository")
     inputs = {i.name: i for i in model.graph.input}
     outputs = {o.name: o for o in model.graph.output}
     if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
