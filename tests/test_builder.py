@@ -409,6 +409,12 @@ def test_cli_bad_options_exit_2(tiny_checkpoint, tmp_path, capsys, extra, match)
 def test_cli_missing_source_and_backend(tmp_path, capsys):
     assert main(["build", str(tmp_path / "nope.safetensors"), "-o", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "bad.onnx").write_bytes(b"this is not an ONNX file")
+    assert main(["build", str(tmp_path / "bad.onnx"), "-o", str(tmp_path / "e"), "--backend",
+                 "tensorrt_rtx"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "not a valid ONNX file" in err and "Traceback" not in err
+    assert not (tmp_path / "e").exists()
     if "tensorrt" not in {f.name for f in __import__("xception_trt.trt").trt.available_flavours()}:
         (tmp_path / "m.onnx").write_bytes(b"x")
         assert main(["build", str(tmp_path / "m.onnx"), "-o", str(tmp_path),
