@@ -153,6 +153,8 @@ def test_dynamic_batching_forms_batches(served):
         results = list(pool.map(work, range(clients)))
     with TritonClient(served.http_url) as client:
         after = client.statistics("xception")
+    with TritonClient(served.grpc_url, protocol="grpc") as client:
+        assert client.statistics("xception") == after  # both protocols report the same
     inferences = after.inference_count - before.inference_count
     executions = after.execution_count - before.execution_count
     assert inferences == clients * per_client
