@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 from .errors import XceptionTRTError
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
+__all__ = ["default_file_mode", "atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
            "sha256_file", "sha256_bytes", "check_writable_dir"]
 
 
@@ -37,6 +37,21 @@ def check_writable_dir(directory: Path, *, what: str = "output",
         raise error(f"{what} directory {directory} is not writable; choose a writable location")
 
 
+def default_file_mode() -> int:
+    """Permissions for new artifacts: ``0o666`` less the process umask.
+
+    ``mkstemp`` creates 0600 files; renamed into place they would stay unreadable to other
+    users (e.g. a Triton server running as another account).
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o644
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], *,
                 error: type[XceptionTRTError] = XceptionTRTError) -> Iterator[Path]:
@@ -54,6 +69,7 @@ def atomic_path(path: str | os.PathLike[str], *,
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, default_file_mode())
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(OSError):

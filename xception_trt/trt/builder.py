@@ -43,7 +43,7 @@ from typing import Any, Mapping, Protocol
 from .. import __version__
 from ..config import BuildConfig
 from ..errors import BuildError, EngineError
-from ..fsio import atomic_write_bytes, check_writable_dir, sha256_file
+from ..fsio import atomic_write_bytes, check_writable_dir, default_file_mode, sha256_file
 from ..onnx_meta import OnnxMeta, read_metadata
 from ..sysinfo import cpu_model
 from . import TensorRTFlavour, available_flavours, import_flavour
@@ -557,18 +557,6 @@ def _cached(engine_path: Path, key: str) -> dict[str, Any] | None:
     return sidecar
 
 
-def _file_mode() -> int:
-    """Permissions for new artifacts: ``0o666`` less the process umask (``mkstemp`` makes 0600
-    files, which a Triton server running as another user could not read)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return 0o666 & ~int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0o644
-
-
 def _write_outputs(engine_path: Path, plan_bytes: memoryview, sidecar: dict[str, Any]) -> None:
     """Write plan and sidecar next to each other without ever leaving a partial or mismatched
     pair: both go to temporary files first; the old sidecar is removed before the plan is
@@ -585,7 +573,7 @@ def _write_outputs(engine_path: Path, plan_bytes: memoryview, sidecar: dict[str,
             temps.append(Path(tmp))
             with os.fdopen(fd, "wb") as fh:
                 fh.write(payload)
-            os.chmod(tmp, _file_mode())
+            os.chmod(tmp, default_file_mode())
         with contextlib.suppress(FileNotFoundError):
             side.unlink()
         os.replace(temps[0], engine_path)
