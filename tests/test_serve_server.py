@@ -296,6 +296,19 @@ def test_cli_serve_stops_cleanly_on_signal(tiny_onnx_files, sig):
             proc.wait()
 
 
+@needs_server
+def test_cli_serve_bad_model_leaves_nothing(tmp_path, monkeypatch, capsys):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    odd = tmp_path / "model.txt"
+    odd.write_text("not a model")
+    assert main(["serve", str(odd)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "cannot serve a .txt file" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.txt"]  # temp repo removed
+
+
 # ---------------------------------------------------------------------------------------------
 # where the bundled binary cannot run
 

@@ -70,27 +70,40 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..serve.repository import validate_repository, write_repository
-    from ..serve.server import TritonServer, find_tritonserver
+    from ..serve.server import find_tritonserver
 
     find_tritonserver()  # fail first, with the container command, where the binary cannot run
     model = Path(args.model)
     temp_root: Path | None = None
-    if model.is_dir():
-        repository = model
-        validate_repository(repository)
-    else:
-        if args.repository:
-            repository = Path(args.repository)
+    try:
+        if model.is_dir():
+            repository = model
+            validate_repository(repository)
         else:
-            temp_root = Path(tempfile.mkdtemp(prefix="xception-trt-serve-"))
-            repository = temp_root / "model_repository"
-        # The Python backend stub runs this interpreter's environment: a venv is activated via
-        # EXECUTION_ENV_PATH; any environment is also found through PATH (see serve.server).
-        venv = Path(sys.prefix)
-        options = build_options(args, backend="python", ensemble=args.ensemble,
-                                execution_env=str(venv) if (venv / "bin" / "activate").is_file()
-                                else None)
-        write_repository(model, repository, options=options, force=args.force)
+            if args.repository:
+                repository = Path(args.repository)
+            else:
+                temp_root = Path(tempfile.mkdtemp(prefix="xception-trt-serve-"))
+                repository = temp_root / "model_repository"
+            # The Python backend stub runs this interpreter's environment: a venv is activated
+            # via EXECUTION_ENV_PATH; any environment is also found through PATH (serve.server).
+            venv = Path(sys.prefix)
+            env_path = str(venv) if (venv / "bin" / "activate").is_file() else None
+            options = build_options(args, backend="python", ensemble=args.ensemble,
+                                    execution_env=env_path)
+            write_repository(model, repository, options=options, force=args.force)
+        hint = (f"/v2/models/{args.name}/config" if not model.is_dir() else "/v2/models")
+        return _serve(args, repository, hint)
+    finally:
+        if temp_root is not None:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(temp_root)
+
+
+def _serve(args: argparse.Namespace, repository: Path, hint: str) -> int:
+    from ..errors import ServeError
+    from ..serve.server import TritonServer
+
     server = TritonServer(repository, http_port=args.http_port, grpc_port=args.grpc_port,
                           metrics_port=args.metrics_port, address=args.address,
                           startup_timeout_s=args.startup_timeout, log_verbose=args.log_verbose,
@@ -102,14 +115,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"  HTTP     http://{server.http_url}")
         print(f"  gRPC     {server.grpc_url}")
         print(f"  metrics  {server.metrics_url}")
-        print(f"  try:     curl http://{server.http_url}/v2/models/{args.name}/config"
-              if not model.is_dir() else f"  try:     curl http://{server.http_url}/v2/models")
+        print(f"  try:     curl http://{server.http_url}{hint}")
         sys.stdout.flush()
         while server.is_running():
             server.wait(timeout=0.5)
         code = server.stop()
-        from ..errors import ServeError
-
         raise ServeError(f"tritonserver exited unexpectedly (exit code {code}); "
                          f"{server.logs()[-1500:] or 'see the log file'}")
     except (KeyboardInterrupt, _Terminate):
@@ -120,6 +130,3 @@ def run(args: argparse.Namespace) -> int:
     finally:
         server.stop()
         signal.signal(signal.SIGTERM, previous)
-        if temp_root is not None:
-            with contextlib.suppress(OSError):
-                shutil.rmtree(temp_root)
