@@ -1,9 +1,11 @@
 """Export + cleanup wall time, node counts before/after and parity figures for the full 299x299
 Xception on this machine.
 
-For each torch exporter it times (median of ``--repeat`` runs) the torch export alone, the
-onnx-graphsurgeon cleanup alone, and ``export_onnx`` end to end (export, cleanup, checker, shape
-inference, metadata, atomic write; parity off), and records node counts by op before/after.
+For each torch exporter it times (median of ``--repeat`` runs; wall and process CPU seconds, the
+latter less sensitive to other load on a shared machine, whose 1-minute load average is
+recorded) the torch export alone, the onnx-graphsurgeon cleanup alone, and ``export_onnx`` end to
+end (export, cleanup, checker, metadata, atomic write; parity off), and records node counts by
+op before/after.
 Parity (ONNX Runtime CPU vs PyTorch) is measured for the float-NCHW and uint8-NHWC graphs on
 random pixels and on decoded images (``--images DIR``, else synthetic smooth images written as
 JPEG/PNG and decoded through the normal preprocessing).
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import platform
 import statistics
 import sys
@@ -111,36 +114,41 @@ def main(argv: list[str] | None = None) -> int:
         "model": {"weights": weights, "input_size": spec.input_size,
                   "num_classes": spec.num_classes},
         "repeat": args.repeat, "exporters": {}, "parity": {},
+        "load_average_1min": {"start": round(os.getloadavg()[0], 2)},
     }
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         for exporter in args.exporters:
             opset = 17 if exporter == "torchscript" else 18
-            t_export, t_clean, t_total = [], [], []
+            wall: dict[str, list[float]] = {"export": [], "cleanup": [], "total": []}
+            cpu: dict[str, list[float]] = {"export": [], "cleanup": [], "total": []}
             report = None
             for i in range(args.repeat):
-                t0 = time.perf_counter()
+                w0, c0 = time.perf_counter(), time.process_time()
                 raw = _torch_export(model, opset=opset, batch="dynamic", exporter=exporter)
-                t1 = time.perf_counter()
+                w1, c1 = time.perf_counter(), time.process_time()
                 cleaned = clean_graph(raw)
-                t2 = time.perf_counter()
-                t_export.append(t1 - t0)
-                t_clean.append(t2 - t1)
-                t3 = time.perf_counter()
+                w2, c2 = time.perf_counter(), time.process_time()
                 res = export_onnx(model, tmp_path / f"{exporter}_{i}.onnx", opset=opset,
                                   exporter=exporter, check_parity=False)
-                t_total.append(time.perf_counter() - t3)
+                w3, c3 = time.perf_counter(), time.process_time()
+                for key, (wa, wb, ca, cb) in {"export": (w0, w1, c0, c1),
+                                              "cleanup": (w1, w2, c1, c2),
+                                              "total": (w2, w3, c2, c3)}.items():
+                    wall[key].append(wb - wa)
+                    cpu[key].append(cb - ca)
                 report = res.report
                 assert graph_report(raw, cleaned).after.ops == report.after.ops
-                print(f"{exporter} run {i + 1}/{args.repeat}: torch export {t_export[-1]:.2f} s, "
-                      f"cleanup {t_clean[-1]:.2f} s, export_onnx {t_total[-1]:.2f} s",
+                print(f"{exporter} run {i + 1}/{args.repeat}: torch export {wall['export'][-1]:.2f}"
+                      f" s, cleanup {wall['cleanup'][-1]:.2f} s, export_onnx "
+                      f"{wall['total'][-1]:.2f} s (wall); load {os.getloadavg()[0]:.1f}",
                       file=sys.stderr)
             results["exporters"][exporter] = {
                 "opset": opset,
-                "torch_export_s": _median(t_export), "cleanup_s": _median(t_clean),
-                "export_onnx_total_s": _median(t_total),
-                "runs_export_onnx_s": [round(t, 3) for t in t_total],
+                "wall_s": {k: _median(v) for k, v in wall.items()},
+                "cpu_s": {k: _median(v) for k, v in cpu.items()},
+                "runs_total_wall_s": [round(t, 3) for t in wall["total"]],
                 "report": report.to_dict(),
             }
 
@@ -165,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{label} {fmt} images: {img.summary()}", file=sys.stderr)
         results["images"] = args.images or f"{args.num_images} synthetic PNG/JPEG (decoded)"
 
+    results["load_average_1min"]["end"] = round(os.getloadavg()[0], 2)
     text = json.dumps(results, indent=2, sort_keys=True)
     print(text)
     if args.json:

@@ -94,7 +94,8 @@ def test_remove_identity_dropout_keeps_io_names():
     x = RNG.standard_normal((2, 5)).astype(np.float32)
     out = _apply(model, G.remove_identity_dropout)
     assert _ops(out) == ["Relu", "Relu"]
-    assert [i.name for i in out.graph.input] == ["x"] and [o.name for o in out.graph.output] == ["y"]
+    assert [i.name for i in out.graph.input] == ["x"]
+    assert [o.name for o in out.graph.output] == ["y"]
     np.testing.assert_array_equal(_run(out, x), _run(model, x))
 
 
@@ -156,6 +157,19 @@ def test_canonicalize_head_leaves_other_reductions_alone():
     nodes = [helper.make_node("ReduceMean", ["x"], ["y"], axes=[1], keepdims=1)]
     model = _model(nodes, [_vi("x", [2, 6, 4, 4])], [_vi("y", [2, 1, 4, 4])])
     assert _ops(_apply(model, G.canonicalize_head)) == ["ReduceMean"]
+
+
+@pytest.mark.parametrize("value, fused", [(-np.inf, True), (0.0, False)])
+def test_fuse_pad_into_maxpool_only_for_minus_inf(value, fused):
+    nodes = [helper.make_node("Pad", ["x", "pads", "v"], ["p"], mode="constant"),
+             helper.make_node("MaxPool", ["p"], ["y"], kernel_shape=[3, 3], strides=[2, 2])]
+    inits = [_init("pads", np.array([0, 0, 0, 0, 0, 0, 1, 1], np.int64)),
+             _init("v", np.array(value, np.float32))]
+    model = _model(nodes, [_vi("x", [1, 2, 8, 8])], [_vi("y", [1, 2, 4, 4])], inits)
+    x = RNG.standard_normal((1, 2, 8, 8)).astype(np.float32) - 3  # all negative: pads matter
+    out = _apply(model, G.fuse_pad_into_maxpool)
+    assert _ops(out) == (["MaxPool"] if fused else ["Pad", "MaxPool"])
+    np.testing.assert_array_equal(_run(out, x), _run(model, x))
 
 
 def test_dedupe_initializers_merges_identical_weights():
@@ -346,13 +360,16 @@ def test_clean_graph_on_a_tf_same_model_folds_pad_arithmetic(tiny_spec):
     from xception_trt.model import build_xception
 
     torch.manual_seed(0)
-    model = build_xception(spec=tiny_spec.replace(input_size=72, pool_padding="tf-same"))
+    # 75 -> 37 -> 35 -> pool 18 (even: TF pads 0 before, 1 after) -> 9 -> 5 -> 3
+    model = build_xception(spec=tiny_spec.replace(input_size=75, pool_padding="tf-same"))
     raw = _torchscript_raw(model)
     raw_ops = set(_ops(raw))
     assert {"ConstantOfShape", "Slice", "Identity"} <= raw_ops
     cleaned = G.clean_graph(raw)
-    assert set(_ops(cleaned)) <= G.XCEPTION_OPS
-    assert _ops(cleaned).count("Pad") == 4
-    x = RNG.standard_normal((2, 3, 72, 72)).astype(np.float32)
+    assert set(_ops(cleaned)) <= G.XCEPTION_OPS - {"Pad"}  # fused into the MaxPools
+    pool_pads = [list(a.ints) for n in cleaned.graph.node if n.op_type == "MaxPool"
+                 for a in n.attribute if a.name == "pads"]
+    assert [0, 0, 1, 1] in pool_pads  # TF "same" on an even input: nothing before, 1 after
+    x = RNG.standard_normal((2, 3, 75, 75)).astype(np.float32)
     np.testing.assert_allclose(_run(cleaned, x), _run(raw, x), rtol=1e-5, atol=1e-5)
     assert [n.name for n in cleaned.graph.node][0] == "Conv_0"

@@ -34,6 +34,7 @@ __all__ = [
     "toposort",
     "canonicalize_head",
     "dedupe_initializers",
+    "fuse_pad_into_maxpool",
     "fold_batchnorm",
     "check_no_batchnorm",
     "check_ops",
@@ -57,9 +58,9 @@ log = logging.getLogger(__name__)
 
 #: Operators the Xception graphs we produce may contain. Every one is in TensorRT's ONNX parser
 #: operator list (onnx-tensorrt ``docs/operators.md``, TensorRT 8.6 .. 10.x and TensorRT-RTX):
-#: the float graph (Conv, Relu, Add, MaxPool, GlobalAveragePool, Flatten, Gemm), the TF-"same"
-#: max-pool padding (Pad), the uint8-NHWC input stem (Cast, Transpose) and what FP16 conversion
-#: inserts at the FP32 I/O boundary (Cast).
+#: the float graph (Conv, Relu, Add, MaxPool, GlobalAveragePool, Flatten, Gemm), a TF-"same"
+#: max-pool padding that :func:`fuse_pad_into_maxpool` could not fuse (Pad), the uint8-NHWC input
+#: stem (Cast, Transpose) and what FP16 conversion inserts at the FP32 I/O boundary (Cast).
 XCEPTION_OPS = frozenset({"Conv", "Relu", "Add", "MaxPool", "GlobalAveragePool", "Flatten", "Gemm",
                           "Pad", "Cast", "Transpose"})
 #: Explicit-quantisation nodes of INT8 (Q/DQ) variants; TensorRT parses them (opset >= 13 for
@@ -120,8 +121,11 @@ def export_graph(graph: _Graph, *, like: Any | None = None) -> Any:
         if like.doc_string:
             model.doc_string = like.doc_string
     model.graph.name = graph.name or "xception"
-    return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True,
-                                             data_prop=True)
+    try:
+        return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True,
+                                                 data_prop=True)
+    except onnx.shape_inference.InferenceError as exc:
+        raise GraphError(f"the rewritten graph fails ONNX shape inference: {exc}") from None
 
 
 def max_supported_opset() -> int:
@@ -384,6 +388,48 @@ def _bypass(graph: _Graph, node: Any) -> None:
     node.outputs.clear()
 
 
+def fuse_pad_into_maxpool(graph: _Graph) -> _Graph:
+    """Fold a ``Pad`` with ``-inf`` (spatial dims only) into the ``MaxPool`` that follows it.
+
+    TF-"same" max-pools on even inputs pad 0 before / 1 after with ``-inf``; ``MaxPool``'s own
+    (asymmetric) ``pads`` never win the max either, so ``MaxPool(pads=p)`` computes exactly the
+    same function with one layer fewer and no large-negative constant for FP16 to overflow.
+    Pads that are not ``-inf`` or touch N/C, shared Pad outputs and ``ceil_mode`` pools are left.
+    """
+    for pool in list(graph.nodes):
+        if pool.op != "MaxPool" or not pool.inputs or len(pool.outputs) != 1:
+            continue
+        pad = _producer(pool.inputs[0])
+        if pad is None or pad.op != "Pad" or len(pool.inputs[0].outputs) != 1 \
+                or pool.inputs[0] in graph.outputs:
+            continue
+        mode = pad.attrs.get("mode", "constant")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        pads = _const_values(pad.inputs[1]) if len(pad.inputs) > 1 else None
+        value = _const_values(pad.inputs[2]) if len(pad.inputs) > 2 and pad.inputs[2].name \
+            else None
+        if mode != "constant" or pads is None or value is None or value.size != 1 \
+                or not np.isneginf(value.reshape(-1)[0]) or len(pad.inputs) > 3:
+            continue
+        pads = [int(p) for p in pads.reshape(-1)]
+        rank = len(pads) // 2
+        begin, end = pads[:rank], pads[rank:]
+        if rank != 4 or begin[:2] != [0, 0] or end[:2] != [0, 0] or min(pads) < 0:
+            continue
+        auto_pad = pool.attrs.get("auto_pad", "NOTSET")
+        auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+        if auto_pad != "NOTSET" or int(pool.attrs.get("ceil_mode", 0)):
+            continue
+        old = [int(p) for p in pool.attrs.get("pads", [0, 0, 0, 0])]
+        new = [old[0] + begin[2], old[1] + begin[3], old[2] + end[2], old[3] + end[3]]
+        kernel = [int(k) for k in pool.attrs["kernel_shape"]]
+        if any(p >= k for p, k in zip(new, kernel + kernel)):
+            continue  # ONNX requires pads < kernel
+        pool.attrs["pads"] = new
+        pool.inputs[0] = pad.inputs[0]
+    return graph.cleanup()
+
+
 def dedupe_initializers(graph: _Graph) -> _Graph:
     """Make identical constant tensors (same dtype, shape and bytes) one initialiser."""
     gs = _gs()
@@ -543,8 +589,7 @@ def add_uint8_nhwc_input(graph: _Graph, spec: ModelSpec) -> _Graph:
     if weight is None or (len(conv.inputs) > 2 and bias is None):
         raise GraphError(f"first convolution {conv.name!r} has non-constant weights")
     channels = int(weight.shape[1])
-    if channels != spec.in_chans or x.shape[1] not in (channels, None) \
-            and not isinstance(x.shape[1], str):
+    if channels != spec.in_chans or (isinstance(x.shape[1], int) and x.shape[1] != channels):
         raise GraphError(f"first convolution takes {channels} channels but the ModelSpec says "
                          f"{spec.in_chans}")
     mean = np.asarray(spec.mean, dtype=np.float64)
@@ -584,6 +629,7 @@ DEFAULT_PASSES: tuple[Callable[[_Graph], _Graph], ...] = (
     remove_identity_dropout,
     fold_batchnorm,
     canonicalize_head,
+    fuse_pad_into_maxpool,
     fold_constants,  # again: the head rewrite can leave constant shape arithmetic behind
     dedupe_initializers,
     remove_dead_nodes,
@@ -638,10 +684,7 @@ def clean_graph(model: Any, *, passes: Sequence[Callable[[_Graph], _Graph]] = DE
                 from exc
     if allowed_ops is not None:
         check_ops(graph, allowed_ops)
-    try:
-        out = export_graph(graph, like=model)
-    except onnx.shape_inference.InferenceError as exc:
-        raise GraphError(f"the cleaned graph fails shape inference: {exc}") from None
+    out = export_graph(graph, like=model)
     if check:
         _check_model(out, "the cleaned graph")
     return out
