@@ -14,8 +14,8 @@ from xception_trt import graph as G
 from xception_trt.cli import main
 from xception_trt.config import InputFormat, ModelSpec, Precision
 from xception_trt.errors import CheckpointError, ExportError, GraphError
-from xception_trt.export import (ExportResult, export_onnx, parity_inputs, state_dict_sha256,
-                                 verify_parity)
+from xception_trt.export import (ExportResult, export_onnx, parity_inputs,
+                                 read_export_settings, state_dict_sha256, verify_parity)
 from xception_trt.fsio import sha256_file
 from xception_trt.onnx_meta import read_metadata
 from xception_trt.preprocess import preprocess_batch
@@ -108,6 +108,7 @@ def test_metadata(float_export, sharp_checkpoint, tiny_spec):
     assert settings["opset"] == 17 and settings["batch"] == "dynamic"
     assert settings["exporter"] == "torchscript" and settings["clean"] is True
     assert meta.json_field("labels") == list(tiny_spec.class_names())
+    assert read_export_settings(float_export.path) == settings
     assert meta.raw["version"]
 
 

@@ -4,12 +4,13 @@ Exporter choice (torch 2.13 ships both):
 
 * The TorchScript exporter (``torch.onnx.export(..., dynamo=False)``) is the default for opsets
   up to 20. It still emits a canonical opset-17 graph (Conv with BatchNorm already folded,
-  GlobalAveragePool, Flatten, Gemm) in under a second for the full model, and opset 17 is the
-  newest opset TensorRT 8.6 (JetPack 5) parses. It is deprecated ("will be removed"), so:
+  GlobalAveragePool, Flatten, Gemm; only Identity nodes to drop), and opset 17 is the newest
+  opset TensorRT 8.6 (JetPack 5) parses. It is also the cheaper one: about 4 s of CPU for the
+  full model against about 6 s for dynamo (``benchmarks/bench_export.py``). It is deprecated
+  (torch says it "will be removed"), so:
 * The dynamo exporter (``dynamo=True``, torch.export based) is used when asked, for opsets above
-  20, or when the TorchScript exporter is gone. It emits opset >= 18 (its down-conversion to 17
-  fails on ``Pad`` for TF-"same" models), ``ReduceMean`` + ``Reshape`` in the head, and takes
-  several seconds longer.
+  20, or when the TorchScript exporter is gone. It emits opset >= 18 only (its down-conversion
+  to 17 fails on ``Pad`` for TF-"same" models) and a ``ReduceMean`` + ``Reshape`` head.
 
 Either graph then goes through :func:`xception_trt.graph.clean_graph`, which folds constants and
 BatchNorm, drops Identity/Dropout, canonicalises the head to ``GlobalAveragePool -> Flatten`` and
@@ -49,6 +50,7 @@ __all__ = [
     "max_supported_opset",
     "parity_inputs",
     "state_dict_sha256",
+    "read_export_settings",
 ]
 
 log = logging.getLogger(__name__)
@@ -238,6 +240,11 @@ def _torch_export(model: Any, *, opset: int, batch: int | str, exporter: str) ->
         # Deprecation notices about the exporters themselves, not about our model.
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
+        # TF-"same" pooling reads int(x.shape[-2:]): the spatial size is fixed by the ModelSpec
+        # (only the batch is dynamic), so tracing it as a constant is intended; the Slice
+        # arithmetic torch declines to fold is folded by the cleanup.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
         try:
             if exporter == "torchscript":
                 buf = io.BytesIO()
