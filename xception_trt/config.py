@@ -22,6 +22,9 @@ __all__ = [
     "Interpolation",
     "ModelSpec",
     "MIN_INPUT_SIZE",
+    "Optimizer",
+    "AugmentConfig",
+    "TrainConfig",
 ]
 
 #: Smallest square input Xception accepts (Chollet 2017; Keras enforces the same bound).
@@ -404,4 +407,141 @@ class BuildConfig:
         out["precision"] = None if self.precision is None else self.precision.value
         out["compute_capabilities"] = list(self.compute_capabilities)
         out["profile"] = list(self.profile)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# training (xception_trt.train)
+
+
+class Optimizer(_StrEnum):
+    """Optimizer used by :func:`xception_trt.train.train`."""
+
+    SGD = "sgd"
+    ADAMW = "adamw"
+
+
+def _float_pair(name: str, value: Any, low: float, high: float) -> tuple[float, float]:
+    pair = _as_float_tuple(name, value, 2)
+    if not (low <= pair[0] <= pair[1] <= high) or pair[1] <= 0:
+        raise ConfigError(f"{name} must be (min, max) with {low} <= min <= max <= {high}, "
+                          f"got {pair}")
+    return pair  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Light training augmentation on decoded uint8 pixels (before normalisation).
+
+    Attributes:
+        enabled: False trains on the evaluation preprocessing (resize + centre crop) only.
+        scale: Area fraction range of the random crop of the whole image (random-resized-crop).
+        ratio: Aspect-ratio range (width / height) of the random crop.
+        hflip: Random horizontal flips (p = 0.5). Wrong for digits and text: turn it off there.
+    """
+
+    enabled: bool = True
+    scale: tuple[float, float] = (0.35, 1.0)
+    ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
+    hflip: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scale", _float_pair("augment scale", self.scale, 0.0, 1.0))
+        object.__setattr__(self, "ratio", _float_pair("augment ratio", self.ratio, 1e-3, 1e3))
+
+    @classmethod
+    def off(cls) -> "AugmentConfig":
+        """No augmentation."""
+        return cls(enabled=False)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one fine-tuning / training run.
+
+    Attributes:
+        epochs: Passes over the training set (>= 1).
+        batch_size: Images per optimisation step (>= 1).
+        optimizer: ``sgd`` (Nesterov momentum) or ``adamw``.
+        lr: Peak learning rate; ``None`` picks 0.05 for SGD and 1e-3 for AdamW.
+        weight_decay: L2 / decoupled decay (not applied to BatchNorm and biases); ``None`` picks
+            1e-4 for SGD and 0.05 for AdamW.
+        momentum: SGD momentum.
+        warmup_epochs: Linear warm-up length (epochs, may be fractional), then cosine to 0.
+        label_smoothing: Cross-entropy label smoothing in [0, 1).
+        augment: Training augmentation.
+        seed: Seeds the model init, shuffling and augmentation (runs are repeatable on CPU).
+        workers: Image-decoding threads (``None``: up to 4, bounded by the CPU count).
+        device: ``auto`` (CUDA when torch sees a GPU, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+    """
+
+    epochs: int = 10
+    batch_size: int = 32
+    optimizer: Optimizer = Optimizer.SGD
+    lr: float | None = None
+    weight_decay: float | None = None
+    momentum: float = 0.9
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    seed: int = 0
+    workers: int | None = None
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"TrainConfig.{name} must be an integer, got {value!r}")
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 1):
+            raise ConfigError(f"workers must be >= 1 or None, got {self.workers!r}")
+        object.__setattr__(self, "optimizer", Optimizer.parse(self.optimizer))
+        for name in ("lr", "weight_decay"):
+            value = getattr(self, name)
+            if value is not None:
+                if not (math.isfinite(float(value)) and float(value) >= 0):
+                    raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
+                object.__setattr__(self, name, float(value))
+        if self.lr is not None and self.lr == 0:
+            raise ConfigError("lr must be > 0")
+        if not (0.0 <= float(self.momentum) < 1.0):
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if not (0.0 <= float(self.warmup_epochs) <= self.epochs):
+            raise ConfigError(f"warmup_epochs must be in [0, epochs={self.epochs}], "
+                              f"got {self.warmup_epochs!r}")
+        if not (0.0 <= float(self.label_smoothing) < 1.0):
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if not isinstance(self.augment, AugmentConfig):
+            raise ConfigError("augment must be an AugmentConfig")
+        dev = str(self.device)
+        if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:")
+                                                   and dev[5:].isdigit())):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {dev!r}")
+
+    @property
+    def resolved_lr(self) -> float:
+        """The peak learning rate actually used."""
+        if self.lr is not None:
+            return self.lr
+        return 0.05 if self.optimizer is Optimizer.SGD else 1e-3
+
+    @property
+    def resolved_weight_decay(self) -> float:
+        """The weight decay actually used."""
+        if self.weight_decay is not None:
+            return self.weight_decay
+        return 1e-4 if self.optimizer is Optimizer.SGD else 0.05
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (enums as strings, resolved lr / weight decay included)."""
+        out = asdict(self)
+        out["optimizer"] = self.optimizer.value
+        out["augment"]["scale"] = list(self.augment.scale)
+        out["augment"]["ratio"] = list(self.augment.ratio)
+        out["lr"] = self.resolved_lr
+        out["weight_decay"] = self.resolved_weight_decay
         return out
