@@ -318,14 +318,27 @@ def _save_odd_images(folder):
     (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
 
 
-def test_odd_images_and_fewer_than_one_batch(fp32_path, tmp_path):
+def test_odd_images_fewer_than_one_batch_uint8_graph_fp16_rest(tiny_onnx_files, tmp_path):
     folder = tmp_path / "odd"
     _save_odd_images(folder)
-    res = quantize_int8(fp32_path, folder, method="max", batch_size=8, cache_dir=None)
+    # One call covers: a uint8-nhwc graph, 3 usable images for a batch of 8, a corrupt file,
+    # 16-bit TIFF and CMYK images, and FP16 for everything that is not quantized.
+    res = quantize_int8(tiny_onnx_files["uint8"], folder, method="max", batch_size=8,
+                        high_precision="fp16", cache_dir=None)
     # 16-bit TIFF and CMYK go through preprocessing; the corrupt file is skipped and named.
     assert res.num_images == 3 and res.cache == "off"
     assert [p.rsplit("/", 1)[-1] for p, _ in res.skipped_images] == ["corrupt.jpg"]
-    assert "corrupt" in res.skipped_images[0][1] or "decode" in res.skipped_images[0][1]
+    model = res.model
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
+    assert res.quantized_nodes
+    import onnxruntime as ort
+
+    x = np.random.default_rng(0).integers(0, 256, (2, 71, 71, 3), dtype=np.uint8)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    y = sess.run(None, {"input": x})[0]
+    assert y.dtype == np.float32 and y.shape == (2, 4) and np.isfinite(y).all()
 
 
 def test_empty_and_unreadable_calibration_folders(fp32_path, tmp_path):

@@ -70,7 +70,7 @@ def _write_trt_cache(scales: dict[str, float], path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def _patch_percentile(percentile: float) -> None:
+def _patch_percentile(percentile: float) -> Any:
     """Make ModelOpt's INT8 front-end use ONNX Runtime's percentile calibrator.
 
     ModelOpt's ``int8.quantize`` maps every method other than ``entropy`` to MinMax, although
@@ -91,6 +91,11 @@ def _patch_percentile(percentile: float) -> None:
         return original(*args, **kwargs)
 
     mo_int8.quantize_static = quantize_static
+
+    def restore() -> None:
+        mo_int8.quantize_static = original
+
+    return restore
 
 
 def _qdq_facts(model: Any) -> dict[str, Any]:
@@ -144,8 +149,6 @@ def _dummy_files(req: dict[str, Any], tmp: Path) -> list[Path]:
 
 
 def run_int8(req: dict[str, Any]) -> dict[str, Any]:
-    import onnx
-
     from modelopt.onnx.quantization import quantize
 
     tmp = Path(req["tmp_dir"])
@@ -153,6 +156,7 @@ def run_int8(req: dict[str, Any]) -> dict[str, Any]:
     cache_scales: dict[str, float] | None = req.get("scales")
     method = req["method"]
     cache_path = None
+    restore = None
     if cache_scales is not None:
         cache_path = tmp / "scales.cache"
         _write_trt_cache(cache_scales, cache_path)
@@ -160,12 +164,23 @@ def run_int8(req: dict[str, Any]) -> dict[str, Any]:
             files = _dummy_files(req, tmp)
         method = "max"  # every calibrated scale is replaced by the cached one
     elif method == "percentile":
-        _patch_percentile(req["percentile"])
+        restore = _patch_percentile(req["percentile"])
     if not files:
         raise RuntimeError("no calibration batches given")
     reader = _BatchReader(files, req["input_name"])
     t0 = time.perf_counter()
     out_fp32 = tmp / "quant_fp32.onnx"
+    try:
+        _quantize(quantize, req, reader, method, cache_path, out_fp32)
+    finally:
+        if restore is not None:
+            restore()
+    seconds = time.perf_counter() - t0
+    return _finish_int8(req, out_fp32, cache_scales, seconds)
+
+
+def _quantize(quantize: Any, req: dict[str, Any], reader: _BatchReader, method: str,
+              cache_path: Path | None, out_fp32: Path) -> None:
     quantize(
         req["onnx"],
         quantize_mode="int8",
@@ -179,7 +194,12 @@ def run_int8(req: dict[str, Any]) -> dict[str, Any]:
         output_path=str(out_fp32),
         log_level=req.get("log_level", "WARNING"),
     )
-    seconds = time.perf_counter() - t0
+
+
+def _finish_int8(req: dict[str, Any], out_fp32: Path, cache_scales: dict[str, float] | None,
+                 seconds: float) -> dict[str, Any]:
+    import onnx
+
     model = onnx.load(str(out_fp32))
     facts = _qdq_facts(model)
     if cache_scales is not None and not req.get("data_dir"):
@@ -238,8 +258,10 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     try:
         req = json.loads(Path(argv[0]).read_text())
-        task = req["task"]
-        result = run_int8(req) if task == "int8" else run_fp16(req)
+        if "jobs" in req:  # several INT8 methods, one process
+            result: dict[str, Any] = {"jobs": [run_int8(job) for job in req["jobs"]]}
+        else:
+            result = run_int8(req) if req["task"] == "int8" else run_fp16(req)
         import modelopt
 
         result["modelopt"] = getattr(modelopt, "__version__", "unknown")

@@ -683,8 +683,8 @@ def quantize_int8(onnx_model_or_path: Any, calibration_data: Any = None, *,
         onnx_model_or_path: The FP32 xception-trt model or its path.
         calibration_data: Folder / file list / :class:`~xception_trt.data.Dataset` of images
             (preprocessed with the model's ModelSpec), or a preprocessed array in the graph's
-            input format. May be ``None`` only with ``import_cache`` or a cache hit... which
-            needs the data's fingerprint, so in practice only with ``import_cache``.
+            input format. May be ``None`` only with ``import_cache`` (a cache hit still needs
+            the images' fingerprint, but decodes none of them).
         method: ``entropy`` (default, TensorRT's EntropyCalibration2), ``max`` or ``percentile``.
         num_images: Images to calibrate with (seeded selection, data-set order).
         seed: Selection seed.
@@ -713,7 +713,38 @@ def quantize_int8(onnx_model_or_path: Any, calibration_data: Any = None, *,
     """
     import onnx
 
-    method = CalibrationMethod.parse(method)
+    results = _quantize_int8_methods(
+        onnx_model_or_path, calibration_data, [method], num_images=num_images, seed=seed,
+        batch_size=batch_size, percentile=percentile, exclude_nodes=exclude_nodes,
+        exclude_op_types=exclude_op_types, exclude_depthwise=exclude_depthwise,
+        high_precision=high_precision, cache_dir=cache_dir, import_cache=import_cache)
+    result = next(iter(results.values()))
+    if output is not None:
+        result = _with_path(result, save_model(result.model, output))
+    return result
+
+
+def _with_path(r: QuantizeResult, path: Path) -> QuantizeResult:
+    return QuantizeResult(r.model, path, r.method, r.quantized_nodes, r.excluded_nodes,
+                          r.num_images, r.cache, r.cache_path, r.seconds, r.scales,
+                          r.skipped_images)
+
+
+def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
+                           methods: Sequence[CalibrationMethod | str], *, num_images: int,
+                           seed: int, batch_size: int, percentile: float,
+                           exclude_nodes: Sequence[str], exclude_op_types: Sequence[str],
+                           exclude_depthwise: bool, high_precision: Precision | str,
+                           cache_dir: str | os.PathLike[str] | None,
+                           import_cache: str | os.PathLike[str] | None
+                           ) -> dict[str, QuantizeResult]:
+    """:func:`quantize_int8` for several methods: images are decoded once and every method
+    runs in one ModelOpt subprocess. Returns {method: result} in the order given."""
+    import onnx
+
+    methods = list(dict.fromkeys(CalibrationMethod.parse(m) for m in methods))
+    if not methods:
+        raise ConfigError("give at least one calibration method")
     high = Precision.parse(high_precision)
     if high is Precision.INT8:
         raise ConfigError("high_precision must be fp32 or fp16")
@@ -726,6 +757,8 @@ def quantize_int8(onnx_model_or_path: Any, calibration_data: Any = None, *,
     if calibration_data is None and import_cache is None:
         raise CalibrationError("INT8 calibration needs calibration images (a folder such as "
                                "calibration/) or an existing calibration cache to import")
+    if import_cache is not None and len(methods) > 1:
+        raise ConfigError("an imported cache fixes the scales: give one method with it")
     model, _ = _as_model(onnx_model_or_path)
     meta = _check_source(model)
     gsha = graph_sha256(model)
@@ -733,10 +766,6 @@ def quantize_int8(onnx_model_or_path: Any, calibration_data: Any = None, *,
     if exclude_depthwise:
         excluded += [n for n in depthwise_conv_nodes(model) if n not in excluded]
     static = _static_batch(model)
-    options = {"exclude_nodes": sorted(excluded), "exclude_op_types": sorted(exclude_op_types),
-               "high_precision": high.value,
-               "percentile": float(percentile) if method is CalibrationMethod.PERCENTILE else None}
-    options_sha = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()
     preprocessing = hashlib.sha256(
         (meta.spec.to_json() + meta.input_format.value).encode()).hexdigest()
 
@@ -745,39 +774,44 @@ def quantize_int8(onnx_model_or_path: Any, calibration_data: Any = None, *,
         tmp = Path(tmp_name)
         src = tmp / "model.onnx"
         onnx.save(model, str(src))
-        request: dict[str, Any] = {
-            "task": "int8", "onnx": str(src), "out": str(tmp / "int8.onnx"),
-            "tmp_dir": str(tmp), "method": method.value, "percentile": float(percentile),
-            "exclude_nodes": excluded, "exclude_op_types": list(exclude_op_types),
-            "high_precision": high.value, "input_name": INPUT_NAME,
-            "input_shape": _input_shape(meta.spec, meta.input_format),
-            "input_dtype": "uint8" if meta.input_format is InputFormat.UINT8_NHWC else "float32",
-            "static_batch": static, "data_dir": None,
-        }
         calib: _CalibSet | None = None
-        cache_state, cache_path = "off", None
-        key: dict[str, Any] | None = None
-        if import_cache is not None:
-            request["scales"] = _load_import_cache(Path(import_cache), model, gsha)
-            cache_state, cache_path = "imported", Path(import_cache)
-            log.info("using %d activation scale(s) from %s", len(request["scales"]), import_cache)
-            if calibration_data is not None:  # calibrates (max) what the cache does not cover
-                calib = _select_calibration(calibration_data, meta, num_images=num_images,
-                                            seed=seed, static_batch=static)
-                (tmp / "data").mkdir()
-                calib.write(meta, batch_size=batch_size, static_batch=static,
-                            directory=tmp / "data")
-                request["data_dir"] = str(tmp / "data")
-        else:
+        if calibration_data is not None:
             calib = _select_calibration(calibration_data, meta, num_images=num_images,
                                         seed=seed, static_batch=static)
-            if cache_dir is not None:
+        imported = (_load_import_cache(Path(import_cache), model, gsha)
+                    if import_cache is not None else None)
+        jobs: list[dict[str, Any]] = []
+        states: list[dict[str, Any]] = []
+        for i, method in enumerate(methods):
+            options = {"exclude_nodes": sorted(excluded),
+                       "exclude_op_types": sorted(exclude_op_types), "high_precision": high.value,
+                       "percentile": (float(percentile) if method is CalibrationMethod.PERCENTILE
+                                      else None)}
+            options_sha = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()
+            job: dict[str, Any] = {
+                "task": "int8", "onnx": str(src), "out": str(tmp / f"int8_{i}.onnx"),
+                "tmp_dir": str(tmp / f"job_{i}"), "method": method.value,
+                "percentile": float(percentile), "exclude_nodes": excluded,
+                "exclude_op_types": list(exclude_op_types), "high_precision": high.value,
+                "input_name": INPUT_NAME, "input_shape": _input_shape(meta.spec, meta.input_format),
+                "input_dtype": ("uint8" if meta.input_format is InputFormat.UINT8_NHWC
+                                else "float32"),
+                "static_batch": static, "data_dir": None,
+            }
+            (tmp / f"job_{i}").mkdir()
+            state: dict[str, Any] = {"method": method, "options": options, "cache": "off",
+                                     "cache_path": None, "key": None}
+            if imported is not None:
+                job["scales"] = imported
+                state.update(cache="imported", cache_path=Path(import_cache))  # type: ignore[arg-type]
+                log.info("using %d activation scale(s) from %s", len(imported), import_cache)
+            elif cache_dir is not None and calib is not None:
                 key = {"graph": gsha, "data": calib.fingerprint, "preprocessing": preprocessing,
                        "method": method.value, "options": options_sha,
                        "num_images": calib.selected, "seed": seed,
                        "batch_size": static or batch_size, "modelopt": _modelopt_version()}
                 cache_path = Path(cache_dir) / f"{gsha[:16]}-{method.value}-{options_sha[:8]}.json"
-                cache_state = "miss"
+                state.update(cache="miss", cache_path=cache_path, key=key)
                 if cache_path.exists():
                     entry = _read_entry(cache_path)
                     if entry is None:
@@ -788,52 +822,70 @@ def quantize_int8(onnx_model_or_path: Any, calibration_data: Any = None, *,
                         log.warning("calibration cache %s is stale (%s); recalibrating",
                                     cache_path, "; ".join(_stale_reasons(entry["key"], key)))
                     else:
-                        request["scales"] = {k: float(v) for k, v in entry["scales"].items()}
-                        cache_state = "hit"  # no image is decoded, no calibration runs
+                        job["scales"] = {k: float(v) for k, v in entry["scales"].items()}
+                        state["cache"] = "hit"  # no image is decoded, no calibration runs
                         log.info("calibration cache hit: %s", cache_path)
                 else:
                     log.info("no calibration cache entry %s; calibrating", cache_path)
-            if cache_dir is not None and cache_state == "miss":
-                check_writable_dir(Path(cache_dir), what="calibration cache",
-                                   error=CalibrationError)
-            if cache_state != "hit":
-                (tmp / "data").mkdir()
-                calib.write(meta, batch_size=batch_size, static_batch=static,
-                            directory=tmp / "data")
-                request["data_dir"] = str(tmp / "data")
-        result = _run_worker(request, what="INT8 calibration")
-        qmodel = onnx.load(request["out"])
+                if state["cache"] == "miss":
+                    check_writable_dir(Path(cache_dir), what="calibration cache",
+                                       error=CalibrationError)
+            jobs.append(job)
+            states.append(state)
+        # Decode the images once, for every job that calibrates (or completes an import).
+        if calib is not None and any(st["cache"] != "hit" for st in states):
+            (tmp / "data").mkdir()
+            calib.write(meta, batch_size=batch_size, static_batch=static,
+                        directory=tmp / "data")
+            for job, st in zip(jobs, states):
+                if st["cache"] != "hit":
+                    job["data_dir"] = str(tmp / "data")
+        outcomes = _run_worker({"jobs": jobs, "tmp_dir": str(tmp)}, what="INT8 calibration")
+        models = [onnx.load(job["out"]) for job in jobs]
     seconds = time.perf_counter() - t0
-    scales = {k: float(v) for k, v in result["scales"].items()}
-    quantized = tuple(result["quantized_nodes"])
-    not_quantized = tuple(result["unquantized_nodes"])
-    if not quantized:
-        raise CalibrationError("ModelOpt quantized no Conv/Gemm node (all excluded?); relax "
-                               "exclude_nodes / exclude_op_types")
-    if cache_state == "miss" and cache_path is not None and key is not None:
-        atomic_write_json(cache_path, {
-            "format": CACHE_FORMAT, "version": CACHE_VERSION, "key": key, "scales": scales,
-            "quantized_nodes": list(quantized), "excluded_nodes": list(not_quantized),
-            "written_by": f"xception-trt {__version__}",
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "calibration_seconds": round(result["seconds"], 3)}, error=CalibrationError)
-        log.info("calibration cache written: %s", cache_path)
-    num_used = calib.count if calib is not None and cache_state != "hit" else 0
-    calibration_meta = {
-        "method": method.value, "num_images": (calib.count or calib.selected) if calib else 0,
-        "seed": seed, "data_fingerprint": calib.fingerprint if calib else None,
-        "percentile": options["percentile"], "cache": cache_state,
-        "cache_file": cache_path.name if cache_path else None,
-        "quantized_nodes": len(quantized), "excluded_nodes": list(not_quantized),
-        "high_precision": high.value, "tool": f"nvidia-modelopt {result['modelopt']}",
-        "source_graph_sha256": gsha,
-    }
-    _derive_metadata(qmodel, meta, Precision.INT8, {"calibration": calibration_meta})
-    path = save_model(qmodel, output) if output is not None else None
-    log.info("INT8 (%s): %d compute node(s) quantized, %d kept in %s; cache %s; %.1f s",
-             method.value, len(quantized), len(not_quantized), high.value, cache_state, seconds)
-    return QuantizeResult(qmodel, path, method, quantized, not_quantized, num_used, cache_state,
-                          cache_path, seconds, scales, calib.skipped if calib else ())
+
+    results: dict[str, QuantizeResult] = {}
+    for st, outcome, qmodel in zip(states, outcomes["jobs"], models):
+        method = st["method"]
+        scales = {k: float(v) for k, v in outcome["scales"].items()}
+        quantized = tuple(outcome["quantized_nodes"])
+        not_quantized = tuple(outcome["unquantized_nodes"])
+        if not quantized:
+            raise CalibrationError("ModelOpt quantized no Conv/Gemm node (all excluded?); "
+                                   "relax exclude_nodes / exclude_op_types")
+        cache_path = st["cache_path"]
+        if st["cache"] == "miss":
+            atomic_write_json(cache_path, {
+                "format": CACHE_FORMAT, "version": CACHE_VERSION, "key": st["key"],
+                "scales": scales, "quantized_nodes": list(quantized),
+                "excluded_nodes": list(not_quantized),
+                "written_by": f"xception-trt {__version__}",
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "calibration_seconds": round(outcome["seconds"], 3)}, error=CalibrationError)
+            log.info("calibration cache written: %s", cache_path)
+        used = calib.count if calib is not None and st["cache"] != "hit" else 0
+        calibration_meta = {
+            "method": method.value,
+            "num_images": (calib.count or calib.selected) if calib else 0,
+            "seed": seed, "data_fingerprint": calib.fingerprint if calib else None,
+            "percentile": st["options"]["percentile"], "cache": st["cache"],
+            "cache_file": cache_path.name if cache_path else None,
+            "quantized_nodes": len(quantized), "excluded_nodes": list(not_quantized),
+            "high_precision": high.value, "tool": f"nvidia-modelopt {outcomes['modelopt']}",
+            "source_graph_sha256": gsha,
+        }
+        _derive_metadata(qmodel, meta, Precision.INT8, {"calibration": calibration_meta})
+        # Wall time is shared by the methods of one call: report each method's own ModelOpt
+        # time plus an equal share of the rest (decode, subprocess start).
+        own = float(outcome["seconds"])
+        shared = max(0.0, seconds - sum(float(o["seconds"]) for o in outcomes["jobs"]))
+        log.info("INT8 (%s): %d compute node(s) quantized, %d kept in %s; cache %s; %.1f s",
+                 method.value, len(quantized), len(not_quantized), high.value, st["cache"],
+                 own + shared / len(states))
+        results[method.value] = QuantizeResult(
+            qmodel, None, method, quantized, not_quantized, used, st["cache"], cache_path,
+            own + shared / len(states), scales, calib.skipped if calib else ())
+    return results
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1005,10 +1057,14 @@ def auto_quantize_int8(onnx_model_or_path: Any, calibration_data: Any, val_data:
         raise ConfigError("give at least one calibration method")
     model, _ = _as_model(onnx_model_or_path)
     calib, val = _holdout(calibration_data, val_data, num_images, seed)
-    results: dict[str, QuantizeResult] = {}
-    for m in methods:
-        results[m.value] = quantize_int8(model, calib, method=m, num_images=num_images,
-                                         seed=seed, **kw)
+    opts = dict(seed=seed, batch_size=8, percentile=99.99, exclude_nodes=(),
+                exclude_op_types=(), exclude_depthwise=False, high_precision=Precision.FP32,
+                cache_dir=DEFAULT_CACHE_DIR, import_cache=None)
+    unknown = sorted(set(kw) - set(opts))
+    if unknown:
+        raise ConfigError(f"unknown option(s) for auto calibration: {', '.join(unknown)}")
+    opts.update(kw)
+    results = _quantize_int8_methods(model, calib, methods, num_images=num_images, **opts)
     variants: dict[str, Any] = {"fp32": model}
     variants.update({f"int8-{k}": r.model for k, r in results.items()})
     rows = evaluate_variants(variants, val, num_images=val_images, seed=seed)
@@ -1021,9 +1077,6 @@ def auto_quantize_int8(onnx_model_or_path: Any, calibration_data: Any, val_data:
     best_row = max(rows[1:], key=score)
     best = results[best_row.name[len("int8-"):]]
     if output is not None:
-        best = QuantizeResult(best.model, save_model(best.model, output), best.method,
-                              best.quantized_nodes, best.excluded_nodes, best.num_images,
-                              best.cache, best.cache_path, best.seconds, best.scales,
-                              best.skipped_images)
+        best = _with_path(best, save_model(best.model, output))
     log.info("auto: kept %s (%s)", best.method.value, "top-1" if labelled else "agreement")
     return AutoQuantizeResult(best, results, tuple(rows), "top1" if labelled else "agreement")

@@ -1,0 +1,302 @@
+"""Precision variants: calibration wall time, accuracy on a labelled set, model sizes, and a
+TensorRT-RTX build check of every variant. Everything runs on the CPU.
+
+Part 1 (``--part time``): the full 299x299 Xception (random weights: no ImageNet weights are
+downloaded; calibration time does not depend on the weights' values) exported to ONNX, then
+INT8-calibrated with each method on ``--images`` (default 512) images at 299x299 (``--calib``,
+or synthetic smooth images), plus a cache hit and the FP16 conversion. Reports wall time (image
+decode + preprocessing + ModelOpt subprocess) and the time inside ModelOpt, and the file sizes.
+
+Part 2 (``--part accuracy``): the digits demo data set (scikit-learn's 8x8 digits upscaled by the
+shared preprocessing). A narrow Xception (width 0.25, 2 middle blocks, 71x71) is trained for a
+few epochs on ``train/`` so the numbers mean something; it is exported, converted to FP16 and
+INT8 (every method, ``--auto``, and entropy with the depthwise convs excluded) calibrated on
+``calibration/``, and all variants are evaluated with ONNX Runtime on ``validation/``. Each
+variant is then built with TensorRT-RTX for SM86 and the INT8 layers it kept are counted.
+
+    python benchmarks/bench_precision.py                       # both parts
+    python benchmarks/bench_precision.py --part accuracy --json results/precision.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _synthetic_images(folder: Path, n: int, size: int = 340) -> Path:
+    """Smooth random RGB JPEGs (blurred noise, like photos), deterministic."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        small = rng.integers(0, 256, size=(size // 16, size // 16, 3), dtype=np.uint8)
+        img = Image.fromarray(small).resize((size + (i % 7) * 5, size), Image.Resampling.BILINEAR)
+        img.save(folder / f"img_{i:04d}.jpg", quality=90)
+    return folder
+
+
+def _mib(path: Path) -> float:
+    return Path(path).stat().st_size / 2**20
+
+
+def part_time(args: argparse.Namespace, work: Path) -> dict:
+    import torch
+
+    from xception_trt.config import ModelSpec
+    from xception_trt.export import export_onnx
+    from xception_trt.model import build_xception
+    from xception_trt.precision import quantize_int8, to_fp16
+
+    torch.manual_seed(0)
+    spec = ModelSpec(num_classes=1000)
+    fp32 = work / "xception299.onnx"
+    export_onnx(build_xception(spec=spec).eval(), fp32, check_parity=False)
+    calib = Path(args.calib) if args.calib else _synthetic_images(work / "calib299", args.images)
+    out: dict = {"images": args.images, "input_size": 299, "cpu_count": os.cpu_count(),
+                 "calibration_data": str(args.calib or "synthetic"), "methods": {}}
+    sizes = {"fp32": _mib(fp32)}
+    for method in args.methods:
+        t0 = time.perf_counter()
+        res = quantize_int8(fp32, calib, method=method, num_images=args.images,
+                            cache_dir=work / "cache", output=work / f"x299.int8.{method}.onnx")
+        wall = time.perf_counter() - t0
+        out["methods"][method] = {"wall_s": round(wall, 1), "in_modelopt_s": round(res.seconds, 1),
+                                  "num_images": res.num_images, "cache": res.cache,
+                                  "quantized_nodes": len(res.quantized_nodes),
+                                  "excluded_nodes": list(res.excluded_nodes)}
+        sizes[f"int8-{method}"] = _mib(res.path)
+        print(f"[time] {method:<10} {wall:7.1f} s wall ({res.seconds:.1f} s incl. ModelOpt "
+              f"subprocess), {res.num_images} images, {len(res.quantized_nodes)} nodes "
+              "quantized", flush=True)
+    t0 = time.perf_counter()
+    hit = quantize_int8(fp32, calib, method=args.methods[0], num_images=args.images,
+                        cache_dir=work / "cache")
+    out["cache_hit"] = {"method": args.methods[0], "wall_s": round(time.perf_counter() - t0, 1),
+                        "cache": hit.cache}
+    print(f"[time] cache hit ({args.methods[0]}): {out['cache_hit']['wall_s']} s", flush=True)
+    t0 = time.perf_counter()
+    to_fp16(fp32, calib, num_images=32, output=work / "x299.fp16.onnx")
+    out["fp16_wall_s"] = round(time.perf_counter() - t0, 1)
+    sizes["fp16"] = _mib(work / "x299.fp16.onnx")
+    out["sizes_mib"] = {k: round(v, 2) for k, v in sizes.items()}
+    print(f"[time] fp16 conversion (32-image range check): {out['fp16_wall_s']} s", flush=True)
+    print("[size] " + ", ".join(f"{k} {v:.1f} MiB" for k, v in sizes.items()), flush=True)
+    return out
+
+
+def _digits(work: Path) -> tuple[Path, Path, Path]:
+    try:
+        from xception_trt.demo import materialise_digits
+    except ImportError:  # the demo module is not in this checkout: write the folders here
+        materialise_digits = None
+    if materialise_digits is not None:
+        d = materialise_digits(work / "digits")
+        return d.train, d.calibration, d.validation
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(bunch.target))
+    root = work / "digits"
+    splits = {"validation": order[:540], "calibration": order[540:720], "train": order[720:]}
+    for split, idx in splits.items():
+        for i in idx:
+            folder = root / split / str(bunch.target[i])
+            folder.mkdir(parents=True, exist_ok=True)
+            img = np.round(bunch.images[i] * 255.0 / 16.0).astype(np.uint8)
+            Image.fromarray(img).save(folder / f"{i:04d}.png")
+    return root / "train", root / "calibration", root / "validation"
+
+
+def _train(train_dir: Path, spec, epochs: int, seed: int = 0):
+    """A quick, deterministic from-scratch training run (AdamW, cosine) on preprocessed arrays."""
+    import torch
+
+    from xception_trt.data import BatchLoader, open_dataset
+    from xception_trt.model import build_xception
+
+    torch.manual_seed(seed)
+    ds = open_dataset(train_dir)
+    xs, ys = [], []
+    for b in BatchLoader(ds, spec, batch_size=128):
+        xs.append(b.data)
+        ys.append(b.labels)
+    x, y = torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
+    model = build_xception(spec=spec)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
+    steps = epochs * -(-len(x) // 32)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
+    gen = torch.Generator().manual_seed(seed)
+    for epoch in range(epochs):
+        model.train()
+        perm = torch.randperm(len(x), generator=gen)
+        total = 0.0
+        for i in range(0, len(x), 32):
+            idx = perm[i:i + 32]
+            xb = x[idx]
+            # Random shifts of up to 4 pixels: a little augmentation.
+            dx, dy = (int(v) for v in torch.randint(-4, 5, (2,), generator=gen))
+            xb = torch.roll(xb, shifts=(dy, dx), dims=(2, 3))
+            loss = torch.nn.functional.cross_entropy(model(xb), y[idx], label_smoothing=0.1)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+        print(f"[train] epoch {epoch + 1}/{epochs} loss {total / len(x):.3f}", flush=True)
+    return model.eval()
+
+
+def _section(line: str, start: str, end: str) -> str:
+    i = line.find(start)
+    j = line.find(end, i + 1)
+    return line[i:j] if i >= 0 and j > i else ""
+
+
+def _rtx_build(model_path: Path, size: int) -> dict:
+    """Build with TensorRT-RTX for SM86 on the CPU; count layers that take INT8 tensors."""
+    try:
+        import tensorrt_rtx as trt
+    except ImportError:
+        return {"built": False, "reason": "tensorrt_rtx not installed"}
+
+    class Logger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.messages: list[str] = []
+
+        def log(self, severity, msg):  # noqa: ANN001 - TensorRT's signature
+            self.messages.append(msg)
+
+    logger = Logger()
+    logger.min_severity = trt.ILogger.Severity.VERBOSE
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(Path(model_path).read_bytes()):
+        return {"built": False, "reason": parser.get_error(0).desc()}
+    config = builder.create_builder_config()
+    profile = builder.create_optimization_profile()
+    profile.set_shape("input", (1, 3, size, size), (8, 3, size, size), (32, 3, size, size))
+    config.add_optimization_profile(profile)
+    config.num_compute_capabilities = 1
+    config.set_compute_capability(trt.ComputeCapability.SM86, 0)
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    t0 = time.perf_counter()
+    plan = builder.build_serialized_network(network, config)
+    seconds = time.perf_counter() - t0
+    if plan is None:
+        return {"built": False, "reason": "; ".join(m for m in logger.messages[-3:])}
+    text = next((m for m in logger.messages if m.startswith("Layers:")), "")
+    layers = [ln for ln in text.splitlines() if ln.startswith("Name: ")]
+    convs = [ln for ln in layers if "LayerType: correlation" in ln
+             or "LayerType: Convolution" in ln]
+    return {"built": True, "seconds": round(seconds, 1), "plan_mib": round(plan.nbytes / 2**20, 2),
+            "layers": len(layers), "conv_layers": len(convs),
+            # INT8 activations in (a real INT8 convolution) vs INT8 weights only.
+            "conv_layers_int8_act": sum("Datatype: Int8" in _section(ln, "Inputs:", "Constants:")
+                                        for ln in convs),
+            "conv_layers_int8_weights": sum("Datatype: Int8" in _section(ln, "Constants:",
+                                                                         "Outputs:")
+                                            for ln in convs),
+            "tensorrt_rtx": trt.__version__}
+
+
+def part_accuracy(args: argparse.Namespace, work: Path) -> dict:
+    from xception_trt.config import ModelSpec
+    from xception_trt.export import export_onnx
+    from xception_trt.precision import (auto_quantize_int8, evaluate_variants, format_table,
+                                        quantize_int8, to_fp16)
+
+    train_dir, calib_dir, val_dir = _digits(work)
+    spec = ModelSpec(num_classes=10, width=0.25, middle_blocks=2, input_size=71,
+                     labels=tuple(str(i) for i in range(10)), crop_pct=1.0)
+    t0 = time.perf_counter()
+    model = _train(train_dir, spec, args.epochs)
+    train_s = time.perf_counter() - t0
+    fp32 = work / "digits.onnx"
+    export_onnx(model, fp32)
+    fp16 = work / "digits.fp16.onnx"
+    to_fp16(fp32, calib_dir, output=fp16)
+    auto = auto_quantize_int8(fp32, calib_dir, val_dir, cache_dir=work / "cache-digits",
+                              output=work / "digits.int8.auto.onnx")
+    dw = quantize_int8(fp32, calib_dir, method="entropy", exclude_depthwise=True,
+                       cache_dir=None, output=work / "digits.int8.entropy-nodw.onnx")
+    variants = {"fp32": fp32, "fp16": fp16}
+    for name, res in auto.results.items():
+        path = work / f"digits.int8.{name}.onnx"
+        from xception_trt.precision import save_model
+
+        save_model(res.model, path)
+        variants[f"int8-{name}"] = path
+    variants["int8-entropy-nodw"] = dw.path
+    rows = evaluate_variants(variants, val_dir)
+    print(format_table(rows), flush=True)
+    print(f"[auto] kept int8-{auto.best.method.value} by {auto.criterion}", flush=True)
+    builds = {}
+    for name, path in variants.items():
+        builds[name] = _rtx_build(path, spec.input_size)
+        print(f"[rtx] {name:<18} {builds[name]}", flush=True)
+    ref = rows[0]
+    return {
+        "model": spec.to_dict(), "train_seconds": round(train_s, 1), "epochs": args.epochs,
+        "calibration_images": auto.best.num_images or auto.results["max"].num_images,
+        "validation_images": ref.images,
+        "table": [r.to_dict() for r in rows],
+        "fp16_agreement": next(r.agreement for r in rows if r.name == "fp16"),
+        "int8_top1_drop_points": {r.name: round(ref.top1 - r.top1, 2)
+                                  for r in rows if r.name.startswith("int8")},
+        "auto": {"kept": auto.best.method.value, "criterion": auto.criterion},
+        "depthwise_nodes_excluded": len(dw.excluded_nodes) - len(
+            auto.results["entropy"].excluded_nodes),
+        "tensorrt_rtx_builds": builds,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--part", choices=["time", "accuracy", "all"], default="all")
+    p.add_argument("--images", type=int, default=512, help="calibration images (part time)")
+    p.add_argument("--methods", nargs="+", default=["max", "entropy", "percentile"])
+    p.add_argument("--calib", help="calibration images for part time (default: synthetic)")
+    p.add_argument("--epochs", type=int, default=6, help="training epochs (part accuracy)")
+    p.add_argument("--workdir", help="keep intermediate files here (default: a temp dir)")
+    p.add_argument("--json", help="write the results as JSON")
+    args = p.parse_args(argv)
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from xception_trt.sysinfo import system_facts
+
+    with tempfile.TemporaryDirectory(prefix="bench-precision-") as tmp:
+        work = Path(args.workdir) if args.workdir else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        facts = system_facts()
+        result: dict = {"software": {k: facts["software"].get(k) for k in
+                                     ("xception-trt", "torch", "onnx", "onnxruntime",
+                                      "nvidia-modelopt", "tensorrt-rtx")},
+                        "cpu": facts.get("cpu"), "cpu_count": os.cpu_count()}
+        if args.part in ("accuracy", "all"):
+            result["accuracy"] = part_accuracy(args, work)
+        if args.part in ("time", "all"):
+            result["time"] = part_time(args, work)
+    text = json.dumps(result, indent=2, sort_keys=True, default=str)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
