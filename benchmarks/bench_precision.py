@@ -219,13 +219,19 @@ def part_accuracy(args: argparse.Namespace, work: Path) -> dict:
                                         quantize_int8, to_fp16)
 
     train_dir, calib_dir, val_dir = _digits(work)
-    spec = ModelSpec(num_classes=10, width=0.25, middle_blocks=2, input_size=71,
-                     labels=tuple(str(i) for i in range(10)), crop_pct=1.0)
-    t0 = time.perf_counter()
-    model = _train(train_dir, spec, args.epochs)
-    train_s = time.perf_counter() - t0
-    fp32 = work / "digits.onnx"
-    export_onnx(model, fp32)
+    if args.model:  # a digits model trained and exported earlier (e.g. by a previous run)
+        from xception_trt.onnx_meta import read_metadata
+
+        fp32, train_s = Path(args.model), None
+        spec = read_metadata(fp32).spec
+    else:
+        spec = ModelSpec(num_classes=10, width=0.25, middle_blocks=2, input_size=71,
+                         labels=tuple(str(i) for i in range(10)), crop_pct=1.0)
+        t0 = time.perf_counter()
+        model = _train(train_dir, spec, args.epochs)
+        train_s = round(time.perf_counter() - t0, 1)
+        fp32 = work / "digits.onnx"
+        export_onnx(model, fp32)
     fp16 = work / "digits.fp16.onnx"
     to_fp16(fp32, calib_dir, output=fp16)
     auto = auto_quantize_int8(fp32, calib_dir, val_dir, cache_dir=work / "cache-digits",
@@ -249,7 +255,8 @@ def part_accuracy(args: argparse.Namespace, work: Path) -> dict:
         print(f"[rtx] {name:<18} {builds[name]}", flush=True)
     ref = rows[0]
     return {
-        "model": spec.to_dict(), "train_seconds": round(train_s, 1), "epochs": args.epochs,
+        "model": spec.to_dict(), "model_file": str(fp32),
+        "train_seconds": train_s, "epochs": None if args.model else args.epochs,
         "calibration_images": auto.best.num_images or auto.results["max"].num_images,
         "validation_images": ref.images,
         "table": [r.to_dict() for r in rows],
@@ -270,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", nargs="+", default=["max", "entropy", "percentile"])
     p.add_argument("--calib", help="calibration images for part time (default: synthetic)")
     p.add_argument("--epochs", type=int, default=6, help="training epochs (part accuracy)")
+    p.add_argument("--model", help="part accuracy: use this FP32 digits ONNX (xception-trt "
+                                   "metadata) instead of training one")
     p.add_argument("--workdir", help="keep intermediate files here (default: a temp dir)")
     p.add_argument("--json", help="write the results as JSON")
     args = p.parse_args(argv)

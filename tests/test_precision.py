@@ -324,7 +324,7 @@ def test_odd_images_fewer_than_one_batch_uint8_graph_fp16_rest(tiny_onnx_files, 
     # One call covers: a uint8-nhwc graph, 3 usable images for a batch of 8, a corrupt file,
     # 16-bit TIFF and CMYK images, and FP16 for everything that is not quantized.
     res = quantize_int8(tiny_onnx_files["uint8"], folder, method="max", batch_size=8,
-                        high_precision="fp16", cache_dir=None)
+                        high_precision="fp16", exclude_depthwise=True, cache_dir=None)
     # 16-bit TIFF and CMYK go through preprocessing; the corrupt file is skipped and named.
     assert res.num_images == 3 and res.cache == "off"
     assert [p.rsplit("/", 1)[-1] for p, _ in res.skipped_images] == ["corrupt.jpg"]
@@ -332,7 +332,13 @@ def test_odd_images_fewer_than_one_batch_uint8_graph_fp16_rest(tiny_onnx_files, 
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
     assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
-    assert res.quantized_nodes
+    # Exactly the depthwise convs are kept out (plus the classifier Gemm and the two stem
+    # convs ModelOpt skips by its own rules here): names match whole, "Conv_1" is not
+    # "Conv_10" (ModelOpt's own matching is a prefix match).
+    depthwise = set(depthwise_conv_nodes(tiny_onnx_files["uint8"]))
+    assert len(depthwise) >= 10 and res.quantized_nodes
+    assert not depthwise & set(res.quantized_nodes)
+    assert len(set(res.excluded_nodes) - depthwise) <= 3, res.excluded_nodes
     import onnxruntime as ort
 
     x = np.random.default_rng(0).integers(0, 256, (2, 71, 71, 3), dtype=np.uint8)
@@ -372,6 +378,15 @@ def test_refuses_non_fp32_sources(int8_entropy, fp16_model, calib_folder):
         quantize_int8(int8_entropy.model, calib_folder, cache_dir=None)
     with pytest.raises(GraphError, match="fp16 variant"):
         to_fp16(fp16_model)
+
+
+def test_exclusions_that_match_nothing(fp32_path, calib_folder):
+    from xception_trt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="matches no node"):
+        quantize_int8(fp32_path, calib_folder, exclude_nodes=["no_such_node"], cache_dir=None)
+    with pytest.raises(ConfigError, match="do not occur"):
+        to_fp16(fp32_path, exclude_op_types=["Softmax"])
 
 
 def test_bad_calibration_array(fp32_path):

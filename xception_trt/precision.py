@@ -272,6 +272,30 @@ def depthwise_conv_nodes(onnx_model_or_path: Any) -> list[str]:
     return out
 
 
+def _anchored(patterns: Iterable[str]) -> list[str]:
+    """Node-name regexes matched against the whole name (ModelOpt applies ``re.match``, a
+    prefix match: ``Conv_1`` would also exclude ``Conv_10``)."""
+    return [f"(?:{p})$" for p in patterns]
+
+
+def _check_exclusions(model: Any, nodes: Sequence[str], op_types: Sequence[str]) -> None:
+    """Every node pattern (a regex matching whole names) and op type must match something."""
+    names = [n.name for n in model.graph.node]
+    for pattern in nodes:
+        try:
+            rx = re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(f"exclude pattern {pattern!r} is not a valid regex: {exc}") from None
+        if not any(rx.fullmatch(n) for n in names):
+            raise ConfigError(f"exclude pattern {pattern!r} matches no node of this graph; node "
+                              f"names look like {', '.join(names[:3])} ...")
+    present = {n.op_type for n in model.graph.node}
+    unknown = sorted(set(op_types) - present)
+    if unknown:
+        raise ConfigError(f"op type(s) {', '.join(unknown)} do not occur in this graph; it has "
+                          f"{', '.join(sorted(present))}")
+
+
 def save_model(model: Any, path: str | os.PathLike[str]) -> Path:
     """Write an ``onnx.ModelProto`` atomically (a failure leaves nothing behind)."""
     import onnx
@@ -463,7 +487,7 @@ def to_fp16(onnx_model_or_path: Any, calibration_data: Any = None, *, num_images
         batch_size: Images per reference batch.
         max_activation: Largest |activation| a node may see and still run in FP16.
         max_initializer: Largest |weight| that may be stored in FP16.
-        exclude_nodes: Node-name regexes kept in FP32.
+        exclude_nodes: Node names or regexes (matched against the whole name) kept in FP32.
         exclude_op_types: Op types kept in FP32.
         output: Optional path to write the model to (atomically).
 
@@ -482,6 +506,7 @@ def to_fp16(onnx_model_or_path: Any, calibration_data: Any = None, *, num_images
         raise ConfigError("max_activation and max_initializer must be > 0")
     model, _ = _as_model(onnx_model_or_path)
     meta = _check_source(model)
+    _check_exclusions(model, exclude_nodes, exclude_op_types)
     with tempfile.TemporaryDirectory(prefix="xtrt-fp16-") as tmp_name:
         tmp = Path(tmp_name)
         src = tmp / "model.onnx"
@@ -498,7 +523,7 @@ def to_fp16(onnx_model_or_path: Any, calibration_data: Any = None, *, num_images
         result = _run_worker({
             "task": "fp16", "onnx": str(src), "out": str(out), "tmp_dir": str(tmp),
             "data_dir": data_dir, "data_max": max_activation, "init_max": max_initializer,
-            "exclude_nodes": list(exclude_nodes), "exclude_op_types": list(exclude_op_types),
+            "exclude_nodes": _anchored(exclude_nodes), "exclude_op_types": list(exclude_op_types),
         }, what="FP16 conversion")
         fp16 = onnx.load(str(out))
     kept = result["fp32_nodes"]
@@ -690,7 +715,8 @@ def quantize_int8(onnx_model_or_path: Any, calibration_data: Any = None, *,
         seed: Selection seed.
         batch_size: Images per calibration batch (a fixed-batch graph uses its own batch).
         percentile: Percentile of |activation| for ``method="percentile"`` (0 < p <= 100).
-        exclude_nodes: Node names (or regexes) kept in high precision.
+        exclude_nodes: Node names or regexes (matched against the whole name) kept in high
+            precision.
         exclude_op_types: Op types kept in high precision (e.g. ``["Gemm"]``).
         exclude_depthwise: Also keep every depthwise Conv in high precision.
         high_precision: Precision of everything that is not quantized: ``fp32`` (default; ONNX
@@ -761,10 +787,11 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
         raise ConfigError("an imported cache fixes the scales: give one method with it")
     model, _ = _as_model(onnx_model_or_path)
     meta = _check_source(model)
+    _check_exclusions(model, exclude_nodes, exclude_op_types)
     gsha = graph_sha256(model)
-    excluded = list(exclude_nodes)
+    excluded = _anchored(exclude_nodes)
     if exclude_depthwise:
-        excluded += [n for n in depthwise_conv_nodes(model) if n not in excluded]
+        excluded += _anchored(re.escape(n) for n in depthwise_conv_nodes(model))
     static = _static_batch(model)
     preprocessing = hashlib.sha256(
         (meta.spec.to_json() + meta.input_format.value).encode()).hexdigest()
