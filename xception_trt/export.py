@@ -5,8 +5,8 @@ Exporter choice (torch 2.13 ships both):
 * The TorchScript exporter (``torch.onnx.export(..., dynamo=False)``) is the default for opsets
   up to 20. It still emits a canonical opset-17 graph (Conv with BatchNorm already folded,
   GlobalAveragePool, Flatten, Gemm; only Identity nodes to drop), and opset 17 is the newest
-  opset TensorRT 8.6 (JetPack 5) parses. It is also the cheaper one: about 4 s of CPU for the
-  full model against about 6 s for dynamo (``benchmarks/bench_export.py``). It is deprecated
+  opset TensorRT 8.6 (JetPack 5) parses. It is also a little cheaper (torch export of the full
+  model: ~4.0 s CPU against ~4.8 s for dynamo, ``benchmarks/bench_export.py``). It is deprecated
   (torch says it "will be removed"), so:
 * The dynamo exporter (``dynamo=True``, torch.export based) is used when asked, for opsets above
   20, or when the TorchScript exporter is gone. It emits opset >= 18 only (its down-conversion
