@@ -17,6 +17,7 @@ def _batch(text: str) -> int | str:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from ..export import DEFAULT_OPSET, EXPORTERS, MIN_OPSET
+    from ..graph import TRT_MAX_OPSET
 
     p = sub.add_parser(
         "export", help="export a checkpoint to a clean ONNX graph",
@@ -27,8 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="checkpoint file (.safetensors, timm .pth/.bin, Keras .h5)")
     p.add_argument("-o", "--output", required=True, help="ONNX file to write (.onnx)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
-                   help=f"ONNX opset, {MIN_OPSET} or newer (default: {DEFAULT_OPSET}, the newest "
-                        "TensorRT 8.6 reads)")
+                   help=f"ONNX opset, {MIN_OPSET}..{TRT_MAX_OPSET} (default: {DEFAULT_OPSET}, "
+                        "the newest TensorRT 8.6 reads)")
     p.add_argument("--batch", type=_batch, default="dynamic",
                    help="'dynamic' (default) or a fixed batch size")
     p.add_argument("--input-format", choices=["float-nchw", "uint8-nhwc"], default="float-nchw",
