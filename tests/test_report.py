@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import pytest
 
@@ -119,6 +121,9 @@ def test_write_report_files_and_overwrite_rules(tmp_path):
     doc = _doc()
     files = write_report(doc, tmp_path)
     assert files.directory == tmp_path / "r1"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(files.directory.stat().st_mode) == 0o777 & ~umask
     assert load_report(files.directory) == json.loads(files.json.read_text())
     assert files.markdown.read_text().startswith("# xception-trt bench report: r1")
     assert {p.name for p in files.plots} == {"latency_vs_batch.png", "accuracy_by_precision.png"}

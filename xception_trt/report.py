@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import re
+import secrets
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -467,11 +468,14 @@ def _figure(ncols: int, width: float = 11.0, height: float = 4.2):
 
 
 _MARKERS = {"fp32": "o", "fp16": "s", "int8": "^"}
+_COLOURS = {"fp32": "tab:blue", "fp16": "tab:orange", "int8": "tab:green"}
+_LINESTYLES = {"tensorrt": "-", "onnxruntime": "--", "torch": "-."}
 
 
 def plot_latency(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> Path | None:
     """Median latency per call (whiskers: min..p99) and throughput vs batch size, one line per
-    runner. Returns the PNG path, or ``None`` when nothing was measured."""
+    runner (colour = precision, line style = backend). Returns the PNG path, or ``None`` when
+    nothing was measured."""
     series = []
     for e in _ordered(list(doc["runners"])):
         pts = [r for r in e.get("latency") or [] if r.get("end_to_end")]
@@ -481,15 +485,24 @@ def plot_latency(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> Path |
         return None
     fig, (ax_lat, ax_tp) = _figure(2)
     batches = _batches(doc)
+    # Colour = precision (as in the accuracy plot), line style = backend; a repeated
+    # (backend, precision) pair falls back to the colour cycle so lines stay distinguishable.
+    pairs = [(e.get("backend"), e.get("precision")) for e, _ in series]
+    cycle = iter(f"C{i}" for i in range(3, 100))
     for e, pts in series:
         b = [r["batch_size"] for r in pts]
         med = [r["end_to_end"]["median_ms"] for r in pts]
         lo = [m - r["end_to_end"]["min_ms"] for m, r in zip(med, pts)]
         hi = [r["end_to_end"]["p99_ms"] - m for m, r in zip(med, pts)]
-        marker = _MARKERS.get(e.get("precision") or "", "D")
-        line = ax_lat.errorbar(b, med, yerr=[lo, hi], marker=marker, capsize=3, label=e["name"])
-        ax_tp.plot(b, [r["throughput_ips"] for r in pts], marker=marker,
-                   color=line[0].get_color(), label=e["name"])
+        prec = e.get("precision") or ""
+        marker = _MARKERS.get(prec, "D")
+        unique = pairs.count((e.get("backend"), e.get("precision"))) == 1
+        colour = _COLOURS.get(prec) if unique and prec in _COLOURS else next(cycle)
+        style = _LINESTYLES.get(e.get("backend") or "", ":")
+        ax_lat.errorbar(b, med, yerr=[lo, hi], marker=marker, capsize=3, color=colour,
+                        linestyle=style, label=e["name"])
+        ax_tp.plot(b, [r["throughput_ips"] for r in pts], marker=marker, color=colour,
+                   linestyle=style, label=e["name"])
     for ax in (ax_lat, ax_tp):
         ax.set_xscale("log", base=2)
         ax.set_xticks(batches)
@@ -517,7 +530,7 @@ def plot_accuracy(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> Path 
     entries = [e for e in _ordered(list(doc["runners"])) if e.get("accuracy")]
     if not entries:
         return None
-    colours = {"fp32": "tab:blue", "fp16": "tab:orange", "int8": "tab:green"}
+    colours = _COLOURS
     fig, (ax_acc, ax_agr) = _figure(2, width=max(9.0, 1.6 * len(entries) + 4), height=4.6)
     xs = list(range(len(entries)))
     names = [e["name"] for e in entries]
@@ -616,7 +629,12 @@ def write_report(doc: Mapping[str, Any], root: str | os.PathLike[str] = DEFAULT_
     doc = validate_report(dict(doc))
     target = check_report_dir(root, doc["name"], force=force)
     check_writable_dir(target.parent, what="report", error=BenchError)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    # Not mkdtemp: its folder is private (0700); a report is an ordinary, umask-governed folder.
+    tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+    try:
+        tmp.mkdir()
+    except OSError as exc:
+        raise BenchError(f"cannot create a folder in {target.parent}: {exc}") from None
     try:
         (tmp / "report.json").write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n",
                                          encoding="utf-8")
