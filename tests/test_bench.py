@@ -230,3 +230,14 @@ def test_label_mapping_modes(tiny_spec):
     assert how == "index" and m.tolist() == [0, 1]
     with pytest.raises(DataError, match="5 classes but the model only 4"):
         label_mapping(list("abcde"), tiny_spec)
+
+
+def test_evaluate_reports_unreadable_images(torch_runner, image_folder, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(image_folder, data)
+    (data / "dog" / "broken.jpg").write_bytes(b"\xff\xd8 truncated jpeg")
+    res = evaluate([torch_runner], data, batch_size=8)
+    assert res.runners[0].accuracy.images == 16 and res.dataset["unreadable"] == 1
+    assert res.failures[0][0].endswith("broken.jpg") and "broken.jpg" in res.failures[0][1]
