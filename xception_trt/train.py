@@ -274,7 +274,7 @@ class _TrainLoader:
                indices: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         arrays = list(pool.map(lambda i: self._load(epoch, int(i)), indices))
         keep = [k for k, a in enumerate(arrays) if a is not None]
-        if len(keep) < 2:
+        if not keep:
             return None
         pixels = np.stack([arrays[k] for k in keep])
         labels = np.asarray([self.records[int(indices[k])].label for k in keep], dtype=np.int64)

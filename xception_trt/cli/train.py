@@ -93,9 +93,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def progress_hooks(base: type, *, enabled: bool) -> Any:
-    """An instance of a subclass of ``base`` (a :class:`~xception_trt.train.TrainCallbacks`)
-    that draws a tqdm bar per epoch and prints one line per epoch on stderr."""
+def progress_hooks(base: type, *, enabled: bool) -> type:
+    """A subclass of ``base`` (a :class:`~xception_trt.train.TrainCallbacks`) that draws a tqdm
+    bar per epoch and prints one line per epoch on stderr (silent when not ``enabled``)."""
 
     class Hooks(base):  # type: ignore[misc, valid-type]
         bar: Any = None
@@ -128,7 +128,7 @@ def progress_hooks(base: type, *, enabled: bool) -> Any:
             if enabled:
                 print(format_epoch(stats), file=sys.stderr)
 
-    return Hooks()
+    return Hooks
 
 
 def format_epoch(stats: Any) -> str:
@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
                          augment=augment, seed=args.seed, workers=args.workers,
                          device=args.device)
     spec_fields = {} if args.crop_pct is None else {"crop_pct": args.crop_pct}
-    hooks = progress_hooks(TrainCallbacks, enabled=not args.json and not args.quiet)
+    hooks = progress_hooks(TrainCallbacks, enabled=not args.json and not args.quiet)()
     result = train(args.data, args.output, config=config, init=args.init, val=args.val,
                    val_split=args.val_split, width=args.width, middle_blocks=args.middle_blocks,
                    input_size=args.input_size, spec_fields=spec_fields, resume=args.resume,

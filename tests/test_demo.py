@@ -1,0 +1,184 @@
+"""The demo: digits materialisation, configuration, honest step reporting, a small end-to-end
+run (and its cached second run), CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xception_trt.config import AugmentConfig, TrainConfig
+from xception_trt.data import scan_folder
+from xception_trt.demo import (DIGITS_SPLITS, STEP_NAMES, DemoCallbacks, DemoConfig,
+                               load_digits_arrays, materialise_digits, run_demo)
+from xception_trt.errors import ConfigError, DataError
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for p in sorted(root.rglob("*.png"))}
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    return materialise_digits(tmp_path_factory.mktemp("digits") / "data")
+
+
+def test_digits_arrays():
+    images, labels = load_digits_arrays()
+    assert images.shape == (1797, 8, 8) and images.dtype == np.uint8
+    assert labels.shape == (1797,) and set(labels.tolist()) == set(range(10))
+    assert images.max() == 255 and images.min() == 0
+
+
+def test_materialise_is_a_deterministic_disjoint_stratified_split(digits, tmp_path):
+    assert digits.created and digits.class_names == tuple(str(i) for i in range(10))
+    sets = {s: scan_folder(digits.root / s) for s in DIGITS_SPLITS}
+    names = {s: {p.name for p in (r.path for r in ds.records)} for s, ds in sets.items()}
+    assert sum(len(ds) for ds in sets.values()) == 1797
+    assert names["train"].isdisjoint(names["validation"])
+    assert names["train"].isdisjoint(names["calibration"])
+    assert names["calibration"].isdisjoint(names["validation"])
+    for s, ds in sets.items():
+        assert ds.labelled and ds.class_names == digits.class_names
+        counts = np.bincount([r.label for r in ds.records], minlength=10)
+        assert counts.min() > 0, s  # stratified: every class in every split
+    assert len(sets["validation"]) == pytest.approx(0.3 * 1797, abs=10)
+    assert len(sets["calibration"]) == pytest.approx(0.1 * 1797, abs=10)
+    # the same data on another disk: byte-identical files, same fingerprint
+    other = materialise_digits(tmp_path / "again")
+    assert _files(other.root) == _files(digits.root)
+    assert other.fingerprint == digits.fingerprint
+    # a different seed gives a different split
+    reseeded = materialise_digits(tmp_path / "seed1", seed=1)
+    assert reseeded.fingerprint != digits.fingerprint
+
+
+def test_materialise_reuses_and_force_rewrites(tmp_path):
+    first = materialise_digits(tmp_path / "d")
+    png = next((tmp_path / "d" / "train").rglob("*.png"))
+    png.unlink()  # damage the copy: reuse trusts the manifest, force rewrites
+    again = materialise_digits(tmp_path / "d")
+    assert not again.created and again.fingerprint == first.fingerprint
+    forced = materialise_digits(tmp_path / "d", force=True)
+    assert forced.created and png.is_file()
+    assert not list((tmp_path / "d").glob(".*"))  # no temporary folders left behind
+
+
+def test_materialise_bad_input(tmp_path):
+    with pytest.raises(ConfigError):
+        materialise_digits(tmp_path / "x", val_fraction=0.6, calib_fraction=0.5)
+    not_dir = tmp_path / "file"
+    not_dir.write_text("x")
+    with pytest.raises(DataError, match="not a folder"):
+        materialise_digits(not_dir)
+
+
+def test_demo_config_validation():
+    DemoConfig()
+    with pytest.raises(ConfigError, match="71"):
+        DemoConfig(input_size=64)
+    with pytest.raises(ConfigError, match="unknown demo step"):
+        DemoConfig(skip=frozenset({"deploy"}))
+    with pytest.raises(ConfigError, match="calibration method"):
+        DemoConfig(calibration_method="minmax")
+    with pytest.raises(ConfigError):
+        DemoConfig(max_train_images=1)
+    assert json.loads(json.dumps(DemoConfig().to_dict()))["train"]["augment"]["hflip"] is False
+
+
+def test_skipped_steps_say_why(tmp_path):
+    """Without training nothing downstream can run: every step says so, nothing is faked."""
+    seen: list[str] = []
+
+    class Hooks(DemoCallbacks):
+        def on_step_end(self, result):
+            seen.append(result.name)
+
+    res = run_demo(tmp_path / "w", config=DemoConfig(skip=frozenset({"train"})),
+                   callbacks=Hooks())
+    assert seen == list(STEP_NAMES)
+    st = {s.name: s for s in res.steps}
+    assert st["data"].status == "ran"
+    assert st["train"].status == "skipped" and st["train"].detail == "skipped by configuration"
+    for name in ("export", "evaluate", "latency"):
+        assert st[name].status == "skipped" and "needs the train step" in st[name].detail
+    for name in ("fp16", "int8", "engines"):
+        assert st[name].status == "skipped" and "needs the export step" in st[name].detail
+    assert st["report"].status == "skipped" and "nothing was measured" in st["report"].detail
+    assert res.accuracy == {} and res.report_dir is None and res.ok
+    summary = json.loads(res.summary.read_text())
+    assert [s["status"] for s in summary["steps"]][:2] == ["ran", "skipped"]
+
+
+SMALL = DemoConfig(
+    width=0.125, middle_blocks=0, input_size=71,
+    train=TrainConfig(epochs=1, batch_size=16, optimizer="sgd", lr=0.05, warmup_epochs=0.0,
+                      augment=AugmentConfig(scale=(0.6, 1.0), hflip=False), seed=0),
+    max_train_images=64, max_val_images=40, calibration_images=16, max_batch=4,
+    bench_batch_sizes=(1,), bench_iterations=2, bench_warmup=1)
+
+
+def _rtx_importable() -> bool:
+    from xception_trt.trt import available_flavours
+
+    return any(f.name == "tensorrt_rtx" for f in available_flavours())
+
+
+def test_small_demo_end_to_end_and_cached_rerun(tmp_path):
+    work = tmp_path / "demo"
+    first = run_demo(work, config=SMALL)
+    st = {s.name: s for s in first.steps}
+    assert [s.name for s in first.steps] == list(STEP_NAMES)
+    for name in ("data", "train", "export", "fp16", "int8", "evaluate", "latency", "report"):
+        assert st[name].status == "ran", st[name].line()
+    assert set(first.accuracy) == {"torch-fp32", "onnxruntime-fp32", "onnxruntime-fp16",
+                                   "onnxruntime-int8"}
+    assert all(0.0 <= v <= 100.0 for v in first.accuracy.values())
+    # ONNX Runtime FP32 computes the torch function: same accuracy on the same images
+    assert first.accuracy["onnxruntime-fp32"] == first.accuracy["torch-fp32"]
+    if _rtx_importable():
+        assert st["engines"].status == "ran", st["engines"].line()
+        for prec in ("fp32", "fp16", "int8"):
+            assert Path(st["engines"].artifacts[prec]).is_file()
+            assert Path(st["engines"].artifacts[prec] + ".json").is_file()  # sidecar
+    else:
+        assert st["engines"].status == "skipped" and "TensorRT" in st["engines"].detail
+    # the report holds every evaluated runner and the step log
+    doc = json.loads((first.report_dir / "report.json").read_text())
+    assert {r["name"] for r in doc["runners"]} == set(first.accuracy)
+    assert any(n.startswith("step train: ran") for n in doc["notes"])
+    assert (first.report_dir / "report.md").read_text().count("onnxruntime-int8") >= 1
+    assert any(p.suffix == ".png" for p in first.report_dir.iterdir())
+
+    second = run_demo(work, config=SMALL)
+    st2 = {s.name: s for s in second.steps}
+    for name in ("data", "train", "export", "fp16", "int8"):
+        assert st2[name].status == "cached", st2[name].line()
+    if _rtx_importable():
+        assert st2["engines"].status == "cached", st2["engines"].line()
+    assert second.accuracy == first.accuracy  # same checkpoint and variants, same numbers
+    assert st2["train"].artifacts["checkpoint"] == st["train"].artifacts["checkpoint"]
+
+
+def test_default_workdir_reads_xdg_cache_home(monkeypatch, tmp_path):
+    from xception_trt.cli.demo import default_workdir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert default_workdir() == tmp_path / "xception-trt" / "demo"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert default_workdir() == Path.home() / ".cache" / "xception-trt" / "demo"
+
+
+def test_cli_demo_bad_workdir(tmp_path, capsys):
+    from xception_trt.cli import main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code = main(["demo", "--workdir", str(blocker / "sub")])
+    cap = capsys.readouterr()
+    assert code == 2
+    lines = cap.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "demo work" in lines[0]
