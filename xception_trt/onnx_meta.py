@@ -4,6 +4,8 @@ place so export, precision, builder, runners and serving agree on the keys.
 Keys (all values are strings; JSON where noted):
 
 - ``xception_trt.model_spec``   ModelSpec JSON (architecture, preprocessing, labels)
+- ``xception_trt.labels``       JSON list of the class names in logit order (also for tools
+                                that do not parse the ModelSpec)
 - ``xception_trt.input_format`` ``float-nchw`` or ``uint8-nhwc``
 - ``xception_trt.precision``    ``fp32``, ``fp16`` or ``int8``
 - ``xception_trt.source_sha256`` SHA-256 of the checkpoint the graph came from
