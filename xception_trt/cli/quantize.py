@@ -134,8 +134,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {args.output} (int8 {result.method.value}): "
               f"{len(result.quantized_nodes)} compute node(s) quantized, "
               f"{len(result.excluded_nodes)} kept in {args.high_precision}; "
-              f"{result.num_images} calibration image(s); cache {result.cache}; "
-              f"{result.seconds:.1f} s")
+              + (f"scales from {result.cache_path} (cache {result.cache}, no calibration)"
+                 if result.cache in ("hit", "imported") else
+                 f"{result.num_images} calibration image(s); cache {result.cache}")
+              + f"; {result.seconds:.1f} s")
         if result.skipped_images:
             print(f"skipped {len(result.skipped_images)} unreadable image(s): "
                   + ", ".join(p for p, _ in result.skipped_images[:5]))
