@@ -246,8 +246,22 @@ def test_tensorrt_calibration_cache_import(int8_entropy, fp32_path, tmp_path):
     lines.append("tensor_not_in_this_graph: 3c010a14")
     path = tmp_path / "calib.cache"
     path.write_text("\n".join(lines) + "\n")
-    res = quantize_int8(fp32_path, import_cache=path)
+    res = quantize_int8(fp32_path, import_cache=path, int8_weights=True)
     assert res.cache == "imported" and res.num_images == 0
+    # int8_weights: Conv weights are INT8 initializers read through DequantizeLinear only.
+    inits = {i.name: i for i in res.model.graph.initializer}
+    prod = _producers(res.model)
+    w_dq = [prod[n.input[1]] for n in res.model.graph.node
+            if n.op_type == "Conv" and n.name in res.quantized_nodes]
+    assert w_dq and all(d.op_type == "DequantizeLinear" for d in w_dq)
+    assert all(inits[d.input[0]].data_type == onnx.TensorProto.INT8 for d in w_dq)
+    assert res.model.ByteSize() < 0.6 * int8_entropy.model.ByteSize()
+    import onnxruntime as ort
+
+    x = np.random.default_rng(1).standard_normal((2, 3, 71, 71)).astype(np.float32)
+    y = ort.InferenceSession(res.model.SerializeToString(),
+                             providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    assert y.shape == (2, 4) and np.isfinite(y).all()
     got = _activation_scales(res.model)
     assert got.keys() == scales.keys()
     for k, v in scales.items():

@@ -211,6 +211,12 @@ def _finish_int8(req: dict[str, Any], out_fp32: Path, cache_scales: dict[str, fl
         facts["scales"] = {k: float(cache_scales[k]) for k in facts["scales"]}
     elif cache_scales is not None:  # imported cache + images: cached scales win
         facts["scales"] = {k: float(cache_scales.get(k, v)) for k, v in facts["scales"].items()}
+    if req.get("int8_weights"):
+        # Store weights as INT8 initializers feeding DequantizeLinear (no weight Q node): a
+        # quarter of the size; TensorRT and ONNX Runtime read both forms.
+        from modelopt.onnx.quantization.qdq_utils import qdq_to_dq
+
+        model = qdq_to_dq(model)
     if req.get("high_precision") == "fp16":
         from modelopt.onnx.autocast import convert_to_f16
 
