@@ -16,9 +16,9 @@ import pytest
 from xception_trt.cli import main
 from xception_trt.config import BuildConfig, ModelSpec, Precision
 from xception_trt.errors import BuildError, EngineError, GraphError
-from xception_trt.fsio import sha256_file
+from xception_trt.fsio import default_file_mode, sha256_file
 from xception_trt.onnx_meta import write_metadata
-from xception_trt.trt.builder import (_file_mode, build_engine, read_sidecar, resolve_flavour,
+from xception_trt.trt.builder import (build_engine, read_sidecar, resolve_flavour,
                                       sidecar_path)
 
 trt_rtx = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX builds engines on the CPU")
@@ -91,7 +91,7 @@ def test_float_dynamic_engine_and_sidecar(engines, graphs, tiny_spec):
     assert ModelSpec.from_dict(side["model_spec"]) == tiny_spec
     assert side["engine"]["bytes"] == art.path.stat().st_size == art.size_bytes
     assert side["engine"]["sha256"] == sha256_file(art.path)
-    assert stat.S_IMODE(art.path.stat().st_mode) == _file_mode()  # not mkstemp's 0600
+    assert stat.S_IMODE(art.path.stat().st_mode) == default_file_mode()  # not mkstemp's 0600
     assert side["build_options"]["max_batch"] == 4 and side["build_seconds"] >= 0
     assert side["calibration"] is None
     assert side["layers_source"] == "builder log"
