@@ -137,8 +137,9 @@ def test_small_demo_end_to_end_and_cached_rerun(tmp_path):
     assert set(first.accuracy) == {"torch-fp32", "onnxruntime-fp32", "onnxruntime-fp16",
                                    "onnxruntime-int8"}
     assert all(0.0 <= v <= 100.0 for v in first.accuracy.values())
-    # ONNX Runtime FP32 computes the torch function: same accuracy on the same images
-    assert first.accuracy["onnxruntime-fp32"] == first.accuracy["torch-fp32"]
+    # ONNX Runtime FP32 computes the torch function: the same accuracy on the same images (up
+    # to one near-tied image of the 40 for this barely trained model)
+    assert abs(first.accuracy["onnxruntime-fp32"] - first.accuracy["torch-fp32"]) <= 2.5
     if _rtx_importable():
         assert st["engines"].status == "ran", st["engines"].line()
         for prec in ("fp32", "fp16", "int8"):

@@ -203,6 +203,8 @@ STEP_NAMES = ("data", "train", "export", "fp16", "int8", "engines", "evaluate", 
 #: Preprocessing of the demo model: the 8x8 digits are upscaled whole (no centre crop).
 DEMO_SPEC_FIELDS: dict[str, Any] = {"crop_pct": 1.0, "interpolation": "bicubic"}
 _CALIBRATION_METHODS = ("auto", "entropy", "max", "percentile")
+#: The report's name: it is written to ``<workdir>/demo-report/`` (replaced on every run).
+REPORT_NAME = "demo-report"
 
 
 def default_train_config() -> TrainConfig:
@@ -699,7 +701,7 @@ class _Demo:
         detail = (f"validation top-1 on {len(val_ds)} images: " + ", ".join(parts)
                   + (f"; drop vs FP32: {', '.join(drops)}" if drops else ""))
         if not self.engines_runnable and self.engines:
-            detail += f"; TensorRT engines not evaluated: {self.engine_run_reason}"
+            detail += "; TensorRT engines not evaluated (they cannot run here, see engines)"
         if self._runner_errors:
             detail += "; could not open: " + " | ".join(self._runner_errors)
         failed = bool(self._runner_errors) or any(r.error for r in ev.runners)
@@ -737,11 +739,17 @@ class _Demo:
         notes = ["Built-in demo: an Xception trained briefly on scikit-learn's handwritten "
                  "digits (8x8 images upscaled), deployed through every stage of xception-trt."]
         notes += [f"step {s.line()}" for s in self.steps]
-        config = {"demo": self.config.to_dict(), "checkpoint": str(self.checkpoint),
-                  "onnx": {k: str(v) for k, v in self.onnx.items()},
-                  "engines": {k: str(v) for k, v in self.engines.items()},
-                  "steps": [s.to_dict() for s in self.steps]}
-        doc = build_report("report", kind="eval", benchmarks=self.benchmarks,
+        c = self.config
+        config = {"model": f"Xception width {c.width:g}, {c.middle_blocks} middle blocks, "
+                           f"{c.input_size}x{c.input_size}, 10 classes",
+                  "training": f"{c.train.epochs} epochs {c.train.optimizer.value} lr "
+                              f"{c.train.resolved_lr:g}, batch {c.train.batch_size}",
+                  "int8 calibration": f"{c.calibration_method}, up to "
+                                      f"{c.calibration_images} images",
+                  "checkpoint": str(self.checkpoint),
+                  "engines": ", ".join(sorted(self.engines)) or "none",
+                  "full settings": str(self.work / "demo.json")}
+        doc = build_report(REPORT_NAME, kind="eval", benchmarks=self.benchmarks,
                            evaluation=self.evaluation, config=config, notes=notes,
                            command="xception-trt demo")
         files = write_report(doc, self.work, force=True)
@@ -761,8 +769,8 @@ def run_demo(workdir: str | os.PathLike[str], *, config: DemoConfig | None = Non
     engines; evaluation and latency are measured again.
 
     Args:
-        workdir: Folder for the data, checkpoint, ONNX files, engines, caches and report
-            (``report/``), and the summary ``demo.json``.
+        workdir: Folder for the data, checkpoint, ONNX files, engines, caches, the report
+            (``demo-report/``, replaced on every run) and the summary ``demo.json``.
         config: Settings (default: the README demo).
         force: Ignore every cache: rewrite the data, retrain, re-export, recalibrate, rebuild.
         callbacks: Progress hooks.

@@ -1,0 +1,109 @@
+"""Measure ``xception-trt demo``: wall time of a first run (fresh work folder) and a second run
+(caches reused), plus the FP32 / FP16 / INT8 validation accuracy of the demo model.
+
+Each run is the real command in a child process (``python -m xception_trt demo --json``), timed
+with a monotonic clock; the CPU time of the child (user + sys, from ``getrusage``) and the
+1-minute load average before/after are recorded too, because on a shared machine wall time
+depends on what else runs. The demo's report (Markdown, JSON, PNGs) is copied next to the
+numbers.
+
+Usage::
+
+    python benchmarks/bench_demo.py                       # fresh temp work folder, 2 runs
+    python benchmarks/bench_demo.py --out benchmarks/reports/demo --workdir /tmp/demo-bench
+
+Writes ``<out>/timing.json`` and ``<out>/report/`` (the demo's report of the last run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _child_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def run_once(workdir: Path, extra: list[str]) -> dict:
+    """Run the demo once; return its timing and JSON summary."""
+    cmd = [sys.executable, "-m", "xception_trt", "demo", "--workdir", str(workdir), "--json",
+           *extra]
+    load_before = os.getloadavg()[0]
+    cpu0 = _child_cpu()
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    cpu = _child_cpu() - cpu0
+    load_after = os.getloadavg()[0]
+    if proc.returncode not in (0, 1):
+        sys.stderr.write(proc.stderr)
+        raise SystemExit(f"demo exited with {proc.returncode}")
+    summary = json.loads(proc.stdout)
+    return {"command": " ".join(cmd), "exit_code": proc.returncode, "wall_s": round(wall, 1),
+            "child_cpu_s": round(cpu, 1), "load1_before": round(load_before, 2),
+            "load1_after": round(load_after, 2), "demo_seconds": summary["seconds"],
+            "ok": summary["ok"], "accuracy_top1_percent": summary["accuracy_top1_percent"],
+            "steps": [{k: s[k] for k in ("name", "status", "seconds", "detail")}
+                      for s in summary["steps"]], "report": summary["report"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--workdir", type=Path, default=None,
+                   help="demo work folder (default: a new temporary folder); emptied first")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/reports/demo"),
+                   help="where timing.json and the copied report go")
+    p.add_argument("--runs", type=int, default=2, help="runs in the same work folder (default 2)")
+    p.add_argument("demo_args", nargs="*", help="extra arguments for `xception-trt demo` "
+                                                "(after --)")
+    args = p.parse_args(argv)
+    own_tmp = args.workdir is None
+    work = Path(tempfile.mkdtemp(prefix="xtrt-demo-bench-")) if own_tmp else args.workdir
+    if work.exists():
+        shutil.rmtree(work)
+    runs = []
+    try:
+        for i in range(args.runs):
+            res = run_once(work, list(args.demo_args))
+            runs.append(res)
+            print(f"run {i + 1}: wall {res['wall_s']:.1f} s, child CPU {res['child_cpu_s']:.1f} s, "
+                  f"load {res['load1_before']:.1f} -> {res['load1_after']:.1f}, "
+                  + ", ".join(f"{s['name']} {s['status']} {s['seconds']:.1f}s"
+                              for s in res["steps"]), flush=True)
+        last = runs[-1]
+        acc = last["accuracy_top1_percent"]
+        fp32 = acc.get("onnxruntime-fp32")
+        int8 = acc.get("onnxruntime-int8")
+        doc = {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+               "python": platform.python_version(), "runs": runs, "accuracy_top1_percent": acc,
+               "int8_drop_points": None if fp32 is None or int8 is None
+               else round(fp32 - int8, 2)}
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "timing.json").write_text(json.dumps(doc, indent=2) + "\n")
+        if last["report"]:
+            dest = args.out / "report"
+            if dest.exists():
+                shutil.rmtree(dest)
+            shutil.copytree(last["report"], dest)
+        print("validation top-1: " + ", ".join(f"{k} {v:.2f}%" for k, v in acc.items()))
+        print(f"INT8 drop vs FP32 (ONNX Runtime): {doc['int8_drop_points']} points")
+        print(f"wrote {args.out / 'timing.json'}")
+    finally:
+        if own_tmp:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
