@@ -4,6 +4,7 @@ run (and its cached second run), CLI."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -127,7 +128,7 @@ def _rtx_importable() -> bool:
     return any(f.name == "tensorrt_rtx" for f in available_flavours())
 
 
-def test_small_demo_end_to_end_and_cached_rerun(tmp_path):
+def test_small_demo_end_to_end_and_cached_rerun(tmp_path, monkeypatch):
     work = tmp_path / "demo"
     first = run_demo(work, config=SMALL)
     st = {s.name: s for s in first.steps}
@@ -162,6 +163,16 @@ def test_small_demo_end_to_end_and_cached_rerun(tmp_path):
         assert st2["engines"].status == "cached", st2["engines"].line()
     assert second.accuracy == first.accuracy  # same checkpoint and variants, same numbers
     assert st2["train"].artifacts["checkpoint"] == st["train"].artifacts["checkpoint"]
+
+    # a stage missing from the installation is reported as skipped with the reason, not faked
+    import sys
+
+    monkeypatch.setitem(sys.modules, "xception_trt.trt.builder", None)
+    third = run_demo(work, config=replace(SMALL, skip=frozenset({"evaluate", "latency"})))
+    st3 = {s.name: s for s in third.steps}
+    assert st3["engines"].status == "skipped"
+    assert "cannot import" in st3["engines"].detail
+    assert st3["report"].status == "skipped" and third.ok
 
 
 def test_default_workdir_reads_xdg_cache_home(monkeypatch, tmp_path):
