@@ -41,8 +41,10 @@ def test_bad_files_are_reported_not_dropped_silently(tmp_path, caplog):
     (root / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     (root / "a" / "empty.png").write_bytes(b"")
     (root / "a" / "README.txt").write_text("not an image")
+    (root / "a" / "model.ckpt").write_bytes(b"x")
     ds = scan_folder(root)
-    assert [p.name for p in ds.ignored] == ["README.txt"]
+    assert sorted(p.name for p in ds.ignored) == ["README.txt", "model.ckpt"]
+    assert "ignoring 1 non-image file(s): a/model.ckpt" in caplog.text
     loader = BatchLoader(ds, SPEC, batch_size=8)
     batches = list(loader)
     assert sum(b.data.shape[0] for b in batches) == 3

@@ -94,6 +94,10 @@ def fingerprint_records(records: Sequence[ImageRecord]) -> str:
     return digest.hexdigest()
 
 
+#: Non-image files that are expected beside images (documentation, caches, file lists).
+_DOC_SUFFIXES = frozenset({".md", ".txt", ".json", ".rst", ".csv", ".tsv"})
+
+
 def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
@@ -132,9 +136,15 @@ def scan_folder(root: str | os.PathLike[str]) -> Dataset:
             f"{root} mixes images at the top level ({len(top_images)}) with class sub-folders "
             f"({len(labelled_dirs)}); put every image in a class folder (labelled) or all at the "
             "top level (unlabelled)")
-    if ignored:
-        log.warning("%s: ignoring %d non-image file(s): %s", root, len(ignored),
-                    ", ".join(p.name for p in ignored[:5]) + (" ..." if len(ignored) > 5 else ""))
+    # Every non-image file is reported; notes and caches (README.md, *.json) only at INFO so
+    # that e.g. `--calib calibration/` (README + cache/ beside images/) is not noisy.
+    for level, files in ((logging.INFO, [p for p in ignored if p.suffix.lower() in _DOC_SUFFIXES]),
+                         (logging.WARNING,
+                          [p for p in ignored if p.suffix.lower() not in _DOC_SUFFIXES])):
+        if files:
+            log.log(level, "%s: ignoring %d non-image file(s): %s", root, len(files),
+                    ", ".join(str(p.relative_to(root)) for p in files[:5])
+                    + (" ..." if len(files) > 5 else ""))
     if labelled_dirs:
         class_names = tuple(name for name, _ in labelled_dirs)
         for idx, (_, images) in enumerate(labelled_dirs):
