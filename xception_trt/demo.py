@@ -566,6 +566,8 @@ class _Demo:
                     "method": c.calibration_method, "images": c.calibration_images,
                     "version": __version__})
         cache_dir = self.work / "calibration-cache"
+        # at most the calibration split (asking the calibrator for more only logs a warning)
+        num_images = min(c.calibration_images, len(self.data.dataset("calibration")))
         if not self.force and _reusable(out, key):
             self.onnx["int8"] = out
             calib = read_metadata(out).json_field("calibration") or {}
@@ -574,15 +576,14 @@ class _Demo:
                               f"(method {method})"), {"int8": str(out)}
         if c.calibration_method == "auto":
             auto = auto_quantize_int8(src, self.data.calibration, None,
-                                      num_images=c.calibration_images, cache_dir=cache_dir,
-                                      output=out)
+                                      num_images=num_images, cache_dir=cache_dir, output=out)
             q = auto.best
             tried = ", ".join(f"{r.name} {r.top1:.2f}%" for r in auto.metrics
                               if r.top1 is not None)
             how = f"auto: tried {tried} on held-out calibration images, kept {q.method.value}"
         else:
             q = quantize_int8(src, self.data.calibration, method=c.calibration_method,
-                              num_images=c.calibration_images, cache_dir=cache_dir, output=out)
+                              num_images=num_images, cache_dir=cache_dir, output=out)
             how = f"method {q.method.value}"
         _mark(out, key)
         self.onnx["int8"] = out
