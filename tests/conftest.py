@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,11 @@ import pytest
 from PIL import Image
 
 from xception_trt.config import ModelSpec
+
+# Sleeping (not spinning) OpenMP waits: on 2 cores shared with ModelOpt/Triton subprocesses,
+# spinning torch threads slowed training steps 20x. Must be set before torch is imported
+# (nothing above imports it).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 #: A narrow Xception: 1/8 of the paper's widths, 2 middle blocks, 71x71 input, 4 classes.
 TINY = dict(num_classes=4, width=0.125, middle_blocks=2, input_size=71)

@@ -48,12 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .train import prefer_passive_openmp, progress_hooks
-
-    prefer_passive_openmp()  # before torch is imported
     from dataclasses import replace
 
     from ..demo import STEP_NAMES, DemoCallbacks, DemoConfig, run_demo
+    from .train import progress_hooks
 
     config = DemoConfig(skip=frozenset(args.skip))
     if args.epochs is not None:

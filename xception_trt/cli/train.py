@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
 from ._common import positive_int, print_json
 
 ORDER = 4
-
-
-def prefer_passive_openmp() -> None:
-    """Let OpenMP threads sleep instead of spin while they wait (unless the user set
-    ``OMP_WAIT_POLICY``). Measured on the 2-core CI-class machine with one other busy process:
-    a training step of the demo model took 7.4 s with torch's default spinning threads, 0.33 s
-    with ``PASSIVE`` (0.31 s with one thread). libgomp reads the variable when torch is first
-    imported, so this must run before that (the CLI imports torch lazily)."""
-    if "torch" not in sys.modules:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _fraction(text: str) -> float:
@@ -152,7 +141,6 @@ def format_epoch(stats: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    prefer_passive_openmp()
     from dataclasses import asdict
 
     from ..config import AugmentConfig, TrainConfig
