@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -161,9 +162,10 @@ def main(argv: list[str] | None = None) -> int:
         "signal: how far each precision variant departs from the FP32 model on the same images.",
         "Images are synthetic (smooth random JPEGs, 300-480 px, resized/cropped by the model's "
         "own preprocessing); calibration and evaluation images are disjoint.",
-        "Measured on a shared 2-core CPU machine while other jobs were running, with "
-        f"{args.threads or 'the default number of'} intra-op thread(s) per runner: absolute "
-        "times are inflated and noisy; compare rows, not machines.",
+        f"Measured on {os.cpu_count()} logical CPU core(s), 1-minute load average "
+        f"{os.getloadavg()[0]:.2f} at the start (see the end-of-run figure below), with "
+        f"{args.threads or 'the default number of'} intra-op thread(s) per runner; compare "
+        "rows, not machines.",
     ]
     try:
         t = time.perf_counter()
@@ -255,7 +257,9 @@ def main(argv: list[str] | None = None) -> int:
                "model": "Xception 299x299, 1000 classes, random weights",
                "stage_seconds": {k: round(v, 1) for k, v in stages.items()}}
         doc = build_report(args.name, kind="bench", benchmarks=benches, evaluation=evaluation,
-                           config=cfg, notes=notes, reference=benches[0].name,
+                           config=cfg, notes=notes + [f"1-minute load average at the end of "
+                                                      f"the run: {os.getloadavg()[0]:.2f}."],
+                           reference=benches[0].name,
                            command="python benchmarks/run_reference_report.py "
                                    + " ".join(sys.argv[1:] if argv is None else argv))
         files = write_report(doc, args.out_dir, force=args.force)
