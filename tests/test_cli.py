@@ -110,3 +110,16 @@ def test_convert_bad_checkpoint_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: checkpoint") and "does not exist" in err
     assert not (tmp_path / "o.safetensors").exists()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["serve", "m.onnx", "--http-port", "0"], "argument --http-port: 0 is outside 1..65535"),
+    (["serve", "m.onnx", "--grpc-port", "x"], "argument --grpc-port: 'x' is not a port number"),
+    (["triton-repo", "m.onnx", "-o", "r", "--max-queue-delay-us", "-1"], "-1 must be >= 0"),
+    (["export", "c.safetensors", "-o", "x.onnx", "--parity-samples", "0"], "0 must be >= 1"),
+])
+def test_bounded_numeric_options_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err

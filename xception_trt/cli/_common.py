@@ -7,7 +7,8 @@ import json
 import sys
 from typing import Any, Callable, Iterator
 
-__all__ = ["progress", "print_json", "positive_int"]
+__all__ = ["progress", "print_json", "bounded_int", "positive_int", "non_negative_int",
+           "port_number"]
 
 
 @contextlib.contextmanager
@@ -33,14 +34,34 @@ def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
+def bounded_int(minimum: int, maximum: int | None = None, *,
+                noun: str = "an integer") -> Callable[[str], int]:
+    """An argparse ``type=``: an integer in ``minimum..maximum`` (no upper bound when ``None``).
+
+    Args:
+        minimum: Smallest accepted value.
+        maximum: Largest accepted value, or ``None``.
+        noun: What the value is, for messages (``"an integer"``, ``"a port number"``).
+    """
     import argparse
 
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if maximum is not None and not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"{value} is outside {minimum}..{maximum}")
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} must be >= {minimum}")
+        return value
+
+    return parse
+
+
+#: argparse type: an integer >= 1.
+positive_int = bounded_int(1)
+#: argparse type: an integer >= 0.
+non_negative_int = bounded_int(0)
+#: argparse type: a TCP port number.
+port_number = bounded_int(1, 65535, noun="a port number")

@@ -10,20 +10,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ._common import positive_int
+from ._common import port_number, positive_int
 from .triton_repo import add_batching_arguments, build_options
 
 ORDER = 81
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 < value < 65536:
-        raise argparse.ArgumentTypeError(f"port {value} is outside 1..65535")
-    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,9 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--address", default="127.0.0.1",
                    help="interface for all endpoints (default: 127.0.0.1, loopback only; "
                         "0.0.0.0 exposes the server to the network)")
-    p.add_argument("--http-port", type=_port, default=8000, help="HTTP port (default: 8000)")
-    p.add_argument("--grpc-port", type=_port, default=8001, help="gRPC port (default: 8001)")
-    p.add_argument("--metrics-port", type=_port, default=8002,
+    p.add_argument("--http-port", type=port_number, default=8000, help="HTTP port (default: 8000)")
+    p.add_argument("--grpc-port", type=port_number, default=8001, help="gRPC port (default: 8001)")
+    p.add_argument("--metrics-port", type=port_number, default=8002,
                    help="Prometheus metrics port (default: 8002)")
     p.add_argument("--startup-timeout", type=positive_int, default=120, metavar="S",
                    help="seconds to wait for the models to load (default: 120)")

@@ -4,19 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import positive_int, print_json
+from ._common import non_negative_int, positive_int, print_json
 
 ORDER = 80
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
-    return value
 
 
 def add_batching_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,7 +22,7 @@ def add_batching_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preferred-batch", type=positive_int, nargs="+", default=(),
                    metavar="N", help="preferred batch sizes of the dynamic batcher (default: "
                                      "the engine's opt batch; none otherwise)")
-    p.add_argument("--max-queue-delay-us", type=_non_negative_int, default=100,
+    p.add_argument("--max-queue-delay-us", type=non_negative_int, default=100,
                    help="longest a request waits for a batch to fill, in microseconds "
                         "(default: 100)")
     p.add_argument("--instances", type=positive_int, default=1,
