@@ -533,13 +533,17 @@ def _classifier_config(source: ModelSource, options: RepositoryOptions, mbs: int
     text += _instance_group(_instance_kind(source, options), options.instance_count,
                             options.gpus)
     if options.backend is ServeBackend.PYTHON:
-        params = {PARAM_PREFIX + "artifact": source.path.name,
-                  PARAM_PREFIX + "runner_options": json.dumps(options.runner_options,
-                                                              sort_keys=True)}
-        if options.execution_env_path:
-            params["EXECUTION_ENV_PATH"] = options.execution_env_path
-        text += _parameters(params)
+        text += _python_parameters(options, {
+            PARAM_PREFIX + "artifact": source.path.name,
+            PARAM_PREFIX + "runner_options": json.dumps(options.runner_options, sort_keys=True)})
     return text
+
+
+def _python_parameters(options: RepositoryOptions, params: dict[str, str]) -> str:
+    """``parameters`` of a Python-backend model, plus the stub's ``EXECUTION_ENV_PATH``."""
+    if options.execution_env_path:
+        params = {**params, "EXECUTION_ENV_PATH": options.execution_env_path}
+    return _parameters(params)
 
 
 def _preprocess_config(source: ModelSource, options: RepositoryOptions, mbs: int) -> str:
@@ -550,10 +554,7 @@ def _preprocess_config(source: ModelSource, options: RepositoryOptions, mbs: int
     text += _block("output", [_tensor(INPUT_NAME, triton_dtype(source.input_dtype),
                                       _io_dims(source.input_dims, mbs, source.fixed_batch))])
     text += _instance_group("KIND_CPU", options.preprocess_instances, ())
-    params = {PARAM_PREFIX + "input_format": source.input_format.value}
-    if options.execution_env_path:
-        params["EXECUTION_ENV_PATH"] = options.execution_env_path
-    text += _parameters(params)
+    text += _python_parameters(options, {PARAM_PREFIX + "input_format": source.input_format.value})
     return text
 
 
