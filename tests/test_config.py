@@ -57,3 +57,33 @@ def test_enum_parse():
     assert InputFormat.parse("uint8-nhwc") is InputFormat.UINT8_NHWC
     with pytest.raises(ConfigError, match="fp32, fp16, int8"):
         Precision.parse("bf16")
+
+
+@pytest.mark.parametrize("value, kw, message", [
+    (True, {}, "n must be a positive integer, got True"),
+    (1.0, {}, "n must be a positive integer, got 1.0"),
+    (0, {}, "n must be a positive integer, got 0"),
+    (-1, {"minimum": 0}, "n must be an integer >= 0, got -1"),
+    (9, {"minimum": 1, "maximum": 8}, r"n must be an integer in 1\.\.8, got 9"),
+    ("3", {"minimum": None}, "n must be an integer, got '3'"),
+])
+def test_check_int_refuses_with_the_bounds_in_the_message(value, kw, message):
+    from xception_trt.config import check_int
+    with pytest.raises(ConfigError, match=message):
+        check_int(value, "n", **kw)
+
+
+def test_check_int_accepts_numpy_integers_and_raises_the_callers_error():
+    import numpy as np
+
+    from xception_trt.config import check_int
+    from xception_trt.errors import DataError
+    assert check_int(np.int64(3), "n") == 3 and type(check_int(np.int64(3), "n")) is int
+    with pytest.raises(DataError):
+        check_int(0, "n", error=DataError)
+
+
+def test_str_enum_choices_come_from_the_members():
+    from xception_trt.config import Precision
+    assert Precision.choices() == [m.value for m in Precision]
+    assert str(Precision.FP16) == "fp16"

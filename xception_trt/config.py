@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import numbers
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping
@@ -16,6 +17,8 @@ from typing import Any, Mapping
 from .errors import ConfigError
 
 __all__ = [
+    "StrEnum",
+    "check_int",
     "Precision",
     "InputFormat",
     "PoolPadding",
@@ -31,12 +34,24 @@ __all__ = [
 MIN_INPUT_SIZE = 71
 
 
-class _StrEnum(str, enum.Enum):
+class StrEnum(str, enum.Enum):
+    """A closed set of lowercase string values: prints as its value, parses with a clear error.
+
+    Every closed set in the package (precisions, formats, calibration methods, runner kinds,
+    TensorRT flavours, Triton choices) derives from this, and CLI ``choices=`` come from
+    :meth:`choices`.
+    """
+
     def __str__(self) -> str:  # argparse/help/json show the plain value
         return self.value
 
     @classmethod
-    def parse(cls, value: "str | _StrEnum") -> Any:
+    def choices(cls) -> list[str]:
+        """The values, in declaration order (for argparse ``choices=`` and help texts)."""
+        return [m.value for m in cls]
+
+    @classmethod
+    def parse(cls, value: "str | StrEnum") -> Any:
         """Return the member for ``value`` or raise :class:`ConfigError` listing the choices."""
         if isinstance(value, cls):
             return value
@@ -47,7 +62,7 @@ class _StrEnum(str, enum.Enum):
             raise ConfigError(f"unknown {cls.__name__} {value!r}; choose one of: {choices}") from None
 
 
-class Precision(_StrEnum):
+class Precision(StrEnum):
     """Numeric precision of an ONNX variant or engine."""
 
     FP32 = "fp32"
@@ -55,7 +70,7 @@ class Precision(_StrEnum):
     INT8 = "int8"
 
 
-class InputFormat(_StrEnum):
+class InputFormat(StrEnum):
     """What the exported graph takes as input.
 
     ``float-nchw``: preprocessed float32 NCHW (normalised on the host).
@@ -66,7 +81,7 @@ class InputFormat(_StrEnum):
     UINT8_NHWC = "uint8-nhwc"
 
 
-class PoolPadding(_StrEnum):
+class PoolPadding(StrEnum):
     """Padding semantics of the stride-2 3x3 max-pools.
 
     ``symmetric``: PyTorch ``padding=1`` on both sides (timm/Cadene ``legacy_xception``).
@@ -78,13 +93,50 @@ class PoolPadding(_StrEnum):
     TF_SAME = "tf-same"
 
 
-class Interpolation(_StrEnum):
+class Interpolation(StrEnum):
     """Resampling filter used when resizing images (PIL names)."""
 
     NEAREST = "nearest"
     BILINEAR = "bilinear"
     BICUBIC = "bicubic"
     LANCZOS = "lanczos"
+
+
+def check_int(value: Any, name: str, *, minimum: int | None = 1, maximum: int | None = None,
+              error: type[Exception] = ConfigError) -> int:
+    """Return ``value`` if it is an integer (not a bool) in ``minimum..maximum``, else raise.
+
+    The one validated-integer check of the package (config dataclasses, library arguments and,
+    through :func:`xception_trt.cli._common.bounded_int`, the CLI).
+
+    Args:
+        value: What the caller got.
+        name: How the message names it (``"BuildConfig.max_batch"``, ``"top_k"``).
+        minimum: Smallest accepted value, or ``None`` for no lower bound.
+        maximum: Largest accepted value, or ``None`` for no upper bound.
+        error: The exception class to raise (a :class:`~xception_trt.errors.XceptionTRTError`).
+
+    Raises:
+        error: ``value`` is not an int, is a bool, or is out of bounds; the message names
+            ``name``, the bounds and the value.
+    """
+    if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+            or (minimum is not None and value < minimum)
+            or (maximum is not None and value > maximum)):
+        what = ("a positive integer" if minimum == 1 and maximum is None
+                else f"an integer{_bounds_text(minimum, maximum)}")
+        raise error(f"{name} must be {what}, got {value!r}")
+    return int(value)
+
+
+def _bounds_text(minimum: int | None, maximum: int | None) -> str:
+    if minimum is not None and maximum is not None:
+        return f" in {minimum}..{maximum}"
+    if minimum is not None:
+        return f" >= {minimum}"
+    if maximum is not None:
+        return f" <= {maximum}"
+    return ""
 
 
 def _as_float_tuple(name: str, value: Any, n: int) -> tuple[float, ...]:
@@ -140,9 +192,7 @@ class ModelSpec:
             object.__setattr__(self, name, value)
 
         for name in ("num_classes", "in_chans", "middle_blocks", "input_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"ModelSpec.{name} must be an integer, got {value!r}")
+            check_int(getattr(self, name), f"ModelSpec.{name}", minimum=None)
         if self.num_classes < 1:
             raise ConfigError(f"num_classes must be >= 1, got {self.num_classes}")
         if self.in_chans < 1:
@@ -291,12 +341,7 @@ def normalise_compute_capability(value: str) -> str:
 def _opt_int(name: str, value: Any, lo: int, hi: int | None = None) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"BuildConfig.{name} must be an integer, got {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        bound = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise ConfigError(f"BuildConfig.{name} must be {bound}, got {value}")
-    return value
+    return check_int(value, f"BuildConfig.{name}", minimum=lo, maximum=hi)
 
 
 @dataclass(frozen=True)
@@ -414,7 +459,7 @@ class BuildConfig:
 # training (xception_trt.train)
 
 
-class Optimizer(_StrEnum):
+class Optimizer(StrEnum):
     """Optimizer used by :func:`xception_trt.train.train`."""
 
     SGD = "sgd"
@@ -490,9 +535,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"TrainConfig.{name} must be an integer, got {value!r}")
+            check_int(getattr(self, name), f"TrainConfig.{name}", minimum=None)
         if self.epochs < 1:
             raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
