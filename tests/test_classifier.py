@@ -9,7 +9,8 @@ import pytest
 
 from xception_trt.cli import main
 from xception_trt.errors import ConfigError, DataError
-from xception_trt.runners import Classifier, Prediction, TorchRunner
+from xception_trt.classifier import Classifier, Prediction
+from xception_trt.runners import TorchRunner
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import pytest
 from xception_trt.config import InputFormat, Precision
 from xception_trt.errors import ConfigError, EngineError, GraphError
 from xception_trt.preprocess import normalize
-from xception_trt.runners import (OnnxRuntimeRunner, Runner, TensorSpec, TorchRunner,
-                                  check_batch, open_runner, runner_kind)
+from xception_trt.contract import Runner, TensorSpec, check_batch
+from xception_trt.runners import OnnxRuntimeRunner, TorchRunner, open_runner, runner_kind
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +154,44 @@ def test_open_runner_picks_by_suffix(tiny_onnx_files, tiny_checkpoint):
         assert isinstance(r, TorchRunner)
     assert runner_kind("m.engine") == runner_kind("m.PLAN") == "tensorrt"
     assert runner_kind("m.onnx") == "onnxruntime" and runner_kind("m.pth") == "torch"
+
+
+def test_registry_covers_every_runner_kind_and_names_them_all_in_errors():
+    from xception_trt.contract import RunnerKind
+    from xception_trt.runners import RUNNERS
+
+    assert list(RUNNERS) == list(RunnerKind)
+    assert isinstance(runner_kind("m.onnx"), RunnerKind)
+    with pytest.raises(EngineError) as exc:
+        runner_kind("m.tflite")
+    for entry in RUNNERS.values():
+        assert entry.describe in str(exc.value)
+        assert all(sfx in str(exc.value) for sfx in entry.suffixes())
+
+
+@pytest.mark.parametrize("path, kw, expected", [
+    ("m.engine", dict(threads=2, device="cuda:1"), {"device": 1}),
+    ("m.engine", dict(device=0), {"device": 0}),
+    ("m.onnx", dict(threads=2), {"threads": 2}),
+    ("m.onnx", dict(device="cuda"), {"device": "cuda"}),  # passed on: the runner refuses it
+    ("m.pth", dict(threads=1, device=1), {"threads": 1, "device": "cuda:1"}),
+    ("m.safetensors", dict(device="cpu"), {"device": "cpu"}),
+    ("m.onnx", {}, {}),
+])
+def test_runner_options_fit_each_backend(path, kw, expected):
+    from xception_trt.runners import runner_options
+
+    assert runner_options(path, **kw) == expected
+
+
+def test_runner_base_repr_survives_a_half_initialised_runner():
+    from xception_trt.contract import RunnerBase
+
+    class Half(RunnerBase):
+        def __init__(self) -> None:
+            self.name = "half"
+
+    assert repr(Half()) == "<Half half (?)>"
 
 
 def test_open_runner_bad_inputs(tmp_path, tiny_onnx_files):

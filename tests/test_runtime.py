@@ -27,11 +27,11 @@ import pytest
 
 from xception_trt.config import InputFormat, ModelSpec, Precision
 from xception_trt.errors import BuildError, EngineError
-from xception_trt.runners import TensorSpec, input_spec_for, output_spec_for
+from xception_trt.contract import TensorSpec, input_spec_for, output_spec_for
 from xception_trt.trt import cuda as xc
 from xception_trt.trt.devices import query_devices
-from xception_trt.trt.runtime import (CudaRunnerBase, EngineIO, TensorRTRunner, check_device_batch,
-                                      check_device_output, describe_engine,
+from xception_trt.trt.cuda_runner import CudaRunnerBase, check_device_batch, check_device_output
+from xception_trt.trt.runtime import (EngineIO, TensorRTRunner, describe_engine,
                                       model_facts_from_sidecar)
 
 HAS_GPU = bool(query_devices().gpus)
@@ -736,3 +736,28 @@ def test_tensorrt_refuses_broken_plans_cleanly(rtx_engine, damage):
 def test_real_engine_and_sidecar_without_gpu(rtx_engine):
     with pytest.raises(EngineError, match="no usable NVIDIA GPU"):
         TensorRTRunner(rtx_engine)
+
+
+def test_one_tensorrt_logger_keeps_errors_and_the_layer_summary(caplog):
+    """builder and runtime share trt/logger.py: errors are kept for the raised message (DEBUG in
+    the log), warnings are logged as warnings, and the RTX layer summary is captured on request."""
+    trt = pytest.importorskip("tensorrt_rtx")
+    import logging
+
+    from xception_trt.trt.logger import make_logger
+
+    sev = trt.ILogger.Severity
+    logger = make_logger(trt, capture_layers=True)
+    with caplog.at_level(logging.DEBUG, logger="xception_trt.trt.logger"):
+        logger.log(sev.ERROR, "first\n")
+        logger.log(sev.INTERNAL_ERROR, "second")
+        logger.log(sev.WARNING, "careful")
+        logger.log(sev.VERBOSE, "Layers:\n[conv]")
+        logger.log(sev.VERBOSE, "noise")
+    assert logger.errors == ["first", "second"]
+    assert logger.layers_text == "Layers:\n[conv]"
+    assert [r.levelname for r in caplog.records if "careful" in r.message] == ["WARNING"]
+    assert logger.take() == "first | second" and logger.errors == []
+    quiet = make_logger(trt)
+    quiet.log(sev.VERBOSE, "Layers:\n[conv]")
+    assert quiet.layers_text is None

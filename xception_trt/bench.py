@@ -29,7 +29,9 @@ import numpy as np
 
 from .config import InputFormat, ModelSpec, Precision
 from .errors import BenchError, ConfigError, DataError
-from .runners import Runner, open_runner, softmax
+from .classifier import softmax
+from .contract import Runner
+from .runners import open_runner
 
 __all__ = ["BenchConfig", "LatencyStats", "LatencyResult", "RunnerBenchmark", "MemorySampler",
            "make_input", "measure_latency", "benchmark_runner", "AccuracyResult",

@@ -123,7 +123,7 @@ def check_int(value: Any, name: str, *, minimum: int | None = 1, maximum: int | 
     if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
             or (minimum is not None and value < minimum)
             or (maximum is not None and value > maximum)):
-        what = ("a positive integer" if minimum == 1 and maximum is None
+        what = ("a positive integer (>= 1)" if minimum == 1 and maximum is None
                 else f"an integer{_bounds_text(minimum, maximum)}")
         raise error(f"{name} must be {what}, got {value!r}")
     return int(value)
@@ -131,7 +131,7 @@ def check_int(value: Any, name: str, *, minimum: int | None = 1, maximum: int | 
 
 def _bounds_text(minimum: int | None, maximum: int | None) -> str:
     if minimum is not None and maximum is not None:
-        return f" in {minimum}..{maximum}"
+        return f" in [{minimum}, {maximum}]"
     if minimum is not None:
         return f" >= {minimum}"
     if maximum is not None:

@@ -1,18 +1,11 @@
-"""One Runner protocol for every backend (TensorRT, ONNX Runtime, the torch reference) and the
-application API on top of it (:class:`Classifier`).
-
-A runner takes a preprocessed batch as a NumPy array and returns float32 logits
-``(N, num_classes)``. Benchmarks, evaluation and comparisons treat every backend alike::
+"""The inference backends behind the runner contract (:mod:`xception_trt.contract`): ONNX Runtime
+and the torch reference here, TensorRT in :mod:`xception_trt.trt.runtime`, and the registry that
+picks one for a model file::
 
     with open_runner("xception_fp16.onnx") as runner:
         logits = runner(batch)          # batch: runner.input_spec.shape / .dtype
 
-    clf = Classifier("xception.engine")
-    clf.classify(["cat.jpg"], top_k=5)  # [[Prediction(label='tabby', index=281, probability=...)]]
-
-Optional timing hook: a runner MAY expose ``last_gpu_time_ms: float | None``, the GPU compute
-time of its most recent ``__call__`` measured with CUDA events (``None`` when not measured).
-:mod:`xception_trt.bench` reports it next to the end-to-end wall time when present.
+A new backend is one :class:`RunnerKind` member plus one :data:`RUNNERS` entry.
 """
 
 from __future__ import annotations
@@ -22,248 +15,27 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .config import InputFormat, ModelSpec, Precision
-from .errors import ConfigError, DataError, EngineError
+from .config import InputFormat, ModelSpec, Precision, check_int
+from .contract import (ENGINE_SUFFIXES, ONNX_SUFFIXES, Runner, RunnerBase, RunnerKind,
+                       input_spec_for, output_spec_for)
+from .errors import ConfigError, EngineError
 from .onnx_meta import INPUT_NAME, OUTPUT_NAME
 
-__all__ = ["TensorSpec", "Runner", "OnnxRuntimeRunner", "TorchRunner", "open_runner",
-           "runner_kind", "check_batch", "input_spec_for", "output_spec_for",
-           "ENGINE_SUFFIXES", "ONNX_SUFFIXES", "Prediction", "Classifier", "softmax"]
+__all__ = ["OnnxRuntimeRunner", "TorchRunner", "RunnerEntry", "RUNNERS", "open_runner",
+           "runner_kind", "runner_options"]
 
 log = logging.getLogger(__name__)
-
-#: File suffixes of serialized TensorRT engines.
-ENGINE_SUFFIXES = (".engine", ".plan")
-#: File suffixes of ONNX graphs.
-ONNX_SUFFIXES = (".onnx",)
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """Name, shape and dtype of a runner input or output.
-
-    Attributes:
-        name: Tensor name in the graph/engine (``input`` / ``logits``).
-        shape: Dimensions; ``-1`` marks the dynamic batch axis.
-        dtype: NumPy dtype (``float32`` or ``uint8``).
-    """
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: np.dtype
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
-        object.__setattr__(self, "dtype", np.dtype(self.dtype))
-
-    def describe(self) -> str:
-        """``name[N,3,299,299] float32`` (``N`` for the dynamic batch)."""
-        dims = ",".join("N" if d == -1 else str(d) for d in self.shape)
-        return f"{self.name}[{dims}] {self.dtype.name}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype.name}
-
-
-@runtime_checkable
-class Runner(Protocol):
-    """What every inference backend provides (TensorRT, ONNX Runtime, torch).
-
-    Attributes:
-        name: Short display name (``onnxruntime-fp16``, ``tensorrt-int8`` ...).
-        spec: The model's architecture and preprocessing.
-        input_format: ``float-nchw`` (normalised float32 NCHW) or ``uint8-nhwc`` (raw pixels).
-        precision: Compute precision of the model variant.
-        input_spec: The input tensor (``-1`` = dynamic batch).
-        output_spec: The logits tensor, float32 ``(-1, num_classes)``.
-        max_batch: Largest batch accepted, ``None`` when unbounded.
-        device: ``"cpu"`` or ``"cuda:<i>"``.
-    """
-
-    name: str
-    spec: ModelSpec
-    input_format: InputFormat
-    precision: Precision
-    input_spec: TensorSpec
-    output_spec: TensorSpec
-    max_batch: int | None
-    device: str
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """Run one batch; returns float32 logits ``(N, num_classes)``."""
-        ...
-
-    def describe(self) -> dict[str, Any]:
-        """Backend, provider, threads, versions ... as a JSON-ready dict."""
-        ...
-
-    def close(self) -> None:
-        """Release resources; calling it again does nothing."""
-        ...
-
-    def __enter__(self) -> Any: ...
-
-    def __exit__(self, *exc: Any) -> None: ...
-
-
-# ---------------------------------------------------------------------------------------------
-# shared pieces
-
-
-def input_spec_for(spec: ModelSpec, input_format: InputFormat | str,
-                   batch: int = -1) -> TensorSpec:
-    """The input :class:`TensorSpec` of a model with ``spec`` taking ``input_format``.
-
-    Args:
-        spec: The model spec (channels, input size).
-        input_format: ``float-nchw`` -> float32 ``(N, C, S, S)``; ``uint8-nhwc`` -> uint8
-            ``(N, S, S, C)``.
-        batch: Fixed batch size, or ``-1`` for a dynamic batch.
-    """
-    fmt = InputFormat.parse(input_format)
-    s, c = spec.input_size, spec.in_chans
-    if fmt is InputFormat.UINT8_NHWC:
-        return TensorSpec(INPUT_NAME, (batch, s, s, c), np.uint8)
-    return TensorSpec(INPUT_NAME, (batch, c, s, s), np.float32)
-
-
-def output_spec_for(spec: ModelSpec, batch: int = -1) -> TensorSpec:
-    """The logits :class:`TensorSpec`: float32 ``(N, num_classes)``."""
-    return TensorSpec(OUTPUT_NAME, (batch, spec.num_classes), np.float32)
-
-
-def _layout_hint(batch: np.ndarray, want: TensorSpec) -> str:
-    """A fix for the commonest mistake: NHWC given to an NCHW model or the reverse."""
-    shape = batch.shape
-    if len(shape) != 4 or len(want.shape) != 4:
-        return ""
-    if want.dtype == np.uint8 and shape[1:] == (want.shape[3], want.shape[1], want.shape[2]):
-        return ("; the array looks like NCHW but this model takes raw NHWC uint8 pixels "
-                "(xception_trt.preprocess.preprocess_uint8)")
-    if want.dtype == np.float32 and shape[1:] == (want.shape[2], want.shape[3], want.shape[1]):
-        return ("; the array looks like NHWC but this model takes NCHW — transpose with "
-                "x.transpose(0, 3, 1, 2) or use xception_trt.preprocess.preprocess_batch")
-    return ""
-
-
-def check_batch(batch: Any, want: TensorSpec, *, max_batch: int | None = None,
-                runner: str = "runner", check_finite: bool = False) -> np.ndarray:
-    """Validate a batch against a runner's input spec; returns it unchanged.
-
-    Args:
-        batch: The array given to the runner.
-        want: The runner's ``input_spec`` (``-1`` matches any batch size).
-        max_batch: Largest batch accepted (``None``: unbounded).
-        runner: Runner name for the message.
-        check_finite: Also reject NaN/Inf (float inputs only; costs one pass over the data).
-
-    Raises:
-        EngineError: Not an ndarray, wrong rank/dtype/shape, empty batch, batch above
-            ``max_batch``, not C-contiguous, or non-finite values; the message says the fix.
-    """
-    expected = f"{want.describe()}"
-    if not isinstance(batch, np.ndarray):
-        raise EngineError(f"{runner}: input must be a numpy.ndarray {expected}, got "
-                          f"{type(batch).__name__}; convert with numpy.asarray(x)")
-    if batch.ndim != len(want.shape):
-        hint = " (add the batch axis with x[None])" if batch.ndim == len(want.shape) - 1 else ""
-        raise EngineError(f"{runner}: input must have rank {len(want.shape)} {expected}, got "
-                          f"rank {batch.ndim} with shape {batch.shape}{hint}")
-    if batch.dtype != want.dtype:
-        if want.dtype == np.uint8:
-            fix = ("this model takes raw uint8 NHWC pixels (input format uint8-nhwc); give "
-                   "preprocess_uint8 output, not normalised floats")
-        else:
-            fix = f"convert with x.astype(numpy.{want.dtype.name})"
-        raise EngineError(f"{runner}: input dtype must be {want.dtype.name}, got "
-                          f"{batch.dtype.name}; {fix}")
-    for axis, (w, g) in enumerate(zip(want.shape, batch.shape)):
-        if w != -1 and w != g:
-            raise EngineError(f"{runner}: input shape {batch.shape} does not match {expected} "
-                              f"(axis {axis} is {g}, expected {w}){_layout_hint(batch, want)}")
-    n = batch.shape[0]
-    if n < 1:
-        raise EngineError(f"{runner}: the batch is empty (shape {batch.shape}); give at least "
-                          "one image")
-    if max_batch is not None and n > max_batch:
-        raise EngineError(f"{runner}: batch {n} exceeds this model's maximum batch {max_batch}; "
-                          "split the input into smaller batches or rebuild with a larger "
-                          "maximum batch")
-    if not batch.flags.c_contiguous:
-        raise EngineError(f"{runner}: input array is not C-contiguous (a transposed or sliced "
-                          "view); pass numpy.ascontiguousarray(x)")
-    if check_finite and batch.dtype.kind == "f" and not np.isfinite(batch).all():
-        raise EngineError(f"{runner}: input contains NaN or Inf values; check the "
-                          "preprocessing")
-    return batch
-
-
-class _RunnerBase:
-    """Closed-state handling, context manager and input validation shared by our runners."""
-
-    name: str
-    spec: ModelSpec
-    input_format: InputFormat
-    precision: Precision
-    input_spec: TensorSpec
-    output_spec: TensorSpec
-    max_batch: int | None
-    device: str
-    check_finite: bool = False
-    _closed: bool = False
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise EngineError(f"{self.name}: the runner is closed; open a new one with "
-                              "open_runner(path)")
-
-    def _validate(self, batch: Any) -> np.ndarray:
-        self._check_open()
-        return check_batch(batch, self.input_spec, max_batch=self.max_batch, runner=self.name,
-                           check_finite=self.check_finite)
-
-    def _check_output(self, out: Any, n: int) -> np.ndarray:
-        out = np.asarray(out)
-        if out.dtype != np.float32:
-            out = out.astype(np.float32)
-        if out.shape != (n, self.spec.num_classes):
-            raise EngineError(f"{self.name}: the model returned shape {out.shape}, expected "
-                              f"({n}, {self.spec.num_classes}); the file does not match its "
-                              "metadata — re-export it")
-        return out
-
-    @property
-    def closed(self) -> bool:
-        """True after :meth:`close`."""
-        return self._closed
-
-    def close(self) -> None:
-        """Release the backend's resources (idempotent)."""
-        self._closed = True
-
-    def __enter__(self) -> Any:
-        self._check_open()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else self.device
-        return (f"<{type(self).__name__} {self.name} {self.input_spec.describe()} -> "
-                f"{self.output_spec.describe()} ({state})>")
 
 
 # ---------------------------------------------------------------------------------------------
 # ONNX Runtime
 
 
-class OnnxRuntimeRunner(_RunnerBase):
+class OnnxRuntimeRunner(RunnerBase):
     """Run an xception-trt ONNX file (FP32, FP16 or Q/DQ INT8) with ONNX Runtime.
 
     Args:
@@ -305,9 +77,8 @@ class OnnxRuntimeRunner(_RunnerBase):
             raise EngineError(f"ONNX Runtime execution provider(s) {unknown or providers} not "
                               f"available in this onnxruntime build; available: "
                               f"{', '.join(available)}")
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
-                                    or threads < 1):
-            raise ConfigError(f"threads must be a positive integer or None, got {threads!r}")
+        if threads is not None:
+            check_int(threads, "threads")
         self.threads = threads
         opts = ort.SessionOptions()
         opts.log_severity_level = 3  # ORT warnings go to stderr, bypassing logging
@@ -365,15 +136,7 @@ class OnnxRuntimeRunner(_RunnerBase):
     def describe(self) -> dict[str, Any]:
         """Backend facts: provider(s), threads, versions, file."""
         return {
-            "backend": "onnxruntime",
-            "name": self.name,
-            "path": str(self.path),
-            "precision": self.precision.value,
-            "input_format": self.input_format.value,
-            "input": self.input_spec.to_dict(),
-            "output": self.output_spec.to_dict(),
-            "max_batch": self.max_batch,
-            "device": self.device,
+            **self._describe_common(RunnerKind.ONNXRUNTIME, self.path),
             "provider": self.providers[0] if self.providers else None,
             "providers": self.providers,
             "threads": self.threads if self.threads is not None else "default",
@@ -393,7 +156,7 @@ class OnnxRuntimeRunner(_RunnerBase):
 # torch reference
 
 
-class TorchRunner(_RunnerBase):
+class TorchRunner(RunnerBase):
     """Run the PyTorch reference Xception (from a checkpoint file or a model object).
 
     Args:
@@ -423,9 +186,7 @@ class TorchRunner(_RunnerBase):
             raise ConfigError("the torch runner computes in fp32 or fp16; for INT8 run the "
                               "quantized ONNX with OnnxRuntimeRunner or a TensorRT engine")
         if threads is not None:
-            if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-                raise ConfigError(f"threads must be a positive integer or None, got {threads!r}")
-            torch.set_num_threads(threads)
+            torch.set_num_threads(check_int(threads, "threads"))
         self.threads = threads
         dev = str(device)
         if dev.startswith("cuda"):
@@ -492,15 +253,7 @@ class TorchRunner(_RunnerBase):
         """Backend facts: device, threads, torch version, checkpoint."""
         torch = self._torch
         return {
-            "backend": "torch",
-            "name": self.name,
-            "path": str(self.path) if self.path else None,
-            "precision": self.precision.value,
-            "input_format": self.input_format.value,
-            "input": self.input_spec.to_dict(),
-            "output": self.output_spec.to_dict(),
-            "max_batch": self.max_batch,
-            "device": self.device,
+            **self._describe_common(RunnerKind.TORCH, self.path),
             "provider": f"torch-{self.device.split(':')[0]}",
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
@@ -514,43 +267,107 @@ class TorchRunner(_RunnerBase):
 
 
 # ---------------------------------------------------------------------------------------------
-# choosing a runner by file type
+# the registry: choosing a runner by file type
 
 
-def runner_kind(path: str | os.PathLike[str]) -> str:
-    """``"tensorrt"``, ``"onnxruntime"`` or ``"torch"`` for a model file, by suffix.
+def _tensorrt_runner() -> type:
+    from .trt.runtime import TensorRTRunner
+
+    return TensorRTRunner
+
+
+def _checkpoint_suffixes() -> tuple[str, ...]:
+    from .checkpoint import CHECKPOINT_SUFFIXES
+
+    return tuple(CHECKPOINT_SUFFIXES)
+
+
+def _gpu_ordinal(device: str | int) -> Any:
+    """``cuda:1`` / ``1`` -> ``1`` (the TensorRT runner takes a CUDA ordinal)."""
+    text = str(device)
+    text = text.split(":", 1)[1] if text.startswith("cuda:") else text
+    return int(text) if text.isdigit() else device
+
+
+def _torch_device(device: str | int) -> Any:
+    """``1`` -> ``cuda:1``; ``cpu`` / ``cuda`` / ``cuda:1`` unchanged."""
+    return f"cuda:{device}" if isinstance(device, int) or str(device).isdigit() else device
+
+
+@dataclass(frozen=True)
+class RunnerEntry:
+    """How the registry opens one kind of model file.
+
+    Attributes:
+        kind: The backend.
+        describe: What the files are, for messages (``"TensorRT engines"``).
+        suffixes: A callable returning the file suffixes this backend opens (lazy, so that
+            the registry itself imports nothing heavy).
+        runner_class: A callable returning the Runner class (imported on first use).
+        takes_threads: Whether the runner has a CPU ``threads`` option.
+        device_option: Turns a device (``cuda:1`` or an ordinal) into this runner's
+            ``device=`` value; ``None`` when the runner has no device option.
+    """
+
+    kind: RunnerKind
+    describe: str
+    suffixes: Callable[[], tuple[str, ...]]
+    runner_class: Callable[[], type]
+    takes_threads: bool
+    device_option: Callable[[str | int], Any] | None
+
+
+#: Every backend, in the order suffixes are matched. Add a backend here (and in RunnerKind).
+RUNNERS: dict[RunnerKind, RunnerEntry] = {
+    e.kind: e for e in (
+        RunnerEntry(RunnerKind.TENSORRT, "TensorRT engines", lambda: ENGINE_SUFFIXES,
+                    _tensorrt_runner, takes_threads=False, device_option=_gpu_ordinal),
+        RunnerEntry(RunnerKind.ONNXRUNTIME, "ONNX", lambda: ONNX_SUFFIXES,
+                    lambda: OnnxRuntimeRunner, takes_threads=True, device_option=None),
+        RunnerEntry(RunnerKind.TORCH, "checkpoints", _checkpoint_suffixes,
+                    lambda: TorchRunner, takes_threads=True, device_option=_torch_device),
+    )
+}
+
+
+def runner_kind(path: str | os.PathLike[str]) -> RunnerKind:
+    """The backend that opens a model file, by suffix (a :class:`RunnerKind`, equal to its
+    string value: ``"tensorrt"``, ``"onnxruntime"`` or ``"torch"``).
 
     Raises:
         EngineError: The suffix is not a supported model type (message lists the types).
     """
-    from .checkpoint import CHECKPOINT_SUFFIXES
-
     suffix = Path(path).suffix.lower()
-    if suffix in ENGINE_SUFFIXES:
-        return "tensorrt"
-    if suffix in ONNX_SUFFIXES:
-        return "onnxruntime"
-    if suffix in CHECKPOINT_SUFFIXES:
-        return "torch"
-    raise EngineError(
-        f"{path}: unknown model type {suffix or '(no suffix)'!r}; supported: TensorRT engines "
-        f"({', '.join(ENGINE_SUFFIXES)}), ONNX ({', '.join(ONNX_SUFFIXES)}) and checkpoints "
-        f"({', '.join(CHECKPOINT_SUFFIXES)})")
+    for entry in RUNNERS.values():
+        if suffix in entry.suffixes():
+            return entry.kind
+    supported = ", ".join(f"{e.describe} ({', '.join(e.suffixes())})" for e in RUNNERS.values())
+    raise EngineError(f"{path}: unknown model type {suffix or '(no suffix)'!r}; supported: "
+                      f"{supported}")
 
 
-def _runner_class(kind: str) -> type:
-    if kind == "tensorrt":
-        try:
-            from .trt.runtime import TensorRTRunner
-        except ImportError as exc:
-            raise EngineError(f"the TensorRT runtime is not available in this installation "
-                              f"({exc}); update xception-trt") from None
-        return TensorRTRunner
-    return OnnxRuntimeRunner if kind == "onnxruntime" else TorchRunner
+def runner_options(path: str | os.PathLike[str], *, threads: int | None = None,
+                   device: str | int | None = None) -> dict[str, Any]:
+    """Runner keyword options for a model file from generic settings (CLI flags, Triton).
+
+    ``threads`` is dropped for backends without CPU threads (TensorRT); ``device`` is converted
+    to what the backend takes (a CUDA ordinal for TensorRT, ``cuda:<i>`` for torch) and passed
+    unchanged to a backend without a device option, which then refuses it with a clear error.
+
+    Raises:
+        EngineError: Unknown model type.
+    """
+    entry = RUNNERS[runner_kind(path)]
+    kw: dict[str, Any] = {}
+    if threads is not None and entry.takes_threads:
+        kw["threads"] = threads
+    if device is not None:
+        kw["device"] = entry.device_option(device) if entry.device_option else device
+    return kw
 
 
 def open_runner(path: str | os.PathLike[str], **kw: Any) -> Runner:
-    """Open the right runner for a model file.
+    """Open the right runner for a model file (see :data:`RUNNERS`).
 
     ``.engine``/``.plan`` -> ``xception_trt.trt.runtime.TensorRTRunner``; ``.onnx`` ->
     :class:`OnnxRuntimeRunner`; checkpoints -> :class:`TorchRunner`.
@@ -569,7 +386,7 @@ def open_runner(path: str | os.PathLike[str], **kw: Any) -> Runner:
         raise EngineError(f"model file {path} does not exist")
     if not path.is_file():
         raise EngineError(f"{path} is not a file")
-    cls = _runner_class(kind)
+    cls = RUNNERS[kind].runner_class()
     params = inspect.signature(cls.__init__).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         bad = sorted(k for k in kw if k not in params)
@@ -579,133 +396,3 @@ def open_runner(path: str | os.PathLike[str], **kw: Any) -> Runner:
                               f"(it takes: {', '.join(ok) or 'none'})")
     log.info("opening %s with %s", path, cls.__name__)
     return cls(path, **kw)
-
-
-# ---------------------------------------------------------------------------------------------
-# application API
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64 (numerically stable)."""
-    x = np.asarray(logits, dtype=np.float64)
-    x = x - x.max(axis=-1, keepdims=True)
-    e = np.exp(x)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One class of a classification result.
-
-    Attributes:
-        label: Class name.
-        index: Class index (logit position).
-        probability: Softmax probability in [0, 1].
-    """
-
-    label: str
-    index: int
-    probability: float
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {"label": self.label, "index": self.index, "probability": self.probability}
-
-
-def _is_single_image(x: Any) -> bool:
-    from PIL import Image
-
-    if isinstance(x, (str, os.PathLike, bytes, Image.Image)):
-        return True
-    return isinstance(x, np.ndarray) and x.ndim in (2, 3)
-
-
-class Classifier:
-    """Classify images with any model file (engine, ONNX or checkpoint).
-
-    Preprocessing follows the model's own :class:`ModelSpec` (from the checkpoint, the ONNX
-    metadata or the engine sidecar) and the runner's input format (uint8 NHWC or normalised
-    float NCHW), so every backend gets exactly what it expects.
-
-    Args:
-        path: A model file, or an already open :class:`Runner` (then the caller owns it).
-        batch_size: Images per runner call (capped at the runner's ``max_batch``).
-        **runner_kw: Options for :func:`open_runner`.
-
-    Raises:
-        EngineError / GraphError / CheckpointError: The model cannot be opened.
-    """
-
-    def __init__(self, path: str | os.PathLike[str] | Runner, *, batch_size: int = 32,
-                 **runner_kw: Any) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if isinstance(path, (str, os.PathLike)):
-            self.runner: Runner = open_runner(path, **runner_kw)
-            self._owns = True
-        else:
-            if runner_kw:
-                raise ConfigError("runner options cannot be given with an already open runner")
-            self.runner = path
-            self._owns = False
-        cap = self.runner.max_batch
-        self.batch_size = min(batch_size, cap) if cap else batch_size
-        self.spec = self.runner.spec
-        self.class_names = self.spec.class_names()
-
-    def preprocess(self, images: Sequence[Any]) -> np.ndarray:
-        """Decode and preprocess images into the runner's input layout and dtype.
-
-        Raises:
-            DataError: An image cannot be read (the message names it).
-        """
-        from .preprocess import preprocess_batch
-
-        return preprocess_batch(images, self.spec, self.runner.input_format)
-
-    def logits(self, images_or_paths: Any) -> np.ndarray:
-        """Float32 logits ``(N, num_classes)`` for one image or a sequence of images."""
-        images = [images_or_paths] if _is_single_image(images_or_paths) else list(images_or_paths)
-        if not images:
-            raise DataError("no images to classify; give at least one image or path")
-        out = []
-        for start in range(0, len(images), self.batch_size):
-            out.append(self.runner(self.preprocess(images[start:start + self.batch_size])))
-        return np.concatenate(out, axis=0)
-
-    def classify(self, images_or_paths: Any, top_k: int = 5) -> list[list[Prediction]]:
-        """Top-``k`` classes of each image.
-
-        Args:
-            images_or_paths: One image or a sequence of images: paths, encoded bytes, PIL
-                images or uint8 HxWxC arrays.
-            top_k: Classes per image, most probable first (capped at the model's classes).
-
-        Returns:
-            One list of :class:`Prediction` per image, in input order.
-
-        Raises:
-            ConfigError: ``top_k`` out of range.
-            DataError: No images, or an image cannot be read.
-            EngineError: The runner fails.
-        """
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ConfigError(f"top_k must be a positive integer, got {top_k!r}")
-        top_k = min(top_k, self.spec.num_classes)
-        probs = softmax(self.logits(images_or_paths))
-        results = []
-        for row in probs:
-            idx = np.argsort(-row, kind="stable")[:top_k]
-            results.append([Prediction(self.class_names[i], int(i), float(row[i])) for i in idx])
-        return results
-
-    def close(self) -> None:
-        """Close the runner if this classifier opened it (idempotent)."""
-        if self._owns:
-            self.runner.close()
-
-    def __enter__(self) -> "Classifier":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()

@@ -13,7 +13,7 @@ Two groups of checks:
 
 :class:`StandInRunner` is a **STAND-IN, not a neural network**: an NVRTC-compiled kernel
 ``logits[n, k] = a * x[n].flat[k] + b`` behind exactly the per-call path of ``TensorRTRunner``
-(:class:`~xception_trt.trt.runtime.CudaRunnerBase`), so a GPU without TensorRT (e.g. an H100 with
+(:class:`~xception_trt.trt.cuda_runner.CudaRunnerBase`), so a GPU without TensorRT (e.g. an H100 with
 CUDA 13) still exercises and times the real buffer/stream/graph code.
 
 :func:`missing_requirements` says precisely what this machine lacks for each group.
@@ -33,7 +33,7 @@ import numpy as np
 
 from .config import InputFormat, ModelSpec, Precision
 from .errors import EngineError, XceptionTRTError
-from .trt.runtime import CudaRunnerBase
+from .trt.cuda_runner import CudaRunnerBase
 
 __all__ = ["STANDIN_SOURCE", "StandInRunner", "CheckResult", "Requirements",
            "missing_requirements", "run_cuda_checks", "run_engine_checks", "run_selftest",
@@ -119,7 +119,7 @@ class StandInRunner(CudaRunnerBase):
                  device: int = 0, cuda_backend: str = "cuda-python", cuda_graphs: bool = False,
                  check_finite: bool = False, gpu_timing: bool = False, a: float = 2.0,
                  b: float = 0.5) -> None:
-        from .runners import input_spec_for, output_spec_for
+        from .contract import input_spec_for, output_spec_for
         from .trt.cuda import CudaDevice
 
         if 3 * input_size * input_size < num_classes:
@@ -285,6 +285,35 @@ def _expect(cond: bool, message: str) -> None:
         raise AssertionError(message)
 
 
+def _in_threads(call: Callable[[int, int], str | None], *, threads: int, calls: int) -> None:
+    """Run ``call(thread, i)`` ``calls`` times in each of ``threads`` threads at once.
+
+    ``call`` returns ``None`` when its result is right, else what was wrong; a thread stops at
+    its first problem or exception.
+
+    Raises:
+        AssertionError: Any thread saw a problem (a failed check; the first three are quoted).
+    """
+    errors: list[str] = []
+
+    def worker(seed: int) -> None:
+        try:
+            for i in range(calls):
+                problem = call(seed, i)
+                if problem is not None:
+                    errors.append(f"thread {seed}: {problem}")
+                    return
+        except Exception as exc:  # reported below
+            errors.append(f"thread {seed}: {exc}")
+
+    ts = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    _expect(not errors, "; ".join(errors[:3]))
+
+
 def latency_stats(samples_s: list[float]) -> dict[str, float]:
     """Median, p99 and mean of durations in seconds, returned in microseconds."""
     arr = np.sort(np.asarray(samples_s, dtype=np.float64)) * 1e6
@@ -412,25 +441,15 @@ def run_cuda_checks(backend: str = "cuda-python", device: int = 0, *,
         return "1 graph captured, 50 replays each saw its new input"
 
     def threads() -> str:
-        errors: list[str] = []
         with StandInRunner(device=device, cuda_backend=backend, max_batch=2) as shared:
-            def worker(seed: int) -> None:
-                g = np.random.default_rng(seed)
-                try:
-                    for _ in range(100):
-                        x = g.standard_normal((2, 3, 299, 299)).astype(np.float32)
-                        if not np.array_equal(shared.infer(x), shared.reference(x)):
-                            errors.append(f"thread {seed}: wrong result on the shared runner")
-                            return
-                except Exception as exc:  # reported below
-                    errors.append(f"thread {seed}: {exc}")
+            def call(seed: int, i: int) -> str | None:
+                x = np.random.default_rng(seed + 1000 * i).standard_normal(
+                    (2, 3, 299, 299)).astype(np.float32)
+                if not np.array_equal(shared.infer(x), shared.reference(x)):
+                    return "wrong result on the shared runner"
+                return None
 
-            ts = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
-            for t in ts:
-                t.start()
-            for t in ts:
-                t.join()
-        _expect(not errors, "; ".join(errors[:3]))
+            _in_threads(call, threads=4, calls=100)
         return "4 threads x 100 calls on one runner (lock-serialised) all correct"
 
     def no_leaks() -> tuple[str, dict]:
@@ -570,26 +589,14 @@ def run_engine_checks(flavour: str, *, device: int = 0, backend: str = "cuda-pyt
             return check
 
         def threads() -> str:
-            errors: list[str] = []
             with TensorRTRunner(state["engine"], device=device, cuda_backend=backend,
                                 cuda_graphs=True) as r:
-                def worker(seed: int) -> None:
-                    try:
-                        for i in range(25):
-                            k = 1 + (seed + i) % 3
-                            err = float(np.abs(r.infer(x[:k]) - ref[:k]).max())
-                            if err > atol:
-                                errors.append(f"thread {seed}: |diff| {err:.2e}")
-                                return
-                    except Exception as exc:  # reported below
-                        errors.append(f"thread {seed}: {exc}")
+                def call(seed: int, i: int) -> str | None:
+                    k = 1 + (seed + i) % 3
+                    err = float(np.abs(r.infer(x[:k]) - ref[:k]).max())
+                    return f"|diff| {err:.2e}" if err > atol else None
 
-                ts = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
-                for t in ts:
-                    t.start()
-                for t in ts:
-                    t.join()
-            _expect(not errors, "; ".join(errors[:3]))
+                _in_threads(call, threads=4, calls=25)
             return "4 threads x 25 calls (batches 1-3, CUDA graphs) on one runner all correct"
 
         _run("engine: TensorRTRunner plain vs ONNX Runtime", compare(False), results)

@@ -56,10 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def runner_kwargs(model: str, threads: int | None) -> dict[str, Any]:
     """Options for open_runner from the CLI flags (threads only for CPU-side runners)."""
-    from ..runners import runner_kind
+    from ..runners import runner_options
 
-    return {"threads": threads} if threads is not None and \
-        runner_kind(model) != "tensorrt" else {}
+    return runner_options(model, threads=threads)
 
 
 def check_models(models: Sequence[str]) -> None:

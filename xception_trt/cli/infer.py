@@ -31,26 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def runner_options(model: str, *, threads: int | None = None,
-                   device: str | None = None) -> dict:
-    """Runner keyword options from CLI flags (only those given; the runner rejects the rest)."""
-    from ..runners import runner_kind
-
-    kw: dict = {}
-    kind = runner_kind(model)
-    if threads is not None and kind != "tensorrt":
-        kw["threads"] = threads
-    if device is not None:
-        if kind == "tensorrt":
-            text = device.split(":", 1)[1] if device.startswith("cuda:") else device
-            kw["device"] = int(text) if text.isdigit() else device
-        else:
-            kw["device"] = device
-    return kw
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..runners import Classifier
+    from ..classifier import Classifier
+    from ..runners import runner_options
 
     kw = runner_options(args.model, threads=args.threads, device=args.device)
     with Classifier(args.model, batch_size=args.batch_size, **kw) as clf:

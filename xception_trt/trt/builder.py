@@ -45,8 +45,9 @@ from ..config import BuildConfig
 from ..errors import BuildError, EngineError
 from ..fsio import atomic_write_bytes, check_writable_dir, default_file_mode, sha256_file
 from ..onnx_meta import OnnxMeta, read_metadata
-from ..sysinfo import cpu_model
+from ..host import cpu_model
 from . import TensorRTFlavour, available_flavours, import_flavour
+from .logger import make_logger
 from .compat import (SIDECAR_SCHEMA, BuildPlan, check_options, check_sidecar_compat,
                      engine_cache_key, network_and_precision_plan, rebuild_command,
                      timing_cache_filename)
@@ -211,34 +212,6 @@ def _device_and_targets(flavour: TensorRTFlavour, config: BuildConfig
 
 # ---------------------------------------------------------------------------------------------
 # TensorRT callbacks: they never raise (an exception crossing into C++ aborts or is lost)
-
-
-def _make_logger(trt: Any, *, capture_layers: bool) -> Any:
-    sev = trt.ILogger.Severity
-
-    class _Logger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
-            self.layers_text: str | None = None
-
-        def log(self, severity: Any, msg: str) -> None:
-            try:
-                if severity == sev.VERBOSE and not capture_layers:
-                    return
-                if severity in (sev.INTERNAL_ERROR, sev.ERROR):
-                    self.errors.append(msg.strip())
-                    log.debug("TensorRT error: %s", msg)
-                elif severity == sev.WARNING:
-                    log.warning("TensorRT: %s", msg)
-                elif severity == sev.INFO:
-                    log.debug("TensorRT: %s", msg)
-                elif capture_layers and msg.startswith("Layers:\n"):
-                    self.layers_text = msg
-            except Exception:  # pragma: no cover - logging itself failed; never propagate
-                pass
-
-    return _Logger()
 
 
 def _make_monitor(trt: Any, progress: BuildProgress) -> Any:
@@ -651,7 +624,7 @@ def build_engine(onnx_path: str | os.PathLike[str], config: BuildConfig | None =
     trt = flavour.module
     # TensorRT-RTX logs the built layers (VERBOSE) and cannot inspect an engine without a GPU;
     # NVIDIA TensorRT builds on the GPU, where the engine inspector is the documented source.
-    logger = _make_logger(trt, capture_layers=config.layer_info and flavour.is_rtx)
+    logger = make_logger(trt, capture_layers=config.layer_info and flavour.is_rtx)
     builder = trt.Builder(logger)
     if builder is None:
         raise BuildError(f"{flavour.name} {flavour.version} could not create a builder: "

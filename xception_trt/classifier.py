@@ -1,0 +1,145 @@
+"""The application API: :class:`Classifier` turns images into labelled predictions with any
+model file (engine, ONNX or checkpoint) through the runner registry::
+
+    clf = Classifier("xception.engine")
+    clf.classify(["cat.jpg"], top_k=5)  # [[Prediction(label='tabby', index=281, probability=...)]]
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from .config import check_int
+from .contract import Runner
+from .errors import ConfigError, DataError
+from .runners import open_runner
+
+__all__ = ["Classifier", "Prediction", "softmax"]
+
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64 (numerically stable)."""
+    x = np.asarray(logits, dtype=np.float64)
+    x = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(x)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One class of a classification result.
+
+    Attributes:
+        label: Class name.
+        index: Class index (logit position).
+        probability: Softmax probability in [0, 1].
+    """
+
+    label: str
+    index: int
+    probability: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"label": self.label, "index": self.index, "probability": self.probability}
+
+
+def _is_single_image(x: Any) -> bool:
+    from PIL import Image
+
+    if isinstance(x, (str, os.PathLike, bytes, Image.Image)):
+        return True
+    return isinstance(x, np.ndarray) and x.ndim in (2, 3)
+
+
+class Classifier:
+    """Classify images with any model file (engine, ONNX or checkpoint).
+
+    Preprocessing follows the model's own :class:`ModelSpec` (from the checkpoint, the ONNX
+    metadata or the engine sidecar) and the runner's input format (uint8 NHWC or normalised
+    float NCHW), so every backend gets exactly what it expects.
+
+    Args:
+        path: A model file, or an already open :class:`Runner` (then the caller owns it).
+        batch_size: Images per runner call (capped at the runner's ``max_batch``).
+        **runner_kw: Options for :func:`open_runner`.
+
+    Raises:
+        EngineError / GraphError / CheckpointError: The model cannot be opened.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | Runner, *, batch_size: int = 32,
+                 **runner_kw: Any) -> None:
+        check_int(batch_size, "batch_size")
+        if isinstance(path, (str, os.PathLike)):
+            self.runner: Runner = open_runner(path, **runner_kw)
+            self._owns = True
+        else:
+            if runner_kw:
+                raise ConfigError("runner options cannot be given with an already open runner")
+            self.runner = path
+            self._owns = False
+        cap = self.runner.max_batch
+        self.batch_size = min(batch_size, cap) if cap else batch_size
+        self.spec = self.runner.spec
+        self.class_names = self.spec.class_names()
+
+    def preprocess(self, images: Sequence[Any]) -> np.ndarray:
+        """Decode and preprocess images into the runner's input layout and dtype.
+
+        Raises:
+            DataError: An image cannot be read (the message names it).
+        """
+        from .preprocess import preprocess_batch
+
+        return preprocess_batch(images, self.spec, self.runner.input_format)
+
+    def logits(self, images_or_paths: Any) -> np.ndarray:
+        """Float32 logits ``(N, num_classes)`` for one image or a sequence of images."""
+        images = [images_or_paths] if _is_single_image(images_or_paths) else list(images_or_paths)
+        if not images:
+            raise DataError("no images to classify; give at least one image or path")
+        out = []
+        for start in range(0, len(images), self.batch_size):
+            out.append(self.runner(self.preprocess(images[start:start + self.batch_size])))
+        return np.concatenate(out, axis=0)
+
+    def classify(self, images_or_paths: Any, top_k: int = 5) -> list[list[Prediction]]:
+        """Top-``k`` classes of each image.
+
+        Args:
+            images_or_paths: One image or a sequence of images: paths, encoded bytes, PIL
+                images or uint8 HxWxC arrays.
+            top_k: Classes per image, most probable first (capped at the model's classes).
+
+        Returns:
+            One list of :class:`Prediction` per image, in input order.
+
+        Raises:
+            ConfigError: ``top_k`` out of range.
+            DataError: No images, or an image cannot be read.
+            EngineError: The runner fails.
+        """
+        top_k = min(check_int(top_k, "top_k"), self.spec.num_classes)
+        probs = softmax(self.logits(images_or_paths))
+        results = []
+        for row in probs:
+            idx = np.argsort(-row, kind="stable")[:top_k]
+            results.append([Prediction(self.class_names[i], int(i), float(row[i])) for i in idx])
+        return results
+
+    def close(self) -> None:
+        """Close the runner if this classifier opened it (idempotent)."""
+        if self._owns:
+            self.runner.close()
+
+    def __enter__(self) -> "Classifier":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
