@@ -16,7 +16,6 @@ Layout written for a model named ``xception`` (``--ensemble`` adds the last two)
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import os
@@ -31,7 +30,7 @@ from typing import Any, Mapping, Union
 import numpy as np
 
 from .. import __version__
-from ..config import InputFormat, ModelSpec, Precision
+from ..config import InputFormat, ModelSpec, Precision, StrEnum
 from ..errors import ConfigError, ServeError, XceptionTRTError
 from ..fsio import sha256_file
 from ..onnx_meta import INPUT_NAME, OUTPUT_NAME
@@ -81,23 +80,7 @@ def triton_dtype(dtype: Any) -> str:
                          "xception-trt models take float32/uint8 and return float32") from None
 
 
-class _Choice(str, enum.Enum):
-    def __str__(self) -> str:
-        return self.value
-
-    @classmethod
-    def parse(cls, value: Any) -> Any:
-        if isinstance(value, cls):
-            return value
-        try:
-            return cls(str(value).lower())
-        except ValueError:
-            choices = ", ".join(m.value for m in cls)
-            raise ConfigError(f"unknown {cls.__name__} {value!r}; choose one of: {choices}") \
-                from None
-
-
-class SourceKind(_Choice):
+class SourceKind(StrEnum):
     """What kind of artifact a repository is generated from."""
 
     ENGINE = "engine"
@@ -105,7 +88,7 @@ class SourceKind(_Choice):
     CHECKPOINT = "checkpoint"
 
 
-class ServeBackend(_Choice):
+class ServeBackend(StrEnum):
     """How Triton runs the classifier.
 
     ``native``: Triton's own TensorRT (``tensorrt_plan``) or ONNX Runtime (``onnxruntime_onnx``)
@@ -117,7 +100,7 @@ class ServeBackend(_Choice):
     PYTHON = "python"
 
 
-class InstanceKind(_Choice):
+class InstanceKind(StrEnum):
     """Where model instances run (Triton ``instance_group.kind``); ``auto`` picks per model."""
 
     AUTO = "auto"
