@@ -2,7 +2,10 @@
 
 - :mod:`~xception_trt.serve.repository`: generate and validate a model repository from an engine
   (``tensorrt_plan``), an ONNX file (``onnxruntime_onnx``) or, through the Python backend, any
-  model our Runner opens; optionally an ensemble that takes encoded images.
+  model our Runner opens; optionally an ensemble that takes encoded images. Its parts:
+  :mod:`~xception_trt.serve.options` (names, layout, options), :mod:`~xception_trt.serve.source`
+  (describing an artifact), :mod:`~xception_trt.serve.pbtxt` (config text) and
+  :mod:`~xception_trt.serve.validate` (schema and cross-checks).
 - :mod:`~xception_trt.serve.server`: run the ``tritonserver`` bundled in ``nvidia-pytriton``.
 - :mod:`~xception_trt.serve.client`: ``tritonclient`` helpers (logits, top-k names, images,
   statistics, metrics).
