@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from ..config import StrEnum
+from ..config import StrEnum, check_int
 from ..errors import ConfigError
 
 __all__ = [
@@ -50,6 +50,14 @@ class InstanceKind(StrEnum):
     AUTO = "auto"
     GPU = "gpu"
     CPU = "cpu"
+
+
+def _at_least_one(value: Any, name: str) -> int:
+    """:func:`check_int` (>= 1), worded as these options' errors always were ("an integer >= 1")."""
+    try:
+        return check_int(value, name)
+    except ConfigError:
+        raise ConfigError(f"{name} must be an integer >= 1, got {value!r}") from None
 
 
 @dataclass(frozen=True)
@@ -105,18 +113,11 @@ class RepositoryOptions:
         set_("backend", ServeBackend.parse(self.backend))
         set_("instance_kind", InstanceKind.parse(self.instance_kind))
         for key in ("instance_count", "preprocess_instances", "version"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{key} must be an integer >= 1, got {value!r}")
-        if self.max_batch_size is not None and (
-                isinstance(self.max_batch_size, bool) or not isinstance(self.max_batch_size, int)
-                or self.max_batch_size < 1):
-            raise ConfigError(f"max_batch_size must be an integer >= 1, got "
-                              f"{self.max_batch_size!r}")
-        mqd = self.max_queue_delay_us
-        if isinstance(mqd, bool) or not isinstance(mqd, int) or mqd < 0:
-            raise ConfigError(f"max_queue_delay_us must be an integer >= 0 (microseconds), "
-                              f"got {mqd!r}")
+            set_(key, _at_least_one(getattr(self, key), key))
+        if self.max_batch_size is not None:
+            set_("max_batch_size", _at_least_one(self.max_batch_size, "max_batch_size"))
+        set_("max_queue_delay_us", check_int(self.max_queue_delay_us,
+                                             "max_queue_delay_us (microseconds)", minimum=0))
         try:
             pref = tuple(int(b) for b in self.preferred_batch_sizes)
             gpus = tuple(int(g) for g in self.gpus)
