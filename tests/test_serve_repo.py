@@ -405,6 +405,15 @@ def test_cli_triton_repo_bad_flags(tiny_onnx_files, tmp_path, capsys, argv, matc
     assert "Traceback" not in err and not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("gpus", ["-1", "0,x", ","])
+def test_cli_triton_repo_bad_gpu_list(tmp_path, capsys, gpus):
+    with pytest.raises(SystemExit) as exc:
+        main(["triton-repo", "m.onnx", "-o", str(tmp_path / "r"), f"--gpus={gpus}"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --gpus: {gpus!r} is not a comma-separated list of GPU indices >= 0" in err
+
+
 def test_cli_triton_repo_missing_model(tmp_path, capsys):
     assert main(["triton-repo", str(tmp_path / "x.onnx"), "-o", str(tmp_path / "r")]) == 2
     assert "does not exist" in capsys.readouterr().err

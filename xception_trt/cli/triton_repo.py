@@ -53,12 +53,12 @@ def build_options(args: argparse.Namespace, *, backend: ServeBackend | str, ense
 
 def _gpu_list(text: str) -> tuple[int, ...]:
     try:
-        gpus = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
+        gpus = tuple(non_negative_int(x) for x in text.split(",") if x.strip())
+    except argparse.ArgumentTypeError:
+        gpus = ()
+    if not gpus:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of GPU "
-                                         "indices (e.g. 0,1)") from None
-    if not gpus or any(g < 0 for g in gpus):
-        raise argparse.ArgumentTypeError(f"{text!r}: give GPU indices >= 0, e.g. 0,1")
+                                         "indices >= 0 (e.g. 0,1)")
     return gpus
 
 
