@@ -405,6 +405,34 @@ def test_cli_triton_repo_bad_flags(tiny_onnx_files, tmp_path, capsys, argv, matc
     assert "Traceback" not in err and not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("gpus", ["-1", "0,x", ","])
+def test_cli_triton_repo_bad_gpu_list(tmp_path, capsys, gpus):
+    with pytest.raises(SystemExit) as exc:
+        main(["triton-repo", "m.onnx", "-o", str(tmp_path / "r"), f"--gpus={gpus}"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --gpus: {gpus!r} is not a comma-separated list of GPU indices >= 0" in err
+
+
 def test_cli_triton_repo_missing_model(tmp_path, capsys):
     assert main(["triton-repo", str(tmp_path / "x.onnx"), "-o", str(tmp_path / "r")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_serve_package_exports_resolve_lazily():
+    import subprocess
+    import sys
+
+    import xception_trt.serve as serve
+    import xception_trt.serve.repository as repository
+
+    for name in serve.__all__:
+        assert getattr(serve, name) is not None
+    for name in repository.__all__:
+        assert getattr(repository, name) is not None
+    assert serve.RepositoryOptions is repository.RepositoryOptions
+    # The CLI reads the option enums while building its parser: that must not load numpy.
+    code = ("import sys, xception_trt.serve.options as o; "
+            "print(o.ServeBackend.choices(), 'numpy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['native', 'python'] False"

@@ -10,6 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..serve.options import ServeBackend
 from ._common import port_number, positive_int
 from .triton_repo import add_batching_arguments, build_options
 
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
             # via EXECUTION_ENV_PATH; any environment is also found through PATH (serve.server).
             venv = Path(sys.prefix)
             env_path = str(venv) if (venv / "bin" / "activate").is_file() else None
-            options = build_options(args, backend="python", ensemble=args.ensemble,
+            options = build_options(args, backend=ServeBackend.PYTHON, ensemble=args.ensemble,
                                     execution_env=env_path)
             write_repository(model, repository, options=options, force=args.force)
         hint = (f"/v2/models/{args.name}/config" if not model.is_dir() else "/v2/models")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..serve.options import InstanceKind, ServeBackend
 from ._common import non_negative_int, positive_int, print_json
 
 ORDER = 80
@@ -32,8 +33,8 @@ def add_batching_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: the runner's choice)")
 
 
-def build_options(args: argparse.Namespace, *, backend: str, ensemble: bool,
-                  execution_env: str | None, instance_kind: str = "auto",
+def build_options(args: argparse.Namespace, *, backend: ServeBackend | str, ensemble: bool,
+                  execution_env: str | None, instance_kind: InstanceKind | str = InstanceKind.AUTO,
                   gpus: tuple[int, ...] = ()):
     """:class:`~xception_trt.serve.repository.RepositoryOptions` from parsed flags."""
     from ..serve.repository import RepositoryOptions
@@ -52,12 +53,12 @@ def build_options(args: argparse.Namespace, *, backend: str, ensemble: bool,
 
 def _gpu_list(text: str) -> tuple[int, ...]:
     try:
-        gpus = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
+        gpus = tuple(non_negative_int(x) for x in text.split(",") if x.strip())
+    except argparse.ArgumentTypeError:
+        gpus = ()
+    if not gpus:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of GPU "
-                                         "indices (e.g. 0,1)") from None
-    if not gpus or any(g < 0 for g in gpus):
-        raise argparse.ArgumentTypeError(f"{text!r}: give GPU indices >= 0, e.g. 0,1")
+                                         "indices >= 0 (e.g. 0,1)")
     return gpus
 
 
@@ -75,14 +76,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="engine (.engine/.plan), ONNX file (.onnx) or checkpoint (python backend)")
     p.add_argument("-o", "--output", required=True, metavar="DIR",
                    help="repository directory to create")
-    p.add_argument("--backend", choices=("native", "python"), default="native",
+    p.add_argument("--backend", choices=ServeBackend.choices(), default=ServeBackend.NATIVE.value,
                    help="native: Triton's TensorRT / ONNX Runtime backend (default); python: "
                         "our Runner in Triton's Python backend")
     p.add_argument("--ensemble", action="store_true",
                    help="also write <name>_preprocess (encoded image bytes -> tensor, Python "
                         "backend) and the <name>_image ensemble, so clients can send JPEG/PNG")
     add_batching_arguments(p)
-    p.add_argument("--instance-kind", choices=("auto", "gpu", "cpu"), default="auto",
+    p.add_argument("--instance-kind", choices=InstanceKind.choices(),
+                   default=InstanceKind.AUTO.value,
                    help="where instances run (default auto: engines, or anything with "
                         "--gpus, on GPU; ONNX: Triton decides natively, CPU in the Python "
                         "backend)")

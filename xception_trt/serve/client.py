@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import DependencyError, ServeError
 from ..onnx_meta import INPUT_NAME, OUTPUT_NAME
-from .repository import IMAGE_INPUT_NAME
+from .options import IMAGE_INPUT_NAME
 
 __all__ = ["TritonClient", "Classification", "ModelStats", "read_metrics"]
 

@@ -291,7 +291,7 @@ class TritonServer:
 
     def _check_servable(self) -> None:
         """Refuse models the bundled server has no backend for, before starting it."""
-        from .repository import validate_config_text
+        from .validate import validate_config_text
 
         unsupported = []
         for config in sorted(self.repository.glob("*/config.pbtxt")):
