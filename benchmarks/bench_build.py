@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                 t = time.perf_counter()
                 art = build_engine(graphs[precision], cfg, engine_path=engine, force=True)
                 walls.append(time.perf_counter() - t)
-                trt_s.append(art.sidecar["build_seconds"])
+                trt_s.append(art.sidecar.build_seconds)
                 size = art.size_bytes
             rows.append({"precision": precision, "targets": target,
                          "onnx_mib": os.path.getsize(graphs[precision]) / 2**20,

@@ -74,8 +74,8 @@ def engines(graphs, tmp_path_factory) -> dict:
 def test_float_dynamic_engine_and_sidecar(engines, graphs, tiny_spec):
     art = engines["float"]
     assert not art.cache_hit and art.path.is_file() and art.sidecar_path == sidecar_path(art.path)
-    side = art.sidecar
-    assert side == read_sidecar(art.path, verify=True)  # what is on disk is what was returned
+    side = art.sidecar.to_dict()
+    assert side == read_sidecar(art.path, verify=True).to_dict()  # what is on disk is what was returned
     assert side["tensorrt"]["flavour"] == "tensorrt_rtx"
     assert side["tensorrt"]["version"] == trt_rtx.__version__
     assert side["tensorrt"]["strongly_typed"] is True
@@ -105,7 +105,7 @@ def test_float_dynamic_engine_and_sidecar(engines, graphs, tiny_spec):
 
 
 def test_uint8_dynamic_engine(engines):
-    side = engines["uint8"].sidecar
+    side = engines["uint8"].sidecar.to_dict()
     assert side["input_format"] == "uint8-nhwc"
     assert side["inputs"] == [{"name": "input", "dtype": "uint8", "shape": [-1, 71, 71, 3]}]
     assert side["outputs"][0]["dtype"] == "float32"
@@ -117,7 +117,7 @@ def test_uint8_dynamic_engine(engines):
 @pytest.mark.parametrize("key, shape", [("static2", [2, 3, 71, 71]),
                                         ("uint8_static2", [2, 71, 71, 3])])
 def test_fixed_batch_graphs_need_no_profile(engines, key, shape):
-    side = engines[key].sidecar
+    side = engines[key].sidecar.to_dict()
     assert side["inputs"][0]["shape"] == shape
     assert side["profile"] == {"min": shape, "opt": shape, "max": shape}
     assert side["dynamic_batch"] is False and side["max_batch"] == 2
@@ -125,8 +125,8 @@ def test_fixed_batch_graphs_need_no_profile(engines, key, shape):
 
 def test_fixed_batch_profile_on_a_dynamic_graph(graphs, tmp_path):
     art = build_engine(graphs["float"], RTX.replace(batch=3), engine_path=tmp_path / "b3.engine")
-    assert art.sidecar["profile"]["min"] == art.sidecar["profile"]["max"] == [3, 3, 71, 71]
-    assert "--batch 3" in art.sidecar["rebuild_command"]
+    assert art.sidecar.to_dict()["profile"]["min"] == art.sidecar.to_dict()["profile"]["max"] == [3, 3, 71, 71]
+    assert "--batch 3" in art.sidecar.to_dict()["rebuild_command"]
 
 
 def test_fixed_batch_graph_rejects_other_batches(graphs, tmp_path):
@@ -139,14 +139,14 @@ def test_fixed_batch_graph_rejects_other_batches(graphs, tmp_path):
 
 
 def test_fp16_engine_runs_in_half(engines):
-    side = engines["fp16"].sidecar
+    side = engines["fp16"].sidecar.to_dict()
     assert side["precision"] == "fp16"
     assert "Half" in _dtypes(side)
     assert side["inputs"][0]["dtype"] == side["outputs"][0]["dtype"] == "float32"  # FP32 I/O
 
 
 def test_int8_engine_runs_in_int8_and_records_calibration(engines):
-    side = engines["int8"].sidecar
+    side = engines["int8"].sidecar.to_dict()
     assert side["precision"] == "int8"
     assert "Int8" in _dtypes(side)
     assert side["calibration"]["method"] == "entropy"
@@ -178,18 +178,18 @@ def test_cache_hit_and_invalidation(graphs, tmp_path):
     assert engine.stat().st_mtime_ns == mtime  # nothing was rewritten
 
     other_opts = build_engine(graphs["float"], cfg.replace(max_batch=3), engine_path=engine)
-    assert not other_opts.cache_hit and other_opts.sidecar["max_batch"] == 3
-    assert other_opts.sidecar["cache_key"] != first.sidecar["cache_key"]
+    assert not other_opts.cache_hit and other_opts.sidecar.to_dict()["max_batch"] == 3
+    assert other_opts.sidecar.to_dict()["cache_key"] != first.sidecar.to_dict()["cache_key"]
 
     other_target = build_engine(graphs["float"], cfg.replace(max_batch=3,
                                                              compute_capabilities=("sm89",)),
                                 engine_path=engine)
-    assert not other_target.cache_hit and other_target.sidecar["targets"] == ["SM89"]
+    assert not other_target.cache_hit and other_target.sidecar.to_dict()["targets"] == ["SM89"]
 
     other_graph = build_engine(graphs["uint8"], cfg.replace(max_batch=3,
                                                             compute_capabilities=("sm89",)),
                                engine_path=engine)
-    assert not other_graph.cache_hit and other_graph.sidecar["input_format"] == "uint8-nhwc"
+    assert not other_graph.cache_hit and other_graph.sidecar.to_dict()["input_format"] == "uint8-nhwc"
 
     forced = build_engine(graphs["uint8"], cfg.replace(max_batch=3,
                                                        compute_capabilities=("sm89",)),
@@ -204,7 +204,7 @@ def test_corrupt_engine_or_sidecar_is_rebuilt(graphs, tmp_path):
     with pytest.raises(EngineError, match="does not match its sidecar"):
         read_sidecar(engine, verify=True)
     rebuilt = build_engine(graphs["float"], RTX, engine_path=engine)
-    assert not rebuilt.cache_hit and rebuilt.sidecar["cache_key"] == good.sidecar["cache_key"]
+    assert not rebuilt.cache_hit and rebuilt.sidecar.to_dict()["cache_key"] == good.sidecar.to_dict()["cache_key"]
     assert read_sidecar(engine, verify=True) == rebuilt.sidecar
     sidecar_path(engine).write_text("{ not json")
     with pytest.raises(EngineError, match="unreadable"):
@@ -304,9 +304,9 @@ def test_options_tensorrt_rtx_cannot_honour(graphs, tmp_path):
 def test_timing_cache_is_not_used_by_tensorrt_rtx(graphs, tmp_path):
     art = build_engine(graphs["float"], RTX.replace(timing_cache_dir=str(tmp_path / "tc")),
                        engine_path=tmp_path / "e.engine")
-    assert art.sidecar["timing_cache"]["used"] is False
-    assert "ignores it" in art.sidecar["timing_cache"]["reason"]
-    assert art.sidecar["warnings"] and not (tmp_path / "tc").exists()
+    assert art.sidecar.to_dict()["timing_cache"]["used"] is False
+    assert "ignores it" in art.sidecar.to_dict()["timing_cache"]["reason"]
+    assert art.sidecar.to_dict()["warnings"] and not (tmp_path / "tc").exists()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,7 +362,7 @@ def test_cli_build_checkpoint_all_precisions(tiny_checkpoint, image_folder, tmp_
     assert [line.split(":")[0] for line in lines] == ["fp32", "fp16", "int8"]
     assert all("built in" in line and "targets SM86" in line for line in lines)
     for precision in ("fp32", "fp16", "int8"):
-        side = read_sidecar(out / f"tiny.{precision}.engine", verify=True)
+        side = read_sidecar(out / f"tiny.{precision}.engine", verify=True).to_dict()
         assert side["precision"] == precision and side["max_batch"] == 4
         assert (out / (f"tiny.{precision}.onnx" if precision != "fp32" else "tiny.onnx")).is_file()
     # same command again: everything is reused (export, variants, engines)
@@ -377,14 +377,14 @@ def test_cli_build_from_onnx(graphs, tmp_path, capsys):
     assert main(["build", str(graphs["uint8"]), "-o", str(out), "--batch", "2", "--backend",
                  "tensorrt_rtx", "--no-progress", "--json"]) == 0
     (entry,) = json.loads(capsys.readouterr().out)
-    side = read_sidecar(entry["engine"])
+    side = read_sidecar(entry["engine"]).to_dict()
     assert side["inputs"][0]["dtype"] == "uint8" and side["profile"]["max"][0] == 2
     assert Path(entry["engine"]).name == "tiny_uint8.fp32.engine"
     # an FP16 graph builds an FP16 engine by default; an FP32 engine cannot come from it
     assert main(["build", str(graphs["fp16"]), "-o", str(out), "--backend", "tensorrt_rtx",
                  "--no-progress"]) == 0
     assert "fp16: " in capsys.readouterr().out
-    assert read_sidecar(out / "tiny.fp16.engine")["precision"] == "fp16"
+    assert read_sidecar(out / "tiny.fp16.engine").precision == "fp16"
     assert main(["build", str(graphs["fp16"]), "-o", str(out), "--precision", "fp32",
                  "--backend", "tensorrt_rtx", "--no-progress"]) == 2
     assert "made from the FP32 graph" in capsys.readouterr().err
@@ -446,7 +446,7 @@ def test_full_299_build(tmp_path):
     onnx_path = export_onnx(model, tmp_path / "xception.onnx", check_parity=False).path
     art = build_engine(onnx_path, RTX.replace(max_batch=8, compute_capabilities=("sm86",)),
                        engine_path=tmp_path / "xception.fp32.engine")
-    side = art.sidecar
+    side = art.sidecar.to_dict()
     assert side["inputs"][0]["shape"] == [-1, 3, 299, 299]
     assert side["outputs"][0]["shape"] == [-1, 1000]
     assert side["engine"]["bytes"] > 80e6  # 22.9 M FP32 weights live in the plan
@@ -468,15 +468,15 @@ def test_tensorrt_build_timing_cache_and_compat(graphs, tmp_path, key):
 
     cfg = BuildConfig(backend="tensorrt", max_batch=4, timing_cache_dir=str(tmp_path / "tc"))
     first = build_engine(graphs[key], cfg, engine_path=tmp_path / "a.engine")
-    side = first.sidecar
+    side = first.sidecar.to_dict()
     assert side["tensorrt"]["flavour"] == "tensorrt" and side["device"]["compute_capability"]
     assert side["layers_source"] == "engine inspector" and side["layers"]
     cache = Path(side["timing_cache"]["path"])
     assert cache.is_file() and side["timing_cache"]["saved_bytes"] == cache.stat().st_size > 0
     second = build_engine(graphs[key], cfg, engine_path=tmp_path / "b.engine")
-    assert second.sidecar["timing_cache"]["loaded_bytes"] > 0  # reused across builds
+    assert second.sidecar.to_dict()["timing_cache"]["loaded_bytes"] > 0  # reused across builds
     gpu = query_devices().gpus[0]
-    check_sidecar_compat(side, "tensorrt", trt.__version__, gpu.compute_capability)
+    check_sidecar_compat(first.sidecar, "tensorrt", trt.__version__, gpu.compute_capability)
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
     engine = runtime.deserialize_cuda_engine(first.path.read_bytes())
     assert engine is not None and engine.get_tensor_name(0) == "input"
@@ -494,9 +494,9 @@ def test_tensorrt_precision_flags_follow_the_version(graphs, tmp_path):
     art = build_engine(graphs["float"], BuildConfig(backend="tensorrt", precision="fp16")
                        if parse_version(trt.__version__) < (10,) else
                        BuildConfig(backend="tensorrt"), engine_path=tmp_path / "e.engine")
-    plan = art.sidecar["tensorrt"]
+    plan = art.sidecar.to_dict()["tensorrt"]
     if parse_version(trt.__version__) < (10,):
         assert plan["builder_flags"] == ["FP16"] and not plan["strongly_typed"]
     else:
         assert plan["strongly_typed"] and plan["builder_flags"] == []
-    assert Precision.parse(art.sidecar["precision"])
+    assert Precision.parse(art.sidecar.to_dict()["precision"])

@@ -31,8 +31,8 @@ from xception_trt.contract import TensorSpec, input_spec_for, output_spec_for
 from xception_trt.trt import cuda as xc
 from xception_trt.trt.devices import query_devices
 from xception_trt.trt.cuda_runner import CudaRunnerBase, check_device_batch, check_device_output
-from xception_trt.trt.runtime import (EngineIO, TensorRTRunner, describe_engine,
-                                      model_facts_from_sidecar)
+from xception_trt.sidecar import model_facts as model_facts_from_sidecar
+from xception_trt.trt.runtime import EngineIO, TensorRTRunner, describe_engine
 
 HAS_GPU = bool(query_devices().gpus)
 SPEC = ModelSpec(num_classes=4, width=0.125, middle_blocks=2, input_size=71,
@@ -651,7 +651,7 @@ sys.exit(0)
 @pytest.mark.parametrize("damage", ["foreign", "truncated"])
 def test_broken_engine_file_errors_without_crashing(tmp_path, damage):
     from xception_trt.selftest import run_engine_checks
-    from xception_trt.trt.builder import read_sidecar, sidecar_path
+    from xception_trt.sidecar import read_sidecar, sidecar_path
 
     flavour = _flavour_or_skip()
     run_engine_checks(flavour, workdir=tmp_path, iterations=1)
@@ -660,7 +660,7 @@ def test_broken_engine_file_errors_without_crashing(tmp_path, damage):
     data = (np.random.default_rng(0).integers(0, 256, len(data), dtype=np.uint8).tobytes()
             if damage == "foreign" else data[: len(data) // 2])
     engine.write_bytes(data)
-    side = read_sidecar(engine)
+    side = read_sidecar(engine).to_dict()
     side["engine"].update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
     sidecar_path(engine).write_text(json.dumps(side))
     proc = subprocess.run([sys.executable, "-c", _OPEN_SNIPPET, str(engine)],

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from xception_trt.config import BuildConfig, Precision, normalise_compute_capability
+from xception_trt.config import BuildConfig, ModelSpec, Precision, normalise_compute_capability
 from xception_trt.errors import BuildError, ConfigError, EngineError
+from xception_trt.sidecar import EngineSidecar
 from xception_trt.trt.builder import (load_timing_cache, parse_inspector_json, parse_layer_log,
                                       parser_error_lines, save_timing_cache)
 from xception_trt.trt.compat import (RTX_DEFAULT_TARGETS, check_options, check_sidecar_compat,
@@ -231,10 +232,13 @@ def test_rebuild_command():
 
 
 def _sidecar(flavour="tensorrt", version="10.3.0.26", cc="8.7", targets=None, **options):
-    return {"schema": 1, "tensorrt": {"flavour": flavour, "version": version},
-            "device": None if cc is None else {"name": "GPU", "compute_capability": cc},
-            "targets": targets, "build_options": options,
-            "rebuild_command": "xception-trt build m.onnx -o engines --precision fp16"}
+    return EngineSidecar.from_dict({
+        "schema": 1, "tensorrt": {"flavour": flavour, "version": version},
+        "engine": {"file": "m.fp16.engine", "bytes": 4, "sha256": "0" * 64},
+        "precision": "fp16", "input_format": "float-nchw", "model_spec": ModelSpec().to_dict(),
+        "device": None if cc is None else {"name": "GPU", "compute_capability": cc},
+        "targets": targets, "build_options": options,
+        "rebuild_command": "xception-trt build m.onnx -o engines --precision fp16"})
 
 
 def test_compat_same_everything_passes():
@@ -308,7 +312,7 @@ def test_compat_rtx_targets():
 
 def test_compat_rejects_foreign_sidecar():
     with pytest.raises(EngineError, match="no TensorRT section"):
-        check_sidecar_compat({"schema": 1}, "tensorrt", "10.3.0", "8.7")
+        EngineSidecar.from_dict({"schema": 1})
 
 
 # ---------------------------------------------------------------------------------------------

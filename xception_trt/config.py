@@ -20,6 +20,7 @@ __all__ = [
     "StrEnum",
     "check_int",
     "Precision",
+    "TensorRTBackend",
     "InputFormat",
     "PoolPadding",
     "Interpolation",
@@ -68,6 +69,13 @@ class Precision(StrEnum):
     FP32 = "fp32"
     FP16 = "fp16"
     INT8 = "int8"
+
+
+class TensorRTBackend(StrEnum):
+    """The TensorRT flavours (Python module names): NVIDIA TensorRT and TensorRT-RTX."""
+
+    TENSORRT = "tensorrt"
+    TENSORRT_RTX = "tensorrt_rtx"
 
 
 class InputFormat(StrEnum):
@@ -396,9 +404,8 @@ class BuildConfig:
 
         if self.precision is not None:
             set_("precision", Precision.parse(self.precision))
-        if self.backend is not None and self.backend not in ("tensorrt", "tensorrt_rtx"):
-            raise ConfigError(f"unknown TensorRT backend {self.backend!r}; choose tensorrt or "
-                              "tensorrt_rtx")
+        if self.backend is not None:  # stored as the plain value: it is part of cache keys
+            set_("backend", TensorRTBackend.parse(self.backend).value)
         for name in ("batch", "min_batch", "opt_batch", "max_batch"):
             _opt_int(name, getattr(self, name), 1)
         if self.batch is not None and any(

@@ -264,19 +264,18 @@ def run(args: argparse.Namespace) -> int:
         if not args.json:
             side = art.sidecar
             how = ("reused (identical engine exists)" if art.cache_hit
-                   else f"built in {side['build_seconds']:.1f} s")
-            where = (f"targets {', '.join(side['targets'])}" if side.get("targets")
-                     else (f"on {side['device']['name']}" if side.get("device")
-                           else "default targets"))
+                   else f"built in {side.build_seconds:.1f} s")
+            where = (f"targets {', '.join(side.targets)}" if side.targets
+                     else (f"on {side.device.name}" if side.device else "default targets"))
             print(f"{name}: {art.path} ({art.size_bytes / 2**20:.1f} MiB, "
-                  f"{side['tensorrt']['flavour']} {side['tensorrt']['version']}, {where}, "
-                  f"max batch {side['max_batch']}) {how}")
+                  f"{side.flavour} {side.tensorrt.version}, {where}, "
+                  f"max batch {side.max_batch}) {how}")
     if args.json:
-        print_json([{"precision": a.sidecar["precision"], "engine": str(a.path),
+        print_json([{"precision": a.sidecar.precision.value, "engine": str(a.path),
                      "sidecar": str(a.sidecar_path), "bytes": a.size_bytes,
                      "cache_hit": a.cache_hit, "seconds": round(a.seconds, 3),
-                     "flavour": a.sidecar["tensorrt"]["flavour"],
-                     "version": a.sidecar["tensorrt"]["version"],
-                     "targets": a.sidecar["targets"], "device": a.sidecar["device"]}
+                     "flavour": a.sidecar.flavour, "version": a.sidecar.tensorrt.version,
+                     "targets": list(a.sidecar.targets) if a.sidecar.targets else None,
+                     "device": a.sidecar.device.to_dict() if a.sidecar.device else None}
                     for a in results])
     return 0

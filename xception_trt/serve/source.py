@@ -10,14 +10,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
 
 import numpy as np
 
 from ..config import InputFormat, ModelSpec, Precision, StrEnum
-from ..errors import ConfigError, ServeError, XceptionTRTError
+from ..errors import ServeError, XceptionTRTError
 from ..fsio import sha256_file
 from ..onnx_meta import INPUT_NAME, OUTPUT_NAME
+from ..sidecar import EngineSidecar
 
 __all__ = ["SourceKind", "ModelSource", "describe_model", "engine_source_from_sidecar"]
 
@@ -117,7 +117,7 @@ def _describe_onnx(path: Path) -> ModelSource:
 
 
 def _describe_engine(path: Path) -> ModelSource:
-    from ..trt.builder import read_sidecar, sidecar_path
+    from ..sidecar import read_sidecar, sidecar_path
 
     try:
         sidecar = read_sidecar(path, verify=True)
@@ -126,35 +126,29 @@ def _describe_engine(path: Path) -> ModelSource:
     return engine_source_from_sidecar(path, sidecar, sidecar_file=sidecar_path(path))
 
 
-def engine_source_from_sidecar(path: Path, sidecar: Mapping[str, Any], *,
+def engine_source_from_sidecar(path: Path, sidecar: EngineSidecar, *,
                                sidecar_file: Path | None = None) -> ModelSource:
-    """Build a :class:`ModelSource` for engine ``path`` from its sidecar (builder schema 1).
+    """Build a :class:`ModelSource` for engine ``path`` from its sidecar.
 
-    Uses ``model_spec``, ``input_format``, ``precision``, ``inputs``/``outputs`` and the
-    optimisation ``profile`` (``{"min", "opt", "max"}`` input shapes) and ``tensorrt.flavour``.
+    Uses the model facts, ``inputs``/``outputs``, the optimisation ``profile`` and the
+    TensorRT flavour.
 
     Raises:
-        ServeError: A key is missing or the engine's tensors do not match the ModelSpec.
+        ServeError: The sidecar lacks the I/O or profile, or the engine's tensors do not match
+            the ModelSpec.
     """
     fix = f"rebuild it with `xception-trt build` ({path})"
-    try:
-        spec = ModelSpec.from_dict(sidecar["model_spec"])
-        fmt = InputFormat.parse(sidecar["input_format"])
-        precision = Precision.parse(sidecar["precision"])
-        profile = sidecar["profile"]
-        batches = {k: int(profile[k][0]) for k in ("min", "opt", "max")}
-        inputs = {t["name"]: t for t in sidecar["inputs"]}
-        outputs = {t["name"]: t for t in sidecar["outputs"]}
-        flavour = (sidecar.get("tensorrt") or {}).get("flavour")
-    except ConfigError as exc:
-        raise ServeError(f"invalid engine sidecar: {exc}; {fix}") from None
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise ServeError(f"the engine sidecar lacks or garbles {exc}; {fix}") from None
+    spec, fmt, precision = sidecar.model_spec, sidecar.input_format, sidecar.precision
+    if sidecar.profile is None:
+        raise ServeError(f"the engine sidecar records no optimisation profile; {fix}")
+    batches = {k: getattr(sidecar.profile, k)[0] for k in ("min", "opt", "max")}
+    inputs = {t.name: t for t in sidecar.inputs}
+    outputs = {t.name: t for t in sidecar.outputs}
     if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
         raise ServeError(f"engine tensors are {sorted(inputs)} -> {sorted(outputs)}, expected "
                          f"{INPUT_NAME!r} -> {OUTPUT_NAME!r}; {fix}")
-    dtype = np.dtype(inputs[INPUT_NAME]["dtype"])
-    dims = tuple(int(d) for d in inputs[INPUT_NAME]["shape"][1:])
+    dtype = np.dtype(inputs[INPUT_NAME].dtype)
+    dims = inputs[INPUT_NAME].shape[1:]
     if dtype != _np_dtype_for_format(fmt) or dims != _dims_for(spec, fmt):
         raise ServeError(f"engine input {INPUT_NAME!r} is {dtype} {list(dims)} per image, but "
                          f"its ModelSpec and {fmt} imply {_np_dtype_for_format(fmt)} "
@@ -169,8 +163,7 @@ def engine_source_from_sidecar(path: Path, sidecar: Mapping[str, Any], *,
                        num_classes=spec.num_classes, fixed_batch=fixed, max_batch=batches["max"],
                        opt_batch=batches["opt"],
                        sidecar=sidecar_file if sidecar_file and sidecar_file.is_file() else None,
-                       flavour=str(flavour) if flavour else None,
-                       sha256=str((sidecar.get("engine") or {}).get("sha256", "")))
+                       flavour=sidecar.flavour, sha256=sidecar.engine.sha256)
 
 
 def _describe_checkpoint(path: Path) -> ModelSource:

@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from types import ModuleType
 
+from ..config import TensorRTBackend
 from ..errors import BuildError
 
 __all__ = ["TensorRTFlavour", "FLAVOURS", "available_flavours", "import_flavour"]
@@ -38,7 +39,7 @@ class TensorRTFlavour:
 
 
 #: Module names in order of preference when no flavour is asked for.
-FLAVOURS = ("tensorrt", "tensorrt_rtx")
+FLAVOURS = tuple(TensorRTBackend.choices())
 
 
 def import_flavour(name: str) -> TensorRTFlavour:

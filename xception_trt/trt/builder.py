@@ -1,26 +1,8 @@
 """Build TensorRT engines from our ONNX graphs with NVIDIA TensorRT (8.6, 10.x, 11.x) or
 TensorRT-RTX, and describe each engine in a JSON sidecar.
 
-An engine ``<name>.engine`` always comes with ``<name>.engine.json`` (:func:`sidecar_path`), written
-atomically after the plan. Sidecar keys (schema 1):
-
-- ``schema``, ``xception_trt_version``, ``created`` (UTC ISO time), ``build_seconds``
-- ``engine``: ``{"file", "bytes", "sha256"}``
-- ``tensorrt``: the :class:`~xception_trt.trt.compat.BuildPlan` (``flavour``, ``version``,
-  ``strongly_typed``, ``network_flags``, ``builder_flags`` ...)
-- ``device``: build GPU ``{"name", "compute_capability", "index"}`` or ``None`` (CPU build);
-  ``host``: ``{"platform", "cpu"}`` of the build machine
-- ``targets``: TensorRT-RTX compute-capability targets (``["SM86"]``), ``None`` = RTX default
-- ``precision``, ``input_format``, ``inputs``/``outputs`` (``[{"name", "dtype", "shape"}]``,
-  ``-1`` = dynamic batch), ``profile`` (``{"min", "opt", "max"}`` input shapes; a fixed-shape
-  graph records its one shape three times), ``dynamic_batch``, ``max_batch``
-- ``onnx``: ``{"path", "sha256", "metadata"}``; ``model_spec`` (ModelSpec dict);
-  ``source_sha256``; ``calibration`` (from the ONNX metadata, INT8 only)
-- ``build_options`` (:meth:`BuildConfig.to_dict`), ``timing_cache``, ``warnings``
-- ``layers`` (``[{"name", "type", "input_dtypes", "output_dtypes", "onnx_layers", "tactic"}]``)
-  and ``layers_source`` (``builder log`` / ``engine inspector``) or ``None``
-- ``cache_key`` (same key = same engine; see :func:`~xception_trt.trt.compat.engine_cache_key`)
-  and ``rebuild_command``
+An engine ``<name>.engine`` always comes with ``<name>.engine.json``, written atomically with the
+plan: an :class:`~xception_trt.sidecar.EngineSidecar` (its module documents the JSON layout).
 """
 
 from __future__ import annotations
@@ -48,7 +30,8 @@ from ..onnx_meta import OnnxMeta, read_metadata
 from ..host import cpu_model
 from . import TensorRTFlavour, available_flavours, import_flavour
 from .logger import make_logger
-from .compat import (SIDECAR_SCHEMA, BuildPlan, check_options, check_sidecar_compat,
+from ..sidecar import SIDECAR_SCHEMA, EngineSidecar, read_sidecar, sidecar_path
+from .compat import (BuildPlan, check_options, check_sidecar_compat,
                      engine_cache_key, network_and_precision_plan, rebuild_command,
                      timing_cache_filename)
 
@@ -70,12 +53,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def sidecar_path(engine_path: str | os.PathLike[str]) -> Path:
-    """``model.engine`` -> ``model.engine.json`` (the engine's sidecar)."""
-    engine_path = Path(engine_path)
-    return engine_path.with_name(engine_path.name + ".json")
-
-
 @dataclass(frozen=True)
 class EngineArtifact:
     """A built (or reused) engine.
@@ -90,14 +67,14 @@ class EngineArtifact:
 
     path: Path
     sidecar_path: Path
-    sidecar: dict[str, Any]
+    sidecar: EngineSidecar
     cache_hit: bool
     seconds: float
 
     @property
     def size_bytes(self) -> int:
         """Size of the plan file in bytes."""
-        return int(self.sidecar["engine"]["bytes"])
+        return self.sidecar.engine.bytes
 
 
 class BuildProgress(Protocol):
@@ -112,49 +89,6 @@ class BuildProgress(Protocol):
     def step_complete(self, phase_name: str, step: int) -> None: ...
 
     def phase_finish(self, phase_name: str) -> None: ...
-
-
-# ---------------------------------------------------------------------------------------------
-# sidecar
-
-
-def read_sidecar(engine_path: str | os.PathLike[str], *, verify: bool = False) -> dict[str, Any]:
-    """Read the JSON sidecar of an engine built by :func:`build_engine`.
-
-    Args:
-        engine_path: The ``.engine`` file (its sidecar is ``<engine>.json``).
-        verify: Also check that the engine file exists and matches the sidecar's SHA-256.
-
-    Returns:
-        The sidecar dict (schema in this module's docstring).
-
-    Raises:
-        EngineError: Missing, unreadable or newer sidecar, or (``verify``) an engine that does
-            not match it; the message says how to rebuild.
-    """
-    engine_path = Path(engine_path)
-    side = sidecar_path(engine_path)
-    fix = "rebuild it with `xception-trt build MODEL.onnx -o DIR`"
-    if not side.is_file():
-        raise EngineError(f"{engine_path} has no sidecar {side.name} (not built by xception-trt, "
-                          f"or the sidecar was lost); {fix}")
-    try:
-        data = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EngineError(f"the engine sidecar {side} is unreadable ({exc}); {fix}") from None
-    if not isinstance(data, dict) or "schema" not in data:
-        raise EngineError(f"{side} is not an xception-trt engine sidecar; {fix}")
-    if not isinstance(data["schema"], int) or data["schema"] > SIDECAR_SCHEMA:
-        raise EngineError(f"{side} has sidecar schema {data['schema']!r}, newer than this "
-                          f"xception-trt ({SIDECAR_SCHEMA}); upgrade: pip install -U xception-trt")
-    if verify:
-        if not engine_path.is_file():
-            raise EngineError(f"engine {engine_path} does not exist; {fix}")
-        digest = sha256_file(engine_path)
-        if digest != data.get("engine", {}).get("sha256"):
-            raise EngineError(f"engine {engine_path} does not match its sidecar (replaced or "
-                              f"truncated since it was built); {fix}")
-    return data
 
 
 # ---------------------------------------------------------------------------------------------
@@ -513,7 +447,7 @@ def _configure(trt: Any, builder: Any, network: Any, plan: BuildPlan, config: Bu
 # build
 
 
-def _cached(engine_path: Path, key: str) -> dict[str, Any] | None:
+def _cached(engine_path: Path, key: str) -> EngineSidecar | None:
     side = sidecar_path(engine_path)
     if not (engine_path.is_file() and side.is_file()):
         return None
@@ -522,15 +456,15 @@ def _cached(engine_path: Path, key: str) -> dict[str, Any] | None:
     except EngineError as exc:
         log.info("not reusing %s: %s", engine_path, exc)
         return None
-    if sidecar.get("cache_key") != key:
+    if sidecar.cache_key != key:
         return None
-    if sha256_file(engine_path) != sidecar.get("engine", {}).get("sha256"):
+    if sha256_file(engine_path) != sidecar.engine.sha256:
         log.info("not reusing %s: the plan does not match its sidecar", engine_path)
         return None
     return sidecar
 
 
-def _write_outputs(engine_path: Path, plan_bytes: memoryview, sidecar: dict[str, Any]) -> None:
+def _write_outputs(engine_path: Path, plan_bytes: memoryview, sidecar: EngineSidecar) -> None:
     """Write plan and sidecar next to each other without ever leaving a partial or mismatched
     pair: both go to temporary files first; the old sidecar is removed before the plan is
     renamed into place, and the new sidecar is renamed last."""
@@ -540,8 +474,7 @@ def _write_outputs(engine_path: Path, plan_bytes: memoryview, sidecar: dict[str,
     temps: list[Path] = []
     try:
         for target, payload in ((engine_path, plan_bytes),
-                                (side, (json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
-                                 .encode())):
+                                (side, sidecar.to_json().encode())):
             fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
             temps.append(Path(tmp))
             with os.fdopen(fd, "wb") as fh:
@@ -689,7 +622,7 @@ def build_engine(onnx_path: str | os.PathLike[str], config: BuildConfig | None =
             calibration = json.loads(calibration)
         except json.JSONDecodeError:
             pass
-    sidecar: dict[str, Any] = {
+    record: dict[str, Any] = {
         "schema": SIDECAR_SCHEMA,
         "xception_trt_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -722,6 +655,8 @@ def build_engine(onnx_path: str | os.PathLike[str], config: BuildConfig | None =
         "rebuild_command": rebuild_command(str(onnx_path), str(engine_path), config,
                                            precision=precision),
     }
+    # Through the typed form: what is returned equals what read_sidecar() gives back later.
+    sidecar = EngineSidecar.from_dict(record, where=f"the new sidecar of {engine_path}")
     _write_outputs(engine_path, plan_bytes, sidecar)
     seconds = time.perf_counter() - t0
     log.info("built %s (%s, %.1f MiB) in %.2f s with %s %s", engine_path, precision.value,

@@ -27,12 +27,12 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from ..config import BuildConfig, Precision, normalise_compute_capability
+from ..config import BuildConfig, Precision, TensorRTBackend, normalise_compute_capability
 from ..errors import BuildError, EngineError
+from ..sidecar import SIDECAR_SCHEMA, EngineSidecar
 
 __all__ = [
     "BuildPlan",
-    "SIDECAR_SCHEMA",
     "RTX_DEFAULT_TARGETS",
     "parse_version",
     "compute_capability_tuple",
@@ -44,15 +44,9 @@ __all__ = [
     "check_sidecar_compat",
 ]
 
-#: Version of the sidecar JSON layout written by the builder.
-SIDECAR_SCHEMA = 1
-
 #: Compute capabilities a TensorRT-RTX engine built without explicit targets runs on: 8.0, 8.6,
 #: 8.9 and 12.0 "and later" (TensorRT-RTX docs, CPU-only AOT); sm_90 datacenter GPUs are refused.
 RTX_DEFAULT_TARGETS = ("SM80", "SM86", "SM89", "SM120")
-
-_FLAVOURS = ("tensorrt", "tensorrt_rtx")
-
 
 def parse_version(version: str | Sequence[int]) -> tuple[int, ...]:
     """``"10.3.0.26"`` -> ``(10, 3, 0, 26)``; suffixes like ``rc1`` or ``+cuda12`` are dropped.
@@ -174,7 +168,7 @@ def network_and_precision_plan(flavour_name: str, version: str | Sequence[int],
                    "query"))
     if flavour_name != "tensorrt":
         raise BuildError(f"unknown TensorRT flavour {flavour_name!r}; choose one of: "
-                         f"{', '.join(_FLAVOURS)}")
+                         f"{', '.join(TensorRTBackend.choices())}")
     if ver < (8, 6):
         raise BuildError(f"TensorRT {'.'.join(map(str, ver))} is too old: xception-trt needs "
                          "TensorRT 8.6 (JetPack 5) or newer; upgrade TensorRT/JetPack")
@@ -310,12 +304,12 @@ def _version_compatible_runs(built: tuple[int, ...], runtime: tuple[int, ...]) -
     return (built[0], runtime[0]) in {(8, 9), (8, 10), (10, 11)}
 
 
-def check_sidecar_compat(sidecar: Mapping[str, Any], flavour_name: str, version: str,
+def check_sidecar_compat(sidecar: EngineSidecar, flavour_name: str, version: str,
                          device_cc: str | None) -> None:
     """Check that an engine described by ``sidecar`` can load in this runtime on this GPU.
 
     Args:
-        sidecar: The engine's sidecar dict (:func:`xception_trt.trt.builder.read_sidecar`).
+        sidecar: The engine's sidecar (:func:`xception_trt.sidecar.read_sidecar`).
         flavour_name: The runtime's flavour (``tensorrt`` / ``tensorrt_rtx``).
         version: The runtime's ``__version__``.
         device_cc: The GPU's compute capability (``"8.7"``), or ``None`` without a GPU.
@@ -324,19 +318,10 @@ def check_sidecar_compat(sidecar: Mapping[str, Any], flavour_name: str, version:
         EngineError: The engine cannot run here; the message says why and gives the command that
             rebuilds it for this runtime.
     """
-    try:
-        trt_info = sidecar["tensorrt"]
-        built_flavour = trt_info["flavour"]
-        built_version = str(trt_info["version"])
-        options = sidecar.get("build_options", {}) or {}
-    except (KeyError, TypeError):
-        raise EngineError("the engine sidecar has no TensorRT section (not written by "
-                          "xception-trt?); rebuild the engine with `xception-trt build`") from None
-    command = sidecar.get("rebuild_command") or "xception-trt build MODEL.onnx -o engines/"
-    fix = f"rebuild it here with: {command} --backend {flavour_name}"
-    where = sidecar.get("device") or {}
-    built_on = (f" on sm_{str(where.get('compute_capability', '')).replace('.', '')}"
-                if where.get("compute_capability") else "")
+    built_flavour, built_version = sidecar.tensorrt.flavour, sidecar.tensorrt.version
+    fix = f"rebuild it here with: {sidecar.rebuild_command} --backend {flavour_name}"
+    built_cc = sidecar.device.compute_capability if sidecar.device else None
+    built_on = f" on sm_{built_cc.replace('.', '')}" if built_cc else ""
     here = f"{flavour_name} {version}" + (f" on sm_{device_cc.replace('.', '')}"
                                           if device_cc else " without a GPU")
     what = f"engine was built with {built_flavour} {built_version}{built_on}; this is {here}"
@@ -348,7 +333,7 @@ def check_sidecar_compat(sidecar: Mapping[str, Any], flavour_name: str, version:
         if not _same_release(b_ver, r_ver):
             raise EngineError(f"{what}: TensorRT-RTX engines only load in the release that "
                               f"built them — {fix}")
-    elif options.get("version_compatible"):
+    elif sidecar.option("version_compatible"):
         if not _version_compatible_runs(b_ver, r_ver):
             raise EngineError(f"{what}: a version-compatible engine runs on the same or a later "
                               f"TensorRT of the same major version (or 8->10, 10->11) — {fix}")
@@ -361,14 +346,13 @@ def check_sidecar_compat(sidecar: Mapping[str, Any], flavour_name: str, version:
                           "(none found); run the ONNX file with ONNX Runtime instead")
     cc = compute_capability_tuple(device_cc)
     if flavour_name == "tensorrt_rtx":
-        targets = sidecar.get("targets") or list(RTX_DEFAULT_TARGETS)
-        if list(targets) == ["CURRENT"]:
-            built_cc = where.get("compute_capability")
+        targets = list(sidecar.targets or RTX_DEFAULT_TARGETS)
+        if targets == ["CURRENT"]:
             allowed = [compute_capability_tuple(built_cc)] if built_cc else []
             later_ok = False
         else:
             allowed = [compute_capability_tuple(t) for t in targets]
-            later_ok = not sidecar.get("targets")  # the default targets include "12.0 and later"
+            later_ok = not sidecar.targets  # the default targets include "12.0 and later"
         ok = cc in allowed or (later_ok and cc >= (12, 0))
         if not ok:
             names = ", ".join(_cc_text(c) for c in allowed) or "the build GPU"
@@ -376,8 +360,7 @@ def check_sidecar_compat(sidecar: Mapping[str, Any], flavour_name: str, version:
                               f"{' and >= 12.0' if later_ok else ''} — {fix} (add --cc "
                               f"sm{device_cc.replace('.', '')})")
         return
-    built_cc = where.get("compute_capability")
-    if options.get("hardware_compatible"):
+    if sidecar.option("hardware_compatible"):
         if cc < (8, 0):
             raise EngineError(f"{what}: a hardware-compatible engine needs an Ampere or newer "
                               f"GPU (compute capability >= 8.0) — {fix}")

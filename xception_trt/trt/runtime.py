@@ -22,20 +22,19 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
-from ..config import InputFormat, ModelSpec, Precision
 from ..contract import RunnerKind, TensorSpec, input_spec_for, output_spec_for
-from ..errors import ConfigError, EngineError
+from ..errors import EngineError
 from ..onnx_meta import INPUT_NAME, OUTPUT_NAME
+from ..sidecar import EngineSidecar, read_sidecar
 from .cuda import CudaDevice, Stream
 from .cuda_runner import CudaRunnerBase
 from .logger import make_logger
 
-__all__ = ["TensorRTRunner", "EngineIO", "describe_engine", "deserialize",
-           "model_facts_from_sidecar"]
+__all__ = ["TensorRTRunner", "EngineIO", "describe_engine", "deserialize"]
 
 log = logging.getLogger(__name__)
 
@@ -102,30 +101,6 @@ def describe_engine(engine: Any, trt: Any) -> EngineIO:
     if not 1 <= lo_b <= opt_b <= hi_b:
         raise EngineError(f"the engine's batch profile ({lo_b}, {opt_b}, {hi_b}) is invalid")
     return EngineIO(inp, out, lo_b, opt_b, hi_b)
-
-
-def model_facts_from_sidecar(sidecar: Mapping[str, Any]
-                             ) -> tuple[ModelSpec, InputFormat, Precision]:
-    """The ModelSpec, input format and precision an engine's sidecar records.
-
-    Raises:
-        EngineError: The sidecar lacks them or they are invalid (rebuild the engine).
-    """
-    model = sidecar
-    try:
-        raw_spec = model.get("model_spec")
-        if isinstance(raw_spec, str):
-            spec = ModelSpec.from_json(raw_spec)
-        elif isinstance(raw_spec, Mapping):
-            spec = ModelSpec.from_dict(raw_spec)
-        else:
-            raise ConfigError("no model_spec entry")
-        fmt = InputFormat.parse(model.get("input_format", InputFormat.FLOAT_NCHW.value))
-        precision = Precision.parse(model.get("precision", Precision.FP32.value))
-    except (ConfigError, AttributeError, TypeError) as exc:
-        raise EngineError(f"the engine sidecar does not describe the model ({exc}); rebuild the "
-                          "engine with `xception-trt build`") from None
-    return spec, fmt, precision
 
 
 # ------------------------------------------------------------------------------------------------
@@ -226,14 +201,14 @@ class TensorRTRunner(CudaRunnerBase):
         size = path.stat().st_size
         if size == 0:
             raise EngineError(f"engine file {path} is empty; rebuild it with `xception-trt build`")
-        sidecar = _read_sidecar(path)
-        self.sidecar = dict(sidecar)
-        self.spec, self.input_format, self.precision = model_facts_from_sidecar(sidecar)
+        sidecar = read_sidecar(path)
+        self.sidecar = sidecar
+        self.spec, self.input_format, self.precision = (sidecar.model_spec, sidecar.input_format,
+                                                        sidecar.precision)
         _verify_engine_file(path, size, sidecar, verify_sha256)
-        flavour_name = _sidecar_flavour(sidecar)
         from . import import_flavour
 
-        flavour = import_flavour(flavour_name)
+        flavour = import_flavour(sidecar.flavour)
         trt = flavour.module
         try:
             cuda = CudaDevice(device, cuda_backend)
@@ -333,35 +308,17 @@ class TensorRTRunner(CudaRunnerBase):
         }
 
 
-def _read_sidecar(path: Path) -> Mapping[str, Any]:
-    """The engine's sidecar, read by the builder (which owns the schema)."""
-    from .builder import read_sidecar
-
-    return read_sidecar(path)
-
-
-def _sidecar_flavour(sidecar: Mapping[str, Any]) -> str:
-    try:
-        return str(sidecar["tensorrt"]["flavour"])
-    except (KeyError, TypeError):
-        raise EngineError("the engine sidecar does not say which TensorRT built the engine; "
-                          "rebuild it with `xception-trt build`") from None
-
-
-def _verify_engine_file(path: Path, size: int, sidecar: Mapping[str, Any],
+def _verify_engine_file(path: Path, size: int, sidecar: EngineSidecar,
                         verify_sha256: bool) -> None:
     """Compare the engine file with the size/hash its sidecar records (truncation, swaps)."""
-    engine = sidecar.get("engine") if isinstance(sidecar.get("engine"), Mapping) else {}
-    want_size = engine.get("bytes")
-    if want_size is not None and int(want_size) != size:
+    if sidecar.engine.bytes != size:
         raise EngineError(f"engine file {path} has {size} bytes but its sidecar records "
-                          f"{int(want_size)}: the file is truncated or was replaced — rebuild it "
-                          "with `xception-trt build`")
-    want_hash = engine.get("sha256")
-    if verify_sha256 and want_hash:
+                          f"{sidecar.engine.bytes}: the file is truncated or was replaced — "
+                          "rebuild it with `xception-trt build`")
+    if verify_sha256:
         from ..fsio import sha256_file
 
-        if sha256_file(path) != want_hash:
+        if sha256_file(path) != sidecar.engine.sha256:
             raise EngineError(f"engine file {path} does not match the SHA-256 in its sidecar: "
                               "it is corrupted or belongs to another build — rebuild it with "
                               "`xception-trt build`")
