@@ -1,4 +1,4 @@
-"""The CUDA layer (xception_trt/trt/cuda.py).
+"""The CUDA layer (the xception_trt/trt/cuda/ package).
 
 On any machine: error-code translation (with an injected bindings module), backend selection,
 sizes, ownership/use-after-close guards (with a recording backend), device-array parsing
@@ -217,6 +217,15 @@ class RecordingBackend(xc.CudaBackend):
 
     def graph_exec_destroy(self, graph_exec):
         self.calls.append(("graph_exec_destroy", graph_exec))
+
+
+def test_backend_operations_left_out_raise_and_defaults_work():
+    be = RecordingBackend()
+    assert isinstance(be, xc.CudaBackend) and not isinstance("cuda-python", xc.CudaBackend)
+    with pytest.raises(NotImplementedError, match=r"RecordingBackend does not implement "
+                                                  r"CudaBackend\.stream_synchronize\(\)"):
+        be.stream_synchronize(1)
+    assert be.pack_args([np.int32(3)]) == (np.int32(3),) and be.close() is None
 
 
 def test_device_buffer_single_owner_and_guards():
