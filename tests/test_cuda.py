@@ -137,6 +137,10 @@ def test_nbytes_of():
     assert xc.nbytes_of((4, 1000), np.uint8) == 4000
     with pytest.raises(EngineError, match="dynamic -1"):
         xc.nbytes_of((-1, 3), np.float32)
+    assert xc.nbytes_of((np.int64(2), 3), np.float32) == 24  # NumPy integers are integers
+    for bad in ((True, 3), (2.0, 3)):
+        with pytest.raises(EngineError, match="every dimension must be an integer >= 0"):
+            xc.nbytes_of(bad, np.float32)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ...config import check_int
 from ...errors import EngineError
 from .resources import nbytes_of
 
@@ -76,9 +77,13 @@ def _from_cai(obj: Any) -> DeviceArrayInfo:
     strides = None if strides is None else tuple(int(s) for s in strides)
     stream = iface.get("stream")
     if stream is not None:
-        if isinstance(stream, bool) or not isinstance(stream, int) or stream == 0:
-            # v3: 0 is disallowed (ambiguous), 1 = legacy default, 2 = per-thread default.
-            raise EngineError(f"invalid producer stream {stream!r} in __cuda_array_interface__")
+        # v3: 0 is disallowed (ambiguous), 1 = legacy default, 2 = per-thread default, any other
+        # value is a cudaStream_t (an address, so positive too).
+        try:
+            stream = check_int(stream, "the stream", error=EngineError)
+        except EngineError as exc:
+            raise EngineError(f"invalid producer stream {stream!r} in __cuda_array_interface__: "
+                              f"{exc}") from None
     return DeviceArrayInfo(ptr, shape, dtype, _c_contiguous(shape, strides, dtype.itemsize),
                            "cuda", None, stream, (obj,))
 

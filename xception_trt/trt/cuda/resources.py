@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
+from ...config import check_int
 from ...errors import EngineError
 from .backends import open_backend
 from .base import CudaBackend
@@ -42,11 +43,12 @@ def nbytes_of(shape: Sequence[int], dtype: Any) -> int:
         EngineError: A negative or non-integer dimension (e.g. ``-1`` left unresolved).
     """
     dims = tuple(shape)
-    for d in dims:
-        if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 0:
-            raise EngineError(f"cannot size a buffer of shape {dims}: every dimension must be an "
-                              "integer >= 0 (resolve dynamic -1 dimensions first)")
-    return int(np.prod(dims, dtype=np.int64)) * np.dtype(dtype).itemsize
+    try:
+        sizes = [check_int(d, "every dimension", minimum=0, error=EngineError) for d in dims]
+    except EngineError as exc:
+        raise EngineError(f"cannot size a buffer of shape {dims}: {exc} (resolve dynamic -1 "
+                          "dimensions first)") from None
+    return int(np.prod(sizes, dtype=np.int64)) * np.dtype(dtype).itemsize
 
 
 def _require_c_contiguous(arr: np.ndarray) -> None:
@@ -141,10 +143,11 @@ class DeviceBuffer(_Owned):
 
     def __init__(self, backend: CudaBackend, nbytes: int) -> None:
         super().__init__()
-        if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)) or nbytes <= 0:
-            raise EngineError(f"a device buffer needs a positive size in bytes, got {nbytes!r}")
+        try:
+            self.nbytes = check_int(nbytes, "nbytes", error=EngineError)
+        except EngineError as exc:
+            raise EngineError(f"a device buffer needs a positive size in bytes: {exc}") from None
         self._backend = backend
-        self.nbytes = int(nbytes)
         self._ptr = backend.mem_alloc(self.nbytes)
         self._own(backend.mem_free, self._ptr)
 
