@@ -1,4 +1,4 @@
-"""The CUDA layer (xception_trt/trt/cuda.py).
+"""The CUDA layer (the xception_trt/trt/cuda/ package).
 
 On any machine: error-code translation (with an injected bindings module), backend selection,
 sizes, ownership/use-after-close guards (with a recording backend), device-array parsing
@@ -137,6 +137,10 @@ def test_nbytes_of():
     assert xc.nbytes_of((4, 1000), np.uint8) == 4000
     with pytest.raises(EngineError, match="dynamic -1"):
         xc.nbytes_of((-1, 3), np.float32)
+    assert xc.nbytes_of((np.int64(2), 3), np.float32) == 24  # NumPy integers are integers
+    for bad in ((True, 3), (2.0, 3)):
+        with pytest.raises(EngineError, match="every dimension must be an integer >= 0"):
+            xc.nbytes_of(bad, np.float32)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -217,6 +221,15 @@ class RecordingBackend(xc.CudaBackend):
 
     def graph_exec_destroy(self, graph_exec):
         self.calls.append(("graph_exec_destroy", graph_exec))
+
+
+def test_backend_operations_left_out_raise_and_defaults_work():
+    be = RecordingBackend()
+    assert isinstance(be, xc.CudaBackend) and not isinstance("cuda-python", xc.CudaBackend)
+    with pytest.raises(NotImplementedError, match=r"RecordingBackend does not implement "
+                                                  r"CudaBackend\.stream_synchronize\(\)"):
+        be.stream_synchronize(1)
+    assert be.pack_args([np.int32(3)]) == (np.int32(3),) and be.close() is None
 
 
 def test_device_buffer_single_owner_and_guards():

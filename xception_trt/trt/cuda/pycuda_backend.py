@@ -1,0 +1,220 @@
+"""The optional ``pycuda`` backend (common on Jetson): :class:`PycudaBackend`.
+
+pycuda raises ``pycuda.driver.Error``, which is turned into the same :class:`EngineError` as the
+cuda-python backend's. It works on the device's *primary* context, so TensorRT (CUDA runtime
+API) and pycuda share one context.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import threading
+from typing import Any, Callable
+
+import numpy as np
+
+from ...errors import DependencyError, EngineError
+from .base import CudaBackend, check_ordinal
+
+__all__ = ["PycudaBackend", "check_pycuda"]
+
+
+def check_pycuda() -> None:
+    """Check that pycuda is installed, without importing it (that would touch the driver).
+
+    Raises:
+        DependencyError: pycuda is not installed (the message names the ``pycuda`` extra).
+    """
+    if importlib.util.find_spec("pycuda") is None:
+        raise DependencyError("pycuda", "pycuda", "the pycuda CUDA backend")
+
+
+class PycudaBackend(CudaBackend):
+    """The optional ``pycuda`` backend, on the device's primary context (shared with TensorRT).
+
+    CUDA graphs need pycuda >= 2022.2 (``Stream.begin_capture``); older versions raise a clear
+    :class:`EngineError` when a graph is requested.
+
+    Raises:
+        DependencyError: pycuda is not installed.
+        EngineError: No driver/GPU, or ``device`` does not exist.
+    """
+
+    name = "pycuda"
+
+    def __init__(self, device: int = 0, *, driver: Any = None) -> None:
+        if driver is None:
+            check_pycuda()
+            driver = importlib.import_module("pycuda.driver")
+        self._cuda = driver
+        self.device = int(device)
+        self._local = threading.local()
+        self._guard("cuInit", driver.init)
+        count = self._guard("cuDeviceGetCount", driver.Device.count)
+        check_ordinal(self.device, count)
+        self._dev = self._guard("cuDeviceGet", driver.Device, self.device)
+        self._ctx = self._guard("cuDevicePrimaryCtxRetain", self._dev.retain_primary_context)
+        self._allocs: dict[int, Any] = {}
+        self.activate()
+
+    def _guard(self, call: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except self._cuda.Error as exc:
+            raise EngineError(f"CUDA call {call} (pycuda) failed: {exc}") from None
+
+    def activate(self) -> None:
+        if getattr(self._local, "pushed", False):
+            return
+        self._guard("cuCtxPushCurrent", self._ctx.push)
+        self._local.pushed = True
+
+    def close(self) -> None:
+        if getattr(self._local, "pushed", False):
+            with contextlib.suppress(Exception):
+                self._cuda.Context.pop()
+            self._local.pushed = False
+        with contextlib.suppress(Exception):
+            self._ctx.detach()
+
+    def device_name(self) -> str:
+        return str(self._dev.name())
+
+    def compute_capability(self) -> tuple[int, int]:
+        major, minor = self._dev.compute_capability()
+        return int(major), int(minor)
+
+    def versions(self) -> dict[str, str]:
+        v = self._cuda.get_driver_version()
+        out = {"driver_api": f"{v // 1000}.{(v % 1000) // 10}",
+               "pycuda_built_against": ".".join(map(str, self._cuda.get_version()))}
+        with contextlib.suppress(Exception):
+            import pycuda
+
+            out["pycuda"] = pycuda.VERSION_TEXT
+        return out
+
+    def mem_get_info(self) -> tuple[int, int]:
+        free, total = self._guard("cuMemGetInfo", self._cuda.mem_get_info)
+        return int(free), int(total)
+
+    def mem_alloc(self, nbytes: int) -> int:
+        alloc = self._guard("cuMemAlloc", self._cuda.mem_alloc, max(nbytes, 1))
+        ptr = int(alloc)
+        self._allocs[ptr] = alloc
+        return ptr
+
+    def mem_free(self, ptr: int) -> None:
+        alloc = self._allocs.pop(ptr, None)
+        if alloc is None:
+            raise EngineError(f"cuMemFree (pycuda): pointer {ptr:#x} was not allocated here")
+        self._guard("cuMemFree", alloc.free)
+
+    def host_alloc(self, nbytes: int) -> tuple[np.ndarray, Any]:
+        arr = self._guard("cuMemHostAlloc", self._cuda.pagelocked_empty, (max(nbytes, 1),),
+                          np.uint8)
+        return arr[:nbytes], arr
+
+    def host_free(self, token: Any) -> None:
+        self._guard("cuMemFreeHost", token.base.free)
+
+    def memcpy_htod_async(self, dst: int, src: np.ndarray, nbytes: int, stream: Any) -> None:
+        self._guard("cuMemcpyHtoDAsync", self._cuda.memcpy_htod_async, dst,
+                    src.reshape(-1).view(np.uint8)[:nbytes], stream)
+
+    def memcpy_dtoh_async(self, dst: np.ndarray, src: int, nbytes: int, stream: Any) -> None:
+        self._guard("cuMemcpyDtoHAsync", self._cuda.memcpy_dtoh_async,
+                    dst.reshape(-1).view(np.uint8)[:nbytes], src, stream)
+
+    def memcpy_dtod_async(self, dst: int, src: int, nbytes: int, stream: Any) -> None:
+        self._guard("cuMemcpyDtoDAsync", self._cuda.memcpy_dtod_async, dst, src, nbytes, stream)
+
+    def memset_async(self, ptr: int, value: int, nbytes: int, stream: Any) -> None:
+        self._guard("cuMemsetD8Async", self._cuda.memset_d8_async, ptr, value, nbytes, stream)
+
+    def stream_create(self) -> Any:
+        return self._guard("cuStreamCreate", self._cuda.Stream, 1)  # CU_STREAM_NON_BLOCKING
+
+    def stream_destroy(self, stream: Any) -> None:
+        # pycuda destroys the stream when its last reference goes; nothing to call explicitly.
+        return None
+
+    def stream_handle(self, stream: Any) -> int:
+        return int(stream.handle)
+
+    def stream_synchronize(self, stream: Any) -> None:
+        self._guard("cuStreamSynchronize", stream.synchronize)
+
+    def stream_query(self, stream: Any) -> bool:
+        return bool(self._guard("cuStreamQuery", stream.is_done))
+
+    def stream_wait_event(self, stream: Any, event: Any) -> None:
+        self._guard("cuStreamWaitEvent", stream.wait_for_event, event)
+
+    def event_create(self, timing: bool) -> Any:
+        flags = 0 if timing else self._cuda.event_flags.DISABLE_TIMING
+        return self._guard("cuEventCreate", self._cuda.Event, flags)
+
+    def event_destroy(self, event: Any) -> None:
+        return None  # freed by pycuda with the object
+
+    def event_record(self, event: Any, stream: Any) -> None:
+        if isinstance(stream, int):
+            raise EngineError("the pycuda backend cannot record an event on a foreign raw stream "
+                              "handle; use the cuda-python backend for device inputs that carry "
+                              "a producer stream")
+        self._guard("cuEventRecord", event.record, stream)
+
+    def event_synchronize(self, event: Any) -> None:
+        self._guard("cuEventSynchronize", event.synchronize)
+
+    def event_query(self, event: Any) -> bool:
+        return bool(self._guard("cuEventQuery", event.query))
+
+    def event_elapsed_ms(self, start: Any, end: Any) -> float:
+        return float(self._guard("cuEventElapsedTime", end.time_since, start))
+
+    def _graph_api(self, stream: Any, attr: str) -> Callable[..., Any]:
+        fn = getattr(stream, attr, None)
+        if fn is None:
+            raise EngineError("this pycuda has no CUDA graph support (Stream.begin_capture is "
+                              "missing); upgrade with: pip install -U 'pycuda>=2022.2', or use "
+                              "cuda_backend='cuda-python'")
+        return fn
+
+    def begin_capture(self, stream: Any) -> None:
+        mode = self._cuda.capture_mode.THREAD_LOCAL if hasattr(self._cuda, "capture_mode") \
+            else None
+        fn = self._graph_api(stream, "begin_capture")
+        self._guard("cuStreamBeginCapture", fn, *(() if mode is None else (mode,)))
+
+    def end_capture(self, stream: Any) -> Any:
+        return self._guard("cuStreamEndCapture", self._graph_api(stream, "end_capture"))
+
+    def graph_instantiate(self, graph: Any) -> Any:
+        return self._guard("cuGraphInstantiate", graph.instantiate)
+
+    def graph_launch(self, graph_exec: Any, stream: Any) -> None:
+        self._guard("cuGraphLaunch", graph_exec.launch, stream)
+
+    def graph_destroy(self, graph: Any) -> None:
+        return None  # pycuda frees graphs with their Python objects
+
+    def graph_exec_destroy(self, graph_exec: Any) -> None:
+        return None
+
+    def module_load(self, image: bytes) -> Any:
+        return self._guard("cuModuleLoadData", self._cuda.module_from_buffer, image)
+
+    def module_unload(self, module: Any) -> None:
+        return None  # pycuda unloads the module with the object
+
+    def module_function(self, module: Any, name: str) -> Any:
+        return self._guard("cuModuleGetFunction", module.get_function, name)
+
+    def launch(self, function: Any, grid: tuple[int, int, int], block: tuple[int, int, int],
+               packed: Any, stream: Any) -> None:
+        self._guard("cuLaunchKernel", function, *packed, grid=tuple(grid), block=tuple(block),
+                    stream=stream)
