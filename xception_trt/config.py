@@ -129,8 +129,8 @@ def check_int(value: Any, name: str, *, minimum: int | None = 1, maximum: int | 
             ``name``, the bounds and the value.
     """
     if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
-            or (minimum is not None and value < minimum)
-            or (maximum is not None and value > maximum)):
+            or (minimum is not None and int(value) < minimum)
+            or (maximum is not None and int(value) > maximum)):
         what = ("a positive integer (>= 1)" if minimum == 1 and maximum is None
                 else f"an integer{_bounds_text(minimum, maximum)}")
         raise error(f"{name} must be {what}, got {value!r}")

@@ -119,13 +119,13 @@ def input_spec_for(spec: ModelSpec, input_format: InputFormat | str,
     fmt = InputFormat.parse(input_format)
     s, c = spec.input_size, spec.in_chans
     if fmt is InputFormat.UINT8_NHWC:
-        return TensorSpec(INPUT_NAME, (batch, s, s, c), np.uint8)
-    return TensorSpec(INPUT_NAME, (batch, c, s, s), np.float32)
+        return TensorSpec(INPUT_NAME, (batch, s, s, c), np.dtype(np.uint8))
+    return TensorSpec(INPUT_NAME, (batch, c, s, s), np.dtype(np.float32))
 
 
 def output_spec_for(spec: ModelSpec, batch: int = -1) -> TensorSpec:
     """The logits :class:`TensorSpec`: float32 ``(N, num_classes)``."""
-    return TensorSpec(OUTPUT_NAME, (batch, spec.num_classes), np.float32)
+    return TensorSpec(OUTPUT_NAME, (batch, spec.num_classes), np.dtype(np.float32))
 
 
 def _layout_hint(batch: np.ndarray, want: TensorSpec) -> str:

@@ -222,7 +222,7 @@ class TorchRunner(RunnerBase):
         # A copy, so the caller's model keeps its dtype/device.
         import copy
 
-        self._model = copy.deepcopy(model).to(device=dev, dtype=dtype).eval()
+        self._model: Any = copy.deepcopy(model).to(device=dev, dtype=dtype).eval()
         self.last_gpu_time_ms: float | None = None
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -387,7 +387,7 @@ def open_runner(path: str | os.PathLike[str], **kw: Any) -> Runner:
     if not path.is_file():
         raise EngineError(f"{path} is not a file")
     cls = RUNNERS[kind].runner_class()
-    params = inspect.signature(cls.__init__).parameters
+    params = inspect.signature(cls).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         bad = sorted(k for k in kw if k not in params)
         if bad:

@@ -274,7 +274,7 @@ def parse_inspector_json(text: str) -> list[dict[str, Any]] | None:
     raw = data.get("Layers") if isinstance(data, dict) else None
     if not raw:
         return None
-    layers = []
+    layers: list[dict[str, Any]] = []
     for item in raw:
         if isinstance(item, str):
             layers.append({"name": item, "type": None, "input_dtypes": [], "output_dtypes": [],
@@ -293,7 +293,7 @@ def parse_inspector_json(text: str) -> list[dict[str, Any]] | None:
     return layers
 
 
-def _inspect_engine(trt: Any, logger: Any, plan: bytes) -> list[dict[str, Any]] | None:
+def _inspect_engine(trt: Any, logger: Any, plan: bytes | memoryview) -> list[dict[str, Any]] | None:
     """Per-layer info through the engine inspector; needs a GPU that can deserialize the plan."""
     runtime = trt.Runtime(logger)
     engine = runtime.deserialize_cuda_engine(plan)
@@ -488,9 +488,9 @@ def _write_outputs(engine_path: Path, plan_bytes: memoryview, sidecar: EngineSid
         raise BuildError(f"cannot write the engine {engine_path}: {exc.strerror or exc}; choose "
                          "a writable output directory with free space") from None
     finally:
-        for tmp in temps:
+        for leftover in temps:
             with contextlib.suppress(OSError):
-                tmp.unlink()
+                leftover.unlink()
 
 
 def build_engine(onnx_path: str | os.PathLike[str], config: BuildConfig | None = None, *,

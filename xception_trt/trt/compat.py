@@ -154,16 +154,16 @@ def network_and_precision_plan(flavour_name: str, version: str | Sequence[int],
     Raises:
         BuildError: Unknown flavour, or a TensorRT older than 8.6.
     """
-    precision = Precision.parse(precision)
+    prec = Precision.parse(precision)
     ver = parse_version(version)
     if flavour_name == "tensorrt_rtx":
         return BuildPlan(
-            flavour_name, ver, precision, strongly_typed=True, network_flags=(),
-            builder_flags=(), onnx_precisions=(precision,), progress_monitor=True,
+            flavour_name, ver, prec, strongly_typed=True, network_flags=(),
+            builder_flags=(), onnx_precisions=(prec,), progress_monitor=True,
             timing_cache=False, compute_capabilities=True, dla=False,
             version_compatible=False, hardware_compatible=False,
             notes=("TensorRT-RTX networks are always strongly typed: the graph carries the "
-                   "precision",
+                   "prec",
                    "timing cache ignored: it is a no-op in TensorRT-RTX and would force a GPU "
                    "query"))
     if flavour_name != "tensorrt":
@@ -178,27 +178,27 @@ def network_and_precision_plan(flavour_name: str, version: str | Sequence[int],
                    Precision.FP16: (Precision.FP32, Precision.FP16),
                    Precision.INT8: (Precision.INT8,)}
         return BuildPlan(
-            flavour_name, ver, precision, strongly_typed=False,
-            network_flags=("EXPLICIT_BATCH",), builder_flags=flags[precision],
-            onnx_precisions=sources[precision], progress_monitor=False, timing_cache=True,
+            flavour_name, ver, prec, strongly_typed=False,
+            network_flags=("EXPLICIT_BATCH",), builder_flags=flags[prec],
+            onnx_precisions=sources[prec], progress_monitor=False, timing_cache=True,
             compute_capabilities=False, dla=True, version_compatible=True,
             hardware_compatible=True,
-            notes=("TensorRT < 10 has no strongly typed networks: precision is allowed with "
+            notes=("TensorRT < 10 has no strongly typed networks: prec is allowed with "
                    "builder flags (FP16 from the FP32 or FP16 graph; INT8 from the Q/DQ graph)",))
     if ver < (11,):
         return BuildPlan(
-            flavour_name, ver, precision, strongly_typed=True,
-            network_flags=("STRONGLY_TYPED",), builder_flags=(), onnx_precisions=(precision,),
+            flavour_name, ver, prec, strongly_typed=True,
+            network_flags=("STRONGLY_TYPED",), builder_flags=(), onnx_precisions=(prec,),
             progress_monitor=True, timing_cache=True, compute_capabilities=False, dla=True,
             version_compatible=True, hardware_compatible=True,
             notes=("TensorRT 10 builds a STRONGLY_TYPED network: the graph carries the "
-                   "precision",))
+                   "prec",))
     return BuildPlan(
-        flavour_name, ver, precision, strongly_typed=True, network_flags=(), builder_flags=(),
-        onnx_precisions=(precision,), progress_monitor=True, timing_cache=True,
+        flavour_name, ver, prec, strongly_typed=True, network_flags=(), builder_flags=(),
+        onnx_precisions=(prec,), progress_monitor=True, timing_cache=True,
         compute_capabilities=False, dla=False, version_compatible=True, hardware_compatible=True,
         notes=("TensorRT 11 networks are always strongly typed (STRONGLY_TYPED is ignored); the "
-               "graph carries the precision",))
+               "graph carries the prec",))
 
 
 def check_options(plan: BuildPlan, config: BuildConfig) -> list[str]:

@@ -313,11 +313,17 @@ class CudaRunnerBase(RunnerBase):
             self._stream.wait(self._producer_ready)
         return False, info, n
 
+    @property
+    def _engine_compute(self) -> Compute:
+        if self._compute is None:  # only after close(), which _check_open() catches first
+            raise EngineError(f"{self.name}: the runner is closed")
+        return self._compute
+
     def _bind(self, shape: tuple[int, ...], in_ptr: int, out_ptr: int) -> None:
         key = (shape, in_ptr, out_ptr)
         if self._bound != key:
             self._bound = None  # a failed bind must not be remembered as done
-            self._compute.bind(shape, in_ptr, out_ptr)
+            self._engine_compute.bind(shape, in_ptr, out_ptr)
             self._bound = key
 
     def _enqueue(self, n: int, host_in: bool, dev_info: DeviceArrayInfo | None,
@@ -327,6 +333,9 @@ class CudaRunnerBase(RunnerBase):
         in_bytes = n * (self._pin_in.nbytes // self._pin_in.shape[0])
         out_bytes = n * (self._pin_out.nbytes // self._pin_out.shape[0])
         host_out = out_info is None
+        # The caller's device addresses (0 where the host buffers are used instead).
+        dev_ptr = dev_info.ptr if dev_info is not None else 0
+        user_out = out_info.ptr if out_info is not None else 0
         if self._timers is not None:
             self._timers[0].record(stream)
         if self.cuda_graphs:
@@ -334,28 +343,28 @@ class CudaRunnerBase(RunnerBase):
             if graph is None:
                 graph = self._capture(n, host_in, host_out)
             if not host_in:
-                self._dev_in.copy_from_device(dev_info.ptr, in_bytes, stream)
+                self._dev_in.copy_from_device(dev_ptr, in_bytes, stream)
             graph.launch(stream)
             if not host_out:
-                self._cuda.backend.memcpy_dtod_async(out_info.ptr, self._dev_out.ptr, out_bytes,
+                self._cuda.backend.memcpy_dtod_async(user_out, self._dev_out.ptr, out_bytes,
                                                      stream.handle)
         else:
             if host_in:
                 self._dev_in.copy_from_host(self._pin_in.array[:n], stream)
                 in_ptr = self._dev_in.ptr
-            elif dev_info.ptr % _ALIGN:  # TensorRT wants aligned I/O: stage a sliced view
-                self._dev_in.copy_from_device(dev_info.ptr, in_bytes, stream)
+            elif dev_ptr % _ALIGN:  # TensorRT wants aligned I/O: stage a sliced view
+                self._dev_in.copy_from_device(dev_ptr, in_bytes, stream)
                 in_ptr = self._dev_in.ptr
             else:
-                in_ptr = dev_info.ptr  # zero copy: the engine reads the caller's memory
-            direct_out = not host_out and out_info.ptr % _ALIGN == 0
-            out_ptr = out_info.ptr if direct_out else self._dev_out.ptr
+                in_ptr = dev_ptr  # zero copy: the engine reads the caller's memory
+            direct_out = not host_out and user_out % _ALIGN == 0
+            out_ptr = user_out if direct_out else self._dev_out.ptr
             self._bind(shape, in_ptr, out_ptr)
-            self._compute.enqueue(stream)
+            self._engine_compute.enqueue(stream)
             if host_out:
                 self._dev_out.copy_to_host(self._pin_out.array[:n], stream)
             elif not direct_out:
-                self._cuda.backend.memcpy_dtod_async(out_info.ptr, self._dev_out.ptr, out_bytes,
+                self._cuda.backend.memcpy_dtod_async(user_out, self._dev_out.ptr, out_bytes,
                                                      stream.handle)
         if self._timers is not None:
             self._timers[1].record(stream)
@@ -368,12 +377,12 @@ class CudaRunnerBase(RunnerBase):
         self._bind(shape, self._dev_in.ptr, self._dev_out.ptr)
         # TensorRT: one ordinary enqueue after a shape change, outside the capture, so that
         # deferred shape-dependent work is not captured (NVIDIA TensorRT docs, CUDA graphs).
-        self._compute.enqueue(stream)
+        self._engine_compute.enqueue(stream)
         stream.synchronize()
         with stream.capture() as cap:
             if host_in:
                 self._dev_in.copy_from_host(self._pin_in.array[:n], stream)
-            self._compute.enqueue(stream)
+            self._engine_compute.enqueue(stream)
             if host_out:
                 self._dev_out.copy_to_host(self._pin_out.array[:n], stream)
         self._graphs[(n, host_in, host_out)] = cap.graph
