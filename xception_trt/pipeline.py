@@ -26,9 +26,10 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .config import BuildConfig, InputFormat, Precision, check_int
 from .errors import BuildError, ConfigError, GraphError, XceptionTRTError
