@@ -19,6 +19,8 @@ def default_workdir() -> Path:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ..pipeline import CALIBRATION_CHOICES  # the methods plus "auto"
+
     p = sub.add_parser(
         "demo", help="run the whole pipeline on a built-in data set and write a report",
         description="Run every stage of xception-trt on scikit-learn's handwritten digits "
@@ -37,9 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="ignore every cache: rewrite the data, retrain, recalibrate, rebuild")
     p.add_argument("--epochs", type=positive_int, default=None,
                    help="training epochs (default 8)")
-    p.add_argument("--calib-method", choices=["entropy", "max", "percentile", "auto"],
-                   default=None, help="INT8 calibration method (default entropy; auto tries "
-                                      "each and keeps the best on held-out calibration images)")
+    p.add_argument("--calib-method", choices=CALIBRATION_CHOICES, default=None,
+                   help="INT8 calibration method (default entropy; auto tries each and keeps "
+                        "the best on held-out calibration images)")
     p.add_argument("--skip", nargs="+", default=(), metavar="STEP",
                    choices=["fp16", "int8", "engines", "latency"],
                    help="leave out steps: fp16, int8, engines, latency")

@@ -1,0 +1,265 @@
+"""The pipeline API (xception_trt.pipeline): file layout, calibration fingerprint and method
+choices, export / variant reuse rules and manifest, engines with callbacks and keep-going, and
+the whole ``build`` (TensorRT-RTX builds on the CPU; those tests skip without it)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from xception_trt.config import BuildConfig, Precision
+from xception_trt.errors import BuildError, ConfigError
+from xception_trt.fsio import sha256_file
+from xception_trt.onnx_meta import read_metadata
+from xception_trt.pipeline import (AUTO_CALIBRATION, CALIBRATION_CHOICES, ArtifactLayout,
+                                   PipelineCallbacks, build, build_engines,
+                                   calibration_fingerprint, export_checkpoint, make_variant,
+                                   parse_calibration_method)
+from xception_trt.precision import CalibrationMethod
+
+
+def _needs_rtx() -> None:
+    pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX builds engines on the CPU")
+
+
+# ---------------------------------------------------------------------------------------------
+# pure parts
+
+
+def test_layout_names():
+    build_layout = ArtifactLayout.in_folder("out", stem="tiny")
+    assert build_layout.onnx("fp32") == Path("out/tiny.onnx")
+    assert build_layout.onnx(Precision.FP16) == Path("out/tiny.fp16.onnx")
+    assert build_layout.manifest == Path("out/tiny.variants.json")
+    assert build_layout.engine("int8") == Path("out/tiny.int8.engine")
+    assert build_layout.calibration_cache_dir == Path("out/calibration-cache")
+    demo_layout = ArtifactLayout(onnx_dir="a", engine_dir="a/engines")
+    assert demo_layout.onnx("fp32") == Path("a/fp32.onnx")
+    assert demo_layout.onnx("int8") == Path("a/int8.onnx")
+    assert demo_layout.manifest == Path("a/variants.json")
+    assert demo_layout.engine("fp16") == Path("a/engines/fp16.engine")
+    assert demo_layout.calibration_cache_dir is None
+    with pytest.raises(ConfigError):
+        demo_layout.onnx("fp8")
+
+
+def test_calibration_method_choices():
+    assert CALIBRATION_CHOICES == (*(m.value for m in CalibrationMethod), "auto")
+    assert parse_calibration_method(None) is None
+    assert parse_calibration_method(AUTO_CALIBRATION) == "auto"
+    assert parse_calibration_method("max") == "max"
+    value = parse_calibration_method(CalibrationMethod.PERCENTILE)
+    assert value == "percentile" and type(value) is str
+    with pytest.raises(ConfigError, match=r"calibration method 'minmax'.*entropy.*auto"):
+        parse_calibration_method("minmax")
+
+
+def test_calibration_fingerprint(tmp_path):
+    assert calibration_fingerprint(None) is None
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.png").write_bytes(b"123")
+    first = calibration_fingerprint(tmp_path)
+    assert first == calibration_fingerprint(str(tmp_path)) and len(first) == 64
+    (tmp_path / "a" / "y.png").write_bytes(b"4")
+    second = calibration_fingerprint(tmp_path)
+    assert second != first
+    os.utime(tmp_path / "a" / "y.png", ns=(1, 1))  # same names and sizes, another time
+    assert calibration_fingerprint(tmp_path) != second
+
+
+# ---------------------------------------------------------------------------------------------
+# export and variants
+
+
+def test_export_is_reused_unless_forced(tiny_checkpoint, tmp_path):
+    out = tmp_path / "m.onnx"
+    first = export_checkpoint(checkpoint=tiny_checkpoint, output=out)
+    assert not first.reused and first.result is not None and first.path == out
+    meta = read_metadata(out)
+    assert meta.raw["source_sha256"] == sha256_file(tiny_checkpoint)
+    assert meta.json_field("export")["opset"] == 17
+    mtime = out.stat().st_mtime_ns
+    again = export_checkpoint(checkpoint=tiny_checkpoint, output=out)
+    assert again.reused and again.result is None and out.stat().st_mtime_ns == mtime
+    # another input format is another export
+    other = export_checkpoint(checkpoint=tiny_checkpoint, output=out, input_format="uint8-nhwc")
+    assert not other.reused and read_metadata(out).input_format.value == "uint8-nhwc"
+    forced = export_checkpoint(checkpoint=tiny_checkpoint, output=out, input_format="uint8-nhwc",
+                               force=True)
+    assert not forced.reused
+    out.write_bytes(b"not onnx")  # an unreadable file is exported again, not an error
+    assert not export_checkpoint(checkpoint=tiny_checkpoint, output=out).reused
+
+
+@pytest.fixture()
+def fp32_graph(tiny_onnx_files, tmp_path) -> Path:
+    path = tmp_path / "out" / "tiny.onnx"
+    path.parent.mkdir()
+    shutil.copy(tiny_onnx_files["float"], path)
+    return path
+
+
+def test_fp16_variant_manifest_and_reuse(fp32_graph, image_folder):
+    layout = ArtifactLayout.in_folder(fp32_graph.parent, stem="tiny")
+    first = make_variant(fp32_onnx=fp32_graph, precision="fp16", layout=layout,
+                         calibration=image_folder)
+    assert not first.reused and first.path == layout.onnx("fp16")
+    assert read_metadata(first.path).precision is Precision.FP16
+    manifest = json.loads(layout.manifest.read_text())
+    assert set(manifest) == {"fp16"}
+    assert manifest["fp16"] == {"recipe": {"from_sha256": sha256_file(fp32_graph),
+                                           "calib": calibration_fingerprint(image_folder),
+                                           "calib_method": None},
+                                "sha256": sha256_file(first.path)}
+    again = make_variant(fp32_onnx=fp32_graph, precision=Precision.FP16, layout=layout,
+                         calibration=image_folder)
+    assert again.reused and again.quantize is None and again.recipe == first.recipe
+    # another recipe (a method chosen), a damaged file, or force: made again
+    other = make_variant(fp32_onnx=fp32_graph, precision="fp16", layout=layout,
+                         calibration=image_folder, calibration_method="max")
+    assert not other.reused and other.recipe["calib_method"] == "max"
+    first.path.write_bytes(first.path.read_bytes() + b"\0")
+    assert not make_variant(fp32_onnx=fp32_graph, precision="fp16", layout=layout,
+                            calibration=image_folder, calibration_method="max").reused
+    assert not make_variant(fp32_onnx=fp32_graph, precision="fp16", layout=layout,
+                            calibration=image_folder, calibration_method="max",
+                            force=True).reused
+    # a broken manifest is rewritten, not an error
+    layout.manifest.write_text("{not json")
+    assert not make_variant(fp32_onnx=fp32_graph, precision="fp16", layout=layout,
+                            calibration=image_folder, calibration_method="max").reused
+    assert set(json.loads(layout.manifest.read_text())) == {"fp16"}
+
+
+def test_int8_variant_uses_the_calibration_cache(fp32_graph, image_folder):
+    layout = ArtifactLayout(onnx_dir=fp32_graph.parent, engine_dir=fp32_graph.parent,
+                            calibration_cache_dir=fp32_graph.parent / "cache")
+    first = make_variant(fp32_onnx=fp32_graph, precision="int8", layout=layout,
+                         calibration=image_folder, calibration_method="max", num_images=8)
+    assert first.path == fp32_graph.parent / "int8.onnx" and not first.reused
+    assert first.quantize is not None and first.auto is None
+    assert first.quantize.method.value == "max" and first.quantize.num_images == 8
+    assert first.quantize.cache == "miss" and any((fp32_graph.parent / "cache").iterdir())
+    assert first.recipe["num_images"] == 8 and first.recipe["calib_method"] == "max"
+    assert read_metadata(first.path).precision is Precision.INT8
+    assert make_variant(fp32_onnx=fp32_graph, precision="int8", layout=layout,
+                        calibration=image_folder, calibration_method="max",
+                        num_images=8).reused
+    # a recipe change recalibrates, through the calibration cache when it still applies
+    forced = make_variant(fp32_onnx=fp32_graph, precision="int8", layout=layout,
+                          calibration=image_folder, calibration_method="max", num_images=8,
+                          force=True)
+    assert not forced.reused and forced.quantize is not None and forced.quantize.cache == "hit"
+
+
+def test_variant_bad_input(fp32_graph, image_folder):
+    layout = ArtifactLayout.in_folder(fp32_graph.parent, stem="tiny")
+    with pytest.raises(BuildError, match="--calib"):
+        make_variant(fp32_onnx=fp32_graph, precision="int8", layout=layout)
+    with pytest.raises(ConfigError, match="FP32 graph is the export"):
+        make_variant(fp32_onnx=fp32_graph, precision="fp32", layout=layout)
+    with pytest.raises(ConfigError, match="calibration method"):
+        make_variant(fp32_onnx=fp32_graph, precision="int8", layout=layout,
+                     calibration=image_folder, calibration_method="minmax")
+    with pytest.raises(ConfigError, match="num_images must be a positive integer"):
+        make_variant(fp32_onnx=fp32_graph, precision="int8", layout=layout,
+                     calibration=image_folder, num_images=0)
+    assert not layout.manifest.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# engines and the whole build (TensorRT-RTX on the CPU)
+
+
+class _Recorder(PipelineCallbacks):
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+
+    def on_export(self, outcome):
+        self.events.append(("export", "reused" if outcome.reused else "ran"))
+
+    def on_variant(self, outcome):
+        self.events.append(("variant", outcome.precision.value))
+
+    @contextlib.contextmanager
+    def engine_progress(self, precision):
+        self.events.append(("progress", precision.value))
+        try:
+            yield None
+        finally:
+            self.events.append(("progress-end", precision.value))
+
+    def on_engine(self, outcome):
+        self.events.append(("engine", outcome.precision.value))
+
+
+def test_build_checkpoint_to_engines_and_rerun(tiny_checkpoint, image_folder, tmp_path):
+    _needs_rtx()
+    rec = _Recorder()
+    kw = dict(source=tiny_checkpoint, output=tmp_path / "e", precisions=["fp16", "fp32"],
+              calibration=image_folder, config=BuildConfig(backend="tensorrt_rtx", max_batch=2,
+                                                           compute_capabilities=("sm86",)))
+    first = build(**kw, callbacks=rec)
+    assert rec.events == [("export", "ran"), ("variant", "fp16"), ("progress", "fp16"),
+                          ("progress-end", "fp16"), ("engine", "fp16"), ("progress", "fp32"),
+                          ("progress-end", "fp32"), ("engine", "fp32")]
+    assert [e.precision.value for e in first.engines] == ["fp16", "fp32"]
+    assert first.layout == ArtifactLayout.in_folder(tmp_path / "e", stem="tiny")
+    assert first.export is not None and first.export.path == tmp_path / "e" / "tiny.onnx"
+    assert [v.path.name for v in first.variants] == ["tiny.fp16.onnx"]
+    fp16 = first.engines[0]
+    assert fp16.artifact.path == tmp_path / "e" / "tiny.fp16.engine"
+    assert not fp16.artifact.cache_hit
+    line = fp16.describe()
+    assert line.startswith("fp16: ") and "targets SM86" in line and "max batch 2" in line
+    assert "built in" in line
+    record = fp16.to_dict()
+    assert record["precision"] == "fp16" and record["engine"] == str(fp16.artifact.path)
+    assert record["cache_hit"] is False and record["flavour"] == "tensorrt_rtx"
+    json.dumps(record)
+    assert not (tmp_path / "e" / "timing-cache").exists()  # TensorRT-RTX has none
+
+    second = build(**kw)
+    assert second.export is not None and second.export.reused
+    assert all(v.reused for v in second.variants)
+    assert all(e.artifact.cache_hit for e in second.engines)
+    assert "reused (identical engine exists)" in second.engines[0].describe()
+    forced = build(**kw, force=True)  # force rebuilds engines only
+    assert forced.export is not None and forced.export.reused
+    assert not any(e.artifact.cache_hit for e in forced.engines)
+
+
+def test_build_engines_keep_going(tiny_onnx_files, tmp_path):
+    _needs_rtx()
+    layout = ArtifactLayout(onnx_dir=tmp_path, engine_dir=tmp_path / "engines")
+    graphs = {"fp32": tiny_onnx_files["float"], Precision.FP16: tiny_onnx_files["float"]}
+    cfg = BuildConfig(backend="tensorrt_rtx", max_batch=2, compute_capabilities=("sm86",))
+    # the FP16 engine needs the FP16 graph: it fails, the FP32 engine is still built
+    res = build_engines(onnx=graphs, config=cfg, layout=layout, keep_going=True)
+    assert [e.precision.value for e in res.engines] == ["fp32"]
+    assert res.engines[0].artifact.path == tmp_path / "engines" / "fp32.engine"
+    (failure,) = res.failures
+    assert failure.precision is Precision.FP16 and isinstance(failure.error, BuildError)
+    assert "fp32 graph but a fp16 engine was asked" in str(failure.error)
+    with pytest.raises(BuildError, match="fp16 engine was asked"):
+        build_engines(onnx=graphs, config=cfg, layout=layout)
+
+
+def test_build_refuses_before_long_steps(tiny_checkpoint, tmp_path):
+    _needs_rtx()
+    rtx = BuildConfig(backend="tensorrt_rtx")
+    with pytest.raises(BuildError, match="does not exist; give a checkpoint"):
+        build(source=tmp_path / "nope.safetensors", output=tmp_path / "o", config=rtx)
+    with pytest.raises(BuildError, match="calibration folder .* does not exist"):
+        build(source=tiny_checkpoint, output=tmp_path / "o", calibration=tmp_path / "none",
+              config=rtx)
+    with pytest.raises(BuildError, match="int8 engine needs calibration images"):
+        build(source=tiny_checkpoint, output=tmp_path / "o", precisions=["int8"], config=rtx)
+    with pytest.raises(ConfigError):
+        build(source=tiny_checkpoint, output=tmp_path / "o", precisions=["fp8"], config=rtx)
+    assert not (tmp_path / "o").exists()  # nothing exported

@@ -1,0 +1,26 @@
+"""The built-in demo: scikit-learn's handwritten digits through the whole SDK pipeline.
+
+Data set (:mod:`.data`): the UCI "Optical Recognition of Handwritten Digits" test set as
+shipped inside the scikit-learn wheel, materialised as ordinary labelled image folders
+(``train/``, ``calibration/``, ``validation/``), so the demo reads it with exactly the data code
+a user's own folders go through. Nothing is downloaded.
+
+Pipeline (:func:`run_demo`, :mod:`.run`), each step recorded as ran / cached / skipped / failed
+with the reason: data -> train (a narrow Xception, cached by data + settings) -> export + graph
+cleanup -> FP16 -> INT8 (calibrated Q/DQ, calibration cache) -> engines (whichever TensorRT
+flavour imports; TensorRT-RTX builds on a CPU for explicit targets) -> evaluate (accuracy of
+every variant that can run here: torch + ONNX Runtime on the CPU, TensorRT on a GPU that can run
+it) -> latency -> report (JSON / Markdown / PNG). Export, FP16, INT8 and engines are the
+stages of :mod:`xception_trt.pipeline`, with its reuse rules. Nothing is faked: a step that
+cannot run here is reported as skipped with the reason, a step that fails as failed with the
+error. Settings, results and hooks are in :mod:`.config`.
+"""
+
+from .config import (DEMO_SPEC_FIELDS, REPORT_NAME, STEP_NAMES, DemoCallbacks, DemoConfig,
+                     DemoResult, StepResult, default_train_config)
+from .data import DIGITS_SPLITS, DemoData, load_digits_arrays, materialise_digits
+from .run import run_demo
+
+__all__ = ["DIGITS_SPLITS", "STEP_NAMES", "DEMO_SPEC_FIELDS", "REPORT_NAME", "DemoData",
+           "DemoConfig", "DemoResult", "StepResult", "DemoCallbacks", "default_train_config",
+           "load_digits_arrays", "materialise_digits", "run_demo"]

@@ -1,0 +1,450 @@
+"""The demo's pipeline (:func:`run_demo`): each step recorded as ran / cached / skipped /
+failed with the reason (see :mod:`xception_trt.demo`)."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..config import BuildConfig, Precision
+from ..data import Dataset
+from ..errors import CheckpointError, DataError, XceptionTRTError
+from ..fsio import atomic_write_json, check_writable_dir, sha256_file
+from ..onnx_meta import read_metadata
+from ..pipeline import ArtifactLayout, build_engines, export_checkpoint, make_variant
+from ..train import load_resume_state, resume_path, train
+from .config import (DEMO_SPEC_FIELDS, REPORT_NAME, STEP_NAMES, DemoCallbacks, DemoConfig,
+                     DemoResult, StepResult)
+from .data import DIGITS_SPLITS, DemoData, materialise_digits
+
+__all__ = ["run_demo"]
+
+log = logging.getLogger(__name__)
+
+
+def _key(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class _Demo:
+    """The pipeline's state: what each step produced, for the steps after it."""
+
+    def __init__(self, workdir: Path, config: DemoConfig, force: bool,
+                 callbacks: DemoCallbacks) -> None:
+        self.work = workdir
+        self.config = config
+        self.force = force
+        self.cb = callbacks
+        self.steps: list[StepResult] = []
+        self.data: DemoData | None = None
+        self.checkpoint: Path | None = None
+        self.onnx: dict[str, Path] = {}
+        self.engines: dict[str, Path] = {}
+        self.engines_runnable = False
+        self.engine_run_reason = ""
+        self.evaluation: Any = None
+        self.benchmarks: list[Any] = []
+        self.accuracy: dict[str, float] = {}
+        self.report_dir: Path | None = None
+        self._runners: list[tuple[str, Any]] | None = None
+        self._runner_errors: list[str] = []
+
+    # -- step driver -------------------------------------------------------------------------
+    def status(self, name: str) -> str | None:
+        return next((s.status for s in self.steps if s.name == name), None)
+
+    def run(self, name: str, fn: Callable[[], tuple[str, str, dict[str, str]]],
+            needs: Sequence[str] = ()) -> StepResult:
+        index = STEP_NAMES.index(name) + 1
+        t0 = time.perf_counter()
+        if name in self.config.skip:
+            result = StepResult(name, "skipped", 0.0, "skipped by configuration")
+        else:
+            blocked = [(n, self.status(n)) for n in needs
+                       if self.status(n) not in ("ran", "cached")]
+            if blocked:
+                dep, st = blocked[0]
+                result = StepResult(name, "skipped", 0.0,
+                                    f"needs the {dep} step, which was {st or 'not run'}")
+            else:
+                self.cb.on_step_start(name, index, len(STEP_NAMES))
+                try:
+                    status, detail, artifacts = fn()
+                except XceptionTRTError as exc:
+                    log.warning("demo step %s failed: %s", name, exc)
+                    status, detail, artifacts = "failed", f"{type(exc).__name__}: {exc}", {}
+                except ImportError as exc:
+                    # A stage whose module or optional dependency is missing from this
+                    # installation: say so instead of crashing the whole demo.
+                    log.warning("demo step %s cannot run: %s", name, exc)
+                    status, detail, artifacts = ("skipped", "this installation cannot import "
+                                                 f"what the step needs ({exc})", {})
+                result = StepResult(name, status, time.perf_counter() - t0, detail, artifacts)
+        self.steps.append(result)
+        self.cb.on_step_end(result)
+        return result
+
+    # -- what earlier steps produced (run() calls a step only after the steps it needs) -------
+    def need_data(self) -> DemoData:
+        """The data step's folders."""
+        if self.data is None:
+            raise DataError("the demo data is not ready: the data step has not run")
+        return self.data
+
+    def need_checkpoint(self) -> Path:
+        """The train step's checkpoint."""
+        if self.checkpoint is None:
+            raise CheckpointError("there is no demo checkpoint: the train step has not run")
+        return self.checkpoint
+
+    def _artifacts(self) -> Path:
+        return self.work / "artifacts" / sha256_file(self.need_checkpoint())[:12]
+
+    def _layout(self, engine_dir: Path | None = None) -> ArtifactLayout:
+        """``artifacts/<checkpoint>/fp32.onnx`` ... (one folder per checkpoint), the calibration
+        cache shared by all."""
+        art = self._artifacts()
+        return ArtifactLayout(onnx_dir=art, engine_dir=engine_dir or art / "engines",
+                              calibration_cache_dir=self.work / "calibration-cache")
+
+    # -- steps ---------------------------------------------------------------------------------
+    def step_data(self) -> tuple[str, str, dict[str, str]]:
+        c = self.config
+        d = materialise_digits(self.work / "data", val_fraction=c.val_fraction,
+                               calib_fraction=c.calib_fraction, seed=c.data_seed,
+                               force=self.force)
+        self.data = d
+        counts = {s: len(d.dataset(s)) for s in DIGITS_SPLITS}
+        detail = (f"scikit-learn digits, {len(d.class_names)} classes: {counts['train']} train / "
+                  f"{counts['calibration']} calibration / {counts['validation']} validation "
+                  f"images (8x8 grey PNG) in {d.root}")
+        return ("ran" if d.created else "cached", detail,
+                {s: str(d.root / s) for s in DIGITS_SPLITS})
+
+    def _splits(self) -> tuple[Dataset, Dataset]:
+        data, c = self.need_data(), self.config
+        return (data.dataset("train").select(c.max_train_images, seed=c.data_seed),
+                data.dataset("validation").select(c.max_val_images, seed=c.data_seed))
+
+    def step_train(self) -> tuple[str, str, dict[str, str]]:
+        data, c = self.need_data(), self.config
+        train_ds, val_ds = self._splits()
+        train_cfg = c.train.to_dict()
+        for volatile in ("workers", "device"):
+            train_cfg.pop(volatile, None)
+        key = _key({"data": data.fingerprint, "max_train": c.max_train_images,
+                    "max_val": c.max_val_images, "width": c.width,
+                    "middle_blocks": c.middle_blocks, "input_size": c.input_size,
+                    "spec": DEMO_SPEC_FIELDS, "train": train_cfg, "checkpoint_format": 1})
+        ckpt = self.work / "models" / f"digits-{key[:12]}.safetensors"
+        state_path = resume_path(ckpt)
+        resume = False
+        if not self.force and ckpt.is_file() and state_path.is_file():
+            try:
+                state = load_resume_state(state_path)
+            except CheckpointError as exc:
+                log.warning("ignoring the demo's training state: %s", exc)
+            else:
+                if int(state["epoch"]) >= c.train.epochs:
+                    self.checkpoint = ckpt
+                    history = json.loads(state["history"])
+                    best = next((h for h in history if h["epoch"] == int(state["best_epoch"])),
+                                None)
+                    top1 = (f", validation top-1 {best['val_top1']:.2%} at epoch {best['epoch']}"
+                            if best and best["val_top1"] is not None else "")
+                    return ("cached", f"reused {ckpt.name} ({c.train.epochs} epochs{top1})",
+                            {"checkpoint": str(ckpt)})
+                resume = True
+        try:
+            result = train(train_ds, ckpt, config=c.train, val=val_ds, width=c.width,
+                           middle_blocks=c.middle_blocks, input_size=c.input_size,
+                           spec_fields=DEMO_SPEC_FIELDS, resume=resume, callbacks=self.cb)
+        except CheckpointError as exc:
+            if not resume:
+                raise
+            log.warning("cannot resume (%s); training from the start", exc)
+            result = train(train_ds, ckpt, config=c.train, val=val_ds, width=c.width,
+                           middle_blocks=c.middle_blocks, input_size=c.input_size,
+                           spec_fields=DEMO_SPEC_FIELDS, resume=False, callbacks=self.cb)
+        self.checkpoint = result.checkpoint
+        top1 = ("" if result.best_val_top1 is None
+                else f", best validation top-1 {result.best_val_top1:.2%} at epoch "
+                     f"{result.best_epoch}")
+        resumed = f", resumed after epoch {result.resumed_from}" if result.resumed_from else ""
+        detail = (f"Xception width {c.width:g}, {c.middle_blocks} middle blocks, "
+                  f"{c.input_size}x{c.input_size}: {c.train.epochs} epochs on {result.device} "
+                  f"({len(train_ds)} images){resumed}{top1}")
+        return "ran", detail, {"checkpoint": str(ckpt), "resume_state": str(state_path)}
+
+    def step_export(self) -> tuple[str, str, dict[str, str]]:
+        res = export_checkpoint(checkpoint=self.need_checkpoint(),
+                                output=self._layout().onnx(Precision.FP32), force=self.force)
+        self.onnx["fp32"] = res.path
+        if res.result is None:
+            return "cached", f"reused {res.path}", {"fp32": str(res.path)}
+        exp, rep = res.result, res.result.report
+        parity = f"; {exp.parity.summary()}" if exp.parity is not None else ""
+        detail = (f"opset {exp.opset}, dynamic batch, {exp.exporter} exporter; cleanup "
+                  f"{rep.before.num_nodes} -> {rep.after.num_nodes} nodes, "
+                  f"{(rep.file_size or 0) / 2**20:.2f} MiB{parity}")
+        return "ran", detail, {"fp32": str(res.path)}
+
+    def step_fp16(self) -> tuple[str, str, dict[str, str]]:
+        v = make_variant(fp32_onnx=self.onnx["fp32"], precision=Precision.FP16,
+                         layout=self._layout(), calibration=self.need_data().calibration,
+                         force=self.force)
+        self.onnx["fp16"] = v.path
+        kept = (read_metadata(v.path).json_field("fp16") or {}).get("fp32_nodes", [])
+        return ("cached" if v.reused else "ran"), (
+            f"ModelOpt AutoCast: FP16 weights and activations, FP32 I/O, {len(kept)} node(s) "
+            f"kept in FP32 ({v.path.stat().st_size / 2**20:.2f} MiB)"), {"fp16": str(v.path)}
+
+    def step_int8(self) -> tuple[str, str, dict[str, str]]:
+        data, c = self.need_data(), self.config
+        # at most the calibration split (asking the calibrator for more only logs a warning)
+        num_images = min(c.calibration_images, len(data.dataset("calibration")))
+        v = make_variant(fp32_onnx=self.onnx["fp32"], precision=Precision.INT8,
+                         layout=self._layout(), calibration=data.calibration,
+                         calibration_method=c.calibration_method, num_images=num_images,
+                         force=self.force)
+        self.onnx["int8"] = v.path
+        q = v.quantize
+        if q is None:
+            calib = read_metadata(v.path).json_field("calibration") or {}
+            method = calib.get("method", c.calibration_method)
+            return "cached", (f"reused the calibrated INT8 graph {v.path.name} "
+                              f"(method {method})"), {"int8": str(v.path)}
+        if v.auto is not None:
+            tried = ", ".join(f"{r.name} {r.top1:.2f}%" for r in v.auto.metrics
+                              if r.top1 is not None)
+            how = f"auto: tried {tried} on held-out calibration images, kept {q.method.value}"
+        else:
+            how = f"method {q.method.value}"
+        cache = {"hit": "calibration cache hit", "miss": "calibrated, cache written",
+                 "off": "no cache", "imported": "imported cache"}.get(q.cache, q.cache)
+        detail = (f"ModelOpt PTQ Q/DQ, {how}: {len(q.quantized_nodes)} node(s) INT8, "
+                  f"{len(q.excluded_nodes)} kept in high precision, {q.num_images} calibration "
+                  f"images ({cache})")
+        return "ran", detail, {"int8": str(v.path),
+                               **({"cache": str(q.cache_path)} if q.cache_path else {})}
+
+    def step_engines(self) -> tuple[str, str, dict[str, str]]:
+        from ..selftest import missing_requirements
+        from ..trt import available_flavours
+
+        # The builder module first: an installation without it reports this step as not
+        # runnable here (ImportError), whatever TensorRT is installed.
+        importlib.import_module("xception_trt.trt.builder")
+        flavours = {f.name: f for f in available_flavours()}
+        if not flavours:
+            return "skipped", ("no TensorRT flavour imports here; install TensorRT-RTX "
+                               "(pip install 'xception-trt[rtx]') to build RTX engines on any "
+                               "machine, or NVIDIA TensorRT on a GPU machine"), {}
+        req = missing_requirements()
+        if req.flavour is not None:
+            backend = req.flavour
+            targets: tuple[str, ...] = ("CURRENT",) if backend == "tensorrt_rtx" else ()
+            self.engines_runnable = True
+            where = f"for this GPU ({', '.join(req.gpus)})"
+        elif "tensorrt_rtx" in flavours:
+            backend, targets = "tensorrt_rtx", self.config.rtx_targets
+            self.engine_run_reason = "; ".join(req.missing_engine) or "no GPU can run them here"
+            where = f"on the CPU for {', '.join(targets) or 'the default RTX targets'}"
+        else:
+            return "skipped", ("NVIDIA TensorRT is installed but builds only on the GPU that "
+                               "runs the engine, and none is usable here: "
+                               + "; ".join(req.missing_engine)), {}
+        flavour = flavours[backend]
+        engine_dir = self._artifacts() / "engines" / f"{backend}-{'-'.join(targets) or 'gpu'}"
+        res = build_engines(onnx=self.onnx, config=BuildConfig(
+            backend=backend, max_batch=self.config.max_batch, compute_capabilities=targets),
+            layout=self._layout(engine_dir), force=self.force, keep_going=True)
+        built, artifacts = [], {}
+        for e in res.engines:
+            art, prec = e.artifact, e.precision.value
+            self.engines[prec] = art.path
+            artifacts[prec] = str(art.path)
+            built.append(f"{prec} {art.size_bytes / 2**20:.1f} MiB"
+                         + (" (cached)" if art.cache_hit else f" ({art.seconds:.1f} s)"))
+        failed = [f"{f.precision.value}: {f.error}" for f in res.failures]
+        run_note = ("; the engines run in the evaluation below" if self.engines_runnable
+                    else f"; not run here: {self.engine_run_reason}")
+        detail = (f"{flavour.name} {flavour.version} {where}: "
+                  + (", ".join(built) if built else "nothing built") + run_note
+                  + ("" if not failed else "; FAILED: " + " | ".join(failed)))
+        if failed:
+            return "failed", detail, artifacts
+        hits = sum(e.artifact.cache_hit for e in res.engines)
+        return ("cached" if built and hits == len(built) else "ran"), detail, artifacts
+
+    def runners(self) -> list[tuple[str, Any]]:
+        """Open (once) every runner that can run here: torch, ONNX Runtime, TensorRT."""
+        if self._runners is not None:
+            return self._runners
+        from ..runners import OnnxRuntimeRunner, TorchRunner, open_runner
+
+        runners: list[tuple[str, Any]] = []
+        runners.append(("torch-fp32", TorchRunner(self.need_checkpoint(), name="torch-fp32")))
+        for prec, path in self.onnx.items():
+            name = f"onnxruntime-{prec}"
+            try:
+                runners.append((name, OnnxRuntimeRunner(path, providers=["CPUExecutionProvider"],
+                                                        name=name)))
+            except XceptionTRTError as exc:
+                self._runner_errors.append(f"{name}: {exc}")
+        if self.engines_runnable:
+            for prec, path in self.engines.items():
+                name = f"tensorrt-{prec}"
+                try:
+                    runners.append((name, open_runner(path)))
+                except XceptionTRTError as exc:
+                    self._runner_errors.append(f"{name}: {exc}")
+        self._runners = runners
+        return runners
+
+    def close(self) -> None:
+        for _, r in self._runners or []:
+            try:
+                r.close()
+            except Exception as exc:  # noqa: BLE001 - closing must not hide the results
+                log.warning("closing %s failed: %s", getattr(r, "name", r), exc)
+
+    def step_evaluate(self) -> tuple[str, str, dict[str, str]]:
+        from ..bench import evaluate
+
+        _, val_ds = self._splits()
+        runners = self.runners()
+        names = [n for n, _ in runners]
+        ev = evaluate([r for _, r in runners], val_ds, names=names, reference=0)
+        self.evaluation = ev
+        parts = []
+        for r in ev.runners:
+            if r.accuracy is not None:
+                self.accuracy[r.name] = round(r.accuracy.top1 * 100, 2)
+                parts.append(f"{r.name} {r.accuracy.top1:.2%}")
+            if r.error:
+                parts.append(f"{r.name} stopped: {r.error}")
+        fp32 = self.accuracy.get("onnxruntime-fp32", self.accuracy.get("torch-fp32"))
+        drops = [f"{n.split('-', 1)[1]} {fp32 - a:.2f} points"
+                 for n, a in self.accuracy.items()
+                 if fp32 is not None and n.startswith("onnxruntime-")
+                 and not n.endswith("fp32")]
+        detail = (f"validation top-1 on {len(val_ds)} images: " + ", ".join(parts)
+                  + (f"; drop vs FP32: {', '.join(drops)}" if drops else ""))
+        if not self.engines_runnable and self.engines:
+            detail += "; TensorRT engines not evaluated (they cannot run here, see engines)"
+        if self._runner_errors:
+            detail += "; could not open: " + " | ".join(self._runner_errors)
+        failed = bool(self._runner_errors) or any(r.error for r in ev.runners)
+        return ("failed" if failed else "ran"), detail, {}
+
+    def step_latency(self) -> tuple[str, str, dict[str, str]]:
+        from ..bench import BenchConfig, benchmark_runner, load_pixels
+
+        c = self.config
+        cfg = BenchConfig(batch_sizes=c.bench_batch_sizes, iterations=c.bench_iterations,
+                          warmup=c.bench_warmup)
+        _, val_ds = self._splits()
+        pixels = None
+        parts, failed = [], False
+        for name, runner in self.runners():
+            if pixels is None:
+                pixels = load_pixels(val_ds, runner.spec, limit=max(c.bench_batch_sizes))
+            b = benchmark_runner(runner, cfg, name=name, pixels=pixels)
+            self.benchmarks.append(b)
+            first = b.latency[0] if b.latency else None
+            if first is not None and first.end_to_end is not None:
+                parts.append(f"{name} {first.end_to_end.median_ms:.2f} ms")
+            if b.error:
+                failed = True
+                parts.append(f"{name} failed: {b.error}")
+        detail = (f"median latency at batch {c.bench_batch_sizes[0]} "
+                  f"({c.bench_iterations} iterations): " + ", ".join(parts))
+        return ("failed" if failed else "ran"), detail, {}
+
+    def step_report(self) -> tuple[str, str, dict[str, str]]:
+        from ..report import build_report, write_report
+
+        if self.evaluation is None and not self.benchmarks:
+            return "skipped", "nothing was measured (evaluate and latency did not run)", {}
+        notes = ["Built-in demo: an Xception trained briefly on scikit-learn's handwritten "
+                 "digits (8x8 images upscaled), deployed through every stage of xception-trt."]
+        notes += [f"step {s.line()}" for s in self.steps]
+        c = self.config
+        config = {"model": f"Xception width {c.width:g}, {c.middle_blocks} middle blocks, "
+                           f"{c.input_size}x{c.input_size}, 10 classes",
+                  "training": f"{c.train.epochs} epochs {c.train.optimizer.value} lr "
+                              f"{c.train.resolved_lr:g}, batch {c.train.batch_size}",
+                  "int8 calibration": f"{c.calibration_method}, up to "
+                                      f"{c.calibration_images} images",
+                  "checkpoint": str(self.checkpoint),
+                  "engines": ", ".join(sorted(self.engines)) or "none",
+                  "full settings": str(self.work / "demo.json")}
+        doc = build_report(REPORT_NAME, kind="eval", benchmarks=self.benchmarks,
+                           evaluation=self.evaluation, config=config, notes=notes,
+                           command="xception-trt demo")
+        files = write_report(doc, self.work, force=True)
+        self.report_dir = files.directory
+        return "ran", f"{files.markdown} (+ report.json, {len(files.plots)} PNG plot(s))", {
+            "markdown": str(files.markdown), "json": str(files.json),
+            **{p.stem: str(p) for p in files.plots}}
+
+
+def run_demo(workdir: str | os.PathLike[str], *, config: DemoConfig | None = None,
+             force: bool = False, callbacks: DemoCallbacks | None = None) -> DemoResult:
+    """Run the whole pipeline on the digits and write a report (see the module docstring).
+
+    Every step records whether it ran, reused a cached result, was skipped (and why) or failed
+    (and the error); a failed step does not stop the independent steps after it. Re-running
+    with the same ``workdir`` reuses the data, checkpoint, ONNX variants, calibration and
+    engines; evaluation and latency are measured again.
+
+    Args:
+        workdir: Folder for the data, checkpoint, ONNX files, engines, caches, the report
+            (``demo-report/``, replaced on every run) and the summary ``demo.json``.
+        config: Settings (default: the README demo).
+        force: Ignore every cache: rewrite the data, retrain, re-export, recalibrate, rebuild.
+        callbacks: Progress hooks.
+
+    Returns:
+        A :class:`DemoResult`.
+
+    Raises:
+        ConfigError: Bad settings.
+        DataError / BenchError: The work folder cannot be written.
+    """
+    t0 = time.perf_counter()
+    config = config or DemoConfig()
+    work = Path(workdir)
+    check_writable_dir(work, what="demo work", error=DataError)
+    demo = _Demo(work, config, force, callbacks or DemoCallbacks())
+    try:
+        demo.run("data", demo.step_data)
+        demo.run("train", demo.step_train, needs=("data",))
+        demo.run("export", demo.step_export, needs=("train",))
+        demo.run("fp16", demo.step_fp16, needs=("export",))
+        demo.run("int8", demo.step_int8, needs=("export",))
+        demo.run("engines", demo.step_engines, needs=("export",))
+        demo.run("evaluate", demo.step_evaluate, needs=("train",))
+        demo.run("latency", demo.step_latency, needs=("train",))
+        demo.run("report", demo.step_report)
+    finally:
+        demo.close()
+    seconds = time.perf_counter() - t0
+    summary = {"workdir": str(work), "seconds": round(seconds, 2), "ok": all(
+        s.status != "failed" for s in demo.steps), "accuracy_top1_percent": demo.accuracy,
+        "checkpoint": str(demo.checkpoint) if demo.checkpoint else None,
+        "report": str(demo.report_dir) if demo.report_dir else None,
+        "steps": [s.to_dict() for s in demo.steps], "config": config.to_dict(),
+        "xception_trt_version": __version__}
+    summary_path = atomic_write_json(work / "demo.json", summary, error=DataError)
+    return DemoResult(work, tuple(demo.steps), dict(demo.accuracy), demo.report_dir,
+                      summary_path, seconds)

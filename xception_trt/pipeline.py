@@ -1,0 +1,552 @@
+"""One pipeline from a checkpoint to TensorRT engines: export, precision variants, engines.
+
+``xception-trt build`` (:func:`build`) and the demo both go through here, so a file made by
+one is reused by the other's rules too. Each stage reuses its previous output when nothing it
+depends on changed, and says so (``reused`` in its result):
+
+- **export** (:func:`export_checkpoint`): checkpoint -> cleaned FP32 ONNX with a dynamic batch.
+  Reused when the file's metadata names the same checkpoint (SHA-256), opset and input format.
+- **variants** (:func:`make_variant`): FP32 ONNX -> FP16 (ModelOpt AutoCast) or INT8
+  (calibrated Q/DQ, through the calibration cache). Reused when the variants manifest
+  (:attr:`ArtifactLayout.manifest`) records the same recipe - the FP32 graph's SHA-256, the
+  calibration folder's fingerprint (:func:`calibration_fingerprint`), the calibration method
+  and, when the caller chose it, the number of calibration images - and the file still has the
+  SHA-256 recorded with it.
+- **engines** (:func:`build_engines`): one TensorRT engine and sidecar per ONNX graph through
+  :func:`xception_trt.trt.builder.build_engine`, which reuses an engine built from the same
+  ONNX bytes with the same options, TensorRT and device.
+
+The library never prints: progress goes to an optional :class:`PipelineCallbacks`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .config import BuildConfig, InputFormat, Precision, check_int
+from .errors import BuildError, ConfigError, GraphError, XceptionTRTError
+from .fsio import atomic_write_json, sha256_file
+from .onnx_meta import read_metadata
+from .precision import (AutoQuantizeResult, CalibrationMethod, QuantizeResult, auto_quantize_int8,
+                        quantize_int8, to_fp16)
+
+if TYPE_CHECKING:  # only for annotations: importing trt.builder stays lazy (see build_engines)
+    from .export import ExportResult
+    from .trt.builder import BuildProgress, EngineArtifact
+
+__all__ = ["AUTO_CALIBRATION", "CALIBRATION_CHOICES", "ArtifactLayout", "BuildResult",
+           "EngineFailure", "EngineOutcome", "EnginesResult", "ExportOutcome",
+           "PipelineCallbacks", "VariantOutcome", "build", "build_engines",
+           "calibration_fingerprint", "export_checkpoint", "make_variant",
+           "parse_calibration_method"]
+
+log = logging.getLogger(__name__)
+
+#: The calibration "method" that calibrates with every method and keeps the best on held-out
+#: calibration images (:func:`xception_trt.precision.auto_quantize_int8`).
+AUTO_CALIBRATION = "auto"
+#: Every value :func:`make_variant` accepts as ``calibration_method``.
+CALIBRATION_CHOICES: tuple[str, ...] = (*(m.value for m in CalibrationMethod), AUTO_CALIBRATION)
+
+
+# ---------------------------------------------------------------------------------------------
+# where files go
+
+
+@dataclass(frozen=True)
+class ArtifactLayout:
+    """Where the pipeline's files go.
+
+    Attributes:
+        onnx_dir: The ONNX graphs and the variants manifest.
+        engine_dir: The engines and their sidecars.
+        stem: File stem: ``<stem>.onnx`` (FP32), ``<stem>.fp16.onnx``, ``<stem>.variants.json``,
+            ``<stem>.int8.engine``; empty: ``fp32.onnx``, ``fp16.onnx``, ``variants.json``,
+            ``int8.engine``.
+        calibration_cache_dir: The INT8 calibration cache (``None``: calibrate every time).
+    """
+
+    onnx_dir: Path
+    engine_dir: Path
+    stem: str = ""
+    calibration_cache_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "onnx_dir", Path(self.onnx_dir))
+        object.__setattr__(self, "engine_dir", Path(self.engine_dir))
+        if self.calibration_cache_dir is not None:
+            object.__setattr__(self, "calibration_cache_dir", Path(self.calibration_cache_dir))
+
+    @classmethod
+    def in_folder(cls, folder: str | os.PathLike[str], *, stem: str) -> ArtifactLayout:
+        """Everything in one folder, as ``xception-trt build -o FOLDER`` writes it (the
+        calibration cache in ``FOLDER/calibration-cache``)."""
+        folder = Path(folder)
+        return cls(folder, folder, stem, folder / "calibration-cache")
+
+    def _name(self, suffix: str) -> str:
+        return f"{self.stem}.{suffix}" if self.stem else suffix
+
+    def onnx(self, precision: Precision | str) -> Path:
+        """The ONNX graph of ``precision`` (the export itself for FP32)."""
+        prec: Precision = Precision.parse(precision)
+        if prec is Precision.FP32 and self.stem:
+            return self.onnx_dir / f"{self.stem}.onnx"
+        return self.onnx_dir / self._name(f"{prec.value}.onnx")
+
+    @property
+    def manifest(self) -> Path:
+        """The variants manifest: the recipe and SHA-256 of each variant made."""
+        return self.onnx_dir / self._name("variants.json")
+
+    def engine(self, precision: Precision | str) -> Path:
+        """The engine of ``precision`` (its sidecar is ``<engine>.json``)."""
+        return self.engine_dir / self._name(f"{Precision.parse(precision).value}.engine")
+
+
+# ---------------------------------------------------------------------------------------------
+# results and progress
+
+
+@dataclass(frozen=True)
+class ExportOutcome:
+    """The FP32 ONNX graph of a checkpoint.
+
+    Attributes:
+        path: The ONNX file.
+        reused: True when an earlier export of the same checkpoint and settings was kept.
+        result: What the exporter reported (``None`` when reused).
+    """
+
+    path: Path
+    reused: bool
+    result: ExportResult | None = None
+
+
+@dataclass(frozen=True)
+class VariantOutcome:
+    """One FP16 or INT8 ONNX variant.
+
+    Attributes:
+        precision: FP16 or INT8.
+        path: The ONNX file.
+        reused: True when the manifest showed the file was made by the same recipe.
+        recipe: What the variant was made from (as recorded in the manifest).
+        quantize: The INT8 calibration's result (``None`` for FP16 or when reused).
+        auto: Every method tried, with ``calibration_method="auto"`` (else ``None``).
+    """
+
+    precision: Precision
+    path: Path
+    reused: bool
+    recipe: Mapping[str, Any]
+    quantize: QuantizeResult | None = None
+    auto: AutoQuantizeResult | None = None
+
+
+@dataclass(frozen=True)
+class EngineOutcome:
+    """One engine built (or reused).
+
+    Attributes:
+        precision: The engine's precision.
+        artifact: The plan, its sidecar and whether it was reused.
+    """
+
+    precision: Precision
+    artifact: EngineArtifact
+
+    def describe(self) -> str:
+        """One human-readable line: path, size, TensorRT, targets, profile, built or reused."""
+        art = self.artifact
+        side = art.sidecar
+        how = ("reused (identical engine exists)" if art.cache_hit
+               else f"built in {side.build_seconds:.1f} s")
+        where = (f"targets {', '.join(side.targets)}" if side.targets
+                 else (f"on {side.device.name}" if side.device else "default targets"))
+        return (f"{self.precision.value}: {art.path} ({art.size_bytes / 2**20:.1f} MiB, "
+                f"{side.flavour} {side.tensorrt.version}, {where}, "
+                f"max batch {side.max_batch}) {how}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable record (what ``xception-trt build --json`` prints per engine)."""
+        a = self.artifact
+        side = a.sidecar
+        return {"precision": side.precision.value, "engine": str(a.path),
+                "sidecar": str(a.sidecar_path), "bytes": a.size_bytes,
+                "cache_hit": a.cache_hit, "seconds": round(a.seconds, 3),
+                "flavour": side.flavour, "version": side.tensorrt.version,
+                "targets": list(side.targets) if side.targets else None,
+                "device": side.device.to_dict() if side.device else None}
+
+
+@dataclass(frozen=True)
+class EngineFailure:
+    """An engine that could not be built (with ``keep_going``).
+
+    Attributes:
+        precision: The engine's precision.
+        error: Why.
+    """
+
+    precision: Precision
+    error: XceptionTRTError
+
+
+@dataclass(frozen=True)
+class EnginesResult:
+    """What :func:`build_engines` built, in the order asked, and what failed."""
+
+    engines: tuple[EngineOutcome, ...]
+    failures: tuple[EngineFailure, ...] = ()
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What :func:`build` made.
+
+    Attributes:
+        layout: Where the files are.
+        export: The checkpoint's export (``None`` when the source was an ONNX file).
+        variants: The FP16 / INT8 variants made or reused for the engines.
+        engines: One engine per precision asked, in that order.
+    """
+
+    layout: ArtifactLayout
+    export: ExportOutcome | None
+    variants: tuple[VariantOutcome, ...]
+    engines: tuple[EngineOutcome, ...]
+
+
+class PipelineCallbacks:
+    """Progress hooks of the pipeline (override what you need; the defaults do nothing).
+
+    The library never prints; the CLI subclasses this to print a line per engine and to
+    draw TensorRT's build phases as a progress bar.
+    """
+
+    def on_export(self, outcome: ExportOutcome) -> None:
+        """Called after the checkpoint was exported (or its export reused)."""
+
+    def on_variant(self, outcome: VariantOutcome) -> None:
+        """Called after an FP16 / INT8 variant was made (or reused)."""
+
+    def engine_progress(self, precision: Precision
+                        ) -> contextlib.AbstractContextManager[BuildProgress | None]:
+        """A context around one engine build that yields TensorRT's progress receiver (or
+        ``None``); it is entered before the build and left after it, even when it fails."""
+        return contextlib.nullcontext()
+
+    def on_engine(self, outcome: EngineOutcome) -> None:
+        """Called after each engine was built (or reused)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# stages
+
+
+def export_checkpoint(*, checkpoint: str | os.PathLike[str], output: str | os.PathLike[str],
+                      opset: int | None = None,
+                      input_format: InputFormat | str = InputFormat.FLOAT_NCHW,
+                      force: bool = False) -> ExportOutcome:
+    """Export a checkpoint to a cleaned FP32 ONNX graph with a dynamic batch, or reuse it.
+
+    Args:
+        checkpoint: Any checkpoint :func:`xception_trt.checkpoint.load_model` reads.
+        output: The ONNX file to write.
+        opset: ONNX opset (``None``: the exporter's default, 17).
+        input_format: ``float-nchw`` or ``uint8-nhwc``.
+        force: Export even when ``output`` holds an export of the same checkpoint and settings.
+
+    Returns:
+        An :class:`ExportOutcome`.
+
+    Raises:
+        CheckpointError / ExportError / GraphError: From :func:`xception_trt.export.export_onnx`.
+    """
+    from .export import DEFAULT_OPSET, export_onnx  # torch and onnx: only when exporting
+
+    opset = DEFAULT_OPSET if opset is None else opset
+    target = Path(output)
+    fmt = InputFormat.parse(input_format)
+    if not force and target.is_file():
+        try:
+            meta = read_metadata(target)
+            settings = meta.json_field("export") or {}
+            if (meta.raw.get("source_sha256") == sha256_file(checkpoint)
+                    and settings.get("opset") == opset
+                    and settings.get("batch") == "dynamic"
+                    and meta.input_format is fmt):
+                log.info("reusing %s (same checkpoint and export settings)", target)
+                return ExportOutcome(target, True)
+        except (GraphError, ValueError) as exc:
+            log.info("re-exporting %s: %s", target, exc)
+    result = export_onnx(checkpoint, target, opset=opset, batch="dynamic", input_format=fmt)
+    return ExportOutcome(result.path, False, result)
+
+
+def calibration_fingerprint(folder: str | os.PathLike[str] | None) -> str | None:
+    """Identity of a calibration folder: SHA-256 of its files' names, sizes and modification
+    times (``None`` for no folder)."""
+    if folder is None:
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(folder)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def parse_calibration_method(value: CalibrationMethod | str | None) -> str | None:
+    """The plain value of a calibration method, ``"auto"`` or ``None`` (the default method).
+
+    Raises:
+        ConfigError: Anything else; the message lists :data:`CALIBRATION_CHOICES`.
+    """
+    if value is None or value == AUTO_CALIBRATION:
+        return value
+    try:
+        return CalibrationMethod(value).value
+    except ValueError:
+        raise ConfigError(f"unknown calibration method {value!r}; choose one of: "
+                          f"{', '.join(CALIBRATION_CHOICES)}") from None
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        entries = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}  # unreadable: every variant is made again and the manifest rewritten
+    return entries if isinstance(entries, dict) else {}
+
+
+def make_variant(*, fp32_onnx: str | os.PathLike[str], precision: Precision | str,
+                 layout: ArtifactLayout, calibration: str | os.PathLike[str] | None = None,
+                 calibration_method: CalibrationMethod | str | None = None,
+                 num_images: int | None = None, force: bool = False) -> VariantOutcome:
+    """Make the FP16 or INT8 variant of an FP32 graph, or reuse the one the manifest vouches for.
+
+    Args:
+        fp32_onnx: The FP32 graph (an xception-trt export).
+        precision: ``fp16`` or ``int8``.
+        layout: Where the variant, the manifest and the calibration cache go.
+        calibration: Folder of calibration images: needed for INT8; FP16 checks ranges on them
+            (random inputs without).
+        calibration_method: INT8: ``entropy``, ``max``, ``percentile`` or ``auto`` (each,
+            keeping the best on held-out calibration images); ``None``: the precision step's
+            default (entropy). Part of the recipe as given.
+        num_images: INT8 calibration images (``None``: the precision step's default); part of
+            the recipe when given.
+        force: Make the variant even when the manifest says an identical one exists.
+
+    Returns:
+        A :class:`VariantOutcome`.
+
+    Raises:
+        ConfigError: ``precision`` is FP32, or an unknown method or a bad ``num_images``.
+        BuildError: INT8 without calibration images, or the manifest cannot be written.
+        CalibrationError / GraphError: From the precision step.
+    """
+    prec: Precision = Precision.parse(precision)
+    if prec is Precision.FP32:
+        raise ConfigError("the FP32 graph is the export itself; variants are fp16 and int8")
+    method = parse_calibration_method(calibration_method)
+    if num_images is not None:
+        check_int(num_images, "num_images")
+    if prec is Precision.INT8 and not calibration:
+        raise BuildError("an int8 engine needs calibration images: pass --calib DIR (a few "
+                         "hundred representative images)")
+    fp32_onnx = Path(fp32_onnx)
+    target = layout.onnx(prec)
+    recipe: dict[str, Any] = {"from_sha256": sha256_file(fp32_onnx),
+                              "calib": calibration_fingerprint(calibration),
+                              "calib_method": method}
+    if num_images is not None:  # only when chosen: manifests written without it stay valid
+        recipe["num_images"] = num_images
+    entries = _read_manifest(layout.manifest)
+    entry = entries.get(prec.value) or {}
+    if (not force and entry.get("recipe") == recipe and target.is_file()
+            and sha256_file(target) == entry.get("sha256")):
+        log.info("reusing %s (made from the same graph and calibration data)", target)
+        return VariantOutcome(prec, target, True, recipe)
+    quantize = auto = None
+    if prec is Precision.FP16:
+        to_fp16(fp32_onnx, calibration, output=target)
+    else:
+        kw: dict[str, Any] = {} if num_images is None else {"num_images": num_images}
+        if method == AUTO_CALIBRATION:
+            auto = auto_quantize_int8(fp32_onnx, calibration, None, output=target,
+                                      cache_dir=layout.calibration_cache_dir, **kw)
+            quantize = auto.best
+        else:
+            if method is not None:
+                kw["method"] = method
+            quantize = quantize_int8(fp32_onnx, calibration, output=target,
+                                     cache_dir=layout.calibration_cache_dir, **kw)
+    entries[prec.value] = {"recipe": recipe, "sha256": sha256_file(target)}
+    atomic_write_json(layout.manifest, entries, error=BuildError)
+    return VariantOutcome(prec, target, False, recipe, quantize, auto)
+
+
+def _build_one(onnx_path: Path, precision: Precision, config: BuildConfig,
+               layout: ArtifactLayout, force: bool, callbacks: PipelineCallbacks
+               ) -> EngineOutcome:
+    # imported here, not at the top: an installation without the builder module still runs
+    # export and variants (the demo reports its engines step as not runnable)
+    from .trt.builder import build_engine
+
+    with callbacks.engine_progress(precision) as progress:
+        art = build_engine(onnx_path, config.replace(precision=precision),
+                           engine_path=layout.engine(precision), progress=progress, force=force)
+    outcome = EngineOutcome(precision, art)
+    callbacks.on_engine(outcome)
+    return outcome
+
+
+def build_engines(*, onnx: Mapping[Precision | str, str | os.PathLike[str]],
+                  config: BuildConfig, layout: ArtifactLayout, force: bool = False,
+                  keep_going: bool = False, callbacks: PipelineCallbacks | None = None
+                  ) -> EnginesResult:
+    """Build (or reuse) one TensorRT engine per ONNX graph.
+
+    Args:
+        onnx: The graph of each precision (the engine gets that precision).
+        config: Build options (backend, batch profile, targets ...); the precision is set per
+            engine.
+        layout: Where the engines go.
+        force: Rebuild even when an identical engine exists.
+        keep_going: Record a failed engine and build the others instead of raising.
+        callbacks: Progress hooks.
+
+    Returns:
+        An :class:`EnginesResult`.
+
+    Raises:
+        ImportError: The TensorRT builder module cannot be imported in this installation.
+        BuildError / GraphError: An engine failed (without ``keep_going``).
+    """
+    callbacks = callbacks or PipelineCallbacks()
+    engines, failures = [], []
+    for name, path in onnx.items():
+        precision: Precision = Precision.parse(name)
+        try:
+            engines.append(_build_one(Path(path), precision, config, layout, force, callbacks))
+        except XceptionTRTError as exc:
+            if not keep_going:
+                raise
+            log.warning("the %s engine failed: %s", precision.value, exc)
+            failures.append(EngineFailure(precision, exc))
+    return EnginesResult(tuple(engines), tuple(failures))
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole pipeline (`xception-trt build`)
+
+
+def _timing_cache_dir(config: BuildConfig, output: Path, *, enabled: bool,
+                      is_rtx: bool) -> str | None:
+    if not enabled:
+        return None
+    if config.timing_cache_dir is not None:
+        return config.timing_cache_dir  # with TensorRT-RTX the builder warns it ignores it
+    return None if is_rtx else str(output / "timing-cache")
+
+
+def build(*, source: str | os.PathLike[str], output: str | os.PathLike[str],
+          precisions: Sequence[Precision | str] | None = None,
+          calibration: str | os.PathLike[str] | None = None,
+          calibration_method: CalibrationMethod | str | None = None, name: str | None = None,
+          input_format: InputFormat | str = InputFormat.FLOAT_NCHW, opset: int | None = None,
+          config: BuildConfig | None = None, timing_cache: bool = True, force: bool = False,
+          callbacks: PipelineCallbacks | None = None) -> BuildResult:
+    """Checkpoint (or ONNX) -> FP32 ONNX -> FP16 / INT8 variants -> one engine per precision.
+
+    Every option is checked before the first long step (export, calibration, build).
+
+    Args:
+        source: A checkpoint, or an ONNX file written by ``xception-trt export`` / the
+            precision step.
+        output: Folder for the ONNX graphs, the variants manifest, the calibration cache,
+            the timing cache and the engines (see :meth:`ArtifactLayout.in_folder`).
+        precisions: Engine precisions (default: FP32 from a checkpoint, the graph's own from
+            an ONNX file). FP16 / INT8 engines from an FP32 source use its variants.
+        calibration: Folder of calibration images (needed for INT8).
+        calibration_method: INT8 calibration method (``None``: entropy).
+        name: File stem of the outputs (default: the source's name up to its first dot).
+        input_format: Checkpoint export only: ``float-nchw`` or ``uint8-nhwc``.
+        opset: Checkpoint export only: ONNX opset (``None``: the exporter's default, 17).
+        config: Build options; ``backend=None`` takes NVIDIA TensorRT when it imports and a
+            GPU is present, else TensorRT-RTX.
+        timing_cache: Use a timing cache: ``config.timing_cache_dir``, else
+            ``<output>/timing-cache`` with NVIDIA TensorRT (TensorRT-RTX has none).
+        force: Rebuild the engines even when identical ones exist (the export and the
+            variants are still reused).
+        callbacks: Progress hooks.
+
+    Returns:
+        A :class:`BuildResult`.
+
+    Raises:
+        BuildError: Missing source or calibration folder, no usable TensorRT, INT8 without
+            calibration images, a variant asked from a non-FP32 graph, an option this TensorRT
+            cannot honour, or a failed build.
+        ConfigError / CheckpointError / ExportError / GraphError / CalibrationError: From the
+            stages.
+    """
+    from .trt.builder import resolve_flavour
+    from .trt.compat import check_options, network_and_precision_plan
+
+    callbacks = callbacks or PipelineCallbacks()
+    config = config or BuildConfig()
+    source = Path(source)
+    if not source.is_file():
+        raise BuildError(f"{source} does not exist; give a checkpoint or an ONNX file")
+    out = Path(output)
+    if calibration and not Path(calibration).is_dir():
+        raise BuildError(f"calibration folder {calibration} does not exist")
+    flavour = resolve_flavour(config.backend)  # fail before a long export if nothing can build
+    is_onnx = source.suffix.lower() == ".onnx"
+    src_precision = read_metadata(source).precision if is_onnx else Precision.FP32
+    wanted = list(dict.fromkeys(Precision.parse(p) for p in (precisions or [src_precision])))
+    if Precision.INT8 in wanted and not calibration:
+        raise BuildError("an int8 engine needs calibration images: pass --calib DIR")
+    base = config.replace(backend=flavour.name, timing_cache_dir=_timing_cache_dir(
+        config, out, enabled=timing_cache, is_rtx=flavour.is_rtx))
+    for precision in wanted:  # refuse impossible options before a long export/calibration
+        check_options(network_and_precision_plan(flavour.name, flavour.version, precision), base)
+
+    layout = ArtifactLayout.in_folder(out, stem=name or source.stem.split(".")[0])
+    export = None
+    if is_onnx:
+        fp32_onnx = source
+    else:
+        export = export_checkpoint(checkpoint=source, output=layout.onnx(Precision.FP32),
+                                   opset=opset, input_format=input_format)
+        callbacks.on_export(export)
+        fp32_onnx = export.path
+
+    variants, engines = [], []
+    for precision in wanted:  # variant then engine, one precision after the other
+        if precision is src_precision:
+            onnx_path = fp32_onnx
+        elif src_precision is Precision.FP32:
+            variant = make_variant(fp32_onnx=fp32_onnx, precision=precision, layout=layout,
+                                   calibration=calibration,
+                                   calibration_method=calibration_method)
+            callbacks.on_variant(variant)
+            variants.append(variant)
+            onnx_path = variant.path
+        else:
+            raise BuildError(f"{source} is a {src_precision.value} graph; a {precision.value} "
+                             "engine is made from the FP32 graph — pass the checkpoint or the "
+                             "FP32 ONNX")
+        engines.append(_build_one(onnx_path, precision, base, layout, force, callbacks))
+    return BuildResult(layout, export, tuple(variants), tuple(engines))
