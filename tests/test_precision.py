@@ -22,7 +22,6 @@ from xception_trt.errors import CalibrationError, GraphError
 from xception_trt.onnx_meta import read_metadata
 from xception_trt.precision import (
     CalibrationMethod,
-    _read_entry,
     auto_quantize_int8,
     depthwise_conv_nodes,
     evaluate_variants,
@@ -33,6 +32,7 @@ from xception_trt.precision import (
     to_fp16,
     write_trt_calibration_cache,
 )
+from xception_trt.precision.cache import read_entry
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,7 +219,7 @@ def test_foreign_cache_entries_are_rejected(tmp_path):
                  json.dumps({"format": "xception-trt-calibration-cache", "version": 1,
                              "key": {}, "scales": {"a": float("nan")}})):
         bad.write_text(text)
-        assert _read_entry(bad) is None
+        assert read_entry(bad) is None
 
 
 def test_import_cache_written_for_another_graph_is_an_error(int8_entropy, fp32_path, tmp_path):
