@@ -165,6 +165,25 @@ def test_variants_run_on_cpu_and_track_fp32(fp32_path, int8_entropy, fp16_model,
     assert "int8" in table and "agree%" in table
 
 
+def test_variants_on_unlabelled_data_report_agreement_only(tiny_onnx_files, flat_image_folder):
+    """Unlabelled images (the held-out part of a flat calibration folder): no top-1, but the
+    agreement with the reference, from the same bench.evaluate pass as labelled data."""
+    from xception_trt.errors import BenchError
+
+    rows = evaluate_variants({"fp32": tiny_onnx_files["float"],
+                              "fp32-uint8": tiny_onnx_files["uint8"],
+                              "fp32-static2": tiny_onnx_files["static2"]},
+                             flat_image_folder, num_images=5)
+    assert [r.name for r in rows] == ["fp32", "fp32-uint8", "fp32-static2"]
+    assert all(r.images == 5 and r.top1 is None and r.top5 is None for r in rows)
+    assert all(r.precision == "fp32" and r.size_bytes > 0 for r in rows)
+    # The same network fed raw pixels, or in fixed batches of 2 (the odd image padded).
+    for r in rows[1:]:
+        assert r.agreement == 100 and r.max_abs_diff < 1e-3, r
+    with pytest.raises(BenchError, match="reference variant"):
+        evaluate_variants({"int8": tiny_onnx_files["float"]}, flat_image_folder)
+
+
 def test_fp16_keeps_fp32_io_and_out_of_range_nodes(fp16_model, fp32_path, calib_folder):
     assert fp16_model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert fp16_model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT

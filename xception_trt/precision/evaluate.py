@@ -1,22 +1,26 @@
-"""Accuracy of precision variants with ONNX Runtime on the CPU, and its text table."""
+"""Accuracy of precision variants on the CPU, as table rows: :func:`xception_trt.bench.evaluate`
+over ONNX Runtime runners, one row per variant, and the text table the ``quantize`` command
+prints."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import re
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import numpy as np
-
+from ..bench import RunnerEvaluation, evaluate
+from ..errors import BenchError
+from ..runners import OnnxRuntimeRunner
 from .source import save_model
 
 __all__ = ["VariantMetrics", "evaluate_variants", "format_table"]
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class VariantMetrics:
     """Accuracy of one variant against labels and against the FP32 reference.
 
@@ -41,13 +45,26 @@ class VariantMetrics:
     size_bytes: int
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        """JSON-ready form (the table row of ``--report``)."""
+        return dataclasses.asdict(self)
 
 
-def _size(model_or_path: Any) -> int:
-    if isinstance(model_or_path, (str, os.PathLike)):
-        return Path(model_or_path).stat().st_size
-    return model_or_path.ByteSize()
+def _row(ev: RunnerEvaluation, *, precision: str, images: int, size_bytes: int,
+         is_reference: bool) -> VariantMetrics:
+    """One :func:`~xception_trt.bench.evaluate` result as a table row (fractions as percent;
+    the reference agrees with itself)."""
+    acc, agr = ev.accuracy, ev.agreement
+    if is_reference:
+        agreement, max_diff, mean_diff = 100.0, 0.0, 0.0
+    elif agr is not None:
+        agreement = agr.top1_agreement * 100
+        max_diff, mean_diff = agr.max_abs_logit_diff, agr.mean_abs_logit_diff
+    else:  # only when the reference answered nothing, which the caller rules out
+        raise BenchError(f"{ev.name}: no agreement with the reference was measured")
+    return VariantMetrics(
+        ev.name, precision, images, acc.top1 * 100 if acc else None,
+        acc.top5 * 100 if acc and acc.k >= 5 else None, agreement, max_diff, mean_diff,
+        size_bytes)
 
 
 def evaluate_variants(variants: Mapping[str, Any], data: Any, *, reference: str = "fp32",
@@ -55,11 +72,13 @@ def evaluate_variants(variants: Mapping[str, Any], data: Any, *, reference: str 
                       threads: int | None = None) -> list[VariantMetrics]:
     """Accuracy of several ONNX variants of one model with ONNX Runtime on the CPU.
 
-    Every variant sees the same preprocessed batches (decoded once).
+    One :func:`xception_trt.bench.evaluate` pass (every variant sees the same decoded images);
+    this only opens the runners and turns its results into table rows.
 
     Args:
-        variants: Name -> ONNX path or ``onnx.ModelProto`` (same ModelSpec and input format).
-        data: Folder / file list / Dataset of images (labelled: top-1/top-5 are reported).
+        variants: Name -> ONNX path or ``onnx.ModelProto`` (same preprocessing and classes).
+        data: Folder / file list / Dataset of images (labelled: top-1/top-5 are reported;
+            unlabelled: only the agreement with ``reference``).
         reference: The variant the others are compared with (top-1 agreement, logit diffs).
         num_images: Evaluate a seeded subset of this many images (``None``: all).
         seed: Subset seed.
@@ -70,15 +89,12 @@ def evaluate_variants(variants: Mapping[str, Any], data: Any, *, reference: str 
         One :class:`VariantMetrics` per variant, in the order given.
 
     Raises:
-        BenchError / DataError / EngineError: Unknown reference, bad data, unloadable model.
+        BenchError: Unknown reference, no readable image, or a variant that failed to run.
+        DataError / EngineError: Bad data, unloadable model.
     """
-    from ..data import BatchLoader, open_dataset
-    from ..errors import BenchError
-    from ..runners import OnnxRuntimeRunner
-
     if reference not in variants:
         raise BenchError(f"reference variant {reference!r} is not among {list(variants)}")
-    ds = open_dataset(data).select(num_images, seed=seed)
+    names = list(variants)
     with tempfile.TemporaryDirectory(prefix="xtrt-eval-") as tmp_name:
         paths: dict[str, Path] = {}
         for name, v in variants.items():
@@ -87,54 +103,22 @@ def evaluate_variants(variants: Mapping[str, Any], data: Any, *, reference: str 
             else:
                 paths[name] = Path(tmp_name) / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.onnx"
                 save_model(v, paths[name])
-        runners = {n: OnnxRuntimeRunner(p, providers=["CPUExecutionProvider"], threads=threads)
-                   for n, p in paths.items()}
-        try:
-            ref_runner = runners[reference]
-            fmts = {r.input_format for r in runners.values()}
-            specs = {r.spec.to_json() for r in runners.values()}
-            if len(fmts) > 1 or len(specs) > 1:
-                raise BenchError("the variants differ in ModelSpec or input format; compare "
-                                 "variants of one exported model")
-            loader = BatchLoader(ds, ref_runner.spec, batch_size=batch_size,
-                                 input_format=ref_runner.input_format)
-            logits: dict[str, list[np.ndarray]] = {n: [] for n in runners}
-            labels: list[np.ndarray] = []
-            for batch in loader:
-                for name, runner in runners.items():
-                    step = runner.max_batch or batch.data.shape[0]
-                    if runner.max_batch and batch.data.shape[0] % step:
-                        raise BenchError(f"{name} has a fixed batch of {step}; evaluate with a "
-                                         "dynamic-batch export or a multiple of it")
-                    logits[name].append(np.concatenate(
-                        [runner(batch.data[i:i + step])
-                         for i in range(0, batch.data.shape[0], step)]))
-                if batch.labels is not None:
-                    labels.append(batch.labels)
-        finally:
-            for r in runners.values():
-                r.close()
-        if not logits[reference]:
-            raise BenchError("no evaluation image could be read")
-        y = np.concatenate(labels) if labels and len(labels) == len(logits[reference]) else None
-        ref = np.concatenate(logits[reference]).astype(np.float64)
-        ref_top1 = ref.argmax(1)
-        rows = []
-        for name, parts in logits.items():
-            out = np.concatenate(parts).astype(np.float64)
-            top1 = top5 = None
-            if y is not None:
-                top1 = float((out.argmax(1) == y).mean() * 100)
-                if out.shape[1] >= 5:
-                    top = np.argsort(-out, axis=1)[:, :5]
-                    top5 = float((top == y[:, None]).any(1).mean() * 100)
-            diff = np.abs(out - ref)
-            prec = runners[name].precision.value
-            rows.append(VariantMetrics(
-                name, prec, int(out.shape[0]), top1, top5,
-                float((out.argmax(1) == ref_top1).mean() * 100), float(diff.max()),
-                float(diff.mean()), _size(paths[name])))
-    return rows
+        sizes = [paths[n].stat().st_size for n in names]
+        with contextlib.ExitStack() as stack:
+            runners = [stack.enter_context(OnnxRuntimeRunner(
+                paths[n], providers=["CPUExecutionProvider"], threads=threads)) for n in names]
+            result = evaluate(runners, data, names=names, reference=names.index(reference),
+                              batch_size=batch_size, limit=num_images, seed=seed,
+                              require_labels=False)
+    images = result.dataset["images"] - result.dataset["unreadable"]
+    if images <= 0:
+        raise BenchError("no evaluation image could be read")
+    for ev in result.runners:
+        if ev.error is not None:
+            raise BenchError(f"evaluating {ev.name} failed: {ev.error}")
+    return [_row(ev, precision=r.precision.value, images=images, size_bytes=size,
+                 is_reference=ev.name == reference)
+            for ev, r, size in zip(result.runners, runners, sizes)]
 
 
 def format_table(rows: Sequence[VariantMetrics]) -> str:
