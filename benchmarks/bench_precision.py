@@ -286,10 +286,14 @@ def part_accuracy(args: argparse.Namespace, work: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from xception_trt.precision import DEFAULT_NUM_IMAGES, CalibrationMethod
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--part", choices=["time", "accuracy", "all"], default="all")
-    p.add_argument("--images", type=int, default=512, help="calibration images (part time)")
-    p.add_argument("--methods", nargs="+", default=["max", "entropy", "percentile"])
+    p.add_argument("--images", type=int, default=DEFAULT_NUM_IMAGES,
+                   help="calibration images (part time)")
+    p.add_argument("--methods", nargs="+", choices=CalibrationMethod.choices(),
+                   default=CalibrationMethod.choices())
     p.add_argument("--calib", help="calibration images for part time (default: synthetic)")
     p.add_argument("--epochs", type=int, default=6, help="training epochs (part accuracy)")
     p.add_argument("--model", help="part accuracy: use this FP32 digits ONNX (xception-trt "

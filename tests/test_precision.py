@@ -335,6 +335,18 @@ def test_method_parse():
         CalibrationMethod.parse("minmax")
 
 
+def test_integer_options_are_checked(fp32_path, calib_folder):
+    from xception_trt.errors import ConfigError
+
+    for bad in (0, True, 2.0):
+        with pytest.raises(ConfigError, match="num_images must be a positive integer"):
+            quantize_int8(fp32_path, calib_folder, num_images=bad, cache_dir=None)
+        with pytest.raises(ConfigError, match="batch_size must be a positive integer"):
+            to_fp16(fp32_path, calib_folder, batch_size=bad)
+    with pytest.raises(ConfigError, match="high_precision must be fp32 or fp16"):
+        quantize_int8(fp32_path, calib_folder, high_precision="int8", cache_dir=None)
+
+
 # ---------------------------------------------------------------------------------------------
 # bad input
 
@@ -455,6 +467,20 @@ def test_cli_int8_with_table_and_report(fp32_path, calib_folder, image_folder, i
     assert data["int8"]["cache"] == "hit"
     assert read_metadata(out).precision.value == "int8"
     assert read_trt_calibration_cache(trt_cache) == pytest.approx(int8_entropy.scales, rel=1e-6)
+
+
+def test_cli_choices_come_from_the_enums():
+    from xception_trt.cli import build_parser
+    from xception_trt.config import Precision
+    from xception_trt.precision import HIGH_PRECISIONS
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    opts = {a.dest: a for a in sub.choices["quantize"]._actions}
+    assert opts["method"].choices == CalibrationMethod.choices() == ["max", "entropy",
+                                                                     "percentile"]
+    assert opts["method"].default == CalibrationMethod.ENTROPY
+    assert opts["high_precision"].choices == [p.value for p in HIGH_PRECISIONS]
+    assert set(opts["precision"].choices) == set(Precision.choices()) - {"fp32"}
 
 
 def test_cli_bad_inputs_exit_2_without_traceback(fp32_path, tmp_path, capsys):

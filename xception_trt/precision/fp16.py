@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..config import Precision
+from ..config import Precision, check_int
 from ..errors import ConfigError
 from .calibdata import select_calibration
 from .launcher import run_worker
@@ -62,8 +62,8 @@ def to_fp16(onnx_model_or_path: Any, calibration_data: Any = None, *, num_images
     """
     import onnx
 
-    if num_images < 1 or batch_size < 1:
-        raise ConfigError("num_images and batch_size must be >= 1")
+    check_int(num_images, "num_images")
+    check_int(batch_size, "batch_size")
     if not (max_activation > 0 and max_initializer > 0):
         raise ConfigError("max_activation and max_initializer must be > 0")
     model, _ = as_model(onnx_model_or_path)

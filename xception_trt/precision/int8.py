@@ -12,7 +12,6 @@ the images and one worker process; :func:`auto_quantize_int8` keeps the best on 
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import json
 import logging
@@ -24,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..config import InputFormat, Precision
+from ..config import InputFormat, Precision, StrEnum, check_int
 from ..errors import CalibrationError, ConfigError
 from ..fsio import check_writable_dir
 from ..onnx_meta import INPUT_NAME
@@ -36,40 +35,29 @@ from .launcher import modelopt_version, run_worker
 from .source import (anchored, as_model, check_exclusions, check_source, depthwise_conv_nodes,
                      derive_metadata, graph_sha256, input_shape, save_model, static_batch_of)
 
-__all__ = ["CalibrationMethod", "DEFAULT_NUM_IMAGES", "QuantizeResult", "AutoQuantizeResult",
-           "quantize_int8", "auto_quantize_int8"]
+__all__ = ["CalibrationMethod", "DEFAULT_NUM_IMAGES", "HIGH_PRECISIONS", "QuantizeResult",
+           "AutoQuantizeResult", "quantize_int8", "auto_quantize_int8"]
 
 log = logging.getLogger(__name__)
 
 #: Default number of calibration images (NVIDIA's PTQ guidance: a few hundred representative
 #: images; 512 matches the TensorRT samples).
 DEFAULT_NUM_IMAGES = 512
+#: Precisions the nodes left out of INT8 may run in.
+HIGH_PRECISIONS = (Precision.FP32, Precision.FP16)
 
 
-class CalibrationMethod(str, enum.Enum):
+class CalibrationMethod(StrEnum):
     """How INT8 activation ranges are chosen from calibration data.
 
     ``max``: the largest absolute value seen. ``entropy``: TensorRT's KL-divergence method
     (``EntropyCalibration2``). ``percentile``: the given percentile of absolute values.
+    Declaration order is the order :func:`auto_quantize_int8` tries them in.
     """
 
     MAX = "max"
     ENTROPY = "entropy"
     PERCENTILE = "percentile"
-
-    def __str__(self) -> str:
-        return self.value
-
-    @classmethod
-    def parse(cls, value: "str | CalibrationMethod") -> "CalibrationMethod":
-        """The member for ``value`` or a ConfigError listing the choices."""
-        if isinstance(value, cls):
-            return value
-        try:
-            return cls(str(value).lower())
-        except ValueError:
-            raise ConfigError(f"unknown calibration method {value!r}; choose one of: "
-                              + ", ".join(m.value for m in cls)) from None
 
 
 @dataclass(frozen=True)
@@ -217,12 +205,10 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
     if not methods:
         raise ConfigError("give at least one calibration method")
     high = Precision.parse(high_precision)
-    if high is Precision.INT8:
-        raise ConfigError("high_precision must be fp32 or fp16")
-    if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
-        raise ConfigError(f"num_images must be an integer >= 1, got {num_images!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if high not in HIGH_PRECISIONS:
+        raise ConfigError("high_precision must be " + " or ".join(map(str, HIGH_PRECISIONS)))
+    check_int(num_images, "num_images")
+    check_int(batch_size, "batch_size")
     if not (0.0 < float(percentile) <= 100.0):
         raise ConfigError(f"percentile must be in (0, 100], got {percentile!r}")
     if calibration_data is None and import_cache is None:
