@@ -115,7 +115,8 @@ def _qdq_facts(model: Any) -> dict[str, Any]:
             raise RuntimeError(f"activation {x!r} has a per-channel scale; expected per-tensor")
         scales[x] = float(arr.reshape(-1)[0])
         scale_names[x] = node.input[1]
-    quantized, unquantized = [], []
+    quantized: list[str] = []
+    unquantized: list[str] = []
     for node in model.graph.node:
         if node.op_type not in COMPUTE_OPS:
             continue

@@ -201,8 +201,9 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
     runs in one ModelOpt subprocess. Returns {method: result} in the order given."""
     import onnx
 
-    methods = list(dict.fromkeys(CalibrationMethod.parse(m) for m in methods))
-    if not methods:
+    chosen: list[CalibrationMethod] = list(dict.fromkeys(CalibrationMethod.parse(m)
+                                                         for m in methods))
+    if not chosen:
         raise ConfigError("give at least one calibration method")
     high = Precision.parse(high_precision)
     if high not in HIGH_PRECISIONS:
@@ -214,7 +215,7 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
     if calibration_data is None and import_cache is None:
         raise CalibrationError("INT8 calibration needs calibration images (a folder such as "
                                "calibration/) or an existing calibration cache to import")
-    if import_cache is not None and len(methods) > 1:
+    if import_cache is not None and len(chosen) > 1:
         raise ConfigError("an imported cache fixes the scales: give one method with it")
     model, _ = as_model(onnx_model_or_path)
     meta = check_source(model)
@@ -240,7 +241,7 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
                     if import_cache is not None else None)
         jobs: list[dict[str, Any]] = []
         states: list[dict[str, Any]] = []
-        for i, method in enumerate(methods):
+        for i, method in enumerate(chosen):
             options = {"exclude_nodes": sorted(excluded),
                        "exclude_op_types": sorted(exclude_op_types), "high_precision": high.value,
                        "int8_weights": bool(int8_weights),
@@ -355,19 +356,20 @@ def auto_quantize_int8(onnx_model_or_path: Any, calibration_data: Any, val_data:
     Returns:
         An :class:`AutoQuantizeResult`.
     """
-    methods = [CalibrationMethod.parse(m) for m in methods]
-    if not methods:
+    chosen: list[CalibrationMethod] = [CalibrationMethod.parse(m) for m in methods]
+    if not chosen:
         raise ConfigError("give at least one calibration method")
     model, _ = as_model(onnx_model_or_path)
     calib, val = holdout(calibration_data, val_data, num_images, seed)
-    opts = dict(seed=seed, batch_size=8, percentile=99.99, exclude_nodes=(),
-                exclude_op_types=(), exclude_depthwise=False, high_precision=Precision.FP32,
-                int8_weights=False, cache_dir=DEFAULT_CACHE_DIR, import_cache=None)
+    opts: dict[str, Any] = dict(
+        seed=seed, batch_size=8, percentile=99.99, exclude_nodes=(), exclude_op_types=(),
+        exclude_depthwise=False, high_precision=Precision.FP32, int8_weights=False,
+        cache_dir=DEFAULT_CACHE_DIR, import_cache=None)
     unknown = sorted(set(kw) - set(opts))
     if unknown:
         raise ConfigError(f"unknown option(s) for auto calibration: {', '.join(unknown)}")
     opts.update(kw)
-    results = _quantize_int8_methods(model, calib, methods, num_images=num_images, **opts)
+    results = _quantize_int8_methods(model, calib, chosen, num_images=num_images, **opts)
     variants: dict[str, Any] = {"fp32": model}
     variants.update({f"int8-{k}": r.model for k, r in results.items()})
     rows = evaluate_variants(variants, val, num_images=val_images, seed=seed)
