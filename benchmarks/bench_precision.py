@@ -230,8 +230,13 @@ def _rtx_build(model_path: Path, size: int) -> dict:
 def part_accuracy(args: argparse.Namespace, work: Path) -> dict:
     from xception_trt.config import ModelSpec
     from xception_trt.export import export_onnx
-    from xception_trt.precision import (auto_quantize_int8, evaluate_variants, format_table,
-                                        quantize_int8, to_fp16)
+    from xception_trt.precision import (
+        auto_quantize_int8,
+        evaluate_variants,
+        format_table,
+        quantize_int8,
+        to_fp16,
+    )
 
     train_dir, calib_dir, val_dir = _digits(work)
     if args.model:  # a digits model trained and exported earlier (e.g. by a previous run)

@@ -34,7 +34,6 @@ from xception_trt.precision import (
 )
 from xception_trt.precision.cache import read_entry
 
-
 # ---------------------------------------------------------------------------------------------
 # fixtures
 

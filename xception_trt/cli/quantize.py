@@ -14,8 +14,12 @@ ORDER = 20
 
 def register(sub: argparse._SubParsersAction) -> None:
     from ..config import Precision
-    from ..precision import (DEFAULT_CACHE_DIR, DEFAULT_NUM_IMAGES, HIGH_PRECISIONS,
-                             CalibrationMethod)
+    from ..precision import (
+        DEFAULT_CACHE_DIR,
+        DEFAULT_NUM_IMAGES,
+        HIGH_PRECISIONS,
+        CalibrationMethod,
+    )
 
     p = sub.add_parser(
         "quantize", help="make an FP16 or calibrated INT8 (Q/DQ) variant of an ONNX model",
@@ -93,8 +97,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _int8_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     from ..precision import DEFAULT_NUM_IMAGES
 
-    return dict(num_images=args.num_images or DEFAULT_NUM_IMAGES, seed=args.seed, batch_size=args.batch_size,
-                percentile=args.percentile, exclude_nodes=args.exclude,
+    return dict(num_images=args.num_images or DEFAULT_NUM_IMAGES, seed=args.seed,
+                batch_size=args.batch_size, percentile=args.percentile, exclude_nodes=args.exclude,
                 exclude_op_types=args.exclude_op_type, exclude_depthwise=args.exclude_depthwise,
                 high_precision=args.high_precision, int8_weights=args.int8_weights,
                 cache_dir=None if args.no_cache else args.cache_dir)
@@ -104,8 +108,14 @@ def run(args: argparse.Namespace) -> int:
     from ..config import Precision
     from ..errors import ConfigError
     from ..fsio import atomic_write_json
-    from ..precision import (auto_quantize_int8, evaluate_variants, format_table,
-                             quantize_int8, to_fp16, write_trt_calibration_cache)
+    from ..precision import (
+        auto_quantize_int8,
+        evaluate_variants,
+        format_table,
+        quantize_int8,
+        to_fp16,
+        write_trt_calibration_cache,
+    )
 
     precision = Precision.parse(args.precision)
     if precision is Precision.FP16 and (args.auto or args.import_cache or args.export_trt_cache):

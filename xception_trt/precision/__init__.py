@@ -17,12 +17,18 @@ Modules:
 * :mod:`.launcher` / :mod:`._worker` — the ModelOpt subprocess, parent and child side.
 """
 
-from .cache import (DEFAULT_CACHE_DIR, read_trt_calibration_cache,
-                    write_trt_calibration_cache)
+from .cache import DEFAULT_CACHE_DIR, read_trt_calibration_cache, write_trt_calibration_cache
 from .evaluate import VariantMetrics, evaluate_variants, format_table
 from .fp16 import to_fp16
-from .int8 import (DEFAULT_NUM_IMAGES, HIGH_PRECISIONS, AutoQuantizeResult, CalibrationMethod,
-                   QuantizeResult, auto_quantize_int8, quantize_int8)
+from .int8 import (
+    DEFAULT_NUM_IMAGES,
+    HIGH_PRECISIONS,
+    AutoQuantizeResult,
+    CalibrationMethod,
+    QuantizeResult,
+    auto_quantize_int8,
+    quantize_int8,
+)
 from .source import depthwise_conv_nodes, graph_sha256, save_model
 
 __all__ = [

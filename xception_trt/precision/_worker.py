@@ -19,8 +19,9 @@ import logging
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -70,9 +71,8 @@ def _patch_percentile(percentile: float) -> Any:
     its patched ``create_calibrator`` supports ``CalibrationMethod.Percentile``. We wrap the
     ``quantize_static`` it calls (in this process only) to pass the percentile method.
     """
-    from onnxruntime.quantization import CalibrationMethod
-
     import modelopt.onnx.quantization.int8 as mo_int8
+    from onnxruntime.quantization import CalibrationMethod
 
     original = mo_int8.quantize_static
 
@@ -224,7 +224,6 @@ def _finish_int8(req: dict[str, Any], out_fp32: Path, cache_scales: dict[str, fl
 
 def run_fp16(req: dict[str, Any]) -> dict[str, Any]:
     import onnx
-
     from modelopt.onnx.autocast import convert_to_mixed_precision
 
     t0 = time.perf_counter()

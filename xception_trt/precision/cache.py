@@ -20,8 +20,9 @@ import os
 import re
 import struct
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .. import __version__
 from ..errors import CalibrationError, ConfigError

@@ -9,8 +9,9 @@ import dataclasses
 import os
 import re
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ..bench import RunnerEvaluation, evaluate
 from ..errors import BenchError

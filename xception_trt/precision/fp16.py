@@ -13,15 +13,23 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..config import Precision, check_int
 from ..errors import ConfigError
 from .calibdata import select_calibration
 from .launcher import run_worker
-from .source import (anchored, as_model, check_exclusions, check_source, derive_metadata,
-                     save_model, static_batch_of)
+from .source import (
+    anchored,
+    as_model,
+    check_exclusions,
+    check_source,
+    derive_metadata,
+    save_model,
+    static_batch_of,
+)
 
 __all__ = ["to_fp16"]
 

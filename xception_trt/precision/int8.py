@@ -19,21 +19,31 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ..config import InputFormat, Precision, StrEnum, check_int
 from ..errors import CalibrationError, ConfigError
 from ..fsio import check_writable_dir
 from ..onnx_meta import INPUT_NAME
-from .cache import (DEFAULT_CACHE_DIR, entry_path, load_import_cache, lookup_entry,
-                    write_entry)
+from .cache import DEFAULT_CACHE_DIR, entry_path, load_import_cache, lookup_entry, write_entry
 from .calibdata import CalibSet, holdout, select_calibration
 from .evaluate import VariantMetrics, evaluate_variants
 from .launcher import modelopt_version, run_worker
-from .source import (anchored, as_model, check_exclusions, check_source, depthwise_conv_nodes,
-                     derive_metadata, graph_sha256, input_shape, save_model, static_batch_of)
+from .source import (
+    anchored,
+    as_model,
+    check_exclusions,
+    check_source,
+    depthwise_conv_nodes,
+    derive_metadata,
+    graph_sha256,
+    input_shape,
+    save_model,
+    static_batch_of,
+)
 
 __all__ = ["CalibrationMethod", "DEFAULT_NUM_IMAGES", "HIGH_PRECISIONS", "QuantizeResult",
            "AutoQuantizeResult", "quantize_int8", "auto_quantize_int8"]
