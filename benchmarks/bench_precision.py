@@ -230,8 +230,13 @@ def _rtx_build(model_path: Path, size: int) -> dict:
 def part_accuracy(args: argparse.Namespace, work: Path) -> dict:
     from xception_trt.config import ModelSpec
     from xception_trt.export import export_onnx
-    from xception_trt.precision import (auto_quantize_int8, evaluate_variants, format_table,
-                                        quantize_int8, to_fp16)
+    from xception_trt.precision import (
+        auto_quantize_int8,
+        evaluate_variants,
+        format_table,
+        quantize_int8,
+        to_fp16,
+    )
 
     train_dir, calib_dir, val_dir = _digits(work)
     if args.model:  # a digits model trained and exported earlier (e.g. by a previous run)
@@ -286,10 +291,14 @@ def part_accuracy(args: argparse.Namespace, work: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from xception_trt.precision import DEFAULT_NUM_IMAGES, CalibrationMethod
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--part", choices=["time", "accuracy", "all"], default="all")
-    p.add_argument("--images", type=int, default=512, help="calibration images (part time)")
-    p.add_argument("--methods", nargs="+", default=["max", "entropy", "percentile"])
+    p.add_argument("--images", type=int, default=DEFAULT_NUM_IMAGES,
+                   help="calibration images (part time)")
+    p.add_argument("--methods", nargs="+", choices=CalibrationMethod.choices(),
+                   default=CalibrationMethod.choices())
     p.add_argument("--calib", help="calibration images for part time (default: synthetic)")
     p.add_argument("--epochs", type=int, default=6, help="training epochs (part accuracy)")
     p.add_argument("--model", help="part accuracy: use this FP32 digits ONNX (xception-trt "

@@ -22,7 +22,6 @@ from xception_trt.errors import CalibrationError, GraphError
 from xception_trt.onnx_meta import read_metadata
 from xception_trt.precision import (
     CalibrationMethod,
-    _read_entry,
     auto_quantize_int8,
     depthwise_conv_nodes,
     evaluate_variants,
@@ -33,7 +32,7 @@ from xception_trt.precision import (
     to_fp16,
     write_trt_calibration_cache,
 )
-
+from xception_trt.precision.cache import read_entry
 
 # ---------------------------------------------------------------------------------------------
 # fixtures
@@ -165,6 +164,25 @@ def test_variants_run_on_cpu_and_track_fp32(fp32_path, int8_entropy, fp16_model,
     assert "int8" in table and "agree%" in table
 
 
+def test_variants_on_unlabelled_data_report_agreement_only(tiny_onnx_files, flat_image_folder):
+    """Unlabelled images (the held-out part of a flat calibration folder): no top-1, but the
+    agreement with the reference, from the same bench.evaluate pass as labelled data."""
+    from xception_trt.errors import BenchError
+
+    rows = evaluate_variants({"fp32": tiny_onnx_files["float"],
+                              "fp32-uint8": tiny_onnx_files["uint8"],
+                              "fp32-static2": tiny_onnx_files["static2"]},
+                             flat_image_folder, num_images=5)
+    assert [r.name for r in rows] == ["fp32", "fp32-uint8", "fp32-static2"]
+    assert all(r.images == 5 and r.top1 is None and r.top5 is None for r in rows)
+    assert all(r.precision == "fp32" and r.size_bytes > 0 for r in rows)
+    # The same network fed raw pixels, or in fixed batches of 2 (the odd image padded).
+    for r in rows[1:]:
+        assert r.agreement == 100 and r.max_abs_diff < 1e-3, r
+    with pytest.raises(BenchError, match="reference variant"):
+        evaluate_variants({"int8": tiny_onnx_files["float"]}, flat_image_folder)
+
+
 def test_fp16_keeps_fp32_io_and_out_of_range_nodes(fp16_model, fp32_path, calib_folder):
     assert fp16_model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert fp16_model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
@@ -219,7 +237,7 @@ def test_foreign_cache_entries_are_rejected(tmp_path):
                  json.dumps({"format": "xception-trt-calibration-cache", "version": 1,
                              "key": {}, "scales": {"a": float("nan")}})):
         bad.write_text(text)
-        assert _read_entry(bad) is None
+        assert read_entry(bad) is None
 
 
 def test_import_cache_written_for_another_graph_is_an_error(int8_entropy, fp32_path, tmp_path):
@@ -314,6 +332,18 @@ def test_method_parse():
     assert CalibrationMethod.parse("MAX") is CalibrationMethod.MAX
     with pytest.raises(Exception, match="choose one of"):
         CalibrationMethod.parse("minmax")
+
+
+def test_integer_options_are_checked(fp32_path, calib_folder):
+    from xception_trt.errors import ConfigError
+
+    for bad in (0, True, 2.0):
+        with pytest.raises(ConfigError, match="num_images must be a positive integer"):
+            quantize_int8(fp32_path, calib_folder, num_images=bad, cache_dir=None)
+        with pytest.raises(ConfigError, match="batch_size must be a positive integer"):
+            to_fp16(fp32_path, calib_folder, batch_size=bad)
+    with pytest.raises(ConfigError, match="high_precision must be fp32 or fp16"):
+        quantize_int8(fp32_path, calib_folder, high_precision="int8", cache_dir=None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -436,6 +466,20 @@ def test_cli_int8_with_table_and_report(fp32_path, calib_folder, image_folder, i
     assert data["int8"]["cache"] == "hit"
     assert read_metadata(out).precision.value == "int8"
     assert read_trt_calibration_cache(trt_cache) == pytest.approx(int8_entropy.scales, rel=1e-6)
+
+
+def test_cli_choices_come_from_the_enums():
+    from xception_trt.cli import build_parser
+    from xception_trt.config import Precision
+    from xception_trt.precision import HIGH_PRECISIONS
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    opts = {a.dest: a for a in sub.choices["quantize"]._actions}
+    assert opts["method"].choices == CalibrationMethod.choices() == ["max", "entropy",
+                                                                     "percentile"]
+    assert opts["method"].default == CalibrationMethod.ENTROPY
+    assert opts["high_precision"].choices == [p.value for p in HIGH_PRECISIONS]
+    assert set(opts["precision"].choices) == set(Precision.choices()) - {"fp32"}
 
 
 def test_cli_bad_inputs_exit_2_without_traceback(fp32_path, tmp_path, capsys):

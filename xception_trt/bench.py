@@ -667,7 +667,7 @@ def load_pixels(data: Any, spec: ModelSpec, *, limit: int = 8) -> np.ndarray:
 def evaluate(runners: Sequence[Runner], data: Any, *, names: Sequence[str] | None = None,
              reference: int | None = None, batch_size: int = 32, limit: int | None = None,
              seed: int = 0, workers: int | None = None,
-             progress: Progress | None = None) -> EvalResult:
+             progress: Progress | None = None, require_labels: bool = True) -> EvalResult:
     """Accuracy of several runners in one pass over a labelled data set.
 
     Each image is decoded and preprocessed once; ``uint8-nhwc`` runners get the pixels and
@@ -684,13 +684,16 @@ def evaluate(runners: Sequence[Runner], data: Any, *, names: Sequence[str] | Non
         seed: Seed of that subset.
         workers: Decode threads.
         progress: Called with the number of images after each step.
+        require_labels: ``False`` also accepts unlabelled data, on which only the agreement
+            with the reference is measured (every ``accuracy`` is ``None``).
 
     Returns:
         An :class:`EvalResult`. A runner that fails midway keeps the accuracy of the images it
         processed and the reason it stopped.
 
     Raises:
-        DataError: Empty or unlabelled data, labels the model cannot have.
+        DataError: Empty data, unlabelled data (unless ``require_labels=False``), labels the
+            model cannot have.
         BenchError: No runners, bad reference, or runners with different preprocessing.
     """
     from .data import BatchLoader, open_dataset
@@ -719,24 +722,25 @@ def evaluate(runners: Sequence[Runner], data: Any, *, names: Sequence[str] | Non
     ds = open_dataset(data)
     if not len(ds):
         raise DataError(f"the data set {data} is empty")
-    if not ds.labelled:
+    if not ds.labelled and require_labels:
         raise DataError(f"{data} has no labels; evaluation needs a labelled folder (one "
                         "sub-folder per class) or a file list with labels")
     ds = ds.select(limit, seed=seed)
     spec = runners[0].spec
-    mapping, how = label_mapping(ds.class_names, spec)
+    mapping, how = label_mapping(ds.class_names, spec) if ds.labelled else (None, None)
     k = min(5, spec.num_classes)
     accs = [_Accumulator(len(ds.class_names), k) for _ in runners]
     errors: list[str | None] = [None] * len(runners)
     seconds = [0.0] * len(runners)
+    done = [0] * len(runners)  # images each runner answered (labelled or not)
     progress = progress or _noop
     loader = BatchLoader(ds, spec, batch_size=batch_size, input_format=InputFormat.UINT8_NHWC,
                          workers=workers)
     for batch in loader:
         pixels, labels = batch.data, batch.labels
-        if labels is None:  # cannot happen for a labelled data set; guards the contract
+        if mapping is not None and labels is None:  # a labelled set's batches have labels
             raise DataError(f"{data}: a batch came without labels")
-        target = mapping[labels]
+        target = None if mapping is None or labels is None else mapping[labels]
         floats: np.ndarray | None = None
         outputs: list[np.ndarray | None] = [None] * len(runners)
         order = [reference] + [i for i in range(len(runners)) if i != reference]
@@ -754,16 +758,18 @@ def evaluate(runners: Sequence[Runner], data: Any, *, names: Sequence[str] | Non
             try:
                 out = _run_chunked(r, x)
             except Exception as exc:  # noqa: BLE001 - recorded; the other runners go on
-                errors[i] = f"stopped after {accs[i].images} images: {_error_text(exc)}"
+                errors[i] = f"stopped after {done[i]} images: {_error_text(exc)}"
                 log.warning("%s: %s", names[i], errors[i])
                 continue
             seconds[i] += time.perf_counter() - t0
             outputs[i] = out
-            accs[i].add(out, labels, target)
+            done[i] += len(out)
+            if target is not None:
+                accs[i].add(out, labels, target)
             ref_out = outputs[reference]
             if i != reference and ref_out is not None:
                 accs[i].add_agreement(out, ref_out)
-        progress(len(labels))
+        progress(len(pixels))
     results = []
     for i, (r, acc) in enumerate(zip(runners, accs)):
         try:

@@ -13,7 +13,13 @@ ORDER = 20
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..precision import DEFAULT_CACHE_DIR, DEFAULT_NUM_IMAGES
+    from ..config import Precision
+    from ..precision import (
+        DEFAULT_CACHE_DIR,
+        DEFAULT_NUM_IMAGES,
+        HIGH_PRECISIONS,
+        CalibrationMethod,
+    )
 
     p = sub.add_parser(
         "quantize", help="make an FP16 or calibrated INT8 (Q/DQ) variant of an ONNX model",
@@ -33,15 +39,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="FP32 ONNX model written by `xception-trt export`")
     p.add_argument("-o", "--output", required=True, help="ONNX file to write")
-    p.add_argument("--precision", choices=["fp16", "int8"], required=True,
-                   help="variant to make")
+    p.add_argument("--precision", choices=[Precision.FP16.value, Precision.INT8.value],
+                   required=True, help="variant to make")
     p.add_argument("--calib", metavar="DIR",
                    help="calibration images: a folder (flat or class sub-folders) or a file list; "
                         "required for int8 unless --import-cache; optional for fp16 (range "
                         "check, random inputs otherwise)")
     p.add_argument("--val", metavar="DIR",
                    help="validation images for the accuracy table (labelled: top-1/top-5 too)")
-    p.add_argument("--method", choices=["entropy", "max", "percentile"], default="entropy",
+    p.add_argument("--method", choices=CalibrationMethod.choices(),
+                   default=CalibrationMethod.ENTROPY.value,
                    help="INT8 calibration method (default: entropy, TensorRT's "
                         "EntropyCalibration2)")
     p.add_argument("--auto", action="store_true",
@@ -64,7 +71,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "repeatable")
     p.add_argument("--exclude-depthwise", action="store_true",
                    help="INT8: keep the depthwise convolutions in high precision")
-    p.add_argument("--high-precision", choices=["fp32", "fp16"], default="fp32",
+    p.add_argument("--high-precision", choices=[h.value for h in HIGH_PRECISIONS],
+                   default=Precision.FP32.value,
                    help="INT8: precision of the nodes that are not quantized (default: fp32)")
     p.add_argument("--int8-weights", action="store_true",
                    help="INT8: store weights as INT8 initializers + DequantizeLinear (about a "
@@ -87,22 +95,32 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _int8_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return dict(num_images=args.num_images or 512, seed=args.seed, batch_size=args.batch_size,
-                percentile=args.percentile, exclude_nodes=args.exclude,
+    from ..precision import DEFAULT_NUM_IMAGES
+
+    return dict(num_images=args.num_images or DEFAULT_NUM_IMAGES, seed=args.seed,
+                batch_size=args.batch_size, percentile=args.percentile, exclude_nodes=args.exclude,
                 exclude_op_types=args.exclude_op_type, exclude_depthwise=args.exclude_depthwise,
                 high_precision=args.high_precision, int8_weights=args.int8_weights,
                 cache_dir=None if args.no_cache else args.cache_dir)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..config import Precision
     from ..errors import ConfigError
     from ..fsio import atomic_write_json
-    from ..precision import (auto_quantize_int8, evaluate_variants, format_table,
-                             quantize_int8, to_fp16, write_trt_calibration_cache)
+    from ..precision import (
+        auto_quantize_int8,
+        evaluate_variants,
+        format_table,
+        quantize_int8,
+        to_fp16,
+        write_trt_calibration_cache,
+    )
 
-    if args.precision == "fp16" and (args.auto or args.import_cache or args.export_trt_cache):
+    precision = Precision.parse(args.precision)
+    if precision is Precision.FP16 and (args.auto or args.import_cache or args.export_trt_cache):
         raise ConfigError("--auto, --import-cache and --export-trt-cache apply to --precision int8")
-    if args.precision == "int8" and not (args.calib or args.import_cache):
+    if precision is Precision.INT8 and not (args.calib or args.import_cache):
         raise ConfigError("--precision int8 needs calibration images (--calib DIR, e.g. "
                           "calibration/) or --import-cache FILE")
     if args.auto and args.import_cache:
@@ -113,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     report: dict[str, Any] = {"model": args.model, "output": args.output,
                               "precision": args.precision}
     rows = None
-    if args.precision == "fp16":
+    if precision is Precision.FP16:
         to_fp16(args.model, args.calib, num_images=args.num_images or 32, seed=args.seed,
                 batch_size=args.batch_size, exclude_nodes=args.exclude,
                 exclude_op_types=args.exclude_op_type, output=args.output)
@@ -132,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         result = quantize_int8(args.model, args.calib, method=args.method,
                                import_cache=args.import_cache, output=args.output,
                                **_int8_kwargs(args))
-    if args.precision == "int8":
+    if precision is Precision.INT8:
         report["int8"] = result.summary()
         print(f"wrote {args.output} (int8 {result.method.value}): "
               f"{len(result.quantized_nodes)} compute node(s) quantized, "
@@ -149,13 +167,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"wrote {args.export_trt_cache} ({len(result.scales)} tensor scales)")
     if args.val and rows is None:
         variants: dict[str, Any] = {"fp32": args.model}
-        if args.precision == "fp16":
+        if precision is Precision.FP16:
             variants["fp16"] = args.output
         elif args.compare_all:
             variants["fp16"] = to_fp16(args.model, args.calib, seed=args.seed,
                                        exclude_nodes=args.exclude,
                                        exclude_op_types=args.exclude_op_type)
-        if args.precision == "int8":
+        if precision is Precision.INT8:
             variants["int8"] = args.output
         elif args.compare_all and args.calib:
             variants["int8"] = quantize_int8(args.model, args.calib, method=args.method,

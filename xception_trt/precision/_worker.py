@@ -1,11 +1,11 @@
 """Subprocess worker that runs NVIDIA ModelOpt (INT8 Q/DQ PTQ, FP16 AutoCast).
 
-Private to :mod:`xception_trt.precision`. ModelOpt monkeypatches ``onnxruntime.quantization``
-(its calibrators and quantizer classes) the first time it quantizes; running it here, in a
-process of its own, keeps those patches away from the caller (and from any other code in the
-caller that uses ONNX Runtime's quantization tools).
+Private to :mod:`xception_trt.precision` (started by :mod:`.launcher`). ModelOpt
+monkeypatches ``onnxruntime.quantization`` (its calibrators and quantizer classes) the first
+time it quantizes; running it here, in a process of its own, keeps those patches away from the
+caller (and from any other code in the caller that uses ONNX Runtime's quantization tools).
 
-Protocol: ``python -m xception_trt._calib_worker REQUEST.json``. The request names the input
+Protocol: ``python -m xception_trt.precision._worker REQUEST.json``. The request names the input
 ONNX, the output ONNX, a folder of calibration batches (``batch_00000.npz`` ... each holding the
 array ``input``) and the options; the worker writes the output model and a JSON result to the
 paths named in the request. Exit code 0 on success; on failure the last stderr line is
@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import json
 import logging
-import struct
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
+
+from .cache import write_trt_calibration_cache
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +64,6 @@ class _BatchReader:
         return iter(self.get_next, None)
 
 
-def _write_trt_cache(scales: dict[str, float], path: Path) -> None:
-    """Scales in the TensorRT text calibration cache format ModelOpt imports."""
-    lines = ["TRT-8601-EntropyCalibration2"]
-    for name, scale in scales.items():
-        lines.append(f"{name}: {struct.pack('!f', float(scale)).hex()}")
-    path.write_text("\n".join(lines) + "\n")
-
-
 def _patch_percentile(percentile: float) -> Any:
     """Make ModelOpt's INT8 front-end use ONNX Runtime's percentile calibrator.
 
@@ -77,9 +71,8 @@ def _patch_percentile(percentile: float) -> Any:
     its patched ``create_calibrator`` supports ``CalibrationMethod.Percentile``. We wrap the
     ``quantize_static`` it calls (in this process only) to pass the percentile method.
     """
-    from onnxruntime.quantization import CalibrationMethod
-
     import modelopt.onnx.quantization.int8 as mo_int8
+    from onnxruntime.quantization import CalibrationMethod
 
     original = mo_int8.quantize_static
 
@@ -122,7 +115,8 @@ def _qdq_facts(model: Any) -> dict[str, Any]:
             raise RuntimeError(f"activation {x!r} has a per-channel scale; expected per-tensor")
         scales[x] = float(arr.reshape(-1)[0])
         scale_names[x] = node.input[1]
-    quantized, unquantized = [], []
+    quantized: list[str] = []
+    unquantized: list[str] = []
     for node in model.graph.node:
         if node.op_type not in COMPUTE_OPS:
             continue
@@ -159,7 +153,8 @@ def run_int8(req: dict[str, Any]) -> dict[str, Any]:
     restore = None
     if cache_scales is not None:
         cache_path = tmp / "scales.cache"
-        _write_trt_cache(cache_scales, cache_path)
+        # The TensorRT text cache format is what ModelOpt imports.
+        write_trt_calibration_cache(cache_scales, cache_path)
         if not files:
             files = _dummy_files(req, tmp)
         method = "max"  # every calibrated scale is replaced by the cached one
@@ -229,7 +224,6 @@ def _finish_int8(req: dict[str, Any], out_fp32: Path, cache_scales: dict[str, fl
 
 def run_fp16(req: dict[str, Any]) -> dict[str, Any]:
     import onnx
-
     from modelopt.onnx.autocast import convert_to_mixed_precision
 
     t0 = time.perf_counter()

@@ -1,0 +1,397 @@
+"""INT8 variants: explicit Q/DQ nodes placed and calibrated by NVIDIA ModelOpt ONNX PTQ.
+
+``modelopt.onnx.quantization.quantize`` with ``calibration_eps=["cpu"]``. Its placement is the
+one TensorRT fuses: per-channel symmetric INT8 weights (axis 0, zero point 0), per-tensor
+symmetric activations, the residual ``Add`` quantized on one input only (the other comes
+straight from a Conv, so TensorRT fuses the add into that Conv), and the output layer (the
+classifier ``Gemm``) left in high precision, so the logits never pass through Q/DQ. Methods
+``max`` and ``entropy`` are ModelOpt's; ``percentile`` uses ONNX Runtime's percentile
+calibrator through ModelOpt's patched calibrator factory. Several methods share one decode of
+the images and one worker process; :func:`auto_quantize_int8` keeps the best on held-out data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import InputFormat, Precision, StrEnum, check_int
+from ..errors import CalibrationError, ConfigError
+from ..fsio import check_writable_dir
+from ..onnx_meta import INPUT_NAME
+from .cache import DEFAULT_CACHE_DIR, entry_path, load_import_cache, lookup_entry, write_entry
+from .calibdata import CalibSet, holdout, select_calibration
+from .evaluate import VariantMetrics, evaluate_variants
+from .launcher import modelopt_version, run_worker
+from .source import (
+    anchored,
+    as_model,
+    check_exclusions,
+    check_source,
+    depthwise_conv_nodes,
+    derive_metadata,
+    graph_sha256,
+    input_shape,
+    save_model,
+    static_batch_of,
+)
+
+__all__ = ["CalibrationMethod", "DEFAULT_NUM_IMAGES", "HIGH_PRECISIONS", "QuantizeResult",
+           "AutoQuantizeResult", "quantize_int8", "auto_quantize_int8"]
+
+log = logging.getLogger(__name__)
+
+#: Default number of calibration images (NVIDIA's PTQ guidance: a few hundred representative
+#: images; 512 matches the TensorRT samples).
+DEFAULT_NUM_IMAGES = 512
+#: Precisions the nodes left out of INT8 may run in.
+HIGH_PRECISIONS = (Precision.FP32, Precision.FP16)
+
+
+class CalibrationMethod(StrEnum):
+    """How INT8 activation ranges are chosen from calibration data.
+
+    ``max``: the largest absolute value seen. ``entropy``: TensorRT's KL-divergence method
+    (``EntropyCalibration2``). ``percentile``: the given percentile of absolute values.
+    Declaration order is the order :func:`auto_quantize_int8` tries them in.
+    """
+
+    MAX = "max"
+    ENTROPY = "entropy"
+    PERCENTILE = "percentile"
+
+
+@dataclass(frozen=True)
+class QuantizeResult:
+    """Outcome of :func:`quantize_int8`.
+
+    Attributes:
+        model: The Q/DQ ``onnx.ModelProto`` (metadata ``precision=int8`` and ``calibration``).
+        path: Where it was written (``None`` unless ``output`` was given).
+        method: Calibration method used.
+        quantized_nodes: Compute nodes (Conv/Gemm/MatMul) that run in INT8.
+        excluded_nodes: Compute nodes left in high precision (asked for, or by placement rules).
+        num_images: Calibration images used (0 when scales came from a cache).
+        cache: ``"hit"``, ``"miss"``, ``"imported"`` (TensorRT/xception-trt cache file) or
+            ``"off"``.
+        cache_path: The cache entry read or written (``None`` when caching is off).
+        seconds: Wall time of calibration + quantization, in seconds (excluding image decode).
+        scales: Per-tensor activation scales (tensor name -> scale, float).
+        skipped_images: Images that could not be read and were left out (path, reason).
+    """
+
+    model: Any
+    path: Path | None
+    method: CalibrationMethod
+    quantized_nodes: tuple[str, ...]
+    excluded_nodes: tuple[str, ...]
+    num_images: int
+    cache: str
+    cache_path: Path | None
+    seconds: float
+    scales: Mapping[str, float] = field(repr=False, default_factory=dict)
+    skipped_images: tuple[tuple[str, str], ...] = ()
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-serialisable facts (no model, no scales)."""
+        return {
+            "path": str(self.path) if self.path else None,
+            "method": self.method.value,
+            "quantized_nodes": list(self.quantized_nodes),
+            "excluded_nodes": list(self.excluded_nodes),
+            "num_images": self.num_images,
+            "cache": self.cache,
+            "cache_path": str(self.cache_path) if self.cache_path else None,
+            "seconds": round(self.seconds, 3),
+            "activation_scales": len(self.scales),
+            "skipped_images": [list(s) for s in self.skipped_images],
+        }
+
+
+@dataclass(frozen=True)
+class AutoQuantizeResult:
+    """Outcome of :func:`auto_quantize_int8`: every method tried, the one kept.
+
+    Attributes:
+        best: The kept :class:`QuantizeResult`.
+        results: Every method's result, by method name.
+        metrics: The table rows: the FP32 reference first, then one per method.
+        criterion: ``"top1"`` (labelled held-out data) or ``"agreement"`` (unlabelled).
+    """
+
+    best: QuantizeResult
+    results: Mapping[str, QuantizeResult]
+    metrics: tuple[VariantMetrics, ...]
+    criterion: str
+
+
+def quantize_int8(onnx_model_or_path: Any, calibration_data: Any = None, *,
+                  method: CalibrationMethod | str = CalibrationMethod.ENTROPY,
+                  num_images: int = DEFAULT_NUM_IMAGES, seed: int = 0, batch_size: int = 8,
+                  percentile: float = 99.99, exclude_nodes: Sequence[str] = (),
+                  exclude_op_types: Sequence[str] = (), exclude_depthwise: bool = False,
+                  high_precision: Precision | str = Precision.FP32, int8_weights: bool = False,
+                  cache_dir: str | os.PathLike[str] | None = DEFAULT_CACHE_DIR,
+                  import_cache: str | os.PathLike[str] | None = None,
+                  output: str | os.PathLike[str] | None = None) -> QuantizeResult:
+    """Insert calibrated INT8 Q/DQ nodes with NVIDIA ModelOpt (CPU calibration).
+
+    Args:
+        onnx_model_or_path: The FP32 xception-trt model or its path.
+        calibration_data: Folder / file list / :class:`~xception_trt.data.Dataset` of images
+            (preprocessed with the model's ModelSpec), or a preprocessed array in the graph's
+            input format. May be ``None`` only with ``import_cache`` (a cache hit still needs
+            the images' fingerprint, but decodes none of them).
+        method: ``entropy`` (default, TensorRT's EntropyCalibration2), ``max`` or ``percentile``.
+        num_images: Images to calibrate with (seeded selection, data-set order).
+        seed: Selection seed.
+        batch_size: Images per calibration batch (a fixed-batch graph uses its own batch).
+        percentile: Percentile of |activation| for ``method="percentile"`` (0 < p <= 100).
+        exclude_nodes: Node names or regexes (matched against the whole name) kept in high
+            precision.
+        exclude_op_types: Op types kept in high precision (e.g. ``["Gemm"]``).
+        exclude_depthwise: Also keep every depthwise Conv in high precision.
+        high_precision: Precision of everything that is not quantized: ``fp32`` (default; ONNX
+            Runtime on CPU runs it fast) or ``fp16`` (fastest TensorRT engines).
+        int8_weights: Store quantized weights as INT8 initializers with only a
+            DequantizeLinear (ModelOpt ``qdq_to_dq``): about a quarter of the file size.
+            Default: FP32 weights with a Q/DQ pair (TensorRT folds both forms at build time).
+        cache_dir: Calibration cache folder (``None`` disables the cache).
+        import_cache: Use the scales of this cache instead of calibrating: a TensorRT text
+            calibration cache (the migration path from TensorRT 8/10 implicit INT8) or an
+            xception-trt cache JSON. Tensors the cache does not cover are calibrated with
+            ``calibration_data`` if given, else this is an error.
+        output: Optional path to write the model to (atomically).
+
+    Returns:
+        A :class:`QuantizeResult`.
+
+    Raises:
+        GraphError: Not an FP32 xception-trt graph.
+        CalibrationError: No/unusable calibration data, a cache for another graph, a ModelOpt
+            failure.
+        ConfigError: Bad option values.
+    """
+    results = _quantize_int8_methods(
+        onnx_model_or_path, calibration_data, [method], num_images=num_images, seed=seed,
+        batch_size=batch_size, percentile=percentile, exclude_nodes=exclude_nodes,
+        exclude_op_types=exclude_op_types, exclude_depthwise=exclude_depthwise,
+        high_precision=high_precision, int8_weights=int8_weights, cache_dir=cache_dir,
+        import_cache=import_cache)
+    result = next(iter(results.values()))
+    if output is not None:
+        result = _with_path(result, save_model(result.model, output))
+    return result
+
+
+def _with_path(r: QuantizeResult, path: Path) -> QuantizeResult:
+    return QuantizeResult(r.model, path, r.method, r.quantized_nodes, r.excluded_nodes,
+                          r.num_images, r.cache, r.cache_path, r.seconds, r.scales,
+                          r.skipped_images)
+
+
+def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
+                           methods: Sequence[CalibrationMethod | str], *, num_images: int,
+                           seed: int, batch_size: int, percentile: float,
+                           exclude_nodes: Sequence[str], exclude_op_types: Sequence[str],
+                           exclude_depthwise: bool, high_precision: Precision | str,
+                           int8_weights: bool, cache_dir: str | os.PathLike[str] | None,
+                           import_cache: str | os.PathLike[str] | None
+                           ) -> dict[str, QuantizeResult]:
+    """:func:`quantize_int8` for several methods: images are decoded once and every method
+    runs in one ModelOpt subprocess. Returns {method: result} in the order given."""
+    import onnx
+
+    chosen: list[CalibrationMethod] = list(dict.fromkeys(CalibrationMethod.parse(m)
+                                                         for m in methods))
+    if not chosen:
+        raise ConfigError("give at least one calibration method")
+    high = Precision.parse(high_precision)
+    if high not in HIGH_PRECISIONS:
+        raise ConfigError("high_precision must be " + " or ".join(map(str, HIGH_PRECISIONS)))
+    check_int(num_images, "num_images")
+    check_int(batch_size, "batch_size")
+    if not (0.0 < float(percentile) <= 100.0):
+        raise ConfigError(f"percentile must be in (0, 100], got {percentile!r}")
+    if calibration_data is None and import_cache is None:
+        raise CalibrationError("INT8 calibration needs calibration images (a folder such as "
+                               "calibration/) or an existing calibration cache to import")
+    if import_cache is not None and len(chosen) > 1:
+        raise ConfigError("an imported cache fixes the scales: give one method with it")
+    model, _ = as_model(onnx_model_or_path)
+    meta = check_source(model)
+    check_exclusions(model, exclude_nodes, exclude_op_types)
+    gsha = graph_sha256(model)
+    excluded = anchored(exclude_nodes)
+    if exclude_depthwise:
+        excluded += anchored(re.escape(n) for n in depthwise_conv_nodes(model))
+    static = static_batch_of(model)
+    preprocessing = hashlib.sha256(
+        (meta.spec.to_json() + meta.input_format.value).encode()).hexdigest()
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="xtrt-int8-") as tmp_name:
+        tmp = Path(tmp_name)
+        src = tmp / "model.onnx"
+        onnx.save(model, str(src))
+        calib: CalibSet | None = None
+        if calibration_data is not None:
+            calib = select_calibration(calibration_data, meta, num_images=num_images,
+                                        seed=seed, static_batch=static)
+        imported = (load_import_cache(Path(import_cache), model, gsha)
+                    if import_cache is not None else None)
+        jobs: list[dict[str, Any]] = []
+        states: list[dict[str, Any]] = []
+        for i, method in enumerate(chosen):
+            options = {"exclude_nodes": sorted(excluded),
+                       "exclude_op_types": sorted(exclude_op_types), "high_precision": high.value,
+                       "int8_weights": bool(int8_weights),
+                       "percentile": (float(percentile) if method is CalibrationMethod.PERCENTILE
+                                      else None)}
+            options_sha = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()
+            job: dict[str, Any] = {
+                "task": "int8", "onnx": str(src), "out": str(tmp / f"int8_{i}.onnx"),
+                "tmp_dir": str(tmp / f"job_{i}"), "method": method.value,
+                "percentile": float(percentile), "exclude_nodes": excluded,
+                "exclude_op_types": list(exclude_op_types), "high_precision": high.value,
+                "input_name": INPUT_NAME, "input_shape": input_shape(meta.spec, meta.input_format),
+                "input_dtype": ("uint8" if meta.input_format is InputFormat.UINT8_NHWC
+                                else "float32"),
+                "static_batch": static, "data_dir": None, "int8_weights": bool(int8_weights),
+            }
+            (tmp / f"job_{i}").mkdir()
+            state: dict[str, Any] = {"method": method, "options": options, "cache": "off",
+                                     "cache_path": None, "key": None}
+            if imported is not None:
+                job["scales"] = imported
+                state.update(cache="imported", cache_path=Path(import_cache))  # type: ignore[arg-type]
+                log.info("using %d activation scale(s) from %s", len(imported), import_cache)
+            elif cache_dir is not None and calib is not None:
+                key = {"graph": gsha, "data": calib.fingerprint, "preprocessing": preprocessing,
+                       "method": method.value, "options": options_sha,
+                       "num_images": calib.selected, "seed": seed,
+                       "batch_size": static or batch_size, "modelopt": modelopt_version()}
+                cache_path = entry_path(cache_dir, gsha, method.value, options_sha)
+                state.update(cache="miss", cache_path=cache_path, key=key)
+                cached = lookup_entry(cache_path, key)
+                if cached is not None:
+                    job["scales"] = cached
+                    state["cache"] = "hit"  # no image is decoded, no calibration runs
+                else:
+                    check_writable_dir(Path(cache_dir), what="calibration cache",
+                                       error=CalibrationError)
+            jobs.append(job)
+            states.append(state)
+        # Decode the images once, for every job that calibrates (or completes an import).
+        if calib is not None and any(st["cache"] != "hit" for st in states):
+            (tmp / "data").mkdir()
+            calib.write(meta, batch_size=batch_size, static_batch=static,
+                        directory=tmp / "data")
+            for job, st in zip(jobs, states):
+                if st["cache"] != "hit":
+                    job["data_dir"] = str(tmp / "data")
+        outcomes = run_worker({"jobs": jobs, "tmp_dir": str(tmp)}, what="INT8 calibration")
+        models = [onnx.load(job["out"]) for job in jobs]
+    seconds = time.perf_counter() - t0
+
+    results: dict[str, QuantizeResult] = {}
+    for st, outcome, qmodel in zip(states, outcomes["jobs"], models):
+        method = st["method"]
+        scales = {k: float(v) for k, v in outcome["scales"].items()}
+        quantized = tuple(outcome["quantized_nodes"])
+        not_quantized = tuple(outcome["unquantized_nodes"])
+        if not quantized:
+            raise CalibrationError("ModelOpt quantized no Conv/Gemm node (all excluded?); "
+                                   "relax exclude_nodes / exclude_op_types")
+        cache_path = st["cache_path"]
+        if st["cache"] == "miss":
+            write_entry(cache_path, st["key"], scales=scales, quantized_nodes=quantized,
+                        excluded_nodes=not_quantized, seconds=outcome["seconds"])
+        used = calib.count if calib is not None and st["cache"] != "hit" else 0
+        calibration_meta = {
+            "method": method.value,
+            "num_images": (calib.count or calib.selected) if calib else 0,
+            "seed": seed, "data_fingerprint": calib.fingerprint if calib else None,
+            "percentile": st["options"]["percentile"], "cache": st["cache"],
+            "cache_file": cache_path.name if cache_path else None,
+            "quantized_nodes": len(quantized), "excluded_nodes": list(not_quantized),
+            "high_precision": high.value, "tool": f"nvidia-modelopt {outcomes['modelopt']}",
+            "source_graph_sha256": gsha,
+        }
+        derive_metadata(qmodel, meta, Precision.INT8, {"calibration": calibration_meta})
+        # Wall time is shared by the methods of one call: report each method's own ModelOpt
+        # time plus an equal share of the rest (decode, subprocess start).
+        own = float(outcome["seconds"])
+        shared = max(0.0, seconds - sum(float(o["seconds"]) for o in outcomes["jobs"]))
+        log.info("INT8 (%s): %d compute node(s) quantized, %d kept in %s; cache %s; %.1f s",
+                 method.value, len(quantized), len(not_quantized), high.value, st["cache"],
+                 own + shared / len(states))
+        results[method.value] = QuantizeResult(
+            qmodel, None, method, quantized, not_quantized, used, st["cache"], cache_path,
+            own + shared / len(states), scales, calib.skipped if calib else ())
+    return results
+
+
+def auto_quantize_int8(onnx_model_or_path: Any, calibration_data: Any, val_data: Any = None, *,
+                       methods: Sequence[CalibrationMethod | str] = tuple(CalibrationMethod),
+                       num_images: int = DEFAULT_NUM_IMAGES, val_images: int | None = None,
+                       seed: int = 0, output: str | os.PathLike[str] | None = None,
+                       **kw: Any) -> AutoQuantizeResult:
+    """Calibrate with every method, measure each on held-out data, keep the best.
+
+    Labelled validation data: the highest top-1 wins (ties: top-1 agreement with FP32, then
+    mean |logit difference|). Unlabelled: the highest agreement with FP32 wins (ties: mean
+    |logit difference|).
+
+    Args:
+        onnx_model_or_path: The FP32 model or its path.
+        calibration_data: Calibration images (see :func:`quantize_int8`).
+        val_data: Held-out images; ``None`` holds out the calibration images not selected.
+        methods: Methods to try.
+        num_images: Calibration images per method.
+        val_images: Validation subset size (``None``: all).
+        seed: Selection seed.
+        output: Where to write the kept model.
+        **kw: Passed to :func:`quantize_int8` (exclusions, cache_dir, batch_size, ...).
+
+    Returns:
+        An :class:`AutoQuantizeResult`.
+    """
+    chosen: list[CalibrationMethod] = [CalibrationMethod.parse(m) for m in methods]
+    if not chosen:
+        raise ConfigError("give at least one calibration method")
+    model, _ = as_model(onnx_model_or_path)
+    calib, val = holdout(calibration_data, val_data, num_images, seed)
+    opts: dict[str, Any] = dict(
+        seed=seed, batch_size=8, percentile=99.99, exclude_nodes=(), exclude_op_types=(),
+        exclude_depthwise=False, high_precision=Precision.FP32, int8_weights=False,
+        cache_dir=DEFAULT_CACHE_DIR, import_cache=None)
+    unknown = sorted(set(kw) - set(opts))
+    if unknown:
+        raise ConfigError(f"unknown option(s) for auto calibration: {', '.join(unknown)}")
+    opts.update(kw)
+    results = _quantize_int8_methods(model, calib, chosen, num_images=num_images, **opts)
+    variants: dict[str, Any] = {"fp32": model}
+    variants.update({f"int8-{k}": r.model for k, r in results.items()})
+    rows = evaluate_variants(variants, val, num_images=val_images, seed=seed)
+    labelled = rows[0].top1 is not None
+
+    def score(r: VariantMetrics) -> tuple:
+        return ((r.top1, r.agreement, -r.mean_abs_diff) if labelled
+                else (r.agreement, -r.mean_abs_diff))
+
+    best_row = max(rows[1:], key=score)
+    best = results[best_row.name[len("int8-"):]]
+    if output is not None:
+        best = _with_path(best, save_model(best.model, output))
+    log.info("auto: kept %s (%s)", best.method.value, "top-1" if labelled else "agreement")
+    return AutoQuantizeResult(best, results, tuple(rows), "top1" if labelled else "agreement")
