@@ -86,7 +86,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args(argv)
 
-    import numpy as np
     import onnx
     import onnxruntime
     import torch

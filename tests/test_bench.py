@@ -5,9 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xception_trt.bench import (BenchConfig, LatencyStats, benchmark_runner, evaluate,
-                                label_mapping, load_pixels, make_input, measure_latency,
-                                unique_names)
+from xception_trt.bench import (
+    BenchConfig,
+    LatencyStats,
+    benchmark_runner,
+    evaluate,
+    label_mapping,
+    load_pixels,
+    make_input,
+    measure_latency,
+    unique_names,
+)
 from xception_trt.config import ModelSpec, Precision
 from xception_trt.errors import BenchError, ConfigError, DataError, EngineError
 from xception_trt.runners import OnnxRuntimeRunner, TorchRunner

@@ -18,8 +18,7 @@ from xception_trt.config import BuildConfig, ModelSpec, Precision
 from xception_trt.errors import BuildError, EngineError, GraphError
 from xception_trt.fsio import default_file_mode, sha256_file
 from xception_trt.onnx_meta import write_metadata
-from xception_trt.trt.builder import (build_engine, read_sidecar, resolve_flavour,
-                                      sidecar_path)
+from xception_trt.trt.builder import build_engine, read_sidecar, resolve_flavour, sidecar_path
 
 trt_rtx = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX builds engines on the CPU")
 

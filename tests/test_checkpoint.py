@@ -3,14 +3,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from keras_reference import keras_xception_logits, random_keras_layers, write_keras_h5
 
-from xception_trt.checkpoint import (convert_timm_state_dict, load_model, read_checkpoint,
-                                     save_checkpoint)
+from xception_trt.checkpoint import (
+    convert_timm_state_dict,
+    load_model,
+    read_checkpoint,
+    save_checkpoint,
+)
 from xception_trt.config import ModelSpec, PoolPadding
 from xception_trt.errors import CheckpointError
 from xception_trt.model import build_xception, scaled_channels
-
-from keras_reference import keras_xception_logits, random_keras_layers, write_keras_h5
 
 
 def _logits(model, x):

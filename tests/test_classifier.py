@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from xception_trt.classifier import Classifier, Prediction
 from xception_trt.cli import main
 from xception_trt.errors import ConfigError, DataError
-from xception_trt.classifier import Classifier, Prediction
 from xception_trt.runners import TorchRunner
 
 

@@ -79,8 +79,8 @@ def test_console_script_runs():
 def test_convert_keras_to_safetensors(tmp_path, capsys):
     import numpy as np
     import torch
-
     from keras_reference import random_keras_layers, write_keras_h5
+
     from xception_trt.checkpoint import load_model
     from xception_trt.model import scaled_channels
 

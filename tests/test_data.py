@@ -5,7 +5,13 @@ import pytest
 from PIL import Image
 
 from xception_trt.config import InputFormat, ModelSpec
-from xception_trt.data import BatchLoader, open_dataset, read_file_list, scan_folder, write_file_list
+from xception_trt.data import (
+    BatchLoader,
+    open_dataset,
+    read_file_list,
+    scan_folder,
+    write_file_list,
+)
 from xception_trt.errors import DataError
 
 SPEC = ModelSpec(input_size=71, num_classes=4)

@@ -12,8 +12,15 @@ import pytest
 
 from xception_trt.config import AugmentConfig, TrainConfig
 from xception_trt.data import scan_folder
-from xception_trt.demo import (DIGITS_SPLITS, STEP_NAMES, DemoCallbacks, DemoConfig,
-                               load_digits_arrays, materialise_digits, run_demo)
+from xception_trt.demo import (
+    DIGITS_SPLITS,
+    STEP_NAMES,
+    DemoCallbacks,
+    DemoConfig,
+    load_digits_arrays,
+    materialise_digits,
+    run_demo,
+)
 from xception_trt.errors import ConfigError, DataError
 
 

@@ -14,8 +14,14 @@ from xception_trt import graph as G
 from xception_trt.cli import main
 from xception_trt.config import InputFormat, ModelSpec, Precision
 from xception_trt.errors import CheckpointError, ExportError, GraphError
-from xception_trt.export import (ExportResult, export_onnx, parity_inputs,
-                                 read_export_settings, state_dict_sha256, verify_parity)
+from xception_trt.export import (
+    ExportResult,
+    export_onnx,
+    parity_inputs,
+    read_export_settings,
+    state_dict_sha256,
+    verify_parity,
+)
 from xception_trt.fsio import sha256_file
 from xception_trt.onnx_meta import read_metadata
 from xception_trt.preprocess import preprocess_batch

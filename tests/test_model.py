@@ -5,8 +5,13 @@ import torch
 
 from xception_trt.config import ModelSpec, PoolPadding
 from xception_trt.errors import ConfigError
-from xception_trt.model import (Block, SeparableConv2d, TFSameMaxPool2d, build_xception,
-                                count_parameters)
+from xception_trt.model import (
+    Block,
+    SeparableConv2d,
+    TFSameMaxPool2d,
+    build_xception,
+    count_parameters,
+)
 
 
 def test_paper_parameter_count_is_exact():

@@ -16,10 +16,18 @@ from xception_trt.config import BuildConfig, Precision
 from xception_trt.errors import BuildError, ConfigError
 from xception_trt.fsio import sha256_file
 from xception_trt.onnx_meta import read_metadata
-from xception_trt.pipeline import (AUTO_CALIBRATION, CALIBRATION_CHOICES, ArtifactLayout,
-                                   PipelineCallbacks, build, build_engines,
-                                   calibration_fingerprint, export_checkpoint, make_variant,
-                                   parse_calibration_method)
+from xception_trt.pipeline import (
+    AUTO_CALIBRATION,
+    CALIBRATION_CHOICES,
+    ArtifactLayout,
+    PipelineCallbacks,
+    build,
+    build_engines,
+    calibration_fingerprint,
+    export_checkpoint,
+    make_variant,
+    parse_calibration_method,
+)
 from xception_trt.precision import CalibrationMethod
 
 

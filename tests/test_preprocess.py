@@ -8,8 +8,15 @@ from PIL import Image
 
 from xception_trt.config import InputFormat, ModelSpec
 from xception_trt.errors import DataError
-from xception_trt.preprocess import (normalize, open_image, preprocess, preprocess_batch,
-                                     preprocess_uint8, resize_crop, to_rgb)
+from xception_trt.preprocess import (
+    normalize,
+    open_image,
+    preprocess,
+    preprocess_batch,
+    preprocess_uint8,
+    resize_crop,
+    to_rgb,
+)
 
 SPEC = ModelSpec(input_size=71, crop_pct=0.875, num_classes=2)
 

@@ -9,12 +9,27 @@ import stat
 
 import pytest
 
-from xception_trt.bench import (AccuracyResult, AgreementResult, EvalResult, LatencyResult,
-                                LatencyStats, RunnerBenchmark, RunnerEvaluation)
+from xception_trt.bench import (
+    AccuracyResult,
+    AgreementResult,
+    EvalResult,
+    LatencyResult,
+    LatencyStats,
+    RunnerBenchmark,
+    RunnerEvaluation,
+)
 from xception_trt.cli import main
 from xception_trt.errors import BenchError
-from xception_trt.report import (SCHEMA, SCHEMA_VERSION, build_report, check_report_dir,
-                                 load_report, render_markdown, validate_report, write_report)
+from xception_trt.report import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    build_report,
+    check_report_dir,
+    load_report,
+    render_markdown,
+    validate_report,
+    write_report,
+)
 
 SYSTEM = {"cpu": "Test CPU", "cpu_count": 2, "platform": "test", "software": {
     "python": "3.x", "xception-trt": "0.1.0", "onnxruntime": "1.x", "torch": "2.x"},

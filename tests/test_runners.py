@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from xception_trt.config import InputFormat, Precision
+from xception_trt.contract import Runner, TensorSpec, check_batch
 from xception_trt.errors import ConfigError, EngineError, GraphError
 from xception_trt.preprocess import normalize
-from xception_trt.contract import Runner, TensorSpec, check_batch
 from xception_trt.runners import OnnxRuntimeRunner, TorchRunner, open_runner, runner_kind
 
 

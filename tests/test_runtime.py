@@ -26,12 +26,12 @@ import numpy as np
 import pytest
 
 from xception_trt.config import InputFormat, ModelSpec, Precision
-from xception_trt.errors import BuildError, EngineError
 from xception_trt.contract import TensorSpec, input_spec_for, output_spec_for
-from xception_trt.trt import cuda as xc
-from xception_trt.trt.devices import query_devices
-from xception_trt.trt.cuda_runner import CudaRunnerBase, check_device_batch, check_device_output
+from xception_trt.errors import BuildError, EngineError
 from xception_trt.sidecar import model_facts as model_facts_from_sidecar
+from xception_trt.trt import cuda as xc
+from xception_trt.trt.cuda_runner import CudaRunnerBase, check_device_batch, check_device_output
+from xception_trt.trt.devices import query_devices
 from xception_trt.trt.runtime import EngineIO, TensorRTRunner, describe_engine
 
 HAS_GPU = bool(query_devices().gpus)

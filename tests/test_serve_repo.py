@@ -13,9 +13,14 @@ from xception_trt.cli import main
 from xception_trt.errors import ConfigError, ServeError
 from xception_trt.fsio import sha256_file
 from xception_trt.serve import python_model
-from xception_trt.serve.repository import (RepositoryOptions, describe_model, plan_repository,
-                                           validate_config_text, validate_repository,
-                                           write_repository)
+from xception_trt.serve.repository import (
+    RepositoryOptions,
+    describe_model,
+    plan_repository,
+    validate_config_text,
+    validate_repository,
+    write_repository,
+)
 
 pytest.importorskip("tritonclient.grpc", reason="needs tritonclient[grpc] (the serve extra)")
 

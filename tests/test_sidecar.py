@@ -9,8 +9,15 @@ import pytest
 
 from xception_trt.config import InputFormat, ModelSpec, Precision
 from xception_trt.errors import EngineError
-from xception_trt.sidecar import (SIDECAR_SCHEMA, BuildDevice, EngineSidecar, Profile,
-                                  TensorRecord, read_sidecar, sidecar_path)
+from xception_trt.sidecar import (
+    SIDECAR_SCHEMA,
+    BuildDevice,
+    EngineSidecar,
+    Profile,
+    TensorRecord,
+    read_sidecar,
+    sidecar_path,
+)
 
 #: Written by xception-trt 0.1.0's builder (TensorRT-RTX 1.7, width-0.25 model at 71 px, SM86).
 OLD = Path(__file__).parent / "data" / "engine_sidecar_0.1.0.json"

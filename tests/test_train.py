@@ -14,10 +14,18 @@ from xception_trt.checkpoint import load_model, read_checkpoint
 from xception_trt.config import AugmentConfig, ModelSpec, TrainConfig
 from xception_trt.data import scan_folder
 from xception_trt.errors import CheckpointError, ConfigError, DataError
-from xception_trt.preprocess import preprocess_uint8, to_rgb, open_image
-from xception_trt.train import (RESUME_FORMAT, TrainCallbacks, augment_image, evaluate,
-                                load_resume_state, prepare_model, resume_path, split_dataset,
-                                train)
+from xception_trt.preprocess import open_image, preprocess_uint8, to_rgb
+from xception_trt.train import (
+    RESUME_FORMAT,
+    TrainCallbacks,
+    augment_image,
+    evaluate,
+    load_resume_state,
+    prepare_model,
+    resume_path,
+    split_dataset,
+    train,
+)
 
 #: A tiny Xception for training tests (no middle blocks: fastest that still has every block kind).
 ARCH = dict(width=0.125, middle_blocks=0, input_size=71)

@@ -10,12 +10,24 @@ import pytest
 from xception_trt.config import BuildConfig, ModelSpec, Precision, normalise_compute_capability
 from xception_trt.errors import BuildError, ConfigError, EngineError
 from xception_trt.sidecar import EngineSidecar
-from xception_trt.trt.builder import (load_timing_cache, parse_inspector_json, parse_layer_log,
-                                      parser_error_lines, save_timing_cache)
-from xception_trt.trt.compat import (RTX_DEFAULT_TARGETS, check_options, check_sidecar_compat,
-                                     compute_capability_tuple, engine_cache_key,
-                                     network_and_precision_plan, parse_version, rebuild_command,
-                                     timing_cache_filename)
+from xception_trt.trt.builder import (
+    load_timing_cache,
+    parse_inspector_json,
+    parse_layer_log,
+    parser_error_lines,
+    save_timing_cache,
+)
+from xception_trt.trt.compat import (
+    RTX_DEFAULT_TARGETS,
+    check_options,
+    check_sidecar_compat,
+    compute_capability_tuple,
+    engine_cache_key,
+    network_and_precision_plan,
+    parse_version,
+    rebuild_command,
+    timing_cache_filename,
+)
 
 P = Precision
 

@@ -21,16 +21,17 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from .config import InputFormat, ModelSpec, Precision
-from .errors import BenchError, ConfigError, DataError
 from .classifier import softmax
+from .config import InputFormat, ModelSpec, Precision
 from .contract import Runner
+from .errors import BenchError, ConfigError, DataError
 from .runners import open_runner
 
 __all__ = ["BenchConfig", "LatencyStats", "LatencyResult", "RunnerBenchmark", "MemorySampler",

@@ -11,15 +11,16 @@ import json
 import logging
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 
 from . import __version__
-from .config import ModelSpec, PoolPadding
+from .config import ModelSpec
 from .errors import CheckpointError, ConfigError, DependencyError
 from .fsio import atomic_path, sha256_file
 from .model import Block, SeparableConv2d, Xception, build_xception, scaled_channels
@@ -355,9 +356,8 @@ def read_checkpoint(path: str | os.PathLike[str], **spec_fields: Any) -> LoadedC
     digest = sha256_file(path)
     metadata: dict[str, str] = {}
     if suffix == ".safetensors":
-        from safetensors import SafetensorError
+        from safetensors import SafetensorError, safe_open
         from safetensors.torch import load_file
-        from safetensors import safe_open
 
         try:
             with safe_open(str(path), framework="pt") as fh:

@@ -8,8 +8,9 @@ model file (engine, ONNX or checkpoint) through the runner registry::
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

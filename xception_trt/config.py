@@ -11,8 +11,9 @@ import json
 import math
 import numbers
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import ConfigError
 

@@ -35,8 +35,14 @@ from . import __version__
 from .config import InputFormat, ModelSpec, Precision
 from .errors import ConfigError, ExportError, GraphError
 from .fsio import atomic_path, check_writable_dir
-from .graph import (MIN_OPSET, GraphReport, clean_graph, graph_report,
-                    max_supported_opset, uint8_nhwc_model)
+from .graph import (
+    MIN_OPSET,
+    GraphReport,
+    clean_graph,
+    graph_report,
+    max_supported_opset,
+    uint8_nhwc_model,
+)
 from .onnx_meta import INPUT_NAME, OUTPUT_NAME, load_onnx, read_metadata, write_metadata
 
 __all__ = [

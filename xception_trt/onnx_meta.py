@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .config import InputFormat, ModelSpec, Precision
 from .errors import ConfigError, GraphError
@@ -86,7 +87,7 @@ def write_metadata(model: Any, entries: Mapping[str, Any]) -> Any:
     for key, value in entries.items():
         if isinstance(value, ModelSpec):
             value = value.to_json()
-        elif hasattr(value, "value") and isinstance(getattr(value, "value"), str):
+        elif hasattr(value, "value") and isinstance(value.value, str):
             value = value.value
         elif not isinstance(value, str):
             value = json.dumps(value, sort_keys=True, default=str)

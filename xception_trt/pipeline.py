@@ -35,8 +35,14 @@ from .config import BuildConfig, InputFormat, Precision, check_int
 from .errors import BuildError, ConfigError, GraphError, XceptionTRTError
 from .fsio import atomic_write_json, sha256_file
 from .onnx_meta import read_metadata
-from .precision import (AutoQuantizeResult, CalibrationMethod, QuantizeResult, auto_quantize_int8,
-                        quantize_int8, to_fp16)
+from .precision import (
+    AutoQuantizeResult,
+    CalibrationMethod,
+    QuantizeResult,
+    auto_quantize_int8,
+    quantize_int8,
+    to_fp16,
+)
 
 if TYPE_CHECKING:  # only for annotations: importing trt.builder stays lazy (see build_engines)
     from .export import ExportResult
@@ -54,7 +60,7 @@ log = logging.getLogger(__name__)
 #: calibration images (:func:`xception_trt.precision.auto_quantize_int8`).
 AUTO_CALIBRATION = "auto"
 #: Every value :func:`make_variant` accepts as ``calibration_method``.
-CALIBRATION_CHOICES: tuple[str, ...] = (*(m.value for m in CalibrationMethod), AUTO_CALIBRATION)
+CALIBRATION_CHOICES: tuple[str, ...] = (*CalibrationMethod.choices(), AUTO_CALIBRATION)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,15 +13,23 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from .config import InputFormat, ModelSpec, Precision, check_int
-from .contract import (ENGINE_SUFFIXES, ONNX_SUFFIXES, Runner, RunnerBase, RunnerKind,
-                       input_spec_for, output_spec_for)
+from .contract import (
+    ENGINE_SUFFIXES,
+    ONNX_SUFFIXES,
+    Runner,
+    RunnerBase,
+    RunnerKind,
+    input_spec_for,
+    output_spec_for,
+)
 from .errors import ConfigError, EngineError
 from .onnx_meta import INPUT_NAME, OUTPUT_NAME
 

@@ -15,7 +15,7 @@ import logging
 import os
 import pkgutil
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import XceptionTRTError

@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib", metavar="DIR", default=None,
                    help="folder of calibration images (needed for int8; fp16 uses them for its "
                         "range check, else random inputs)")
-    p.add_argument("--calib-method", choices=[m.value for m in CalibrationMethod], default=None,
+    p.add_argument("--calib-method", choices=CalibrationMethod.choices(), default=None,
                    help="INT8 calibration method (default: entropy)")
     p.add_argument("--name", default=None,
                    help="file stem of the outputs (default: the source file's stem)")

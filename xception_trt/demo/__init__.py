@@ -16,8 +16,16 @@ cannot run here is reported as skipped with the reason, a step that fails as fai
 error. Settings, results and hooks are in :mod:`.config`.
 """
 
-from .config import (DEMO_SPEC_FIELDS, REPORT_NAME, STEP_NAMES, DemoCallbacks, DemoConfig,
-                     DemoResult, StepResult, default_train_config)
+from .config import (
+                     DEMO_SPEC_FIELDS,
+                     REPORT_NAME,
+                     STEP_NAMES,
+                     DemoCallbacks,
+                     DemoConfig,
+                     DemoResult,
+                     StepResult,
+                     default_train_config,
+)
 from .data import DIGITS_SPLITS, DemoData, load_digits_arrays, materialise_digits
 from .run import run_demo
 

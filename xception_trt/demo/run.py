@@ -21,8 +21,15 @@ from ..fsio import atomic_write_json, check_writable_dir, sha256_file
 from ..onnx_meta import read_metadata
 from ..pipeline import ArtifactLayout, build_engines, export_checkpoint, make_variant
 from ..train import load_resume_state, resume_path, train
-from .config import (DEMO_SPEC_FIELDS, REPORT_NAME, STEP_NAMES, DemoCallbacks, DemoConfig,
-                     DemoResult, StepResult)
+from .config import (
+    DEMO_SPEC_FIELDS,
+    REPORT_NAME,
+    STEP_NAMES,
+    DemoCallbacks,
+    DemoConfig,
+    DemoResult,
+    StepResult,
+)
 from .data import DIGITS_SPLITS, DemoData, materialise_digits
 
 __all__ = ["run_demo"]

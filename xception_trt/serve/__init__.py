@@ -66,7 +66,12 @@ if TYPE_CHECKING:
     from .client import Classification, ModelStats, TritonClient, read_metrics
     from .options import InstanceKind, RepositoryOptions, ServeBackend
     from .repository import plan_repository, write_repository
-    from .server import (TritonDistribution, TritonServer, container_command, find_tritonserver,
-                         free_port)
+    from .server import (
+        TritonDistribution,
+        TritonServer,
+        container_command,
+        find_tritonserver,
+        free_port,
+    )
     from .source import ModelSource, SourceKind, describe_model
     from .validate import RepositoryInfo, validate_config_text, validate_repository

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 

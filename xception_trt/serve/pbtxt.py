@@ -7,7 +7,8 @@ Text, not protobuf objects: the text is what ships, and parsing it back with Tri
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -15,8 +16,14 @@ from .. import __version__
 from ..config import ModelSpec
 from ..errors import ServeError
 from ..onnx_meta import INPUT_NAME, OUTPUT_NAME
-from .options import (IMAGE_INPUT_NAME, LABELS_FILE, PARAM_PREFIX, InstanceKind, RepositoryOptions,
-                      ServeBackend)
+from .options import (
+    IMAGE_INPUT_NAME,
+    LABELS_FILE,
+    PARAM_PREFIX,
+    InstanceKind,
+    RepositoryOptions,
+    ServeBackend,
+)
 from .source import ModelSource, SourceKind
 
 __all__ = ["triton_dtype", "classifier_config", "preprocess_config", "ensemble_config",

@@ -14,8 +14,9 @@ install xception-trt into the server's Python environment or point the model's
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -24,16 +24,24 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Mapping, Union
+from typing import Union
 
 from ..errors import ServeError
-from .options import (DEFAULT_MAX_BATCH, ENSEMBLE_SUFFIX, IMAGE_INPUT_NAME, LABELS_FILE,
-                      PREPROCESS_SUFFIX, SPEC_FILE, InstanceKind, RepositoryOptions,
-                      ServeBackend)
-from .pbtxt import (classifier_config, ensemble_config, labels_text, preprocess_config,
-                    triton_dtype)
+from .options import (
+    DEFAULT_MAX_BATCH,
+    ENSEMBLE_SUFFIX,
+    IMAGE_INPUT_NAME,
+    LABELS_FILE,
+    PREPROCESS_SUFFIX,
+    SPEC_FILE,
+    InstanceKind,
+    RepositoryOptions,
+    ServeBackend,
+)
+from .pbtxt import classifier_config, ensemble_config, labels_text, preprocess_config, triton_dtype
 from .source import ModelSource, SourceKind, describe_model, engine_source_from_sidecar
 from .validate import RepositoryInfo, validate_config_text, validate_repository
 

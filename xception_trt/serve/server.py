@@ -31,9 +31,9 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from ..errors import ServeError
 

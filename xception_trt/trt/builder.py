@@ -18,22 +18,29 @@ import re
 import tempfile
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 from .. import __version__
 from ..config import BuildConfig
 from ..errors import BuildError, EngineError
 from ..fsio import atomic_write_bytes, check_writable_dir, default_file_mode, sha256_file
-from ..onnx_meta import OnnxMeta, read_metadata
 from ..host import cpu_model
-from . import TensorRTFlavour, available_flavours, import_flavour
-from .logger import make_logger
+from ..onnx_meta import OnnxMeta, read_metadata
 from ..sidecar import SIDECAR_SCHEMA, EngineSidecar, read_sidecar, sidecar_path
-from .compat import (BuildPlan, check_options, check_sidecar_compat,
-                     engine_cache_key, network_and_precision_plan, rebuild_command,
-                     timing_cache_filename)
+from . import TensorRTFlavour, available_flavours, import_flavour
+from .compat import (
+    BuildPlan,
+    check_options,
+    check_sidecar_compat,
+    engine_cache_key,
+    network_and_precision_plan,
+    rebuild_command,
+    timing_cache_filename,
+)
+from .logger import make_logger
 
 __all__ = [
     "EngineArtifact",

@@ -24,8 +24,9 @@ import hashlib
 import json
 import re
 import shlex
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ..config import BuildConfig, Precision, TensorRTBackend, normalise_compute_capability
 from ..errors import BuildError, EngineError

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 __all__ = ["GpuInfo", "DeviceReport", "query_devices"]
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable, NoReturn, Protocol, Sequence, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, Protocol, runtime_checkable
 
 import numpy as np
 

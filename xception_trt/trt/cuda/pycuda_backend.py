@@ -11,7 +11,8 @@ import contextlib
 import importlib
 import importlib.util
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
