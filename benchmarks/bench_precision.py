@@ -109,28 +109,10 @@ def part_time(args: argparse.Namespace, work: Path) -> dict:
 
 
 def _digits(work: Path) -> tuple[Path, Path, Path]:
-    try:
-        from xception_trt.demo import materialise_digits
-    except ImportError:  # the demo module is not in this checkout: write the folders here
-        materialise_digits = None
-    if materialise_digits is not None:
-        d = materialise_digits(work / "digits")
-        return d.train, d.calibration, d.validation
-    from PIL import Image
-    from sklearn.datasets import load_digits
+    from xception_trt.demo import materialise_digits
 
-    bunch = load_digits()
-    rng = np.random.default_rng(0)
-    order = rng.permutation(len(bunch.target))
-    root = work / "digits"
-    splits = {"validation": order[:540], "calibration": order[540:720], "train": order[720:]}
-    for split, idx in splits.items():
-        for i in idx:
-            folder = root / split / str(bunch.target[i])
-            folder.mkdir(parents=True, exist_ok=True)
-            img = np.round(bunch.images[i] * 255.0 / 16.0).astype(np.uint8)
-            Image.fromarray(img).save(folder / f"{i:04d}.png")
-    return root / "train", root / "calibration", root / "validation"
+    d = materialise_digits(work / "digits")
+    return d.train, d.calibration, d.validation
 
 
 def _train(train_dir: Path, spec, epochs: int, seed: int = 0):

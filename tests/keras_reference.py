@@ -16,8 +16,8 @@ def _tf_same_pads(n: int, k: int, s: int) -> tuple[int, int]:
 
 
 def _pad_same(x, k, s, value=0.0):
-    (t, b), (l, r) = _tf_same_pads(x.shape[1], k, s), _tf_same_pads(x.shape[2], k, s)
-    return np.pad(x, ((0, 0), (t, b), (l, r), (0, 0)), constant_values=value)
+    (top, bottom), (left, right) = _tf_same_pads(x.shape[1], k, s), _tf_same_pads(x.shape[2], k, s)
+    return np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=value)
 
 
 def conv(x, kernel, stride=1, padding="valid"):
@@ -63,7 +63,8 @@ def keras_xception_logits(layers, x_nhwc, *, middle_blocks):
 
     def residual(x):
         nonlocal res_i
-        r = bn(conv(x, L[f"conv2d_{res_i}"]["kernel"], 2, "same"), L[f"batch_normalization_{res_i}"])
+        r = bn(conv(x, L[f"conv2d_{res_i}"]["kernel"], 2, "same"),
+               L[f"batch_normalization_{res_i}"])
         res_i += 1
         return r
 

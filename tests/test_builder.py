@@ -74,7 +74,8 @@ def test_float_dynamic_engine_and_sidecar(engines, graphs, tiny_spec):
     art = engines["float"]
     assert not art.cache_hit and art.path.is_file() and art.sidecar_path == sidecar_path(art.path)
     side = art.sidecar.to_dict()
-    assert side == read_sidecar(art.path, verify=True).to_dict()  # what is on disk is what was returned
+    # what is on disk is what was returned
+    assert side == read_sidecar(art.path, verify=True).to_dict()
     assert side["tensorrt"]["flavour"] == "tensorrt_rtx"
     assert side["tensorrt"]["version"] == trt_rtx.__version__
     assert side["tensorrt"]["strongly_typed"] is True
@@ -124,7 +125,8 @@ def test_fixed_batch_graphs_need_no_profile(engines, key, shape):
 
 def test_fixed_batch_profile_on_a_dynamic_graph(graphs, tmp_path):
     art = build_engine(graphs["float"], RTX.replace(batch=3), engine_path=tmp_path / "b3.engine")
-    assert art.sidecar.to_dict()["profile"]["min"] == art.sidecar.to_dict()["profile"]["max"] == [3, 3, 71, 71]
+    profile = art.sidecar.to_dict()["profile"]
+    assert profile["min"] == profile["max"] == [3, 3, 71, 71]
     assert "--batch 3" in art.sidecar.to_dict()["rebuild_command"]
 
 
@@ -188,7 +190,8 @@ def test_cache_hit_and_invalidation(graphs, tmp_path):
     other_graph = build_engine(graphs["uint8"], cfg.replace(max_batch=3,
                                                             compute_capabilities=("sm89",)),
                                engine_path=engine)
-    assert not other_graph.cache_hit and other_graph.sidecar.to_dict()["input_format"] == "uint8-nhwc"
+    assert not other_graph.cache_hit
+    assert other_graph.sidecar.to_dict()["input_format"] == "uint8-nhwc"
 
     forced = build_engine(graphs["uint8"], cfg.replace(max_batch=3,
                                                        compute_capabilities=("sm89",)),
@@ -203,7 +206,8 @@ def test_corrupt_engine_or_sidecar_is_rebuilt(graphs, tmp_path):
     with pytest.raises(EngineError, match="does not match its sidecar"):
         read_sidecar(engine, verify=True)
     rebuilt = build_engine(graphs["float"], RTX, engine_path=engine)
-    assert not rebuilt.cache_hit and rebuilt.sidecar.to_dict()["cache_key"] == good.sidecar.to_dict()["cache_key"]
+    assert not rebuilt.cache_hit
+    assert rebuilt.sidecar.to_dict()["cache_key"] == good.sidecar.to_dict()["cache_key"]
     assert read_sidecar(engine, verify=True) == rebuilt.sidecar
     sidecar_path(engine).write_text("{ not json")
     with pytest.raises(EngineError, match="unreadable"):

@@ -3,6 +3,8 @@ open_runner picks the backend by file type."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -37,7 +39,7 @@ def test_tensor_spec_normalises_and_describes():
     assert spec.shape == (-1, 3, 71, 71) and spec.dtype == np.float32
     assert spec.describe() == "input[N,3,71,71] float32"
     assert spec.to_dict() == {"name": "input", "shape": [-1, 3, 71, 71], "dtype": "float32"}
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         spec.name = "x"  # frozen
 
 

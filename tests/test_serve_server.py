@@ -117,7 +117,8 @@ def test_classification_returns_label_names(served, reference, tiny_spec):
     want = reference(x)
     for row, entries in zip(want, top):
         assert [e.index for e in entries] == list(np.argsort(-row)[:2])
-        assert [e.label for e in entries] == [tiny_spec.class_names()[i] for i in np.argsort(-row)[:2]]
+        names = tiny_spec.class_names()
+        assert [e.label for e in entries] == [names[i] for i in np.argsort(-row)[:2]]
         np.testing.assert_allclose([e.score for e in entries], np.sort(row)[::-1][:2], atol=1e-5)
 
 

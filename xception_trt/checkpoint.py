@@ -2,7 +2,8 @@
 official Keras ImageNet HDF5 weights.
 
 Readers are I/O at the edges; conversions are pure ``dict -> dict`` functions. Nothing here
-unpickles arbitrary objects: ``.pth``/``.bin`` files are read with ``torch.load(weights_only=True)``.
+unpickles arbitrary objects: ``.pth``/``.bin`` files are read with
+``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations

@@ -61,7 +61,8 @@ class StrEnum(str, enum.Enum):
             return cls(str(value).lower())
         except ValueError:
             choices = ", ".join(m.value for m in cls)
-            raise ConfigError(f"unknown {cls.__name__} {value!r}; choose one of: {choices}") from None
+            raise ConfigError(f"unknown {cls.__name__} {value!r}; choose one of: "
+                              f"{choices}") from None
 
 
 class Precision(StrEnum):

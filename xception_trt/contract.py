@@ -270,7 +270,8 @@ class RunnerBase(Runner):
         state = "closed" if self._closed else getattr(self, "device", "?")
         name = getattr(self, "name", "?")
         ins, outs = getattr(self, "input_spec", None), getattr(self, "output_spec", None)
-        io = f" {ins.describe()} -> {outs.describe()}" if ins is not None and outs is not None else ""
+        io = (f" {ins.describe()} -> {outs.describe()}" if ins is not None and outs is not None
+              else "")
         return f"<{type(self).__name__} {name}{io} ({state})>"
 
 

@@ -116,7 +116,8 @@ def scan_folder(root: str | os.PathLike[str]) -> Dataset:
     if not root.exists():
         raise DataError(f"data folder {root} does not exist")
     if not root.is_dir():
-        raise DataError(f"{root} is not a folder; give a folder of images or a file list (.txt/.csv)")
+        raise DataError(f"{root} is not a folder; give a folder of images or a file list "
+                        "(.txt/.csv)")
     entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
     class_dirs = [p for p in entries if p.is_dir()]
     top_files = [p for p in entries if p.is_file()]
@@ -151,7 +152,8 @@ def scan_folder(root: str | os.PathLike[str]) -> Dataset:
             records.extend(ImageRecord(p, idx) for p in images)
         return Dataset(tuple(records), class_names, root, tuple(ignored))
     if not top_images:
-        raise DataError(f"no images found in {root} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise DataError(f"no images found in {root} (looked for "
+                        f"{', '.join(sorted(IMAGE_SUFFIXES))})")
     return Dataset(tuple(ImageRecord(p) for p in top_images), (), root, tuple(ignored))
 
 
@@ -202,7 +204,8 @@ def read_file_list(path: str | os.PathLike[str], *,
     missing = [r.path for r in records if not r.path.is_file()]
     if missing:
         raise DataError(f"{path}: {len(missing)} listed image(s) do not exist: "
-                        + ", ".join(str(p) for p in missing[:5]) + (" ..." if len(missing) > 5 else ""))
+                        + ", ".join(str(p) for p in missing[:5])
+                        + (" ..." if len(missing) > 5 else ""))
     labelled = [r.label is not None for r in records]
     if any(labelled) and not all(labelled):
         raise DataError(f"{path}: some lines have labels and some do not; label every line or none")

@@ -17,8 +17,8 @@ from typing import Any
 
 from .errors import XceptionTRTError
 
-__all__ = ["default_file_mode", "atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
-           "sha256_file", "sha256_bytes", "check_writable_dir"]
+__all__ = ["default_file_mode", "atomic_path", "atomic_write_bytes", "atomic_write_text",
+           "atomic_write_json", "sha256_file", "sha256_bytes", "check_writable_dir"]
 
 
 def check_writable_dir(directory: Path, *, what: str = "output",

@@ -227,15 +227,10 @@ def remove_identity_dropout(graph: _Graph) -> _Graph:
         if node.op == "Dropout" and len(node.outputs) > 1 and node.outputs[1].outputs:
             continue  # the mask is consumed: not a no-op
         src, dst = node.inputs[0], node.outputs[0]
-        if id(dst) in graph_outputs:
-            if src in graph.inputs or src in graph.outputs or _is_constant(src):
-                continue
-            src.name, src.dtype, src.shape = dst.name, dst.dtype, dst.shape
-            graph.outputs = [src if t is dst else t for t in graph.outputs]
-        else:
-            _reroute(dst, src)
-        node.outputs.clear()
-        node.inputs.clear()
+        if id(dst) in graph_outputs and (src in graph.inputs or src in graph.outputs
+                                         or _is_constant(src)):
+            continue  # the graph output would lose its own tensor
+        _bypass(graph, node)
     return graph.cleanup()
 
 
@@ -380,7 +375,7 @@ def _reroute(old: Any, new: Any) -> None:
 def _bypass(graph: _Graph, node: Any) -> None:
     """Remove a single-input single-output no-op node, keeping graph output names."""
     src, dst = node.inputs[0], node.outputs[0]
-    if dst in graph.outputs:
+    if any(t is dst for t in graph.outputs):
         src.name, src.dtype, src.shape = dst.name, dst.dtype, dst.shape
         graph.outputs = [src if t is dst else t for t in graph.outputs]
     else:

@@ -13,7 +13,6 @@ import os
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -26,7 +25,7 @@ __all__ = ["ImageSource", "open_image", "to_rgb", "resize_crop", "preprocess_uin
 
 log = logging.getLogger(__name__)
 
-ImageSource = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
+ImageSource = str | os.PathLike | bytes | Image.Image | np.ndarray
 
 PIL_FILTERS = {
     Interpolation.NEAREST: Image.Resampling.NEAREST,

@@ -334,8 +334,10 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
             acc, ra = e.get("accuracy") or {}, (ref or {}).get("accuracy") or {}
             agr = e.get("agreement") or {}
             is_ref = e is ref
-            row += [_pct(acc.get("top1")), "ref" if is_ref else _pp(acc.get("top1"), ra.get("top1")),
-                    _pct(acc.get("top5")), "ref" if is_ref else _pp(acc.get("top5"), ra.get("top5")),
+            row += [_pct(acc.get("top1")),
+                    "ref" if is_ref else _pp(acc.get("top1"), ra.get("top1")),
+                    _pct(acc.get("top5")),
+                    "ref" if is_ref else _pp(acc.get("top5"), ra.get("top5")),
                     "ref" if is_ref else _pct(agr.get("top1_agreement")),
                     "ref" if is_ref else _sci(agr.get("max_abs_logit_diff")),
                     "ref" if is_ref else _sci(agr.get("kl_mean"))]

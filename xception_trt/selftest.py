@@ -13,8 +13,8 @@ Two groups of checks:
 
 :class:`StandInRunner` is a **STAND-IN, not a neural network**: an NVRTC-compiled kernel
 ``logits[n, k] = a * x[n].flat[k] + b`` behind exactly the per-call path of ``TensorRTRunner``
-(:class:`~xception_trt.trt.cuda_runner.CudaRunnerBase`), so a GPU without TensorRT (e.g. an H100 with
-CUDA 13) still exercises and times the real buffer/stream/graph code.
+(:class:`~xception_trt.trt.cuda_runner.CudaRunnerBase`), so a GPU without TensorRT (e.g. an
+H100 with CUDA 13) still exercises and times the real buffer/stream/graph code.
 
 :func:`missing_requirements` says precisely what this machine lacks for each group.
 """

@@ -65,6 +65,9 @@ class EngineFile:
     bytes: int
     sha256: str
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "bytes": self.bytes, "sha256": self.sha256}
+
 
 @dataclass(frozen=True)
 class TensorRTInfo:
@@ -173,8 +176,7 @@ class EngineSidecar:
             "xception_trt_version": self.xception_trt_version,
             "created": self.created,
             "build_seconds": self.build_seconds,
-            "engine": {"file": self.engine.file, "bytes": self.engine.bytes,
-                       "sha256": self.engine.sha256},
+            "engine": self.engine.to_dict(),
             "tensorrt": self.tensorrt.to_dict(),
             "device": self.device.to_dict() if self.device else None,
             "targets": list(self.targets) if self.targets is not None else None,

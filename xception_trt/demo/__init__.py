@@ -16,19 +16,12 @@ cannot run here is reported as skipped with the reason, a step that fails as fai
 error. Settings, results and hooks are in :mod:`.config`.
 """
 
-from .config import (
-                     DEMO_SPEC_FIELDS,
-                     REPORT_NAME,
-                     STEP_NAMES,
-                     DemoCallbacks,
-                     DemoConfig,
-                     DemoResult,
-                     StepResult,
-                     default_train_config,
-)
-from .data import DIGITS_SPLITS, DemoData, load_digits_arrays, materialise_digits
-from .run import run_demo
+# The public names are each module's __all__ (listed once, there).
+from . import config as _config
+from . import data as _data
+from . import run as _run
+from .config import *  # noqa: F403
+from .data import *  # noqa: F403
+from .run import *  # noqa: F403
 
-__all__ = ["DIGITS_SPLITS", "STEP_NAMES", "DEMO_SPEC_FIELDS", "REPORT_NAME", "DemoData",
-           "DemoConfig", "DemoResult", "StepResult", "DemoCallbacks", "default_train_config",
-           "load_digits_arrays", "materialise_digits", "run_demo"]
+__all__ = [*_config.__all__, *_data.__all__, *_run.__all__]

@@ -1,4 +1,5 @@
-"""Triton Python-backend model that serves an xception-trt Runner (copied as ``<model>/1/model.py``).
+"""Triton Python-backend model that serves an xception-trt Runner (copied as
+``<model>/1/model.py``).
 
 The artifact (engine + sidecar, ONNX file or checkpoint) sits next to this file; the config's
 parameters name it (``xception_trt.artifact``) and give :func:`xception_trt.runners.open_runner`
@@ -57,11 +58,17 @@ def run_chunked(runner: Any, batch: np.ndarray, max_batch: int | None) -> np.nda
     return np.concatenate(parts, axis=0)
 
 
+def _takes_device(artifact: Path) -> bool:
+    from xception_trt.runners import RUNNERS, runner_kind
+
+    return RUNNERS[runner_kind(artifact)].device_option is not None
+
+
 class TritonPythonModel:
     """Triton entry point: one Runner per model instance."""
 
     def initialize(self, args: dict) -> None:
-        from xception_trt.runners import open_runner, runner_kind
+        from xception_trt.runners import open_runner, runner_options
 
         self.model_config = json.loads(args["model_config"])
         params = model_parameters(self.model_config)
@@ -71,11 +78,9 @@ class TritonPythonModel:
         # GPU instances pin the Runner to their GPU; ONNX Runtime picks its provider itself.
         if args.get("model_instance_kind") == "GPU" and "device" not in options:
             gpu = int(args.get("model_instance_device_id", 0))
-            kind = runner_kind(artifact)
-            if kind == "tensorrt":
-                options["device"] = gpu
-            elif kind == "torch":
-                options["device"] = f"cuda:{gpu}"
+            # the registry knows which runners take a device and in which form
+            options.update(runner_options(artifact, device=gpu) if _takes_device(artifact)
+                           else {})
         self.runner = open_runner(artifact, **options)
         self.input_name = self.model_config["input"][0]["name"]
         self.output_name = self.model_config["output"][0]["name"]

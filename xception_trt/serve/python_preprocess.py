@@ -1,4 +1,5 @@
-"""Triton Python-backend model: encoded images -> model input (copied as ``<model>_preprocess/1/model.py``).
+"""Triton Python-backend model: encoded images -> model input (copied as
+``<model>_preprocess/1/model.py``).
 
 Takes ``image`` (TYPE_STRING, one encoded JPEG/PNG/... per batch row) and returns ``input``
 exactly as :func:`xception_trt.preprocess.preprocess_batch` makes it from the

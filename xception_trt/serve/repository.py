@@ -27,7 +27,6 @@ import tempfile
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Union
 
 from ..errors import ServeError
 from .options import (
@@ -87,7 +86,7 @@ def _template(name: str) -> str:
 
 
 #: A planned file: text to write, or a source file to copy.
-PlannedFile = Union[str, Path]
+PlannedFile = str | Path
 
 
 def plan_repository(source: ModelSource, options: RepositoryOptions) -> dict[str, PlannedFile]:

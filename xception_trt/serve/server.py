@@ -55,7 +55,8 @@ class TritonDistribution:
 
     Attributes:
         executable: The ``tritonserver`` binary.
-        python_backend: Directory with ``libtriton_python.so`` and ``triton_python_backend_utils.py``.
+        python_backend: Directory with ``libtriton_python.so`` and
+            ``triton_python_backend_utils.py``.
         stub: The ``triton_python_backend_stub`` built for this interpreter's Python version.
         libs: Directory of the shared libraries the binary needs (``nvidia_pytriton.libs``).
         caches: Cache plugins directory, or ``None``.

@@ -47,7 +47,8 @@ class DeviceReport:
 def _via_cuda_python() -> DeviceReport | None:
     import importlib.util
 
-    if importlib.util.find_spec("cuda") is None or importlib.util.find_spec("cuda.bindings") is None:
+    if (importlib.util.find_spec("cuda") is None
+            or importlib.util.find_spec("cuda.bindings") is None):
         return None
     try:
         from cuda.bindings import driver as cu  # type: ignore[import-not-found]
