@@ -1,3 +1,5 @@
+# Over 600 lines on purpose: latency and accuracy measurement share the runner handling, input
+# making and result types; the accuracy half is the candidate to move out next.
 """Latency, accuracy and memory measurement over any :class:`~xception_trt.runners.Runner`.
 
 - Latency: warm-up, N timed iterations per batch size, median/mean/p90/p99/min/max/std and

@@ -1,3 +1,5 @@
+# Over 600 lines on purpose: every graph pass is a small Graph -> Graph function over the same
+# private helpers (producers, constants, rerouting); split it into passes/ when it grows further.
 """ONNX graph cleanup with onnx-graphsurgeon: small ``Graph -> Graph`` passes, I/O at the edges.
 
 Every pass takes an ``onnx_graphsurgeon.Graph``, changes it in place and returns it, so passes

@@ -1,3 +1,5 @@
+# Over 600 lines on purpose: the JSON, Markdown and plot writers render the same report structure
+# side by side.
 """Benchmark and evaluation reports: a versioned JSON document, a Markdown rendering with the
 tables people paste into a review, and PNG plots, written into ``<root>/<name>/``.
 

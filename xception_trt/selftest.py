@@ -1,3 +1,5 @@
+# Over 600 lines on purpose: each self-test check is a short closure next to the runner it
+# exercises; the stand-in runner is the only class.
 """The post-install self-test, shared by ``xception-trt selftest`` and our ``gpu``/``trt`` tests.
 
 Two groups of checks:

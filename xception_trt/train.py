@@ -1,3 +1,5 @@
+# Over 600 lines on purpose: the training loop, its data pipeline and its resume state are one
+# unit; the config lives in config.py.
 """Fine-tune (or train from scratch) the reference Xception on a labelled image folder.
 
 The classifier is re-initialised for the folder's classes; SGD (Nesterov) or AdamW with a linear

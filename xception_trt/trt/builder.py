@@ -1,3 +1,5 @@
+# Over 600 lines on purpose: one TensorRT build is one sequence (parse, configure, build, inspect,
+# write plan + sidecar) with its TensorRT callbacks; the pure rules already live in compat.py.
 """Build TensorRT engines from our ONNX graphs with NVIDIA TensorRT (8.6, 10.x, 11.x) or
 TensorRT-RTX, and describe each engine in a JSON sidecar.
 
