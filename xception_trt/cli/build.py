@@ -52,14 +52,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--opset", type=int, default=17, help="checkpoint export only: ONNX opset "
                    "(default: 17)")
     prof = p.add_argument_group("batch profile")
-    prof.add_argument("--batch", type=positive_int, default=None,
-                      help="fixed batch size (profile min = opt = max)")
-    prof.add_argument("--min-batch", type=positive_int, default=None,
-                      help="smallest batch of the profile (default: 1)")
-    prof.add_argument("--opt-batch", type=positive_int, default=None,
-                      help="batch TensorRT optimises for (default: --max-batch)")
-    prof.add_argument("--max-batch", type=positive_int, default=None,
-                      help="largest batch of the profile (default: 8)")
+    for flag, text in (("--batch", "fixed batch size (profile min = opt = max)"),
+                       ("--min-batch", "smallest batch of the profile (default: 1)"),
+                       ("--opt-batch", "batch TensorRT optimises for (default: --max-batch)"),
+                       ("--max-batch", "largest batch of the profile (default: 8)")):
+        prof.add_argument(flag, type=positive_int, default=None, help=text)
     trt = p.add_argument_group("TensorRT")
     trt.add_argument("--backend", choices=TensorRTBackend.choices(), default=None,
                      help="TensorRT flavour (default: NVIDIA TensorRT if it imports and a GPU is "

@@ -46,14 +46,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="initial weights: a checkpoint (ours, timm .pth/.bin, Keras .h5; its "
                         "classifier is replaced) or 'scratch' (default)")
     m = p.add_argument_group("model (from scratch; with --init they must match the checkpoint)")
-    m.add_argument("--width", type=float, default=None,
-                   help="channel multiplier (default 1.0: the paper's Xception)")
-    m.add_argument("--middle-blocks", type=int, default=None,
-                   help="middle-flow blocks (default 8)")
-    m.add_argument("--input-size", type=int, default=None,
-                   help="square input size in pixels, >= 71 (default: 299, or the checkpoint's)")
-    m.add_argument("--crop-pct", type=float, default=None,
-                   help="evaluation centre-crop fraction (default 0.8975; 1.0 = no crop)")
+    for flag, kind, text in (
+            ("--width", float, "channel multiplier (default 1.0: the paper's Xception)"),
+            ("--middle-blocks", int, "middle-flow blocks (default 8)"),
+            ("--input-size", int, "square input size in pixels, >= 71 (default: 299, or the "
+                                  "checkpoint's)"),
+            ("--crop-pct", float, "evaluation centre-crop fraction (default 0.8975; 1.0 = no "
+                                  "crop)")):
+        m.add_argument(flag, type=kind, default=None, help=text)
     o = p.add_argument_group("optimisation")
     o.add_argument("--epochs", type=positive_int, default=10, help="epochs (default 10)")
     o.add_argument("--batch-size", type=positive_int, default=32,
