@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._common import positive_int, progress
+from ._common import add_command, positive_int, progress
 
 ORDER = 70
 
@@ -32,13 +32,12 @@ def add_report_options(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "bench", help="measure latency/throughput of models and write a report",
-        description="Measure latency and throughput of one or more models (.engine/.plan, .onnx "
-                    "or checkpoint) over a batch-size sweep, and write report.json, report.md "
-                    "and PNG plots into benchmarks/reports/NAME/. With --data, real images are "
-                    "the input, and a labelled folder also gives accuracy and agreement with "
-                    "the FP32 reference.")
+    p = add_command(
+        sub, "bench", run=run, help="measure latency/throughput of models and write a report",
+        description="""Measure latency and throughput of one or more models (.engine/.plan,
+            .onnx or checkpoint) over a batch-size sweep, and write report.json, report.md and
+            PNG plots into benchmarks/reports/NAME/. With --data, real images are the input,
+            and a labelled folder also gives accuracy and agreement with the FP32 reference.""")
     p.add_argument("models", metavar="MODEL", nargs="+", help="model files to benchmark")
     p.add_argument("--batch", type=positive_int, nargs="+", default=[1, 8, 32], metavar="N",
                    help="batch sizes of the sweep (default: 1 8 32)")
@@ -52,7 +51,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=positive_int, default=None,
                    help="with labelled --data: evaluate at most this many images")
     add_report_options(p)
-    p.set_defaults(func=run)
 
 
 def runner_kwargs(model: str, threads: int | None) -> dict[str, Any]:

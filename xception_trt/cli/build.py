@@ -9,7 +9,7 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
-from ._common import positive_int, print_json
+from ._common import add_command, positive_int, print_json
 
 if TYPE_CHECKING:
     from ..config import Precision
@@ -23,20 +23,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     from ..config import InputFormat, Precision, TensorRTBackend
     from ..precision import CalibrationMethod
 
-    p = sub.add_parser(
-        "build", help="build TensorRT engines from a checkpoint or an ONNX file",
-        description="Build TensorRT engines in one command: export the checkpoint to a clean "
-                    "ONNX graph, make the FP16 / INT8 (Q/DQ, calibrated) variants asked for, and "
-                    "build one engine per precision with NVIDIA TensorRT (8.6, 10.x, 11.x) or "
-                    "TensorRT-RTX (builds on a CPU for RTX targets). Each engine gets a JSON "
-                    "sidecar; an identical existing engine is reused.",
+    p = add_command(
+        sub, "build", run=run, help="build TensorRT engines from a checkpoint or an ONNX file",
+        output="output directory for ONNX variants, engines and sidecars",
+        force="rebuild even if an identical engine exists", json="the results",
+        description="""Build TensorRT engines in one command: export the checkpoint to a clean
+            ONNX graph, make the FP16 / INT8 (Q/DQ, calibrated) variants asked for, and build
+            one engine per precision with NVIDIA TensorRT (8.6, 10.x, 11.x) or TensorRT-RTX
+            (builds on a CPU for RTX targets). Each engine gets a JSON sidecar; an identical
+            existing engine is reused.""",
         epilog="example: xception-trt build model.safetensors --precision fp16 int8 "
                "--calib calibration/ --max-batch 8 -o engines/")
     p.add_argument("source", metavar="SOURCE",
                    help="checkpoint (.safetensors, timm .pth/.bin, Keras .h5) or ONNX file "
                         "written by `xception-trt export`")
-    p.add_argument("-o", "--output", required=True, help="output directory for ONNX variants, "
-                   "engines and sidecars")
     p.add_argument("--precision", nargs="+", choices=Precision.choices(), default=None,
                    help="engine precision(s) to build (default: fp32 from a checkpoint, the "
                         "graph's own precision from an ONNX file)")
@@ -52,14 +52,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--opset", type=int, default=17, help="checkpoint export only: ONNX opset "
                    "(default: 17)")
     prof = p.add_argument_group("batch profile")
-    prof.add_argument("--batch", type=positive_int, default=None,
-                      help="fixed batch size (profile min = opt = max)")
-    prof.add_argument("--min-batch", type=positive_int, default=None,
-                      help="smallest batch of the profile (default: 1)")
-    prof.add_argument("--opt-batch", type=positive_int, default=None,
-                      help="batch TensorRT optimises for (default: --max-batch)")
-    prof.add_argument("--max-batch", type=positive_int, default=None,
-                      help="largest batch of the profile (default: 8)")
+    for flag, text in (("--batch", "fixed batch size (profile min = opt = max)"),
+                       ("--min-batch", "smallest batch of the profile (default: 1)"),
+                       ("--opt-batch", "batch TensorRT optimises for (default: --max-batch)"),
+                       ("--max-batch", "largest batch of the profile (default: 8)")):
+        prof.add_argument(flag, type=positive_int, default=None, help=text)
     trt = p.add_argument_group("TensorRT")
     trt.add_argument("--backend", choices=TensorRTBackend.choices(), default=None,
                      help="TensorRT flavour (default: NVIDIA TensorRT if it imports and a GPU is "
@@ -87,11 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="engine runs on any Ampere or newer GPU (NVIDIA TensorRT 8.6+)")
     trt.add_argument("--no-layer-info", action="store_true",
                      help="do not record per-layer information in the sidecar")
-    p.add_argument("--force", action="store_true", help="rebuild even if an identical engine "
-                   "exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.set_defaults(func=run)
 
 
 class _TqdmProgress(contextlib.AbstractContextManager):

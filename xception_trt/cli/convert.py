@@ -5,19 +5,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import positive_int
+from ._common import add_command, positive_int
 
 ORDER = 5
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "convert", help="convert a timm/Cadene or Keras checkpoint to xception-trt .safetensors",
-        description="Read a checkpoint (xception-trt .safetensors, timm/Cadene legacy_xception "
-                    ".pth/.bin/.safetensors, or the Keras ImageNet .h5) and write it as one "
-                    ".safetensors file carrying its ModelSpec (preprocessing, labels, padding).")
+    p = add_command(
+        sub, "convert", run=run, output="destination .safetensors",
+        force="overwrite an existing output file",
+        help="convert a timm/Cadene or Keras checkpoint to xception-trt .safetensors",
+        description="""Read a checkpoint (xception-trt .safetensors, timm/Cadene legacy_xception
+            .pth/.bin/.safetensors, or the Keras ImageNet .h5) and write it as one .safetensors
+            file carrying its ModelSpec (preprocessing, labels, padding).""")
     p.add_argument("checkpoint", type=Path, help="source checkpoint file")
-    p.add_argument("-o", "--output", type=Path, required=True, help="destination .safetensors")
     p.add_argument("--input-size", type=positive_int, default=None,
                    help="input size the model is meant for (default: 299, or the stored value)")
     p.add_argument("--num-classes", type=positive_int, default=None,
@@ -26,16 +27,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="text file with one class name per line, in logit order")
     p.add_argument("--reset-classifier", action="store_true",
                    help="re-initialise the classifier (for fine-tuning to --num-classes/--labels)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_model, save_checkpoint
     from ..errors import CheckpointError
 
-    if args.output.exists() and not args.force:
-        raise CheckpointError(f"{args.output} already exists; pass --force to overwrite it")
+    output = Path(args.output)
+    if output.exists() and not args.force:
+        raise CheckpointError(f"{output} already exists; pass --force to overwrite it")
     labels = None
     if args.labels is not None:
         if not args.labels.is_file():
@@ -45,10 +45,10 @@ def run(args: argparse.Namespace) -> int:
     fields = {"input_size": args.input_size} if args.input_size else {}
     model = load_model(args.checkpoint, num_classes=args.num_classes, labels=labels,
                        reset_classifier=args.reset_classifier, **fields)
-    save_checkpoint(model, args.output, metadata={"converted_from": str(args.checkpoint),
+    save_checkpoint(model, output, metadata={"converted_from": str(args.checkpoint),
                                                   "source_sha256": model.checkpoint_sha256})
     spec = model.spec
-    print(f"wrote {args.output}: {spec.source} weights, {spec.num_classes} classes, "
+    print(f"wrote {output}: {spec.source} weights, {spec.num_classes} classes, "
           f"width {spec.width:g}, {spec.input_size}x{spec.input_size}, "
           f"pool padding {spec.pool_padding}, BN eps {spec.bn_eps:g}")
     return 0

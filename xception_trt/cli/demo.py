@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from ._common import positive_int, print_json
+from ._common import add_command, positive_int, print_json
 
 ORDER = 2
 
@@ -21,22 +21,23 @@ def default_workdir() -> Path:
 def register(sub: argparse._SubParsersAction) -> None:
     from ..pipeline import CALIBRATION_CHOICES  # the methods plus "auto"
 
-    p = sub.add_parser(
-        "demo", help="run the whole pipeline on a built-in data set and write a report",
-        description="Run every stage of xception-trt on scikit-learn's handwritten digits "
-                    "(shipped with scikit-learn, nothing is downloaded): prepare image folders, "
-                    "fine-tune a narrow Xception briefly, export + clean the ONNX graph, make "
-                    "FP16 and calibrated INT8 variants, build TensorRT engines with whichever "
-                    "TensorRT flavour is installed, evaluate accuracy and latency of every "
-                    "variant that can run here, and write a Markdown/JSON/PNG report. Each step "
-                    "says whether it ran, reused a cached result, was skipped (and why) or "
-                    "failed. A second run reuses the checkpoint, calibration and engines.",
+    p = add_command(
+        sub, "demo", run=run,
+        help="run the whole pipeline on a built-in data set and write a report",
+        force="ignore every cache: rewrite the data, retrain, recalibrate, rebuild",
+        json="the summary",
+        description="""Run every stage of xception-trt on scikit-learn's handwritten digits
+            (shipped with scikit-learn, nothing is downloaded): prepare image folders, fine-tune
+            a narrow Xception briefly, export + clean the ONNX graph, make FP16 and calibrated
+            INT8 variants, build TensorRT engines with whichever TensorRT flavour is installed,
+            evaluate accuracy and latency of every variant that can run here, and write a
+            Markdown/JSON/PNG report. Each step says whether it ran, reused a cached result, was
+            skipped (and why) or failed. A second run reuses the checkpoint, calibration and
+            engines.""",
         epilog="example: xception-trt demo            (then open the report.md it prints)")
     p.add_argument("--workdir", type=Path, default=None,
                    help="where data, models, engines and the report go (default: "
                         "$XDG_CACHE_HOME/xception-trt/demo, i.e. ~/.cache/xception-trt/demo)")
-    p.add_argument("--force", action="store_true",
-                   help="ignore every cache: rewrite the data, retrain, recalibrate, rebuild")
     p.add_argument("--epochs", type=positive_int, default=None,
                    help="training epochs (default 8)")
     p.add_argument("--calib-method", choices=CALIBRATION_CHOICES, default=None,
@@ -45,8 +46,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--skip", nargs="+", default=(), metavar="STEP",
                    choices=["fp16", "int8", "engines", "latency"],
                    help="leave out steps: fp16, int8, engines, latency")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

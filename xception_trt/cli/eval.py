@@ -6,20 +6,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import positive_int
+from ._common import add_command, positive_int
 from .bench import add_report_options, check_models, command_line, finish, run_evaluation
 
 ORDER = 71
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "eval", help="measure accuracy of models on labelled images and write a report",
-        description="Evaluate one or more models (.engine/.plan, .onnx or checkpoint) on a "
-                    "labelled folder (one sub-folder per class) or file list in one pass: "
-                    "top-1, top-5, per-class accuracy and agreement with a reference model "
-                    "(top-1 agreement, logit differences, KL divergence). Writes report.json, "
-                    "report.md and PNG plots into benchmarks/reports/NAME/.")
+    p = add_command(
+        sub, "eval", run=run,
+        help="measure accuracy of models on labelled images and write a report",
+        description="""Evaluate one or more models (.engine/.plan, .onnx or checkpoint) on a
+            labelled folder (one sub-folder per class) or file list in one pass: top-1, top-5,
+            per-class accuracy and agreement with a reference model (top-1 agreement, logit
+            differences, KL divergence). Writes report.json, report.md and PNG plots into
+            benchmarks/reports/NAME/.""")
     p.add_argument("models", metavar="MODEL", nargs="+", help="model files to evaluate")
     p.add_argument("--data", required=True, metavar="DIR",
                    help="labelled image folder or file list (.txt/.csv with labels)")
@@ -30,7 +31,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=positive_int, default=None,
                    help="evaluate a deterministic subset of this many images")
     add_report_options(p)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import positive_int, print_json
+from ._common import add_command, positive_int, print_json
 
 ORDER = 10
 
@@ -19,14 +19,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     from ..export import DEFAULT_OPSET, EXPORTERS, MIN_OPSET
     from ..graph import TRT_MAX_OPSET
 
-    p = sub.add_parser(
-        "export", help="export a checkpoint to a clean ONNX graph",
-        description="Export an Xception checkpoint to ONNX (input 'input', output 'logits'), "
-                    "clean the graph with onnx-graphsurgeon (constants and BatchNorm folded, "
-                    "Identity removed, canonical head), check it with onnx.checker and compare "
-                    "ONNX Runtime with PyTorch before writing the file.")
+    p = add_command(
+        sub, "export", run=run, help="export a checkpoint to a clean ONNX graph",
+        output="ONNX file to write (.onnx)", json="the result",
+        description="""Export an Xception checkpoint to ONNX (input 'input', output 'logits'),
+            clean the graph with onnx-graphsurgeon (constants and BatchNorm folded, Identity
+            removed, canonical head), check it with onnx.checker and compare ONNX Runtime with
+            PyTorch before writing the file.""")
     p.add_argument("checkpoint", help="checkpoint file (.safetensors, timm .pth/.bin, Keras .h5)")
-    p.add_argument("-o", "--output", required=True, help="ONNX file to write (.onnx)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                    help=f"ONNX opset, {MIN_OPSET}..{TRT_MAX_OPSET} (default: {DEFAULT_OPSET}, "
                         "the newest TensorRT 8.6 reads)")
@@ -43,8 +43,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="skip the ONNX Runtime vs PyTorch parity check")
     p.add_argument("--parity-samples", type=positive_int, default=4,
                    help="random inputs for the parity check (default: 4)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

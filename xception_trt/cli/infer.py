@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import positive_int, print_json
+from ._common import add_command, positive_int, print_json
 
 ORDER = 60
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "infer", help="classify images with a model (.engine/.plan, .onnx or checkpoint)",
-        description="Classify images with any model file: a TensorRT engine (.engine/.plan), an "
-                    "ONNX file (run with ONNX Runtime) or a checkpoint (run with PyTorch). "
-                    "Preprocessing follows the model's own metadata.")
+    p = add_command(
+        sub, "infer", run=run, json="the results",
+        help="classify images with a model (.engine/.plan, .onnx or checkpoint)",
+        description="""Classify images with any model file: a TensorRT engine (.engine/.plan),
+            an ONNX file (run with ONNX Runtime) or a checkpoint (run with PyTorch).
+            Preprocessing follows the model's own metadata.""")
     p.add_argument("model", metavar="MODEL", help="model file (.engine, .plan, .onnx, "
                    ".safetensors, .pth, .pt, .bin, .h5)")
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files to classify")
@@ -27,8 +28,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None,
                    help="torch checkpoints: cpu or cuda[:i]; TensorRT engines: GPU index "
                         "(default: cpu / GPU 0); ONNX files choose via ONNX Runtime providers")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import print_json
+from ._common import add_command, print_json
 
 ORDER = 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="report Python, libraries, TensorRT flavours, driver and GPUs",
-                       description="Report the environment: Python, torch, ONNX, ONNX Runtime, "
-                                   "which TensorRT flavour is importable, CUDA bindings, driver, "
-                                   "GPUs and their compute capability.")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.set_defaults(func=run)
+    add_command(sub, "info", run=run, json="the report",
+                help="report Python, libraries, TensorRT flavours, driver and GPUs",
+                description="""Report the environment: Python, torch, ONNX, ONNX Runtime, which
+                    TensorRT flavour is importable, CUDA bindings, driver, GPUs and their compute
+                    capability.""")
 
 
 def _line(label: str, value: object) -> None:

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ._common import positive_int, print_json
+from ._common import add_command, positive_int, print_json
 
 ORDER = 20
 
@@ -21,13 +21,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         CalibrationMethod,
     )
 
-    p = sub.add_parser(
-        "quantize", help="make an FP16 or calibrated INT8 (Q/DQ) variant of an ONNX model",
-        description="Convert an FP32 ONNX from `xception-trt export` to FP16 (ModelOpt AutoCast, "
-                    "FP32 I/O kept, out-of-range nodes kept FP32) or to INT8 with explicit "
-                    "Q/DQ nodes calibrated on images (ModelOpt PTQ on the CPU). The result "
-                    "builds as a strongly typed TensorRT network. With --val, prints top-1/top-5, "
-                    "agreement with FP32 and logit differences measured with ONNX Runtime.",
+    p = add_command(
+        sub, "quantize", run=run, output="ONNX file to write", json="the results",
+        help="make an FP16 or calibrated INT8 (Q/DQ) variant of an ONNX model",
+        description="""Convert an FP32 ONNX from `xception-trt export` to FP16 (ModelOpt
+            AutoCast, FP32 I/O kept, out-of-range nodes kept FP32) or to INT8 with explicit Q/DQ
+            nodes calibrated on images (ModelOpt PTQ on the CPU). The result builds as a
+            strongly typed TensorRT network. With --val, prints top-1/top-5, agreement with FP32
+            and logit differences measured with ONNX Runtime.""",
         epilog="examples:\n"
                "  xception-trt quantize model.onnx --precision fp16 -o model.fp16.onnx\n"
                "  xception-trt quantize model.onnx --precision int8 --calib calibration/ "
@@ -36,9 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                "-o model.int8.onnx\n"
                "  xception-trt quantize model.onnx --precision int8 --import-cache "
                "calib.cache -o model.int8.onnx",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        raw_epilog=True)
     p.add_argument("model", help="FP32 ONNX model written by `xception-trt export`")
-    p.add_argument("-o", "--output", required=True, help="ONNX file to write")
     p.add_argument("--precision", choices=[Precision.FP16.value, Precision.INT8.value],
                    required=True, help="variant to make")
     p.add_argument("--calib", metavar="DIR",
@@ -90,8 +90,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --val: also make and evaluate the other precision so the table "
                         "has FP32, FP16 and INT8 rows")
     p.add_argument("--report", metavar="FILE", help="write the results and table as JSON")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.set_defaults(func=run)
 
 
 def _int8_kwargs(args: argparse.Namespace) -> dict[str, Any]:

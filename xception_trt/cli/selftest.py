@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import positive_int, print_json
+from ._common import add_command, positive_int, print_json
 
 ORDER = 90
 
@@ -13,14 +13,15 @@ EXIT_OK, EXIT_FAILED, EXIT_INCOMPLETE = 0, 1, 3
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "selftest", help="check the CUDA layer and TensorRT runtime on this machine's GPU",
-        description="Run the post-install self-test. With an NVIDIA GPU and cuda-python (or "
-                    "pycuda): device/pinned buffers, stream ordering, events, CUDA graphs, "
-                    "threads and leaks, through a stand-in kernel. With a TensorRT flavour that "
-                    "runs on the GPU as well: build a small engine, run it with TensorRTRunner "
-                    "(plain and CUDA graphs, NumPy and device inputs), compare with ONNX Runtime "
-                    "and print latency. Elsewhere it lists precisely what is missing.",
+    p = add_command(
+        sub, "selftest", run=run, json="the report",
+        help="check the CUDA layer and TensorRT runtime on this machine's GPU",
+        description="""Run the post-install self-test. With an NVIDIA GPU and cuda-python (or
+            pycuda): device/pinned buffers, stream ordering, events, CUDA graphs, threads and
+            leaks, through a stand-in kernel. With a TensorRT flavour that runs on the GPU as
+            well: build a small engine, run it with TensorRTRunner (plain and CUDA graphs, NumPy
+            and device inputs), compare with ONNX Runtime and print latency. Elsewhere it lists
+            precisely what is missing.""",
         epilog="exit codes: 0 every check ran and passed; 1 a check failed; 3 nothing failed "
                "but some checks could not run here (the missing pieces are listed); 2 usage "
                "error.")
@@ -31,8 +32,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="skip building and running a TensorRT engine")
     p.add_argument("--calls", type=positive_int, default=2000,
                    help="calls in the leak check (default: 2000)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,28 +11,28 @@ import tempfile
 from pathlib import Path
 
 from ..serve.options import ServeBackend
-from ._common import port_number, positive_int
+from ._common import add_command, port_number, positive_int
 from .triton_repo import add_batching_arguments, build_options
 
 ORDER = 81
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "serve", help="serve a model with a local Triton Inference Server (CPU, Python backend)",
-        description="Start the Triton Inference Server bundled in nvidia-pytriton (2.51, x86-64 "
-                    "Linux, glibc >= 2.35) on this machine. MODEL is a model file (engine, ONNX "
-                    "or checkpoint: a Python-backend repository running our Runner is written "
-                    "for it, with the <name>_image ensemble for encoded images) or an existing "
-                    "repository of Python-backend models. Listens on 127.0.0.1 unless --address "
-                    "says otherwise; Ctrl-C or SIGTERM stops it cleanly. Where the binary cannot "
-                    "run (e.g. Jetson), prints the Triton container command instead.")
+    p = add_command(
+        sub, "serve", run=run, force="replace --repository DIR if not empty",
+        help="serve a model with a local Triton Inference Server (CPU, Python backend)",
+        description="""Start the Triton Inference Server bundled in nvidia-pytriton (2.51,
+            x86-64 Linux, glibc >= 2.35) on this machine. MODEL is a model file (engine, ONNX or
+            checkpoint: a Python-backend repository running our Runner is written for it, with
+            the <name>_image ensemble for encoded images) or an existing repository of
+            Python-backend models. Listens on 127.0.0.1 unless --address says otherwise; Ctrl-C
+            or SIGTERM stops it cleanly. Where the binary cannot run (e.g. Jetson), prints the
+            Triton container command instead.""")
     p.add_argument("model", metavar="MODEL",
                    help="model file (.engine/.plan, .onnx, checkpoint) or a repository directory")
     p.add_argument("--repository", metavar="DIR", default=None,
                    help="write the generated repository here and keep it (default: a temporary "
                         "directory removed on exit)")
-    p.add_argument("--force", action="store_true", help="replace --repository DIR if not empty")
     p.add_argument("--no-ensemble", action="store_false", dest="ensemble",
                    help="serve only the tensor model, not the image-bytes ensemble")
     add_batching_arguments(p)
@@ -48,7 +48,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-file", default=None, metavar="PATH",
                    help="write the server's log here (default: shown only on failure)")
     p.add_argument("--log-verbose", type=int, default=0, help="Triton --log-verbose level")
-    p.set_defaults(func=run)
 
 
 class _Terminate(Exception):

@@ -6,42 +6,37 @@ import argparse
 import sys
 from typing import Any
 
-from ._common import positive_int, print_json
+from ._common import add_command, arg_type, positive_int, print_json
 
 ORDER = 4
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"{value} must be between 0 and 1 (exclusive)")
-    return value
+#: argparse type: a number strictly between 0 and 1.
+_fraction = arg_type(float, expected="a number",
+                     check=lambda v: None if 0.0 < v < 1.0 else "must be between 0 and 1 "
+                                                                "(exclusive)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "train", help="fine-tune or train Xception on a labelled image folder",
-        description="Train the reference Xception on a labelled image folder (one sub-folder "
-                    "per class). The classifier is re-initialised for the folder's classes; "
-                    "SGD or AdamW with a warm-up + cosine schedule; random-resized-crop (and "
-                    "optional flip) augmentation; validation after every epoch; the best "
-                    "checkpoint is saved as .safetensors with its ModelSpec and class labels, "
-                    "and a resume state next to it. Uses a GPU when torch sees one.",
+    p = add_command(
+        sub, "train", run=run, json="the result", output_metavar="CKPT",
+        output="best checkpoint (.safetensors); the resume state is CKPT's stem + .resume.pt",
+        help="fine-tune or train Xception on a labelled image folder",
+        description="""Train the reference Xception on a labelled image folder (one sub-folder
+            per class). The classifier is re-initialised for the folder's classes; SGD or AdamW
+            with a warm-up + cosine schedule; random-resized-crop (and optional flip)
+            augmentation; validation after every epoch; the best checkpoint is saved as
+            .safetensors with its ModelSpec and class labels, and a resume state next to it.
+            Uses a GPU when torch sees one.""",
         epilog="examples:\n"
                "  xception-trt train data/train --val data/val --init imagenet.safetensors "
                "--epochs 10 -o pets.safetensors\n"
                "  xception-trt train data/ --val-split 0.1 --init scratch --width 0.5 "
                "--input-size 160 --optimizer adamw -o small.safetensors\n"
                "  xception-trt train data/ --val-split 0.1 -o small.safetensors --resume",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        raw_epilog=True)
     p.add_argument("data", metavar="DATA", help="labelled training images: a folder with one "
                    "sub-folder per class, or a labelled file list (.txt/.csv)")
-    p.add_argument("-o", "--output", required=True, metavar="CKPT",
-                   help="best checkpoint (.safetensors); the resume state is CKPT's stem + "
-                        ".resume.pt")
     val = p.add_mutually_exclusive_group()
     val.add_argument("--val", metavar="DIR", default=None,
                      help="labelled validation images with the same class folders")
@@ -51,14 +46,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="initial weights: a checkpoint (ours, timm .pth/.bin, Keras .h5; its "
                         "classifier is replaced) or 'scratch' (default)")
     m = p.add_argument_group("model (from scratch; with --init they must match the checkpoint)")
-    m.add_argument("--width", type=float, default=None,
-                   help="channel multiplier (default 1.0: the paper's Xception)")
-    m.add_argument("--middle-blocks", type=int, default=None,
-                   help="middle-flow blocks (default 8)")
-    m.add_argument("--input-size", type=int, default=None,
-                   help="square input size in pixels, >= 71 (default: 299, or the checkpoint's)")
-    m.add_argument("--crop-pct", type=float, default=None,
-                   help="evaluation centre-crop fraction (default 0.8975; 1.0 = no crop)")
+    for flag, kind, text in (
+            ("--width", float, "channel multiplier (default 1.0: the paper's Xception)"),
+            ("--middle-blocks", int, "middle-flow blocks (default 8)"),
+            ("--input-size", int, "square input size in pixels, >= 71 (default: 299, or the "
+                                  "checkpoint's)"),
+            ("--crop-pct", float, "evaluation centre-crop fraction (default 0.8975; 1.0 = no "
+                                  "crop)")):
+        m.add_argument(flag, type=kind, default=None, help=text)
     o = p.add_argument_group("optimisation")
     o.add_argument("--epochs", type=positive_int, default=10, help="epochs (default 10)")
     o.add_argument("--batch-size", type=positive_int, default=32,
@@ -89,8 +84,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     r.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from its resume state (same arguments)")
-    r.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(func=run)
 
 
 def progress_hooks(base: type, *, enabled: bool) -> type:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..serve.options import InstanceKind, ServeBackend
-from ._common import non_negative_int, positive_int, print_json
+from ._common import add_command, arg_type, non_negative_int, positive_int, print_json
 
 ORDER = 80
 
@@ -51,31 +51,30 @@ def build_options(args: argparse.Namespace, *, backend: ServeBackend | str, ense
         runner_options=runner_options)
 
 
-def _gpu_list(text: str) -> tuple[int, ...]:
-    try:
-        gpus = tuple(non_negative_int(x) for x in text.split(",") if x.strip())
-    except argparse.ArgumentTypeError:
-        gpus = ()
+def _indices(text: str) -> tuple[int, ...]:
+    gpus = tuple(non_negative_int(x) for x in text.split(",") if x.strip())
     if not gpus:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of GPU "
-                                         "indices >= 0 (e.g. 0,1)")
+        raise ValueError("no index")
     return gpus
 
 
+#: argparse type: comma-separated GPU indices.
+_gpu_list = arg_type(_indices, expected="a comma-separated list of GPU indices >= 0 (e.g. 0,1)")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "triton-repo", help="write a Triton Inference Server model repository",
-        description="Write a Triton model repository for MODEL: an engine (.engine/.plan with "
-                    "its sidecar) becomes a native TensorRT model (tensorrt_plan), an ONNX file "
-                    "an ONNX Runtime model (onnxruntime_onnx); --backend python wraps our Runner "
-                    "(engine, ONNX or checkpoint) in Triton's Python backend. Class labels go "
-                    "to a label file, so Triton's classification extension returns names. "
-                    "Every config.pbtxt is validated against Triton's ModelConfig schema before "
-                    "the repository is renamed into place.")
+    p = add_command(
+        sub, "triton-repo", run=run, help="write a Triton Inference Server model repository",
+        output="repository directory to create", output_metavar="DIR",
+        force="replace OUTPUT if it exists and is not empty", json="a summary",
+        description="""Write a Triton model repository for MODEL: an engine (.engine/.plan with
+            its sidecar) becomes a native TensorRT model (tensorrt_plan), an ONNX file an ONNX
+            Runtime model (onnxruntime_onnx); --backend python wraps our Runner (engine, ONNX or
+            checkpoint) in Triton's Python backend. Class labels go to a label file, so
+            Triton's classification extension returns names. Every config.pbtxt is validated
+            against Triton's ModelConfig schema before the repository is renamed into place.""")
     p.add_argument("model", metavar="MODEL",
                    help="engine (.engine/.plan), ONNX file (.onnx) or checkpoint (python backend)")
-    p.add_argument("-o", "--output", required=True, metavar="DIR",
-                   help="repository directory to create")
     p.add_argument("--backend", choices=ServeBackend.choices(), default=ServeBackend.NATIVE.value,
                    help="native: Triton's TensorRT / ONNX Runtime backend (default); python: "
                         "our Runner in Triton's Python backend")
@@ -93,10 +92,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--execution-env", default=None, metavar="PATH",
                    help="Python backend EXECUTION_ENV_PATH: a conda-pack tarball (or environment "
                         "directory) that has xception-trt installed, as seen by the server")
-    p.add_argument("--force", action="store_true",
-                   help="replace OUTPUT if it exists and is not empty")
-    p.add_argument("--json", action="store_true", help="print a JSON summary")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
