@@ -123,3 +123,36 @@ def test_bounded_numeric_options_exit_2(argv, message, capsys):
         main(argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_add_command_adds_the_shared_flags_only_when_asked():
+    import argparse
+
+    from xception_trt.cli._common import add_command
+
+    top = argparse.ArgumentParser(prog="x")
+    sub = top.add_subparsers(dest="command")
+    p = add_command(sub, "full", run=lambda a: 0, help="h", description="one\n   two",
+                    output="where", force="overwrite", json="the result")
+    add_command(sub, "bare", run=lambda a: 1, help="h", description="d")
+    assert p.description == "one two"
+    args = top.parse_args(["full", "-o", "out", "--force", "--json"])
+    assert (args.output, args.force, args.json, args.func(args)) == ("out", True, True, 0)
+    args = top.parse_args(["bare"])
+    assert not hasattr(args, "output") and not hasattr(args, "json") and args.func(args) == 1
+    with pytest.raises(SystemExit):
+        top.parse_args(["full"])  # -o is required when the command has one
+
+
+def test_arg_type_says_what_is_wrong():
+    import argparse
+
+    from xception_trt.cli._common import arg_type
+
+    parse = arg_type(float, expected="a number",
+                     check=lambda v: None if 0 < v < 1 else "is outside (0, 1)")
+    assert parse("0.25") == 0.25
+    with pytest.raises(argparse.ArgumentTypeError, match="'x' is not a number"):
+        parse("x")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"1.5 is outside \(0, 1\)"):
+        parse("1.5")
