@@ -53,13 +53,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_report_options(p)
 
 
-def runner_kwargs(model: str, threads: int | None) -> dict[str, Any]:
-    """Options for open_runner from the CLI flags (threads only for CPU-side runners)."""
-    from ..runners import runner_options
-
-    return runner_options(model, threads=threads)
-
-
 def check_models(models: Sequence[str]) -> None:
     """Fail fast (before any measuring) on unknown model types and missing files."""
     from ..errors import BenchError
@@ -119,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
         n = min(max(config.batch_sizes), 32)
         pixels = lambda spec: load_pixels(dataset, spec, limit=n)  # noqa: E731
 
+    from ..runners import runner_options
+
     results = []
     per_call = config.warmup + config.iterations
     for model in args.models:
@@ -126,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         with progress(f"bench {Path(model).name}", total, unit="call",
                       enabled=not args.no_progress) as advance:
             results.append(benchmark_runner(model, config, pixels=pixels, progress=advance,
-                                            runner_kw=runner_kwargs(model, args.threads)))
+                                            runner_kw=runner_options(model, threads=args.threads)))
     labels = unique_names([r.name for r in results], args.models)
     for r, label in zip(results, labels):
         r.name = label
@@ -147,12 +142,12 @@ def run_evaluation(models: Sequence[str], labels: Sequence[str] | None, dataset:
     """Open every model, evaluate them in one pass over ``dataset``, close them (``labels``:
     display names, default the runners' own names made unique)."""
     from ..bench import evaluate, unique_names
-    from ..runners import open_runner
+    from ..runners import open_runner, runner_options
 
     runners = []
     try:
         for m in models:
-            runners.append(open_runner(m, **runner_kwargs(m, threads)))
+            runners.append(open_runner(m, **runner_options(m, threads=threads)))
         if labels is None:
             labels = unique_names([r.name for r in runners], models)
         total = min(len(dataset), limit) if limit else len(dataset)

@@ -58,17 +58,11 @@ def run_chunked(runner: Any, batch: np.ndarray, max_batch: int | None) -> np.nda
     return np.concatenate(parts, axis=0)
 
 
-def _takes_device(artifact: Path) -> bool:
-    from xception_trt.runners import RUNNERS, runner_kind
-
-    return RUNNERS[runner_kind(artifact)].device_option is not None
-
-
 class TritonPythonModel:
     """Triton entry point: one Runner per model instance."""
 
     def initialize(self, args: dict) -> None:
-        from xception_trt.runners import open_runner, runner_options
+        from xception_trt.runners import RUNNERS, open_runner, runner_kind
 
         self.model_config = json.loads(args["model_config"])
         params = model_parameters(self.model_config)
@@ -79,8 +73,9 @@ class TritonPythonModel:
         if args.get("model_instance_kind") == "GPU" and "device" not in options:
             gpu = int(args.get("model_instance_device_id", 0))
             # the registry knows which runners take a device and in which form
-            options.update(runner_options(artifact, device=gpu) if _takes_device(artifact)
-                           else {})
+            entry = RUNNERS[runner_kind(artifact)]
+            if entry.device_option is not None:
+                options["device"] = entry.device_option(gpu)
         self.runner = open_runner(artifact, **options)
         self.input_name = self.model_config["input"][0]["name"]
         self.output_name = self.model_config["output"][0]["name"]
