@@ -146,7 +146,8 @@ def test_builder_every_precision_and_option(dumps, key, onnx_variants, tmp_path,
         built = h.world.built[-1]
         assert built["profiles"] == [{"input": [[1, 3, 71, 71], [2, 3, 71, 71], [4, 3, 71, 71]]}]
         assert built["pools"] == {"WORKSPACE": 64 << 20}
-        assert art.sidecar.layers, "layer info from the inspector or the builder log"
+        # INSP-1: DETAILED verbosity was set, so the layers carry their types
+        assert art.sidecar.layers and art.sidecar.layers[0]["type"] == "Convolution"
     # a fixed-batch graph needs no profile; a uint8 graph keeps its uint8 input
     builder_mod.build_engine(onnx_variants["static2"], h.config(),
                              engine_path=tmp_path / "static.engine")
@@ -375,3 +376,12 @@ def test_removed_members_per_version(dumps):
     assert not has("rtx", "BuilderFlag", "FP16") and "ComputeCapability" in dumps["rtx"]["classes"]
     for key in NVIDIA:
         assert has(key, "Runtime", "engine_host_code_allowed") and has(key, "Runtime", "DLA_core")
+
+
+def test_unreachable_registry_is_a_skip_reason_not_a_failure(tmp_path, monkeypatch):
+    """Without PyPI (no index, nothing in find-links) fetching raises FetchError, which the
+    ``dumps`` fixture turns into a skip with that reason."""
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
+    with pytest.raises(wheels.FetchError, match="registry unreachable"):
+        wheels.fetch_wheel(wheels.WHEELS[0], tmp_path / "cache")
