@@ -67,6 +67,14 @@ def our_location() -> str:
     return "(not called from xception_trt/)"
 
 
+#: Classes whose objects support the buffer protocol (``memoryview(plan)``; TensorRT API
+#: reference of ``IHostMemory``), which a pybind11 docstring does not show: the double is a
+#: ``bytes`` subclass, so their bytes methods are not checked.
+_BUFFER_CLASSES = ("IHostMemory",)
+
+#: Special methods the generated classes take over from the dump (``Dims`` is a sequence).
+_SEQUENCE_DUNDERS = ("__len__", "__getitem__", "__iter__")
+
 _PROBE = re.compile(r"\bhasattr\(|\bgetattr\([^()]*,[^()]*,")
 
 
@@ -350,7 +358,7 @@ class ApiDouble:
                 self.classes[name] = cls
                 continue
             bases = tuple(self.classes[b] for b in entry["bases"] if b in self.classes) \
-                or (Checked,)
+                or ((bytes, Checked) if name in _BUFFER_CLASSES else (Checked,))
             ns: dict[str, Any] = {"_api": self, "_trt_name": name, "_generated": True,
                                   "__qualname__": name, "__module__": "tensorrt"}
             for member, info in entry["members"].items():
@@ -362,7 +370,7 @@ class ApiDouble:
                         ns["_init_sigs"] = sigs if not any(
                             "Initialize self" in t for t in info.get("signatures", [])) else []
                         continue
-                    if member.startswith("__"):
+                    if member.startswith("__") and member not in _SEQUENCE_DUNDERS:
                         continue
                     ns[member] = _Method(name, member, sigs, kind == "static")
                 elif kind == "property":
@@ -426,7 +434,8 @@ class ApiDouble:
             return isinstance(value, (bytes, bytearray, memoryview))
         if ann in ("tuple", "list"):
             return isinstance(value, {"tuple": tuple, "list": list}[ann])
-        if ann.startswith("Dims") or re.match(r"(List|list|Sequence)\[int\]", ann):
+        if ann.startswith("Dims") or re.match(r"(List|list|Sequence)\[(int|SupportsInt)\]",
+                                              ann):
             target = self.classes.get(ann)
             return (target is not None and isinstance(value, target)) or (
                 isinstance(value, (tuple, list)) and all(isinstance(v, int) for v in value))
@@ -457,9 +466,11 @@ class ApiDouble:
             return next(iter(cls))
         return self.instance(resolved)
 
-    def instance(self, cls_name: str, /, **state: Any) -> Any:
-        """A double of class ``name`` as TensorRT would hand it out (no Python constructor)."""
-        obj = object.__new__(self.classes[self.resolve(cls_name) or cls_name])
+    def instance(self, cls_name: str, /, *, _buffer: bytes = b"", **state: Any) -> Any:
+        """A double of class ``name`` as TensorRT would hand it out (no Python constructor);
+        ``_buffer`` is the content of a buffer class (``IHostMemory``)."""
+        cls = self.classes[self.resolve(cls_name) or cls_name]
+        obj = bytes.__new__(cls, _buffer) if issubclass(cls, bytes) else object.__new__(cls)
         obj._state.update(state)
         return obj
 

@@ -27,11 +27,15 @@ class World:
     Attributes:
         num_dla_cores: ``Builder.num_DLA_cores`` / ``Runtime.num_DLA_cores`` (2 on AGX Orin).
         parse_errors: The ONNX parser reports this many errors (node 0).
+        compute: ``compute(stream, {name: (address, shape, numpy dtype)}, onnx_path)`` is
+            called by ``execute_async_v3`` to stand in for the engine (e.g. ONNX Runtime on
+            emulated device memory); ``None``: outputs are never written.
         built: Builder-config records of every build (what our code set).
     """
 
     num_dla_cores: int = 0
     parse_errors: int = 0
+    compute: Any = None
     built: list[dict[str, Any]] = field(default_factory=list)
     executed: int = 0
 
@@ -60,6 +64,16 @@ class World:
         logger = owner._state.get("_logger")
         if logger is not None:
             logger.log(getattr(self.trt.ILogger.Severity, severity), msg)
+
+    def _dims(self, values: Any) -> Any:
+        """A ``Dims`` double (a sequence through ``__len__``/``__getitem__``, as the real one)."""
+        return self.api.instance("Dims", _dims=tuple(int(v) for v in values))
+
+    def h_Dims____len__(self, obj: Any, args: dict, returns: str) -> int:
+        return len(obj._state["_dims"])
+
+    def h_Dims____getitem__(self, obj: Any, args: dict, returns: str) -> Any:
+        return obj._state["_dims"][args["arg0"]]  # IndexError past the end, as pybind11
 
     def _enum(self, enum_name: str, member: str) -> Any:
         return getattr(self.api.classes[enum_name], member)
@@ -95,7 +109,8 @@ class World:
             dims = tuple(d.dim_value if d.HasField("dim_value") else -1
                          for d in ttype.shape.dim)
             dtype = self._enum("DataType", _ONNX_TYPES[ttype.elem_type])
-            return self.api.instance("ITensor", name=value.name, shape=dims, dtype=dtype)
+            return self.api.instance("ITensor", name=value.name, shape=self._dims(dims),
+                                     dtype=dtype)
         init = {i.name for i in model.graph.initializer}
         network._state["_inputs"] = [tensor(v) for v in model.graph.input if v.name not in init]
         network._state["_outputs"] = [tensor(v) for v in model.graph.output]
@@ -173,8 +188,8 @@ class World:
     def h_IBuilderConfig__get_timing_cache(self, obj: Any, args: dict, returns: str) -> Any:
         return obj._state.get("_timing_cache")
 
-    def h_ITimingCache__serialize(self, obj: Any, args: dict, returns: str) -> bytes:
-        return obj._state["_blob"] + b"+timing"
+    def h_ITimingCache__serialize(self, obj: Any, args: dict, returns: str) -> Any:
+        return self.api.instance("IHostMemory", _buffer=obj._state["_blob"] + b"+timing")
 
     def h_Builder__build_serialized_network(self, obj: Any, args: dict, returns: str) -> Any:
         network, cfg = args["network"], args["config"]
@@ -186,7 +201,7 @@ class World:
             self._rule("IBuilderConfig.set_flag", "TYPE-1 a strongly typed network takes no "
                        f"precision flags (set: {flags})")
             return None
-        dims = [t._state["shape"] for t in network._state["_inputs"]]
+        dims = [t._state["shape"]._state["_dims"] for t in network._state["_inputs"]]
         if any(-1 in d for d in dims) and not state["_profiles"]:
             self._rule("Builder.build_serialized_network",
                        "DYN-2 a network with dynamic inputs needs an optimisation profile")
@@ -216,6 +231,7 @@ class World:
             "hardware_compatibility": getattr(state.get("hardware_compatibility_level"),
                                               "name", None),
             "pools": state["_pools"], "ccs": state["_ccs"],
+            "onnx": network._state.get("_onnx"),
         }
         self.built.append(record)
         logger = obj._state.get("_logger")
@@ -223,7 +239,7 @@ class World:
             logger.log(self.trt.ILogger.Severity.VERBOSE, "Layers:\nName: conv, LayerType: "
                        "Convolution, Inputs: [ { Name: input, Datatype: Float } ], Outputs: "
                        "[ { Name: logits, Datatype: Float } ], TacticName: double")
-        return PLAN_MAGIC + json.dumps(record).encode()
+        return self.api.instance("IHostMemory", _buffer=PLAN_MAGIC + json.dumps(record).encode())
 
     # -- runtime ----------------------------------------------------------------------------
     def h_Runtime__num_DLA_cores(self, obj: Any, args: dict, returns: str) -> int:
@@ -276,7 +292,7 @@ class World:
         return self._enum("DataType", t["dtype"])
 
     def h_ICudaEngine__get_tensor_shape(self, obj: Any, args: dict, returns: str) -> Any:
-        return tuple(self._tensor(obj, args["name"], "ICudaEngine.get_tensor_shape")["shape"])
+        return self._dims(self._tensor(obj, args["name"], "ICudaEngine.get_tensor_shape")["shape"])
 
     def h_ICudaEngine__get_tensor_profile_shape(self, obj: Any, args: dict, returns: str) -> Any:
         name = args["name"]
@@ -286,7 +302,7 @@ class World:
             self._rule("ICudaEngine.get_tensor_profile_shape",
                        f"DYN-3 profile {index} of an input with dynamic shape")
             return []
-        return [tuple(d) for d in profiles[index][name]]
+        return [self._dims(d) for d in profiles[index][name]]
 
     def h_ICudaEngine__create_engine_inspector(self, obj: Any, args: dict, returns: str) -> Any:
         return self.api.instance(returns, _plan=obj._state["_plan"])
@@ -343,9 +359,19 @@ class World:
                            f"DYN-4 every dynamic input has a shape first ({name!r} has none)")
                 return False
         self.executed += 1
+        if self.compute is not None:
+            import numpy as np
+
+            shapes = {n: obj._state["_shapes"].get(n, tuple(t["shape"])) for n, t in io.items()}
+            batch = next(iter(shapes.values()))[0]
+            self.compute(int(args["stream_handle"]),
+                         {n: (obj._state["_addresses"][n],
+                              tuple(batch if d < 0 else d for d in shapes[n]),
+                              np.dtype(self.api.dump["nptype"][t["dtype"]]))
+                          for n, t in io.items()}, engine._state["_plan"]["onnx"])
         return True
 
 
 def _tensor_record(t: Any) -> dict[str, Any]:
-    return {"name": t._state["name"], "shape": list(t._state["shape"]),
+    return {"name": t._state["name"], "shape": list(t._state["shape"]._state["_dims"]),
             "dtype": t._state["dtype"].name}
