@@ -196,11 +196,15 @@ class TensorRTRunner(CudaRunnerBase):
             :attr:`last_gpu_time_ms` (two extra event records per call).
         name: Display name (default ``tensorrt-<precision>``).
         verify_sha256: Hash the engine file and compare with the sidecar before deserializing
-            (catches truncated/replaced files; costs one read of the file).
+            (catches truncated/replaced files; costs one read of the file). A
+            version-compatible engine is always hashed: TensorRT runs the host code it carries
+            (``Runtime.engine_host_code_allowed``) only when the bytes match the sidecar. A DLA
+            engine runs on the DLA core its sidecar records (``Runtime.DLA_core``).
 
     Raises:
         EngineError: Missing/empty/truncated/foreign engine file, missing sidecar, engine from
-            another TensorRT version or GPU (message gives the rebuild command), no GPU, or
+            another TensorRT version or GPU (message gives the rebuild command), no GPU, a DLA
+            core this device lacks, a version-compatible plan not matching its sidecar, or
             TensorRT cannot deserialize it.
         BuildError: The TensorRT flavour that built the engine is not installed.
         DependencyError: The CUDA backend's package is missing.
