@@ -14,7 +14,6 @@ version and our calls fit them, and the listed rules hold. Not that an engine bu
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -45,8 +44,6 @@ def dumps() -> dict[str, dict]:
             out[wheel.version] = wheels.dump_wheel(wheel, root)
     except wheels.FetchError as exc:
         pytest.skip(f"TensorRT binding wheels unavailable: {exc}")
-    if shutil.which("gcc") is None and len(out) < len(wheels.WHEELS):
-        pytest.skip("gcc is needed to build the TensorRT stub libraries")
     try:
         out["rtx"] = wheels.dump_installed("tensorrt_rtx", root)
     except Exception as exc:  # noqa: BLE001 - the [dev] extras install it; say so otherwise

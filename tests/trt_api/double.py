@@ -476,10 +476,9 @@ class ApiDouble:
 
     def call(self, obj: Any, method: _Method, args: tuple, kwargs: dict) -> Any:
         """Validate a call against the real overloads, then let the world answer it."""
-        call = f"{method.owner}.{method.name}" if method.owner != self.module.__name__ \
-            else f"{method.owner}.{method.name}"
+        call = f"{method.owner}.{method.name}"
         self.calls.add(call)
-        bound, why = None, "no signature recorded"
+        bound: dict[str, Any] | None = None
         reasons = []
         chosen = None
         for sig in method.signatures:

@@ -47,7 +47,8 @@ WHEELS = (
 
 
 class FetchError(RuntimeError):
-    """A wheel could not be downloaded (no registry here): the tests skip with this reason."""
+    """A wheel cannot be downloaded (no registry here) or made importable (no gcc/binutils):
+    the tests skip with this reason."""
 
 
 def cache_dir() -> Path:
@@ -76,9 +77,11 @@ def fetch_wheel(wheel: Wheel, root: Path) -> Path:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
            "--python-version", "3.11", "--platform", "manylinux_2_28_x86_64",
            "--platform", "manylinux_2_17_x86_64", "-d", str(directory), "-q",
-           "--disable-pip-version-check", wheel.requirement]
+           # fail fast where the registry is unreachable: CI must not wait minutes to skip
+           "--timeout", "20", "--retries", "1", "--disable-pip-version-check",
+           wheel.requirement]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise FetchError(f"pip download {wheel.requirement} failed: {exc}") from None
     hit = _wheel_file(directory, wheel)
@@ -139,6 +142,10 @@ def dump_wheel(wheel: Wheel, root: Path) -> dict:
     target = root / "dumps" / f"tensorrt-{wheel.version}-v{DUMP_FORMAT}.json"
     if target.is_file():
         return json.loads(target.read_text())
+    missing = [tool for tool in ("gcc", "nm", "readelf") if shutil.which(tool) is None]
+    if missing:
+        raise FetchError(f"building the TensorRT stub libraries needs {', '.join(missing)} "
+                         "(gcc and binutils)")
     whl = fetch_wheel(wheel, root)
     work = root / "unpacked" / wheel.version
     if work.exists():
