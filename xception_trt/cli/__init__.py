@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from .. import __version__
 from ..errors import XceptionTRTError
 from ..fsio import environment_error_text
+from ._common import check_paths
 
 __all__ = ["main", "build_parser", "EXIT_BROKEN_PIPE"]
 
@@ -97,8 +98,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        from ._common import check_paths
-
         check_paths(args, parser)
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below
@@ -131,4 +130,12 @@ def _silence_stdout() -> None:
 
 
 def run() -> None:  # console-script entry point
-    sys.exit(main())
+    try:
+        try:
+            code = main()
+        finally:  # also after argparse's --help/--version exit: its text may still be buffered
+            sys.stdout.flush()
+    except BrokenPipeError:  # e.g. `xception-trt --help | head -1`
+        _silence_stdout()
+        code = EXIT_BROKEN_PIPE
+    sys.exit(code)
