@@ -28,6 +28,7 @@ import numpy as np
 
 from ..contract import RunnerKind, TensorSpec, input_spec_for, output_spec_for
 from ..errors import EngineError
+from ..fsio import path_problem
 from ..onnx_meta import INPUT_NAME, OUTPUT_NAME
 from ..sidecar import EngineSidecar, read_sidecar
 from .cuda import CudaDevice, Stream
@@ -218,8 +219,9 @@ class TensorRTRunner(CudaRunnerBase):
 
         path = Path(engine_path)
         self.path = path
-        if not path.is_file():
-            raise EngineError(f"engine file {path} does not exist")
+        problem = path_problem(path)
+        if problem is not None:
+            raise EngineError(f"engine file {path} {problem}")
         size = path.stat().st_size
         if size == 0:
             raise EngineError(f"engine file {path} is empty; rebuild it with `xception-trt build`")
