@@ -19,12 +19,9 @@ exits when the parent's pid is gone; the folder it worked in is swept by the par
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -35,13 +32,13 @@ from typing import Any
 
 import numpy as np
 
+from ..host import parent_death_signal
 from .cache import write_trt_calibration_cache
 
 log = logging.getLogger(__name__)
 
 #: Seconds between the watchdog's checks of the parent.
 WATCHDOG_INTERVAL_S = 0.5
-_PR_SET_PDEATHSIG = 1
 
 
 def _parent_gone(parent_pid: int) -> bool:
@@ -51,12 +48,9 @@ def _parent_gone(parent_pid: int) -> bool:
 
 def die_with_parent(parent_pid: int) -> None:
     """Exit when ``parent_pid`` does: kernel parent-death signal (Linux) + watchdog thread."""
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        except (OSError, AttributeError):  # no prctl: the watchdog alone covers it
-            pass
+    arm = parent_death_signal()
+    if arm is not None:  # elsewhere the watchdog alone covers it
+        arm()
     if _parent_gone(parent_pid):  # died before the signal was armed
         os._exit(1)
 

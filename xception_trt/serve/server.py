@@ -20,8 +20,6 @@ them, before the server starts.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import logging
 import os
@@ -37,12 +35,13 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ServeError
 from ..fsio import owned_temp_dir
+from ..host import parent_death_signal
 
 __all__ = ["TritonDistribution", "find_tritonserver", "container_command", "free_port",
            "TritonServer", "TRITON_CONTAINER_TAG", "server_environment", "port_owner",
@@ -229,27 +228,6 @@ def check_ports_free(ports: Mapping[str, int], address: str = "127.0.0.1") -> No
                     + f"; stop that process or pass another --{what.lower()}-port") from None
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
-    # Between fork and exec: only a call through a function pointer loaded beforehand.
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _load_prctl() -> Callable[..., int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").prctl
-    except (OSError, AttributeError):
-        return None
-
-
-_PRCTL: Callable[..., int] | None = _load_prctl()
-
-
 def server_environment(dist: TritonDistribution, base: Mapping[str, str]) -> dict[str, str]:
     """The environment for ``tritonserver``: ``base`` plus library and Python search paths.
 
@@ -430,7 +408,7 @@ class TritonServer:
             self._proc = subprocess.Popen(
                 cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if _PRCTL is not None else None)
+                preexec_fn=parent_death_signal())
         except OSError as exc:
             self._cleanup()
             raise ServeError(f"cannot start {dist.executable}: {exc}") from None
