@@ -110,3 +110,10 @@ def test_worker_exits_at_once_when_its_parent_is_already_gone(tmp_path):
                           cwd=str(ROOT), capture_output=True, timeout=60)
     assert proc.returncode == 1 and time.monotonic() - t0 < 60
     assert not (tmp_path / "r.json").exists()
+
+
+def test_progress_lines_are_found_behind_other_output():
+    parse = launcher._parse_progress
+    assert parse("WORKER-PROGRESS: 3 8 calibrate max\n") == ("calibrate max", 3, 8)
+    assert parse("50%|#####  WORKER-PROGRESS: 1 -1 test sleep\n") == ("test sleep", 1, None)
+    assert parse("WORKER-PROGRESS: x y\n") is None

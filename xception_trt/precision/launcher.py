@@ -39,7 +39,7 @@ WORKER_MODULE = "xception_trt.precision._worker"
 #: Worker output lines ``WORKER-PROGRESS: DONE TOTAL STAGE`` (one per calibration batch fed).
 PROGRESS_PREFIX = "WORKER-PROGRESS: "
 #: ``progress(stage, done, total)``: ``done`` of ``total`` (``None``: unknown) in ``stage``.
-Progress = Callable[[str, int, "int | None"], None]
+Progress = Callable[[str, int, int | None], None]
 
 
 class _Terminated(SystemExit):
@@ -84,7 +84,7 @@ def worker_tempdir(kind: str) -> Iterator[Path]:
 
 
 def _parse_progress(line: str) -> tuple[str, int, int | None] | None:
-    parts = line[len(PROGRESS_PREFIX):].strip().split(" ", 2)
+    parts = line[line.index(PROGRESS_PREFIX) + len(PROGRESS_PREFIX):].strip().split(" ", 2)
     try:
         done, total = int(parts[0]), int(parts[1])
     except (IndexError, ValueError):
@@ -127,7 +127,8 @@ def run_worker(request: dict[str, Any], *, what: str,
             text=True, errors="replace") as proc:
         try:
             for line in proc.stdout or ():
-                if line.startswith(PROGRESS_PREFIX):
+                # Anywhere in the line: another library's unfinished output may precede it.
+                if PROGRESS_PREFIX in line:
                     parsed = _parse_progress(line)
                     if parsed is not None and progress is not None:
                         progress(*parsed)
