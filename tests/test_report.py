@@ -156,6 +156,25 @@ def test_write_report_files_and_overwrite_rules(tmp_path):
         load_report(tmp_path / "nope")
 
 
+def test_write_report_sweeps_the_temp_folder_of_a_killed_writer(tmp_path):
+    import subprocess
+    import sys
+
+    from xception_trt import fsio
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = fsio._host_tag()
+    stale = tmp_path / f".r1.{dead.pid}-{host}-0123abcd.tmp"  # kill -9 mid-write left it
+    stale.mkdir()
+    (stale / "report.json").write_text("{")
+    live = tmp_path / f".r1.{os.getpid()}-{host}-0123abcd.tmp"  # a writer still at work
+    live.mkdir()
+    write_report(_doc(), tmp_path)
+    assert not stale.exists() and live.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "r1"])
+
+
 def test_latency_only_report_has_no_accuracy_plot(tmp_path):
     doc = build_report("lat", kind="bench", system=SYSTEM,
                        benchmarks=[_bench("onnxruntime-fp32", "fp32", {1: 3.0})])
