@@ -3,8 +3,10 @@
 Each sub-command lives in its own module of this package and exposes ``ORDER`` (its place in
 ``--help``) and ``register(subparsers)``, which adds a parser whose ``func(args) -> int`` runs it.
 This package is the only place that reads environment variables, configures logging, prints
-and exits. A user mistake (any :class:`~xception_trt.errors.XceptionTRTError`) prints one line
-``error: ...`` and exits with code 2; Ctrl-C exits with 130.
+and exits. A user mistake (any :class:`~xception_trt.errors.XceptionTRTError`, and a package of
+an extra that is not installed) prints one line ``error: ...`` and exits with code 2; Ctrl-C
+exits with 130. Command modules import the toolchain (torch, ONNX, ...) only when they run, so
+that ``--help``, ``info``, ``selftest`` and ``infer`` work in a core-only install.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import XceptionTRTError
+from ..extras import missing
 
 __all__ = ["main", "build_parser"]
 
@@ -93,6 +96,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except XceptionTRTError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:
+        # The library wraps its optional imports (extras.needs); this catches any it missed,
+        # so a core-only install never shows a traceback for a missing extra.
+        err = missing(exc, purpose=f"'xception-trt {args.command}'")
+        if err is None:
+            raise
+        print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CalibrationError
+from ..extras import ensure
 
 __all__ = ["WORKER_MODULE", "run_worker", "modelopt_version"]
 
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 
 #: What ``python -m`` runs.
 WORKER_MODULE = "xception_trt.precision._worker"
+#: What the worker imports (ModelOpt's ONNX PTQ and AutoCast, measured), all in the build extra.
+_WORKER_NEEDS = ("modelopt", "onnx", "onnxruntime", "ml_dtypes", "onnxslim", "lief", "polygraphy")
 
 
 def run_worker(request: dict[str, Any], *, what: str) -> dict[str, Any]:
@@ -38,7 +41,10 @@ def run_worker(request: dict[str, Any], *, what: str) -> dict[str, Any]:
     Raises:
         CalibrationError: The worker failed (the reason is its last error line), ModelOpt is
             missing, or a cache lacks scales that cannot be calibrated without images.
+        DependencyError: A package the worker imports is not installed (the build extra).
     """
+    # Checked here, not imported: ModelOpt runs (and patches ONNX Runtime) in the worker only.
+    ensure(*_WORKER_NEEDS, purpose=what, extra="build")
     tmp = Path(request["tmp_dir"])
     req_path = tmp / "request.json"
     request["result"] = str(tmp / "result.json")
@@ -62,7 +68,7 @@ def run_worker(request: dict[str, Any], *, what: str) -> dict[str, Any]:
         if "No module named 'modelopt'" in reason or "Please install optional" in reason:
             raise CalibrationError(
                 f"{what} needs NVIDIA ModelOpt and its ONNX dependencies ({reason}); install "
-                "them with: pip install -U xception-trt")
+                "them with: pip install -U 'xception-trt[build]'")
         raise CalibrationError(f"{what} failed in ModelOpt: {reason}")
     return json.loads(Path(request["result"]).read_text())
 
