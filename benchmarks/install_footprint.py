@@ -82,12 +82,15 @@ def build_wheel(dest: Path) -> Path:
             shutil.copy2(ROOT / name, src / name)
         shutil.copytree(ROOT / "xception_trt", src / "xception_trt",
                         ignore=shutil.ignore_patterns("__pycache__"))
-        # No build isolation when setuptools is at hand: no download, a second instead of ten.
+        # No build isolation when pyproject's setuptools is at hand: no download, a second
+        # instead of ten.
         try:
-            import setuptools  # noqa: F401
-            isolation = ["--no-build-isolation"]
-        except ImportError:
-            isolation = []
+            from importlib.metadata import version
+
+            recent = int(version("setuptools").split(".")[0]) >= 68
+        except Exception:  # noqa: BLE001 - not installed or an odd version: isolate
+            recent = False
+        isolation = ["--no-build-isolation"] if recent else []
         proc = _pip(sys.executable, "wheel", "-q", "--no-deps", *isolation, "-w", str(dest),
                     str(src))
         if proc.returncode != 0:
@@ -176,17 +179,28 @@ def measure(out: Path) -> dict:
             result["jetpack6"][extras or "core"] = {
                 "packages": len(packages), "forbidden": forbidden_on_device(packages),
                 "names": sorted(p["name"] for p in packages)}
+        subprocess.run([sys.executable, "-m", "venv", str(Path(tmp) / "bare")], check=True,
+                       env=clean_env())
+        bare = footprint(Path(tmp) / "bare" / "bin" / "python")
+        result["bare_venv"] = {**bare, "note": "what `python -m venv` alone puts in "
+                               "site-packages (pip, setuptools); 'added_mib' excludes it"}
+
+        def added(fp: dict) -> dict:
+            return {**fp, "added_mib": round(fp["site_packages_mib"]
+                                             - bare["site_packages_mib"], 1)}
+
         core, t_core = make_venv(Path(tmp) / "core", wheel)
-        result["core"] = {**footprint(core), "install_s": round(t_core, 1),
-                          "runtime_import_ms": import_ms(core, RUNTIME_IMPORT)}
+        result["core"] = {**added(footprint(core)), "install_s": round(t_core, 1),
+                          "runtime_import_ms": import_ms(core, RUNTIME_IMPORT),
+                          "runtime_import": RUNTIME_IMPORT}
         shutil.rmtree(Path(tmp) / "core")
         build, t_build = make_venv(Path(tmp) / "build", wheel, "build",
                                    first=("torch==2.13.0",))
-        result["build"] = {**footprint(build), "install_s": round(t_build, 1),
+        result["build"] = {**added(footprint(build)), "install_s": round(t_build, 1),
                            "note": "torch==2.13.0 (CPU wheel) installed first, as README does"}
-    result["dev"] = {**footprint(Path(sys.executable)),
-                     "note": f"measured as the site-packages of {sys.prefix} (the [dev] venv "
-                             "this script ran in), not a fresh install"}
+        result["dev"] = {**added(footprint(Path(sys.executable))),
+                         "note": f"measured as the site-packages of {sys.prefix} (the [dev] "
+                                 "venv this script ran in), not a fresh install"}
     result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
