@@ -109,6 +109,10 @@ def test_core_only_environment_runs_the_runtime(tmp_path):
     assert api.returncode == 0, api.stderr
     assert "'tensorrt' is not installed" in api.stdout and api.stdout.strip().endswith("[]")
 
+    # Every command module imports for --help: none pulls the toolchain at import time.
+    helped = run(cli, "--help")
+    assert helped.returncode == 0 and "infer" in helped.stdout, helped.stderr
+
     info = run(cli, "info")
     assert info.returncode == 0, info.stderr
     assert any(ln.split()[:3] == ["torch", "not", "installed"] for ln in info.stdout.splitlines())
