@@ -480,3 +480,48 @@ def test_report_renders_power_tables_and_the_energy_plot(tmp_path, ort_runner):
     assert "Power mode (nvpmodel) | 15W (id 2)" in md and "jetson_clocks | on" in md
     png = files.directory / "latency_vs_energy.png"
     assert png in files.plots and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_cli_no_power_says_so(tiny_onnx_files, tmp_path):
+    from xception_trt.cli import main
+    from xception_trt.report import load_report
+
+    out = tmp_path / "reports"
+    assert main(["bench", str(tiny_onnx_files["float"]), "--batch", "1", "--iterations", "1",
+                 "--warmup", "0", "--threads", "1", "--out-dir", str(out), "--name", "n",
+                 "--no-power", "--no-progress"]) == 0
+    doc = load_report(out / "n")
+    assert doc["power"] == {"available": False, "backend": None,
+                            "reason": "power: not measured (--no-power)"}
+    assert doc["runners"][0]["latency"][0]["power"]["reason"] == doc["power"]["reason"]
+
+
+class FakeJtop:
+    """A jetson-stats client double: ``power`` as jtop 4.x documents it."""
+
+    interval = 0.5
+
+    def __init__(self):
+        self.power = {"rail": {"VDD_CPU_GPU_CV": {"power": 1500, "volt": 5000, "curr": 300},
+                               "VDD_SOC": {"power": 900}},
+                      "tot": {"power": 5000, "name": "VDD_IN"}}
+        self.closed = False
+
+    def close(self):
+        self.closed = True
+
+
+def test_jetson_stats_source_reads_rails_and_total():
+    from xception_trt.power.jetson import JtopSource
+
+    client = FakeJtop()
+    src = JtopSource(client)
+    assert src.rails == ("VDD_CPU_GPU_CV", "VDD_SOC", "total") and src.total_rail == "total"
+    window = PowerMonitor(src, period_s=5).start()
+    client.power["rail"]["VDD_SOC"] = {}  # a rail jtop stopped reporting
+    reading = window.stop()
+    assert reading.total_w == pytest.approx(5.0) and reading.failed_reads == 1
+    assert reading.rails_w["VDD_SOC"] == pytest.approx(0.9)
+    assert "VDD_SOC: jtop gave no power reading" in " ".join(reading.notes)
+    src.close()
+    assert client.closed

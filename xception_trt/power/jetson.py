@@ -151,7 +151,25 @@ def find_rails(root: str | os.PathLike[str] = "/sys") -> tuple[str, list[Rail], 
     return "", [], []
 
 
-class Ina3221Source:
+class _Rails:
+    """What the Jetson sources share: no energy counter, the first read failures kept."""
+
+    _errors: list[str]
+
+    def _failed(self, text: str) -> None:
+        if len(self._errors) < _MAX_ERRORS:
+            self._errors.append(text)
+
+    def energy_mj(self) -> float | None:
+        """Neither the INA3221 nor jtop has an energy counter."""
+        return None
+
+    def errors(self) -> list[str]:
+        """The first read failures."""
+        return list(self._errors)
+
+
+class Ina3221Source(_Rails):
     """Reads the Jetson INA3221 rails from sysfs (see the module docstring for the layouts)."""
 
     scope = "module"
@@ -184,24 +202,15 @@ class Ina3221Source:
                 else:
                     out.append(_read_number(rail.files[0]) * _read_number(rail.files[1]) / 1000)
             except (OSError, ValueError) as exc:
-                if len(self._errors) < _MAX_ERRORS:
-                    self._errors.append(f"{rail.name}: {exc}")
+                self._failed(f"{rail.name}: {exc}")
                 out.append(None)
         return out
-
-    def energy_mj(self) -> float | None:
-        """The INA3221 has no energy counter."""
-        return None
-
-    def errors(self) -> list[str]:
-        """The first read failures."""
-        return list(self._errors)
 
     def close(self) -> None:
         """Nothing to release (files are opened per read)."""
 
 
-class JtopSource:
+class JtopSource(_Rails):
     """Power rails through jetson-stats (``jtop``), where its service runs.
 
     ``jtop.power`` is ``{"rail": {name: {"power": mW, ...}}, "tot": {"power": mW, ...}}``
@@ -233,16 +242,12 @@ class JtopSource:
         for name in self.rails:
             entry = power.get("tot", {}) if name == "total" else rails.get(name, {})
             value = entry.get("power")
-            out.append(float(value) if isinstance(value, (int, float)) else None)
+            if isinstance(value, (int, float)):
+                out.append(float(value))
+            else:
+                self._failed(f"{name}: jtop gave no power reading")
+                out.append(None)
         return out
-
-    def energy_mj(self) -> float | None:
-        """jtop has no energy counter."""
-        return None
-
-    def errors(self) -> list[str]:
-        """The first read failures."""
-        return list(self._errors)
 
     def close(self) -> None:
         """Close the jtop client (idempotent)."""
