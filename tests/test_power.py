@@ -131,10 +131,11 @@ def test_each_jetson_layout_is_found_and_measured(tmp_path, board):
         assert mon.source.rails == rails
         assert mon.source.total_rail == total_rail
         reading = mon.start().stop()
+        notes = " ".join(mon.describe()["notes"])
     assert reading.available and reading.samples >= 2 and reading.failed_reads == 0
     assert reading.total_w == pytest.approx(total_w)
     if total_rail is None:  # AGX Xavier / AGX Orin: no input rail, and the report says so
-        assert "no module input-power rail" in " ".join(reading.notes)
+        assert "no module input-power rail" in notes
         assert "lower bound" in reading.total_basis
     else:
         assert reading.total_basis.startswith(total_rail)
@@ -316,18 +317,20 @@ def test_nvml_energy_counter_gives_the_energy(tmp_path):
     with open_monitor(sysfs=tmp_path, nvml=nvml, use_jtop=False, period_s=5) as mon:
         assert mon.source is not None and mon.source.name == "nvml"
         reading = mon.start().stop()
+        notes = " ".join(mon.describe()["notes"])
     assert nvml.initialised == 0  # shut down on close
     assert reading.energy_basis == "hardware energy counter"
     assert reading.energy_j == pytest.approx(0.5)  # one counter query later: +500 mJ
     assert reading.rails_w == {"GPU 0": 250.0} and reading.total_w == 250.0
-    assert "GPU board only" in " ".join(reading.notes)
+    assert "GPU board only" in notes
 
 
 def test_nvml_without_energy_counter_falls_back_to_power_samples(tmp_path):
-    reading = PowerMonitor(NvmlSource(nvml=FakeNvml(energy=False)), period_s=5).start().stop()
+    mon = PowerMonitor(NvmlSource(nvml=FakeNvml(energy=False)), period_s=5)
+    reading = mon.start().stop()
     assert reading.energy_basis == "mean total power x window"
     assert reading.energy_j == pytest.approx(250.0 * reading.duration_s)
-    assert "NVML_ERROR_NOT_SUPPORTED" in " ".join(reading.notes)
+    assert "NVML_ERROR_NOT_SUPPORTED" in " ".join(mon.describe()["notes"])
 
 
 def test_nvml_supporting_neither_is_a_reason_not_an_error(tmp_path):
@@ -457,7 +460,7 @@ def test_bench_cli_report_has_power_and_context_reasons_here(tiny_onnx_files, tm
     assert set(doc["context"]) >= {"load_average", "cpu", "jetson", "nvml"}
     md = (out / "p" / "report.md").read_text()
     assert "## Run context" in md and "Load average" in md
-    assert "## Power and energy" in md and "Power: not available —" in md
+    assert "## Power and energy" in md and "\nPower: not available — no INA3221" in md
     assert not (out / "p" / "latency_vs_energy.png").exists()
 
 
@@ -476,7 +479,8 @@ def test_report_renders_power_tables_and_the_energy_plot(tmp_path, ort_runner):
     pytest.importorskip("matplotlib")
     files = write_report(doc, tmp_path / "reports")
     md = files.markdown.read_text()
-    assert "| VDD_GPU_SOC W |" in md and "mJ / image" in md and "lower bound" in md
+    assert "| VDD_GPU_SOC W | VDD_CPU_CV W | VIN_SYS_5V0 W | VDDQ_VDD2_1V8AO W |" in md
+    assert "mJ / image" in md and "lower bound" in md and "no module input-power rail" in md
     assert "Power mode (nvpmodel) | 15W (id 2)" in md and "jetson_clocks | on" in md
     png = files.directory / "latency_vs_energy.png"
     assert png in files.plots and png.read_bytes()[:4] == b"\x89PNG"

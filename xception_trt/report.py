@@ -538,12 +538,15 @@ def _power_section(doc: Mapping[str, Any], runners: Sequence[Mapping[str, Any]],
         return []
     out = ["## Power and energy", ""]
     if mon is not None and not mon.get("available"):
-        return out + [f"Power: not available — {mon.get('reason')}", ""]
+        why = str(mon.get("reason"))
+        return out + ["Power: " + (why[len("power: "):] if why.startswith("power: ") else why), ""]
     if mon:
         out += [f"Backend `{mon.get('backend')}`, sampled every "
                 f"{1000 * mon.get('period_s', 0):.0f} ms in a background thread during the "
-                "timed calls only (warm-up excluded). " + " ".join(mon.get("notes") or []), ""]
-    rails = sorted({k for _, _, p in readings for k in p.get("rails_w") or {}})
+                "timed calls only (warm-up excluded). "
+                + " ".join(n.rstrip(".") + "." for n in mon.get("notes") or []), ""]
+    rails = list(dict.fromkeys([*(mon or {}).get("rails", []),
+                                *(k for _, _, p in readings for k in p.get("rails_w") or {})]))
     rows = []
     for e, r, p in readings:
         if not p.get("available"):
@@ -696,7 +699,8 @@ def plot_accuracy(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> Path 
 
 def plot_energy(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> Path | None:
     """Median latency per call against energy per image, a point per runner and batch size
-    (colour = precision). Returns the PNG path, or ``None`` when no energy was measured."""
+    (colour = runner, marker = precision). Returns the PNG path, or ``None`` when no energy
+    was measured."""
     series = []
     for e in _ordered(list(doc["runners"])):
         pts = [(r["batch_size"], r["end_to_end"]["median_ms"], r["power"]["energy_per_image_mj"])
@@ -707,15 +711,21 @@ def plot_energy(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> Path | 
     if not series:
         return None
     fig, (ax,) = _figure(1, width=7.5, height=5.0)
-    for e, pts in series:
+    with needs(_PLOTS):
+        from matplotlib.ticker import LogFormatter
+
+    for i, (e, pts) in enumerate(series):  # colour = runner, marker = precision
         prec = e.get("precision") or ""
         ax.plot([p[2] for p in pts], [p[1] for p in pts], marker=_MARKERS.get(prec, "D"),
-                color=_COLOURS.get(prec), linestyle=":", label=e["name"])
+                color=f"C{i % 10}", linestyle=":", label=e["name"])
         for b, ms, mj in pts:
             ax.annotate(f"b{b}", (mj, ms), textcoords="offset points", xytext=(4, 4),
                         fontsize=7)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):  # plain numbers, not 10^x (after set_*scale)
+        axis.set_major_formatter(LogFormatter())
+        axis.set_minor_formatter(LogFormatter(labelOnlyBase=False))  # thinned on wide ranges
     ax.set_xlabel("energy per image, mJ")
     ax.set_ylabel("latency per call, ms (median)")
     ax.grid(True, which="both", alpha=0.3)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 from .context import run_context
@@ -71,7 +72,7 @@ def open_monitor(*, period_s: float = DEFAULT_PERIOD_S, sysfs: str | os.PathLike
     layout, rails, problems = find_rails(sysfs)
     if rails:
         try:
-            model = open(model_file, "rb").read().decode("utf-8", "replace").strip("\x00 \n")
+            model = Path(model_file).read_bytes().decode("utf-8", "replace").strip("\x00 \n")
         except OSError:
             model = None
         for p in problems:

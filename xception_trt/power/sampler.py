@@ -85,7 +85,7 @@ class PowerReading:
         energy_j: Energy over the window in joules (counter difference or mean x duration).
         energy_basis: How ``energy_j`` was obtained.
         sampler_busy_ms: Time the sampler spent reading (its own load on the machine).
-        notes: Caveats.
+        notes: Caveats of this window (the source's own are in ``PowerMonitor.describe()``).
     """
 
     available: bool
@@ -211,7 +211,7 @@ class PowerWindow:
                     vs.append(v / 1000.0)
             series[name] = (ts, vs)
             means[name] = mean_over_time(ts, vs) if vs else None
-        notes = list(src.notes)
+        notes: list[str] = []  # this window's caveats; the source's are in describe()
         total, basis = None, None
         if src.total_rail is not None:
             total = means.get(src.total_rail)
