@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 
 from ..serve.options import InstanceKind, ServeBackend
-from ._common import add_command, arg_type, non_negative_int, positive_int, print_json
+from ._common import (
+    add_command,
+    add_runner_flags,
+    arg_type,
+    non_negative_int,
+    only_with,
+    positive_int,
+    print_json,
+    runner_settings,
+)
 
 ORDER = 80
 
@@ -31,17 +40,32 @@ def add_batching_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=positive_int, default=None,
                    help="Python backend: CPU threads of each ONNX Runtime / torch runner "
                         "(default: the runner's choice)")
+    add_runner_flags(p)
 
 
 def build_options(args: argparse.Namespace, *, backend: ServeBackend | str, ensemble: bool,
                   execution_env: str | None, instance_kind: InstanceKind | str = InstanceKind.AUTO,
                   gpus: tuple[int, ...] = ()):
-    """:class:`~xception_trt.serve.repository.RepositoryOptions` from parsed flags."""
+    """:class:`~xception_trt.serve.repository.RepositoryOptions` from parsed flags; the runner
+    flags (``--threads`` ...) are checked against ``args.model``'s runner (Python backend only).
+
+    Raises:
+        ConfigError: A runner flag with the native backend, or one the model's runner ignores.
+    """
+    from ..runners import check_runner_options
+    from ..runners import runner_options as options_for
     from ..serve.repository import RepositoryOptions
 
+    settings = runner_settings(args)
     runner_options = {}
-    if args.threads is not None:
-        runner_options["threads"] = args.threads
+    if ServeBackend.parse(backend) is ServeBackend.PYTHON:
+        check_runner_options([args.model], **settings)
+        runner_options = options_for(args.model, **settings)
+    else:  # Triton's own TensorRT / ONNX Runtime backends run the model, not our runner
+        for flag, setting in (("--threads", "threads"), ("--cuda-graphs", "cuda_graphs"),
+                              ("--providers", "providers")):
+            only_with(flag, settings[setting] not in (None, False), needs="--backend python",
+                      present=False, why="it sets our runner in Triton's Python backend")
     return RepositoryOptions(
         name=args.name, backend=backend, ensemble=ensemble, max_batch_size=args.max_batch,
         dynamic_batching=args.dynamic_batching,

@@ -45,14 +45,16 @@ from .source import (
     static_batch_of,
 )
 
-__all__ = ["CalibrationMethod", "DEFAULT_NUM_IMAGES", "HIGH_PRECISIONS", "QuantizeResult",
-           "AutoQuantizeResult", "quantize_int8", "auto_quantize_int8"]
+__all__ = ["CalibrationMethod", "DEFAULT_NUM_IMAGES", "DEFAULT_PERCENTILE", "HIGH_PRECISIONS",
+           "QuantizeResult", "AutoQuantizeResult", "quantize_int8", "auto_quantize_int8"]
 
 log = logging.getLogger(__name__)
 
 #: Default number of calibration images (NVIDIA's PTQ guidance: a few hundred representative
 #: images; 512 matches the TensorRT samples).
 DEFAULT_NUM_IMAGES = 512
+#: Percentile of |activation| for the ``percentile`` method.
+DEFAULT_PERCENTILE = 99.99
 #: Precisions the nodes left out of INT8 may run in.
 HIGH_PRECISIONS = (Precision.FP32, Precision.FP16)
 
@@ -137,7 +139,7 @@ class AutoQuantizeResult:
 def quantize_int8(onnx_model_or_path: Any, calibration_data: Any = None, *,
                   method: CalibrationMethod | str = CalibrationMethod.ENTROPY,
                   num_images: int = DEFAULT_NUM_IMAGES, seed: int = 0, batch_size: int = 8,
-                  percentile: float = 99.99, exclude_nodes: Sequence[str] = (),
+                  percentile: float = DEFAULT_PERCENTILE, exclude_nodes: Sequence[str] = (),
                   exclude_op_types: Sequence[str] = (), exclude_depthwise: bool = False,
                   high_precision: Precision | str = Precision.FP32, int8_weights: bool = False,
                   cache_dir: str | os.PathLike[str] | None = DEFAULT_CACHE_DIR,
@@ -372,9 +374,9 @@ def auto_quantize_int8(onnx_model_or_path: Any, calibration_data: Any, val_data:
     model, _ = as_model(onnx_model_or_path)
     calib, val = holdout(calibration_data, val_data, num_images, seed)
     opts: dict[str, Any] = dict(
-        seed=seed, batch_size=8, percentile=99.99, exclude_nodes=(), exclude_op_types=(),
-        exclude_depthwise=False, high_precision=Precision.FP32, int8_weights=False,
-        cache_dir=DEFAULT_CACHE_DIR, import_cache=None)
+        seed=seed, batch_size=8, percentile=DEFAULT_PERCENTILE, exclude_nodes=(),
+        exclude_op_types=(), exclude_depthwise=False, high_precision=Precision.FP32,
+        int8_weights=False, cache_dir=DEFAULT_CACHE_DIR, import_cache=None)
     unknown = sorted(set(kw) - set(opts))
     if unknown:
         raise ConfigError(f"unknown option(s) for auto calibration: {', '.join(unknown)}")
