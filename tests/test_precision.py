@@ -203,14 +203,20 @@ def test_fp16_keeps_fp32_io_and_out_of_range_nodes(fp16_model, fp32_path, calib_
 
 
 def test_cache_hit_skips_calibration_and_reproduces_the_model(int8_entropy, fp32_path,
-                                                              calib_folder):
+                                                              calib_folder, tmp_path):
     again = quantize_int8(fp32_path, calib_folder, method="entropy", num_images=8,
-                          batch_size=4, cache_dir=int8_entropy.cache_path.parent)
+                          batch_size=4, cache_dir=int8_entropy.cache_path.parent,
+                          output=tmp_path / "hit.int8.onnx")
+    assert int8_entropy.cache == "miss"
     assert again.cache == "hit" and again.num_images == 0
     assert again.cache_path == int8_entropy.cache_path
     a, b = _inits(int8_entropy.model), _inits(again.model)
     assert a.keys() == b.keys()
     assert all(np.array_equal(a[k], b[k]) for k in a)
+    # Bit for bit: the artifact records no run-dependent fact (cache hit/miss), so an engine
+    # keyed on the ONNX hash is reused after a cache hit.
+    assert again.path.read_bytes() == int8_entropy.path.read_bytes()
+    assert "cache" not in read_metadata(again.path).json_field("calibration")
 
 
 def test_stale_cache_is_never_used(int8_entropy, fp32_path, calib_folder, tmp_path, caplog):
