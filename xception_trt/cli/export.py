@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
         print_json(result.to_dict())
         return 0
     spec = result.spec
-    print(f"wrote {result.path} ({result.report.file_size / 1e6:.2f} MB) in {result.seconds:.1f} s")
+    print(f"wrote {result.path} ({result.report.file_size / 2**20:.2f} MiB) in "
+          f"{result.seconds:.1f} s")
     print(f"model: {spec.num_classes} classes, {spec.input_size}x{spec.input_size}, "
           f"width {spec.width:g}; input {result.input_format}, batch {result.batch}, "
           f"opset {result.opset}, {result.exporter} exporter"
