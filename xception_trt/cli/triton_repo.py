@@ -57,15 +57,17 @@ def build_options(args: argparse.Namespace, *, backend: ServeBackend | str, ense
     from ..serve.repository import RepositoryOptions
 
     settings = runner_settings(args)
+    given = {k: v for k, v in settings.items() if v not in (None, False)}
     runner_options = {}
-    if ServeBackend.parse(backend) is ServeBackend.PYTHON:
-        check_runner_options([args.model], **settings)
-        runner_options = options_for(args.model, **settings)
+    if not given:  # the repository writer judges the model file itself
+        pass
+    elif ServeBackend.parse(backend) is ServeBackend.PYTHON:
+        check_runner_options([args.model], **given)
+        runner_options = options_for(args.model, **given)
     else:  # Triton's own TensorRT / ONNX Runtime backends run the model, not our runner
-        for flag, setting in (("--threads", "threads"), ("--cuda-graphs", "cuda_graphs"),
-                              ("--providers", "providers")):
-            only_with(flag, settings[setting] not in (None, False), needs="--backend python",
-                      present=False, why="it sets our runner in Triton's Python backend")
+        flag = "--" + next(iter(given)).replace("_", "-")
+        only_with(flag, True, needs="--backend python", present=False,
+                  why="it sets our runner in Triton's Python backend")
     return RepositoryOptions(
         name=args.name, backend=backend, ensemble=ensemble, max_batch_size=args.max_batch,
         dynamic_batching=args.dynamic_batching,
