@@ -474,7 +474,7 @@ def export_onnx(model_or_checkpoint: Any, path: str | os.PathLike[str], *,
         model.train(was_training)
     log.info("exported with the %s exporter (opset %d, batch %s)", chosen, opset, batch)
 
-    # The final model is checked once below; the intermediate checks would re-serialise ~90 MB.
+    # The final model is checked once below; the intermediate checks would re-serialise ~86 MiB.
     out = clean_graph(raw, check=False) if clean else raw
     if fmt is InputFormat.UINT8_NHWC:
         out = uint8_nhwc_model(out, spec, check=False)
