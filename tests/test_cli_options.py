@@ -31,6 +31,7 @@ def files(tmp_path):
         out[key] = str(tmp_path / name)
     (tmp_path / "repo").mkdir()
     out["repo"] = str(tmp_path / "repo")
+    (tmp_path / "x.png").write_bytes(b"")
     out["img"] = str(tmp_path / "x.png")
     out["o"] = str(tmp_path / "out")
     return out

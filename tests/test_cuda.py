@@ -106,7 +106,45 @@ def test_real_bindings_without_driver_name_the_call():
     with pytest.raises(EngineError) as err:
         xc.CudaDevice(0)
     msg = str(err.value)
-    assert "no usable NVIDIA GPU" in msg and "cudaGetDeviceCount" in msg and "nvidia-smi" in msg
+    # the words `info` and `selftest` use (issue 13 item 15), not the runtime's misleading
+    # "CUDA driver version is insufficient"
+    assert "no usable NVIDIA GPU: no NVIDIA driver found" in msg and "nvidia-smi" in msg
+    assert "insufficient" not in msg
+    assert query_devices().reason in msg
+
+
+def _insufficient_driver_runtime():
+    class Err(enum.IntEnum):
+        cudaSuccess = 0
+        cudaErrorInsufficientDriver = 35
+        cudaErrorNotReady = 600
+
+    return types.SimpleNamespace(
+        cudaError_t=Err, cudaGetDeviceCount=lambda: (Err.cudaErrorInsufficientDriver, 0),
+        cudaGetErrorString=lambda e: (Err.cudaSuccess,
+                                      b"CUDA driver version is insufficient for CUDA runtime"))
+
+
+def test_no_driver_is_worded_like_info(monkeypatch):
+    from xception_trt.trt import devices
+
+    monkeypatch.setattr(devices, "query_devices", lambda: devices.DeviceReport(
+        None, None, (), "cuda-python", f"{devices.NO_DRIVER} (libcuda.so.1 cannot be loaded)"))
+    with pytest.raises(EngineError) as err:
+        xc.CudaPythonBackend(0, runtime=_insufficient_driver_runtime(), driver=None)
+    assert str(err.value).startswith("no usable NVIDIA GPU: no NVIDIA driver found (libcuda.so.1")
+    assert "insufficient" not in str(err.value)
+
+
+def test_old_driver_keeps_the_runtime_words(monkeypatch):
+    from xception_trt.trt import devices
+
+    monkeypatch.setattr(devices, "query_devices", lambda: devices.DeviceReport(
+        "470.1", "11.4", (devices.GpuInfo(0, "GPU", "8.6", 1 << 30),), "cuda-python", ""))
+    with pytest.raises(EngineError) as err:
+        xc.CudaPythonBackend(0, runtime=_insufficient_driver_runtime(), driver=None)
+    msg = str(err.value)
+    assert "cudaGetDeviceCount" in msg and "insufficient" in msg and "at least as new" in msg
 
 
 # ------------------------------------------------------------------------------------------------

@@ -321,6 +321,7 @@ def test_eval_cli(tiny_onnx_files, tiny_checkpoint, image_folder, out, capsys):
 
 def test_eval_cli_bad_inputs(tiny_onnx_files, flat_image_folder, tmp_path, out, capsys):
     (tmp_path / "empty").mkdir()
+    (tmp_path / "x.bin2").write_bytes(b"not a model")
     model = str(tiny_onnx_files["float"])
     cases = [
         ([model, "--data", str(flat_image_folder)], "has no labels"),

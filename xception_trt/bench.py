@@ -34,6 +34,7 @@ from .classifier import softmax
 from .config import InputFormat, ModelSpec, Precision
 from .contract import Runner
 from .errors import BenchError, ConfigError, DataError
+from .host import available_memory_bytes
 from .runners import open_runner
 
 __all__ = ["BenchConfig", "LatencyStats", "LatencyResult", "RunnerBenchmark", "MemorySampler",
@@ -252,6 +253,48 @@ def make_input(runner: Runner, batch_size: int, *, seed: int = 0,
     return normalize(pix, spec)
 
 
+def _skip_reason(runner: Runner, batch_size: int) -> str | None:
+    """Why ``runner`` cannot take ``batch_size`` at all (then it is skipped, not measured)."""
+    fixed = _fixed_batch(runner)
+    if fixed is not None and fixed != batch_size:
+        return f"the model has a fixed batch of {fixed}"
+    if runner.max_batch is not None and batch_size > runner.max_batch:
+        return f"above the model's maximum batch {runner.max_batch}"
+    return None
+
+
+def batch_bytes(runner: Runner, batch_size: int) -> int:
+    """Host bytes of one batch's arrays: the uint8 pixels, their float32 copy (float-nchw
+    runners) and the float32 logits. A lower bound of what a call needs (the runner's own
+    activations come on top)."""
+    spec = runner.spec
+    pixels = batch_size * spec.input_size * spec.input_size * spec.in_chans
+    floats = 0 if runner.input_format is InputFormat.UINT8_NHWC else 4 * pixels
+    return pixels + floats + 4 * batch_size * spec.num_classes
+
+
+def check_batch_fits(runner: Runner, batch_size: int, *, available: int | None = None) -> None:
+    """Refuse, before allocating anything, a batch whose arrays alone exceed free memory.
+
+    Args:
+        runner: The runner to feed.
+        batch_size: Images per call.
+        available: Free bytes (default: :func:`~xception_trt.host.available_memory_bytes`;
+            nothing is checked when that is unknown).
+
+    Raises:
+        BenchError: The batch's input and output arrays need more than ``available``.
+    """
+    avail = available_memory_bytes() if available is None else available
+    need = batch_bytes(runner, batch_size)
+    if avail is None or need <= avail:
+        return
+    fits = max(1, avail // max(1, batch_bytes(runner, 1)))
+    raise BenchError(f"batch {batch_size} needs at least {need / 2**30:.1f} GiB for its input "
+                     f"and output arrays alone, more than the {avail / 2**30:.1f} GiB of memory "
+                     f"available; use a smaller batch (well below {fits})")
+
+
 def _device_memory_bytes(runner: Runner) -> int | None:
     value = getattr(runner, "device_memory_bytes", None)
     if value is None:
@@ -291,18 +334,18 @@ def measure_latency(runner: Runner, batch_size: int, *, iterations: int = 50, wa
 
     Returns:
         The :class:`LatencyResult` (``skipped`` set when the runner cannot take the batch).
+
+    Raises:
+        BenchError: The batch cannot fit in memory (see :func:`check_batch_fits`).
     """
     BenchConfig(batch_sizes=(batch_size,), iterations=iterations, warmup=warmup, seed=seed)
     progress = progress or _noop
     result = LatencyResult(batch_size, iterations, warmup,
                            input_source="random" if pixels is None else "data")
-    fixed = _fixed_batch(runner)
-    if fixed is not None and fixed != batch_size:
-        result.skipped = f"the model has a fixed batch of {fixed}"
+    result.skipped = _skip_reason(runner, batch_size)
+    if result.skipped:
         return result
-    if runner.max_batch is not None and batch_size > runner.max_batch:
-        result.skipped = f"above the model's maximum batch {runner.max_batch}"
-        return result
+    check_batch_fits(runner, batch_size)
     x = make_input(runner, batch_size, seed=seed, pixels=pixels)
     if memory is not None:
         memory.reset_peak()
@@ -398,6 +441,9 @@ def benchmark_runner(model: Runner | str | os.PathLike[str], config: BenchConfig
     Returns:
         A :class:`RunnerBenchmark`. Failures (opening, or a call midway) are recorded in it,
         not raised; the sweep stops at the first batch size that fails.
+
+    Raises:
+        BenchError: A batch size of the sweep cannot fit in memory (checked before measuring).
     """
     mem = MemorySampler()
     result = RunnerBenchmark(name=name or (model.name if not isinstance(model, (str, os.PathLike))
@@ -423,6 +469,9 @@ def benchmark_runner(model: Runner | str | os.PathLike[str], config: BenchConfig
         result.rss_after_load_mib = round(mem.sample(), 1)
     try:
         result.description = runner.describe()
+        for b in config.batch_sizes:  # refuse an impossible sweep before measuring any of it
+            if _skip_reason(runner, b) is None:
+                check_batch_fits(runner, b)
         if callable(pixels):
             pixels = pixels(runner.spec)
         peak = mem.sample()

@@ -23,7 +23,7 @@ import torch
 from . import __version__
 from .config import ModelSpec
 from .errors import CheckpointError, ConfigError, DependencyError
-from .fsio import atomic_path, sha256_file
+from .fsio import atomic_path, path_problem, sha256_file
 from .model import Block, SeparableConv2d, Xception, build_xception, scaled_channels
 
 __all__ = [
@@ -89,7 +89,7 @@ def save_checkpoint(model: Xception, path: str | os.PathLike[str], *,
     Raises:
         CheckpointError: Bad suffix or unwritable destination.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -98,8 +98,11 @@ def save_checkpoint(model: Xception, path: str | os.PathLike[str], *,
     meta.update(format=FORMAT_NAME, format_version=FORMAT_VERSION,
                 model_spec=model.spec.to_json(), xception_trt_version=__version__)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    # Serialized here and written by Python: a full disk then raises OSError (ENOSPC), which
+    # atomic_path reports; safetensors' own writer can fail without saying why.
+    data = save(tensors, metadata=meta)
     with atomic_path(path, error=CheckpointError) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+        tmp.write_bytes(data)
     return path
 
 
@@ -347,9 +350,9 @@ def read_checkpoint(path: str | os.PathLike[str], **spec_fields: Any) -> LoadedC
         CheckpointError: Missing file, unknown suffix, unreadable or non-Xception content.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist" if not path.exists()
-                              else f"checkpoint {path} is not a file")
+    problem = path_problem(path)
+    if problem is not None:
+        raise CheckpointError(f"checkpoint {path} {problem}")
     suffix = path.suffix.lower()
     if suffix not in CHECKPOINT_SUFFIXES:
         raise CheckpointError(f"{path}: unknown checkpoint type {suffix!r}; expected one of "

@@ -17,6 +17,7 @@ import numpy as np
 
 from .config import InputFormat, ModelSpec
 from .errors import DataError
+from .fsio import path_problem
 from .preprocess import normalize, preprocess_uint8
 
 __all__ = ["IMAGE_SUFFIXES", "ImageRecord", "Dataset", "Batch", "BatchLoader", "open_dataset",
@@ -89,8 +90,10 @@ def fingerprint_records(records: Sequence[ImageRecord]) -> str:
             st = rec.path.stat()
         except OSError as exc:
             raise DataError(f"cannot stat {rec.path}: {exc.strerror}") from None
-        digest.update(f"{rec.path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{rec.label}\n"
-                      .encode())
+        # os.fsencode: a file name that is not valid UTF-8 (surrogate-escaped by Python)
+        # hashes as its raw bytes instead of failing to encode.
+        digest.update(os.fsencode(rec.path.resolve())
+                      + f"\0{st.st_size}\0{st.st_mtime_ns}\0{rec.label}\n".encode())
     return digest.hexdigest()
 
 
@@ -113,8 +116,9 @@ def scan_folder(root: str | os.PathLike[str]) -> Dataset:
         DataError: Missing folder, no images, or images both at top level and in sub-folders.
     """
     root = Path(root)
-    if not root.exists():
-        raise DataError(f"data folder {root} does not exist")
+    problem = path_problem(root, want="any")
+    if problem is not None:
+        raise DataError(f"data folder {root} {problem}")
     if not root.is_dir():
         raise DataError(f"{root} is not a folder; give a folder of images or a file list "
                         "(.txt/.csv)")
@@ -168,8 +172,9 @@ def read_file_list(path: str | os.PathLike[str], *,
         DataError: Missing file, unreadable line, unknown label, missing image.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"file list {path} does not exist")
+    problem = path_problem(path)
+    if problem is not None:
+        raise DataError(f"file list {path} {problem}")
     names = tuple(class_names) if class_names is not None else ()
     records: list[ImageRecord] = []
     text = path.read_text(encoding="utf-8-sig")

@@ -7,9 +7,11 @@ Every artifact the SDK writes (checkpoints, ONNX files, engines, caches, reports
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +20,86 @@ from typing import Any
 from .errors import XceptionTRTError
 
 __all__ = ["default_file_mode", "atomic_path", "atomic_write_bytes", "atomic_write_text",
-           "atomic_write_json", "sha256_file", "sha256_bytes", "check_writable_dir"]
+           "atomic_write_json", "sha256_file", "sha256_bytes", "check_writable_dir",
+           "ENVIRONMENT_ERRNOS", "environment_error_text", "path_problem"]
+
+#: OS errors that are the machine's state, not a bug: full or read-only disks, permissions,
+#: unusable paths. The CLI reports them as one ``error:`` line (exit 2), like our own errors.
+ENVIRONMENT_ERRNOS: dict[int, str] = {
+    errno.ENOSPC: "free disk space or choose another location",
+    errno.EDQUOT: "free space within your disk quota or choose another location",
+    errno.EFBIG: "the file is larger than this file system or limit allows; choose another "
+                 "location",
+    errno.EROFS: "the file system is read-only; choose a writable location",
+    errno.EACCES: "check the permissions or choose another location",
+    errno.EPERM: "check the permissions or choose another location",
+    errno.ELOOP: "the path is a symbolic link loop; fix or remove the link",
+    errno.ENAMETOOLONG: "use a shorter path",
+    errno.EISDIR: "give a file path, not a directory",
+    errno.ENOTDIR: "a part of the path is a file, not a directory; fix the path",
+    errno.EIO: "the device reported an I/O error; check the disk",
+}
+
+
+def environment_error_text(exc: OSError, *, action: str = "write",
+                           path: str | os.PathLike[str] | None = None) -> str | None:
+    """One line for an OS error caused by the environment (disk full, read-only, ...).
+
+    Args:
+        exc: The error.
+        action: What failed (``"write"``, ``"read"``).
+        path: The file involved (default: the error's own file name).
+
+    Returns:
+        ``"cannot ACTION PATH: REASON; FIX"``, or ``None`` when ``exc`` is not one of
+        :data:`ENVIRONMENT_ERRNOS` (a bug, left to propagate).
+    """
+    fix = ENVIRONMENT_ERRNOS.get(exc.errno or 0)
+    if fix is None:
+        return None
+    where = path if path is not None else (exc.filename or "a file")
+    return f"cannot {action} {where}: {exc.strerror or os.strerror(exc.errno or 0)}; {fix}"
+
+
+_SPECIAL_FILES = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                  (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def path_problem(path: str | os.PathLike[str], *, want: str = "file") -> str | None:
+    """Why ``path`` is not what a reader wants, as the end of a sentence about it.
+
+    Args:
+        path: The path.
+        want: ``"file"`` (an existing regular file), ``"dir"`` (a directory) or ``"any"``
+            (either).
+
+    Returns:
+        ``None`` when it is fine, else e.g. ``"does not exist"``, ``"is a directory, not a
+        file"``, ``"is a FIFO (named pipe), not a regular file"``, ``"is a symbolic link loop
+        ..."``.
+    """
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        if os.path.islink(path):
+            return (f"is a broken symbolic link (its target {os.readlink(path)} does not exist); "
+                    "fix or remove the link")
+        return "does not exist"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "is a symbolic link loop (or too many links deep); fix or remove the link"
+        fix = ENVIRONMENT_ERRNOS.get(exc.errno or 0, "check the path")
+        return f"cannot be used ({exc.strerror or exc}); {fix}"
+    except ValueError as exc:  # e.g. an embedded NUL byte
+        return f"is not a usable path ({exc})"
+    if stat.S_ISDIR(st.st_mode):
+        return "is a directory, not a file" if want == "file" else None
+    if want == "dir":
+        return "is not a directory"
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _SPECIAL_FILES if test(st.st_mode)), "special")
+        return f"is {kind}, not a regular file"
+    return None
 
 
 def check_writable_dir(directory: Path, *, what: str = "output",
@@ -61,7 +142,9 @@ def atomic_path(path: str | os.PathLike[str], *,
     On any exception the temporary file is removed and ``path`` is left untouched.
 
     Raises:
-        error: The destination directory cannot be created or written.
+        error: The destination directory cannot be created or written, or writing failed for
+            a reason of the environment (disk full, read-only, ...: see
+            :data:`ENVIRONMENT_ERRNOS`).
     """
     path = Path(path)
     check_writable_dir(path.parent if str(path.parent) else Path("."), error=error)
@@ -72,9 +155,12 @@ def atomic_path(path: str | os.PathLike[str], *,
         yield tmp_path
         os.chmod(tmp_path, default_file_mode())
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
+        text = environment_error_text(exc, path=path) if isinstance(exc, OSError) else None
+        if text is not None:
+            raise error(text) from None
         raise
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from . import __version__
 
-__all__ = ["package_version", "software_versions", "cpu_model", "git_revision", "load_average"]
+__all__ = ["package_version", "software_versions", "cpu_model", "git_revision",
+           "available_memory_bytes", "load_average"]
 
 #: (label, distribution names to try) of the packages every report mentions.
 _PACKAGES = (
@@ -79,3 +80,18 @@ def git_revision(path: str | os.PathLike[str] | None = None) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return rev + ("+dirty" if dirty else "") if rev else None
+
+
+def available_memory_bytes() -> int | None:
+    """Memory a new allocation can get without swapping (bytes; ``None`` when unknown):
+    psutil's ``available``, else the free physical pages from ``os.sysconf``."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except (ImportError, OSError, AttributeError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None

@@ -25,6 +25,7 @@ from typing import Any
 
 from .config import InputFormat, ModelSpec, Precision
 from .errors import ConfigError, GraphError
+from .fsio import path_problem
 
 __all__ = ["PREFIX", "INPUT_NAME", "OUTPUT_NAME", "OnnxMeta", "read_metadata", "write_metadata",
            "load_onnx"]
@@ -63,8 +64,9 @@ def load_onnx(path: str | os.PathLike[str], *, load_external_data: bool = True):
     from google.protobuf.message import DecodeError
 
     path = Path(path)
-    if not path.is_file():
-        raise GraphError(f"ONNX file {path} does not exist")
+    problem = path_problem(path)
+    if problem is not None:
+        raise GraphError(f"ONNX file {path} {problem}")
     if path.stat().st_size == 0:
         raise GraphError(f"ONNX file {path} is empty")
     try:

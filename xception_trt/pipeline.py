@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import BuildConfig, InputFormat, Precision, check_int
 from .errors import BuildError, ConfigError, GraphError, XceptionTRTError
-from .fsio import atomic_write_json, sha256_file
+from .fsio import atomic_write_json, path_problem, sha256_file
 from .onnx_meta import read_metadata
 from .precision import (
     AutoQuantizeResult,
@@ -516,11 +516,13 @@ def build(*, source: str | os.PathLike[str], output: str | os.PathLike[str],
     callbacks = callbacks or PipelineCallbacks()
     config = config or BuildConfig()
     source = Path(source)
-    if not source.is_file():
-        raise BuildError(f"{source} does not exist; give a checkpoint or an ONNX file")
+    problem = path_problem(source)
+    if problem is not None:
+        raise BuildError(f"{source} {problem}; give a checkpoint or an ONNX file")
     out = Path(output)
-    if calibration and not Path(calibration).is_dir():
-        raise BuildError(f"calibration folder {calibration} does not exist")
+    problem = path_problem(calibration, want="dir") if calibration else None
+    if problem is not None:
+        raise BuildError(f"calibration folder {calibration} {problem}")
     flavour = resolve_flavour(config.backend)  # fail before a long export if nothing can build
     is_onnx = source.suffix.lower() == ".onnx"
     src_precision = read_metadata(source).precision if is_onnx else Precision.FP32

@@ -19,6 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .config import InputFormat, Interpolation, ModelSpec
 from .errors import DataError
+from .fsio import path_problem
 
 __all__ = ["ImageSource", "open_image", "to_rgb", "resize_crop", "preprocess_uint8",
            "preprocess", "normalize", "preprocess_batch", "PIL_FILTERS"]
@@ -66,8 +67,9 @@ def open_image(src: ImageSource) -> Image.Image:
         name = _name(src)
         if isinstance(src, (str, os.PathLike)):
             path = Path(src)
-            if not path.is_file():
-                raise DataError(f"image {path} does not exist")
+            problem = path_problem(path)
+            if problem is not None:
+                raise DataError(f"image {path} {problem}")
             if path.stat().st_size == 0:
                 raise DataError(f"image {path} is an empty file")
             fh: io.BufferedIOBase | io.BytesIO = open(path, "rb")  # noqa: SIM115
@@ -83,8 +85,10 @@ def open_image(src: ImageSource) -> Image.Image:
                 img.load()  # decode now, inside the try, so truncation is reported here
         except UnidentifiedImageError:
             raise DataError(f"{name} is not an image file PIL can decode") from None
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError,
-                Image.DecompressionBombWarning) as exc:
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise DataError(f"{name} is refused as a possible decompression bomb (too many "
+                            f"pixels to decode safely): {exc}") from None
+        except (OSError, SyntaxError, ValueError) as exc:
             raise DataError(f"{name} is corrupt or truncated: {exc}") from None
     try:
         return ImageOps.exif_transpose(img)

@@ -31,6 +31,7 @@ from .contract import (
     output_spec_for,
 )
 from .errors import ConfigError, EngineError
+from .fsio import path_problem
 from .onnx_meta import INPUT_NAME, OUTPUT_NAME
 
 __all__ = ["OnnxRuntimeRunner", "TorchRunner", "RunnerEntry", "RUNNERS", "RUNNER_OPTIONS",
@@ -455,10 +456,9 @@ def open_runner(path: str | os.PathLike[str], **kw: Any) -> Runner:
     """
     path = Path(path)
     kind = runner_kind(path)
-    if not path.exists():
-        raise EngineError(f"model file {path} does not exist")
-    if not path.is_file():
-        raise EngineError(f"{path} is not a file")
+    problem = path_problem(path)
+    if problem is not None:
+        raise EngineError(f"model file {path} {problem}")
     cls = RUNNERS[kind].runner_class()
     params = inspect.signature(cls).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):

@@ -14,6 +14,7 @@ the current weights, optimizer, scheduler, epoch and history. Runs on CUDA when 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import math
@@ -669,8 +670,13 @@ def _save_resume_state(path: Path, model: nn.Module, optimizer: torch.optim.Opti
         "optimizer": _to_cpu(optimizer.state_dict()),
         "scheduler": scheduler.state_dict(),
     }
+    # Serialized in memory, written by Python: on a full disk torch's own file writer fails
+    # with an unrelated "unexpected pos" RuntimeError; a Python write raises ENOSPC, which
+    # atomic_path reports as such.
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
     with atomic_path(path, error=CheckpointError) as tmp:
-        torch.save(state, tmp)
+        tmp.write_bytes(buffer.getbuffer())
 
 
 def _to_cpu(obj: Any) -> Any:

@@ -3,8 +3,11 @@
 Each sub-command lives in its own module of this package and exposes ``ORDER`` (its place in
 ``--help``) and ``register(subparsers)``, which adds a parser whose ``func(args) -> int`` runs it.
 This package is the only place that reads environment variables, configures logging, prints
-and exits. A user mistake (any :class:`~xception_trt.errors.XceptionTRTError`) prints one line
-``error: ...`` and exits with code 2; Ctrl-C exits with 130.
+and exits. A user mistake (any :class:`~xception_trt.errors.XceptionTRTError`) or a fault of
+the environment (disk full, read-only folder, permissions; see
+:data:`~xception_trt.fsio.ENVIRONMENT_ERRNOS`) prints one line ``error: ...`` and exits with
+code 2; Ctrl-C exits with 130; a reader that stops early (``xception-trt info --json | head -1``)
+ends the command quietly with 141, as a shell reports a process killed by SIGPIPE.
 """
 
 from __future__ import annotations
@@ -19,8 +22,13 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import XceptionTRTError
+from ..fsio import environment_error_text
+from ._common import check_paths
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "EXIT_BROKEN_PIPE"]
+
+#: Exit code when stdout's reader went away: 128 + SIGPIPE, what a shell shows for `yes | head`.
+EXIT_BROKEN_PIPE = 141
 
 log = logging.getLogger("xception_trt")
 
@@ -90,14 +98,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        check_paths(args, parser)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+        return code
     except XceptionTRTError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except OSError as exc:
+        text = environment_error_text(exc, action="use")
+        if text is None:
+            raise
+        print(f"error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
 
 
+def _silence_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null so the interpreter's final flush does not
+    raise again (the recipe of Python's "Note on SIGPIPE", signal module documentation)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor (captured in tests)
+        pass
+
+
 def run() -> None:  # console-script entry point
-    sys.exit(main())
+    try:
+        try:
+            code = main()
+        finally:  # also after argparse's --help/--version exit: its text may still be buffered
+            sys.stdout.flush()
+    except BrokenPipeError:  # e.g. `xception-trt --help | head -1`
+        _silence_stdout()
+        code = EXIT_BROKEN_PIPE
+    sys.exit(code)

@@ -1,20 +1,24 @@
-"""Helpers shared by the CLI commands: sub-command parsers, argparse types, progress bars and
-output formatting."""
+"""Helpers shared by the CLI commands: sub-command parsers, argparse types, path checks,
+progress bars and output formatting."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
+import os
+import stat
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import ConfigError
+from ..fsio import path_problem
 
 __all__ = ["add_command", "progress", "print_json", "arg_type", "bounded_int", "positive_int",
-           "non_negative_int", "port_number", "only_with", "not_with", "add_runner_flags",
-           "runner_settings"]
+           "non_negative_int", "port_number", "path_argument", "check_paths", "check_input_path",
+           "check_output_path", "only_with", "not_with", "add_runner_flags", "runner_settings"]
 
 T = TypeVar("T")
 
@@ -22,9 +26,14 @@ T = TypeVar("T")
 def add_command(sub: argparse._SubParsersAction, name: str, *,
                 run: Callable[[argparse.Namespace], int], help: str, description: str,
                 epilog: str | None = None, raw_epilog: bool = False, output: str | None = None,
-                output_metavar: str | None = None, force: str | None = None,
-                json: str | None = None) -> argparse.ArgumentParser:
+                output_metavar: str | None = None, output_kind: str = "file",
+                output_replaced_by: tuple[str, ...] = ("force",), output_required: bool = True,
+                force: str | None = None, json: str | None = None) -> argparse.ArgumentParser:
     """Add the sub-command ``name`` that runs ``run``, with the flags the commands share.
+
+    The output rule, one for every command: ``-o/--output`` is checked before any work (see
+    :func:`check_output_path`); an existing output *file* is refused unless the command has
+    ``--force`` and it is given.
 
     Args:
         sub: The top-level parser's sub-parsers.
@@ -34,8 +43,12 @@ def add_command(sub: argparse._SubParsersAction, name: str, *,
         description: The command's ``--help`` text; runs of whitespace become one space.
         epilog: Text after the options (examples, exit codes).
         raw_epilog: Keep the epilog's line breaks (lists of examples).
-        output: Help of a required ``-o/--output``; no such flag when ``None``.
+        output: Help of ``-o/--output``; no such flag when ``None``.
         output_metavar: Metavar of ``-o/--output`` (default: ``OUTPUT``).
+        output_kind: ``"file"`` (an existing file needs ``--force``) or ``"dir"`` (a directory
+            to create or add to).
+        output_replaced_by: Flags (dests) that allow replacing an existing output file.
+        output_required: Whether ``-o/--output`` must be given (else it defaults to ``None``).
         force: Help of ``--force``; no such flag when ``None``.
         json: What ``--json`` prints (``"the results"``); no such flag when ``None``.
 
@@ -48,7 +61,9 @@ def add_command(sub: argparse._SubParsersAction, name: str, *,
                        formatter_class=(argparse.RawDescriptionHelpFormatter if raw_epilog
                                         else argparse.HelpFormatter))
     if output is not None:
-        p.add_argument("-o", "--output", required=True, metavar=output_metavar, help=output)
+        path_argument(p, "-o", "--output", kind=f"output-{output_kind}",
+                      replaced_by=output_replaced_by, required=output_required,
+                      metavar=output_metavar, help=output)
     if force is not None:
         p.add_argument("--force", action="store_true", help=force)
     if json is not None:
@@ -193,3 +208,173 @@ def runner_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"threads": getattr(args, "threads", None),
             "cuda_graphs": getattr(args, "cuda_graphs", False),
             "providers": getattr(args, "providers", None)}
+# ---------------------------------------------------------------------------------------------
+# path arguments: checked once, before a command does any work
+
+#: What a path argument must be: an existing regular file, an existing directory, either
+#: (a folder or a file list), a file to write (an existing one needs --force) or a directory to
+#: write into.
+PATH_KINDS = ("file", "dir", "any", "output-file", "output-dir", "output-file-replace")
+
+
+def path_argument(p: argparse.ArgumentParser | Any, *flags: str, kind: str,
+                  what: str | None = None, allow: tuple[str, ...] = (),
+                  replaced_by: tuple[str, ...] = ("force",), **kw: Any) -> argparse.Action:
+    """``p.add_argument(*flags, **kw)`` for a path that :func:`check_paths` checks before the
+    command runs (every value, for ``nargs`` lists).
+
+    Args:
+        p: A parser or argument group.
+        flags: As for ``add_argument``.
+        kind: One of :data:`PATH_KINDS`; ``output-file-replace`` is a secondary output that is
+            replaced without ``--force``.
+        what: How messages name the value (default: the flag, or the positional's metavar).
+        allow: Values that are not paths (``"scratch"``).
+        replaced_by: For ``output-file``: the flags (dests) any of which allows replacing an
+            existing file (default: ``--force``).
+        **kw: As for ``add_argument``.
+
+    Returns:
+        The new action.
+    """
+    if kind not in PATH_KINDS:
+        raise ValueError(f"unknown path kind {kind!r}")
+    action = p.add_argument(*flags, **kw)
+    action.path_kind = kind  # type: ignore[attr-defined]
+    action.path_what = what or (action.option_strings[0] if action.option_strings  # type: ignore[attr-defined]
+                                else (action.metavar or action.dest))
+    action.path_allow = allow  # type: ignore[attr-defined]
+    action.path_replaced_by = replaced_by  # type: ignore[attr-defined]
+    return action
+
+
+def _stat(path: str, what: str) -> os.stat_result | None:
+    """``os.stat(path)``, or ``None`` when nothing is there; a clear error for a loop, a broken
+    link or an unusable path."""
+    try:
+        return os.stat(path)
+    except (OSError, ValueError):
+        problem = path_problem(path, want="any")
+        if problem in (None, "does not exist"):
+            return None
+        raise ConfigError(f"{what} {path} {problem}") from None
+
+
+def check_input_path(path: str, *, kind: str = "file", what: str = "input") -> None:
+    """Check that ``path`` can be read as ``kind`` (``file``, ``dir`` or ``any``).
+
+    Raises:
+        ConfigError: It does not exist, is a symlink loop or broken link, is a directory where
+            a file is expected (or the reverse), or is a FIFO/socket/device, or unreadable.
+    """
+    problem = path_problem(path, want=kind)
+    if problem is not None:
+        fix = {"file": "give a file", "dir": "give a folder"}.get(kind, "give a file or folder")
+        raise ConfigError(f"{what} {path} {problem}"
+                          + (f"; {fix}" if ";" not in problem else ""))
+    if not os.access(path, os.R_OK | (os.X_OK if os.path.isdir(path) else 0)):
+        raise ConfigError(f"{what} {path} is not readable (permission denied); check its "
+                          "permissions")
+
+
+def _writable_ancestor(path: Path, what: str, *, is_dir: bool = False) -> None:
+    """The nearest existing folder above ``path`` must be a writable directory (the missing
+    ones, and ``path`` itself when ``is_dir``, are created by the command after its checks)."""
+    path = path.absolute()
+    folder = path if is_dir else path.parent
+    parent = path.parent
+    while True:
+        st = _stat(str(parent), what)
+        if st is not None:
+            break
+        if parent.parent == parent:
+            return
+        parent = parent.parent
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"{what}: cannot create output directory {folder}: "
+                          + ("it" if parent == folder else str(parent))
+                          + " is a file, not a directory; fix the path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what}: cannot create {path}: directory {parent} is not writable; "
+                          "choose a writable location")
+
+
+def check_output_path(path: str, *, kind: str = "output-file", what: str = "output",
+                      force: bool | None = None) -> None:
+    """Check, before any work, that ``path`` can be written as ``kind``.
+
+    Args:
+        path: The output.
+        kind: ``output-file``, ``output-file-replace`` or ``output-dir``.
+        what: How messages name it.
+        force: For ``output-file``: ``True`` replaces an existing file; ``False`` refuses it
+            (the message names ``--force``); ``None`` refuses it without naming a flag.
+
+    Raises:
+        ConfigError: A directory where a file goes (or the reverse), a symlink loop, an existing
+            file without ``force``, or no writable folder to put it in.
+    """
+    st = _stat(path, what)
+    if st is None:
+        _writable_ancestor(Path(path), what, is_dir=kind == "output-dir")
+        return
+    if kind == "output-dir":
+        if not stat.S_ISDIR(st.st_mode):
+            raise ConfigError(f"{what} {path} exists and is not a directory; give a folder")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ConfigError(f"{what} directory {path} is not writable; choose a writable "
+                              "location")
+        return
+    problem = path_problem(path, want="file")
+    if problem is not None:
+        raise ConfigError(f"{what} {path} {problem}; give a file path")
+    if kind == "output-file" and not force:
+        raise ConfigError(f"{what} {path} already exists; "
+                          + ("pass --force to overwrite it" if force is False
+                             else "choose another path or remove it"))
+    _writable_ancestor(Path(path), what)
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser | None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices.get(command)
+    return None
+
+
+def check_paths(args: argparse.Namespace,
+                parser: argparse.ArgumentParser | None = None) -> None:
+    """Check every path argument of the parsed command (declared with :func:`path_argument`)
+    before it runs: inputs exist and have the right kind, outputs can be written and are not
+    overwritten without ``--force``.
+
+    Args:
+        args: Parsed arguments (``args.command`` names the sub-command).
+        parser: The top-level parser (default: :func:`~xception_trt.cli.build_parser`'s).
+
+    Raises:
+        ConfigError: The first path that fails its check.
+    """
+    if parser is None:
+        from . import build_parser
+
+        parser = build_parser()
+    sub = _subparser(parser, getattr(args, "command", None) or "")
+    if sub is None:
+        return
+    for action in sub._actions:
+        kind = getattr(action, "path_kind", None)
+        value = getattr(args, action.dest, None)
+        if kind is None or value is None:
+            continue
+        flags = [f for f in action.path_replaced_by if hasattr(args, f)]  # type: ignore[attr-defined]
+        force = any(getattr(args, f) for f in flags) if flags else None
+        for item in (value if isinstance(value, (list, tuple)) else [value]):
+            text = os.fspath(item)
+            if text in action.path_allow:  # type: ignore[attr-defined]
+                continue
+            what = action.path_what  # type: ignore[attr-defined]
+            if kind.startswith("output"):
+                check_output_path(text, kind=kind, what=what, force=force)
+            else:
+                check_input_path(text, kind=kind, what=what)

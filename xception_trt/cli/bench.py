@@ -10,24 +10,37 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._common import add_command, add_runner_flags, positive_int, progress, runner_settings
+from ._common import (
+    add_command,
+    add_runner_flags,
+    path_argument,
+    positive_int,
+    progress,
+    runner_settings,
+)
 
 ORDER = 70
 
 
+#: ``-o/--output`` and ``--force`` of ``bench`` and ``eval`` (for add_command).
+REPORT_OUTPUT = dict(
+    output="the report folder to write (default: OUT_DIR/NAME); the same as --out-dir with its "
+           "parent and --name with its name, so it cannot be combined with them",
+    output_metavar="DIR", output_kind="dir", output_required=False,
+    force="replace an existing report folder")
+
+
 def add_report_options(p: argparse.ArgumentParser, *, cuda_graphs: bool) -> None:
-    """Options shared by ``bench`` and ``eval``: where the report goes and runner settings
-    (``--cuda-graphs`` only where asked)."""
+    """Options shared by ``bench`` and ``eval``: where the report goes (besides ``-o``, see
+    :data:`REPORT_OUTPUT`) and runner settings (``--cuda-graphs`` only where asked)."""
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads for ONNX Runtime and torch runners (default: the library's "
                         "choice; recorded in the report)")
     add_runner_flags(p, cuda_graphs=cuda_graphs)
     p.add_argument("--name", default=None,
                    help="report folder name (default: <command>-<UTC timestamp>)")
-    p.add_argument("--out-dir", type=Path, default=None,
-                   help="folder holding report folders (default: benchmarks/reports)")
-    p.add_argument("--force", action="store_true",
-                   help="replace an existing report folder of the same name")
+    path_argument(p, "--out-dir", kind="output-dir", type=Path, default=None,
+                  help="folder holding report folders (default: benchmarks/reports)")
     p.add_argument("--note", action="append", default=[], metavar="TEXT",
                    help="a note shown at the top of the report (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -36,23 +49,51 @@ def add_report_options(p: argparse.ArgumentParser, *, cuda_graphs: bool) -> None
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub, "bench", run=run, help="measure latency/throughput of models and write a report",
+        **REPORT_OUTPUT,  # type: ignore[arg-type]
         description="""Measure latency and throughput of one or more models (.engine/.plan,
             .onnx or checkpoint) over a batch-size sweep, and write report.json, report.md and
-            PNG plots into benchmarks/reports/NAME/. With --data, real images are the input,
-            and a labelled folder also gives accuracy and agreement with the FP32 reference.""")
-    p.add_argument("models", metavar="MODEL", nargs="+", help="model files to benchmark")
+            PNG plots into benchmarks/reports/NAME/ (or -o DIR). With --data, real images are
+            the input, and a labelled folder also gives accuracy and agreement with the FP32
+            reference.""")
+    path_argument(p, "models", kind="file", what="model", metavar="MODEL", nargs="+",
+                  help="model files to benchmark")
     p.add_argument("--batch", type=positive_int, nargs="+", default=[1, 8, 32], metavar="N",
                    help="batch sizes of the sweep (default: 1 8 32)")
     p.add_argument("--iterations", type=positive_int, default=50,
                    help="timed calls per batch size (default: 50)")
     p.add_argument("--warmup", type=int, default=5,
                    help="untimed calls per batch size before timing (default: 5)")
-    p.add_argument("--data", default=None, metavar="DIR",
+    path_argument(p, "--data", kind="any", default=None, metavar="DIR",
                    help="images (folder or file list) to use as input; a labelled folder also "
                         "measures accuracy")
     p.add_argument("--limit", type=positive_int, default=None,
                    help="with labelled --data: evaluate at most this many images")
     add_report_options(p, cuda_graphs=True)
+
+
+def report_location(args: argparse.Namespace, command: str) -> tuple[Path, str]:
+    """The report's (root folder, name) from ``-o DIR`` or ``--out-dir`` + ``--name``, checked
+    before any measuring (an existing report needs ``--force``).
+
+    Raises:
+        ConfigError: ``-o`` combined with ``--out-dir`` or ``--name``.
+        BenchError: Bad name, or the report folder exists without ``--force``.
+    """
+    from ..errors import ConfigError
+    from ..report import DEFAULT_ROOT, check_report_dir, default_report_name
+
+    if args.output is not None:
+        if args.out_dir is not None or args.name is not None:
+            raise ConfigError("-o/--output is the report folder itself; give it alone, or "
+                              "--out-dir and --name instead")
+        out = Path(args.output)
+        root, name = out.parent, out.name
+    else:
+        root = args.out_dir or DEFAULT_ROOT
+        name = args.name or default_report_name(command)
+    check_report_dir(root, name, force=args.force)
+    return root, name
+
 
 
 def check_models(models: Sequence[str], args: argparse.Namespace) -> None:
@@ -104,14 +145,12 @@ def finish(doc: dict, args: argparse.Namespace, root: Path) -> int:
 def run(args: argparse.Namespace) -> int:
     from ..bench import BenchConfig, benchmark_runner, load_pixels, unique_names
     from ..data import open_dataset
-    from ..report import DEFAULT_ROOT, build_report, check_report_dir, default_report_name
+    from ..report import build_report
 
     config = BenchConfig(batch_sizes=tuple(args.batch), iterations=args.iterations,
                          warmup=args.warmup)
     check_models(args.models, args)
-    root = args.out_dir or DEFAULT_ROOT
-    name = args.name or default_report_name("bench")
-    check_report_dir(root, name, force=args.force)
+    root, name = report_location(args, "bench")
     dataset = open_dataset(args.data) if args.data else None
     pixels = None
     if dataset is not None:

@@ -9,7 +9,14 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
-from ._common import add_command, not_with, only_with, positive_int, print_json
+from ._common import (
+    add_command,
+    not_with,
+    only_with,
+    path_argument,
+    positive_int,
+    print_json,
+)
 
 if TYPE_CHECKING:
     from ..config import Precision
@@ -26,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub, "build", run=run, help="build TensorRT engines from a checkpoint or an ONNX file",
         output="output directory for ONNX variants, engines and sidecars",
-        force="rebuild even if an identical engine exists", json="the results",
+        output_kind="dir", force="rebuild even if an identical engine exists",
+        json="the results",
         description="""Build TensorRT engines in one command: export the checkpoint to a clean
             ONNX graph, make the FP16 / INT8 (Q/DQ, calibrated) variants asked for, and build
             one engine per precision with NVIDIA TensorRT (8.6, 10.x, 11.x) or TensorRT-RTX
@@ -34,13 +42,13 @@ def register(sub: argparse._SubParsersAction) -> None:
             existing engine is reused.""",
         epilog="example: xception-trt build model.safetensors --precision fp16 int8 "
                "--calib calibration/ --max-batch 8 -o engines/")
-    p.add_argument("source", metavar="SOURCE",
+    path_argument(p, "source", kind="file", what="source", metavar="SOURCE",
                    help="checkpoint (.safetensors, timm .pth/.bin, Keras .h5) or ONNX file "
                         "written by `xception-trt export`")
     p.add_argument("--precision", nargs="+", choices=Precision.choices(), default=None,
                    help="engine precision(s) to build (default: fp32 from a checkpoint, the "
                         "graph's own precision from an ONNX file)")
-    p.add_argument("--calib", metavar="DIR", default=None,
+    path_argument(p, "--calib", kind="any", metavar="DIR", default=None,
                    help="folder of calibration images (needed for int8; fp16 uses them for its "
                         "range check, else random inputs)")
     p.add_argument("--calib-method", choices=CalibrationMethod.choices(), default=None,
@@ -69,7 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "Jetson Nano)")
     trt.add_argument("--opt-level", type=int, choices=range(6), default=None, metavar="0-5",
                      help="builder optimisation level (default: TensorRT's, 3)")
-    trt.add_argument("--timing-cache", metavar="DIR", default=None,
+    path_argument(trt, "--timing-cache", kind="output-dir", metavar="DIR", default=None,
                      help="timing-cache directory, one file per TensorRT version and GPU "
                           "(default: OUTPUT/timing-cache with NVIDIA TensorRT; TensorRT-RTX has "
                           "none)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import add_command, positive_int
+from ._common import add_command, path_argument, positive_int
 
 ORDER = 5
 
@@ -18,12 +18,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="""Read a checkpoint (xception-trt .safetensors, timm/Cadene legacy_xception
             .pth/.bin/.safetensors, or the Keras ImageNet .h5) and write it as one .safetensors
             file carrying its ModelSpec (preprocessing, labels, padding).""")
-    p.add_argument("checkpoint", type=Path, help="source checkpoint file")
+    path_argument(p, "checkpoint", kind="file", what="checkpoint", type=Path,
+                  help="source checkpoint file")
     p.add_argument("--input-size", type=positive_int, default=None,
                    help="input size the model is meant for (default: 299, or the stored value)")
     p.add_argument("--num-classes", type=positive_int, default=None,
                    help="expected number of classes (default: what the checkpoint has)")
-    p.add_argument("--labels", type=Path, default=None,
+    path_argument(p, "--labels", kind="file", type=Path, default=None,
                    help="text file with one class name per line, in logit order")
     p.add_argument("--reset-classifier", action="store_true",
                    help="re-initialise the classifier (for fine-tuning to --num-classes/--labels)")
@@ -31,15 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_model, save_checkpoint
-    from ..errors import CheckpointError
 
-    output = Path(args.output)
-    if output.exists() and not args.force:
-        raise CheckpointError(f"{output} already exists; pass --force to overwrite it")
+    output = Path(args.output)  # checked before run (cli._common.check_paths)
     labels = None
     if args.labels is not None:
-        if not args.labels.is_file():
-            raise CheckpointError(f"labels file {args.labels} does not exist")
         labels = [ln.strip() for ln in args.labels.read_text(encoding="utf-8").splitlines()
                   if ln.strip()]
     fields = {"input_size": args.input_size} if args.input_size else {}

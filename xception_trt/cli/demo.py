@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from ._common import add_command, positive_int, print_json
+from ._common import add_command, path_argument, positive_int, print_json
 
 ORDER = 2
 
@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             calibration and engines, and evaluates, measures latency and writes the report
             again.""",
         epilog="example: xception-trt demo            (then open the report.md it prints)")
-    p.add_argument("--workdir", type=Path, default=None,
+    path_argument(p, "--workdir", kind="output-dir", what="demo workdir", type=Path, default=None,
                    help="where data, models, engines and the report go (default: "
                         "$XDG_CACHE_HOME/xception-trt/demo, i.e. ~/.cache/xception-trt/demo)")
     p.add_argument("--epochs", type=positive_int, default=None,

@@ -6,25 +6,34 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import add_command, positive_int, runner_settings
-from .bench import add_report_options, check_models, command_line, finish, run_evaluation
+from ._common import add_command, path_argument, positive_int, runner_settings
+from .bench import (
+    REPORT_OUTPUT,
+    add_report_options,
+    check_models,
+    command_line,
+    finish,
+    report_location,
+    run_evaluation,
+)
 
 ORDER = 71
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
-        sub, "eval", run=run,
+        sub, "eval", run=run, **REPORT_OUTPUT,  # type: ignore[arg-type]
         help="measure accuracy of models on labelled images and write a report",
         description="""Evaluate one or more models (.engine/.plan, .onnx or checkpoint) on a
             labelled folder (one sub-folder per class) or file list in one pass: top-1, top-5,
             per-class accuracy and agreement with a reference model (top-1 agreement, logit
             differences, KL divergence). Writes report.json, report.md and PNG plots into
-            benchmarks/reports/NAME/.""")
-    p.add_argument("models", metavar="MODEL", nargs="+", help="model files to evaluate")
-    p.add_argument("--data", required=True, metavar="DIR",
+            benchmarks/reports/NAME/ (or -o DIR).""")
+    path_argument(p, "models", kind="file", what="model", metavar="MODEL", nargs="+",
+                  help="model files to evaluate")
+    path_argument(p, "--data", kind="any", required=True, metavar="DIR",
                    help="labelled image folder or file list (.txt/.csv with labels)")
-    p.add_argument("--reference", default=None, metavar="MODEL",
+    path_argument(p, "--reference", kind="file", default=None, metavar="MODEL",
                    help="model the others are compared with (default: the first FP32 model)")
     p.add_argument("--batch-size", type=positive_int, default=32,
                    help="images decoded per step (default: 32)")
@@ -36,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..data import open_dataset
     from ..errors import DataError
-    from ..report import DEFAULT_ROOT, build_report, check_report_dir, default_report_name
+    from ..report import build_report
 
     models = list(args.models)
     reference = None
@@ -49,9 +58,7 @@ def run(args: argparse.Namespace) -> int:
             models.insert(0, args.reference)
             reference = 0
     check_models(models, args)
-    root = args.out_dir or DEFAULT_ROOT
-    name = args.name or default_report_name("eval")
-    check_report_dir(root, name, force=args.force)
+    root, name = report_location(args, "eval")
     dataset = open_dataset(args.data)
     if not len(dataset):
         raise DataError(f"{args.data} holds no images")

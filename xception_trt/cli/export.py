@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_command, not_with, positive_int, print_json
+from ._common import add_command, not_with, path_argument, positive_int, print_json
 
 ORDER = 10
 
@@ -22,11 +22,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub, "export", run=run, help="export a checkpoint to a clean ONNX graph",
         output="ONNX file to write (.onnx)", json="the result",
+        force="overwrite an existing output file",
         description="""Export an Xception checkpoint to ONNX (input 'input', output 'logits'),
             clean the graph with onnx-graphsurgeon (constants and BatchNorm folded, Identity
             removed, canonical head), check it with onnx.checker and compare ONNX Runtime with
             PyTorch before writing the file.""")
-    p.add_argument("checkpoint", help="checkpoint file (.safetensors, timm .pth/.bin, Keras .h5)")
+    path_argument(p, "checkpoint", kind="file", what="checkpoint",
+                  help="checkpoint file (.safetensors, timm .pth/.bin, Keras .h5)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                    help=f"ONNX opset, {MIN_OPSET}..{TRT_MAX_OPSET} (default: {DEFAULT_OPSET}, "
                         "the newest TensorRT 8.6 reads)")

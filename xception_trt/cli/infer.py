@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_command, add_runner_flags, positive_int, print_json, runner_settings
+from ._common import (
+    add_command,
+    add_runner_flags,
+    path_argument,
+    positive_int,
+    print_json,
+    runner_settings,
+)
 
 ORDER = 60
 
@@ -16,9 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="""Classify images with any model file: a TensorRT engine (.engine/.plan),
             an ONNX file (run with ONNX Runtime) or a checkpoint (run with PyTorch).
             Preprocessing follows the model's own metadata.""")
-    p.add_argument("model", metavar="MODEL", help="model file (.engine, .plan, .onnx, "
-                   ".safetensors, .pth, .pt, .bin, .h5)")
-    p.add_argument("images", metavar="IMAGE", nargs="+", help="image files to classify")
+    path_argument(p, "model", kind="file", what="model", metavar="MODEL",
+                  help="model file (.engine, .plan, .onnx, .safetensors, .pth, .pt, .bin, .h5)")
+    path_argument(p, "images", kind="any", what="image", metavar="IMAGE", nargs="+",
+                  help="image files to classify, or folders: every image in them (sub-folders "
+                       "included), in sorted order")
     p.add_argument("--top-k", type=positive_int, default=5,
                    help="classes to show per image (default: 5)")
     p.add_argument("--batch-size", type=positive_int, default=32,
@@ -31,21 +40,42 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_runner_flags(p)
 
 
+def expand_images(paths: list[str]) -> list[str]:
+    """Image files as given, with each folder replaced by its images (sorted; class
+    sub-folders included).
+
+    Raises:
+        DataError: A folder holds no images.
+    """
+    import os
+
+    from ..data import scan_folder
+
+    out: list[str] = []
+    for path in paths:
+        if os.path.isdir(path):
+            out.extend(str(rec.path) for rec in scan_folder(path).records)
+        else:
+            out.append(path)
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from ..classifier import Classifier
     from ..runners import check_runner_options, runner_options
 
     check_runner_options([args.model], **runner_settings(args))
+    images = expand_images(args.images)
     kw = runner_options(args.model, device=args.device, **runner_settings(args))
     with Classifier(args.model, batch_size=args.batch_size, **kw) as clf:
-        results = clf.classify(args.images, top_k=args.top_k)
+        results = clf.classify(images, top_k=args.top_k)
         name = clf.runner.name
     if args.json:
         print_json({"model": args.model, "runner": name,
                     "results": [{"image": img, "predictions": [p.to_dict() for p in preds]}
-                                for img, preds in zip(args.images, results)]})
+                                for img, preds in zip(images, results)]})
         return 0
-    for img, preds in zip(args.images, results):
+    for img, preds in zip(images, results):
         print(img)
         for rank, p in enumerate(preds, start=1):
             print(f"  {rank}. {p.probability:7.2%}  {p.label} ({p.index})")

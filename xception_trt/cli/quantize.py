@@ -7,7 +7,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ._common import add_command, not_with, only_with, positive_int, print_json
+from ._common import (
+    add_command,
+    not_with,
+    only_with,
+    path_argument,
+    positive_int,
+    print_json,
+)
 
 ORDER = 20
 
@@ -24,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = add_command(
         sub, "quantize", run=run, output="ONNX file to write", json="the results",
+        force="overwrite an existing output file",
         help="make an FP16 or calibrated INT8 (Q/DQ) variant of an ONNX model",
         description="""Convert an FP32 ONNX from `xception-trt export` to FP16 (ModelOpt
             AutoCast, FP32 I/O kept, out-of-range nodes kept FP32) or to INT8 with explicit Q/DQ
@@ -39,14 +47,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                "  xception-trt quantize model.onnx --precision int8 --import-cache "
                "calib.cache -o model.int8.onnx",
         raw_epilog=True)
-    p.add_argument("model", help="FP32 ONNX model written by `xception-trt export`")
+    path_argument(p, "model", kind="file", what="model",
+                  help="FP32 ONNX model written by `xception-trt export` (a checkpoint must be "
+                       "exported first)")
     p.add_argument("--precision", choices=[Precision.FP16.value, Precision.INT8.value],
                    required=True, help="variant to make")
-    p.add_argument("--calib", metavar="DIR",
+    path_argument(p, "--calib", kind="any", metavar="DIR",
                    help="calibration images: a folder (flat or class sub-folders) or a file list; "
                         "required for int8 unless --import-cache; optional for fp16 (range "
                         "check, random inputs otherwise)")
-    p.add_argument("--val", metavar="DIR",
+    path_argument(p, "--val", kind="any", metavar="DIR",
                    help="validation images for the accuracy table (labelled: top-1/top-5 too)")
     p.add_argument("--method", choices=CalibrationMethod.choices(), default=None,
                    help="INT8 calibration method (default: entropy, TensorRT's "
@@ -82,16 +92,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"INT8: calibration cache folder (default: {DEFAULT_CACHE_DIR})")
     p.add_argument("--no-cache", action="store_true",
                    help="INT8: neither read nor write the calibration cache")
-    p.add_argument("--import-cache", metavar="FILE",
+    path_argument(p, "--import-cache", kind="file", metavar="FILE",
                    help="INT8: take activation scales from a TensorRT text calibration cache "
                         "(TRT-...-EntropyCalibration2) or an xception-trt cache JSON")
-    p.add_argument("--export-trt-cache", metavar="FILE",
+    path_argument(p, "--export-trt-cache", kind="output-file-replace", metavar="FILE",
                    help="INT8: also write the scales as a TensorRT text calibration cache "
                         "(for TensorRT 8.6 implicit INT8)")
     p.add_argument("--compare-all", action="store_true",
                    help="with --val: also make and evaluate the other precision so the table "
                         "has FP32, FP16 and INT8 rows")
-    p.add_argument("--report", metavar="FILE", help="write the results and table as JSON")
+    path_argument(p, "--report", kind="output-file-replace", metavar="FILE",
+                  help="write the results and table as JSON (replaced if it exists)")
 
 
 def _int8_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -142,6 +153,7 @@ def check_flags(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..checkpoint import CHECKPOINT_SUFFIXES
     from ..config import Precision
     from ..errors import ConfigError
     from ..fsio import atomic_write_json
@@ -155,6 +167,10 @@ def run(args: argparse.Namespace) -> int:
     )
 
     precision = Precision.parse(args.precision)
+    if Path(args.model).suffix.lower() in CHECKPOINT_SUFFIXES:
+        raise ConfigError(f"{args.model} is a checkpoint; quantize takes the ONNX file that "
+                          f"`xception-trt export {args.model} -o model.onnx` writes: export it "
+                          "first (or let `xception-trt build` do both)")
     check_flags(args)
     if Path(args.output).resolve() == Path(args.model).resolve():
         raise ConfigError("--output must differ from the input model")

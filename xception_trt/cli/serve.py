@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from ..serve.options import ServeBackend
-from ._common import add_command, only_with, port_number, positive_int
+from ._common import add_command, only_with, path_argument, port_number, positive_int
 from .triton_repo import add_batching_arguments, build_options
 
 ORDER = 81
@@ -28,9 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             Python-backend models. Listens on 127.0.0.1 unless --address says otherwise; Ctrl-C
             or SIGTERM stops it cleanly. Where the binary cannot run (e.g. Jetson), prints the
             Triton container command instead.""")
-    p.add_argument("model", metavar="MODEL",
+    path_argument(p, "model", kind="any", what="model", metavar="MODEL",
                    help="model file (.engine/.plan, .onnx, checkpoint) or a repository directory")
-    p.add_argument("--repository", metavar="DIR", default=None,
+    path_argument(p, "--repository", kind="output-dir", metavar="DIR", default=None,
                    help="write the generated repository here and keep it (default: a temporary "
                         "directory removed on exit)")
     p.add_argument("--no-ensemble", action="store_false", dest="ensemble",
@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Prometheus metrics port (default: 8002)")
     p.add_argument("--startup-timeout", type=positive_int, default=120, metavar="S",
                    help="seconds to wait for the models to load (default: 120)")
-    p.add_argument("--log-file", default=None, metavar="PATH",
+    path_argument(p, "--log-file", kind="output-file-replace", default=None, metavar="PATH",
                    help="write the server's log here (default: shown only on failure)")
     p.add_argument("--log-verbose", type=int, default=0, help="Triton --log-verbose level")
 

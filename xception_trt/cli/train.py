@@ -6,7 +6,14 @@ import argparse
 import sys
 from typing import Any
 
-from ._common import add_command, arg_type, not_with, positive_int, print_json
+from ._common import (
+    add_command,
+    arg_type,
+    not_with,
+    path_argument,
+    positive_int,
+    print_json,
+)
 
 ORDER = 4
 
@@ -21,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub, "train", run=run, json="the result", output_metavar="CKPT",
         output="best checkpoint (.safetensors); the resume state is CKPT's stem + .resume.pt",
+        output_replaced_by=("force", "resume"),
+        force="start a new run over an existing CKPT (replacing it and its resume state)",
         help="fine-tune or train Xception on a labelled image folder",
         description="""Train the reference Xception on a labelled image folder (one sub-folder
             per class). The classifier is re-initialised for the folder's classes; SGD or AdamW
@@ -35,14 +44,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                "--input-size 160 --optimizer adamw -o small.safetensors\n"
                "  xception-trt train data/ --val-split 0.1 -o small.safetensors --resume",
         raw_epilog=True)
-    p.add_argument("data", metavar="DATA", help="labelled training images: a folder with one "
-                   "sub-folder per class, or a labelled file list (.txt/.csv)")
+    path_argument(p, "data", kind="any", what="training data", metavar="DATA",
+                  help="labelled training images: a folder with one sub-folder per class, or a "
+                       "labelled file list (.txt/.csv)")
     val = p.add_mutually_exclusive_group()
-    val.add_argument("--val", metavar="DIR", default=None,
+    path_argument(val, "--val", kind="any", metavar="DIR", default=None,
                      help="labelled validation images with the same class folders")
     val.add_argument("--val-split", type=_fraction, default=None, metavar="F",
                      help="hold out this fraction of DATA per class for validation (seeded)")
-    p.add_argument("--init", default="scratch", metavar="CKPT|scratch",
+    path_argument(p, "--init", kind="file", allow=("scratch",), default="scratch",
+                  metavar="CKPT|scratch",
                    help="initial weights: a checkpoint (ours, timm .pth/.bin, Keras .h5; its "
                         "classifier is replaced) or 'scratch' (default)")
     m = p.add_argument_group("model (from scratch; with --init they must match the checkpoint)")

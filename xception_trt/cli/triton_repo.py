@@ -11,6 +11,7 @@ from ._common import (
     arg_type,
     non_negative_int,
     only_with,
+    path_argument,
     positive_int,
     print_json,
     runner_settings,
@@ -91,7 +92,7 @@ _gpu_list = arg_type(_indices, expected="a comma-separated list of GPU indices >
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub, "triton-repo", run=run, help="write a Triton Inference Server model repository",
-        output="repository directory to create", output_metavar="DIR",
+        output="repository directory to create", output_metavar="DIR", output_kind="dir",
         force="replace OUTPUT if it exists and is not empty", json="a summary",
         description="""Write a Triton model repository for MODEL: an engine (.engine/.plan with
             its sidecar) becomes a native TensorRT model (tensorrt_plan), an ONNX file an ONNX
@@ -99,8 +100,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             checkpoint) in Triton's Python backend. Class labels go to a label file, so
             Triton's classification extension returns names. Every config.pbtxt is validated
             against Triton's ModelConfig schema before the repository is renamed into place.""")
-    p.add_argument("model", metavar="MODEL",
-                   help="engine (.engine/.plan), ONNX file (.onnx) or checkpoint (python backend)")
+    path_argument(p, "model", kind="file", what="model", metavar="MODEL",
+                  help="engine (.engine/.plan), ONNX file (.onnx) or checkpoint (python backend)")
     p.add_argument("--backend", choices=ServeBackend.choices(), default=ServeBackend.NATIVE.value,
                    help="native: Triton's TensorRT / ONNX Runtime backend (default); python: "
                         "our Runner in Triton's Python backend")

@@ -206,6 +206,10 @@ def lookup_entry(path: Path, key: Mapping[str, Any]) -> dict[str, float] | None:
     if not path.exists():
         log.info("no calibration cache entry %s; calibrating", path)
         return None
+    if not path.is_file():
+        log.warning("calibration cache entry %s is not a file (a directory?); calibrating, and "
+                    "the scales cannot be cached there until it is removed", path)
+        return None
     entry = read_entry(path)
     if entry is None:
         log.warning("calibration cache %s is not a valid xception-trt cache (foreign, corrupt "
@@ -221,12 +225,28 @@ def lookup_entry(path: Path, key: Mapping[str, Any]) -> dict[str, float] | None:
 
 def write_entry(path: Path, key: Mapping[str, Any], *, scales: Mapping[str, float],
                 quantized_nodes: Sequence[str], excluded_nodes: Sequence[str],
-                seconds: float) -> None:
+                seconds: float) -> bool:
     """Write (atomically) the entry for ``key`` with the scales one calibration produced.
 
-    Raises:
-        CalibrationError: The file cannot be written.
+    A cache that cannot be written never costs the result: a warning says why and the caller
+    goes on with the scales it has.
+
+    Returns:
+        Whether the entry was written.
     """
+    try:
+        _write_entry(path, key, scales=scales, quantized_nodes=quantized_nodes,
+                     excluded_nodes=excluded_nodes, seconds=seconds)
+    except (CalibrationError, OSError) as exc:
+        log.warning("calibration cache entry %s could not be written (%s); the result is kept, "
+                    "but the next run calibrates again", path, exc)
+        return False
+    return True
+
+
+def _write_entry(path: Path, key: Mapping[str, Any], *, scales: Mapping[str, float],
+                 quantized_nodes: Sequence[str], excluded_nodes: Sequence[str],
+                 seconds: float) -> None:
     atomic_write_json(path, {
         "format": CACHE_FORMAT, "version": CACHE_VERSION, "key": dict(key),
         "scales": dict(scales), "quantized_nodes": list(quantized_nodes),

@@ -304,8 +304,11 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
                     job["scales"] = cached
                     state["cache"] = "hit"  # no image is decoded, no calibration runs
                 else:
-                    check_writable_dir(Path(cache_dir), what="calibration cache",
-                                       error=CalibrationError)
+                    try:  # said now, before calibrating; the result is kept either way
+                        check_writable_dir(Path(cache_dir), what="calibration cache",
+                                           error=CalibrationError)
+                    except CalibrationError as exc:
+                        log.warning("%s; calibrating without caching the scales", exc)
             jobs.append(job)
             states.append(state)
         # Decode the images once, for every job that calibrates (or completes an import).

@@ -302,11 +302,19 @@ def parse_inspector_json(text: str) -> list[dict[str, Any]] | None:
     return layers
 
 
-def _inspect_engine(trt: Any, logger: Any, plan: bytes | memoryview) -> list[dict[str, Any]] | None:
+def _inspect_engine(trt: Any, logger: Any, plan: bytes | memoryview, config: BuildConfig
+                    ) -> list[dict[str, Any]] | None:
     """Per-layer info through the engine inspector; needs a GPU that can deserialize the plan."""
-    runtime = trt.Runtime(logger)
-    engine = runtime.deserialize_cuda_engine(plan)
-    if engine is None:
+    from .runtime import deserialize
+
+    try:
+        # the plan was built in this process a moment ago: its host code (version-compatible
+        # lean runtime) is ours to allow
+        _, _runtime, engine = deserialize(trt, plan, source="the new engine", logger=logger,
+                                          host_code_allowed=config.version_compatible,
+                                          dla_core=config.dla_core)
+    except EngineError as exc:
+        log.debug("%s", exc)
         return None
     inspector = engine.create_engine_inspector()
     return parse_inspector_json(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
@@ -617,7 +625,7 @@ def build_engine(onnx_path: str | os.PathLike[str], config: BuildConfig | None =
     if config.layer_info:
         if not flavour.is_rtx or device is not None:
             try:
-                layers = _inspect_engine(trt, logger, plan_bytes)
+                layers = _inspect_engine(trt, logger, plan_bytes, config)
                 layers_source = "engine inspector" if layers else None
             except Exception as exc:  # inspection is a nicety; the engine itself is fine
                 log.debug("engine inspector unavailable: %s", exc)

@@ -9,7 +9,10 @@ Facts encoded here (NVIDIA documentation):
 - TensorRT 10.x builds a network created with ``STRONGLY_TYPED`` exactly as the graph is typed:
   the FP16 or Q/DQ INT8 ONNX variant carries the precision, no precision flags.
 - TensorRT 11.x removed weak typing: every network is strongly typed (the flag is deprecated and
-  ignored) and the FP16/INT8 builder flags no longer exist. DLA/JetPack are not supported by 11.x.
+  ignored) and the FP16/INT8 builder flags no longer exist.
+- DLA ("Working with DLA", TensorRT 11.3/11.4.1 docs): 10.7 was the last 10.x release with DLA;
+  11.0 to 11.4.0 have none on Jetson; 11.4.1 restores it on Jetson AGX Orin with JetPack 7.2.2+
+  (the builder's ``num_DLA_cores`` then says whether this device has one).
 - TensorRT-RTX is always strongly typed, builds on a CPU for explicit compute-capability targets
   (``CURRENT`` needs a GPU), ignores the timing cache (deprecated no-op since 1.2; using it forces a
   GPU query), has no DLA, and its engines only load in the exact release that built them.
@@ -190,14 +193,15 @@ def network_and_precision_plan(flavour_name: str, version: str | Sequence[int],
         return BuildPlan(
             flavour_name, ver, prec, strongly_typed=True,
             network_flags=("STRONGLY_TYPED",), builder_flags=(), onnx_precisions=(prec,),
-            progress_monitor=True, timing_cache=True, compute_capabilities=False, dla=True,
-            version_compatible=True, hardware_compatible=True,
+            progress_monitor=True, timing_cache=True, compute_capabilities=False,
+            dla=ver[:2] <= (10, 7), version_compatible=True, hardware_compatible=True,
             notes=("TensorRT 10 builds a STRONGLY_TYPED network: the graph carries the "
                    "prec",))
     return BuildPlan(
         flavour_name, ver, prec, strongly_typed=True, network_flags=(), builder_flags=(),
         onnx_precisions=(prec,), progress_monitor=True, timing_cache=True,
-        compute_capabilities=False, dla=False, version_compatible=True, hardware_compatible=True,
+        compute_capabilities=False, dla=ver[:3] >= (11, 4, 1), version_compatible=True,
+        hardware_compatible=True,
         notes=("TensorRT 11 networks are always strongly typed (STRONGLY_TYPED is ignored); the "
                "graph carries the prec",))
 
@@ -213,8 +217,9 @@ def check_options(plan: BuildPlan, config: BuildConfig) -> list[str]:
     """
     name = f"{plan.flavour} {'.'.join(map(str, plan.version))}"
     if config.dla_core is not None and not plan.dla:
-        raise BuildError(f"{name} cannot build for a DLA core; DLA needs NVIDIA TensorRT 8.6 or "
-                         "10.x on a Jetson (JetPack) — drop --dla-core")
+        raise BuildError(f"{name} cannot build for a DLA core; DLA needs NVIDIA TensorRT 8.6 to "
+                         "10.7 (JetPack 5/6) or 11.4.1+ (JetPack 7.2.2+ on AGX Orin) on a "
+                         "Jetson — drop --dla-core or use one of those releases")
     if config.compute_capabilities and not plan.compute_capabilities:
         raise BuildError(f"compute-capability targets are a TensorRT-RTX option; {name} builds "
                          "for the GPU it runs on — drop --cc (or use --hardware-compatible for "

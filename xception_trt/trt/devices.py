@@ -8,7 +8,10 @@ import shutil
 import subprocess
 from dataclasses import asdict, dataclass
 
-__all__ = ["GpuInfo", "DeviceReport", "query_devices"]
+__all__ = ["GpuInfo", "DeviceReport", "query_devices", "NO_DRIVER", "no_gpu_message"]
+
+#: The words for a machine without an NVIDIA driver, in ``info``, ``selftest`` and every runner.
+NO_DRIVER = "no NVIDIA driver found"
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +59,8 @@ def _via_cuda_python() -> DeviceReport | None:
         err, = cu.cuInit(0)
     except Exception as exc:  # cuda-python loads libcuda lazily; no driver -> it raises here
         return DeviceReport(None, None, (), "cuda-python",
-                            f"cuda-python is installed but no NVIDIA driver was found "
-                            f"({type(exc).__name__})")
+                            f"{NO_DRIVER} (cuda-python is installed but cannot load the driver "
+                            f"library: {type(exc).__name__})")
     if err != cu.CUresult.CUDA_SUCCESS:
         return DeviceReport(None, None, (), "cuda-python",
                             f"cuInit failed ({err.name}): no usable NVIDIA driver/GPU")
@@ -113,4 +116,27 @@ def query_devices() -> DeviceReport:
         if report is not None:
             return report
     return DeviceReport(None, None, (), "none",
-                        "neither cuda-python nor nvidia-smi is available: no NVIDIA driver found")
+                        f"{NO_DRIVER} (neither cuda-python nor nvidia-smi is available)")
+
+
+def no_gpu_message(failure: str) -> str:
+    """The error text when the CUDA layer cannot reach a GPU, worded like ``info``/``selftest``.
+
+    A missing driver makes the CUDA runtime report an "insufficient driver version", which
+    sends users hunting for an upgrade; the driver probe tells a missing driver from an old
+    one.
+
+    Args:
+        failure: What the CUDA call said (kept in the message for an existing driver).
+
+    Returns:
+        ``"no usable NVIDIA GPU: no NVIDIA driver found (...); install ..."`` when the probe
+        finds no driver, else ``"no usable NVIDIA GPU: FAILURE; check the driver ..."``.
+    """
+    report = query_devices()
+    if report.driver is None and not report.gpus and report.cuda_driver_api is None:
+        reason = report.reason if NO_DRIVER in report.reason else f"{NO_DRIVER} ({report.reason})"
+        return (f"no usable NVIDIA GPU: {reason}; install the NVIDIA driver on a machine with an "
+                "NVIDIA GPU (nvidia-smi must list it)")
+    return (f"no usable NVIDIA GPU: {failure}; check the driver with nvidia-smi (the driver must "
+            "be at least as new as the CUDA runtime that cuda-python loads)")

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..contract import RunnerKind, TensorSpec, input_spec_for, output_spec_for
 from ..errors import EngineError
+from ..fsio import path_problem
 from ..onnx_meta import INPUT_NAME, OUTPUT_NAME
 from ..sidecar import EngineSidecar, read_sidecar
 from .cuda import CudaDevice, Stream
@@ -106,7 +107,9 @@ def describe_engine(engine: Any, trt: Any) -> EngineIO:
 # ------------------------------------------------------------------------------------------------
 # TensorRT
 # ------------------------------------------------------------------------------------------------
-def deserialize(trt: Any, data: bytes, *, source: str = "engine") -> tuple[Any, Any, Any]:
+def deserialize(trt: Any, data: bytes | memoryview, *, source: str = "engine",
+                host_code_allowed: bool = False, dla_core: int | None = None,
+                logger: Any = None) -> tuple[Any, Any, Any]:
     """Deserialize a plan with TensorRT, turning its refusal into a clear error.
 
     TensorRT checks the plan's header (magic tag, serialization version, recorded size) before
@@ -116,17 +119,33 @@ def deserialize(trt: Any, data: bytes, *, source: str = "engine") -> tuple[Any, 
         trt: The TensorRT module (``tensorrt`` or ``tensorrt_rtx``).
         data: The plan bytes.
         source: Name of the file for messages.
+        host_code_allowed: Set ``Runtime.engine_host_code_allowed``: a version-compatible plan
+            carries the lean runtime as executable host code and TensorRT refuses it otherwise
+            (TensorRT "Version Compatibility"). Only for plans whose hash was checked.
+        dla_core: Set ``Runtime.DLA_core`` (the DLA core the engine runs on) before
+            deserializing; ``None`` for GPU engines.
+        logger: A logger from :func:`~xception_trt.trt.logger.make_logger` (default: a new one).
 
     Returns:
         (logger, runtime, engine); keep all three alive as long as the engine is used.
 
     Raises:
-        EngineError: TensorRT refused the plan (message quotes TensorRT's reason).
+        EngineError: TensorRT refused the plan (message quotes TensorRT's reason), or the plan
+            needs a DLA core this device lacks.
     """
-    logger = make_logger(trt)
+    logger = logger if logger is not None else make_logger(trt)
     runtime = trt.Runtime(logger)
     if runtime is None:
         raise EngineError(f"TensorRT could not create a runtime: {logger.take()}")
+    if host_code_allowed:
+        runtime.engine_host_code_allowed = True
+    if dla_core is not None:
+        cores = int(runtime.num_DLA_cores)
+        if not 0 <= dla_core < cores:
+            raise EngineError(f"{source} was built for DLA core {dla_core} but this device has "
+                              f"{cores} DLA core(s); rebuild it with `xception-trt build` and "
+                              f"--dla-core 0..{max(cores - 1, 0)}, or without --dla-core")
+        runtime.DLA_core = dla_core
     engine = runtime.deserialize_cuda_engine(data)
     if engine is None:
         raise EngineError(f"TensorRT could not deserialize {source} "
@@ -178,11 +197,15 @@ class TensorRTRunner(CudaRunnerBase):
             :attr:`last_gpu_time_ms` (two extra event records per call).
         name: Display name (default ``tensorrt-<precision>``).
         verify_sha256: Hash the engine file and compare with the sidecar before deserializing
-            (catches truncated/replaced files; costs one read of the file).
+            (catches truncated/replaced files; costs one read of the file). A
+            version-compatible engine is always hashed: TensorRT runs the host code it carries
+            (``Runtime.engine_host_code_allowed``) only when the bytes match the sidecar. A DLA
+            engine runs on the DLA core its sidecar records (``Runtime.DLA_core``).
 
     Raises:
         EngineError: Missing/empty/truncated/foreign engine file, missing sidecar, engine from
-            another TensorRT version or GPU (message gives the rebuild command), no GPU, or
+            another TensorRT version or GPU (message gives the rebuild command), no GPU, a DLA
+            core this device lacks, a version-compatible plan not matching its sidecar, or
             TensorRT cannot deserialize it.
         BuildError: The TensorRT flavour that built the engine is not installed.
         DependencyError: The CUDA backend's package is missing.
@@ -196,8 +219,9 @@ class TensorRTRunner(CudaRunnerBase):
 
         path = Path(engine_path)
         self.path = path
-        if not path.is_file():
-            raise EngineError(f"engine file {path} does not exist")
+        problem = path_problem(path)
+        if problem is not None:
+            raise EngineError(f"engine file {path} {problem}")
         size = path.stat().st_size
         if size == 0:
             raise EngineError(f"engine file {path} is empty; rebuild it with `xception-trt build`")
@@ -235,8 +259,11 @@ class TensorRTRunner(CudaRunnerBase):
                      gpu_timing: bool) -> None:
         self._trt_version = flavour.version
         self._flavour = flavour.name
-        self._logger, self._runtime, self._engine = deserialize(trt, path.read_bytes(),
-                                                                 source=str(path))
+        data = path.read_bytes()
+        host_code = _host_code_allowed(self.sidecar, data, path)
+        self._logger, self._runtime, self._engine = deserialize(
+            trt, data, source=str(path), host_code_allowed=host_code,
+            dla_core=self.sidecar.option("dla_core"))
         io = describe_engine(self._engine, trt)
         want = input_spec_for(self.spec, self.input_format)
         if io.input.dtype != want.dtype or io.input.shape[1:] != want.shape[1:]:
@@ -306,6 +333,25 @@ class TensorRTRunner(CudaRunnerBase):
             "cuda_graphs": self.cuda_graphs,
             "threads": "n/a (GPU)",
         }
+
+
+def _host_code_allowed(sidecar: EngineSidecar, data: bytes, path: Path) -> bool:
+    """Whether TensorRT may run the host code (lean runtime) a version-compatible plan carries:
+    only when the very bytes we deserialize match the SHA-256 their sidecar records.
+
+    Raises:
+        EngineError: A version-compatible plan whose bytes do not match its sidecar.
+    """
+    if not sidecar.option("version_compatible"):
+        return False
+    import hashlib
+
+    if hashlib.sha256(data).hexdigest() != sidecar.engine.sha256:
+        raise EngineError(f"engine file {path} is version-compatible, so it carries host code "
+                          "that TensorRT would execute, and it does not match the SHA-256 in "
+                          "its sidecar (checked even with verify_sha256=False): refusing to "
+                          "load it — rebuild it with `xception-trt build`")
+    return True
 
 
 def _verify_engine_file(path: Path, size: int, sidecar: EngineSidecar,

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import DependencyError, EngineError
+from ..devices import no_gpu_message
 from .base import CudaBackend, check_ordinal, code_name
 
 __all__ = ["CudaPythonBackend", "import_cuda_python"]
@@ -70,9 +71,7 @@ class CudaPythonBackend(CudaBackend):
         try:
             count = self._call("cudaGetDeviceCount")
         except EngineError as exc:
-            raise EngineError(f"no usable NVIDIA GPU: {exc}; check the driver with nvidia-smi "
-                              "(the driver must be at least as new as the CUDA runtime that "
-                              "cuda-python loads)") from None
+            raise EngineError(no_gpu_message(str(exc))) from None
         check_ordinal(self.device, count)
         self.activate()
 

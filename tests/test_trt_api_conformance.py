@@ -1,0 +1,412 @@
+"""Our TensorRT calls against the real TensorRT Python APIs (8.6, 10.3, 10.13, 11.4, TensorRT-RTX).
+
+The four NVIDIA binding wheels are fetched from PyPI once (cached; the tests skip where the
+registry cannot be reached), imported on this CPU with stub libraries and dumped (trt_api/
+wheels.py); TensorRT-RTX is dumped from the installed package. A checking double generated from
+each dump (trt_api/double.py) replaces ``tensorrt`` / ``tensorrt_rtx`` in ``sys.modules`` -- the
+seam our ``import_flavour`` imports through -- and our real builder, runtime, self-test and
+sysinfo run against it. Every attribute, call, keyword, argument type and property write is
+checked against the real member; the documented rules of trt_api/RULES.md are enforced by
+trt_api/world.py. What this proves: the names, signatures and enum members we use exist in each
+version and our calls fit them, and the listed rules hold. Not that an engine builds or runs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from test_runtime import EmuBackend
+from trt_api import wheels
+from trt_api.double import ApiDouble, Mismatch
+from trt_api.world import World
+
+from xception_trt.config import BuildConfig
+from xception_trt.errors import BuildError
+from xception_trt.trt import builder as builder_mod
+
+NVIDIA = [w.version for w in wheels.WHEELS]
+ALL = [*NVIDIA, "rtx"]
+GPU = {"index": 0, "name": "Double GPU", "compute_capability": "8.6"}  # EmuBackend's sm_86
+
+
+# ------------------------------------------------------------------------------------------------
+# fixtures: dumps (session, cached on disk), the double in sys.modules, ONNX variants
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def dumps() -> dict[str, dict]:
+    root = wheels.cache_dir()
+    out: dict[str, dict] = {}
+    try:
+        for wheel in wheels.WHEELS:
+            out[wheel.version] = wheels.dump_wheel(wheel, root)
+    except wheels.FetchError as exc:
+        pytest.skip(f"TensorRT binding wheels unavailable: {exc}")
+    try:
+        out["rtx"] = wheels.dump_installed("tensorrt_rtx", root)
+    except Exception as exc:  # noqa: BLE001 - the [dev] extras install it; say so otherwise
+        pytest.skip(f"tensorrt_rtx is not installed here: {exc}")
+    return out
+
+
+class Harness:
+    """The double of one version installed as its module, plus what it saw."""
+
+    def __init__(self, dump: dict, key: str, monkeypatch: pytest.MonkeyPatch, **world: object):
+        self.name = "tensorrt_rtx" if key == "rtx" else "tensorrt"
+        self.world = World(**world)  # type: ignore[arg-type]
+        self.api = ApiDouble(dump, self.name, self.world)
+        self.major = int(self.api.version.split(".")[0])
+        monkeypatch.setitem(sys.modules, self.name, self.api.module)
+        monkeypatch.setattr(builder_mod, "_first_gpu", lambda: dict(GPU))
+
+    @property
+    def mismatches(self) -> list[Mismatch]:
+        return self.api.mismatches
+
+    def assert_clean(self) -> None:
+        assert not self.mismatches, "\n".join(map(str, self.mismatches))
+
+    def config(self, **kw: object) -> BuildConfig:
+        extra: dict = {"compute_capabilities": ("sm86",)} if self.name == "tensorrt_rtx" else {}
+        return BuildConfig(backend=self.name, **(extra | kw))  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=ALL)
+def key(request) -> str:
+    return request.param
+
+
+@pytest.fixture(params=NVIDIA)
+def nvidia(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def onnx_variants(tiny_onnx_files, tmp_path_factory) -> dict[str, Path]:
+    """float/uint8/static ONNX, the real FP16 conversion, and an ``int8``-labelled graph: the
+    double reads a graph's inputs, outputs and metadata only, so the Q/DQ nodes are not needed
+    here (test_builder builds the real Q/DQ graph with TensorRT-RTX)."""
+    import onnx
+
+    from xception_trt.onnx_meta import read_metadata, write_metadata
+    from xception_trt.precision import to_fp16
+
+    root = tmp_path_factory.mktemp("conformance")
+    out = dict(tiny_onnx_files)
+    out["fp16"] = root / "tiny.fp16.onnx"
+    to_fp16(out["float"], output=out["fp16"])
+    meta = read_metadata(out["float"])
+    proto = onnx.load(str(out["float"]))
+    write_metadata(proto, {"model_spec": meta.spec, "input_format": meta.input_format.value,
+                           "precision": "int8"})
+    out["int8"] = root / "tiny.int8.onnx"
+    onnx.save(proto, str(out["int8"]))
+    return out
+
+
+def _precisions(h: Harness) -> list[tuple[str, str]]:
+    """(precision, ONNX variant) pairs this version builds (compat.network_and_precision_plan)."""
+    if h.name == "tensorrt" and h.major < 10:
+        return [("fp32", "float"), ("fp16", "float"), ("int8", "int8")]
+    return [("fp32", "float"), ("fp16", "fp16"), ("int8", "int8")]
+
+
+# ------------------------------------------------------------------------------------------------
+# the builder
+# ------------------------------------------------------------------------------------------------
+class _Progress:
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def phase_start(self, phase_name, parent_phase, num_steps):
+        self.events.append(f"start {phase_name}")
+
+    def step_complete(self, phase_name, step):
+        self.events.append(f"step {step}")
+
+    def phase_finish(self, phase_name):
+        self.events.append("finish")
+
+
+def test_builder_every_precision_and_option(dumps, key, onnx_variants, tmp_path, monkeypatch):
+    h = Harness(dumps[key], key, monkeypatch)
+    progress = _Progress()
+    for precision, variant in _precisions(h):
+        cfg = h.config(precision=precision, min_batch=1, opt_batch=2, max_batch=4,
+                       workspace_mib=64, optimization_level=3, layer_info=True,
+                       timing_cache_dir=str(tmp_path / "tc"))
+        art = builder_mod.build_engine(onnx_variants[variant], cfg, progress=progress,
+                                       engine_path=tmp_path / f"{precision}.engine")
+        built = h.world.built[-1]
+        assert built["profiles"] == [{"input": [[1, 3, 71, 71], [2, 3, 71, 71], [4, 3, 71, 71]]}]
+        assert built["pools"] == {"WORKSPACE": 64 << 20}
+        # INSP-1: DETAILED verbosity was set, so the layers carry their types
+        assert art.sidecar.layers and art.sidecar.layers[0]["type"] == "Convolution"
+    # a fixed-batch graph needs no profile; a uint8 graph keeps its uint8 input
+    builder_mod.build_engine(onnx_variants["static2"], h.config(),
+                             engine_path=tmp_path / "static.engine")
+    assert h.world.built[-1]["profiles"] == []
+    art = builder_mod.build_engine(onnx_variants["uint8"], h.config(max_batch=2),
+                                   engine_path=tmp_path / "u8.engine")
+    assert art.sidecar.to_dict()["inputs"][0]["dtype"] == "uint8"
+    if h.major >= 10 or h.name == "tensorrt_rtx":
+        assert progress.events[:2] == ["start Building engine", "step 0"]
+    h.assert_clean()
+
+
+def test_builder_flags_follow_the_version(dumps, nvidia, onnx_variants, tmp_path, monkeypatch):
+    h = Harness(dumps[nvidia], nvidia, monkeypatch)
+    builder_mod.build_engine(onnx_variants["float"], h.config(precision="fp16"),
+                             engine_path=tmp_path / "a.engine") if h.major < 10 else \
+        builder_mod.build_engine(onnx_variants["fp16"], h.config(),
+                                 engine_path=tmp_path / "a.engine")
+    built = h.world.built[-1]
+    if h.major < 10:
+        assert "FP16" in built["flags"] and built["network_flags"] == ["EXPLICIT_BATCH"]
+    elif h.major == 10:
+        assert built["network_flags"] == ["STRONGLY_TYPED"] and "FP16" not in built["flags"]
+    else:
+        assert built["network_flags"] == [] and "FP16" not in built["flags"]
+    h.assert_clean()
+
+
+def test_parser_errors_are_listed(dumps, key, onnx_variants, tmp_path, monkeypatch):
+    h = Harness(dumps[key], key, monkeypatch, parse_errors=2)
+    with pytest.raises(BuildError, match=r"could not parse[\s\S]*node 0 .*unsupported operator"):
+        builder_mod.build_engine(onnx_variants["float"], h.config(),
+                                 engine_path=tmp_path / "e.engine")
+    assert {"ParserError.node", "ParserError.desc", "ParserError.code"} <= h.api.calls
+    h.assert_clean()
+
+
+# ------------------------------------------------------------------------------------------------
+# the runtime (EmuBackend stands in for CUDA; nothing computes)
+# ------------------------------------------------------------------------------------------------
+def _open_and_run(engine: Path, *, cuda_graphs: bool = False):
+    import numpy as np
+
+    from xception_trt.trt.runtime import TensorRTRunner
+
+    with TensorRTRunner(engine, cuda_backend=EmuBackend(),  # type: ignore[arg-type]
+                        cuda_graphs=cuda_graphs) as runner:
+        for n in (1, runner.max_batch, 1):
+            out = runner.infer(np.zeros((n, 3, 71, 71), np.float32))
+            assert out.shape == (n, runner.spec.num_classes)
+        return runner.describe()
+
+
+@pytest.mark.parametrize("graphs", [False, True], ids=["plain", "cuda-graphs"])
+def test_runtime_path(dumps, key, onnx_variants, tmp_path, monkeypatch, graphs):
+    h = Harness(dumps[key], key, monkeypatch)
+    art = builder_mod.build_engine(onnx_variants["float"], h.config(max_batch=4),
+                                   engine_path=tmp_path / "e.engine")
+    facts = _open_and_run(art.path, cuda_graphs=graphs)
+    assert facts["tensorrt"] == h.api.version and facts["max_batch"] == 4
+    assert h.world.executed >= (1 if graphs else 3)
+    assert {"IExecutionContext.set_input_shape", "IExecutionContext.set_tensor_address",
+            "IExecutionContext.execute_async_v3", "Runtime.deserialize_cuda_engine",
+            "ICudaEngine.get_tensor_profile_shape"} <= h.api.calls
+    h.assert_clean()
+
+
+def test_version_compatible_engine_loads(dumps, nvidia, onnx_variants, tmp_path, monkeypatch):
+    """VC-1: the lean runtime is host code; the runner allows it for a plan that matches its
+    sidecar's SHA-256 (and only then)."""
+    h = Harness(dumps[nvidia], nvidia, monkeypatch)
+    art = builder_mod.build_engine(onnx_variants["float"],
+                                   h.config(version_compatible=True, hardware_compatible=True),
+                                   engine_path=tmp_path / "vc.engine")
+    assert "VERSION_COMPATIBLE" in h.world.built[-1]["flags"]
+    assert h.world.built[-1]["hardware_compatibility"] == "AMPERE_PLUS"
+    _open_and_run(art.path)
+    assert "Runtime.engine_host_code_allowed=" in h.api.calls
+    h.assert_clean()
+
+
+def test_version_compatible_engine_not_matching_its_sidecar_is_refused(dumps, onnx_variants,
+                                                                        tmp_path, monkeypatch):
+    """VC-2: host code runs only from a plan whose bytes match the sidecar's SHA-256, even when
+    the caller switched the file hash check off."""
+    from xception_trt.errors import EngineError
+    from xception_trt.trt.runtime import TensorRTRunner
+
+    h = Harness(dumps[NVIDIA[-1]], NVIDIA[-1], monkeypatch)
+    art = builder_mod.build_engine(onnx_variants["float"], h.config(version_compatible=True),
+                                   engine_path=tmp_path / "vc.engine")
+    data = art.path.read_bytes()
+    art.path.write_bytes(data[:-1] + b" ")  # same size, other bytes: only the hash can tell
+    h.api.calls.clear()
+    with pytest.raises(EngineError, match="carries host code.*SHA-256"):
+        TensorRTRunner(art.path, cuda_backend=EmuBackend(),  # type: ignore[arg-type]
+                       verify_sha256=False)
+    assert "Runtime.deserialize_cuda_engine" not in h.api.calls  # refused before TensorRT
+    h.assert_clean()
+
+
+def _dla(version: str) -> bool:
+    from xception_trt.trt.compat import network_and_precision_plan
+
+    return network_and_precision_plan("tensorrt", version, "fp16").dla
+
+
+@pytest.mark.parametrize("version", [v for v in NVIDIA if _dla(v)])
+def test_dla_build_and_runtime_core(dumps, version, onnx_variants, tmp_path, monkeypatch):
+    """DLA-1/DLA-2: build on core 1 of 2 with GPU fallback; the runtime selects core 1."""
+    h = Harness(dumps[version], version, monkeypatch, num_dla_cores=2)
+    art = builder_mod.build_engine(onnx_variants["float"],
+                                   h.config(dla_core=1, precision="fp16", batch=1)
+                                   if h.major < 10 else h.config(dla_core=1, batch=1),
+                                   engine_path=tmp_path / "dla.engine")
+    assert "GPU_FALLBACK" in h.world.built[-1]["flags"] and h.world.built[-1]["dla_core"] == 1
+    _open_and_run(art.path)
+    assert "Runtime.DLA_core=" in h.api.calls
+    h.assert_clean()
+
+
+def test_dla_engine_on_a_device_without_that_core(dumps, onnx_variants, tmp_path, monkeypatch):
+    from xception_trt.errors import EngineError
+    from xception_trt.trt.runtime import TensorRTRunner
+
+    h = Harness(dumps["10.3.0"], "10.3.0", monkeypatch, num_dla_cores=2)
+    art = builder_mod.build_engine(onnx_variants["float"], h.config(dla_core=1, batch=1),
+                                   engine_path=tmp_path / "dla.engine")
+    h.world.num_dla_cores = 1  # the engine moved to a device with one DLA core
+    with pytest.raises(EngineError, match="built for DLA core 1 but this device has 1"):
+        TensorRTRunner(art.path, cuda_backend=EmuBackend())  # type: ignore[arg-type]
+    h.assert_clean()
+
+
+@pytest.mark.parametrize("version, dla", [("8.6.1", True), ("10.3.0", True), ("10.7.0", True),
+                                          ("10.8.0", False), ("10.13.0.35", False),
+                                          ("11.4.0.106", False), ("11.4.1", True)])
+def test_dla_releases_follow_nvidia_docs(version, dla):
+    """DLA-3: 10.7 was the last 10.x with DLA; 11.0-11.4.0 have none on Jetson; 11.4.1 restores
+    it on AGX Orin with JetPack 7.2.2+ ("Working with DLA", TensorRT 11.3.0 / 11.4.1 docs)."""
+    from xception_trt.trt.compat import check_options, network_and_precision_plan
+
+    plan = network_and_precision_plan("tensorrt", version, "fp16")
+    assert plan.dla is dla
+    if not dla:
+        with pytest.raises(BuildError, match="cannot build for a DLA core.*10.7"):
+            check_options(plan, BuildConfig(dla_core=0))
+
+
+# ------------------------------------------------------------------------------------------------
+# self-test and sysinfo
+# ------------------------------------------------------------------------------------------------
+def _onnx_runtime_engine(be: EmuBackend):
+    """``World.compute``: run the engine's ONNX file with ONNX Runtime on the emulated device
+    memory, as stream work (so CUDA-graph capture and replay see it like a kernel)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    sessions: dict[str, ort.InferenceSession] = {}
+
+    def compute(stream: int, tensors: dict, onnx_path: str) -> None:
+        if onnx_path not in sessions:
+            sessions[onnx_path] = ort.InferenceSession(onnx_path,
+                                                       providers=["CPUExecutionProvider"])
+        (in_ptr, in_shape, in_dt), (out_ptr, out_shape, out_dt) = (tensors["input"],
+                                                                   tensors["logits"])
+
+        def op() -> None:
+            n_in = int(np.prod(in_shape)) * in_dt.itemsize
+            x = be.view(in_ptr, n_in).view(in_dt).reshape(in_shape)
+            y = sessions[onnx_path].run(None, {"input": x})[0].astype(out_dt)
+            assert y.shape == out_shape, (y.shape, out_shape)
+            be.view(out_ptr, y.nbytes)[:] = y.reshape(-1).view(np.uint8)
+        be.submit(stream, op, "kernel")
+    return compute
+
+
+def test_selftest_engine_checks_and_sysinfo(dumps, key, tmp_path, monkeypatch):
+    """The self-test's build, NumPy/device input, CUDA graph and threaded checks, end to end
+    through the double (ONNX Runtime stands in for the engine, so the checks can pass)."""
+    from xception_trt import selftest, sysinfo
+
+    be = EmuBackend()
+    h = Harness(dumps[key], key, monkeypatch, compute=_onnx_runtime_engine(be))
+    info = sysinfo.system_facts(probe_gpus=False)
+    assert info["trt_importable"][h.name] == h.api.version
+    results = selftest.run_engine_checks(h.name, backend=be,  # type: ignore[arg-type]
+                                         workdir=tmp_path, iterations=2)
+    failed = [(r.name, r.detail) for r in results if r.status != "pass"]
+    assert len(results) >= 4 and not failed, failed
+    assert h.world.executed > 0
+    h.assert_clean()
+
+
+# ------------------------------------------------------------------------------------------------
+# the double itself: a renamed call fails with version, call and our file:line
+# ------------------------------------------------------------------------------------------------
+def _renamed(dump: dict, cls: str, old: str, new: str) -> dict:
+    mutated = json.loads(json.dumps(dump))
+    members = mutated["classes"][cls]["members"]
+    info = members.pop(old)
+    info["signatures"] = [s.replace(f"{old}(", f"{new}(", 1) for s in info["signatures"]]
+    members[new] = info
+    return mutated
+
+
+@pytest.mark.parametrize("old, new", [("execute_async_v3", "execute_async_v4"),
+                                      ("set_input_shape", "set_input_shapes")])
+def test_a_renamed_call_fails_with_version_call_and_location(dumps, onnx_variants, tmp_path,
+                                                            monkeypatch, old, new):
+    from xception_trt.errors import EngineError
+
+    version = NVIDIA[1]
+    h = Harness(_renamed(dumps[version], "IExecutionContext", old, new), version, monkeypatch)
+    art = builder_mod.build_engine(onnx_variants["float"], h.config(max_batch=4),
+                                   engine_path=tmp_path / "e.engine")
+    with pytest.raises((AttributeError, EngineError)):
+        _open_and_run(art.path)
+    text = "\n".join(map(str, h.mismatches))
+    assert f"tensorrt {version}: IExecutionContext.{old} at xception_trt/trt/runtime.py:" in text
+    assert f"IExecutionContext has no attribute {old!r}" in text
+
+
+def test_wrong_arguments_and_members_are_caught(dumps, monkeypatch):
+    """The checks the double applies, on the real 10.3 surface."""
+    h = Harness(dumps[NVIDIA[1]], NVIDIA[1], monkeypatch)
+    trt = h.api.module
+    ctx = h.api.instance("IExecutionContext", _engine=None, _shapes={}, _addresses={})
+    with pytest.raises(TypeError, match="takes 2 positional"):
+        ctx.set_tensor_address("input", 256, 0)
+    with pytest.raises(TypeError, match="no parameter named 'ptr'"):
+        ctx.set_tensor_address("input", ptr=256)
+    with pytest.raises(TypeError, match="argument 'name' is int"):
+        ctx.set_tensor_address(0, 256)
+    with pytest.raises(AttributeError, match="no member 'FP8X'"):
+        _ = trt.BuilderFlag.FP8X
+    runtime = trt.Runtime(trt.Logger())
+    with pytest.raises(AttributeError, match="read-only"):
+        runtime.num_DLA_cores = 2
+    assert int(trt.ILogger.Severity.ERROR) == 1 and trt.Logger.WARNING.name == "WARNING"
+    assert len(h.mismatches) == 5
+
+
+def test_removed_members_per_version(dumps):
+    """Facts our compat table relies on, read from the real APIs."""
+    def has(key: str, cls: str, member: str) -> bool:
+        entry = dumps[key]["classes"][cls]
+        return member in entry.get("enum", {}) or member in entry["members"]
+    assert has("8.6.1", "BuilderFlag", "FP16") and not has("11.4.0.106", "BuilderFlag", "FP16")
+    assert not has("8.6.1", "NetworkDefinitionCreationFlag", "STRONGLY_TYPED")
+    assert has("10.3.0", "NetworkDefinitionCreationFlag", "STRONGLY_TYPED")
+    assert "IProgressMonitor" not in dumps["8.6.1"]["classes"]
+    assert "IProgressMonitor" in dumps["10.3.0"]["classes"]
+    assert not has("rtx", "BuilderFlag", "FP16") and "ComputeCapability" in dumps["rtx"]["classes"]
+    for key in NVIDIA:
+        assert has(key, "Runtime", "engine_host_code_allowed") and has(key, "Runtime", "DLA_core")
+
+
+def test_unreachable_registry_is_a_skip_reason_not_a_failure(tmp_path, monkeypatch):
+    """Without PyPI (no index, nothing in find-links) fetching raises FetchError, which the
+    ``dumps`` fixture turns into a skip with that reason."""
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
+    with pytest.raises(wheels.FetchError, match="registry unreachable"):
+        wheels.fetch_wheel(wheels.WHEELS[0], tmp_path / "cache")
