@@ -9,14 +9,7 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
-from ._common import (
-    add_command,
-    not_with,
-    only_with,
-    path_argument,
-    positive_int,
-    print_json,
-)
+from ._common import add_command, not_with, only_with, path_argument, positive_int, print_json
 
 if TYPE_CHECKING:
     from ..config import Precision

@@ -7,14 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ._common import (
-    add_command,
-    not_with,
-    only_with,
-    path_argument,
-    positive_int,
-    print_json,
-)
+from ._common import add_command, not_with, only_with, path_argument, positive_int, print_json
 
 ORDER = 20
 
