@@ -147,8 +147,17 @@ def test_fp16_variant_manifest_and_reuse(fp32_graph, image_folder):
 def test_int8_variant_uses_the_calibration_cache(fp32_graph, image_folder):
     layout = ArtifactLayout(onnx_dir=fp32_graph.parent, engine_dir=fp32_graph.parent,
                             calibration_cache_dir=fp32_graph.parent / "cache")
+    events: list[tuple[str, int, int | None]] = []
     first = make_variant(fp32_onnx=fp32_graph, precision="int8", layout=layout,
-                         calibration=image_folder, calibration_method="max", num_images=8)
+                         calibration=image_folder, calibration_method="max", num_images=8,
+                         progress=lambda *e: events.append(e))
+    # progress: every image decoded, then every calibration batch fed to ModelOpt (a worker
+    # process: its WORKER-PROGRESS lines come back through the launcher)
+    decode = [e for e in events if e[0] == "decode calibration images"]
+    fed = [e for e in events if e[0] == "calibrate max"]
+    assert decode and decode[-1][1:] == (8, 8)
+    assert fed and fed[-1][1] == fed[-1][2] and all(0 < d <= t for _, d, t in fed)
+    assert events.index(decode[-1]) < events.index(fed[0])
     assert first.path == fp32_graph.parent / "int8.onnx" and not first.reused
     assert first.quantize is not None and first.auto is None
     assert first.quantize.method.value == "max" and first.quantize.num_images == 8
@@ -187,6 +196,11 @@ def test_variant_bad_input(fp32_graph, image_folder):
 class _Recorder(PipelineCallbacks):
     def __init__(self) -> None:
         self.events: list[tuple[str, str]] = []
+        self.stages: list[str] = []
+
+    def on_progress(self, stage, done, total):
+        if stage not in self.stages:
+            self.stages.append(stage)
 
     def on_export(self, outcome):
         self.events.append(("export", "reused" if outcome.reused else "ran"))
@@ -216,6 +230,7 @@ def test_build_checkpoint_to_engines_and_rerun(tiny_checkpoint, image_folder, tm
     assert rec.events == [("export", "ran"), ("variant", "fp16"), ("progress", "fp16"),
                           ("progress-end", "fp16"), ("engine", "fp16"), ("progress", "fp32"),
                           ("progress-end", "fp32"), ("engine", "fp32")]
+    assert rec.stages == ["export", "fp16 variant"]  # the steps before the engine builds
     assert [e.precision.value for e in first.engines] == ["fp16", "fp32"]
     assert first.layout == ArtifactLayout.in_folder(tmp_path / "e", stem="tiny")
     assert first.export is not None and first.export.path == tmp_path / "e" / "tiny.onnx"

@@ -11,6 +11,7 @@ import json
 import logging
 import shutil
 import struct
+import sys
 
 import numpy as np
 import onnx
@@ -472,6 +473,35 @@ def test_cli_int8_with_table_and_report(fp32_path, calib_folder, image_folder, i
     assert data["int8"]["cache"] == "hit"
     assert read_metadata(out).precision.value == "int8"
     assert read_trt_calibration_cache(trt_cache) == pytest.approx(int8_entropy.scales, rel=1e-6)
+
+
+def test_cli_int8_progress_on_a_terminal_keeps_json_clean(fp32_path, calib_folder, tmp_path,
+                                                         capsys, monkeypatch):
+    from xception_trt.cli import main
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # tqdm shows bars on terminals only
+    out = tmp_path / "m.int8.onnx"
+    args = ["quantize", str(fp32_path), "--precision", "int8", "--calib", str(calib_folder),
+            "--num-images", "8", "--batch-size", "4", "--no-cache", "--json", "-o", str(out)]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)  # stdout is the JSON document and nothing else
+    assert report["int8"]["num_images"] == 8
+    assert "decode calibration images" in captured.err and "8/8" in captured.err
+    assert "calibrate entropy" in captured.err and "2/2" in captured.err  # 8 images / 4
+    args[-1] = str(tmp_path / "again.int8.onnx")
+    assert main([*args, "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "calibrate" not in captured.err and json.loads(captured.out)["int8"]
+
+
+def test_stage_progress_is_silent_off_a_terminal(capsys):
+    from xception_trt.cli._common import StageProgress
+
+    with StageProgress() as bars:  # capsys: stderr is not a terminal
+        for i in range(1, 4):
+            bars("calibrate max", i, 3)
+    assert capsys.readouterr().err == ""
 
 
 def test_cli_choices_come_from_the_enums():

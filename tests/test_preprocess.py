@@ -140,3 +140,69 @@ def test_grayscale_model_input():
 def test_bad_array_input():
     with pytest.raises(DataError, match="uint8"):
         open_image(np.zeros((4, 4), np.float32))
+
+
+_RSS_CHILD = """
+import io, resource, sys
+from PIL import Image
+from xception_trt.config import ModelSpec
+from xception_trt.preprocess import preprocess
+w, h = int(sys.argv[1]), int(sys.argv[2])
+buf = io.BytesIO()
+Image.new("L", (w, h)).save(buf, "PNG", optimize=True)
+data = buf.getvalue()
+# A regression must fail here, not take the machine's memory: cap the address space.
+resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+x = preprocess(data, ModelSpec())
+print(len(data), *x.shape, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def _child_peak_rss_kib(w: int, h: int) -> tuple[int, tuple[int, ...], int]:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(w), str(h)], check=True,
+                         capture_output=True, text=True, timeout=120).stdout.split()
+    return int(out[0]), tuple(int(v) for v in out[1:4]), int(out[4])
+
+
+@pytest.mark.parametrize("w,h", [(1, 60000), (60000, 1)])
+def test_aspect_ratio_bomb_is_bounded_by_the_output_size(w, h):
+    """A ~200-byte 1x60000 PNG resized whole would take ~20 GB (333 x 20M x 3) before the crop;
+    now its peak memory is that of an ordinary photo's preprocessing, plus little."""
+    size, shape, bomb_kib = _child_peak_rss_kib(w, h)
+    assert size < 1000 and shape == (3, 299, 299)
+    _, _, photo_kib = _child_peak_rss_kib(640, 480)
+    assert bomb_kib - photo_kib < 100 * 1024, (bomb_kib, photo_kib)
+
+
+def test_extreme_aspect_ratio_crops_the_centre():
+    spec = ModelSpec(input_size=71, crop_pct=71 / 80)
+    rng = np.random.default_rng(0)
+    # Tall stripe: the centre rows carry a marker; the crop must come from there.
+    arr = np.zeros((4000, 20, 3), dtype=np.uint8)
+    arr[1900:2100] = 240
+    arr += rng.integers(0, 8, arr.shape, dtype=np.uint8)
+    out = resize_crop(Image.fromarray(arr), spec)
+    assert out.size == (71, 71)
+    assert np.asarray(out).mean() > 200  # the bright centre band, not the dark ends
+    # Ordinary proportions still take the full resize (bit for bit with resize + crop).
+    img = Image.fromarray(rng.integers(0, 256, (120, 300, 3), dtype=np.uint8))
+    w, h = img.size
+    new_w, new_h = int(round(w * spec.resize_size / h)), spec.resize_size
+    ref = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
+    left, top = int(round((new_w - 71) / 2.0)), int(round((new_h - 71) / 2.0))
+    np.testing.assert_array_equal(np.asarray(resize_crop(img, spec)),
+                                  np.asarray(ref.crop((left, top, left + 71, top + 71))))
+
+
+def test_server_preprocessing_takes_the_bomb_too():
+    from xception_trt.serve.python_preprocess import decode_request
+
+    buf = io.BytesIO()
+    Image.new("L", (1, 60000)).save(buf, "PNG", optimize=True)
+    spec = ModelSpec(input_size=71, crop_pct=71 / 80)
+    batch = decode_request(np.array([[buf.getvalue()]], dtype=object), spec,
+                           InputFormat.UINT8_NHWC)
+    assert batch.shape == (1, 71, 71, 3)

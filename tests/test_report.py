@@ -210,6 +210,23 @@ def test_system_facts_record_the_load_average():
     load = system_facts(probe_gpus=False)["load_average"]
     if hasattr(os, "getloadavg"):
         assert len(load) == 3 and all(x >= 0 for x in load)
+def test_write_report_sweeps_the_temp_folder_of_a_killed_writer(tmp_path):
+    import subprocess
+    import sys
+
+    from xception_trt import fsio
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = fsio._host_tag()
+    stale = tmp_path / f".r1.{dead.pid}-{host}-0123abcd.tmp"  # kill -9 mid-write left it
+    stale.mkdir()
+    (stale / "report.json").write_text("{")
+    live = tmp_path / f".r1.{os.getpid()}-{host}-0123abcd.tmp"  # a writer still at work
+    live.mkdir()
+    write_report(_doc(), tmp_path)
+    assert not stale.exists() and live.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "r1"])
 
 
 def test_latency_only_report_has_no_accuracy_plot(tmp_path):

@@ -3,6 +3,7 @@ through the Python backend; clients over HTTP and gRPC on 127.0.0.1."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -295,6 +296,100 @@ def test_cli_serve_stops_cleanly_on_signal(tiny_onnx_files, sig):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _gone(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # dead, not yet reaped
+    except psutil.NoSuchProcess:
+        return True
+
+
+@needs_server
+def test_cli_serve_kill_9_takes_the_server_and_its_stubs_down(tiny_onnx_files, tmp_path):
+    """kill -9 of `xception-trt serve`: tritonserver (parent-death signal) and its Python backend
+    stubs (they watch tritonserver) die with it; the next serve sweeps its temp folders."""
+    import time
+
+    import psutil
+
+    from xception_trt.fsio import sweep_owned_temp_dirs
+
+    ports = [server_mod.free_port() for _ in range(3)]
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "xception_trt", "serve", str(tiny_onnx_files["float"]),
+         "--threads", "1", "--http-port", str(ports[0]),
+         "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    children: list = []
+    try:
+        lines = _wait_line(proc, "ready", timeout=90)
+        assert any("ready" in ln for ln in lines), proc.stderr.read() if proc.poll() else lines
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert any("tritonserver" in c.name() for c in children)
+        assert any("stub" in c.name() for c in children)  # the Python backend's processes
+        proc.kill()
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not all(_gone(c.pid) for c in children):
+            time.sleep(0.1)
+        assert [c.pid for c in children if not _gone(c.pid)] == []
+    finally:
+        for c in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                c.kill()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    ours = sorted(p.name.split(str(proc.pid))[0] for p in tmp_path.glob("xception-trt-*"))
+    assert ours == ["xception-trt-serve-", "xception-trt-triton-backends-"]  # kill -9 left them
+    for prefix in ours:
+        assert len(sweep_owned_temp_dirs(prefix, tmp_path)) == 1  # what the next serve does
+    assert list(tmp_path.glob("xception-trt-*")) == []
+
+
+def test_port_in_use_is_named_before_the_server_starts(tmp_path):
+    """No tritonserver needed: the check runs before anything is started."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        fake = server_mod.TritonDistribution(
+            executable=tmp_path / "no-tritonserver", python_backend=tmp_path, stub=tmp_path,
+            libs=tmp_path, caches=None, version="0")
+        server = server_mod.TritonServer(tmp_path, http_port=None, grpc_port=port,
+                                         metrics_port=None, distribution=fake)
+        with pytest.raises(ServeError, match=rf"gRPC port {port} on 127\.0\.0\.1 is already in "
+                                             rf"use by pid {os.getpid()} \(.*python.*\); stop "
+                                             r"that process or pass another --grpc-port"):
+            server.start()
+        assert not server.is_running()
+    server_mod.check_ports_free({"gRPC": port})  # free again once closed
+
+
+@needs_server
+def test_cli_serve_on_a_busy_port_says_so(tiny_onnx_files, tmp_path, monkeypatch, capsys):
+    import socket
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = main(["serve", str(tiny_onnx_files["float"]), "--http-port", str(port),
+                     "--grpc-port", str(server_mod.free_port()),
+                     "--metrics-port", str(server_mod.free_port())])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"error: HTTP port {port} on 127.0.0.1 is already in use by pid "
+                          f"{os.getpid()}")
+    assert list(tmp_path.iterdir()) == []  # the temporary repository is gone too
 
 
 @needs_server

@@ -2,6 +2,12 @@
 
 Every artifact the SDK writes (checkpoints, ONNX files, engines, caches, reports) goes through
 :func:`atomic_path` so a crash or an error never leaves a half-written file behind.
+
+Temporary files and folders carry their owner's pid and a tag of its host in their names
+(:func:`temp_sibling`, :func:`owned_temp_dir`): a process killed with SIGKILL cannot clean up,
+so the next writer of the same target (or the next user of the same temp prefix) removes the
+ones whose owner is dead on this host. Nothing else is ever swept: only our own name pattern,
+only dead owners.
 """
 
 from __future__ import annotations
@@ -10,7 +16,12 @@ import contextlib
 import errno
 import hashlib
 import json
+import logging
 import os
+import re
+import secrets
+import shutil
+import socket
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -21,7 +32,9 @@ from .errors import XceptionTRTError
 
 __all__ = ["default_file_mode", "atomic_path", "atomic_write_bytes", "atomic_write_text",
            "atomic_write_json", "sha256_file", "sha256_bytes", "check_writable_dir",
-           "ENVIRONMENT_ERRNOS", "environment_error_text", "path_problem"]
+           "ENVIRONMENT_ERRNOS", "environment_error_text", "path_problem",
+           "pid_alive", "temp_sibling", "sweep_stale_siblings", "owned_temp_dir",
+           "sweep_owned_temp_dirs"]
 
 #: OS errors that are the machine's state, not a bug: full or read-only disks, permissions,
 #: unusable paths. The CLI reports them as one ``error:`` line (exit 2), like our own errors.
@@ -101,6 +114,156 @@ def path_problem(path: str | os.PathLike[str], *, want: str = "file") -> str | N
         return f"is {kind}, not a regular file"
     return None
 
+log = logging.getLogger(__name__)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (a process of another user counts)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OSError:
+        return True  # cannot tell: keep its files
+    return True
+
+
+def _host_tag() -> str:
+    # A pid means nothing on another machine sharing the folder (NFS): only this host's
+    # temps are judged by pid.
+    return hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:6]
+
+
+def _owner_token() -> str:
+    return f"{os.getpid()}-{_host_tag()}-{secrets.token_hex(4)}"
+
+
+_OWNER_RE = r"(?P<pid>\d+)-(?P<host>[0-9a-f]{6})-[0-9a-f]{8}"
+
+
+def _remove(path: Path) -> bool:
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        log.debug("cannot remove stale %s: %s", path, exc)
+        return False
+    log.info("removed %s, left by a process that no longer runs", path)
+    return True
+
+
+def _sweep(directory: Path, pattern: re.Pattern[str]) -> list[Path]:
+    removed: list[Path] = []
+    host = _host_tag()
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        match = pattern.fullmatch(name)
+        if match is None or match["host"] != host or pid_alive(int(match["pid"])):
+            continue
+        if _remove(directory / name):
+            removed.append(directory / name)
+    return removed
+
+
+def _sibling_re(target: Path) -> re.Pattern[str]:
+    return re.compile(rf"\.{re.escape(target.name)}\.{_OWNER_RE}\.(tmp|old)")
+
+
+def sweep_stale_siblings(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files/folders of ``path`` (``.NAME.PID-HOST-RAND.tmp``/``.old``
+    next to it) whose writer on this host is dead (killed before it could clean up).
+
+    Returns:
+        The paths removed.
+    """
+    target = Path(path)
+    return _sweep(target.parent if str(target.parent) else Path("."), _sibling_re(target))
+
+
+def temp_sibling(path: str | os.PathLike[str], *, directory: bool = False,
+                 suffix: str = ".tmp", mode: int | None = None) -> Path:
+    """Create a hidden temporary file (or folder) next to ``path`` that names its owner.
+
+    Stale temporaries of the same target left by dead writers are removed first (see
+    :func:`sweep_stale_siblings`).
+
+    Args:
+        path: The final destination.
+        directory: Create a folder instead of a file.
+        suffix: ``".tmp"`` or ``".old"`` (a previous version kept during a replace).
+        mode: Permissions (default: 0o600 for files, umask-governed 0o777 for folders).
+
+    Returns:
+        The created path, ``.NAME.PID-HOST-RAND<suffix>`` in ``path``'s folder.
+
+    Raises:
+        OSError: The folder cannot be written.
+    """
+    if suffix not in (".tmp", ".old"):
+        raise ValueError(f"suffix must be .tmp or .old, not {suffix!r}")
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    sweep_stale_siblings(target)
+    for _ in range(100):
+        candidate = parent / f".{target.name}.{_owner_token()}{suffix}"
+        try:
+            if directory:
+                os.mkdir(candidate, 0o777 if mode is None else mode)
+            else:
+                os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY,
+                                 0o600 if mode is None else mode))
+        except FileExistsError:
+            continue
+        return candidate
+    raise FileExistsError(f"cannot create a unique temporary name next to {target}")
+
+
+def _owned_re(prefix: str) -> re.Pattern[str]:
+    return re.compile(rf"{re.escape(prefix)}{_OWNER_RE}")
+
+
+def sweep_owned_temp_dirs(prefix: str, directory: str | os.PathLike[str] | None = None
+                          ) -> list[Path]:
+    """Remove ``PREFIXPID-HOST-RAND`` folders in ``directory`` (default: the temp dir) whose
+    owner process on this host is dead. Returns the paths removed."""
+    return _sweep(Path(directory or tempfile.gettempdir()), _owned_re(prefix))
+
+
+def owned_temp_dir(prefix: str, directory: str | os.PathLike[str] | None = None) -> Path:
+    """Create a private (0700) temporary folder ``PREFIXPID-HOST-RAND`` that names its owner.
+
+    Folders of the same prefix left by dead owners are swept first. The caller removes it
+    (``shutil.rmtree``) when done.
+
+    Args:
+        prefix: Our own prefix, e.g. ``"xtrt-int8-"``.
+        directory: Where (default: :func:`tempfile.gettempdir`, i.e. ``$TMPDIR``).
+
+    Returns:
+        The new folder.
+    """
+    root = Path(directory or tempfile.gettempdir())
+    sweep_owned_temp_dirs(prefix, root)
+    for _ in range(100):
+        candidate = root / f"{prefix}{_owner_token()}"
+        try:
+            os.mkdir(candidate, 0o700)
+        except FileExistsError:
+            continue
+        return candidate
+    raise FileExistsError(f"cannot create a unique temporary folder {prefix}* in {root}")
+
 
 def check_writable_dir(directory: Path, *, what: str = "output",
                        error: type[XceptionTRTError] = XceptionTRTError) -> None:
@@ -139,7 +302,8 @@ def atomic_path(path: str | os.PathLike[str], *,
                 error: type[XceptionTRTError] = XceptionTRTError) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
 
-    On any exception the temporary file is removed and ``path`` is left untouched.
+    On any exception the temporary file is removed and ``path`` is left untouched; one left by
+    a killed writer is removed by the next write of ``path`` (see :func:`temp_sibling`).
 
     Raises:
         error: The destination directory cannot be created or written, or writing failed for
@@ -148,9 +312,11 @@ def atomic_path(path: str | os.PathLike[str], *,
     """
     path = Path(path)
     check_writable_dir(path.parent if str(path.parent) else Path("."), error=error)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    try:
+        tmp_path = temp_sibling(path)
+    except OSError as exc:
+        raise error(f"cannot write next to {path}: {exc.strerror or exc}; choose a writable "
+                    "location") from None
     try:
         yield tmp_path
         os.chmod(tmp_path, default_file_mode())

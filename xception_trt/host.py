@@ -3,16 +3,47 @@ under :mod:`xception_trt.sysinfo`, usable by :mod:`xception_trt.trt` without a c
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import importlib.metadata as md
 import os
 import platform
+import signal
 import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__
 
 __all__ = ["package_version", "software_versions", "cpu_model", "git_revision",
-           "available_memory_bytes", "load_average"]
+           "available_memory_bytes", "parent_death_signal", "load_average"]
+
+_PR_SET_PDEATHSIG = 1
+
+
+@functools.cache
+def parent_death_signal() -> Callable[[], None] | None:
+    """A function that makes the kernel SIGKILL the calling process when its parent dies
+    (Linux ``prctl(PR_SET_PDEATHSIG)``), or ``None`` on systems without it.
+
+    Safe as a ``subprocess`` ``preexec_fn``: libc is loaded here, beforehand, so the child
+    only calls through a function pointer between fork and exec. The signal fires when the
+    parent *thread* that forked the child exits.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    sig = int(signal.SIGKILL)
+
+    def arm() -> None:
+        prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+    return arm
 
 #: (label, distribution names to try) of the packages every report mentions.
 _PACKAGES = (

@@ -38,6 +38,7 @@ from .onnx_meta import read_metadata
 from .precision import (
     AutoQuantizeResult,
     CalibrationMethod,
+    Progress,
     QuantizeResult,
     auto_quantize_int8,
     quantize_int8,
@@ -245,6 +246,13 @@ class PipelineCallbacks:
     def on_variant(self, outcome: VariantOutcome) -> None:
         """Called after an FP16 / INT8 variant was made (or reused)."""
 
+    def on_progress(self, stage: str, done: int, total: int | None) -> None:
+        """Called as a long step advances: ``("export", 0, None)`` before an export,
+        ``("fp16 variant", 0, None)`` / ``("int8 variant", 0, None)`` before a variant, then
+        INT8's ``("decode calibration images", images, selected)`` and
+        ``("calibrate METHOD", batches fed, batches)`` (see
+        :func:`xception_trt.precision.quantize_int8`)."""
+
     def engine_progress(self, precision: Precision
                         ) -> contextlib.AbstractContextManager[BuildProgress | None]:
         """A context around one engine build that yields TensorRT's progress receiver (or
@@ -337,7 +345,8 @@ def _read_manifest(path: Path) -> dict[str, Any]:
 def make_variant(*, fp32_onnx: str | os.PathLike[str], precision: Precision | str,
                  layout: ArtifactLayout, calibration: str | os.PathLike[str] | None = None,
                  calibration_method: CalibrationMethod | str | None = None,
-                 num_images: int | None = None, force: bool = False) -> VariantOutcome:
+                 num_images: int | None = None, force: bool = False,
+                 progress: Progress | None = None) -> VariantOutcome:
     """Make the FP16 or INT8 variant of an FP32 graph, or reuse the one the manifest vouches for.
 
     Args:
@@ -352,6 +361,7 @@ def make_variant(*, fp32_onnx: str | os.PathLike[str], precision: Precision | st
         num_images: INT8 calibration images (``None``: the precision step's default); part of
             the recipe when given.
         force: Make the variant even when the manifest says an identical one exists.
+        progress: INT8 calibration progress (see :meth:`PipelineCallbacks.on_progress`).
 
     Returns:
         A :class:`VariantOutcome`.
@@ -388,6 +398,7 @@ def make_variant(*, fp32_onnx: str | os.PathLike[str], precision: Precision | st
         to_fp16(fp32_onnx, calibration, output=target)
     else:
         kw: dict[str, Any] = {} if num_images is None else {"num_images": num_images}
+        kw["progress"] = progress
         if method == AUTO_CALIBRATION:
             auto = auto_quantize_int8(fp32_onnx, calibration, None, output=target,
                                       cache_dir=layout.calibration_cache_dir, **kw)
@@ -551,6 +562,7 @@ def build(*, source: str | os.PathLike[str], output: str | os.PathLike[str],
     if is_onnx:
         fp32_onnx = source
     else:
+        callbacks.on_progress("export", 0, None)
         export = export_checkpoint(checkpoint=source, output=layout.onnx(Precision.FP32),
                                    opset=opset, input_format=input_format)
         callbacks.on_export(export)
@@ -561,9 +573,11 @@ def build(*, source: str | os.PathLike[str], output: str | os.PathLike[str],
         if precision is src_precision:
             onnx_path = fp32_onnx
         elif src_precision is Precision.FP32:
+            callbacks.on_progress(f"{precision.value} variant", 0, None)
             variant = make_variant(fp32_onnx=fp32_onnx, precision=precision, layout=layout,
                                    calibration=calibration,
-                                   calibration_method=calibration_method)
+                                   calibration_method=calibration_method,
+                                   progress=callbacks.on_progress)
             callbacks.on_variant(variant)
             variants.append(variant)
             onnx_path = variant.path

@@ -36,6 +36,10 @@ PIL_FILTERS = {
 }
 
 
+#: Aspect ratio beyond which :func:`resize_crop` resamples only the cropped region.
+_MAX_RESIZED_RATIO = 16
+
+
 def _name(src: ImageSource) -> str:
     if isinstance(src, (str, os.PathLike)):
         return str(src)
@@ -128,7 +132,12 @@ def to_rgb(img: Image.Image, channels: int = 3) -> Image.Image:
 
 def resize_crop(img: Image.Image, spec: ModelSpec) -> Image.Image:
     """Resize the shorter side to ``spec.resize_size`` (aspect kept), centre-crop to
-    ``spec.input_size`` x ``spec.input_size``."""
+    ``spec.input_size`` x ``spec.input_size``.
+
+    Beyond a 16:1 aspect ratio only the region under the crop is resampled, straight to the
+    output size (the same region; pixels within a few levels of the full resize), so work and
+    memory are bounded by the output size, not by the input's length.
+    """
     w, h = img.size
     if w < 1 or h < 1:
         raise DataError(f"image has no pixels ({w}x{h})")
@@ -137,11 +146,19 @@ def resize_crop(img: Image.Image, spec: ModelSpec) -> Image.Image:
         new_w, new_h = short, max(short, int(round(h * short / w)))
     else:
         new_w, new_h = max(short, int(round(w * short / h))), short
-    if (new_w, new_h) != (w, h):
-        img = img.resize((new_w, new_h), PIL_FILTERS[spec.interpolation])
     size = spec.input_size
     left = int(round((new_w - size) / 2.0))
     top = int(round((new_h - size) / 2.0))
+    if new_w * new_h > _MAX_RESIZED_RATIO * short * short:
+        # An extreme aspect ratio (a 1x60000 PNG of 200 bytes) would resize to gigabytes
+        # before the crop: resample only the source region under the crop, straight to the
+        # output size (PIL's filter still reads the source pixels around the box, as the full
+        # resize would). Ordinary images keep the full resize below, bit for bit.
+        sx, sy = w / new_w, h / new_h
+        box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
+        return img.resize((size, size), PIL_FILTERS[spec.interpolation], box=box)
+    if (new_w, new_h) != (w, h):
+        img = img.resize((new_w, new_h), PIL_FILTERS[spec.interpolation])
     return img.crop((left, top, left + size, top + size))
 
 

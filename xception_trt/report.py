@@ -33,9 +33,7 @@ import logging
 import math
 import os
 import re
-import secrets
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -660,15 +658,15 @@ def write_report(doc: Mapping[str, Any], root: str | os.PathLike[str] = DEFAULT_
         BenchError: The folder exists (without ``force``), the name is bad, or it cannot be
             written.
     """
-    from .fsio import check_writable_dir
+    from .fsio import check_writable_dir, temp_sibling
 
     doc = validate_report(dict(doc))
     target = check_report_dir(root, doc["name"], force=force)
     check_writable_dir(target.parent, what="report", error=BenchError)
     # Not mkdtemp: its folder is private (0700); a report is an ordinary, umask-governed folder.
-    tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+    # Named after this process, so a later write sweeps it if this one is killed.
     try:
-        tmp.mkdir()
+        tmp = temp_sibling(target, directory=True)
     except OSError as exc:
         raise BenchError(f"cannot create a folder in {target.parent}: {exc}") from None
     try:
@@ -684,8 +682,7 @@ def write_report(doc: Mapping[str, Any], root: str | os.PathLike[str] = DEFAULT_
         (tmp / "report.md").write_text(md, encoding="utf-8")
         old = None
         if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old",
-                                        dir=target.parent))
+            old = temp_sibling(target, directory=True, suffix=".old")
             old.rmdir()
             os.replace(target, old)
         os.replace(tmp, target)

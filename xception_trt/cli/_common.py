@@ -18,7 +18,8 @@ from ..fsio import path_problem
 
 __all__ = ["add_command", "progress", "print_json", "arg_type", "bounded_int", "positive_int",
            "non_negative_int", "port_number", "path_argument", "check_paths", "check_input_path",
-           "check_output_path", "only_with", "not_with", "add_runner_flags", "runner_settings"]
+           "check_output_path", "StageProgress", "only_with", "not_with", "add_runner_flags",
+           "runner_settings"]
 
 T = TypeVar("T")
 
@@ -88,6 +89,46 @@ def progress(desc: str, total: int | None = None, *, unit: str = "it",
         yield lambda n=1: bar.update(n)
     finally:
         bar.close()
+
+
+class StageProgress:
+    """Progress of a multi-stage step (export, image decode, calibration ...) as tqdm bars on
+    stderr: ``(stage, done, total)`` calls; a new stage closes the previous bar. Shown only
+    when ``enabled`` and stderr is a terminal (tqdm's ``disable=None``), so logs and piped
+    output stay clean; stdout (``--json``) is never written."""
+
+    def __init__(self, *, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.stage: str | None = None
+        self.bar: Any = None
+
+    def __call__(self, stage: str, done: int, total: int | None) -> None:
+        if not self.enabled:
+            return
+        if stage != self.stage:
+            self.close()
+            from tqdm import tqdm
+
+            self.stage = stage
+            fmt = None if total is not None else "{desc} ... {elapsed}"
+            self.bar = tqdm(total=total, desc=stage, file=sys.stderr, disable=None,
+                            dynamic_ncols=True, leave=False, bar_format=fmt, mininterval=0,
+                            unit="img" if "images" in stage else "batch")
+        if self.bar is not None and done != self.bar.n:
+            self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        """Close the current bar (idempotent)."""
+        if self.bar is not None:
+            self.bar.close()
+        self.bar = None
+        self.stage = None
+
+    def __enter__(self) -> "StageProgress":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def print_json(obj: Any) -> None:

@@ -9,7 +9,7 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
-from ._common import add_command, not_with, only_with, path_argument, positive_int, print_json
+from ._common import StageProgress, add_command, path_argument, positive_int, print_json
 
 if TYPE_CHECKING:
     from ..config import Precision
@@ -85,7 +85,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="engine runs on any Ampere or newer GPU (NVIDIA TensorRT 8.6+)")
     trt.add_argument("--no-layer-info", action="store_true",
                      help="do not record per-layer information in the sidecar")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (export, calibration: on a terminal only)")
 
 
 class _TqdmProgress(contextlib.AbstractContextManager):
@@ -127,6 +128,8 @@ class _TqdmProgress(contextlib.AbstractContextManager):
 
 def check_flags(args: argparse.Namespace) -> None:
     """Refuse flags that would be silently ignored (before any work)."""
+    from ._common import not_with, only_with
+
     only_with("--no-gpu-fallback", args.no_gpu_fallback, needs="--dla-core N",
               present=args.dla_core is not None, why="GPU fallback is a DLA setting")
     not_with("--no-timing-cache", args.no_timing_cache, other="--timing-cache",
@@ -153,8 +156,20 @@ def run(args: argparse.Namespace) -> int:
         hardware_compatible=args.hardware_compatible,
         compute_capabilities=tuple(args.cc or ()), layer_info=not args.no_layer_info)
 
+    stages = StageProgress(enabled=not (args.no_progress or getattr(args, "quiet", False)))
+
     class Hooks(PipelineCallbacks):
+        def on_progress(self, stage: str, done: int, total: int | None) -> None:
+            stages(stage, done, total)
+
+        def on_export(self, outcome: Any) -> None:
+            stages.close()
+
+        def on_variant(self, outcome: Any) -> None:
+            stages.close()
+
         def engine_progress(self, precision: Precision) -> contextlib.AbstractContextManager:
+            stages.close()
             if args.no_progress:
                 return contextlib.nullcontext()
             return _TqdmProgress(f"{precision.value} engine")
@@ -163,11 +178,12 @@ def run(args: argparse.Namespace) -> int:
             if not args.json:  # one line per engine as soon as it is there
                 print(outcome.describe(), flush=True)
 
-    result = build(source=args.source, output=args.output, precisions=args.precision,
-                   calibration=args.calib, calibration_method=args.calib_method, name=args.name,
-                   input_format=args.input_format or InputFormat.FLOAT_NCHW,
-                   opset=args.opset, config=config,
-                   timing_cache=not args.no_timing_cache, force=args.force, callbacks=Hooks())
+    with stages:
+        result = build(source=args.source, output=args.output, precisions=args.precision,
+                       calibration=args.calib, calibration_method=args.calib_method,
+                       name=args.name, input_format=args.input_format or InputFormat.FLOAT_NCHW,
+                       opset=args.opset, config=config, timing_cache=not args.no_timing_cache,
+                       force=args.force, callbacks=Hooks())
     if args.json:
         print_json([e.to_dict() for e in result.engines])
     return 0

@@ -4,10 +4,20 @@ accuracy table measured with ONNX Runtime on the CPU."""
 from __future__ import annotations
 
 import argparse
+import functools
+import sys
 from pathlib import Path
 from typing import Any
 
-from ._common import add_command, not_with, only_with, path_argument, positive_int, print_json
+from ._common import (
+    StageProgress,
+    add_command,
+    not_with,
+    only_with,
+    path_argument,
+    positive_int,
+    print_json,
+)
 
 ORDER = 20
 
@@ -96,13 +106,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "has FP32, FP16 and INT8 rows")
     path_argument(p, "--report", kind="output-file-replace", metavar="FILE",
                   help="write the results and table as JSON (replaced if it exists)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (shown on a terminal only, on stderr: image decode "
+                        "and calibration batches)")
 
 
-def _int8_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+def _int8_kwargs(args: argparse.Namespace, bars: StageProgress) -> dict[str, Any]:
     from ..config import Precision
     from ..precision import DEFAULT_CACHE_DIR, DEFAULT_NUM_IMAGES, DEFAULT_PERCENTILE
 
-    return dict(num_images=args.num_images or DEFAULT_NUM_IMAGES, seed=args.seed,
+    return dict(progress=bars, num_images=args.num_images or DEFAULT_NUM_IMAGES, seed=args.seed,
                 batch_size=args.batch_size,
                 percentile=DEFAULT_PERCENTILE if args.percentile is None else args.percentile,
                 exclude_nodes=args.exclude, exclude_op_types=args.exclude_op_type,
@@ -146,6 +159,11 @@ def check_flags(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    with StageProgress(enabled=not (args.no_progress or getattr(args, "quiet", False))) as bars:
+        return _run(args, bars)
+
+
+def _run(args: argparse.Namespace, bars: StageProgress) -> int:
     from ..checkpoint import CHECKPOINT_SUFFIXES
     from ..config import Precision
     from ..errors import ConfigError
@@ -159,6 +177,8 @@ def run(args: argparse.Namespace) -> int:
         write_trt_calibration_cache,
     )
 
+    # With --json, stdout carries the JSON document only; the human lines go to stderr.
+    say = functools.partial(print, file=sys.stderr if args.json else sys.stdout)
     precision = Precision.parse(args.precision)
     if Path(args.model).suffix.lower() in CHECKPOINT_SUFFIXES:
         raise ConfigError(f"{args.model} is a checkpoint; quantize takes the ONNX file that "
@@ -174,36 +194,37 @@ def run(args: argparse.Namespace) -> int:
         to_fp16(args.model, args.calib, num_images=args.num_images or 32, seed=args.seed,
                 batch_size=args.batch_size, exclude_nodes=args.exclude,
                 exclude_op_types=args.exclude_op_type, output=args.output)
-        print(f"wrote {args.output} (fp16, FP32 I/O)")
+        say(f"wrote {args.output} (fp16, FP32 I/O)")
     elif args.auto:
         auto = auto_quantize_int8(args.model, args.calib, args.val,
                                   val_images=args.val_images, output=args.output,
-                                  **_int8_kwargs(args))
+                                  **_int8_kwargs(args, bars))
         result = auto.best
         rows = list(auto.metrics)
         report["auto"] = {"criterion": auto.criterion,
                           "methods": {k: r.summary() for k, r in auto.results.items()}}
-        print(f"auto: kept {result.method.value} by {auto.criterion} "
-              f"(tried {', '.join(auto.results)})")
+        say(f"auto: kept {result.method.value} by {auto.criterion} "
+            f"(tried {', '.join(auto.results)})")
     else:
         result = quantize_int8(args.model, args.calib, method=args.method or "entropy",
                                import_cache=args.import_cache, output=args.output,
-                               **_int8_kwargs(args))
+                               **_int8_kwargs(args, bars))
+    bars.close()  # before the results are printed
     if precision is Precision.INT8:
         report["int8"] = result.summary()
-        print(f"wrote {args.output} (int8 {result.method.value}): "
-              f"{len(result.quantized_nodes)} compute node(s) quantized, "
-              f"{len(result.excluded_nodes)} kept in {args.high_precision or 'fp32'}; "
-              + (f"scales from {result.cache_path} (cache {result.cache}, no calibration)"
-                 if result.cache in ("hit", "imported") else
-                 f"{result.num_images} calibration image(s); cache {result.cache}")
-              + f"; {result.seconds:.1f} s")
+        say(f"wrote {args.output} (int8 {result.method.value}): "
+            f"{len(result.quantized_nodes)} compute node(s) quantized, "
+            f"{len(result.excluded_nodes)} kept in {args.high_precision or 'fp32'}; "
+            + (f"scales from {result.cache_path} (cache {result.cache}, no calibration)"
+               if result.cache in ("hit", "imported") else
+               f"{result.num_images} calibration image(s); cache {result.cache}")
+            + f"; {result.seconds:.1f} s")
         if result.skipped_images:
-            print(f"skipped {len(result.skipped_images)} unreadable image(s): "
-                  + ", ".join(p for p, _ in result.skipped_images[:5]))
+            say(f"skipped {len(result.skipped_images)} unreadable image(s): "
+                + ", ".join(p for p, _ in result.skipped_images[:5]))
         if args.export_trt_cache:
             write_trt_calibration_cache(result.scales, args.export_trt_cache)
-            print(f"wrote {args.export_trt_cache} ({len(result.scales)} tensor scales)")
+            say(f"wrote {args.export_trt_cache} ({len(result.scales)} tensor scales)")
     if args.val and rows is None:
         variants: dict[str, Any] = {"fp32": args.model}
         if precision is Precision.FP16:
@@ -217,9 +238,9 @@ def run(args: argparse.Namespace) -> int:
         elif args.compare_all and args.calib:
             variants["int8"] = quantize_int8(args.model, args.calib,
                                              method=args.method or "entropy",
-                                             **_int8_kwargs(args)).model
+                                             **_int8_kwargs(args, bars)).model
         elif args.compare_all:
-            print("no --calib given: the INT8 row is left out of the table")
+            say("no --calib given: the INT8 row is left out of the table")
         rows = evaluate_variants(variants, args.val, num_images=args.val_images,
                                  seed=args.seed)
     if rows is not None:

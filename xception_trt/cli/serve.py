@@ -7,7 +7,6 @@ import contextlib
 import shutil
 import signal
 import sys
-import tempfile
 from pathlib import Path
 
 from ..serve.options import ServeBackend
@@ -59,6 +58,7 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..fsio import owned_temp_dir
     from ..serve.repository import validate_repository, write_repository
     from ..serve.server import find_tritonserver
 
@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
             if args.repository:
                 repository = Path(args.repository)
             else:
-                temp_root = Path(tempfile.mkdtemp(prefix="xception-trt-serve-"))
+                # Named after this process: the next serve sweeps it if this one is killed.
+                temp_root = owned_temp_dir("xception-trt-serve-")
                 repository = temp_root / "model_repository"
             # The Python backend stub runs this interpreter's environment: a venv is activated
             # via EXECUTION_ENV_PATH; any environment is also found through PATH (serve.server).

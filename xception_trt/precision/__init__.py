@@ -30,6 +30,7 @@ from .int8 import (
     auto_quantize_int8,
     quantize_int8,
 )
+from .launcher import Progress
 from .source import depthwise_conv_nodes, graph_sha256, save_model
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "HIGH_PRECISIONS",
     "QuantizeResult",
     "AutoQuantizeResult",
+    "Progress",
     "VariantMetrics",
     "to_fp16",
     "quantize_int8",

@@ -9,14 +9,21 @@ Protocol: ``python -m xception_trt.precision._worker REQUEST.json``. The request
 ONNX, the output ONNX, a folder of calibration batches (``batch_00000.npz`` ... each holding the
 array ``input``) and the options; the worker writes the output model and a JSON result to the
 paths named in the request. Exit code 0 on success; on failure the last stderr line is
-``WORKER-ERROR: <message>`` and the exit code is 3.
+``WORKER-ERROR: <message>`` and the exit code is 3. While calibrating it prints
+``WORKER-PROGRESS: DONE TOTAL STAGE`` lines (one per batch fed) on stderr.
+
+The worker dies with its parent (``parent_pid`` in the request): on Linux the kernel sends it
+SIGKILL when the parent exits (``PR_SET_PDEATHSIG``), and on every system a watchdog thread
+exits when the parent's pid is gone; the folder it worked in is swept by the parent's next run.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -25,9 +32,39 @@ from typing import Any
 
 import numpy as np
 
+from ..host import parent_death_signal
 from .cache import write_trt_calibration_cache
 
 log = logging.getLogger(__name__)
+
+#: Seconds between the watchdog's checks of the parent.
+WATCHDOG_INTERVAL_S = 0.5
+
+
+def _parent_gone(parent_pid: int) -> bool:
+    # Re-parented (to init or a subreaper) means the parent died.
+    return os.getppid() != parent_pid
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Exit when ``parent_pid`` does: kernel parent-death signal (Linux) + watchdog thread."""
+    arm = parent_death_signal()
+    if arm is not None:  # elsewhere the watchdog alone covers it
+        arm()
+    if _parent_gone(parent_pid):  # died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while not _parent_gone(parent_pid):
+            time.sleep(WATCHDOG_INTERVAL_S)
+        os._exit(1)  # no cleanup: the parent's next run sweeps our folder
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+def _progress(stage: str, done: int, total: int | None) -> None:
+    print(f"WORKER-PROGRESS: {done} {-1 if total is None else total} {stage}", file=sys.stderr,
+          flush=True)
 
 #: Ops whose quantization we report as "quantized nodes" (the compute ops; Q/DQ on pooling or
 #: on an Add input is placement detail).
@@ -38,17 +75,22 @@ class _BatchReader:
     """An ``onnxruntime.quantization.CalibrationDataReader`` over ``.npz`` batch files
     (loaded one at a time, so calibrating 512 images at 299x299 never holds them all)."""
 
-    def __init__(self, files: list[Path], input_name: str) -> None:
+    def __init__(self, files: list[Path], input_name: str, stage: str = "calibrate") -> None:
         self.files = files
         self.input_name = input_name
+        self.stage = stage
         self._it: Iterator[Path] = iter(self.files)
+        self._done = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         path = next(self._it, None)
         if path is None:
             return None
         with np.load(path) as data:
-            return {self.input_name: np.ascontiguousarray(data["input"])}
+            batch = {self.input_name: np.ascontiguousarray(data["input"])}
+        self._done += 1
+        _progress(self.stage, self._done, len(self.files))
+        return batch
 
     def get_first(self) -> dict[str, np.ndarray]:
         """The first batch without advancing (ModelOpt's test runs use it)."""
@@ -57,6 +99,7 @@ class _BatchReader:
 
     def rewind(self) -> None:
         self._it = iter(self.files)
+        self._done = 0
 
     # ORT >= 1.17 readers are iterables too.
     def __iter__(self):  # pragma: no cover - exercised by ORT only
@@ -162,7 +205,7 @@ def run_int8(req: dict[str, Any]) -> dict[str, Any]:
         restore = _patch_percentile(req["percentile"])
     if not files:
         raise RuntimeError("no calibration batches given")
-    reader = _BatchReader(files, req["input_name"])
+    reader = _BatchReader(files, req["input_name"], stage=f"calibrate {req['method']}")
     t0 = time.perf_counter()
     out_fp32 = tmp / "quant_fp32.onnx"
     try:
@@ -258,6 +301,11 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     try:
         req = json.loads(Path(argv[0]).read_text())
+        if req.get("parent_pid"):
+            die_with_parent(int(req["parent_pid"]))
+        if req.get("test_sleep_s"):  # tests: a worker that is busy when its parent is killed
+            _progress("test sleep", 0, None)
+            time.sleep(float(req["test_sleep_s"]))
         if "jobs" in req:  # several INT8 methods, one process
             result: dict[str, Any] = {"jobs": [run_int8(job) for job in req["jobs"]]}
         else:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,20 +33,29 @@ class CalibSet:
     count: int = 0
     skipped: tuple[tuple[str, str], ...] = ()
 
+    def _reporter(self, progress: Callable[[str, int, int | None], None] | None
+                  ) -> Callable[[int], None]:
+        if progress is None:
+            return _no_progress
+        return lambda n: progress("decode calibration images", n, self.selected)
+
     def write(self, meta: OnnxMeta, *, batch_size: int, static_batch: int | None,
-              directory: Path) -> None:
-        """Preprocess and write the batches as ``batch_*.npz`` in ``directory``."""
+              directory: Path,
+              progress: Callable[[str, int, int | None], None] | None = None) -> None:
+        """Preprocess and write the batches as ``batch_*.npz`` in ``directory``; ``progress``
+        gets ``("decode calibration images", images written, images selected)``."""
         from ..data import BatchLoader
 
         size = static_batch or batch_size
         if isinstance(self.source, np.ndarray):
             self.count = _write_batches(_rebatch([self.source], size, static=bool(static_batch)),
-                                        directory)
+                                        directory, self._reporter(progress))
             return
         loader = BatchLoader(self.source, meta.spec, batch_size=size,
                              input_format=meta.input_format, on_error="skip")
         self.count = _write_batches(
-            _rebatch((b.data for b in loader), size, static=bool(static_batch)), directory)
+            _rebatch((b.data for b in loader), size, static=bool(static_batch)), directory,
+            self._reporter(progress))
         self.skipped = tuple((str(p), r) for p, r in loader.failures)
         if self.count == 0:
             first = f" (first: {self.skipped[0][0]}: {self.skipped[0][1]})" if self.skipped else ""
@@ -59,11 +68,17 @@ class CalibSet:
                         self.selected - len(self.skipped) - self.count)
 
 
-def _write_batches(batches: Iterable[np.ndarray], directory: Path) -> int:
+def _no_progress(n: int) -> None:
+    pass
+
+
+def _write_batches(batches: Iterable[np.ndarray], directory: Path,
+                   progress: Callable[[int], None]) -> int:
     n = 0
     for i, batch in enumerate(batches):
         np.savez(directory / f"batch_{i:05d}.npz", input=batch)
         n += int(batch.shape[0])
+        progress(n)
     return n
 
 

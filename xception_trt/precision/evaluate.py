@@ -8,7 +8,6 @@ import contextlib
 import dataclasses
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from ..bench import RunnerEvaluation, evaluate
 from ..errors import BenchError
 from ..runners import OnnxRuntimeRunner
+from .launcher import worker_tempdir
 from .source import save_model
 
 __all__ = ["VariantMetrics", "evaluate_variants", "format_table"]
@@ -96,7 +96,7 @@ def evaluate_variants(variants: Mapping[str, Any], data: Any, *, reference: str 
     if reference not in variants:
         raise BenchError(f"reference variant {reference!r} is not among {list(variants)}")
     names = list(variants)
-    with tempfile.TemporaryDirectory(prefix="xtrt-eval-") as tmp_name:
+    with worker_tempdir("eval") as tmp_name:
         paths: dict[str, Path] = {}
         for name, v in variants.items():
             if isinstance(v, (str, os.PathLike)):

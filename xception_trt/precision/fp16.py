@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from ..config import Precision, check_int
 from ..errors import ConfigError
 from .calibdata import select_calibration
-from .launcher import run_worker
+from .launcher import run_worker, worker_tempdir
 from .source import (
     anchored,
     as_model,
@@ -77,8 +75,7 @@ def to_fp16(onnx_model_or_path: Any, calibration_data: Any = None, *, num_images
     model, _ = as_model(onnx_model_or_path)
     meta = check_source(model)
     check_exclusions(model, exclude_nodes, exclude_op_types)
-    with tempfile.TemporaryDirectory(prefix="xtrt-fp16-") as tmp_name:
-        tmp = Path(tmp_name)
+    with worker_tempdir("fp16") as tmp:
         src = tmp / "model.onnx"
         onnx.save(model, str(src))
         data_dir = None

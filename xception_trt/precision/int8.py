@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from ..onnx_meta import INPUT_NAME
 from .cache import DEFAULT_CACHE_DIR, entry_path, load_import_cache, lookup_entry, write_entry
 from .calibdata import CalibSet, holdout, select_calibration
 from .evaluate import VariantMetrics, evaluate_variants
-from .launcher import modelopt_version, run_worker
+from .launcher import Progress, modelopt_version, run_worker, worker_tempdir
 from .source import (
     anchored,
     as_model,
@@ -144,7 +143,8 @@ def quantize_int8(onnx_model_or_path: Any, calibration_data: Any = None, *,
                   high_precision: Precision | str = Precision.FP32, int8_weights: bool = False,
                   cache_dir: str | os.PathLike[str] | None = DEFAULT_CACHE_DIR,
                   import_cache: str | os.PathLike[str] | None = None,
-                  output: str | os.PathLike[str] | None = None) -> QuantizeResult:
+                  output: str | os.PathLike[str] | None = None,
+                  progress: Progress | None = None) -> QuantizeResult:
     """Insert calibrated INT8 Q/DQ nodes with NVIDIA ModelOpt (CPU calibration).
 
     Args:
@@ -173,6 +173,9 @@ def quantize_int8(onnx_model_or_path: Any, calibration_data: Any = None, *,
             xception-trt cache JSON. Tensors the cache does not cover are calibrated with
             ``calibration_data`` if given, else this is an error.
         output: Optional path to write the model to (atomically).
+        progress: Called with ``(stage, done, total)``: images decoded
+            (``"decode calibration images"``), then calibration batches fed per method
+            (``"calibrate METHOD"``). The library itself never prints.
 
     Returns:
         A :class:`QuantizeResult`.
@@ -188,7 +191,7 @@ def quantize_int8(onnx_model_or_path: Any, calibration_data: Any = None, *,
         batch_size=batch_size, percentile=percentile, exclude_nodes=exclude_nodes,
         exclude_op_types=exclude_op_types, exclude_depthwise=exclude_depthwise,
         high_precision=high_precision, int8_weights=int8_weights, cache_dir=cache_dir,
-        import_cache=import_cache)
+        import_cache=import_cache, progress=progress)
     result = next(iter(results.values()))
     if output is not None:
         result = _with_path(result, save_model(result.model, output))
@@ -222,8 +225,8 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
                            exclude_nodes: Sequence[str], exclude_op_types: Sequence[str],
                            exclude_depthwise: bool, high_precision: Precision | str,
                            int8_weights: bool, cache_dir: str | os.PathLike[str] | None,
-                           import_cache: str | os.PathLike[str] | None
-                           ) -> dict[str, QuantizeResult]:
+                           import_cache: str | os.PathLike[str] | None,
+                           progress: Progress | None = None) -> dict[str, QuantizeResult]:
     """:func:`quantize_int8` for several methods: images are decoded once and every method
     runs in one ModelOpt subprocess. Returns {method: result} in the order given."""
     import onnx
@@ -256,8 +259,7 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
         (meta.spec.to_json() + meta.input_format.value).encode()).hexdigest()
 
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="xtrt-int8-") as tmp_name:
-        tmp = Path(tmp_name)
+    with worker_tempdir("int8") as tmp:
         src = tmp / "model.onnx"
         onnx.save(model, str(src))
         calib: CalibSet | None = None
@@ -315,11 +317,12 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
         if calib is not None and any(st["cache"] != "hit" for st in states):
             (tmp / "data").mkdir()
             calib.write(meta, batch_size=batch_size, static_batch=static,
-                        directory=tmp / "data")
+                        directory=tmp / "data", progress=progress)
             for job, st in zip(jobs, states):
                 if st["cache"] != "hit":
                     job["data_dir"] = str(tmp / "data")
-        outcomes = run_worker({"jobs": jobs, "tmp_dir": str(tmp)}, what="INT8 calibration")
+        outcomes = run_worker({"jobs": jobs, "tmp_dir": str(tmp)}, what="INT8 calibration",
+                              progress=progress)
         models = [_raw_initializers(onnx.load(job["out"])) for job in jobs]
     seconds = time.perf_counter() - t0
 
@@ -384,7 +387,8 @@ def auto_quantize_int8(onnx_model_or_path: Any, calibration_data: Any, val_data:
         val_images: Validation subset size (``None``: all).
         seed: Selection seed.
         output: Where to write the kept model.
-        **kw: Passed to :func:`quantize_int8` (exclusions, cache_dir, batch_size, ...).
+        **kw: Passed to :func:`quantize_int8` (exclusions, cache_dir, batch_size, progress,
+            ...).
 
     Returns:
         An :class:`AutoQuantizeResult`.
@@ -397,7 +401,7 @@ def auto_quantize_int8(onnx_model_or_path: Any, calibration_data: Any, val_data:
     opts: dict[str, Any] = dict(
         seed=seed, batch_size=8, percentile=DEFAULT_PERCENTILE, exclude_nodes=(),
         exclude_op_types=(), exclude_depthwise=False, high_precision=Precision.FP32,
-        int8_weights=False, cache_dir=DEFAULT_CACHE_DIR, import_cache=None)
+        int8_weights=False, cache_dir=DEFAULT_CACHE_DIR, import_cache=None, progress=None)
     unknown = sorted(set(kw) - set(opts))
     if unknown:
         raise ConfigError(f"unknown option(s) for auto calibration: {', '.join(unknown)}")

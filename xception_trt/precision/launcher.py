@@ -3,34 +3,107 @@
 ModelOpt monkeypatches ``onnxruntime.quantization`` when it quantizes, so this process never
 imports it: every FP16 conversion and INT8 calibration is a request file handed to a fresh
 Python, whose failures come back as :class:`~xception_trt.errors.CalibrationError`.
+
+Nothing outlives a killed caller: the worker dies with its parent (Linux parent-death signal
+plus a watchdog thread on the parent's pid, see :mod:`._worker`); SIGTERM of the caller stops
+the worker and removes the work folder (:func:`worker_tempdir`); and a folder left by a
+``kill -9`` (``$TMPDIR/xtrt-int8-PID-...``) is swept by the next run once PID is gone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ..errors import CalibrationError
+from ..fsio import owned_temp_dir
 
-__all__ = ["WORKER_MODULE", "run_worker", "modelopt_version"]
+__all__ = ["WORKER_MODULE", "PROGRESS_PREFIX", "Progress", "run_worker", "worker_tempdir",
+           "modelopt_version"]
 
 log = logging.getLogger(__name__)
 
 #: What ``python -m`` runs.
 WORKER_MODULE = "xception_trt.precision._worker"
+#: Worker output lines ``WORKER-PROGRESS: DONE TOTAL STAGE`` (one per calibration batch fed).
+PROGRESS_PREFIX = "WORKER-PROGRESS: "
+#: ``progress(stage, done, total)``: ``done`` of ``total`` (``None``: unknown) in ``stage``.
+Progress = Callable[[str, int, int | None], None]
 
 
-def run_worker(request: dict[str, Any], *, what: str) -> dict[str, Any]:
+class _Terminated(SystemExit):
+    """SIGTERM, turned into an exception so ``finally`` blocks stop the worker and clean up."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated(128 + signum)
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Make SIGTERM raise (exit status 143) instead of killing the process outright, while
+    in this block — only from the main thread and only where nobody installed a handler."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def worker_tempdir(kind: str) -> Iterator[Path]:
+    """A private work folder ``$TMPDIR/xtrt-KIND-PID-HOST-RAND`` for one worker run.
+
+    Folders of the same kind left by runs that were killed (their PID is gone) are removed
+    first; this one is removed on exit, SIGTERM included.
+
+    Args:
+        kind: ``"int8"``, ``"fp16"`` or ``"eval"``.
+    """
+    with _sigterm_unwinds():
+        tmp = owned_temp_dir(f"xtrt-{kind}-")
+        try:
+            yield tmp
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _parse_progress(line: str) -> tuple[str, int, int | None] | None:
+    parts = line[line.index(PROGRESS_PREFIX) + len(PROGRESS_PREFIX):].strip().split(" ", 2)
+    try:
+        done, total = int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return None
+    return (parts[2] if len(parts) > 2 else "calibrate"), done, (total if total >= 0 else None)
+
+
+def run_worker(request: dict[str, Any], *, what: str,
+               progress: Progress | None = None) -> dict[str, Any]:
     """Run the ModelOpt worker on ``request`` (written to its ``tmp_dir``) in a subprocess.
+
+    The worker is killed if this call is left by an exception (SIGTERM or Ctrl-C included),
+    and kills itself if this process dies.
 
     Args:
         request: The worker's request (see :mod:`xception_trt.precision._worker`); this adds
-            the ``result`` path.
+            the ``result`` path and ``parent_pid``.
         what: What is being done, for error messages (``"INT8 calibration"``).
+        progress: Called with ``(stage, done, total)`` as the worker feeds calibration batches.
 
     Returns:
         The worker's result dict.
@@ -42,20 +115,40 @@ def run_worker(request: dict[str, Any], *, what: str) -> dict[str, Any]:
     tmp = Path(request["tmp_dir"])
     req_path = tmp / "request.json"
     request["result"] = str(tmp / "result.json")
+    request["parent_pid"] = os.getpid()
     req_path.write_text(json.dumps(request))
     # Run from the folder holding this copy of xception_trt, so `-m` imports the same code.
     pkg_parent = Path(__file__).resolve().parents[2]
-    proc = subprocess.run([sys.executable, "-m", WORKER_MODULE, str(req_path)],
-                          cwd=str(pkg_parent), capture_output=True, text=True)
-    if proc.stderr:
-        log.debug("ModelOpt worker output:\n%s", proc.stderr[-20000:])
-    if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("WORKER-ERROR: ")]
-        if lines:
-            reason = lines[-1][len("WORKER-ERROR: "):]
+    tail: deque[str] = deque(maxlen=2000)
+    errors: list[str] = []
+    with _sigterm_unwinds(), subprocess.Popen(
+            [sys.executable, "-m", WORKER_MODULE, str(req_path)], cwd=str(pkg_parent),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, errors="replace") as proc:
+        try:
+            for line in proc.stdout or ():
+                # Anywhere in the line: another library's unfinished output may precede it.
+                if PROGRESS_PREFIX in line:
+                    parsed = _parse_progress(line)
+                    if parsed is not None and progress is not None:
+                        progress(*parsed)
+                    continue
+                tail.append(line)
+                if line.startswith("WORKER-ERROR: "):
+                    errors.append(line.rstrip("\n")[len("WORKER-ERROR: "):])
+            returncode = proc.wait()
+        except BaseException:
+            proc.kill()  # never leave the worker running behind an error or a signal
+            raise
+    output = "".join(tail)
+    if output:
+        log.debug("ModelOpt worker output:\n%s", output[-20000:])
+    if returncode != 0:
+        if errors:
+            reason = errors[-1]
         else:
-            tail = [ln for ln in proc.stderr.splitlines() if ln.strip()][-1:]
-            reason = f"exit code {proc.returncode}" + (f": {tail[0]}" if tail else "")
+            last = [ln for ln in output.splitlines() if ln.strip()][-1:]
+            reason = f"exit code {returncode}" + (f": {last[0]}" if last else "")
         if "MISSING-SCALES" in reason:
             raise CalibrationError(reason.split("MISSING-SCALES ", 1)[1]
                                    + "; calibrate with images (pass calibration data) instead")
@@ -64,7 +157,8 @@ def run_worker(request: dict[str, Any], *, what: str) -> dict[str, Any]:
                 f"{what} needs NVIDIA ModelOpt and its ONNX dependencies ({reason}); install "
                 "them with: pip install -U xception-trt")
         raise CalibrationError(f"{what} failed in ModelOpt: {reason}")
-    return json.loads(Path(request["result"]).read_text())
+    result: dict[str, Any] = json.loads(Path(request["result"]).read_text())
+    return result
 
 
 def modelopt_version() -> str:

@@ -23,12 +23,12 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 
 from ..errors import ServeError
+from ..fsio import temp_sibling
 from .options import (
     DEFAULT_MAX_BATCH,
     ENSEMBLE_SUFFIX,
@@ -177,7 +177,7 @@ def write_repository(model: str | os.PathLike[str] | ModelSource,
     parent = output.parent if str(output.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=parent))
+        tmp = temp_sibling(output, directory=True, mode=0o700)
     except OSError as exc:
         raise ServeError(f"cannot write next to {output}: {exc.strerror or exc}; choose a "
                          "writable location") from None
@@ -191,7 +191,8 @@ def write_repository(model: str | os.PathLike[str] | ModelSource,
                 from None
         info = validate_repository(tmp)
         if output.exists():
-            old = parent / f".{output.name}.old-{os.getpid()}-{tmp.name[-8:]}"
+            old = temp_sibling(output, directory=True, suffix=".old")
+            old.rmdir()
             os.replace(output, old)
         os.replace(tmp, output)
     except BaseException:

@@ -10,12 +10,17 @@ environment's ``bin`` comes first on ``PATH`` and the interpreter's ``libpython`
 
 A per-server temporary backend directory links the bundled Python backend and the stub that
 matches this interpreter. The server listens on loopback by default and is stopped with SIGTERM
-(then SIGKILL after a grace period); :class:`TritonServer` is a context manager.
+(then SIGKILL after a grace period); :class:`TritonServer` is a context manager. It never
+outlives the process that started it: on Linux the kernel kills it when its parent dies
+(``PR_SET_PDEATHSIG``, so a ``kill -9`` of ``xception-trt serve`` takes it down, and its Python
+backend stubs exit when it does). Ports already in use are reported, with the process holding
+them, before the server starts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import platform
@@ -25,7 +30,6 @@ import socket
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import threading
 import time
 import urllib.error
@@ -36,9 +40,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ServeError
+from ..fsio import owned_temp_dir
+from ..host import parent_death_signal
 
 __all__ = ["TritonDistribution", "find_tritonserver", "container_command", "free_port",
-           "TritonServer", "TRITON_CONTAINER_TAG", "server_environment"]
+           "TritonServer", "TRITON_CONTAINER_TAG", "server_environment", "port_owner",
+           "check_ports_free"]
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +172,62 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def port_owner(port: int) -> str | None:
+    """Who listens on TCP ``port`` on this machine: ``"pid 123 (tritonserver)"``, ``"a process
+    of another user"``, or ``None`` when it cannot be found out."""
+    try:
+        import psutil
+
+        conns = psutil.net_connections(kind="inet")
+    except Exception:  # psutil missing or not allowed (macOS without root): say less
+        return None
+    for conn in conns:
+        if conn.laddr and conn.laddr.port == port and conn.status == "LISTEN":
+            if conn.pid is None:
+                return "a process of another user"
+            try:
+                name = psutil.Process(conn.pid).name()
+            except Exception:  # gone meanwhile, or not ours to inspect
+                return f"pid {conn.pid}"
+            return f"pid {conn.pid} ({name})"
+    return None
+
+
+def check_ports_free(ports: Mapping[str, int], address: str = "127.0.0.1") -> None:
+    """Refuse ports that another process already listens on, naming it when possible.
+
+    Args:
+        ports: ``{"HTTP": 8000, ...}``: what each port is for (used in the message).
+        address: The interface the server will bind.
+
+    Raises:
+        ServeError: A port is in use (the message names the process and the option to change).
+    """
+    for what, port in ports.items():
+        try:
+            infos = socket.getaddrinfo(address or None, port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+        except socket.gaierror as exc:
+            raise ServeError(f"cannot bind address {address!r}: {exc}; pass another --address") \
+                from None
+        family, _, _, _, sockaddr = infos[0]
+        with contextlib.closing(socket.socket(family, socket.SOCK_STREAM)) as sock:
+            # As servers do (Triton included): a port held only by TIME_WAIT leftovers is free.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(sockaddr)
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise ServeError(f"cannot use {what} port {port} on {address}: "
+                                     f"{exc.strerror or exc}; pass another "
+                                     f"--{what.lower()}-port") from None
+                owner = port_owner(port)
+                raise ServeError(
+                    f"{what} port {port} on {address} is already in use"
+                    + (f" by {owner}" if owner else "")
+                    + f"; stop that process or pass another --{what.lower()}-port") from None
+
+
 def server_environment(dist: TritonDistribution, base: Mapping[str, str]) -> dict[str, str]:
     """The environment for ``tritonserver``: ``base`` plus library and Python search paths.
 
@@ -280,7 +343,8 @@ class TritonServer:
 
     # -- lifecycle --------------------------------------------------------------------------
     def _make_backend_dir(self, dist: TritonDistribution) -> Path:
-        root = Path(tempfile.mkdtemp(prefix="xception-trt-triton-backends-"))
+        # Named after this process: a later server sweeps it if this one is killed.
+        root = owned_temp_dir("xception-trt-triton-backends-")
         py = root / "python"
         py.mkdir()
         for item in dist.python_backend.iterdir():
@@ -319,12 +383,14 @@ class TritonServer:
         """Start the server and wait until it and every model are ready.
 
         Raises:
-            ServeError: The binary is unavailable, the server exits during startup (bad
-                repository, port in use ...; the message quotes its log), or it is not ready
-                within ``startup_timeout_s``.
+            ServeError: A port is in use (the message names the process holding it), the
+                binary is unavailable, the server exits during startup (bad repository ...;
+                the message quotes its log), or it is not ready within ``startup_timeout_s``.
         """
         if self._proc is not None:
             return self
+        check_ports_free({"HTTP": self.http_port, "gRPC": self.grpc_port,
+                          "metrics": self.metrics_port}, self.address)
         dist = self._dist = self._dist or find_tritonserver()
         self._check_servable()
         self._backend_dir = self._make_backend_dir(dist)
@@ -337,8 +403,12 @@ class TritonServer:
                 out = self._log_fh
             else:
                 out = subprocess.PIPE
-            self._proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL, start_new_session=True)
+            # The kernel kills the server when the thread that started it dies (kill -9 of
+            # the CLI included); its backend stubs exit when it does.
+            self._proc = subprocess.Popen(
+                cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=parent_death_signal())
         except OSError as exc:
             self._cleanup()
             raise ServeError(f"cannot start {dist.executable}: {exc}") from None

@@ -17,7 +17,6 @@ import logging
 import os
 import platform
 import re
-import tempfile
 import time
 import warnings
 from collections.abc import Mapping
@@ -28,7 +27,13 @@ from typing import Any, Protocol
 from .. import __version__
 from ..config import BuildConfig
 from ..errors import BuildError, EngineError
-from ..fsio import atomic_write_bytes, check_writable_dir, default_file_mode, sha256_file
+from ..fsio import (
+    atomic_write_bytes,
+    check_writable_dir,
+    default_file_mode,
+    sha256_file,
+    temp_sibling,
+)
 from ..host import cpu_model
 from ..onnx_meta import OnnxMeta, read_metadata
 from ..sidecar import SIDECAR_SCHEMA, EngineSidecar, read_sidecar, sidecar_path
@@ -492,9 +497,9 @@ def _write_outputs(engine_path: Path, plan_bytes: memoryview, sidecar: EngineSid
     try:
         for target, payload in ((engine_path, plan_bytes),
                                 (side, sidecar.to_json().encode())):
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-            temps.append(Path(tmp))
-            with os.fdopen(fd, "wb") as fh:
+            tmp = temp_sibling(target)
+            temps.append(tmp)
+            with open(tmp, "wb") as fh:
                 fh.write(payload)
             os.chmod(tmp, default_file_mode())
         with contextlib.suppress(FileNotFoundError):
