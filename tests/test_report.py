@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import sys
 
 import pytest
 
@@ -227,6 +228,18 @@ def test_write_report_sweeps_the_temp_folder_of_a_killed_writer(tmp_path):
     write_report(_doc(), tmp_path)
     assert not stale.exists() and live.is_dir()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "r1"])
+
+
+def test_report_without_matplotlib_has_tables_and_says_why(tmp_path, monkeypatch):
+    # A device install (no plot extra): None in sys.modules makes the import fail as if absent.
+    for mod in ("matplotlib", "matplotlib.figure", "matplotlib.patches"):
+        monkeypatch.setitem(sys.modules, mod, None)
+    files = write_report(_doc(), tmp_path)
+    assert files.plots == ()
+    assert sorted(p.name for p in files.directory.iterdir()) == ["report.json", "report.md"]
+    md = files.markdown.read_text()
+    assert "![" not in md and "## Latency" in md and "## Accuracy" in md
+    assert md.count("matplotlib is not installed; pip install 'xception-trt[plot]'") == 2
 
 
 def test_latency_only_report_has_no_accuracy_plot(tmp_path):

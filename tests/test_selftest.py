@@ -7,6 +7,7 @@ exit codes. On a GPU (marked ``gpu``): the CLI runs the CUDA checks and passes.
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -34,6 +35,14 @@ def test_runnable_flavour(importable, cc, want, reason):
     if reason:
         assert any(reason in r for r in reasons), reasons
         assert any("pip install 'xception-trt[trt]'" in r for r in reasons)
+
+
+def test_engine_checks_name_the_toolchain_they_need(monkeypatch):
+    assert selftest.engine_toolchain_missing() is None  # [dev] has it
+    monkeypatch.setitem(sys.modules, "torch", None)  # as on a device's core install
+    why = selftest.engine_toolchain_missing()
+    assert why.startswith("the engine checks") and "'torch'" in why
+    assert why.endswith("pip install 'xception-trt[build]'")
 
 
 def test_latency_stats_in_microseconds():

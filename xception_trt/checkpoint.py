@@ -18,13 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from . import __version__
-from .config import ModelSpec
+from .config import CHECKPOINT_SUFFIXES, ModelSpec
 from .errors import CheckpointError, ConfigError, DependencyError
+from .extras import needs
 from .fsio import atomic_path, path_problem, sha256_file
 from .model import Block, SeparableConv2d, Xception, build_xception, scaled_channels
+
+with needs("reading and writing checkpoints"):
+    import torch
 
 __all__ = [
     "FORMAT_NAME",
@@ -45,8 +48,6 @@ log = logging.getLogger(__name__)
 
 FORMAT_NAME = "xception-trt"
 FORMAT_VERSION = "1"
-#: File suffixes recognised as checkpoints (anything else is not a checkpoint).
-CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".h5", ".hdf5")
 
 
 @dataclass(frozen=True)

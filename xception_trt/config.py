@@ -27,6 +27,7 @@ __all__ = [
     "Interpolation",
     "ModelSpec",
     "MIN_INPUT_SIZE",
+    "CHECKPOINT_SUFFIXES",
     "Optimizer",
     "AugmentConfig",
     "TrainConfig",
@@ -34,6 +35,10 @@ __all__ = [
 
 #: Smallest square input Xception accepts (Chollet 2017; Keras enforces the same bound).
 MIN_INPUT_SIZE = 71
+
+#: File suffixes recognised as checkpoints (anything else is not a checkpoint). Here, not in
+#: ``checkpoint`` (which needs torch), so that the runtime can tell a checkpoint by its name.
+CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".h5", ".hdf5")
 
 
 class StrEnum(str, enum.Enum):

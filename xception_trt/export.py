@@ -35,6 +35,7 @@ from . import __version__
 from .config import InputFormat, ModelSpec, Precision
 from .contract import relative_logit_diff
 from .errors import ConfigError, ExportError, GraphError
+from .extras import needs
 from .fsio import atomic_path, check_writable_dir
 from .graph import (
     MIN_OPSET,
@@ -62,6 +63,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: What the torch / ONNX imports here are for, in the message when the build extra is missing.
+_PURPOSE = "exporting to ONNX"
 
 #: Default opset: the newest TensorRT 8.6 (JetPack 5) parses; TensorRT 10 / RTX read it too.
 DEFAULT_OPSET = 17
@@ -229,7 +233,8 @@ def _check_batch(batch: int | str) -> int | str:
 def _torchscript_available() -> bool:
     import inspect
 
-    import torch.onnx
+    with needs(_PURPOSE, extra="build"):
+        import torch.onnx
 
     return "dynamo" in inspect.signature(torch.onnx.export).parameters and hasattr(
         torch.onnx, "utils")
@@ -247,8 +252,9 @@ def _pick_exporter(exporter: str, opset: int) -> str:
 
 def _torch_export(model: Any, *, opset: int, batch: int | str, exporter: str) -> Any:
     """Run a torch exporter; return the raw ``onnx.ModelProto``."""
-    import onnx
-    import torch
+    with needs(_PURPOSE, extra="build"):
+        import onnx
+        import torch
 
     size, chans = model.spec.input_size, model.spec.in_chans
     n = _TRACE_BATCH if batch == "dynamic" else int(batch)
@@ -344,8 +350,9 @@ def verify_parity(model: Any, onnx_path: str | os.PathLike[str], inputs: np.ndar
         GraphError: ``onnx_path`` is missing, not ONNX or truncated.
         ExportError: ``inputs`` do not match the graph's input format, or ORT fails to run it.
     """
-    import onnxruntime as ort
-    import torch
+    with needs("the ONNX Runtime parity check", extra="build"):
+        import onnxruntime as ort
+        import torch
 
     from .preprocess import normalize
 
@@ -441,8 +448,9 @@ def export_onnx(model_or_checkpoint: Any, path: str | os.PathLike[str], *,
             failed (the message gives the figures).
         GraphError: Cleanup failed or left an operator TensorRT does not parse.
     """
-    import onnx
-    import torch
+    with needs(_PURPOSE, extra="build"):
+        import onnx
+        import torch
 
     start = time.perf_counter()
     path = Path(path)

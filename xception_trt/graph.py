@@ -23,6 +23,7 @@ import numpy as np
 
 from .config import ModelSpec
 from .errors import GraphError
+from .extras import needs
 from .onnx_meta import INPUT_NAME
 
 __all__ = [
@@ -81,11 +82,15 @@ MIN_OPSET = 13
 #: (TensorRT 8.6 on JetPack 5).
 TRT_MAX_OPSET = 22
 
+#: What the ONNX imports here are for, in the message when the build extra is missing.
+_PURPOSE = "ONNX graph work"
+
 _Graph = Any  # onnx_graphsurgeon.Graph (imported lazily: graph passes are optional at import)
 
 
 def _gs():
-    import onnx_graphsurgeon as gs
+    with needs(_PURPOSE, extra="build"):
+        import onnx_graphsurgeon as gs
 
     return gs
 
@@ -110,7 +115,8 @@ def export_graph(graph: _Graph, *, like: Any | None = None) -> Any:
     """``onnx_graphsurgeon.Graph`` -> ``onnx.ModelProto``, keeping ``like``'s IR version,
     producer and metadata props (gs would otherwise stamp the newest IR version, which older
     TensorRT parsers reject, and drop the metadata)."""
-    import onnx
+    with needs(_PURPOSE, extra="build"):
+        import onnx
 
     kwargs: dict[str, Any] = {}
     if like is not None:
@@ -133,7 +139,8 @@ def export_graph(graph: _Graph, *, like: Any | None = None) -> Any:
 
 def max_supported_opset() -> int:
     """Newest opset we write or accept: what both the installed ``onnx`` and TensorRT read."""
-    import onnx.defs
+    with needs(_PURPOSE, extra="build"):
+        import onnx.defs
 
     return min(onnx.defs.onnx_opset_version(), TRT_MAX_OPSET)
 
@@ -638,7 +645,8 @@ DEFAULT_PASSES: tuple[Callable[[_Graph], _Graph], ...] = (
 
 
 def _check_model(model: Any, what: str) -> None:
-    import onnx
+    with needs(_PURPOSE, extra="build"):
+        import onnx
 
     try:
         onnx.checker.check_model(model, full_check=True)
@@ -665,7 +673,8 @@ def clean_graph(model: Any, *, passes: Sequence[Callable[[_Graph], _Graph]] = DE
         GraphError: A pass failed, a BatchNorm could not be folded, an unexpected operator
             remains, or the result does not check.
     """
-    import onnx
+    with needs(_PURPOSE, extra="build"):
+        import onnx
 
     try:
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
@@ -770,7 +779,8 @@ class GraphReport:
 
 def _tensor_bytes(tensor: Any) -> int:
     """Bytes of a TensorProto's data (``raw_data`` read without a copy when present)."""
-    from onnx import numpy_helper
+    with needs(_PURPOSE, extra="build"):
+        from onnx import numpy_helper
 
     if tensor.HasField("raw_data"):
         return len(tensor.raw_data)

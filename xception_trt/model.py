@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
 from .config import ModelSpec, PoolPadding
+from .extras import needs
+
+with needs("the PyTorch Xception model"):
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
 
 __all__ = ["Xception", "SeparableConv2d", "Block", "TFSameMaxPool2d", "build_xception",
            "count_parameters", "scaled_channels"]

@@ -25,6 +25,7 @@ from typing import Any
 
 from .config import InputFormat, ModelSpec, Precision
 from .errors import ConfigError, GraphError
+from .extras import needs
 from .fsio import path_problem
 
 __all__ = ["PREFIX", "INPUT_NAME", "OUTPUT_NAME", "OnnxMeta", "read_metadata", "write_metadata",
@@ -60,8 +61,9 @@ class OnnxMeta:
 
 def load_onnx(path: str | os.PathLike[str], *, load_external_data: bool = True):
     """Load an ONNX model, turning "not ONNX / truncated / missing" into a clear GraphError."""
-    import onnx
-    from google.protobuf.message import DecodeError
+    with needs("reading ONNX files"):
+        import onnx
+        from google.protobuf.message import DecodeError
 
     path = Path(path)
     problem = path_problem(path)

@@ -10,6 +10,8 @@ Layout of a report directory::
                              accuracy, memory, runner details, problems
     latency_vs_batch.png     median latency and throughput vs batch size, per runner
     accuracy_by_precision.png  top-1/top-5 and agreement with the reference, by precision
+                             (plots need matplotlib, the ``plot`` extra; without it the
+                             report has tables only and says so where each plot would be)
 
 JSON schema (version 2; new optional keys may be added, a removed or renamed key bumps the
 version; 2 renamed every ``*_mb`` key ``*_mib``: sizes are MiB everywhere)::
@@ -39,7 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import BenchError
+from .errors import BenchError, DependencyError
+from .extras import needs
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "ReportFiles", "build_report", "validate_report",
            "load_report", "render_markdown", "latency_figure", "plot_latency", "plot_accuracy",
@@ -54,6 +57,7 @@ DEFAULT_ROOT = Path("benchmarks") / "reports"
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _PRECISION_ORDER = {"fp32": 0, "fp16": 1, "int8": 2}
+_PLOTS = "report plots"
 _REQUIRED = ("schema", "schema_version", "name", "kind", "created_utc", "system", "config",
              "runners")
 
@@ -310,8 +314,18 @@ def _load(sysf: Mapping[str, Any]) -> str:
     return " / ".join(f"{x:.2f}" for x in load) if load else "not recorded"
 
 
-def render_markdown(doc: Mapping[str, Any]) -> str:
-    """The report as Markdown (tables and links to the PNG plots next to it)."""
+def render_markdown(doc: Mapping[str, Any], *, plots: bool = True) -> str:
+    """The report as Markdown (tables and links to the PNG plots next to it).
+
+    Args:
+        doc: The report.
+        plots: Whether the PNG plots were drawn; without them each plot's place says why.
+    """
+    def figure(alt: str, fname: str) -> str:
+        return (f"![{alt}]({fname})" if plots else
+                f"({alt}: not drawn, matplotlib is not installed; "
+                "pip install 'xception-trt[plot]')")
+
     validate_report(dict(doc))
     ref_name = doc.get("reference")
     runners = sorted(_ordered(list(doc["runners"])), key=lambda e: e["name"] != ref_name)
@@ -396,7 +410,7 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
         out += [_table(["Runner", "Batch", "Calls", "Median", "Mean ± std", "p90", "p99", "Min",
                         "Max", "Images/s", "GPU median", "Note"], rows), ""]
         if any(_lat(e, b) for e in runners for b in batches):
-            out += ["![Latency vs batch](latency_vs_batch.png)", ""]
+            out += [figure("Latency vs batch", "latency_vs_batch.png"), ""]
 
     # accuracy
     if has_acc:
@@ -433,7 +447,7 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
                     for c in shown]
             out += [f"### {title}", "",
                     _table(["Class", "Images"] + [e["name"] for e in with_acc], rows), ""]
-        out += ["![Accuracy by precision](accuracy_by_precision.png)", ""]
+        out += [figure("Accuracy by precision", "accuracy_by_precision.png"), ""]
 
     # memory
     mem_rows = []
@@ -484,7 +498,8 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
 
 
 def _figure(ncols: int, width: float = 11.0, height: float = 4.2):
-    from matplotlib.figure import Figure
+    with needs(_PLOTS):
+        from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
     axes = fig.subplots(1, ncols, squeeze=False)[0]
@@ -603,7 +618,8 @@ def plot_accuracy(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> Path 
         ax.set_xticks(xs)
         ax.set_xticklabels(names, rotation=20, ha="right", fontsize=8)
         ax.grid(True, axis="y", alpha=0.3)
-    from matplotlib.patches import Patch
+    with needs(_PLOTS):
+        from matplotlib.patches import Patch
 
     present = sorted({e.get("precision") for e in entries if e.get("precision") in colours},
                      key=lambda p: _PRECISION_ORDER[p])
@@ -673,12 +689,18 @@ def write_report(doc: Mapping[str, Any], root: str | os.PathLike[str] = DEFAULT_
         (tmp / "report.json").write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n",
                                          encoding="utf-8")
         plots = []
-        for fn, fname in ((plot_latency, "latency_vs_batch.png"),
-                          (plot_accuracy, "accuracy_by_precision.png")):
-            p = fn(doc, tmp / fname)
-            if p is not None:
-                plots.append(fname)
-        md = render_markdown(doc)
+        drawn = True
+        try:
+            for fn, fname in ((plot_latency, "latency_vs_batch.png"),
+                              (plot_accuracy, "accuracy_by_precision.png")):
+                p = fn(doc, tmp / fname)
+                if p is not None:
+                    plots.append(fname)
+        except DependencyError as exc:
+            # A device install (no plot extra) still writes the tables.
+            log.warning("%s; the report has no plots", exc)
+            drawn = False
+        md = render_markdown(doc, plots=drawn)
         (tmp / "report.md").write_text(md, encoding="utf-8")
         old = None
         if target.exists():

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import InputFormat, ModelSpec, Precision, check_int
+from .config import CHECKPOINT_SUFFIXES, InputFormat, ModelSpec, Precision, check_int
 from .contract import (
     ENGINE_SUFFIXES,
     ONNX_SUFFIXES,
@@ -31,6 +31,7 @@ from .contract import (
     output_spec_for,
 )
 from .errors import ConfigError, EngineError
+from .extras import needs
 from .fsio import path_problem
 from .onnx_meta import INPUT_NAME, OUTPUT_NAME
 
@@ -60,12 +61,15 @@ class OnnxRuntimeRunner(RunnerBase):
         GraphError: Not an ONNX file or no xception-trt metadata.
         EngineError: Unknown provider, or ONNX Runtime cannot load the graph, or the graph's
             input/output do not match the metadata.
+        DependencyError: onnxruntime or onnx is not installed (the ``ort`` extra).
     """
 
     def __init__(self, onnx_path: str | os.PathLike[str], *, providers: Sequence[str] | None = None,
                  threads: int | None = None, name: str | None = None,
                  check_finite: bool = False) -> None:
-        import onnxruntime as ort
+        with needs("the ONNX Runtime runner", extra="ort"):
+            import onnx  # noqa: F401 - read_metadata's; named here so the message says [ort]
+            import onnxruntime as ort
 
         from .onnx_meta import read_metadata
 
@@ -169,8 +173,10 @@ def check_providers(providers: Sequence[str]) -> list[str]:
     Raises:
         EngineError: No name, or a name this onnxruntime build does not have (the message lists
             the ones it has).
+        DependencyError: onnxruntime is not installed (the ``ort`` extra).
     """
-    import onnxruntime as ort
+    with needs("ONNX Runtime execution providers", extra="ort"):
+        import onnxruntime as ort
 
     available = ort.get_available_providers()
     providers = list(providers)
@@ -191,7 +197,7 @@ class TorchRunner(RunnerBase):
 
     Args:
         checkpoint_or_model: A checkpoint path (any suffix in
-            :data:`xception_trt.checkpoint.CHECKPOINT_SUFFIXES`) or an ``Xception`` module.
+            :data:`xception_trt.config.CHECKPOINT_SUFFIXES`) or an ``Xception`` module.
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:<i>"``.
         precision: ``fp32`` or ``fp16`` (``model.half()``; logits are returned as float32).
             INT8 is an ONNX/TensorRT variant: use :class:`OnnxRuntimeRunner` on the INT8 ONNX.
@@ -204,12 +210,14 @@ class TorchRunner(RunnerBase):
         CheckpointError: The checkpoint cannot be read.
         EngineError: CUDA asked for but not available; not an Xception model.
         ConfigError: Unsupported precision or bad thread count.
+        DependencyError: torch is not installed (the ``build`` extra).
     """
 
     def __init__(self, checkpoint_or_model: Any, *, device: str = "cpu",
                  precision: Precision | str = Precision.FP32, threads: int | None = None,
                  name: str | None = None, check_finite: bool = False) -> None:
-        import torch
+        with needs("the torch runner"):
+            import torch
 
         self.precision = Precision.parse(precision)
         if self.precision is Precision.INT8:
@@ -306,12 +314,6 @@ def _tensorrt_runner() -> type:
     return TensorRTRunner
 
 
-def _checkpoint_suffixes() -> tuple[str, ...]:
-    from .checkpoint import CHECKPOINT_SUFFIXES
-
-    return tuple(CHECKPOINT_SUFFIXES)
-
-
 def _gpu_ordinal(device: str | int) -> Any:
     """``cuda:1`` / ``1`` -> ``1`` (the TensorRT runner takes a CUDA ordinal)."""
     text = str(device)
@@ -356,7 +358,7 @@ RUNNERS: dict[RunnerKind, RunnerEntry] = {
         RunnerEntry(RunnerKind.ONNXRUNTIME, "ONNX", lambda: ONNX_SUFFIXES,
                     lambda: OnnxRuntimeRunner, options=frozenset({"threads", "providers"}),
                     device_option=None),
-        RunnerEntry(RunnerKind.TORCH, "checkpoints", _checkpoint_suffixes,
+        RunnerEntry(RunnerKind.TORCH, "checkpoints", lambda: CHECKPOINT_SUFFIXES,
                     lambda: TorchRunner, options=frozenset({"threads"}),
                     device_option=_torch_device),
     )

@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 
 from .config import InputFormat, ModelSpec, Precision
-from .errors import EngineError, XceptionTRTError
+from .errors import DependencyError, EngineError, XceptionTRTError
+from .extras import ensure
 from .trt.cuda_runner import CudaRunnerBase
 
 __all__ = ["STANDIN_SOURCE", "StandInRunner", "CheckResult", "Requirements",
@@ -223,6 +224,22 @@ def runnable_flavour(importable: dict[str, str], cc: tuple[int, int] | None) -> 
     return None, reasons
 
 
+#: What the engine checks import: they export a small PyTorch model to ONNX, build it and
+#: compare the engine with ONNX Runtime (the build extra; a device's core install lacks them).
+_ENGINE_CHECK_NEEDS = ("torch", "onnx", "onnxscript", "onnx_graphsurgeon", "onnxruntime")
+
+
+def engine_toolchain_missing() -> str | None:
+    """Why the engine checks cannot build their test engine here (``None``: they can)."""
+    try:
+        ensure(*_ENGINE_CHECK_NEEDS, extra="build",
+               purpose="the engine checks (a small engine built from the PyTorch model and "
+                       "compared with ONNX Runtime; the CUDA checks run without it)")
+    except DependencyError as exc:
+        return str(exc)
+    return None
+
+
 def missing_requirements() -> Requirements:
     """Probe GPUs, CUDA backends, NVRTC and TensorRT flavours (never raises)."""
     from .trt import available_flavours
@@ -249,6 +266,10 @@ def missing_requirements() -> Requirements:
     missing_engine = list(missing_cuda)
     if flavour is None:
         missing_engine.extend(reasons)
+    elif not missing_cuda and (why := engine_toolchain_missing()):
+        # Named only once the GPU stack is complete: on a device, what is missing first is
+        # TensorRT or the CUDA binding, not the workstation's toolchain.
+        missing_engine.append(why)
     return Requirements(gpus, backends, flavour, None if cc is None else f"{cc[0]}.{cc[1]}",
                         tuple(missing_cuda), tuple(missing_engine))
 

@@ -27,17 +27,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
-from torch import nn
 
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .config import AugmentConfig, ModelSpec, Optimizer, TrainConfig
 from .data import BatchLoader, Dataset, open_dataset
 from .errors import CheckpointError, ConfigError, DataError
+from .extras import needs
 from .fsio import atomic_path, sha256_file
 from .model import Xception, build_xception
 from .preprocess import PIL_FILTERS, normalize, open_image, resize_crop, to_rgb
+
+with needs("training"):
+    import torch
+    from torch import nn
 
 __all__ = ["EpochStats", "TrainResult", "TrainCallbacks", "train", "prepare_model",
            "split_dataset", "resume_path", "augment_image", "evaluate", "resolve_device",

@@ -3,11 +3,14 @@
 Each sub-command lives in its own module of this package and exposes ``ORDER`` (its place in
 ``--help``) and ``register(subparsers)``, which adds a parser whose ``func(args) -> int`` runs it.
 This package is the only place that reads environment variables, configures logging, prints
-and exits. A user mistake (any :class:`~xception_trt.errors.XceptionTRTError`) or a fault of
-the environment (disk full, read-only folder, permissions; see
-:data:`~xception_trt.fsio.ENVIRONMENT_ERRNOS`) prints one line ``error: ...`` and exits with
-code 2; Ctrl-C exits with 130; a reader that stops early (``xception-trt info --json | head -1``)
-ends the command quietly with 141, as a shell reports a process killed by SIGPIPE.
+and exits. A user mistake (any :class:`~xception_trt.errors.XceptionTRTError`), a package of
+an extra that is not installed, or a fault of the environment (disk full, read-only folder,
+permissions; see :data:`~xception_trt.fsio.ENVIRONMENT_ERRNOS`) prints one line
+``error: ...`` and exits with code 2; Ctrl-C exits with 130; a reader that stops early
+(``xception-trt info --json | head -1``) ends the command quietly with 141, as a shell
+reports a process killed by SIGPIPE. Command modules import the toolchain (torch, ONNX,
+...) only when they run, so that ``--help``, ``info``, ``selftest`` and ``infer`` work in a
+core-only install.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import XceptionTRTError
+from ..extras import missing
 from ..fsio import environment_error_text
 from ._common import check_paths
 
@@ -104,6 +108,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except XceptionTRTError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:
+        # The library wraps its optional imports (extras.needs); this catches any it missed,
+        # so a core-only install never shows a traceback for a missing extra.
+        err = missing(exc, purpose=f"'xception-trt {args.command}'")
+        if err is None:
+            raise
+        print(f"error: {err}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         _silence_stdout()

@@ -52,7 +52,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from ..demo import STEP_NAMES, DemoCallbacks, DemoConfig, run_demo
+    from ..extras import needs
+
+    with needs("the demo", extra="demo"):  # it trains, exports and quantizes: the toolchain
+        from ..demo import STEP_NAMES, DemoCallbacks, DemoConfig, run_demo
     from .train import progress_hooks
 
     config = DemoConfig(skip=frozenset(args.skip))

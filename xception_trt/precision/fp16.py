@@ -17,6 +17,7 @@ from typing import Any
 
 from ..config import Precision, check_int
 from ..errors import ConfigError
+from ..extras import needs
 from .calibdata import select_calibration
 from .launcher import run_worker, worker_tempdir
 from .source import (
@@ -65,8 +66,10 @@ def to_fp16(onnx_model_or_path: Any, calibration_data: Any = None, *, num_images
     Raises:
         GraphError: Not an FP32 xception-trt graph.
         CalibrationError: Bad calibration data or a ModelOpt failure.
+        DependencyError: The build extra (ONNX, ModelOpt) is not installed.
     """
-    import onnx
+    with needs("FP16 conversion", extra="build"):
+        import onnx
 
     check_int(num_images, "num_images")
     check_int(batch_size, "batch_size")

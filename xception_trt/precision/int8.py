@@ -25,6 +25,7 @@ from typing import Any
 
 from ..config import InputFormat, Precision, StrEnum, check_int
 from ..errors import CalibrationError, ConfigError
+from ..extras import needs
 from ..fsio import check_writable_dir
 from ..onnx_meta import INPUT_NAME
 from .cache import DEFAULT_CACHE_DIR, entry_path, load_import_cache, lookup_entry, write_entry
@@ -229,7 +230,8 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
                            progress: Progress | None = None) -> dict[str, QuantizeResult]:
     """:func:`quantize_int8` for several methods: images are decoded once and every method
     runs in one ModelOpt subprocess. Returns {method: result} in the order given."""
-    import onnx
+    with needs("INT8 quantization", extra="build"):
+        import onnx
 
     chosen: list[CalibrationMethod] = list(dict.fromkeys(CalibrationMethod.parse(m)
                                                          for m in methods))

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CalibrationError
+from ..extras import ensure
 from ..fsio import owned_temp_dir
 
 __all__ = ["WORKER_MODULE", "PROGRESS_PREFIX", "Progress", "run_worker", "worker_tempdir",
@@ -40,6 +41,8 @@ WORKER_MODULE = "xception_trt.precision._worker"
 PROGRESS_PREFIX = "WORKER-PROGRESS: "
 #: ``progress(stage, done, total)``: ``done`` of ``total`` (``None``: unknown) in ``stage``.
 Progress = Callable[[str, int, int | None], None]
+#: What the worker imports (ModelOpt's ONNX PTQ and AutoCast, measured), all in the build extra.
+_WORKER_NEEDS = ("modelopt", "onnx", "onnxruntime", "ml_dtypes", "onnxslim", "lief", "polygraphy")
 
 
 class _Terminated(SystemExit):
@@ -111,7 +114,10 @@ def run_worker(request: dict[str, Any], *, what: str,
     Raises:
         CalibrationError: The worker failed (the reason is its last error line), ModelOpt is
             missing, or a cache lacks scales that cannot be calibrated without images.
+        DependencyError: A package the worker imports is not installed (the build extra).
     """
+    # Checked here, not imported: ModelOpt runs (and patches ONNX Runtime) in the worker only.
+    ensure(*_WORKER_NEEDS, purpose=what, extra="build")
     tmp = Path(request["tmp_dir"])
     req_path = tmp / "request.json"
     request["result"] = str(tmp / "result.json")
@@ -155,7 +161,7 @@ def run_worker(request: dict[str, Any], *, what: str,
         if "No module named 'modelopt'" in reason or "Please install optional" in reason:
             raise CalibrationError(
                 f"{what} needs NVIDIA ModelOpt and its ONNX dependencies ({reason}); install "
-                "them with: pip install -U xception-trt")
+                "them with: pip install -U 'xception-trt[build]'")
         raise CalibrationError(f"{what} failed in ModelOpt: {reason}")
     result: dict[str, Any] = json.loads(Path(request["result"]).read_text())
     return result

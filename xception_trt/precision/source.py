@@ -13,6 +13,7 @@ from typing import Any
 from .. import __version__
 from ..config import InputFormat, ModelSpec, Precision
 from ..errors import CalibrationError, ConfigError, GraphError
+from ..extras import needs
 from ..fsio import atomic_path
 from ..onnx_meta import INPUT_NAME, OUTPUT_NAME, OnnxMeta, load_onnx, read_metadata, write_metadata
 
@@ -122,7 +123,8 @@ def check_exclusions(model: Any, nodes: Sequence[str], op_types: Sequence[str]) 
 
 def save_model(model: Any, path: str | os.PathLike[str]) -> Path:
     """Write an ``onnx.ModelProto`` atomically (a failure leaves nothing behind)."""
-    import onnx
+    with needs("writing ONNX files", extra="build"):
+        import onnx
 
     path = Path(path)
     with atomic_path(path, error=CalibrationError) as tmp:

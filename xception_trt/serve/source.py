@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import InputFormat, ModelSpec, Precision, StrEnum
+from ..config import CHECKPOINT_SUFFIXES, InputFormat, ModelSpec, Precision, StrEnum
 from ..errors import ServeError, XceptionTRTError
 from ..fsio import sha256_file
 from ..onnx_meta import INPUT_NAME, OUTPUT_NAME
@@ -187,7 +187,6 @@ def describe_model(path: str | os.PathLike[str]) -> ModelSource:
     Raises:
         ServeError: Missing or unsupported file, or one without xception-trt metadata.
     """
-    from ..checkpoint import CHECKPOINT_SUFFIXES
 
     path = Path(path)
     if not path.is_file():

@@ -1,0 +1,142 @@
+"""The device install: the core (no extras) runs the runtime without the toolchain.
+
+A fresh core-only virtual environment (the wheel of this checkout, no extras) runs ``info``,
+``selftest`` and an ``infer`` that reaches the engine-loading step, and imports the runtime
+API; the core install resolves for JetPack 6 (Python 3.10, aarch64) without torch or a CUDA
+wheel (benchmarks/install_footprint.py). Both need the package registry and skip with the
+reason without it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from xception_trt.config import ModelSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "install_footprint.py"
+TOOLCHAIN = ("torch", "onnx", "onnxruntime", "onnx_graphsurgeon", "modelopt", "matplotlib",
+             "safetensors", "sklearn")
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("install_footprint", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@functools.lru_cache(maxsize=1)
+def _registry_problem() -> str | None:
+    return _script().registry_problem()
+
+
+def _needs_registry() -> None:
+    problem = _registry_problem()
+    if problem:
+        pytest.skip(problem)
+
+
+def test_forbidden_on_device_flags_torch_and_cuda_wheels():
+    bad = _script().forbidden_on_device([{"name": n} for n in (
+        "numpy", "torch", "triton", "nvidia-cublas-cu12", "nvidia_cudnn_cu13",
+        "nvidia-cuda-runtime", "nvidia-modelopt", "nvidia-ml-py", "pillow")])
+    assert bad == ["nvidia-cublas-cu12", "nvidia-cuda-runtime", "nvidia_cudnn_cu13", "torch",
+                   "triton"]
+
+
+def test_core_install_resolves_for_jetpack6_without_torch_or_cuda_wheels():
+    _needs_registry()
+    proc = subprocess.run([sys.executable, str(SCRIPT), "resolve", "--check", "--json"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(proc.stdout)
+    names = {p["name"].lower() for p in doc["packages"]}
+    assert doc["forbidden"] == [] and "torch" not in names
+    assert {"xception-trt", "numpy", "pillow"} <= names
+    assert not names & {"onnx", "onnxruntime", "nvidia-modelopt", "matplotlib", "scipy"}
+
+
+def _fake_engine(folder: Path) -> Path:
+    """An engine file with a sidecar that says NVIDIA TensorRT built it: loading it gets as
+    far as asking for TensorRT."""
+    path = folder / "model.engine"
+    data = b"\x00ENGINE" * 64
+    path.write_bytes(data)
+    side = {"schema": 1, "engine": {"file": path.name, "bytes": len(data),
+                                    "sha256": hashlib.sha256(data).hexdigest()},
+            "tensorrt": {"flavour": "tensorrt", "version": "10.3.0"}, "device": None,
+            "targets": None, "precision": "fp16", "input_format": "float-nchw",
+            "model_spec": ModelSpec(num_classes=4, width=0.125, middle_blocks=1,
+                                    input_size=71).to_dict(),
+            "build_options": {}, "rebuild_command": "xception-trt build model.onnx -o ."}
+    (folder / "model.engine.json").write_text(json.dumps(side))
+    return path
+
+
+def test_core_only_environment_runs_the_runtime(tmp_path):
+    _needs_registry()
+    mod = _script()
+    wheel = mod.build_wheel(tmp_path / "dist")
+    python, _ = mod.make_venv(tmp_path / "venv", wheel)
+    cli = python.parent / "xception-trt"
+
+    def run(*args: str, cwd: Path = tmp_path) -> subprocess.CompletedProcess:
+        return subprocess.run([str(a) for a in args], capture_output=True, text=True,
+                              cwd=cwd, timeout=300, env=mod.clean_env())
+
+    # No toolchain in there: the test means nothing if torch leaked in.
+    probe = run(python, "-c", "import importlib.util as u, json; print(json.dumps("
+                f"[m for m in {TOOLCHAIN!r} if u.find_spec(m)]))")
+    assert json.loads(probe.stdout) == [], probe.stderr
+
+    # The runtime API imports and opens an engine up to asking for TensorRT.
+    engine = _fake_engine(tmp_path)
+    api = run(python, "-c", (
+        "import sys\nfrom xception_trt.classifier import Classifier\n"
+        "from xception_trt.runners import open_runner\nimport xception_trt\n"
+        f"try:\n    open_runner({str(engine)!r})\nexcept Exception as e:\n"
+        "    print(type(e).__name__, e)\n"
+        f"print(sorted(m for m in {TOOLCHAIN!r} if m in sys.modules))"))
+    assert api.returncode == 0, api.stderr
+    assert "'tensorrt' is not installed" in api.stdout and api.stdout.strip().endswith("[]")
+
+    # Every command module imports for --help: none pulls the toolchain at import time.
+    helped = run(cli, "--help")
+    assert helped.returncode == 0 and "infer" in helped.stdout, helped.stderr
+
+    info = run(cli, "info")
+    assert info.returncode == 0, info.stderr
+    assert any(ln.split()[:3] == ["torch", "not", "installed"] for ln in info.stdout.splitlines())
+
+    # selftest: incomplete (exit 3), naming TensorRT and the CUDA binding, not torch
+    st = run(cli, "selftest")
+    out = st.stdout + st.stderr
+    assert st.returncode == 3, out
+    assert "TensorRT" in out and "cuda-python" in out and "Traceback" not in out
+    assert "torch" not in out
+
+    img = tmp_path / "cat.png"
+    run(python, "-c", f"from PIL import Image; Image.new('RGB', (80, 80)).save({str(img)!r})")
+    inf = run(cli, "infer", engine, img)
+    assert inf.returncode == 2, inf.stdout + inf.stderr
+    lines = inf.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "tensorrt" in lines[0]
+    assert "torch" not in inf.stderr
+
+    # A toolchain command names the extra to install, in one line.
+    (tmp_path / "m.safetensors").write_bytes(b"x")
+    exp = run(cli, "export", tmp_path / "m.safetensors", "-o", tmp_path / "m.onnx")
+    assert exp.returncode == 2
+    lines = exp.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: exporting to ONNX needs the Python "
+                                                   "package")
+    assert lines[0].endswith("install it with: pip install 'xception-trt[build]'")
