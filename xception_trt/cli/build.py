@@ -48,9 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="INT8 calibration method (default: entropy)")
     p.add_argument("--name", default=None,
                    help="file stem of the outputs (default: the source file's stem)")
-    p.add_argument("--input-format", choices=InputFormat.choices(), default="float-nchw",
+    p.add_argument("--input-format", choices=InputFormat.choices(), default=None,
                    help="checkpoint export only: float-nchw (default) or uint8-nhwc raw pixels")
-    p.add_argument("--opset", type=int, default=17, help="checkpoint export only: ONNX opset "
+    p.add_argument("--opset", type=int, default=None, help="checkpoint export only: ONNX opset "
                    "(default: 17)")
     prof = p.add_argument_group("batch profile")
     for flag, text in (("--batch", "fixed batch size (profile min = opt = max)"),
@@ -126,9 +126,26 @@ class _TqdmProgress(contextlib.AbstractContextManager):
         self.close()
 
 
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse flags that would be silently ignored (before any work)."""
+    from ._common import not_with, only_with
+
+    only_with("--no-gpu-fallback", args.no_gpu_fallback, needs="--dla-core N",
+              present=args.dla_core is not None, why="GPU fallback is a DLA setting")
+    not_with("--no-timing-cache", args.no_timing_cache, other="--timing-cache",
+             other_given=args.timing_cache, why="one turns off what the other sets")
+    is_onnx = str(args.source).lower().endswith(".onnx")
+    for flag, given in (("--input-format", args.input_format), ("--opset", args.opset)):
+        only_with(flag, given is not None and is_onnx, needs="a checkpoint SOURCE",
+                  present=False, why="it is an export setting; an ONNX source is already "
+                  "exported")
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..config import BuildConfig
+    from ..config import BuildConfig, InputFormat
     from ..pipeline import EngineOutcome, PipelineCallbacks, build
+
+    check_flags(args)
 
     config = BuildConfig(
         backend=args.backend, batch=args.batch, min_batch=args.min_batch,
@@ -164,9 +181,9 @@ def run(args: argparse.Namespace) -> int:
     with stages:
         result = build(source=args.source, output=args.output, precisions=args.precision,
                        calibration=args.calib, calibration_method=args.calib_method,
-                       name=args.name, input_format=args.input_format, opset=args.opset,
-                       config=config, timing_cache=not args.no_timing_cache, force=args.force,
-                       callbacks=Hooks())
+                       name=args.name, input_format=args.input_format or InputFormat.FLOAT_NCHW,
+                       opset=args.opset, config=config, timing_cache=not args.no_timing_cache,
+                       force=args.force, callbacks=Hooks())
     if args.json:
         print_json([e.to_dict() for e in result.engines])
     return 0
