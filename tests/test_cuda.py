@@ -198,7 +198,7 @@ class RecordingBackend(xc.CudaBackend):
     def stream_destroy(self, stream):
         self.live.remove(stream)
 
-    def event_create(self, timing):
+    def event_create(self, timing, blocking_sync=False):
         p = self._new()
         self.live.add(p)
         return p

@@ -245,9 +245,10 @@ class EmuBackend(xc.CudaBackend):
     def stream_wait_event(self, stream, event):
         self.calls.append(("wait", stream, event))
 
-    def event_create(self, timing):
+    def event_create(self, timing, blocking_sync=False):
         e = self._id()
         self.events.add(e)
+        self.calls.append(("event_create", e, timing, blocking_sync))
         return e
 
     def event_destroy(self, event):

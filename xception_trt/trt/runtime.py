@@ -244,10 +244,12 @@ class TensorRTRunner(CudaRunnerBase):
                     raise compat_error from None
             raise device_error
         try:
-            cc = cuda.compute_capability
-            check_sidecar_compat(sidecar, flavour.name, flavour.version, f"{cc[0]}.{cc[1]}")
-            self._init_engine(path, trt, flavour, cuda, name=name, cuda_graphs=cuda_graphs,
-                              check_finite=check_finite, gpu_timing=gpu_timing)
+            # TensorRT deserializes and creates contexts on the thread's current CUDA context
+            with cuda.backend.scope():
+                cc = cuda.compute_capability
+                check_sidecar_compat(sidecar, flavour.name, flavour.version, f"{cc[0]}.{cc[1]}")
+                self._init_engine(path, trt, flavour, cuda, name=name, cuda_graphs=cuda_graphs,
+                                  check_finite=check_finite, gpu_timing=gpu_timing)
         except BaseException:
             self._abort(cuda)
             raise
