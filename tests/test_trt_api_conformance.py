@@ -185,14 +185,20 @@ def test_parser_errors_are_listed(dumps, key, onnx_variants, tmp_path, monkeypat
 # ------------------------------------------------------------------------------------------------
 # the runtime (EmuBackend stands in for CUDA; nothing computes)
 # ------------------------------------------------------------------------------------------------
-def _open_and_run(engine: Path, *, cuda_graphs: bool = False):
+def _open_and_run(engine: Path, *, cuda_graphs: bool = False, world: World | None = None,
+                  **kw):
+    """Open a runner on the emulating backend and run batches 1, max, 1, max (alternating
+    batch sizes: with CUDA graphs each replays its own graph)."""
     import numpy as np
 
     from xception_trt.trt.runtime import TensorRTRunner
 
-    with TensorRTRunner(engine, cuda_backend=EmuBackend(),  # type: ignore[arg-type]
-                        cuda_graphs=cuda_graphs) as runner:
-        for n in (1, runner.max_batch, 1):
+    be = EmuBackend()
+    if world is not None:  # the world sees which streams are capturing (GRAPH-1, RTX-2)
+        world.capturing = lambda stream: stream in be.capturing
+    with TensorRTRunner(engine, cuda_backend=be,  # type: ignore[arg-type]
+                        cuda_graphs=cuda_graphs, **kw) as runner:
+        for n in (1, runner.max_batch, 1, runner.max_batch):
             out = runner.infer(np.zeros((n, 3, 71, 71), np.float32))
             assert out.shape == (n, runner.spec.num_classes)
         return runner.describe()
@@ -203,13 +209,91 @@ def test_runtime_path(dumps, key, onnx_variants, tmp_path, monkeypatch, graphs):
     h = Harness(dumps[key], key, monkeypatch)
     art = builder_mod.build_engine(onnx_variants["float"], h.config(max_batch=4),
                                    engine_path=tmp_path / "e.engine")
-    facts = _open_and_run(art.path, cuda_graphs=graphs)
+    facts = _open_and_run(art.path, cuda_graphs=graphs, world=h.world)
     assert facts["tensorrt"] == h.api.version and facts["max_batch"] == 4
     assert h.world.executed >= (1 if graphs else 3)
     assert {"IExecutionContext.set_input_shape", "IExecutionContext.set_tensor_address",
             "IExecutionContext.execute_async_v3", "Runtime.deserialize_cuda_engine",
             "ICudaEngine.get_tensor_profile_shape"} <= h.api.calls
     h.assert_clean()
+
+
+def test_each_cuda_graph_has_its_own_context_on_one_activation_buffer(dumps, nvidia,
+                                                                      onnx_variants, tmp_path,
+                                                                      monkeypatch):
+    """Item 1 (GRAPH-1, MEM-1/2): "a CUDA graph depends on the state of the execution context
+    ... use one execution context per captured graph" (TensorRT developer guide, "CUDA
+    Graphs"). The contexts share one activation buffer: USER_MANAGED + set_device_memory on
+    10.1+/11.x, create_execution_context_without_device_memory + device_memory on 8.6
+    (TensorRT API reference, IExecutionContext / ICudaEngine)."""
+    h = Harness(dumps[nvidia], nvidia, monkeypatch)
+    art = builder_mod.build_engine(onnx_variants["float"], h.config(max_batch=4),
+                                   engine_path=tmp_path / "e.engine")
+    _open_and_run(art.path, cuda_graphs=True, world=h.world)
+    if h.major < 10:
+        assert "ICudaEngine.create_execution_context_without_device_memory" in h.api.calls
+        assert "IExecutionContext.device_memory=" in h.api.calls
+    else:
+        assert "IExecutionContext.set_device_memory" in h.api.calls
+    h.assert_clean()
+
+
+def test_rtx_cuda_graphs_use_the_runtime_strategy_not_manual_capture(dumps, onnx_variants,
+                                                                     tmp_path, monkeypatch):
+    """Item 2 (RTX-2): manual stream capture of a TensorRT-RTX engine needs
+    REQUIRE_USER_ALLOCATION and is_stream_capturable (TensorRT-RTX 1.2 release notes); the
+    runtime configuration's CUDA-graph strategy is the documented way ("Working with RTX CUDA
+    Graphs"): we set WHOLE_GRAPH_CAPTURE and capture nothing ourselves."""
+    h = Harness(dumps["rtx"], "rtx", monkeypatch)
+    art = builder_mod.build_engine(onnx_variants["float"], h.config(max_batch=4),
+                                   engine_path=tmp_path / "e.engine")
+    facts = _open_and_run(art.path, cuda_graphs=True, world=h.world)
+    assert facts["cuda_graphs"] is True
+    assert {"IRuntimeConfig.cuda_graph_strategy=", "IRuntimeConfig.set_runtime_cache"} \
+        <= h.api.calls
+    h.assert_clean()
+
+
+def test_rtx_runtime_cache_is_loaded_and_saved(dumps, onnx_variants, tmp_path, monkeypatch):
+    """Item 9: TensorRT-RTX compiles kernels at run time and keeps them in a runtime cache
+    (IRuntimeConfig.set_runtime_cache, IRuntimeCache.serialize/deserialize; TensorRT-RTX
+    "Working with Runtime Cache"): a runner given a file writes it at close and loads it next
+    time."""
+    h = Harness(dumps["rtx"], "rtx", monkeypatch)
+    art = builder_mod.build_engine(onnx_variants["float"], h.config(max_batch=4),
+                                   engine_path=tmp_path / "e.engine")
+    cache = tmp_path / "rtx.runtime-cache"
+    _open_and_run(art.path, runtime_cache=cache)
+    assert cache.read_bytes().startswith(b"RTXCACHE")
+    assert "IRuntimeCache.deserialize" not in h.api.calls
+    _open_and_run(art.path, runtime_cache=cache)
+    assert "IRuntimeCache.deserialize" in h.api.calls
+    h.assert_clean()
+
+
+def test_rtx_engine_validity_is_checked_before_deserializing(dumps, onnx_variants, tmp_path,
+                                                            monkeypatch):
+    """Item 9 (RTX-3): IRuntime::getEngineValidity reads the plan header and says why it cannot
+    run here (old driver/runtime, compute capability, ...) before deserializing (TensorRT-RTX
+    "Engine Compatibility", "Compatibility Checks")."""
+    from xception_trt.errors import EngineError
+    from xception_trt.trt.runtime import TensorRTRunner
+
+    h = Harness(dumps["rtx"], "rtx", monkeypatch, engine_validity="INVALID",
+                invalidity=int(_rtx_diagnostics(dumps)["OLD_CUDA_DRIVER"]) | 2)
+    art = builder_mod.build_engine(onnx_variants["float"], h.config(max_batch=4),
+                                   engine_path=tmp_path / "e.engine")
+    with pytest.raises(EngineError, match="not valid here.*UNSUPPORTED_CC.*OLD_CUDA_DRIVER|"
+                                          "not valid here.*OLD_CUDA_DRIVER.*UNSUPPORTED_CC"):
+        TensorRTRunner(art.path, cuda_backend=EmuBackend())  # type: ignore[arg-type]
+    assert "Runtime.get_engine_validity" in h.api.calls
+    assert "Runtime.deserialize_cuda_engine" not in h.api.calls
+    h.assert_clean()
+
+
+def _rtx_diagnostics(dumps: dict) -> dict[str, int]:
+    """TensorRT-RTX's EngineInvalidityDiagnostics bit values, from the real API."""
+    return dumps["rtx"]["classes"]["EngineInvalidityDiagnostics"]["enum"]
 
 
 def test_version_compatible_engine_loads(dumps, nvidia, onnx_variants, tmp_path, monkeypatch):
@@ -328,7 +412,8 @@ def test_selftest_engine_checks_and_sysinfo(dumps, key, tmp_path, monkeypatch):
     from xception_trt import selftest, sysinfo
 
     be = EmuBackend()
-    h = Harness(dumps[key], key, monkeypatch, compute=_onnx_runtime_engine(be))
+    h = Harness(dumps[key], key, monkeypatch, compute=_onnx_runtime_engine(be),
+                capturing=lambda stream: stream in be.capturing)
     info = sysinfo.system_facts(probe_gpus=False)
     assert info["trt_importable"][h.name] == h.api.version
     results = selftest.run_engine_checks(h.name, backend=be,  # type: ignore[arg-type]

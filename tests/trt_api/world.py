@@ -30,12 +30,19 @@ class World:
         compute: ``compute(stream, {name: (address, shape, numpy dtype)}, onnx_path)`` is
             called by ``execute_async_v3`` to stand in for the engine (e.g. ONNX Runtime on
             emulated device memory); ``None``: outputs are never written.
+        capturing: ``capturing(stream) -> bool``: whether a stream is capturing a CUDA graph
+            (the emulating CUDA backend knows); ``None``: never.
+        engine_validity: What TensorRT-RTX's ``get_engine_validity`` answers (name of an
+            ``EngineValidity`` member) and ``invalidity``, the diagnostics bit mask with it.
         built: Builder-config records of every build (what our code set).
     """
 
     num_dla_cores: int = 0
     parse_errors: int = 0
     compute: Any = None
+    capturing: Any = None
+    engine_validity: str = "VALID"
+    invalidity: int = 0
     built: list[dict[str, Any]] = field(default_factory=list)
     executed: int = 0
 
@@ -245,7 +252,15 @@ class World:
     def h_Runtime__num_DLA_cores(self, obj: Any, args: dict, returns: str) -> int:
         return self.num_dla_cores
 
+    def h_Runtime__get_engine_validity(self, obj: Any, args: dict, returns: str) -> Any:
+        obj._state["_validity_checked"] = True
+        return (self._enum("EngineValidity", self.engine_validity), self.invalidity)
+
     def h_Runtime__deserialize_cuda_engine(self, obj: Any, args: dict, returns: str) -> Any:
+        if "get_engine_validity" in self.api.dump["classes"]["Runtime"]["members"] \
+                and not obj._state.get("_validity_checked"):
+            self._rule("Runtime.deserialize_cuda_engine", "RTX-3 check the plan header with "
+                       "get_engine_validity before deserializing (TensorRT-RTX)")
         data = bytes(args.get("serialized_engine", b""))
         if not data.startswith(PLAN_MAGIC):
             self._log(obj, "ERROR", "IRuntime::deserializeCudaEngine: magic tag does not match")
@@ -318,11 +333,75 @@ class World:
                                        "TacticName": "double"}]})
 
     def h_ICudaEngine__create_execution_context(self, obj: Any, args: dict, returns: str) -> Any:
-        return self.api.instance("IExecutionContext", _engine=obj, _shapes={}, _addresses={})
+        strategy = args.get("strategy")
+        config = args.get("runtime_config")
+        if config is not None:
+            strategy = config._state.get("_strategy")
+        user = strategy is not None and strategy.name == "USER_MANAGED"
+        return self.api.instance("IExecutionContext", _engine=obj, _shapes={}, _addresses={},
+                                 _config=config, _needs_memory=user)
+
+    def h_ICudaEngine__create_execution_context_without_device_memory(
+            self, obj: Any, args: dict, returns: str) -> Any:
+        return self.api.instance("IExecutionContext", _engine=obj, _shapes={}, _addresses={},
+                                 _config=None, _needs_memory=True)
+
+    _ACTIVATION_BYTES = 3 << 20
+
+    def h_ICudaEngine__device_memory_size(self, obj: Any, args: dict, returns: str) -> int:
+        return self._ACTIVATION_BYTES
+
+    h_ICudaEngine__device_memory_size_v2 = h_ICudaEngine__device_memory_size
+
+    def _set_memory(self, ctx: Any, address: int, size: int | None, call: str) -> None:
+        if address % 256:
+            self._rule(call, "MEM-2 device memory for a context is 256-byte aligned")
+        if size is not None and size < self._ACTIVATION_BYTES:
+            self._rule(call, "MEM-2 device memory for a context holds at least "
+                       "device_memory_size(_v2) bytes")
+        ctx._state["_memory"] = address
+
+    def h_IExecutionContext__set_device_memory(self, obj: Any, args: dict, returns: str) -> None:
+        self._set_memory(obj, int(args["memory"]), int(args["size"]),
+                         "IExecutionContext.set_device_memory")
+
+    def h_ICudaEngine__create_runtime_config(self, obj: Any, args: dict, returns: str) -> Any:
+        return self.api.instance("IRuntimeConfig", _strategy=None)
+
+    def h_IRuntimeConfig__set_execution_context_allocation_strategy(
+            self, obj: Any, args: dict, returns: str) -> None:
+        obj._state["_strategy"] = args.get("strategy")
+
+    def h_IRuntimeConfig__create_runtime_cache(self, obj: Any, args: dict, returns: str) -> Any:
+        return self.api.instance("IRuntimeCache", _blob=b"")
+
+    def h_IRuntimeConfig__set_runtime_cache(self, obj: Any, args: dict, returns: str) -> bool:
+        obj._state["_cache"] = args.get("cache")
+        return True
+
+    def h_IRuntimeCache__deserialize(self, obj: Any, args: dict, returns: str) -> bool:
+        blob = bytes(args["blob"])
+        if not blob.startswith(b"RTXCACHE"):
+            return False
+        obj._state["_blob"] = blob
+        return True
+
+    def h_IRuntimeCache__serialize(self, obj: Any, args: dict, returns: str) -> Any:
+        return self.api.instance("IHostMemory", _buffer=b"RTXCACHE" + obj._state["_blob"][8:]
+                                 + b"+kernels")
+
+    def _changed_after_capture(self, ctx: Any, call: str, what: str, before: Any,
+                               after: Any) -> None:
+        if ctx._state.get("_captured") and before != after:
+            self._rule(call, f"GRAPH-1 one execution context per captured CUDA graph: this "
+                       f"context was captured into a graph; changing its {what} ({before} -> "
+                       f"{after}) afterwards is undefined behaviour for that graph")
 
     def h_IExecutionContext__set_input_shape(self, obj: Any, args: dict, returns: str) -> bool:
         engine = obj._state["_engine"]
         name, shape = args["name"], tuple(args["shape"])
+        self._changed_after_capture(obj, "IExecutionContext.set_input_shape", f"{name} shape",
+                                    obj._state["_shapes"].get(name), shape)
         t = self._tensor(engine, name, "IExecutionContext.set_input_shape")
         if t["mode"] != "INPUT":
             self._rule("IExecutionContext.set_input_shape", f"IO-2 {name!r} is not an input")
@@ -343,12 +422,31 @@ class World:
         if int(args["memory"]) % 256:
             self._rule("IExecutionContext.set_tensor_address",
                        "IO-3 tensor addresses are 256-byte aligned")
+        self._changed_after_capture(obj, "IExecutionContext.set_tensor_address",
+                                    f"{args['name']} address",
+                                    obj._state["_addresses"].get(args["name"]),
+                                    int(args["memory"]))
         obj._state["_addresses"][args["name"]] = int(args["memory"])
         return True
 
     def h_IExecutionContext__execute_async_v3(self, obj: Any, args: dict, returns: str) -> bool:
         engine = obj._state["_engine"]
         io = self._io(engine)
+        if "device_memory" in obj._state:  # the property write (8.6 / 10.0 path)
+            self._set_memory(obj, int(obj._state["device_memory"]), None,
+                             "IExecutionContext.device_memory")
+        if obj._state.get("_needs_memory") and obj._state.get("_memory") is None:
+            self._rule("IExecutionContext.execute_async_v3", "MEM-1 a context created without "
+                       "device memory (USER_MANAGED / without_device_memory) gets it first")
+            return False
+        stream = int(args["stream_handle"])
+        if self.capturing is not None and self.capturing(stream):
+            if self.api.label.startswith("tensorrt_rtx") \
+                    and "REQUIRE_USER_ALLOCATION" not in engine._state["_plan"]["flags"]:
+                self._rule("IExecutionContext.execute_async_v3", "RTX-2 stream capture of a "
+                           "TensorRT-RTX engine needs one built with REQUIRE_USER_ALLOCATION "
+                           "(and is_stream_capturable); use the runtime CUDA-graph strategy")
+            obj._state["_captured"] = True
         for name, t in io.items():
             if name not in obj._state["_addresses"]:
                 self._rule("IExecutionContext.execute_async_v3",
