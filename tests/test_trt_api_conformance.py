@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,12 @@ from xception_trt.trt import builder as builder_mod
 NVIDIA = [w.version for w in wheels.WHEELS]
 ALL = [*NVIDIA, "rtx"]
 GPU = {"index": 0, "name": "Double GPU", "compute_capability": "8.6"}  # EmuBackend's sm_86
+
+
+def _dla(version: str) -> bool:
+    from xception_trt.trt.compat import network_and_precision_plan
+
+    return network_and_precision_plan("tensorrt", version, "fp16").dla
 
 
 # ------------------------------------------------------------------------------------------------
@@ -60,7 +67,8 @@ class Harness:
         self.api = ApiDouble(dump, self.name, self.world)
         self.major = int(self.api.version.split(".")[0])
         monkeypatch.setitem(sys.modules, self.name, self.api.module)
-        monkeypatch.setattr(builder_mod, "_first_gpu", lambda: dict(GPU))
+        monkeypatch.setattr(builder_mod, "_first_gpu", lambda: dict(
+            GPU, compute_capability=self.world.build_cc, integrated=self.world.integrated))
 
     @property
     def mismatches(self) -> list[Mismatch]:
@@ -87,9 +95,11 @@ def nvidia(request) -> str:
 @pytest.fixture(scope="module")
 def onnx_variants(tiny_onnx_files, tmp_path_factory) -> dict[str, Path]:
     """float/uint8/static ONNX, the real FP16 conversion, and an ``int8``-labelled graph: the
-    double reads a graph's inputs, outputs and metadata only, so the Q/DQ nodes are not needed
-    here (test_builder builds the real Q/DQ graph with TensorRT-RTX)."""
+    double reads a graph's inputs, outputs, node types and initializer types only, so one
+    (unused) QuantizeLinear/DequantizeLinear pair marks it as Q/DQ INT8 (test_builder builds
+    the real Q/DQ graph with TensorRT-RTX)."""
     import onnx
+    from onnx import helper
 
     from xception_trt.onnx_meta import read_metadata, write_metadata
     from xception_trt.precision import to_fp16
@@ -102,6 +112,13 @@ def onnx_variants(tiny_onnx_files, tmp_path_factory) -> dict[str, Path]:
     proto = onnx.load(str(out["float"]))
     write_metadata(proto, {"model_spec": meta.spec, "input_format": meta.input_format.value,
                            "precision": "int8"})
+    proto.graph.initializer.extend([helper.make_tensor("qdq_scale", onnx.TensorProto.FLOAT, [],
+                                                       [0.1]),
+                                    helper.make_tensor("qdq_zero", onnx.TensorProto.INT8, [],
+                                                       [0])])
+    proto.graph.node.extend([
+        helper.make_node("QuantizeLinear", ["input", "qdq_scale", "qdq_zero"], ["qdq_q"]),
+        helper.make_node("DequantizeLinear", ["qdq_q", "qdq_scale", "qdq_zero"], ["qdq_dq"])])
     out["int8"] = root / "tiny.int8.onnx"
     onnx.save(proto, str(out["int8"]))
     return out
@@ -296,6 +313,138 @@ def _rtx_diagnostics(dumps: dict) -> dict[str, int]:
     return dumps["rtx"]["classes"]["EngineInvalidityDiagnostics"]["enum"]
 
 
+@pytest.mark.parametrize("version", [v for v in NVIDIA if _dla(v)])
+def test_dla_needs_a_fixed_batch_and_fp16_or_int8(dumps, version, onnx_variants, tmp_path,
+                                                  monkeypatch):
+    """Items 3-4 (DLA-4, DLA-5): DLA needs min = opt = max and runs FP16/INT8 only ("Working
+    with DLA", DLA supported layers and restrictions); with GPU fallback (our default) either
+    mistake silently runs every layer on the GPU, so the build refuses them."""
+    h = Harness(dumps[version], version, monkeypatch, num_dla_cores=1)
+    fp16 = onnx_variants["float" if h.major < 10 else "fp16"]
+    with pytest.raises(BuildError, match="DLA needs a fixed batch"):
+        builder_mod.build_engine(fp16, h.config(dla_core=0, precision="fp16", max_batch=4),
+                                 engine_path=tmp_path / "dyn.engine")
+    with pytest.raises(BuildError, match="DLA runs FP16 and INT8 only"):
+        builder_mod.build_engine(onnx_variants["float"],
+                                 h.config(dla_core=0, precision="fp32", batch=1),
+                                 engine_path=tmp_path / "fp32.engine")
+    builder_mod.build_engine(fp16, h.config(dla_core=0, precision="fp16", batch=2),
+                             engine_path=tmp_path / "ok.engine")
+    builder_mod.build_engine(onnx_variants["int8"], h.config(dla_core=0, precision="int8",
+                                                             batch=2),
+                             engine_path=tmp_path / "int8.engine")
+    h.assert_clean()
+
+
+def test_fp32_builds_clear_tf32(dumps, key, onnx_variants, tmp_path, monkeypatch):
+    """Item 6 (TF32-1): BuilderFlag.TF32 is on by default, so an "FP32" engine would round
+    conv/GEMM inputs to TF32 on Ampere and newer (TensorRT API reference, BuilderFlag.TF32;
+    developer guide "Reduced Precision", TF32). FP32 builds clear it; the others keep it."""
+    h = Harness(dumps[key], key, monkeypatch)
+    builder_mod.build_engine(onnx_variants["float"], h.config(precision="fp32"),
+                             engine_path=tmp_path / "fp32.engine")
+    assert "TF32" not in h.world.built[-1]["flags"]
+    fp16 = onnx_variants["float" if h.name == "tensorrt" and h.major < 10 else "fp16"]
+    builder_mod.build_engine(fp16, h.config(precision="fp16"),
+                             engine_path=tmp_path / "fp16.engine")
+    assert "TF32" in h.world.built[-1]["flags"]
+    h.assert_clean()
+
+
+def test_timing_cache_from_another_device_starts_fresh(dumps, nvidia, onnx_variants, tmp_path,
+                                                       monkeypatch, caplog):
+    """Item 7 (TC-1): set_timing_cache(cache, ignore_mismatch=False) refuses a cache whose
+    device properties differ (TensorRT API reference, IBuilderConfig.set_timing_cache): the
+    build warns, starts a fresh cache and replaces the file; it does not fail."""
+    h = Harness(dumps[nvidia], nvidia, monkeypatch)
+    cfg = h.config(timing_cache_dir=str(tmp_path / "tc"))
+    art = builder_mod.build_engine(onnx_variants["float"], cfg, engine_path=tmp_path / "a.engine")
+    cache = Path(art.sidecar.to_dict()["timing_cache"]["path"])
+    assert cache.read_bytes().startswith(b"TC[Double GPU, 8.6, 1410 MHz]")
+    h.world.device_key = "Double GPU, 8.6, 1755 MHz"  # same name and SM, other clocks
+    with caplog.at_level("WARNING"):
+        art = builder_mod.build_engine(onnx_variants["float"], cfg, force=True,
+                                       engine_path=tmp_path / "a.engine")
+    assert "another device configuration" in caplog.text
+    assert art.sidecar.to_dict()["timing_cache"]["loaded_bytes"] == 0
+    assert cache.read_bytes().startswith(b"TC[Double GPU, 8.6, 1755 MHz]")
+    h.assert_clean()
+
+
+class _OverlapProbe(_Progress):
+    """A BuildProgress that notices being called by two threads at once: a call from a
+    TensorRT thread waits briefly for another to come in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inside = 0
+        self.overlaps = 0
+        self._mutex = threading.Lock()
+        self._partner = threading.Event()
+
+    def _enter(self) -> None:
+        with self._mutex:
+            self.inside += 1
+            if self.inside > 1:
+                self.overlaps += 1
+                self._partner.set()
+        if threading.current_thread() is not threading.main_thread():
+            self._partner.wait(0.1)
+        with self._mutex:
+            self.inside -= 1
+
+    def step_complete(self, phase_name, step):
+        self._enter()
+        super().step_complete(phase_name, step)
+
+
+@pytest.mark.parametrize("key", ["10.13.0.35", "rtx"])
+def test_progress_monitor_is_called_one_at_a_time(dumps, key, onnx_variants, tmp_path,
+                                                  monkeypatch):
+    """Item 8 (PROG-2): "the implementation of IProgressMonitor must be thread-safe so that it
+    can be called from multiple internal threads" (TensorRT API reference, IProgressMonitor):
+    our monitor serialises the calls into the user's BuildProgress."""
+    h = Harness(dumps[key], key, monkeypatch)
+    probe = _OverlapProbe()
+    builder_mod.build_engine(onnx_variants["float"], h.config(), progress=probe,
+                             engine_path=tmp_path / "e.engine")
+    assert probe.overlaps == 0 and probe.events.count("step 0") == 3
+    h.assert_clean()
+
+
+def test_hardware_compatibility_needs_ampere_and_no_jetpack(dumps, onnx_variants, tmp_path,
+                                                            monkeypatch):
+    """Item 5 (HWC-1): "hardware compatibility is only supported for Ampere and later device
+    architectures and is not supported on NVIDIA DRIVE OS or JetPack" (TensorRT developer
+    guide, "Hardware Compatibility"): refused at build on a pre-Ampere or integrated GPU, and
+    a hardware-compatible engine is not loaded on an integrated (Jetson) GPU."""
+    from xception_trt.errors import EngineError
+    from xception_trt.trt.runtime import TensorRTRunner
+
+    h = Harness(dumps["10.3.0"], "10.3.0", monkeypatch, build_cc="7.5")
+    with pytest.raises(BuildError, match="Ampere or newer GPU.*7.5"):
+        builder_mod.build_engine(onnx_variants["float"], h.config(hardware_compatible=True),
+                                 engine_path=tmp_path / "hw.engine")
+    h.world.build_cc, h.world.integrated = "8.7", True
+    with pytest.raises(BuildError, match="not supported on JetPack"):
+        builder_mod.build_engine(onnx_variants["float"], h.config(hardware_compatible=True),
+                                 engine_path=tmp_path / "hw.engine")
+    h.world.build_cc, h.world.integrated = "8.6", False
+    art = builder_mod.build_engine(onnx_variants["float"], h.config(hardware_compatible=True),
+                                   engine_path=tmp_path / "hw.engine")
+
+    class Orin(EmuBackend):
+        def compute_capability(self):
+            return (8, 7)
+
+        def is_integrated(self):
+            return True
+
+    with pytest.raises(EngineError, match="not supported on JetPack"):
+        TensorRTRunner(art.path, cuda_backend=Orin())  # type: ignore[arg-type]
+    h.assert_clean()
+
+
 def test_version_compatible_engine_loads(dumps, nvidia, onnx_variants, tmp_path, monkeypatch):
     """VC-1: the lean runtime is host code; the runner allows it for a plan that matches its
     sidecar's SHA-256 (and only then)."""
@@ -330,19 +479,14 @@ def test_version_compatible_engine_not_matching_its_sidecar_is_refused(dumps, on
     h.assert_clean()
 
 
-def _dla(version: str) -> bool:
-    from xception_trt.trt.compat import network_and_precision_plan
-
-    return network_and_precision_plan("tensorrt", version, "fp16").dla
-
-
 @pytest.mark.parametrize("version", [v for v in NVIDIA if _dla(v)])
 def test_dla_build_and_runtime_core(dumps, version, onnx_variants, tmp_path, monkeypatch):
     """DLA-1/DLA-2: build on core 1 of 2 with GPU fallback; the runtime selects core 1."""
     h = Harness(dumps[version], version, monkeypatch, num_dla_cores=2)
-    art = builder_mod.build_engine(onnx_variants["float"],
-                                   h.config(dla_core=1, precision="fp16", batch=1)
-                                   if h.major < 10 else h.config(dla_core=1, batch=1),
+    # DLA runs FP16/INT8 only (DLA-5): 8.6 builds FP16 from the FP32 graph with the FP16
+    # flag, 10.x (strongly typed) from the FP16 graph
+    art = builder_mod.build_engine(onnx_variants["float" if h.major < 10 else "fp16"],
+                                   h.config(dla_core=1, precision="fp16", batch=1),
                                    engine_path=tmp_path / "dla.engine")
     assert "GPU_FALLBACK" in h.world.built[-1]["flags"] and h.world.built[-1]["dla_core"] == 1
     _open_and_run(art.path)
@@ -355,7 +499,7 @@ def test_dla_engine_on_a_device_without_that_core(dumps, onnx_variants, tmp_path
     from xception_trt.trt.runtime import TensorRTRunner
 
     h = Harness(dumps["10.3.0"], "10.3.0", monkeypatch, num_dla_cores=2)
-    art = builder_mod.build_engine(onnx_variants["float"], h.config(dla_core=1, batch=1),
+    art = builder_mod.build_engine(onnx_variants["fp16"], h.config(dla_core=1, batch=1),
                                    engine_path=tmp_path / "dla.engine")
     h.world.num_dla_cores = 1  # the engine moved to a device with one DLA core
     with pytest.raises(EngineError, match="built for DLA core 1 but this device has 1"):

@@ -32,6 +32,9 @@ class World:
             emulated device memory); ``None``: outputs are never written.
         capturing: ``capturing(stream) -> bool``: whether a stream is capturing a CUDA graph
             (the emulating CUDA backend knows); ``None``: never.
+        build_cc, integrated: The build GPU (what ``builder._first_gpu`` says, and what the
+            builder checks hardware compatibility against).
+        device_key: The device properties a timing cache records (TC-1).
         engine_validity: What TensorRT-RTX's ``get_engine_validity`` answers (name of an
             ``EngineValidity`` member) and ``invalidity``, the diagnostics bit mask with it.
         built: Builder-config records of every build (what our code set).
@@ -43,6 +46,9 @@ class World:
     capturing: Any = None
     engine_validity: str = "VALID"
     invalidity: int = 0
+    build_cc: str = "8.6"
+    integrated: bool = False
+    device_key: str = "Double GPU, 8.6, 1410 MHz"
     built: list[dict[str, Any]] = field(default_factory=list)
     executed: int = 0
 
@@ -120,6 +126,11 @@ class World:
                                      dtype=dtype)
         init = {i.name for i in model.graph.initializer}
         network._state["_inputs"] = [tensor(v) for v in model.graph.input if v.name not in init]
+        # the graph's own types decide a strongly typed network's precision (TYPE-1, DLA-5)
+        ops = {n.op_type for n in model.graph.node}
+        network._state["_graph_precision"] = (
+            "int8" if {"QuantizeLinear", "DequantizeLinear"} & ops else
+            "fp16" if any(i.data_type == 10 for i in model.graph.initializer) else "fp32")
         network._state["_outputs"] = [tensor(v) for v in model.graph.output]
         network._state["_onnx"] = args["model"]
         if self.parse_errors:
@@ -150,8 +161,13 @@ class World:
         return obj._state["_outputs"][args["index"]]
 
     def h_Builder__create_builder_config(self, obj: Any, args: dict, returns: str) -> Any:
-        return self.api.instance("IBuilderConfig", _flags=set(), _profiles=[], _pools={},
+        # TF32 is on in a new builder config (BuilderFlag.TF32: "enabled by default")
+        flags = {"TF32"} & set(self.api.dump["classes"]["BuilderFlag"].get("enum", {}))
+        return self.api.instance("IBuilderConfig", _flags=set(flags), _profiles=[], _pools={},
                                  _ccs={})
+
+    def h_IBuilderConfig__clear_flag(self, obj: Any, args: dict, returns: str) -> None:
+        obj._state["_flags"].discard(args["flag"].name)
 
     def h_Builder__create_optimization_profile(self, obj: Any, args: dict, returns: str) -> Any:
         return self.api.instance("IOptimizationProfile", _shapes={})
@@ -189,6 +205,11 @@ class World:
         return self.api.instance("ITimingCache", _blob=bytes(args["serialized_timing_cache"]))
 
     def h_IBuilderConfig__set_timing_cache(self, obj: Any, args: dict, returns: str) -> bool:
+        blob = args["cache"]._state["_blob"]
+        here = f"TC[{self.device_key}]".encode()
+        if blob and not blob.startswith(here) and not args["ignore_mismatch"]:
+            # TC-1: a cache from other device properties is refused unless ignore_mismatch
+            return False
         obj._state["_timing_cache"] = args["cache"]
         return True
 
@@ -196,7 +217,10 @@ class World:
         return obj._state.get("_timing_cache")
 
     def h_ITimingCache__serialize(self, obj: Any, args: dict, returns: str) -> Any:
-        return self.api.instance("IHostMemory", _buffer=obj._state["_blob"] + b"+timing")
+        here = f"TC[{self.device_key}]".encode()
+        blob = obj._state["_blob"]
+        return self.api.instance("IHostMemory", _buffer=(blob if blob.startswith(here)
+                                                         else here) + b"+timing")
 
     def h_Builder__build_serialized_network(self, obj: Any, args: dict, returns: str) -> Any:
         network, cfg = args["network"], args["config"]
@@ -213,12 +237,31 @@ class World:
             self._rule("Builder.build_serialized_network",
                        "DYN-2 a network with dynamic inputs needs an optimisation profile")
             return None
+        if strongly_typed:
+            precision = network._state.get("_graph_precision", "fp32")
+        else:
+            precision = "int8" if "INT8" in flags else "fp16" if "FP16" in flags else "fp32"
+        if precision == "fp32" and "TF32" in flags:
+            self._rule("IBuilderConfig.set_flag", "TF32-1 an FP32 build clears BuilderFlag.TF32 "
+                       "(on by default: FP32 conv/GEMM would round to TF32 on Ampere+)")
+        hw = state.get("hardware_compatibility_level")
+        if hw is not None and hw.name == "AMPERE_PLUS" and (
+                tuple(int(v) for v in self.build_cc.split(".")) < (8, 0) or self.integrated):
+            self._rule("IBuilderConfig.hardware_compatibility_level", "HWC-1 hardware "
+                       "compatibility needs an Ampere+ build GPU and is not supported on JetPack")
         device = state.get("default_device_type")
         dla_core = state.get("DLA_core")
         if device is not None and device.name == "DLA":
             if dla_core is None or not 0 <= dla_core < self.num_dla_cores:
                 self._rule("IBuilderConfig.DLA_core",
                            "DLA-1 DLA_core in 0..num_DLA_cores-1 when building for DLA")
+            if any(not p[0] == p[1] == p[2] for prof in state["_profiles"]
+                   for p in prof.values()):
+                self._rule("IBuilderConfig.default_device_type", "DLA-4 DLA needs min = opt = "
+                           "max in every profile (else every layer falls back to the GPU)")
+            if precision == "fp32":
+                self._rule("IBuilderConfig.default_device_type", "DLA-5 DLA runs FP16 and INT8 "
+                           "only (an FP32 network falls back to the GPU)")
         monitor = state.get("progress_monitor")
         if monitor is not None:  # TensorRT calls the monitor from the build, as documented
             monitor.phase_start("Building engine", None, 2)
@@ -226,6 +269,18 @@ class World:
                 if not monitor.step_complete("Building engine", step):
                     monitor.phase_finish("Building engine")
                     return None
+            # TensorRT calls the monitor from several internal threads (PROG-2)
+            import threading
+
+            def tactic(i: int) -> None:
+                monitor.phase_start(f"Tactic {i}", "Building engine", 1)
+                monitor.step_complete(f"Tactic {i}", 0)
+                monitor.phase_finish(f"Tactic {i}")
+            threads = [threading.Thread(target=tactic, args=(i,)) for i in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
             monitor.phase_finish("Building engine")
         record = {
             "version": self.api.version, "flags": flags,

@@ -264,7 +264,6 @@ class TensorRTRunner(CudaRunnerBase):
 
         path = Path(engine_path)
         self.path = path
-        self._runtime_cache_path = Path(runtime_cache) if runtime_cache is not None else None
         if not path.is_file():
             raise EngineError(f"engine file {path} does not exist")
         size = path.stat().st_size
@@ -275,6 +274,7 @@ class TensorRTRunner(CudaRunnerBase):
         self.spec, self.input_format, self.precision = (sidecar.model_spec, sidecar.input_format,
                                                         sidecar.precision)
         _verify_engine_file(path, size, sidecar, verify_sha256)
+        self._runtime_cache_path = Path(runtime_cache) if runtime_cache is not None else None
         from . import import_flavour
 
         flavour = import_flavour(sidecar.flavour)
@@ -294,7 +294,8 @@ class TensorRTRunner(CudaRunnerBase):
             # TensorRT deserializes and creates contexts on the thread's current CUDA context
             with cuda.backend.scope():
                 cc = cuda.compute_capability
-                check_sidecar_compat(sidecar, flavour.name, flavour.version, f"{cc[0]}.{cc[1]}")
+                check_sidecar_compat(sidecar, flavour.name, flavour.version, f"{cc[0]}.{cc[1]}",
+                                     integrated=cuda.backend.is_integrated())
                 self._init_engine(path, trt, flavour, cuda, name=name, cuda_graphs=cuda_graphs,
                                   check_finite=check_finite, gpu_timing=gpu_timing)
         except BaseException:

@@ -53,6 +53,10 @@ class CudaBackend(Protocol):
     def versions(self) -> dict[str, str]:
         """Driver/runtime/binding versions, for reports."""
 
+    def is_integrated(self) -> bool:
+        """Whether the GPU is integrated, sharing the host's memory (a Jetson)."""
+        return False
+
     def close(self) -> None:
         """Release what the backend itself holds (e.g. a retained primary context)."""
         return None  # a real default: without a statement mypy takes the method as abstract
@@ -138,7 +142,7 @@ class CudaBackend(Protocol):
 
 
 #: The operations with a working default above; every other one must be implemented.
-_DEFAULTS = ("close", "pack_args", "scope", "graphs_unsupported")
+_DEFAULTS = ("close", "pack_args", "scope", "graphs_unsupported", "is_integrated")
 
 
 def _unimplemented(fn: Callable[..., Any]) -> Callable[..., NoReturn]:

@@ -154,6 +154,10 @@ class CudaPythonBackend(CudaBackend):
                            self.device)
         return int(major), int(minor)
 
+    def is_integrated(self) -> bool:
+        return bool(self._call("cudaDeviceGetAttribute",
+                               self._rt.cudaDeviceAttr.cudaDevAttrIntegrated, self.device))
+
     def versions(self) -> dict[str, str]:
         def fmt(v: int) -> str:
             return f"{v // 1000}.{(v % 1000) // 10}"

@@ -115,6 +115,10 @@ class PycudaBackend(CudaBackend):
         major, minor = self._dev.compute_capability()
         return int(major), int(minor)
 
+    def is_integrated(self) -> bool:
+        return bool(self._guard("cuDeviceGetAttribute", self._dev.get_attribute,
+                                self._cuda.device_attribute.INTEGRATED))
+
     def versions(self) -> dict[str, str]:
         v = self._cuda.get_driver_version()
         out = {"driver_api": f"{v // 1000}.{(v % 1000) // 10}",
