@@ -41,6 +41,8 @@ class _FakePycuda:
     def __init__(self) -> None:
         self._tls = threading.local()
         self.events: list[int] = []
+        self.contexts: list = []
+        self.memory: dict[int, tuple[str, bytes]] = {}
         fake = self
 
         class Device:
@@ -59,6 +61,23 @@ class _FakePycuda:
             @staticmethod
             def pop():
                 fake.stack.pop()
+
+        class Secondary:
+            detached = False
+
+            def push(self):
+                fake.stack.append("secondary")
+
+            def detach(self):
+                self.detached = True
+
+        def make_context(dev):
+            ctx = Secondary()
+            fake.contexts.append(ctx)
+            ctx.push()
+            return ctx
+
+        Device.make_context = make_context
 
         class Event:
             def __init__(self, flags=0):
@@ -82,7 +101,18 @@ class _FakePycuda:
 
     def mem_alloc(self, n):
         self.need_context("cuMemAlloc")
-        return 0x1000
+        fake, ptr = self, 0x1000 + 0x1000 * len(self.memory)
+        self.memory[ptr] = (self.stack[-1], b"")
+
+        class Alloc(int):
+            def free(self):
+                fake.need_context("cuMemFree")
+                del fake.memory[int(self)]
+        return Alloc(ptr)
+
+    def memcpy_htod(self, dst, src):
+        self.need_context("cuMemcpyHtoD")
+        self.memory[int(dst)] = (self.stack[-1], src.tobytes())
 
     def mem_get_info(self):
         self.need_context("cuMemGetInfo")
@@ -167,6 +197,22 @@ def test_pycuda_wait_event_blocks_without_spinning():
     be = xc.PycudaBackend(0, driver=drv)
     be.event_create(False, True)
     assert drv.events == [drv.event_flags.DISABLE_TIMING | drv.event_flags.BLOCKING_SYNC]
+
+
+def test_secondary_context_array_leaves_no_context_pushed():
+    """The self-test's non-primary-context question (issue 21): its array lives in a context of
+    its own, and neither creating nor freeing it leaves a context pushed (pycuda aborts a
+    thread that ends with one)."""
+    drv = _FakePycuda()
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    arr = xc.SecondaryContextArray(x, 0, driver=drv)
+    assert drv.stack == []
+    iface = arr.__cuda_array_interface__
+    assert drv.memory[iface["data"][0]] == ("secondary", x.tobytes())
+    assert iface["shape"] == (2, 3) and iface["typestr"] == "<f4"
+    arr.close()
+    arr.close()
+    assert drv.stack == [] and drv.memory == {} and drv.contexts[0].detached
 
 
 # ------------------------------------------------------------------------------------------------

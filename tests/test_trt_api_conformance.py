@@ -562,9 +562,38 @@ def test_selftest_engine_checks_and_sysinfo(dumps, key, tmp_path, monkeypatch):
     assert info["trt_importable"][h.name] == h.api.version
     results = selftest.run_engine_checks(h.name, backend=be,  # type: ignore[arg-type]
                                          workdir=tmp_path, iterations=2)
-    failed = [(r.name, r.detail) for r in results if r.status != "pass"]
-    assert len(results) >= 4 and not failed, failed
+    status = {r.name: (r.status, r.detail) for r in results}
+    failed = {k: v for k, v in status.items() if v[0] != "pass" and "DLA" not in k}
+    assert len(results) >= 7 and not failed, failed
+    # issue 21's device questions: answered here through the double, DLA skipped without DLA
+    assert status["engine: CUDA graphs vs plain, alternating batch sizes"][1].startswith(
+        "answer: batches 1/4/1/4/2/3/1 alternating: CUDA graphs bit-identical to the plain path")
+    assert status["engine: DLA placement (FP16)"][0] == "skip"
+    assert "no DLA here" in status["engine: DLA placement (FP16)"][1]
     assert h.world.executed > 0
+    h.assert_clean()
+
+
+@pytest.mark.parametrize("version", ["8.6.1", "10.3.0"])
+def test_selftest_dla_questions(dumps, version, tmp_path, monkeypatch):
+    """The self-test's DLA checks run where DLA exists and report their answer (how many
+    layers the inspector places on the DLA; for 8.6 whether explicit Q/DQ INT8 builds for DLA);
+    elsewhere they skip with the reason. Through the double: the answer here is the double's."""
+    from xception_trt import selftest
+
+    be = EmuBackend()
+    h = Harness(dumps[version], version, monkeypatch, compute=_onnx_runtime_engine(be),
+                capturing=lambda stream: stream in be.capturing, num_dla_cores=1)
+    results = selftest.run_engine_checks(h.name, backend=be,  # type: ignore[arg-type]
+                                         workdir=tmp_path, iterations=2)
+    status = {r.name: (r.status, r.detail) for r in results}
+    placement = status["engine: DLA placement (FP16)"]
+    assert placement[0] == "pass" and placement[1].startswith("answer: ")
+    assert ("strongly typed" in placement[1]) is (h.major >= 10)
+    qdq = status["engine: explicit Q/DQ INT8 on DLA (TensorRT 8.6)"]
+    assert qdq[0] == ("pass" if h.major < 10 else "skip"), qdq
+    assert [b["dla_core"] for b in h.world.built if b["dla_core"] is not None] == \
+        [0] * (2 if h.major < 10 else 1)
     h.assert_clean()
 
 

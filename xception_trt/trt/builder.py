@@ -53,6 +53,7 @@ __all__ = [
     "sidecar_path",
     "check_sidecar_compat",
     "resolve_flavour",
+    "dla_core_count",
     "load_timing_cache",
     "save_timing_cache",
     "parse_layer_log",
@@ -122,6 +123,20 @@ def resolve_flavour(backend: str | None = None) -> TensorRTFlavour:
     raise BuildError("no TensorRT is installed: install NVIDIA TensorRT on the GPU machine "
                      "(JetPack on Jetson; pip install 'xception-trt[trt]') or TensorRT-RTX to "
                      "build RTX engines anywhere (pip install 'xception-trt[rtx]')")
+
+
+def dla_core_count(backend: str | None = None) -> int:
+    """DLA cores TensorRT's builder can target on this device: 0 without DLA hardware, for
+    TensorRT-RTX, and for a TensorRT release without DLA support (compat's DLA table).
+
+    Raises:
+        BuildError: No usable TensorRT (see :func:`resolve_flavour`).
+    """
+    flavour = resolve_flavour(backend)
+    if not network_and_precision_plan(flavour.name, flavour.version, "fp16").dla:
+        return 0
+    builder = flavour.module.Builder(make_logger(flavour.module))
+    return int(builder.num_DLA_cores) if builder is not None else 0
 
 
 def _first_gpu() -> dict[str, Any] | None:

@@ -30,7 +30,7 @@ import numpy as np
 from ...errors import DependencyError, EngineError
 from .base import CudaBackend, check_ordinal
 
-__all__ = ["PycudaBackend", "check_pycuda"]
+__all__ = ["PycudaBackend", "SecondaryContextArray", "check_pycuda"]
 
 
 def check_pycuda() -> None:
@@ -243,3 +243,60 @@ class PycudaBackend(CudaBackend):
                packed: Any, stream: Any) -> None:
         self._guard("cuLaunchKernel", function, *packed, grid=tuple(grid), block=tuple(block),
                     stream=stream)
+
+
+class SecondaryContextArray:
+    """Data copied into device memory of a new, *non-primary* pycuda context, exposed through
+    ``__cuda_array_interface__`` (v3). For the self-test's question: can TensorRT and our
+    runner (on the primary context) read device pointers that an application allocated in a
+    context of its own (pycuda's ``make_context``, common in older Jetson code)?
+
+    Args:
+        data: The array to copy (C-contiguous after ``np.ascontiguousarray``).
+        device: CUDA device ordinal.
+        driver: ``pycuda.driver`` (injected in tests).
+
+    Raises:
+        DependencyError: pycuda is not installed.
+        EngineError: A CUDA call failed.
+    """
+
+    def __init__(self, data: np.ndarray, device: int = 0, *, driver: Any = None) -> None:
+        if driver is None:
+            check_pycuda()
+            driver = importlib.import_module("pycuda.driver")
+        self._drv = driver
+        host = np.ascontiguousarray(data)
+        self.shape, self.dtype = host.shape, host.dtype
+        try:
+            driver.init()
+            self._ctx = driver.Device(device).make_context()  # created and pushed
+        except driver.Error as exc:
+            raise EngineError(f"CUDA call cuCtxCreate (pycuda) failed: {exc}") from None
+        try:
+            self._mem = driver.mem_alloc(max(host.nbytes, 1))
+            driver.memcpy_htod(self._mem, host)
+        except driver.Error as exc:
+            raise EngineError(f"CUDA call cuMemAlloc/cuMemcpyHtoD (pycuda) in a non-primary "
+                              f"context failed: {exc}") from None
+        finally:
+            driver.Context.pop()  # leave nothing pushed on this thread (module docstring)
+
+    @property
+    def __cuda_array_interface__(self) -> dict[str, Any]:
+        return {"shape": self.shape, "typestr": self.dtype.str, "data": (int(self._mem), False),
+                "strides": None, "version": 3, "stream": None}
+
+    def close(self) -> None:
+        """Free the memory and the context. Idempotent."""
+        ctx, self._ctx = getattr(self, "_ctx", None), None
+        if ctx is None:
+            return
+        ctx.push()
+        try:
+            with contextlib.suppress(Exception):
+                self._mem.free()
+        finally:
+            self._drv.Context.pop()
+            with contextlib.suppress(Exception):
+                ctx.detach()
