@@ -123,7 +123,9 @@ def deserialize(trt: Any, data: bytes | memoryview, *, source: str = "engine",
     """Deserialize a plan with TensorRT, turning its refusal into a clear error.
 
     TensorRT checks the plan's header (magic tag, serialization version, recorded size) before
-    using it and returns ``None`` for a foreign or truncated file; its log says why.
+    using it and returns ``None`` for a foreign or truncated file; its log says why. TensorRT-RTX
+    is asked first with ``Runtime.get_engine_validity`` (old driver/runtime, compute capability,
+    malformed plan).
 
     Args:
         trt: The TensorRT module (``tensorrt`` or ``tensorrt_rtx``).
@@ -140,8 +142,9 @@ def deserialize(trt: Any, data: bytes | memoryview, *, source: str = "engine",
         (logger, runtime, engine); keep all three alive as long as the engine is used.
 
     Raises:
-        EngineError: TensorRT refused the plan (message quotes TensorRT's reason), or the plan
-            needs a DLA core this device lacks.
+        EngineError: TensorRT refused the plan (message quotes TensorRT's reason), TensorRT-RTX
+            says it is not valid here (with its diagnostics), or the plan needs a DLA core this
+            device lacks.
     """
     logger = logger if logger is not None else make_logger(trt)
     runtime = trt.Runtime(logger)
@@ -377,7 +380,12 @@ class TensorRTRunner(CudaRunnerBase):
 
     def _new_context(self) -> Any:
         """A new execution context: with the RTX runtime configuration, or on the shared
-        activation buffer (CUDA graphs), or with its own memory."""
+        activation buffer (CUDA graphs), or with its own memory.
+
+        Every context runs profile 0, selected by default ("Profile 0 is selected by default",
+        ``IExecutionContext.active_optimization_profile``); several contexts may share a profile
+        as long as they are not in use concurrently, and the runner runs one call at a time.
+        """
         engine, trt = self._engine, self._trt
         if self._runtime_config is not None:
             context = engine.create_execution_context(self._runtime_config)
