@@ -45,6 +45,17 @@ def files(tmp_path):
     (["build", "{ckpt}", "-o", "{o}", "--no-gpu-fallback"],
      "--no-gpu-fallback only applies with --dla-core N (GPU fallback is a DLA setting); add "
      "--dla-core N or drop --no-gpu-fallback"),
+    # DLA: fixed batch and FP16/INT8 only (NVIDIA "Working with DLA"; issue 21 items 3-4),
+    # refused before the export instead of by the builder after it
+    (["build", "{ckpt}", "-o", "{o}", "--dla-core", "0", "--precision", "fp16"],
+     "--dla-core needs a fixed batch"),
+    (["build", "{ckpt}", "-o", "{o}", "--dla-core", "0", "--precision", "fp16",
+      "--min-batch", "1", "--max-batch", "8"], "--dla-core needs a fixed batch"),
+    (["build", "{ckpt}", "-o", "{o}", "--dla-core", "0", "--batch", "4"],
+     "--dla-core builds FP16 or INT8 engines only (DLA has no FP32): pass --precision fp16 "
+     "and/or int8 (a checkpoint builds fp32 by default)"),
+    (["build", "{onnx}", "-o", "{o}", "--dla-core", "0", "--batch", "4", "--precision", "fp32",
+      "fp16"], "--dla-core builds FP16 or INT8 engines only"),
     (["build", "{ckpt}", "-o", "{o}", "--timing-cache", "{o}", "--no-timing-cache"],
      "--no-timing-cache cannot be combined with --timing-cache"),
     (["build", "{onnx}", "-o", "{o}", "--opset", "18"],
@@ -210,3 +221,14 @@ def test_serve_refuses_runner_flags_with_a_repository_directory(files, capsys):
         pytest.skip(f"serve stops earlier here: {exc}")
     err = _error(capsys, ["serve", files["repo"], "--cuda-graphs"])
     assert "--cuda-graphs only applies with a model file (not a repository directory)" in err
+
+
+@pytest.mark.parametrize("extra", [["--batch", "4"], ["--min-batch", "2", "--max-batch", "2"],
+                                   ["--min-batch", "2", "--opt-batch", "2", "--max-batch", "2"]])
+def test_dla_flags_with_a_fixed_batch_and_fp16_pass_the_early_check(files, extra):
+    from xception_trt.cli import build_parser
+    from xception_trt.cli.build import check_flags
+
+    args = build_parser().parse_args(["build", files["ckpt"], "-o", files["o"], "--dla-core",
+                                      "0", "--precision", "fp16", "int8", *extra])
+    check_flags(args)  # raises ConfigError when refused
