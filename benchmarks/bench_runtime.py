@@ -7,7 +7,7 @@ GPU part (skipped with the reason where there is no NVIDIA GPU / cuda-python / N
     around ``infer_async`` (the time the calling thread spends before the GPU work is queued):
       - ``device input``: a device array (zero copy) -- pure runtime-path overhead;
       - ``pinned input``: NumPy data already in ``runner.input_buffer(1)`` (no staging copy);
-      - ``numpy input``: an ordinary NumPy array (adds the 1.07 MB copy into pinned memory);
+      - ``numpy input``: an ordinary NumPy array (adds the 1.02 MiB copy into pinned memory);
     plus the end-to-end synchronous ``infer`` time for a NumPy input.
     Goal (issue 6): <= 30 us without, <= 15 us with CUDA graphs at batch 1.
   * pinned vs pageable host-to-device bandwidth for one 1x3x299x299 float32 input (CUDA events).
@@ -139,7 +139,7 @@ def gpu_part(args: argparse.Namespace) -> dict:
             for key in ("device_input", "pinned_input", "numpy_input"):
                 print(f"    {key:<13} enqueue     {_fmt(r[key]['enqueue'])}")
             print(f"    {'numpy_input':<13} end-to-end  {_fmt(r['numpy_input']['end_to_end'])}")
-    print("\nHost-to-device copy of 1x3x299x299 float32 (1.07 MB), CUDA events")
+    print("\nHost-to-device copy of 1x3x299x299 float32 (1.02 MiB), CUDA events")
     for backend in req.cuda_backends:
         r = bench_h2d(backend)
         out["h2d"][backend] = r
@@ -231,9 +231,9 @@ def ort_part(args: argparse.Namespace) -> dict:
             out["results"][name] = {"median_ms": stats["median_us"], "p99_ms": stats["p99_us"],
                                     "mean_ms": stats["mean_us"], "n": stats["n"],
                                     "max_abs_logit_diff_vs_fp32": diff,
-                                    "size_mb": path.stat().st_size / 1e6, "power": power}
+                                    "size_mib": path.stat().st_size / 2**20, "power": power}
             print(f"  {name:<5} median {stats['median_us']:7.1f} ms   p99 {stats['p99_us']:7.1f} "
-                  f"ms   mean {stats['mean_us']:7.1f} ms   ({path.stat().st_size / 1e6:.0f} MB,"
+                  f"ms   mean {stats['mean_us']:7.1f} ms   ({path.stat().st_size / 2**20:.0f} MiB,"
                   f" max |logit diff| vs FP32 {diff:.3g})")
             if power["available"]:
                 print(f"        {power['total_w']:.2f} W, {power['energy_per_image_mj']} mJ/image"

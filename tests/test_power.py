@@ -459,7 +459,7 @@ def test_bench_cli_report_has_power_and_context_reasons_here(tiny_onnx_files, tm
                for r in entry["latency"])
     assert set(doc["context"]) >= {"load_average", "cpu", "jetson", "nvml"}
     md = (out / "p" / "report.md").read_text()
-    assert "## Run context" in md and "Load average" in md
+    assert "## Run context" in md and "Load average before the runs" in md
     assert "## Power and energy" in md and "\nPower: not available — no INA3221" in md
     assert not (out / "p" / "latency_vs_energy.png").exists()
 

@@ -150,7 +150,7 @@ class LatencyResult:
         throughput_ips: Images per second, ``batch_size / mean end-to-end time``.
         clock: The clock used for ``end_to_end``.
         input_source: ``random`` pixels or ``data`` (real images).
-        rss_peak_mb: Largest host RSS sampled during this batch size (MiB).
+        rss_peak_mib: Largest host RSS sampled during this batch size (MiB).
         skipped: Why this batch size was not measured (fixed/max batch), else ``None``.
         error: Why measuring stopped early, else ``None``.
         power: Power and energy over the timed calls
@@ -166,7 +166,7 @@ class LatencyResult:
     throughput_ips: float | None = None
     clock: str = "time.perf_counter_ns"
     input_source: str = "random"
-    rss_peak_mb: float | None = None
+    rss_peak_mib: float | None = None
     skipped: str | None = None
     error: str | None = None
     power: dict[str, Any] | None = None
@@ -183,7 +183,7 @@ class LatencyResult:
                 "end_to_end": self.end_to_end.to_dict() if self.end_to_end else None,
                 "gpu": self.gpu.to_dict() if self.gpu else None,
                 "throughput_ips": self.throughput_ips, "clock": self.clock,
-                "input_source": self.input_source, "rss_peak_mb": self.rss_peak_mb,
+                "input_source": self.input_source, "rss_peak_mib": self.rss_peak_mib,
                 "skipped": self.skipped, "error": self.error, "power": self.power}
 
 
@@ -198,22 +198,22 @@ class MemorySampler:
         import psutil
 
         self._proc = psutil.Process(os.getpid())
-        self.start_mb = self.sample()
-        self.peak_mb = self.start_mb
+        self.start_mib = self.sample()
+        self.peak_mib = self.start_mib
 
     def sample(self) -> float:
-        """Current RSS in MiB (updates :attr:`peak_mb`)."""
-        mb = self._proc.memory_info().rss / 2**20
-        if mb > getattr(self, "peak_mb", 0.0):
-            self.peak_mb = mb
-        return mb
+        """Current RSS in MiB (updates :attr:`peak_mib`)."""
+        mib = self._proc.memory_info().rss / 2**20
+        if mib > getattr(self, "peak_mib", 0.0):
+            self.peak_mib = mib
+        return mib
 
     def reset_peak(self) -> None:
         """Start a new peak window at the current RSS."""
-        self.peak_mb = self._proc.memory_info().rss / 2**20
+        self.peak_mib = self._proc.memory_info().rss / 2**20
 
 
-def process_peak_rss_mb() -> float | None:
+def process_peak_rss_mib() -> float | None:
     """The kernel's record of this process's peak RSS (MiB), where available (Unix)."""
     try:
         import resource
@@ -411,7 +411,7 @@ def measure_latency(runner: Runner, batch_size: int, *, iterations: int = 50, wa
     if gpu and len(gpu) == len(wall):
         result.gpu = LatencyStats.from_samples(gpu)
     if memory is not None:
-        result.rss_peak_mb = round(memory.peak_mb, 1)
+        result.rss_peak_mib = round(memory.peak_mib, 1)
     return result
 
 
@@ -424,9 +424,9 @@ class RunnerBenchmark:
         description: The runner's ``describe()`` (backend, provider, threads, versions ...).
         latency: One :class:`LatencyResult` per batch size.
         load_seconds: Time to open the runner (``None`` when it was passed in open).
-        rss_after_load_mb: Host RSS right after opening (MiB).
-        rss_load_delta_mb: RSS growth caused by opening it (MiB).
-        rss_peak_mb: Largest RSS sampled while it ran (MiB).
+        rss_after_load_mib: Host RSS right after opening (MiB).
+        rss_load_delta_mib: RSS growth caused by opening it (MiB).
+        rss_peak_mib: Largest RSS sampled while it ran (MiB).
         device_memory_bytes: Device memory it uses, where measurable.
         error: Why it could not be opened or stopped early, else ``None``.
     """
@@ -435,9 +435,9 @@ class RunnerBenchmark:
     description: dict[str, Any] = field(default_factory=dict)
     latency: list[LatencyResult] = field(default_factory=list)
     load_seconds: float | None = None
-    rss_after_load_mb: float | None = None
-    rss_load_delta_mb: float | None = None
-    rss_peak_mb: float | None = None
+    rss_after_load_mib: float | None = None
+    rss_load_delta_mib: float | None = None
+    rss_peak_mib: float | None = None
     device_memory_bytes: int | None = None
     error: str | None = None
 
@@ -446,9 +446,9 @@ class RunnerBenchmark:
         return {"name": self.name, "description": self.description,
                 "latency": [r.to_dict() for r in self.latency],
                 "memory": {"load_seconds": self.load_seconds,
-                           "rss_after_load_mb": self.rss_after_load_mb,
-                           "rss_load_delta_mb": self.rss_load_delta_mb,
-                           "rss_peak_mb": self.rss_peak_mb,
+                           "rss_after_load_mib": self.rss_after_load_mib,
+                           "rss_load_delta_mib": self.rss_load_delta_mib,
+                           "rss_peak_mib": self.rss_peak_mib,
                            "device_memory_bytes": self.device_memory_bytes},
                 "error": self.error}
 
@@ -494,13 +494,13 @@ def benchmark_runner(model: Runner | str | os.PathLike[str], config: BenchConfig
             return result
         result.load_seconds = round(time.perf_counter() - t0, 3)
         after = mem.sample()
-        result.rss_after_load_mb = round(after, 1)
-        result.rss_load_delta_mb = round(after - before, 1)
+        result.rss_after_load_mib = round(after, 1)
+        result.rss_load_delta_mib = round(after - before, 1)
         if name is None:
             result.name = runner.name
     else:
         runner = model  # type: ignore[assignment]
-        result.rss_after_load_mb = round(mem.sample(), 1)
+        result.rss_after_load_mib = round(mem.sample(), 1)
     try:
         result.description = runner.describe()
         for b in config.batch_sizes:  # refuse an impossible sweep before measuring any of it
@@ -514,12 +514,12 @@ def benchmark_runner(model: Runner | str | os.PathLike[str], config: BenchConfig
                                   seed=config.seed, pixels=pixels, memory=mem, progress=progress,
                                   power=power)
             result.latency.append(lat)
-            if lat.rss_peak_mb is not None:
-                peak = max(peak, lat.rss_peak_mb)
+            if lat.rss_peak_mib is not None:
+                peak = max(peak, lat.rss_peak_mib)
             if lat.error:
                 result.error = f"batch {b}: {lat.error}"
                 break
-        result.rss_peak_mb = round(peak, 1)
+        result.rss_peak_mib = round(peak, 1)
         result.device_memory_bytes = _device_memory_bytes(runner)
     finally:
         if owned:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_command, path_argument, positive_int, print_json
+from ._common import (
+    add_command,
+    add_runner_flags,
+    path_argument,
+    positive_int,
+    print_json,
+    runner_settings,
+)
 
 ORDER = 60
 
@@ -29,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="CPU threads for ONNX Runtime / torch (default: the library's choice)")
     p.add_argument("--device", default=None,
                    help="torch checkpoints: cpu or cuda[:i]; TensorRT engines: GPU index "
-                        "(default: cpu / GPU 0); ONNX files choose via ONNX Runtime providers")
+                        "(default: cpu / GPU 0); ONNX files choose with --providers")
+    add_runner_flags(p)
 
 
 def expand_images(paths: list[str]) -> list[str]:
@@ -54,10 +62,11 @@ def expand_images(paths: list[str]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from ..classifier import Classifier
-    from ..runners import runner_options
+    from ..runners import check_runner_options, runner_options
 
+    check_runner_options([args.model], **runner_settings(args))
     images = expand_images(args.images)
-    kw = runner_options(args.model, threads=args.threads, device=args.device)
+    kw = runner_options(args.model, device=args.device, **runner_settings(args))
     with Classifier(args.model, batch_size=args.batch_size, **kw) as clf:
         results = clf.classify(images, top_k=args.top_k)
         name = clf.runner.name

@@ -7,11 +7,14 @@ import argparse
 from ..serve.options import InstanceKind, ServeBackend
 from ._common import (
     add_command,
+    add_runner_flags,
     arg_type,
     non_negative_int,
+    only_with,
     path_argument,
     positive_int,
     print_json,
+    runner_settings,
 )
 
 ORDER = 80
@@ -38,17 +41,34 @@ def add_batching_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=positive_int, default=None,
                    help="Python backend: CPU threads of each ONNX Runtime / torch runner "
                         "(default: the runner's choice)")
+    add_runner_flags(p)
 
 
 def build_options(args: argparse.Namespace, *, backend: ServeBackend | str, ensemble: bool,
                   execution_env: str | None, instance_kind: InstanceKind | str = InstanceKind.AUTO,
                   gpus: tuple[int, ...] = ()):
-    """:class:`~xception_trt.serve.repository.RepositoryOptions` from parsed flags."""
+    """:class:`~xception_trt.serve.repository.RepositoryOptions` from parsed flags; the runner
+    flags (``--threads`` ...) are checked against ``args.model``'s runner (Python backend only).
+
+    Raises:
+        ConfigError: A runner flag with the native backend, or one the model's runner ignores.
+    """
+    from ..runners import check_runner_options
+    from ..runners import runner_options as options_for
     from ..serve.repository import RepositoryOptions
 
+    settings = runner_settings(args)
+    given = {k: v for k, v in settings.items() if v not in (None, False)}
     runner_options = {}
-    if args.threads is not None:
-        runner_options["threads"] = args.threads
+    if not given:  # the repository writer judges the model file itself
+        pass
+    elif ServeBackend.parse(backend) is ServeBackend.PYTHON:
+        check_runner_options([args.model], **given)
+        runner_options = options_for(args.model, **given)
+    else:  # Triton's own TensorRT / ONNX Runtime backends run the model, not our runner
+        flag = "--" + next(iter(given)).replace("_", "-")
+        only_with(flag, True, needs="--backend python", present=False,
+                  why="it sets our runner in Triton's Python backend")
     return RepositoryOptions(
         name=args.name, backend=backend, ensemble=ensemble, max_batch_size=args.max_batch,
         dynamic_batching=args.dynamic_batching,

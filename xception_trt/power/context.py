@@ -21,7 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["run_context", "jetson_context", "cpu_context", "load_average"]
+from ..host import load_average
+
+__all__ = ["run_context", "jetson_context", "cpu_context"]
 
 #: devfreq device names of Jetson GPUs (Orin ga10b, Xavier gv11b, TX2 gp10b, Nano gm20b,
 #: Thor gb10b): ``<address>.<name>``.
@@ -42,14 +44,6 @@ def _int(path: Path) -> int | None:
     try:
         return int(text.split()[0]) if text else None
     except ValueError:
-        return None
-
-
-def load_average() -> list[float] | None:
-    """1, 5 and 15 minute load averages (``None`` where the OS has none)."""
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except (OSError, AttributeError):
         return None
 
 
@@ -156,7 +150,8 @@ def run_context(*, root: str | os.PathLike[str] = "/", nvml: Any = None,
         probe_nvml: Ask NVML for desktop GPU clocks, power limit and persistence mode.
 
     Returns:
-        ``{"load_average", "cpu", "jetson", "nvml"}``, JSON-ready.
+        ``{"load_average", "cpu", "jetson", "nvml"}``, JSON-ready (the load average when
+        called: before the measurements; the report's ``system`` has the one after).
     """
     from .nvml import nvml_context
 
