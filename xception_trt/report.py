@@ -9,6 +9,8 @@ Layout of a report directory::
     report.md                system, comparison (deltas vs the FP32 reference), latency,
                              accuracy, memory, runner details, problems
     latency_vs_batch.png     median latency and throughput vs batch size, per runner
+    latency_vs_energy.png    median latency vs energy per image, a point per runner and batch
+                             (only when power was measured)
     accuracy_by_precision.png  top-1/top-5 and agreement with the reference, by precision
                              (plots need matplotlib, the ``plot`` extra; without it the
                              report has tables only and says so where each plot would be)
@@ -20,9 +22,12 @@ version; 2 renamed every ``*_mb`` key ``*_mib``: sizes are MiB everywhere)::
      "title": str, "kind": "bench" | "eval", "created_utc": ISO-8601, "command": str | null,
      "notes": [str], "system": {...sysinfo.system_facts(), incl. "load_average"...},
      "process": {"peak_rss_mib": float | null}, "config": {...}, "reference": str | null,
+     "context": {...power.run_context()...} | absent,
+     "power": {...PowerMonitor.describe()...} | null | absent,
      "dataset": {...} | null, "unreadable_images": [{"path", "reason"}],
      "runners": [{"name", "backend", "precision", "input_format", "device",
-                  "description": {...}, "latency": [LatencyResult...], "memory": {...} | null,
+                  "description": {...}, "latency": [LatencyResult... (each with "power": {...
+                  PowerReading.to_dict()...} | null)], "memory": {...} | null,
                   "accuracy": {...} | null, "agreement": {...} | null,
                   "eval_seconds": float | null, "errors": [str]}]}
 """
@@ -46,7 +51,8 @@ from .extras import needs
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "ReportFiles", "build_report", "validate_report",
            "load_report", "render_markdown", "latency_figure", "plot_latency", "plot_accuracy",
-           "check_report_dir", "write_report", "default_report_name", "DEFAULT_ROOT"]
+           "check_report_dir", "write_report", "default_report_name", "DEFAULT_ROOT",
+           "plot_energy"]
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +97,8 @@ def build_report(name: str, *, kind: str, benchmarks: Sequence[Any] = (),
                  evaluation: Any = None, config: Mapping[str, Any] | None = None,
                  notes: Sequence[str] = (), system: Mapping[str, Any] | None = None,
                  command: str | None = None, reference: str | None = None,
-                 title: str | None = None) -> dict[str, Any]:
+                 title: str | None = None, context: Mapping[str, Any] | None = None,
+                 power: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Assemble the JSON report from latency and/or evaluation results.
 
     Args:
@@ -108,6 +115,9 @@ def build_report(name: str, *, kind: str, benchmarks: Sequence[Any] = (),
         command: The command line that produced the report.
         reference: Name of the reference runner for latency deltas (default: the evaluation's
             reference, else the first FP32 runner).
+        context: Conditions of the run (default: :func:`xception_trt.power.run_context` now;
+            pass the one taken before measuring).
+        power: The power monitor's ``describe()`` (``None``: power was not sampled).
 
     Returns:
         The report document (validated).
@@ -162,8 +172,16 @@ def build_report(name: str, *, kind: str, benchmarks: Sequence[Any] = (),
         "process": {"peak_rss_mib": _round(process_peak_rss_mib(), 1)},
         "config": dict(config or {}), "reference": reference, "dataset": dataset,
         "unreadable_images": failures, "runners": list(runners.values()),
+        "context": dict(context) if context is not None else _run_context(),
+        "power": dict(power) if power is not None else None,
     }
     return validate_report(json.loads(json.dumps(doc, default=_json_default)))
+
+
+def _run_context() -> dict[str, Any]:
+    from .power import run_context
+
+    return run_context()
 
 
 def _json_default(obj: Any) -> Any:
@@ -341,6 +359,8 @@ def render_markdown(doc: Mapping[str, Any], *, plots: bool = True) -> str:
         out.append("")
 
     out += ["## System", "", _table(["", ""], _system_rows(doc["system"])), ""]
+    if doc.get("context"):
+        out += ["## Run context", "", _table(["", ""], _context_rows(doc["context"])), ""]
     cfg = doc.get("config") or {}
     if cfg:
         out += ["Settings: " + ", ".join(f"{k}={v}" for k, v in cfg.items()), ""]
@@ -411,6 +431,8 @@ def render_markdown(doc: Mapping[str, Any], *, plots: bool = True) -> str:
                         "Max", "Images/s", "GPU median", "Note"], rows), ""]
         if any(_lat(e, b) for e in runners for b in batches):
             out += [figure("Latency vs batch", "latency_vs_batch.png"), ""]
+
+    out += _power_section(doc, runners, figure)
 
     # accuracy
     if has_acc:
@@ -491,6 +513,79 @@ def render_markdown(doc: Mapping[str, Any], *, plots: bool = True) -> str:
                  for f in doc.get("unreadable_images") or []]
     out += ["## Problems", ""] + (problems or ["None."]) + [""]
     return "\n".join(out)
+
+
+def _context_rows(ctx: Mapping[str, Any]) -> list[list[str]]:
+    """Power mode, clocks, governor and load of the run (from ``power.run_context``)."""
+    load = ctx.get("load_average")
+    cpu = ctx.get("cpu") or {}
+    gov = cpu.get("governors")
+    rows = [["Load average before the runs (1/5/15 min)",
+             " / ".join(f"{v:.2f}" for v in load) if load else "not recorded"],
+            ["CPU governor", ", ".join(f"{g} ×{n}" for g, n in gov.items()) if gov
+             else f"— ({cpu.get('reason', 'unknown')})"]]
+    j = ctx.get("jetson")
+    if j:
+        pm, gpu, emc = j.get("nvpmodel") or {}, j.get("gpu_devfreq") or {}, j.get("emc") or {}
+        rows += [["Jetson", f"{j.get('model')} ({j.get('l4t') or 'L4T ?'})"],
+                 ["Power mode (nvpmodel)", f"{pm.get('name')} (id {pm.get('id')})"
+                  if pm.get("id") is not None else f"— ({pm.get('reason')})"],
+                 ["jetson_clocks", str(j.get("jetson_clocks"))],
+                 ["GPU clock", f"{_f(gpu.get('cur_mhz'), 0)} MHz (min {_f(gpu.get('min_mhz'), 0)}"
+                  f", max {_f(gpu.get('max_mhz'), 0)}, {gpu.get('governor')})" if gpu else "—"],
+                 ["EMC clock", f"{_f(emc.get('cur_mhz'), 0)} MHz" if emc.get("cur_mhz")
+                  else f"— ({emc.get('reason')})"]]
+    nv = ctx.get("nvml") or {}
+    for g in nv.get("gpus") or []:
+        c, m = g.get("clocks_mhz") or {}, g.get("max_clocks_mhz") or {}
+        rows.append([f"GPU {g.get('index')} (NVML)",
+                     f"{g.get('name')}: SM {c.get('sm')}/{m.get('sm')} MHz, memory "
+                     f"{c.get('memory')}/{m.get('memory')} MHz, power limit "
+                     f"{_f(g.get('power_limit_w'), 0)} W, persistence "
+                     f"{g.get('persistence_mode')}, {g.get('performance_state')}"])
+    if not j and not nv.get("gpus"):
+        rows.append(["GPU clocks", f"— ({nv.get('reason') or 'no NVIDIA GPU seen'})"])
+    return rows
+
+
+def _power_section(doc: Mapping[str, Any], runners: Sequence[Mapping[str, Any]],
+                   figure: Any) -> list[str]:
+    """``## Power and energy``: per runner and batch, mean power per rail and in total,
+    energy per image, samples; or the reason there are none."""
+    mon = doc.get("power")
+    readings = [(e, r, r["power"]) for e in runners for r in e.get("latency") or []
+                if r.get("power")]
+    if mon is None and not readings:
+        return []
+    out = ["## Power and energy", ""]
+    if mon is not None and not mon.get("available"):
+        why = str(mon.get("reason"))
+        return out + ["Power: " + (why[len("power: "):] if why.startswith("power: ") else why), ""]
+    if mon:
+        out += [f"Backend `{mon.get('backend')}`, sampled every "
+                f"{1000 * mon.get('period_s', 0):.0f} ms in a background thread during the "
+                "timed calls only (warm-up excluded). "
+                + " ".join(n.rstrip(".") + "." for n in mon.get("notes") or []), ""]
+    rails = list(dict.fromkeys([*(mon or {}).get("rails", []),
+                                *(k for _, _, p in readings for k in p.get("rails_w") or {})]))
+    rows = []
+    for e, r, p in readings:
+        if not p.get("available"):
+            rows.append([e["name"], str(r["batch_size"]), "0"] + ["—"] * (len(rails) + 2)
+                        + [str(p.get("reason"))])
+            continue
+        rows.append([e["name"], str(r["batch_size"]), str(p.get("samples"))]
+                    + [_f((p.get("rails_w") or {}).get(k), 2) for k in rails]
+                    + [_f(p.get("total_w"), 2), _f(p.get("energy_per_image_mj"), 2),
+                       "; ".join(p.get("notes") or [])])
+    out += [_table(["Runner", "Batch", "Samples"] + [f"{k} W" for k in rails]
+                   + ["Total W", "mJ / image", "Note"], rows), ""]
+    bases = sorted({str(p.get("total_basis")) for _, _, p in readings if p.get("total_basis")})
+    if bases:
+        out += ["Total = " + "; ".join(bases) + ".", ""]
+    if any(p.get("energy_per_image_mj") is not None for _, _, p in readings):
+        out += [figure("Latency vs energy per image", "latency_vs_energy.png"), ""]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -633,6 +728,44 @@ def plot_accuracy(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> Path 
     return path
 
 
+def plot_energy(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> Path | None:
+    """Median latency per call against energy per image, a point per runner and batch size
+    (styled as in :func:`plot_latency`). Returns the PNG path, or ``None`` when no energy was
+    measured."""
+    series = []
+    for e in _ordered(list(doc["runners"])):
+        pts = [(r["batch_size"], r["end_to_end"]["median_ms"], r["power"]["energy_per_image_mj"])
+               for r in e.get("latency") or []
+               if r.get("end_to_end") and (r.get("power") or {}).get("energy_per_image_mj")]
+        if pts:
+            series.append((e, pts))
+    if not series:
+        return None
+    fig, (ax,) = _figure(1, width=7.5, height=5.0)
+    with needs(_PLOTS):
+        from matplotlib.ticker import LogFormatter
+
+    for (e, pts), style in zip(series, _latency_styles([e for e, _ in series])):
+        ax.plot([p[2] for p in pts], [p[1] for p in pts], label=e["name"], **style)
+        for b, ms, mj in pts:
+            ax.annotate(f"b{b}", (mj, ms), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):  # plain numbers, not 10^x (after set_*scale)
+        axis.set_major_formatter(LogFormatter())
+        axis.set_minor_formatter(LogFormatter(labelOnlyBase=False))  # thinned on wide ranges
+    ax.set_xlabel("energy per image, mJ")
+    ax.set_ylabel("latency per call, ms (median)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title(f"{_title(doc)} — latency vs energy "
+                 f"({(doc.get('power') or {}).get('backend')})", fontsize=10)
+    path = Path(path)
+    fig.savefig(path)
+    return path
+
+
 # ---------------------------------------------------------------------------------------------
 # writing
 
@@ -692,7 +825,8 @@ def write_report(doc: Mapping[str, Any], root: str | os.PathLike[str] = DEFAULT_
         drawn = True
         try:
             for fn, fname in ((plot_latency, "latency_vs_batch.png"),
-                              (plot_accuracy, "accuracy_by_precision.png")):
+                              (plot_accuracy, "accuracy_by_precision.png"),
+                              (plot_energy, "latency_vs_energy.png")):
                 p = fn(doc, tmp / fname)
                 if p is not None:
                     plots.append(fname)

@@ -68,6 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "measures accuracy")
     p.add_argument("--limit", type=positive_int, default=None,
                    help="with labelled --data: evaluate at most this many images")
+    p.add_argument("--no-power", action="store_true",
+                   help="do not sample power during the timed calls (default: the Jetson "
+                        "INA3221 rails or NVML where available; the report says why not)")
     add_report_options(p, cuda_graphs=True)
 
 
@@ -157,17 +160,22 @@ def run(args: argparse.Namespace) -> int:
         n = min(max(config.batch_sizes), 32)
         pixels = lambda spec: load_pixels(dataset, spec, limit=n)  # noqa: E731
 
+    from ..power import PowerMonitor, open_monitor, run_context
     from ..runners import runner_options
 
+    context = run_context()  # before measuring: the load and clocks the run started from
+    monitor = (PowerMonitor(None, reason="power: not measured (--no-power)") if args.no_power
+               else open_monitor())
     results = []
     per_call = config.warmup + config.iterations
-    for model in args.models:
-        total = per_call * len(config.batch_sizes)
-        with progress(f"bench {Path(model).name}", total, unit="call",
-                      enabled=not args.no_progress) as advance:
-            results.append(benchmark_runner(model, config, pixels=pixels, progress=advance,
-                                            runner_kw=runner_options(model,
-                                                                     **runner_settings(args))))
+    with monitor:
+        for model in args.models:
+            total = per_call * len(config.batch_sizes)
+            with progress(f"bench {Path(model).name}", total, unit="call",
+                          enabled=not args.no_progress) as advance:
+                results.append(benchmark_runner(
+                    model, config, pixels=pixels, progress=advance, power=monitor,
+                    runner_kw=runner_options(model, **runner_settings(args))))
     labels = unique_names([r.name for r in results], args.models)
     for r, label in zip(results, labels):
         r.name = label
@@ -177,7 +185,8 @@ def run(args: argparse.Namespace) -> int:
                                     args.limit, no_progress=args.no_progress)
     cfg = {**config.to_dict(), "data": args.data, **runner_settings(args)}
     doc = build_report(name, kind="bench", benchmarks=results, evaluation=evaluation,
-                       config=cfg, notes=args.note, command=command_line(args, "bench"))
+                       config=cfg, notes=args.note, command=command_line(args, "bench"),
+                       context=context, power=monitor.describe())
     print_latency_summary(doc)
     return finish(doc, args, root)
 
