@@ -85,6 +85,8 @@ LOOP_CASES = [
     (["demo", "--workdir", "LOOP"], "demo workdir"),
     (["stream", "LOOP", "0"], "model"),
     (["stream", "{onnx}", "0", "-o", "LOOP"], "-o"),
+    (["deepstream", "LOOP", "-o", "{tmp}/ds"], "model"),
+    (["deepstream", "{onnx}", "-o", "LOOP"], "-o"),
 ]
 
 
