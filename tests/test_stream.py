@@ -241,3 +241,53 @@ def test_ctrl_c_finishes_output_and_prints_totals(tiny_onnx_files, digits_video,
     assert "stream interrupted: 5 frames" in captured.err
     with av.open(str(out)) as inp:
         assert len(list(inp.decode(video=0))) == 5
+
+
+class _AsyncStagingRunner:
+    """An ONNX Runtime runner dressed as a CUDA runner: a staging ``input_buffer`` and
+    ``infer_async`` handles, checking that the pipeline preprocesses into the buffer and never
+    rewrites it while a call is in flight."""
+
+    def __init__(self, inner):
+        self._inner = inner
+        for name in ("name", "spec", "input_format", "precision", "input_spec", "output_spec",
+                     "device", "describe", "close"):
+            setattr(self, name, getattr(inner, name))
+        self.max_batch = 8
+        self._buf = np.zeros((8, *inner.input_spec.shape[1:]), inner.input_spec.dtype)
+        self.in_flight = None
+        self.staged_calls = 0
+
+    def input_buffer(self, n):
+        assert self.in_flight is None, "staging buffer requested while a call is in flight"
+        return self._buf[:n]
+
+    def infer_async(self, x):
+        assert self.in_flight is None, "a second call started before the first was waited"
+        if x.ctypes.data == self._buf.ctypes.data:
+            self.staged_calls += 1
+        runner, logits = self, self._inner(x.copy())
+        self.in_flight = logits
+
+        class Handle:
+            def wait(self, timeout=None):
+                runner.in_flight = None
+                return logits
+
+        return Handle()
+
+    def __call__(self, x):
+        raise AssertionError("the pipeline must use infer_async on a runner that has it")
+
+
+def test_async_runner_gets_staging_buffer_and_overlap(tiny_onnx_files, digits_video):
+    from xception_trt.runners import open_runner
+
+    video, pngs, _, _ = digits_video
+    with open_runner(tiny_onnx_files["uint8"]) as inner:
+        runner = _AsyncStagingRunner(inner)
+        got = list(Classifier(runner).stream(video, top_k=2, batch=4))
+        want = Classifier(inner).classify([str(p) for p in pngs], top_k=2)
+    assert [r.index for r in got] == list(range(N_FRAMES))
+    assert [[p.index for p in r.predictions] for r in got] == [[p.index for p in w] for w in want]
+    assert runner.staged_calls >= N_FRAMES // 4
