@@ -291,3 +291,65 @@ def test_async_runner_gets_staging_buffer_and_overlap(tiny_onnx_files, digits_vi
     assert [r.index for r in got] == list(range(N_FRAMES))
     assert [[p.index for p in r.predictions] for r in got] == [[p.index for p in w] for w in want]
     assert runner.staged_calls >= N_FRAMES // 4
+
+
+def _fifo_stream(tmp_path, frames, argv_tail):
+    """Run `xception-trt stream` in a subprocess on a FIFO that delivers a whole video and
+    then stays open without data (a live pipe that stops sending)."""
+    import os
+    import subprocess
+    import sys
+
+    video = tmp_path / "src.mkv"
+    encode_video(video, frames)
+    fifo = tmp_path / "pipe.mkv"
+    os.mkfifo(fifo)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "xception_trt", "stream", *argv_tail[:1],
+                             str(fifo), *argv_tail[1:]], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    writer = open(fifo, "wb")  # noqa: SIM115 - held open until the test ends
+    writer.write(video.read_bytes())
+    writer.flush()
+    return proc, writer
+
+
+def test_ctrl_c_on_a_real_process(tiny_onnx_files, digits_video, tmp_path):
+    import signal
+
+    _, _, frames, _ = digits_video
+    out = tmp_path / "annotated.mkv"
+    proc, writer = _fifo_stream(tmp_path, frames, [str(tiny_onnx_files["float"]), "--json-lines",
+                                                   "-o", str(out), "--stall-timeout", "60"])
+    try:
+        lines = [proc.stdout.readline() for _ in range(5)]
+        assert all(json.loads(line)["frame"] == i for i, line in enumerate(lines))
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        writer.close()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    totals = json.loads(rest.splitlines()[-1])
+    assert totals["interrupted"] is True and totals["totals"]["frames"] >= 5
+    assert "stream interrupted" in err and "Traceback" not in err
+    with av.open(str(out)) as inp:  # complete and playable
+        assert len(list(inp.decode(video=0))) == totals["totals"]["frames"]
+
+
+def test_stalled_pipe_times_out(tiny_onnx_files, digits_video, tmp_path):
+    _, _, frames, _ = digits_video
+    proc, writer = _fifo_stream(tmp_path, frames, [str(tiny_onnx_files["float"]), "--json-lines",
+                                                   "--stall-timeout", "0.5"])
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        writer.close()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2
+    assert err.strip().splitlines()[-1].startswith("error: no frame from")
+    assert "stalled" in err and "Traceback" not in err
+    frames_out = [json.loads(line) for line in out.splitlines() if '"frame"' in line]
+    assert len(frames_out) >= N_FRAMES - 2  # what the decoder could deliver was kept

@@ -162,7 +162,8 @@ class Classifier:
     def stream(self, source: Any, *, top_k: int = 5, batch: int = 1, max_wait_ms: float = 10.0,
                live: bool | None = None, stall_timeout: float = 10.0, keep_frames: bool = False,
                on_status: Callable[[Any], None] | None = None,
-               on_end: Callable[[Any], None] | None = None) -> Iterator[StreamResult]:
+               on_end: Callable[[Any], None] | None = None,
+               stop: Any = None) -> Iterator[StreamResult]:
         """Classify every frame of a video, camera, stream URL or image folder, pipelined
         (decoding, preprocessing and inference overlap; see :mod:`xception_trt.stream`).
 
@@ -178,6 +179,8 @@ class Classifier:
             on_status: Called about once a second with a
                 :class:`~xception_trt.stream.StreamStats` of the last second.
             on_end: Called once with the totals when the stream ends, fails or is closed.
+            stop: A ``threading.Event``; setting it ends the stream cleanly between frames
+                (what a Ctrl-C handler should do).
 
         Yields:
             One :class:`StreamResult` per frame, in source order (a frame that cannot be
@@ -197,7 +200,7 @@ class Classifier:
         try:
             outputs = run_stream(self.runner, src, batch=batch, max_wait_ms=max_wait_ms,
                                  stall_timeout=stall_timeout, keep_frames=keep_frames,
-                                 on_status=on_status, on_end=on_end)
+                                 on_status=on_status, on_end=on_end, stop_event=stop)
         except BaseException:
             src.close()
             raise

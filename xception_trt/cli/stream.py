@@ -4,8 +4,12 @@ pipelined, with JSON lines or an annotated video as output."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 from ._common import add_command, arg_type, path_argument, positive_int
 
@@ -76,6 +80,26 @@ def _emit_frame(args: argparse.Namespace, res) -> None:
               f"({res.latency_ms:.1f} ms)", flush=True)
 
 
+@contextlib.contextmanager
+def _ctrl_c_sets(stop: threading.Event) -> Iterator[None]:
+    """The first Ctrl-C sets ``stop`` (the stream ends after the frame in hand, so the output
+    has every frame it reports); a second one interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..classifier import Classifier
     from ..runners import runner_options
@@ -90,14 +114,15 @@ def run(args: argparse.Namespace) -> int:
 
     writer = None
     interrupted = False
-    with Classifier(args.model, **kw) as clf:
+    stop = threading.Event()
+    with Classifier(args.model, **kw) as clf, _ctrl_c_sets(stop):
         src = open_source(args.stream_source, live=args.live)
         if args.output is not None:
             writer = VideoWriter(args.output, fps=src.fps)
         results = clf.stream(src, top_k=args.top_k, batch=args.batch,
                              max_wait_ms=args.max_wait_ms, stall_timeout=args.stall_timeout,
                              keep_frames=writer is not None, on_status=status,
-                             on_end=totals.append)
+                             on_end=totals.append, stop=stop)
         try:
             for res in results:
                 _emit_frame(args, res)
@@ -108,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             interrupted = True
         finally:
+            interrupted = interrupted or stop.is_set()
             results.close()  # stops the threads, closes the source, reports the totals
             if writer is not None:
                 writer.close()  # complete, playable file with every frame written so far

@@ -261,15 +261,26 @@ def _infer_loop(runner: Runner, frames_q: queue.Queue, out_q: queue.Queue,
         while not ended and not stop.is_set():
             items: list[_Item] = []
             deadline = None
+            stall_at = time.perf_counter() + stall_timeout
             while len(items) < batch:
-                wait = stall_timeout if not items else max(0.0, deadline - time.perf_counter())
+                if pending is not None and frames_q.empty():
+                    # Nothing to gather yet: hand out the batch in flight now rather than
+                    # holding its results until the next frame arrives.
+                    if not finish(*pending):
+                        return
+                    pending = None
+                until = deadline if deadline is not None else stall_at
+                # Short waits so a stop request is seen at once, whatever the timeouts.
+                wait = min(_POLL_S, max(0.0, until - time.perf_counter()))
                 try:
                     got = frames_q.get(timeout=wait) if wait > 0 else frames_q.get_nowait()
                 except queue.Empty:
-                    if items:
-                        break  # the batch waited long enough: run what we have
                     if stop.is_set():
                         return
+                    if time.perf_counter() < until:
+                        continue
+                    if items:
+                        break  # the batch waited long enough: run what we have
                     raise DataError(f"no frame from {source_name} for {stall_timeout:g} s: the "
                                     "stream stalled; check the source (or raise "
                                     "--stall-timeout); the results so far are kept") from None
@@ -307,7 +318,8 @@ def run_stream(runner: Runner, src: FrameSource, *, batch: int = 1, max_wait_ms:
                stall_timeout: float = 10.0, keep_frames: bool = False,
                on_status: Callable[[StreamStats], None] | None = None,
                status_interval: float = 1.0,
-               on_end: Callable[[StreamStats], None] | None = None
+               on_end: Callable[[StreamStats], None] | None = None,
+               stop_event: threading.Event | None = None
                ) -> Generator[FrameOutput, None, None]:
     """Classify the frames of ``src`` with ``runner``, pipelined; yields one output per frame.
 
@@ -324,6 +336,8 @@ def run_stream(runner: Runner, src: FrameSource, *, batch: int = 1, max_wait_ms:
         on_status: Called every ``status_interval`` seconds with the stats of that interval.
         status_interval: Seconds between ``on_status`` calls.
         on_end: Called once with the totals when the stream ends, fails or is stopped.
+        stop_event: Set it (from a signal handler, another thread) to end the stream cleanly
+            after the frame being handled: no frame is cut in half.
 
     Yields:
         :class:`FrameOutput`, in source order.
@@ -364,7 +378,7 @@ def run_stream(runner: Runner, src: FrameSource, *, batch: int = 1, max_wait_ms:
     infer.start()
     next_status = time.perf_counter() + status_interval
     try:
-        while True:
+        while stop_event is None or not stop_event.is_set():
             try:
                 got = out_q.get(timeout=min(status_interval, 0.25))
             except queue.Empty:
@@ -392,7 +406,7 @@ def run_stream(runner: Runner, src: FrameSource, *, batch: int = 1, max_wait_ms:
                 except queue.Empty:
                     break
         infer.join(timeout=5.0)
-        decoder.join(timeout=2.0)
+        decoder.join(timeout=0.5)
         if decoder.is_alive():
             # Blocked inside a read of a stalled source: closing the container under it is
             # unsafe, so it is left (a daemon thread) to end with the read.
