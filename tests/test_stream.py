@@ -353,3 +353,36 @@ def test_stalled_pipe_times_out(tiny_onnx_files, digits_video, tmp_path):
     assert "stalled" in err and "Traceback" not in err
     frames_out = [json.loads(line) for line in out.splitlines() if '"frame"' in line]
     assert len(frames_out) >= N_FRAMES - 2  # what the decoder could deliver was kept
+
+
+def test_missing_pyav_names_the_stream_extra(digits_video, tmp_path, monkeypatch):
+    import sys
+
+    from xception_trt.errors import DependencyError
+    from xception_trt.stream import open_source
+    from xception_trt.stream.annotate import VideoWriter
+
+    video = digits_video[0]
+    monkeypatch.setitem(sys.modules, "av", None)  # as if PyAV were not installed
+    with pytest.raises(DependencyError, match=r"pip install 'xception-trt\[stream\]'"):
+        open_source(video)
+    with pytest.raises(DependencyError, match=r"xception-trt\[stream\]"):
+        VideoWriter(tmp_path / "x.mp4")
+    open_source(digits_video[1][0].parent).close()  # image folders need no PyAV
+
+
+def test_truncated_file_keeps_results_and_says_so(tiny_onnx_files, digits_video, tmp_path,
+                                                  caplog):
+    _, _, frames, _ = digits_video
+    video = tmp_path / "truncated.mkv"
+    packets = encode_video(video, frames)
+    pos, size = packets[7]
+    video.write_bytes(video.read_bytes()[:pos + size // 2])
+    with Classifier(tiny_onnx_files["float"]) as clf:
+        got = [r.index for r in clf.stream(video)]
+    assert got == list(range(7))
+    assert "looks truncated" in caplog.text
+    caplog.clear()
+    with Classifier(tiny_onnx_files["float"]) as clf:  # a complete file: no such warning
+        assert len(list(clf.stream(digits_video[0]))) == N_FRAMES
+    assert "truncated" not in caplog.text

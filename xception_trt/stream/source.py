@@ -129,6 +129,7 @@ class VideoSource(FrameSource):
     def frames(self, on_error: ErrorCallback) -> Iterator[Frame]:
         av = self._av
         index = 0
+        last: float | None = None
         try:
             for packet in self._container.demux(self._stream):
                 try:
@@ -140,13 +141,25 @@ class VideoSource(FrameSource):
                     index += 1
                     continue
                 for frame in decoded:
-                    yield Frame(index, float(frame.time) if frame.time is not None else None,
-                                frame.to_ndarray(format="rgb24"))
+                    last = float(frame.time) if frame.time is not None else None
+                    yield Frame(index, last, frame.to_ndarray(format="rgb24"))
                     index += 1
         except (av.FFmpegError, OSError) as exc:
             raise DataError(f"{self.name} failed after {index} frame(s): {_av_text(exc)} "
                             "(a truncated file, an unplugged camera or a lost connection); "
                             "the results so far are kept") from None
+        self._check_complete(last)
+
+    def _check_complete(self, last: float | None) -> None:
+        """FFmpeg ends a truncated file quietly: compare the last frame with the duration its
+        header announces and say so."""
+        duration = self._container.duration  # microseconds (AV_TIME_BASE), None if unknown
+        if self.live or not duration or last is None or not self.fps:
+            return
+        total = duration / 1_000_000
+        if last + 1.5 / self.fps < total:
+            log.warning("%s ended at %.2f s of the %.2f s its header announces: the file looks "
+                        "truncated; the results so far are kept", self.name, last, total)
 
     def close(self) -> None:
         if not getattr(self, "_closed", True):
