@@ -386,3 +386,27 @@ def test_truncated_file_keeps_results_and_says_so(tiny_onnx_files, digits_video,
     with Classifier(tiny_onnx_files["float"]) as clf:  # a complete file: no such warning
         assert len(list(clf.stream(digits_video[0]))) == N_FRAMES
     assert "truncated" not in caplog.text
+
+
+def test_http_url_source_and_refused_rtsp(tiny_onnx_files, digits_video):
+    import functools
+    import http.server
+
+    video, pngs, _, _ = digits_video
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
+                                directory=str(video.parent))
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{video.name}"
+        with Classifier(tiny_onnx_files["float"]) as clf:
+            got = [[p.index for p in r.predictions] for r in clf.stream(url, top_k=2)]
+            want = [[p.index for p in w] for w in clf.classify([str(p) for p in pngs], top_k=2)]
+            assert got == want
+            with pytest.raises(DataError, match="cannot open video source rtsp://"):
+                next(clf.stream("rtsp://127.0.0.1:1/none"))
+    finally:
+        server.shutdown()
+        server.server_close()
