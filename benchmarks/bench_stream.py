@@ -190,7 +190,7 @@ def main() -> None:
     print(f"end to end (batch 1): {e2e_b1['fps']:.1f} fps, latency p50 "
           f"{e2e_b1['latency_p50_ms']:.1f} ms p99 {e2e_b1['latency_p99_ms']:.1f} ms")
     print(f"sequential (batch 1): {seq['fps']:.1f} fps")
-    print(f"goal: end to end / slower stage = {results["goal"]["end_to_end_over_slower"]:.1%} "
+    print(f"goal: end to end / slower stage = {results['goal']['end_to_end_over_slower']:.1%} "
           f"(>= 90%: {results['goal']['met']})")
     print(f"(both stages sharing one core without overlap: "
           f"{results['goal']['no_overlap_bound_fps']:.1f} fps)")
