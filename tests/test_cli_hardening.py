@@ -83,6 +83,10 @@ LOOP_CASES = [
     (["triton-repo", "LOOP", "-o", "{tmp}/repo"], "model"),
     (["serve", "LOOP"], "model"),
     (["demo", "--workdir", "LOOP"], "demo workdir"),
+    (["stream", "LOOP", "0"], "model"),
+    (["stream", "{onnx}", "0", "-o", "LOOP"], "-o"),
+    (["deepstream", "LOOP", "-o", "{tmp}/ds"], "model"),
+    (["deepstream", "{onnx}", "-o", "LOOP"], "-o"),
 ]
 
 

@@ -7,8 +7,9 @@ model file (engine, ONNX or checkpoint) through the runner registry::
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +20,7 @@ from .contract import Runner
 from .errors import ConfigError, DataError
 from .runners import open_runner
 
-__all__ = ["Classifier", "Prediction", "softmax"]
-
+__all__ = ["Classifier", "Prediction", "StreamResult", "softmax"]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -48,6 +48,31 @@ class Prediction:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {"label": self.label, "index": self.index, "probability": self.probability}
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    """The classification of one video frame (see :meth:`Classifier.stream`).
+
+    Attributes:
+        index: Frame position in the source (0-based).
+        timestamp: Presentation time in seconds (``None`` for folders and iterables).
+        predictions: Top-``k`` classes, most probable first.
+        latency_ms: Frame decoded -> result ready, in milliseconds.
+        image: The decoded RGB frame when ``keep_frames=True``, else ``None``.
+    """
+
+    index: int
+    timestamp: float | None
+    predictions: tuple[Prediction, ...]
+    latency_ms: float
+    image: np.ndarray | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (without the image)."""
+        return {"frame": self.index, "timestamp": self.timestamp,
+                "latency_ms": round(self.latency_ms, 3),
+                "predictions": [p.to_dict() for p in self.predictions]}
 
 
 def _is_single_image(x: Any) -> bool:
@@ -128,11 +153,62 @@ class Classifier:
         """
         top_k = min(check_int(top_k, "top_k"), self.spec.num_classes)
         probs = softmax(self.logits(images_or_paths))
-        results = []
-        for row in probs:
-            idx = np.argsort(-row, kind="stable")[:top_k]
-            results.append([Prediction(self.class_names[i], int(i), float(row[i])) for i in idx])
-        return results
+        return [self._top(row, top_k) for row in probs]
+
+    def _top(self, probs: np.ndarray, top_k: int) -> list[Prediction]:
+        idx = np.argsort(-probs, kind="stable")[:top_k]
+        return [Prediction(self.class_names[i], int(i), float(probs[i])) for i in idx]
+
+    def stream(self, source: Any, *, top_k: int = 5, batch: int = 1, max_wait_ms: float = 10.0,
+               live: bool | None = None, stall_timeout: float = 10.0, keep_frames: bool = False,
+               on_status: Callable[[Any], None] | None = None,
+               on_end: Callable[[Any], None] | None = None,
+               stop: Any = None) -> Iterator[StreamResult]:
+        """Classify every frame of a video, camera, stream URL or image folder, pipelined
+        (decoding, preprocessing and inference overlap; see :mod:`xception_trt.stream`).
+
+        Args:
+            source: A video file, an image folder, a camera (``/dev/videoN`` or its index), a
+                URL FFmpeg reads (``rtsp://...``), or an iterable of uint8 HxWxC images.
+            top_k: Classes per frame (capped at the model's classes).
+            batch: Frames per runner call (1: lowest latency; more: higher throughput).
+            max_wait_ms: Longest wait for a batch to fill, in milliseconds.
+            live: Drop stale frames (``None``: cameras and live URLs yes, files no).
+            stall_timeout: Seconds without a frame before the stream counts as stalled.
+            keep_frames: Attach each decoded frame to its result (for drawing on it).
+            on_status: Called about once a second with a
+                :class:`~xception_trt.stream.StreamStats` of the last second.
+            on_end: Called once with the totals when the stream ends, fails or is closed.
+            stop: A ``threading.Event``; setting it ends the stream cleanly between frames
+                (what a Ctrl-C handler should do).
+
+        Yields:
+            One :class:`StreamResult` per frame, in source order (a frame that cannot be
+            decoded is logged and skipped; dropped live frames yield nothing).
+
+        Raises:
+            ConfigError: A parameter out of range.
+            DataError: The source cannot be opened, fails or stalls (results before that were
+                already yielded).
+            DependencyError: Video needs PyAV: ``pip install 'xception-trt[stream]'``.
+            EngineError: The runner fails.
+        """
+        from .stream import open_source, run_stream
+
+        top_k = min(check_int(top_k, "top_k"), self.spec.num_classes)
+        src = open_source(source, live=live)
+        try:
+            outputs = run_stream(self.runner, src, batch=batch, max_wait_ms=max_wait_ms,
+                                 stall_timeout=stall_timeout, keep_frames=keep_frames,
+                                 on_status=on_status, on_end=on_end, stop_event=stop)
+        except BaseException:
+            src.close()
+            raise
+        with contextlib.closing(outputs):
+            for out in outputs:
+                yield StreamResult(out.index, out.timestamp,
+                                   tuple(self._top(softmax(out.logits), top_k)),
+                                   out.latency_ms, out.image)
 
     def close(self) -> None:
         """Close the runner if this classifier opened it (idempotent)."""

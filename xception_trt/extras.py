@@ -42,6 +42,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "tritonclient": ("tritonclient[http,grpc]", "serve"),
     "pytriton": ("nvidia-pytriton", "serve"),
     "pynvml": ("nvidia-ml-py", "power"),
+    "av": ("av", "stream"),
 }
 
 
