@@ -33,10 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                "-o sensitivity/", raw_epilog=True)
     path_argument(p, "model", kind="file", what="model",
                   help="FP32 ONNX model written by `xception-trt export`")
-    path_argument(p, "--calib", kind="any", metavar="DIR", required=True,
-                  help="calibration images (a folder or a file list)")
-    path_argument(p, "--val", kind="any", metavar="DIR", required=True,
-                  help="validation images the nodes are measured on (labelled: top-1 too)")
+    path_argument(p, "--calib", kind="any", metavar="DIR",
+                  help="calibration images (a folder or a file list); required")
+    path_argument(p, "--val", kind="any", metavar="DIR",
+                  help="validation images each node is measured on (labelled: top-1 too); required")
     p.add_argument("--method", choices=CalibrationMethod.choices(), default="entropy",
                    help="calibration method of the scales (default: entropy)")
     p.add_argument("--num-images", type=positive_int, default=DEFAULT_NUM_IMAGES,
@@ -58,9 +58,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
     from ..fsio import atomic_write_json, atomic_write_text
     from ..precision.sensitivity import plot_sensitivity, sensitivity
 
+    for flag, given, what in (("--calib", args.calib, "calibration images to compute the INT8 "
+                               "scales"), ("--val", args.val, "validation images to measure "
+                                           "each node on")):
+        if not given:
+            raise ConfigError(f"sensitivity needs {flag} DIR: {what}")
     out = Path(args.output or "sensitivity")
     with StageProgress(enabled=not (args.no_progress or getattr(args, "quiet", False))) as bars:
         result = sensitivity(args.model, args.calib, args.val, method=args.method,

@@ -284,15 +284,16 @@ def targeted_int8(onnx_model_or_path: Any, calibration_data: Any, val_data: Any,
     t0 = time.perf_counter()
     model, _ = as_model(onnx_model_or_path)
     meta = check_source(model)
-    qres = calibrate_full(model, calibration_data, method=method, num_images=num_images,
-                          seed=seed, batch_size=batch_size, cache_dir=cache_dir,
-                          progress=progress)
-    t0 = time.perf_counter()
+    # The images first: a top-1 target on unlabelled images is refused before calibrating.
     images = load_images(val_data, meta, num_images=val_images, seed=seed)
     if target.top1_drop is not None and images.labels is None:
         raise ConfigError("--target-top1-drop needs labelled validation images (one "
                           "sub-folder per class); use --target-agreement for unlabelled ones")
     select, held = split_images(images, seed=seed)
+    qres = calibrate_full(model, calibration_data, method=method, num_images=num_images,
+                          seed=seed, batch_size=batch_size, cache_dir=cache_dir,
+                          progress=progress)
+    t0 = time.perf_counter()
     candidates = quantized_nodes(qres.model)
     gsha = graph_sha256(model)
     key = _cache_key(gsha, qres, select, target, seed)
