@@ -319,3 +319,17 @@ def test_cli_target_errors_exit_2(fp32_path, calib_folder, image_folder, flat_im
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("error: sensitivity needs --val") and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_calibration_eps(monkeypatch):
+    import onnxruntime as ort
+
+    from xception_trt.precision.int8 import CALIBRATION_EPS_ENV, calibration_eps
+
+    monkeypatch.delenv(CALIBRATION_EPS_ENV, raising=False)
+    eps = calibration_eps()
+    assert eps[-1] == "cpu"
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        assert eps == ["cpu"]
+    monkeypatch.setenv(CALIBRATION_EPS_ENV, "cuda:0, cpu")
+    assert calibration_eps() == ["cuda:0", "cpu"]

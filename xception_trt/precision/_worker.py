@@ -225,7 +225,7 @@ def _quantize(quantize: Any, req: dict[str, Any], reader: _BatchReader, method: 
         calibration_data_reader=reader,
         calibration_method="entropy" if method == "entropy" else "max",
         calibration_cache_path=str(cache_path) if cache_path else None,
-        calibration_eps=["cpu"],
+        calibration_eps=list(req.get("calibration_eps") or ["cpu"]),
         nodes_to_exclude=list(req.get("exclude_nodes") or []) or None,
         op_types_to_exclude=list(req.get("exclude_op_types") or []) or None,
         high_precision_dtype="fp32",
