@@ -145,7 +145,8 @@ def _absmax_scales(onnx_path: str, files: list[Path], input_name: str,
     ModelOpt's ``max`` (ONNX Runtime's MinMax calibrator, symmetric) makes every activation a
     graph output, copies them all to numpy per batch and reduces them there, with graph
     optimizations and the memory arena off: about twice the cost of a forward pass. Here each
-    tensor gets an ``Abs -> ReduceMax`` in the graph, so a batch returns one scalar per tensor.
+    tensor gets a ``ReduceMax`` and a ``ReduceMin`` in the graph, so a batch returns two
+    scalars per tensor.
     The scales equal ModelOpt's (tests compare them); they are handed to ModelOpt as an
     imported cache, so its placement and graph rewriting are unchanged.
     """
@@ -161,18 +162,19 @@ def _absmax_scales(onnx_path: str, files: list[Path], input_name: str,
     names = [t for t in [input_name] + [o for n in model.graph.node for o in n.output]
              if types.get(t) == TensorProto.FLOAT]
     del model.graph.output[:]
+    # max |x| = max(ReduceMax(x), -ReduceMin(x)): two reads of x, no |x| copy written.
     for i, name in enumerate(names):
-        model.graph.node.append(helper.make_node("Abs", [name], [f"xtrt_absmax_abs_{i}"]))
-        model.graph.node.append(helper.make_node("ReduceMax", [f"xtrt_absmax_abs_{i}"],
-                                                 [f"xtrt_absmax_{i}"], keepdims=0))
-        model.graph.output.append(
-            helper.make_tensor_value_info(f"xtrt_absmax_{i}", TensorProto.FLOAT, []))
+        for op in ("ReduceMax", "ReduceMin"):
+            out = f"xtrt_{op}_{i}"
+            model.graph.node.append(helper.make_node(op, [name], [out], keepdims=0))
+            model.graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, []))
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     amax = np.zeros(len(names), dtype=np.float64)
     for done, path in enumerate(files, start=1):
         with np.load(path) as data:
             batch = np.ascontiguousarray(data["input"])
-        amax = np.maximum(amax, np.asarray(sess.run(None, {input_name: batch}), np.float64))
+        hi_lo = np.asarray(sess.run(None, {input_name: batch}), np.float64).reshape(-1, 2)
+        amax = np.maximum(amax, np.abs(hi_lo).max(axis=1))
         _progress(stage, done, len(files))
     # A tensor that is zero on every image still needs a usable (positive) scale.
     return {name: float(max(a, 1e-30) / 127.0) for name, a in zip(names, amax)}

@@ -6,8 +6,8 @@ one TensorRT fuses: per-channel symmetric INT8 weights (axis 0, zero point 0), p
 symmetric activations, the residual ``Add`` quantized on one input only (the other comes
 straight from a Conv, so TensorRT fuses the add into that Conv), and the output layer (the
 classifier ``Gemm``) left in high precision, so the logits never pass through Q/DQ. Method
-``entropy`` is ModelOpt's; ``max`` gives ModelOpt's scales from one ONNX Runtime pass with an
-``Abs -> ReduceMax`` per tensor (see the worker; ``XCEPTION_TRT_FAST_MAX=0`` runs ModelOpt's);
+``entropy`` is ModelOpt's; ``max`` gives ModelOpt's scales from one ONNX Runtime pass with a
+``ReduceMax``/``ReduceMin`` per tensor (see the worker; ``XCEPTION_TRT_FAST_MAX=0``: ModelOpt's);
 ``percentile`` uses ONNX Runtime's percentile calibrator through ModelOpt's patched calibrator
 factory. Several methods share one decode of
 the images and one worker process; :func:`auto_quantize_int8` keeps the best on held-out data.
