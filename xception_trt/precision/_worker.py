@@ -138,8 +138,20 @@ def _patch_percentile(percentile: float) -> Any:
 FAST_MAX_ENV = "XCEPTION_TRT_FAST_MAX"
 
 
+def _fusable(model: Any) -> set[str]:
+    """Conv/Gemm outputs read only by a Relu or an Add: ONNX Runtime fuses those pairs (a
+    reduction on the tensor would stop it), and ModelOpt's placement never quantizes them."""
+    consumers: dict[str, set[str]] = {}
+    for node in model.graph.node:
+        for t in node.input:
+            consumers.setdefault(t, set()).add(node.op_type)
+    outputs = {o.name for o in model.graph.output}
+    return {o for n in model.graph.node if n.op_type in ("Conv", "Gemm") for o in n.output
+            if o not in outputs and consumers.get(o) and consumers[o] <= {"Relu", "Add"}}
+
+
 def _absmax_scales(onnx_path: str, files: list[Path], input_name: str,
-                   stage: str) -> dict[str, float]:
+                   stage: str, *, skip_fusable: bool = True) -> dict[str, float]:
     """``max`` calibration in one ONNX Runtime pass: scale = max |x| / 127 per float tensor.
 
     ModelOpt's ``max`` (ONNX Runtime's MinMax calibrator, symmetric) makes every activation a
@@ -159,8 +171,9 @@ def _absmax_scales(onnx_path: str, files: list[Path], input_name: str,
     types = {v.name: v.type.tensor_type.elem_type for v in
              list(inferred.graph.value_info) + list(inferred.graph.input)
              + list(inferred.graph.output)}
+    skip = _fusable(model) if skip_fusable else set()
     names = [t for t in [input_name] + [o for n in model.graph.node for o in n.output]
-             if types.get(t) == TensorProto.FLOAT]
+             if types.get(t) == TensorProto.FLOAT and t not in skip]
     del model.graph.output[:]
     # max |x| = max(ReduceMax(x), -ReduceMin(x)): two reads of x, no |x| copy written.
     for i, name in enumerate(names):
@@ -243,6 +256,7 @@ def run_int8(req: dict[str, Any]) -> dict[str, Any]:
     fast = bool(method == "max" and cache_scales is None and files
             and os.environ.get(FAST_MAX_ENV, "1") != "0")
     t0 = time.perf_counter()
+    files_all = files
     if fast:
         cache_scales = _absmax_scales(req["onnx"], files, req["input_name"],
                                       stage=f"calibrate {method}")
@@ -268,7 +282,19 @@ def run_int8(req: dict[str, Any]) -> dict[str, Any]:
         if restore is not None:
             restore()
     seconds = time.perf_counter() - t0
-    return _finish_int8(req, out_fp32, cache_scales, seconds)
+    try:
+        return _finish_int8(req, out_fp32, cache_scales, seconds)
+    except RuntimeError as exc:
+        if not (fast and "MISSING-SCALES" in str(exc)):
+            raise
+        why = str(exc)
+    # A placement that quantizes a tensor the fast pass skipped: measure every tensor.
+    log.warning("fast max calibration: %s; calibrating every tensor", why)
+    scales = _absmax_scales(req["onnx"], files_all, req["input_name"],
+                            stage=f"calibrate {method}", skip_fusable=False)
+    write_trt_calibration_cache(scales, cache_path)  # type: ignore[arg-type]
+    _quantize(quantize, req, reader, method, cache_path, out_fp32)
+    return _finish_int8(req, out_fp32, scales, time.perf_counter() - t0)
 
 
 def _quantize(quantize: Any, req: dict[str, Any], reader: _BatchReader, method: str,
