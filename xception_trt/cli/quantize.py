@@ -116,7 +116,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target-top1-drop", type=float, default=None, metavar="PP",
                    help="INT8: as --target-agreement, for a top-1 drop from FP32 of at most "
                         "this many percentage points (e.g. 0.3; labelled --val)")
-    p.add_argument("--threads", type=positive_int, default=2,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="with a target: ONNX Runtime intra-op threads (default: 2)")
 
 
@@ -196,7 +196,10 @@ def _run(args: argparse.Namespace, bars: StageProgress) -> int:
     check_flags(args)
     if Path(args.output).resolve() == Path(args.model).resolve():
         raise ConfigError("--output must differ from the input model")
-    if args.target_agreement is not None or args.target_top1_drop is not None:
+    targeted = args.target_agreement is not None or args.target_top1_drop is not None
+    only_with("--threads", args.threads, needs="--target-agreement or --target-top1-drop",
+              present=targeted)
+    if targeted:
         return _run_targeted(args, bars, say)
     report: dict[str, Any] = {"model": args.model, "output": args.output,
                               "precision": args.precision}
@@ -308,7 +311,7 @@ def _run_targeted(args: argparse.Namespace, bars: StageProgress, say: Any) -> in
                            method=args.method or "entropy",
                            num_images=args.num_images or DEFAULT_NUM_IMAGES,
                            val_images=args.val_images, seed=args.seed,
-                           batch_size=args.batch_size, threads=args.threads,
+                           batch_size=args.batch_size, threads=args.threads or 2,
                            cache_dir=None if args.no_cache else (args.cache_dir
                                                                  or DEFAULT_CACHE_DIR),
                            output=args.output, progress=bars)
