@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .bundle.format import BUNDLE_SUFFIXES, is_bundle
 from .config import CHECKPOINT_SUFFIXES, InputFormat, ModelSpec, Precision, check_int
 from .contract import (
     ENGINE_SUFFIXES,
@@ -36,7 +37,7 @@ from .fsio import path_problem
 from .onnx_meta import INPUT_NAME, OUTPUT_NAME
 
 __all__ = ["OnnxRuntimeRunner", "TorchRunner", "RunnerEntry", "RUNNERS", "open_runner",
-           "runner_kind", "runner_options"]
+           "runner_kind", "runner_options", "is_model_file"]
 
 log = logging.getLogger(__name__)
 
@@ -343,6 +344,9 @@ def runner_kind(path: str | os.PathLike[str]) -> RunnerKind:
     """The backend that opens a model file, by suffix (a :class:`RunnerKind`, equal to its
     string value: ``"tensorrt"``, ``"onnxruntime"`` or ``"torch"``).
 
+    A bundle (``.xtrt``) is not one backend: which one runs it is decided when it is opened
+    (:func:`open_runner`); use :func:`is_model_file` to accept every model file.
+
     Raises:
         EngineError: The suffix is not a supported model type (message lists the types).
     """
@@ -352,7 +356,18 @@ def runner_kind(path: str | os.PathLike[str]) -> RunnerKind:
             return entry.kind
     supported = ", ".join(f"{e.describe} ({', '.join(e.suffixes())})" for e in RUNNERS.values())
     raise EngineError(f"{path}: unknown model type {suffix or '(no suffix)'!r}; supported: "
-                      f"{supported}")
+                      f"{supported}, bundles ({', '.join(BUNDLE_SUFFIXES)})")
+
+
+def is_model_file(path: str | os.PathLike[str]) -> bool:
+    """Whether :func:`open_runner` opens this file type (a bundle or a backend's file)."""
+    if is_bundle(path):
+        return True
+    try:
+        runner_kind(path)
+    except EngineError:
+        return False
+    return True
 
 
 def runner_options(path: str | os.PathLike[str], *, threads: int | None = None,
@@ -366,6 +381,8 @@ def runner_options(path: str | os.PathLike[str], *, threads: int | None = None,
     Raises:
         EngineError: Unknown model type.
     """
+    if is_bundle(path):  # the backend is chosen on opening; open_runner drops what it ignores
+        return {k: v for k, v in (("threads", threads), ("device", device)) if v is not None}
     entry = RUNNERS[runner_kind(path)]
     kw: dict[str, Any] = {}
     if threads is not None and entry.takes_threads:
@@ -379,19 +396,28 @@ def open_runner(path: str | os.PathLike[str], **kw: Any) -> Runner:
     """Open the right runner for a model file (see :data:`RUNNERS`).
 
     ``.engine``/``.plan`` -> ``xception_trt.trt.runtime.TensorRTRunner``; ``.onnx`` ->
-    :class:`OnnxRuntimeRunner`; checkpoints -> :class:`TorchRunner`.
+    :class:`OnnxRuntimeRunner`; checkpoints -> :class:`TorchRunner`; a bundle (``.xtrt``) ->
+    the engine that fits this machine (prebuilt, or built into the engine cache) or, without
+    a usable TensorRT/GPU, its ONNX with ONNX Runtime (:func:`xception_trt.bundle.cache.resolve`).
 
     Args:
         path: The model file.
-        **kw: Options of that runner class (e.g. ``threads`` for ONNX Runtime and torch).
+        **kw: Options of that runner class (e.g. ``threads`` for ONNX Runtime and torch). For a
+            bundle also ``precision``, ``max_batch``, ``backend``, ``build``, ``onnxruntime``,
+            ``cache_dir`` and ``facts`` (see ``resolve``); ``threads`` and ``device`` are
+            passed on only to the runner that takes them.
 
     Raises:
-        EngineError: Missing file or unknown type.
+        EngineError: Missing file or unknown type (a BundleError for a bad bundle).
         ConfigError: An option the chosen runner does not take.
     """
     path = Path(path)
-    kind = runner_kind(path)
     problem = path_problem(path)
+    if is_bundle(path):
+        if problem is not None:
+            raise EngineError(f"bundle {path} {problem}")
+        return _open_bundle(path, kw)
+    kind = runner_kind(path)
     if problem is not None:
         raise EngineError(f"model file {path} {problem}")
     cls = RUNNERS[kind].runner_class()
@@ -404,3 +430,27 @@ def open_runner(path: str | os.PathLike[str], **kw: Any) -> Runner:
                               f"(it takes: {', '.join(ok) or 'none'})")
     log.info("opening %s with %s", path, cls.__name__)
     return cls(path, **kw)
+
+
+#: open_runner options that belong to the bundle, not to the runner it resolves to.
+_BUNDLE_OPTIONS = ("precision", "max_batch", "backend", "build", "onnxruntime", "cache_dir",
+                   "facts")
+
+
+def _open_bundle(path: Path, kw: dict[str, Any]) -> Runner:
+    from .bundle.cache import open_options, resolve
+
+    bundle_kw = {k: kw.pop(k) for k in _BUNDLE_OPTIONS if k in kw}
+    device = kw.get("device")
+    if device is not None:
+        ordinal = _gpu_ordinal(device)
+        if isinstance(ordinal, int):
+            bundle_kw["device"] = ordinal
+    resolution = resolve(path, **bundle_kw)
+    options = open_options(resolution, kw)
+    if "device" in options:
+        options["device"] = _gpu_ordinal(options["device"])
+    runner = open_runner(resolution.path, **options)
+    runner.bundle = resolution  # type: ignore[attr-defined]  # where it came from (describe)
+    runner.name = f"{path.stem}:{runner.name}"  # type: ignore[misc]
+    return runner
