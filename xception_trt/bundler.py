@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .bundle.format import FORMAT_VERSION, MANIFEST, EngineEntry, Manifest, Member, VariantEntry
+from .bundle.format import (
+    FORMAT_VERSION,
+    MANIFEST,
+    Bundle,
+    EngineEntry,
+    Manifest,
+    Member,
+    VariantEntry,
+    is_bundle,
+)
 from .config import BuildConfig, InputFormat, Precision, normalise_compute_capability
 from .errors import BuildError, BundleError, ConfigError
 from .fsio import atomic_path, owned_temp_dir, path_problem, sha256_bytes, sha256_file
@@ -119,8 +128,39 @@ def _local_gpu_flavour() -> str | None:
     return "tensorrt" if query_devices().gpus else None
 
 
+@dataclass(frozen=True)
+class _Previous:
+    """A bundle given as the source: its manifest and its members copied out."""
+
+    manifest: Manifest
+    variants: dict[Precision, Path]
+    sidecars: tuple[EngineSidecar, ...]
+    engines: tuple[Path, ...]
+
+
+def _from_bundle(source: Path, folder: Path, layout: ArtifactLayout) -> _Previous:
+    """Copy a bundle's variants and engines out (verified) to rebundle them."""
+    with Bundle(source) as bundle:
+        bundle.verify()
+        manifest = bundle.manifest
+        variants = {p: bundle.extract(v.member, layout.onnx(p))
+                    for p, v in manifest.variants.items()}
+        if Precision.FP32 not in variants:
+            raise BundleError(f"{source} has no FP32 graph to rebundle; remake it from the "
+                              "checkpoint")
+        (folder / "carried").mkdir(parents=True, exist_ok=True)
+        engines = []
+        for e in manifest.engines:
+            dest = folder / "carried" / Path(e.member).name
+            bundle.extract(e.member, dest)
+            bundle.extract(e.sidecar_member, sidecar_path(dest))
+            engines.append(dest)
+    return _Previous(manifest, variants, tuple(e.sidecar for e in manifest.engines),
+                     tuple(engines))
+
+
 def write_bundle(*, source: str | os.PathLike[str], output: str | os.PathLike[str],
-                 precisions: Sequence[Precision | str] = (Precision.FP32,),
+                 precisions: Sequence[Precision | str] | None = None,
                  calibration: str | os.PathLike[str] | None = None,
                  calibration_method: str | None = None,
                  validation: str | os.PathLike[str] | None = None,
@@ -131,10 +171,11 @@ def write_bundle(*, source: str | os.PathLike[str], output: str | os.PathLike[st
     """Make a bundle from a checkpoint or an FP32 ONNX.
 
     Args:
-        source: A checkpoint, or an FP32 ONNX written by ``xception-trt export``.
-        output: The ``.xtrt`` file.
+        source: A checkpoint, an FP32 ONNX written by ``xception-trt export``, or a bundle
+            (its variants, calibration, accuracy and engines are kept; ``engines`` are added).
+        output: The ``.xtrt`` file (may be ``source`` itself, with ``force``).
         precisions: The variants to carry (the FP32 graph is always included; the first one
-            given is the bundle's default precision).
+            given is the bundle's default precision). ``None``: FP32, or a bundle's own.
         calibration: Folder of calibration images (needed for INT8).
         calibration_method: INT8 calibration method (``None``: entropy; or ``auto``).
         validation: Folder of validation images: each variant's accuracy and agreement with
@@ -169,11 +210,7 @@ def write_bundle(*, source: str | os.PathLike[str], output: str | os.PathLike[st
     problem = path_problem(source)
     if problem is not None:
         raise BuildError(f"{source} {problem}; give a checkpoint or an FP32 ONNX file")
-    wanted = list(dict.fromkeys(Precision.parse(p) for p in precisions))
-    if not wanted:
-        raise ConfigError("give at least one precision")
-    if Precision.INT8 in wanted and not calibration:
-        raise BuildError("an int8 variant needs calibration images: pass --calib DIR")
+    wanted = list(dict.fromkeys(Precision.parse(p) for p in precisions or ()))
     targets = [normalise_compute_capability(c) for c in engines]
     if "CURRENT" in targets:
         raise ConfigError("a bundle names its TensorRT-RTX targets (e.g. sm86 sm89 sm120); "
@@ -191,7 +228,11 @@ def write_bundle(*, source: str | os.PathLike[str], output: str | os.PathLike[st
         layout = ArtifactLayout(folder / "onnx", folder / "engines", "model",
                                 folder / "calibration-cache")
         layout.onnx_dir.mkdir(parents=True, exist_ok=True)
-        if source.suffix.lower() == ".onnx":
+        previous = _from_bundle(source, folder, layout) if is_bundle(source) else None
+        if previous is not None:
+            fp32 = previous.variants[Precision.FP32]
+            wanted = wanted or list(previous.manifest.precisions)
+        elif source.suffix.lower() == ".onnx":
             if read_metadata(source).precision is not Precision.FP32:
                 raise BuildError(f"{source} is not the FP32 graph; a bundle is made from the "
                                  "checkpoint or its FP32 ONNX")
@@ -201,11 +242,18 @@ def write_bundle(*, source: str | os.PathLike[str], output: str | os.PathLike[st
             export = export_checkpoint(checkpoint=source, output=layout.onnx(Precision.FP32))
             callbacks.on_export(export)
             fp32 = export.path
+        wanted = wanted or [Precision.FP32]
+        if Precision.INT8 in wanted and not calibration and (
+                previous is None or Precision.INT8 not in previous.variants):
+            raise BuildError("an int8 variant needs calibration images: pass --calib DIR")
         variants: dict[Precision, Path] = {}
         recipes: dict[Precision, Any] = {}
         for prec in wanted:
             if prec is Precision.FP32:
                 variants[prec] = fp32
+                continue
+            if previous is not None and prec in previous.variants:
+                variants[prec] = previous.variants[prec]
                 continue
             callbacks.on_progress(f"{prec.value} variant", 0, None)
             outcome = make_variant(fp32_onnx=fp32, precision=prec, layout=layout,
@@ -215,12 +263,14 @@ def write_bundle(*, source: str | os.PathLike[str], output: str | os.PathLike[st
             callbacks.on_variant(outcome)
             variants[prec], recipes[prec] = outcome.path, dict(outcome.recipe)
         variants.setdefault(Precision.FP32, fp32)
-        accuracy = _accuracy(variants, validation, threads) if validation else {}
+        accuracy = _accuracy(variants, validation, threads) if validation else {
+            p: dict(v.accuracy) for p, v in (previous.manifest.variants.items() if previous
+                                             else ()) if v.accuracy and p in variants}
 
         from .trt.builder import build_engine
 
-        built: list[EngineSidecar] = []
-        engine_files: list[Path] = []
+        built: list[EngineSidecar] = list(previous.sidecars) if previous else []
+        engine_files: list[Path] = list(previous.engines) if previous else []
         plans = [("tensorrt_rtx", (t,)) for t in targets] + ([(local, ())] if local else [])
         for prec in wanted:
             for flavour, cc in plans:
@@ -231,6 +281,10 @@ def write_bundle(*, source: str | os.PathLike[str], output: str | os.PathLike[st
                     art = build_engine(variants[prec], config, engine_path=path,
                                        progress=progress)
                 callbacks.on_engine(EngineOutcome(prec, art))
+                same = [i for i, b in enumerate(built) if _engine_name(b) ==
+                        _engine_name(art.sidecar)]
+                for i in reversed(same):  # rebuilt: the new one replaces the carried one
+                    del built[i], engine_files[i]
                 built.append(art.sidecar)
                 engine_files.append(art.path)
 
@@ -245,7 +299,8 @@ def write_bundle(*, source: str | os.PathLike[str], output: str | os.PathLike[st
             name = "calibration/int8-scales.json"
             files[name] = (json.dumps(int8_scales(variants[Precision.INT8]), indent=1,
                                       sort_keys=True) + "\n").encode()
-            calib = {"member": name, "recipe": recipes.get(Precision.INT8)}
+            calib = {"member": name, "recipe": recipes.get(Precision.INT8) or (
+                (previous.manifest.calibration or {}).get("recipe") if previous else None)}
         meta = read_metadata(fp32)
         files["labels.txt"] = ("\n".join(meta.spec.class_names()) + "\n").encode()
         engine_entries = []
@@ -261,7 +316,8 @@ def write_bundle(*, source: str | os.PathLike[str], output: str | os.PathLike[st
             model_spec=meta.spec, input_format=InputFormat.parse(meta.input_format),
             variants=variant_entries, engines=tuple(engine_entries), members=members,
             batch_profile=base.profile, calibration=calib,
-            source={"name": source.name, "sha256": sha256_file(source)},
+            source=(dict(previous.manifest.source) if previous
+                    else {"name": source.name, "sha256": sha256_file(source)}),
             bundle_command=command, default_precision=wanted[0],
             format_version=FORMAT_VERSION,
             xception_trt_version=__version__,
