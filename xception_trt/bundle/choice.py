@@ -146,15 +146,17 @@ def engine_mismatch(entry: EngineEntry, facts: DeviceFacts, request: Request) ->
 
 
 def rtx_can_build_for(compute_capability: str) -> str | None:
-    """Why TensorRT-RTX cannot target this GPU (``None``: it can). It supports Turing (7.5)
-    and newer RTX architectures, not the sm_9x datacenter GPUs (H100/H200)."""
+    """Why TensorRT-RTX cannot target this GPU (``None``: it can). It builds for the discrete
+    RTX architectures — Turing 7.5, Ampere 8.0/8.6, Ada 8.9, Blackwell 12.x — not for the
+    Jetson integrated GPUs (7.2, 8.7, 11.0) nor the sm_9x/sm_10x datacenter GPUs."""
     cc = compute_capability_tuple(compute_capability)
-    if cc < (7, 5):
-        return f"TensorRT-RTX needs compute capability >= 7.5, this GPU is {compute_capability}"
-    if cc[0] == 9:
-        return (f"TensorRT-RTX does not build for sm_{cc[0]}{cc[1]} (datacenter Hopper); "
-                "install NVIDIA TensorRT")
-    return None
+    if cc in ((7, 5), (8, 0), (8, 6), (8, 9)) or cc[0] == 12:
+        return None
+    if cc in ((7, 2), (8, 7), (11, 0)):
+        return (f"TensorRT-RTX does not build for sm_{cc[0]}{cc[1]} (a Jetson GPU); JetPack's "
+                "NVIDIA TensorRT builds on the device")
+    return (f"TensorRT-RTX does not build for sm_{cc[0]}{cc[1]} (it targets RTX GPUs: sm75, "
+            "sm80, sm86, sm89, sm120); install NVIDIA TensorRT")
 
 
 def _profile(manifest: Manifest, request: Request) -> tuple[int, int, int]:

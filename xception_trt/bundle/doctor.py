@@ -97,10 +97,20 @@ def engine_mismatch_any_precision(side: EngineSidecar, facts: DeviceFacts,
 
 
 def _targets(facts: DeviceFacts, named: Sequence[str]) -> list[str]:
-    """Named targets, else the RTX-buildable GPUs of this machine."""
+    """Named targets, else this machine's GPUs (``SM86`` ...)."""
     if named:
-        return [normalise_compute_capability(t) for t in named]
-    return [g.sm for g in facts.gpus if rtx_can_build_for(g.compute_capability) is None]
+        return list(dict.fromkeys(normalise_compute_capability(t) for t in named))
+    return list(dict.fromkeys(g.sm for g in facts.gpus))
+
+
+def _bundle_prebuild(path: str | os.PathLike[str], targets: Sequence[str]) -> dict[str, str]:
+    """TensorRT-RTX targets get the command that adds their engine anywhere; the others
+    (Jetson, datacenter GPUs) are built by NVIDIA TensorRT on the target machine."""
+    out = {}
+    for t in targets:
+        rtx_ok = rtx_can_build_for(t) is None
+        out[t] = prebuild_command(path, t, flavour="tensorrt_rtx" if rtx_ok else "tensorrt")
+    return out
 
 
 def diagnose(path: str | os.PathLike[str] | None, *, facts: DeviceFacts,
@@ -144,10 +154,7 @@ def diagnose(path: str | os.PathLike[str] | None, *, facts: DeviceFacts,
                        "accuracy": {p.value: dict(v.accuracy) if v.accuracy else None
                                     for p, v in manifest.variants.items()},
                        "batch_profile": list(manifest.batch_profile)}
-        prebuild = {t: prebuild_command(path, t) for t in names}
-        if not names and any(f.name == "tensorrt" for f in facts.flavours) and facts.gpus:
-            prebuild[facts.gpus[0].sm] = prebuild_command(path, facts.gpus[0].sm,
-                                                          flavour="tensorrt")
+        prebuild = _bundle_prebuild(path, names)
         return DoctorReport(facts, str(path), "bundle", summary, rows, choices, prebuild)
     side = read_sidecar(path, verify=True)
     row = _engine_row(str(path), side, facts, Request(side.precision, device=device,
@@ -161,7 +168,7 @@ def diagnose(path: str | os.PathLike[str] | None, *, facts: DeviceFacts,
         except EngineError as exc:
             row["loads"], row["why"] = False, str(exc)
     prebuild = {t: f"{side.rebuild_command} --backend tensorrt_rtx --cc {t.lower()}"
-                for t in names}
+                for t in names if rtx_can_build_for(t) is None}
     if not row["loads"]:
         prebuild["here"] = (f"{side.rebuild_command} --backend "
                             f"{facts.flavours[0].name if facts.flavours else 'tensorrt'}")
