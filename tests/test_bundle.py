@@ -227,3 +227,43 @@ def test_cli_bad_bundle_exit_2(made, tmp_path, capsys, monkeypatch):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and text in err[0], err
+
+
+def test_cli_commands_accept_a_bundle(made, image_folder, tmp_path, capsys, monkeypatch):
+    from xception_trt.cli import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    result, root = made
+    bundle = str(result.path)
+    assert main(["infer", bundle, str(image_folder), "--precision", "int8", "--json",
+                 "--threads", "1"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["runner"] == "tiny:onnxruntime-int8" and len(doc["results"]) == 16
+    assert (tmp_path / "xdg" / "xception-trt" / "bundles" / "onnx").is_dir()
+    assert main(["eval", bundle, str(root / "work" / "onnx" / "model.onnx"), "--data",
+                 str(image_folder), "-o", str(tmp_path / "eval"), "--threads", "1"]) == 0
+    assert main(["bench", bundle, "--batch", "1", "--iterations", "2", "--warmup", "1",
+                 "-o", str(tmp_path / "bench")]) == 0
+    bench = json.loads((tmp_path / "bench" / "report.json").read_text())
+    assert "onnxruntime-fp16" in json.dumps(bench)
+    assert main(["triton-repo", bundle, "--precision", "fp32", "-o",
+                 str(tmp_path / "repo")]) == 0
+    assert (tmp_path / "repo" / "xception" / "1" / "model.onnx").is_file()
+    capsys.readouterr()
+    assert main(["infer", str(root / "work" / "onnx" / "model.onnx"), str(image_folder),
+                 "--precision", "fp16"]) == 2
+    assert "--precision chooses a bundle's variant" in capsys.readouterr().err
+
+
+def test_cli_bundle_writes_one_file_and_refuses_to_replace_it(tiny_checkpoint, tmp_path,
+                                                              capsys):
+    from xception_trt.cli import main
+
+    out = tmp_path / "m.xtrt"
+    assert main(["bundle", str(tiny_checkpoint), "-o", str(out), "--no-progress"]) == 0
+    assert "wrote " in capsys.readouterr().out
+    with Bundle(out) as b:
+        assert b.manifest.precisions == (Precision.FP32,) and b.manifest.engines == ()
+    assert main(["bundle", str(tiny_checkpoint), "-o", str(out)]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["m.xtrt"]  # no temporary left behind

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from ..bundle.format import is_bundle
+from ..config import Precision
+from ..errors import ConfigError
 from ._common import add_command, path_argument, positive_int, print_json
 
 ORDER = 60
@@ -12,12 +15,17 @@ ORDER = 60
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub, "infer", run=run, json="the results",
-        help="classify images with a model (.engine/.plan, .onnx or checkpoint)",
+        help="classify images with a model (.engine/.plan, .onnx, .xtrt bundle or checkpoint)",
         description="""Classify images with any model file: a TensorRT engine (.engine/.plan),
-            an ONNX file (run with ONNX Runtime) or a checkpoint (run with PyTorch).
-            Preprocessing follows the model's own metadata.""")
+            an ONNX file (run with ONNX Runtime), a bundle (.xtrt: the engine that fits this
+            machine, built into the engine cache if needed, else its ONNX with ONNX Runtime)
+            or a checkpoint (run with PyTorch). Preprocessing follows the model's own
+            metadata.""")
     path_argument(p, "model", kind="file", what="model", metavar="MODEL",
-                  help="model file (.engine, .plan, .onnx, .safetensors, .pth, .pt, .bin, .h5)")
+                  help="model file (.engine, .plan, .onnx, .xtrt, .safetensors, .pth, .pt, "
+                       ".bin, .h5)")
+    p.add_argument("--precision", choices=Precision.choices(), default=None,
+                   help="a bundle's precision to run (default: the bundle's default)")
     path_argument(p, "images", kind="any", what="image", metavar="IMAGE", nargs="+",
                   help="image files to classify, or folders: every image in them (sub-folders "
                        "included), in sorted order")
@@ -58,6 +66,11 @@ def run(args: argparse.Namespace) -> int:
 
     images = expand_images(args.images)
     kw = runner_options(args.model, threads=args.threads, device=args.device)
+    if args.precision is not None:
+        if not is_bundle(args.model):
+            raise ConfigError("--precision chooses a bundle's variant; an engine, ONNX file or "
+                              "checkpoint has one precision — drop --precision")
+        kw["precision"] = args.precision
     with Classifier(args.model, batch_size=args.batch_size, **kw) as clf:
         results = clf.classify(images, top_k=args.top_k)
         name = clf.runner.name

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from ..bundle.format import is_bundle
+from ..config import Precision
+from ..errors import ConfigError
 from ..serve.options import InstanceKind, ServeBackend
 from ._common import (
     add_command,
@@ -81,7 +84,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             Triton's classification extension returns names. Every config.pbtxt is validated
             against Triton's ModelConfig schema before the repository is renamed into place.""")
     path_argument(p, "model", kind="file", what="model", metavar="MODEL",
-                  help="engine (.engine/.plan), ONNX file (.onnx) or checkpoint (python backend)")
+                  help="engine (.engine/.plan), ONNX file (.onnx), bundle (.xtrt: the engine "
+                       "that fits this machine, or its ONNX) or checkpoint (python backend)")
+    p.add_argument("--precision", choices=Precision.choices(), default=None,
+                   help="a bundle's precision to serve (default: the bundle's default)")
     p.add_argument("--backend", choices=ServeBackend.choices(), default=ServeBackend.NATIVE.value,
                    help="native: Triton's TensorRT / ONNX Runtime backend (default); python: "
                         "our Runner in Triton's Python backend")
@@ -108,7 +114,15 @@ def run(args: argparse.Namespace) -> int:
     options = build_options(args, backend=args.backend, ensemble=args.ensemble,
                             execution_env=args.execution_env, instance_kind=args.instance_kind,
                             gpus=args.gpus)
-    info = write_repository(args.model, args.output, options=options, force=args.force)
+    model = args.model
+    if is_bundle(model):
+        from ..bundle.cache import resolve
+
+        model = resolve(model, precision=args.precision).path
+    elif args.precision is not None:
+        raise ConfigError("--precision chooses a bundle's variant; an engine or ONNX file has "
+                          "one precision — drop --precision")
+    info = write_repository(model, args.output, options=options, force=args.force)
     summary = {
         "repository": str(info.root),
         "models": {name: {"platform": cfg.platform or None, "backend": cfg.backend or None,
