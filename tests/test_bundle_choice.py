@@ -145,6 +145,8 @@ def test_choice_table(case, engines, facts, request_, kind, text):
     assert choice.kind is kind, (case, choice)
     words = choice.reason + " | " + " | ".join(f"{r.what}: {r.why}" for r in choice.rejected)
     assert text in words, words
+    if kind is ChoiceKind.ONNXRUNTIME:  # the bundled graph of the precision asked
+        assert choice.variant.precision is request_.precision
     if kind is ChoiceKind.PREBUILT:
         assert engine_mismatch(choice.engine, facts, request_) is None
     else:  # never a mismatched engine: every rejected prebuilt one has a reason

@@ -15,6 +15,11 @@ builder's own cache key over the build options), so a different machine, release
 never reuses it. Every file lands by atomic rename, and each entry is filled under an
 exclusive file lock (``fcntl.flock``): two processes opening the same bundle at once build or
 copy it once — the second waits and then finds it — and neither sees a partial file.
+
+Proof level: the ONNX Runtime path and building with TensorRT-RTX ran here (CPU). Loading the
+chosen engine goes through ``TensorRTRunner``, and building with NVIDIA TensorRT for the local
+GPU through ``build_engine``; both are written to TensorRT's documented API and checked
+against its real Python bindings, but are UNVERIFIED on a GPU from a bundle (none here).
 """
 
 from __future__ import annotations
@@ -152,8 +157,9 @@ def _cache_root(cache_dir: str | os.PathLike[str] | None) -> Path:
     return root
 
 
-def _onnx_file(bundle: Bundle, precision: Precision, root: Path) -> tuple[Path, bool]:
-    member = bundle.manifest.variant(precision).member
+def _onnx_file(bundle: Bundle, precision: Precision, root: Path,
+               member: str | None = None) -> tuple[Path, bool]:
+    member = member or bundle.manifest.variant(precision).member
     sha = bundle.member(member).sha256
     dest = root / "onnx" / f"{sha[:16]}.{precision.value}.onnx"
     with _locked(dest.with_name(dest.name + ".lock")):
@@ -257,7 +263,8 @@ def resolve(bundle_path: str | os.PathLike[str], *, precision: Precision | str |
             elif choice.kind is ChoiceKind.BUILD:
                 path, hit = _built(bundle, choice, root)
             else:
-                path, hit = _onnx_file(bundle, prec, root)
+                path, hit = _onnx_file(bundle, prec, root,
+                                       choice.variant.member if choice.variant else None)
                 if str(bundle.path.resolve()) not in _ANNOUNCED:
                     _ANNOUNCED.add(str(bundle.path.resolve()))
                     log.warning("%s: %s", bundle.path.name, choice.reason)

@@ -21,10 +21,10 @@ from ..trt.compat import (
     network_and_precision_plan,
 )
 from .facts import DeviceFacts, GpuFact
-from .format import EngineEntry, Manifest
+from .format import EngineEntry, Manifest, VariantEntry
 
 __all__ = ["ChoiceKind", "Request", "BuildTarget", "Rejection", "Choice", "choose",
-           "rtx_can_build_for"]
+           "engine_mismatch", "rtx_can_build_for", "onnxruntime_variant"]
 
 
 class ChoiceKind(StrEnum):
@@ -102,6 +102,7 @@ class Choice:
         build: The engine to build (``BUILD``).
         rejected: Every prebuilt engine and way not taken, with the reason.
         reason: One sentence: why this kind was chosen.
+        variant: The bundled ONNX variant ONNX Runtime runs (``ONNXRUNTIME``).
     """
 
     kind: ChoiceKind
@@ -110,6 +111,7 @@ class Choice:
     build: BuildTarget | None = None
     rejected: tuple[Rejection, ...] = ()
     reason: str = ""
+    variant: VariantEntry | None = None
 
 
 def _short(exc: Exception) -> str:
@@ -250,11 +252,23 @@ def choose(manifest: Manifest, facts: DeviceFacts, request: Request) -> Choice:
     else:
         builds = [r for r in rejected if r.what.startswith("build")]
         return Choice(ChoiceKind.ONNXRUNTIME, request.precision, rejected=tuple(rejected),
+                      variant=onnxruntime_variant(manifest, request.precision),
                       reason=f"no TensorRT engine can run here ({_summary(builds[-1:])}); running "
                              f"the bundled {request.precision.value} ONNX with ONNX Runtime "
                              f"{facts.ort_version}")
     return Choice(ChoiceKind.NONE, request.precision, rejected=tuple(rejected),
                   reason=f"nothing here can run the bundle: {_summary(rejected)}")
+
+
+def onnxruntime_variant(manifest: Manifest, precision: Precision) -> VariantEntry:
+    """The bundled graph ONNX Runtime runs for ``precision``: today the variant of that
+    precision. This is the one place to prefer a graph placed for ONNX Runtime (an INT8 variant
+    whose Q/DQ ONNX Runtime fuses into its quantized kernels) once bundles carry one.
+
+    Raises:
+        BundleError: The bundle has no variant of ``precision``.
+    """
+    return manifest.variant(precision)
 
 
 def _summary(rejected: list[Rejection]) -> str:

@@ -4,10 +4,8 @@ existing bundle (to add engines)."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shlex
 import sys
-from typing import Any
 
 from ._common import StageProgress, add_command, path_argument, positive_int, print_json
 
@@ -63,28 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..bundler import write_bundle
-    from ..pipeline import PipelineCallbacks
+    from .build import pipeline_hooks
 
     stages = StageProgress(enabled=not (args.no_progress or getattr(args, "quiet", False)))
-
-    class Hooks(PipelineCallbacks):
-        def on_progress(self, stage: str, done: int, total: int | None) -> None:
-            stages(stage, done, total)
-
-        def on_export(self, outcome: Any) -> None:
-            stages.close()
-
-        def on_variant(self, outcome: Any) -> None:
-            stages.close()
-
-        def engine_progress(self, precision: Any) -> contextlib.AbstractContextManager:
-            stages.close()
-            return contextlib.nullcontext()
-
-        def on_engine(self, outcome: Any) -> None:
-            if not args.json:
-                print(outcome.describe(), flush=True)
-
     command = " ".join(shlex.quote(a) for a in ["xception-trt", *sys.argv[1:]]) \
         if sys.argv[1:2] == ["bundle"] else ""
     with stages:
@@ -93,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
             calibration=args.calib, calibration_method=args.calib_method,
             validation=args.val, engines=args.engines,
             local_engines=not args.no_local_engine, max_batch=args.max_batch,
-            work_dir=args.work_dir, force=args.force, command=command, callbacks=Hooks())
+            work_dir=args.work_dir, force=args.force, command=command,
+            callbacks=pipeline_hooks(args, stages))
     if args.json:
         print_json(result.manifest.to_dict())
         return 0
