@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from xception_trt.bundle.choice import ChoiceKind
 from xception_trt.bundle.facts import DeviceFacts, FlavourFact, GpuFact
 from xception_trt.bundle.format import MANIFEST, Bundle
 from xception_trt.config import Precision
-from xception_trt.errors import BundleError
+from xception_trt.errors import BuildError, BundleError, ConfigError
 from xception_trt.sidecar import read_sidecar
 
 rtx = pytest.importorskip("tensorrt_rtx", reason="the bundle's engines are built with "
@@ -94,16 +95,36 @@ def test_bundle_runs_through_onnx_runtime_with_the_fp32_onnx_logits(made, tmp_pa
     for prec in ("fp16", "int8"):  # every variant runs; its agreement is in the manifest
         with open_runner(result.path, precision=prec, cache_dir=tmp_path, facts=CPU) as r:
             assert r.precision.value == prec and r(x).shape == want.shape
+    # engine options are dropped when ONNX Runtime runs it; an unknown one is still refused
+    with open_runner(result.path, cache_dir=tmp_path, facts=CPU, device=0,
+                     cuda_graphs=True) as r:
+        assert r.bundle.kind is ChoiceKind.ONNXRUNTIME
+    with pytest.raises(ConfigError, match="cuda_grahps"):
+        open_runner(result.path, cache_dir=tmp_path, facts=CPU, cuda_grahps=True)
     with Classifier(result.path, cache_dir=tmp_path, facts=CPU) as clf:
         assert clf.runner.precision is Precision.FP16  # the bundle's default
         assert clf.class_names == result.manifest.model_spec.class_names()
 
 
-def test_rtx_rebuild_for_a_compute_capability_the_bundle_lacks(made, tmp_path):
+def test_onnx_runtime_fallback_is_said_once(made, tmp_path, caplog):
+    result, _ = made
+    copy = tmp_path / "copy.xtrt"  # a path of its own: announced once per bundle and process
+    copy.write_bytes(result.path.read_bytes())
+    with caplog.at_level("WARNING", logger="xception_trt.bundle.cache"):
+        for _ in range(2):
+            resolve(copy, cache_dir=tmp_path / "cache", facts=CPU)
+    said = [r for r in caplog.records if "with ONNX Runtime" in r.getMessage()]
+    assert len(said) == 1 and "no NVIDIA GPU 0" in said[0].getMessage()
+
+
+def test_rtx_rebuild_for_a_compute_capability_the_bundle_lacks(made, tmp_path, caplog):
     result, _ = made
     facts = _rtx_machine("8.9")
-    first = resolve(result.path, precision="fp16", cache_dir=tmp_path, facts=facts)
+    with caplog.at_level("WARNING", logger="xception_trt.bundle.cache"):
+        first = resolve(result.path, precision="fp16", cache_dir=tmp_path, facts=facts)
     assert first.kind is ChoiceKind.BUILD and first.built and not first.cache_hit
+    assert any("building a fp16 engine from tiny.xtrt: no prebuilt engine fits here" in
+               r.getMessage() and "SM89" in r.getMessage() for r in caplog.records)
     side = read_sidecar(first.path, verify=True)
     assert side.targets == ("SM89",) and side.precision is Precision.FP16
     assert side.flavour == "tensorrt_rtx" and side.max_batch == 4
@@ -267,3 +288,15 @@ def test_cli_bundle_writes_one_file_and_refuses_to_replace_it(tiny_checkpoint, t
     assert main(["bundle", str(tiny_checkpoint), "-o", str(out)]) == 2
     assert "--force" in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ["m.xtrt"]  # no temporary left behind
+
+
+def test_a_failed_bundle_leaves_nothing(tiny_checkpoint, tmp_path):
+    from xception_trt.bundler import write_bundle
+
+    out = tmp_path / "out" / "m.xtrt"
+    out.parent.mkdir()
+    before = set(Path(tempfile.gettempdir()).glob("xtrt-bundle-*"))
+    with pytest.raises(BuildError):  # TensorRT-RTX refuses a Pascal target: the build fails
+        write_bundle(source=tiny_checkpoint, output=out, engines=["sm60"], local_engines=False)
+    assert list(out.parent.iterdir()) == []
+    assert set(Path(tempfile.gettempdir()).glob("xtrt-bundle-*")) == before

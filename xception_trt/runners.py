@@ -438,19 +438,27 @@ _BUNDLE_OPTIONS = ("precision", "max_batch", "backend", "build", "onnxruntime", 
 
 
 def _open_bundle(path: Path, kw: dict[str, Any]) -> Runner:
-    from .bundle.cache import open_options, resolve
+    """Resolve a bundle (:func:`xception_trt.bundle.cache.resolve`) and open the file it
+    resolved to. Options meant for the other backend are dropped (logged): ``threads`` for an
+    engine; ``device``, ``cuda_graphs`` ... when ONNX Runtime runs it."""
+    from .bundle.cache import resolve
 
     bundle_kw = {k: kw.pop(k) for k in _BUNDLE_OPTIONS if k in kw}
-    device = kw.get("device")
-    if device is not None:
-        ordinal = _gpu_ordinal(device)
-        if isinstance(ordinal, int):
-            bundle_kw["device"] = ordinal
+    if kw.get("device") is not None and isinstance(_gpu_ordinal(kw["device"]), int):
+        bundle_kw["device"] = _gpu_ordinal(kw["device"])
     resolution = resolve(path, **bundle_kw)
-    options = open_options(resolution, kw)
-    if "device" in options:
-        options["device"] = _gpu_ordinal(options["device"])
-    runner = open_runner(resolution.path, **options)
+    entry = RUNNERS[runner_kind(resolution.path)]
+    others = [e for e in RUNNERS.values() if e.kind is not entry.kind]
+    takes = inspect.signature(entry.runner_class()).parameters
+    for key in list(kw):
+        if key not in takes and any(key in inspect.signature(e.runner_class()).parameters
+                                    for e in others):
+            log.info("%s: option %s does not apply to the %s runner it opened with; ignored",
+                     path.name, key, entry.kind)
+            del kw[key]
+    if "device" in kw and entry.device_option is not None:
+        kw["device"] = entry.device_option(kw["device"])
+    runner = open_runner(resolution.path, **kw)
     runner.bundle = resolution  # type: ignore[attr-defined]  # where it came from (describe)
     runner.name = f"{path.stem}:{runner.name}"  # type: ignore[misc]
     return runner

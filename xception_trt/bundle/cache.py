@@ -32,7 +32,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..config import BuildConfig, Precision
 from ..errors import BundleError, EngineError, XceptionTRTError
@@ -42,8 +41,7 @@ from .choice import BuildTarget, Choice, ChoiceKind, Request, choose
 from .facts import DeviceFacts, probe_facts
 from .format import Bundle
 
-__all__ = ["Resolution", "default_cache_dir", "resolve", "build_key", "engine_folder",
-           "open_options"]
+__all__ = ["Resolution", "default_cache_dir", "resolve", "build_key", "engine_folder"]
 
 log = logging.getLogger(__name__)
 
@@ -277,14 +275,3 @@ def resolve(bundle_path: str | os.PathLike[str], *, precision: Precision | str |
     log.info("%s -> %s (%s)", bundle.path.name, path, choice.reason)
     return Resolution(path, choice, built=choice.kind is ChoiceKind.BUILD and not hit,
                       cache_hit=hit, seconds=time.perf_counter() - t0)
-
-
-def open_options(resolution: Resolution, options: dict[str, Any]) -> dict[str, Any]:
-    """The runner options that apply to the file a bundle resolved to: ``threads`` only for
-    ONNX Runtime, ``device`` only for an engine (as its CUDA ordinal)."""
-    out = dict(options)
-    if resolution.kind is ChoiceKind.ONNXRUNTIME:
-        out.pop("device", None)
-    else:
-        out.pop("threads", None)
-    return out
