@@ -83,6 +83,12 @@ LOOP_CASES = [
     (["triton-repo", "LOOP", "-o", "{tmp}/repo"], "model"),
     (["serve", "LOOP"], "model"),
     (["demo", "--workdir", "LOOP"], "demo workdir"),
+    (["bundle", "LOOP", "-o", "{tmp}/m.xtrt"], "source"),
+    (["bundle", "{ckpt}", "-o", "LOOP"], "-o"),
+    (["bundle", "{ckpt}", "--val", "LOOP", "-o", "{tmp}/m.xtrt"], "--val"),
+    (["bundle", "{ckpt}", "--work-dir", "LOOP", "-o", "{tmp}/m.xtrt"], "--work-dir"),
+    (["doctor", "LOOP"], "model"),
+    (["doctor", "--facts", "LOOP"], "--facts"),
 ]
 
 
