@@ -115,11 +115,14 @@ class Choice:
 
 
 def _short(exc: Exception) -> str:
-    """A compatibility error without its rebuild command (the choice says what happens)."""
-    text = str(exc)
-    if ": " in text and text.startswith("engine was built"):
-        text = text.split(": ", 1)[1]
-    return text.split(" — ", 1)[0]
+    """A compatibility error without its rebuild command (the choice says what happens
+    instead): ``"<reason> (this is <runtime> on sm_89)"``."""
+    text = str(exc).split(" — ", 1)[0]
+    if text.startswith("engine was built") and ": " in text:
+        head, reason = text.split(": ", 1)
+        here = head.split("; ", 1)[1] if "; " in head else ""
+        return f"{reason} ({here})" if here else reason
+    return text
 
 
 def engine_mismatch(entry: EngineEntry, facts: DeviceFacts, request: Request) -> str | None:
