@@ -3,33 +3,45 @@
 
 Each run is the real command in a child process (``python -m xception_trt demo --json``), timed
 with a monotonic clock; the CPU time of the child (user + sys, from ``getrusage``) and the
-1-minute load average before/after are recorded too, because on a shared machine wall time
-depends on what else runs (on this shared machine, other jobs busy on the two cores made the
-first run 5-8x slower: torch's two OpenMP threads stall when one core is taken). The demo's
-report (Markdown, JSON, PNGs) is copied next to the numbers.
+1/5/15-minute load averages before and after are recorded too, because on a shared machine wall
+time depends on what else runs (on this shared machine, other jobs busy on the two cores made
+the first run 5-8x slower: torch's two OpenMP threads stall when one core is taken). Quote a
+figure only with its load average; measure on a quiet machine (load average well under 1).
+
+What a second run redoes: data, training, export, FP16, INT8 calibration and engines are reused
+from the work folder ("cached" steps); evaluation (every runner on the validation images),
+latency and the report run again, and every run starts a new Python process that imports
+torch, ONNX Runtime and ModelOpt.
 
 Usage::
 
     python benchmarks/bench_demo.py                       # fresh temp work folder, 2 runs
-    python benchmarks/bench_demo.py --out benchmarks/reports/demo --workdir /tmp/demo-bench
+    python benchmarks/bench_demo.py --workdir /tmp/demo-bench --out benchmarks/results/demo.json
 
-Writes ``<out>/timing.json`` and ``<out>/report/`` (the demo's report of the first run, where
-every step ran).
+Writes ``--out`` (default ``benchmarks/results/demo.json``: per run wall/CPU time, load averages,
+per-step status and seconds; machine facts from ``xception_trt.sysinfo``) and copies the first
+run's report (every step ran) to ``--report-dir`` (default ``benchmarks/reports/demo``).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import platform
 import resource
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from xception_trt.fsio import atomic_write_json
+from xception_trt.host import load_average
+from xception_trt.sysinfo import system_facts
 
 
 def _child_cpu() -> float:
@@ -41,20 +53,20 @@ def run_once(workdir: Path, extra: list[str]) -> dict:
     """Run the demo once; return its timing and JSON summary."""
     cmd = [sys.executable, "-m", "xception_trt", "demo", "--workdir", str(workdir), "--json",
            *extra]
-    load_before = os.getloadavg()[0]
+    load_before = load_average()
     cpu0 = _child_cpu()
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     cpu = _child_cpu() - cpu0
-    load_after = os.getloadavg()[0]
+    load_after = load_average()
     if proc.returncode not in (0, 1):
         sys.stderr.write(proc.stderr)
         raise SystemExit(f"demo exited with {proc.returncode}")
     summary = json.loads(proc.stdout)
     return {"command": " ".join(cmd), "exit_code": proc.returncode, "wall_s": round(wall, 1),
-            "child_cpu_s": round(cpu, 1), "load1_before": round(load_before, 2),
-            "load1_after": round(load_after, 2), "demo_seconds": summary["seconds"],
+            "child_cpu_s": round(cpu, 1), "load_average_before": load_before,
+            "load_average_after": load_after, "demo_seconds": summary["seconds"],
             "ok": summary["ok"], "accuracy_top1_percent": summary["accuracy_top1_percent"],
             "steps": [{k: s[k] for k in ("name", "status", "seconds", "detail")}
                       for s in summary["steps"]], "report": summary["report"]}
@@ -64,8 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", type=Path, default=None,
                    help="demo work folder (default: a new temporary folder); emptied first")
-    p.add_argument("--out", type=Path, default=Path("benchmarks/reports/demo"),
-                   help="where timing.json and the copied report go")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/demo.json"),
+                   help="the results file (default: benchmarks/results/demo.json)")
+    p.add_argument("--report-dir", type=Path, default=Path("benchmarks/reports/demo"),
+                   help="where the first run's demo report is copied (default: "
+                        "benchmarks/reports/demo)")
     p.add_argument("--runs", type=int, default=2, help="runs in the same work folder (default 2)")
     p.add_argument("demo_args", nargs="*", help="extra arguments for `xception-trt demo` "
                                                 "(after --)")
@@ -75,34 +90,38 @@ def main(argv: list[str] | None = None) -> int:
     if work.exists():
         shutil.rmtree(work)
     runs = []
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     try:
         for i in range(args.runs):
             res = run_once(work, list(args.demo_args))
             runs.append(res)
             if i == 0 and res["report"]:
                 # the first run's report: every step ran (later runs show the caches at work)
-                args.out.mkdir(parents=True, exist_ok=True)
-                dest = args.out / "report"
+                dest = args.report_dir
+                dest.parent.mkdir(parents=True, exist_ok=True)
                 if dest.exists():
                     shutil.rmtree(dest)
                 shutil.copytree(res["report"], dest)
             print(f"run {i + 1}: wall {res['wall_s']:.1f} s, child CPU {res['child_cpu_s']:.1f} s, "
-                  f"load {res['load1_before']:.1f} -> {res['load1_after']:.1f}, "
+                  f"load average {res['load_average_before']} -> "
+                  f"{res['load_average_after']}, "
                   + ", ".join(f"{s['name']} {s['status']} {s['seconds']:.1f}s"
                               for s in res["steps"]), flush=True)
         last = runs[-1]
         acc = last["accuracy_top1_percent"]
         fp32 = acc.get("onnxruntime-fp32")
         int8 = acc.get("onnxruntime-int8")
-        doc = {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-               "python": platform.python_version(), "runs": runs, "accuracy_top1_percent": acc,
+        doc = {"started_utc": started,
+               "command": shlex.join([sys.executable, *sys.argv]),
+               "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+               "python": platform.python_version(), "system": system_facts(),
+               "runs": runs, "accuracy_top1_percent": acc,
                "int8_drop_points": None if fp32 is None or int8 is None
                else round(fp32 - int8, 2)}
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "timing.json").write_text(json.dumps(doc, indent=2) + "\n")
+        atomic_write_json(args.out, doc)
         print("validation top-1: " + ", ".join(f"{k} {v:.2f}%" for k, v in acc.items()))
         print(f"INT8 drop vs FP32 (ONNX Runtime): {doc['int8_drop_points']} points")
-        print(f"wrote {args.out / 'timing.json'}")
+        print(f"wrote {args.out}")
     finally:
         if own_tmp:
             shutil.rmtree(work, ignore_errors=True)

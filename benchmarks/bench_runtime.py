@@ -7,14 +7,17 @@ GPU part (skipped with the reason where there is no NVIDIA GPU / cuda-python / N
     around ``infer_async`` (the time the calling thread spends before the GPU work is queued):
       - ``device input``: a device array (zero copy) -- pure runtime-path overhead;
       - ``pinned input``: NumPy data already in ``runner.input_buffer(1)`` (no staging copy);
-      - ``numpy input``: an ordinary NumPy array (adds the 1.07 MB copy into pinned memory);
+      - ``numpy input``: an ordinary NumPy array (adds the 1.02 MiB copy into pinned memory);
     plus the end-to-end synchronous ``infer`` time for a NumPy input.
     Goal (issue 6): <= 30 us without, <= 15 us with CUDA graphs at batch 1.
   * pinned vs pageable host-to-device bandwidth for one 1x3x299x299 float32 input (CUDA events).
 
 CPU part: ONNX Runtime (CPUExecutionProvider) latency of the full 299x299 Xception at batch 1 for
-the FP32, FP16 (ModelOpt AutoCast) and INT8 (ModelOpt Q/DQ) variants. Weights are random (latency
-does not depend on their values); INT8 is calibrated on random images for the same reason.
+the FP32, FP16 (ModelOpt AutoCast) and INT8 (ModelOpt Q/DQ) variants, with power and energy per
+image where the machine exposes them (``xception_trt.power``: Jetson rails or NVML; otherwise
+the reason), and the run context (power mode, clocks, governor, load) in the JSON. Weights are
+random (latency does not depend on their values); INT8 is calibrated on random images for the
+same reason.
 
 Usage:
     python benchmarks/bench_runtime.py [--calls 5000] [--ort-iters 30] [--json out.json]
@@ -136,7 +139,7 @@ def gpu_part(args: argparse.Namespace) -> dict:
             for key in ("device_input", "pinned_input", "numpy_input"):
                 print(f"    {key:<13} enqueue     {_fmt(r[key]['enqueue'])}")
             print(f"    {'numpy_input':<13} end-to-end  {_fmt(r['numpy_input']['end_to_end'])}")
-    print("\nHost-to-device copy of 1x3x299x299 float32 (1.07 MB), CUDA events")
+    print("\nHost-to-device copy of 1x3x299x299 float32 (1.02 MiB), CUDA events")
     for backend in req.cuda_backends:
         r = bench_h2d(backend)
         out["h2d"][backend] = r
@@ -185,6 +188,7 @@ def _variants(workdir: Path, calib_images: int) -> dict[str, Path]:
 def ort_part(args: argparse.Namespace) -> dict:
     import onnxruntime as ort
 
+    from xception_trt.power import open_monitor
     from xception_trt.runners import OnnxRuntimeRunner
 
     tmp = None
@@ -200,6 +204,10 @@ def ort_part(args: argparse.Namespace) -> dict:
           f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}")
     out: dict = {"onnxruntime": ort.__version__, "cpu": _cpu(), "cores": os.cpu_count(),
                  "results": {}}
+    monitor = open_monitor()
+    out["power"] = monitor.describe()
+    if not monitor.available:
+        print(f"  {monitor.reason}")
     try:
         paths = _variants(workdir, args.calib_images)
         x = np.random.default_rng(2).standard_normal((1, 3, 299, 299)).astype(np.float32)
@@ -210,10 +218,12 @@ def ort_part(args: argparse.Namespace) -> dict:
                 for _ in range(args.ort_warmup):
                     y = r(x)
                 times = []
+                window = monitor.start()
                 for _ in range(args.ort_iters):
                     t0 = time.perf_counter()
                     y = r(x)
                     times.append(time.perf_counter() - t0)
+                power = window.stop().to_dict(images=args.ort_iters)
             ref = y if ref is None else ref
             stats = latency_stats(times)
             stats = {k: (v / 1000 if k.endswith("_us") else v) for k, v in stats.items()}
@@ -221,11 +231,15 @@ def ort_part(args: argparse.Namespace) -> dict:
             out["results"][name] = {"median_ms": stats["median_us"], "p99_ms": stats["p99_us"],
                                     "mean_ms": stats["mean_us"], "n": stats["n"],
                                     "max_abs_logit_diff_vs_fp32": diff,
-                                    "size_mb": path.stat().st_size / 1e6}
+                                    "size_mib": path.stat().st_size / 2**20, "power": power}
             print(f"  {name:<5} median {stats['median_us']:7.1f} ms   p99 {stats['p99_us']:7.1f} "
-                  f"ms   mean {stats['mean_us']:7.1f} ms   ({path.stat().st_size / 1e6:.0f} MB,"
+                  f"ms   mean {stats['mean_us']:7.1f} ms   ({path.stat().st_size / 2**20:.0f} MiB,"
                   f" max |logit diff| vs FP32 {diff:.3g})")
+            if power["available"]:
+                print(f"        {power['total_w']:.2f} W, {power['energy_per_image_mj']} mJ/image"
+                      f" ({power['samples']} samples, {power['total_basis']})")
     finally:
+        monitor.close()
         if tmp is not None:
             tmp.cleanup()
     return out
@@ -250,7 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-ort", action="store_true")
     p.add_argument("--json", help="write all numbers to this JSON file")
     args = p.parse_args(argv)
-    report: dict = {"python": sys.version.split()[0], "platform": platform.platform()}
+    from xception_trt.power import run_context
+
+    report: dict = {"python": sys.version.split()[0], "platform": platform.platform(),
+                    "context": run_context()}
     if not args.skip_gpu:
         report["gpu"] = gpu_part(args)
     if not args.skip_ort:

@@ -95,7 +95,7 @@ def test_measure_latency_counts_and_orders(ort_runners):
     assert len(calls) == 6 and res.completed == 4 and res.error is None
     assert s.min_ms <= s.median_ms <= s.p90_ms <= s.p99_ms <= s.max_ms and s.min_ms > 0
     assert res.throughput_ips == pytest.approx(2 * 1000.0 / s.mean_ms)
-    assert res.gpu is None and res.input_source == "random" and res.rss_peak_mb is None
+    assert res.gpu is None and res.input_source == "random" and res.rss_peak_mib is None
 
 
 def test_gpu_time_is_reported_when_the_runner_exposes_it(ort_runners):
@@ -141,8 +141,8 @@ def test_benchmark_runner_from_path_records_load_and_memory(tiny_onnx_files, tmp
     cfg = BenchConfig(batch_sizes=(1,), iterations=2, warmup=1)
     res = benchmark_runner(tiny_onnx_files["float"], cfg, runner_kw={"threads": 1})
     assert res.name == "onnxruntime-fp32" and res.error is None
-    assert res.load_seconds > 0 and res.rss_after_load_mb > 0
-    assert res.rss_peak_mb >= res.latency[0].rss_peak_mb > 0
+    assert res.load_seconds > 0 and res.rss_after_load_mib > 0
+    assert res.rss_peak_mib >= res.latency[0].rss_peak_mib > 0
     assert res.description["threads"] == 1 and res.description["provider"]
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"garbage")

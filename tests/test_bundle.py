@@ -273,7 +273,7 @@ def test_cli_commands_accept_a_bundle(made, image_folder, tmp_path, capsys, monk
     capsys.readouterr()
     assert main(["infer", str(root / "work" / "onnx" / "model.onnx"), str(image_folder),
                  "--precision", "fp16"]) == 2
-    assert "--precision chooses a bundle's variant" in capsys.readouterr().err
+    assert "--precision only applies with a bundle MODEL" in capsys.readouterr().err
 
 
 def test_cli_bundle_writes_one_file_and_refuses_to_replace_it(tiny_checkpoint, tmp_path,

@@ -15,6 +15,7 @@ from xception_trt.cli import main
 from xception_trt.config import InputFormat, ModelSpec, Precision
 from xception_trt.errors import CheckpointError, ExportError, GraphError
 from xception_trt.export import (
+    PARITY_RTOL,
     ExportResult,
     export_onnx,
     parity_inputs,
@@ -218,6 +219,56 @@ def test_parity_detects_a_changed_function(tiny_model, tmp_path, monkeypatch):
     with pytest.raises(ExportError, match="does not match the PyTorch model.*FAILED"):
         export_onnx(tiny_model, tmp_path / "bad.onnx")
     assert _leftovers(tmp_path) == []
+
+
+def test_parity_is_relative_to_the_logit_scale(tiny_model, tmp_path, monkeypatch):
+    """Logits of ~2e-4 (random weights): a graph whose logits are off by 5e-5 (a quarter of
+    the scale, top-1 unchanged) passed an absolute 1e-4 bound; the relative bound catches it,
+    and the correct graph still passes."""
+    import copy
+
+    import torch
+
+    import xception_trt.export as export_mod
+
+    small = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        x = torch.from_numpy(parity_inputs(small.spec, "float-nchw", n=2))
+        scale = 2e-4 / float(small(x).abs().max())
+        small.fc.weight.mul_(scale)
+        small.fc.bias.mul_(scale)
+    good = export_onnx(small, tmp_path / "good.onnx", parity_samples=2)
+    assert 1e-4 < good.parity.max_abs_logit < 4e-4, good.parity.summary()
+    assert good.parity.passed and good.parity.max_rel_diff < 1e-5
+    assert good.parity.to_dict()["rtol"] == PARITY_RTOL
+
+    real_clean = export_mod.clean_graph
+
+    def shifted_clean(model, **kwargs):
+        out = real_clean(model, **kwargs)
+        for init in out.graph.initializer:
+            if list(init.dims) == [4]:  # the fc bias: every logit + 5e-5, the argmax unchanged
+                arr = onnx.numpy_helper.to_array(init) + np.float32(5e-5)
+                init.CopyFrom(onnx.numpy_helper.from_array(arr.astype(np.float32), init.name))
+        return out
+
+    monkeypatch.setattr(export_mod, "clean_graph", shifted_clean)
+    with pytest.raises(ExportError, match="does not match the PyTorch model") as exc:
+        export_onnx(small, tmp_path / "bad.onnx", parity_samples=2)
+    assert "top-1 agreement 100.0%" in str(exc.value)  # only the relative bound caught it
+    assert "max |diff| 5e-05" in str(exc.value) and "FAILED" in str(exc.value)
+    assert not (tmp_path / "bad.onnx").exists()
+
+
+def test_relative_logit_diff():
+    from xception_trt.contract import relative_logit_diff
+
+    ref = np.array([[1.0, -4.0], [2.0, 0.0]], np.float32)
+    assert relative_logit_diff(ref + 0.02, ref) == pytest.approx(0.005)
+    assert relative_logit_diff(ref * 1e-4 + 1e-5, ref * 1e-4) == pytest.approx(0.025)
+    assert relative_logit_diff(np.zeros((1, 3)), np.zeros((1, 3))) == 0.0
+    assert relative_logit_diff(np.ones((1, 3)), np.zeros((1, 3))) == np.inf
+    assert np.isnan(relative_logit_diff(np.full((1, 2), np.nan), ref[:1]))
 
 
 def test_verify_parity_rejects_wrong_inputs(tiny_model, uint8_export):

@@ -204,14 +204,20 @@ def test_fp16_keeps_fp32_io_and_out_of_range_nodes(fp16_model, fp32_path, calib_
 
 
 def test_cache_hit_skips_calibration_and_reproduces_the_model(int8_entropy, fp32_path,
-                                                              calib_folder):
+                                                              calib_folder, tmp_path):
     again = quantize_int8(fp32_path, calib_folder, method="entropy", num_images=8,
-                          batch_size=4, cache_dir=int8_entropy.cache_path.parent)
+                          batch_size=4, cache_dir=int8_entropy.cache_path.parent,
+                          output=tmp_path / "hit.int8.onnx")
+    assert int8_entropy.cache == "miss"
     assert again.cache == "hit" and again.num_images == 0
     assert again.cache_path == int8_entropy.cache_path
     a, b = _inits(int8_entropy.model), _inits(again.model)
     assert a.keys() == b.keys()
     assert all(np.array_equal(a[k], b[k]) for k in a)
+    # Bit for bit: the artifact records no run-dependent fact (cache hit/miss), so an engine
+    # keyed on the ONNX hash is reused after a cache hit.
+    assert again.path.read_bytes() == int8_entropy.path.read_bytes()
+    assert "cache" not in read_metadata(again.path).json_field("calibration")
 
 
 def test_stale_cache_is_never_used(int8_entropy, fp32_path, calib_folder, tmp_path, caplog):
@@ -507,7 +513,7 @@ def test_cli_choices_come_from_the_enums():
     opts = {a.dest: a for a in sub.choices["quantize"]._actions}
     assert opts["method"].choices == CalibrationMethod.choices() == ["max", "entropy",
                                                                      "percentile"]
-    assert opts["method"].default == CalibrationMethod.ENTROPY
+    assert opts["method"].default is None and "default: entropy" in opts["method"].help
     assert opts["high_precision"].choices == [p.value for p in HIGH_PRECISIONS]
     assert set(opts["precision"].choices) == set(Precision.choices()) - {"fp32"}
 
@@ -521,7 +527,7 @@ def test_cli_bad_inputs_exit_2_without_traceback(fp32_path, tmp_path, capsys):
     cases = [
         (["--precision", "int8", "--calib", str(empty)], "no images found"),
         (["--precision", "int8"], "--calib"),
-        (["--precision", "fp16", "--auto"], "apply to --precision int8"),
+        (["--precision", "fp16", "--auto"], "--auto only applies with --precision int8"),
         (["--precision", "int8", "--import-cache", str(tmp_path / "none.cache")],
          "does not exist"),
     ]
@@ -583,3 +589,26 @@ def test_variants_build_with_tensorrt_rtx(fp32_path, int8_entropy, fp16_model, t
                   "conv layers take INT8 inputs")
         else:
             assert not int8_layers
+
+
+def test_cli_build_takes_a_qdq_graph_without_calibration(int8_entropy, calib_folder, tmp_path,
+                                                         capsys):
+    """``build`` on the output of ``quantize`` (already Q/DQ) needs no --calib and refuses one
+    it would not use."""
+    from xception_trt.cli import main
+
+    src = str(int8_entropy.path)
+    for extra, match in ((["--calib", str(calib_folder)], "the calibration images would not "
+                          "be used — drop --calib"),
+                         (["--calib-method", "max"], "drop --calib-method")):
+        assert main(["build", src, "-o", str(tmp_path / "no"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and match in err and "int8 graph" in err, err
+    assert not (tmp_path / "no").exists()
+    pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX builds engines on the CPU")
+    rc = main(["build", src, "-o", str(tmp_path / "e"), "--backend", "tensorrt_rtx", "--cc",
+               "sm86", "--max-batch", "2", "--json", "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    (engine,) = json.loads(out)
+    assert engine["precision"] == "int8" and engine["engine"].endswith("tiny.int8.engine")

@@ -49,8 +49,8 @@ def _bench(name: str, precision: str, medians: dict[int, float], error=None) -> 
     return RunnerBenchmark(name, {"backend": name.split("-")[0], "precision": precision,
                                   "device": "cpu", "input_format": "float-nchw",
                                   "provider": "CPUExecutionProvider", "threads": 2},
-                           lat, load_seconds=0.5, rss_after_load_mb=300.0,
-                           rss_load_delta_mb=50.0, rss_peak_mb=320.0, error=error)
+                           lat, load_seconds=0.5, rss_after_load_mib=300.0,
+                           rss_load_delta_mib=50.0, rss_peak_mib=320.0, error=error)
 
 
 def _eval() -> EvalResult:
@@ -77,12 +77,12 @@ def _doc(name="r1", **kw):
                                                            "timed calls (timing): boom")]
     return build_report(name, kind="bench", benchmarks=benches, evaluation=_eval(),
                         config={"batch_sizes": [1, 8]}, notes=["random weights"],
-                        system=SYSTEM, **kw)
+                        **{"system": SYSTEM, **kw})
 
 
 def test_report_document_schema():
     doc = _doc()
-    assert doc["schema"] == SCHEMA and doc["schema_version"] == SCHEMA_VERSION == 1
+    assert doc["schema"] == SCHEMA and doc["schema_version"] == SCHEMA_VERSION == 2
     assert doc["reference"] == "onnxruntime-fp32"
     by = {e["name"]: e for e in doc["runners"]}
     assert set(by) == {"onnxruntime-fp32", "onnxruntime-int8", "torch-fp32"}
@@ -101,8 +101,8 @@ def test_validate_report_rejects_foreign_and_newer_documents():
     doc = _doc()
     with pytest.raises(BenchError, match="not an xception-trt benchmark report"):
         validate_report({**doc, "schema": "other"})
-    with pytest.raises(BenchError, match="schema version 2 is not supported"):
-        validate_report({**doc, "schema_version": 2})
+    with pytest.raises(BenchError, match="schema version 3 is not supported"):
+        validate_report({**doc, "schema_version": 3})
     broken = dict(doc)
     del broken["runners"]
     with pytest.raises(BenchError, match=r"missing key\(s\) \['runners'\]"):
@@ -157,6 +157,60 @@ def test_write_report_files_and_overwrite_rules(tmp_path):
         load_report(tmp_path / "nope")
 
 
+def test_latency_plot_gives_each_runner_its_own_style_and_one_legend_for_both_panels():
+    from xception_trt.report import latency_figure
+
+    fig = latency_figure(_doc())
+    ax_lat, ax_tp = fig.axes
+    for ax in (ax_lat, ax_tp):
+        handles, labels = ax.get_legend_handles_labels()
+        lines = [h.lines[0] if hasattr(h, "lines") else h for h in handles]  # errorbar: data
+        styles = [(line.get_color(), line.get_marker(), line.get_linestyle()) for line in lines]
+        assert sorted(labels) == ["onnxruntime-fp32", "onnxruntime-int8", "torch-fp32"]
+        # onnxruntime-fp32 and torch-fp32 (same precision) differ in colour and marker
+        assert len(styles) == 3 and len({(c, m) for c, m, _ in styles}) == 3, styles
+        assert len({c for c, _, _ in styles}) == 3
+    # one legend for the figure, naming every runner (not only on the throughput panel)
+    assert len(fig.legends) == 1 and ax_tp.get_legend() is None
+    assert sorted(t.get_text() for t in fig.legends[0].get_texts()) == [
+        "onnxruntime-fp32", "onnxruntime-int8", "torch-fp32"]
+
+
+def test_runners_table_names_a_failure_instead_of_none():
+    failed = RunnerBenchmark("tensorrt-fp16", {}, [], error="cannot open m.engine: no GPU")
+    doc = build_report("f", kind="bench", system=SYSTEM,
+                       benchmarks=[_bench("onnxruntime-fp32", "fp32", {1: 3.0}), failed])
+    md = render_markdown(doc)
+    runners = md[md.index("## Runners"):md.index("## Problems")]
+    row = next(line for line in runners.splitlines() if line.startswith("| tensorrt-fp16 |"))
+    assert "failed: cannot open m.engine: no GPU" in row and "None" not in row
+
+
+def test_report_title_units_and_load_average(tmp_path):
+    doc = _doc()
+    assert doc["title"] == "xception-trt bench report: r1"
+    md = render_markdown(doc)
+    assert md.startswith("# xception-trt bench report: r1\n")
+    assert "Load average (1/5/15 min) | not recorded" in md  # SYSTEM has none
+
+    loaded = {**SYSTEM, "load_average": [1.5, 1.0, 0.25]}
+    titled = _doc(name="r2", title="Demo: digits", system=loaded)
+    md = render_markdown(titled)
+    assert md.startswith("# Demo: digits\n")
+    assert "| Load average (1/5/15 min) | 1.50 / 1.00 / 0.25 |" in md
+    assert "measured with a load average of 1.50 / 1.00 / 0.25 on 2 logical cores" in md
+    # sizes: MiB everywhere, in the JSON keys too
+    text = json.dumps(titled)
+    assert "_mb\"" not in text and "rss_peak_mib" in text and "peak_rss_mib" in text
+    assert " MB" not in md and "MiB" in md
+
+
+def test_system_facts_record_the_load_average():
+    from xception_trt.sysinfo import system_facts
+
+    load = system_facts(probe_gpus=False)["load_average"]
+    if hasattr(os, "getloadavg"):
+        assert len(load) == 3 and all(x >= 0 for x in load)
 def test_write_report_sweeps_the_temp_folder_of_a_killed_writer(tmp_path):
     import subprocess
     import sys

@@ -245,9 +245,10 @@ class EmuBackend(xc.CudaBackend):
     def stream_wait_event(self, stream, event):
         self.calls.append(("wait", stream, event))
 
-    def event_create(self, timing):
+    def event_create(self, timing, blocking_sync=False):
         e = self._id()
         self.events.add(e)
+        self.calls.append(("event_create", e, timing, blocking_sync))
         return e
 
     def event_destroy(self, event):
@@ -727,9 +728,14 @@ def test_tensorrt_refuses_broken_plans_cleanly(rtx_engine, damage):
     data = rtx_engine.read_bytes()
     blob = {"foreign": bytes(range(256)) * 16, "truncated": data[: len(data) // 2],
             "header only": data[:64]}[damage]
-    with pytest.raises(EngineError, match=r"could not deserialize bad\.engine \(.*Serializ.*\); "
-                                          r"rebuild it with `xception-trt build`"):
+    # TensorRT-RTX's header check (get_engine_validity, issue 21 item 9) refuses them first;
+    # "foreign" with its MALFORMED_ENGINE diagnostic (the real TensorRT-RTX, on this CPU)
+    with pytest.raises(EngineError, match=r"TensorRT-RTX says bad\.engine is not valid here "
+                                          r"\(.+\): rebuild it with `xception-trt build`"):
         deserialize(trt, blob, source="bad.engine")
+    if damage == "foreign":
+        with pytest.raises(EngineError, match="MALFORMED_ENGINE"):
+            deserialize(trt, blob, source="bad.engine")
 
 
 @pytest.mark.skipif(HAS_GPU, reason="checks the no-GPU message; this machine has a GPU")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,12 @@ from xception_trt.trt import builder as builder_mod
 NVIDIA = [w.version for w in wheels.WHEELS]
 ALL = [*NVIDIA, "rtx"]
 GPU = {"index": 0, "name": "Double GPU", "compute_capability": "8.6"}  # EmuBackend's sm_86
+
+
+def _dla(version: str) -> bool:
+    from xception_trt.trt.compat import network_and_precision_plan
+
+    return network_and_precision_plan("tensorrt", version, "fp16").dla
 
 
 # ------------------------------------------------------------------------------------------------
@@ -60,7 +67,8 @@ class Harness:
         self.api = ApiDouble(dump, self.name, self.world)
         self.major = int(self.api.version.split(".")[0])
         monkeypatch.setitem(sys.modules, self.name, self.api.module)
-        monkeypatch.setattr(builder_mod, "_first_gpu", lambda: dict(GPU))
+        monkeypatch.setattr(builder_mod, "_first_gpu", lambda: dict(
+            GPU, compute_capability=self.world.build_cc, integrated=self.world.integrated))
 
     @property
     def mismatches(self) -> list[Mismatch]:
@@ -87,9 +95,11 @@ def nvidia(request) -> str:
 @pytest.fixture(scope="module")
 def onnx_variants(tiny_onnx_files, tmp_path_factory) -> dict[str, Path]:
     """float/uint8/static ONNX, the real FP16 conversion, and an ``int8``-labelled graph: the
-    double reads a graph's inputs, outputs and metadata only, so the Q/DQ nodes are not needed
-    here (test_builder builds the real Q/DQ graph with TensorRT-RTX)."""
+    double reads a graph's inputs, outputs, node types and initializer types only, so one
+    (unused) QuantizeLinear/DequantizeLinear pair marks it as Q/DQ INT8 (test_builder builds
+    the real Q/DQ graph with TensorRT-RTX)."""
     import onnx
+    from onnx import helper
 
     from xception_trt.onnx_meta import read_metadata, write_metadata
     from xception_trt.precision import to_fp16
@@ -102,6 +112,13 @@ def onnx_variants(tiny_onnx_files, tmp_path_factory) -> dict[str, Path]:
     proto = onnx.load(str(out["float"]))
     write_metadata(proto, {"model_spec": meta.spec, "input_format": meta.input_format.value,
                            "precision": "int8"})
+    proto.graph.initializer.extend([helper.make_tensor("qdq_scale", onnx.TensorProto.FLOAT, [],
+                                                       [0.1]),
+                                    helper.make_tensor("qdq_zero", onnx.TensorProto.INT8, [],
+                                                       [0])])
+    proto.graph.node.extend([
+        helper.make_node("QuantizeLinear", ["input", "qdq_scale", "qdq_zero"], ["qdq_q"]),
+        helper.make_node("DequantizeLinear", ["qdq_q", "qdq_scale", "qdq_zero"], ["qdq_dq"])])
     out["int8"] = root / "tiny.int8.onnx"
     onnx.save(proto, str(out["int8"]))
     return out
@@ -185,14 +202,20 @@ def test_parser_errors_are_listed(dumps, key, onnx_variants, tmp_path, monkeypat
 # ------------------------------------------------------------------------------------------------
 # the runtime (EmuBackend stands in for CUDA; nothing computes)
 # ------------------------------------------------------------------------------------------------
-def _open_and_run(engine: Path, *, cuda_graphs: bool = False):
+def _open_and_run(engine: Path, *, cuda_graphs: bool = False, world: World | None = None,
+                  **kw):
+    """Open a runner on the emulating backend and run batches 1, max, 1, max (alternating
+    batch sizes: with CUDA graphs each replays its own graph)."""
     import numpy as np
 
     from xception_trt.trt.runtime import TensorRTRunner
 
-    with TensorRTRunner(engine, cuda_backend=EmuBackend(),  # type: ignore[arg-type]
-                        cuda_graphs=cuda_graphs) as runner:
-        for n in (1, runner.max_batch, 1):
+    be = EmuBackend()
+    if world is not None:  # the world sees which streams are capturing (GRAPH-1, RTX-2)
+        world.capturing = lambda stream: stream in be.capturing
+    with TensorRTRunner(engine, cuda_backend=be,  # type: ignore[arg-type]
+                        cuda_graphs=cuda_graphs, **kw) as runner:
+        for n in (1, runner.max_batch, 1, runner.max_batch):
             out = runner.infer(np.zeros((n, 3, 71, 71), np.float32))
             assert out.shape == (n, runner.spec.num_classes)
         return runner.describe()
@@ -203,12 +226,222 @@ def test_runtime_path(dumps, key, onnx_variants, tmp_path, monkeypatch, graphs):
     h = Harness(dumps[key], key, monkeypatch)
     art = builder_mod.build_engine(onnx_variants["float"], h.config(max_batch=4),
                                    engine_path=tmp_path / "e.engine")
-    facts = _open_and_run(art.path, cuda_graphs=graphs)
+    facts = _open_and_run(art.path, cuda_graphs=graphs, world=h.world)
     assert facts["tensorrt"] == h.api.version and facts["max_batch"] == 4
     assert h.world.executed >= (1 if graphs else 3)
     assert {"IExecutionContext.set_input_shape", "IExecutionContext.set_tensor_address",
             "IExecutionContext.execute_async_v3", "Runtime.deserialize_cuda_engine",
             "ICudaEngine.get_tensor_profile_shape"} <= h.api.calls
+    h.assert_clean()
+
+
+def test_each_cuda_graph_has_its_own_context_on_one_activation_buffer(dumps, nvidia,
+                                                                      onnx_variants, tmp_path,
+                                                                      monkeypatch):
+    """Item 1 (GRAPH-1, MEM-1/2): "a CUDA graph depends on the state of the execution context
+    ... use one execution context per captured graph" (TensorRT developer guide, "CUDA
+    Graphs"). The contexts share one activation buffer: USER_MANAGED + set_device_memory on
+    10.1+/11.x, create_execution_context_without_device_memory + device_memory on 8.6
+    (TensorRT API reference, IExecutionContext / ICudaEngine)."""
+    h = Harness(dumps[nvidia], nvidia, monkeypatch)
+    art = builder_mod.build_engine(onnx_variants["float"], h.config(max_batch=4),
+                                   engine_path=tmp_path / "e.engine")
+    _open_and_run(art.path, cuda_graphs=True, world=h.world)
+    if h.major < 10:
+        assert "ICudaEngine.create_execution_context_without_device_memory" in h.api.calls
+        assert "IExecutionContext.device_memory=" in h.api.calls
+    else:
+        assert "IExecutionContext.set_device_memory" in h.api.calls
+    h.assert_clean()
+
+
+def test_rtx_cuda_graphs_use_the_runtime_strategy_not_manual_capture(dumps, onnx_variants,
+                                                                     tmp_path, monkeypatch):
+    """Item 2 (RTX-2): manual stream capture of a TensorRT-RTX engine needs
+    REQUIRE_USER_ALLOCATION and is_stream_capturable (TensorRT-RTX 1.2 release notes); the
+    runtime configuration's CUDA-graph strategy is the documented way ("Working with RTX CUDA
+    Graphs"): we set WHOLE_GRAPH_CAPTURE and capture nothing ourselves."""
+    h = Harness(dumps["rtx"], "rtx", monkeypatch)
+    art = builder_mod.build_engine(onnx_variants["float"], h.config(max_batch=4),
+                                   engine_path=tmp_path / "e.engine")
+    facts = _open_and_run(art.path, cuda_graphs=True, world=h.world)
+    assert facts["cuda_graphs"] is True
+    assert {"IRuntimeConfig.cuda_graph_strategy=", "IRuntimeConfig.set_runtime_cache"} \
+        <= h.api.calls
+    h.assert_clean()
+
+
+def test_rtx_runtime_cache_is_loaded_and_saved(dumps, onnx_variants, tmp_path, monkeypatch):
+    """Item 9: TensorRT-RTX compiles kernels at run time and keeps them in a runtime cache
+    (IRuntimeConfig.set_runtime_cache, IRuntimeCache.serialize/deserialize; TensorRT-RTX
+    "Working with Runtime Cache"): a runner given a file writes it at close and loads it next
+    time."""
+    h = Harness(dumps["rtx"], "rtx", monkeypatch)
+    art = builder_mod.build_engine(onnx_variants["float"], h.config(max_batch=4),
+                                   engine_path=tmp_path / "e.engine")
+    cache = tmp_path / "rtx.runtime-cache"
+    _open_and_run(art.path, runtime_cache=cache)
+    assert cache.read_bytes().startswith(b"RTXCACHE")
+    assert "IRuntimeCache.deserialize" not in h.api.calls
+    _open_and_run(art.path, runtime_cache=cache)
+    assert "IRuntimeCache.deserialize" in h.api.calls
+    h.assert_clean()
+
+
+def test_rtx_engine_validity_is_checked_before_deserializing(dumps, onnx_variants, tmp_path,
+                                                            monkeypatch):
+    """Item 9 (RTX-3): IRuntime::getEngineValidity reads the plan header and says why it cannot
+    run here (old driver/runtime, compute capability, ...) before deserializing (TensorRT-RTX
+    "Engine Compatibility", "Compatibility Checks")."""
+    from xception_trt.errors import EngineError
+    from xception_trt.trt.runtime import TensorRTRunner
+
+    h = Harness(dumps["rtx"], "rtx", monkeypatch, engine_validity="INVALID",
+                invalidity=int(_rtx_diagnostics(dumps)["OLD_CUDA_DRIVER"]) | 2)
+    art = builder_mod.build_engine(onnx_variants["float"], h.config(max_batch=4),
+                                   engine_path=tmp_path / "e.engine")
+    with pytest.raises(EngineError, match="not valid here.*UNSUPPORTED_CC.*OLD_CUDA_DRIVER|"
+                                          "not valid here.*OLD_CUDA_DRIVER.*UNSUPPORTED_CC"):
+        TensorRTRunner(art.path, cuda_backend=EmuBackend())  # type: ignore[arg-type]
+    assert "Runtime.get_engine_validity" in h.api.calls
+    assert "Runtime.deserialize_cuda_engine" not in h.api.calls
+    h.assert_clean()
+
+
+def _rtx_diagnostics(dumps: dict) -> dict[str, int]:
+    """TensorRT-RTX's EngineInvalidityDiagnostics bit values, from the real API."""
+    return dumps["rtx"]["classes"]["EngineInvalidityDiagnostics"]["enum"]
+
+
+@pytest.mark.parametrize("version", [v for v in NVIDIA if _dla(v)])
+def test_dla_needs_a_fixed_batch_and_fp16_or_int8(dumps, version, onnx_variants, tmp_path,
+                                                  monkeypatch):
+    """Items 3-4 (DLA-4, DLA-5): DLA needs min = opt = max and runs FP16/INT8 only ("Working
+    with DLA", DLA supported layers and restrictions); with GPU fallback (our default) either
+    mistake silently runs every layer on the GPU, so the build refuses them."""
+    h = Harness(dumps[version], version, monkeypatch, num_dla_cores=1)
+    fp16 = onnx_variants["float" if h.major < 10 else "fp16"]
+    with pytest.raises(BuildError, match="DLA needs a fixed batch"):
+        builder_mod.build_engine(fp16, h.config(dla_core=0, precision="fp16", max_batch=4),
+                                 engine_path=tmp_path / "dyn.engine")
+    with pytest.raises(BuildError, match="DLA runs FP16 and INT8 only"):
+        builder_mod.build_engine(onnx_variants["float"],
+                                 h.config(dla_core=0, precision="fp32", batch=1),
+                                 engine_path=tmp_path / "fp32.engine")
+    builder_mod.build_engine(fp16, h.config(dla_core=0, precision="fp16", batch=2),
+                             engine_path=tmp_path / "ok.engine")
+    builder_mod.build_engine(onnx_variants["int8"], h.config(dla_core=0, precision="int8",
+                                                             batch=2),
+                             engine_path=tmp_path / "int8.engine")
+    h.assert_clean()
+
+
+def test_fp32_builds_clear_tf32(dumps, key, onnx_variants, tmp_path, monkeypatch):
+    """Item 6 (TF32-1): BuilderFlag.TF32 is on by default, so an "FP32" engine would round
+    conv/GEMM inputs to TF32 on Ampere and newer (TensorRT API reference, BuilderFlag.TF32;
+    developer guide "Reduced Precision", TF32). FP32 builds clear it; the others keep it."""
+    h = Harness(dumps[key], key, monkeypatch)
+    builder_mod.build_engine(onnx_variants["float"], h.config(precision="fp32"),
+                             engine_path=tmp_path / "fp32.engine")
+    assert "TF32" not in h.world.built[-1]["flags"]
+    fp16 = onnx_variants["float" if h.name == "tensorrt" and h.major < 10 else "fp16"]
+    builder_mod.build_engine(fp16, h.config(precision="fp16"),
+                             engine_path=tmp_path / "fp16.engine")
+    assert "TF32" in h.world.built[-1]["flags"]
+    h.assert_clean()
+
+
+def test_timing_cache_from_another_device_starts_fresh(dumps, nvidia, onnx_variants, tmp_path,
+                                                       monkeypatch, caplog):
+    """Item 7 (TC-1): set_timing_cache(cache, ignore_mismatch=False) refuses a cache whose
+    device properties differ (TensorRT API reference, IBuilderConfig.set_timing_cache): the
+    build warns, starts a fresh cache and replaces the file; it does not fail."""
+    h = Harness(dumps[nvidia], nvidia, monkeypatch)
+    cfg = h.config(timing_cache_dir=str(tmp_path / "tc"))
+    art = builder_mod.build_engine(onnx_variants["float"], cfg, engine_path=tmp_path / "a.engine")
+    cache = Path(art.sidecar.to_dict()["timing_cache"]["path"])
+    assert cache.read_bytes().startswith(b"TC[Double GPU, 8.6, 1410 MHz]")
+    h.world.device_key = "Double GPU, 8.6, 1755 MHz"  # same name and SM, other clocks
+    with caplog.at_level("WARNING"):
+        art = builder_mod.build_engine(onnx_variants["float"], cfg, force=True,
+                                       engine_path=tmp_path / "a.engine")
+    assert "another device configuration" in caplog.text
+    assert art.sidecar.to_dict()["timing_cache"]["loaded_bytes"] == 0
+    assert cache.read_bytes().startswith(b"TC[Double GPU, 8.6, 1755 MHz]")
+    h.assert_clean()
+
+
+class _OverlapProbe(_Progress):
+    """A BuildProgress that notices being called by two threads at once: a call from a
+    TensorRT thread waits briefly for another to come in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inside = 0
+        self.overlaps = 0
+        self._mutex = threading.Lock()
+        self._partner = threading.Event()
+
+    def _enter(self) -> None:
+        with self._mutex:
+            self.inside += 1
+            if self.inside > 1:
+                self.overlaps += 1
+                self._partner.set()
+        if threading.current_thread() is not threading.main_thread():
+            self._partner.wait(0.1)
+        with self._mutex:
+            self.inside -= 1
+
+    def step_complete(self, phase_name, step):
+        self._enter()
+        super().step_complete(phase_name, step)
+
+
+@pytest.mark.parametrize("key", ["10.13.0.35", "rtx"])
+def test_progress_monitor_is_called_one_at_a_time(dumps, key, onnx_variants, tmp_path,
+                                                  monkeypatch):
+    """Item 8 (PROG-2): "the implementation of IProgressMonitor must be thread-safe so that it
+    can be called from multiple internal threads" (TensorRT API reference, IProgressMonitor):
+    our monitor serialises the calls into the user's BuildProgress."""
+    h = Harness(dumps[key], key, monkeypatch)
+    probe = _OverlapProbe()
+    builder_mod.build_engine(onnx_variants["float"], h.config(), progress=probe,
+                             engine_path=tmp_path / "e.engine")
+    assert probe.overlaps == 0 and probe.events.count("step 0") == 3
+    h.assert_clean()
+
+
+def test_hardware_compatibility_needs_ampere_and_no_jetpack(dumps, onnx_variants, tmp_path,
+                                                            monkeypatch):
+    """Item 5 (HWC-1): "hardware compatibility is only supported for Ampere and later device
+    architectures and is not supported on NVIDIA DRIVE OS or JetPack" (TensorRT developer
+    guide, "Hardware Compatibility"): refused at build on a pre-Ampere or integrated GPU, and
+    a hardware-compatible engine is not loaded on an integrated (Jetson) GPU."""
+    from xception_trt.errors import EngineError
+    from xception_trt.trt.runtime import TensorRTRunner
+
+    h = Harness(dumps["10.3.0"], "10.3.0", monkeypatch, build_cc="7.5")
+    with pytest.raises(BuildError, match="Ampere or newer GPU.*7.5"):
+        builder_mod.build_engine(onnx_variants["float"], h.config(hardware_compatible=True),
+                                 engine_path=tmp_path / "hw.engine")
+    h.world.build_cc, h.world.integrated = "8.7", True
+    with pytest.raises(BuildError, match="not supported on JetPack"):
+        builder_mod.build_engine(onnx_variants["float"], h.config(hardware_compatible=True),
+                                 engine_path=tmp_path / "hw.engine")
+    h.world.build_cc, h.world.integrated = "8.6", False
+    art = builder_mod.build_engine(onnx_variants["float"], h.config(hardware_compatible=True),
+                                   engine_path=tmp_path / "hw.engine")
+
+    class Orin(EmuBackend):
+        def compute_capability(self):
+            return (8, 7)
+
+        def is_integrated(self):
+            return True
+
+    with pytest.raises(EngineError, match="not supported on JetPack"):
+        TensorRTRunner(art.path, cuda_backend=Orin())  # type: ignore[arg-type]
     h.assert_clean()
 
 
@@ -246,19 +479,14 @@ def test_version_compatible_engine_not_matching_its_sidecar_is_refused(dumps, on
     h.assert_clean()
 
 
-def _dla(version: str) -> bool:
-    from xception_trt.trt.compat import network_and_precision_plan
-
-    return network_and_precision_plan("tensorrt", version, "fp16").dla
-
-
 @pytest.mark.parametrize("version", [v for v in NVIDIA if _dla(v)])
 def test_dla_build_and_runtime_core(dumps, version, onnx_variants, tmp_path, monkeypatch):
     """DLA-1/DLA-2: build on core 1 of 2 with GPU fallback; the runtime selects core 1."""
     h = Harness(dumps[version], version, monkeypatch, num_dla_cores=2)
-    art = builder_mod.build_engine(onnx_variants["float"],
-                                   h.config(dla_core=1, precision="fp16", batch=1)
-                                   if h.major < 10 else h.config(dla_core=1, batch=1),
+    # DLA runs FP16/INT8 only (DLA-5): 8.6 builds FP16 from the FP32 graph with the FP16
+    # flag, 10.x (strongly typed) from the FP16 graph
+    art = builder_mod.build_engine(onnx_variants["float" if h.major < 10 else "fp16"],
+                                   h.config(dla_core=1, precision="fp16", batch=1),
                                    engine_path=tmp_path / "dla.engine")
     assert "GPU_FALLBACK" in h.world.built[-1]["flags"] and h.world.built[-1]["dla_core"] == 1
     _open_and_run(art.path)
@@ -271,7 +499,7 @@ def test_dla_engine_on_a_device_without_that_core(dumps, onnx_variants, tmp_path
     from xception_trt.trt.runtime import TensorRTRunner
 
     h = Harness(dumps["10.3.0"], "10.3.0", monkeypatch, num_dla_cores=2)
-    art = builder_mod.build_engine(onnx_variants["float"], h.config(dla_core=1, batch=1),
+    art = builder_mod.build_engine(onnx_variants["fp16"], h.config(dla_core=1, batch=1),
                                    engine_path=tmp_path / "dla.engine")
     h.world.num_dla_cores = 1  # the engine moved to a device with one DLA core
     with pytest.raises(EngineError, match="built for DLA core 1 but this device has 1"):
@@ -328,14 +556,44 @@ def test_selftest_engine_checks_and_sysinfo(dumps, key, tmp_path, monkeypatch):
     from xception_trt import selftest, sysinfo
 
     be = EmuBackend()
-    h = Harness(dumps[key], key, monkeypatch, compute=_onnx_runtime_engine(be))
+    h = Harness(dumps[key], key, monkeypatch, compute=_onnx_runtime_engine(be),
+                capturing=lambda stream: stream in be.capturing)
     info = sysinfo.system_facts(probe_gpus=False)
     assert info["trt_importable"][h.name] == h.api.version
     results = selftest.run_engine_checks(h.name, backend=be,  # type: ignore[arg-type]
                                          workdir=tmp_path, iterations=2)
-    failed = [(r.name, r.detail) for r in results if r.status != "pass"]
-    assert len(results) >= 4 and not failed, failed
+    status = {r.name: (r.status, r.detail) for r in results}
+    failed = {k: v for k, v in status.items() if v[0] != "pass" and "DLA" not in k}
+    assert len(results) >= 7 and not failed, failed
+    # issue 21's device questions: answered here through the double, DLA skipped without DLA
+    assert status["engine: CUDA graphs vs plain, alternating batch sizes"][1].startswith(
+        "answer: batches 1/4/1/4/2/3/1 alternating: CUDA graphs bit-identical to the plain path")
+    assert status["engine: DLA placement (FP16)"][0] == "skip"
+    assert "no DLA here" in status["engine: DLA placement (FP16)"][1]
     assert h.world.executed > 0
+    h.assert_clean()
+
+
+@pytest.mark.parametrize("version", ["8.6.1", "10.3.0"])
+def test_selftest_dla_questions(dumps, version, tmp_path, monkeypatch):
+    """The self-test's DLA checks run where DLA exists and report their answer (how many
+    layers the inspector places on the DLA; for 8.6 whether explicit Q/DQ INT8 builds for DLA);
+    elsewhere they skip with the reason. Through the double: the answer here is the double's."""
+    from xception_trt import selftest
+
+    be = EmuBackend()
+    h = Harness(dumps[version], version, monkeypatch, compute=_onnx_runtime_engine(be),
+                capturing=lambda stream: stream in be.capturing, num_dla_cores=1)
+    results = selftest.run_engine_checks(h.name, backend=be,  # type: ignore[arg-type]
+                                         workdir=tmp_path, iterations=2)
+    status = {r.name: (r.status, r.detail) for r in results}
+    placement = status["engine: DLA placement (FP16)"]
+    assert placement[0] == "pass" and placement[1].startswith("answer: ")
+    assert ("strongly typed" in placement[1]) is (h.major >= 10)
+    qdq = status["engine: explicit Q/DQ INT8 on DLA (TensorRT 8.6)"]
+    assert qdq[0] == ("pass" if h.major < 10 else "skip"), qdq
+    assert [b["dla_core"] for b in h.world.built if b["dla_core"] is not None] == \
+        [0] * (2 if h.major < 10 else 1)
     h.assert_clean()
 
 

@@ -119,7 +119,11 @@ def test_check_options():
         check_options(rtx, BuildConfig(dla_core=0))
     with pytest.raises(BuildError, match="DLA"):
         check_options(trt11, BuildConfig(dla_core=0))
-    assert check_options(trt10, BuildConfig(dla_core=1)) == []
+    fp16_10 = network_and_precision_plan("tensorrt", "10.3.0", "fp16")
+    assert check_options(fp16_10, BuildConfig(dla_core=1)) == []
+    # issue 21 item 4: DLA runs FP16 and INT8 only ("Working with DLA")
+    with pytest.raises(BuildError, match="DLA runs FP16 and INT8 only"):
+        check_options(trt10, BuildConfig(dla_core=1))
     with pytest.raises(BuildError, match="TensorRT-RTX option"):
         check_options(trt10, BuildConfig(compute_capabilities=("sm86",)))
     with pytest.raises(BuildError, match="version-compatible"):
@@ -265,9 +269,12 @@ def test_compat_flavour_mismatch_gives_rebuild_command():
     assert "xception-trt build m.onnx -o engines --precision fp16 --backend tensorrt_rtx" in text
 
 
-@pytest.mark.parametrize("runtime, ok", [("10.3.0.30", True), ("10.3.1", False),
-                                         ("10.4.0", False), ("10.2.0", False)])
+@pytest.mark.parametrize("runtime, ok", [("10.3.0.26", True), ("10.3.0.30", False),
+                                         ("10.3.1", False), ("10.4.0", False), ("10.2.0", False)])
 def test_compat_plain_engine_needs_same_release(runtime, ok):
+    """Issue 21 item 10: without version compatibility the runtime must match the build's
+    version "in major, minor, patch, and build" (TensorRT release notes, "Serialized engines are
+    not generally portable ...")."""
     call = lambda: check_sidecar_compat(_sidecar(), "tensorrt", runtime, "8.7")  # noqa: E731
     if ok:
         call()

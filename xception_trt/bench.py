@@ -12,6 +12,9 @@
   of the softmax). Every runner is fed in one pass over the data: images are decoded and
   preprocessed once; uint8 and float runners both get the same decoded pixels.
 - Memory: host RSS sampled during the run (psutil) and device memory where a runner reports it.
+- Power: with a :class:`~xception_trt.power.PowerMonitor`, a background thread samples the
+  Jetson rails or NVML during each timed loop: mean power per rail and in total, energy per
+  image, or the reason there is none.
 
 Nothing here prints: long loops take a ``progress(n)`` callback. A runner that fails midway does
 not abort the others: its result keeps what was measured and the reason it stopped.
@@ -35,6 +38,7 @@ from .config import InputFormat, ModelSpec, Precision
 from .contract import Runner
 from .errors import BenchError, ConfigError, DataError
 from .host import available_memory_bytes
+from .power import PowerMonitor
 from .runners import open_runner
 
 __all__ = ["BenchConfig", "LatencyStats", "LatencyResult", "RunnerBenchmark", "MemorySampler",
@@ -146,9 +150,12 @@ class LatencyResult:
         throughput_ips: Images per second, ``batch_size / mean end-to-end time``.
         clock: The clock used for ``end_to_end``.
         input_source: ``random`` pixels or ``data`` (real images).
-        rss_peak_mb: Largest host RSS sampled during this batch size (MiB).
+        rss_peak_mib: Largest host RSS sampled during this batch size (MiB).
         skipped: Why this batch size was not measured (fixed/max batch), else ``None``.
         error: Why measuring stopped early, else ``None``.
+        power: Power and energy over the timed calls
+            (:meth:`~xception_trt.power.PowerReading.to_dict`), or why there are none;
+            ``None`` when no monitor was given.
     """
 
     batch_size: int
@@ -159,9 +166,10 @@ class LatencyResult:
     throughput_ips: float | None = None
     clock: str = "time.perf_counter_ns"
     input_source: str = "random"
-    rss_peak_mb: float | None = None
+    rss_peak_mib: float | None = None
     skipped: str | None = None
     error: str | None = None
+    power: dict[str, Any] | None = None
 
     @property
     def completed(self) -> int:
@@ -175,8 +183,8 @@ class LatencyResult:
                 "end_to_end": self.end_to_end.to_dict() if self.end_to_end else None,
                 "gpu": self.gpu.to_dict() if self.gpu else None,
                 "throughput_ips": self.throughput_ips, "clock": self.clock,
-                "input_source": self.input_source, "rss_peak_mb": self.rss_peak_mb,
-                "skipped": self.skipped, "error": self.error}
+                "input_source": self.input_source, "rss_peak_mib": self.rss_peak_mib,
+                "skipped": self.skipped, "error": self.error, "power": self.power}
 
 
 class MemorySampler:
@@ -190,22 +198,22 @@ class MemorySampler:
         import psutil
 
         self._proc = psutil.Process(os.getpid())
-        self.start_mb = self.sample()
-        self.peak_mb = self.start_mb
+        self.start_mib = self.sample()
+        self.peak_mib = self.start_mib
 
     def sample(self) -> float:
-        """Current RSS in MiB (updates :attr:`peak_mb`)."""
-        mb = self._proc.memory_info().rss / 2**20
-        if mb > getattr(self, "peak_mb", 0.0):
-            self.peak_mb = mb
-        return mb
+        """Current RSS in MiB (updates :attr:`peak_mib`)."""
+        mib = self._proc.memory_info().rss / 2**20
+        if mib > getattr(self, "peak_mib", 0.0):
+            self.peak_mib = mib
+        return mib
 
     def reset_peak(self) -> None:
         """Start a new peak window at the current RSS."""
-        self.peak_mb = self._proc.memory_info().rss / 2**20
+        self.peak_mib = self._proc.memory_info().rss / 2**20
 
 
-def process_peak_rss_mb() -> float | None:
+def process_peak_rss_mib() -> float | None:
     """The kernel's record of this process's peak RSS (MiB), where available (Unix)."""
     try:
         import resource
@@ -313,10 +321,25 @@ def _device_memory_bytes(runner: Runner) -> int | None:
     return int(value) if value is not None else None
 
 
+def _power_result(power: PowerMonitor, window: Any, runner: Runner, images: int
+                  ) -> dict[str, Any]:
+    """The window's reading as a dict; NVML's GPU-only figure is no energy of a CPU runner."""
+    if window is None:  # failed in warm-up: nothing timed, nothing sampled
+        return {"available": False, "reason": "no timed call completed", "images": 0}
+    out = window.stop().to_dict(images=images)
+    if out["available"] and power.source is not None and power.source.scope == "gpu" \
+            and not str(runner.device).startswith("cuda"):
+        out["energy_per_image_mj"] = None
+        out["notes"].append(f"the runner runs on {runner.device}: the GPU's power is not its "
+                            "energy")
+    return out
+
+
 def measure_latency(runner: Runner, batch_size: int, *, iterations: int = 50, warmup: int = 5,
                     seed: int = 0, pixels: np.ndarray | None = None,
                     memory: MemorySampler | None = None,
-                    progress: Progress | None = None) -> LatencyResult:
+                    progress: Progress | None = None,
+                    power: PowerMonitor | None = None) -> LatencyResult:
     """Time ``iterations`` calls of ``runner`` on one batch after ``warmup`` untimed calls.
 
     A call that raises stops the measurement: the result keeps the completed samples and the
@@ -331,6 +354,7 @@ def measure_latency(runner: Runner, batch_size: int, *, iterations: int = 50, wa
         pixels: Real uint8 NHWC images to use as input instead of random pixels.
         memory: RSS sampler (sampled after every call).
         progress: Called with 1 after every call (warm-up included).
+        power: Power monitor: samples in a background thread during the timed calls only.
 
     Returns:
         The :class:`LatencyResult` (``skipped`` set when the runner cannot take the batch).
@@ -352,10 +376,12 @@ def measure_latency(runner: Runner, batch_size: int, *, iterations: int = 50, wa
     wall: list[float] = []
     gpu: list[float] = []
     clock = time.perf_counter_ns
+    window = None
     try:
         for _ in range(warmup):
             runner(x)
             progress(1)
+        window = power.start() if power is not None else None
         for _ in range(iterations):
             t0 = clock()
             runner(x)
@@ -373,13 +399,19 @@ def measure_latency(runner: Runner, batch_size: int, *, iterations: int = 50, wa
                         f"({'warm-up' if done == 0 and warmup else 'timing'}): "
                         f"{_error_text(exc)}")
         log.warning("%s batch %d: %s", runner.name, batch_size, result.error)
+    except BaseException:  # Ctrl-C: end the sampler thread, then let it through
+        if window is not None:
+            window.stop()
+        raise
+    if power is not None:
+        result.power = _power_result(power, window, runner, batch_size * len(wall))
     if wall:
         result.end_to_end = LatencyStats.from_samples(wall)
         result.throughput_ips = batch_size * 1000.0 / result.end_to_end.mean_ms
     if gpu and len(gpu) == len(wall):
         result.gpu = LatencyStats.from_samples(gpu)
     if memory is not None:
-        result.rss_peak_mb = round(memory.peak_mb, 1)
+        result.rss_peak_mib = round(memory.peak_mib, 1)
     return result
 
 
@@ -392,9 +424,9 @@ class RunnerBenchmark:
         description: The runner's ``describe()`` (backend, provider, threads, versions ...).
         latency: One :class:`LatencyResult` per batch size.
         load_seconds: Time to open the runner (``None`` when it was passed in open).
-        rss_after_load_mb: Host RSS right after opening (MiB).
-        rss_load_delta_mb: RSS growth caused by opening it (MiB).
-        rss_peak_mb: Largest RSS sampled while it ran (MiB).
+        rss_after_load_mib: Host RSS right after opening (MiB).
+        rss_load_delta_mib: RSS growth caused by opening it (MiB).
+        rss_peak_mib: Largest RSS sampled while it ran (MiB).
         device_memory_bytes: Device memory it uses, where measurable.
         error: Why it could not be opened or stopped early, else ``None``.
     """
@@ -403,9 +435,9 @@ class RunnerBenchmark:
     description: dict[str, Any] = field(default_factory=dict)
     latency: list[LatencyResult] = field(default_factory=list)
     load_seconds: float | None = None
-    rss_after_load_mb: float | None = None
-    rss_load_delta_mb: float | None = None
-    rss_peak_mb: float | None = None
+    rss_after_load_mib: float | None = None
+    rss_load_delta_mib: float | None = None
+    rss_peak_mib: float | None = None
     device_memory_bytes: int | None = None
     error: str | None = None
 
@@ -414,9 +446,9 @@ class RunnerBenchmark:
         return {"name": self.name, "description": self.description,
                 "latency": [r.to_dict() for r in self.latency],
                 "memory": {"load_seconds": self.load_seconds,
-                           "rss_after_load_mb": self.rss_after_load_mb,
-                           "rss_load_delta_mb": self.rss_load_delta_mb,
-                           "rss_peak_mb": self.rss_peak_mb,
+                           "rss_after_load_mib": self.rss_after_load_mib,
+                           "rss_load_delta_mib": self.rss_load_delta_mib,
+                           "rss_peak_mib": self.rss_peak_mib,
                            "device_memory_bytes": self.device_memory_bytes},
                 "error": self.error}
 
@@ -425,7 +457,8 @@ def benchmark_runner(model: Runner | str | os.PathLike[str], config: BenchConfig
                      name: str | None = None,
                      pixels: np.ndarray | Callable[[ModelSpec], np.ndarray] | None = None,
                      runner_kw: dict[str, Any] | None = None,
-                     progress: Progress | None = None) -> RunnerBenchmark:
+                     progress: Progress | None = None,
+                     power: PowerMonitor | None = None) -> RunnerBenchmark:
     """Sweep the batch sizes of ``config`` over one runner.
 
     Args:
@@ -437,6 +470,7 @@ def benchmark_runner(model: Runner | str | os.PathLike[str], config: BenchConfig
             runner's :class:`ModelSpec` returning them (e.g. ``lambda s: load_pixels(dir, s)``).
         runner_kw: Options for :func:`~xception_trt.runners.open_runner`.
         progress: Called with 1 after every runner call.
+        power: Power monitor sampled during each batch size's timed calls (left open).
 
     Returns:
         A :class:`RunnerBenchmark`. Failures (opening, or a call midway) are recorded in it,
@@ -460,13 +494,13 @@ def benchmark_runner(model: Runner | str | os.PathLike[str], config: BenchConfig
             return result
         result.load_seconds = round(time.perf_counter() - t0, 3)
         after = mem.sample()
-        result.rss_after_load_mb = round(after, 1)
-        result.rss_load_delta_mb = round(after - before, 1)
+        result.rss_after_load_mib = round(after, 1)
+        result.rss_load_delta_mib = round(after - before, 1)
         if name is None:
             result.name = runner.name
     else:
         runner = model  # type: ignore[assignment]
-        result.rss_after_load_mb = round(mem.sample(), 1)
+        result.rss_after_load_mib = round(mem.sample(), 1)
     try:
         result.description = runner.describe()
         for b in config.batch_sizes:  # refuse an impossible sweep before measuring any of it
@@ -477,14 +511,15 @@ def benchmark_runner(model: Runner | str | os.PathLike[str], config: BenchConfig
         peak = mem.sample()
         for b in config.batch_sizes:
             lat = measure_latency(runner, b, iterations=config.iterations, warmup=config.warmup,
-                                  seed=config.seed, pixels=pixels, memory=mem, progress=progress)
+                                  seed=config.seed, pixels=pixels, memory=mem, progress=progress,
+                                  power=power)
             result.latency.append(lat)
-            if lat.rss_peak_mb is not None:
-                peak = max(peak, lat.rss_peak_mb)
+            if lat.rss_peak_mib is not None:
+                peak = max(peak, lat.rss_peak_mib)
             if lat.error:
                 result.error = f"batch {b}: {lat.error}"
                 break
-        result.rss_peak_mb = round(peak, 1)
+        result.rss_peak_mib = round(peak, 1)
         result.device_memory_bytes = _device_memory_bytes(runner)
     finally:
         if owned:

@@ -10,6 +10,7 @@ None``, the GPU compute time of its most recent ``__call__`` measured with CUDA 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -20,7 +21,8 @@ from .errors import EngineError
 from .onnx_meta import INPUT_NAME, OUTPUT_NAME
 
 __all__ = ["RunnerKind", "TensorSpec", "Runner", "RunnerBase", "check_batch", "input_spec_for",
-           "output_spec_for", "check_axes", "ENGINE_SUFFIXES", "ONNX_SUFFIXES"]
+           "output_spec_for", "check_axes", "relative_logit_diff", "ENGINE_SUFFIXES",
+           "ONNX_SUFFIXES"]
 
 
 class RunnerKind(StrEnum):
@@ -126,6 +128,30 @@ def input_spec_for(spec: ModelSpec, input_format: InputFormat | str,
 def output_spec_for(spec: ModelSpec, batch: int = -1) -> TensorSpec:
     """The logits :class:`TensorSpec`: float32 ``(N, num_classes)``."""
     return TensorSpec(OUTPUT_NAME, (batch, spec.num_classes), np.dtype(np.float32))
+
+
+def relative_logit_diff(logits: np.ndarray, reference: np.ndarray) -> float:
+    """The largest absolute difference between two runners' logits, relative to the logit
+    scale (the reference's largest absolute logit).
+
+    An absolute bound means nothing across models: trained logits are ~10, a random-weight
+    model's ~1e-4, and a bound of 1e-4 passes any output of the latter.
+
+    Args:
+        logits: ``(N, num_classes)`` logits to check.
+        reference: The reference logits, same shape.
+
+    Returns:
+        ``max |logits - reference| / max |reference|`` (0.0 when both are all zero; ``inf``
+        when only the reference is; ``nan`` when any value is NaN).
+    """
+    a = np.asarray(logits, dtype=np.float64)
+    ref = np.asarray(reference, dtype=np.float64)
+    diff = float(np.abs(a - ref).max()) if a.size else 0.0
+    scale = float(np.abs(ref).max()) if ref.size else 0.0
+    if scale == 0.0:
+        return 0.0 if diff == 0.0 else math.inf
+    return diff / scale
 
 
 def _layout_hint(batch: np.ndarray, want: TensorSpec) -> str:

@@ -41,6 +41,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "h5py": ("h5py", "keras"),
     "tritonclient": ("tritonclient[http,grpc]", "serve"),
     "pytriton": ("nvidia-pytriton", "serve"),
+    "pynvml": ("nvidia-ml-py", "power"),
 }
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from . import __version__
 
 __all__ = ["package_version", "software_versions", "cpu_model", "git_revision",
-           "available_memory_bytes", "parent_death_signal"]
+           "available_memory_bytes", "parent_death_signal", "load_average"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -59,6 +59,16 @@ _PACKAGES = (
     ("numpy", ("numpy",)),
     ("pillow", ("pillow",)),
 )
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (runnable processes, all cores together), or
+    ``None`` where the OS has none. Recorded beside every timing: on a busy machine speed-ups
+    and latencies are not comparable."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):  # Windows; no /proc/loadavg in a sandbox
+        return None
 
 
 def package_version(*names: str) -> str | None:

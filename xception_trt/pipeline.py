@@ -490,13 +490,15 @@ def build(*, source: str | os.PathLike[str], output: str | os.PathLike[str],
 
     Args:
         source: A checkpoint, or an ONNX file written by ``xception-trt export`` / the
-            precision step.
+            precision step (an FP16 or INT8 Q/DQ graph builds as it is, without calibration).
         output: Folder for the ONNX graphs, the variants manifest, the calibration cache,
             the timing cache and the engines (see :meth:`ArtifactLayout.in_folder`).
         precisions: Engine precisions (default: FP32 from a checkpoint, the graph's own from
             an ONNX file). FP16 / INT8 engines from an FP32 source use its variants.
-        calibration: Folder of calibration images (needed for INT8).
-        calibration_method: INT8 calibration method (``None``: entropy).
+        calibration: Folder of calibration images (needed for an INT8 variant; refused when no
+            variant is made).
+        calibration_method: INT8 calibration method (``None``: entropy; refused when no INT8
+            variant is made).
         name: File stem of the outputs (default: the source's name up to its first dot).
         input_format: Checkpoint export only: ``float-nchw`` or ``uint8-nhwc``.
         opset: Checkpoint export only: ONNX opset (``None``: the exporter's default, 17).
@@ -515,6 +517,7 @@ def build(*, source: str | os.PathLike[str], output: str | os.PathLike[str],
         BuildError: Missing source or calibration folder, no usable TensorRT, INT8 without
             calibration images, a variant asked from a non-FP32 graph, an option this TensorRT
             cannot honour, or a failed build.
+        ConfigError: Calibration images or method given that nothing would use.
         ConfigError / CheckpointError / ExportError / GraphError / CalibrationError: From the
             stages.
     """
@@ -535,8 +538,20 @@ def build(*, source: str | os.PathLike[str], output: str | os.PathLike[str],
     is_onnx = source.suffix.lower() == ".onnx"
     src_precision = read_metadata(source).precision if is_onnx else Precision.FP32
     wanted = list(dict.fromkeys(Precision.parse(p) for p in (precisions or [src_precision])))
-    if Precision.INT8 in wanted and not calibration:
+    # Calibration makes the FP16/INT8 variants of an FP32 graph: a graph built as it is (an
+    # INT8 Q/DQ graph from `quantize`, say) needs none, and must not seem to use any.
+    variants_made = [p for p in wanted if p is not src_precision]
+    if Precision.INT8 in variants_made and not calibration:
         raise BuildError("an int8 engine needs calibration images: pass --calib DIR")
+    if calibration_method is not None and Precision.INT8 not in variants_made:
+        raise ConfigError(f"a calibration method applies only when an int8 variant is made "
+                          f"from an FP32 graph; {source.name} is a {src_precision.value} graph "
+                          f"and {', '.join(p.value for p in wanted)} was asked — drop "
+                          "--calib-method")
+    if calibration and not variants_made:
+        raise ConfigError(f"{source.name} is a {src_precision.value} graph built as it is: the "
+                          "calibration images would not be used — drop --calib (they are for "
+                          "the fp16/int8 variants of an FP32 graph)")
     base = config.replace(backend=flavour.name, timing_cache_dir=_timing_cache_dir(
         config, out, enabled=timing_cache, is_rtx=flavour.is_rtx))
     for precision in wanted:  # refuse impossible options before a long export/calibration

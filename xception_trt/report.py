@@ -5,24 +5,29 @@ tables people paste into a review, and PNG plots, written into ``<root>/<name>/`
 
 Layout of a report directory::
 
-    report.json              schema "xception-trt/bench-report", schema_version 1
+    report.json              schema "xception-trt/bench-report", schema_version 2
     report.md                system, comparison (deltas vs the FP32 reference), latency,
                              accuracy, memory, runner details, problems
     latency_vs_batch.png     median latency and throughput vs batch size, per runner
+    latency_vs_energy.png    median latency vs energy per image, a point per runner and batch
+                             (only when power was measured)
     accuracy_by_precision.png  top-1/top-5 and agreement with the reference, by precision
                              (plots need matplotlib, the ``plot`` extra; without it the
                              report has tables only and says so where each plot would be)
 
-JSON schema (version 1; new optional keys may be added, a removed or renamed key bumps the
-version)::
+JSON schema (version 2; new optional keys may be added, a removed or renamed key bumps the
+version; 2 renamed every ``*_mb`` key ``*_mib``: sizes are MiB everywhere)::
 
-    {"schema": "xception-trt/bench-report", "schema_version": 1, "name": str,
-     "kind": "bench" | "eval", "created_utc": ISO-8601, "command": str | null,
-     "notes": [str], "system": {...sysinfo.system_facts()...},
-     "process": {"peak_rss_mb": float | null}, "config": {...}, "reference": str | null,
+    {"schema": "xception-trt/bench-report", "schema_version": 2, "name": str,
+     "title": str, "kind": "bench" | "eval", "created_utc": ISO-8601, "command": str | null,
+     "notes": [str], "system": {...sysinfo.system_facts(), incl. "load_average"...},
+     "process": {"peak_rss_mib": float | null}, "config": {...}, "reference": str | null,
+     "context": {...power.run_context()...} | absent,
+     "power": {...PowerMonitor.describe()...} | null | absent,
      "dataset": {...} | null, "unreadable_images": [{"path", "reason"}],
      "runners": [{"name", "backend", "precision", "input_format", "device",
-                  "description": {...}, "latency": [LatencyResult...], "memory": {...} | null,
+                  "description": {...}, "latency": [LatencyResult... (each with "power": {...
+                  PowerReading.to_dict()...} | null)], "memory": {...} | null,
                   "accuracy": {...} | null, "agreement": {...} | null,
                   "eval_seconds": float | null, "errors": [str]}]}
 """
@@ -45,13 +50,14 @@ from .errors import BenchError, DependencyError
 from .extras import needs
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "ReportFiles", "build_report", "validate_report",
-           "load_report", "render_markdown", "plot_latency", "plot_accuracy",
-           "check_report_dir", "write_report", "default_report_name", "DEFAULT_ROOT"]
+           "load_report", "render_markdown", "latency_figure", "plot_latency", "plot_accuracy",
+           "check_report_dir", "write_report", "default_report_name", "DEFAULT_ROOT",
+           "plot_energy"]
 
 log = logging.getLogger(__name__)
 
 SCHEMA = "xception-trt/bench-report"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Where the CLI writes reports unless told otherwise (relative to the working directory).
 DEFAULT_ROOT = Path("benchmarks") / "reports"
 
@@ -90,20 +96,28 @@ def _runner_entry(name: str, description: Mapping[str, Any]) -> dict[str, Any]:
 def build_report(name: str, *, kind: str, benchmarks: Sequence[Any] = (),
                  evaluation: Any = None, config: Mapping[str, Any] | None = None,
                  notes: Sequence[str] = (), system: Mapping[str, Any] | None = None,
-                 command: str | None = None, reference: str | None = None) -> dict[str, Any]:
+                 command: str | None = None, reference: str | None = None,
+                 title: str | None = None, context: Mapping[str, Any] | None = None,
+                 power: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Assemble the JSON report from latency and/or evaluation results.
 
     Args:
         name: Report name (its folder name).
         kind: ``bench`` or ``eval``.
+        title: The Markdown heading and plot title (default ``xception-trt <kind> report:
+            <name>``).
         benchmarks: :class:`~xception_trt.bench.RunnerBenchmark` results.
         evaluation: An :class:`~xception_trt.bench.EvalResult` (or ``None``).
         config: Settings to record (batch sizes, iterations, data ...).
         notes: Free-text caveats shown at the top of the Markdown (e.g. "random weights").
-        system: Machine facts (default: :func:`xception_trt.sysinfo.system_facts`).
+        system: Machine facts (default: :func:`xception_trt.sysinfo.system_facts`, taken
+            now: its load average covers the measurements just made).
         command: The command line that produced the report.
         reference: Name of the reference runner for latency deltas (default: the evaluation's
             reference, else the first FP32 runner).
+        context: Conditions of the run (default: :func:`xception_trt.power.run_context` now;
+            pass the one taken before measuring).
+        power: The power monitor's ``describe()`` (``None``: power was not sampled).
 
     Returns:
         The report document (validated).
@@ -111,7 +125,7 @@ def build_report(name: str, *, kind: str, benchmarks: Sequence[Any] = (),
     Raises:
         BenchError: Bad name or kind.
     """
-    from .bench import process_peak_rss_mb
+    from .bench import process_peak_rss_mib
 
     _check_name(name)
     if kind not in ("bench", "eval"):
@@ -151,14 +165,23 @@ def build_report(name: str, *, kind: str, benchmarks: Sequence[Any] = (),
         raise BenchError(f"reference {reference!r} is not one of the runners "
                          f"{list(runners)}")
     doc = {
-        "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "name": name, "kind": kind,
+        "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "name": name,
+        "title": title or f"xception-trt {kind} report: {name}", "kind": kind,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": command, "notes": list(notes), "system": dict(system),
-        "process": {"peak_rss_mb": _round(process_peak_rss_mb(), 1)},
+        "process": {"peak_rss_mib": _round(process_peak_rss_mib(), 1)},
         "config": dict(config or {}), "reference": reference, "dataset": dataset,
         "unreadable_images": failures, "runners": list(runners.values()),
+        "context": dict(context) if context is not None else _run_context(),
+        "power": dict(power) if power is not None else None,
     }
     return validate_report(json.loads(json.dumps(doc, default=_json_default)))
+
+
+def _run_context() -> dict[str, Any]:
+    from .power import run_context
+
+    return run_context()
 
 
 def _json_default(obj: Any) -> Any:
@@ -288,6 +311,7 @@ def _system_rows(sysf: Mapping[str, Any]) -> list[list[str]]:
         or f"none ({dev.get('reason') or 'not probed'})"
     trt = sysf.get("trt_importable") or {}
     rows = [["CPU", f"{sysf.get('cpu')} ({sysf.get('cpu_count')} logical cores)"],
+            ["Load average (1/5/15 min)", _load(sysf)],
             ["GPU", gpu],
             ["NVIDIA driver", str(dev.get("driver") or "none")],
             ["TensorRT", ", ".join(f"{k} {v}" for k, v in trt.items()) or "not importable"],
@@ -296,6 +320,16 @@ def _system_rows(sysf: Mapping[str, Any]) -> list[list[str]]:
             ["xception-trt", f"{sw.get('xception-trt')} (git {sysf.get('git_revision') or '?'})"],
             ["Python / platform", f"{sw.get('python')} / {sysf.get('platform')}"]]
     return rows
+
+
+def _title(doc: Mapping[str, Any]) -> str:
+    # reports of schema version 1 have no title
+    return str(doc.get("title") or f"xception-trt {doc['kind']} report: {doc['name']}")
+
+
+def _load(sysf: Mapping[str, Any]) -> str:
+    load = sysf.get("load_average")
+    return " / ".join(f"{x:.2f}" for x in load) if load else "not recorded"
 
 
 def render_markdown(doc: Mapping[str, Any], *, plots: bool = True) -> str:
@@ -316,7 +350,7 @@ def render_markdown(doc: Mapping[str, Any], *, plots: bool = True) -> str:
     ref = next((e for e in runners if e["name"] == ref_name), None)
     batches = _batches(doc)
     has_acc = any(e.get("accuracy") for e in runners)
-    out: list[str] = [f"# xception-trt {doc['kind']} report: {doc['name']}", ""]
+    out: list[str] = [f"# {_title(doc)}", ""]
     out.append(f"Created {doc['created_utc']}" + (f" by `{doc['command']}`"
                                                  if doc.get("command") else "") + ".")
     out.append("")
@@ -325,6 +359,8 @@ def render_markdown(doc: Mapping[str, Any], *, plots: bool = True) -> str:
         out.append("")
 
     out += ["## System", "", _table(["", ""], _system_rows(doc["system"])), ""]
+    if doc.get("context"):
+        out += ["## Run context", "", _table(["", ""], _context_rows(doc["context"])), ""]
     cfg = doc.get("config") or {}
     if cfg:
         out += ["Settings: " + ", ".join(f"{k}={v}" for k, v in cfg.items()), ""]
@@ -334,7 +370,9 @@ def render_markdown(doc: Mapping[str, Any], *, plots: bool = True) -> str:
     if ref is not None:
         out += [f"Deltas and speed-ups are against the reference **{ref_name}** "
                 f"({ref.get('backend')}, {ref.get('precision')}). Speed-up = reference median "
-                "latency / runner median latency at the same batch size.", ""]
+                "latency / runner median latency at the same batch size, measured with a load "
+                f"average of {_load(doc['system'])} on {doc['system'].get('cpu_count')} logical "
+                "cores (other work on the machine slows every runner, not evenly).", ""]
     header = ["Runner", "Backend", "Precision", "Device"]
     if has_acc:
         header += ["Top-1", "Δ top-1", "Top-5", "Δ top-5", "Top-1 agree", "max |Δ logit|",
@@ -394,6 +432,8 @@ def render_markdown(doc: Mapping[str, Any], *, plots: bool = True) -> str:
         if any(_lat(e, b) for e in runners for b in batches):
             out += [figure("Latency vs batch", "latency_vs_batch.png"), ""]
 
+    out += _power_section(doc, runners, figure)
+
     # accuracy
     if has_acc:
         ds = doc.get("dataset") or {}
@@ -438,11 +478,11 @@ def render_markdown(doc: Mapping[str, Any], *, plots: bool = True) -> str:
         if m:
             dm = m.get("device_memory_bytes")
             mem_rows.append([e["name"], _f(m.get("load_seconds"), 2),
-                             _f(m.get("rss_after_load_mb"), 0), _f(m.get("rss_load_delta_mb"), 0),
-                             _f(m.get("rss_peak_mb"), 0),
+                             _f(m.get("rss_after_load_mib"), 0), _f(m.get("rss_load_delta_mib"), 0),
+                             _f(m.get("rss_peak_mib"), 0),
                              "—" if dm is None else f"{dm / 2**20:.0f}"])
     if mem_rows:
-        peak = (doc.get("process") or {}).get("peak_rss_mb")
+        peak = (doc.get("process") or {}).get("peak_rss_mib")
         out += ["## Memory", "",
                 "Host RSS in MiB, sampled with psutil after each call (process-wide: it includes "
                 f"Python, torch and every library loaded). Process peak RSS (kernel): "
@@ -456,9 +496,12 @@ def render_markdown(doc: Mapping[str, Any], *, plots: bool = True) -> str:
         d = e.get("description") or {}
         versions = ", ".join(f"{k} {d[k]}" for k in ("onnxruntime", "torch", "tensorrt")
                              if d.get(k))
+        errors = e.get("errors") or []
+        # A runner that failed to open has no description: say so instead of "None".
+        fmt = e.get("input_format") or (f"failed: {errors[0].splitlines()[0][:80]}" if errors
+                                        else "—")
         rows.append([e["name"], str(d.get("provider") or "—"), str(d.get("threads", "—")),
-                     str(e.get("input_format")), versions or "—",
-                     f"`{d['path']}`" if d.get("path") else "—"])
+                     str(fmt), versions or "—", f"`{d['path']}`" if d.get("path") else "—"])
     out += ["## Runners", "", _table(["Runner", "Provider", "Threads", "Input", "Versions",
                                       "Model file"], rows), ""]
 
@@ -470,6 +513,79 @@ def render_markdown(doc: Mapping[str, Any], *, plots: bool = True) -> str:
                  for f in doc.get("unreadable_images") or []]
     out += ["## Problems", ""] + (problems or ["None."]) + [""]
     return "\n".join(out)
+
+
+def _context_rows(ctx: Mapping[str, Any]) -> list[list[str]]:
+    """Power mode, clocks, governor and load of the run (from ``power.run_context``)."""
+    load = ctx.get("load_average")
+    cpu = ctx.get("cpu") or {}
+    gov = cpu.get("governors")
+    rows = [["Load average before the runs (1/5/15 min)",
+             " / ".join(f"{v:.2f}" for v in load) if load else "not recorded"],
+            ["CPU governor", ", ".join(f"{g} ×{n}" for g, n in gov.items()) if gov
+             else f"— ({cpu.get('reason', 'unknown')})"]]
+    j = ctx.get("jetson")
+    if j:
+        pm, gpu, emc = j.get("nvpmodel") or {}, j.get("gpu_devfreq") or {}, j.get("emc") or {}
+        rows += [["Jetson", f"{j.get('model')} ({j.get('l4t') or 'L4T ?'})"],
+                 ["Power mode (nvpmodel)", f"{pm.get('name')} (id {pm.get('id')})"
+                  if pm.get("id") is not None else f"— ({pm.get('reason')})"],
+                 ["jetson_clocks", str(j.get("jetson_clocks"))],
+                 ["GPU clock", f"{_f(gpu.get('cur_mhz'), 0)} MHz (min {_f(gpu.get('min_mhz'), 0)}"
+                  f", max {_f(gpu.get('max_mhz'), 0)}, {gpu.get('governor')})" if gpu else "—"],
+                 ["EMC clock", f"{_f(emc.get('cur_mhz'), 0)} MHz" if emc.get("cur_mhz")
+                  else f"— ({emc.get('reason')})"]]
+    nv = ctx.get("nvml") or {}
+    for g in nv.get("gpus") or []:
+        c, m = g.get("clocks_mhz") or {}, g.get("max_clocks_mhz") or {}
+        rows.append([f"GPU {g.get('index')} (NVML)",
+                     f"{g.get('name')}: SM {c.get('sm')}/{m.get('sm')} MHz, memory "
+                     f"{c.get('memory')}/{m.get('memory')} MHz, power limit "
+                     f"{_f(g.get('power_limit_w'), 0)} W, persistence "
+                     f"{g.get('persistence_mode')}, {g.get('performance_state')}"])
+    if not j and not nv.get("gpus"):
+        rows.append(["GPU clocks", f"— ({nv.get('reason') or 'no NVIDIA GPU seen'})"])
+    return rows
+
+
+def _power_section(doc: Mapping[str, Any], runners: Sequence[Mapping[str, Any]],
+                   figure: Any) -> list[str]:
+    """``## Power and energy``: per runner and batch, mean power per rail and in total,
+    energy per image, samples; or the reason there are none."""
+    mon = doc.get("power")
+    readings = [(e, r, r["power"]) for e in runners for r in e.get("latency") or []
+                if r.get("power")]
+    if mon is None and not readings:
+        return []
+    out = ["## Power and energy", ""]
+    if mon is not None and not mon.get("available"):
+        why = str(mon.get("reason"))
+        return out + ["Power: " + (why[len("power: "):] if why.startswith("power: ") else why), ""]
+    if mon:
+        out += [f"Backend `{mon.get('backend')}`, sampled every "
+                f"{1000 * mon.get('period_s', 0):.0f} ms in a background thread during the "
+                "timed calls only (warm-up excluded). "
+                + " ".join(n.rstrip(".") + "." for n in mon.get("notes") or []), ""]
+    rails = list(dict.fromkeys([*(mon or {}).get("rails", []),
+                                *(k for _, _, p in readings for k in p.get("rails_w") or {})]))
+    rows = []
+    for e, r, p in readings:
+        if not p.get("available"):
+            rows.append([e["name"], str(r["batch_size"]), "0"] + ["—"] * (len(rails) + 2)
+                        + [str(p.get("reason"))])
+            continue
+        rows.append([e["name"], str(r["batch_size"]), str(p.get("samples"))]
+                    + [_f((p.get("rails_w") or {}).get(k), 2) for k in rails]
+                    + [_f(p.get("total_w"), 2), _f(p.get("energy_per_image_mj"), 2),
+                       "; ".join(p.get("notes") or [])])
+    out += [_table(["Runner", "Batch", "Samples"] + [f"{k} W" for k in rails]
+                   + ["Total W", "mJ / image", "Note"], rows), ""]
+    bases = sorted({str(p.get("total_basis")) for _, _, p in readings if p.get("total_basis")})
+    if bases:
+        out += ["Total = " + "; ".join(bases) + ".", ""]
+    if any(p.get("energy_per_image_mj") is not None for _, _, p in readings):
+        out += [figure("Latency vs energy per image", "latency_vs_energy.png"), ""]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -485,15 +601,23 @@ def _figure(ncols: int, width: float = 11.0, height: float = 4.2):
     return fig, axes
 
 
-_MARKERS = {"fp32": "o", "fp16": "s", "int8": "^"}
 _COLOURS = {"fp32": "tab:blue", "fp16": "tab:orange", "int8": "tab:green"}
-_LINESTYLES = {"tensorrt": "-", "onnxruntime": "--", "torch": "-."}
+_BACKEND_MARKERS = {"tensorrt": "o", "onnxruntime": "s", "torch": "^"}
+_PRECISION_LINES = {"fp32": "-", "fp16": "--", "int8": ":"}
 
 
-def plot_latency(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> Path | None:
-    """Median latency per call (whiskers: min..p99) and throughput vs batch size, one line per
-    runner (colour = precision, line style = backend). Returns the PNG path, or ``None`` when
-    nothing was measured."""
+def _latency_styles(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """One style per runner: its own colour (tab10, in report order), marker = backend, line
+    style = precision, so no two runners (torch-fp32 and onnxruntime-fp32, say) look alike."""
+    return [{"color": f"C{i % 10}",
+             "marker": _BACKEND_MARKERS.get(e.get("backend") or "", "D"),
+             "linestyle": _PRECISION_LINES.get(e.get("precision") or "", "-.")}
+            for i, e in enumerate(entries)]
+
+
+def latency_figure(doc: Mapping[str, Any]) -> Any:
+    """The latency plot as a matplotlib ``Figure`` (see :func:`plot_latency`), or ``None``
+    when nothing was measured."""
     series = []
     for e in _ordered(list(doc["runners"])):
         pts = [r for r in e.get("latency") or [] if r.get("end_to_end")]
@@ -501,26 +625,15 @@ def plot_latency(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> Path |
             series.append((e, pts))
     if not series:
         return None
-    fig, (ax_lat, ax_tp) = _figure(2)
+    fig, (ax_lat, ax_tp) = _figure(2, height=4.8)
     batches = _batches(doc)
-    # Colour = precision (as in the accuracy plot), line style = backend; a repeated
-    # (backend, precision) pair falls back to the colour cycle so lines stay distinguishable.
-    pairs = [(e.get("backend"), e.get("precision")) for e, _ in series]
-    cycle = iter(f"C{i}" for i in range(3, 100))
-    for e, pts in series:
+    for (e, pts), style in zip(series, _latency_styles([e for e, _ in series])):
         b = [r["batch_size"] for r in pts]
         med = [r["end_to_end"]["median_ms"] for r in pts]
         lo = [m - r["end_to_end"]["min_ms"] for m, r in zip(med, pts)]
         hi = [r["end_to_end"]["p99_ms"] - m for m, r in zip(med, pts)]
-        prec = e.get("precision") or ""
-        marker = _MARKERS.get(prec, "D")
-        unique = pairs.count((e.get("backend"), e.get("precision"))) == 1
-        colour = _COLOURS.get(prec) if unique and prec in _COLOURS else next(cycle)
-        style = _LINESTYLES.get(e.get("backend") or "", ":")
-        ax_lat.errorbar(b, med, yerr=[lo, hi], marker=marker, capsize=3, color=colour,
-                        linestyle=style, label=e["name"])
-        ax_tp.plot(b, [r["throughput_ips"] for r in pts], marker=marker, color=colour,
-                   linestyle=style, label=e["name"])
+        ax_lat.errorbar(b, med, yerr=[lo, hi], capsize=3, label=e["name"], **style)
+        ax_tp.plot(b, [r["throughput_ips"] for r in pts], label=e["name"], **style)
     for ax in (ax_lat, ax_tp):
         ax.set_xscale("log", base=2)
         ax.set_xticks(batches)
@@ -532,11 +645,24 @@ def plot_latency(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> Path |
     ax_lat.set_title("Latency vs batch")
     ax_tp.set_ylabel("throughput, images/s")
     ax_tp.set_title("Throughput vs batch")
-    ax_tp.legend(fontsize=8, loc="best")
+    # One legend for both panels, under them (the same lines are in each).
+    handles, labels = ax_tp.get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="outside lower center",
+               ncols=min(4, len(labels)))
     cpu = doc["system"].get("cpu", "")
     gpus = (doc["system"].get("devices") or {}).get("gpus") or []
     where = gpus[0]["name"] if gpus else cpu
-    fig.suptitle(f"{doc['name']} — {where}", fontsize=10)
+    fig.suptitle(f"{_title(doc)} — {where}, load average {_load(doc['system'])}", fontsize=10)
+    return fig
+
+
+def plot_latency(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> Path | None:
+    """Median latency per call (whiskers: min..p99) and throughput vs batch size, one line per
+    runner (own colour; marker = backend, line style = precision; one legend for both panels).
+    Returns the PNG path, or ``None`` when nothing was measured."""
+    fig = latency_figure(doc)
+    if fig is None:
+        return None
     path = Path(path)
     fig.savefig(path)
     return path
@@ -595,8 +721,46 @@ def plot_accuracy(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> Path 
     fig.legend(handles=[Patch(color=colours[p], label=p.upper()) for p in present],
                fontsize=8, loc="outside lower center", ncols=max(1, len(present)))
     ds = doc.get("dataset") or {}
-    fig.suptitle(f"{doc['name']} — accuracy by precision ({ds.get('images')} images)",
+    fig.suptitle(f"{_title(doc)} — accuracy by precision ({ds.get('images')} images)",
                  fontsize=10)
+    path = Path(path)
+    fig.savefig(path)
+    return path
+
+
+def plot_energy(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> Path | None:
+    """Median latency per call against energy per image, a point per runner and batch size
+    (styled as in :func:`plot_latency`). Returns the PNG path, or ``None`` when no energy was
+    measured."""
+    series = []
+    for e in _ordered(list(doc["runners"])):
+        pts = [(r["batch_size"], r["end_to_end"]["median_ms"], r["power"]["energy_per_image_mj"])
+               for r in e.get("latency") or []
+               if r.get("end_to_end") and (r.get("power") or {}).get("energy_per_image_mj")]
+        if pts:
+            series.append((e, pts))
+    if not series:
+        return None
+    fig, (ax,) = _figure(1, width=7.5, height=5.0)
+    with needs(_PLOTS):
+        from matplotlib.ticker import LogFormatter
+
+    for (e, pts), style in zip(series, _latency_styles([e for e, _ in series])):
+        ax.plot([p[2] for p in pts], [p[1] for p in pts], label=e["name"], **style)
+        for b, ms, mj in pts:
+            ax.annotate(f"b{b}", (mj, ms), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):  # plain numbers, not 10^x (after set_*scale)
+        axis.set_major_formatter(LogFormatter())
+        axis.set_minor_formatter(LogFormatter(labelOnlyBase=False))  # thinned on wide ranges
+    ax.set_xlabel("energy per image, mJ")
+    ax.set_ylabel("latency per call, ms (median)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title(f"{_title(doc)} — latency vs energy "
+                 f"({(doc.get('power') or {}).get('backend')})", fontsize=10)
     path = Path(path)
     fig.savefig(path)
     return path
@@ -661,7 +825,8 @@ def write_report(doc: Mapping[str, Any], root: str | os.PathLike[str] = DEFAULT_
         drawn = True
         try:
             for fn, fname in ((plot_latency, "latency_vs_batch.png"),
-                              (plot_accuracy, "accuracy_by_precision.png")):
+                              (plot_accuracy, "accuracy_by_precision.png"),
+                              (plot_energy, "latency_vs_energy.png")):
                 p = fn(doc, tmp / fname)
                 if p is not None:
                     plots.append(fname)

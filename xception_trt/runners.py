@@ -36,8 +36,9 @@ from .extras import needs
 from .fsio import path_problem
 from .onnx_meta import INPUT_NAME, OUTPUT_NAME
 
-__all__ = ["OnnxRuntimeRunner", "TorchRunner", "RunnerEntry", "RUNNERS", "open_runner",
-           "runner_kind", "runner_options", "is_model_file"]
+__all__ = ["OnnxRuntimeRunner", "TorchRunner", "RunnerEntry", "RUNNERS", "RUNNER_OPTIONS",
+           "open_runner", "runner_kind", "runner_options", "check_runner_options",
+           "check_providers", "is_model_file"]
 
 log = logging.getLogger(__name__)
 
@@ -81,16 +82,11 @@ class OnnxRuntimeRunner(RunnerBase):
         self.metadata = dict(meta.raw)
         self.check_finite = check_finite
         self.name = name or f"onnxruntime-{self.precision.value}"
-        available = ort.get_available_providers()
         if providers is None:
+            available = ort.get_available_providers()
             providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
                          if p in available]
-        providers = list(providers)
-        unknown = [p for p in providers if p not in available]
-        if not providers or unknown:
-            raise EngineError(f"ONNX Runtime execution provider(s) {unknown or providers} not "
-                              f"available in this onnxruntime build; available: "
-                              f"{', '.join(available)}")
+        providers = check_providers(providers)
         if threads is not None:
             check_int(threads, "threads")
         self.threads = threads
@@ -164,6 +160,33 @@ class OnnxRuntimeRunner(RunnerBase):
         if not self._closed:
             self._session = None
         super().close()
+
+
+def check_providers(providers: Sequence[str]) -> list[str]:
+    """Check ONNX Runtime execution provider names against this onnxruntime build.
+
+    Args:
+        providers: Provider names in priority order (``CPUExecutionProvider`` ...).
+
+    Returns:
+        The names, as a list.
+
+    Raises:
+        EngineError: No name, or a name this onnxruntime build does not have (the message lists
+            the ones it has).
+        DependencyError: onnxruntime is not installed (the ``ort`` extra).
+    """
+    with needs("ONNX Runtime execution providers", extra="ort"):
+        import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    providers = list(providers)
+    unknown = [p for p in providers if p not in available]
+    if not providers or unknown:
+        raise EngineError(f"ONNX Runtime execution provider(s) {', '.join(unknown) or '(none)'} "
+                          f"not available in this onnxruntime build; choose from: "
+                          f"{', '.join(available)}")
+    return providers
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,7 +337,7 @@ class RunnerEntry:
         suffixes: A callable returning the file suffixes this backend opens (lazy, so that
             the registry itself imports nothing heavy).
         runner_class: A callable returning the Runner class (imported on first use).
-        takes_threads: Whether the runner has a CPU ``threads`` option.
+        options: The generic settings (:data:`RUNNER_OPTIONS`) this runner takes.
         device_option: Turns a device (``cuda:1`` or an ordinal) into this runner's
             ``device=`` value; ``None`` when the runner has no device option.
     """
@@ -323,7 +346,7 @@ class RunnerEntry:
     describe: str
     suffixes: Callable[[], tuple[str, ...]]
     runner_class: Callable[[], type]
-    takes_threads: bool
+    options: frozenset[str]
     device_option: Callable[[str | int], Any] | None
 
 
@@ -331,13 +354,25 @@ class RunnerEntry:
 RUNNERS: dict[RunnerKind, RunnerEntry] = {
     e.kind: e for e in (
         RunnerEntry(RunnerKind.TENSORRT, "TensorRT engines", lambda: ENGINE_SUFFIXES,
-                    _tensorrt_runner, takes_threads=False, device_option=_gpu_ordinal),
+                    _tensorrt_runner, options=frozenset({"cuda_graphs"}),
+                    device_option=_gpu_ordinal),
         RunnerEntry(RunnerKind.ONNXRUNTIME, "ONNX", lambda: ONNX_SUFFIXES,
-                    lambda: OnnxRuntimeRunner, takes_threads=True, device_option=None),
+                    lambda: OnnxRuntimeRunner, options=frozenset({"threads", "providers"}),
+                    device_option=None),
         RunnerEntry(RunnerKind.TORCH, "checkpoints", lambda: CHECKPOINT_SUFFIXES,
-                    lambda: TorchRunner, takes_threads=True, device_option=_torch_device),
+                    lambda: TorchRunner, options=frozenset({"threads"}),
+                    device_option=_torch_device),
     )
 }
+
+#: The generic runner settings (:func:`runner_options`), as said in messages.
+RUNNER_OPTIONS = {"threads": "CPU threads", "cuda_graphs": "CUDA graphs",
+                  "providers": "ONNX Runtime execution providers"}
+
+
+def _entry_types(entries: Sequence[RunnerEntry], joiner: str = " or ") -> str:
+    """``TensorRT engines (.engine, .plan) or ...`` for messages."""
+    return joiner.join(f"{e.describe} ({', '.join(e.suffixes())})" for e in entries)
 
 
 def runner_kind(path: str | os.PathLike[str]) -> RunnerKind:
@@ -354,9 +389,9 @@ def runner_kind(path: str | os.PathLike[str]) -> RunnerKind:
     for entry in RUNNERS.values():
         if suffix in entry.suffixes():
             return entry.kind
-    supported = ", ".join(f"{e.describe} ({', '.join(e.suffixes())})" for e in RUNNERS.values())
     raise EngineError(f"{path}: unknown model type {suffix or '(no suffix)'!r}; supported: "
-                      f"{supported}, bundles ({', '.join(BUNDLE_SUFFIXES)})")
+                      f"{_entry_types(list(RUNNERS.values()), ', ')}, bundles "
+                      f"({', '.join(BUNDLE_SUFFIXES)})")
 
 
 def is_model_file(path: str | os.PathLike[str]) -> bool:
@@ -371,25 +406,66 @@ def is_model_file(path: str | os.PathLike[str]) -> bool:
 
 
 def runner_options(path: str | os.PathLike[str], *, threads: int | None = None,
-                   device: str | int | None = None) -> dict[str, Any]:
+                   device: str | int | None = None, cuda_graphs: bool = False,
+                   providers: Sequence[str] | None = None) -> dict[str, Any]:
     """Runner keyword options for a model file from generic settings (CLI flags, Triton).
 
-    ``threads`` is dropped for backends without CPU threads (TensorRT); ``device`` is converted
-    to what the backend takes (a CUDA ordinal for TensorRT, ``cuda:<i>`` for torch) and passed
-    unchanged to a backend without a device option, which then refuses it with a clear error.
+    ``threads``, ``cuda_graphs`` and ``providers`` are passed only to backends that take them
+    (:attr:`RunnerEntry.options`; :func:`check_runner_options` refuses settings that no model
+    of a run takes); ``device`` is converted to what the backend takes (a CUDA ordinal for
+    TensorRT, ``cuda:<i>`` for torch) and passed unchanged to a backend without a device
+    option, which then refuses it with a clear error.
 
     Raises:
         EngineError: Unknown model type.
     """
     if is_bundle(path):  # the backend is chosen on opening; open_runner drops what it ignores
-        return {k: v for k, v in (("threads", threads), ("device", device)) if v is not None}
+        return {k: v for k, v in (("threads", threads), ("device", device),
+                                  ("cuda_graphs", cuda_graphs or None),
+                                  ("providers", list(providers) if providers is not None
+                                   else None)) if v is not None}
     entry = RUNNERS[runner_kind(path)]
-    kw: dict[str, Any] = {}
-    if threads is not None and entry.takes_threads:
-        kw["threads"] = threads
+    given = {"threads": threads, "cuda_graphs": cuda_graphs or None,
+             "providers": list(providers) if providers is not None else None}
+    kw: dict[str, Any] = {k: v for k, v in given.items() if v is not None and k in entry.options}
     if device is not None:
         kw["device"] = entry.device_option(device) if entry.device_option else device
     return kw
+
+
+def check_runner_options(paths: Sequence[str | os.PathLike[str]], *,
+                         threads: int | None = None, cuda_graphs: bool = False,
+                         providers: Sequence[str] | None = None) -> None:
+    """Refuse a generic runner setting that none of ``paths`` would use (it would be silently
+    dropped by :func:`runner_options`), and provider names this onnxruntime lacks.
+
+    Args:
+        paths: The model files of one run.
+        threads: CPU threads (ONNX Runtime, torch).
+        cuda_graphs: CUDA graph replay (TensorRT engines).
+        providers: ONNX Runtime execution providers.
+
+    A bundle (``.xtrt``) may open as an engine or with ONNX Runtime, so it takes every setting
+    (the one its backend ignores is dropped when it opens).
+
+    Raises:
+        ConfigError: A setting given that no model's backend takes (names the backends that do).
+        EngineError: Unknown model type or an unavailable provider.
+    """
+    bundles = [p for p in paths if is_bundle(p)]
+    paths = [p for p in paths if not is_bundle(p)]
+    entries = [RUNNERS[runner_kind(p)] for p in paths]
+    given = {"threads": threads is not None, "cuda_graphs": bool(cuda_graphs),
+             "providers": providers is not None}
+    for option, on in given.items():
+        if on and not bundles and not any(option in e.options for e in entries):
+            takers = [e for e in RUNNERS.values() if option in e.options]
+            names = ", ".join(f"{Path(p).name} ({e.kind})" for p, e in zip(paths, entries))
+            raise ConfigError(f"{RUNNER_OPTIONS[option]} need {_entry_types(takers)}; "
+                              f"{names} would ignore them — drop the option or give such a "
+                              "model")
+    if providers is not None:
+        check_providers(providers)
 
 
 def open_runner(path: str | os.PathLike[str], **kw: Any) -> Runner:

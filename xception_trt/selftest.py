@@ -1,5 +1,5 @@
 # Over 600 lines on purpose: each self-test check is a short closure next to the runner it
-# exercises; the stand-in runner is the only class.
+# exercises (including the device questions of issue 21); the stand-in runner is the only class.
 """The post-install self-test, shared by ``xception-trt selftest`` and our ``gpu``/``trt`` tests.
 
 Two groups of checks:
@@ -12,6 +12,12 @@ Two groups of checks:
   GPU): build a small engine from a tiny Xception, run it through
   :class:`~xception_trt.trt.runtime.TensorRTRunner` (plain and with CUDA graphs, NumPy and device
   inputs), compare with ONNX Runtime, and measure latency.
+
+Some checks answer questions only a device can settle (issue 21) and report the answer in their
+detail, or skip with the reason where they do not apply: CUDA graphs against the plain path
+with alternating batch sizes on a real engine; how many layers a DLA build really places on the
+DLA (strongly typed FP16, where DLA exists); whether TensorRT 8.6 builds an explicit Q/DQ INT8
+network for the DLA; whether device pointers from a non-primary pycuda context are usable.
 
 :class:`StandInRunner` is a **STAND-IN, not a neural network**: an NVRTC-compiled kernel
 ``logits[n, k] = a * x[n].flat[k] + b`` behind exactly the per-call path of ``TensorRTRunner``
@@ -292,12 +298,18 @@ class CheckResult:
         return asdict(self)
 
 
+class _Skip(Exception):
+    """Raised by a check that does not apply here; its message says why."""
+
+
 def _run(name: str, fn: Callable[[], str | tuple[str, dict]], results: list[CheckResult]) -> None:
     t0 = time.perf_counter()
     try:
         out = fn()
         detail, data = (out if isinstance(out, tuple) else (out, {}))
         results.append(CheckResult(name, "pass", detail, time.perf_counter() - t0, data))
+    except _Skip as why:
+        results.append(CheckResult(name, "skip", str(why), time.perf_counter() - t0))
     except Exception as exc:  # recorded as a failed check (type and message), never hidden
         log.debug("self-test check %s failed", name, exc_info=True)
         results.append(CheckResult(name, "fail", f"{type(exc).__name__}: {exc}",
@@ -369,6 +381,7 @@ def run_cuda_checks(backend: str = "cuda-python", device: int = 0, *,
         return [CheckResult(f"{backend}: open device", "fail", str(exc))]
     rng = np.random.default_rng(0)
     tag = f"{backend}: "
+    no_graphs = cuda.backend.graphs_unsupported()
 
     def allocation() -> str:
         with cuda.stream() as s, cuda.alloc(1 << 20) as buf, cuda.pinned((1 << 20,), np.uint8) as h:
@@ -426,6 +439,8 @@ def run_cuda_checks(backend: str = "cuda-python", device: int = 0, *,
 
     def runner_path(graphs: bool) -> Callable[[], str]:
         def check() -> str:
+            if graphs and no_graphs:
+                raise _Skip(no_graphs)
             with StandInRunner(device=device, cuda_backend=backend, cuda_graphs=graphs,
                                     max_batch=4) as r:
                 for n in (1, 4, 2, 1):
@@ -454,6 +469,8 @@ def run_cuda_checks(backend: str = "cuda-python", device: int = 0, *,
         return check
 
     def graph_replay() -> str:
+        if no_graphs:
+            raise _Skip(no_graphs)
         with StandInRunner(device=device, cuda_backend=backend, cuda_graphs=True,
                                 max_batch=2) as r:
             outs = []
@@ -496,6 +513,31 @@ def run_cuda_checks(backend: str = "cuda-python", device: int = 0, *,
         return (f"{calls} calls: free memory {free0} -> {free1} B; 20 open/close cycles: "
                 f"{free_a - free_b} B difference"), {"free_before": free0, "free_after": free1}
 
+    def foreign_context_pointers() -> str:
+        # Issue 21: TensorRT and our runner use the primary context; can they read memory an
+        # application allocated in a context of its own? The answer is the detail.
+        if backend != "pycuda":
+            raise _Skip("only the pycuda backend creates non-primary contexts here; cuda-python "
+                        "and TensorRT share the primary context")
+        from .trt.cuda import SecondaryContextArray
+
+        x = rng.standard_normal((2, 3, 299, 299)).astype(np.float32)
+        arr = SecondaryContextArray(x, device)
+        try:
+            with StandInRunner(device=device, cuda_backend=backend, max_batch=2) as r:
+                try:
+                    y = r.infer(arr)
+                except XceptionTRTError as exc:
+                    return (f"answer: NOT usable — a device pointer from a non-primary context "
+                            f"is refused ({exc}); hand the runner arrays of the primary context")
+                _expect(np.array_equal(y, r.reference(x)),
+                        "a device pointer from a non-primary context gave WRONG results "
+                        "without an error")
+        finally:
+            arr.close()
+        return ("answer: usable — a device pointer from a non-primary pycuda context gave the "
+                "reference result through the primary context (unified addressing)")
+
     def use_after_close() -> str:
         r = StandInRunner(device=device, cuda_backend=backend, max_batch=1)
         r.close()
@@ -513,7 +555,10 @@ def run_cuda_checks(backend: str = "cuda-python", device: int = 0, *,
                          ("runner path (CUDA graphs)", runner_path(True)),
                          ("graph capture/replay", graph_replay), ("multi-threaded", threads),
                          (f"{calls} calls without leaks", no_leaks),
-                         ("use after close", use_after_close)]:
+                         ("use after close", use_after_close),
+                         # last: a failure here could leave a sticky CUDA error behind
+                         ("device pointers from a non-primary context",
+                          foreign_context_pointers)]:
             _run(tag + name, fn, results)
     finally:
         cuda.close()
@@ -577,12 +622,25 @@ def run_engine_checks(flavour: str, *, device: int = 0, backend: str = "cuda-pyt
 
         rng = np.random.default_rng(0)
         spec = state["spec"]
-        x = rng.standard_normal((3, 3, spec.input_size, spec.input_size)).astype(np.float32)
+        x4 = rng.standard_normal((4, 3, spec.input_size, spec.input_size)).astype(np.float32)
         with OnnxRuntimeRunner(state["onnx"], providers=["CPUExecutionProvider"]) as ort:
-            ref = ort(x)
+            ref4 = ort(x4)
+        x, ref = x4[:3], ref4[:3]
+        try:
+            probe = CudaDevice(device, backend)
+        except XceptionTRTError as exc:  # each check below reports it
+            log.debug("self-test: cannot open the CUDA device: %s", exc)
+            no_graphs = None
+        else:
+            try:
+                no_graphs = probe.backend.graphs_unsupported()
+            finally:
+                probe.close()
 
         def compare(graphs: bool) -> Callable[[], tuple[str, dict]]:
             def check() -> tuple[str, dict]:
+                if graphs and no_graphs:
+                    raise _Skip(no_graphs)
                 with TensorRTRunner(state["engine"], device=device, cuda_backend=backend,
                                     cuda_graphs=graphs) as r:
                     y = r.infer(x)
@@ -614,22 +672,120 @@ def run_engine_checks(flavour: str, *, device: int = 0, backend: str = "cuda-pyt
 
         def threads() -> str:
             with TensorRTRunner(state["engine"], device=device, cuda_backend=backend,
-                                cuda_graphs=True) as r:
+                                cuda_graphs=not no_graphs) as r:
                 def call(seed: int, i: int) -> str | None:
                     k = 1 + (seed + i) % 3
                     err = float(np.abs(r.infer(x[:k]) - ref[:k]).max())
                     return f"|diff| {err:.2e}" if err > atol else None
 
                 _in_threads(call, threads=4, calls=25)
-            return "4 threads x 25 calls (batches 1-3, CUDA graphs) on one runner all correct"
+            return (f"4 threads x 25 calls (batches 1-3, "
+                    f"{'no CUDA graphs' if no_graphs else 'CUDA graphs'}) on one runner all "
+                    "correct")
+
+        def graphs_vs_plain() -> tuple[str, dict]:
+            # One execution context per captured graph (issue 21 item 1): alternating batch
+            # sizes replay each its own graph; the plain path re-binds one context.
+            if no_graphs:
+                raise _Skip(no_graphs)
+            sizes = (1, 4, 1, 4, 2, 3, 1)
+            with TensorRTRunner(state["engine"], device=device, cuda_backend=backend,
+                                cuda_graphs=True) as g, \
+                    TensorRTRunner(state["engine"], device=device, cuda_backend=backend) as p:
+                plain = ort_err = 0.0
+                for n in sizes:
+                    yg = g.infer(x4[:n])
+                    plain = max(plain, float(np.abs(yg - p.infer(x4[:n])).max()))
+                    ort_err = max(ort_err, float(np.abs(yg - ref4[:n]).max()))
+            _expect(plain <= atol and ort_err <= atol,
+                    f"CUDA graphs with alternating batches {sizes}: max |graphs - plain| "
+                    f"{plain:.2e}, max |graphs - ONNX Runtime| {ort_err:.2e} (> {atol})")
+            same = "bit-identical to" if plain == 0 else f"within {plain:.2e} of"
+            return (f"answer: batches {'/'.join(map(str, sizes))} alternating: CUDA graphs "
+                    f"{same} the plain path; max |diff| vs ONNX Runtime {ort_err:.2e}",
+                    {"max_diff_plain": plain, "max_diff_ort": ort_err})
 
         _run("engine: TensorRTRunner plain vs ONNX Runtime", compare(False), results)
         _run("engine: TensorRTRunner CUDA graphs vs ONNX Runtime", compare(True), results)
         _run("engine: TensorRTRunner multi-threaded", threads, results)
+        _run("engine: CUDA graphs vs plain, alternating batch sizes", graphs_vs_plain, results)
+        for name, fn in _dla_checks(flavour, state, work, x4[:2], ref4[:2], device=device,
+                                    backend=backend):
+            _run(name, fn, results)
     finally:
         if tmp is not None:
             tmp.cleanup()
     return results
+
+
+def _dla_checks(flavour: str, state: dict[str, Any], work: Path, x: np.ndarray, ref: np.ndarray,
+                *, device: int, backend: Any) -> list[tuple[str, Callable[[], tuple[str, dict]]]]:
+    """Two questions only a Jetson with DLA answers (issue 21), each reported as the detail:
+    how many layers a DLA build places on the DLA (FP16; strongly typed from TensorRT 10), and
+    whether TensorRT 8.6 builds an explicit Q/DQ INT8 network for the DLA."""
+    from . import trt as trt_pkg
+    from .config import BuildConfig
+    from .errors import BuildError
+    from .trt.builder import build_engine, dla_core_count
+    from .trt.compat import network_and_precision_plan, parse_version
+    from .trt.runtime import TensorRTRunner
+
+    def cores() -> tuple[int, str]:
+        version = trt_pkg.import_flavour(flavour).version
+        count = dla_core_count(flavour)
+        if count == 0:
+            raise _Skip(f"no DLA here ({flavour} {version}: no DLA core, or a release without "
+                        "DLA support)")
+        return count, version
+
+    def build_and_run(onnx: Path, precision: str, what: str) -> tuple[str, dict]:
+        cfg = BuildConfig(backend=flavour, precision=precision, batch=len(x), dla_core=0,
+                          layer_info=True)
+        art = build_engine(onnx, cfg, engine_path=work / f"selftest.dla-{precision}.engine",
+                           force=True)
+        layers = art.sidecar.layers or []
+        on_dla = [la for la in layers if any(k in f"{la.get('type')} {la.get('name')}".lower()
+                                             for k in ("dla", "foreignnode"))]
+        with TensorRTRunner(art.path, device=device, cuda_backend=backend) as r:
+            y = r.infer(x)
+        _expect(bool(np.isfinite(y).all()), f"the DLA {precision} engine returned NaN/Inf")
+        err = float(np.abs(y - ref).max())
+        return (f"answer: {len(on_dla)} of {len(layers)} layers on DLA core 0 ({what}); "
+                f"max |diff| vs ONNX Runtime FP32 {err:.2e}",
+                {"layers": len(layers), "on_dla": len(on_dla), "max_diff": err,
+                 "layer_types": sorted({str(la.get("type")) for la in layers})})
+
+    def placement() -> tuple[str, dict]:
+        _, version = cores()
+        plan = network_and_precision_plan(flavour, version, "fp16")
+        onnx = state["onnx"]
+        if plan.strongly_typed:  # the graph carries FP16
+            from .precision import to_fp16
+
+            onnx = work / "selftest.fp16.onnx"
+            to_fp16(state["onnx"], output=onnx)
+        return build_and_run(onnx, "fp16", f"{flavour} {version}, "
+                             + ("strongly typed FP16 network" if plan.strongly_typed
+                                else "FP16 builder flag"))
+
+    def qdq_int8() -> tuple[str, dict]:
+        _, version = cores()
+        if parse_version(version) >= (10,):
+            raise _Skip(f"the question is about TensorRT 8.6 (JetPack 5); this is {flavour} "
+                        f"{version}")
+        from .precision import quantize_int8
+
+        onnx = work / "selftest.int8.onnx"
+        calib = np.random.default_rng(1).standard_normal((16, *x.shape[1:])).astype(np.float32)
+        quantize_int8(state["onnx"], calib, num_images=16, cache_dir=None, output=onnx)
+        try:
+            return build_and_run(onnx, "int8", f"TensorRT {version}, explicit Q/DQ INT8")
+        except BuildError as exc:
+            return (f"answer: TensorRT {version} does NOT build the explicit Q/DQ INT8 network "
+                    f"for DLA: {exc}", {"built": False})
+
+    return [("engine: DLA placement (FP16)", placement),
+            ("engine: explicit Q/DQ INT8 on DLA (TensorRT 8.6)", qdq_int8)]
 
 
 # ------------------------------------------------------------------------------------------------

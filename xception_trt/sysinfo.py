@@ -11,13 +11,15 @@ import platform
 import sys
 from typing import Any
 
-from .host import cpu_model, git_revision, package_version, software_versions
+from .host import cpu_model, git_revision, load_average, package_version, software_versions
 
-__all__ = ["package_version", "software_versions", "cpu_model", "git_revision", "system_facts"]
+__all__ = ["package_version", "software_versions", "cpu_model", "git_revision", "load_average",
+           "system_facts"]
 
 
 def system_facts(*, probe_gpus: bool = True) -> dict[str, Any]:
-    """Machine and software facts as a JSON-ready dict (CPU, cores, GPUs, driver, versions).
+    """Machine and software facts as a JSON-ready dict (CPU, cores, load average now, GPUs,
+    driver, versions).
 
     TensorRT flavours are reported by import-free package metadata; ``trt_importable`` says
     which of them actually import (a PyPI ``tensorrt`` stub is installed but does not).
@@ -31,6 +33,7 @@ def system_facts(*, probe_gpus: bool = True) -> dict[str, Any]:
         "python_executable": sys.executable,
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "load_average": load_average(),
         "software": software_versions(),
         "git_revision": git_revision(),
         "trt_importable": {f.name: f.version for f in available_flavours()},

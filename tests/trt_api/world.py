@@ -30,12 +30,25 @@ class World:
         compute: ``compute(stream, {name: (address, shape, numpy dtype)}, onnx_path)`` is
             called by ``execute_async_v3`` to stand in for the engine (e.g. ONNX Runtime on
             emulated device memory); ``None``: outputs are never written.
+        capturing: ``capturing(stream) -> bool``: whether a stream is capturing a CUDA graph
+            (the emulating CUDA backend knows); ``None``: never.
+        build_cc, integrated: The build GPU (what ``builder._first_gpu`` says, and what the
+            builder checks hardware compatibility against).
+        device_key: The device properties a timing cache records (TC-1).
+        engine_validity: What TensorRT-RTX's ``get_engine_validity`` answers (name of an
+            ``EngineValidity`` member) and ``invalidity``, the diagnostics bit mask with it.
         built: Builder-config records of every build (what our code set).
     """
 
     num_dla_cores: int = 0
     parse_errors: int = 0
     compute: Any = None
+    capturing: Any = None
+    engine_validity: str = "VALID"
+    invalidity: int = 0
+    build_cc: str = "8.6"
+    integrated: bool = False
+    device_key: str = "Double GPU, 8.6, 1410 MHz"
     built: list[dict[str, Any]] = field(default_factory=list)
     executed: int = 0
 
@@ -113,6 +126,11 @@ class World:
                                      dtype=dtype)
         init = {i.name for i in model.graph.initializer}
         network._state["_inputs"] = [tensor(v) for v in model.graph.input if v.name not in init]
+        # the graph's own types decide a strongly typed network's precision (TYPE-1, DLA-5)
+        ops = {n.op_type for n in model.graph.node}
+        network._state["_graph_precision"] = (
+            "int8" if {"QuantizeLinear", "DequantizeLinear"} & ops else
+            "fp16" if any(i.data_type == 10 for i in model.graph.initializer) else "fp32")
         network._state["_outputs"] = [tensor(v) for v in model.graph.output]
         network._state["_onnx"] = args["model"]
         if self.parse_errors:
@@ -143,8 +161,13 @@ class World:
         return obj._state["_outputs"][args["index"]]
 
     def h_Builder__create_builder_config(self, obj: Any, args: dict, returns: str) -> Any:
-        return self.api.instance("IBuilderConfig", _flags=set(), _profiles=[], _pools={},
+        # TF32 is on in a new builder config (BuilderFlag.TF32: "enabled by default")
+        flags = {"TF32"} & set(self.api.dump["classes"]["BuilderFlag"].get("enum", {}))
+        return self.api.instance("IBuilderConfig", _flags=set(flags), _profiles=[], _pools={},
                                  _ccs={})
+
+    def h_IBuilderConfig__clear_flag(self, obj: Any, args: dict, returns: str) -> None:
+        obj._state["_flags"].discard(args["flag"].name)
 
     def h_Builder__create_optimization_profile(self, obj: Any, args: dict, returns: str) -> Any:
         return self.api.instance("IOptimizationProfile", _shapes={})
@@ -182,6 +205,11 @@ class World:
         return self.api.instance("ITimingCache", _blob=bytes(args["serialized_timing_cache"]))
 
     def h_IBuilderConfig__set_timing_cache(self, obj: Any, args: dict, returns: str) -> bool:
+        blob = args["cache"]._state["_blob"]
+        here = f"TC[{self.device_key}]".encode()
+        if blob and not blob.startswith(here) and not args["ignore_mismatch"]:
+            # TC-1: a cache from other device properties is refused unless ignore_mismatch
+            return False
         obj._state["_timing_cache"] = args["cache"]
         return True
 
@@ -189,7 +217,10 @@ class World:
         return obj._state.get("_timing_cache")
 
     def h_ITimingCache__serialize(self, obj: Any, args: dict, returns: str) -> Any:
-        return self.api.instance("IHostMemory", _buffer=obj._state["_blob"] + b"+timing")
+        here = f"TC[{self.device_key}]".encode()
+        blob = obj._state["_blob"]
+        return self.api.instance("IHostMemory", _buffer=(blob if blob.startswith(here)
+                                                         else here) + b"+timing")
 
     def h_Builder__build_serialized_network(self, obj: Any, args: dict, returns: str) -> Any:
         network, cfg = args["network"], args["config"]
@@ -206,12 +237,31 @@ class World:
             self._rule("Builder.build_serialized_network",
                        "DYN-2 a network with dynamic inputs needs an optimisation profile")
             return None
+        if strongly_typed:
+            precision = network._state.get("_graph_precision", "fp32")
+        else:
+            precision = "int8" if "INT8" in flags else "fp16" if "FP16" in flags else "fp32"
+        if precision == "fp32" and "TF32" in flags:
+            self._rule("IBuilderConfig.set_flag", "TF32-1 an FP32 build clears BuilderFlag.TF32 "
+                       "(on by default: FP32 conv/GEMM would round to TF32 on Ampere+)")
+        hw = state.get("hardware_compatibility_level")
+        if hw is not None and hw.name == "AMPERE_PLUS" and (
+                tuple(int(v) for v in self.build_cc.split(".")) < (8, 0) or self.integrated):
+            self._rule("IBuilderConfig.hardware_compatibility_level", "HWC-1 hardware "
+                       "compatibility needs an Ampere+ build GPU and is not supported on JetPack")
         device = state.get("default_device_type")
         dla_core = state.get("DLA_core")
         if device is not None and device.name == "DLA":
             if dla_core is None or not 0 <= dla_core < self.num_dla_cores:
                 self._rule("IBuilderConfig.DLA_core",
                            "DLA-1 DLA_core in 0..num_DLA_cores-1 when building for DLA")
+            if any(not p[0] == p[1] == p[2] for prof in state["_profiles"]
+                   for p in prof.values()):
+                self._rule("IBuilderConfig.default_device_type", "DLA-4 DLA needs min = opt = "
+                           "max in every profile (else every layer falls back to the GPU)")
+            if precision == "fp32":
+                self._rule("IBuilderConfig.default_device_type", "DLA-5 DLA runs FP16 and INT8 "
+                           "only (an FP32 network falls back to the GPU)")
         monitor = state.get("progress_monitor")
         if monitor is not None:  # TensorRT calls the monitor from the build, as documented
             monitor.phase_start("Building engine", None, 2)
@@ -219,6 +269,18 @@ class World:
                 if not monitor.step_complete("Building engine", step):
                     monitor.phase_finish("Building engine")
                     return None
+            # TensorRT calls the monitor from several internal threads (PROG-2)
+            import threading
+
+            def tactic(i: int) -> None:
+                monitor.phase_start(f"Tactic {i}", "Building engine", 1)
+                monitor.step_complete(f"Tactic {i}", 0)
+                monitor.phase_finish(f"Tactic {i}")
+            threads = [threading.Thread(target=tactic, args=(i,)) for i in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
             monitor.phase_finish("Building engine")
         record = {
             "version": self.api.version, "flags": flags,
@@ -245,7 +307,15 @@ class World:
     def h_Runtime__num_DLA_cores(self, obj: Any, args: dict, returns: str) -> int:
         return self.num_dla_cores
 
+    def h_Runtime__get_engine_validity(self, obj: Any, args: dict, returns: str) -> Any:
+        obj._state["_validity_checked"] = True
+        return (self._enum("EngineValidity", self.engine_validity), self.invalidity)
+
     def h_Runtime__deserialize_cuda_engine(self, obj: Any, args: dict, returns: str) -> Any:
+        if "get_engine_validity" in self.api.dump["classes"]["Runtime"]["members"] \
+                and not obj._state.get("_validity_checked"):
+            self._rule("Runtime.deserialize_cuda_engine", "RTX-3 check the plan header with "
+                       "get_engine_validity before deserializing (TensorRT-RTX)")
         data = bytes(args.get("serialized_engine", b""))
         if not data.startswith(PLAN_MAGIC):
             self._log(obj, "ERROR", "IRuntime::deserializeCudaEngine: magic tag does not match")
@@ -318,11 +388,75 @@ class World:
                                        "TacticName": "double"}]})
 
     def h_ICudaEngine__create_execution_context(self, obj: Any, args: dict, returns: str) -> Any:
-        return self.api.instance("IExecutionContext", _engine=obj, _shapes={}, _addresses={})
+        strategy = args.get("strategy")
+        config = args.get("runtime_config")
+        if config is not None:
+            strategy = config._state.get("_strategy")
+        user = strategy is not None and strategy.name == "USER_MANAGED"
+        return self.api.instance("IExecutionContext", _engine=obj, _shapes={}, _addresses={},
+                                 _config=config, _needs_memory=user)
+
+    def h_ICudaEngine__create_execution_context_without_device_memory(
+            self, obj: Any, args: dict, returns: str) -> Any:
+        return self.api.instance("IExecutionContext", _engine=obj, _shapes={}, _addresses={},
+                                 _config=None, _needs_memory=True)
+
+    _ACTIVATION_BYTES = 3 << 20
+
+    def h_ICudaEngine__device_memory_size(self, obj: Any, args: dict, returns: str) -> int:
+        return self._ACTIVATION_BYTES
+
+    h_ICudaEngine__device_memory_size_v2 = h_ICudaEngine__device_memory_size
+
+    def _set_memory(self, ctx: Any, address: int, size: int | None, call: str) -> None:
+        if address % 256:
+            self._rule(call, "MEM-2 device memory for a context is 256-byte aligned")
+        if size is not None and size < self._ACTIVATION_BYTES:
+            self._rule(call, "MEM-2 device memory for a context holds at least "
+                       "device_memory_size(_v2) bytes")
+        ctx._state["_memory"] = address
+
+    def h_IExecutionContext__set_device_memory(self, obj: Any, args: dict, returns: str) -> None:
+        self._set_memory(obj, int(args["memory"]), int(args["size"]),
+                         "IExecutionContext.set_device_memory")
+
+    def h_ICudaEngine__create_runtime_config(self, obj: Any, args: dict, returns: str) -> Any:
+        return self.api.instance("IRuntimeConfig", _strategy=None)
+
+    def h_IRuntimeConfig__set_execution_context_allocation_strategy(
+            self, obj: Any, args: dict, returns: str) -> None:
+        obj._state["_strategy"] = args.get("strategy")
+
+    def h_IRuntimeConfig__create_runtime_cache(self, obj: Any, args: dict, returns: str) -> Any:
+        return self.api.instance("IRuntimeCache", _blob=b"")
+
+    def h_IRuntimeConfig__set_runtime_cache(self, obj: Any, args: dict, returns: str) -> bool:
+        obj._state["_cache"] = args.get("cache")
+        return True
+
+    def h_IRuntimeCache__deserialize(self, obj: Any, args: dict, returns: str) -> bool:
+        blob = bytes(args["blob"])
+        if not blob.startswith(b"RTXCACHE"):
+            return False
+        obj._state["_blob"] = blob
+        return True
+
+    def h_IRuntimeCache__serialize(self, obj: Any, args: dict, returns: str) -> Any:
+        return self.api.instance("IHostMemory", _buffer=b"RTXCACHE" + obj._state["_blob"][8:]
+                                 + b"+kernels")
+
+    def _changed_after_capture(self, ctx: Any, call: str, what: str, before: Any,
+                               after: Any) -> None:
+        if ctx._state.get("_captured") and before != after:
+            self._rule(call, f"GRAPH-1 one execution context per captured CUDA graph: this "
+                       f"context was captured into a graph; changing its {what} ({before} -> "
+                       f"{after}) afterwards is undefined behaviour for that graph")
 
     def h_IExecutionContext__set_input_shape(self, obj: Any, args: dict, returns: str) -> bool:
         engine = obj._state["_engine"]
         name, shape = args["name"], tuple(args["shape"])
+        self._changed_after_capture(obj, "IExecutionContext.set_input_shape", f"{name} shape",
+                                    obj._state["_shapes"].get(name), shape)
         t = self._tensor(engine, name, "IExecutionContext.set_input_shape")
         if t["mode"] != "INPUT":
             self._rule("IExecutionContext.set_input_shape", f"IO-2 {name!r} is not an input")
@@ -343,12 +477,31 @@ class World:
         if int(args["memory"]) % 256:
             self._rule("IExecutionContext.set_tensor_address",
                        "IO-3 tensor addresses are 256-byte aligned")
+        self._changed_after_capture(obj, "IExecutionContext.set_tensor_address",
+                                    f"{args['name']} address",
+                                    obj._state["_addresses"].get(args["name"]),
+                                    int(args["memory"]))
         obj._state["_addresses"][args["name"]] = int(args["memory"])
         return True
 
     def h_IExecutionContext__execute_async_v3(self, obj: Any, args: dict, returns: str) -> bool:
         engine = obj._state["_engine"]
         io = self._io(engine)
+        if "device_memory" in obj._state:  # the property write (8.6 / 10.0 path)
+            self._set_memory(obj, int(obj._state["device_memory"]), None,
+                             "IExecutionContext.device_memory")
+        if obj._state.get("_needs_memory") and obj._state.get("_memory") is None:
+            self._rule("IExecutionContext.execute_async_v3", "MEM-1 a context created without "
+                       "device memory (USER_MANAGED / without_device_memory) gets it first")
+            return False
+        stream = int(args["stream_handle"])
+        if self.capturing is not None and self.capturing(stream):
+            if self.api.label.startswith("tensorrt_rtx") \
+                    and "REQUIRE_USER_ALLOCATION" not in engine._state["_plan"]["flags"]:
+                self._rule("IExecutionContext.execute_async_v3", "RTX-2 stream capture of a "
+                           "TensorRT-RTX engine needs one built with REQUIRE_USER_ALLOCATION "
+                           "(and is_stream_capturable); use the runtime CUDA-graph strategy")
+            obj._state["_captured"] = True
         for name, t in io.items():
             if name not in obj._state["_addresses"]:
                 self._rule("IExecutionContext.execute_async_v3",

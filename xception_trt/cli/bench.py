@@ -10,7 +10,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._common import add_command, path_argument, positive_int, progress
+from ._common import (
+    add_command,
+    add_runner_flags,
+    path_argument,
+    positive_int,
+    progress,
+    runner_settings,
+)
 
 ORDER = 70
 
@@ -23,12 +30,13 @@ REPORT_OUTPUT = dict(
     force="replace an existing report folder")
 
 
-def add_report_options(p: argparse.ArgumentParser) -> None:
+def add_report_options(p: argparse.ArgumentParser, *, cuda_graphs: bool) -> None:
     """Options shared by ``bench`` and ``eval``: where the report goes (besides ``-o``, see
-    :data:`REPORT_OUTPUT`) and runner settings."""
+    :data:`REPORT_OUTPUT`) and runner settings (``--cuda-graphs`` only where asked)."""
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads for ONNX Runtime and torch runners (default: the library's "
                         "choice; recorded in the report)")
+    add_runner_flags(p, cuda_graphs=cuda_graphs)
     p.add_argument("--name", default=None,
                    help="report folder name (default: <command>-<UTC timestamp>)")
     path_argument(p, "--out-dir", kind="output-dir", type=Path, default=None,
@@ -60,7 +68,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "measures accuracy")
     p.add_argument("--limit", type=positive_int, default=None,
                    help="with labelled --data: evaluate at most this many images")
-    add_report_options(p)
+    p.add_argument("--no-power", action="store_true",
+                   help="do not sample power during the timed calls (default: the Jetson "
+                        "INA3221 rails or NVML where available; the report says why not)")
+    add_report_options(p, cuda_graphs=True)
 
 
 def report_location(args: argparse.Namespace, command: str) -> tuple[Path, str]:
@@ -87,16 +98,19 @@ def report_location(args: argparse.Namespace, command: str) -> tuple[Path, str]:
     return root, name
 
 
-def check_models(models: Sequence[str]) -> None:
-    """Fail fast (before any measuring) on unknown model types and missing files."""
+
+def check_models(models: Sequence[str], args: argparse.Namespace) -> None:
+    """Fail fast (before any measuring) on unknown model types, missing files and runner flags
+    that no model would use."""
     from ..errors import BenchError
-    from ..runners import is_model_file, runner_kind
+    from ..runners import check_runner_options, is_model_file, runner_kind
 
     for m in models:
         if not is_model_file(m):
             runner_kind(m)  # raises, naming the supported types
         if not Path(m).is_file():
             raise BenchError(f"model file {m} does not exist")
+    check_runner_options(models, **runner_settings(args))
 
 
 def command_line(args: argparse.Namespace, command: str) -> str:
@@ -109,6 +123,8 @@ def command_line(args: argparse.Namespace, command: str) -> str:
         flag = "--" + key.replace("_", "-")
         if value is True:
             parts.append(flag)
+        elif key == "providers":  # one comma-separated argument
+            parts += [flag, ",".join(value)]
         elif isinstance(value, list):
             parts += [flag, *map(str, value)] if key != "note" else \
                 [x for v in value for x in (flag, v)]
@@ -137,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = BenchConfig(batch_sizes=tuple(args.batch), iterations=args.iterations,
                          warmup=args.warmup)
-    check_models(args.models)
+    check_models(args.models, args)
     root, name = report_location(args, "bench")
     dataset = open_dataset(args.data) if args.data else None
     pixels = None
@@ -145,42 +161,50 @@ def run(args: argparse.Namespace) -> int:
         n = min(max(config.batch_sizes), 32)
         pixels = lambda spec: load_pixels(dataset, spec, limit=n)  # noqa: E731
 
+    from ..power import PowerMonitor, open_monitor, run_context
     from ..runners import runner_options
 
+    context = run_context()  # before measuring: the load and clocks the run started from
+    monitor = (PowerMonitor(None, reason="power: not measured (--no-power)") if args.no_power
+               else open_monitor())
     results = []
     per_call = config.warmup + config.iterations
-    for model in args.models:
-        total = per_call * len(config.batch_sizes)
-        with progress(f"bench {Path(model).name}", total, unit="call",
-                      enabled=not args.no_progress) as advance:
-            results.append(benchmark_runner(model, config, pixels=pixels, progress=advance,
-                                            runner_kw=runner_options(model, threads=args.threads)))
+    with monitor:
+        for model in args.models:
+            total = per_call * len(config.batch_sizes)
+            with progress(f"bench {Path(model).name}", total, unit="call",
+                          enabled=not args.no_progress) as advance:
+                results.append(benchmark_runner(
+                    model, config, pixels=pixels, progress=advance, power=monitor,
+                    runner_kw=runner_options(model, **runner_settings(args))))
     labels = unique_names([r.name for r in results], args.models)
     for r, label in zip(results, labels):
         r.name = label
     evaluation = None
     if dataset is not None and dataset.labelled:
-        evaluation = run_evaluation(args.models, labels, dataset, args.threads, args.limit,
-                                    no_progress=args.no_progress)
-    cfg = {**config.to_dict(), "data": args.data, "threads": args.threads}
+        evaluation = run_evaluation(args.models, labels, dataset, runner_settings(args),
+                                    args.limit, no_progress=args.no_progress)
+    cfg = {**config.to_dict(), "data": args.data, **runner_settings(args)}
     doc = build_report(name, kind="bench", benchmarks=results, evaluation=evaluation,
-                       config=cfg, notes=args.note, command=command_line(args, "bench"))
+                       config=cfg, notes=args.note, command=command_line(args, "bench"),
+                       context=context, power=monitor.describe())
     print_latency_summary(doc)
     return finish(doc, args, root)
 
 
 def run_evaluation(models: Sequence[str], labels: Sequence[str] | None, dataset: Any,
-                   threads: int | None, limit: int | None, *, reference: int | None = None,
+                   settings: dict[str, Any], limit: int | None, *, reference: int | None = None,
                    batch_size: int = 32, no_progress: bool = False) -> Any:
     """Open every model, evaluate them in one pass over ``dataset``, close them (``labels``:
-    display names, default the runners' own names made unique)."""
+    display names, default the runners' own names made unique; ``settings``: from
+    :func:`runner_settings`)."""
     from ..bench import evaluate, unique_names
     from ..runners import open_runner, runner_options
 
     runners = []
     try:
         for m in models:
-            runners.append(open_runner(m, **runner_options(m, threads=threads)))
+            runners.append(open_runner(m, **runner_options(m, **settings)))
         if labels is None:
             labels = unique_names([r.name for r in runners], models)
         total = min(len(dataset), limit) if limit else len(dataset)

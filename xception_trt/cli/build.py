@@ -48,9 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="INT8 calibration method (default: entropy)")
     p.add_argument("--name", default=None,
                    help="file stem of the outputs (default: the source file's stem)")
-    p.add_argument("--input-format", choices=InputFormat.choices(), default="float-nchw",
+    p.add_argument("--input-format", choices=InputFormat.choices(), default=None,
                    help="checkpoint export only: float-nchw (default) or uint8-nhwc raw pixels")
-    p.add_argument("--opset", type=int, default=17, help="checkpoint export only: ONNX opset "
+    p.add_argument("--opset", type=int, default=None, help="checkpoint export only: ONNX opset "
                    "(default: 17)")
     prof = p.add_argument_group("batch profile")
     for flag, text in (("--batch", "fixed batch size (profile min = opt = max)"),
@@ -76,7 +76,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "none)")
     trt.add_argument("--no-timing-cache", action="store_true", help="do not use a timing cache")
     trt.add_argument("--dla-core", type=int, default=None,
-                     help="build for this DLA core (Jetson), with GPU fallback")
+                     help="build for this DLA core (Jetson), with GPU fallback; needs --batch N "
+                          "and --precision fp16 and/or int8")
     trt.add_argument("--no-gpu-fallback", action="store_true",
                      help="with --dla-core: fail instead of running layers on the GPU")
     trt.add_argument("--version-compatible", action="store_true",
@@ -126,6 +127,43 @@ class _TqdmProgress(contextlib.AbstractContextManager):
         self.close()
 
 
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse flags that would be silently ignored (before any work)."""
+    from ._common import not_with, only_with
+
+    only_with("--no-gpu-fallback", args.no_gpu_fallback, needs="--dla-core N",
+              present=args.dla_core is not None, why="GPU fallback is a DLA setting")
+    not_with("--no-timing-cache", args.no_timing_cache, other="--timing-cache",
+             other_given=args.timing_cache, why="one turns off what the other sets")
+    is_onnx = str(args.source).lower().endswith(".onnx")
+    if args.dla_core is not None:
+        _check_dla_flags(args, is_onnx=is_onnx)
+    for flag, given in (("--input-format", args.input_format), ("--opset", args.opset)):
+        only_with(flag, given is not None and is_onnx, needs="a checkpoint SOURCE",
+                  present=False, why="it is an export setting; an ONNX source is already "
+                  "exported")
+
+
+def _check_dla_flags(args: argparse.Namespace, *, is_onnx: bool) -> None:
+    # NVIDIA's "Working with DLA": DLA runs FP16 and INT8 only, and needs a fixed batch
+    # (min = opt = max); otherwise GPU fallback silently runs every layer on the GPU. The
+    # builder refuses both too (trt/compat.py), but only after the export: say it first.
+    from ..errors import ConfigError
+
+    sizes = {args.min_batch, args.opt_batch, args.max_batch} - {None}
+    fixed = (args.batch is not None and not sizes) or (
+        args.batch is None and args.min_batch is not None and args.max_batch is not None
+        and len(sizes) == 1)
+    if not fixed:
+        raise ConfigError("--dla-core needs a fixed batch (DLA has no dynamic shapes; with GPU "
+                          "fallback every layer would silently run on the GPU): pass --batch N")
+    wanted = args.precision or ([] if is_onnx else ["fp32"])
+    if "fp32" in wanted:
+        raise ConfigError("--dla-core builds FP16 or INT8 engines only (DLA has no FP32): pass "
+                          "--precision fp16 and/or int8"
+                          + ("" if args.precision else " (a checkpoint builds fp32 by default)"))
+
+
 def pipeline_hooks(args: argparse.Namespace, stages: StageProgress) -> Any:
     """The pipeline's progress as the CLI shows it (``build`` and ``bundle``): stage bars, an
     engine bar unless ``--no-progress``, one line per engine unless ``--json``."""
@@ -155,8 +193,10 @@ def pipeline_hooks(args: argparse.Namespace, stages: StageProgress) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import BuildConfig
+    from ..config import BuildConfig, InputFormat
     from ..pipeline import build
+
+    check_flags(args)
 
     config = BuildConfig(
         backend=args.backend, batch=args.batch, min_batch=args.min_batch,
@@ -168,11 +208,13 @@ def run(args: argparse.Namespace) -> int:
         compute_capabilities=tuple(args.cc or ()), layer_info=not args.no_layer_info)
 
     stages = StageProgress(enabled=not (args.no_progress or getattr(args, "quiet", False)))
+
     with stages:
         result = build(source=args.source, output=args.output, precisions=args.precision,
                        calibration=args.calib, calibration_method=args.calib_method,
-                       name=args.name, input_format=args.input_format, opset=args.opset,
-                       config=config, timing_cache=not args.no_timing_cache, force=args.force,
+                       name=args.name, input_format=args.input_format or InputFormat.FLOAT_NCHW,
+                       opset=args.opset, config=config, timing_cache=not args.no_timing_cache,
+                       force=args.force,
                        callbacks=pipeline_hooks(args, stages))
     if args.json:
         print_json([e.to_dict() for e in result.engines])

@@ -32,8 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             INT8 variants, build TensorRT engines with whichever TensorRT flavour is installed,
             evaluate accuracy and latency of every variant that can run here, and write a
             Markdown/JSON/PNG report. Each step says whether it ran, reused a cached result, was
-            skipped (and why) or failed. A second run reuses the checkpoint, calibration and
-            engines.""",
+            skipped (and why) or failed. A second run reuses the data, checkpoint, ONNX variants,
+            calibration and engines, and evaluates, measures latency and writes the report
+            again.""",
         epilog="example: xception-trt demo            (then open the report.md it prints)")
     path_argument(p, "--workdir", kind="output-dir", what="demo workdir", type=Path, default=None,
                    help="where data, models, engines and the report go (default: "

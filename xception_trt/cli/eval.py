@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import add_command, path_argument, positive_int
+from ._common import add_command, path_argument, positive_int, runner_settings
 from .bench import (
     REPORT_OUTPUT,
     add_report_options,
@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="images decoded per step (default: 32)")
     p.add_argument("--limit", type=positive_int, default=None,
                    help="evaluate a deterministic subset of this many images")
-    add_report_options(p)
+    add_report_options(p, cuda_graphs=False)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             models.insert(0, args.reference)
             reference = 0
-    check_models(models)
+    check_models(models, args)
     root, name = report_location(args, "eval")
     dataset = open_dataset(args.data)
     if not len(dataset):
@@ -65,11 +65,11 @@ def run(args: argparse.Namespace) -> int:
     if not dataset.labelled:
         raise DataError(f"{args.data} has no labels; eval needs a folder with one sub-folder per "
                         "class, or a file list with a label on every line")
-    evaluation = run_evaluation(models, None, dataset, args.threads, args.limit,
+    evaluation = run_evaluation(models, None, dataset, runner_settings(args), args.limit,
                                 reference=reference, batch_size=args.batch_size,
                                 no_progress=args.no_progress)
     cfg = {"data": args.data, "limit": args.limit, "batch_size": args.batch_size,
-           "threads": args.threads, "reference": args.reference}
+           "reference": args.reference, **runner_settings(args)}
     doc = build_report(name, kind="eval", evaluation=evaluation, config=cfg, notes=args.note,
                        command=command_line(args, "eval"))
     for e in doc["runners"]:

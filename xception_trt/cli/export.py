@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_command, path_argument, positive_int, print_json
+from ._common import add_command, not_with, path_argument, positive_int, print_json
 
 ORDER = 10
 
@@ -43,22 +43,26 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="torch exporter: auto (TorchScript up to opset 20, else dynamo; default)")
     p.add_argument("--no-parity", action="store_true",
                    help="skip the ONNX Runtime vs PyTorch parity check")
-    p.add_argument("--parity-samples", type=positive_int, default=4,
+    p.add_argument("--parity-samples", type=positive_int, default=None,
                    help="random inputs for the parity check (default: 4)")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..export import export_onnx
 
+    not_with("--parity-samples", args.parity_samples, other="--no-parity",
+             other_given=args.no_parity, why="there is no parity check to sample for")
     result = export_onnx(args.checkpoint, args.output, opset=args.opset, batch=args.batch,
                          input_format=args.input_format, clean=not args.no_clean,
-                         check_parity=not args.no_parity, parity_samples=args.parity_samples,
+                         check_parity=not args.no_parity,
+                         parity_samples=args.parity_samples or 4,
                          exporter=args.exporter)
     if args.json:
         print_json(result.to_dict())
         return 0
     spec = result.spec
-    print(f"wrote {result.path} ({result.report.file_size / 1e6:.2f} MB) in {result.seconds:.1f} s")
+    print(f"wrote {result.path} ({result.report.file_size / 2**20:.2f} MiB) in "
+          f"{result.seconds:.1f} s")
     print(f"model: {spec.num_classes} classes, {spec.input_size}x{spec.input_size}, "
           f"width {spec.width:g}; input {result.input_format}, batch {result.batch}, "
           f"opset {result.opset}, {result.exporter} exporter"

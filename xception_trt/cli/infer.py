@@ -6,10 +6,21 @@ import argparse
 
 from ..bundle.format import is_bundle
 from ..config import Precision
-from ..errors import ConfigError
-from ._common import add_command, path_argument, positive_int, print_json
+from ._common import (
+    add_command,
+    add_runner_flags,
+    only_with,
+    path_argument,
+    positive_int,
+    print_json,
+    runner_settings,
+)
 
 ORDER = 60
+
+#: Why --precision needs a bundle (also said by triton-repo).
+_PRECISION_WHY = ("it chooses which of a bundle's variants runs; an engine, ONNX file or "
+                  "checkpoint has one precision")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="CPU threads for ONNX Runtime / torch (default: the library's choice)")
     p.add_argument("--device", default=None,
                    help="torch checkpoints: cpu or cuda[:i]; TensorRT engines: GPU index "
-                        "(default: cpu / GPU 0); ONNX files choose via ONNX Runtime providers")
+                        "(default: cpu / GPU 0); ONNX files choose with --providers")
+    add_runner_flags(p)
 
 
 def expand_images(paths: list[str]) -> list[str]:
@@ -62,14 +74,14 @@ def expand_images(paths: list[str]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from ..classifier import Classifier
-    from ..runners import runner_options
+    from ..runners import check_runner_options, runner_options
 
+    check_runner_options([args.model], **runner_settings(args))
     images = expand_images(args.images)
-    kw = runner_options(args.model, threads=args.threads, device=args.device)
+    kw = runner_options(args.model, device=args.device, **runner_settings(args))
+    only_with("--precision", args.precision, needs="a bundle MODEL (.xtrt)",
+              present=is_bundle(args.model), why=_PRECISION_WHY)
     if args.precision is not None:
-        if not is_bundle(args.model):
-            raise ConfigError("--precision chooses a bundle's variant; an engine, ONNX file or "
-                              "checkpoint has one precision — drop --precision")
         kw["precision"] = args.precision
     with Classifier(args.model, batch_size=args.batch_size, **kw) as clf:
         results = clf.classify(images, top_k=args.top_k)

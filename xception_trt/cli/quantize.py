@@ -9,7 +9,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._common import StageProgress, add_command, path_argument, positive_int, print_json
+from ._common import (
+    StageProgress,
+    add_command,
+    not_with,
+    only_with,
+    path_argument,
+    positive_int,
+    print_json,
+)
 
 ORDER = 20
 
@@ -19,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from ..precision import (
         DEFAULT_CACHE_DIR,
         DEFAULT_NUM_IMAGES,
+        DEFAULT_PERCENTILE,
         HIGH_PRECISIONS,
         CalibrationMethod,
     )
@@ -52,10 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "check, random inputs otherwise)")
     path_argument(p, "--val", kind="any", metavar="DIR",
                    help="validation images for the accuracy table (labelled: top-1/top-5 too)")
-    p.add_argument("--method", choices=CalibrationMethod.choices(),
-                   default=CalibrationMethod.ENTROPY.value,
+    p.add_argument("--method", choices=CalibrationMethod.choices(), default=None,
                    help="INT8 calibration method (default: entropy, TensorRT's "
-                        "EntropyCalibration2)")
+                        "EntropyCalibration2); not with --auto, which tries every method")
     p.add_argument("--auto", action="store_true",
                    help="INT8: calibrate with every method, keep the best on --val (or on the "
                         "held-out part of --calib)")
@@ -67,8 +75,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="selection seed (default: 0)")
     p.add_argument("--batch-size", type=positive_int, default=8,
                    help="calibration batch size (default: 8)")
-    p.add_argument("--percentile", type=float, default=99.99,
-                   help="percentile for --method percentile (default: 99.99)")
+    p.add_argument("--percentile", type=float, default=None,
+                   help=f"percentile for --method percentile or --auto (default: "
+                        f"{DEFAULT_PERCENTILE})")
     p.add_argument("--exclude", action="append", default=[], metavar="NODE",
                    help="keep this node (name or regex) out of INT8/FP16; repeatable")
     p.add_argument("--exclude-op-type", action="append", default=[], metavar="OP",
@@ -77,14 +86,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--exclude-depthwise", action="store_true",
                    help="INT8: keep the depthwise convolutions in high precision")
     p.add_argument("--high-precision", choices=[h.value for h in HIGH_PRECISIONS],
-                   default=Precision.FP32.value,
+                   default=None,
                    help="INT8: precision of the nodes that are not quantized (default: fp32)")
     p.add_argument("--int8-weights", action="store_true",
                    help="INT8: store weights as INT8 initializers + DequantizeLinear (about a "
                         "quarter of the file size) instead of FP32 weights + Q/DQ")
-    p.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR),
-                   help=f"calibration cache folder (default: {DEFAULT_CACHE_DIR})")
-    p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    p.add_argument("--cache-dir", default=None,
+                   help=f"INT8: calibration cache folder (default: {DEFAULT_CACHE_DIR})")
+    p.add_argument("--no-cache", action="store_true",
+                   help="INT8: neither read nor write the calibration cache")
     path_argument(p, "--import-cache", kind="file", metavar="FILE",
                    help="INT8: take activation scales from a TensorRT text calibration cache "
                         "(TRT-...-EntropyCalibration2) or an xception-trt cache JSON")
@@ -102,13 +112,50 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _int8_kwargs(args: argparse.Namespace, bars: StageProgress) -> dict[str, Any]:
-    from ..precision import DEFAULT_NUM_IMAGES
+    from ..config import Precision
+    from ..precision import DEFAULT_CACHE_DIR, DEFAULT_NUM_IMAGES, DEFAULT_PERCENTILE
 
     return dict(progress=bars, num_images=args.num_images or DEFAULT_NUM_IMAGES, seed=args.seed,
-                batch_size=args.batch_size, percentile=args.percentile, exclude_nodes=args.exclude,
-                exclude_op_types=args.exclude_op_type, exclude_depthwise=args.exclude_depthwise,
-                high_precision=args.high_precision, int8_weights=args.int8_weights,
-                cache_dir=None if args.no_cache else args.cache_dir)
+                batch_size=args.batch_size,
+                percentile=DEFAULT_PERCENTILE if args.percentile is None else args.percentile,
+                exclude_nodes=args.exclude, exclude_op_types=args.exclude_op_type,
+                exclude_depthwise=args.exclude_depthwise,
+                high_precision=args.high_precision or Precision.FP32.value,
+                int8_weights=args.int8_weights,
+                cache_dir=None if args.no_cache else (args.cache_dir or DEFAULT_CACHE_DIR))
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse flags that would be silently ignored or contradict each other (before any
+    work)."""
+    from ..config import Precision
+    from ..errors import ConfigError
+
+    int8 = Precision.parse(args.precision) is Precision.INT8
+    for flag, given in (("--auto", args.auto), ("--method", args.method),
+                        ("--import-cache", args.import_cache),
+                        ("--export-trt-cache", args.export_trt_cache),
+                        ("--int8-weights", args.int8_weights),
+                        ("--exclude-depthwise", args.exclude_depthwise),
+                        ("--high-precision", args.high_precision),
+                        ("--percentile", args.percentile is not None),
+                        ("--cache-dir", args.cache_dir), ("--no-cache", args.no_cache)):
+        only_with(flag, given, needs="--precision int8", present=int8)
+    if int8 and not (args.calib or args.import_cache):
+        raise ConfigError("--precision int8 needs calibration images (--calib DIR, e.g. "
+                          "calibration/) or --import-cache FILE")
+    not_with("--auto", args.auto, other="--import-cache", other_given=args.import_cache,
+             why="--auto calibrates with images; an imported cache fixes the scales")
+    not_with("--method", args.method, other="--auto", other_given=args.auto,
+             why="--auto tries every method and keeps the best")
+    not_with("--no-cache", args.no_cache, other="--cache-dir", other_given=args.cache_dir,
+             why="--no-cache turns off the cache --cache-dir places")
+    only_with("--percentile", args.percentile is not None, needs="--method percentile or --auto",
+              present=args.method == "percentile" or args.auto)
+    only_with("--compare-all", args.compare_all, needs="--val DIR", present=args.val,
+              why="it adds rows to the accuracy table measured on --val")
+    only_with("--val-images", args.val_images, needs="--val DIR or --auto",
+              present=args.val or args.auto)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -137,14 +184,7 @@ def _run(args: argparse.Namespace, bars: StageProgress) -> int:
         raise ConfigError(f"{args.model} is a checkpoint; quantize takes the ONNX file that "
                           f"`xception-trt export {args.model} -o model.onnx` writes: export it "
                           "first (or let `xception-trt build` do both)")
-    if precision is Precision.FP16 and (args.auto or args.import_cache or args.export_trt_cache):
-        raise ConfigError("--auto, --import-cache and --export-trt-cache apply to --precision int8")
-    if precision is Precision.INT8 and not (args.calib or args.import_cache):
-        raise ConfigError("--precision int8 needs calibration images (--calib DIR, e.g. "
-                          "calibration/) or --import-cache FILE")
-    if args.auto and args.import_cache:
-        raise ConfigError("--auto calibrates with images; it cannot be combined with "
-                          "--import-cache")
+    check_flags(args)
     if Path(args.output).resolve() == Path(args.model).resolve():
         raise ConfigError("--output must differ from the input model")
     report: dict[str, Any] = {"model": args.model, "output": args.output,
@@ -166,7 +206,7 @@ def _run(args: argparse.Namespace, bars: StageProgress) -> int:
         say(f"auto: kept {result.method.value} by {auto.criterion} "
             f"(tried {', '.join(auto.results)})")
     else:
-        result = quantize_int8(args.model, args.calib, method=args.method,
+        result = quantize_int8(args.model, args.calib, method=args.method or "entropy",
                                import_cache=args.import_cache, output=args.output,
                                **_int8_kwargs(args, bars))
     bars.close()  # before the results are printed
@@ -174,7 +214,7 @@ def _run(args: argparse.Namespace, bars: StageProgress) -> int:
         report["int8"] = result.summary()
         say(f"wrote {args.output} (int8 {result.method.value}): "
             f"{len(result.quantized_nodes)} compute node(s) quantized, "
-            f"{len(result.excluded_nodes)} kept in {args.high_precision}; "
+            f"{len(result.excluded_nodes)} kept in {args.high_precision or 'fp32'}; "
             + (f"scales from {result.cache_path} (cache {result.cache}, no calibration)"
                if result.cache in ("hit", "imported") else
                f"{result.num_images} calibration image(s); cache {result.cache}")
@@ -196,7 +236,8 @@ def _run(args: argparse.Namespace, bars: StageProgress) -> int:
         if precision is Precision.INT8:
             variants["int8"] = args.output
         elif args.compare_all and args.calib:
-            variants["int8"] = quantize_int8(args.model, args.calib, method=args.method,
+            variants["int8"] = quantize_int8(args.model, args.calib,
+                                             method=args.method or "entropy",
                                              **_int8_kwargs(args, bars)).model
         elif args.compare_all:
             say("no --calib given: the INT8 row is left out of the table")

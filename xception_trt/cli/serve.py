@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from ..serve.options import ServeBackend
-from ._common import add_command, path_argument, port_number, positive_int
+from ._common import add_command, only_with, path_argument, port_number, positive_int
 from .triton_repo import add_batching_arguments, build_options
 
 ORDER = 81
@@ -67,6 +67,12 @@ def run(args: argparse.Namespace) -> int:
     temp_root: Path | None = None
     try:
         if model.is_dir():
+            # the repository's configs already fix how its runners are opened
+            for flag, given in (("--threads", args.threads is not None),
+                                ("--cuda-graphs", args.cuda_graphs),
+                                ("--providers", args.providers is not None)):
+                only_with(flag, given, needs="a model file (not a repository directory)",
+                          present=False)
             repository = model
             validate_repository(repository)
         else:

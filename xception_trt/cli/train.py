@@ -6,7 +6,14 @@ import argparse
 import sys
 from typing import Any
 
-from ._common import add_command, arg_type, path_argument, positive_int, print_json
+from ._common import (
+    add_command,
+    arg_type,
+    not_with,
+    path_argument,
+    positive_int,
+    print_json,
+)
 
 ORDER = 4
 
@@ -77,7 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train on the evaluation preprocessing only")
     a.add_argument("--no-flip", action="store_true",
                    help="no horizontal flips (digits, text, anything with a handedness)")
-    a.add_argument("--crop-scale", type=float, nargs=2, default=(0.35, 1.0),
+    a.add_argument("--crop-scale", type=float, nargs=2, default=None,
                    metavar=("MIN", "MAX"),
                    help="area range of the random-resized crop (default 0.35 1.0)")
     r = p.add_argument_group("run")
@@ -143,8 +150,12 @@ def run(args: argparse.Namespace) -> int:
     from ..config import AugmentConfig, TrainConfig
     from ..train import TrainCallbacks, train
 
+    for flag, given in (("--no-flip", args.no_flip), ("--crop-scale", args.crop_scale)):
+        not_with(flag, given, other="--no-augment", other_given=args.no_augment,
+                 why="--no-augment turns off the flips and crops this sets")
     augment = (AugmentConfig.off() if args.no_augment
-               else AugmentConfig(scale=tuple(args.crop_scale), hflip=not args.no_flip))
+               else AugmentConfig(scale=tuple(args.crop_scale or (0.35, 1.0)),
+                                  hflip=not args.no_flip))
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
                          optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
                          warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing,

@@ -6,15 +6,17 @@ import argparse
 
 from ..bundle.format import is_bundle
 from ..config import Precision
-from ..errors import ConfigError
 from ..serve.options import InstanceKind, ServeBackend
 from ._common import (
     add_command,
+    add_runner_flags,
     arg_type,
     non_negative_int,
+    only_with,
     path_argument,
     positive_int,
     print_json,
+    runner_settings,
 )
 
 ORDER = 80
@@ -41,17 +43,34 @@ def add_batching_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=positive_int, default=None,
                    help="Python backend: CPU threads of each ONNX Runtime / torch runner "
                         "(default: the runner's choice)")
+    add_runner_flags(p)
 
 
 def build_options(args: argparse.Namespace, *, backend: ServeBackend | str, ensemble: bool,
                   execution_env: str | None, instance_kind: InstanceKind | str = InstanceKind.AUTO,
                   gpus: tuple[int, ...] = ()):
-    """:class:`~xception_trt.serve.repository.RepositoryOptions` from parsed flags."""
+    """:class:`~xception_trt.serve.repository.RepositoryOptions` from parsed flags; the runner
+    flags (``--threads`` ...) are checked against ``args.model``'s runner (Python backend only).
+
+    Raises:
+        ConfigError: A runner flag with the native backend, or one the model's runner ignores.
+    """
+    from ..runners import check_runner_options
+    from ..runners import runner_options as options_for
     from ..serve.repository import RepositoryOptions
 
+    settings = runner_settings(args)
+    given = {k: v for k, v in settings.items() if v not in (None, False)}
     runner_options = {}
-    if args.threads is not None:
-        runner_options["threads"] = args.threads
+    if not given:  # the repository writer judges the model file itself
+        pass
+    elif ServeBackend.parse(backend) is ServeBackend.PYTHON:
+        check_runner_options([args.model], **given)
+        runner_options = options_for(args.model, **given)
+    else:  # Triton's own TensorRT / ONNX Runtime backends run the model, not our runner
+        flag = "--" + next(iter(given)).replace("_", "-")
+        only_with(flag, True, needs="--backend python", present=False,
+                  why="it sets our runner in Triton's Python backend")
     return RepositoryOptions(
         name=args.name, backend=backend, ensemble=ensemble, max_batch_size=args.max_batch,
         dynamic_batching=args.dynamic_batching,
@@ -110,19 +129,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..serve.repository import write_repository
     from ..serve.server import container_command
+    from .infer import _PRECISION_WHY
 
+    only_with("--precision", args.precision, needs="a bundle MODEL (.xtrt)",
+              present=is_bundle(args.model), why=_PRECISION_WHY)
+    if is_bundle(args.model):  # serve the file it resolves to here; options are judged on it
+        from ..bundle.cache import resolve
+
+        args.model = str(resolve(args.model, precision=args.precision).path)
     options = build_options(args, backend=args.backend, ensemble=args.ensemble,
                             execution_env=args.execution_env, instance_kind=args.instance_kind,
                             gpus=args.gpus)
-    model = args.model
-    if is_bundle(model):
-        from ..bundle.cache import resolve
-
-        model = resolve(model, precision=args.precision).path
-    elif args.precision is not None:
-        raise ConfigError("--precision chooses a bundle's variant; an engine or ONNX file has "
-                          "one precision — drop --precision")
-    info = write_repository(model, args.output, options=options, force=args.force)
+    info = write_repository(args.model, args.output, options=options, force=args.force)
     summary = {
         "repository": str(info.root),
         "models": {name: {"platform": cfg.platform or None, "backend": cfg.backend or None,

@@ -401,7 +401,8 @@ class _Demo:
                   "full settings": str(self.work / "demo.json")}
         doc = build_report(REPORT_NAME, kind="eval", benchmarks=self.benchmarks,
                            evaluation=self.evaluation, config=config, notes=notes,
-                           command="xception-trt demo")
+                           command="xception-trt demo",
+                           title="xception-trt demo: handwritten digits, every precision")
         files = write_report(doc, self.work, force=True)
         self.report_dir = files.directory
         return "ran", f"{files.markdown} (+ report.json, {len(files.plots)} PNG plot(s))", {

@@ -22,6 +22,7 @@ from .evaluate import VariantMetrics, evaluate_variants, format_table
 from .fp16 import to_fp16
 from .int8 import (
     DEFAULT_NUM_IMAGES,
+    DEFAULT_PERCENTILE,
     HIGH_PRECISIONS,
     AutoQuantizeResult,
     CalibrationMethod,
@@ -36,6 +37,7 @@ __all__ = [
     "CalibrationMethod",
     "DEFAULT_CACHE_DIR",
     "DEFAULT_NUM_IMAGES",
+    "DEFAULT_PERCENTILE",
     "HIGH_PRECISIONS",
     "QuantizeResult",
     "AutoQuantizeResult",

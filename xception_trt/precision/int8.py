@@ -45,14 +45,16 @@ from .source import (
     static_batch_of,
 )
 
-__all__ = ["CalibrationMethod", "DEFAULT_NUM_IMAGES", "HIGH_PRECISIONS", "QuantizeResult",
-           "AutoQuantizeResult", "quantize_int8", "auto_quantize_int8"]
+__all__ = ["CalibrationMethod", "DEFAULT_NUM_IMAGES", "DEFAULT_PERCENTILE", "HIGH_PRECISIONS",
+           "QuantizeResult", "AutoQuantizeResult", "quantize_int8", "auto_quantize_int8"]
 
 log = logging.getLogger(__name__)
 
 #: Default number of calibration images (NVIDIA's PTQ guidance: a few hundred representative
 #: images; 512 matches the TensorRT samples).
 DEFAULT_NUM_IMAGES = 512
+#: Percentile of |activation| for the ``percentile`` method.
+DEFAULT_PERCENTILE = 99.99
 #: Precisions the nodes left out of INT8 may run in.
 HIGH_PRECISIONS = (Precision.FP32, Precision.FP16)
 
@@ -137,7 +139,7 @@ class AutoQuantizeResult:
 def quantize_int8(onnx_model_or_path: Any, calibration_data: Any = None, *,
                   method: CalibrationMethod | str = CalibrationMethod.ENTROPY,
                   num_images: int = DEFAULT_NUM_IMAGES, seed: int = 0, batch_size: int = 8,
-                  percentile: float = 99.99, exclude_nodes: Sequence[str] = (),
+                  percentile: float = DEFAULT_PERCENTILE, exclude_nodes: Sequence[str] = (),
                   exclude_op_types: Sequence[str] = (), exclude_depthwise: bool = False,
                   high_precision: Precision | str = Precision.FP32, int8_weights: bool = False,
                   cache_dir: str | os.PathLike[str] | None = DEFAULT_CACHE_DIR,
@@ -195,6 +197,21 @@ def quantize_int8(onnx_model_or_path: Any, calibration_data: Any = None, *,
     if output is not None:
         result = _with_path(result, save_model(result.model, output))
     return result
+
+
+def _raw_initializers(model: Any) -> Any:
+    """Store every initializer as raw bytes (returns ``model``, changed in place).
+
+    ModelOpt writes the scales it calibrates as ``float_data`` and the scales it imports from a
+    cache as ``raw_data``: the same values, different bytes. One encoding keeps a cache hit's
+    file identical to the calibrating run's.
+    """
+    from onnx import TensorProto, numpy_helper
+
+    for init in model.graph.initializer:
+        if init.data_location != TensorProto.EXTERNAL and not init.HasField("raw_data"):
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init), init.name))
+    return model
 
 
 def _with_path(r: QuantizeResult, path: Path) -> QuantizeResult:
@@ -308,7 +325,7 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
                     job["data_dir"] = str(tmp / "data")
         outcomes = run_worker({"jobs": jobs, "tmp_dir": str(tmp)}, what="INT8 calibration",
                               progress=progress)
-        models = [onnx.load(job["out"]) for job in jobs]
+        models = [_raw_initializers(onnx.load(job["out"])) for job in jobs]
     seconds = time.perf_counter() - t0
 
     results: dict[str, QuantizeResult] = {}
@@ -325,12 +342,15 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
             write_entry(cache_path, st["key"], scales=scales, quantized_nodes=quantized,
                         excluded_nodes=not_quantized, seconds=outcome["seconds"])
         used = calib.count if calib is not None and st["cache"] != "hit" else 0
+        # Only facts of the inputs go into the artifact: a cache hit, a miss and no cache at all
+        # write the same bytes (whether the cache was hit is logged and in the result), so an
+        # engine keyed on the graph's hash is not rebuilt.
         calibration_meta = {
             "method": method.value,
-            "num_images": (calib.count or calib.selected) if calib else 0,
+            "num_images": calib.selected if calib else 0,
             "seed": seed, "data_fingerprint": calib.fingerprint if calib else None,
-            "percentile": st["options"]["percentile"], "cache": st["cache"],
-            "cache_file": cache_path.name if cache_path else None,
+            "percentile": st["options"]["percentile"],
+            "scales": "imported" if st["cache"] == "imported" else "calibrated",
             "quantized_nodes": len(quantized), "excluded_nodes": list(not_quantized),
             "high_precision": high.value, "tool": f"nvidia-modelopt {outcomes['modelopt']}",
             "source_graph_sha256": gsha,
@@ -381,9 +401,9 @@ def auto_quantize_int8(onnx_model_or_path: Any, calibration_data: Any, val_data:
     model, _ = as_model(onnx_model_or_path)
     calib, val = holdout(calibration_data, val_data, num_images, seed)
     opts: dict[str, Any] = dict(
-        seed=seed, batch_size=8, percentile=99.99, exclude_nodes=(), exclude_op_types=(),
-        exclude_depthwise=False, high_precision=Precision.FP32, int8_weights=False,
-        cache_dir=DEFAULT_CACHE_DIR, import_cache=None, progress=None)
+        seed=seed, batch_size=8, percentile=DEFAULT_PERCENTILE, exclude_nodes=(),
+        exclude_op_types=(), exclude_depthwise=False, high_precision=Precision.FP32,
+        int8_weights=False, cache_dir=DEFAULT_CACHE_DIR, import_cache=None, progress=None)
     unknown = sorted(set(kw) - set(opts))
     if unknown:
         raise ConfigError(f"unknown option(s) for auto calibration: {', '.join(unknown)}")

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .. import __version__
-from ..config import BuildConfig
+from ..config import BuildConfig, Precision
 from ..errors import BuildError, EngineError
 from ..fsio import (
     atomic_write_bytes,
@@ -40,6 +40,7 @@ from ..sidecar import SIDECAR_SCHEMA, EngineSidecar, read_sidecar, sidecar_path
 from . import TensorRTFlavour, available_flavours, import_flavour
 from .compat import (
     BuildPlan,
+    check_build_target,
     check_options,
     check_sidecar_compat,
     engine_cache_key,
@@ -57,6 +58,7 @@ __all__ = [
     "sidecar_path",
     "check_sidecar_compat",
     "resolve_flavour",
+    "dla_core_count",
     "load_timing_cache",
     "save_timing_cache",
     "parse_layer_log",
@@ -128,6 +130,20 @@ def resolve_flavour(backend: str | None = None) -> TensorRTFlavour:
                      "build RTX engines anywhere (pip install 'xception-trt[rtx]')")
 
 
+def dla_core_count(backend: str | None = None) -> int:
+    """DLA cores TensorRT's builder can target on this device: 0 without DLA hardware, for
+    TensorRT-RTX, and for a TensorRT release without DLA support (compat's DLA table).
+
+    Raises:
+        BuildError: No usable TensorRT (see :func:`resolve_flavour`).
+    """
+    flavour = resolve_flavour(backend)
+    if not network_and_precision_plan(flavour.name, flavour.version, "fp16").dla:
+        return 0
+    builder = flavour.module.Builder(make_logger(flavour.module))
+    return int(builder.num_DLA_cores) if builder is not None else 0
+
+
 def _first_gpu() -> dict[str, Any] | None:
     from .devices import query_devices
 
@@ -135,7 +151,8 @@ def _first_gpu() -> dict[str, Any] | None:
     if not report.gpus:
         return None
     gpu = report.gpus[0]
-    return {"index": gpu.index, "name": gpu.name, "compute_capability": gpu.compute_capability}
+    return {"index": gpu.index, "name": gpu.name, "compute_capability": gpu.compute_capability,
+            "integrated": gpu.integrated}
 
 
 def _device_and_targets(flavour: TensorRTFlavour, config: BuildConfig
@@ -163,18 +180,26 @@ def _device_and_targets(flavour: TensorRTFlavour, config: BuildConfig
 
 
 def _make_monitor(trt: Any, progress: BuildProgress) -> Any:
+    import threading
+
     class _Monitor(trt.IProgressMonitor):
+        """Calls ``progress`` one at a time: "the implementation of IProgressMonitor must be
+        thread-safe so that it can be called from multiple internal threads" (TensorRT API
+        reference, IProgressMonitor); our BuildProgress objects need not be."""
+
         def __init__(self) -> None:
             trt.IProgressMonitor.__init__(self)
             self.error: BaseException | None = None
+            self._lock = threading.Lock()
 
         def _call(self, fn: Any, *args: Any) -> None:
-            if self.error is not None:
-                return
-            try:
-                fn(*args)
-            except BaseException as exc:  # stored and re-raised after the build returns
-                self.error = exc
+            with self._lock:
+                if self.error is not None:
+                    return
+                try:
+                    fn(*args)
+                except BaseException as exc:  # stored and re-raised after the build returns
+                    self.error = exc
 
         def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
             self._call(progress.phase_start, phase_name, parent_phase, int(num_steps))
@@ -210,7 +235,15 @@ def load_timing_cache(builder_config: Any, path: Path) -> int:
                     "an empty one", path)
         blob = b""
         cache = builder_config.create_timing_cache(b"")
-    if cache is None or not builder_config.set_timing_cache(cache, False):
+    if cache is not None and blob and not builder_config.set_timing_cache(cache, False):
+        # set_timing_cache(ignore_mismatch=False) refuses a cache whose device properties differ
+        # from this GPU's (TensorRT API reference, IBuilderConfig.set_timing_cache): its timings
+        # do not apply here. Not an error: build with a fresh cache, which then replaces it.
+        log.warning("timing cache %s was written on another device configuration; starting a "
+                    "fresh one (it replaces the file after this build)", path)
+        blob = b""
+        cache = builder_config.create_timing_cache(b"")
+    if cache is None or (not blob and not builder_config.set_timing_cache(cache, False)):
         raise BuildError(f"TensorRT refused the timing cache {path}; delete it and build again")
     return len(blob)
 
@@ -433,6 +466,10 @@ def _configure(trt: Any, builder: Any, network: Any, plan: BuildPlan, config: Bu
                              "max")
     for flag in plan.builder_flags:
         cfg.set_flag(getattr(trt.BuilderFlag, flag))
+    if plan.precision is Precision.FP32 and hasattr(trt.BuilderFlag, "TF32"):
+        # TF32 is on by default: an "FP32" engine would round conv/GEMM inputs to TF32 on Ampere
+        # and newer (Orin included; TensorRT developer guide, "TF32" / BuilderFlag.TF32).
+        cfg.clear_flag(trt.BuilderFlag.TF32)
     if config.workspace_mib is not None:
         cfg.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, config.workspace_mib << 20)
     if config.optimization_level is not None:
@@ -565,6 +602,7 @@ def build_engine(onnx_path: str | os.PathLike[str], config: BuildConfig | None =
     for text in build_warnings:
         log.warning("%s", text)
     device, targets = _device_and_targets(flavour, config)
+    integrated = bool(device.pop("integrated", False)) if device else False
     onnx_sha = sha256_file(onnx_path)
     options = config.to_dict()
     options["precision"] = precision.value
@@ -586,6 +624,7 @@ def build_engine(onnx_path: str | os.PathLike[str], config: BuildConfig | None =
                          f"{'; '.join(logger.errors) or 'no details'}")
     network, _parser = _parse_onnx(trt, builder, logger, plan, onnx_path)
     profile, max_batch = _profile_shapes(network, config, onnx_path)
+    check_build_target(config, profile=profile, device=device, integrated=integrated)
     builder_config = _configure(trt, builder, network, plan, config, profile, targets)
 
     timing: dict[str, Any] = {"used": False, "path": None}

@@ -16,9 +16,17 @@ Facts encoded here (NVIDIA documentation):
 - TensorRT-RTX is always strongly typed, builds on a CPU for explicit compute-capability targets
   (``CURRENT`` needs a GPU), ignores the timing cache (deprecated no-op since 1.2; using it forces a
   GPU query), has no DLA, and its engines only load in the exact release that built them.
+- DLA runs FP16 and INT8 only, and needs a fixed shape: min = opt = max for every profile
+  ("Working with DLA": DLA supported layers and restrictions); with GPU fallback an FP32 or
+  dynamic-batch network silently runs every layer on the GPU.
 - Version-compatible engines (8.6+) run on later runtimes of the same major version, and across
-  majors only 8 -> 9/10 and 10 -> 11. Hardware-compatible (``AMPERE_PLUS``) engines run on any
-  GPU with compute capability >= 8.0; other engines only on the build GPU's compute capability.
+  majors only 8 -> 9/10 and 10 -> 11; any other engine only on the exact version that built it,
+  build number included ("in major, minor, patch, and build": TensorRT release notes,
+  "Serialized engines are not portable"). Hardware-compatible (``AMPERE_PLUS``) engines are built
+  on an Ampere or newer GPU and run on any GPU with compute capability >= 8.0, but not on
+  JetPack / DRIVE OS ("Hardware Compatibility": "only supported for Ampere and later device
+  architectures and is not supported on NVIDIA DRIVE OS or JetPack"); other engines only on the
+  build GPU's compute capability.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ __all__ = [
     "compute_capability_tuple",
     "network_and_precision_plan",
     "check_options",
+    "check_build_target",
     "timing_cache_filename",
     "engine_cache_key",
     "rebuild_command",
@@ -220,6 +229,10 @@ def check_options(plan: BuildPlan, config: BuildConfig) -> list[str]:
         raise BuildError(f"{name} cannot build for a DLA core; DLA needs NVIDIA TensorRT 8.6 to "
                          "10.7 (JetPack 5/6) or 11.4.1+ (JetPack 7.2.2+ on AGX Orin) on a "
                          "Jetson — drop --dla-core or use one of those releases")
+    if config.dla_core is not None and plan.precision is Precision.FP32:
+        raise BuildError("DLA runs FP16 and INT8 only; an FP32 engine with --dla-core would run "
+                         "every layer on the GPU (GPU fallback) or fail to build — use "
+                         "--precision fp16 or int8 with --dla-core, or drop --dla-core")
     if config.compute_capabilities and not plan.compute_capabilities:
         raise BuildError(f"compute-capability targets are a TensorRT-RTX option; {name} builds "
                          "for the GPU it runs on — drop --cc (or use --hardware-compatible for "
@@ -235,6 +248,39 @@ def check_options(plan: BuildPlan, config: BuildConfig) -> list[str]:
         warnings.append(f"timing cache not used: {name} ignores it (deprecated no-op since "
                         "TensorRT-RTX 1.2)")
     return warnings
+
+
+def check_build_target(config: BuildConfig, *, profile: Mapping[str, Sequence[int]] | None,
+                       device: Mapping[str, Any] | None, integrated: bool = False) -> None:
+    """Refuse what the build GPU and batch profile cannot honour (after the graph is read).
+
+    Args:
+        config: The build options.
+        profile: The batch profile (``{"min", "opt", "max"}`` shapes), ``None`` for a graph of
+            fixed shape.
+        device: The build GPU (``compute_capability``), ``None`` for a CPU build.
+        integrated: The build GPU is an integrated one (Jetson / JetPack, DRIVE).
+
+    Raises:
+        BuildError: DLA with a dynamic batch; a hardware-compatible build on a GPU older than
+            Ampere or on an integrated (JetPack) GPU.
+    """
+    if config.dla_core is not None and profile is not None \
+            and not list(profile["min"]) == list(profile["opt"]) == list(profile["max"]):
+        raise BuildError(f"DLA needs a fixed batch (min = opt = max), the profile is "
+                         f"{profile['min'][0]}/{profile['opt'][0]}/{profile['max'][0]}: with "
+                         "GPU fallback every layer would silently run on the GPU — pass "
+                         "--batch N with --dla-core")
+    if config.hardware_compatible and device is not None:
+        cc = compute_capability_tuple(str(device.get("compute_capability")))
+        if cc < (8, 0):
+            raise BuildError(f"hardware-compatible engines are built on an Ampere or newer GPU; "
+                             f"this one is compute capability {_cc_text(cc)} — build on an "
+                             "Ampere+ GPU, or drop --hardware-compatible")
+        if integrated:
+            raise BuildError("hardware compatibility is not supported on JetPack (integrated "
+                             "Jetson GPU): drop --hardware-compatible; build on each device "
+                             "type instead")
 
 
 def _slug(text: str) -> str:
@@ -311,7 +357,7 @@ def _version_compatible_runs(built: tuple[int, ...], runtime: tuple[int, ...]) -
 
 
 def check_sidecar_compat(sidecar: EngineSidecar, flavour_name: str, version: str,
-                         device_cc: str | None) -> None:
+                         device_cc: str | None, *, integrated: bool = False) -> None:
     """Check that an engine described by ``sidecar`` can load in this runtime on this GPU.
 
     Args:
@@ -319,6 +365,7 @@ def check_sidecar_compat(sidecar: EngineSidecar, flavour_name: str, version: str
         flavour_name: The runtime's flavour (``tensorrt`` / ``tensorrt_rtx``).
         version: The runtime's ``__version__``.
         device_cc: The GPU's compute capability (``"8.7"``), or ``None`` without a GPU.
+        integrated: The GPU is an integrated one (Jetson / JetPack).
 
     Raises:
         EngineError: The engine cannot run here; the message says why and gives the command that
@@ -343,9 +390,10 @@ def check_sidecar_compat(sidecar: EngineSidecar, flavour_name: str, version: str
         if not _version_compatible_runs(b_ver, r_ver):
             raise EngineError(f"{what}: a version-compatible engine runs on the same or a later "
                               f"TensorRT of the same major version (or 8->10, 10->11) — {fix}")
-    elif not _same_release(b_ver, r_ver):
-        raise EngineError(f"{what}: TensorRT engines only load in the version that built them "
-                          f"(build with --version-compatible to relax this) — {fix}")
+    elif b_ver != r_ver:  # the full version: major, minor, patch and build
+        raise EngineError(f"{what}: TensorRT engines only load in the version that built them, "
+                          f"build number included (build with --version-compatible to relax "
+                          f"this) — {fix}")
 
     if device_cc is None:
         raise EngineError(f"{what}: running a TensorRT engine needs an NVIDIA GPU with a driver "
@@ -367,6 +415,9 @@ def check_sidecar_compat(sidecar: EngineSidecar, flavour_name: str, version: str
                               f"sm{device_cc.replace('.', '')})")
         return
     if sidecar.option("hardware_compatible"):
+        if integrated:
+            raise EngineError(f"{what}: hardware-compatible engines are not supported on JetPack "
+                              f"(integrated GPU) — {fix} (without --hardware-compatible)")
         if cc < (8, 0):
             raise EngineError(f"{what}: a hardware-compatible engine needs an Ampere or newer "
                               f"GPU (compute capability >= 8.0) — {fix}")

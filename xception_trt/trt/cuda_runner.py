@@ -17,7 +17,10 @@ The per-call path:
    returns a copy of the logits.
 
 With ``cuda_graphs=True`` steps 2-4 are captured once per batch size into a CUDA graph and
-replayed with one ``cudaGraphLaunch``.
+replayed with one ``cudaGraphLaunch``. Each graph is captured from its own computation
+(:meth:`CudaRunnerBase._graph_compute`: for TensorRT one execution context per graph), because a
+graph depends on the state of the context it was captured from and changing that context
+afterwards is undefined behaviour (TensorRT developer guide, "CUDA Graphs").
 
 Thread safety: one runner owns one stream and one set of buffers; every public method takes the
 runner's lock, so concurrent calls from several threads are serialised (safe, not parallel).
@@ -171,6 +174,9 @@ class CudaRunnerBase(RunnerBase):
 
     min_batch: int = 1
     cuda_graphs: bool = False
+    #: The computation captures CUDA graphs itself (TensorRT-RTX's runtime CUDA-graph
+    #: strategy): the runner then takes the plain path and captures nothing.
+    _native_graphs: bool = False
     _closed = True  # until _setup() has allocated everything
     _compute: Compute | None = None
 
@@ -181,8 +187,13 @@ class CudaRunnerBase(RunnerBase):
         """
         self._lock = threading.RLock()
         self._cuda = cuda
+        if self.cuda_graphs and not self._native_graphs \
+                and (why := cuda.backend.graphs_unsupported()) is not None:
+            raise EngineError(f"{self.name}: cuda_graphs=True cannot work with the "
+                              f"{cuda.backend.name} backend: {why}")
         self._resources: list[Any] = []
         self._graphs: dict[tuple[int, bool, bool], CudaGraph] = {}
+        self._graph_computes: list[Compute] = []
         self._pending: InferenceHandle | None = None
         self._bound: tuple | None = None
         self.last_gpu_time_ms: float | None = None
@@ -199,7 +210,8 @@ class CudaRunnerBase(RunnerBase):
             self._pin_out = track(cuda.pinned(out_shape, self.output_spec.dtype))
             self._dev_in = track(cuda.alloc(self._pin_in.nbytes))
             self._dev_out = track(cuda.alloc(self._pin_out.nbytes))
-            self._done = track(cuda.event())
+            # wait() blocks on this event: blocking sync lets the thread sleep, not spin.
+            self._done = track(cuda.event(blocking_sync=True))
             self._producer_ready = track(cuda.event())
             # Timing events cost two extra records per call: only when asked for.
             self._timers = ((track(cuda.event(timing=True)), track(cuda.event(timing=True)))
@@ -266,23 +278,36 @@ class CudaRunnerBase(RunnerBase):
             self._check_open()
             if self._pending is not None:
                 self._resolve_locked(self._pending, None)
-            self._cuda.backend.activate()
-            host_in, dev_info, n = self._stage_input(batch)
-            out_info = None
-            if out is not None:
-                out_info = device_array_info(out, consumer_stream=self._stream.ptr)
-                if out_info is None:
-                    raise EngineError(f"{self.name}: out= must be a CUDA device array "
-                                      "(__cuda_array_interface__ or DLPack), got "
-                                      f"{type(out).__name__}")
-                check_device_output(out_info, n, self.output_spec.shape[1],
-                                    device_id=self._cuda.index, runner=self.name)
-            self._enqueue(n, host_in, dev_info, out_info)
-            handle = InferenceHandle(self, n, out,
-                                     (batch, out, dev_info.keepalive if dev_info else (),
-                                      out_info.keepalive if out_info else ()))
-            self._pending = handle
-            return handle
+            with self._cuda.backend.scope():
+                return self._start(batch, out)
+
+    def _start(self, batch: Any, out: Any) -> InferenceHandle:
+        host_in, dev_info, n = self._stage_input(batch)
+        out_info = None
+        if out is not None:
+            out_info = device_array_info(out, consumer_stream=self._stream.ptr)
+            if out_info is None:
+                raise EngineError(f"{self.name}: out= must be a CUDA device array "
+                                  "(__cuda_array_interface__ or DLPack), got "
+                                  f"{type(out).__name__}")
+            check_device_output(out_info, n, self.output_spec.shape[1],
+                                device_id=self._cuda.index, runner=self.name)
+            # CUDA array interface v3: the producer's pending work on out= (e.g. a read of its
+            # old contents) must be ordered before our writes, as for inputs.
+            self._wait_for_producer(out_info)
+        self._enqueue(n, host_in, dev_info, out_info)
+        handle = InferenceHandle(self, n, out,
+                                 (batch, out, dev_info.keepalive if dev_info else (),
+                                  out_info.keepalive if out_info else ()))
+        self._pending = handle
+        return handle
+
+    def _wait_for_producer(self, info: DeviceArrayInfo) -> None:
+        """CUDA array interface v3: order the producer's pending work on ``info`` (its
+        ``stream``) before ours, without blocking the host."""
+        if info.stream is not None:
+            self._producer_ready.record(info.stream)
+            self._stream.wait(self._producer_ready)
 
     # ---- per-call path ---------------------------------------------------------------------
     def _stage_input(self, batch: Any) -> tuple[bool, DeviceArrayInfo | None, int]:
@@ -307,10 +332,7 @@ class CudaRunnerBase(RunnerBase):
         n = check_device_batch(info, self.input_spec, min_batch=self.min_batch,
                                max_batch=self.max_batch, device_id=self._cuda.index,
                                runner=self.name)
-        if info.stream is not None:
-            # CUDA array interface v3: order the producer's pending writes before our reads.
-            self._producer_ready.record(info.stream)
-            self._stream.wait(self._producer_ready)
+        self._wait_for_producer(info)  # the producer's pending writes before our reads
         return False, info, n
 
     @property
@@ -336,12 +358,14 @@ class CudaRunnerBase(RunnerBase):
         # The caller's device addresses (0 where the host buffers are used instead).
         dev_ptr = dev_info.ptr if dev_info is not None else 0
         user_out = out_info.ptr if out_info is not None else 0
+        graph = None
+        if self.cuda_graphs and not self._native_graphs:
+            graph = self._graphs.get((n, host_in, host_out))
+            if graph is None:  # before the first timer event: capture is not this call's time
+                graph = self._capture(n, host_in, host_out)
         if self._timers is not None:
             self._timers[0].record(stream)
-        if self.cuda_graphs:
-            graph = self._graphs.get((n, host_in, host_out))
-            if graph is None:
-                graph = self._capture(n, host_in, host_out)
+        if graph is not None:
             if not host_in:
                 self._dev_in.copy_from_device(dev_ptr, in_bytes, stream)
             graph.launch(stream)
@@ -370,19 +394,31 @@ class CudaRunnerBase(RunnerBase):
             self._timers[1].record(stream)
         self._done.record(stream)
 
+    def _graph_compute(self, key: tuple[int, bool, bool]) -> Compute:
+        """The computation a new graph for ``key`` (batch, host input, host output) is captured
+        from; it is not changed afterwards. Default: the runner's own one (right for a compute
+        whose captured launches carry all their state, like the stand-in's kernel); the TensorRT
+        runner returns a new execution context per graph."""
+        return self._engine_compute
+
     def _capture(self, n: int, host_in: bool, host_out: bool) -> CudaGraph:
         """Capture [H2D] + compute + [D2H] for batch ``n`` on the runner's fixed buffers."""
         stream = self._stream
         shape = (n, *self.input_spec.shape[1:])
-        self._bind(shape, self._dev_in.ptr, self._dev_out.ptr)
+        compute = self._graph_compute((n, host_in, host_out))
+        if compute is self._engine_compute:
+            self._bind(shape, self._dev_in.ptr, self._dev_out.ptr)
+        else:
+            self._graph_computes.append(compute)
+            compute.bind(shape, self._dev_in.ptr, self._dev_out.ptr)
         # TensorRT: one ordinary enqueue after a shape change, outside the capture, so that
         # deferred shape-dependent work is not captured (NVIDIA TensorRT docs, CUDA graphs).
-        self._engine_compute.enqueue(stream)
+        compute.enqueue(stream)
         stream.synchronize()
         with stream.capture() as cap:
             if host_in:
                 self._dev_in.copy_from_host(self._pin_in.array[:n], stream)
-            self._engine_compute.enqueue(stream)
+            compute.enqueue(stream)
             if host_out:
                 self._dev_out.copy_to_host(self._pin_out.array[:n], stream)
         self._graphs[(n, host_in, host_out)] = cap.graph
@@ -405,7 +441,11 @@ class CudaRunnerBase(RunnerBase):
             return
         if handle is not self._pending:  # cannot happen: pending is resolved before replacing
             raise EngineError(f"{self.name}: internal error: unknown inference handle")
-        self._cuda.backend.activate()  # wait() may run on another thread than infer_async()
+        # wait() may run on another thread than infer_async()
+        with self._cuda.backend.scope():
+            self._finish(handle, timeout)
+
+    def _finish(self, handle: InferenceHandle, timeout: float | None) -> None:
         if timeout is not None:
             deadline = time.perf_counter() + timeout
             while not self._done.query():
@@ -437,9 +477,16 @@ class CudaRunnerBase(RunnerBase):
                 return
             errors: list[str] = []
             try:
-                self._cuda.backend.activate()
-            except XceptionTRTError as exc:
+                with self._cuda.backend.scope():
+                    self._close_locked(errors)
+            except XceptionTRTError as exc:  # the context could not be made current
                 errors.append(str(exc))
+                self._close_locked(errors)
+            if errors:
+                raise EngineError(f"{self.name}: errors while closing: {'; '.join(errors)}")
+
+    def _close_locked(self, errors: list[str]) -> None:
+        if not self._closed:
             if self._pending is not None:
                 try:
                     self._resolve_locked(self._pending, None)
@@ -449,6 +496,9 @@ class CudaRunnerBase(RunnerBase):
             for graph in self._graphs.values():
                 _close_quietly(graph, errors)
             self._graphs.clear()
+            for compute in self._graph_computes:  # after their graphs, before the buffers
+                _close_quietly(compute, errors)
+            self._graph_computes.clear()
             if self._compute is not None:
                 _close_quietly(self._compute, errors)
                 self._compute = None
@@ -456,8 +506,6 @@ class CudaRunnerBase(RunnerBase):
                 _close_quietly(res, errors)
             self._resources.clear()
             self._close_extra(errors)
-            if errors:
-                raise EngineError(f"{self.name}: errors while closing: {'; '.join(errors)}")
 
     def _close_extra(self, errors: list[str]) -> None:
         """Subclass hook: release what the subclass owns (after the buffers)."""

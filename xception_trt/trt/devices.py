@@ -1,12 +1,15 @@
 """Which NVIDIA driver and GPUs are present, asked through the CUDA driver API (cuda-python)
-or, without it, ``nvidia-smi``. Never raises on a machine without a GPU."""
+or, without it, ``nvidia-smi``, or on a Jetson (JetPack has no ``nvidia-smi``) the Tegra device
+tree. Never raises on a machine without a GPU."""
 
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 __all__ = ["GpuInfo", "DeviceReport", "query_devices", "NO_DRIVER", "no_gpu_message"]
 
@@ -18,12 +21,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class GpuInfo:
-    """One GPU: index, name, compute capability (``"8.7"``) and total memory in bytes."""
+    """One GPU: index, name, compute capability (``"8.7"``), total memory in bytes, and whether
+    it is an integrated GPU sharing the host's memory (Jetson)."""
 
     index: int
     name: str
     compute_capability: str
     total_memory: int
+    integrated: bool = False
 
     @property
     def sm(self) -> str:
@@ -77,7 +82,9 @@ def _via_cuda_python() -> DeviceReport | None:
         _, minor = cu.cuDeviceGetAttribute(
             cu.CUdevice_attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev)
         _, mem = cu.cuDeviceTotalMem(dev)
-        gpus.append(GpuInfo(i, name, f"{major}.{minor}", int(mem)))
+        _, integrated = cu.cuDeviceGetAttribute(
+            cu.CUdevice_attribute.CU_DEVICE_ATTRIBUTE_INTEGRATED, dev)
+        gpus.append(GpuInfo(i, name, f"{major}.{minor}", int(mem), bool(integrated)))
     smi = _via_nvidia_smi()
     driver = smi.driver if smi is not None and smi.driver else None
     return DeviceReport(driver, api, tuple(gpus), "cuda-python",
@@ -105,16 +112,64 @@ def _via_nvidia_smi() -> DeviceReport | None:
     return DeviceReport(driver, None, tuple(gpus), "nvidia-smi", "" if gpus else "no GPU listed")
 
 
+#: Where the Tegra probe looks (a fake root in tests).
+_ROOT = Path("/")
+
+#: Jetson SoCs (device-tree ``compatible``) and their GPU's compute capability (CUDA C++
+#: Programming Guide, "Compute Capabilities"; Thor is sm_110 from CUDA 13, JetPack 7).
+_TEGRA_CC = {"tegra264": "11.0", "tegra234": "8.7", "tegra194": "7.2", "tegra186": "6.2",
+             "tegra210": "5.3"}
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_bytes().replace(b"\0", b"\n").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _via_tegra() -> DeviceReport | None:
+    """A Jetson's integrated GPU from its device tree, without CUDA: JetPack 5/6 has no
+    ``nvidia-smi`` and cuda-python is often not installed, while TensorRT (which JetPack ships)
+    can build. Needs the SoC in ``/proc/device-tree/compatible`` and the GPU driver (the
+    ``nvgpu`` kernel module, or the L4T release file ``/etc/nv_tegra_release``)."""
+    compatible = _read(_ROOT / "proc/device-tree/compatible").split()
+    soc = next((s.split(",", 1)[1] for s in compatible
+                if s.startswith("nvidia,") and s.split(",", 1)[1] in _TEGRA_CC), None)
+    if soc is None:
+        return None
+    release = _read(_ROOT / "etc/nv_tegra_release")
+    if not (release or (_ROOT / "sys/module/nvgpu").exists()):
+        return DeviceReport(None, None, (), "tegra", f"a Jetson ({soc}) without its GPU driver "
+                            "(no nvgpu module, no /etc/nv_tegra_release): reinstall JetPack")
+    match = re.search(r"R(\d+)[^,]*,\s*REVISION:\s*([\d.]+)", release)
+    driver = f"L4T R{match.group(1)}.{match.group(2)}" if match else None
+    model = _read(_ROOT / "proc/device-tree/model").splitlines()
+    mem = re.search(r"MemTotal:\s*(\d+)\s*kB", _read(_ROOT / "proc/meminfo"))
+    gpu = GpuInfo(0, f"{model[0] if model else 'NVIDIA Jetson'} ({soc} integrated GPU)",
+                  _TEGRA_CC[soc], int(mem.group(1)) << 10 if mem else 0, integrated=True)
+    return DeviceReport(driver, None, (gpu,), "tegra")
+
+
 def query_devices() -> DeviceReport:
-    """Probe the NVIDIA driver and GPUs; on a CPU-only machine the report says so."""
-    for probe in (_via_cuda_python, _via_nvidia_smi):
+    """Probe the NVIDIA driver and GPUs; on a CPU-only machine the report says so.
+
+    The first probe that finds a GPU answers (cuda-python, ``nvidia-smi``, the Tegra device
+    tree); when none does, the first that ran says why.
+    """
+    reports = []
+    for probe in (_via_cuda_python, _via_nvidia_smi, _via_tegra):
         try:
             report = probe()
         except Exception as exc:  # a broken driver install must not break `info`
             log.debug("device probe %s failed: %s", probe.__name__, exc)
             continue
         if report is not None:
-            return report
+            if report.gpus:
+                return report
+            reports.append(report)
+    if reports:
+        return reports[0]
     return DeviceReport(None, None, (), "none",
                         f"{NO_DRIVER} (neither cuda-python nor nvidia-smi is available)")
 

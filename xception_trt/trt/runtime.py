@@ -14,6 +14,17 @@ here the computation is ``set_input_shape`` + ``set_tensor_address`` (only when 
 Thread safety: one runner owns one execution context, one stream and one set of buffers; every
 public method takes the runner's lock, so concurrent calls from several threads are serialised
 (safe, not parallel). For parallel inference open one runner per thread.
+
+CUDA graphs (NVIDIA TensorRT: one execution context per captured graph, since a graph depends on
+the state of the context it was captured from): NVIDIA TensorRT captures each batch size from
+its own execution context; the contexts share one activation buffer (user-managed device
+memory: ``ExecutionContextAllocationStrategy.USER_MANAGED`` on 10.x/11.x,
+``create_execution_context_without_device_memory`` on 8.6), which is safe because the runner
+runs one call at a time on one stream. TensorRT-RTX captures nothing by hand (manual capture
+needs engines built with ``REQUIRE_USER_ALLOCATION``): it uses its runtime configuration's
+CUDA-graph strategy (``CudaGraphStrategy.WHOLE_GRAPH_CAPTURE``) and a runtime cache for the
+kernels it compiles at run time, after checking the plan header with
+``Runtime.get_engine_validity``.
 """
 
 from __future__ import annotations
@@ -113,7 +124,9 @@ def deserialize(trt: Any, data: bytes | memoryview, *, source: str = "engine",
     """Deserialize a plan with TensorRT, turning its refusal into a clear error.
 
     TensorRT checks the plan's header (magic tag, serialization version, recorded size) before
-    using it and returns ``None`` for a foreign or truncated file; its log says why.
+    using it and returns ``None`` for a foreign or truncated file; its log says why. TensorRT-RTX
+    is asked first with ``Runtime.get_engine_validity`` (old driver/runtime, compute capability,
+    malformed plan).
 
     Args:
         trt: The TensorRT module (``tensorrt`` or ``tensorrt_rtx``).
@@ -130,13 +143,16 @@ def deserialize(trt: Any, data: bytes | memoryview, *, source: str = "engine",
         (logger, runtime, engine); keep all three alive as long as the engine is used.
 
     Raises:
-        EngineError: TensorRT refused the plan (message quotes TensorRT's reason), or the plan
-            needs a DLA core this device lacks.
+        EngineError: TensorRT refused the plan (message quotes TensorRT's reason), TensorRT-RTX
+            says it is not valid here (with its diagnostics), or the plan needs a DLA core this
+            device lacks.
     """
     logger = logger if logger is not None else make_logger(trt)
     runtime = trt.Runtime(logger)
     if runtime is None:
         raise EngineError(f"TensorRT could not create a runtime: {logger.take()}")
+    if hasattr(runtime, "get_engine_validity"):  # TensorRT-RTX 1.1+
+        _check_engine_validity(trt, runtime, data, source, logger)
     if host_code_allowed:
         runtime.engine_host_code_allowed = True
     if dla_core is not None:
@@ -152,6 +168,32 @@ def deserialize(trt: Any, data: bytes | memoryview, *, source: str = "engine",
                           f"({logger.take() or 'not an engine of this TensorRT'}); "
                           "rebuild it with `xception-trt build`")
     return logger, runtime, engine
+
+
+def _check_engine_validity(trt: Any, runtime: Any, data: bytes | memoryview, source: str,
+                           logger: Any) -> None:
+    """TensorRT-RTX's header check before deserializing (``IRuntime::getEngineValidity``,
+    TensorRT-RTX "Engine Compatibility"): it sees what our sidecar rules cannot (an old CUDA
+    driver or runtime, an unsupported compute capability, too little GPU memory).
+
+    Raises:
+        EngineError: The plan is invalid here; the message lists TensorRT-RTX's diagnostics.
+    """
+    answer = runtime.get_engine_validity(data)
+    validity, diagnostics = (answer[0], answer[1] if len(answer) > 1 else 0) \
+        if isinstance(answer, tuple) else (answer, 0)
+    name = getattr(validity, "name", str(validity))
+    flags = getattr(getattr(trt, "EngineInvalidityDiagnostics", None), "__members__", {})
+    reasons = [n for n, m in flags.items() if int(diagnostics) & int(m)] or \
+        ([f"diagnostics {int(diagnostics):#x}"] if int(diagnostics) else [])
+    if name == "INVALID":
+        why = ", ".join(reasons) or logger.take() or "no diagnostics"
+        raise EngineError(f"TensorRT-RTX says {source} is not valid here ({why}): rebuild it with "
+                          "`xception-trt build` for this TensorRT-RTX and GPU, or update the "
+                          "NVIDIA driver / CUDA runtime if it says OLD_CUDA_*")
+    if name == "SUBOPTIMAL":
+        log.warning("TensorRT-RTX: %s is valid here but may run slower (%s); rebuilding it on "
+                    "this machine can help", source, ", ".join(reasons) or "no diagnostics")
 
 
 class _TrtCompute:
@@ -191,7 +233,10 @@ class TensorRTRunner(CudaRunnerBase):
         engine_path: The serialized engine; its sidecar ``<engine>.json`` must sit next to it.
         device: CUDA device ordinal.
         cuda_backend: ``cuda-python`` (default) or ``pycuda``.
-        cuda_graphs: Capture one CUDA graph per batch size (lowest host overhead).
+        cuda_graphs: Replay CUDA graphs (lowest host overhead): NVIDIA TensorRT captures one
+            graph per batch size, each from its own execution context (sharing one activation
+            buffer); TensorRT-RTX uses its runtime CUDA-graph strategy. Refused at open with the
+            pycuda backend (pycuda has no graph API).
         check_finite: Reject NumPy inputs holding NaN/Inf.
         gpu_timing: Measure each call's GPU time with CUDA events into
             :attr:`last_gpu_time_ms` (two extra event records per call).
@@ -201,6 +246,9 @@ class TensorRTRunner(CudaRunnerBase):
             version-compatible engine is always hashed: TensorRT runs the host code it carries
             (``Runtime.engine_host_code_allowed``) only when the bytes match the sidecar. A DLA
             engine runs on the DLA core its sidecar records (``Runtime.DLA_core``).
+        runtime_cache: TensorRT-RTX only: a file for the runtime cache of the kernels
+            TensorRT-RTX compiles at run time; loaded when it exists, written (atomically) by
+            :meth:`close`. ``None``: an in-memory cache for this runner's lifetime.
 
     Raises:
         EngineError: Missing/empty/truncated/foreign engine file, missing sidecar, engine from
@@ -214,7 +262,8 @@ class TensorRTRunner(CudaRunnerBase):
     def __init__(self, engine_path: str | os.PathLike[str], *, device: int = 0,
                  cuda_backend: str = "cuda-python", cuda_graphs: bool = False,
                  check_finite: bool = False, gpu_timing: bool = False, name: str | None = None,
-                 verify_sha256: bool = True) -> None:
+                 verify_sha256: bool = True,
+                 runtime_cache: str | os.PathLike[str] | None = None) -> None:
         from .compat import check_sidecar_compat
 
         path = Path(engine_path)
@@ -230,6 +279,7 @@ class TensorRTRunner(CudaRunnerBase):
         self.spec, self.input_format, self.precision = (sidecar.model_spec, sidecar.input_format,
                                                         sidecar.precision)
         _verify_engine_file(path, size, sidecar, verify_sha256)
+        self._runtime_cache_path = Path(runtime_cache) if runtime_cache is not None else None
         from . import import_flavour
 
         flavour = import_flavour(sidecar.flavour)
@@ -246,10 +296,13 @@ class TensorRTRunner(CudaRunnerBase):
                     raise compat_error from None
             raise device_error
         try:
-            cc = cuda.compute_capability
-            check_sidecar_compat(sidecar, flavour.name, flavour.version, f"{cc[0]}.{cc[1]}")
-            self._init_engine(path, trt, flavour, cuda, name=name, cuda_graphs=cuda_graphs,
-                              check_finite=check_finite, gpu_timing=gpu_timing)
+            # TensorRT deserializes and creates contexts on the thread's current CUDA context
+            with cuda.backend.scope():
+                cc = cuda.compute_capability
+                check_sidecar_compat(sidecar, flavour.name, flavour.version, f"{cc[0]}.{cc[1]}",
+                                     integrated=cuda.backend.is_integrated())
+                self._init_engine(path, trt, flavour, cuda, name=name, cuda_graphs=cuda_graphs,
+                                  check_finite=check_finite, gpu_timing=gpu_timing)
         except BaseException:
             self._abort(cuda)
             raise
@@ -283,13 +336,84 @@ class TensorRTRunner(CudaRunnerBase):
         self.device = f"cuda:{cuda.index}"
         self.cuda_graphs = bool(cuda_graphs)
         self.check_finite = bool(check_finite)
-        context = self._engine.create_execution_context()
+        self._trt = trt
+        self._native_graphs = self.cuda_graphs and flavour.is_rtx
+        if flavour.is_rtx:
+            self._runtime_config, self._rtx_cache = self._rtx_runtime_config(trt)
+        elif self.cuda_graphs:
+            # one context per captured graph, all on one activation buffer (module docstring)
+            engine = self._engine
+            size = int(engine.device_memory_size_v2 if hasattr(engine, "device_memory_size_v2")
+                       else engine.device_memory_size)
+            self._activation = cuda.alloc(max(size, 1))
+        self._compute = _TrtCompute(self._new_context(), self._logger, self.name)
+        self._setup(cuda, max_batch=io.max_batch, gpu_timing=gpu_timing)
+        self._gpu_name = cuda.name
+
+    _runtime_config: Any = None
+    _rtx_cache: Any = None
+    _activation: Any = None
+
+    def _rtx_runtime_config(self, trt: Any) -> tuple[Any, Any]:
+        """TensorRT-RTX: a runtime configuration with a runtime cache (loaded from
+        ``runtime_cache`` when given) and, for ``cuda_graphs``, its CUDA-graph strategy
+        (TensorRT-RTX "Working with Runtime Cache", "Working with RTX CUDA Graphs")."""
+        engine = self._engine
+        if not hasattr(engine, "create_runtime_config"):
+            if self.cuda_graphs:
+                raise EngineError(f"{self.name}: this TensorRT-RTX has no runtime CUDA-graph "
+                                  "strategy (IRuntimeConfig, TensorRT-RTX 1.2+): upgrade it, "
+                                  "or pass cuda_graphs=False")
+            return None, None
+        config = engine.create_runtime_config()
+        cache = config.create_runtime_cache()
+        path = self._runtime_cache_path
+        if cache is not None and path is not None and path.is_file():
+            if not cache.deserialize(path.read_bytes()):
+                log.warning("TensorRT-RTX refused the runtime cache %s (another TensorRT-RTX "
+                            "or GPU?); starting an empty one", path)
+        if cache is not None and not config.set_runtime_cache(cache):
+            log.warning("TensorRT-RTX did not accept a runtime cache; kernels compiled at run "
+                        "time are not kept")
+            cache = None
+        if self.cuda_graphs:
+            config.cuda_graph_strategy = trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
+        return config, cache
+
+    def _new_context(self) -> Any:
+        """A new execution context: with the RTX runtime configuration, or on the shared
+        activation buffer (CUDA graphs), or with its own memory.
+
+        Every context runs profile 0, selected by default ("Profile 0 is selected by default",
+        ``IExecutionContext.active_optimization_profile``); several contexts may share a profile
+        as long as they are not in use concurrently, and the runner runs one call at a time.
+        """
+        engine, trt = self._engine, self._trt
+        if self._runtime_config is not None:
+            context = engine.create_execution_context(self._runtime_config)
+        elif self._activation is None:
+            context = engine.create_execution_context()
+        elif hasattr(trt, "ExecutionContextAllocationStrategy"):  # 10.0+
+            context = engine.create_execution_context(
+                trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+            if context is not None:
+                if hasattr(context, "set_device_memory"):  # 10.1+: with its size
+                    context.set_device_memory(self._activation.ptr, self._activation.nbytes)
+                else:
+                    context.device_memory = self._activation.ptr
+        else:  # 8.6
+            context = engine.create_execution_context_without_device_memory()
+            if context is not None:
+                context.device_memory = self._activation.ptr
         if context is None:
             raise EngineError(f"TensorRT could not create an execution context "
                               f"({self._logger.take() or 'out of GPU memory?'})")
-        self._compute = _TrtCompute(context, self._logger, self.name)
-        self._setup(cuda, max_batch=io.max_batch, gpu_timing=gpu_timing)
-        self._gpu_name = cuda.name
+        return context
+
+    def _graph_compute(self, key: tuple[int, bool, bool]) -> _TrtCompute:
+        # A captured graph depends on its context's state; changing that context afterwards is
+        # undefined behaviour (TensorRT developer guide, "CUDA Graphs"): one context per graph.
+        return _TrtCompute(self._new_context(), self._logger, self.name)
 
     def _abort(self, cuda: CudaDevice) -> None:
         """Undo a half-finished __init__ (nothing leaks when opening fails)."""
@@ -300,6 +424,10 @@ class TensorRTRunner(CudaRunnerBase):
                 log.debug("cleanup after a failed open: %s", exc)
             return
         self._compute = None
+        self._runtime_config = self._rtx_cache = None
+        if self._activation is not None:
+            self._activation.close()
+            self._activation = None
         self._engine = None
         self._runtime = None
         try:
@@ -308,7 +436,23 @@ class TensorRTRunner(CudaRunnerBase):
             log.debug("cleanup after a failed open: %s", exc)
 
     def _close_extra(self, errors: list[str]) -> None:
-        # Order matters: context (in _compute, already dropped) before engine before runtime.
+        # Order matters: contexts (already dropped) before their memory, engine, runtime.
+        if self._rtx_cache is not None and self._runtime_cache_path is not None:
+            try:
+                from ..fsio import atomic_write_bytes
+
+                atomic_write_bytes(self._runtime_cache_path,
+                                   bytes(memoryview(self._rtx_cache.serialize())),
+                                   error=EngineError)
+            except Exception as exc:  # reported by close(); the engine itself is fine
+                errors.append(f"runtime cache {self._runtime_cache_path}: {exc}")
+        self._runtime_config = self._rtx_cache = None
+        if self._activation is not None:
+            try:
+                self._activation.close()
+            except Exception as exc:
+                errors.append(str(exc))
+            self._activation = None
         self._engine = None
         self._runtime = None
         try:

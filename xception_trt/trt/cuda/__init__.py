@@ -39,7 +39,7 @@ from .base import CudaBackend
 from .cuda_python import CudaPythonBackend
 from .interop import DeviceArrayInfo, device_array_info
 from .nvrtc import compile_kernel, nvrtc_status
-from .pycuda_backend import PycudaBackend
+from .pycuda_backend import PycudaBackend, SecondaryContextArray
 from .resources import (
     CudaDevice,
     CudaGraph,
@@ -59,6 +59,7 @@ __all__ = [
     "CudaBackend",
     "CudaPythonBackend",
     "PycudaBackend",
+    "SecondaryContextArray",
     "backend_status",
     "nvrtc_status",
     "open_backend",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn, Protocol, runtime_checkable
 
 import numpy as np
@@ -33,12 +34,28 @@ class CudaBackend(Protocol):
     def activate(self) -> None:
         """Make this backend's device/context current on the calling thread (cheap if it is)."""
 
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        """Keep this backend's device/context current on the calling thread for one public call
+        (TensorRT calls inside it run on the right device). Nestable; a backend that pushes a
+        context (pycuda) pops it again on leaving, so no thread ends with a pushed context."""
+        self.activate()
+        yield
+
+    def graphs_unsupported(self) -> str | None:
+        """``None`` when this backend can capture CUDA graphs, else why not and the fix."""
+        return None
+
     def device_name(self) -> str: ...
 
     def compute_capability(self) -> tuple[int, int]: ...
 
     def versions(self) -> dict[str, str]:
         """Driver/runtime/binding versions, for reports."""
+
+    def is_integrated(self) -> bool:
+        """Whether the GPU is integrated, sharing the host's memory (a Jetson)."""
+        return False
 
     def close(self) -> None:
         """Release what the backend itself holds (e.g. a retained primary context)."""
@@ -79,7 +96,9 @@ class CudaBackend(Protocol):
 
     def stream_wait_event(self, stream: Any, event: Any) -> None: ...
 
-    def event_create(self, timing: bool) -> Any: ...
+    def event_create(self, timing: bool, blocking_sync: bool = False) -> Any:
+        """Create an event; ``blocking_sync``: a host thread waiting on it sleeps instead of
+        spinning (``cudaEventBlockingSync``)."""
 
     def event_destroy(self, event: Any) -> None: ...
 
@@ -123,7 +142,7 @@ class CudaBackend(Protocol):
 
 
 #: The operations with a working default above; every other one must be implemented.
-_DEFAULTS = ("close", "pack_args")
+_DEFAULTS = ("close", "pack_args", "scope", "graphs_unsupported", "is_integrated")
 
 
 def _unimplemented(fn: Callable[..., Any]) -> Callable[..., NoReturn]:

@@ -129,11 +129,15 @@ class CudaPythonBackend(CudaBackend):
 
     # device -----------------------------------------------------------------------------------
     def activate(self) -> None:
-        if getattr(self._local, "active", False):
-            return
-        self._call("cudaSetDevice", self.device)
-        self._call("cudaFree", 0)  # forces primary-context creation so driver calls can run
-        self._local.active = True
+        # The current device is per host thread, and anything else in the process (torch, a
+        # second runner on another GPU) may change it between our calls: check it each time
+        # (cudaGetDevice is a cheap host-side query), set it only when it differs.
+        if not getattr(self._local, "primed", False):
+            self._call("cudaSetDevice", self.device)
+            self._call("cudaFree", 0)  # forces primary-context creation so driver calls can run
+            self._local.primed = True
+        elif self._call("cudaGetDevice") != self.device:
+            self._call("cudaSetDevice", self.device)
 
     def device_name(self) -> str:
         prop = self._call("cudaGetDeviceProperties", self.device)
@@ -148,6 +152,10 @@ class CudaPythonBackend(CudaBackend):
         minor = self._call("cudaDeviceGetAttribute", attr.cudaDevAttrComputeCapabilityMinor,
                            self.device)
         return int(major), int(minor)
+
+    def is_integrated(self) -> bool:
+        return bool(self._call("cudaDeviceGetAttribute",
+                               self._rt.cudaDeviceAttr.cudaDevAttrIntegrated, self.device))
 
     def versions(self) -> dict[str, str]:
         def fmt(v: int) -> str:
@@ -230,8 +238,10 @@ class CudaPythonBackend(CudaBackend):
     def _as_stream(self, stream: Any) -> Any:
         return self._rt.cudaStream_t(stream) if isinstance(stream, int) else stream
 
-    def event_create(self, timing: bool) -> Any:
+    def event_create(self, timing: bool, blocking_sync: bool = False) -> Any:
         flags = self._rt.cudaEventDefault if timing else self._rt.cudaEventDisableTiming
+        if blocking_sync:  # the waiting thread sleeps instead of spinning a core (Jetson)
+            flags |= self._rt.cudaEventBlockingSync
         return self._call("cudaEventCreateWithFlags", flags)
 
     def event_destroy(self, event: Any) -> None:
@@ -257,7 +267,29 @@ class CudaPythonBackend(CudaBackend):
                    self._rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal)
 
     def end_capture(self, stream: Any) -> Any:
-        return self._call("cudaStreamEndCapture", stream)
+        """End a capture; ``None`` when CUDA invalidated it (an operation that is not allowed
+        during capture ran on the stream): the caller turns that into a clear message.
+
+        ``cudaStreamEndCapture`` returns ``cudaErrorStreamCaptureInvalidated`` (or
+        ``...Unsupported``) then, and the runtime keeps that code as the thread's last error,
+        where the next library to check it (TensorRT) would find it: it is cleared here with
+        ``cudaGetLastError`` (CUDA Runtime API, "Error Handling" / "Stream Management").
+        """
+        try:
+            res = self._rt.cudaStreamEndCapture(stream)
+        except Exception as exc:
+            raise EngineError(f"CUDA call cudaStreamEndCapture could not run "
+                              f"({type(exc).__name__}: {exc})") from None
+        code = res[0]
+        if code == self._success:
+            return res[1]
+        errors = self._rt.cudaError_t
+        if code in (getattr(errors, "cudaErrorStreamCaptureInvalidated", None),
+                    getattr(errors, "cudaErrorStreamCaptureUnsupported", None)):
+            with contextlib.suppress(Exception):
+                self._rt.cudaGetLastError()
+            return None
+        raise self._fail("cudaStreamEndCapture", code)
 
     def graph_instantiate(self, graph: Any) -> Any:
         return self._call("cudaGraphInstantiateWithFlags", graph, 0)

@@ -115,8 +115,12 @@ def _from_dlpack(obj: Any, consumer_stream: int | None) -> DeviceArrayInfo:
         # For CUDA arrays the producer makes its data safe to use on our stream (DLPack
         # protocol); for host arrays the stream must be None.
         capsule = obj.__dlpack__(stream=consumer_stream if on_cuda else None)
-    except (TypeError, BufferError) as exc:
-        raise EngineError(f"the array could not be exported through DLPack: {exc}") from None
+    except (TypeError, BufferError, RuntimeError, ValueError) as exc:
+        # The DLPack standard says BufferError, but torch < 2.2 raises RuntimeError (e.g. a
+        # tensor that requires grad) and some producers ValueError: all mean "cannot export".
+        raise EngineError(f"the array could not be exported through DLPack "
+                          f"({type(exc).__name__}: {exc}); pass a detached, contiguous tensor "
+                          "(tensor.detach().contiguous())") from None
     get_ptr = ctypes.pythonapi.PyCapsule_GetPointer
     get_ptr.restype, get_ptr.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
     is_valid = ctypes.pythonapi.PyCapsule_IsValid

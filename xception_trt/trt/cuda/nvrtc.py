@@ -27,7 +27,8 @@ def compile_kernel(source: str, *, arch: tuple[int, int], name: str = "kernel.cu
 
     Args:
         source: The CUDA source (kernels ``extern "C"`` so their names are not mangled).
-        arch: Compute capability, e.g. ``(9, 0)``.
+        arch: Compute capability, e.g. ``(9, 0)``; compiled for the newest architecture this
+            NVRTC supports with the same major and a minor not above it (the cubin runs there).
         name: Program name in diagnostics.
         options: Extra NVRTC options.
 
@@ -36,8 +37,8 @@ def compile_kernel(source: str, *, arch: tuple[int, int], name: str = "kernel.cu
 
     Raises:
         DependencyError: cuda-python is not installed.
-        EngineError: The NVRTC library is missing, the architecture unsupported, or compilation
-            failed (message includes the compiler log).
+        EngineError: The NVRTC library is missing, no architecture it supports runs on ``arch``,
+            or compilation failed (message includes the compiler log).
     """
     try:
         from cuda.bindings import nvrtc  # type: ignore[import-not-found]
@@ -59,25 +60,47 @@ def compile_kernel(source: str, *, arch: tuple[int, int], name: str = "kernel.cu
             raise EngineError(f"NVRTC call {fn} failed with {code_name(res[0])}")
         return res[1] if len(res) == 2 else (None if len(res) == 1 else tuple(res[1:]))
 
+    target = _clamp_arch(arch, call("nvrtcGetSupportedArchs"))
     prog = call("nvrtcCreateProgram", source.encode(), name.encode(), 0, [], [])
     try:
-        opts = [f"--gpu-architecture=sm_{arch[0]}{arch[1]}".encode(),
+        opts = [f"--gpu-architecture=sm_{target // 10}{target % 10}".encode(),
                 *(o.encode() for o in options)]
         res = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
+        # NVRTC writes into the buffers it is given: they must be fresh, mutable bytearrays.
+        # (b" " * 1 is CPython's one shared b" " object; NVRTC would turn every b" " in the
+        # process into b"\x00".)
         if res[0] != ok:
-            size = call("nvrtcGetProgramLogSize", prog)
-            buf = b" " * size
-            call("nvrtcGetProgramLog", prog, buf)
-            raise EngineError(f"NVRTC could not compile {name} for sm_{arch[0]}{arch[1]} "
-                              f"({code_name(res[0])}): "
-                              f"{buf.rstrip(b' ').rstrip(bytes(1)).decode(errors='replace')}")
-        size = call("nvrtcGetCUBINSize", prog)
-        cubin = b" " * size
+            log_buf = bytearray(call("nvrtcGetProgramLogSize", prog))
+            call("nvrtcGetProgramLog", prog, log_buf)
+            text = bytes(log_buf).rstrip(b"\0 ").decode(errors="replace")
+            raise EngineError(f"NVRTC could not compile {name} for sm_{target} "
+                              f"({code_name(res[0])}): {text or '(empty compiler log)'}")
+        cubin = bytearray(call("nvrtcGetCUBINSize", prog))
         call("nvrtcGetCUBIN", prog, cubin)
-        return cubin
+        return bytes(cubin)
     finally:
         with contextlib.suppress(Exception):
             nvrtc.nvrtcDestroyProgram(prog)
+
+
+def _clamp_arch(arch: tuple[int, int], supported: Sequence[int]) -> int:
+    """The newest architecture NVRTC supports whose cubin runs on ``arch``: same major
+    version, minor <= the device's (CUDA C++ Programming Guide, "Binary Compatibility": a cubin
+    for X.y runs on X.z with z >= y).
+
+    Raises:
+        EngineError: This NVRTC supports no such architecture (too old for a new GPU, or too
+            new for an old one: NVRTC 13 dropped sm_72 and older).
+    """
+    want = arch[0] * 10 + arch[1]
+    fits = [int(a) for a in supported if int(a) // 10 == arch[0] and int(a) <= want]
+    if not fits:
+        known = ", ".join(f"sm_{a}" for a in supported)
+        raise EngineError(f"this NVRTC cannot compile for sm_{want} (it supports {known}); "
+                          "install the NVRTC of the CUDA release that matches the GPU: pip "
+                          "install nvidia-cuda-nvrtc (CUDA 13, sm_75+) or nvidia-cuda-nvrtc-cu12 "
+                          "(CUDA 12, sm_50 to sm_120)")
+    return max(fits)
 
 
 def nvrtc_status() -> str | None:

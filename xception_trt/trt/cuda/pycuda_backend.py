@@ -3,6 +3,17 @@
 pycuda raises ``pycuda.driver.Error``, which is turned into the same :class:`EngineError` as the
 cuda-python backend's. It works on the device's *primary* context, so TensorRT (CUDA runtime
 API) and pycuda share one context.
+
+Context scoping: pycuda keeps a context stack per thread and aborts the process when a thread's
+stack is not empty as it is destroyed ("PyCUDA ERROR: The context stack was not empty upon
+module cleanup", pycuda ``src/cpp/cuda.hpp``, ``context_stack::~context_stack``). So every push
+is paired with a pop inside one call: :meth:`PycudaBackend.scope`, used by each operation here
+and by the runner around each public call.
+
+CUDA graphs: no pycuda release wraps stream capture or graphs (no ``cuStreamBeginCapture`` /
+``cuGraph*`` in pycuda's ``src/wrapper/wrap_cudadrv.cpp`` up to 2026.1), so
+:meth:`PycudaBackend.graphs_unsupported` says so and runners refuse ``cuda_graphs=True`` when
+they open.
 """
 
 from __future__ import annotations
@@ -11,7 +22,7 @@ import contextlib
 import importlib
 import importlib.util
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -19,7 +30,7 @@ import numpy as np
 from ...errors import DependencyError, EngineError
 from .base import CudaBackend, check_ordinal
 
-__all__ = ["PycudaBackend", "check_pycuda"]
+__all__ = ["PycudaBackend", "SecondaryContextArray", "check_pycuda"]
 
 
 def check_pycuda() -> None:
@@ -35,8 +46,8 @@ def check_pycuda() -> None:
 class PycudaBackend(CudaBackend):
     """The optional ``pycuda`` backend, on the device's primary context (shared with TensorRT).
 
-    CUDA graphs need pycuda >= 2022.2 (``Stream.begin_capture``); older versions raise a clear
-    :class:`EngineError` when a graph is requested.
+    pycuda has no CUDA graph API: :meth:`graphs_unsupported` says so (runners refuse
+    ``cuda_graphs=True`` at open; use ``cuda_backend='cuda-python'`` for graphs).
 
     Raises:
         DependencyError: pycuda is not installed.
@@ -52,31 +63,48 @@ class PycudaBackend(CudaBackend):
         self._cuda = driver
         self.device = int(device)
         self._local = threading.local()
-        self._guard("cuInit", driver.init)
-        count = self._guard("cuDeviceGetCount", driver.Device.count)
+        # no context exists yet: these calls run unscoped
+        self._raw_guard("cuInit", driver.init)
+        count = self._raw_guard("cuDeviceGetCount", driver.Device.count)
         check_ordinal(self.device, count)
-        self._dev = self._guard("cuDeviceGet", driver.Device, self.device)
-        self._ctx = self._guard("cuDevicePrimaryCtxRetain", self._dev.retain_primary_context)
+        self._dev = self._raw_guard("cuDeviceGet", driver.Device, self.device)
+        self._ctx = self._raw_guard("cuDevicePrimaryCtxRetain", self._dev.retain_primary_context)
         self._allocs: dict[int, Any] = {}
-        self.activate()
 
-    def _guard(self, call: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def _raw_guard(self, call: str, fn: Callable[..., Any], *args: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            return fn(*args)
         except self._cuda.Error as exc:
             raise EngineError(f"CUDA call {call} (pycuda) failed: {exc}") from None
 
+    def _guard(self, call: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        with self.scope():
+            try:
+                return fn(*args, **kwargs)
+            except self._cuda.Error as exc:
+                raise EngineError(f"CUDA call {call} (pycuda) failed: {exc}") from None
+
     def activate(self) -> None:
-        if getattr(self._local, "pushed", False):
-            return
-        self._guard("cuCtxPushCurrent", self._ctx.push)
-        self._local.pushed = True
+        """Nothing to do outside a call: pycuda pushes are scoped (:meth:`scope`)."""
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        depth = getattr(self._local, "depth", 0)
+        if depth == 0:
+            self._raw_guard("cuCtxPushCurrent", self._ctx.push)
+        self._local.depth = depth + 1
+        try:
+            yield
+        finally:
+            self._local.depth = depth
+            if depth == 0:
+                self._raw_guard("cuCtxPopCurrent", self._cuda.Context.pop)
+
+    def graphs_unsupported(self) -> str | None:
+        return ("pycuda has no CUDA graph API (no release wraps stream capture); use "
+                "cuda_backend='cuda-python' for CUDA graphs, or cuda_graphs=False")
 
     def close(self) -> None:
-        if getattr(self._local, "pushed", False):
-            with contextlib.suppress(Exception):
-                self._cuda.Context.pop()
-            self._local.pushed = False
         with contextlib.suppress(Exception):
             self._ctx.detach()
 
@@ -86,6 +114,10 @@ class PycudaBackend(CudaBackend):
     def compute_capability(self) -> tuple[int, int]:
         major, minor = self._dev.compute_capability()
         return int(major), int(minor)
+
+    def is_integrated(self) -> bool:
+        return bool(self._guard("cuDeviceGetAttribute", self._dev.get_attribute,
+                                self._cuda.device_attribute.INTEGRATED))
 
     def versions(self) -> dict[str, str]:
         v = self._cuda.get_driver_version()
@@ -154,8 +186,10 @@ class PycudaBackend(CudaBackend):
     def stream_wait_event(self, stream: Any, event: Any) -> None:
         self._guard("cuStreamWaitEvent", stream.wait_for_event, event)
 
-    def event_create(self, timing: bool) -> Any:
-        flags = 0 if timing else self._cuda.event_flags.DISABLE_TIMING
+    def event_create(self, timing: bool, blocking_sync: bool = False) -> Any:
+        flags = 0 if timing else int(self._cuda.event_flags.DISABLE_TIMING)
+        if blocking_sync:  # the waiting thread sleeps instead of spinning a core (Jetson)
+            flags |= int(self._cuda.event_flags.BLOCKING_SYNC)
         return self._guard("cuEventCreate", self._cuda.Event, flags)
 
     def event_destroy(self, event: Any) -> None:
@@ -177,31 +211,21 @@ class PycudaBackend(CudaBackend):
     def event_elapsed_ms(self, start: Any, end: Any) -> float:
         return float(self._guard("cuEventElapsedTime", end.time_since, start))
 
-    def _graph_api(self, stream: Any, attr: str) -> Callable[..., Any]:
-        fn = getattr(stream, attr, None)
-        if fn is None:
-            raise EngineError("this pycuda has no CUDA graph support (Stream.begin_capture is "
-                              "missing); upgrade with: pip install -U 'pycuda>=2022.2', or use "
-                              "cuda_backend='cuda-python'")
-        return fn
-
     def begin_capture(self, stream: Any) -> None:
-        mode = self._cuda.capture_mode.THREAD_LOCAL if hasattr(self._cuda, "capture_mode") \
-            else None
-        fn = self._graph_api(stream, "begin_capture")
-        self._guard("cuStreamBeginCapture", fn, *(() if mode is None else (mode,)))
+        raise EngineError(self.graphs_unsupported() or "")
 
+    # Never reached (begin_capture refuses); defined so that the backend is complete.
     def end_capture(self, stream: Any) -> Any:
-        return self._guard("cuStreamEndCapture", self._graph_api(stream, "end_capture"))
+        return None
 
     def graph_instantiate(self, graph: Any) -> Any:
-        return self._guard("cuGraphInstantiate", graph.instantiate)
+        raise EngineError(self.graphs_unsupported() or "")
 
     def graph_launch(self, graph_exec: Any, stream: Any) -> None:
-        self._guard("cuGraphLaunch", graph_exec.launch, stream)
+        raise EngineError(self.graphs_unsupported() or "")
 
     def graph_destroy(self, graph: Any) -> None:
-        return None  # pycuda frees graphs with their Python objects
+        return None
 
     def graph_exec_destroy(self, graph_exec: Any) -> None:
         return None
@@ -219,3 +243,60 @@ class PycudaBackend(CudaBackend):
                packed: Any, stream: Any) -> None:
         self._guard("cuLaunchKernel", function, *packed, grid=tuple(grid), block=tuple(block),
                     stream=stream)
+
+
+class SecondaryContextArray:
+    """Data copied into device memory of a new, *non-primary* pycuda context, exposed through
+    ``__cuda_array_interface__`` (v3). For the self-test's question: can TensorRT and our
+    runner (on the primary context) read device pointers that an application allocated in a
+    context of its own (pycuda's ``make_context``, common in older Jetson code)?
+
+    Args:
+        data: The array to copy (C-contiguous after ``np.ascontiguousarray``).
+        device: CUDA device ordinal.
+        driver: ``pycuda.driver`` (injected in tests).
+
+    Raises:
+        DependencyError: pycuda is not installed.
+        EngineError: A CUDA call failed.
+    """
+
+    def __init__(self, data: np.ndarray, device: int = 0, *, driver: Any = None) -> None:
+        if driver is None:
+            check_pycuda()
+            driver = importlib.import_module("pycuda.driver")
+        self._drv = driver
+        host = np.ascontiguousarray(data)
+        self.shape, self.dtype = host.shape, host.dtype
+        try:
+            driver.init()
+            self._ctx = driver.Device(device).make_context()  # created and pushed
+        except driver.Error as exc:
+            raise EngineError(f"CUDA call cuCtxCreate (pycuda) failed: {exc}") from None
+        try:
+            self._mem = driver.mem_alloc(max(host.nbytes, 1))
+            driver.memcpy_htod(self._mem, host)
+        except driver.Error as exc:
+            raise EngineError(f"CUDA call cuMemAlloc/cuMemcpyHtoD (pycuda) in a non-primary "
+                              f"context failed: {exc}") from None
+        finally:
+            driver.Context.pop()  # leave nothing pushed on this thread (module docstring)
+
+    @property
+    def __cuda_array_interface__(self) -> dict[str, Any]:
+        return {"shape": self.shape, "typestr": self.dtype.str, "data": (int(self._mem), False),
+                "strides": None, "version": 3, "stream": None}
+
+    def close(self) -> None:
+        """Free the memory and the context. Idempotent."""
+        ctx, self._ctx = getattr(self, "_ctx", None), None
+        if ctx is None:
+            return
+        ctx.push()
+        try:
+            with contextlib.suppress(Exception):
+                self._mem.free()
+        finally:
+            self._drv.Context.pop()
+            with contextlib.suppress(Exception):
+                ctx.detach()

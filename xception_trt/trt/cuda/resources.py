@@ -323,13 +323,21 @@ class _Capture:
 
 
 class Event(_OwnedHandle):
-    """An owned CUDA event (timing disabled unless ``timing=True``: cheaper to record)."""
+    """An owned CUDA event (timing disabled unless ``timing=True``: cheaper to record).
+
+    ``blocking_sync=True``: a host thread in :meth:`synchronize` sleeps until the event
+    completes instead of spinning a CPU core (``cudaEventBlockingSync``; a busy core matters on
+    a Jetson's few CPU cores).
+    """
 
     _what = "CUDA event"
 
-    def __init__(self, backend: CudaBackend, *, timing: bool = False) -> None:
+    def __init__(self, backend: CudaBackend, *, timing: bool = False,
+                 blocking_sync: bool = False) -> None:
         self.timing = bool(timing)
-        super().__init__(backend, backend.event_create(self.timing), backend.event_destroy)
+        self.blocking_sync = bool(blocking_sync)
+        super().__init__(backend, backend.event_create(self.timing, self.blocking_sync),
+                         backend.event_destroy)
 
     def record(self, stream: "Stream | int") -> None:
         """Record on ``stream`` (a :class:`Stream`, or a raw stream handle int of another
@@ -483,8 +491,8 @@ class CudaDevice:
     def stream(self) -> Stream:
         return Stream(self._check())
 
-    def event(self, *, timing: bool = False) -> Event:
-        return Event(self._check(), timing=timing)
+    def event(self, *, timing: bool = False, blocking_sync: bool = False) -> Event:
+        return Event(self._check(), timing=timing, blocking_sync=blocking_sync)
 
     def load_module(self, image: bytes) -> CudaModule:
         return CudaModule(self._check(), image)

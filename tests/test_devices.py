@@ -1,0 +1,83 @@
+"""GPU detection on a Jetson without nvidia-smi or cuda-python (issue 21 item 11).
+
+JetPack 5/6 ships TensorRT and the CUDA runtime but no ``nvidia-smi``, and cuda-python is
+often not installed: the device tree names the SoC (``/proc/device-tree/compatible``: L4T
+"Jetson Module Adaptation and Bring-Up", e.g. ``nvidia,tegra234`` for Orin) and the GPU
+driver is the ``nvgpu`` kernel module. Tested on a fake root directory.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from xception_trt.trt import builder as builder_mod
+from xception_trt.trt import devices
+
+
+def _jetson_root(tmp_path, *, soc="tegra234", driver=True):
+    dt = tmp_path / "proc/device-tree"
+    dt.mkdir(parents=True)
+    (dt / "compatible").write_bytes(b"nvidia,p3737-0000+p3701-0005\0nvidia,p3701-0005\0"
+                                    + f"nvidia,{soc}\0".encode())
+    (dt / "model").write_bytes(b"NVIDIA Jetson AGX Orin Developer Kit\0")
+    (tmp_path / "proc/meminfo").write_text("MemTotal:       64335836 kB\nMemFree: 1 kB\n")
+    if driver:
+        (tmp_path / "etc").mkdir()
+        (tmp_path / "etc/nv_tegra_release").write_text(
+            "# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic, EABI: aarch64, "
+            "DATE: Fri Sep 13 04:36:44 UTC 2024\n")
+        (tmp_path / "sys/module/nvgpu").mkdir(parents=True)
+    return tmp_path
+
+
+@pytest.fixture
+def jetpack(monkeypatch):
+    """A JetPack machine: neither cuda-python nor nvidia-smi can answer."""
+    monkeypatch.setattr(devices, "_via_cuda_python", lambda: None)
+    monkeypatch.setattr(devices, "_via_nvidia_smi", lambda: None)
+
+
+def test_jetson_gpu_is_found_from_the_device_tree(tmp_path, monkeypatch, jetpack):
+    monkeypatch.setattr(devices, "_ROOT", _jetson_root(tmp_path))
+    report = devices.query_devices()
+    assert report.probe == "tegra" and report.driver == "L4T R36.4.0"
+    (gpu,) = report.gpus
+    assert gpu.compute_capability == "8.7" and gpu.integrated and gpu.sm == "sm_87"
+    assert gpu.name.startswith("NVIDIA Jetson AGX Orin") and gpu.total_memory == 64335836 << 10
+    # ... so NVIDIA TensorRT builds here (the builder needs a GPU for it)
+    assert builder_mod._first_gpu() == {"index": 0, "name": gpu.name,
+                                        "compute_capability": "8.7", "integrated": True}
+
+
+@pytest.mark.parametrize("soc, cc", [("tegra194", "7.2"), ("tegra264", "11.0")])
+def test_other_jetsons(tmp_path, monkeypatch, jetpack, soc, cc):
+    monkeypatch.setattr(devices, "_ROOT", _jetson_root(tmp_path, soc=soc))
+    assert devices.query_devices().gpus[0].compute_capability == cc
+
+
+def test_jetson_without_its_gpu_driver_says_so(tmp_path, monkeypatch, jetpack):
+    monkeypatch.setattr(devices, "_ROOT", _jetson_root(tmp_path, driver=False))
+    report = devices.query_devices()
+    assert not report.gpus and "without its GPU driver" in report.reason
+
+
+def test_not_a_jetson(tmp_path, monkeypatch):
+    monkeypatch.setattr(devices, "_ROOT", tmp_path)
+    assert devices._via_tegra() is None
+    dt = tmp_path / "proc/device-tree"
+    dt.mkdir(parents=True)
+    (dt / "compatible").write_bytes(b"raspberrypi,5-model-b\0brcm,bcm2712\0")
+    assert devices._via_tegra() is None
+
+
+def test_a_probe_without_gpus_does_not_hide_a_later_one(tmp_path, monkeypatch):
+    """cuda-python installed but unusable (e.g. built for a newer CUDA than JetPack's driver)
+    must not hide the Jetson's GPU."""
+    monkeypatch.setattr(devices, "_via_cuda_python",
+                        lambda: devices.DeviceReport(None, None, (), "cuda-python", "cuInit "
+                                                     "failed"))
+    monkeypatch.setattr(devices, "_via_nvidia_smi", lambda: None)
+    monkeypatch.setattr(devices, "_ROOT", _jetson_root(tmp_path))
+    assert devices.query_devices().probe == "tegra"
+    monkeypatch.setattr(devices, "_ROOT", tmp_path / "nothing")
+    assert devices.query_devices().reason == "cuInit failed"
