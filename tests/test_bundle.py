@@ -287,6 +287,9 @@ def test_cli_bundle_writes_one_file_and_refuses_to_replace_it(tiny_checkpoint, t
         assert b.manifest.precisions == (Precision.FP32,) and b.manifest.engines == ()
     assert main(["bundle", str(tiny_checkpoint), "-o", str(out)]) == 2
     assert "--force" in capsys.readouterr().err
+    assert main(["bundle", str(tiny_checkpoint), "--calib-method", "max", "-o",
+                 str(tmp_path / "n.xtrt")]) == 2
+    assert "--calib-method only applies with --precision int8" in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ["m.xtrt"]  # no temporary left behind
 
 

@@ -7,13 +7,21 @@ import argparse
 import shlex
 import sys
 
-from ._common import StageProgress, add_command, path_argument, positive_int, print_json
+from ._common import (
+    StageProgress,
+    add_command,
+    only_with,
+    path_argument,
+    positive_int,
+    print_json,
+)
 
 ORDER = 35
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     from ..config import Precision
+    from ..precision import CalibrationMethod
 
     p = add_command(
         sub, "bundle", run=run, help="make one deployable .xtrt file: ONNX variants, "
@@ -41,8 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "always included")
     path_argument(p, "--calib", kind="dir", metavar="DIR", default=None,
                   help="folder of calibration images (needed for int8)")
-    p.add_argument("--calib-method", default=None,
-                   help="INT8 calibration method: entropy (default), max, percentile or auto")
+    p.add_argument("--calib-method", choices=[*CalibrationMethod.choices(), "auto"],
+                   default=None, help="INT8 calibration method (default: entropy; auto: each, "
+                                      "keeping the best)")
     path_argument(p, "--val", kind="dir", metavar="DIR", default=None,
                   help="folder of validation images: each variant's accuracy and top-1 "
                        "agreement with FP32 go into the manifest")
@@ -52,15 +61,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-local-engine", action="store_true",
                    help="do not prebuild with NVIDIA TensorRT for this machine's GPU")
     p.add_argument("--max-batch", type=positive_int, default=None,
-                   help="largest batch of the engines' profile (default: 8)")
+                   help="largest batch of the engines' profile: the prebuilt ones and those a "
+                        "device builds from the bundle (default: 8)")
     path_argument(p, "--work-dir", kind="output-dir", metavar="DIR", default=None,
                   help="keep the ONNX variants and engines here and reuse them next time "
                        "(default: a temporary folder)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse flags that would be silently ignored (before any work)."""
+    int8 = "int8" in (args.precision or [])
+    only_with("--calib-method", args.calib_method, needs="--precision int8", present=int8,
+              why="it chooses how the INT8 variant is calibrated")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..bundler import write_bundle
+
+    check_flags(args)
     from .build import pipeline_hooks
 
     stages = StageProgress(enabled=not (args.no_progress or getattr(args, "quiet", False)))
