@@ -203,6 +203,8 @@ def _flip(data: bytes) -> bytes:
     ("truncated", "fp32", "not a readable bundle"),
     ("tampered", "fp32", "does not match the SHA-256"),
     ("newer", "fp32", "format version 99, newer than"),
+    ("newer, other members", "fp32", "format version 99, newer than"),
+    ("no manifest", "fp32", "has no manifest.json"),
     ("missing", "fp32", "lacks member(s) onnx/fp32.onnx"),
     ("no int8", "int8", "no int8 variant"),
 ])
@@ -215,6 +217,10 @@ def test_bad_bundles_are_refused_and_nothing_is_left(made, tmp_path, how, precis
         _rewrite(src, bad, replace={"onnx/fp32.onnx": _flip})
     elif how == "newer":
         _rewrite(src, bad, manifest=_newer)
+    elif how == "newer, other members":
+        _rewrite(src, bad, manifest=_newer, drop=("onnx/fp32.onnx",))
+    elif how == "no manifest":
+        _rewrite(src, bad, drop=(MANIFEST,))
     elif how == "missing":
         _rewrite(src, bad, drop=("onnx/fp32.onnx",))
     else:

@@ -193,16 +193,8 @@ class Manifest:
         Raises:
             BundleError: Not a bundle manifest, a newer format version, or invalid fields.
         """
-        if not isinstance(data, Mapping) or data.get("format") != FORMAT:
-            raise BundleError(f"{where} is not an xception-trt bundle (no {FORMAT} manifest); "
-                              "make one with `xception-trt bundle`")
-        version = data.get("format_version")
-        if isinstance(version, bool) or not isinstance(version, int):
-            raise BundleError(f"{where} has no valid format_version; remake the bundle")
-        if version > FORMAT_VERSION:
-            raise BundleError(f"{where} is a bundle of format version {version}, newer than this "
-                              f"xception-trt reads ({FORMAT_VERSION}); upgrade: pip install -U "
-                              "xception-trt")
+        _check_header(data, where)
+        version = data["format_version"]
         try:
             members = {str(n): Member(str(n), str(m["sha256"]), int(m["bytes"]))
                        for n, m in data["members"].items()}
@@ -245,6 +237,24 @@ class Manifest:
 _REMAKE = "copy the bundle again or remake it with `xception-trt bundle`"
 
 
+def _check_header(data: Any, where: str) -> None:
+    """Refuse what is not a bundle manifest, or one of a newer format version.
+
+    Raises:
+        BundleError: Not a manifest, no valid ``format_version``, or a newer one.
+    """
+    if not isinstance(data, Mapping) or data.get("format") != FORMAT:
+        raise BundleError(f"{where} is not an xception-trt bundle (no {FORMAT} manifest); "
+                          "make one with `xception-trt bundle`")
+    version = data.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise BundleError(f"{where} has no valid format_version; remake the bundle")
+    if version > FORMAT_VERSION:
+        raise BundleError(f"{where} is a bundle of format version {version}, newer than this "
+                          f"xception-trt reads ({FORMAT_VERSION}); upgrade: pip install -U "
+                          "xception-trt")
+
+
 class Bundle:
     """An open bundle: its manifest and verified access to its members.
 
@@ -278,18 +288,20 @@ class Bundle:
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise BundleError(f"bundle {where}: {MANIFEST} is unreadable ({exc}); "
                                   f"{_REMAKE}") from None
-            missing = sorted(n for n in (data.get("members") or {}) if n not in names) \
-                if isinstance(data, Mapping) and isinstance(data.get("members"), Mapping) else []
+            _check_header(data, where)  # a newer layout is named as such, before anything
+            members = data.get("members")
+            if not isinstance(members, Mapping) or not all(
+                    isinstance(m, Mapping) for m in members.values()):
+                raise BundleError(f"bundle {where} has no valid member list; {_REMAKE}")
+            missing = sorted(n for n in members if n not in names)
             if missing:
                 raise BundleError(f"bundle {where} lacks member(s) {', '.join(missing)} that its "
                                   f"manifest lists; {_REMAKE}")
-            raw_members = data.get("members") if isinstance(data, Mapping) else None
             sidecars = {}
-            for entry in (data.get("engines") or ()) if isinstance(data, Mapping) else ():
+            for entry in data.get("engines") or ():
                 side = entry.get("sidecar") if isinstance(entry, Mapping) else None
-                if isinstance(side, str) and isinstance(raw_members, Mapping) \
-                        and side in raw_members:
-                    sidecars[side] = self._read_checked(side, raw_members[side].get("sha256"))
+                if isinstance(side, str) and side in members:
+                    sidecars[side] = self._read_checked(side, members[side].get("sha256"))
             self.manifest = Manifest.from_dict(data, sidecars=sidecars, where=where)
         except BaseException:
             self._zip.close()
