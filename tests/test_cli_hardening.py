@@ -87,6 +87,12 @@ LOOP_CASES = [
     (["stream", "{onnx}", "0", "-o", "LOOP"], "-o"),
     (["deepstream", "LOOP", "-o", "{tmp}/ds"], "model"),
     (["deepstream", "{onnx}", "-o", "LOOP"], "-o"),
+    (["bundle", "LOOP", "-o", "{tmp}/m.xtrt"], "source"),
+    (["bundle", "{ckpt}", "-o", "LOOP"], "-o"),
+    (["bundle", "{ckpt}", "--val", "LOOP", "-o", "{tmp}/m.xtrt"], "--val"),
+    (["bundle", "{ckpt}", "--work-dir", "LOOP", "-o", "{tmp}/m.xtrt"], "--work-dir"),
+    (["doctor", "LOOP"], "model"),
+    (["doctor", "--facts", "LOOP"], "--facts"),
 ]
 
 

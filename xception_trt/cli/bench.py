@@ -51,10 +51,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         sub, "bench", run=run, help="measure latency/throughput of models and write a report",
         **REPORT_OUTPUT,  # type: ignore[arg-type]
         description="""Measure latency and throughput of one or more models (.engine/.plan,
-            .onnx or checkpoint) over a batch-size sweep, and write report.json, report.md and
-            PNG plots into benchmarks/reports/NAME/ (or -o DIR). With --data, real images are
-            the input, and a labelled folder also gives accuracy and agreement with the FP32
-            reference.""")
+            .onnx, .xtrt bundle or checkpoint) over a batch-size sweep, and write report.json,
+            report.md and PNG plots into benchmarks/reports/NAME/ (or -o DIR). With --data, real
+            images are the input, and a labelled folder also gives accuracy and agreement with
+            the FP32 reference.""")
     path_argument(p, "models", kind="file", what="model", metavar="MODEL", nargs="+",
                   help="model files to benchmark")
     p.add_argument("--batch", type=positive_int, nargs="+", default=[1, 8, 32], metavar="N",
@@ -103,10 +103,11 @@ def check_models(models: Sequence[str], args: argparse.Namespace) -> None:
     """Fail fast (before any measuring) on unknown model types, missing files and runner flags
     that no model would use."""
     from ..errors import BenchError
-    from ..runners import check_runner_options, runner_kind
+    from ..runners import check_runner_options, is_model_file, runner_kind
 
     for m in models:
-        runner_kind(m)
+        if not is_model_file(m):
+            runner_kind(m)  # raises, naming the supported types
         if not Path(m).is_file():
             raise BenchError(f"model file {m} does not exist")
     check_runner_options(models, **runner_settings(args))

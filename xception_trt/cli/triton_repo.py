@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..bundle.format import is_bundle
+from ..config import Precision
 from ..serve.options import InstanceKind, ServeBackend
 from ._common import (
     add_command,
@@ -101,7 +103,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             Triton's classification extension returns names. Every config.pbtxt is validated
             against Triton's ModelConfig schema before the repository is renamed into place.""")
     path_argument(p, "model", kind="file", what="model", metavar="MODEL",
-                  help="engine (.engine/.plan), ONNX file (.onnx) or checkpoint (python backend)")
+                  help="engine (.engine/.plan), ONNX file (.onnx), bundle (.xtrt: the engine "
+                       "that fits this machine, or its ONNX) or checkpoint (python backend)")
+    p.add_argument("--precision", choices=Precision.choices(), default=None,
+                   help="a bundle's precision to serve (default: the bundle's default)")
     p.add_argument("--backend", choices=ServeBackend.choices(), default=ServeBackend.NATIVE.value,
                    help="native: Triton's TensorRT / ONNX Runtime backend (default); python: "
                         "our Runner in Triton's Python backend")
@@ -124,7 +129,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..serve.repository import write_repository
     from ..serve.server import container_command
+    from .infer import _PRECISION_WHY
 
+    only_with("--precision", args.precision, needs="a bundle MODEL (.xtrt)",
+              present=is_bundle(args.model), why=_PRECISION_WHY)
+    if is_bundle(args.model):  # serve the file it resolves to here; options are judged on it
+        from ..bundle.cache import resolve
+
+        args.model = str(resolve(args.model, precision=args.precision).path)
     options = build_options(args, backend=args.backend, ensemble=args.ensemble,
                             execution_env=args.execution_env, instance_kind=args.instance_kind,
                             gpus=args.gpus)
