@@ -76,7 +76,7 @@ def worker_tempdir(kind: str) -> Iterator[Path]:
     first; this one is removed on exit, SIGTERM included.
 
     Args:
-        kind: ``"int8"``, ``"fp16"`` or ``"eval"``.
+        kind: ``"int8"``, ``"fp16"``, ``"eval"`` or ``"kernels"``.
     """
     with _sigterm_unwinds():
         tmp = owned_temp_dir(f"xtrt-{kind}-")
