@@ -253,3 +253,39 @@ def test_info_and_reports_record_the_cpu_int8_features(capsys, monkeypatch):
     assert json.loads(capsys.readouterr().out)["cpu_int8"]["vnni"] is True
     assert main(["info"]) == 0
     assert "VNNI yes, AMX yes" in capsys.readouterr().out
+
+
+def test_triton_repo_serves_int8_placed_for_onnx_runtime(ort_variant, trt_variant, fp32_path,
+                                                         flat_image_folder, tiny_checkpoint,
+                                                         tmp_path, capsys, monkeypatch):
+    from xception_trt.cli import main
+
+    # The ORT-placed file is served as it is (onnxruntime_onnx), without a note.
+    out = tmp_path / "repo-ort"
+    assert main(["triton-repo", str(ort_variant.path), "-o", str(out), "--json"]) == 0
+    cap = capsys.readouterr()
+    assert json.loads(cap.out)["models"]["xception"]["platform"] == "onnxruntime_onnx"
+    assert "note:" not in cap.err
+    assert (out / "xception/1/model.onnx").read_bytes() == ort_variant.path.read_bytes()
+    # A TensorRT-placed INT8 file for CPU instances: served, with the one-line note.
+    assert main(["triton-repo", str(trt_variant.path), "-o", str(tmp_path / "repo-trt")]) == 0
+    notes = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("note: ")]
+    assert len(notes) == 1 and "--target onnxruntime" in notes[0] and "--int8-calib" in notes[0]
+    # The FP32 ONNX with --int8-calib: the repository gets the ORT-placed INT8 variant.
+    monkeypatch.chdir(tmp_path)  # its scales are cached in ./calibration/cache
+    out = tmp_path / "repo-made"
+    assert main(["triton-repo", str(fp32_path), "-o", str(out),
+                 "--int8-calib", str(flat_image_folder)]) == 0
+    assert "INT8 placed for ONNX Runtime" in capsys.readouterr().err
+    served = out / "xception/1/model.onnx"
+    assert read_metadata(served).quant_target is QuantTarget.ONNXRUNTIME
+    assert fused_kernel_counts(served).all_fused
+    assert list((tmp_path / "calibration" / "cache").glob("*.json"))
+    # --int8-calib needs an FP32 ONNX MODEL.
+    for model, match in ((tiny_checkpoint, "--int8-calib only applies with an FP32 ONNX"),
+                         (ort_variant.path, "INT8 variant")):
+        rc = main(["triton-repo", str(model), "-o", str(tmp_path / "bad"), "--backend",
+                   "python", "--int8-calib", str(flat_image_folder)])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.startswith("error: ") and match in err, err
+        assert not (tmp_path / "bad").exists()

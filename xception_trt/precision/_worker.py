@@ -324,12 +324,16 @@ def run_ort_int8(req: dict[str, Any]) -> dict[str, Any]:
     excluded = _matching_nodes(req["onnx"], req.get("exclude_nodes") or [],
                                req.get("exclude_op_types") or [])
     t0 = time.perf_counter()
-    quantize_static(
-        req["onnx"], str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-        reduce_range=False, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-        nodes_to_exclude=excluded,
-        calibrate_method=getattr(CalibrationMethod, _ORT_METHODS[method]),
-        extra_options=extra)
+    restore = _histograms_batch_by_batch()
+    try:
+        quantize_static(
+            req["onnx"], str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+            reduce_range=False, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            nodes_to_exclude=excluded,
+            calibrate_method=getattr(CalibrationMethod, _ORT_METHODS[method]),
+            extra_options=extra)
+    finally:
+        restore()
     seconds = time.perf_counter() - t0
     import onnx
 
@@ -345,6 +349,48 @@ def run_ort_int8(req: dict[str, Any]) -> dict[str, Any]:
     facts.pop("scale_names")
     facts["seconds"] = seconds
     return facts
+
+
+def _histograms_batch_by_batch() -> Any:
+    """Make ONNX Runtime's histogram calibrators (entropy, percentile) take one batch at a time.
+
+    Its ``HistogramCalibrater.collect_data`` keeps every intermediate output of every batch in
+    memory until the end (gigabytes for 512 images at 299x299) and stacks them, which fails
+    when the last batch is smaller. Its histogram collector merges calls, so we feed it one
+    batch per call and drop the outputs after each (in this worker process only).
+
+    Returns:
+        A function that undoes the patch.
+    """
+    from onnxruntime.quantization.calibrate import HistogramCalibrater
+
+    original = HistogramCalibrater.collect_data
+
+    def collect_data(self: Any, data_reader: Any) -> None:
+        while True:
+            batch = data_reader.get_next()
+            if not batch:
+                break
+            original(self, _OneBatch(batch))
+            self.intermediate_outputs = []
+
+    HistogramCalibrater.collect_data = collect_data  # type: ignore[method-assign]
+
+    def restore() -> None:
+        HistogramCalibrater.collect_data = original  # type: ignore[method-assign]
+
+    return restore
+
+
+class _OneBatch:
+    """A calibration data reader over one batch."""
+
+    def __init__(self, batch: dict[str, np.ndarray]) -> None:
+        self._batch: dict[str, np.ndarray] | None = batch
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch, self._batch = self._batch, None
+        return batch
 
 
 def _float_inputs(model: Any, excluded: set[str]) -> Any:

@@ -46,7 +46,13 @@ from .cache import (
 )
 from .calibdata import CalibSet, holdout, select_calibration
 from .evaluate import VariantMetrics, evaluate_variants
-from .launcher import Progress, modelopt_version, run_worker, worker_tempdir
+from .launcher import (
+    ORT_WORKER_NEEDS,
+    Progress,
+    modelopt_version,
+    run_worker,
+    worker_tempdir,
+)
 from .source import (
     anchored,
     as_model,
@@ -362,8 +368,10 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
             for job, st in zip(jobs, states):
                 if st["cache"] != "hit":
                     job["data_dir"] = str(tmp / "data")
-        outcomes = run_worker({"jobs": jobs, "tmp_dir": str(tmp)}, what="INT8 calibration",
-                              progress=progress)
+        ort = qtarget is QuantTarget.ONNXRUNTIME
+        outcomes = run_worker(
+            {"jobs": jobs, "tmp_dir": str(tmp)}, what="INT8 calibration", progress=progress,
+            **(dict(tool="ONNX Runtime's quantizer", requires=ORT_WORKER_NEEDS) if ort else {}))
         models = [_raw_initializers(onnx.load(job["out"])) for job in jobs]
     seconds = time.perf_counter() - t0
 
