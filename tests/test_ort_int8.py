@@ -132,6 +132,13 @@ def test_exclusions_and_auto_work_for_the_ort_target(fp32_path, flat_image_folde
     assert read_metadata(auto.best.model).quant_target is QuantTarget.ONNXRUNTIME
 
 
+def test_uint8_input_graph_fuses_every_conv_too(tiny_onnx_files, flat_image_folder, tmp_path):
+    res = ort_int8(tiny_onnx_files["uint8"], flat_image_folder, method="max", num_images=4,
+                   batch_size=4, cache_dir=None, output=tmp_path / "u8-ort.onnx")
+    assert fused_kernel_counts(res.path).all_fused
+    assert read_metadata(res.path).input_format.value == "uint8-nhwc"
+
+
 @pytest.mark.parametrize("kw, match", [
     (dict(high_precision="fp16"), "fp32"),
     (dict(int8_weights=True), "int8_weights"),
