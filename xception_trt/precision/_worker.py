@@ -1,4 +1,6 @@
-"""Subprocess worker that runs NVIDIA ModelOpt (INT8 Q/DQ PTQ, FP16 AutoCast).
+"""Subprocess worker that runs NVIDIA ModelOpt (INT8 Q/DQ PTQ, FP16 AutoCast) and, for INT8
+placed for ONNX Runtime (``target: onnxruntime`` jobs), ONNX Runtime's own ``quantize_static``
+(ModelOpt is then not imported).
 
 Private to :mod:`xception_trt.precision` (started by :mod:`.launcher`). ModelOpt
 monkeypatches ``onnxruntime.quantization`` (its calibrators and quantizer classes) the first
