@@ -21,7 +21,14 @@ from typing import Any
 import numpy as np
 
 from .bundle.format import BUNDLE_SUFFIXES, is_bundle
-from .config import CHECKPOINT_SUFFIXES, InputFormat, ModelSpec, Precision, check_int
+from .config import (
+    CHECKPOINT_SUFFIXES,
+    InputFormat,
+    ModelSpec,
+    Precision,
+    QuantTarget,
+    check_int,
+)
 from .contract import (
     ENGINE_SUFFIXES,
     ONNX_SUFFIXES,
@@ -38,7 +45,7 @@ from .onnx_meta import INPUT_NAME, OUTPUT_NAME
 
 __all__ = ["OnnxRuntimeRunner", "TorchRunner", "RunnerEntry", "RUNNERS", "RUNNER_OPTIONS",
            "open_runner", "runner_kind", "runner_options", "check_runner_options",
-           "check_providers", "is_model_file"]
+           "check_providers", "is_model_file", "ort_int8_note"]
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +110,10 @@ class OnnxRuntimeRunner(RunnerBase):
                               ) from None
         self.providers = list(self._session.get_providers())
         self.device = "cuda:0" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
+        #: A one-line note when this is a slow INT8 placement for this provider, else None.
+        self.note = ort_int8_note(self.path, meta.quant_target, self.providers)
+        if self.note:
+            log.info("%s", self.note)
         self._ort_version = ort.__version__
         self._bind_io()
 
@@ -187,6 +198,38 @@ def check_providers(providers: Sequence[str]) -> list[str]:
                           f"not available in this onnxruntime build; choose from: "
                           f"{', '.join(available)}")
     return providers
+
+
+def ort_int8_note(path: str | os.PathLike[str], target: QuantTarget | None = None,
+                  providers: Sequence[str] | None = None) -> str | None:
+    """The one-line note for an INT8 graph placed for TensorRT that ONNX Runtime runs on the
+    CPU (where a graph placed for ONNX Runtime is much faster), else ``None``.
+
+    Args:
+        path: The ONNX file.
+        target: Its placement (``None``: read from its metadata; not INT8 -> no note).
+        providers: The execution providers it runs with (``None``: this onnxruntime build's
+            default, the CUDA EP when it has one).
+
+    Raises:
+        GraphError: The file carries no xception-trt metadata.
+    """
+    if target is None:
+        from .onnx_meta import read_metadata
+
+        target = read_metadata(path).quant_target
+    if target is not QuantTarget.TENSORRT:
+        return None
+    if providers is None:
+        with needs("ONNX Runtime execution providers", extra="ort"):
+            import onnxruntime as ort
+        providers = ["CUDAExecutionProvider"] if "CUDAExecutionProvider" in \
+            ort.get_available_providers() else ["CPUExecutionProvider"]
+    if not providers or providers[0] != "CPUExecutionProvider":
+        return None
+    return (f"note: {Path(path).name} is INT8 placed for TensorRT, which ONNX Runtime's CPU "
+            "kernels run slowly; `xception-trt quantize --precision int8 --target onnxruntime` "
+            "makes a faster variant for ONNX Runtime")
 
 
 # ---------------------------------------------------------------------------------------------

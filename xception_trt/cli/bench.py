@@ -101,9 +101,11 @@ def report_location(args: argparse.Namespace, command: str) -> tuple[Path, str]:
 
 def check_models(models: Sequence[str], args: argparse.Namespace) -> None:
     """Fail fast (before any measuring) on unknown model types, missing files and runner flags
-    that no model would use."""
-    from ..errors import BenchError
-    from ..runners import check_runner_options, is_model_file, runner_kind
+    that no model would use; print (and add to the report's notes) a one-line note for an INT8
+    graph placed for TensorRT that ONNX Runtime will run on the CPU."""
+    from ..contract import RunnerKind
+    from ..errors import BenchError, GraphError
+    from ..runners import check_runner_options, is_model_file, ort_int8_note, runner_kind
 
     for m in models:
         if not is_model_file(m):
@@ -111,13 +113,28 @@ def check_models(models: Sequence[str], args: argparse.Namespace) -> None:
         if not Path(m).is_file():
             raise BenchError(f"model file {m} does not exist")
     check_runner_options(models, **runner_settings(args))
+    for m in models:
+        if runner_kind(m) is not RunnerKind.ONNXRUNTIME:
+            continue
+        try:
+            note = ort_int8_note(m, providers=runner_settings(args)["providers"])
+        except GraphError:  # not ours: opening it says so, recorded in the report
+            continue
+        if note:
+            print(note, file=sys.stderr)
+            args.auto_notes = [*getattr(args, "auto_notes", []), note[len("note: "):]]
+
+
+def report_notes(args: argparse.Namespace) -> list[str]:
+    """The report's notes: the user's ``--note`` texts, then those :func:`check_models` found."""
+    return [*args.note, *getattr(args, "auto_notes", [])]
 
 
 def command_line(args: argparse.Namespace, command: str) -> str:
     """A readable reconstruction of the command for the report."""
     parts = ["xception-trt", command, *args.models]
     for key, value in sorted(vars(args).items()):
-        if key in ("models", "func", "command", "verbose", "quiet", "no_progress") \
+        if key in ("models", "func", "command", "verbose", "quiet", "no_progress", "auto_notes") \
                 or value in (None, False, [], ()):
             continue
         flag = "--" + key.replace("_", "-")
@@ -186,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
                                     args.limit, no_progress=args.no_progress)
     cfg = {**config.to_dict(), "data": args.data, **runner_settings(args)}
     doc = build_report(name, kind="bench", benchmarks=results, evaluation=evaluation,
-                       config=cfg, notes=args.note, command=command_line(args, "bench"),
+                       config=cfg, notes=report_notes(args), command=command_line(args, "bench"),
                        context=context, power=monitor.describe())
     print_latency_summary(doc)
     return finish(doc, args, root)

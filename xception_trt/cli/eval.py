@@ -14,6 +14,7 @@ from .bench import (
     command_line,
     finish,
     report_location,
+    report_notes,
     run_evaluation,
 )
 
@@ -70,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
                                 no_progress=args.no_progress)
     cfg = {"data": args.data, "limit": args.limit, "batch_size": args.batch_size,
            "reference": args.reference, **runner_settings(args)}
-    doc = build_report(name, kind="eval", evaluation=evaluation, config=cfg, notes=args.note,
-                       command=command_line(args, "eval"))
+    doc = build_report(name, kind="eval", evaluation=evaluation, config=cfg,
+                       notes=report_notes(args), command=command_line(args, "eval"))
     for e in doc["runners"]:
         acc, agr = e["accuracy"] or {}, e["agreement"] or {}
         line = f"{e['name']}: "
