@@ -103,6 +103,7 @@ def check_models(models: Sequence[str], args: argparse.Namespace) -> None:
     """Fail fast (before any measuring) on unknown model types, missing files and runner flags
     that no model would use; print (and add to the report's notes) a one-line note for an INT8
     graph placed for TensorRT that ONNX Runtime will run on the CPU."""
+    from ..bundle.format import is_bundle
     from ..contract import RunnerKind
     from ..errors import BenchError, GraphError
     from ..runners import check_runner_options, is_model_file, ort_int8_note, runner_kind
@@ -114,7 +115,8 @@ def check_models(models: Sequence[str], args: argparse.Namespace) -> None:
             raise BenchError(f"model file {m} does not exist")
     check_runner_options(models, **runner_settings(args))
     for m in models:
-        if runner_kind(m) is not RunnerKind.ONNXRUNTIME:
+        # a bundle chooses its own graph for ONNX Runtime (bundle/choice.py)
+        if is_bundle(m) or runner_kind(m) is not RunnerKind.ONNXRUNTIME:
             continue
         try:
             note = ort_int8_note(m, providers=runner_settings(args)["providers"])
