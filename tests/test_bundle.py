@@ -106,6 +106,37 @@ def test_bundle_runs_through_onnx_runtime_with_the_fp32_onnx_logits(made, tmp_pa
         assert clf.class_names == result.manifest.model_spec.class_names()
 
 
+def test_int8_on_onnx_runtime_runs_the_graph_placed_for_it(made, tmp_path):
+    # issue 18: where ONNX Runtime runs a bundle's INT8, it runs the graph whose every
+    # Conv/Gemm ONNX Runtime fuses into quantized kernels, not the TensorRT-placed one
+    from xception_trt.bundler import write_bundle
+    from xception_trt.config import QuantTarget
+    from xception_trt.onnx_meta import read_metadata
+    from xception_trt.precision import fused_kernel_counts
+
+    result, root = made
+    int8 = result.manifest.variants[Precision.INT8]
+    assert int8.member == "onnx/int8.onnx" and int8.onnxruntime_member == "onnx/int8-ort.onnx"
+    acc = int8.onnxruntime_accuracy
+    assert acc["images"] == 16 and 0.0 <= acc["agreement"] <= 100.0
+    r = resolve(result.path, precision="int8", cache_dir=tmp_path / "cache", facts=CPU)
+    assert r.choice.kind is ChoiceKind.ONNXRUNTIME
+    assert r.choice.variant.member == "onnx/int8-ort.onnx"
+    assert read_metadata(r.path).quant_target is QuantTarget.ONNXRUNTIME
+    counts = fused_kernel_counts(r.path)
+    assert counts.float_conv == 0 and counts.float_gemm == 0 and counts.quantized_conv > 0
+    # engines are still built from the TensorRT-placed graph
+    assert read_metadata(root / "work" / "onnx" / "model.int8.onnx").quant_target \
+        is QuantTarget.TENSORRT
+    # rebundling carries it unchanged
+    again = write_bundle(source=result.path, output=tmp_path / "again.xtrt",
+                         work_dir=tmp_path / "work", local_engines=False)
+    with Bundle(result.path) as a, Bundle(again.path) as b:
+        assert b.manifest.variants[Precision.INT8].onnxruntime_member == "onnx/int8-ort.onnx"
+        assert b.member("onnx/int8-ort.onnx").sha256 == a.member("onnx/int8-ort.onnx").sha256
+        assert b.manifest.variants[Precision.INT8].onnxruntime_accuracy == acc
+
+
 def test_onnx_runtime_fallback_is_said_once(made, tmp_path, caplog):
     result, _ = made
     copy = tmp_path / "copy.xtrt"  # a path of its own: announced once per bundle and process

@@ -100,15 +100,36 @@ def int8_scales(onnx_path: str | os.PathLike[str]) -> dict[str, Any]:
     return {"scales": scales, "calibration": calibration}
 
 
-def _accuracy(variants: Mapping[Precision, Path], validation: str | os.PathLike[str],
-              threads: int | None) -> dict[Precision, dict[str, Any]]:
+#: The name of the INT8 graph placed for ONNX Runtime, in the work folder and the accuracy rows.
+_ORT_INT8 = "int8-ort"
+
+
+def _accuracy(variants: Mapping[str, Path], validation: str | os.PathLike[str],
+              threads: int | None) -> dict[str, dict[str, Any]]:
+    """Each named graph's accuracy and agreement with the ``fp32`` one (one decoding pass)."""
     from .precision.evaluate import evaluate_variants
 
-    rows = evaluate_variants({p.value: path for p, path in variants.items()}, validation,
-                             reference=Precision.FP32.value, threads=threads)
-    return {Precision.parse(r.precision): {k: v for k, v in r.to_dict().items()
-                                           if k not in ("name", "precision", "size_bytes")}
+    rows = evaluate_variants(dict(variants), validation, reference=Precision.FP32.value,
+                             threads=threads)
+    return {r.name: {k: v for k, v in r.to_dict().items()
+                          if k not in ("name", "precision", "size_bytes")}
             for r in rows}
+
+
+def _ort_int8(fp32: Path, calibration: str | os.PathLike[str], method: str | None,
+              layout: ArtifactLayout, callbacks: PipelineCallbacks) -> Path:
+    """The INT8 graph placed for ONNX Runtime (what the bundle's CPU path runs), calibrated
+    on the same images (its cache entry is keyed by target, so a rerun reuses it)."""
+    from .precision import CalibrationMethod, ort_int8
+
+    kw: dict[str, Any] = {}
+    if method is not None and method in CalibrationMethod.choices():
+        kw["method"] = method  # "auto" picks per target in quantize; entropy (default) here
+    path = layout.onnx_dir / f"{layout.stem}.{_ORT_INT8}.onnx"
+    callbacks.on_progress(f"{_ORT_INT8} variant", 0, None)
+    ort_int8(fp32, calibration, output=path, cache_dir=layout.calibration_cache_dir,
+             progress=callbacks.on_progress, **kw)
+    return path
 
 
 def _engine_name(side: EngineSidecar) -> str:
@@ -136,6 +157,7 @@ class _Previous:
     variants: dict[Precision, Path]
     sidecars: tuple[EngineSidecar, ...]
     engines: tuple[Path, ...]
+    ort_int8: Path | None = None
 
 
 def _from_bundle(source: Path, folder: Path, layout: ArtifactLayout) -> _Previous:
@@ -145,6 +167,10 @@ def _from_bundle(source: Path, folder: Path, layout: ArtifactLayout) -> _Previou
         manifest = bundle.manifest
         variants = {p: bundle.extract(v.member, layout.onnx(p))
                     for p, v in manifest.variants.items()}
+        int8 = manifest.variants.get(Precision.INT8)
+        ort = (bundle.extract(int8.onnxruntime_member,
+                              layout.onnx_dir / f"{layout.stem}.{_ORT_INT8}.onnx")
+               if int8 is not None and int8.onnxruntime_member is not None else None)
         if Precision.FP32 not in variants:
             raise BundleError(f"{source} has no FP32 graph to rebundle; remake it from the "
                               "checkpoint")
@@ -156,7 +182,7 @@ def _from_bundle(source: Path, folder: Path, layout: ArtifactLayout) -> _Previou
             bundle.extract(e.sidecar_member, sidecar_path(dest))
             engines.append(dest)
     return _Previous(manifest, variants, tuple(e.sidecar for e in manifest.engines),
-                     tuple(engines))
+                     tuple(engines), ort)
 
 
 def write_bundle(*, source: str | os.PathLike[str], output: str | os.PathLike[str],
@@ -263,9 +289,21 @@ def write_bundle(*, source: str | os.PathLike[str], output: str | os.PathLike[st
             callbacks.on_variant(outcome)
             variants[prec], recipes[prec] = outcome.path, dict(outcome.recipe)
         variants.setdefault(Precision.FP32, fp32)
-        accuracy = _accuracy(variants, validation, threads) if validation else {
-            p: dict(v.accuracy) for p, v in (previous.manifest.variants.items() if previous
-                                             else ()) if v.accuracy and p in variants}
+        ort: Path | None = None
+        if Precision.INT8 in variants:
+            if previous is not None and Precision.INT8 in previous.variants:
+                ort = previous.ort_int8  # carried as it was (None in an older bundle)
+            else:
+                ort = _ort_int8(fp32, calibration, calibration_method,  # type: ignore[arg-type]
+                                layout, callbacks)
+        graphs = {p.value: path for p, path in variants.items()}
+        if ort is not None:
+            graphs[_ORT_INT8] = ort
+        accuracy = _accuracy(graphs, validation, threads) if validation else {
+            name: dict(acc) for p, v in (previous.manifest.variants.items() if previous
+                                         else ()) if p in variants
+            for name, acc in ((p.value, v.accuracy), (_ORT_INT8, v.onnxruntime_accuracy))
+            if acc}
 
         from .trt.builder import build_engine
 
@@ -293,7 +331,13 @@ def write_bundle(*, source: str | os.PathLike[str], output: str | os.PathLike[st
         for prec, path in variants.items():
             name = f"onnx/{prec.value}.onnx"
             files[name] = path
-            variant_entries[prec] = VariantEntry(prec, name, accuracy.get(prec))
+            ort_name = None
+            if prec is Precision.INT8 and ort is not None:
+                ort_name = f"onnx/{_ORT_INT8}.onnx"
+                files[ort_name] = ort
+            variant_entries[prec] = VariantEntry(
+                prec, name, accuracy.get(prec.value), ort_name,
+                accuracy.get(_ORT_INT8) if ort_name else None)
         calib = None
         if Precision.INT8 in variants:
             name = "calibration/int8-scales.json"

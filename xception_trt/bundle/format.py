@@ -10,6 +10,7 @@ Layout (format version :data:`FORMAT_VERSION`)::
 
     manifest.json                    this module's Manifest (first member)
     onnx/fp32.onnx, onnx/fp16.onnx, onnx/int8.onnx
+    onnx/int8-ort.onnx               INT8 placed for ONNX Runtime (the CPU path runs it)
     calibration/int8-scales.json     per-tensor INT8 scales of the Q/DQ graph (+ recipe)
     labels.txt                       class names, one per line, logit order
     engines/<name>.engine            prebuilt engines ...
@@ -18,7 +19,8 @@ Layout (format version :data:`FORMAT_VERSION`)::
 ``manifest.json`` holds: ``format`` (``xception-trt-bundle``), ``format_version``,
 ``xception_trt_version``, ``created``, ``model_spec``, ``input_format``, ``preprocessing``,
 ``source`` (``{"name", "sha256"}``), ``batch_profile`` (``[min, opt, max]``), ``variants``
-(precision -> ``{"member", "accuracy"}``; ``accuracy`` against FP32 when made with ``--val``),
+(precision -> ``{"member", "accuracy"}``; ``accuracy`` against FP32 when made with ``--val``;
+INT8 also ``onnxruntime_member``/``onnxruntime_accuracy``: the graph placed for ONNX Runtime),
 ``calibration`` (``{"member", ...}`` or ``None``), ``engines`` (``[{"member", "sidecar"}]``),
 ``members`` (name -> ``{"sha256", "bytes"}``: every other member), ``bundle_command`` and
 ``default_precision`` (what opening it runs unless told).
@@ -72,15 +74,32 @@ class Member:
 @dataclass(frozen=True)
 class VariantEntry:
     """An ONNX variant: precision, member name and accuracy against FP32 (``None`` without
-    validation images)."""
+    validation images); for INT8 also the same precision placed for ONNX Runtime (``quantize
+    --target onnxruntime``: every Conv/Gemm fused into its quantized CPU kernels), which the
+    ONNX Runtime path runs instead of the TensorRT-placed graph."""
 
     precision: Precision
     member: str
     accuracy: Mapping[str, Any] | None = None
+    onnxruntime_member: str | None = None
+    onnxruntime_accuracy: Mapping[str, Any] | None = None
+
+    def for_onnxruntime(self) -> VariantEntry:
+        """The entry ONNX Runtime should run: the ONNX Runtime-placed graph where there is
+        one, else this one."""
+        if self.onnxruntime_member is None:
+            return self
+        return VariantEntry(self.precision, self.onnxruntime_member, self.onnxruntime_accuracy)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"member": self.member,
-                "accuracy": dict(self.accuracy) if self.accuracy is not None else None}
+        out: dict[str, Any] = {
+            "member": self.member,
+            "accuracy": dict(self.accuracy) if self.accuracy is not None else None}
+        if self.onnxruntime_member is not None:  # optional: older readers ignore the keys
+            out["onnxruntime_member"] = self.onnxruntime_member
+            out["onnxruntime_accuracy"] = (dict(self.onnxruntime_accuracy)
+                                           if self.onnxruntime_accuracy is not None else None)
+        return out
 
 
 @dataclass(frozen=True)
@@ -198,9 +217,11 @@ class Manifest:
         try:
             members = {str(n): Member(str(n), str(m["sha256"]), int(m["bytes"]))
                        for n, m in data["members"].items()}
-            variants = {Precision.parse(p): VariantEntry(Precision.parse(p), str(v["member"]),
-                                                         v.get("accuracy"))
-                        for p, v in data["variants"].items()}
+            variants = {Precision.parse(p): VariantEntry(
+                Precision.parse(p), str(v["member"]), v.get("accuracy"),
+                str(v["onnxruntime_member"]) if v.get("onnxruntime_member") else None,
+                v.get("onnxruntime_accuracy"))
+                for p, v in data["variants"].items()}
             engines = []
             for e in data.get("engines") or ():
                 side = str(e["sidecar"])
@@ -226,7 +247,8 @@ class Manifest:
                 UnicodeDecodeError) as exc:
             raise BundleError(f"{where} has an invalid manifest ({type(exc).__name__}: {exc}); "
                               "remake the bundle with `xception-trt bundle`") from None
-        for name in [v.member for v in variants.values()] + [
+        for name in [m for v in variants.values()
+                     for m in (v.member, v.onnxruntime_member) if m is not None] + [
                 n for e in engines for n in (e.member, e.sidecar_member)]:
             if name not in members:
                 raise BundleError(f"{where}: the manifest names {name} but records no hash for "

@@ -36,8 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             TensorRT for this machine's GPU where both are present. Opening the bundle
             (infer, bench, eval, triton-repo, open_runner, Classifier) picks the engine that
             fits the device, or builds one from the bundled ONNX into a per-user cache, or runs
-            the ONNX with ONNX Runtime. Given a bundle as SOURCE, its variants are kept and the
-            engines asked for are added.""",
+            the ONNX with ONNX Runtime (INT8: a second graph placed for ONNX Runtime, made
+            from the same calibration images, whose every Conv/Gemm it fuses). Given a bundle
+            as SOURCE, its variants are kept and the engines asked for are added.""",
         epilog="example: xception-trt bundle model.safetensors --precision fp16 int8 --calib "
                "calibration/ --val val/ --engines sm86 sm89 sm120 -o model.xtrt")
     path_argument(p, "source", kind="file", what="source", metavar="SOURCE",
