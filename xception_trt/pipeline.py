@@ -546,9 +546,9 @@ def build(*, source: str | os.PathLike[str], output: str | os.PathLike[str],
     if problem is not None:
         raise BuildError(f"calibration folder {calibration} {problem}")
     is_onnx = source.suffix.lower() == ".onnx"
+    flavour = resolve_flavour(config.backend)  # fail before a long export if nothing can build
     if is_onnx:
         _refuse_ort_placement(source)
-    flavour = resolve_flavour(config.backend)  # fail before a long export if nothing can build
     src_precision = read_metadata(source).precision if is_onnx else Precision.FP32
     wanted = list(dict.fromkeys(Precision.parse(p) for p in (precisions or [src_precision])))
     # Calibration makes the FP16/INT8 variants of an FP32 graph: a graph built as it is (an
