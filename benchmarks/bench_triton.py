@@ -9,8 +9,17 @@ the whole level. The mean batch Triton executed comes from its statistics. Both 
 by side and the modes are interleaved within each repeat; every cell is the median of
 ``--repeat`` runs (the numbers drift with background load on a shared machine).
 
+INT8 vs FP32 (issue 18): ``--int8`` also serves the model's INT8 variant placed for ONNX
+Runtime (``quantize --target onnxruntime``; every Conv/Gemm a QLinearConv/QGemm kernel), made
+here from the FP32 model with ``--int8-calib DIR`` images (default: synthetic smooth images),
+or given with ``--int8-model FILE``; it adds the modes ``int8-direct-runner`` and
+``int8-triton-dynamic``. A TensorRT-placed INT8 file given with ``--int8-model`` runs too,
+with a note that it is the slow placement for ONNX Runtime.
+
     python benchmarks/bench_triton.py                        # narrow random-weight Xception
     python benchmarks/bench_triton.py --model model.onnx --requests 512 --json out.json
+    python benchmarks/bench_triton.py --model model.onnx --int8 --int8-calib calibration/ \
+        --json benchmarks/results/triton_int8.json
 """
 
 from __future__ import annotations
@@ -93,6 +102,28 @@ class _DirectCall:
         return None
 
 
+def _int8_model(args: argparse.Namespace, onnx_path: Path, work: Path) -> Path:
+    """The INT8 ONNX to serve: ``--int8-model``, or the variant placed for ONNX Runtime made
+    from ``onnx_path`` (``--int8-calib`` images, else synthetic ones)."""
+    if args.int8_model:
+        return Path(args.int8_model)
+    from PIL import Image
+
+    from xception_trt.precision import ort_int8
+
+    calib = Path(args.int8_calib) if args.int8_calib else work / "calib"
+    if not args.int8_calib:
+        calib.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(0)
+        for i in range(args.int8_images):
+            small = rng.integers(0, 256, size=(16, 16, 3), dtype=np.uint8)
+            Image.fromarray(small).resize((256, 256), Image.Resampling.BILINEAR).save(
+                calib / f"img_{i:03d}.png")
+    res = ort_int8(onnx_path, calib, num_images=args.int8_images, cache_dir=work / "cache",
+                   output=work / f"{onnx_path.stem}.int8-ort.onnx")
+    return res.path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None,
@@ -111,8 +142,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--max-queue-delay-us", type=int, default=2000)
     parser.add_argument("--protocol", choices=("http", "grpc"), default="grpc")
+    parser.add_argument("--int8", action="store_true",
+                        help="also serve the INT8 variant placed for ONNX Runtime (made from "
+                             "--model with --int8-calib images unless --int8-model is given)")
+    parser.add_argument("--int8-model", default=None,
+                        help="the INT8 ONNX to serve with --int8 (default: make it)")
+    parser.add_argument("--int8-calib", default=None,
+                        help="calibration images for --int8 (default: 32 synthetic images)")
+    parser.add_argument("--int8-images", type=int, default=32,
+                        help="calibration images used for --int8 (default: 32)")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
+    if (args.int8_model or args.int8_calib) and not args.int8:
+        parser.error("--int8-model / --int8-calib only apply with --int8")
 
     from xception_trt.runners import OnnxRuntimeRunner
     from xception_trt.serve.client import TritonClient
@@ -136,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         onnx_path = export_onnx(build_xception(spec=spec).eval(), work / "narrow.onnx",
                                 check_parity=False).path
     runner = OnnxRuntimeRunner(onnx_path, threads=args.threads)
+    int8_path = _int8_model(args, onnx_path, work) if args.int8 else None
+    runner8 = OnnxRuntimeRunner(int8_path, threads=args.threads) if int8_path else None
     shape = tuple(d if d > 0 else 1 for d in runner.input_spec.shape)
     rng = np.random.default_rng(0)
     inputs = [rng.standard_normal(shape).astype(np.float32) for _ in range(64)]
@@ -149,7 +193,18 @@ def main(argv: list[str] | None = None) -> int:
                      "versions": {k: package_version(k) for k in
                                   ("xception-trt", "onnxruntime", "nvidia-pytriton",
                                    "tritonclient")},
+                     "int8_model": str(int8_path) if int8_path else None,
                      "rows": []}
+    if int8_path is not None:
+        from xception_trt.host import cpu_int8_features
+        from xception_trt.onnx_meta import read_metadata
+        from xception_trt.precision import fused_kernel_counts
+
+        results["int8_placement"] = read_metadata(int8_path).quant_target.value
+        results["int8_fused"] = fused_kernel_counts(int8_path).to_dict()["fused"]
+        results["cpu_int8"] = cpu_int8_features()
+        if runner8 is not None and runner8.note:
+            print(runner8.note, file=sys.stderr)
 
     def record(mode: str, row: dict) -> None:
         row = {"mode": mode, **row}
@@ -162,10 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     # Both servers run side by side and the modes are interleaved per level and repeat, so a
     # change in background load hits every mode alike; each cell is the median over repeats.
     servers = {}
-    for batching in (True, False):
-        mode = "triton-dynamic" if batching else "triton-no-batching"
+    plans = [("triton-dynamic", onnx_path, True), ("triton-no-batching", onnx_path, False)]
+    if int8_path is not None:
+        plans.append(("int8-triton-dynamic", int8_path, True))
+    for mode, served, batching in plans:
         repo = work / mode
-        write_repository(onnx_path, repo, options=RepositoryOptions(
+        write_repository(served, repo, options=RepositoryOptions(
             backend="python", dynamic_batching=batching, max_batch_size=args.max_batch,
             max_queue_delay_us=args.max_queue_delay_us if batching else 100,
             runner_options={"threads": args.threads}, execution_env_path=sys.prefix))
@@ -174,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         for server in servers.values():
             server.start()
         calls = {"direct-runner": lambda i: _DirectCall(runner)}
+        if runner8 is not None:
+            calls["int8-direct-runner"] = lambda i: _DirectCall(runner8)
         for mode, server in servers.items():
             url = server.grpc_url if args.protocol == "grpc" else server.http_url
             calls[mode] = (lambda u: lambda i: _TritonCall(u, args.protocol, "xception"))(url)
@@ -204,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         for server in servers.values():
             server.stop()
     runner.close()
+    if runner8 is not None:
+        runner8.close()
     results["loadavg_end"] = os.getloadavg()
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

@@ -89,6 +89,12 @@ LOOP_CASES = [
     (["deepstream", "{onnx}", "-o", "LOOP"], "-o"),
     (["sensitivity", "LOOP", "--calib", "{data}", "--val", "{data}"], "model"),
     (["sensitivity", "{onnx}", "--calib", "{data}", "--val", "LOOP"], "--val"),
+    (["bundle", "LOOP", "-o", "{tmp}/m.xtrt"], "source"),
+    (["bundle", "{ckpt}", "-o", "LOOP"], "-o"),
+    (["bundle", "{ckpt}", "--val", "LOOP", "-o", "{tmp}/m.xtrt"], "--val"),
+    (["bundle", "{ckpt}", "--work-dir", "LOOP", "-o", "{tmp}/m.xtrt"], "--work-dir"),
+    (["doctor", "LOOP"], "model"),
+    (["doctor", "--facts", "LOOP"], "--facts"),
 ]
 
 

@@ -1,7 +1,8 @@
 """The device install: the core (no extras) runs the runtime without the toolchain.
 
 A fresh core-only virtual environment (the wheel of this checkout, no extras) runs ``info``,
-``selftest`` and an ``infer`` that reaches the engine-loading step, and imports the runtime
+``doctor`` (on the machine and on a bundle), ``selftest`` and an ``infer`` that reaches the
+engine-loading step, and imports the runtime
 API; the core install resolves for JetPack 6 (Python 3.10, aarch64) without torch or a CUDA
 wheel (benchmarks/install_footprint.py). Both need the package registry and skip with the
 reason without it.
@@ -82,6 +83,26 @@ def _fake_engine(folder: Path) -> Path:
     return path
 
 
+def _fake_bundle(folder: Path, engine: Path) -> Path:
+    """A bundle holding a (fake) FP16 ONNX and the fake engine: enough for doctor, which
+    verifies hashes and judges engines without reading either."""
+    from xception_trt.bundle.format import EngineEntry, Manifest, Member, VariantEntry
+    from xception_trt.bundler import _write_zip
+    from xception_trt.config import InputFormat, Precision
+    from xception_trt.sidecar import read_sidecar
+
+    files = {"onnx/fp16.onnx": b"not really onnx", "engines/e.engine": engine.read_bytes(),
+             "engines/e.engine.json": (engine.parent / "model.engine.json").read_bytes()}
+    members = {n: Member(n, hashlib.sha256(d).hexdigest(), len(d)) for n, d in files.items()}
+    side = read_sidecar(engine)
+    manifest = Manifest(side.model_spec, InputFormat.FLOAT_NCHW,
+                        {Precision.FP16: VariantEntry(Precision.FP16, "onnx/fp16.onnx")},
+                        (EngineEntry("engines/e.engine", "engines/e.engine.json", side),),
+                        members)
+    _write_zip(folder / "fake.xtrt", manifest, files)
+    return folder / "fake.xtrt"
+
+
 def test_core_only_environment_runs_the_runtime(tmp_path):
     _needs_registry()
     mod = _script()
@@ -89,9 +110,10 @@ def test_core_only_environment_runs_the_runtime(tmp_path):
     python, _ = mod.make_venv(tmp_path / "venv", wheel)
     cli = python.parent / "xception-trt"
 
-    def run(*args: str, cwd: Path = tmp_path) -> subprocess.CompletedProcess:
+    def run(*args: str, cwd: Path = tmp_path, env_extra: dict | None = None
+            ) -> subprocess.CompletedProcess:
         return subprocess.run([str(a) for a in args], capture_output=True, text=True,
-                              cwd=cwd, timeout=300, env=mod.clean_env())
+                              cwd=cwd, timeout=300, env={**mod.clean_env(), **(env_extra or {})})
 
     # No toolchain in there: the test means nothing if torch leaked in.
     probe = run(python, "-c", "import importlib.util as u, json; print(json.dumps("
@@ -124,8 +146,24 @@ def test_core_only_environment_runs_the_runtime(tmp_path):
     assert "TensorRT" in out and "cuda-python" in out and "Traceback" not in out
     assert "torch" not in out
 
+    # doctor: the machine, and a bundle judged here (nothing to run it with in a core install)
+    doc = run(cli, "doctor", "--json")
+    assert doc.returncode == 0, doc.stderr
+    facts = json.loads(doc.stdout)["machine"]
+    assert facts["ort_version"] is None and facts["onnx"] is False
+    bundle = _fake_bundle(tmp_path, engine)
+    doc = run(cli, "doctor", bundle)
+    assert doc.returncode == 0, doc.stderr
+    assert "not installed (pip install 'xception-trt[ort]')" in doc.stdout
+    assert "fp16: cannot run" in doc.stdout and "Traceback" not in doc.stderr
+
     img = tmp_path / "cat.png"
     run(python, "-c", f"from PIL import Image; Image.new('RGB', (80, 80)).save({str(img)!r})")
+    nothing = run(cli, "infer", bundle, img, env_extra={"XDG_CACHE_HOME": str(tmp_path)})
+    lines = nothing.stderr.strip().splitlines()
+    assert nothing.returncode == 2 and len(lines) == 1, nothing.stderr
+    assert "nothing here can run the bundle" in lines[0] and "xception-trt[ort]" in lines[0]
+
     inf = run(cli, "infer", engine, img)
     assert inf.returncode == 2, inf.stdout + inf.stderr
     lines = inf.stderr.strip().splitlines()

@@ -305,6 +305,8 @@ def test_cli_target_errors_exit_2(fp32_path, calib_folder, image_folder, flat_im
         (["--precision", "int8", "--val", str(flat_image_folder), "--target-top1-drop", "0.3"],
          "labelled validation images"),
         (["--precision", "int8", "--threads", "2"], "--threads only applies with --target"),
+        (["--precision", "int8", "--val", str(image_folder), "--target-agreement", "0.99",
+          "--target", "onnxruntime"], "--target onnxruntime"),
     ]
     for extra, match in cases:
         args = [*base, *extra]

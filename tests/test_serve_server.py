@@ -458,3 +458,36 @@ def test_server_environment_finds_this_python(monkeypatch):
     assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
     parts = env["LD_LIBRARY_PATH"].split(os.pathsep)
     assert "/x/libs" in parts and parts[-1] == "/opt"
+
+
+@needs_server
+def test_parent_death_signal_is_armed_from_the_main_thread_only(tiny_onnx_files, tmp_path,
+                                                                 monkeypatch):
+    # PR_SET_PDEATHSIG follows the *thread* that forked the child: armed from a worker thread,
+    # the server would die when that thread ends although the process (and stop()) live on.
+    repo = tmp_path / "repo"
+    write_repository(tiny_onnx_files["float"], repo, options=RepositoryOptions(
+        backend="python", execution_env_path=sys.prefix))
+    seen: list[object] = []
+    real_popen = subprocess.Popen
+
+    def popen(*args, **kwargs):
+        if not kwargs.get("start_new_session"):  # helper processes, not the server
+            return real_popen(*args, **kwargs)
+        seen.append(kwargs.get("preexec_fn"))
+        raise OSError("recorded, not started")
+
+    monkeypatch.setattr(server_mod.subprocess, "Popen", popen)
+
+    def start() -> None:
+        server = server_mod.TritonServer(repo, http_port=None, grpc_port=None,
+                                         metrics_port=None)
+        with pytest.raises(ServeError, match="recorded, not started"):
+            server.start()
+
+    start()
+    worker = threading.Thread(target=start)
+    worker.start()
+    worker.join()
+    assert len(seen) == 2
+    assert seen[0] is not None and seen[1] is None

@@ -84,7 +84,7 @@ def _is_single_image(x: Any) -> bool:
 
 
 class Classifier:
-    """Classify images with any model file (engine, ONNX or checkpoint).
+    """Classify images with any model file (engine, ONNX, bundle or checkpoint).
 
     Preprocessing follows the model's own :class:`ModelSpec` (from the checkpoint, the ONNX
     metadata or the engine sidecar) and the runner's input format (uint8 NHWC or normalised

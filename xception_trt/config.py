@@ -23,6 +23,7 @@ __all__ = [
     "Precision",
     "TensorRTBackend",
     "InputFormat",
+    "QuantTarget",
     "PoolPadding",
     "Interpolation",
     "ModelSpec",
@@ -94,6 +95,19 @@ class InputFormat(StrEnum):
 
     FLOAT_NCHW = "float-nchw"
     UINT8_NHWC = "uint8-nhwc"
+
+
+class QuantTarget(StrEnum):
+    """The runtime an INT8 graph's Q/DQ placement is made for.
+
+    ``tensorrt``: ModelOpt's placement (inputs of each Conv/Gemm quantized, symmetric INT8,
+    outputs left in float), which TensorRT fuses. ``onnxruntime``: ONNX Runtime's placement
+    (inputs and outputs quantized, asymmetric uint8 activations), which ONNX Runtime's CPU
+    provider fuses into QLinearConv/QGemm kernels; TensorRT cannot build it (zero points).
+    """
+
+    TENSORRT = "tensorrt"
+    ONNXRUNTIME = "onnxruntime"
 
 
 class PoolPadding(StrEnum):

@@ -16,6 +16,7 @@ __all__ = [
     "CalibrationError",
     "BuildError",
     "EngineError",
+    "BundleError",
     "BenchError",
     "ServeError",
     "DependencyError",
@@ -56,6 +57,11 @@ class BuildError(XceptionTRTError):
 
 class EngineError(XceptionTRTError):
     """An engine cannot be loaded or run (version/GPU mismatch, CUDA failure, bad input)."""
+
+
+class BundleError(EngineError):
+    """A bundle (``.xtrt``) is unreadable, tampered with, of a newer format, or lacks what was
+    asked (a precision, a member), or its engine cache cannot be written."""
 
 
 class BenchError(XceptionTRTError):

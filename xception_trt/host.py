@@ -12,12 +12,14 @@ import platform
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 
-__all__ = ["package_version", "software_versions", "cpu_model", "git_revision",
+__all__ = ["package_version", "software_versions", "cpu_model", "cpu_int8_features",
+           "INT8_CPU_FLAGS", "int8_features_text", "git_revision",
            "available_memory_bytes", "parent_death_signal", "load_average"]
 
 _PR_SET_PDEATHSIG = 1
@@ -98,6 +100,48 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+#: /proc/cpuinfo flags that decide how fast INT8 runs on the CPU (ONNX Runtime's QLinearConv/
+#: QGemm): VNNI (u8 x s8 dot products in one instruction: AVX-512 or AVX) and AMX (tile
+#: matrix units, INT8).
+INT8_CPU_FLAGS = {"vnni": ("avx512_vnni", "avx_vnni"), "amx": ("amx_int8", "amx_tile")}
+
+
+def cpu_int8_features(cpuinfo: str | None = None) -> dict[str, Any]:
+    """The CPU's INT8 features, from the ``flags`` line of /proc/cpuinfo.
+
+    Args:
+        cpuinfo: The text of /proc/cpuinfo (``None``: read it; tests pass a recorded one).
+
+    Returns:
+        ``{"vnni": bool, "amx": bool, "flags": [the INT8_CPU_FLAGS present]}``; ``vnni`` and
+        ``amx`` are ``None`` where no flags line can be read (not Linux, or not x86).
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    line = next((ln for ln in cpuinfo.splitlines()
+                 if ln.split(":", 1)[0].strip().lower() == "flags"), None)
+    if line is None:
+        return {"vnni": None, "amx": None, "flags": []}
+    flags = set(line.split(":", 1)[1].split())
+    wanted = [f for names in INT8_CPU_FLAGS.values() for f in names]
+    out: dict[str, Any] = {k: any(f in flags for f in names) for k, names in
+                           INT8_CPU_FLAGS.items()}
+    out["flags"] = [f for f in wanted if f in flags]
+    return out
+
+
+def int8_features_text(features: Mapping[str, Any] | None) -> str:
+    """:func:`cpu_int8_features` as one line (``VNNI yes, AMX no (avx512_vnni)``)."""
+    if not features or features.get("vnni") is None:
+        return "unknown (no /proc/cpuinfo flags)"
+    flags = features.get("flags") or []
+    return (f"VNNI {'yes' if features['vnni'] else 'no'}, AMX "
+            f"{'yes' if features['amx'] else 'no'}" + (f" ({', '.join(flags)})" if flags else ""))
 
 
 def git_revision(path: str | os.PathLike[str] | None = None) -> str | None:

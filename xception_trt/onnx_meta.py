@@ -12,6 +12,9 @@ Keys (all values are strings; JSON where noted):
 - ``xception_trt.version``      package version that wrote the file
 - ``xception_trt.export``       JSON of the export settings (opset, batch, exporter ...)
 - ``xception_trt.calibration``  JSON of the INT8 calibration details (INT8 only)
+- ``xception_trt.quant_target`` ``tensorrt`` or ``onnxruntime``: the runtime the INT8 Q/DQ
+                                placement is made for (INT8 only; absent in INT8 files written
+                                before it existed, which are all ``tensorrt``)
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import InputFormat, ModelSpec, Precision
+from .config import InputFormat, ModelSpec, Precision, QuantTarget
 from .errors import ConfigError, GraphError
 from .extras import needs
 from .fsio import path_problem
@@ -52,6 +55,20 @@ class OnnxMeta:
     input_format: InputFormat = InputFormat.FLOAT_NCHW
     precision: Precision = Precision.FP32
     raw: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def quant_target(self) -> QuantTarget | None:
+        """The runtime the INT8 Q/DQ placement is made for (``None`` unless INT8).
+
+        Raises:
+            GraphError: The stored value is not a known target.
+        """
+        if self.precision is not Precision.INT8:
+            return None
+        try:
+            return QuantTarget.parse(self.raw.get("quant_target", QuantTarget.TENSORRT.value))
+        except ConfigError as exc:
+            raise GraphError(f"invalid xception-trt metadata in ONNX model: {exc}") from None
 
     def json_field(self, key: str) -> Any:
         """A JSON-valued entry decoded (``None`` when absent)."""

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import BuildConfig, InputFormat, Precision, check_int
+from .config import BuildConfig, InputFormat, Precision, QuantTarget, check_int
 from .errors import BuildError, ConfigError, GraphError, XceptionTRTError
 from .fsio import atomic_write_json, path_problem, sha256_file
 from .onnx_meta import read_metadata
@@ -413,9 +413,20 @@ def make_variant(*, fp32_onnx: str | os.PathLike[str], precision: Precision | st
     return VariantOutcome(prec, target, False, recipe, quantize, auto)
 
 
+def _refuse_ort_placement(onnx_path: Path) -> None:
+    """An INT8 graph placed for ONNX Runtime (uint8 activations with zero points) is no
+    TensorRT input: say so before TensorRT's parser fails on it."""
+    if read_metadata(onnx_path).quant_target is QuantTarget.ONNXRUNTIME:
+        raise BuildError(f"{onnx_path} is an INT8 graph placed for ONNX Runtime (quantize "
+                         "--target onnxruntime: asymmetric uint8 activations, which TensorRT "
+                         "cannot build); build from the FP32 graph, or quantize with --target "
+                         "tensorrt")
+
+
 def _build_one(onnx_path: Path, precision: Precision, config: BuildConfig,
                layout: ArtifactLayout, force: bool, callbacks: PipelineCallbacks
                ) -> EngineOutcome:
+    _refuse_ort_placement(onnx_path)
     # imported here, not at the top: an installation without the builder module still runs
     # export and variants (the demo reports its engines step as not runnable)
     from .trt.builder import build_engine
@@ -534,8 +545,10 @@ def build(*, source: str | os.PathLike[str], output: str | os.PathLike[str],
     problem = path_problem(calibration, want="dir") if calibration else None
     if problem is not None:
         raise BuildError(f"calibration folder {calibration} {problem}")
-    flavour = resolve_flavour(config.backend)  # fail before a long export if nothing can build
     is_onnx = source.suffix.lower() == ".onnx"
+    flavour = resolve_flavour(config.backend)  # fail before a long export if nothing can build
+    if is_onnx:
+        _refuse_ort_placement(source)
     src_precision = read_metadata(source).precision if is_onnx else Precision.FP32
     wanted = list(dict.fromkeys(Precision.parse(p) for p in (precisions or [src_precision])))
     # Calibration makes the FP16/INT8 variants of an FP32 graph: a graph built as it is (an

@@ -48,6 +48,7 @@ from typing import Any
 
 from .errors import BenchError, DependencyError
 from .extras import needs
+from .host import int8_features_text
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "ReportFiles", "build_report", "validate_report",
            "load_report", "render_markdown", "latency_figure", "plot_latency", "plot_accuracy",
@@ -311,6 +312,7 @@ def _system_rows(sysf: Mapping[str, Any]) -> list[list[str]]:
         or f"none ({dev.get('reason') or 'not probed'})"
     trt = sysf.get("trt_importable") or {}
     rows = [["CPU", f"{sysf.get('cpu')} ({sysf.get('cpu_count')} logical cores)"],
+            ["CPU INT8 features", int8_features_text(sysf.get("cpu_int8"))],
             ["Load average (1/5/15 min)", _load(sysf)],
             ["GPU", gpu],
             ["NVIDIA driver", str(dev.get("driver") or "none")],

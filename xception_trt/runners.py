@@ -20,7 +20,15 @@ from typing import Any
 
 import numpy as np
 
-from .config import CHECKPOINT_SUFFIXES, InputFormat, ModelSpec, Precision, check_int
+from .bundle.format import BUNDLE_SUFFIXES, is_bundle
+from .config import (
+    CHECKPOINT_SUFFIXES,
+    InputFormat,
+    ModelSpec,
+    Precision,
+    QuantTarget,
+    check_int,
+)
 from .contract import (
     ENGINE_SUFFIXES,
     ONNX_SUFFIXES,
@@ -37,7 +45,7 @@ from .onnx_meta import INPUT_NAME, OUTPUT_NAME
 
 __all__ = ["OnnxRuntimeRunner", "TorchRunner", "RunnerEntry", "RUNNERS", "RUNNER_OPTIONS",
            "open_runner", "runner_kind", "runner_options", "check_runner_options",
-           "check_providers"]
+           "check_providers", "is_model_file", "ort_int8_note"]
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +110,10 @@ class OnnxRuntimeRunner(RunnerBase):
                               ) from None
         self.providers = list(self._session.get_providers())
         self.device = "cuda:0" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
+        #: A one-line note when this is a slow INT8 placement for this provider, else None.
+        self.note = ort_int8_note(self.path, meta.quant_target, self.providers)
+        if self.note:
+            log.info("%s", self.note)
         self._ort_version = ort.__version__
         self._bind_io()
 
@@ -186,6 +198,38 @@ def check_providers(providers: Sequence[str]) -> list[str]:
                           f"not available in this onnxruntime build; choose from: "
                           f"{', '.join(available)}")
     return providers
+
+
+def ort_int8_note(path: str | os.PathLike[str], target: QuantTarget | None = None,
+                  providers: Sequence[str] | None = None) -> str | None:
+    """The one-line note for an INT8 graph placed for TensorRT that ONNX Runtime runs on the
+    CPU (where a graph placed for ONNX Runtime is much faster), else ``None``.
+
+    Args:
+        path: The ONNX file.
+        target: Its placement (``None``: read from its metadata; not INT8 -> no note).
+        providers: The execution providers it runs with (``None``: this onnxruntime build's
+            default, the CUDA EP when it has one).
+
+    Raises:
+        GraphError: The file carries no xception-trt metadata.
+    """
+    if target is None:
+        from .onnx_meta import read_metadata
+
+        target = read_metadata(path).quant_target
+    if target is not QuantTarget.TENSORRT:
+        return None
+    if providers is None:
+        with needs("ONNX Runtime execution providers", extra="ort"):
+            import onnxruntime as ort
+        providers = ["CUDAExecutionProvider"] if "CUDAExecutionProvider" in \
+            ort.get_available_providers() else ["CPUExecutionProvider"]
+    if not providers or providers[0] != "CPUExecutionProvider":
+        return None
+    return (f"note: {Path(path).name} is INT8 placed for TensorRT, which ONNX Runtime's CPU "
+            "kernels run slowly; `xception-trt quantize --precision int8 --target onnxruntime` "
+            "makes a faster variant for ONNX Runtime")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,6 +422,9 @@ def runner_kind(path: str | os.PathLike[str]) -> RunnerKind:
     """The backend that opens a model file, by suffix (a :class:`RunnerKind`, equal to its
     string value: ``"tensorrt"``, ``"onnxruntime"`` or ``"torch"``).
 
+    A bundle (``.xtrt``) is not one backend: which one runs it is decided when it is opened
+    (:func:`open_runner`); use :func:`is_model_file` to accept every model file.
+
     Raises:
         EngineError: The suffix is not a supported model type (message lists the types).
     """
@@ -386,7 +433,19 @@ def runner_kind(path: str | os.PathLike[str]) -> RunnerKind:
         if suffix in entry.suffixes():
             return entry.kind
     raise EngineError(f"{path}: unknown model type {suffix or '(no suffix)'!r}; supported: "
-                      f"{_entry_types(list(RUNNERS.values()), ', ')}")
+                      f"{_entry_types(list(RUNNERS.values()), ', ')}, bundles "
+                      f"({', '.join(BUNDLE_SUFFIXES)})")
+
+
+def is_model_file(path: str | os.PathLike[str]) -> bool:
+    """Whether :func:`open_runner` opens this file type (a bundle or a backend's file)."""
+    if is_bundle(path):
+        return True
+    try:
+        runner_kind(path)
+    except EngineError:
+        return False
+    return True
 
 
 def runner_options(path: str | os.PathLike[str], *, threads: int | None = None,
@@ -403,6 +462,11 @@ def runner_options(path: str | os.PathLike[str], *, threads: int | None = None,
     Raises:
         EngineError: Unknown model type.
     """
+    if is_bundle(path):  # the backend is chosen on opening; open_runner drops what it ignores
+        return {k: v for k, v in (("threads", threads), ("device", device),
+                                  ("cuda_graphs", cuda_graphs or None),
+                                  ("providers", list(providers) if providers is not None
+                                   else None)) if v is not None}
     entry = RUNNERS[runner_kind(path)]
     given = {"threads": threads, "cuda_graphs": cuda_graphs or None,
              "providers": list(providers) if providers is not None else None}
@@ -424,15 +488,20 @@ def check_runner_options(paths: Sequence[str | os.PathLike[str]], *,
         cuda_graphs: CUDA graph replay (TensorRT engines).
         providers: ONNX Runtime execution providers.
 
+    A bundle (``.xtrt``) may open as an engine or with ONNX Runtime, so it takes every setting
+    (the one its backend ignores is dropped when it opens).
+
     Raises:
         ConfigError: A setting given that no model's backend takes (names the backends that do).
         EngineError: Unknown model type or an unavailable provider.
     """
+    bundles = [p for p in paths if is_bundle(p)]
+    paths = [p for p in paths if not is_bundle(p)]
     entries = [RUNNERS[runner_kind(p)] for p in paths]
     given = {"threads": threads is not None, "cuda_graphs": bool(cuda_graphs),
              "providers": providers is not None}
     for option, on in given.items():
-        if on and not any(option in e.options for e in entries):
+        if on and not bundles and not any(option in e.options for e in entries):
             takers = [e for e in RUNNERS.values() if option in e.options]
             names = ", ".join(f"{Path(p).name} ({e.kind})" for p, e in zip(paths, entries))
             raise ConfigError(f"{RUNNER_OPTIONS[option]} need {_entry_types(takers)}; "
@@ -446,19 +515,28 @@ def open_runner(path: str | os.PathLike[str], **kw: Any) -> Runner:
     """Open the right runner for a model file (see :data:`RUNNERS`).
 
     ``.engine``/``.plan`` -> ``xception_trt.trt.runtime.TensorRTRunner``; ``.onnx`` ->
-    :class:`OnnxRuntimeRunner`; checkpoints -> :class:`TorchRunner`.
+    :class:`OnnxRuntimeRunner`; checkpoints -> :class:`TorchRunner`; a bundle (``.xtrt``) ->
+    the engine that fits this machine (prebuilt, or built into the engine cache) or, without
+    a usable TensorRT/GPU, its ONNX with ONNX Runtime (:func:`xception_trt.bundle.cache.resolve`).
 
     Args:
         path: The model file.
-        **kw: Options of that runner class (e.g. ``threads`` for ONNX Runtime and torch).
+        **kw: Options of that runner class (e.g. ``threads`` for ONNX Runtime and torch). For a
+            bundle also ``precision``, ``max_batch``, ``backend``, ``build``, ``onnxruntime``,
+            ``cache_dir`` and ``facts`` (see ``resolve``); ``threads`` and ``device`` are
+            passed on only to the runner that takes them.
 
     Raises:
-        EngineError: Missing file or unknown type.
+        EngineError: Missing file or unknown type (a BundleError for a bad bundle).
         ConfigError: An option the chosen runner does not take.
     """
     path = Path(path)
-    kind = runner_kind(path)
     problem = path_problem(path)
+    if is_bundle(path):
+        if problem is not None:
+            raise EngineError(f"bundle {path} {problem}")
+        return _open_bundle(path, kw)
+    kind = runner_kind(path)
     if problem is not None:
         raise EngineError(f"model file {path} {problem}")
     cls = RUNNERS[kind].runner_class()
@@ -471,3 +549,35 @@ def open_runner(path: str | os.PathLike[str], **kw: Any) -> Runner:
                               f"(it takes: {', '.join(ok) or 'none'})")
     log.info("opening %s with %s", path, cls.__name__)
     return cls(path, **kw)
+
+
+#: open_runner options that belong to the bundle, not to the runner it resolves to.
+_BUNDLE_OPTIONS = ("precision", "max_batch", "backend", "build", "onnxruntime", "cache_dir",
+                   "facts")
+
+
+def _open_bundle(path: Path, kw: dict[str, Any]) -> Runner:
+    """Resolve a bundle (:func:`xception_trt.bundle.cache.resolve`) and open the file it
+    resolved to. Options meant for the other backend are dropped (logged): ``threads`` for an
+    engine; ``device``, ``cuda_graphs`` ... when ONNX Runtime runs it."""
+    from .bundle.cache import resolve
+
+    bundle_kw = {k: kw.pop(k) for k in _BUNDLE_OPTIONS if k in kw}
+    if kw.get("device") is not None and isinstance(_gpu_ordinal(kw["device"]), int):
+        bundle_kw["device"] = _gpu_ordinal(kw["device"])
+    resolution = resolve(path, **bundle_kw)
+    entry = RUNNERS[runner_kind(resolution.path)]
+    others = [e for e in RUNNERS.values() if e.kind is not entry.kind]
+    takes = inspect.signature(entry.runner_class()).parameters
+    for key in list(kw):
+        if key not in takes and any(key in inspect.signature(e.runner_class()).parameters
+                                    for e in others):
+            log.info("%s: option %s does not apply to the %s runner it opened with; ignored",
+                     path.name, key, entry.kind)
+            del kw[key]
+    if "device" in kw and entry.device_option is not None:
+        kw["device"] = entry.device_option(kw["device"])
+    runner = open_runner(resolution.path, **kw)
+    runner.bundle = resolution  # type: ignore[attr-defined]  # where it came from (describe)
+    runner.name = f"{path.stem}:{runner.name}"  # type: ignore[misc]
+    return runner

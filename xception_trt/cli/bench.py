@@ -51,10 +51,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         sub, "bench", run=run, help="measure latency/throughput of models and write a report",
         **REPORT_OUTPUT,  # type: ignore[arg-type]
         description="""Measure latency and throughput of one or more models (.engine/.plan,
-            .onnx or checkpoint) over a batch-size sweep, and write report.json, report.md and
-            PNG plots into benchmarks/reports/NAME/ (or -o DIR). With --data, real images are
-            the input, and a labelled folder also gives accuracy and agreement with the FP32
-            reference.""")
+            .onnx, .xtrt bundle or checkpoint) over a batch-size sweep, and write report.json,
+            report.md and PNG plots into benchmarks/reports/NAME/ (or -o DIR). With --data, real
+            images are the input, and a labelled folder also gives accuracy and agreement with
+            the FP32 reference.""")
     path_argument(p, "models", kind="file", what="model", metavar="MODEL", nargs="+",
                   help="model files to benchmark")
     p.add_argument("--batch", type=positive_int, nargs="+", default=[1, 8, 32], metavar="N",
@@ -101,22 +101,42 @@ def report_location(args: argparse.Namespace, command: str) -> tuple[Path, str]:
 
 def check_models(models: Sequence[str], args: argparse.Namespace) -> None:
     """Fail fast (before any measuring) on unknown model types, missing files and runner flags
-    that no model would use."""
-    from ..errors import BenchError
-    from ..runners import check_runner_options, runner_kind
+    that no model would use; print (and add to the report's notes) a one-line note for an INT8
+    graph placed for TensorRT that ONNX Runtime will run on the CPU."""
+    from ..bundle.format import is_bundle
+    from ..contract import RunnerKind
+    from ..errors import BenchError, GraphError
+    from ..runners import check_runner_options, is_model_file, ort_int8_note, runner_kind
 
     for m in models:
-        runner_kind(m)
+        if not is_model_file(m):
+            runner_kind(m)  # raises, naming the supported types
         if not Path(m).is_file():
             raise BenchError(f"model file {m} does not exist")
     check_runner_options(models, **runner_settings(args))
+    for m in models:
+        # a bundle chooses its own graph for ONNX Runtime (bundle/choice.py)
+        if is_bundle(m) or runner_kind(m) is not RunnerKind.ONNXRUNTIME:
+            continue
+        try:
+            note = ort_int8_note(m, providers=runner_settings(args)["providers"])
+        except GraphError:  # not ours: opening it says so, recorded in the report
+            continue
+        if note:
+            print(note, file=sys.stderr)
+            args.auto_notes = [*getattr(args, "auto_notes", []), note[len("note: "):]]
+
+
+def report_notes(args: argparse.Namespace) -> list[str]:
+    """The report's notes: the user's ``--note`` texts, then those :func:`check_models` found."""
+    return [*args.note, *getattr(args, "auto_notes", [])]
 
 
 def command_line(args: argparse.Namespace, command: str) -> str:
     """A readable reconstruction of the command for the report."""
     parts = ["xception-trt", command, *args.models]
     for key, value in sorted(vars(args).items()):
-        if key in ("models", "func", "command", "verbose", "quiet", "no_progress") \
+        if key in ("models", "func", "command", "verbose", "quiet", "no_progress", "auto_notes") \
                 or value in (None, False, [], ()):
             continue
         flag = "--" + key.replace("_", "-")
@@ -185,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
                                     args.limit, no_progress=args.no_progress)
     cfg = {**config.to_dict(), "data": args.data, **runner_settings(args)}
     doc = build_report(name, kind="bench", benchmarks=results, evaluation=evaluation,
-                       config=cfg, notes=args.note, command=command_line(args, "bench"),
+                       config=cfg, notes=report_notes(args), command=command_line(args, "bench"),
                        context=context, power=monitor.describe())
     print_latency_summary(doc)
     return finish(doc, args, root)

@@ -164,22 +164,10 @@ def _check_dla_flags(args: argparse.Namespace, *, is_onnx: bool) -> None:
                           + ("" if args.precision else " (a checkpoint builds fp32 by default)"))
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..config import BuildConfig, InputFormat
-    from ..pipeline import EngineOutcome, PipelineCallbacks, build
-
-    check_flags(args)
-
-    config = BuildConfig(
-        backend=args.backend, batch=args.batch, min_batch=args.min_batch,
-        opt_batch=args.opt_batch, max_batch=args.max_batch, workspace_mib=args.workspace_mib,
-        optimization_level=args.opt_level, timing_cache_dir=args.timing_cache or None,
-        dla_core=args.dla_core, gpu_fallback=not args.no_gpu_fallback,
-        version_compatible=args.version_compatible,
-        hardware_compatible=args.hardware_compatible,
-        compute_capabilities=tuple(args.cc or ()), layer_info=not args.no_layer_info)
-
-    stages = StageProgress(enabled=not (args.no_progress or getattr(args, "quiet", False)))
+def pipeline_hooks(args: argparse.Namespace, stages: StageProgress) -> Any:
+    """The pipeline's progress as the CLI shows it (``build`` and ``bundle``): stage bars, an
+    engine bar unless ``--no-progress``, one line per engine unless ``--json``."""
+    from ..pipeline import EngineOutcome, PipelineCallbacks
 
     class Hooks(PipelineCallbacks):
         def on_progress(self, stage: str, done: int, total: int | None) -> None:
@@ -201,12 +189,33 @@ def run(args: argparse.Namespace) -> int:
             if not args.json:  # one line per engine as soon as it is there
                 print(outcome.describe(), flush=True)
 
+    return Hooks()
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import BuildConfig, InputFormat
+    from ..pipeline import build
+
+    check_flags(args)
+
+    config = BuildConfig(
+        backend=args.backend, batch=args.batch, min_batch=args.min_batch,
+        opt_batch=args.opt_batch, max_batch=args.max_batch, workspace_mib=args.workspace_mib,
+        optimization_level=args.opt_level, timing_cache_dir=args.timing_cache or None,
+        dla_core=args.dla_core, gpu_fallback=not args.no_gpu_fallback,
+        version_compatible=args.version_compatible,
+        hardware_compatible=args.hardware_compatible,
+        compute_capabilities=tuple(args.cc or ()), layer_info=not args.no_layer_info)
+
+    stages = StageProgress(enabled=not (args.no_progress or getattr(args, "quiet", False)))
+
     with stages:
         result = build(source=args.source, output=args.output, precisions=args.precision,
                        calibration=args.calib, calibration_method=args.calib_method,
                        name=args.name, input_format=args.input_format or InputFormat.FLOAT_NCHW,
                        opset=args.opset, config=config, timing_cache=not args.no_timing_cache,
-                       force=args.force, callbacks=Hooks())
+                       force=args.force,
+                       callbacks=pipeline_hooks(args, stages))
     if args.json:
         print_json([e.to_dict() for e in result.engines])
     return 0

@@ -14,6 +14,7 @@ from .bench import (
     command_line,
     finish,
     report_location,
+    report_notes,
     run_evaluation,
 )
 
@@ -24,11 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub, "eval", run=run, **REPORT_OUTPUT,  # type: ignore[arg-type]
         help="measure accuracy of models on labelled images and write a report",
-        description="""Evaluate one or more models (.engine/.plan, .onnx or checkpoint) on a
-            labelled folder (one sub-folder per class) or file list in one pass: top-1, top-5,
-            per-class accuracy and agreement with a reference model (top-1 agreement, logit
-            differences, KL divergence). Writes report.json, report.md and PNG plots into
-            benchmarks/reports/NAME/ (or -o DIR).""")
+        description="""Evaluate one or more models (.engine/.plan, .onnx, .xtrt bundle or
+            checkpoint) on a labelled folder (one sub-folder per class) or file list in one pass:
+            top-1, top-5, per-class accuracy and agreement with a reference model (top-1
+            agreement, logit differences, KL divergence). Writes report.json, report.md and PNG
+            plots into benchmarks/reports/NAME/ (or -o DIR).""")
     path_argument(p, "models", kind="file", what="model", metavar="MODEL", nargs="+",
                   help="model files to evaluate")
     path_argument(p, "--data", kind="any", required=True, metavar="DIR",
@@ -70,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
                                 no_progress=args.no_progress)
     cfg = {"data": args.data, "limit": args.limit, "batch_size": args.batch_size,
            "reference": args.reference, **runner_settings(args)}
-    doc = build_report(name, kind="eval", evaluation=evaluation, config=cfg, notes=args.note,
-                       command=command_line(args, "eval"))
+    doc = build_report(name, kind="eval", evaluation=evaluation, config=cfg,
+                       notes=report_notes(args), command=command_line(args, "eval"))
     for e in doc["runners"]:
         acc, agr = e["accuracy"] or {}, e["agreement"] or {}
         line = f"{e['name']}: "

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from ..bundle.format import is_bundle
+from ..config import Precision
 from ._common import (
     add_command,
     add_runner_flags,
+    only_with,
     path_argument,
     positive_int,
     print_json,
@@ -15,16 +18,25 @@ from ._common import (
 
 ORDER = 60
 
+#: Why --precision needs a bundle (also said by triton-repo).
+_PRECISION_WHY = ("it chooses which of a bundle's variants runs; an engine, ONNX file or "
+                  "checkpoint has one precision")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub, "infer", run=run, json="the results",
-        help="classify images with a model (.engine/.plan, .onnx or checkpoint)",
+        help="classify images with a model (.engine/.plan, .onnx, .xtrt bundle or checkpoint)",
         description="""Classify images with any model file: a TensorRT engine (.engine/.plan),
-            an ONNX file (run with ONNX Runtime) or a checkpoint (run with PyTorch).
-            Preprocessing follows the model's own metadata.""")
+            an ONNX file (run with ONNX Runtime), a bundle (.xtrt: the engine that fits this
+            machine, built into the engine cache if needed, else its ONNX with ONNX Runtime)
+            or a checkpoint (run with PyTorch). Preprocessing follows the model's own
+            metadata.""")
     path_argument(p, "model", kind="file", what="model", metavar="MODEL",
-                  help="model file (.engine, .plan, .onnx, .safetensors, .pth, .pt, .bin, .h5)")
+                  help="model file (.engine, .plan, .onnx, .xtrt, .safetensors, .pth, .pt, "
+                       ".bin, .h5)")
+    p.add_argument("--precision", choices=Precision.choices(), default=None,
+                   help="a bundle's precision to run (default: the bundle's default)")
     path_argument(p, "images", kind="any", what="image", metavar="IMAGE", nargs="+",
                   help="image files to classify, or folders: every image in them (sub-folders "
                        "included), in sorted order")
@@ -67,6 +79,10 @@ def run(args: argparse.Namespace) -> int:
     check_runner_options([args.model], **runner_settings(args))
     images = expand_images(args.images)
     kw = runner_options(args.model, device=args.device, **runner_settings(args))
+    only_with("--precision", args.precision, needs="a bundle MODEL (.xtrt)",
+              present=is_bundle(args.model), why=_PRECISION_WHY)
+    if args.precision is not None:
+        kw["precision"] = args.precision
     with Classifier(args.model, batch_size=args.batch_size, **kw) as clf:
         results = clf.classify(images, top_k=args.top_k)
         name = clf.runner.name

@@ -12,7 +12,8 @@ ORDER = 0
 def register(sub: argparse._SubParsersAction) -> None:
     add_command(sub, "info", run=run, json="the report",
                 help="report Python, libraries, TensorRT flavours, driver and GPUs",
-                description="""Report the environment: Python, torch, ONNX, ONNX Runtime, which
+                description="""Report the environment: Python, the CPU's INT8 features (VNNI,
+                    AMX), torch, ONNX, ONNX Runtime, which
                     TensorRT flavour is importable, CUDA bindings, driver, GPUs and their compute
                     capability.""")
 
@@ -22,6 +23,7 @@ def _line(label: str, value: object) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..host import int8_features_text
     from ..sysinfo import system_facts
 
     facts = system_facts()
@@ -33,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     _line("python", f"{sw['python']} ({facts['python_executable']})")
     _line("platform", facts["platform"])
     _line("cpu", f"{facts['cpu']} ({facts['cpu_count']} logical cores)")
+    _line("cpu int8", int8_features_text(facts["cpu_int8"]))
     for key in ("torch", "numpy", "pillow", "onnx", "onnx-graphsurgeon", "onnxruntime",
                 "nvidia-modelopt"):
         _line(key, sw[key] or "not installed")

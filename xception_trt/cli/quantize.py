@@ -23,7 +23,7 @@ ORDER = 20
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..config import Precision
+    from ..config import Precision, QuantTarget
     from ..precision import (
         DEFAULT_CACHE_DIR,
         DEFAULT_NUM_IMAGES,
@@ -39,7 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="""Convert an FP32 ONNX from `xception-trt export` to FP16 (ModelOpt
             AutoCast, FP32 I/O kept, out-of-range nodes kept FP32) or to INT8 with explicit Q/DQ
             nodes calibrated on images (ModelOpt PTQ on the CPU). The result builds as a
-            strongly typed TensorRT network. With --val, prints top-1/top-5, agreement with FP32
+            strongly typed TensorRT network. --target onnxruntime places the INT8 Q/DQ for ONNX
+            Runtime instead (its own quantizer: every Conv/Gemm runs as a QLinearConv/QGemm
+            kernel on the CPU; for Triton's onnxruntime_onnx model and CPU serving; TensorRT
+            cannot build it). With --val, prints top-1/top-5, agreement with FP32
             and logit differences measured with ONNX Runtime.""",
         epilog="examples:\n"
                "  xception-trt quantize model.onnx --precision fp16 -o model.fp16.onnx\n"
@@ -48,7 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                "  xception-trt quantize model.onnx --precision int8 --calib calibration/ --auto "
                "-o model.int8.onnx\n"
                "  xception-trt quantize model.onnx --precision int8 --import-cache "
-               "calib.cache -o model.int8.onnx",
+               "calib.cache -o model.int8.onnx\n"
+               "  xception-trt quantize model.onnx --precision int8 --target onnxruntime "
+               "--calib calibration/ -o model.int8-ort.onnx",
         raw_epilog=True)
     path_argument(p, "model", kind="file", what="model",
                   help="FP32 ONNX model written by `xception-trt export` (a checkpoint must be "
@@ -64,6 +69,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=CalibrationMethod.choices(), default=None,
                    help="INT8 calibration method (default: entropy, TensorRT's "
                         "EntropyCalibration2); not with --auto, which tries every method")
+    p.add_argument("--target", choices=QuantTarget.choices(), default=None,
+                   help="INT8: the runtime the Q/DQ placement is made for (default: tensorrt, "
+                        "for engines; onnxruntime: ONNX Runtime's CPU kernels, uint8 "
+                        "activations with zero points, which TensorRT cannot build)")
     p.add_argument("--auto", action="store_true",
                    help="INT8: calibrate with every method, keep the best on --val (or on the "
                         "held-out part of --calib)")
@@ -131,7 +140,8 @@ def _int8_kwargs(args: argparse.Namespace, bars: StageProgress) -> dict[str, Any
                 exclude_depthwise=args.exclude_depthwise,
                 high_precision=args.high_precision or Precision.FP32.value,
                 int8_weights=args.int8_weights,
-                cache_dir=None if args.no_cache else (args.cache_dir or DEFAULT_CACHE_DIR))
+                cache_dir=None if args.no_cache else (args.cache_dir or DEFAULT_CACHE_DIR),
+                target=args.target or "tensorrt")
 
 
 def check_flags(args: argparse.Namespace) -> None:
@@ -141,7 +151,8 @@ def check_flags(args: argparse.Namespace) -> None:
     from ..errors import ConfigError
 
     int8 = Precision.parse(args.precision) is Precision.INT8
-    for flag, given in (("--auto", args.auto), ("--method", args.method),
+    for flag, given in (("--target", args.target), ("--auto", args.auto),
+                        ("--method", args.method),
                         ("--import-cache", args.import_cache),
                         ("--export-trt-cache", args.export_trt_cache),
                         ("--int8-weights", args.int8_weights),
@@ -165,6 +176,16 @@ def check_flags(args: argparse.Namespace) -> None:
               why="it adds rows to the accuracy table measured on --val")
     only_with("--val-images", args.val_images, needs="--val DIR or --auto",
               present=args.val or args.auto)
+    ort = args.target == "onnxruntime"
+    for flag, given, why in (
+            ("--import-cache", args.import_cache, "an imported cache holds symmetric scales for "
+             "the TensorRT placement; onnxruntime calibrates its own ranges (cached in "
+             "--cache-dir)"),
+            ("--export-trt-cache", args.export_trt_cache, "its asymmetric scales are not a "
+             "TensorRT calibration cache"),
+            ("--int8-weights", args.int8_weights, "onnxruntime always stores INT8 weights"),
+            ("--high-precision", args.high_precision, "onnxruntime keeps the rest in fp32")):
+        not_with(flag, given, other="--target onnxruntime", other_given=ort, why=why)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -226,7 +247,8 @@ def _run(args: argparse.Namespace, bars: StageProgress) -> int:
     bars.close()  # before the results are printed
     if precision is Precision.INT8:
         report["int8"] = result.summary()
-        say(f"wrote {args.output} (int8 {result.method.value}): "
+        placed = (f", placed for {result.target.value}" if args.target == "onnxruntime" else "")
+        say(f"wrote {args.output} (int8 {result.method.value}{placed}): "
             f"{len(result.quantized_nodes)} compute node(s) quantized, "
             f"{len(result.excluded_nodes)} kept in {args.high_precision or 'fp32'}; "
             + (f"scales from {result.cache_path} (cache {result.cache}, no calibration)"
@@ -282,6 +304,8 @@ def check_target_flags(args: argparse.Namespace) -> None:
     if not args.val:
         raise ConfigError(f"{flag} needs validation images (--val DIR): half of them choose the "
                           "nodes kept in FP32, half report the result")
+    not_with(flag, True, other="--target onnxruntime", other_given=args.target == "onnxruntime",
+             why="the targeted mode keeps nodes of the TensorRT placement in FP32")
     for other, given in (("--auto", args.auto), ("--import-cache", args.import_cache),
                          ("--int8-weights", args.int8_weights),
                          ("--high-precision", args.high_precision),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..serve.options import ServeBackend
 from ._common import add_command, only_with, path_argument, port_number, positive_int
-from .triton_repo import add_batching_arguments, build_options
+from .triton_repo import add_batching_arguments, build_options, served_model
 
 ORDER = 81
 
@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
             # the repository's configs already fix how its runners are opened
             for flag, given in (("--threads", args.threads is not None),
                                 ("--cuda-graphs", args.cuda_graphs),
-                                ("--providers", args.providers is not None)):
+                                ("--providers", args.providers is not None),
+                                ("--int8-calib", args.int8_calib is not None)):
                 only_with(flag, given, needs="a model file (not a repository directory)",
                           present=False)
             repository = model
@@ -88,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
             env_path = str(venv) if (venv / "bin" / "activate").is_file() else None
             options = build_options(args, backend=ServeBackend.PYTHON, ensemble=args.ensemble,
                                     execution_env=env_path)
-            write_repository(model, repository, options=options, force=args.force)
+            with served_model(args) as served:
+                write_repository(served, repository, options=options, force=args.force)
         hint = (f"/v2/models/{args.name}/config" if not model.is_dir() else "/v2/models")
         return _serve(args, repository, hint)
     finally:

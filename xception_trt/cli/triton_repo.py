@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 
+from ..bundle.format import is_bundle
+from ..config import Precision
 from ..serve.options import InstanceKind, ServeBackend
 from ._common import (
     add_command,
@@ -42,6 +49,61 @@ def add_batching_arguments(p: argparse.ArgumentParser) -> None:
                    help="Python backend: CPU threads of each ONNX Runtime / torch runner "
                         "(default: the runner's choice)")
     add_runner_flags(p)
+    path_argument(p, "--int8-calib", kind="any", metavar="DIR",
+                  help="serve INT8 on ONNX Runtime: MODEL is the FP32 ONNX; make its INT8 "
+                       "variant placed for ONNX Runtime (as `quantize --precision int8 --target "
+                       "onnxruntime`: entropy, 512 images, scales cached in calibration/cache) "
+                       "from these calibration images and serve that")
+
+
+def _onnx_runs_on_cpu(args: argparse.Namespace) -> bool:
+    """Whether the ONNX model may run on ONNX Runtime's CPU provider here."""
+    if getattr(args, "instance_kind", None) == "gpu" or getattr(args, "gpus", ()):
+        return False
+    return args.providers is None or args.providers[0] == "CPUExecutionProvider"
+
+
+@contextlib.contextmanager
+def served_model(args: argparse.Namespace) -> Iterator[Path]:
+    """The model file to put in the repository: ``args.model``, or with ``--int8-calib`` its
+    INT8 variant placed for ONNX Runtime (made in a private temp folder, removed on exit).
+
+    An INT8 ONNX placed for TensorRT that ONNX Runtime may run on the CPU gets a one-line note
+    on stderr (a variant placed for ONNX Runtime is much faster there).
+
+    Raises:
+        ConfigError: ``--int8-calib`` with a MODEL that is not an ONNX file.
+        GraphError / CalibrationError: From the quantizer (not an FP32 graph, bad images).
+    """
+    from ..errors import GraphError
+    from ..fsio import owned_temp_dir
+    from ..runners import ort_int8_note
+
+    model = Path(args.model)
+    is_onnx = model.suffix.lower() == ".onnx"
+    if args.int8_calib is None:
+        if is_onnx and _onnx_runs_on_cpu(args):
+            with contextlib.suppress(GraphError):  # not ours: the repository writer says so
+                note = ort_int8_note(model, providers=["CPUExecutionProvider"])
+                if note:
+                    print(note + "; or give the FP32 ONNX with --int8-calib DIR",
+                          file=sys.stderr)
+        yield model
+        return
+    only_with("--int8-calib", True, needs="an FP32 ONNX MODEL", present=is_onnx,
+              why="it quantizes that graph for ONNX Runtime")
+    from ..precision import ort_int8
+
+    tmp = owned_temp_dir("xtrt-int8-ort-")
+    try:
+        out = tmp / f"{model.stem}.int8-ort.onnx"
+        res = ort_int8(model, args.int8_calib, output=out)
+        print(f"made {out.name}: INT8 placed for ONNX Runtime ({res.method.value}, "
+              f"{len(res.quantized_nodes)} compute node(s) quantized, cache {res.cache})",
+              file=sys.stderr)
+        yield out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def build_options(args: argparse.Namespace, *, backend: ServeBackend | str, ensemble: bool,
@@ -96,12 +158,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         force="replace OUTPUT if it exists and is not empty", json="a summary",
         description="""Write a Triton model repository for MODEL: an engine (.engine/.plan with
             its sidecar) becomes a native TensorRT model (tensorrt_plan), an ONNX file an ONNX
-            Runtime model (onnxruntime_onnx); --backend python wraps our Runner (engine, ONNX or
+            Runtime model (onnxruntime_onnx; for INT8 on CPU instances give the variant placed
+            for ONNX Runtime, `quantize --target onnxruntime`, or the FP32 ONNX with
+            --int8-calib DIR to make it here); --backend python wraps our Runner (engine, ONNX or
             checkpoint) in Triton's Python backend. Class labels go to a label file, so
             Triton's classification extension returns names. Every config.pbtxt is validated
             against Triton's ModelConfig schema before the repository is renamed into place.""")
     path_argument(p, "model", kind="file", what="model", metavar="MODEL",
-                  help="engine (.engine/.plan), ONNX file (.onnx) or checkpoint (python backend)")
+                  help="engine (.engine/.plan), ONNX file (.onnx), bundle (.xtrt: the engine "
+                       "that fits this machine, or its ONNX) or checkpoint (python backend)")
+    p.add_argument("--precision", choices=Precision.choices(), default=None,
+                   help="a bundle's precision to serve (default: the bundle's default)")
     p.add_argument("--backend", choices=ServeBackend.choices(), default=ServeBackend.NATIVE.value,
                    help="native: Triton's TensorRT / ONNX Runtime backend (default); python: "
                         "our Runner in Triton's Python backend")
@@ -124,11 +191,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..serve.repository import write_repository
     from ..serve.server import container_command
+    from .infer import _PRECISION_WHY
 
+    only_with("--precision", args.precision, needs="a bundle MODEL (.xtrt)",
+              present=is_bundle(args.model), why=_PRECISION_WHY)
+    if is_bundle(args.model):  # serve the file it resolves to here; options are judged on it
+        from ..bundle.cache import resolve
+
+        args.model = str(resolve(args.model, precision=args.precision).path)
     options = build_options(args, backend=args.backend, ensemble=args.ensemble,
                             execution_env=args.execution_env, instance_kind=args.instance_kind,
                             gpus=args.gpus)
-    info = write_repository(args.model, args.output, options=options, force=args.force)
+    with served_model(args) as model:
+        info = write_repository(model, args.output, options=options, force=args.force)
     summary = {
         "repository": str(info.root),
         "models": {name: {"platform": cfg.platform or None, "backend": cfg.backend or None,

@@ -8,7 +8,10 @@ quantizes, so it always runs in a subprocess and this process never imports it.
 Modules:
 
 * :mod:`.fp16` — :func:`to_fp16` (ModelOpt AutoCast, FP32 I/O, out-of-range nodes kept FP32).
-* :mod:`.int8` — :func:`quantize_int8`, several methods in one pass, :func:`auto_quantize_int8`.
+* :mod:`.int8` — :func:`quantize_int8`, several methods in one pass, :func:`auto_quantize_int8`;
+  ``target="onnxruntime"`` (or :func:`ort_int8`) places Q/DQ for ONNX Runtime's CPU kernels.
+* :mod:`.kernels` — :func:`fused_kernel_counts`: Conv/Gemm nodes ONNX Runtime fuses into
+  quantized kernels.
 * :mod:`.cache` — our calibration cache entries (keys, staleness reasons) and TensorRT's text
   calibration cache (read, write, import).
 * :mod:`.calibdata` — choosing, validating and batching calibration images.
@@ -31,8 +34,10 @@ from .int8 import (
     CalibrationMethod,
     QuantizeResult,
     auto_quantize_int8,
+    ort_int8,
     quantize_int8,
 )
+from .kernels import KernelCounts, fused_kernel_counts
 from .launcher import Progress
 from .source import depthwise_conv_nodes, graph_sha256, save_model
 
@@ -49,6 +54,9 @@ __all__ = [
     "to_fp16",
     "quantize_int8",
     "auto_quantize_int8",
+    "ort_int8",
+    "KernelCounts",
+    "fused_kernel_counts",
     "evaluate_variants",
     "format_table",
     "graph_sha256",

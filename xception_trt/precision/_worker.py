@@ -1,4 +1,6 @@
-"""Subprocess worker that runs NVIDIA ModelOpt (INT8 Q/DQ PTQ, FP16 AutoCast).
+"""Subprocess worker that runs NVIDIA ModelOpt (INT8 Q/DQ PTQ, FP16 AutoCast) and, for INT8
+placed for ONNX Runtime (``target: onnxruntime`` jobs), ONNX Runtime's own ``quantize_static``
+(ModelOpt is then not imported).
 
 Private to :mod:`xception_trt.precision` (started by :mod:`.launcher`). ModelOpt
 monkeypatches ``onnxruntime.quantization`` (its calibrators and quantizer classes) the first
@@ -193,13 +195,20 @@ def _absmax_scales(onnx_path: str, files: list[Path], input_name: str,
     return {name: float(max(a, 1e-30) / 127.0) for name, a in zip(names, amax)}
 
 
-def _qdq_facts(model: Any) -> dict[str, Any]:
-    """Activation scales, quantized and unquantized compute nodes of a Q/DQ model."""
+def _qdq_facts(model: Any, *, by_scale_name: bool = False) -> dict[str, Any]:
+    """Activation scales, quantized and unquantized compute nodes of a Q/DQ model.
+
+    ``by_scale_name``: key each scale by the tensor its initializer is named after
+    (``T_scale`` -> ``T``), not by the QuantizeLinear's input: ONNX Runtime's placement renames
+    a quantized graph output's producer and lets a MaxPool output share its input's scale, and
+    its ``TensorQuantOverrides`` (how cached scales are re-applied) take the calibrated names.
+    """
     from onnx import numpy_helper
 
     inits = {i.name: i for i in model.graph.initializer}
     producers = {o: n for n in model.graph.node for o in n.output}
     scales: dict[str, float] = {}
+    zero_points: dict[str, int] = {}
     scale_names: dict[str, str] = {}
     for node in model.graph.node:
         if node.op_type != "QuantizeLinear":
@@ -215,18 +224,25 @@ def _qdq_facts(model: Any) -> dict[str, Any]:
         arr = numpy_helper.to_array(scale).astype(np.float64)
         if arr.size != 1:
             raise RuntimeError(f"activation {x!r} has a per-channel scale; expected per-tensor")
+        if by_scale_name and node.input[1].endswith("_scale"):
+            x = node.input[1][:-len("_scale")]
         scales[x] = float(arr.reshape(-1)[0])
         scale_names[x] = node.input[1]
+        zp = inits.get(node.input[2]) if len(node.input) > 2 else None
+        if zp is not None and numpy_helper.to_array(zp).size == 1:
+            zero_points[x] = int(numpy_helper.to_array(zp).reshape(-1)[0])
     quantized: list[str] = []
     unquantized: list[str] = []
     for node in model.graph.node:
         if node.op_type not in COMPUTE_OPS:
             continue
-        data_src = producers.get(node.input[0])
-        (quantized if data_src is not None and data_src.op_type == "DequantizeLinear"
+        # ONNX Runtime's placement quantizes outputs too, so an excluded node's data input may
+        # come from a DequantizeLinear: there, the weights say whether the node is quantized.
+        src = producers.get(node.input[1 if by_scale_name and len(node.input) > 1 else 0])
+        (quantized if src is not None and src.op_type == "DequantizeLinear"
          else unquantized).append(node.name)
-    return {"scales": scales, "scale_names": scale_names, "quantized_nodes": quantized,
-            "unquantized_nodes": unquantized}
+    return {"scales": scales, "zero_points": zero_points, "scale_names": scale_names,
+            "quantized_nodes": quantized, "unquantized_nodes": unquantized}
 
 
 def _dummy_files(req: dict[str, Any], tmp: Path) -> list[Path]:
@@ -245,6 +261,8 @@ def _dummy_files(req: dict[str, Any], tmp: Path) -> list[Path]:
 
 
 def run_int8(req: dict[str, Any]) -> dict[str, Any]:
+    if req.get("target") == "onnxruntime":
+        return run_ort_int8(req)
     from modelopt.onnx.quantization import quantize
 
     tmp = Path(req["tmp_dir"])
@@ -345,6 +363,162 @@ def _finish_int8(req: dict[str, Any], out_fp32: Path, cache_scales: dict[str, fl
     return facts
 
 
+#: Our calibration methods -> ONNX Runtime's calibrators.
+_ORT_METHODS = {"max": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+
+
+def run_ort_int8(req: dict[str, Any]) -> dict[str, Any]:
+    """INT8 placed for ONNX Runtime: its own ``quantize_static`` (QDQ, per-channel INT8
+    weights stored as INT8 + DequantizeLinear, asymmetric uint8 activations on the inputs and
+    outputs of every quantizable op), which the CPU provider fuses into QLinearConv / QGemm.
+
+    uint8 activations, not int8: ONNX Runtime 1.32 fuses int8-activation depthwise convolutions
+    nowhere on x86, so they stay float behind DequantizeLinear (measured in issue 18). Cached
+    scales and zero points are applied as ``TensorQuantOverrides``.
+    """
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    tmp = Path(req["tmp_dir"])
+    files = sorted(Path(req["data_dir"]).glob("batch_*.npz")) if req.get("data_dir") else []
+    cache_scales: dict[str, float] | None = req.get("scales")
+    cache_zps: dict[str, int] = req.get("zero_points") or {}
+    method = req["method"]
+    extra: dict[str, Any] = {}
+    if cache_scales is not None:
+        if not files:
+            files = _dummy_files(req, tmp)
+        method = "max"  # every calibrated scale is replaced by the cached one
+        extra["TensorQuantOverrides"] = {
+            name: [{"scale": np.array(scale, dtype=np.float32),
+                    "zero_point": np.array(cache_zps.get(name, 0), dtype=np.uint8)}]
+            for name, scale in cache_scales.items()}
+    elif method == "percentile":
+        extra["CalibPercentile"] = float(req["percentile"])
+    if not files:
+        raise RuntimeError("no calibration batches given")
+    reader = _BatchReader(files, req["input_name"], stage=f"calibrate {req['method']}")
+    out = tmp / "quant_ort.onnx"
+    excluded = _matching_nodes(req["onnx"], req.get("exclude_nodes") or [],
+                               req.get("exclude_op_types") or [])
+    t0 = time.perf_counter()
+    restore = _histograms_batch_by_batch()
+    try:
+        quantize_static(
+            req["onnx"], str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+            reduce_range=False, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            nodes_to_exclude=excluded,
+            calibrate_method=getattr(CalibrationMethod, _ORT_METHODS[method]),
+            extra_options=extra)
+    finally:
+        restore()
+    seconds = time.perf_counter() - t0
+    import onnx
+
+    model = _float_inputs(onnx.load(str(out)), set(excluded))
+    facts = _qdq_facts(model, by_scale_name=True)
+    if cache_scales is not None:
+        missing = sorted(set(facts["scales"]) - set(cache_scales))
+        if missing and not req.get("data_dir"):
+            raise RuntimeError(
+                f"MISSING-SCALES {len(missing)} quantized activation(s) have no scale in the "
+                f"cache: {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
+    onnx.save(model, req["out"])
+    facts.pop("scale_names")
+    facts["seconds"] = seconds
+    return facts
+
+
+def _histograms_batch_by_batch() -> Any:
+    """Make ONNX Runtime's histogram calibrators (entropy, percentile) take one batch at a time.
+
+    Its ``HistogramCalibrater.collect_data`` keeps every intermediate output of every batch in
+    memory until the end (gigabytes for 512 images at 299x299) and stacks them, which fails
+    when the last batch is smaller. Its histogram collector merges calls, so we feed it one
+    batch per call and drop the outputs after each (in this worker process only).
+
+    Returns:
+        A function that undoes the patch.
+    """
+    from onnxruntime.quantization.calibrate import HistogramCalibrater
+
+    original = HistogramCalibrater.collect_data
+
+    def collect_data(self: Any, data_reader: Any) -> None:
+        while True:
+            batch = data_reader.get_next()
+            if not batch:
+                break
+            original(self, _OneBatch(batch))
+            self.intermediate_outputs = []
+
+    HistogramCalibrater.collect_data = collect_data  # type: ignore[method-assign]
+
+    def restore() -> None:
+        HistogramCalibrater.collect_data = original  # type: ignore[method-assign]
+
+    return restore
+
+
+class _OneBatch:
+    """A calibration data reader over one batch."""
+
+    def __init__(self, batch: dict[str, np.ndarray]) -> None:
+        self._batch: dict[str, np.ndarray] | None = batch
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch, self._batch = self._batch, None
+        return batch
+
+
+def _float_inputs(model: Any, excluded: set[str]) -> Any:
+    """Feed each excluded node its float inputs (returns ``model``, changed in place).
+
+    ONNX Runtime's placement quantizes the outputs of the nodes around an excluded one, so its
+    input still arrives through QuantizeLinear -> DequantizeLinear; ONNX Runtime's optimiser then
+    quantizes the float weights itself (WeightBiasQuantization) and the node runs in INT8
+    anyway. Reading the tensor from before the Q/DQ pair keeps it in float.
+    """
+    if not excluded:
+        return model
+    producers = {o: n for n in model.graph.node for o in n.output}
+    for node in model.graph.node:
+        if node.name not in excluded:
+            continue
+        for i, name in enumerate(node.input):
+            dq = producers.get(name)
+            q = producers.get(dq.input[0]) if dq is not None and dq.op_type == \
+                "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear":
+                node.input[i] = q.input[0]
+    while True:  # drop the Q/DQ nodes nothing reads any more
+        used = {i for n in model.graph.node for i in n.input} | {
+            o.name for o in model.graph.output}
+        dead = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(o in used for o in n.output)]
+        if not dead:
+            return model
+        for n in dead:
+            model.graph.node.remove(n)
+
+
+def _matching_nodes(onnx_path: str, patterns: list[str], op_types: list[str]) -> list[str]:
+    """Names of the nodes whose whole name matches one of ``patterns`` (regexes, already
+    anchored) or whose op type is in ``op_types`` (ONNX Runtime takes exact names only)."""
+    import re
+
+    import onnx
+
+    rxs = [re.compile(p) for p in patterns]
+    graph = onnx.load(onnx_path, load_external_data=False).graph
+    return [n.name for n in graph.node
+            if n.op_type in op_types or any(rx.match(n.name) for rx in rxs)]
+
+
 def run_fp16(req: dict[str, Any]) -> dict[str, Any]:
     import onnx
     from modelopt.onnx.autocast import convert_to_mixed_precision
@@ -390,9 +564,16 @@ def main(argv: list[str]) -> int:
             result: dict[str, Any] = {"jobs": [run_int8(job) for job in req["jobs"]]}
         else:
             result = run_int8(req) if req["task"] == "int8" else run_fp16(req)
-        import modelopt
+        if req.get("target") == "onnxruntime" or req.get("jobs", [{}])[0].get(
+                "target") == "onnxruntime":
+            import onnxruntime  # ModelOpt is neither used nor imported on this path
 
-        result["modelopt"] = getattr(modelopt, "__version__", "unknown")
+            result["tool"] = f"onnxruntime {onnxruntime.__version__}"
+        else:
+            import modelopt
+
+            result["modelopt"] = getattr(modelopt, "__version__", "unknown")
+            result["tool"] = f"nvidia-modelopt {result['modelopt']}"
         Path(req["result"]).write_text(json.dumps(result))
         return 0
     except Exception as exc:  # reported to the parent, which raises CalibrationError

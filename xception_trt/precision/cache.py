@@ -1,10 +1,12 @@
 """Calibration caches: our per-(graph, method, options) JSON entries and TensorRT's text cache.
 
 Our cache (``calibration/cache/``): one JSON file per (graph, method, options) holding the
-per-tensor activation scales. Its key also covers the calibration set fingerprint, the
-preprocessing (ModelSpec + input format), image count, seed, batch size and ModelOpt version; a
-hit re-applies the scales without running calibration, a stale or foreign file is never used
-(a log line says why) and is replaced after recalibration.
+per-tensor activation scales (and, for the ONNX Runtime placement, their zero points). Its key
+also covers the calibration set fingerprint, the preprocessing (ModelSpec + input format), image
+count, seed, batch size, the placement target (``onnxruntime`` entries name it; no target means
+``tensorrt``) and the version of the tool that calibrated (ModelOpt, or ONNX Runtime for its own
+placement); a hit re-applies the scales without running calibration, a stale or foreign file is
+never used (a log line says why) and is replaced after recalibration.
 
 TensorRT's text cache (``TRT-<version>-EntropyCalibration2``, then ``tensor: <hex scale>``
 lines) is read to import scales calibrated for TensorRT 8/10 implicit INT8 and written for
@@ -30,7 +32,7 @@ from ..fsio import atomic_write_json, atomic_write_text
 
 __all__ = ["DEFAULT_CACHE_DIR", "CACHE_FORMAT", "CACHE_VERSION", "read_trt_calibration_cache",
            "write_trt_calibration_cache", "load_import_cache", "read_entry", "stale_reasons",
-           "entry_path", "lookup_entry", "write_entry"]
+           "entry_path", "lookup_entry", "lookup_zero_points", "write_entry"]
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +182,8 @@ _KEY_REASONS = {
     "seed": "the selection seed differs",
     "batch_size": "the calibration batch size differs",
     "modelopt": "the ModelOpt version differs",
+    "target": "the Q/DQ placement target (tensorrt / onnxruntime) differs",
+    "onnxruntime": "the ONNX Runtime version differs",
 }
 
 
@@ -223,10 +227,19 @@ def lookup_entry(path: Path, key: Mapping[str, Any]) -> dict[str, float] | None:
     return {k: float(v) for k, v in entry["scales"].items()}
 
 
+def lookup_zero_points(path: Path) -> dict[str, int]:
+    """The activation zero points of the (valid) entry at ``path``; empty when it has none
+    (entries for the TensorRT placement: symmetric, every zero point is 0)."""
+    entry = read_entry(path)
+    zps = entry.get("zero_points") if entry is not None else None
+    return {k: int(v) for k, v in zps.items()} if isinstance(zps, dict) else {}
+
+
 def write_entry(path: Path, key: Mapping[str, Any], *, scales: Mapping[str, float],
                 quantized_nodes: Sequence[str], excluded_nodes: Sequence[str],
-                seconds: float) -> bool:
-    """Write (atomically) the entry for ``key`` with the scales one calibration produced.
+                seconds: float, zero_points: Mapping[str, int] | None = None) -> bool:
+    """Write (atomically) the entry for ``key`` with the scales (and, for asymmetric
+    activations, the zero points) one calibration produced.
 
     A cache that cannot be written never costs the result: a warning says why and the caller
     goes on with the scales it has.
@@ -236,7 +249,7 @@ def write_entry(path: Path, key: Mapping[str, Any], *, scales: Mapping[str, floa
     """
     try:
         _write_entry(path, key, scales=scales, quantized_nodes=quantized_nodes,
-                     excluded_nodes=excluded_nodes, seconds=seconds)
+                     excluded_nodes=excluded_nodes, seconds=seconds, zero_points=zero_points)
     except (CalibrationError, OSError) as exc:
         log.warning("calibration cache entry %s could not be written (%s); the result is kept, "
                     "but the next run calibrates again", path, exc)
@@ -246,10 +259,11 @@ def write_entry(path: Path, key: Mapping[str, Any], *, scales: Mapping[str, floa
 
 def _write_entry(path: Path, key: Mapping[str, Any], *, scales: Mapping[str, float],
                  quantized_nodes: Sequence[str], excluded_nodes: Sequence[str],
-                 seconds: float) -> None:
+                 seconds: float, zero_points: Mapping[str, int] | None = None) -> None:
+    extra = {"zero_points": dict(zero_points)} if zero_points else {}
     atomic_write_json(path, {
         "format": CACHE_FORMAT, "version": CACHE_VERSION, "key": dict(key),
-        "scales": dict(scales), "quantized_nodes": list(quantized_nodes),
+        "scales": dict(scales), **extra, "quantized_nodes": list(quantized_nodes),
         "excluded_nodes": list(excluded_nodes), "written_by": f"xception-trt {__version__}",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "calibration_seconds": round(seconds, 3)}, error=CalibrationError)

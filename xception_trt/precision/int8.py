@@ -1,4 +1,5 @@
-"""INT8 variants: explicit Q/DQ nodes placed and calibrated by NVIDIA ModelOpt ONNX PTQ.
+"""INT8 variants: explicit Q/DQ nodes placed and calibrated for TensorRT (NVIDIA ModelOpt ONNX
+PTQ, the default) or for ONNX Runtime's CPU provider (``target="onnxruntime"``).
 
 ``modelopt.onnx.quantization.quantize`` with ``calibration_eps`` from :func:`calibration_eps` (GPU
 providers where onnxruntime-gpu and a GPU are present, else ``["cpu"]``). Its placement is the
@@ -11,10 +12,17 @@ classifier ``Gemm``) left in high precision, so the logits never pass through Q/
 ``percentile`` uses ONNX Runtime's percentile calibrator through ModelOpt's patched calibrator
 factory. Several methods share one decode of
 the images and one worker process; :func:`auto_quantize_int8` keeps the best on held-out data.
+
+``target="onnxruntime"`` uses ONNX Runtime's own ``quantize_static`` (QDQ, per-channel INT8
+weights, asymmetric uint8 activations on the inputs and outputs of every op it supports), the
+placement its CPU provider fuses into QLinearConv/QGemm kernels; ModelOpt's ONNX PTQ has no
+such placement (its activations are always symmetric int8, which ONNX Runtime leaves unfused
+in the depthwise convolutions). Measured on the demo model in issue 18; see README.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -26,15 +34,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import InputFormat, Precision, StrEnum, check_int
+from ..config import InputFormat, Precision, QuantTarget, StrEnum, check_int
 from ..errors import CalibrationError, ConfigError
 from ..extras import needs
 from ..fsio import check_writable_dir
 from ..onnx_meta import INPUT_NAME
-from .cache import DEFAULT_CACHE_DIR, entry_path, load_import_cache, lookup_entry, write_entry
+from .cache import (
+    DEFAULT_CACHE_DIR,
+    entry_path,
+    load_import_cache,
+    lookup_entry,
+    lookup_zero_points,
+    write_entry,
+)
 from .calibdata import CalibSet, holdout, select_calibration
 from .evaluate import VariantMetrics, evaluate_variants
-from .launcher import Progress, modelopt_version, run_worker, worker_tempdir
+from .launcher import (
+    ORT_WORKER_NEEDS,
+    Progress,
+    modelopt_version,
+    run_worker,
+    worker_tempdir,
+)
 from .source import (
     anchored,
     as_model,
@@ -49,7 +70,8 @@ from .source import (
 )
 
 __all__ = ["CalibrationMethod", "DEFAULT_NUM_IMAGES", "DEFAULT_PERCENTILE", "HIGH_PRECISIONS",
-           "QuantizeResult", "AutoQuantizeResult", "quantize_int8", "auto_quantize_int8"]
+           "QuantizeResult", "AutoQuantizeResult", "quantize_int8", "auto_quantize_int8",
+           "ort_int8"]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +114,8 @@ class QuantizeResult:
         seconds: Wall time of calibration + quantization, in seconds (excluding image decode).
         scales: Per-tensor activation scales (tensor name -> scale, float).
         skipped_images: Images that could not be read and were left out (path, reason).
+        target: The runtime the Q/DQ placement is made for.
+        zero_points: Per-tensor activation zero points (``onnxruntime`` target only).
     """
 
     model: Any
@@ -105,12 +129,15 @@ class QuantizeResult:
     seconds: float
     scales: Mapping[str, float] = field(repr=False, default_factory=dict)
     skipped_images: tuple[tuple[str, str], ...] = ()
+    target: QuantTarget = QuantTarget.TENSORRT
+    zero_points: Mapping[str, int] = field(repr=False, default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """JSON-serialisable facts (no model, no scales)."""
         return {
             "path": str(self.path) if self.path else None,
             "method": self.method.value,
+            "target": self.target.value,
             "quantized_nodes": list(self.quantized_nodes),
             "excluded_nodes": list(self.excluded_nodes),
             "num_images": self.num_images,
@@ -148,8 +175,9 @@ def quantize_int8(onnx_model_or_path: Any, calibration_data: Any = None, *,
                   cache_dir: str | os.PathLike[str] | None = DEFAULT_CACHE_DIR,
                   import_cache: str | os.PathLike[str] | None = None,
                   output: str | os.PathLike[str] | None = None,
-                  progress: Progress | None = None) -> QuantizeResult:
-    """Insert calibrated INT8 Q/DQ nodes with NVIDIA ModelOpt (CPU calibration).
+                  progress: Progress | None = None,
+                  target: QuantTarget | str = QuantTarget.TENSORRT) -> QuantizeResult:
+    """Insert calibrated INT8 Q/DQ nodes (CPU calibration), placed for TensorRT or ONNX Runtime.
 
     Args:
         onnx_model_or_path: The FP32 xception-trt model or its path.
@@ -180,6 +208,11 @@ def quantize_int8(onnx_model_or_path: Any, calibration_data: Any = None, *,
         progress: Called with ``(stage, done, total)``: images decoded
             (``"decode calibration images"``), then calibration batches fed per method
             (``"calibrate METHOD"``). The library itself never prints.
+        target: ``tensorrt`` (default; NVIDIA ModelOpt's placement, for engines) or
+            ``onnxruntime`` (ONNX Runtime's ``quantize_static`` placement, which its CPU
+            provider fuses into QLinearConv/QGemm; TensorRT cannot build it). With
+            ``onnxruntime``, ``high_precision`` must be fp32, ``int8_weights`` is implied (the
+            weights are always stored as INT8) and ``import_cache`` is refused.
 
     Returns:
         A :class:`QuantizeResult`.
@@ -195,7 +228,7 @@ def quantize_int8(onnx_model_or_path: Any, calibration_data: Any = None, *,
         batch_size=batch_size, percentile=percentile, exclude_nodes=exclude_nodes,
         exclude_op_types=exclude_op_types, exclude_depthwise=exclude_depthwise,
         high_precision=high_precision, int8_weights=int8_weights, cache_dir=cache_dir,
-        import_cache=import_cache, progress=progress)
+        import_cache=import_cache, progress=progress, target=target)
     result = next(iter(results.values()))
     if output is not None:
         result = _with_path(result, save_model(result.model, output))
@@ -218,9 +251,7 @@ def _raw_initializers(model: Any) -> Any:
 
 
 def _with_path(r: QuantizeResult, path: Path) -> QuantizeResult:
-    return QuantizeResult(r.model, path, r.method, r.quantized_nodes, r.excluded_nodes,
-                          r.num_images, r.cache, r.cache_path, r.seconds, r.scales,
-                          r.skipped_images)
+    return dataclasses.replace(r, path=path)
 
 
 def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
@@ -230,7 +261,9 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
                            exclude_depthwise: bool, high_precision: Precision | str,
                            int8_weights: bool, cache_dir: str | os.PathLike[str] | None,
                            import_cache: str | os.PathLike[str] | None,
-                           progress: Progress | None = None) -> dict[str, QuantizeResult]:
+                           progress: Progress | None = None,
+                           target: QuantTarget | str = QuantTarget.TENSORRT
+                           ) -> dict[str, QuantizeResult]:
     """:func:`quantize_int8` for several methods: images are decoded once and every method
     runs in one ModelOpt subprocess. Returns {method: result} in the order given."""
     with needs("INT8 quantization", extra="build"):
@@ -243,6 +276,8 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
     high = Precision.parse(high_precision)
     if high not in HIGH_PRECISIONS:
         raise ConfigError("high_precision must be " + " or ".join(map(str, HIGH_PRECISIONS)))
+    qtarget = QuantTarget.parse(target)
+    _check_target(qtarget, high=high, int8_weights=int8_weights, import_cache=import_cache)
     check_int(num_images, "num_images")
     check_int(batch_size, "batch_size")
     if not (0.0 < float(percentile) <= 100.0):
@@ -276,11 +311,13 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
         jobs: list[dict[str, Any]] = []
         states: list[dict[str, Any]] = []
         for i, method in enumerate(chosen):
-            options = {"exclude_nodes": sorted(excluded),
+            options: dict[str, Any] = {"exclude_nodes": sorted(excluded),
                        "exclude_op_types": sorted(exclude_op_types), "high_precision": high.value,
                        "int8_weights": bool(int8_weights),
                        "percentile": (float(percentile) if method is CalibrationMethod.PERCENTILE
                                       else None)}
+            if qtarget is not QuantTarget.TENSORRT:  # TensorRT entries keep their old names
+                options["target"] = qtarget.value
             options_sha = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()
             job: dict[str, Any] = {
                 "task": "int8", "onnx": str(src), "out": str(tmp / f"int8_{i}.onnx"),
@@ -291,6 +328,7 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
                 "input_dtype": ("uint8" if meta.input_format is InputFormat.UINT8_NHWC
                                 else "float32"),
                 "static_batch": static, "data_dir": None, "int8_weights": bool(int8_weights),
+                "target": qtarget.value,
                 "calibration_eps": calibration_eps(),
             }
             (tmp / f"job_{i}").mkdir()
@@ -304,12 +342,19 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
                 key = {"graph": gsha, "data": calib.fingerprint, "preprocessing": preprocessing,
                        "method": method.value, "options": options_sha,
                        "num_images": calib.selected, "seed": seed,
-                       "batch_size": static or batch_size, "modelopt": modelopt_version()}
+                       "batch_size": static or batch_size}
+                # The target and the tool that calibrates for it (TensorRT entries keep their
+                # old key: no "target" field means tensorrt).
+                if qtarget is QuantTarget.TENSORRT:
+                    key["modelopt"] = modelopt_version()
+                else:
+                    key.update(target=qtarget.value, onnxruntime=_ort_version())
                 cache_path = entry_path(cache_dir, gsha, method.value, options_sha)
                 state.update(cache="miss", cache_path=cache_path, key=key)
                 cached = lookup_entry(cache_path, key)
                 if cached is not None:
                     job["scales"] = cached
+                    job["zero_points"] = lookup_zero_points(cache_path)
                     state["cache"] = "hit"  # no image is decoded, no calibration runs
                 else:
                     try:  # said now, before calibrating; the result is kept either way
@@ -327,8 +372,10 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
             for job, st in zip(jobs, states):
                 if st["cache"] != "hit":
                     job["data_dir"] = str(tmp / "data")
-        outcomes = run_worker({"jobs": jobs, "tmp_dir": str(tmp)}, what="INT8 calibration",
-                              progress=progress)
+        ort = qtarget is QuantTarget.ONNXRUNTIME
+        outcomes = run_worker(
+            {"jobs": jobs, "tmp_dir": str(tmp)}, what="INT8 calibration", progress=progress,
+            **(dict(tool="ONNX Runtime's quantizer", requires=ORT_WORKER_NEEDS) if ort else {}))
         models = [_raw_initializers(onnx.load(job["out"])) for job in jobs]
     seconds = time.perf_counter() - t0
 
@@ -344,7 +391,9 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
         cache_path = st["cache_path"]
         if st["cache"] == "miss":
             write_entry(cache_path, st["key"], scales=scales, quantized_nodes=quantized,
-                        excluded_nodes=not_quantized, seconds=outcome["seconds"])
+                        excluded_nodes=not_quantized, seconds=outcome["seconds"],
+                        zero_points=(outcome["zero_points"]
+                                     if qtarget is QuantTarget.ONNXRUNTIME else None))
         used = calib.count if calib is not None and st["cache"] != "hit" else 0
         # Only facts of the inputs go into the artifact: a cache hit, a miss and no cache at all
         # write the same bytes (whether the cache was hit is logged and in the result), so an
@@ -356,10 +405,11 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
             "percentile": st["options"]["percentile"],
             "scales": "imported" if st["cache"] == "imported" else "calibrated",
             "quantized_nodes": len(quantized), "excluded_nodes": list(not_quantized),
-            "high_precision": high.value, "tool": f"nvidia-modelopt {outcomes['modelopt']}",
+            "high_precision": high.value, "tool": outcomes["tool"], "target": qtarget.value,
             "source_graph_sha256": gsha,
         }
-        derive_metadata(qmodel, meta, Precision.INT8, {"calibration": calibration_meta})
+        derive_metadata(qmodel, meta, Precision.INT8,
+                        {"calibration": calibration_meta, "quant_target": qtarget})
         # Wall time is shared by the methods of one call: report each method's own ModelOpt
         # time plus an equal share of the rest (decode, subprocess start).
         own = float(outcome["seconds"])
@@ -369,8 +419,60 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
                  own + shared / len(states))
         results[method.value] = QuantizeResult(
             qmodel, None, method, quantized, not_quantized, used, st["cache"], cache_path,
-            own + shared / len(states), scales, calib.skipped if calib else ())
+            own + shared / len(states), scales, calib.skipped if calib else (), qtarget,
+            {k: int(v) for k, v in outcome.get("zero_points", {}).items()}
+            if qtarget is QuantTarget.ONNXRUNTIME else {})
     return results
+
+
+def _check_target(target: QuantTarget, *, high: Precision, int8_weights: bool,
+                  import_cache: Any) -> None:
+    """Refuse options that do not apply to the ONNX Runtime placement."""
+    if target is not QuantTarget.ONNXRUNTIME:
+        return
+    if high is not Precision.FP32:
+        raise ConfigError("target onnxruntime keeps what is not quantized in fp32 (ONNX "
+                          "Runtime's CPU provider has no fast fp16 kernels): drop "
+                          "high_precision=fp16, or use target tensorrt for engines")
+    if int8_weights:
+        raise ConfigError("target onnxruntime always stores the weights as INT8 initializers: "
+                          "drop int8_weights")
+    if import_cache is not None:
+        raise ConfigError("an imported cache holds symmetric scales for the TensorRT placement; "
+                          "target onnxruntime calibrates its own (asymmetric) ranges: give "
+                          "calibration images instead (its scales are cached in cache_dir)")
+
+
+def _ort_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("onnxruntime")
+    except Exception:  # not installed: the worker reports it properly
+        return "unknown"
+
+
+def ort_int8(onnx_model_or_path: Any, calibration_data: Any, **kw: Any) -> QuantizeResult:
+    """The INT8 variant for ONNX Runtime (CPU): :func:`quantize_int8` with
+    ``target="onnxruntime"``.
+
+    For callers that run INT8 on ONNX Runtime (Triton's onnxruntime_onnx model, a bundle's CPU
+    fallback): every Conv/Gemm becomes a QLinearConv/QGemm kernel.
+
+    Args:
+        onnx_model_or_path: The FP32 xception-trt model or its path.
+        calibration_data: Calibration images (see :func:`quantize_int8`).
+        **kw: Any other :func:`quantize_int8` option (method, num_images, exclude_nodes,
+            cache_dir, output, progress ...).
+
+    Returns:
+        A :class:`QuantizeResult` whose model carries ``quant_target=onnxruntime``.
+    """
+    if "target" in kw:
+        raise ConfigError("ort_int8 always places for onnxruntime; call quantize_int8 with "
+                          "target= for another placement")
+    return quantize_int8(onnx_model_or_path, calibration_data, target=QuantTarget.ONNXRUNTIME,
+                         **kw)
 
 
 def auto_quantize_int8(onnx_model_or_path: Any, calibration_data: Any, val_data: Any = None, *,
@@ -407,7 +509,8 @@ def auto_quantize_int8(onnx_model_or_path: Any, calibration_data: Any, val_data:
     opts: dict[str, Any] = dict(
         seed=seed, batch_size=8, percentile=DEFAULT_PERCENTILE, exclude_nodes=(),
         exclude_op_types=(), exclude_depthwise=False, high_precision=Precision.FP32,
-        int8_weights=False, cache_dir=DEFAULT_CACHE_DIR, import_cache=None, progress=None)
+        int8_weights=False, cache_dir=DEFAULT_CACHE_DIR, import_cache=None, progress=None,
+        target=QuantTarget.TENSORRT)
     unknown = sorted(set(kw) - set(opts))
     if unknown:
         raise ConfigError(f"unknown option(s) for auto calibration: {', '.join(unknown)}")

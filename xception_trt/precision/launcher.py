@@ -30,8 +30,8 @@ from ..errors import CalibrationError
 from ..extras import ensure
 from ..fsio import owned_temp_dir
 
-__all__ = ["WORKER_MODULE", "PROGRESS_PREFIX", "Progress", "run_worker", "worker_tempdir",
-           "modelopt_version"]
+__all__ = ["WORKER_MODULE", "PROGRESS_PREFIX", "ORT_WORKER_NEEDS", "Progress", "run_worker",
+           "worker_tempdir", "modelopt_version"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ PROGRESS_PREFIX = "WORKER-PROGRESS: "
 Progress = Callable[[str, int, int | None], None]
 #: What the worker imports (ModelOpt's ONNX PTQ and AutoCast, measured), all in the build extra.
 _WORKER_NEEDS = ("modelopt", "onnx", "onnxruntime", "ml_dtypes", "onnxslim", "lief", "polygraphy")
+#: What it imports for INT8 placed for ONNX Runtime (ONNX Runtime's own quantizer only).
+ORT_WORKER_NEEDS = ("onnx", "onnxruntime")
 
 
 class _Terminated(SystemExit):
@@ -76,7 +78,7 @@ def worker_tempdir(kind: str) -> Iterator[Path]:
     first; this one is removed on exit, SIGTERM included.
 
     Args:
-        kind: ``"int8"``, ``"fp16"`` or ``"eval"``.
+        kind: ``"int8"``, ``"fp16"``, ``"eval"`` or ``"kernels"``.
     """
     with _sigterm_unwinds():
         tmp = owned_temp_dir(f"xtrt-{kind}-")
@@ -96,7 +98,8 @@ def _parse_progress(line: str) -> tuple[str, int, int | None] | None:
 
 
 def run_worker(request: dict[str, Any], *, what: str,
-               progress: Progress | None = None) -> dict[str, Any]:
+               progress: Progress | None = None, tool: str = "ModelOpt",
+               requires: tuple[str, ...] = _WORKER_NEEDS) -> dict[str, Any]:
     """Run the ModelOpt worker on ``request`` (written to its ``tmp_dir``) in a subprocess.
 
     The worker is killed if this call is left by an exception (SIGTERM or Ctrl-C included),
@@ -107,6 +110,8 @@ def run_worker(request: dict[str, Any], *, what: str,
             the ``result`` path and ``parent_pid``.
         what: What is being done, for error messages (``"INT8 calibration"``).
         progress: Called with ``(stage, done, total)`` as the worker feeds calibration batches.
+        tool: What the worker runs, for error messages (``"ModelOpt"``, ``"ONNX Runtime"``).
+        requires: The modules the worker imports for this request (checked here first).
 
     Returns:
         The worker's result dict.
@@ -117,7 +122,7 @@ def run_worker(request: dict[str, Any], *, what: str,
         DependencyError: A package the worker imports is not installed (the build extra).
     """
     # Checked here, not imported: ModelOpt runs (and patches ONNX Runtime) in the worker only.
-    ensure(*_WORKER_NEEDS, purpose=what, extra="build")
+    ensure(*requires, purpose=what, extra="build")
     tmp = Path(request["tmp_dir"])
     req_path = tmp / "request.json"
     request["result"] = str(tmp / "result.json")
@@ -162,7 +167,7 @@ def run_worker(request: dict[str, Any], *, what: str,
             raise CalibrationError(
                 f"{what} needs NVIDIA ModelOpt and its ONNX dependencies ({reason}); install "
                 "them with: pip install -U 'xception-trt[build]'")
-        raise CalibrationError(f"{what} failed in ModelOpt: {reason}")
+        raise CalibrationError(f"{what} failed in {tool}: {reason}")
     result: dict[str, Any] = json.loads(Path(request["result"]).read_text())
     return result
 

@@ -11,10 +11,11 @@ environment's ``bin`` comes first on ``PATH`` and the interpreter's ``libpython`
 A per-server temporary backend directory links the bundled Python backend and the stub that
 matches this interpreter. The server listens on loopback by default and is stopped with SIGTERM
 (then SIGKILL after a grace period); :class:`TritonServer` is a context manager. It never
-outlives the process that started it: on Linux the kernel kills it when its parent dies
-(``PR_SET_PDEATHSIG``, so a ``kill -9`` of ``xception-trt serve`` takes it down, and its Python
-backend stubs exit when it does). Ports already in use are reported, with the process holding
-them, before the server starts.
+outlives the process that started it from its main thread: on Linux the kernel kills it when its
+parent dies (``PR_SET_PDEATHSIG``, so a ``kill -9`` of ``xception-trt serve`` takes it down, and
+its Python backend stubs exit when it does). Started from another thread, it is not armed (the
+signal would follow that thread's exit), and only ``stop()`` ends it. Ports already in use are
+reported, with the process holding them, before the server starts.
 """
 
 from __future__ import annotations
@@ -404,11 +405,14 @@ class TritonServer:
             else:
                 out = subprocess.PIPE
             # The kernel kills the server when the thread that started it dies (kill -9 of
-            # the CLI included); its backend stubs exit when it does.
+            # the CLI included); its backend stubs exit when it does. Armed only from the main
+            # thread: a server started from a short-lived worker thread would otherwise die
+            # with that thread (stop() / the context manager end it there).
+            on_main = threading.current_thread() is threading.main_thread()
             self._proc = subprocess.Popen(
                 cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                preexec_fn=parent_death_signal())
+                preexec_fn=parent_death_signal() if on_main else None)
         except OSError as exc:
             self._cleanup()
             raise ServeError(f"cannot start {dist.executable}: {exc}") from None

@@ -182,13 +182,21 @@ def _describe_checkpoint(path: Path) -> ModelSource:
 
 
 def describe_model(path: str | os.PathLike[str]) -> ModelSource:
-    """Inspect an engine (``.engine``/``.plan`` + sidecar), ONNX file or checkpoint for serving.
+    """Inspect an engine (``.engine``/``.plan`` + sidecar), ONNX file, checkpoint or bundle
+    (``.xtrt``: the engine that fits this machine, or its ONNX, in its default precision; see
+    :func:`xception_trt.bundle.cache.resolve`) for serving.
 
     Raises:
         ServeError: Missing or unsupported file, or one without xception-trt metadata.
+        BundleError: A bad bundle, or nothing here can run it.
     """
+    from ..bundle.format import is_bundle
 
     path = Path(path)
+    if is_bundle(path) and path.is_file():
+        from ..bundle.cache import resolve
+
+        path = resolve(path).path
     if not path.is_file():
         raise ServeError(f"model {path} does not exist; pass an engine (.engine/.plan), an ONNX "
                          "file (.onnx) or a checkpoint (.safetensors/.pth)")

@@ -1,0 +1,175 @@
+"""Bundle size against the sum of its parts, time to open a bundle (engine cache hit, prebuilt
+engine copied out, ONNX Runtime fallback) and time to rebuild an engine from the bundle with
+TensorRT-RTX on this machine's CPU.
+
+Models (random weights: sizes and times are representative, accuracy is not):
+
+- ``full``: the 299x299 Xception (22.9 M parameters), FP32 variant only — the FP16/INT8
+  conversions take minutes on 2 cores and do not change what is measured here (bundle
+  overhead, cache hits, TensorRT-RTX build time; ``bench_build.py`` has those per precision);
+- ``small``: the demo-sized model (width 0.25, 71x71, 10 classes) with FP32, FP16 and INT8
+  (32 synthetic calibration images).
+
+Each bundle carries TensorRT-RTX SM86 engines. "Rebuild" opens it as an SM89 RTX machine
+would (recorded facts: the engine cache builds an SM89 engine with the local TensorRT-RTX);
+"cache hit" opens it that way again; "prebuilt" opens it as an SM86 machine (the bundled
+engine is copied out, then found). The engines cannot run here (no GPU): open times are the
+bundle's part of opening (manifest, hashes, cache, lock), not TensorRT deserialisation.
+
+    python benchmarks/bench_bundle.py                          # both models
+    python benchmarks/bench_bundle.py --models small --repeat 7 --json /tmp/b.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+MODELS = {
+    "full": {"spec": {}, "precisions": ["fp32"]},
+    "small": {"spec": {"num_classes": 10, "width": 0.25, "middle_blocks": 8, "input_size": 71},
+              "precisions": ["fp32", "fp16", "int8"]},
+}
+
+
+def _images(folder: Path, n: int) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        small = rng.integers(0, 256, size=(24, 32, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((320, 240), Image.Resampling.BILINEAR).save(
+            folder / f"img_{i:03d}.png")
+    return folder
+
+
+def _median(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench_model(name: str, work: Path, repeat: int) -> dict:
+    import tensorrt_rtx
+    import torch
+
+    from xception_trt.bundle.cache import resolve
+    from xception_trt.bundle.facts import DeviceFacts, FlavourFact, GpuFact
+    from xception_trt.bundler import write_bundle
+    from xception_trt.checkpoint import save_checkpoint
+    from xception_trt.config import ModelSpec
+    from xception_trt.model import build_xception
+    from xception_trt.runners import OnnxRuntimeRunner, open_runner
+
+    cfg = MODELS[name]
+    spec = ModelSpec(**cfg["spec"])
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(build_xception(spec=spec).eval(), work / f"{name}.safetensors")
+    calib = _images(work / "calib", 32) if "int8" in cfg["precisions"] else None
+    out = work / f"{name}.xtrt"
+    load_before = os.getloadavg()
+    t0 = time.perf_counter()
+    result = write_bundle(source=ckpt, output=out, precisions=cfg["precisions"],
+                          calibration=calib, engines=["sm86"], local_engines=False,
+                          max_batch=8, work_dir=work / "work", force=True)
+    make_s = time.perf_counter() - t0
+
+    def machine(cc: str) -> DeviceFacts:
+        return DeviceFacts(flavours=(FlavourFact("tensorrt_rtx", tensorrt_rtx.__version__),),
+                           gpus=(GpuFact(0, f"RTX sm{cc.replace('.', '')}", cc),), onnx=True)
+
+    cpu = DeviceFacts(ort_version="x", ort_providers=("CPUExecutionProvider",), onnx=True)
+    rows = []
+    for prec in cfg["precisions"]:
+        cache = work / f"cache-{prec}"
+        first = resolve(out, precision=prec, cache_dir=cache, facts=machine("8.9"))
+        assert first.built, first  # noqa: S101 - a benchmark script: stop on a wrong path
+        hit = _median(lambda p=prec, c=cache: resolve(out, precision=p, cache_dir=c,
+                                                       facts=machine("8.9")), repeat)
+        pre_cache = work / f"pre-{prec}"
+        pre_first = resolve(out, precision=prec, cache_dir=pre_cache, facts=machine("8.6"))
+        pre_hit = _median(lambda p=prec, c=pre_cache: resolve(
+            out, precision=p, cache_dir=c, facts=machine("8.6")), repeat)
+        ort_cache = work / f"ort-{prec}"
+        open_runner(out, precision=prec, cache_dir=ort_cache, facts=cpu).close()  # copy out
+        ort_open = _median(lambda p=prec, c=ort_cache: open_runner(
+            out, precision=p, cache_dir=c, facts=cpu).close(), repeat)
+        onnx = work / "work" / "onnx" / ("model.onnx" if prec == "fp32" else f"model.{prec}.onnx")
+        plain_open = _median(lambda o=onnx: OnnxRuntimeRunner(o).close(), repeat)
+        rows.append({
+            "precision": prec,
+            "rebuild_sm89_s": round(first.seconds, 3),
+            "engine_build_s": _build_seconds(first.path),
+            "cache_hit_open_s": round(hit, 4),
+            "prebuilt_first_open_s": round(pre_first.seconds, 3),
+            "prebuilt_cache_hit_open_s": round(pre_hit, 4),
+            "onnxruntime_open_via_bundle_s": round(ort_open, 4),
+            "onnxruntime_open_plain_onnx_s": round(plain_open, 4),
+        })
+    members = result.manifest.members
+    return {
+        "model": name, "spec": spec.to_dict() | {"labels": None},
+        "precisions": cfg["precisions"], "engines": [e.member for e in result.manifest.engines],
+        "bundle_bytes": result.bytes, "parts_bytes": result.parts_bytes,
+        "overhead_bytes": result.bytes - result.parts_bytes,
+        "overhead_percent": round(100 * (result.bytes - result.parts_bytes)
+                                  / result.parts_bytes, 3),
+        "members": {n: m.bytes for n, m in members.items()},
+        "make_bundle_s": round(make_s, 2), "open": rows,
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def _build_seconds(engine: Path) -> float:
+    from xception_trt.sidecar import read_sidecar
+
+    return read_sidecar(engine).build_seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["small", "full"])
+    parser.add_argument("--repeat", type=int, default=5, help="opens per median (default: 5)")
+    parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "bundle.json"),
+                        help="results file (default: benchmarks/results/bundle.json)")
+    args = parser.parse_args(argv)
+
+    import tensorrt_rtx
+
+    from xception_trt import __version__
+    from xception_trt.host import cpu_model
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="xtrt-bench-bundle-") as tmp:
+        for name in args.models:
+            work = Path(tmp) / name
+            work.mkdir()
+            print(f"{name} ...", file=sys.stderr, flush=True)
+            results.append(bench_model(name, work, args.repeat))
+    doc = {"xception_trt": __version__, "tensorrt_rtx": tensorrt_rtx.__version__,
+           "cpu": cpu_model(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
+           "repeat": args.repeat,
+           "note": "shared machine: other processes ran at the same time (load average)",
+           "results": results}
+    Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+    print(json.dumps(doc, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

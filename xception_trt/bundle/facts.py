@@ -1,0 +1,155 @@
+"""What a machine offers for running a bundle: TensorRT flavours, driver, GPUs, DLA cores and
+ONNX Runtime providers, as plain data (so that the engine choice is a pure function of it and
+recorded facts of other machines can stand in for this one in tests and in ``doctor``)."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import platform
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ConfigError
+
+__all__ = ["FlavourFact", "GpuFact", "DeviceFacts", "probe_facts"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FlavourFact:
+    """A TensorRT flavour that imports here: ``tensorrt`` / ``tensorrt_rtx`` and its version."""
+
+    name: str
+    version: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version}
+
+
+@dataclass(frozen=True)
+class GpuFact:
+    """A GPU: CUDA ordinal, name and compute capability (``"8.6"``)."""
+
+    index: int
+    name: str
+    compute_capability: str
+
+    @property
+    def sm(self) -> str:
+        """``SM86``-style target name (TensorRT-RTX's spelling)."""
+        return "SM" + self.compute_capability.replace(".", "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "name": self.name,
+                "compute_capability": self.compute_capability}
+
+
+@dataclass(frozen=True)
+class DeviceFacts:
+    """The facts the engine choice depends on.
+
+    Attributes:
+        flavours: TensorRT flavours that import, in preference order.
+        gpus: NVIDIA GPUs the driver reports.
+        driver: Driver version (``None``: no driver).
+        dla_cores: DLA cores NVIDIA TensorRT reports (0 where there are none or it cannot say).
+        ort_version: ONNX Runtime's version (``None``: not installed).
+        ort_providers: ONNX Runtime's available execution providers.
+        onnx: Whether the ``onnx`` package imports (building from the bundled ONNX needs it).
+        host: Free-form machine description (platform, name of the recording).
+        gpu_reason: Why there is no GPU, when there is none.
+    """
+
+    flavours: tuple[FlavourFact, ...] = ()
+    gpus: tuple[GpuFact, ...] = ()
+    driver: str | None = None
+    dla_cores: int = 0
+    ort_version: str | None = None
+    ort_providers: tuple[str, ...] = ()
+    onnx: bool = False
+    host: str = ""
+    gpu_reason: str = ""
+
+    def flavour(self, name: str) -> FlavourFact | None:
+        """The flavour of that name, if it imports here."""
+        return next((f for f in self.flavours if f.name == name), None)
+
+    def gpu(self, index: int) -> GpuFact | None:
+        """The GPU of that ordinal, if present."""
+        return next((g for g in self.gpus if g.index == index), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (``doctor --json``; the recorded-facts fixtures use it)."""
+        return {"flavours": [f.to_dict() for f in self.flavours],
+                "gpus": [g.to_dict() for g in self.gpus], "driver": self.driver,
+                "dla_cores": self.dla_cores, "ort_version": self.ort_version,
+                "ort_providers": list(self.ort_providers), "onnx": self.onnx,
+                "host": self.host, "gpu_reason": self.gpu_reason}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DeviceFacts:
+        """Parse :meth:`to_dict`'s form (recorded facts of another machine).
+
+        Raises:
+            ConfigError: A missing or invalid field.
+        """
+        try:
+            return cls(
+                flavours=tuple(FlavourFact(str(f["name"]), str(f["version"]))
+                               for f in data.get("flavours") or ()),
+                gpus=tuple(GpuFact(int(g["index"]), str(g["name"]),
+                                   str(g["compute_capability"])) for g in data.get("gpus") or ()),
+                driver=data.get("driver"), dla_cores=int(data.get("dla_cores") or 0),
+                ort_version=data.get("ort_version"),
+                ort_providers=tuple(str(p) for p in data.get("ort_providers") or ()),
+                onnx=bool(data.get("onnx", False)), host=str(data.get("host") or ""),
+                gpu_reason=str(data.get("gpu_reason") or ""))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"invalid device facts ({type(exc).__name__}: {exc})") from None
+
+
+def _dla_cores(flavour: Any) -> int:
+    """DLA cores through ``Builder.num_DLA_cores`` (NVIDIA TensorRT on a Jetson). Written to
+    the documented API; UNVERIFIED on a device (no Jetson here)."""
+    try:
+        trt = flavour.module
+        builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
+        return int(getattr(builder, "num_DLA_cores", 0) or 0)
+    except Exception as exc:  # a facts probe must never break doctor
+        log.debug("cannot ask TensorRT for DLA cores: %s", exc)
+        return 0
+
+
+def probe_facts() -> DeviceFacts:
+    """This machine's facts (imports the TensorRT flavours and ONNX Runtime if installed).
+
+    Never raises for a missing piece: a missing TensorRT, driver or ONNX Runtime is a fact.
+    """
+    from ..trt import available_flavours
+    from ..trt.devices import query_devices
+
+    found = available_flavours()
+    report = query_devices()
+    gpus = tuple(GpuFact(g.index, g.name, g.compute_capability) for g in report.gpus)
+    dla = 0
+    for flavour in found:
+        if flavour.name == "tensorrt" and gpus:
+            dla = _dla_cores(flavour)
+    ort_version, providers = None, ()
+    if importlib.util.find_spec("onnxruntime") is not None:
+        try:
+            ort = importlib.import_module("onnxruntime")
+            ort_version = str(ort.__version__)
+            providers = tuple(ort.get_available_providers())
+        except Exception as exc:  # a broken install is reported as missing
+            log.debug("onnxruntime does not import: %s", exc)
+    return DeviceFacts(
+        flavours=tuple(FlavourFact(f.name, f.version) for f in found), gpus=gpus,
+        driver=report.driver, dla_cores=dla, ort_version=ort_version, ort_providers=providers,
+        onnx=importlib.util.find_spec("onnx") is not None,
+        host=f"{platform.node()} ({platform.machine()}, {platform.system()})",
+        gpu_reason=report.reason)

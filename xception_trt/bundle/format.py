@@ -1,0 +1,400 @@
+"""The bundle file format (``.xtrt``): a zip archive with a JSON manifest, and its reader.
+
+Why zip and not tar: a zip has a central directory, so the reader opens the one engine (or
+ONNX graph) it needs without reading the others — a tar must be scanned from the start —
+and every member carries a CRC besides the SHA-256 the manifest records. Engines and ONNX
+graphs are *stored* (no compression: plans and float weights barely compress, and stored
+members can be copied out at disk speed); JSON members are deflated.
+
+Layout (format version :data:`FORMAT_VERSION`)::
+
+    manifest.json                    this module's Manifest (first member)
+    onnx/fp32.onnx, onnx/fp16.onnx, onnx/int8.onnx
+    onnx/int8-ort.onnx               INT8 placed for ONNX Runtime (the CPU path runs it)
+    calibration/int8-scales.json     per-tensor INT8 scales of the Q/DQ graph (+ recipe)
+    labels.txt                       class names, one per line, logit order
+    engines/<name>.engine            prebuilt engines ...
+    engines/<name>.engine.json       ... with their sidecars (xception_trt.sidecar)
+
+``manifest.json`` holds: ``format`` (``xception-trt-bundle``), ``format_version``,
+``xception_trt_version``, ``created``, ``model_spec``, ``input_format``, ``preprocessing``,
+``source`` (``{"name", "sha256"}``), ``batch_profile`` (``[min, opt, max]``), ``variants``
+(precision -> ``{"member", "accuracy"}``; ``accuracy`` against FP32 when made with ``--val``;
+INT8 also ``onnxruntime_member``/``onnxruntime_accuracy``: the graph placed for ONNX Runtime),
+``calibration`` (``{"member", ...}`` or ``None``), ``engines`` (``[{"member", "sidecar"}]``),
+``members`` (name -> ``{"sha256", "bytes"}``: every other member), ``bundle_command`` and
+``default_precision`` (what opening it runs unless told).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import InputFormat, ModelSpec, Precision
+from ..errors import BundleError, ConfigError, EngineError
+from ..fsio import atomic_write_bytes, sha256_bytes
+from ..sidecar import EngineSidecar
+
+__all__ = ["BUNDLE_SUFFIXES", "FORMAT", "FORMAT_VERSION", "MANIFEST", "Member", "VariantEntry",
+           "EngineEntry", "Manifest", "Bundle", "is_bundle"]
+
+#: File suffixes of a bundle.
+BUNDLE_SUFFIXES = (".xtrt",)
+#: The ``format`` value of every manifest.
+FORMAT = "xception-trt-bundle"
+#: Version of the layout this package writes and reads (a newer one is refused).
+FORMAT_VERSION = 1
+#: The manifest's member name.
+MANIFEST = "manifest.json"
+
+
+def is_bundle(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` names a bundle (by suffix)."""
+    return Path(path).suffix.lower() in BUNDLE_SUFFIXES
+
+
+@dataclass(frozen=True)
+class Member:
+    """One archive member: name, SHA-256 and size in bytes."""
+
+    name: str
+    sha256: str
+    bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sha256": self.sha256, "bytes": self.bytes}
+
+
+@dataclass(frozen=True)
+class VariantEntry:
+    """An ONNX variant: precision, member name and accuracy against FP32 (``None`` without
+    validation images); for INT8 also the same precision placed for ONNX Runtime (``quantize
+    --target onnxruntime``: every Conv/Gemm fused into its quantized CPU kernels), which the
+    ONNX Runtime path runs instead of the TensorRT-placed graph."""
+
+    precision: Precision
+    member: str
+    accuracy: Mapping[str, Any] | None = None
+    onnxruntime_member: str | None = None
+    onnxruntime_accuracy: Mapping[str, Any] | None = None
+
+    def for_onnxruntime(self) -> VariantEntry:
+        """The entry ONNX Runtime should run: the ONNX Runtime-placed graph where there is
+        one, else this one."""
+        if self.onnxruntime_member is None:
+            return self
+        return VariantEntry(self.precision, self.onnxruntime_member, self.onnxruntime_accuracy)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "member": self.member,
+            "accuracy": dict(self.accuracy) if self.accuracy is not None else None}
+        if self.onnxruntime_member is not None:  # optional: older readers ignore the keys
+            out["onnxruntime_member"] = self.onnxruntime_member
+            out["onnxruntime_accuracy"] = (dict(self.onnxruntime_accuracy)
+                                           if self.onnxruntime_accuracy is not None else None)
+        return out
+
+
+@dataclass(frozen=True)
+class EngineEntry:
+    """A prebuilt engine: its member, its sidecar's member and the parsed sidecar."""
+
+    member: str
+    sidecar_member: str
+    sidecar: EngineSidecar
+
+    @property
+    def precision(self) -> Precision:
+        return self.sidecar.precision
+
+    def describe(self) -> str:
+        """``fp16 tensorrt_rtx 1.7.1.116 SM86`` (what the engine is, for messages)."""
+        s = self.sidecar
+        where = (",".join(s.targets) if s.targets
+                 else f"sm_{s.device.compute_capability.replace('.', '')}" if s.device
+                 else "default targets")
+        if s.option("hardware_compatible"):
+            where = "Ampere+ (hardware-compatible)"
+        return f"{s.precision.value} {s.flavour} {s.tensorrt.version} {where}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"member": self.member, "sidecar": self.sidecar_member}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a bundle holds (see the module docstring for the JSON).
+
+    Attributes:
+        model_spec: The model's :class:`ModelSpec` (labels and preprocessing included).
+        input_format: The graphs' input format.
+        variants: Precision -> :class:`VariantEntry`.
+        engines: The prebuilt engines.
+        members: Every member but the manifest, with its SHA-256.
+        batch_profile: The ``(min, opt, max)`` batch profile engines are built with.
+        calibration: The INT8 calibration record (``member`` of the scales and the recipe).
+        source: The checkpoint or ONNX the bundle was made from (``name``, ``sha256``).
+        bundle_command: The command that made it.
+        default_precision: What opening it runs when no precision is asked (``None``: the
+            first variant).
+    """
+
+    model_spec: ModelSpec
+    input_format: InputFormat
+    variants: Mapping[Precision, VariantEntry]
+    engines: tuple[EngineEntry, ...]
+    members: Mapping[str, Member]
+    batch_profile: tuple[int, int, int] = (1, 8, 8)
+    calibration: Mapping[str, Any] | None = None
+    source: Mapping[str, Any] = field(default_factory=dict)
+    bundle_command: str = ""
+    default_precision: Precision | None = None
+    format_version: int = FORMAT_VERSION
+    xception_trt_version: str = ""
+    created: str = ""
+
+    @property
+    def precisions(self) -> tuple[Precision, ...]:
+        """The precisions the bundle has an ONNX variant of, the default first."""
+        first = self.default_precision if self.default_precision in self.variants else None
+        return tuple(dict.fromkeys([p for p in (first,) if p is not None] + list(self.variants)))
+
+    def variant(self, precision: Precision | str) -> VariantEntry:
+        """The ONNX variant of ``precision``.
+
+        Raises:
+            BundleError: The bundle has no such variant (message lists those it has).
+        """
+        prec = Precision.parse(precision)
+        if prec not in self.variants:
+            raise BundleError(f"the bundle has no {prec.value} variant (it has "
+                              f"{', '.join(p.value for p in self.variants)}); open it with one "
+                              f"of those, or make a bundle with --precision {prec.value}")
+        return self.variants[prec]
+
+    def preprocessing(self) -> dict[str, Any]:
+        """The preprocessing the graphs expect (from the ModelSpec)."""
+        spec = self.model_spec.to_dict()
+        keys = ("input_size", "in_chans", "mean", "std", "crop_pct", "interpolation")
+        return {"input_format": self.input_format.value, **{k: spec[k] for k in keys}}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form written as ``manifest.json``."""
+        return {
+            "format": FORMAT,
+            "format_version": self.format_version,
+            "xception_trt_version": self.xception_trt_version,
+            "created": self.created,
+            "model_spec": self.model_spec.to_dict(),
+            "input_format": self.input_format.value,
+            "preprocessing": self.preprocessing(),
+            "source": dict(self.source),
+            "batch_profile": list(self.batch_profile),
+            "variants": {p.value: v.to_dict() for p, v in self.variants.items()},
+            "calibration": dict(self.calibration) if self.calibration is not None else None,
+            "engines": [e.to_dict() for e in self.engines],
+            "members": {name: m.to_dict() for name, m in sorted(self.members.items())},
+            "bundle_command": self.bundle_command,
+            "default_precision": self.precisions[0].value if self.variants else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, *, sidecars: Mapping[str, bytes], where: str) -> Manifest:
+        """Parse a manifest; ``sidecars`` maps each engine's sidecar member to its bytes.
+
+        Raises:
+            BundleError: Not a bundle manifest, a newer format version, or invalid fields.
+        """
+        _check_header(data, where)
+        version = data["format_version"]
+        try:
+            members = {str(n): Member(str(n), str(m["sha256"]), int(m["bytes"]))
+                       for n, m in data["members"].items()}
+            variants = {Precision.parse(p): VariantEntry(
+                Precision.parse(p), str(v["member"]), v.get("accuracy"),
+                str(v["onnxruntime_member"]) if v.get("onnxruntime_member") else None,
+                v.get("onnxruntime_accuracy"))
+                for p, v in data["variants"].items()}
+            engines = []
+            for e in data.get("engines") or ():
+                side = str(e["sidecar"])
+                text = sidecars[side].decode("utf-8")
+                engines.append(EngineEntry(str(e["member"]), side, EngineSidecar.from_json(
+                    text, where=f"{where}: {side}")))
+            lo, opt, hi = (int(b) for b in data["batch_profile"])
+            manifest = cls(
+                model_spec=ModelSpec.from_dict(data["model_spec"]),
+                input_format=InputFormat.parse(data["input_format"]),
+                variants=variants, engines=tuple(engines), members=members,
+                batch_profile=(lo, opt, hi), calibration=data.get("calibration"),
+                source=dict(data.get("source") or {}),
+                bundle_command=str(data.get("bundle_command") or ""),
+                default_precision=(Precision.parse(data["default_precision"])
+                                   if data.get("default_precision") else None),
+                format_version=version,
+                xception_trt_version=str(data.get("xception_trt_version") or ""),
+                created=str(data.get("created") or ""))
+        except EngineError as exc:
+            raise BundleError(f"{where}: {exc}") from None
+        except (KeyError, TypeError, ValueError, AttributeError, ConfigError,
+                UnicodeDecodeError) as exc:
+            raise BundleError(f"{where} has an invalid manifest ({type(exc).__name__}: {exc}); "
+                              "remake the bundle with `xception-trt bundle`") from None
+        for name in [m for v in variants.values()
+                     for m in (v.member, v.onnxruntime_member) if m is not None] + [
+                n for e in engines for n in (e.member, e.sidecar_member)]:
+            if name not in members:
+                raise BundleError(f"{where}: the manifest names {name} but records no hash for "
+                                  "it; remake the bundle")
+        return manifest
+
+
+_REMAKE = "copy the bundle again or remake it with `xception-trt bundle`"
+
+
+def _check_header(data: Any, where: str) -> None:
+    """Refuse what is not a bundle manifest, or one of a newer format version.
+
+    Raises:
+        BundleError: Not a manifest, no valid ``format_version``, or a newer one.
+    """
+    if not isinstance(data, Mapping) or data.get("format") != FORMAT:
+        raise BundleError(f"{where} is not an xception-trt bundle (no {FORMAT} manifest); "
+                          "make one with `xception-trt bundle`")
+    version = data.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise BundleError(f"{where} has no valid format_version; remake the bundle")
+    if version > FORMAT_VERSION:
+        raise BundleError(f"{where} is a bundle of format version {version}, newer than this "
+                          f"xception-trt reads ({FORMAT_VERSION}); upgrade: pip install -U "
+                          "xception-trt")
+
+
+class Bundle:
+    """An open bundle: its manifest and verified access to its members.
+
+    Every member read is checked against the SHA-256 the manifest records, so a truncated or
+    tampered bundle is refused before any of it is used.
+
+    Args:
+        path: The ``.xtrt`` file.
+
+    Raises:
+        BundleError: Missing, truncated or not a zip, no/invalid/newer manifest, a member the
+            manifest names but the archive lacks, or a sidecar that does not match its hash.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        where = str(self.path)
+        if not self.path.is_file():
+            raise BundleError(f"bundle {where} does not exist")
+        try:
+            self._zip = zipfile.ZipFile(self.path)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise BundleError(f"bundle {where} is not a readable bundle ({exc}; truncated or "
+                              f"not made by xception-trt); {_REMAKE}") from None
+        try:
+            names = set(self._zip.namelist())
+            if MANIFEST not in names:
+                raise BundleError(f"bundle {where} has no {MANIFEST}; {_REMAKE}")
+            try:
+                data = json.loads(self._read_raw(MANIFEST))
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise BundleError(f"bundle {where}: {MANIFEST} is unreadable ({exc}); "
+                                  f"{_REMAKE}") from None
+            _check_header(data, where)  # a newer layout is named as such, before anything
+            members = data.get("members")
+            if not isinstance(members, Mapping) or not all(
+                    isinstance(m, Mapping) for m in members.values()):
+                raise BundleError(f"bundle {where} has no valid member list; {_REMAKE}")
+            missing = sorted(n for n in members if n not in names)
+            if missing:
+                raise BundleError(f"bundle {where} lacks member(s) {', '.join(missing)} that its "
+                                  f"manifest lists; {_REMAKE}")
+            sidecars = {}
+            for entry in data.get("engines") or ():
+                side = entry.get("sidecar") if isinstance(entry, Mapping) else None
+                if isinstance(side, str) and side in members:
+                    sidecars[side] = self._read_checked(side, members[side].get("sha256"))
+            self.manifest = Manifest.from_dict(data, sidecars=sidecars, where=where)
+        except BaseException:
+            self._zip.close()
+            raise
+
+    # -- members -------------------------------------------------------------------------
+
+    def _read_raw(self, name: str) -> bytes:
+        try:
+            return self._zip.read(name)
+        except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
+            raise BundleError(f"bundle {self.path}: member {name} is unreadable ({exc}; "
+                              f"truncated?); {_REMAKE}") from None
+
+    def _read_checked(self, name: str, sha256: Any) -> bytes:
+        data = self._read_raw(name)
+        if sha256_bytes(data) != sha256:
+            raise BundleError(f"bundle {self.path}: member {name} does not match the SHA-256 in "
+                              f"its manifest (tampered with or corrupted); {_REMAKE}")
+        return data
+
+    def member(self, name: str) -> Member:
+        """The manifest's record of one member.
+
+        Raises:
+            BundleError: The manifest lists no such member.
+        """
+        try:
+            return self.manifest.members[name]
+        except KeyError:
+            raise BundleError(f"bundle {self.path} has no member {name}; {_REMAKE}") from None
+
+    def read(self, name: str) -> bytes:
+        """A member's bytes, verified against the manifest's SHA-256.
+
+        Raises:
+            BundleError: Unknown, unreadable or mismatching member.
+        """
+        return self._read_checked(name, self.member(name).sha256)
+
+    def extract(self, name: str, dest: str | os.PathLike[str]) -> Path:
+        """Write a verified member to ``dest`` atomically (nothing partial is ever there).
+
+        Raises:
+            BundleError: Unknown, unreadable or mismatching member, or ``dest`` cannot be
+                written (message names the folder).
+        """
+        return atomic_write_bytes(dest, self.read(name), error=BundleError)
+
+    def verify(self) -> list[str]:
+        """Check every member against its SHA-256; returns the names checked.
+
+        Raises:
+            BundleError: The first member that is unreadable or does not match.
+        """
+        for name in sorted(self.manifest.members):
+            self.read(name)
+        return sorted(self.manifest.members)
+
+    def size_bytes(self) -> int:
+        """The bundle file's size in bytes."""
+        return self.path.stat().st_size
+
+    # -- lifetime --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the archive (idempotent)."""
+        self._zip.close()
+
+    def __enter__(self) -> Bundle:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
