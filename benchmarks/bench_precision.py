@@ -5,7 +5,8 @@ Part 1 (``--part time``): the full 299x299 Xception (random weights: no ImageNet
 downloaded; calibration time does not depend on the weights' values) exported to ONNX, then
 INT8-calibrated with each method on ``--images`` (default 512) images at 299x299 (``--calib``,
 or synthetic smooth images), plus a cache hit and the FP16 conversion. Reports wall time (image
-decode + preprocessing + ModelOpt subprocess) and the time inside ModelOpt, and the file sizes.
+decode + preprocessing + ModelOpt subprocess), the time inside ModelOpt, the ratio to one FP32
+ONNX Runtime forward pass over the same images, and the file sizes.
 
 Part 2 (``--part accuracy``): the digits demo data set (scikit-learn's 8x8 digits upscaled by the
 shared preprocessing). A narrow Xception (width 0.25, 2 middle blocks, 71x71) is trained for a
@@ -72,6 +73,16 @@ def part_time(args: argparse.Namespace, work: Path) -> dict:
     out: dict = {"images": args.images, "input_size": 299, "cpu_count": os.cpu_count(),
                  "calibration_data": str(args.calib or "synthetic"), "methods": {}}
     sizes = {"fp32": _mib(fp32)}
+    # The yardstick of issue 15: one FP32 forward pass over the same (decoded) images, same
+    # runtime (ONNX Runtime, CPU); each method's wall time is reported as a ratio to it.
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_targeted import _forward_seconds
+
+    from xception_trt.onnx_meta import read_metadata
+
+    forward = _forward_seconds(fp32, calib, read_metadata(fp32), args.images, 2, 8)
+    out["forward_pass_s"] = round(forward, 1)
+    print(f"[time] FP32 forward pass over the {args.images} images: {forward:.1f} s", flush=True)
     for method in args.methods:
         t0, cpu0 = time.perf_counter(), _cpu_seconds()
         res = quantize_int8(fp32, calib, method=method, num_images=args.images,
@@ -81,6 +92,7 @@ def part_time(args: argparse.Namespace, work: Path) -> dict:
                                   # CPU seconds of this process and the ModelOpt subprocess:
                                   # the load-independent cost on a shared machine.
                                   "cpu_s": round(_cpu_seconds() - cpu0, 1),
+                                  "ratio_to_forward": round(wall / forward, 2),
                                   "num_images": res.num_images, "cache": res.cache,
                                   "quantized_nodes": len(res.quantized_nodes),
                                   "excluded_nodes": list(res.excluded_nodes)}

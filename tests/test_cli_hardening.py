@@ -87,6 +87,8 @@ LOOP_CASES = [
     (["stream", "{onnx}", "0", "-o", "LOOP"], "-o"),
     (["deepstream", "LOOP", "-o", "{tmp}/ds"], "model"),
     (["deepstream", "{onnx}", "-o", "LOOP"], "-o"),
+    (["sensitivity", "LOOP", "--calib", "{data}", "--val", "{data}"], "model"),
+    (["sensitivity", "{onnx}", "--calib", "{data}", "--val", "LOOP"], "--val"),
     (["bundle", "LOOP", "-o", "{tmp}/m.xtrt"], "source"),
     (["bundle", "{ckpt}", "-o", "LOOP"], "-o"),
     (["bundle", "{ckpt}", "--val", "LOOP", "-o", "{tmp}/m.xtrt"], "--val"),

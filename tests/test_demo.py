@@ -137,8 +137,20 @@ def _rtx_importable() -> bool:
 
 
 def test_small_demo_end_to_end_and_cached_rerun(tmp_path, monkeypatch):
+    from xception_trt.demo import DemoCallbacks
+
+    stages: list[tuple[str, int, int | None]] = []
+
+    class Record(DemoCallbacks):
+        def on_progress(self, stage: str, done: int, total: int | None) -> None:
+            stages.append((stage, done, total))
+
     work = tmp_path / "demo"
-    first = run_demo(work, config=SMALL)
+    first = run_demo(work, config=SMALL, callbacks=Record())
+    # INT8 calibration reports images decoded and batches fed, each up to its total
+    for prefix in ("decode calibration images", "calibrate"):
+        got = [(d, t) for s, d, t in stages if s.startswith(prefix)]
+        assert got and got[-1][0] == got[-1][1], (prefix, stages[:5])
     st = {s.name: s for s in first.steps}
     assert [s.name for s in first.steps] == list(STEP_NAMES)
     for name in ("data", "train", "export", "fp16", "int8", "evaluate", "latency", "report"):

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from ._common import add_command, path_argument, positive_int, print_json
+from ._common import StageProgress, add_command, path_argument, positive_int, print_json
 
 ORDER = 2
 
@@ -69,12 +69,18 @@ def run(args: argparse.Namespace) -> int:
     show = not args.json and not args.quiet
     total = len(STEP_NAMES)
 
+    stages = StageProgress(enabled=show)
+
     class Hooks(progress_hooks(DemoCallbacks, enabled=show)):  # type: ignore[misc]
         def on_step_start(self, name: str, index: int, total: int) -> None:
             if show:
                 print(f"[{index}/{total}] {name} ...", file=sys.stderr, flush=True)
 
+        def on_progress(self, stage: str, done: int, total: int | None) -> None:
+            stages(stage, done, total)  # INT8 calibration: images decoded, batches fed
+
         def on_step_end(self, result) -> None:  # noqa: ANN001 - StepResult
+            stages.close()
             if show:
                 index = STEP_NAMES.index(result.name) + 1
                 print(f"[{index}/{total}] {result.name}: {result.status.upper()} "

@@ -118,6 +118,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bars (shown on a terminal only, on stderr: image decode "
                         "and calibration batches)")
+    p.add_argument("--target-agreement", type=float, default=None, metavar="FRACTION",
+                   help="INT8: keep the fewest quantized nodes in FP32 so that top-1 agreement "
+                        "with FP32 reaches this fraction (e.g. 0.995) on --val; half of --val "
+                        "chooses the nodes, the other half reports the result")
+    p.add_argument("--target-top1-drop", type=float, default=None, metavar="PP",
+                   help="INT8: as --target-agreement, for a top-1 drop from FP32 of at most "
+                        "this many percentage points (e.g. 0.3; labelled --val)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="with a target: ONNX Runtime intra-op threads (default: 2)")
 
 
 def _int8_kwargs(args: argparse.Namespace, bars: StageProgress) -> dict[str, Any]:
@@ -208,6 +217,11 @@ def _run(args: argparse.Namespace, bars: StageProgress) -> int:
     check_flags(args)
     if Path(args.output).resolve() == Path(args.model).resolve():
         raise ConfigError("--output must differ from the input model")
+    targeted = args.target_agreement is not None or args.target_top1_drop is not None
+    only_with("--threads", args.threads, needs="--target-agreement or --target-top1-drop",
+              present=targeted)
+    if targeted:
+        return _run_targeted(args, bars, say)
     report: dict[str, Any] = {"model": args.model, "output": args.output,
                               "precision": args.precision}
     rows = None
@@ -271,6 +285,72 @@ def _run(args: argparse.Namespace, bars: StageProgress) -> int:
             print(format_table(rows))
     elif not args.json:
         print("no --val given: accuracy table skipped")
+    if args.report:
+        atomic_write_json(args.report, report)
+    if args.json:
+        print_json(report)
+    return 0
+
+
+def check_target_flags(args: argparse.Namespace) -> None:
+    """Refuse target flags that cannot work together (before any work)."""
+    from ..errors import ConfigError
+
+    names = [f for f, v in (("--target-agreement", args.target_agreement),
+                            ("--target-top1-drop", args.target_top1_drop)) if v is not None]
+    if len(names) > 1:
+        raise ConfigError("give one target: --target-agreement or --target-top1-drop")
+    flag = names[0]
+    if not args.val:
+        raise ConfigError(f"{flag} needs validation images (--val DIR): half of them choose the "
+                          "nodes kept in FP32, half report the result")
+    not_with(flag, True, other="--target onnxruntime", other_given=args.target == "onnxruntime",
+             why="the targeted mode keeps nodes of the TensorRT placement in FP32")
+    for other, given in (("--auto", args.auto), ("--import-cache", args.import_cache),
+                         ("--int8-weights", args.int8_weights),
+                         ("--high-precision", args.high_precision),
+                         ("--exclude", args.exclude), ("--exclude-op-type", args.exclude_op_type),
+                         ("--exclude-depthwise", args.exclude_depthwise),
+                         ("--compare-all", args.compare_all)):
+        not_with(flag, True, other=other, other_given=given,
+                 why="the targeted mode chooses the FP32 nodes itself from an FP32-weight "
+                     "Q/DQ graph calibrated with images")
+
+
+def _run_targeted(args: argparse.Namespace, bars: StageProgress, say: Any) -> int:
+    from ..config import Precision
+    from ..errors import ConfigError
+    from ..fsio import atomic_write_json
+    from ..precision import DEFAULT_CACHE_DIR, DEFAULT_NUM_IMAGES, DEFAULT_PERCENTILE
+    from ..precision.targeted import Target, targeted_int8
+
+    if Precision.parse(args.precision) is not Precision.INT8:
+        raise ConfigError("--target-agreement / --target-top1-drop need --precision int8")
+    check_target_flags(args)
+    if args.percentile is not None and args.percentile != DEFAULT_PERCENTILE:
+        raise ConfigError("--percentile is not supported with a target yet; use --method max "
+                          "or entropy")
+    target = Target(agreement=args.target_agreement, top1_drop=args.target_top1_drop)
+    result = targeted_int8(args.model, args.calib, args.val, target=target,
+                           method=args.method or "entropy",
+                           num_images=args.num_images or DEFAULT_NUM_IMAGES,
+                           val_images=args.val_images, seed=args.seed,
+                           batch_size=args.batch_size, threads=args.threads or 2,
+                           cache_dir=None if args.no_cache else (args.cache_dir
+                                                                 or DEFAULT_CACHE_DIR),
+                           output=args.output, progress=bars)
+    bars.close()
+    kept = ", ".join(result.kept) or "none"
+    say(f"wrote {args.output} (int8 {result.calibration['method']}, target "
+        f"{target.describe()}): {len(result.kept)} node(s) kept in FP32 ({kept}); choice "
+        f"cache {result.cache}")
+    if not result.met_on_heldout:
+        say("note: the target was met on the selection images but NOT on the held-out ones "
+            "(more --val images make the choice more robust)")
+    report = {"model": args.model, "output": args.output, "precision": args.precision,
+              "targeted": result.summary()}
+    if not args.json:
+        print(result.format_table())
     if args.report:
         atomic_write_json(args.report, report)
     if args.json:

@@ -176,3 +176,7 @@ class DemoCallbacks(TrainCallbacks):
 
     def on_step_end(self, result: StepResult) -> None:
         """Called after every step, including skipped ones."""
+
+    def on_progress(self, stage: str, done: int, total: int | None) -> None:
+        """Called as INT8 calibration images are decoded and batches fed (``done`` of
+        ``total`` in ``stage``; see :func:`xception_trt.precision.quantize_int8`)."""

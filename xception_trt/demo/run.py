@@ -225,7 +225,7 @@ class _Demo:
         v = make_variant(fp32_onnx=self.onnx["fp32"], precision=Precision.INT8,
                          layout=self._layout(), calibration=data.calibration,
                          calibration_method=c.calibration_method, num_images=num_images,
-                         force=self.force)
+                         force=self.force, progress=self.cb.on_progress)
         self.onnx["int8"] = v.path
         q = v.quantize
         if q is None:

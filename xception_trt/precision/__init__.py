@@ -18,6 +18,9 @@ Modules:
 * :mod:`.evaluate` — accuracy of the variants with ONNX Runtime on the CPU.
 * :mod:`.source` — the FP32 source graph: checks, hashes, node selection, variant metadata.
 * :mod:`.launcher` / :mod:`._worker` — the ModelOpt subprocess, parent and child side.
+* :mod:`.sensitivity` — per-node INT8 sensitivity (one node quantized at a time, one
+  calibration), :func:`~.sensitivity.strip_qdq`.
+* :mod:`.targeted` — accuracy-targeted INT8 (fewest nodes kept in FP32, held-out report).
 """
 
 from .cache import DEFAULT_CACHE_DIR, read_trt_calibration_cache, write_trt_calibration_cache

@@ -136,6 +136,65 @@ def _patch_percentile(percentile: float) -> Any:
     return restore
 
 
+#: ``0`` turns off :func:`_absmax_scales` (ModelOpt's own ``max`` calibration runs instead).
+FAST_MAX_ENV = "XCEPTION_TRT_FAST_MAX"
+
+
+def _fusable(model: Any) -> set[str]:
+    """Conv/Gemm outputs read only by a Relu or an Add: ONNX Runtime fuses those pairs (a
+    reduction on the tensor would stop it), and ModelOpt's placement never quantizes them."""
+    consumers: dict[str, set[str]] = {}
+    for node in model.graph.node:
+        for t in node.input:
+            consumers.setdefault(t, set()).add(node.op_type)
+    outputs = {o.name for o in model.graph.output}
+    return {o for n in model.graph.node if n.op_type in ("Conv", "Gemm") for o in n.output
+            if o not in outputs and consumers.get(o) and consumers[o] <= {"Relu", "Add"}}
+
+
+def _absmax_scales(onnx_path: str, files: list[Path], input_name: str,
+                   stage: str, *, skip_fusable: bool = True) -> dict[str, float]:
+    """``max`` calibration in one ONNX Runtime pass: scale = max |x| / 127 per float tensor.
+
+    ModelOpt's ``max`` (ONNX Runtime's MinMax calibrator, symmetric) makes every activation a
+    graph output, copies them all to numpy per batch and reduces them there, with graph
+    optimizations and the memory arena off: about twice the cost of a forward pass. Here each
+    tensor gets a ``ReduceMax`` and a ``ReduceMin`` in the graph, so a batch returns two
+    scalars per tensor.
+    The scales equal ModelOpt's (tests compare them); they are handed to ModelOpt as an
+    imported cache, so its placement and graph rewriting are unchanged.
+    """
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    model = onnx.load(onnx_path)
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in
+             list(inferred.graph.value_info) + list(inferred.graph.input)
+             + list(inferred.graph.output)}
+    skip = _fusable(model) if skip_fusable else set()
+    names = [t for t in [input_name] + [o for n in model.graph.node for o in n.output]
+             if types.get(t) == TensorProto.FLOAT and t not in skip]
+    del model.graph.output[:]
+    # max |x| = max(ReduceMax(x), -ReduceMin(x)): two reads of x, no |x| copy written.
+    for i, name in enumerate(names):
+        for op in ("ReduceMax", "ReduceMin"):
+            out = f"xtrt_{op}_{i}"
+            model.graph.node.append(helper.make_node(op, [name], [out], keepdims=0))
+            model.graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, []))
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    amax = np.zeros(len(names), dtype=np.float64)
+    for done, path in enumerate(files, start=1):
+        with np.load(path) as data:
+            batch = np.ascontiguousarray(data["input"])
+        hi_lo = np.asarray(sess.run(None, {input_name: batch}), np.float64).reshape(-1, 2)
+        amax = np.maximum(amax, np.abs(hi_lo).max(axis=1))
+        _progress(stage, done, len(files))
+    # A tensor that is zero on every image still needs a usable (positive) scale.
+    return {name: float(max(a, 1e-30) / 127.0) for name, a in zip(names, amax)}
+
+
 def _qdq_facts(model: Any, *, by_scale_name: bool = False) -> dict[str, Any]:
     """Activation scales, quantized and unquantized compute nodes of a Q/DQ model.
 
@@ -212,6 +271,15 @@ def run_int8(req: dict[str, Any]) -> dict[str, Any]:
     method = req["method"]
     cache_path = None
     restore = None
+    fast = bool(method == "max" and cache_scales is None and files
+            and os.environ.get(FAST_MAX_ENV, "1") != "0")
+    t0 = time.perf_counter()
+    files_all = files
+    if fast:
+        cache_scales = _absmax_scales(req["onnx"], files, req["input_name"],
+                                      stage=f"calibrate {method}")
+        files = []  # ModelOpt places Q/DQ on one dummy batch and takes these scales
+        req = dict(req, data_dir=None)  # so a scale that is missing is an error, not a guess
     if cache_scales is not None:
         cache_path = tmp / "scales.cache"
         # The TensorRT text cache format is what ModelOpt imports.
@@ -223,8 +291,8 @@ def run_int8(req: dict[str, Any]) -> dict[str, Any]:
         restore = _patch_percentile(req["percentile"])
     if not files:
         raise RuntimeError("no calibration batches given")
-    reader = _BatchReader(files, req["input_name"], stage=f"calibrate {req['method']}")
-    t0 = time.perf_counter()
+    reader = _BatchReader(files, req["input_name"],
+                          stage=("apply scales" if fast else f"calibrate {req['method']}"))
     out_fp32 = tmp / "quant_fp32.onnx"
     try:
         _quantize(quantize, req, reader, method, cache_path, out_fp32)
@@ -232,7 +300,19 @@ def run_int8(req: dict[str, Any]) -> dict[str, Any]:
         if restore is not None:
             restore()
     seconds = time.perf_counter() - t0
-    return _finish_int8(req, out_fp32, cache_scales, seconds)
+    try:
+        return _finish_int8(req, out_fp32, cache_scales, seconds)
+    except RuntimeError as exc:
+        if not (fast and "MISSING-SCALES" in str(exc)):
+            raise
+        why = str(exc)
+    # A placement that quantizes a tensor the fast pass skipped: measure every tensor.
+    log.warning("fast max calibration: %s; calibrating every tensor", why)
+    scales = _absmax_scales(req["onnx"], files_all, req["input_name"],
+                            stage=f"calibrate {method}", skip_fusable=False)
+    write_trt_calibration_cache(scales, cache_path)  # type: ignore[arg-type]
+    _quantize(quantize, req, reader, method, cache_path, out_fp32)
+    return _finish_int8(req, out_fp32, scales, time.perf_counter() - t0)
 
 
 def _quantize(quantize: Any, req: dict[str, Any], reader: _BatchReader, method: str,
@@ -243,7 +323,7 @@ def _quantize(quantize: Any, req: dict[str, Any], reader: _BatchReader, method: 
         calibration_data_reader=reader,
         calibration_method="entropy" if method == "entropy" else "max",
         calibration_cache_path=str(cache_path) if cache_path else None,
-        calibration_eps=["cpu"],
+        calibration_eps=list(req.get("calibration_eps") or ["cpu"]),
         nodes_to_exclude=list(req.get("exclude_nodes") or []) or None,
         op_types_to_exclude=list(req.get("exclude_op_types") or []) or None,
         high_precision_dtype="fp32",

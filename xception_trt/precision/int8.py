@@ -1,13 +1,16 @@
 """INT8 variants: explicit Q/DQ nodes placed and calibrated for TensorRT (NVIDIA ModelOpt ONNX
 PTQ, the default) or for ONNX Runtime's CPU provider (``target="onnxruntime"``).
 
-``modelopt.onnx.quantization.quantize`` with ``calibration_eps=["cpu"]``. Its placement is the
+``modelopt.onnx.quantization.quantize`` with ``calibration_eps`` from :func:`calibration_eps` (GPU
+providers where onnxruntime-gpu and a GPU are present, else ``["cpu"]``). Its placement is the
 one TensorRT fuses: per-channel symmetric INT8 weights (axis 0, zero point 0), per-tensor
 symmetric activations, the residual ``Add`` quantized on one input only (the other comes
 straight from a Conv, so TensorRT fuses the add into that Conv), and the output layer (the
-classifier ``Gemm``) left in high precision, so the logits never pass through Q/DQ. Methods
-``max`` and ``entropy`` are ModelOpt's; ``percentile`` uses ONNX Runtime's percentile
-calibrator through ModelOpt's patched calibrator factory. Several methods share one decode of
+classifier ``Gemm``) left in high precision, so the logits never pass through Q/DQ. Method
+``entropy`` is ModelOpt's; ``max`` gives ModelOpt's scales from one ONNX Runtime pass with a
+``ReduceMax``/``ReduceMin`` per tensor (see the worker; ``XCEPTION_TRT_FAST_MAX=0``: ModelOpt's);
+``percentile`` uses ONNX Runtime's percentile calibrator through ModelOpt's patched calibrator
+factory. Several methods share one decode of
 the images and one worker process; :func:`auto_quantize_int8` keeps the best on held-out data.
 
 ``target="onnxruntime"`` uses ONNX Runtime's own ``quantize_static`` (QDQ, per-channel INT8
@@ -326,6 +329,7 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
                                 else "float32"),
                 "static_batch": static, "data_dir": None, "int8_weights": bool(int8_weights),
                 "target": qtarget.value,
+                "calibration_eps": calibration_eps(),
             }
             (tmp / f"job_{i}").mkdir()
             state: dict[str, Any] = {"method": method, "options": options, "cache": "off",
@@ -527,3 +531,36 @@ def auto_quantize_int8(onnx_model_or_path: Any, calibration_data: Any, val_data:
         best = _with_path(best, save_model(best.model, output))
     log.info("auto: kept %s (%s)", best.method.value, "top-1" if labelled else "agreement")
     return AutoQuantizeResult(best, results, tuple(rows), "top1" if labelled else "agreement")
+
+
+#: Overrides :func:`calibration_eps` (comma-separated ModelOpt names, e.g. ``cuda:0,cpu``).
+CALIBRATION_EPS_ENV = "XCEPTION_TRT_CALIBRATION_EPS"
+
+
+def calibration_eps() -> list[str]:
+    """The execution providers ModelOpt calibrates on, fastest first.
+
+    ``trt`` then ``cuda:0`` when this onnxruntime build has the TensorRT / CUDA execution
+    providers and a GPU is present, always ending with ``cpu``; ``$XCEPTION_TRT_CALIBRATION_EPS``
+    overrides the choice. The GPU providers follow ModelOpt's documented ``calibration_eps``
+    names; only the CPU path is tested here (no GPU onnxruntime build on the CI machines).
+    """
+    env = os.environ.get(CALIBRATION_EPS_ENV, "").strip()
+    if env:
+        return [e.strip() for e in env.split(",") if e.strip()]
+    try:
+        import onnxruntime as ort
+
+        available = set(ort.get_available_providers())
+    except ImportError:  # the worker reports a missing onnxruntime properly
+        return ["cpu"]
+    eps = []
+    if available & {"TensorrtExecutionProvider", "CUDAExecutionProvider"}:
+        from ..trt.devices import query_devices
+
+        if query_devices().gpus:
+            if "TensorrtExecutionProvider" in available:
+                eps.append("trt")
+            if "CUDAExecutionProvider" in available:
+                eps.append("cuda:0")
+    return eps + ["cpu"]
