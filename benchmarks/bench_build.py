@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 
-def _synthetic_images(folder: Path, n: int) -> Path:
+def _synthetic_images(folder: Path, n: int, size: tuple[int, int] = (400, 300)) -> Path:
     import numpy as np
     from PIL import Image
 
@@ -31,7 +31,7 @@ def _synthetic_images(folder: Path, n: int) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n):
         small = rng.integers(0, 256, size=(24, 32, 3), dtype=np.uint8)
-        Image.fromarray(small).resize((400, 300), Image.Resampling.BILINEAR).save(
+        Image.fromarray(small).resize(size, Image.Resampling.BILINEAR).save(
             folder / f"img_{i:03d}.png")
     return folder
 

@@ -33,25 +33,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_build import _synthetic_images  # noqa: E402  (one generator of calibration images)
 
 MODELS = {
     "full": {"spec": {}, "precisions": ["fp32"]},
     "small": {"spec": {"num_classes": 10, "width": 0.25, "middle_blocks": 8, "input_size": 71},
               "precisions": ["fp32", "fp16", "int8"]},
 }
-
-
-def _images(folder: Path, n: int) -> Path:
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        small = rng.integers(0, 256, size=(24, 32, 3), dtype=np.uint8)
-        Image.fromarray(small).resize((320, 240), Image.Resampling.BILINEAR).save(
-            folder / f"img_{i:03d}.png")
-    return folder
 
 
 def _median(fn, repeat: int) -> float:
@@ -79,7 +68,8 @@ def bench_model(name: str, work: Path, repeat: int) -> dict:
     spec = ModelSpec(**cfg["spec"])
     torch.manual_seed(0)
     ckpt = save_checkpoint(build_xception(spec=spec).eval(), work / f"{name}.safetensors")
-    calib = _images(work / "calib", 32) if "int8" in cfg["precisions"] else None
+    calib = (_synthetic_images(work / "calib", 32, size=(320, 240))
+             if "int8" in cfg["precisions"] else None)
     out = work / f"{name}.xtrt"
     load_before = os.getloadavg()
     t0 = time.perf_counter()

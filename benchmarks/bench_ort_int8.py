@@ -49,25 +49,14 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_precision import _synthetic_images  # noqa: E402  (the same calibration images)
+
 from xception_trt.fsio import atomic_write_json
 from xception_trt.host import load_average
 from xception_trt.sysinfo import system_facts
 
 VARIANTS = ("fp32", "int8-trt", "int8-ort")
-
-
-def _synthetic_images(folder: Path, n: int, size: int = 340) -> Path:
-    """Smooth random RGB JPEGs (blurred noise, like photos), deterministic."""
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        small = rng.integers(0, 256, size=(size // 16, size // 16, 3), dtype=np.uint8)
-        img = Image.fromarray(small).resize((size + (i % 7) * 5, size),
-                                            Image.Resampling.BILINEAR)
-        img.save(folder / f"img_{i:04d}.jpg", quality=90)
-    return folder
 
 
 def full_model(work: Path, images: int) -> tuple[Path, Path, None]:
