@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,21 @@ def flat_image_folder(tmp_path_factory) -> Path:
     for i in range(12):
         Image.fromarray(_smooth_image(rng, 80 + i, 100)).save(root / f"img_{i:02d}.png")
     return root
+
+
+@pytest.fixture(scope="module")
+def fp32_path(tiny_onnx_files) -> Path:
+    """The tiny FP32 ONNX (float-nchw, dynamic batch) that the precision tests quantize."""
+    return tiny_onnx_files["float"]
+
+
+@pytest.fixture(scope="module")
+def calib_folder(flat_image_folder, tmp_path_factory) -> Path:
+    """A private copy of :func:`flat_image_folder` per test module (INT8 tests may write a
+    calibration cache around it)."""
+    dst = tmp_path_factory.mktemp("calib") / "images"
+    shutil.copytree(flat_image_folder, dst)
+    return dst
 
 
 @pytest.fixture(scope="session")

@@ -29,11 +29,6 @@ from xception_trt.precision.cache import read_entry, stale_reasons
 
 
 @pytest.fixture(scope="module")
-def fp32_path(tiny_onnx_files):
-    return tiny_onnx_files["float"]
-
-
-@pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("ort-cache")
 

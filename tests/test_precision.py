@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import struct
 import sys
 
@@ -37,19 +36,6 @@ from xception_trt.precision.cache import read_entry
 
 # ---------------------------------------------------------------------------------------------
 # fixtures
-
-
-@pytest.fixture(scope="module")
-def fp32_path(tiny_onnx_files):
-    return tiny_onnx_files["float"]
-
-
-@pytest.fixture(scope="module")
-def calib_folder(flat_image_folder, tmp_path_factory):
-    """A private copy of the flat calibration folder (tests may rewrite the cache around it)."""
-    dst = tmp_path_factory.mktemp("calib") / "images"
-    shutil.copytree(flat_image_folder, dst)
-    return dst
 
 
 @pytest.fixture(scope="module")

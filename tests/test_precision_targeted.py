@@ -8,7 +8,6 @@ and the targeted mode must keep it in FP32.
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -55,13 +54,6 @@ def fp32_path(tiny_onnx_files, image_folder, tmp_path_factory):
     path = tmp_path_factory.mktemp("sharp") / "tiny_sharp.onnx"
     onnx.save(model, str(path))
     return path
-
-
-@pytest.fixture(scope="module")
-def calib_folder(flat_image_folder, tmp_path_factory):
-    dst = tmp_path_factory.mktemp("calib15") / "images"
-    shutil.copytree(flat_image_folder, dst)
-    return dst
 
 
 @pytest.fixture(scope="module")
