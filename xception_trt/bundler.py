@@ -38,8 +38,8 @@ from .pipeline import (
     ArtifactLayout,
     EngineOutcome,
     PipelineCallbacks,
-    export_checkpoint,
-    make_variant,
+    export_step,
+    variant_step,
 )
 from .sidecar import EngineSidecar, sidecar_path
 
@@ -264,10 +264,8 @@ def write_bundle(*, source: str | os.PathLike[str], output: str | os.PathLike[st
                                  "checkpoint or its FP32 ONNX")
             fp32 = source
         else:
-            callbacks.on_progress("export", 0, None)
-            export = export_checkpoint(checkpoint=source, output=layout.onnx(Precision.FP32))
-            callbacks.on_export(export)
-            fp32 = export.path
+            fp32 = export_step(callbacks, checkpoint=source,
+                               output=layout.onnx(Precision.FP32)).path
         wanted = wanted or [Precision.FP32]
         if Precision.INT8 in wanted and not calibration and (
                 previous is None or Precision.INT8 not in previous.variants):
@@ -281,12 +279,9 @@ def write_bundle(*, source: str | os.PathLike[str], output: str | os.PathLike[st
             if previous is not None and prec in previous.variants:
                 variants[prec] = previous.variants[prec]
                 continue
-            callbacks.on_progress(f"{prec.value} variant", 0, None)
-            outcome = make_variant(fp32_onnx=fp32, precision=prec, layout=layout,
+            outcome = variant_step(callbacks, fp32_onnx=fp32, precision=prec, layout=layout,
                                    calibration=calibration,
-                                   calibration_method=calibration_method,
-                                   progress=callbacks.on_progress)
-            callbacks.on_variant(outcome)
+                                   calibration_method=calibration_method)
             variants[prec], recipes[prec] = outcome.path, dict(outcome.recipe)
         variants.setdefault(Precision.FP32, fp32)
         ort: Path | None = None

@@ -52,8 +52,8 @@ if TYPE_CHECKING:  # only for annotations: importing trt.builder stays lazy (see
 __all__ = ["AUTO_CALIBRATION", "CALIBRATION_CHOICES", "ArtifactLayout", "BuildResult",
            "EngineFailure", "EngineOutcome", "EnginesResult", "ExportOutcome",
            "PipelineCallbacks", "VariantOutcome", "build", "build_engines",
-           "calibration_fingerprint", "export_checkpoint", "make_variant",
-           "parse_calibration_method"]
+           "calibration_fingerprint", "export_checkpoint", "export_step", "make_variant",
+           "parse_calibration_method", "variant_step"]
 
 log = logging.getLogger(__name__)
 
@@ -413,6 +413,29 @@ def make_variant(*, fp32_onnx: str | os.PathLike[str], precision: Precision | st
     return VariantOutcome(prec, target, False, recipe, quantize, auto)
 
 
+def export_step(callbacks: PipelineCallbacks, *, checkpoint: Path, output: Path,
+                **kw: Any) -> ExportOutcome:
+    """:func:`export_checkpoint` between its progress and outcome hooks (``build`` and the
+    bundle writer report the step the same way)."""
+    callbacks.on_progress("export", 0, None)
+    outcome = export_checkpoint(checkpoint=checkpoint, output=output, **kw)
+    callbacks.on_export(outcome)
+    return outcome
+
+
+def variant_step(callbacks: PipelineCallbacks, *, fp32_onnx: Path, precision: Precision,
+                 layout: ArtifactLayout, calibration: str | os.PathLike[str] | None,
+                 calibration_method: CalibrationMethod | str | None) -> VariantOutcome:
+    """:func:`make_variant` between its progress and outcome hooks, its calibration progress
+    going to ``callbacks.on_progress``."""
+    callbacks.on_progress(f"{precision.value} variant", 0, None)
+    outcome = make_variant(fp32_onnx=fp32_onnx, precision=precision, layout=layout,
+                           calibration=calibration, calibration_method=calibration_method,
+                           progress=callbacks.on_progress)
+    callbacks.on_variant(outcome)
+    return outcome
+
+
 def _refuse_ort_placement(onnx_path: Path) -> None:
     """An INT8 graph placed for ONNX Runtime (uint8 activations with zero points) is no
     TensorRT input: say so before TensorRT's parser fails on it."""
@@ -575,10 +598,8 @@ def build(*, source: str | os.PathLike[str], output: str | os.PathLike[str],
     if is_onnx:
         fp32_onnx = source
     else:
-        callbacks.on_progress("export", 0, None)
-        export = export_checkpoint(checkpoint=source, output=layout.onnx(Precision.FP32),
-                                   opset=opset, input_format=input_format)
-        callbacks.on_export(export)
+        export = export_step(callbacks, checkpoint=source, output=layout.onnx(Precision.FP32),
+                             opset=opset, input_format=input_format)
         fp32_onnx = export.path
 
     variants, engines = [], []
@@ -586,12 +607,9 @@ def build(*, source: str | os.PathLike[str], output: str | os.PathLike[str],
         if precision is src_precision:
             onnx_path = fp32_onnx
         elif src_precision is Precision.FP32:
-            callbacks.on_progress(f"{precision.value} variant", 0, None)
-            variant = make_variant(fp32_onnx=fp32_onnx, precision=precision, layout=layout,
-                                   calibration=calibration,
-                                   calibration_method=calibration_method,
-                                   progress=callbacks.on_progress)
-            callbacks.on_variant(variant)
+            variant = variant_step(callbacks, fp32_onnx=fp32_onnx, precision=precision,
+                                   layout=layout, calibration=calibration,
+                                   calibration_method=calibration_method)
             variants.append(variant)
             onnx_path = variant.path
         else:
