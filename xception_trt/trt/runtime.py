@@ -39,7 +39,7 @@ import numpy as np
 
 from ..contract import RunnerKind, TensorSpec, input_spec_for, output_spec_for
 from ..errors import EngineError
-from ..fsio import path_problem
+from ..fsio import path_problem, sha256_bytes
 from ..onnx_meta import INPUT_NAME, OUTPUT_NAME
 from ..sidecar import EngineSidecar, read_sidecar
 from .cuda import CudaDevice, Stream
@@ -278,7 +278,12 @@ class TensorRTRunner(CudaRunnerBase):
         self.sidecar = sidecar
         self.spec, self.input_format, self.precision = (sidecar.model_spec, sidecar.input_format,
                                                         sidecar.precision)
-        _verify_engine_file(path, size, sidecar, verify_sha256)
+        # Read once: hashed here (the sidecar check and, for a version-compatible plan, the
+        # host-code check use the one digest), deserialized below.
+        data = path.read_bytes()
+        digest = (sha256_bytes(data) if verify_sha256 or sidecar.option("version_compatible")
+                  else None)
+        _verify_engine_file(path, size, sidecar, digest if verify_sha256 else None)
         self._runtime_cache_path = Path(runtime_cache) if runtime_cache is not None else None
         from . import import_flavour
 
@@ -301,19 +306,19 @@ class TensorRTRunner(CudaRunnerBase):
                 cc = cuda.compute_capability
                 check_sidecar_compat(sidecar, flavour.name, flavour.version, f"{cc[0]}.{cc[1]}",
                                      integrated=cuda.backend.is_integrated())
-                self._init_engine(path, trt, flavour, cuda, name=name, cuda_graphs=cuda_graphs,
-                                  check_finite=check_finite, gpu_timing=gpu_timing)
+                self._init_engine(path, data, digest, trt, flavour, cuda, name=name,
+                                  cuda_graphs=cuda_graphs, check_finite=check_finite,
+                                  gpu_timing=gpu_timing)
         except BaseException:
             self._abort(cuda)
             raise
 
-    def _init_engine(self, path: Path, trt: Any, flavour: Any, cuda: CudaDevice, *,
-                     name: str | None, cuda_graphs: bool, check_finite: bool,
-                     gpu_timing: bool) -> None:
+    def _init_engine(self, path: Path, data: bytes, digest: str | None, trt: Any, flavour: Any,
+                     cuda: CudaDevice, *, name: str | None, cuda_graphs: bool,
+                     check_finite: bool, gpu_timing: bool) -> None:
         self._trt_version = flavour.version
         self._flavour = flavour.name
-        data = path.read_bytes()
-        host_code = _host_code_allowed(self.sidecar, data, path)
+        host_code = _host_code_allowed(self.sidecar, digest, path)
         self._logger, self._runtime, self._engine = deserialize(
             trt, data, source=str(path), host_code_allowed=host_code,
             dla_core=self.sidecar.option("dla_core"))
@@ -479,18 +484,17 @@ class TensorRTRunner(CudaRunnerBase):
         }
 
 
-def _host_code_allowed(sidecar: EngineSidecar, data: bytes, path: Path) -> bool:
+def _host_code_allowed(sidecar: EngineSidecar, digest: str | None, path: Path) -> bool:
     """Whether TensorRT may run the host code (lean runtime) a version-compatible plan carries:
-    only when the very bytes we deserialize match the SHA-256 their sidecar records.
+    only when the very bytes we deserialize (``digest``: their SHA-256) match the SHA-256 their
+    sidecar records.
 
     Raises:
         EngineError: A version-compatible plan whose bytes do not match its sidecar.
     """
     if not sidecar.option("version_compatible"):
         return False
-    import hashlib
-
-    if hashlib.sha256(data).hexdigest() != sidecar.engine.sha256:
+    if digest is None or digest != sidecar.engine.sha256:
         raise EngineError(f"engine file {path} is version-compatible, so it carries host code "
                           "that TensorRT would execute, and it does not match the SHA-256 in "
                           "its sidecar (checked even with verify_sha256=False): refusing to "
@@ -499,16 +503,14 @@ def _host_code_allowed(sidecar: EngineSidecar, data: bytes, path: Path) -> bool:
 
 
 def _verify_engine_file(path: Path, size: int, sidecar: EngineSidecar,
-                        verify_sha256: bool) -> None:
-    """Compare the engine file with the size/hash its sidecar records (truncation, swaps)."""
+                        digest: str | None) -> None:
+    """Compare the engine file with the size/hash its sidecar records (truncation, swaps);
+    ``digest`` is the SHA-256 of its bytes, ``None`` to skip the hash check."""
     if sidecar.engine.bytes != size:
         raise EngineError(f"engine file {path} has {size} bytes but its sidecar records "
                           f"{sidecar.engine.bytes}: the file is truncated or was replaced — "
                           "rebuild it with `xception-trt build`")
-    if verify_sha256:
-        from ..fsio import sha256_file
-
-        if sha256_file(path) != sidecar.engine.sha256:
-            raise EngineError(f"engine file {path} does not match the SHA-256 in its sidecar: "
-                              "it is corrupted or belongs to another build — rebuild it with "
-                              "`xception-trt build`")
+    if digest is not None and digest != sidecar.engine.sha256:
+        raise EngineError(f"engine file {path} does not match the SHA-256 in its sidecar: "
+                          "it is corrupted or belongs to another build — rebuild it with "
+                          "`xception-trt build`")
