@@ -161,3 +161,87 @@ def test_doctor_facts_file_is_validated(tmp_path, capsys, bad):
         from xception_trt.bundle.doctor import recorded_facts
 
         recorded_facts(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# one module, each probe once per process
+
+
+def test_each_probe_runs_once_per_process(monkeypatch, capsys, h100):
+    """``info`` (text and JSON), ``doctor`` (text and JSON), the bundle's facts and a report in
+    one process: the driver is asked once, each TensorRT flavour imported once, ONNX Runtime
+    and git asked once."""
+    from collections import Counter
+
+    from xception_trt import sysinfo, trt
+    from xception_trt.bundle.facts import probe_facts
+    from xception_trt.report import build_report
+
+    calls: Counter[str] = Counter()
+
+    def count(module, name):
+        real = getattr(module, name)
+
+        def counted(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+        monkeypatch.setattr(module, name, counted)
+
+    for module, name in ((devices, "query_devices"), (devices, "query_dla_cores"),
+                         (trt, "import_flavour"), (sysinfo, "_git_revision"),
+                         (sysinfo, "_ort"), (sysinfo, "cpu_model"),
+                         (sysinfo, "software_versions")):
+        count(module, name)
+    for argv in (["info"], ["info", "--json"], ["doctor"], ["doctor", "--json"]):
+        assert main(argv) == 0
+    capsys.readouterr()
+    assert probe_facts() == probe_facts()
+    build_report("once", kind="bench", context={})
+    assert calls == {"query_devices": 1, "import_flavour": len(trt.FLAVOURS),
+                     "_git_revision": 1, "_ort": 1, "cpu_model": 1, "software_versions": 1,
+                     # asked only where NVIDIA TensorRT imports and a GPU is present
+                     **({"query_dla_cores": 1} if sysinfo.flavours()
+                        and sysinfo.flavours()[0].name == "tensorrt" else {})}
+    sysinfo.refresh()
+    sysinfo.devices()
+    assert calls["query_devices"] == 2
+
+
+def test_machine_facts_are_typed_and_frozen(h100):
+    import dataclasses
+
+    from xception_trt import sysinfo
+
+    facts = sysinfo.machine_facts()
+    assert facts.devices == H100 and facts.devices.gpus[0].sm == "sm_90"
+    assert facts.version("xception-trt") == __version__
+    assert facts.platform.python_executable and facts.cpu.count
+    assert {b.name for b in facts.cuda_bindings} == {"cuda-python", "pycuda"}
+    assert facts.dla_cores == 0  # no NVIDIA TensorRT here, or no DLA
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        facts.cpu.model = "changed"  # type: ignore[misc]
+    assert sysinfo.machine_facts() == facts  # the same answers: nothing probed again
+
+
+def test_load_average_is_read_each_time(monkeypatch):
+    """The load average is a reading of the moment (before and after a run), not a fact."""
+    from xception_trt import sysinfo
+
+    readings = iter([(1.0, 1.0, 1.0), (2.0, 2.0, 2.0)])
+    monkeypatch.setattr("os.getloadavg", lambda: next(readings))
+    assert sysinfo.system_facts(probe_gpus=False)["load_average"] == [1.0, 1.0, 1.0]
+    assert sysinfo.system_facts(probe_gpus=False)["load_average"] == [2.0, 2.0, 2.0]
+
+
+def test_importing_the_facts_module_probes_and_imports_nothing_heavy():
+    import subprocess
+    import sys
+
+    code = ("import sys, xception_trt.sysinfo, xception_trt.bundle.facts; "
+            "heavy = [m for m in ('torch', 'onnx', 'onnxruntime', 'tensorrt', 'tensorrt_rtx', "
+            "'cuda', 'pycuda') if m in sys.modules]; "
+            "assert not heavy, heavy; "
+            "assert not xception_trt.sysinfo._answers; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.strip() == "ok", out.stderr

@@ -10,8 +10,13 @@ import shutil
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["GpuInfo", "DeviceReport", "query_devices", "NO_DRIVER", "no_gpu_message"]
+if TYPE_CHECKING:
+    from . import TensorRTFlavour
+
+__all__ = ["GpuInfo", "DeviceReport", "query_devices", "query_dla_cores", "NO_DRIVER",
+           "no_gpu_message"]
 
 #: The words for a machine without an NVIDIA driver, in ``info``, ``selftest`` and every runner.
 NO_DRIVER = "no NVIDIA driver found"
@@ -172,6 +177,19 @@ def query_devices() -> DeviceReport:
         return reports[0]
     return DeviceReport(None, None, (), "none",
                         f"{NO_DRIVER} (neither cuda-python nor nvidia-smi is available)")
+
+
+def query_dla_cores(flavour: TensorRTFlavour) -> int:
+    """DLA cores through ``Builder.num_DLA_cores`` of an imported TensorRT flavour (NVIDIA
+    TensorRT on a Jetson AGX/NX); 0 where it has none or cannot say. Never raises. Written to
+    the documented API; UNVERIFIED on a device (no Jetson here)."""
+    try:
+        trt = flavour.module
+        builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
+        return int(getattr(builder, "num_DLA_cores", 0) or 0)
+    except Exception as exc:  # a facts probe must never break info or doctor
+        log.debug("cannot ask TensorRT for DLA cores: %s", exc)
+        return 0
 
 
 def no_gpu_message(failure: str) -> str:
