@@ -38,7 +38,7 @@ import platform
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 from .host import (
@@ -120,7 +120,7 @@ class FlavourFact:
     version: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version}
+        return asdict(self)
 
 
 @dataclass(frozen=True)

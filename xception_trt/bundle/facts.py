@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..errors import ConfigError
@@ -31,8 +31,7 @@ class GpuFact:
         return "SM" + self.compute_capability.replace(".", "")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "name": self.name,
-                "compute_capability": self.compute_capability}
+        return asdict(self)
 
 
 @dataclass(frozen=True)
