@@ -241,7 +241,11 @@ def test_importing_the_facts_module_probes_and_imports_nothing_heavy():
             "heavy = [m for m in ('torch', 'onnx', 'onnxruntime', 'tensorrt', 'tensorrt_rtx', "
             "'cuda', 'pycuda') if m in sys.modules]; "
             "assert not heavy, heavy; "
-            "assert not xception_trt.sysinfo._answers; print('ok')")
+            "from xception_trt.trt import probed_flavours; "
+            "from xception_trt.trt.devices import probed_devices; "
+            "assert not xception_trt.sysinfo._answers; "
+            "assert probed_devices.cache_info().currsize == probed_flavours.cache_info().currsize"
+            " == 0; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert out.stdout.strip() == "ok", out.stderr

@@ -22,7 +22,9 @@ part                   what it probes                                           
 =====================  =========================================================  ============
 
 Probes of TensorRT and CUDA are functions of :mod:`xception_trt.trt` (the only package that
-imports them); the import-free ones live in :mod:`xception_trt.host`. Nothing here is imported
+imports them); the import-free ones live in :mod:`xception_trt.host`. The driver/GPU query and
+the flavour imports are remembered in ``trt`` itself (``probed_devices``, ``probed_flavours``),
+so that the builder, a layer below this module, shares the one answer. Nothing here is imported
 at package import, and nothing is probed until asked. :func:`load_average` is not cached: it is
 a reading of the moment (a report takes one before and one after its measurements).
 :func:`refresh` forgets every answer (tests; a process that outlives a driver install).
@@ -183,8 +185,13 @@ def _once(key: str, probe: Callable[[], T]) -> T:
 
 def refresh() -> None:
     """Forget every answer: the next question probes again."""
+    from .trt import probed_flavours
+    from .trt.devices import probed_devices
+
     with _lock:
         _answers.clear()
+        probed_flavours.cache_clear()
+        probed_devices.cache_clear()
 
 
 def platform_facts() -> PlatformFacts:
@@ -213,11 +220,12 @@ def packages() -> tuple[PackageFact, ...]:
                                            for k, v in software_versions().items()))
 
 
-def _trt_flavours() -> list[Any]:
-    """The imported :class:`~xception_trt.trt.TensorRTFlavour` objects (module included)."""
-    from .trt import available_flavours
+def _trt_flavours() -> tuple[Any, ...]:
+    """The imported :class:`~xception_trt.trt.TensorRTFlavour` objects (module included;
+    remembered by ``trt``, whose builder reads them too)."""
+    from .trt import probed_flavours
 
-    return _once("trt_flavours", available_flavours)
+    return probed_flavours()
 
 
 def flavours() -> tuple[FlavourFact, ...]:
@@ -239,10 +247,11 @@ def cuda_bindings() -> tuple[CudaBindingFact, ...]:
 
 
 def devices() -> DeviceReport:
-    """The NVIDIA driver and GPUs (:func:`xception_trt.trt.devices.query_devices`, once)."""
-    from .trt.devices import query_devices
+    """The NVIDIA driver and GPUs (:func:`xception_trt.trt.devices.query_devices`, asked once
+    per process; remembered by ``trt``, whose builder reads it too)."""
+    from .trt.devices import probed_devices
 
-    return _once("devices", query_devices)
+    return probed_devices()
 
 
 def _dla() -> int:

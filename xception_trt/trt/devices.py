@@ -4,6 +4,7 @@ tree. Never raises on a machine without a GPU."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import shutil
@@ -15,8 +16,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from . import TensorRTFlavour
 
-__all__ = ["GpuInfo", "DeviceReport", "query_devices", "query_dla_cores", "NO_DRIVER",
-           "no_gpu_message"]
+__all__ = ["GpuInfo", "DeviceReport", "query_devices", "probed_devices", "query_dla_cores",
+           "NO_DRIVER", "no_gpu_message"]
 
 #: The words for a machine without an NVIDIA driver, in ``info``, ``selftest`` and every runner.
 NO_DRIVER = "no NVIDIA driver found"
@@ -179,6 +180,15 @@ def query_devices() -> DeviceReport:
                         f"{NO_DRIVER} (neither cuda-python nor nvidia-smi is available)")
 
 
+@functools.cache
+def probed_devices() -> DeviceReport:
+    """:func:`query_devices`, asked once per process and remembered: what
+    :mod:`xception_trt.sysinfo` (every reader above ``trt/``), the builder and the CUDA layer's
+    error messages read. ``probed_devices.cache_clear()`` (or
+    :func:`xception_trt.sysinfo.refresh`) forgets the answer."""
+    return query_devices()
+
+
 def query_dla_cores(flavour: TensorRTFlavour) -> int:
     """DLA cores through ``Builder.num_DLA_cores`` of an imported TensorRT flavour (NVIDIA
     TensorRT on a Jetson AGX/NX); 0 where it has none or cannot say. Never raises. Written to
@@ -206,7 +216,7 @@ def no_gpu_message(failure: str) -> str:
         ``"no usable NVIDIA GPU: no NVIDIA driver found (...); install ..."`` when the probe
         finds no driver, else ``"no usable NVIDIA GPU: FAILURE; check the driver ..."``.
     """
-    report = query_devices()
+    report = probed_devices()
     if report.driver is None and not report.gpus and report.cuda_driver_api is None:
         reason = report.reason if NO_DRIVER in report.reason else f"{NO_DRIVER} ({report.reason})"
         return (f"no usable NVIDIA GPU: {reason}; install the NVIDIA driver on a machine with an "
