@@ -51,6 +51,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=reason))
 
 
+@pytest.fixture(autouse=True)
+def _fresh_machine_facts():
+    """Each test probes this machine afresh: machine facts are probed once per process
+    (xception_trt.sysinfo), and tests replace probes (a Jetson's device tree, a TensorRT
+    double, a recorded CPU) that must not leak into the next test."""
+    from xception_trt import sysinfo
+
+    sysinfo.refresh()
+    yield
+    sysinfo.refresh()
+
+
 @pytest.fixture(scope="session")
 def tiny_spec() -> ModelSpec:
     return ModelSpec(**TINY, labels=("cat", "dog", "fox", "owl"))

@@ -141,12 +141,11 @@ def _engine_name(side: EngineSidecar) -> str:
 
 def _local_gpu_flavour() -> str | None:
     """``"tensorrt"`` when NVIDIA TensorRT imports and a GPU is present (engines for it)."""
-    from .trt import available_flavours
-    from .trt.devices import query_devices
+    from . import sysinfo
 
-    if not any(f.name == "tensorrt" for f in available_flavours()):
+    if not any(f.name == "tensorrt" for f in sysinfo.flavours()):
         return None
-    return "tensorrt" if query_devices().gpus else None
+    return "tensorrt" if sysinfo.devices().gpus else None
 
 
 @dataclass(frozen=True)

@@ -248,17 +248,16 @@ def engine_toolchain_missing() -> str | None:
 
 def missing_requirements() -> Requirements:
     """Probe GPUs, CUDA backends, NVRTC and TensorRT flavours (never raises)."""
-    from .trt import available_flavours
-    from .trt.cuda import backend_status, nvrtc_status
-    from .trt.devices import query_devices
+    from . import sysinfo
+    from .trt.cuda import nvrtc_status
 
-    report = query_devices()
+    report = sysinfo.devices()
     gpus = tuple(f"{g.name} (cc {g.compute_capability})" for g in report.gpus)
     cc = None
     if report.gpus:
         major, minor = report.gpus[0].compute_capability.split(".")
         cc = (int(major), int(minor))
-    status = backend_status()
+    status = {b.name: b.problem for b in sysinfo.cuda_bindings()}
     backends = tuple(n for n, why in status.items() if why is None)
     missing_cuda: list[str] = []
     if not report.gpus:
@@ -267,7 +266,7 @@ def missing_requirements() -> Requirements:
         missing_cuda.append(f"no CUDA Python binding: {status['cuda-python']}")
     if "cuda-python" in backends and (why := nvrtc_status()):
         missing_cuda.append(why)
-    importable = {f.name: f.version for f in available_flavours()}
+    importable = {f.name: f.version for f in sysinfo.flavours()}
     flavour, reasons = runnable_flavour(importable, cc)
     missing_engine = list(missing_cuda)
     if flavour is None:

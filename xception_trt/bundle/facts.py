@@ -4,30 +4,17 @@ recorded facts of other machines can stand in for this one in tests and in ``doc
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
-import platform
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..errors import ConfigError
+from ..sysinfo import FlavourFact
 
 __all__ = ["FlavourFact", "GpuFact", "DeviceFacts", "probe_facts"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class FlavourFact:
-    """A TensorRT flavour that imports here: ``tensorrt`` / ``tensorrt_rtx`` and its version."""
-
-    name: str
-    version: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version}
 
 
 @dataclass(frozen=True)
@@ -44,8 +31,7 @@ class GpuFact:
         return "SM" + self.compute_capability.replace(".", "")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "name": self.name,
-                "compute_capability": self.compute_capability}
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -112,44 +98,20 @@ class DeviceFacts:
             raise ConfigError(f"invalid device facts ({type(exc).__name__}: {exc})") from None
 
 
-def _dla_cores(flavour: Any) -> int:
-    """DLA cores through ``Builder.num_DLA_cores`` (NVIDIA TensorRT on a Jetson). Written to
-    the documented API; UNVERIFIED on a device (no Jetson here)."""
-    try:
-        trt = flavour.module
-        builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
-        return int(getattr(builder, "num_DLA_cores", 0) or 0)
-    except Exception as exc:  # a facts probe must never break doctor
-        log.debug("cannot ask TensorRT for DLA cores: %s", exc)
-        return 0
-
-
 def probe_facts() -> DeviceFacts:
-    """This machine's facts (imports the TensorRT flavours and ONNX Runtime if installed).
+    """This machine's facts, read from :mod:`xception_trt.sysinfo` (each probed once per
+    process: the TensorRT flavours and ONNX Runtime are imported if installed, the driver asked,
+    NVIDIA TensorRT asked for DLA cores when there is a GPU).
 
     Never raises for a missing piece: a missing TensorRT, driver or ONNX Runtime is a fact.
     """
-    from ..trt import available_flavours
-    from ..trt.devices import query_devices
+    from .. import sysinfo
 
-    found = available_flavours()
-    report = query_devices()
-    gpus = tuple(GpuFact(g.index, g.name, g.compute_capability) for g in report.gpus)
-    dla = 0
-    for flavour in found:
-        if flavour.name == "tensorrt" and gpus:
-            dla = _dla_cores(flavour)
-    ort_version, providers = None, ()
-    if importlib.util.find_spec("onnxruntime") is not None:
-        try:
-            ort = importlib.import_module("onnxruntime")
-            ort_version = str(ort.__version__)
-            providers = tuple(ort.get_available_providers())
-        except Exception as exc:  # a broken install is reported as missing
-            log.debug("onnxruntime does not import: %s", exc)
+    report = sysinfo.devices()
+    ort = sysinfo.ort_facts()
     return DeviceFacts(
-        flavours=tuple(FlavourFact(f.name, f.version) for f in found), gpus=gpus,
-        driver=report.driver, dla_cores=dla, ort_version=ort_version, ort_providers=providers,
-        onnx=importlib.util.find_spec("onnx") is not None,
-        host=f"{platform.node()} ({platform.machine()}, {platform.system()})",
-        gpu_reason=report.reason)
+        flavours=sysinfo.flavours(),
+        gpus=tuple(GpuFact(g.index, g.name, g.compute_capability) for g in report.gpus),
+        driver=report.driver, dla_cores=sysinfo.dla_cores(), ort_version=ort.version,
+        ort_providers=ort.providers, onnx=sysinfo.onnx_installed(),
+        host=sysinfo.platform_facts().host, gpu_reason=report.reason)

@@ -23,29 +23,28 @@ def _line(label: str, value: object) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..host import int8_features_text
-    from ..sysinfo import system_facts
+    from dataclasses import asdict
 
-    facts = system_facts()
+    from .. import sysinfo
+    from ..host import int8_features_text
+
     if args.json:
-        print_json(facts)
+        print_json(sysinfo.system_facts())
         return 0
-    sw = facts["software"]
+    plat, cpu = sysinfo.platform_facts(), sysinfo.cpu_facts()
+    sw = {p.name: p.version for p in sysinfo.packages()}
     _line("xception-trt", sw["xception-trt"])
-    _line("python", f"{sw['python']} ({facts['python_executable']})")
-    _line("platform", facts["platform"])
-    _line("cpu", f"{facts['cpu']} ({facts['cpu_count']} logical cores)")
-    _line("cpu int8", int8_features_text(facts["cpu_int8"]))
+    _line("python", f"{plat.python} ({plat.python_executable})")
+    _line("platform", plat.platform)
+    _line("cpu", f"{cpu.model} ({cpu.count} logical cores)")
+    _line("cpu int8", int8_features_text(asdict(cpu.int8)))
     for key in ("torch", "numpy", "pillow", "onnx", "onnx-graphsurgeon", "onnxruntime",
                 "nvidia-modelopt"):
         _line(key, sw[key] or "not installed")
-    try:
-        import onnxruntime
-
-        _line("ort providers", ", ".join(onnxruntime.get_available_providers()))
-    except ImportError:
-        pass
-    importable = facts["trt_importable"]
+    ort = sysinfo.ort_facts()
+    if ort.version is not None:
+        _line("ort providers", ", ".join(ort.providers))
+    importable = {f.name: f.version for f in sysinfo.flavours()}
     for dist, module in (("tensorrt", "tensorrt"), ("tensorrt-rtx", "tensorrt_rtx")):
         if module in importable:
             status = f"{importable[module]} (importable as '{module}')"
@@ -56,14 +55,14 @@ def run(args: argparse.Namespace) -> int:
         _line(dist, status)
     _line("cuda-python", sw["cuda-python"] or "not installed")
     _line("pycuda", sw["pycuda"] or "not installed")
-    dev = facts["devices"]
-    _line("nvidia driver", dev["driver"] or f"none ({dev['reason']})")
-    if dev["cuda_driver_api"]:
-        _line("cuda driver api", dev["cuda_driver_api"])
-    if dev["gpus"]:
-        for g in dev["gpus"]:
-            _line(f"gpu {g['index']}", f"{g['name']}, compute capability {g['compute_capability']}"
-                  f", {g['total_memory'] / 2**30:.1f} GiB")
+    dev = sysinfo.devices()
+    _line("nvidia driver", dev.driver or f"none ({dev.reason})")
+    if dev.cuda_driver_api:
+        _line("cuda driver api", dev.cuda_driver_api)
+    if dev.gpus:
+        for g in dev.gpus:
+            _line(f"gpu {g.index}", f"{g.name}, compute capability {g.compute_capability}"
+                  f", {g.total_memory / 2**30:.1f} GiB")
     else:
         _line("gpus", "none")
     return 0

@@ -249,7 +249,7 @@ class _Demo:
 
     def step_engines(self) -> tuple[str, str, dict[str, str]]:
         from ..selftest import missing_requirements
-        from ..trt import available_flavours
+        from ..sysinfo import flavours as available_flavours
 
         # The builder module first: an installation without it reports this step as not
         # runnable here (ImportError), whatever TensorRT is installed.

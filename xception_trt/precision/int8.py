@@ -556,9 +556,9 @@ def calibration_eps() -> list[str]:
         return ["cpu"]
     eps = []
     if available & {"TensorrtExecutionProvider", "CUDAExecutionProvider"}:
-        from ..trt.devices import query_devices
+        from ..sysinfo import devices
 
-        if query_devices().gpus:
+        if devices().gpus:
             if "TensorrtExecutionProvider" in available:
                 eps.append("trt")
             if "CUDAExecutionProvider" in available:

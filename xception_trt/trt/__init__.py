@@ -5,6 +5,7 @@ Importing this package is cheap and never fails: flavours are probed lazily.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import logging
@@ -14,7 +15,8 @@ from types import ModuleType
 from ..config import TensorRTBackend
 from ..errors import BuildError
 
-__all__ = ["TensorRTFlavour", "FLAVOURS", "available_flavours", "import_flavour"]
+__all__ = ["TensorRTFlavour", "FLAVOURS", "available_flavours", "probed_flavours",
+           "import_flavour"]
 
 log = logging.getLogger(__name__)
 
@@ -74,3 +76,11 @@ def available_flavours() -> list[TensorRTFlavour]:
         except BuildError as exc:
             log.debug("%s", exc)
     return found
+
+
+@functools.cache
+def probed_flavours() -> tuple[TensorRTFlavour, ...]:
+    """:func:`available_flavours`, asked once per process and remembered (a broken or stub
+    package is not imported again): what :mod:`xception_trt.sysinfo` and the builder read.
+    ``probed_flavours.cache_clear()`` (or :func:`xception_trt.sysinfo.refresh`) forgets it."""
+    return tuple(available_flavours())

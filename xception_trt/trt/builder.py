@@ -37,7 +37,7 @@ from ..fsio import (
 from ..host import cpu_model
 from ..onnx_meta import OnnxMeta, read_metadata
 from ..sidecar import SIDECAR_SCHEMA, EngineSidecar, read_sidecar, sidecar_path
-from . import TensorRTFlavour, available_flavours, import_flavour
+from . import TensorRTFlavour, import_flavour, probed_flavours
 from .compat import (
     BuildPlan,
     check_build_target,
@@ -120,7 +120,7 @@ def resolve_flavour(backend: str | None = None) -> TensorRTFlavour:
     """
     if backend is not None:
         return import_flavour(backend)
-    found = {f.name: f for f in available_flavours()}
+    found = {f.name: f for f in probed_flavours()}
     if "tensorrt" in found and ("tensorrt_rtx" not in found or _first_gpu() is not None):
         return found["tensorrt"]
     if "tensorrt_rtx" in found:
@@ -145,9 +145,9 @@ def dla_core_count(backend: str | None = None) -> int:
 
 
 def _first_gpu() -> dict[str, Any] | None:
-    from .devices import query_devices
+    from .devices import probed_devices
 
-    report = query_devices()
+    report = probed_devices()
     if not report.gpus:
         return None
     gpu = report.gpus[0]

@@ -4,14 +4,20 @@ tree. Never raises on a machine without a GPU."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["GpuInfo", "DeviceReport", "query_devices", "NO_DRIVER", "no_gpu_message"]
+if TYPE_CHECKING:
+    from . import TensorRTFlavour
+
+__all__ = ["GpuInfo", "DeviceReport", "query_devices", "probed_devices", "query_dla_cores",
+           "NO_DRIVER", "no_gpu_message"]
 
 #: The words for a machine without an NVIDIA driver, in ``info``, ``selftest`` and every runner.
 NO_DRIVER = "no NVIDIA driver found"
@@ -174,6 +180,28 @@ def query_devices() -> DeviceReport:
                         f"{NO_DRIVER} (neither cuda-python nor nvidia-smi is available)")
 
 
+@functools.cache
+def probed_devices() -> DeviceReport:
+    """:func:`query_devices`, asked once per process and remembered: what
+    :mod:`xception_trt.sysinfo` (every reader above ``trt/``), the builder and the CUDA layer's
+    error messages read. ``probed_devices.cache_clear()`` (or
+    :func:`xception_trt.sysinfo.refresh`) forgets the answer."""
+    return query_devices()
+
+
+def query_dla_cores(flavour: TensorRTFlavour) -> int:
+    """DLA cores through ``Builder.num_DLA_cores`` of an imported TensorRT flavour (NVIDIA
+    TensorRT on a Jetson AGX/NX); 0 where it has none or cannot say. Never raises. Written to
+    the documented API; UNVERIFIED on a device (no Jetson here)."""
+    try:
+        trt = flavour.module
+        builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
+        return int(getattr(builder, "num_DLA_cores", 0) or 0)
+    except Exception as exc:  # a facts probe must never break info or doctor
+        log.debug("cannot ask TensorRT for DLA cores: %s", exc)
+        return 0
+
+
 def no_gpu_message(failure: str) -> str:
     """The error text when the CUDA layer cannot reach a GPU, worded like ``info``/``selftest``.
 
@@ -188,7 +216,7 @@ def no_gpu_message(failure: str) -> str:
         ``"no usable NVIDIA GPU: no NVIDIA driver found (...); install ..."`` when the probe
         finds no driver, else ``"no usable NVIDIA GPU: FAILURE; check the driver ..."``.
     """
-    report = query_devices()
+    report = probed_devices()
     if report.driver is None and not report.gpus and report.cuda_driver_api is None:
         reason = report.reason if NO_DRIVER in report.reason else f"{NO_DRIVER} ({report.reason})"
         return (f"no usable NVIDIA GPU: {reason}; install the NVIDIA driver on a machine with an "
