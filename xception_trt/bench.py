@@ -38,6 +38,7 @@ from .config import InputFormat, ModelSpec, Precision
 from .contract import Runner
 from .errors import BenchError, ConfigError, DataError
 from .host import available_memory_bytes
+from .jsonable import JsonMixin, json_field, reorder
 from .power import PowerMonitor
 from .runners import open_runner
 
@@ -61,7 +62,7 @@ def _error_text(exc: BaseException) -> str:
 
 
 @dataclass(frozen=True)
-class BenchConfig:
+class BenchConfig(JsonMixin):
     """How to measure latency.
 
     Attributes:
@@ -95,18 +96,13 @@ class BenchConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {"batch_sizes": list(self.batch_sizes), "iterations": self.iterations,
-                "warmup": self.warmup, "seed": self.seed}
-
 
 # ---------------------------------------------------------------------------------------------
 # latency
 
 
 @dataclass(frozen=True)
-class LatencyStats:
+class LatencyStats(JsonMixin):
     """Summary of per-call times, all in milliseconds."""
 
     count: int
@@ -132,13 +128,9 @@ class LatencyStats:
         return cls(int(a.size), float(a.mean()), float(p50), float(p90), float(p99),
                    float(a.min()), float(a.max()), float(a.std(ddof=1)) if a.size > 1 else 0.0)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return dict(self.__dict__)
-
 
 @dataclass
-class LatencyResult:
+class LatencyResult(JsonMixin):
     """Latency of one runner at one batch size.
 
     Attributes:
@@ -176,15 +168,9 @@ class LatencyResult:
         """Timed calls that completed."""
         return self.end_to_end.count if self.end_to_end else 0
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {"batch_size": self.batch_size, "iterations": self.iterations,
-                "completed": self.completed, "warmup": self.warmup,
-                "end_to_end": self.end_to_end.to_dict() if self.end_to_end else None,
-                "gpu": self.gpu.to_dict() if self.gpu else None,
-                "throughput_ips": self.throughput_ips, "clock": self.clock,
-                "input_source": self.input_source, "rss_peak_mib": self.rss_peak_mib,
-                "skipped": self.skipped, "error": self.error, "power": self.power}
+    def _json_extras(self, out: dict[str, Any]) -> dict[str, Any]:
+        return reorder(out | {"completed": self.completed}, "batch_size", "iterations",
+                       "completed")
 
 
 class MemorySampler:
@@ -416,7 +402,7 @@ def measure_latency(runner: Runner, batch_size: int, *, iterations: int = 50, wa
 
 
 @dataclass
-class RunnerBenchmark:
+class RunnerBenchmark(JsonMixin):
     """The latency sweep of one runner.
 
     Attributes:
@@ -441,16 +427,12 @@ class RunnerBenchmark:
     device_memory_bytes: int | None = None
     error: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {"name": self.name, "description": self.description,
-                "latency": [r.to_dict() for r in self.latency],
-                "memory": {"load_seconds": self.load_seconds,
-                           "rss_after_load_mib": self.rss_after_load_mib,
-                           "rss_load_delta_mib": self.rss_load_delta_mib,
-                           "rss_peak_mib": self.rss_peak_mib,
-                           "device_memory_bytes": self.device_memory_bytes},
-                "error": self.error}
+    def _json_extras(self, out: dict[str, Any]) -> dict[str, Any]:
+        # the load and memory figures are one "memory" object, before "error"
+        memory = {k: out.pop(k) for k in ("load_seconds", "rss_after_load_mib",
+                                          "rss_load_delta_mib", "rss_peak_mib",
+                                          "device_memory_bytes")}
+        return reorder(out | {"memory": memory}, "name", "description", "latency", "memory")
 
 
 def benchmark_runner(model: Runner | str | os.PathLike[str], config: BenchConfig, *,
@@ -550,7 +532,7 @@ def unique_names(names: Sequence[str], paths: Sequence[Any] | None = None) -> li
 
 
 @dataclass
-class AccuracyResult:
+class AccuracyResult(JsonMixin):
     """Accuracy of one runner against the data set's labels.
 
     Attributes:
@@ -567,13 +549,9 @@ class AccuracyResult:
     k: int
     per_class: dict[str, dict[str, float]]
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return dict(self.__dict__)
-
 
 @dataclass
-class AgreementResult:
+class AgreementResult(JsonMixin):
     """How closely one runner follows the reference runner on the same images.
 
     Attributes:
@@ -594,44 +572,28 @@ class AgreementResult:
     kl_mean: float
     kl_max: float
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return dict(self.__dict__)
-
 
 @dataclass
-class RunnerEvaluation:
+class RunnerEvaluation(JsonMixin):
     """Evaluation of one runner: accuracy, agreement with the reference, failure if any."""
 
     name: str
     description: dict[str, Any]
     accuracy: AccuracyResult | None = None
     agreement: AgreementResult | None = None
-    seconds: float = 0.0
+    seconds: float = json_field(default=0.0, round=3)
     error: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {"name": self.name, "description": self.description,
-                "accuracy": self.accuracy.to_dict() if self.accuracy else None,
-                "agreement": self.agreement.to_dict() if self.agreement else None,
-                "seconds": round(self.seconds, 3), "error": self.error}
 
 
 @dataclass
-class EvalResult:
+class EvalResult(JsonMixin):
     """One pass of several runners over a labelled data set."""
 
     dataset: dict[str, Any]
     reference: str | None
     runners: list[RunnerEvaluation]
-    failures: list[tuple[str, str]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {"dataset": self.dataset, "reference": self.reference,
-                "runners": [r.to_dict() for r in self.runners],
-                "failures": [{"path": p, "reason": r} for p, r in self.failures]}
+    failures: list[tuple[str, str]] = json_field(
+        default_factory=list, encode=lambda fs: [{"path": p, "reason": r} for p, r in fs])
 
 
 def label_mapping(class_names: Sequence[str], spec: ModelSpec) -> tuple[np.ndarray, str]:
