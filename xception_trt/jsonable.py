@@ -158,10 +158,10 @@ class JsonMixin:
 
     __slots__ = ()
 
+    # The one shared to_dict: existing callers keep calling obj.to_dict().
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (:func:`xception_trt.jsonable.to_json`)."""
-        out: dict[str, Any] = encode_fields(self)
-        return out
+        return encode_fields(self)
 
 
 # ---------------------------------------------------------------------------------------------
