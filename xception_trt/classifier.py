@@ -18,6 +18,7 @@ import numpy as np
 from .config import check_int
 from .contract import Runner
 from .errors import ConfigError, DataError
+from .jsonable import JsonMixin, json_field, reorder
 from .runners import open_runner
 
 __all__ = ["Classifier", "Prediction", "StreamResult", "softmax"]
@@ -32,7 +33,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Prediction:
+class Prediction(JsonMixin):
     """One class of a classification result.
 
     Attributes:
@@ -45,13 +46,9 @@ class Prediction:
     index: int
     probability: float
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {"label": self.label, "index": self.index, "probability": self.probability}
-
 
 @dataclass(frozen=True)
-class StreamResult:
+class StreamResult(JsonMixin):
     """The classification of one video frame (see :meth:`Classifier.stream`).
 
     Attributes:
@@ -62,17 +59,14 @@ class StreamResult:
         image: The decoded RGB frame when ``keep_frames=True``, else ``None``.
     """
 
-    index: int
-    timestamp: float | None
-    predictions: tuple[Prediction, ...]
-    latency_ms: float
-    image: np.ndarray | None = None
+    index: int = json_field(key="frame")
+    timestamp: float | None = json_field()
+    predictions: tuple[Prediction, ...] = json_field()
+    latency_ms: float = json_field(round=3)
+    image: np.ndarray | None = json_field(default=None, skip=True)  # JSON: without the image
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (without the image)."""
-        return {"frame": self.index, "timestamp": self.timestamp,
-                "latency_ms": round(self.latency_ms, 3),
-                "predictions": [p.to_dict() for p in self.predictions]}
+    def _json_extras(self, out: dict[str, Any]) -> dict[str, Any]:
+        return reorder(out, "frame", "timestamp", "latency_ms")
 
 
 def _is_single_image(x: Any) -> bool:

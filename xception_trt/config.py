@@ -12,10 +12,11 @@ import math
 import numbers
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from .errors import ConfigError
+from .jsonable import JsonMixin
 
 __all__ = [
     "StrEnum",
@@ -181,7 +182,7 @@ def _as_float_tuple(name: str, value: Any, n: int) -> tuple[float, ...]:
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class ModelSpec(JsonMixin):
     """Architecture, preprocessing and labels of one Xception model.
 
     Attributes:
@@ -292,16 +293,6 @@ class ModelSpec:
         """A copy with ``changes`` applied (validated again)."""
         return replace(self, **changes)
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict (enums as strings, tuples as lists)."""
-        out = asdict(self)
-        for key, value in out.items():
-            if isinstance(value, enum.Enum):
-                out[key] = value.value
-            elif isinstance(value, tuple):
-                out[key] = list(value)
-        return out
-
     def to_json(self) -> str:
         """:meth:`to_dict` as compact, key-sorted JSON."""
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
@@ -374,7 +365,7 @@ def _opt_int(name: str, value: Any, lo: int, hi: int | None = None) -> int | Non
 
 
 @dataclass(frozen=True)
-class BuildConfig:
+class BuildConfig(JsonMixin):
     """How to build one TensorRT engine from one ONNX graph (trtexec/Polygraphy option parity).
 
     Attributes:
@@ -474,13 +465,8 @@ class BuildConfig:
         """A copy with ``changes`` applied (validated again)."""
         return replace(self, **changes)
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict (enums as strings, tuples as lists) plus the profile."""
-        out = asdict(self)
-        out["precision"] = None if self.precision is None else self.precision.value
-        out["compute_capabilities"] = list(self.compute_capabilities)
-        out["profile"] = list(self.profile)
-        return out
+    def _json_extras(self, out: dict[str, Any]) -> dict[str, Any]:
+        return out | {"profile": list(self.profile)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -529,7 +515,7 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(JsonMixin):
     """Settings of one fine-tuning / training run.
 
     Attributes:
@@ -607,12 +593,6 @@ class TrainConfig:
             return self.weight_decay
         return 1e-4 if self.optimizer is Optimizer.SGD else 0.05
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict (enums as strings, resolved lr / weight decay included)."""
-        out = asdict(self)
-        out["optimizer"] = self.optimizer.value
-        out["augment"]["scale"] = list(self.augment.scale)
-        out["augment"]["ratio"] = list(self.augment.ratio)
-        out["lr"] = self.resolved_lr
-        out["weight_decay"] = self.resolved_weight_decay
-        return out
+    def _json_extras(self, out: dict[str, Any]) -> dict[str, Any]:
+        # the values used, not None for "the optimizer's default"
+        return out | {"lr": self.resolved_lr, "weight_decay": self.resolved_weight_decay}

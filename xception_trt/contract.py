@@ -18,6 +18,7 @@ import numpy as np
 
 from .config import InputFormat, ModelSpec, Precision, StrEnum
 from .errors import EngineError
+from .jsonable import JsonMixin
 from .onnx_meta import INPUT_NAME, OUTPUT_NAME
 
 __all__ = ["RunnerKind", "TensorSpec", "Runner", "RunnerBase", "check_batch", "input_spec_for",
@@ -40,7 +41,7 @@ ONNX_SUFFIXES = (".onnx",)
 
 
 @dataclass(frozen=True)
-class TensorSpec:
+class TensorSpec(JsonMixin):
     """Name, shape and dtype of a runner input or output.
 
     Attributes:
@@ -61,10 +62,6 @@ class TensorSpec:
         """``name[N,3,299,299] float32`` (``N`` for the dynamic batch)."""
         dims = ",".join("N" if d == -1 else str(d) for d in self.shape)
         return f"{self.name}[{dims}] {self.dtype.name}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype.name}
 
 
 @runtime_checkable

@@ -45,6 +45,7 @@ from .graph import (
     max_supported_opset,
     uint8_nhwc_model,
 )
+from .jsonable import JsonMixin
 from .onnx_meta import INPUT_NAME, OUTPUT_NAME, load_onnx, read_metadata, write_metadata
 
 __all__ = [
@@ -82,7 +83,7 @@ PARITY_RTOL = 1e-4
 
 
 @dataclass(frozen=True)
-class ParityResult:
+class ParityResult(JsonMixin):
     """ONNX Runtime (CPU) vs PyTorch on the same inputs.
 
     Attributes:
@@ -120,17 +121,12 @@ class ParityResult:
                 f"{self.max_abs_logit:.3g}, relative {self.max_rel_diff:.3g} -> "
                 f"{'OK' if self.passed else 'FAILED'} (bound {self.rtol:g} of max |logit|)")
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict."""
-        return {"max_abs_diff": self.max_abs_diff, "mean_abs_diff": self.mean_abs_diff,
-                "top1_agreement": self.top1_agreement, "num_samples": self.num_samples,
-                "rtol": self.rtol, "input_format": self.input_format.value,
-                "max_abs_logit": self.max_abs_logit, "max_rel_diff": self.max_rel_diff,
-                "passed": self.passed}
+    def _json_extras(self, out: dict[str, Any]) -> dict[str, Any]:
+        return out | {"passed": self.passed}
 
 
 @dataclass(frozen=True)
-class ExportResult:
+class ExportResult(JsonMixin):
     """What :func:`export_onnx` wrote.
 
     Attributes:
@@ -159,16 +155,6 @@ class ExportResult:
     source_sha256: str
     seconds: float
     precision: Precision = Precision.FP32
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict."""
-        return {"path": str(self.path), "spec": self.spec.to_dict(),
-                "input_format": self.input_format.value, "opset": self.opset,
-                "batch": self.batch, "exporter": self.exporter, "clean": self.clean,
-                "report": self.report.to_dict(),
-                "parity": None if self.parity is None else self.parity.to_dict(),
-                "source_sha256": self.source_sha256, "seconds": self.seconds,
-                "precision": self.precision.value}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import hashlib
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,7 @@ import numpy as np
 from .config import ModelSpec
 from .errors import GraphError
 from .extras import needs
+from .jsonable import JsonMixin, json_field
 from .onnx_meta import INPUT_NAME
 
 __all__ = [
@@ -714,7 +715,7 @@ def uint8_nhwc_model(model: Any, spec: ModelSpec, *, check: bool = True) -> Any:
 
 
 @dataclass(frozen=True)
-class GraphStats:
+class GraphStats(JsonMixin):
     """Size and composition of one ONNX graph.
 
     Attributes:
@@ -725,21 +726,16 @@ class GraphStats:
         model_bytes: Size of the serialised model, in bytes.
     """
 
-    ops: Mapping[str, int] = field(default_factory=dict)
+    ops: Mapping[str, int] = json_field(default_factory=dict,
+                                        encode=lambda ops: dict(sorted(ops.items())))
     num_nodes: int = 0
     num_initializers: int = 0
     initializer_bytes: int = 0
     model_bytes: int = 0
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict."""
-        return {"ops": dict(sorted(self.ops.items())), "num_nodes": self.num_nodes,
-                "num_initializers": self.num_initializers,
-                "initializer_bytes": self.initializer_bytes, "model_bytes": self.model_bytes}
-
 
 @dataclass(frozen=True)
-class GraphReport:
+class GraphReport(JsonMixin):
     """A before/after comparison of a graph cleanup.
 
     Attributes:
@@ -751,11 +747,6 @@ class GraphReport:
     before: GraphStats
     after: GraphStats
     file_size: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict."""
-        return {"before": self.before.to_dict(), "after": self.after.to_dict(),
-                "file_size": self.file_size}
 
     def format(self) -> str:
         """A human-readable table: node counts per op before/after, totals, bytes."""

@@ -183,6 +183,7 @@ class EngineOutcome:
                 f"{side.flavour} {side.tensorrt.version}, {where}, "
                 f"max batch {side.max_batch}) {how}")
 
+    # Hand-written: a flat summary of the artifact and its sidecar, not this class's fields.
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable record (what ``xception-trt build --json`` prints per engine)."""
         a = self.artifact

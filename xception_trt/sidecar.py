@@ -24,8 +24,10 @@ JSON layout (schema 1, unchanged since 0.1.0; every key below is written by ever
   and ``layers_source`` (``builder log`` / ``engine inspector``) or ``None``
 - ``cache_key`` (same key = same engine) and ``rebuild_command``
 
-Adding a field: add it to :class:`EngineSidecar` (with a default, so older sidecars still load),
-to :meth:`EngineSidecar.to_dict` and :meth:`EngineSidecar.from_dict`, and set it in the builder.
+Adding a field: add it to :class:`EngineSidecar` (with a default, so older sidecars still load)
+and set it where the builder constructs the sidecar. ``to_dict`` and ``from_dict`` follow the
+dataclass fields through :mod:`xception_trt.jsonable` (the field name is the JSON key, tuples
+are lists, enums their values); give it ``json_field(...)`` options only if its JSON must differ.
 """
 
 from __future__ import annotations
@@ -37,10 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
 from .config import InputFormat, ModelSpec, Precision
 from .errors import ConfigError, EngineError
 from .fsio import sha256_file
+from .jsonable import JsonMixin, from_json, json_field, to_json
 
 __all__ = ["SIDECAR_SCHEMA", "EngineSidecar", "EngineFile", "TensorRTInfo", "BuildDevice",
            "TensorRecord", "Profile", "sidecar_path", "read_sidecar", "model_facts"]
@@ -49,6 +51,8 @@ __all__ = ["SIDECAR_SCHEMA", "EngineSidecar", "EngineFile", "TensorRTInfo", "Bui
 SIDECAR_SCHEMA = 1
 
 _REBUILD = "rebuild the engine with `xception-trt build`"
+#: What a sidecar without a rebuild command says (none was ever written without one).
+_DEFAULT_REBUILD = "xception-trt build MODEL.onnx -o engines/"
 
 
 def sidecar_path(engine_path: str | os.PathLike[str]) -> Path:
@@ -58,19 +62,16 @@ def sidecar_path(engine_path: str | os.PathLike[str]) -> Path:
 
 
 @dataclass(frozen=True)
-class EngineFile:
+class EngineFile(JsonMixin):
     """The plan file: name, size in bytes and SHA-256."""
 
     file: str
     bytes: int
     sha256: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"file": self.file, "bytes": self.bytes, "sha256": self.sha256}
-
 
 @dataclass(frozen=True)
-class TensorRTInfo:
+class TensorRTInfo(JsonMixin):
     """Which TensorRT built the engine, and the build plan it followed.
 
     Attributes:
@@ -81,51 +82,49 @@ class TensorRTInfo:
 
     flavour: str
     version: str
-    plan: Mapping[str, Any] = field(default_factory=dict)
+    plan: Mapping[str, Any] = json_field(skip=True, default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.plan, "flavour": self.flavour, "version": self.version}
+    def _json_extras(self, out: dict[str, Any]) -> dict[str, Any]:
+        # one flat JSON object: the plan's keys next to flavour and version
+        return {**to_json(self.plan), **out}
+
+    @classmethod
+    def _json_decode(cls, data: Any) -> TensorRTInfo:
+        if not isinstance(data, Mapping):
+            raise TypeError("the tensorrt section is not a JSON object")
+        return cls(str(data["flavour"]), str(data["version"]),
+                   {k: v for k, v in data.items() if k not in ("flavour", "version")})
 
 
 @dataclass(frozen=True)
-class BuildDevice:
+class BuildDevice(JsonMixin):
     """The GPU an engine was built on: name, compute capability (``"8.7"``) and ordinal."""
 
     name: str
     compute_capability: str
     index: int | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "compute_capability": self.compute_capability,
-                "index": self.index}
-
 
 @dataclass(frozen=True)
-class TensorRecord:
+class TensorRecord(JsonMixin):
     """An engine input or output: name, NumPy dtype name and shape (``-1`` = dynamic)."""
 
     name: str
     dtype: str
     shape: tuple[int, ...]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
-
 
 @dataclass(frozen=True)
-class Profile:
+class Profile(JsonMixin):
     """The optimisation profile's input shapes (min = opt = max for a fixed-shape graph)."""
 
     min: tuple[int, ...]
     opt: tuple[int, ...]
     max: tuple[int, ...]
 
-    def to_dict(self) -> dict[str, list[int]]:
-        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
-
 
 @dataclass(frozen=True)
-class EngineSidecar:
+class EngineSidecar(JsonMixin):
     """Everything recorded about one engine build (see the module docstring for the JSON).
 
     The required fields are what some reader needs (runtime, compatibility check, Triton,
@@ -148,7 +147,7 @@ class EngineSidecar:
     max_batch: int | None = None
     cache_key: str = ""
     schema: int = SIDECAR_SCHEMA
-    xception_trt_version: str = __version__
+    xception_trt_version: str = ""  # "" = unknown (the builder records its __version__)
     created: str = ""
     build_seconds: float = 0.0
     host: Mapping[str, Any] = field(default_factory=dict)
@@ -168,38 +167,6 @@ class EngineSidecar:
     def option(self, name: str, default: Any = None) -> Any:
         """One build option (``version_compatible``, ``hardware_compatible`` ...)."""
         return self.build_options.get(name, default)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form (schema :data:`SIDECAR_SCHEMA`)."""
-        return {
-            "schema": self.schema,
-            "xception_trt_version": self.xception_trt_version,
-            "created": self.created,
-            "build_seconds": self.build_seconds,
-            "engine": self.engine.to_dict(),
-            "tensorrt": self.tensorrt.to_dict(),
-            "device": self.device.to_dict() if self.device else None,
-            "targets": list(self.targets) if self.targets is not None else None,
-            "host": dict(self.host),
-            "precision": self.precision.value,
-            "input_format": self.input_format.value,
-            "inputs": [t.to_dict() for t in self.inputs],
-            "outputs": [t.to_dict() for t in self.outputs],
-            "profile": self.profile.to_dict() if self.profile else None,
-            "dynamic_batch": self.dynamic_batch,
-            "max_batch": self.max_batch,
-            "onnx": dict(self.onnx),
-            "model_spec": self.model_spec.to_dict(),
-            "source_sha256": self.source_sha256,
-            "calibration": self.calibration,
-            "build_options": dict(self.build_options),
-            "timing_cache": dict(self.timing_cache),
-            "warnings": list(self.warnings),
-            "layers": [dict(layer) for layer in self.layers] if self.layers is not None else None,
-            "layers_source": self.layers_source,
-            "cache_key": self.cache_key,
-            "rebuild_command": self.rebuild_command,
-        }
 
     def to_json(self) -> str:
         """Indented, key-sorted JSON text with a final newline (what the builder writes)."""
@@ -230,41 +197,9 @@ class EngineSidecar:
                               f"{_REBUILD}")
         spec, fmt, precision = model_facts(data, where=where)
         try:
-            return cls(
-                engine=_engine_file(data.get("engine")),
-                tensorrt=TensorRTInfo(str(trt["flavour"]), str(trt["version"]),
-                                      {k: v for k, v in trt.items()
-                                       if k not in ("flavour", "version")}),
-                precision=precision,
-                input_format=fmt,
-                model_spec=spec,
-                rebuild_command=str(data.get("rebuild_command")
-                                    or "xception-trt build MODEL.onnx -o engines/"),
-                device=_device(data.get("device")),
-                targets=(tuple(str(t) for t in data["targets"])
-                         if data.get("targets") is not None else None),
-                build_options=dict(data.get("build_options") or {}),
-                inputs=tuple(_tensor(t) for t in data.get("inputs") or ()),
-                outputs=tuple(_tensor(t) for t in data.get("outputs") or ()),
-                profile=_profile(data.get("profile")),
-                dynamic_batch=bool(data.get("dynamic_batch", False)),
-                max_batch=(int(data["max_batch"]) if data.get("max_batch") is not None
-                           else None),
-                cache_key=str(data.get("cache_key") or ""),
-                schema=schema,
-                xception_trt_version=str(data.get("xception_trt_version") or ""),
-                created=str(data.get("created") or ""),
-                build_seconds=float(data.get("build_seconds") or 0.0),
-                host=dict(data.get("host") or {}),
-                onnx=dict(data.get("onnx") or {}),
-                source_sha256=data.get("source_sha256"),
-                calibration=data.get("calibration"),
-                timing_cache=dict(data.get("timing_cache") or {}),
-                warnings=tuple(str(w) for w in data.get("warnings") or ()),
-                layers=(tuple(dict(layer) for layer in data["layers"])
-                        if data.get("layers") is not None else None),
-                layers_source=data.get("layers_source"),
-            )
+            return from_json(cls, data, schema=schema, model_spec=spec, input_format=fmt,
+                             precision=precision,
+                             rebuild_command=str(data.get("rebuild_command") or _DEFAULT_REBUILD))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise EngineError(f"{where} is invalid ({type(exc).__name__}: {exc}); "
                               f"{_REBUILD}") from None
@@ -334,26 +269,3 @@ def read_sidecar(engine_path: str | os.PathLike[str], *, verify: bool = False) -
                               f"truncated since it was built); {fix}")
     return sidecar
 
-
-def _engine_file(raw: Any) -> EngineFile:
-    if not isinstance(raw, Mapping):
-        raise KeyError("engine")
-    return EngineFile(str(raw["file"]), int(raw["bytes"]), str(raw["sha256"]))
-
-
-def _device(raw: Any) -> BuildDevice | None:
-    if raw is None:
-        return None
-    index = raw.get("index")
-    return BuildDevice(str(raw["name"]), str(raw["compute_capability"]),
-                       int(index) if index is not None else None)
-
-
-def _tensor(raw: Mapping[str, Any]) -> TensorRecord:
-    return TensorRecord(str(raw["name"]), str(raw["dtype"]), tuple(int(d) for d in raw["shape"]))
-
-
-def _profile(raw: Any) -> Profile | None:
-    if raw is None:
-        return None
-    return Profile(*(tuple(int(d) for d in raw[k]) for k in ("min", "opt", "max")))

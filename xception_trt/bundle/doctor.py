@@ -14,6 +14,7 @@ from typing import Any
 
 from ..config import normalise_compute_capability
 from ..errors import EngineError
+from ..jsonable import JsonMixin, json_field
 from ..sidecar import EngineSidecar, read_sidecar
 from ..trt.compat import check_sidecar_compat
 from .choice import Choice, ChoiceKind, Request, choose, engine_mismatch, rtx_can_build_for
@@ -25,7 +26,7 @@ __all__ = ["DoctorReport", "diagnose", "prebuild_command", "format_report", "rec
 
 
 @dataclass(frozen=True)
-class DoctorReport:
+class DoctorReport(JsonMixin):
     """The answer of ``doctor``.
 
     Attributes:
@@ -38,25 +39,17 @@ class DoctorReport:
         prebuild: Target name -> the command that prebuilds for it.
     """
 
-    facts: DeviceFacts
+    facts: DeviceFacts = json_field(key="machine")
     target: str | None = None
     kind: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
     engines: tuple[dict[str, Any], ...] = ()
-    choices: tuple[Choice, ...] = ()
+    choices: tuple[Choice, ...] = json_field(default=(), key="open", encode=lambda cs: [
+        {"precision": c.precision, "uses": c.kind, "reason": c.reason,
+         "engine": c.engine.member if c.engine else None,
+         "build": c.build.describe() if c.build else None, "not_used": c.rejected}
+        for c in cs])
     prebuild: dict[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form (``doctor --json``)."""
-        return {
-            "machine": self.facts.to_dict(), "target": self.target, "kind": self.kind,
-            "summary": self.summary, "engines": list(self.engines),
-            "open": [{"precision": c.precision.value, "uses": c.kind.value, "reason": c.reason,
-                      "engine": c.engine.member if c.engine else None,
-                      "build": c.build.describe() if c.build else None,
-                      "not_used": [{"what": r.what, "why": r.why} for r in c.rejected]}
-                     for c in self.choices],
-            "prebuild": dict(self.prebuild)}
 
 
 def prebuild_command(bundle_path: str | os.PathLike[str], target: str, *,

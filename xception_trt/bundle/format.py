@@ -39,6 +39,7 @@ from typing import Any
 from ..config import InputFormat, ModelSpec, Precision
 from ..errors import BundleError, ConfigError, EngineError
 from ..fsio import atomic_write_bytes, sha256_bytes
+from ..jsonable import JsonMixin, json_field
 from ..sidecar import EngineSidecar
 
 __all__ = ["BUNDLE_SUFFIXES", "FORMAT", "FORMAT_VERSION", "MANIFEST", "Member", "VariantEntry",
@@ -60,26 +61,23 @@ def is_bundle(path: str | os.PathLike[str]) -> bool:
 
 
 @dataclass(frozen=True)
-class Member:
+class Member(JsonMixin):
     """One archive member: name, SHA-256 and size in bytes."""
 
-    name: str
-    sha256: str
-    bytes: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"sha256": self.sha256, "bytes": self.bytes}
+    name: str = json_field(skip=True)  # the key of the manifest's "members" object
+    sha256: str = json_field()
+    bytes: int = json_field()
 
 
 @dataclass(frozen=True)
-class VariantEntry:
+class VariantEntry(JsonMixin):
     """An ONNX variant: precision, member name and accuracy against FP32 (``None`` without
     validation images); for INT8 also the same precision placed for ONNX Runtime (``quantize
     --target onnxruntime``: every Conv/Gemm fused into its quantized CPU kernels), which the
     ONNX Runtime path runs instead of the TensorRT-placed graph."""
 
-    precision: Precision
-    member: str
+    precision: Precision = json_field(skip=True)  # the key of the manifest's "variants"
+    member: str = json_field()
     accuracy: Mapping[str, Any] | None = None
     onnxruntime_member: str | None = None
     onnxruntime_accuracy: Mapping[str, Any] | None = None
@@ -91,24 +89,19 @@ class VariantEntry:
             return self
         return VariantEntry(self.precision, self.onnxruntime_member, self.onnxruntime_accuracy)
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "member": self.member,
-            "accuracy": dict(self.accuracy) if self.accuracy is not None else None}
-        if self.onnxruntime_member is not None:  # optional: older readers ignore the keys
-            out["onnxruntime_member"] = self.onnxruntime_member
-            out["onnxruntime_accuracy"] = (dict(self.onnxruntime_accuracy)
-                                           if self.onnxruntime_accuracy is not None else None)
+    def _json_extras(self, out: dict[str, Any]) -> dict[str, Any]:
+        if self.onnxruntime_member is None:  # optional: older readers ignore the keys
+            del out["onnxruntime_member"], out["onnxruntime_accuracy"]
         return out
 
 
 @dataclass(frozen=True)
-class EngineEntry:
+class EngineEntry(JsonMixin):
     """A prebuilt engine: its member, its sidecar's member and the parsed sidecar."""
 
     member: str
-    sidecar_member: str
-    sidecar: EngineSidecar
+    sidecar_member: str = json_field(key="sidecar")
+    sidecar: EngineSidecar = json_field(skip=True)  # a member of its own
 
     @property
     def precision(self) -> Precision:
@@ -124,12 +117,9 @@ class EngineEntry:
             where = "Ampere+ (hardware-compatible)"
         return f"{s.precision.value} {s.flavour} {s.tensorrt.version} {where}"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"member": self.member, "sidecar": self.sidecar_member}
-
 
 @dataclass(frozen=True)
-class Manifest:
+class Manifest(JsonMixin):
     """What a bundle holds (see the module docstring for the JSON).
 
     Attributes:
@@ -185,25 +175,12 @@ class Manifest:
         keys = ("input_size", "in_chans", "mean", "std", "crop_pct", "interpolation")
         return {"input_format": self.input_format.value, **{k: spec[k] for k in keys}}
 
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form written as ``manifest.json``."""
-        return {
-            "format": FORMAT,
-            "format_version": self.format_version,
-            "xception_trt_version": self.xception_trt_version,
-            "created": self.created,
-            "model_spec": self.model_spec.to_dict(),
-            "input_format": self.input_format.value,
-            "preprocessing": self.preprocessing(),
-            "source": dict(self.source),
-            "batch_profile": list(self.batch_profile),
-            "variants": {p.value: v.to_dict() for p, v in self.variants.items()},
-            "calibration": dict(self.calibration) if self.calibration is not None else None,
-            "engines": [e.to_dict() for e in self.engines],
-            "members": {name: m.to_dict() for name, m in sorted(self.members.items())},
-            "bundle_command": self.bundle_command,
-            "default_precision": self.precisions[0].value if self.variants else None,
-        }
+    def _json_extras(self, out: dict[str, Any]) -> dict[str, Any]:
+        # written key-sorted (manifest.json): the computed keys need no place of their own
+        return out | {
+            "format": FORMAT, "preprocessing": self.preprocessing(),
+            "members": dict(sorted(out["members"].items())),
+            "default_precision": self.precisions[0].value if self.variants else None}
 
     @classmethod
     def from_dict(cls, data: Any, *, sidecars: Mapping[str, bytes], where: str) -> Manifest:

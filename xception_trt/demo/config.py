@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..config import AugmentConfig, ModelSpec, Optimizer, TrainConfig, check_int
 from ..errors import ConfigError
+from ..jsonable import JsonMixin, json_field
 from ..pipeline import CALIBRATION_CHOICES, parse_calibration_method
 from ..train import TrainCallbacks
 
@@ -33,7 +34,7 @@ def default_train_config() -> TrainConfig:
 
 
 @dataclass(frozen=True)
-class DemoConfig:
+class DemoConfig(JsonMixin):
     """Settings of :func:`run_demo` (the defaults are the README's demo).
 
     Attributes:
@@ -95,18 +96,9 @@ class DemoConfig:
         object.__setattr__(self, "rtx_targets", tuple(self.rtx_targets))
         object.__setattr__(self, "bench_batch_sizes", tuple(self.bench_batch_sizes))
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable settings."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        out["train"] = self.train.to_dict()
-        out["skip"] = sorted(self.skip)
-        out["rtx_targets"] = list(self.rtx_targets)
-        out["bench_batch_sizes"] = list(self.bench_batch_sizes)
-        return out
-
 
 @dataclass(frozen=True)
-class StepResult:
+class StepResult(JsonMixin):
     """What one demo step did.
 
     Attributes:
@@ -120,14 +112,9 @@ class StepResult:
 
     name: str
     status: str
-    seconds: float
-    detail: str
+    seconds: float = json_field(round=2)
+    detail: str = json_field()
     artifacts: dict[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form."""
-        return {"name": self.name, "status": self.status, "seconds": round(self.seconds, 2),
-                "detail": self.detail, "artifacts": dict(self.artifacts)}
 
     def line(self) -> str:
         """One human-readable line."""

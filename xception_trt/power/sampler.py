@@ -14,8 +14,11 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
+
+from ..jsonable import encode_fields as _encode_fields
+from ..jsonable import json_field
 
 __all__ = ["PowerSource", "PowerReading", "PowerWindow", "PowerMonitor", "DEFAULT_PERIOD_S",
            "mean_over_time"]
@@ -91,31 +94,26 @@ class PowerReading:
     available: bool
     reason: str | None = None
     backend: str | None = None
-    duration_s: float = 0.0
+    duration_s: float = json_field(default=0.0, round=6)
     samples: int = 0
     failed_reads: int = 0
-    rails_w: dict[str, float | None] = field(default_factory=dict)
-    total_w: float | None = None
+    rails_w: dict[str, float | None] = json_field(default_factory=dict, round=4)
+    total_w: float | None = json_field(default=None, round=4)
     total_basis: str | None = None
-    energy_j: float | None = None
+    energy_j: float | None = json_field(default=None, round=6)
     energy_basis: str | None = None
-    sampler_busy_ms: float = 0.0
+    sampler_busy_ms: float = json_field(default=0.0, round=3)
     notes: tuple[str, ...] = ()
 
+    # Hand-written: it takes the image count, which is no field of the reading.
     def to_dict(self, *, images: int | None = None) -> dict[str, Any]:
         """JSON-ready form, with the energy per image (mJ) when ``images`` > 0 were processed."""
         per_image = None
         if self.energy_j is not None and images:
             per_image = round(1000.0 * self.energy_j / images, 6)
-        r = lambda x, nd=4: None if x is None else round(float(x), nd)  # noqa: E731
-        return {"available": self.available, "reason": self.reason, "backend": self.backend,
-                "duration_s": r(self.duration_s, 6), "samples": self.samples,
-                "failed_reads": self.failed_reads,
-                "rails_w": {k: r(v) for k, v in self.rails_w.items()},
-                "total_w": r(self.total_w), "total_basis": self.total_basis,
-                "energy_j": r(self.energy_j, 6), "energy_basis": self.energy_basis,
-                "images": images, "energy_per_image_mj": per_image,
-                "sampler_busy_ms": r(self.sampler_busy_ms, 3), "notes": list(self.notes)}
+        out = _encode_fields(self)
+        tail = {k: out.pop(k) for k in ("sampler_busy_ms", "notes")}
+        return out | {"images": images, "energy_per_image_mj": per_image} | tail
 
 
 class PowerWindow:

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..bench import RunnerEvaluation, evaluate
 from ..errors import BenchError
+from ..jsonable import JsonMixin
 from ..runners import OnnxRuntimeRunner
 from .launcher import worker_tempdir
 from .source import save_model
@@ -22,7 +23,7 @@ __all__ = ["VariantMetrics", "evaluate_variants", "format_table"]
 
 
 @dataclasses.dataclass(frozen=True)
-class VariantMetrics:
+class VariantMetrics(JsonMixin):
     """Accuracy of one variant against labels and against the FP32 reference.
 
     Attributes:
@@ -44,10 +45,6 @@ class VariantMetrics:
     max_abs_diff: float
     mean_abs_diff: float
     size_bytes: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (the table row of ``--report``)."""
-        return dataclasses.asdict(self)
 
 
 def _row(ev: RunnerEvaluation, *, precision: str, images: int, size_bytes: int,

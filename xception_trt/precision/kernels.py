@@ -17,6 +17,7 @@ from typing import Any
 
 from ..errors import EngineError
 from ..extras import needs
+from ..jsonable import JsonMixin
 from .launcher import worker_tempdir
 
 __all__ = ["KernelCounts", "fused_kernel_counts", "QUANTIZED_CONV_OPS", "QUANTIZED_GEMM_OPS",
@@ -34,7 +35,7 @@ FLOAT_GEMM_OPS = ("Gemm", "FusedGemm", "MatMul", "FusedMatMul")
 
 
 @dataclass(frozen=True)
-class KernelCounts:
+class KernelCounts(JsonMixin):
     """Op counts of the graph ONNX Runtime optimised for the CPU.
 
     Attributes:
@@ -66,11 +67,9 @@ class KernelCounts:
         """Whether every Conv/Gemm runs as a quantized kernel."""
         return self.total > 0 and self.quantized == self.total
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {"quantized_conv": self.quantized_conv, "quantized_gemm": self.quantized_gemm,
-                "float_conv": self.float_conv, "float_gemm": self.float_gemm,
-                "fused": f"{self.quantized}/{self.total}", "ops": dict(self.ops)}
+    def _json_extras(self, out: dict[str, Any]) -> dict[str, Any]:
+        ops = out.pop("ops")
+        return out | {"fused": f"{self.quantized}/{self.total}", "ops": ops}
 
 
 def fused_kernel_counts(onnx_path: str | os.PathLike[str], *, level: str = "all"

@@ -33,6 +33,7 @@ from ..bench import label_mapping
 from ..config import check_int
 from ..errors import BenchError, CalibrationError, ConfigError
 from ..extras import needs
+from ..jsonable import JsonMixin, json_field, reorder
 from ..onnx_meta import INPUT_NAME
 from .int8 import DEFAULT_NUM_IMAGES, CalibrationMethod, QuantizeResult, quantize_int8
 from .launcher import Progress
@@ -53,7 +54,7 @@ _OUTPUT_SUFFIX = re.compile(r"/[A-Za-z]+(?:_\d+)?_output_\d+$")
 
 
 @dataclasses.dataclass(frozen=True)
-class NodeSensitivity:
+class NodeSensitivity(JsonMixin):
     """How one variant's logits differ from FP32 on the evaluation images.
 
     Attributes:
@@ -77,13 +78,9 @@ class NodeSensitivity:
     mean_abs_diff: float
     top1: float | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return dataclasses.asdict(self)
-
 
 @dataclasses.dataclass(frozen=True)
-class SensitivityResult:
+class SensitivityResult(JsonMixin):
     """A ranked sensitivity table (most sensitive node first).
 
     Attributes:
@@ -97,22 +94,19 @@ class SensitivityResult:
         calibration: The calibration run's summary (``cache`` says whether it was reused).
     """
 
-    rows: tuple[NodeSensitivity, ...]
-    fp32_top1: float | None
-    full_int8: NodeSensitivity
-    images: int
-    method: str
-    seconds: float
+    rows: tuple[NodeSensitivity, ...] = json_field(key="ranking")
+    fp32_top1: float | None = json_field()
+    full_int8: NodeSensitivity = json_field()
+    images: int = json_field()
+    method: str = json_field()
+    seconds: float = json_field(round=3)
     calibration: dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {"method": self.method, "images": self.images, "fp32_top1": self.fp32_top1,
-                "seconds": round(self.seconds, 3),
-                "seconds_per_node": round(self.seconds / max(1, len(self.rows)), 3),
-                "full_int8": self.full_int8.to_dict(),
-                "ranking": [dict(r.to_dict(), rank=i + 1) for i, r in enumerate(self.rows)],
-                "calibration": self.calibration}
+    def _json_extras(self, out: dict[str, Any]) -> dict[str, Any]:
+        out["ranking"] = [dict(r, rank=i + 1) for i, r in enumerate(out["ranking"])]
+        out["seconds_per_node"] = round(self.seconds / max(1, len(self.rows)), 3)
+        return reorder(out, "method", "images", "fp32_top1", "seconds", "seconds_per_node",
+                       "full_int8", "ranking")
 
     def to_markdown(self) -> str:
         """The ranked table as Markdown."""

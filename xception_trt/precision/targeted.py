@@ -33,6 +33,7 @@ import numpy as np
 from ..config import check_int
 from ..errors import CalibrationError, ConfigError
 from ..fsio import atomic_write_json
+from ..jsonable import JsonMixin, json_field
 from ..onnx_meta import read_metadata, write_metadata
 from .int8 import DEFAULT_NUM_IMAGES, CalibrationMethod, QuantizeResult
 from .launcher import Progress, modelopt_version
@@ -58,7 +59,7 @@ _CACHE_VERSION = 1
 
 
 @dataclasses.dataclass(frozen=True)
-class Target:
+class Target(JsonMixin):
     """What the targeted model must reach on the images.
 
     Attributes:
@@ -68,7 +69,7 @@ class Target:
     """
 
     agreement: float | None = None
-    top1_drop: float | None = None
+    top1_drop: float | None = json_field(default=None, key="top1_drop_pp")
 
     def __post_init__(self) -> None:
         if (self.agreement is None) == (self.top1_drop is None):
@@ -95,10 +96,6 @@ class Target:
         if self.agreement is not None:
             return f"agreement >= {100 * self.agreement:g}%"
         return f"top-1 drop <= {self.top1_drop:g} pp"
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {"agreement": self.agreement, "top1_drop_pp": self.top1_drop}
 
 
 @dataclasses.dataclass(frozen=True)

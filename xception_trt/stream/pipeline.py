@@ -30,6 +30,7 @@ import numpy as np
 from ..config import InputFormat, check_int
 from ..contract import Runner
 from ..errors import ConfigError, DataError
+from ..jsonable import JsonMixin, json_field
 from .source import Frame, FrameSource
 
 __all__ = ["StreamStats", "FrameOutput", "run_stream"]
@@ -44,7 +45,7 @@ _POLL_S = 0.05
 
 
 @dataclass(frozen=True)
-class StreamStats:
+class StreamStats(JsonMixin):
     """Counters of a stream so far.
 
     Attributes:
@@ -61,10 +62,10 @@ class StreamStats:
     frames: int
     dropped: int
     errors: int
-    elapsed_s: float
-    fps: float
-    p50_ms: float | None
-    p99_ms: float | None
+    elapsed_s: float = json_field(round=3)
+    fps: float = json_field(round=2)
+    p50_ms: float | None = json_field(key="latency_p50_ms")
+    p99_ms: float | None = json_field(key="latency_p99_ms")
 
     def format(self) -> str:
         """One status line."""
@@ -72,12 +73,6 @@ class StreamStats:
                f"latency p50 {self.p50_ms:.1f} ms p99 {self.p99_ms:.1f} ms")
         return (f"{self.frames} frames  {self.fps:.1f} fps  {lat}  dropped {self.dropped}  "
                 f"errors {self.errors}  ({self.elapsed_s:.1f} s)")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {"frames": self.frames, "dropped": self.dropped, "errors": self.errors,
-                "elapsed_s": round(self.elapsed_s, 3), "fps": round(self.fps, 2),
-                "latency_p50_ms": self.p50_ms, "latency_p99_ms": self.p99_ms}
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,16 @@ from ..fsio import (
 )
 from ..host import cpu_model
 from ..onnx_meta import OnnxMeta, read_metadata
-from ..sidecar import SIDECAR_SCHEMA, EngineSidecar, read_sidecar, sidecar_path
+from ..sidecar import (
+    BuildDevice,
+    EngineFile,
+    EngineSidecar,
+    Profile,
+    TensorRecord,
+    TensorRTInfo,
+    read_sidecar,
+    sidecar_path,
+)
 from . import TensorRTFlavour, import_flavour, probed_flavours
 from .compat import (
     BuildPlan,
@@ -417,14 +426,14 @@ def _parse_onnx(trt: Any, builder: Any, logger: Any, plan: BuildPlan, onnx_path:
     return network, parser
 
 
-def _tensor_info(trt: Any, tensor: Any) -> dict[str, Any]:
+def _tensor_record(trt: Any, tensor: Any) -> TensorRecord:
     import numpy as np
 
     try:
         dtype = np.dtype(trt.nptype(tensor.dtype)).name
     except (TypeError, ValueError):
         dtype = str(tensor.dtype.name).lower()
-    return {"name": tensor.name, "dtype": dtype, "shape": [int(d) for d in tensor.shape]}
+    return TensorRecord(str(tensor.name), dtype, tuple(int(d) for d in tensor.shape))
 
 
 def _profile_shapes(network: Any, config: BuildConfig, onnx_path: Path
@@ -683,41 +692,43 @@ def build_engine(onnx_path: str | os.PathLike[str], config: BuildConfig | None =
             calibration = json.loads(calibration)
         except json.JSONDecodeError:
             pass
-    record: dict[str, Any] = {
-        "schema": SIDECAR_SCHEMA,
-        "xception_trt_version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "build_seconds": round(build_seconds, 3),
-        "engine": {"file": engine_path.name, "bytes": plan_bytes.nbytes,
-                   "sha256": hashlib.sha256(plan_bytes).hexdigest()},
-        "tensorrt": plan.to_dict() | {"version": flavour.version},
-        "device": device,
-        "targets": targets,
-        "host": {"platform": platform.platform(), "cpu": cpu_model()},
-        "precision": precision.value,
-        "input_format": meta.input_format.value,
-        "inputs": [_tensor_info(trt, network.get_input(i)) for i in range(network.num_inputs)],
-        "outputs": [_tensor_info(trt, network.get_output(i)) for i in range(network.num_outputs)],
+    first_input = network.get_input(0)
+    sidecar = EngineSidecar(
+        xception_trt_version=__version__,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        build_seconds=round(build_seconds, 3),
+        engine=EngineFile(engine_path.name, plan_bytes.nbytes,
+                          hashlib.sha256(plan_bytes).hexdigest()),
+        tensorrt=TensorRTInfo(plan.flavour, flavour.version,
+                              {k: v for k, v in plan.to_dict().items()
+                               if k not in ("flavour", "version")}),
+        device=(BuildDevice(str(device["name"]), str(device["compute_capability"]),
+                            device.get("index")) if device else None),
+        targets=tuple(targets) if targets is not None else None,
+        host={"platform": platform.platform(), "cpu": cpu_model()},
+        precision=precision,
+        input_format=meta.input_format,
+        inputs=tuple(_tensor_record(trt, network.get_input(i)) for i in range(network.num_inputs)),
+        outputs=tuple(_tensor_record(trt, network.get_output(i))
+                      for i in range(network.num_outputs)),
         # a fixed-shape graph needs no profile; its one shape is recorded as min = opt = max
-        "profile": profile or {k: [int(d) for d in network.get_input(0).shape]
-                               for k in ("min", "opt", "max")},
-        "dynamic_batch": profile is not None,
-        "max_batch": max_batch,
-        "onnx": {"path": str(onnx_path), "sha256": onnx_sha, "metadata": dict(meta.raw)},
-        "model_spec": meta.spec.to_dict(),
-        "source_sha256": meta.raw.get("source_sha256"),
-        "calibration": calibration,
-        "build_options": options,
-        "timing_cache": timing,
-        "warnings": build_warnings,
-        "layers": layers,
-        "layers_source": layers_source,
-        "cache_key": key,
-        "rebuild_command": rebuild_command(str(onnx_path), str(engine_path), config,
-                                           precision=precision),
-    }
-    # Through the typed form: what is returned equals what read_sidecar() gives back later.
-    sidecar = EngineSidecar.from_dict(record, where=f"the new sidecar of {engine_path}")
+        profile=(Profile(*(tuple(profile[k]) for k in ("min", "opt", "max"))) if profile
+                 else Profile(*[tuple(int(d) for d in first_input.shape)] * 3)),
+        dynamic_batch=profile is not None,
+        max_batch=max_batch,
+        onnx={"path": str(onnx_path), "sha256": onnx_sha, "metadata": dict(meta.raw)},
+        model_spec=meta.spec,
+        source_sha256=meta.raw.get("source_sha256"),
+        calibration=calibration,
+        build_options=options,
+        timing_cache=timing,
+        warnings=tuple(build_warnings),
+        layers=tuple(layers) if layers is not None else None,
+        layers_source=layers_source,
+        cache_key=key,
+        rebuild_command=rebuild_command(str(onnx_path), str(engine_path), config,
+                                        precision=precision),
+    )
     _write_outputs(engine_path, plan_bytes, sidecar)
     seconds = time.perf_counter() - t0
     log.info("built %s (%s, %.1f MiB) in %.2f s with %s %s", engine_path, precision.value,

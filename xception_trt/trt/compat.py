@@ -41,6 +41,7 @@ from typing import Any
 
 from ..config import BuildConfig, Precision, TensorRTBackend, normalise_compute_capability
 from ..errors import BuildError, EngineError
+from ..jsonable import JsonMixin, json_field
 from ..sidecar import SIDECAR_SCHEMA, EngineSidecar
 
 __all__ = [
@@ -107,7 +108,7 @@ def _cc_text(cc: tuple[int, int]) -> str:
 
 
 @dataclass(frozen=True)
-class BuildPlan:
+class BuildPlan(JsonMixin):
     """What one TensorRT version needs to build a graph of one precision, and what it offers.
 
     Attributes:
@@ -127,29 +128,21 @@ class BuildPlan:
         notes: Why, in words (for logs and the sidecar).
     """
 
+    # JSON (the sidecar's "tensorrt" section): the plan, not what the version offers
     flavour: str
-    version: tuple[int, ...]
-    precision: Precision
-    strongly_typed: bool
-    network_flags: tuple[str, ...]
-    builder_flags: tuple[str, ...]
-    onnx_precisions: tuple[Precision, ...]
-    progress_monitor: bool
-    timing_cache: bool
-    compute_capabilities: bool
-    dla: bool
-    version_compatible: bool
-    hardware_compatible: bool
+    version: tuple[int, ...] = json_field(encode=lambda v: ".".join(map(str, v)))
+    precision: Precision = json_field()
+    strongly_typed: bool = json_field()
+    network_flags: tuple[str, ...] = json_field()
+    builder_flags: tuple[str, ...] = json_field()
+    onnx_precisions: tuple[Precision, ...] = json_field()
+    progress_monitor: bool = json_field(skip=True)
+    timing_cache: bool = json_field(skip=True)
+    compute_capabilities: bool = json_field(skip=True)
+    dla: bool = json_field(skip=True)
+    version_compatible: bool = json_field(skip=True)
+    hardware_compatible: bool = json_field(skip=True)
     notes: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form for the sidecar."""
-        return {
-            "flavour": self.flavour, "version": ".".join(map(str, self.version)),
-            "precision": self.precision.value, "strongly_typed": self.strongly_typed,
-            "network_flags": list(self.network_flags), "builder_flags": list(self.builder_flags),
-            "onnx_precisions": [p.value for p in self.onnx_precisions], "notes": list(self.notes),
-        }
 
 
 def network_and_precision_plan(flavour_name: str, version: str | Sequence[int],
