@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ import numpy as np
 from .config import InputFormat, ModelSpec, Precision
 from .errors import DependencyError, EngineError, XceptionTRTError
 from .extras import ensure
+from .jsonable import JsonMixin
 from .trt.cuda_runner import CudaRunnerBase
 
 __all__ = ["STANDIN_SOURCE", "StandInRunner", "CheckResult", "Requirements",
@@ -283,7 +284,7 @@ def missing_requirements() -> Requirements:
 # Check results
 # ------------------------------------------------------------------------------------------------
 @dataclass
-class CheckResult:
+class CheckResult(JsonMixin):
     """One self-test check: ``status`` is ``pass``, ``fail`` or ``skip``; ``detail`` says
     what was measured or what went wrong; ``seconds`` is its wall time."""
 
@@ -292,9 +293,6 @@ class CheckResult:
     detail: str = ""
     seconds: float = 0.0
     data: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class _Skip(Exception):
@@ -791,7 +789,7 @@ def _dla_checks(flavour: str, state: dict[str, Any], work: Path, x: np.ndarray, 
 # Everything
 # ------------------------------------------------------------------------------------------------
 @dataclass
-class SelftestReport:
+class SelftestReport(JsonMixin):
     """What ran, what passed, and what is missing."""
 
     requirements: Requirements
@@ -806,10 +804,8 @@ class SelftestReport:
         """Every check group could run here."""
         return not self.requirements.missing_engine
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"requirements": asdict(self.requirements),
-                "results": [r.to_dict() for r in self.results],
-                "failed": len(self.failed), "complete": self.complete}
+    def _json_extras(self, out: dict[str, Any]) -> dict[str, Any]:
+        return {**out, "failed": len(self.failed), "complete": self.complete}
 
 
 def run_selftest(*, device: int = 0, backends: tuple[str, ...] | None = None,

@@ -40,7 +40,7 @@ import platform
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .host import (
@@ -51,6 +51,7 @@ from .host import (
     software_versions,
 )
 from .host import git_revision as _git_revision
+from .jsonable import JsonMixin
 from .trt.devices import DeviceReport, GpuInfo
 
 __all__ = ["package_version", "software_versions", "cpu_model", "cpu_int8_features",
@@ -115,14 +116,11 @@ class PackageFact:
 
 
 @dataclass(frozen=True)
-class FlavourFact:
+class FlavourFact(JsonMixin):
     """A TensorRT flavour that imports here: ``tensorrt`` / ``tensorrt_rtx`` and its version."""
 
     name: str
     version: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

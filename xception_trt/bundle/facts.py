@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
+from ..jsonable import JsonMixin
 from ..sysinfo import FlavourFact
 
 __all__ = ["FlavourFact", "GpuFact", "DeviceFacts", "probe_facts"]
@@ -18,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class GpuFact:
+class GpuFact(JsonMixin):
     """A GPU: CUDA ordinal, name and compute capability (``"8.6"``)."""
 
     index: int
@@ -30,12 +31,9 @@ class GpuFact:
         """``SM86``-style target name (TensorRT-RTX's spelling)."""
         return "SM" + self.compute_capability.replace(".", "")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class DeviceFacts:
+class DeviceFacts(JsonMixin):
     """The facts the engine choice depends on.
 
     Attributes:
@@ -67,14 +65,6 @@ class DeviceFacts:
     def gpu(self, index: int) -> GpuFact | None:
         """The GPU of that ordinal, if present."""
         return next((g for g in self.gpus if g.index == index), None)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form (``doctor --json``; the recorded-facts fixtures use it)."""
-        return {"flavours": [f.to_dict() for f in self.flavours],
-                "gpus": [g.to_dict() for g in self.gpus], "driver": self.driver,
-                "dla_cores": self.dla_cores, "ort_version": self.ort_version,
-                "ort_providers": list(self.ort_providers), "onnx": self.onnx,
-                "host": self.host, "gpu_reason": self.gpu_reason}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DeviceFacts:

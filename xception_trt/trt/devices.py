@@ -9,9 +9,11 @@ import logging
 import re
 import shutil
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from ..jsonable import JsonMixin
 
 if TYPE_CHECKING:
     from . import TensorRTFlavour
@@ -43,7 +45,7 @@ class GpuInfo:
 
 
 @dataclass(frozen=True)
-class DeviceReport:
+class DeviceReport(JsonMixin):
     """What the probe found. ``driver`` is ``None`` and ``reason`` says why when there is none."""
 
     driver: str | None
@@ -52,10 +54,6 @@ class DeviceReport:
     probe: str = "none"
     reason: str = ""
 
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["gpus"] = [asdict(g) for g in self.gpus]
-        return out
 
 
 def _via_cuda_python() -> DeviceReport | None:
