@@ -1,6 +1,8 @@
 """CLI flags that would do nothing or contradict each other (refused with ``error:`` and exit 2
-before any work), and the runner flags ``--cuda-graphs`` / ``--providers`` / ``--threads``,
-checked against the runner registry."""
+before any work; the option table ``cli/_options.RULES``), the runner flags ``--cuda-graphs`` /
+``--providers`` / ``--threads``, checked against the runner registry, and one spelling per
+concept (``--cc``, ``--flavour``, ``--cuda-binding``, ``--triton-backend``, ``--placement``) with
+the old spellings as deprecated aliases."""
 
 from __future__ import annotations
 

@@ -215,6 +215,28 @@ def test_old_keywords_of_library_calls(tmp_path):
         write_bundle(source=missing, output=tmp_path / "b.xtrt", engines=["sm86"], cc=["sm89"])
 
 
+def test_old_output_keywords(tmp_path):
+    """``path=`` of the calls that write a file is now ``output=``."""
+    import onnx
+
+    from xception_trt.errors import ExportError
+    from xception_trt.export import export_onnx
+    from xception_trt.precision import write_trt_calibration_cache
+    from xception_trt.precision.source import save_model
+
+    _warns_then(ExportError, "export_onnx: path= is deprecated; use output=",
+                lambda: export_onnx("missing.safetensors", path=tmp_path / "x.txt"))
+    with pytest.raises(ConfigError, match="give only output="):
+        export_onnx("m.safetensors", tmp_path / "x.onnx", path=tmp_path / "x.onnx")
+    with pytest.warns(DeprecationWarning, match="path= is deprecated; use output="):
+        out = write_trt_calibration_cache({"x": 0.5}, path=tmp_path / "c.cache")
+    assert out.read_text() == write_trt_calibration_cache({"x": 0.5}, tmp_path / "d.cache") \
+        .read_text()
+    model = onnx.helper.make_model(onnx.helper.make_graph([], "g", [], []))
+    with pytest.warns(DeprecationWarning, match="save_model: path= is deprecated"):
+        assert save_model(model, path=tmp_path / "m.onnx").is_file()
+
+
 def test_old_keywords_of_machine_checks(tmp_path):
     from xception_trt.bundle.doctor import diagnose
     from xception_trt.bundle.facts import probe_facts
