@@ -18,7 +18,7 @@ from ..fsio import path_problem
 
 __all__ = ["add_command", "progress", "print_json", "arg_type", "bounded_int", "positive_int",
            "non_negative_int", "port_number", "path_argument", "check_paths", "check_input_path",
-           "check_output_path", "StageProgress", "add_runner_flags", "runner_settings"]
+           "check_output_path", "StageProgress", "runner_settings"]
 
 T = TypeVar("T")
 
@@ -186,16 +186,6 @@ positive_int = bounded_int(1)
 non_negative_int = bounded_int(0)
 #: argparse type: a TCP port number.
 port_number = bounded_int(1, 65535, noun="a port number")
-
-
-def add_runner_flags(p: argparse.ArgumentParser, *, cuda_graphs: bool = True,
-                     providers: bool = True) -> None:
-    """``--cuda-graphs`` (TensorRT engines) and ``--providers`` (ONNX Runtime) for commands that
-    run models (:class:`~xception_trt.cli._options.RunnerArgs`); read them back with
-    :func:`runner_settings`."""
-    from ._options import RunnerArgs
-
-    RunnerArgs.add(p, cuda_graphs=cuda_graphs, providers=providers)
 
 
 def runner_settings(args: argparse.Namespace) -> dict[str, Any]:
