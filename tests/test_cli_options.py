@@ -408,7 +408,7 @@ def _rule_cases():
 
     for i, rule in enumerate(RULES):
         for at in rule.at:
-            yield pytest.param(rule, at, id=f"{i}-{at}-{rule.flag}-{rule.needs}")
+            yield pytest.param(rule, at, id=f"{i}-{at}-{rule.flag}-{rule.kind}")
 
 
 @pytest.mark.parametrize("rule, at", list(_rule_cases()))
@@ -432,11 +432,11 @@ def test_option_table_rule_both_branches(rule, at):
                                                   for k, v in p.items()}))
 
     assert problem(other_on) is None and problem(other_off) is None  # flag not given
-    refused = problem(given, other_off if rule.needs == "needs" else other_on)
-    allowed = problem(given, other_on if rule.needs == "needs" else other_off)
+    refused = problem(given, other_off if rule.kind == "needs" else other_on)
+    allowed = problem(given, other_on if rule.kind == "needs" else other_off)
     assert allowed is None
     assert refused is not None and refused.startswith(rule.flag) and rule.other in refused
-    assert ("only applies with" if rule.needs == "needs" else "cannot be combined with") \
+    assert ("only applies with" if rule.kind == "needs" else "cannot be combined with") \
         in refused
 
 

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..bundle.format import is_bundle
 from ..errors import ConfigError
@@ -295,7 +295,7 @@ class Rule:
         at: The check points (a command, or ``command:stage``) that check this row.
         flag: The flag as typed (``"--no-gpu-fallback"``).
         given: Whether (truthy) the user gave ``flag``.
-        needs: ``"needs"``: ``flag`` applies only with ``other``; ``"excludes"``: ``flag``
+        kind: ``"needs"``: ``flag`` applies only with ``other``; ``"excludes"``: ``flag``
             cannot be combined with ``other``.
         other: The other side as said in messages (``"--dla-core N"``, ``"--precision int8"``).
         other_given: Whether (truthy) ``other`` holds.
@@ -305,7 +305,7 @@ class Rule:
     at: tuple[str, ...]
     flag: str
     given: Callable[[argparse.Namespace], Any]
-    needs: str
+    kind: Literal["needs", "excludes"]
     other: str
     other_given: Callable[[argparse.Namespace], Any]
     why: str | None = None
@@ -315,11 +315,11 @@ class Rule:
         if not self.given(args):
             return None
         has_other = bool(self.other_given(args))
-        if self.needs == "needs" and not has_other:
+        if self.kind == "needs" and not has_other:
             return (f"{self.flag} only applies with {self.other}"
                     + (f" ({self.why})" if self.why else "")
                     + f"; add {self.other} or drop {self.flag}")
-        if self.needs == "excludes" and has_other:
+        if self.kind == "excludes" and has_other:
             return (f"{self.flag} cannot be combined with {self.other} ({self.why}); drop one "
                     "of them")
         return None
