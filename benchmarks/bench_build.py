@@ -94,13 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     for precision in args.precision:
         for target in args.targets:
             ccs = () if target == "default" else (target,)
-            cfg = BuildConfig(backend=flavour.name, max_batch=args.max_batch,
-                              compute_capabilities=ccs)
+            cfg = BuildConfig(flavour=flavour.name, max_batch=args.max_batch,
+                              cc=ccs)
             walls, trt_s, size = [], [], 0
             engine = work / f"xception.{precision}.{target}.engine"
             for _ in range(args.repeat):
                 t = time.perf_counter()
-                art = build_engine(graphs[precision], cfg, engine_path=engine, force=True)
+                art = build_engine(graphs[precision], cfg, output=engine, force=True)
                 walls.append(time.perf_counter() - t)
                 trt_s.append(art.sidecar.build_seconds)
                 size = art.size_bytes

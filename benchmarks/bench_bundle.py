@@ -74,7 +74,7 @@ def bench_model(name: str, work: Path, repeat: int) -> dict:
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     result = write_bundle(source=ckpt, output=out, precisions=cfg["precisions"],
-                          calibration=calib, engines=["sm86"], local_engines=False,
+                          calibration=calib, cc=["sm86"], local_engines=False,
                           max_batch=8, work_dir=work / "work", force=True)
     make_s = time.perf_counter() - t0
 

@@ -23,7 +23,7 @@ same images; their scales are cached in the work folder, so a second run only me
 
 ``--study`` (demo model) adds the measurements behind the choice of quantizer for the ONNX
 Runtime placement: ONNX Runtime's ``quantize_static`` with uint8 activations (what
-``--target onnxruntime`` uses), with int8 activations (asymmetric, and symmetric), and NVIDIA
+``--placement onnxruntime`` uses), with int8 activations (asymmetric, and symmetric), and NVIDIA
 ModelOpt configured to quantize outputs too (``op_types_needing_output_quant``; its activations
 are always symmetric int8), all MinMax-calibrated on the same images: fused kernels, latency and
 agreement with FP32.

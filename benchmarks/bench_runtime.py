@@ -53,7 +53,7 @@ def bench_host_overhead(backend: str, graphs: bool, calls: int, warmup: int) -> 
 
     x = np.random.default_rng(0).standard_normal((1, 3, 299, 299)).astype(np.float32)
     out: dict = {"backend": backend, "cuda_graphs": graphs}
-    with StandInRunner(max_batch=1, cuda_backend=backend, cuda_graphs=graphs) as r:
+    with StandInRunner(max_batch=1, cuda_binding=backend, cuda_graphs=graphs) as r:
         cuda = r._cuda
         din = cuda.alloc(x.nbytes)
         with cuda.stream() as s:

@@ -10,7 +10,7 @@ by side and the modes are interleaved within each repeat; every cell is the medi
 ``--repeat`` runs (the numbers drift with background load on a shared machine).
 
 INT8 vs FP32 (issue 18): ``--int8`` also serves the model's INT8 variant placed for ONNX
-Runtime (``quantize --target onnxruntime``; every Conv/Gemm a QLinearConv/QGemm kernel), made
+Runtime (``quantize --placement onnxruntime``; every Conv/Gemm a QLinearConv/QGemm kernel), made
 here from the FP32 model with ``--int8-calib DIR`` images (default: synthetic smooth images),
 or given with ``--int8-model FILE``; it adds the modes ``int8-direct-runner`` and
 ``int8-triton-dynamic``. A TensorRT-placed INT8 file given with ``--int8-model`` runs too,
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         from xception_trt.onnx_meta import read_metadata
         from xception_trt.precision import fused_kernel_counts
 
-        results["int8_placement"] = read_metadata(int8_path).quant_target.value
+        results["int8_placement"] = read_metadata(int8_path).placement.value
         results["int8_fused"] = fused_kernel_counts(int8_path).to_dict()["fused"]
         results["cpu_int8"] = cpu_int8_features()
         if runner8 is not None and runner8.note:
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     for mode, served, batching in plans:
         repo = work / mode
         write_repository(served, repo, options=RepositoryOptions(
-            backend="python", dynamic_batching=batching, max_batch_size=args.max_batch,
+            triton_backend="python", dynamic_batching=batching, max_batch_size=args.max_batch,
             max_queue_delay_us=args.max_queue_delay_us if batching else 100,
             runner_options={"threads": args.threads}, execution_env_path=sys.prefix))
         servers[mode] = TritonServer(repo, http_port=None, grpc_port=None, metrics_port=None)

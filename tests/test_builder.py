@@ -22,7 +22,7 @@ from xception_trt.trt.builder import build_engine, read_sidecar, resolve_flavour
 
 trt_rtx = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX builds engines on the CPU")
 
-RTX = BuildConfig(backend="tensorrt_rtx")
+RTX = BuildConfig(flavour="tensorrt_rtx")
 
 
 def _dtypes(sidecar: dict) -> set[str]:
@@ -55,14 +55,14 @@ def engines(graphs, tmp_path_factory) -> dict:
     """One engine per graph, built once for the module (TensorRT-RTX, CPU)."""
     root = tmp_path_factory.mktemp("engines")
     configs = {
-        "float": RTX.replace(max_batch=4, compute_capabilities=("sm86", "sm89")),
+        "float": RTX.replace(max_batch=4, cc=("sm86", "sm89")),
         "uint8": RTX.replace(min_batch=2, opt_batch=3, max_batch=6),
         "static2": RTX,
         "uint8_static2": RTX.replace(batch=2),
         "fp16": RTX,
         "int8": RTX,
     }
-    return {key: build_engine(graphs[key], cfg, engine_path=root / f"{key}.engine")
+    return {key: build_engine(graphs[key], cfg, output=root / f"{key}.engine")
             for key, cfg in configs.items()}
 
 
@@ -124,7 +124,7 @@ def test_fixed_batch_graphs_need_no_profile(engines, key, shape):
 
 
 def test_fixed_batch_profile_on_a_dynamic_graph(graphs, tmp_path):
-    art = build_engine(graphs["float"], RTX.replace(batch=3), engine_path=tmp_path / "b3.engine")
+    art = build_engine(graphs["float"], RTX.replace(batch=3), output=tmp_path / "b3.engine")
     profile = art.sidecar.to_dict()["profile"]
     assert profile["min"] == profile["max"] == [3, 3, 71, 71]
     assert "--batch 3" in art.sidecar.to_dict()["rebuild_command"]
@@ -132,10 +132,10 @@ def test_fixed_batch_profile_on_a_dynamic_graph(graphs, tmp_path):
 
 def test_fixed_batch_graph_rejects_other_batches(graphs, tmp_path):
     with pytest.raises(BuildError, match="fixed batch of 2 but batch 4"):
-        build_engine(graphs["static2"], RTX.replace(batch=4), engine_path=tmp_path / "x.engine")
+        build_engine(graphs["static2"], RTX.replace(batch=4), output=tmp_path / "x.engine")
     with pytest.raises(BuildError, match="re-export with a dynamic batch"):
         build_engine(graphs["static2"], RTX.replace(max_batch=8),
-                     engine_path=tmp_path / "x.engine")
+                     output=tmp_path / "x.engine")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -158,10 +158,10 @@ def test_int8_engine_runs_in_int8_and_records_calibration(engines):
 def test_strongly_typed_build_refuses_the_wrong_variant(graphs, tmp_path):
     with pytest.raises(BuildError, match="fp32 graph but a fp16 engine.*--precision fp16"):
         build_engine(graphs["float"], RTX.replace(precision="fp16"),
-                     engine_path=tmp_path / "x.engine")
+                     output=tmp_path / "x.engine")
     with pytest.raises(BuildError, match="int8 graph but a fp32 engine"):
         build_engine(graphs["int8"], RTX.replace(precision="fp32"),
-                     engine_path=tmp_path / "x.engine")
+                     output=tmp_path / "x.engine")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -172,47 +172,47 @@ def test_strongly_typed_build_refuses_the_wrong_variant(graphs, tmp_path):
 def test_cache_hit_and_invalidation(graphs, tmp_path):
     engine = tmp_path / "e.engine"
     cfg = RTX.replace(max_batch=2)
-    first = build_engine(graphs["float"], cfg, engine_path=engine)
+    first = build_engine(graphs["float"], cfg, output=engine)
     mtime = engine.stat().st_mtime_ns
-    again = build_engine(graphs["float"], cfg, engine_path=engine)
+    again = build_engine(graphs["float"], cfg, output=engine)
     assert again.cache_hit and again.sidecar == first.sidecar
     assert engine.stat().st_mtime_ns == mtime  # nothing was rewritten
 
-    other_opts = build_engine(graphs["float"], cfg.replace(max_batch=3), engine_path=engine)
+    other_opts = build_engine(graphs["float"], cfg.replace(max_batch=3), output=engine)
     assert not other_opts.cache_hit and other_opts.sidecar.to_dict()["max_batch"] == 3
     assert other_opts.sidecar.to_dict()["cache_key"] != first.sidecar.to_dict()["cache_key"]
 
     other_target = build_engine(graphs["float"], cfg.replace(max_batch=3,
-                                                             compute_capabilities=("sm89",)),
-                                engine_path=engine)
+                                                             cc=("sm89",)),
+                                output=engine)
     assert not other_target.cache_hit and other_target.sidecar.to_dict()["targets"] == ["SM89"]
 
     other_graph = build_engine(graphs["uint8"], cfg.replace(max_batch=3,
-                                                            compute_capabilities=("sm89",)),
-                               engine_path=engine)
+                                                            cc=("sm89",)),
+                               output=engine)
     assert not other_graph.cache_hit
     assert other_graph.sidecar.to_dict()["input_format"] == "uint8-nhwc"
 
     forced = build_engine(graphs["uint8"], cfg.replace(max_batch=3,
-                                                       compute_capabilities=("sm89",)),
-                          engine_path=engine, force=True)
+                                                       cc=("sm89",)),
+                          output=engine, force=True)
     assert not forced.cache_hit
 
 
 def test_corrupt_engine_or_sidecar_is_rebuilt(graphs, tmp_path):
     engine = tmp_path / "e.engine"
-    good = build_engine(graphs["float"], RTX, engine_path=engine)
+    good = build_engine(graphs["float"], RTX, output=engine)
     engine.write_bytes(engine.read_bytes()[:1000])  # truncated plan
     with pytest.raises(EngineError, match="does not match its sidecar"):
         read_sidecar(engine, verify=True)
-    rebuilt = build_engine(graphs["float"], RTX, engine_path=engine)
+    rebuilt = build_engine(graphs["float"], RTX, output=engine)
     assert not rebuilt.cache_hit
     assert rebuilt.sidecar.to_dict()["cache_key"] == good.sidecar.to_dict()["cache_key"]
     assert read_sidecar(engine, verify=True) == rebuilt.sidecar
     sidecar_path(engine).write_text("{ not json")
     with pytest.raises(EngineError, match="unreadable"):
         read_sidecar(engine)
-    assert not build_engine(graphs["float"], RTX, engine_path=engine).cache_hit
+    assert not build_engine(graphs["float"], RTX, output=engine).cache_hit
     read_sidecar(engine, verify=True)
 
 
@@ -237,13 +237,13 @@ def test_failed_build_writes_nothing_and_keeps_the_old_engine(graphs, tmp_path):
     engine = tmp_path / "e.engine"
     # TensorRT-RTX cannot compile the FP32 classifier GEMM for Turing: a real builder failure.
     with pytest.raises(BuildError, match=r"(?s)failed to build.*SM75.*hint: check the compute"):
-        build_engine(graphs["float"], RTX.replace(compute_capabilities=("sm75",)),
-                     engine_path=engine)
+        build_engine(graphs["float"], RTX.replace(cc=("sm75",)),
+                     output=engine)
     assert list(tmp_path.iterdir()) == []
-    good = build_engine(graphs["float"], RTX, engine_path=engine)
+    good = build_engine(graphs["float"], RTX, output=engine)
     with pytest.raises(BuildError):
-        build_engine(graphs["float"], RTX.replace(compute_capabilities=("sm75",)),
-                     engine_path=engine)
+        build_engine(graphs["float"], RTX.replace(cc=("sm75",)),
+                     output=engine)
     assert read_sidecar(engine, verify=True) == good.sidecar
     assert _leftovers(tmp_path) == []
 
@@ -266,7 +266,7 @@ def _bad_graph(path: Path, spec: ModelSpec) -> Path:
 def test_parser_errors_list_every_node(tmp_path, tiny_spec):
     bad = _bad_graph(tmp_path / "bad.onnx", tiny_spec)
     with pytest.raises(BuildError) as err:
-        build_engine(bad, RTX, engine_path=tmp_path / "bad.engine")
+        build_engine(bad, RTX, output=tmp_path / "bad.engine")
     text = str(err.value)
     assert "node 0 'weird_a' (FooBar)" in text and "node 1 'weird_b' (BazQux)" in text
     assert "hint:" in text and "xception-trt export" in text
@@ -286,7 +286,7 @@ def test_not_onnx_or_without_metadata(tmp_path, graphs):
     with pytest.raises(GraphError, match="does not exist"):
         build_engine(tmp_path / "missing.onnx", RTX)
     with pytest.raises(BuildError, match="ONNX file itself"):
-        build_engine(graphs["float"], RTX, engine_path=graphs["float"])
+        build_engine(graphs["float"], RTX, output=graphs["float"])
 
 
 def test_options_tensorrt_rtx_cannot_honour(graphs, tmp_path):
@@ -296,17 +296,17 @@ def test_options_tensorrt_rtx_cannot_honour(graphs, tmp_path):
                        (RTX.replace(version_compatible=True), "version-compatible"),
                        (RTX.replace(hardware_compatible=True), "--cc")):
         with pytest.raises(BuildError, match=match):
-            build_engine(graphs["float"], cfg, engine_path=tmp_path / "x.engine")
+            build_engine(graphs["float"], cfg, output=tmp_path / "x.engine")
     if not query_devices().gpus:
         with pytest.raises(BuildError, match="CURRENT.*--cc sm86"):
-            build_engine(graphs["float"], RTX.replace(compute_capabilities=("current",)),
-                         engine_path=tmp_path / "x.engine")
+            build_engine(graphs["float"], RTX.replace(cc=("current",)),
+                         output=tmp_path / "x.engine")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_timing_cache_is_not_used_by_tensorrt_rtx(graphs, tmp_path):
     art = build_engine(graphs["float"], RTX.replace(timing_cache_dir=str(tmp_path / "tc")),
-                       engine_path=tmp_path / "e.engine")
+                       output=tmp_path / "e.engine")
     assert art.sidecar.to_dict()["timing_cache"]["used"] is False
     assert "ignores it" in art.sidecar.to_dict()["timing_cache"]["reason"]
     assert art.sidecar.to_dict()["warnings"] and not (tmp_path / "tc").exists()
@@ -335,7 +335,7 @@ class _Recorder:
 
 def test_progress_monitor_reports_phases(graphs, tmp_path):
     rec = _Recorder()
-    build_engine(graphs["float"], RTX, engine_path=tmp_path / "e.engine", progress=rec)
+    build_engine(graphs["float"], RTX, output=tmp_path / "e.engine", progress=rec)
     starts = [e for e in rec.events if e[0] == "start"]
     assert starts and starts[0][2] is None and starts[0][3] > 0  # a top-level phase first
     assert any(e[0] == "step" for e in rec.events)
@@ -345,7 +345,7 @@ def test_progress_monitor_reports_phases(graphs, tmp_path):
 def test_progress_callback_error_is_reraised_after_the_build(graphs, tmp_path):
     rec = _Recorder(fail_at=3)
     with pytest.raises(KeyError, match="progress callback broke"):
-        build_engine(graphs["float"], RTX, engine_path=tmp_path / "e.engine", progress=rec)
+        build_engine(graphs["float"], RTX, output=tmp_path / "e.engine", progress=rec)
     # the failing callback cancelled the build and was not called again
     assert sum(e[0] == "step" for e in rec.events) == 1
     assert list(tmp_path.iterdir()) == []
@@ -358,7 +358,7 @@ def test_progress_callback_error_is_reraised_after_the_build(graphs, tmp_path):
 def test_cli_build_checkpoint_all_precisions(tiny_checkpoint, image_folder, tmp_path, capsys):
     out = tmp_path / "engines"
     argv = ["build", str(tiny_checkpoint), "-o", str(out), "--precision", "fp32", "fp16", "int8",
-            "--calib", str(image_folder), "--max-batch", "4", "--backend", "tensorrt_rtx",
+            "--calib", str(image_folder), "--max-batch", "4", "--flavour", "tensorrt_rtx",
             "--cc", "sm86", "--no-progress"]
     assert main(argv) == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -377,19 +377,19 @@ def test_cli_build_checkpoint_all_precisions(tiny_checkpoint, image_folder, tmp_
 
 def test_cli_build_from_onnx(graphs, tmp_path, capsys):
     out = tmp_path / "e"
-    assert main(["build", str(graphs["uint8"]), "-o", str(out), "--batch", "2", "--backend",
+    assert main(["build", str(graphs["uint8"]), "-o", str(out), "--batch", "2", "--flavour",
                  "tensorrt_rtx", "--no-progress", "--json"]) == 0
     (entry,) = json.loads(capsys.readouterr().out)
     side = read_sidecar(entry["engine"]).to_dict()
     assert side["inputs"][0]["dtype"] == "uint8" and side["profile"]["max"][0] == 2
     assert Path(entry["engine"]).name == "tiny_uint8.fp32.engine"
     # an FP16 graph builds an FP16 engine by default; an FP32 engine cannot come from it
-    assert main(["build", str(graphs["fp16"]), "-o", str(out), "--backend", "tensorrt_rtx",
+    assert main(["build", str(graphs["fp16"]), "-o", str(out), "--flavour", "tensorrt_rtx",
                  "--no-progress"]) == 0
     assert "fp16: " in capsys.readouterr().out
     assert read_sidecar(out / "tiny.fp16.engine").precision == "fp16"
     assert main(["build", str(graphs["fp16"]), "-o", str(out), "--precision", "fp32",
-                 "--backend", "tensorrt_rtx", "--no-progress"]) == 2
+                 "--flavour", "tensorrt_rtx", "--no-progress"]) == 2
     assert "made from the FP32 graph" in capsys.readouterr().err
 
 
@@ -400,7 +400,7 @@ def test_cli_build_from_onnx(graphs, tmp_path, capsys):
     (["--batch", "2", "--max-batch", "4"], "either a fixed batch"),
 ])
 def test_cli_bad_options_exit_2(tiny_checkpoint, tmp_path, capsys, extra, match):
-    code = main(["build", str(tiny_checkpoint), "-o", str(tmp_path / "e"), "--backend",
+    code = main(["build", str(tiny_checkpoint), "-o", str(tmp_path / "e"), "--flavour",
                  "tensorrt_rtx", "--no-progress", *extra])
     err = capsys.readouterr().err
     assert code == 2
@@ -413,7 +413,7 @@ def test_cli_missing_source_and_backend(tmp_path, capsys):
     assert main(["build", str(tmp_path / "nope.safetensors"), "-o", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
     (tmp_path / "bad.onnx").write_bytes(b"this is not an ONNX file")
-    assert main(["build", str(tmp_path / "bad.onnx"), "-o", str(tmp_path / "e"), "--backend",
+    assert main(["build", str(tmp_path / "bad.onnx"), "-o", str(tmp_path / "e"), "--flavour",
                  "tensorrt_rtx"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "not a valid ONNX file" in err and "Traceback" not in err
@@ -421,7 +421,7 @@ def test_cli_missing_source_and_backend(tmp_path, capsys):
     if "tensorrt" not in {f.name for f in __import__("xception_trt.trt").trt.available_flavours()}:
         (tmp_path / "m.onnx").write_bytes(b"x")
         assert main(["build", str(tmp_path / "m.onnx"), "-o", str(tmp_path),
-                     "--backend", "tensorrt"]) == 2
+                     "--flavour", "tensorrt"]) == 2
         assert "'tensorrt' is not installed" in capsys.readouterr().err
 
 
@@ -447,8 +447,8 @@ def test_full_299_build(tmp_path):
     torch.manual_seed(0)
     model = build_xception(spec=ModelSpec()).eval()
     onnx_path = export_onnx(model, tmp_path / "xception.onnx", check_parity=False).path
-    art = build_engine(onnx_path, RTX.replace(max_batch=8, compute_capabilities=("sm86",)),
-                       engine_path=tmp_path / "xception.fp32.engine")
+    art = build_engine(onnx_path, RTX.replace(max_batch=8, cc=("sm86",)),
+                       output=tmp_path / "xception.fp32.engine")
     side = art.sidecar.to_dict()
     assert side["inputs"][0]["shape"] == [-1, 3, 299, 299]
     assert side["outputs"][0]["shape"] == [-1, 1000]
@@ -469,14 +469,14 @@ def test_tensorrt_build_timing_cache_and_compat(graphs, tmp_path, key):
     from xception_trt.trt.builder import check_sidecar_compat
     from xception_trt.trt.devices import query_devices
 
-    cfg = BuildConfig(backend="tensorrt", max_batch=4, timing_cache_dir=str(tmp_path / "tc"))
-    first = build_engine(graphs[key], cfg, engine_path=tmp_path / "a.engine")
+    cfg = BuildConfig(flavour="tensorrt", max_batch=4, timing_cache_dir=str(tmp_path / "tc"))
+    first = build_engine(graphs[key], cfg, output=tmp_path / "a.engine")
     side = first.sidecar.to_dict()
     assert side["tensorrt"]["flavour"] == "tensorrt" and side["device"]["compute_capability"]
     assert side["layers_source"] == "engine inspector" and side["layers"]
     cache = Path(side["timing_cache"]["path"])
     assert cache.is_file() and side["timing_cache"]["saved_bytes"] == cache.stat().st_size > 0
-    second = build_engine(graphs[key], cfg, engine_path=tmp_path / "b.engine")
+    second = build_engine(graphs[key], cfg, output=tmp_path / "b.engine")
     assert second.sidecar.to_dict()["timing_cache"]["loaded_bytes"] > 0  # reused across builds
     gpu = query_devices().gpus[0]
     check_sidecar_compat(first.sidecar, "tensorrt", trt.__version__, gpu.compute_capability)
@@ -494,9 +494,9 @@ def test_tensorrt_precision_flags_follow_the_version(graphs, tmp_path):
 
     from xception_trt.trt.compat import parse_version
 
-    art = build_engine(graphs["float"], BuildConfig(backend="tensorrt", precision="fp16")
+    art = build_engine(graphs["float"], BuildConfig(flavour="tensorrt", precision="fp16")
                        if parse_version(trt.__version__) < (10,) else
-                       BuildConfig(backend="tensorrt"), engine_path=tmp_path / "e.engine")
+                       BuildConfig(flavour="tensorrt"), output=tmp_path / "e.engine")
     plan = art.sidecar.to_dict()["tensorrt"]
     if parse_version(trt.__version__) < (10,):
         assert plan["builder_flags"] == ["FP16"] and not plan["strongly_typed"]

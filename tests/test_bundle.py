@@ -46,7 +46,7 @@ def made(tiny_checkpoint, flat_image_folder, image_folder, tmp_path_factory):
     root = tmp_path_factory.mktemp("bundle")
     result = write_bundle(source=tiny_checkpoint, output=root / "tiny.xtrt",
                           precisions=["fp16", "fp32", "int8"], calibration=flat_image_folder,
-                          validation=image_folder, engines=["sm86"], max_batch=4,
+                          validation=image_folder, cc=["sm86"], max_batch=4,
                           local_engines=False, work_dir=root / "work", threads=1)
     return result, root
 
@@ -110,7 +110,7 @@ def test_int8_on_onnx_runtime_runs_the_graph_placed_for_it(made, tmp_path):
     # issue 18: where ONNX Runtime runs a bundle's INT8, it runs the graph whose every
     # Conv/Gemm ONNX Runtime fuses into quantized kernels, not the TensorRT-placed one
     from xception_trt.bundler import write_bundle
-    from xception_trt.config import QuantTarget
+    from xception_trt.config import Placement
     from xception_trt.onnx_meta import read_metadata
     from xception_trt.precision import fused_kernel_counts
 
@@ -122,12 +122,12 @@ def test_int8_on_onnx_runtime_runs_the_graph_placed_for_it(made, tmp_path):
     r = resolve(result.path, precision="int8", cache_dir=tmp_path / "cache", facts=CPU)
     assert r.choice.kind is ChoiceKind.ONNXRUNTIME
     assert r.choice.variant.member == "onnx/int8-ort.onnx"
-    assert read_metadata(r.path).quant_target is QuantTarget.ONNXRUNTIME
+    assert read_metadata(r.path).placement is Placement.ONNXRUNTIME
     counts = fused_kernel_counts(r.path)
     assert counts.float_conv == 0 and counts.float_gemm == 0 and counts.quantized_conv > 0
     # engines are still built from the TensorRT-placed graph
-    assert read_metadata(root / "work" / "onnx" / "model.int8.onnx").quant_target \
-        is QuantTarget.TENSORRT
+    assert read_metadata(root / "work" / "onnx" / "model.int8.onnx").placement \
+        is Placement.TENSORRT
     # rebundling carries it unchanged
     again = write_bundle(source=result.path, output=tmp_path / "again.xtrt",
                          work_dir=tmp_path / "work", local_engines=False)
@@ -337,6 +337,6 @@ def test_a_failed_bundle_leaves_nothing(tiny_checkpoint, tmp_path):
     out.parent.mkdir()
     before = set(Path(tempfile.gettempdir()).glob("xtrt-bundle-*"))
     with pytest.raises(BuildError):  # TensorRT-RTX refuses a Pascal target: the build fails
-        write_bundle(source=tiny_checkpoint, output=out, engines=["sm60"], local_engines=False)
+        write_bundle(source=tiny_checkpoint, output=out, cc=["sm60"], local_engines=False)
     assert list(out.parent.iterdir()) == []
     assert set(Path(tempfile.gettempdir()).glob("xtrt-bundle-*")) == before

@@ -1,6 +1,8 @@
 """CLI flags that would do nothing or contradict each other (refused with ``error:`` and exit 2
-before any work), and the runner flags ``--cuda-graphs`` / ``--providers`` / ``--threads``,
-checked against the runner registry."""
+before any work; the option table ``cli/_options.RULES``), the runner flags ``--cuda-graphs`` /
+``--providers`` / ``--threads``, checked against the runner registry, and one spelling per
+concept (``--cc``, ``--flavour``, ``--cuda-binding``, ``--triton-backend``, ``--placement``) with
+the old spellings as deprecated aliases."""
 
 from __future__ import annotations
 
@@ -91,9 +93,9 @@ def files(tmp_path):
     (["train", "{repo}", "-o", "{o}", "--no-augment", "--crop-scale", "0.5", "1"],
      "--crop-scale cannot be combined with --no-augment"),
     (["triton-repo", "{onnx}", "-o", "{o}", "--threads", "2"],
-     "--threads only applies with --backend python"),
+     "--threads only applies with --triton-backend python"),
     (["triton-repo", "{onnx}", "-o", "{o}", "--providers", "CPUExecutionProvider"],
-     "--providers only applies with --backend python"),
+     "--providers only applies with --triton-backend python"),
 ])
 def test_flags_that_would_do_nothing_are_refused(files, tmp_path, capsys, argv, message):
     err = _error(capsys, [a.format(**files) for a in argv])
@@ -121,9 +123,9 @@ def test_flags_that_would_do_nothing_are_refused(files, tmp_path, capsys, argv, 
      "ONNX Runtime execution providers need ONNX"),
     (["eval", "{engine}", "--data", "{repo}", "--providers", "CPUExecutionProvider"],
      "ONNX Runtime execution providers need ONNX"),
-    (["triton-repo", "{engine}", "--backend", "python", "-o", "{o}", "--threads", "2"],
+    (["triton-repo", "{engine}", "--triton-backend", "python", "-o", "{o}", "--threads", "2"],
      "CPU threads need ONNX"),
-    (["triton-repo", "{onnx}", "--backend", "python", "-o", "{o}", "--providers", "Nope"],
+    (["triton-repo", "{onnx}", "--triton-backend", "python", "-o", "{o}", "--providers", "Nope"],
      "execution provider(s) Nope not available"),
 ])
 def test_runner_flags_a_model_cannot_use_are_refused(files, capsys, argv, message):
@@ -203,7 +205,7 @@ def test_bench_records_the_runner_flags(tiny_onnx_files, tmp_path, capsys):
 
 def test_python_backend_repository_carries_the_runner_flags(tiny_onnx_files, tmp_path, capsys):
     out = tmp_path / "repo"
-    rc = main(["triton-repo", str(tiny_onnx_files["float"]), "--backend", "python", "-o",
+    rc = main(["triton-repo", str(tiny_onnx_files["float"]), "--triton-backend", "python", "-o",
                str(out), "--providers", "CPUExecutionProvider", "--threads", "1"])
     capsys.readouterr()
     assert rc == 0
@@ -232,3 +234,276 @@ def test_dla_flags_with_a_fixed_batch_and_fp16_pass_the_early_check(files, extra
     args = build_parser().parse_args(["build", files["ckpt"], "-o", files["o"], "--dla-core",
                                       "0", "--precision", "fp16", "int8", *extra])
     check_flags(args)  # raises ConfigError when refused
+
+
+# ---------------------------------------------------------------------------------------------
+# one name per concept (issue 25): the one spelling in every command, old ones as hidden,
+# deprecated aliases that warn once and still work
+
+
+def _parse(argv):
+    """Parse ``argv`` as main() does, up to and including the deprecated spellings."""
+    from xception_trt.cli import build_parser
+    from xception_trt.cli._options import resolve_deprecated
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    resolve_deprecated(args, parser)
+    return args
+
+
+@pytest.mark.parametrize("argv, old, new, dest, value", [
+    (["bundle", "m.onnx", "-o", "m.xtrt", "--engines", "sm86", "sm89"], "--engines", "--cc",
+     "cc", ["sm86", "sm89"]),
+    (["doctor", "--target", "sm89"], "--target", "--cc", "cc", ["sm89"]),
+    (["build", "m.onnx", "-o", "e", "--backend", "tensorrt_rtx"], "--backend", "--flavour",
+     "flavour", "tensorrt_rtx"),
+    (["selftest", "--backend", "pycuda", "--backend", "cuda-python"], "--backend",
+     "--cuda-binding", "cuda_binding", ["pycuda", "cuda-python"]),
+    (["triton-repo", "m.onnx", "-o", "r", "--backend", "python"], "--backend",
+     "--triton-backend", "triton_backend", "python"),
+    (["quantize", "m.onnx", "-o", "q.onnx", "--precision", "int8", "--target", "onnxruntime"],
+     "--target", "--placement", "placement", "onnxruntime"),
+])
+def test_old_spelling_warns_once_and_still_works(capsys, argv, old, new, dest, value):
+    args = _parse(argv)
+    assert getattr(args, dest) == value
+    assert not any(k.startswith("deprecated_") for k in vars(args))
+    err = capsys.readouterr().err
+    assert err == f"warning: {old} is deprecated; use {new}\n"
+    # the new spelling gives the same and says nothing
+    new_argv = [new if a == old else a for a in argv]
+    assert getattr(_parse(new_argv), dest) == value
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("argv, old, new", [
+    (["bundle", "m.onnx", "-o", "m.xtrt", "--engines", "sm86", "--cc", "sm89"], "--engines",
+     "--cc"),
+    (["doctor", "--cc", "sm86", "--target", "sm89"], "--target", "--cc"),
+    (["build", "m.onnx", "-o", "e", "--backend", "tensorrt", "--flavour", "tensorrt_rtx"],
+     "--backend", "--flavour"),
+    (["selftest", "--cuda-binding", "pycuda", "--backend", "pycuda"], "--backend",
+     "--cuda-binding"),
+    (["triton-repo", "m.onnx", "-o", "r", "--backend", "python", "--triton-backend", "python"],
+     "--backend", "--triton-backend"),
+    (["quantize", "m.onnx", "-o", "q.onnx", "--precision", "int8", "--target", "onnxruntime",
+      "--placement", "onnxruntime"], "--target", "--placement"),
+])
+def test_old_and_new_spelling_together_are_refused(capsys, argv, old, new):
+    err = _error(capsys, argv)
+    assert f"{old} and {new} are the same option ({old} is its deprecated spelling); give " \
+           f"only {new}" in err
+
+
+def test_old_spelling_runs_the_command(files, capsys):
+    # doctor for the machine only: the old --target still names the prebuild targets
+    assert main(["doctor", "--target", "sm89", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert err == "warning: --target is deprecated; use --cc\n"
+    assert json.loads(out)["machine"] is not None
+    # a refused combination reports the flag by its one spelling, after the one warning
+    rc = main(["quantize", files["onnx"], "-o", files["o"], "--precision", "fp16", "--target",
+               "onnxruntime"])
+    err = capsys.readouterr().err.splitlines()
+    assert rc == 2 and err[0] == "warning: --target is deprecated; use --placement"
+    assert err[1].startswith("error: ") and "--placement only applies with --precision int8" \
+        in err[1] and len(err) == 2
+
+
+def _subparsers():
+    import argparse
+
+    from xception_trt.cli import build_parser
+
+    (sub,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return sub.choices
+
+
+def test_every_command_spells_each_concept_the_same():
+    """grep of every parser: a compute capability, TensorRT flavour, CUDA binding, Triton
+    backend or INT8 placement has one flag, the same in every command; old spellings exist
+    only as hidden deprecated aliases of it."""
+    import argparse
+
+    from xception_trt.cli._options import CONCEPT_FLAGS
+    from xception_trt.config import Placement, TensorRTBackend
+    from xception_trt.serve.options import ServeBackend
+
+    def concept(action):
+        choices = list(action.choices or ())
+        if action.metavar == "SM" or action.dest.endswith("cc"):
+            return "compute capability"
+        if choices == TensorRTBackend.choices():
+            return "TensorRT flavour"
+        if "cuda-python" in choices:
+            return "CUDA binding"
+        if choices == ServeBackend.choices():
+            return "Triton backend"
+        if choices == Placement.choices():
+            return "INT8 placement"
+        return None
+
+    seen = {name: set() for name in CONCEPT_FLAGS}
+    old_seen = set()
+    for command, parser in _subparsers().items():
+        for action in parser._actions:
+            name = concept(action)
+            if action.help == argparse.SUPPRESS:
+                new = action.deprecated_for
+                assert name == concept(new), (command, action.option_strings)
+                (old,) = action.option_strings
+                assert CONCEPT_FLAGS[name]["old"][command] == old
+                old_seen.add((command, old))
+                continue
+            for flag in action.option_strings:  # no visible flag keeps an old, ambiguous name
+                assert flag not in ("--backend", "--target", "--engines"), (command, flag)
+            if name is not None:
+                assert action.option_strings == [CONCEPT_FLAGS[name]["flag"]], (command, name)
+                seen[name].add(command)
+            elif action.option_strings:  # and the one spelling means nothing else
+                assert not set(action.option_strings) & {c["flag"] for c in
+                                                         CONCEPT_FLAGS.values()}, command
+    assert seen == {"compute capability": {"build", "bundle", "doctor"},
+                    "TensorRT flavour": {"build"}, "CUDA binding": {"selftest"},
+                    "Triton backend": {"triton-repo"}, "INT8 placement": {"quantize"}}
+    assert old_seen == {(c, old) for v in CONCEPT_FLAGS.values() for c, old in v["old"].items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# the option table (issue 25): every rule's both branches, and its flags exist where checked
+
+#: How each non-flag condition a rule names is made true and false.
+_CONDITIONS = {
+    "a checkpoint SOURCE": ({"source": "m.safetensors"}, {"source": "m.onnx"}),
+    "a bundle MODEL (.xtrt)": ({"model": "m.xtrt"}, {"model": "m.onnx"}),
+    "a model file (not a repository directory)": ({"model": "m.onnx"}, {"model": "."}),
+    "an FP32 ONNX MODEL": ({"model": "m.onnx"}, {"model": "m.pth"}),
+    "--triton-backend python": ({"triton_backend": "python"}, {"triton_backend": "native"}),
+    "--placement onnxruntime": ({"placement": "onnxruntime"}, {"placement": "tensorrt"}),
+    "--precision int8": ({"precision": "int8"}, {"precision": "fp16"}),
+    "--method percentile or --auto": ({"method": "percentile"}, {"method": "max",
+                                                                  "auto": False}),
+    "--val DIR": ({"val": "v"}, {"val": None}),
+    "--val DIR or --auto": ({"auto": True}, {"val": None, "auto": False}),
+    "--target-agreement or --target-top1-drop": ({"target_top1_drop": 0.3},
+                                                 {"target_agreement": None,
+                                                  "target_top1_drop": None}),
+    "--dla-core N": ({"dla_core": 0}, {"dla_core": None}),
+}
+
+
+def _given_value(action):
+    import argparse
+
+    if isinstance(action, argparse._StoreTrueAction):
+        return True
+    value = action.choices[0] if action.choices else "1"
+    many = action.nargs in ("+", "*") or isinstance(action, argparse._AppendAction)
+    return [value] if many else value
+
+
+def _rule_cases():
+    from xception_trt.cli._options import RULES
+
+    for i, rule in enumerate(RULES):
+        for at in rule.at:
+            yield pytest.param(rule, at, id=f"{i}-{at}-{rule.flag}-{rule.kind}")
+
+
+@pytest.mark.parametrize("rule, at", list(_rule_cases()))
+def test_option_table_rule_both_branches(rule, at):
+    import argparse
+
+    parser = _subparsers()[at.split(":")[0]]
+    actions = {f: a for a in parser._actions for f in a.option_strings}
+    assert rule.flag in actions, f"{at}: {rule.flag} is no flag of that command"
+    base = {a.dest: a.default for a in parser._actions}
+    base.update(model="m.onnx", source="m.safetensors")
+    if rule.other in _CONDITIONS:
+        other_on, other_off = _CONDITIONS[rule.other]
+    else:  # another flag of the command
+        other = actions[rule.other]
+        other_on, other_off = {other.dest: _given_value(other)}, {other.dest: other.default}
+    given = {actions[rule.flag].dest: _given_value(actions[rule.flag])}
+
+    def problem(*parts):
+        return rule.problem(argparse.Namespace(**{k: v for p in (base, *parts)
+                                                  for k, v in p.items()}))
+
+    assert problem(other_on) is None and problem(other_off) is None  # flag not given
+    refused = problem(given, other_off if rule.kind == "needs" else other_on)
+    allowed = problem(given, other_on if rule.kind == "needs" else other_off)
+    assert allowed is None
+    assert refused is not None and refused.startswith(rule.flag) and rule.other in refused
+    assert ("only applies with" if rule.kind == "needs" else "cannot be combined with") \
+        in refused
+
+
+def test_check_rules_raises_the_first_broken_rule():
+    import argparse
+
+    from xception_trt.cli._options import check_rules
+
+    args = argparse.Namespace(no_gpu_fallback=True, dla_core=None, no_timing_cache=True,
+                              timing_cache="tc")
+    with pytest.raises(ConfigError, match="^--no-gpu-fallback only applies with --dla-core N"):
+        check_rules(args, "build")
+    check_rules(argparse.Namespace(no_gpu_fallback=True, dla_core=0, no_timing_cache=False,
+                                   timing_cache=None), "build")
+
+
+def test_every_check_point_is_checked_by_a_command():
+    """Each row's check point is one a command calls (no row is dead)."""
+    import pathlib
+    import re
+
+    from xception_trt.cli import _options
+
+    source = "".join(p.read_text() for p in pathlib.Path(_options.__file__).parent.glob("*.py"))
+    called = set(re.findall(r'check_rules\(args, "([^"]+)"\)', source))
+    assert {at for rule in _options.RULES for at in rule.at} == called
+
+
+# ---------------------------------------------------------------------------------------------
+# runner options: declared per runner, not read from signatures
+
+
+def test_runner_keywords_are_declared_as_each_runner_takes_them():
+    from xception_trt.runners import _DEPRECATED_KEYWORDS, RUNNERS
+
+    for entry in RUNNERS.values():
+        try:
+            cls = entry.runner_class()
+        except ImportError as exc:  # pragma: no cover - the TensorRT runner imports lazily
+            pytest.skip(f"{entry.kind}: {exc}")
+        params = inspect.signature(cls).parameters
+        taken = {k for k, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        assert entry.keywords | _DEPRECATED_KEYWORDS.get(entry.kind, frozenset()) == taken
+        assert entry.options <= entry.keywords
+
+
+def test_runner_options_object():
+    from xception_trt.runners import RunnerOptions
+
+    opts = RunnerOptions(threads=2, cuda_graphs=True, providers=["CPUExecutionProvider"],
+                         cuda_binding="pycuda", device="cuda:1")
+    assert opts.settings() == {"threads": 2, "cuda_graphs": True,
+                               "providers": ["CPUExecutionProvider"]}
+    assert opts.for_model("m.engine") == {"cuda_graphs": True, "device": 1,
+                                          "cuda_binding": "pycuda"}
+    assert opts.for_model("m.onnx") == {"threads": 2, "providers": ["CPUExecutionProvider"],
+                                        "device": "cuda:1"}
+    assert opts.for_model("m.pth") == {"threads": 2, "device": "cuda:1"}
+    with pytest.raises(ConfigError, match="CUDA graphs need TensorRT engines"):
+        opts.check(["m.pth"])
+
+
+def test_open_runner_refuses_an_option_no_runner_declares(tmp_path):
+    from xception_trt.runners import open_runner
+
+    (tmp_path / "m.onnx").write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"onnxruntime runner does not take option\(s\) "
+                                          r"cuda_graphs \(it takes: check_finite, name, "
+                                          r"providers, threads\)"):
+        open_runner(tmp_path / "m.onnx", cuda_graphs=True)

@@ -27,7 +27,7 @@ def bundle(tiny_checkpoint, tmp_path_factory):
     from xception_trt.bundler import write_bundle
 
     root = tmp_path_factory.mktemp("doctor")
-    return write_bundle(source=tiny_checkpoint, output=root / "tiny.xtrt", engines=["sm86"],
+    return write_bundle(source=tiny_checkpoint, output=root / "tiny.xtrt", cc=["sm86"],
                         max_batch=2, local_engines=False).path
 
 
@@ -93,14 +93,14 @@ def test_bundle_on_recorded_machines(bundle, machine, loads, kind, text):
         assert report.prebuild["SM87"].startswith("on the target machine")
     if machine == "rtx4090-laptop":
         assert report.prebuild == {
-            "SM89": f"xception-trt bundle {bundle} --engines sm89 -o {bundle} --force"}
+            "SM89": f"xception-trt bundle {bundle} --cc sm89 -o {bundle} --force"}
 
 
 def test_prebuild_command_is_exact(bundle, tmp_path, capsys):
     copy = tmp_path / "copy.xtrt"
     copy.write_bytes(bundle.read_bytes())
     facts_file = MACHINES / "cpu-only-ci.json"
-    assert main(["doctor", str(copy), "--facts", str(facts_file), "--target", "sm120",
+    assert main(["doctor", str(copy), "--facts", str(facts_file), "--cc", "sm120",
                  "--json"]) == 0
     command = json.loads(capsys.readouterr().out)["prebuild"]["SM120"]
     argv = command.split()
@@ -125,10 +125,10 @@ def test_doctor_on_an_engine(bundle, tmp_path):
         engine = b.extract(entry.member, tmp_path / "m.engine")
         b.extract(entry.sidecar_member, tmp_path / "m.engine.json")
     read_sidecar(engine, verify=True)
-    here = diagnose(engine, facts=_machine("rtx3090-workstation"), targets=["sm89"])
+    here = diagnose(engine, facts=_machine("rtx3090-workstation"), cc=["sm89"])
     assert here.kind == "engine" and here.engines[0]["loads"] is (rtx.__version__
                                                                    == RECORDED_RTX)
-    assert here.prebuild["SM89"].endswith("--backend tensorrt_rtx --cc sm89")
+    assert here.prebuild["SM89"].endswith("--flavour tensorrt_rtx --cc sm89")
     there = diagnose(engine, facts=_machine("rtx4090-laptop"))
     assert not there.engines[0]["loads"] and "8.6" in there.engines[0]["why"]
     assert "here" in there.prebuild

@@ -1,4 +1,4 @@
-"""INT8 placed for ONNX Runtime (``quantize --target onnxruntime``, issue 18): every Conv/Gemm
+"""INT8 placed for ONNX Runtime (``quantize --placement onnxruntime``, issue 18): every Conv/Gemm
 fused into ONNX Runtime's quantized CPU kernels, agreement with FP32, the calibration cache
 keyed by target, the CLI's flag rules, the note for a TensorRT-placed graph run on ONNX
 Runtime, the build refusing the ONNX Runtime placement, and the CPU's INT8 features.
@@ -15,7 +15,7 @@ import logging
 import numpy as np
 import pytest
 
-from xception_trt.config import QuantTarget
+from xception_trt.config import Placement
 from xception_trt.errors import BuildError, ConfigError
 from xception_trt.host import cpu_int8_features, int8_features_text
 from xception_trt.onnx_meta import read_metadata
@@ -62,9 +62,9 @@ def test_ort_placement_fuses_every_conv_and_gemm(ort_variant, trt_variant, fp32_
 
 
 def test_metadata_records_the_target(ort_variant, trt_variant, fp32_path):
-    assert read_metadata(ort_variant.path).quant_target is QuantTarget.ONNXRUNTIME
-    assert read_metadata(trt_variant.path).quant_target is QuantTarget.TENSORRT
-    assert read_metadata(fp32_path).quant_target is None
+    assert read_metadata(ort_variant.path).placement is Placement.ONNXRUNTIME
+    assert read_metadata(trt_variant.path).placement is Placement.TENSORRT
+    assert read_metadata(fp32_path).placement is None
     calib = read_metadata(ort_variant.path).json_field("calibration")
     assert calib["target"] == "onnxruntime" and calib["tool"].startswith("onnxruntime ")
     assert ort_variant.summary()["target"] == "onnxruntime"
@@ -109,7 +109,7 @@ def test_exclusions_and_auto_work_for_the_ort_target(fp32_path, flat_image_folde
     from xception_trt.precision import auto_quantize_int8, depthwise_conv_nodes
 
     dw = depthwise_conv_nodes(fp32_path)
-    res = quantize_int8(fp32_path, flat_image_folder, target="onnxruntime", method="max",
+    res = quantize_int8(fp32_path, flat_image_folder, placement="onnxruntime", method="max",
                         num_images=8, batch_size=4, exclude_depthwise=True, cache_dir=None)
     assert sorted(res.excluded_nodes) == sorted(dw)
     path = tmp_path / "dw.onnx"
@@ -121,10 +121,10 @@ def test_exclusions_and_auto_work_for_the_ort_target(fp32_path, flat_image_folde
     assert len(dw) <= counts.float_conv < counts.total and counts.quantized > 0
     auto = auto_quantize_int8(fp32_path, flat_image_folder, methods=["max", "percentile"],
                               num_images=8, batch_size=4, cache_dir=tmp_path / "c",
-                              target="onnxruntime")
+                              placement="onnxruntime")
     assert set(auto.results) == {"max", "percentile"}
-    assert all(r.target is QuantTarget.ONNXRUNTIME for r in auto.results.values())
-    assert read_metadata(auto.best.model).quant_target is QuantTarget.ONNXRUNTIME
+    assert all(r.placement is Placement.ONNXRUNTIME for r in auto.results.values())
+    assert read_metadata(auto.best.model).placement is Placement.ONNXRUNTIME
 
 
 def test_uint8_input_graph_fuses_every_conv_too(tiny_onnx_files, flat_image_folder, tmp_path):
@@ -141,9 +141,9 @@ def test_uint8_input_graph_fuses_every_conv_too(tiny_onnx_files, flat_image_fold
 ])
 def test_options_that_do_not_apply_to_the_ort_target(fp32_path, flat_image_folder, kw, match):
     with pytest.raises(ConfigError, match=match):
-        quantize_int8(fp32_path, flat_image_folder, target="onnxruntime", cache_dir=None, **kw)
+        quantize_int8(fp32_path, flat_image_folder, placement="onnxruntime", cache_dir=None, **kw)
     with pytest.raises(ConfigError, match="always places for onnxruntime"):
-        ort_int8(fp32_path, flat_image_folder, target="tensorrt")
+        ort_int8(fp32_path, flat_image_folder, placement="tensorrt")
 
 
 def test_cli_target_flag_rules(fp32_path, tmp_path, capsys):
@@ -152,15 +152,16 @@ def test_cli_target_flag_rules(fp32_path, tmp_path, capsys):
     out = tmp_path / "o.onnx"
     cache = tmp_path / "c.cache"
     cache.write_text("TRT-8601-EntropyCalibration2\ninput: 3c010a14\n")
-    ort = ["--precision", "int8", "--target", "onnxruntime", "--calib", str(tmp_path)]
+    ort = ["--precision", "int8", "--placement", "onnxruntime", "--calib", str(tmp_path)]
     cases = [
-        (["--precision", "fp16", "--target", "onnxruntime"],
-         "--target only applies with --precision int8"),
-        ([*ort, "--int8-weights"], "--int8-weights cannot be combined with --target onnxruntime"),
+        (["--precision", "fp16", "--placement", "onnxruntime"],
+         "--placement only applies with --precision int8"),
+        ([*ort, "--int8-weights"],
+         "--int8-weights cannot be combined with --placement onnxruntime"),
         ([*ort, "--high-precision", "fp32"], "--high-precision cannot be combined"),
         ([*ort, "--export-trt-cache", str(tmp_path / "t.cache")],
          "--export-trt-cache cannot be combined"),
-        (["--precision", "int8", "--target", "onnxruntime", "--import-cache", str(cache)],
+        (["--precision", "int8", "--placement", "onnxruntime", "--import-cache", str(cache)],
          "--import-cache cannot be combined"),
     ]
     for extra, match in cases:
@@ -176,7 +177,7 @@ def test_cli_quantize_target_onnxruntime(fp32_path, flat_image_folder, tmp_path,
     from xception_trt.cli import main
 
     out = tmp_path / "m.int8-ort.onnx"
-    rc = main(["quantize", str(fp32_path), "--precision", "int8", "--target", "onnxruntime",
+    rc = main(["quantize", str(fp32_path), "--precision", "int8", "--placement", "onnxruntime",
                "--calib", str(flat_image_folder), "--num-images", "8", "--batch-size", "4",
                "--no-cache", "-o", str(out), "--json"])
     doc = json.loads(capsys.readouterr().out)
@@ -192,7 +193,7 @@ def test_note_for_a_tensorrt_placed_graph_on_onnx_runtime(trt_variant, ort_varia
 
     cpu = ["CPUExecutionProvider"]
     note = ort_int8_note(trt_variant.path, providers=cpu)
-    assert note and "--target onnxruntime" in note and "\n" not in note
+    assert note and "--placement onnxruntime" in note and "\n" not in note
     assert ort_int8_note(ort_variant.path, providers=cpu) is None
     assert ort_int8_note(fp32_path, providers=cpu) is None
     with caplog.at_level(logging.INFO, logger="xception_trt.runners"):
@@ -214,7 +215,7 @@ def test_note_for_a_tensorrt_placed_graph_on_onnx_runtime(trt_variant, ort_varia
 def test_build_refuses_the_ort_placement(ort_variant, tmp_path):
     from xception_trt.pipeline import build
 
-    with pytest.raises(BuildError, match="placed for ONNX Runtime.*--target tensorrt"):
+    with pytest.raises(BuildError, match="placed for ONNX Runtime.*--placement tensorrt"):
         build(source=ort_variant.path, output=tmp_path / "out")
 
 
@@ -272,7 +273,7 @@ def test_triton_repo_serves_int8_placed_for_onnx_runtime(ort_variant, trt_varian
     # A TensorRT-placed INT8 file for CPU instances: served, with the one-line note.
     assert main(["triton-repo", str(trt_variant.path), "-o", str(tmp_path / "repo-trt")]) == 0
     notes = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("note: ")]
-    assert len(notes) == 1 and "--target onnxruntime" in notes[0] and "--int8-calib" in notes[0]
+    assert len(notes) == 1 and "--placement onnxruntime" in notes[0] and "--int8-calib" in notes[0]
     # The FP32 ONNX with --int8-calib: the repository gets the ORT-placed INT8 variant.
     monkeypatch.chdir(tmp_path)  # its scales are cached in ./calibration/cache
     out = tmp_path / "repo-made"
@@ -280,13 +281,13 @@ def test_triton_repo_serves_int8_placed_for_onnx_runtime(ort_variant, trt_varian
                  "--int8-calib", str(flat_image_folder)]) == 0
     assert "INT8 placed for ONNX Runtime" in capsys.readouterr().err
     served = out / "xception/1/model.onnx"
-    assert read_metadata(served).quant_target is QuantTarget.ONNXRUNTIME
+    assert read_metadata(served).placement is Placement.ONNXRUNTIME
     assert fused_kernel_counts(served).all_fused
     assert list((tmp_path / "calibration" / "cache").glob("*.json"))
     # --int8-calib needs an FP32 ONNX MODEL.
     for model, match in ((tiny_checkpoint, "--int8-calib only applies with an FP32 ONNX"),
                          (ort_variant.path, "INT8 variant")):
-        rc = main(["triton-repo", str(model), "-o", str(tmp_path / "bad"), "--backend",
+        rc = main(["triton-repo", str(model), "-o", str(tmp_path / "bad"), "--triton-backend",
                    "python", "--int8-calib", str(flat_image_folder)])
         err = capsys.readouterr().err
         assert rc == 2 and err.startswith("error: ") and match in err, err

@@ -224,8 +224,8 @@ def test_build_checkpoint_to_engines_and_rerun(tiny_checkpoint, image_folder, tm
     _needs_rtx()
     rec = _Recorder()
     kw = dict(source=tiny_checkpoint, output=tmp_path / "e", precisions=["fp16", "fp32"],
-              calibration=image_folder, config=BuildConfig(backend="tensorrt_rtx", max_batch=2,
-                                                           compute_capabilities=("sm86",)))
+              calibration=image_folder, config=BuildConfig(flavour="tensorrt_rtx", max_batch=2,
+                                                           cc=("sm86",)))
     first = build(**kw, callbacks=rec)
     assert rec.events == [("export", "ran"), ("variant", "fp16"), ("progress", "fp16"),
                           ("progress-end", "fp16"), ("engine", "fp16"), ("progress", "fp32"),
@@ -261,7 +261,7 @@ def test_build_engines_keep_going(tiny_onnx_files, tmp_path):
     _needs_rtx()
     layout = ArtifactLayout(onnx_dir=tmp_path, engine_dir=tmp_path / "engines")
     graphs = {"fp32": tiny_onnx_files["float"], Precision.FP16: tiny_onnx_files["float"]}
-    cfg = BuildConfig(backend="tensorrt_rtx", max_batch=2, compute_capabilities=("sm86",))
+    cfg = BuildConfig(flavour="tensorrt_rtx", max_batch=2, cc=("sm86",))
     # the FP16 engine needs the FP16 graph: it fails, the FP32 engine is still built
     res = build_engines(onnx=graphs, config=cfg, layout=layout, keep_going=True)
     assert [e.precision.value for e in res.engines] == ["fp32"]
@@ -275,7 +275,7 @@ def test_build_engines_keep_going(tiny_onnx_files, tmp_path):
 
 def test_build_refuses_before_long_steps(tiny_checkpoint, tmp_path):
     _needs_rtx()
-    rtx = BuildConfig(backend="tensorrt_rtx")
+    rtx = BuildConfig(flavour="tensorrt_rtx")
     with pytest.raises(BuildError, match="does not exist; give a checkpoint"):
         build(source=tmp_path / "nope.safetensors", output=tmp_path / "o", config=rtx)
     with pytest.raises(BuildError, match="calibration folder .* does not exist"):

@@ -592,7 +592,7 @@ def test_cli_build_takes_a_qdq_graph_without_calibration(int8_entropy, calib_fol
         assert err.startswith("error: ") and match in err and "int8 graph" in err, err
     assert not (tmp_path / "no").exists()
     pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX builds engines on the CPU")
-    rc = main(["build", src, "-o", str(tmp_path / "e"), "--backend", "tensorrt_rtx", "--cc",
+    rc = main(["build", src, "-o", str(tmp_path / "e"), "--flavour", "tensorrt_rtx", "--cc",
                "sm86", "--max-batch", "2", "--json", "--no-progress"])
     out = capsys.readouterr().out
     assert rc == 0, out

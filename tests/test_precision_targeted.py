@@ -298,7 +298,7 @@ def test_cli_target_errors_exit_2(fp32_path, calib_folder, image_folder, flat_im
          "labelled validation images"),
         (["--precision", "int8", "--threads", "2"], "--threads only applies with --target"),
         (["--precision", "int8", "--val", str(image_folder), "--target-agreement", "0.99",
-          "--target", "onnxruntime"], "--target onnxruntime"),
+          "--placement", "onnxruntime"], "--placement onnxruntime"),
     ]
     for extra, match in cases:
         args = [*base, *extra]

@@ -713,10 +713,10 @@ def rtx_engine(tiny_onnx_files, tmp_path_factory):
     from xception_trt.config import BuildConfig
     from xception_trt.trt.builder import build_engine
 
-    cfg = BuildConfig(backend="tensorrt_rtx", max_batch=4, compute_capabilities=("sm86",),
+    cfg = BuildConfig(flavour="tensorrt_rtx", max_batch=4, cc=("sm86",),
                       layer_info=False)
     return build_engine(tiny_onnx_files["float"], cfg,
-                        engine_path=tmp_path_factory.mktemp("rt") / "tiny.engine").path
+                        output=tmp_path_factory.mktemp("rt") / "tiny.engine").path
 
 
 @pytest.mark.parametrize("damage", ["foreign", "truncated", "header only"])

@@ -38,14 +38,14 @@ def engines(tiny_onnx_files, tmp_path_factory) -> dict:
     from xception_trt.trt.builder import build_engine, sidecar_path
 
     root = tmp_path_factory.mktemp("serve_engines")
-    rtx = BuildConfig(backend="tensorrt_rtx")
+    rtx = BuildConfig(flavour="tensorrt_rtx")
     out = {
         "rtx": build_engine(tiny_onnx_files["float"], rtx.replace(opt_batch=4, max_batch=8),
-                            engine_path=root / "tiny.engine").path,
+                            output=root / "tiny.engine").path,
         "uint8_b2": build_engine(tiny_onnx_files["uint8"], rtx.replace(batch=2),
-                                 engine_path=root / "tiny_uint8_b2.engine").path,
+                                 output=root / "tiny_uint8_b2.engine").path,
         "min2": build_engine(tiny_onnx_files["float"], rtx.replace(min_batch=2, max_batch=4),
-                             engine_path=root / "tiny_min2.engine").path,
+                             output=root / "tiny_min2.engine").path,
     }
     for key in ("rtx", "uint8_b2"):
         trt_dir = root / f"trt_{key}"
@@ -159,10 +159,10 @@ def test_engine_batch_limits(engines, tmp_path):
 
 
 def test_rtx_plan_is_refused_natively_but_served_by_python_backend(engines, tmp_path):
-    with pytest.raises(ServeError, match="TensorRT-RTX.*--backend python"):
+    with pytest.raises(ServeError, match="TensorRT-RTX.*--triton-backend python"):
         write_repository(engines["rtx"], tmp_path / "a")
     info = write_repository(engines["rtx"], tmp_path / "b",
-                            options=RepositoryOptions(backend="python"))
+                            options=RepositoryOptions(triton_backend="python"))
     version = tmp_path / "b/xception/1"
     assert (version / "tiny.engine").is_file() and (version / "tiny.engine.json").is_file()
     from tritonclient.grpc import model_config_pb2 as mc
@@ -186,7 +186,7 @@ def test_python_backend_with_ensemble(tiny_onnx_files, tiny_spec, tmp_path):
 
     from xception_trt.config import ModelSpec
 
-    opts = RepositoryOptions(backend="python", ensemble=True, execution_env_path="/opt/env",
+    opts = RepositoryOptions(triton_backend="python", ensemble=True, execution_env_path="/opt/env",
                              runner_options={"threads": 1}, preprocess_instances=2)
     info = write_repository(tiny_onnx_files["uint8"], tmp_path / "repo", options=opts)
     assert info.models == ("xception", "xception_image", "xception_preprocess")
@@ -215,10 +215,10 @@ def test_python_backend_with_ensemble(tiny_onnx_files, tiny_spec, tmp_path):
 
 
 def test_checkpoint_needs_python_backend(tiny_checkpoint, tmp_path):
-    with pytest.raises(ServeError, match="checkpoint.*--backend python"):
+    with pytest.raises(ServeError, match="checkpoint.*--triton-backend python"):
         write_repository(tiny_checkpoint, tmp_path / "a")
     info = write_repository(tiny_checkpoint, tmp_path / "b",
-                            options=RepositoryOptions(backend="python"))
+                            options=RepositoryOptions(triton_backend="python"))
     cfg = info.configs["xception"]
     assert cfg.max_batch_size == 32 and list(cfg.input[0].dims) == [3, 71, 71]
     assert (tmp_path / "b/xception/1" / tiny_checkpoint.name).is_file()
@@ -262,7 +262,7 @@ def test_python_model_batch_helpers():
 def test_broken_config_is_rejected(tiny_onnx_files, tmp_path, old, new, match):
     repo = tmp_path / "repo"
     write_repository(tiny_onnx_files["float"], repo,
-                     options=RepositoryOptions(backend="python", preferred_batch_sizes=(4,),
+                     options=RepositoryOptions(triton_backend="python", preferred_batch_sizes=(4,),
                                                instance_kind="cpu"))
     config = repo / "xception/config.pbtxt"
     text = config.read_text()
@@ -275,7 +275,7 @@ def test_broken_config_is_rejected(tiny_onnx_files, tmp_path, old, new, match):
 def test_broken_ensemble_is_rejected(tiny_onnx_files, tmp_path):
     repo = tmp_path / "repo"
     write_repository(tiny_onnx_files["float"], repo,
-                     options=RepositoryOptions(backend="python", ensemble=True))
+                     options=RepositoryOptions(triton_backend="python", ensemble=True))
     config = repo / "xception_image/config.pbtxt"
     good = config.read_text()
     config.write_text(good.replace('key: "input" value: "preprocessed"',
@@ -333,7 +333,7 @@ def test_validate_repository_errors(tmp_path):
     (dict(instance_kind="cpu", gpus=(0,)), "GPU indices were given for CPU"),
     (dict(instance_count=0), "instance_count must be an integer >= 1"),
     (dict(max_queue_delay_us=-1), "max_queue_delay_us"),
-    (dict(backend="tensorrt"), "unknown ServeBackend"),
+    (dict(triton_backend="tensorrt"), "unknown ServeBackend"),
     (dict(runner_options={"x": object()}), "JSON-serialisable"),
 ])
 def test_bad_options(kwargs, match):
@@ -392,7 +392,7 @@ def test_cli_triton_repo(tiny_onnx_files, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "--force" in err and err.count("\n") == 1
     assert main(["triton-repo", str(tiny_onnx_files["float"]), "-o", str(out), "--force",
-                 "--backend", "python", "--threads", "2"]) == 0
+                 "--triton-backend", "python", "--threads", "2"]) == 0
     text = capsys.readouterr().out
     assert "validated" in text and "xception-trt serve" in text
     params = _cfg(out, "xception").parameters

@@ -51,11 +51,12 @@ def served(tiny_onnx_files, tiny_checkpoint, tmp_path_factory):
     root = tmp_path_factory.mktemp("triton")
     repo = root / "repo"
     write_repository(tiny_onnx_files["float"], repo, options=RepositoryOptions(
-        backend="python", ensemble=True, max_batch_size=16, max_queue_delay_us=QUEUE_DELAY_US,
-        runner_options={"threads": 1}, execution_env_path=sys.prefix))
+        triton_backend="python", ensemble=True, max_batch_size=16,
+        max_queue_delay_us=QUEUE_DELAY_US, runner_options={"threads": 1},
+        execution_env_path=sys.prefix))
     # A second classifier, the checkpoint through the torch Runner, served by the same server.
     write_repository(tiny_checkpoint, root / "torch_repo", options=RepositoryOptions(
-        name="tiny_torch", backend="python", runner_options={"threads": 1},
+        name="tiny_torch", triton_backend="python", runner_options={"threads": 1},
         execution_env_path=sys.prefix))
     (root / "torch_repo/tiny_torch").rename(repo / "tiny_torch")
     server = server_mod.TritonServer(repo, http_port=None, grpc_port=None, metrics_port=None,
@@ -237,7 +238,7 @@ def test_metrics_endpoint_answers(served):
 def test_startup_failure_names_the_cause(tiny_onnx_files, tmp_path):
     repo = tmp_path / "repo"
     write_repository(tiny_onnx_files["float"], repo, options=RepositoryOptions(
-        backend="python", execution_env_path=sys.prefix))
+        triton_backend="python", execution_env_path=sys.prefix))
     (repo / "xception/1/tiny_float.onnx").unlink()  # the runner cannot open its artifact
     server = server_mod.TritonServer(repo, http_port=None, grpc_port=None, metrics_port=None,
                                      startup_timeout_s=60)
@@ -467,7 +468,7 @@ def test_parent_death_signal_is_armed_from_the_main_thread_only(tiny_onnx_files,
     # the server would die when that thread ends although the process (and stop()) live on.
     repo = tmp_path / "repo"
     write_repository(tiny_onnx_files["float"], repo, options=RepositoryOptions(
-        backend="python", execution_env_path=sys.prefix))
+        triton_backend="python", execution_env_path=sys.prefix))
     seen: list[object] = []
     real_popen = subprocess.Popen
 

@@ -78,8 +78,8 @@ class Harness:
         assert not self.mismatches, "\n".join(map(str, self.mismatches))
 
     def config(self, **kw: object) -> BuildConfig:
-        extra: dict = {"compute_capabilities": ("sm86",)} if self.name == "tensorrt_rtx" else {}
-        return BuildConfig(backend=self.name, **(extra | kw))  # type: ignore[arg-type]
+        extra: dict = {"cc": ("sm86",)} if self.name == "tensorrt_rtx" else {}
+        return BuildConfig(flavour=self.name, **(extra | kw))  # type: ignore[arg-type]
 
 
 @pytest.fixture(params=ALL)
@@ -156,7 +156,7 @@ def test_builder_every_precision_and_option(dumps, key, onnx_variants, tmp_path,
                        workspace_mib=64, optimization_level=3, layer_info=True,
                        timing_cache_dir=str(tmp_path / "tc"))
         art = builder_mod.build_engine(onnx_variants[variant], cfg, progress=progress,
-                                       engine_path=tmp_path / f"{precision}.engine")
+                                       output=tmp_path / f"{precision}.engine")
         built = h.world.built[-1]
         assert built["profiles"] == [{"input": [[1, 3, 71, 71], [2, 3, 71, 71], [4, 3, 71, 71]]}]
         assert built["pools"] == {"WORKSPACE": 64 << 20}
@@ -164,10 +164,10 @@ def test_builder_every_precision_and_option(dumps, key, onnx_variants, tmp_path,
         assert art.sidecar.layers and art.sidecar.layers[0]["type"] == "Convolution"
     # a fixed-batch graph needs no profile; a uint8 graph keeps its uint8 input
     builder_mod.build_engine(onnx_variants["static2"], h.config(),
-                             engine_path=tmp_path / "static.engine")
+                             output=tmp_path / "static.engine")
     assert h.world.built[-1]["profiles"] == []
     art = builder_mod.build_engine(onnx_variants["uint8"], h.config(max_batch=2),
-                                   engine_path=tmp_path / "u8.engine")
+                                   output=tmp_path / "u8.engine")
     assert art.sidecar.to_dict()["inputs"][0]["dtype"] == "uint8"
     if h.major >= 10 or h.name == "tensorrt_rtx":
         assert progress.events[:2] == ["start Building engine", "step 0"]
@@ -177,9 +177,9 @@ def test_builder_every_precision_and_option(dumps, key, onnx_variants, tmp_path,
 def test_builder_flags_follow_the_version(dumps, nvidia, onnx_variants, tmp_path, monkeypatch):
     h = Harness(dumps[nvidia], nvidia, monkeypatch)
     builder_mod.build_engine(onnx_variants["float"], h.config(precision="fp16"),
-                             engine_path=tmp_path / "a.engine") if h.major < 10 else \
+                             output=tmp_path / "a.engine") if h.major < 10 else \
         builder_mod.build_engine(onnx_variants["fp16"], h.config(),
-                                 engine_path=tmp_path / "a.engine")
+                                 output=tmp_path / "a.engine")
     built = h.world.built[-1]
     if h.major < 10:
         assert "FP16" in built["flags"] and built["network_flags"] == ["EXPLICIT_BATCH"]
@@ -194,7 +194,7 @@ def test_parser_errors_are_listed(dumps, key, onnx_variants, tmp_path, monkeypat
     h = Harness(dumps[key], key, monkeypatch, parse_errors=2)
     with pytest.raises(BuildError, match=r"could not parse[\s\S]*node 0 .*unsupported operator"):
         builder_mod.build_engine(onnx_variants["float"], h.config(),
-                                 engine_path=tmp_path / "e.engine")
+                                 output=tmp_path / "e.engine")
     assert {"ParserError.node", "ParserError.desc", "ParserError.code"} <= h.api.calls
     h.assert_clean()
 
@@ -213,7 +213,7 @@ def _open_and_run(engine: Path, *, cuda_graphs: bool = False, world: World | Non
     be = EmuBackend()
     if world is not None:  # the world sees which streams are capturing (GRAPH-1, RTX-2)
         world.capturing = lambda stream: stream in be.capturing
-    with TensorRTRunner(engine, cuda_backend=be,  # type: ignore[arg-type]
+    with TensorRTRunner(engine, cuda_binding=be,  # type: ignore[arg-type]
                         cuda_graphs=cuda_graphs, **kw) as runner:
         for n in (1, runner.max_batch, 1, runner.max_batch):
             out = runner.infer(np.zeros((n, 3, 71, 71), np.float32))
@@ -225,7 +225,7 @@ def _open_and_run(engine: Path, *, cuda_graphs: bool = False, world: World | Non
 def test_runtime_path(dumps, key, onnx_variants, tmp_path, monkeypatch, graphs):
     h = Harness(dumps[key], key, monkeypatch)
     art = builder_mod.build_engine(onnx_variants["float"], h.config(max_batch=4),
-                                   engine_path=tmp_path / "e.engine")
+                                   output=tmp_path / "e.engine")
     facts = _open_and_run(art.path, cuda_graphs=graphs, world=h.world)
     assert facts["tensorrt"] == h.api.version and facts["max_batch"] == 4
     assert h.world.executed >= (1 if graphs else 3)
@@ -245,7 +245,7 @@ def test_each_cuda_graph_has_its_own_context_on_one_activation_buffer(dumps, nvi
     (TensorRT API reference, IExecutionContext / ICudaEngine)."""
     h = Harness(dumps[nvidia], nvidia, monkeypatch)
     art = builder_mod.build_engine(onnx_variants["float"], h.config(max_batch=4),
-                                   engine_path=tmp_path / "e.engine")
+                                   output=tmp_path / "e.engine")
     _open_and_run(art.path, cuda_graphs=True, world=h.world)
     if h.major < 10:
         assert "ICudaEngine.create_execution_context_without_device_memory" in h.api.calls
@@ -263,7 +263,7 @@ def test_rtx_cuda_graphs_use_the_runtime_strategy_not_manual_capture(dumps, onnx
     Graphs"): we set WHOLE_GRAPH_CAPTURE and capture nothing ourselves."""
     h = Harness(dumps["rtx"], "rtx", monkeypatch)
     art = builder_mod.build_engine(onnx_variants["float"], h.config(max_batch=4),
-                                   engine_path=tmp_path / "e.engine")
+                                   output=tmp_path / "e.engine")
     facts = _open_and_run(art.path, cuda_graphs=True, world=h.world)
     assert facts["cuda_graphs"] is True
     assert {"IRuntimeConfig.cuda_graph_strategy=", "IRuntimeConfig.set_runtime_cache"} \
@@ -278,7 +278,7 @@ def test_rtx_runtime_cache_is_loaded_and_saved(dumps, onnx_variants, tmp_path, m
     time."""
     h = Harness(dumps["rtx"], "rtx", monkeypatch)
     art = builder_mod.build_engine(onnx_variants["float"], h.config(max_batch=4),
-                                   engine_path=tmp_path / "e.engine")
+                                   output=tmp_path / "e.engine")
     cache = tmp_path / "rtx.runtime-cache"
     _open_and_run(art.path, runtime_cache=cache)
     assert cache.read_bytes().startswith(b"RTXCACHE")
@@ -299,10 +299,10 @@ def test_rtx_engine_validity_is_checked_before_deserializing(dumps, onnx_variant
     h = Harness(dumps["rtx"], "rtx", monkeypatch, engine_validity="INVALID",
                 invalidity=int(_rtx_diagnostics(dumps)["OLD_CUDA_DRIVER"]) | 2)
     art = builder_mod.build_engine(onnx_variants["float"], h.config(max_batch=4),
-                                   engine_path=tmp_path / "e.engine")
+                                   output=tmp_path / "e.engine")
     with pytest.raises(EngineError, match="not valid here.*UNSUPPORTED_CC.*OLD_CUDA_DRIVER|"
                                           "not valid here.*OLD_CUDA_DRIVER.*UNSUPPORTED_CC"):
-        TensorRTRunner(art.path, cuda_backend=EmuBackend())  # type: ignore[arg-type]
+        TensorRTRunner(art.path, cuda_binding=EmuBackend())  # type: ignore[arg-type]
     assert "Runtime.get_engine_validity" in h.api.calls
     assert "Runtime.deserialize_cuda_engine" not in h.api.calls
     h.assert_clean()
@@ -323,16 +323,16 @@ def test_dla_needs_a_fixed_batch_and_fp16_or_int8(dumps, version, onnx_variants,
     fp16 = onnx_variants["float" if h.major < 10 else "fp16"]
     with pytest.raises(BuildError, match="DLA needs a fixed batch"):
         builder_mod.build_engine(fp16, h.config(dla_core=0, precision="fp16", max_batch=4),
-                                 engine_path=tmp_path / "dyn.engine")
+                                 output=tmp_path / "dyn.engine")
     with pytest.raises(BuildError, match="DLA runs FP16 and INT8 only"):
         builder_mod.build_engine(onnx_variants["float"],
                                  h.config(dla_core=0, precision="fp32", batch=1),
-                                 engine_path=tmp_path / "fp32.engine")
+                                 output=tmp_path / "fp32.engine")
     builder_mod.build_engine(fp16, h.config(dla_core=0, precision="fp16", batch=2),
-                             engine_path=tmp_path / "ok.engine")
+                             output=tmp_path / "ok.engine")
     builder_mod.build_engine(onnx_variants["int8"], h.config(dla_core=0, precision="int8",
                                                              batch=2),
-                             engine_path=tmp_path / "int8.engine")
+                             output=tmp_path / "int8.engine")
     h.assert_clean()
 
 
@@ -342,11 +342,11 @@ def test_fp32_builds_clear_tf32(dumps, key, onnx_variants, tmp_path, monkeypatch
     developer guide "Reduced Precision", TF32). FP32 builds clear it; the others keep it."""
     h = Harness(dumps[key], key, monkeypatch)
     builder_mod.build_engine(onnx_variants["float"], h.config(precision="fp32"),
-                             engine_path=tmp_path / "fp32.engine")
+                             output=tmp_path / "fp32.engine")
     assert "TF32" not in h.world.built[-1]["flags"]
     fp16 = onnx_variants["float" if h.name == "tensorrt" and h.major < 10 else "fp16"]
     builder_mod.build_engine(fp16, h.config(precision="fp16"),
-                             engine_path=tmp_path / "fp16.engine")
+                             output=tmp_path / "fp16.engine")
     assert "TF32" in h.world.built[-1]["flags"]
     h.assert_clean()
 
@@ -358,13 +358,13 @@ def test_timing_cache_from_another_device_starts_fresh(dumps, nvidia, onnx_varia
     build warns, starts a fresh cache and replaces the file; it does not fail."""
     h = Harness(dumps[nvidia], nvidia, monkeypatch)
     cfg = h.config(timing_cache_dir=str(tmp_path / "tc"))
-    art = builder_mod.build_engine(onnx_variants["float"], cfg, engine_path=tmp_path / "a.engine")
+    art = builder_mod.build_engine(onnx_variants["float"], cfg, output=tmp_path / "a.engine")
     cache = Path(art.sidecar.to_dict()["timing_cache"]["path"])
     assert cache.read_bytes().startswith(b"TC[Double GPU, 8.6, 1410 MHz]")
     h.world.device_key = "Double GPU, 8.6, 1755 MHz"  # same name and SM, other clocks
     with caplog.at_level("WARNING"):
         art = builder_mod.build_engine(onnx_variants["float"], cfg, force=True,
-                                       engine_path=tmp_path / "a.engine")
+                                       output=tmp_path / "a.engine")
     assert "another device configuration" in caplog.text
     assert art.sidecar.to_dict()["timing_cache"]["loaded_bytes"] == 0
     assert cache.read_bytes().startswith(b"TC[Double GPU, 8.6, 1755 MHz]")
@@ -407,7 +407,7 @@ def test_progress_monitor_is_called_one_at_a_time(dumps, key, onnx_variants, tmp
     h = Harness(dumps[key], key, monkeypatch)
     probe = _OverlapProbe()
     builder_mod.build_engine(onnx_variants["float"], h.config(), progress=probe,
-                             engine_path=tmp_path / "e.engine")
+                             output=tmp_path / "e.engine")
     assert probe.overlaps == 0 and probe.events.count("step 0") == 3
     h.assert_clean()
 
@@ -424,14 +424,14 @@ def test_hardware_compatibility_needs_ampere_and_no_jetpack(dumps, onnx_variants
     h = Harness(dumps["10.3.0"], "10.3.0", monkeypatch, build_cc="7.5")
     with pytest.raises(BuildError, match="Ampere or newer GPU.*7.5"):
         builder_mod.build_engine(onnx_variants["float"], h.config(hardware_compatible=True),
-                                 engine_path=tmp_path / "hw.engine")
+                                 output=tmp_path / "hw.engine")
     h.world.build_cc, h.world.integrated = "8.7", True
     with pytest.raises(BuildError, match="not supported on JetPack"):
         builder_mod.build_engine(onnx_variants["float"], h.config(hardware_compatible=True),
-                                 engine_path=tmp_path / "hw.engine")
+                                 output=tmp_path / "hw.engine")
     h.world.build_cc, h.world.integrated = "8.6", False
     art = builder_mod.build_engine(onnx_variants["float"], h.config(hardware_compatible=True),
-                                   engine_path=tmp_path / "hw.engine")
+                                   output=tmp_path / "hw.engine")
 
     class Orin(EmuBackend):
         def compute_capability(self):
@@ -441,7 +441,7 @@ def test_hardware_compatibility_needs_ampere_and_no_jetpack(dumps, onnx_variants
             return True
 
     with pytest.raises(EngineError, match="not supported on JetPack"):
-        TensorRTRunner(art.path, cuda_backend=Orin())  # type: ignore[arg-type]
+        TensorRTRunner(art.path, cuda_binding=Orin())  # type: ignore[arg-type]
     h.assert_clean()
 
 
@@ -451,7 +451,7 @@ def test_version_compatible_engine_loads(dumps, nvidia, onnx_variants, tmp_path,
     h = Harness(dumps[nvidia], nvidia, monkeypatch)
     art = builder_mod.build_engine(onnx_variants["float"],
                                    h.config(version_compatible=True, hardware_compatible=True),
-                                   engine_path=tmp_path / "vc.engine")
+                                   output=tmp_path / "vc.engine")
     assert "VERSION_COMPATIBLE" in h.world.built[-1]["flags"]
     assert h.world.built[-1]["hardware_compatibility"] == "AMPERE_PLUS"
     _open_and_run(art.path)
@@ -468,12 +468,12 @@ def test_version_compatible_engine_not_matching_its_sidecar_is_refused(dumps, on
 
     h = Harness(dumps[NVIDIA[-1]], NVIDIA[-1], monkeypatch)
     art = builder_mod.build_engine(onnx_variants["float"], h.config(version_compatible=True),
-                                   engine_path=tmp_path / "vc.engine")
+                                   output=tmp_path / "vc.engine")
     data = art.path.read_bytes()
     art.path.write_bytes(data[:-1] + b" ")  # same size, other bytes: only the hash can tell
     h.api.calls.clear()
     with pytest.raises(EngineError, match="carries host code.*SHA-256"):
-        TensorRTRunner(art.path, cuda_backend=EmuBackend(),  # type: ignore[arg-type]
+        TensorRTRunner(art.path, cuda_binding=EmuBackend(),  # type: ignore[arg-type]
                        verify_sha256=False)
     assert "Runtime.deserialize_cuda_engine" not in h.api.calls  # refused before TensorRT
     h.assert_clean()
@@ -487,7 +487,7 @@ def test_dla_build_and_runtime_core(dumps, version, onnx_variants, tmp_path, mon
     # flag, 10.x (strongly typed) from the FP16 graph
     art = builder_mod.build_engine(onnx_variants["float" if h.major < 10 else "fp16"],
                                    h.config(dla_core=1, precision="fp16", batch=1),
-                                   engine_path=tmp_path / "dla.engine")
+                                   output=tmp_path / "dla.engine")
     assert "GPU_FALLBACK" in h.world.built[-1]["flags"] and h.world.built[-1]["dla_core"] == 1
     _open_and_run(art.path)
     assert "Runtime.DLA_core=" in h.api.calls
@@ -500,10 +500,10 @@ def test_dla_engine_on_a_device_without_that_core(dumps, onnx_variants, tmp_path
 
     h = Harness(dumps["10.3.0"], "10.3.0", monkeypatch, num_dla_cores=2)
     art = builder_mod.build_engine(onnx_variants["fp16"], h.config(dla_core=1, batch=1),
-                                   engine_path=tmp_path / "dla.engine")
+                                   output=tmp_path / "dla.engine")
     h.world.num_dla_cores = 1  # the engine moved to a device with one DLA core
     with pytest.raises(EngineError, match="built for DLA core 1 but this device has 1"):
-        TensorRTRunner(art.path, cuda_backend=EmuBackend())  # type: ignore[arg-type]
+        TensorRTRunner(art.path, cuda_binding=EmuBackend())  # type: ignore[arg-type]
     h.assert_clean()
 
 
@@ -560,7 +560,7 @@ def test_selftest_engine_checks_and_sysinfo(dumps, key, tmp_path, monkeypatch):
                 capturing=lambda stream: stream in be.capturing)
     info = sysinfo.system_facts(probe_gpus=False)
     assert info["trt_importable"][h.name] == h.api.version
-    results = selftest.run_engine_checks(h.name, backend=be,  # type: ignore[arg-type]
+    results = selftest.run_engine_checks(h.name, cuda_binding=be,  # type: ignore[arg-type]
                                          workdir=tmp_path, iterations=2)
     status = {r.name: (r.status, r.detail) for r in results}
     failed = {k: v for k, v in status.items() if v[0] != "pass" and "DLA" not in k}
@@ -584,7 +584,7 @@ def test_selftest_dla_questions(dumps, version, tmp_path, monkeypatch):
     be = EmuBackend()
     h = Harness(dumps[version], version, monkeypatch, compute=_onnx_runtime_engine(be),
                 capturing=lambda stream: stream in be.capturing, num_dla_cores=1)
-    results = selftest.run_engine_checks(h.name, backend=be,  # type: ignore[arg-type]
+    results = selftest.run_engine_checks(h.name, cuda_binding=be,  # type: ignore[arg-type]
                                          workdir=tmp_path, iterations=2)
     status = {r.name: (r.status, r.detail) for r in results}
     placement = status["engine: DLA placement (FP16)"]
@@ -618,7 +618,7 @@ def test_a_renamed_call_fails_with_version_call_and_location(dumps, onnx_variant
     version = NVIDIA[1]
     h = Harness(_renamed(dumps[version], "IExecutionContext", old, new), version, monkeypatch)
     art = builder_mod.build_engine(onnx_variants["float"], h.config(max_batch=4),
-                                   engine_path=tmp_path / "e.engine")
+                                   output=tmp_path / "e.engine")
     with pytest.raises((AttributeError, EngineError)):
         _open_and_run(art.path)
     text = "\n".join(map(str, h.mismatches))

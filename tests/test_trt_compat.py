@@ -125,7 +125,7 @@ def test_check_options():
     with pytest.raises(BuildError, match="DLA runs FP16 and INT8 only"):
         check_options(trt10, BuildConfig(dla_core=1))
     with pytest.raises(BuildError, match="TensorRT-RTX option"):
-        check_options(trt10, BuildConfig(compute_capabilities=("sm86",)))
+        check_options(trt10, BuildConfig(cc=("sm86",)))
     with pytest.raises(BuildError, match="version-compatible"):
         check_options(rtx, BuildConfig(version_compatible=True))
     with pytest.raises(BuildError, match="--cc"):
@@ -159,10 +159,10 @@ def test_build_config_profile_defaults_and_fixed_batch():
     ({"workspace_mib": 0}, ">= 1"),
     ({"dla_core": -1}, ">= 0"),
     ({"precision": "fp8"}, "fp32, fp16, int8"),
-    ({"backend": "onnxruntime"}, "tensorrt_rtx"),
-    ({"compute_capabilities": "sm86"}, "sequence"),
-    ({"compute_capabilities": ("ampere",)}, "not a compute capability"),
-    ({"compute_capabilities": ("current", "sm86")}, "CURRENT"),
+    ({"flavour": "onnxruntime"}, "tensorrt_rtx"),
+    ({"cc": "sm86"}, "sequence"),
+    ({"cc": ("ampere",)}, "not a compute capability"),
+    ({"cc": ("current", "sm86")}, "CURRENT"),
     ({"dla_core": 0, "hardware_compatible": True}, "DLA"),
     ({"dla_core": 0, "version_compatible": True}, "DLA"),
     ({"layer_info": "yes"}, "True or False"),
@@ -173,9 +173,9 @@ def test_build_config_rejects(kwargs, match):
 
 
 def test_build_config_normalises_and_serialises():
-    cfg = BuildConfig(precision="FP16", compute_capabilities=["8.6", "sm_89", "SM86", "12.0"])
+    cfg = BuildConfig(precision="FP16", cc=["8.6", "sm_89", "SM86", "12.0"])
     assert cfg.precision is P.FP16
-    assert cfg.compute_capabilities == ("SM86", "SM89", "SM120")
+    assert cfg.cc == ("SM86", "SM89", "SM120")
     data = cfg.to_dict()
     assert json.loads(json.dumps(data)) == data
     assert data["precision"] == "fp16" and data["profile"] == [1, 8, 8]
@@ -232,7 +232,7 @@ def test_engine_cache_key_changes_with_every_input():
 
 def test_rebuild_command():
     cmd = rebuild_command("m dir/model.fp16.onnx", "engines/model.fp16.engine",
-                          BuildConfig(max_batch=4, compute_capabilities=("sm86",),
+                          BuildConfig(max_batch=4, cc=("sm86",),
                                       workspace_mib=256), precision=P.FP16)
     assert cmd.startswith("xception-trt build 'm dir/model.fp16.onnx' -o engines")
     assert "--precision fp16" in cmd and "--max-batch 4" in cmd and "--cc SM86" in cmd
@@ -266,7 +266,7 @@ def test_compat_flavour_mismatch_gives_rebuild_command():
         check_sidecar_compat(_sidecar(), "tensorrt_rtx", "1.7.1", "8.6")
     text = str(err.value)
     assert "tensorrt 10.3.0.26" in text and "tensorrt_rtx 1.7.1" in text
-    assert "xception-trt build m.onnx -o engines --precision fp16 --backend tensorrt_rtx" in text
+    assert "xception-trt build m.onnx -o engines --precision fp16 --flavour tensorrt_rtx" in text
 
 
 @pytest.mark.parametrize("runtime, ok", [("10.3.0.26", True), ("10.3.0.30", False),

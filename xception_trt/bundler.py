@@ -31,7 +31,7 @@ from .bundle.format import (
     is_bundle,
 )
 from .config import BuildConfig, InputFormat, Precision, normalise_compute_capability
-from .errors import BuildError, BundleError, ConfigError
+from .errors import BuildError, BundleError, ConfigError, renamed
 from .fsio import atomic_path, owned_temp_dir, path_problem, sha256_bytes, sha256_file
 from .onnx_meta import read_metadata
 from .pipeline import (
@@ -189,15 +189,16 @@ def write_bundle(*, source: str | os.PathLike[str], output: str | os.PathLike[st
                  calibration: str | os.PathLike[str] | None = None,
                  calibration_method: str | None = None,
                  validation: str | os.PathLike[str] | None = None,
-                 engines: Sequence[str] = (), local_engines: bool = True,
+                 cc: Sequence[str] = (), local_engines: bool = True,
                  max_batch: int | None = None, work_dir: str | os.PathLike[str] | None = None,
                  threads: int | None = None, force: bool = False, command: str = "",
-                 callbacks: PipelineCallbacks | None = None) -> BundleResult:
+                 callbacks: PipelineCallbacks | None = None,
+                 engines: Sequence[str] | None = None) -> BundleResult:
     """Make a bundle from a checkpoint or an FP32 ONNX.
 
     Args:
         source: A checkpoint, an FP32 ONNX written by ``xception-trt export``, or a bundle
-            (its variants, calibration, accuracy and engines are kept; ``engines`` are added).
+            (its variants, calibration, accuracy and engines are kept; ``cc``'s are added).
         output: The ``.xtrt`` file (may be ``source`` itself, with ``force``).
         precisions: The variants to carry (the FP32 graph is always included; the first one
             given is the bundle's default precision). ``None``: FP32, or a bundle's own.
@@ -205,7 +206,7 @@ def write_bundle(*, source: str | os.PathLike[str], output: str | os.PathLike[st
         calibration_method: INT8 calibration method (``None``: entropy; or ``auto``).
         validation: Folder of validation images: each variant's accuracy and agreement with
             FP32 go into the manifest.
-        engines: TensorRT-RTX compute-capability targets to prebuild (``sm86`` ...), one engine
+        cc: TensorRT-RTX compute-capability targets to prebuild (``sm86`` ...), one engine
             per precision and target.
         local_engines: Also prebuild with NVIDIA TensorRT for this machine's GPU, when both are
             present.
@@ -216,6 +217,7 @@ def write_bundle(*, source: str | os.PathLike[str], output: str | os.PathLike[st
         force: Replace an existing ``output``.
         command: The command line that made it (recorded in the manifest).
         callbacks: Progress hooks of the pipeline.
+        engines: Old name of ``cc`` (deprecated).
 
     Returns:
         A :class:`BundleResult`.
@@ -225,6 +227,7 @@ def write_bundle(*, source: str | os.PathLike[str], output: str | os.PathLike[st
         BuildError / ConfigError / CheckpointError / GraphError / CalibrationError: From the
             pipeline stages.
     """
+    cc = renamed("engines", "cc", engines, tuple(cc) or None, where="write_bundle") or ()
     t0 = time.perf_counter()
     callbacks = callbacks or PipelineCallbacks()
     source, output = Path(source), Path(output)
@@ -236,7 +239,7 @@ def write_bundle(*, source: str | os.PathLike[str], output: str | os.PathLike[st
     if problem is not None:
         raise BuildError(f"{source} {problem}; give a checkpoint or an FP32 ONNX file")
     wanted = list(dict.fromkeys(Precision.parse(p) for p in precisions or ()))
-    targets = [normalise_compute_capability(c) for c in engines]
+    targets = [normalise_compute_capability(c) for c in cc]
     if "CURRENT" in targets:
         raise ConfigError("a bundle names its TensorRT-RTX targets (e.g. sm86 sm89 sm120); "
                           "'current' would depend on the build machine's GPU")
@@ -306,11 +309,11 @@ def write_bundle(*, source: str | os.PathLike[str], output: str | os.PathLike[st
         plans = [("tensorrt_rtx", (t,)) for t in targets] + ([(local, ())] if local else [])
         for prec in wanted:
             for flavour, cc in plans:
-                config = base.replace(precision=prec, backend=flavour, compute_capabilities=cc)
+                config = base.replace(precision=prec, flavour=flavour, cc=cc)
                 path = layout.engine_dir / f"{prec.value}-{flavour}-{'-'.join(cc) or 'local'}" \
                                            ".engine"
                 with callbacks.engine_progress(prec) as progress:
-                    art = build_engine(variants[prec], config, engine_path=path,
+                    art = build_engine(variants[prec], config, output=path,
                                        progress=progress)
                 callbacks.on_engine(EngineOutcome(prec, art))
                 same = [i for i, b in enumerate(built) if _engine_name(b) ==

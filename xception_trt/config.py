@@ -12,11 +12,11 @@ import math
 import numbers
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import InitVar, dataclass, field, fields, replace
 from typing import Any
 
-from .errors import ConfigError
-from .jsonable import JsonMixin
+from .errors import ConfigError, renamed, renamed_attribute
+from .jsonable import JsonMixin, json_field
 
 __all__ = [
     "StrEnum",
@@ -24,6 +24,7 @@ __all__ = [
     "Precision",
     "TensorRTBackend",
     "InputFormat",
+    "Placement",
     "QuantTarget",
     "PoolPadding",
     "Interpolation",
@@ -98,8 +99,8 @@ class InputFormat(StrEnum):
     UINT8_NHWC = "uint8-nhwc"
 
 
-class QuantTarget(StrEnum):
-    """The runtime an INT8 graph's Q/DQ placement is made for.
+class Placement(StrEnum):
+    """The runtime an INT8 graph's Q/DQ placement is made for (``--placement``).
 
     ``tensorrt``: ModelOpt's placement (inputs of each Conv/Gemm quantized, symmetric INT8,
     outputs left in float), which TensorRT fuses. ``onnxruntime``: ONNX Runtime's placement
@@ -109,6 +110,10 @@ class QuantTarget(StrEnum):
 
     TENSORRT = "tensorrt"
     ONNXRUNTIME = "onnxruntime"
+
+
+#: The old name of :class:`Placement` (kept as an alias).
+QuantTarget = Placement
 
 
 class PoolPadding(StrEnum):
@@ -372,8 +377,8 @@ class BuildConfig(JsonMixin):
         precision: Engine precision; ``None`` takes the graph's own precision (its metadata).
             Strongly typed TensorRT (10.x, 11.x, TensorRT-RTX) builds exactly what the graph
             says, so the graph must be the matching variant; TensorRT 8.6 uses builder flags.
-        backend: ``tensorrt``, ``tensorrt_rtx`` or ``None`` (the first that imports; NVIDIA
-            TensorRT preferred).
+        flavour: ``tensorrt``, ``tensorrt_rtx`` or ``None`` (the first that imports; NVIDIA
+            TensorRT preferred). Old name ``backend=`` (deprecated).
         batch: Fixed batch size: the profile is min = opt = max = ``batch``. Exclusive with
             ``min_batch``/``opt_batch``/``max_batch``.
         min_batch, opt_batch, max_batch: Optimisation profile of a dynamic-batch graph
@@ -388,14 +393,18 @@ class BuildConfig(JsonMixin):
         version_compatible: Build a version-compatible engine (runs on later TensorRT runtimes).
         hardware_compatible: Build for every Ampere-or-newer GPU (hardware compatibility level
             ``AMPERE_PLUS``) instead of the build GPU only.
-        compute_capabilities: TensorRT-RTX target architectures (``SM86``, ``SM89``, ``SM120``,
+        cc: TensorRT-RTX compute-capability targets (``SM86``, ``SM89``, ``SM120``,
             ``CURRENT``...); empty: TensorRT-RTX's default portable targets. ``CURRENT`` needs a
-            GPU at build time.
+            GPU at build time. Old name ``compute_capabilities=`` (deprecated).
         layer_info: Record per-layer information (detailed profiling verbosity) in the sidecar.
+
+    :meth:`to_dict` writes ``flavour`` and ``cc`` under their JSON keys ``backend`` and
+    ``compute_capabilities`` (sidecars, cache keys and reports keep their layout).
     """
 
     precision: Precision | None = None
-    backend: str | None = None
+    # JSON keys as before the rename: engine sidecars and engine-cache keys stay identical.
+    flavour: str | None = json_field(default=None, key="backend")
     batch: int | None = None
     min_batch: int | None = None
     opt_batch: int | None = None
@@ -407,17 +416,25 @@ class BuildConfig(JsonMixin):
     gpu_fallback: bool = True
     version_compatible: bool = False
     hardware_compatible: bool = False
-    compute_capabilities: tuple[str, ...] = ()
+    cc: tuple[str, ...] = json_field(default=(), key="compute_capabilities")
     layer_info: bool = True
+    # the old names of flavour and cc (deprecated): init-only, mapped in __post_init__
+    backend: InitVar[str | None] = None
+    compute_capabilities: InitVar[tuple[str, ...] | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, backend: str | None,
+                      compute_capabilities: tuple[str, ...] | None) -> None:
         def set_(name: str, value: Any) -> None:
             object.__setattr__(self, name, value)
 
+        set_("flavour", renamed("backend", "flavour", backend, self.flavour,
+                                where="BuildConfig", stacklevel=4))
+        set_("cc", renamed("compute_capabilities", "cc", compute_capabilities,
+                           self.cc or None, where="BuildConfig", stacklevel=4) or ())
         if self.precision is not None:
             set_("precision", Precision.parse(self.precision))
-        if self.backend is not None:  # stored as the plain value: it is part of cache keys
-            set_("backend", TensorRTBackend.parse(self.backend).value)
+        if self.flavour is not None:  # stored as the plain value: it is part of cache keys
+            set_("flavour", TensorRTBackend.parse(self.flavour).value)
         for name in ("batch", "min_batch", "opt_batch", "max_batch"):
             _opt_int(name, getattr(self, name), 1)
         if self.batch is not None and any(
@@ -436,13 +453,12 @@ class BuildConfig(JsonMixin):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"BuildConfig.{name} must be True or False, "
                                   f"got {getattr(self, name)!r}")
-        if isinstance(self.compute_capabilities, str):
-            raise ConfigError("compute_capabilities must be a sequence of names like ('SM86',)")
-        ccs = tuple(dict.fromkeys(normalise_compute_capability(c)
-                                  for c in self.compute_capabilities))
+        if isinstance(self.cc, str):
+            raise ConfigError("cc must be a sequence of names like ('SM86',)")
+        ccs = tuple(dict.fromkeys(normalise_compute_capability(c) for c in self.cc))
         if "CURRENT" in ccs and len(ccs) > 1:
             raise ConfigError("compute capability CURRENT cannot be combined with other targets")
-        set_("compute_capabilities", ccs)
+        set_("cc", ccs)
         if self.dla_core is not None and self.hardware_compatible:
             raise ConfigError("hardware-compatible engines cannot run on a DLA; drop one of "
                               "dla_core / hardware_compatible")
@@ -467,6 +483,39 @@ class BuildConfig(JsonMixin):
 
     def _json_extras(self, out: dict[str, Any]) -> dict[str, Any]:
         return out | {"profile": list(self.profile)}
+
+
+renamed_attribute(BuildConfig, "backend", "flavour")
+renamed_attribute(BuildConfig, "compute_capabilities", "cc")
+
+
+__all__ += ["CalibrationOptions"]
+
+
+@dataclass(frozen=True)
+class CalibrationOptions:
+    """Where the INT8 (and FP16 range-check) calibration images come from, and how INT8
+    ranges are chosen: the ``--calib`` / ``--calib-method`` flags of ``build`` and ``bundle``.
+
+    Attributes:
+        images: Folder of calibration images (``None``: none given).
+        method: INT8 calibration method (``entropy``, ``max``, ``percentile``, or ``auto``
+            where the caller tries each); ``None``: the caller's default (entropy).
+    """
+
+    images: str | None = None
+    method: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.images is not None:
+            object.__setattr__(self, "images", str(self.images))
+        if self.method is not None:
+            object.__setattr__(self, "method", str(self.method))
+
+    def keywords(self) -> dict[str, Any]:
+        """``calibration=`` and ``calibration_method=`` for :func:`xception_trt.pipeline.build`
+        and :func:`xception_trt.bundler.write_bundle`."""
+        return {"calibration": self.images, "calibration_method": self.method}
 
 
 # ---------------------------------------------------------------------------------------------

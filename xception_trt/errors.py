@@ -6,6 +6,10 @@ Every error says what went wrong and how to fix it. The CLI turns any
 
 from __future__ import annotations
 
+import sys
+import warnings
+from typing import Any
+
 __all__ = [
     "XceptionTRTError",
     "ConfigError",
@@ -20,7 +24,10 @@ __all__ = [
     "BenchError",
     "ServeError",
     "DependencyError",
+    "renamed",
+    "renamed_attribute",
 ]
+
 
 
 class XceptionTRTError(Exception):
@@ -82,3 +89,50 @@ class DependencyError(XceptionTRTError, ImportError):
             f"{purpose} needs the Python package '{package}', which is not installed; "
             f"install it with: pip install 'xception-trt[{extra}]'"
         )
+
+
+def renamed(old: str, new: str, old_value: Any, new_value: Any, *, where: str,
+            unset: Any = None, stacklevel: int = 3) -> Any:
+    """The value of a keyword renamed to ``new`` (``old`` still works this release, with a
+    :class:`DeprecationWarning`).
+
+    Args:
+        old: The deprecated keyword (``"compute_capabilities"``).
+        new: Its name now (``"cc"``).
+        old_value: What the caller passed as ``old`` (``unset`` when not given).
+        new_value: What the caller passed as ``new`` (``unset`` when not given).
+        where: The function or class, for messages (``"BuildConfig"``).
+        unset: The value that means "not given" (default ``None``).
+        stacklevel: As for :func:`warnings.warn`: 3 points at the caller of the function that
+            calls this.
+
+    Returns:
+        ``old_value`` when only the old keyword was given, else ``new_value``.
+
+    Raises:
+        ConfigError: Both were given.
+    """
+    if old_value is unset:
+        return new_value
+    if new_value is not unset:
+        raise ConfigError(f"{where}: {old}= and {new}= are the same option ({old} is its old "
+                          f"name); give only {new}=")
+    warnings.warn(f"{where}: {old}= is deprecated; use {new}=", DeprecationWarning,
+                  stacklevel=stacklevel)
+    return old_value
+
+
+def renamed_attribute(cls: type, old: str, new: str) -> None:
+    """Give ``cls`` a read-only attribute ``old`` that returns ``new`` with a
+    :class:`DeprecationWarning` (for a dataclass field renamed this release, whose old name is
+    an init-only keyword: without this, reading the old name would give its default).
+    """
+    def get(self: Any) -> Any:
+        caller = sys._getframe(1)
+        if caller.f_globals.get("__name__") == "dataclasses":
+            return None  # dataclasses.replace() reads every init-only keyword: "not given"
+        warnings.warn(f"{cls.__name__}.{old} is deprecated; use .{new}", DeprecationWarning,
+                      stacklevel=2)
+        return getattr(self, new)
+
+    setattr(cls, old, property(get, doc=f"Old name of :attr:`{new}` (deprecated)."))

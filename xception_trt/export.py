@@ -34,7 +34,7 @@ import numpy as np
 from . import __version__
 from .config import InputFormat, ModelSpec, Precision
 from .contract import relative_logit_diff
-from .errors import ConfigError, ExportError, GraphError
+from .errors import ConfigError, ExportError, GraphError, renamed
 from .extras import needs
 from .fsio import atomic_path, check_writable_dir
 from .graph import (
@@ -398,11 +398,12 @@ def _run_ort(session: Any, inputs: np.ndarray) -> np.ndarray:
 # export
 
 
-def export_onnx(model_or_checkpoint: Any, path: str | os.PathLike[str], *,
+def export_onnx(model_or_checkpoint: Any, output: str | os.PathLike[str] | None = None, *,
                 opset: int = DEFAULT_OPSET, batch: int | str = "dynamic",
                 input_format: InputFormat | str = InputFormat.FLOAT_NCHW, clean: bool = True,
                 check_parity: bool = True, parity_samples: int = 2, rtol: float = PARITY_RTOL,
-                exporter: str = "auto") -> ExportResult:
+                exporter: str = "auto",
+                path: str | os.PathLike[str] | None = None) -> ExportResult:
     """Export an Xception to a clean, checked ONNX file with xception-trt metadata.
 
     The file is written to a temporary name and renamed only after ``onnx.checker`` (full check),
@@ -411,7 +412,7 @@ def export_onnx(model_or_checkpoint: Any, path: str | os.PathLike[str], *,
     Args:
         model_or_checkpoint: An :class:`~xception_trt.model.Xception` or a checkpoint path
             (any format :func:`~xception_trt.checkpoint.load_model` reads).
-        path: Destination ``.onnx`` file.
+        output: Destination ``.onnx`` file (required).
         opset: ONNX opset (``MIN_OPSET`` .. :func:`max_supported_opset`; default 17).
         batch: ``"dynamic"`` (dim named ``batch``) or a fixed batch size >= 1.
         input_format: ``float-nchw`` (normalised float32) or ``uint8-nhwc`` (raw pixels;
@@ -424,6 +425,7 @@ def export_onnx(model_or_checkpoint: Any, path: str | os.PathLike[str], *,
             (default :data:`PARITY_RTOL`).
         exporter: ``auto`` (TorchScript for opset <= 20, see the module docstring),
             ``torchscript`` or ``dynamo``.
+        path: Old name of ``output`` (deprecated).
 
     Returns:
         An :class:`ExportResult`.
@@ -439,7 +441,10 @@ def export_onnx(model_or_checkpoint: Any, path: str | os.PathLike[str], *,
         import torch
 
     start = time.perf_counter()
-    path = Path(path)
+    output = renamed("path", "output", path, output, where="export_onnx")
+    if output is None:
+        raise ExportError("export_onnx needs output=, the .onnx file to write")
+    path = Path(output)
     if path.suffix.lower() != ".onnx":
         raise ExportError(f"output path {path} must end in .onnx")
     if path.is_dir():

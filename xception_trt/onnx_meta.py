@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import InputFormat, ModelSpec, Precision, QuantTarget
+from .config import InputFormat, ModelSpec, Placement, Precision
 from .errors import ConfigError, GraphError
 from .extras import needs
 from .fsio import path_problem
@@ -57,18 +58,26 @@ class OnnxMeta:
     raw: Mapping[str, str] = field(default_factory=dict)
 
     @property
-    def quant_target(self) -> QuantTarget | None:
-        """The runtime the INT8 Q/DQ placement is made for (``None`` unless INT8).
+    def placement(self) -> Placement | None:
+        """The runtime the INT8 Q/DQ placement is made for (``None`` unless INT8); stored
+        under the metadata key ``quant_target``.
 
         Raises:
-            GraphError: The stored value is not a known target.
+            GraphError: The stored value is not a known placement.
         """
         if self.precision is not Precision.INT8:
             return None
         try:
-            return QuantTarget.parse(self.raw.get("quant_target", QuantTarget.TENSORRT.value))
+            return Placement.parse(self.raw.get("quant_target", Placement.TENSORRT.value))
         except ConfigError as exc:
             raise GraphError(f"invalid xception-trt metadata in ONNX model: {exc}") from None
+
+    @property
+    def quant_target(self) -> Placement | None:
+        """Old name of :attr:`placement` (deprecated)."""
+        warnings.warn("OnnxMetadata.quant_target is deprecated; use .placement",
+                      DeprecationWarning, stacklevel=2)
+        return self.placement
 
     def json_field(self, key: str) -> Any:
         """A JSON-valued entry decoded (``None`` when absent)."""

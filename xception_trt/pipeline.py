@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import BuildConfig, InputFormat, Precision, QuantTarget, check_int
+from .config import BuildConfig, InputFormat, Placement, Precision, check_int
 from .errors import BuildError, ConfigError, GraphError, XceptionTRTError
 from .fsio import atomic_write_json, path_problem, sha256_file
 from .onnx_meta import read_metadata
@@ -440,11 +440,11 @@ def variant_step(callbacks: PipelineCallbacks, *, fp32_onnx: Path, precision: Pr
 def _refuse_ort_placement(onnx_path: Path) -> None:
     """An INT8 graph placed for ONNX Runtime (uint8 activations with zero points) is no
     TensorRT input: say so before TensorRT's parser fails on it."""
-    if read_metadata(onnx_path).quant_target is QuantTarget.ONNXRUNTIME:
+    if read_metadata(onnx_path).placement is Placement.ONNXRUNTIME:
         raise BuildError(f"{onnx_path} is an INT8 graph placed for ONNX Runtime (quantize "
-                         "--target onnxruntime: asymmetric uint8 activations, which TensorRT "
-                         "cannot build); build from the FP32 graph, or quantize with --target "
-                         "tensorrt")
+                         "--placement onnxruntime: asymmetric uint8 activations, which TensorRT "
+                         "cannot build); build from the FP32 graph, or quantize with "
+                         "--placement tensorrt")
 
 
 def _build_one(onnx_path: Path, precision: Precision, config: BuildConfig,
@@ -457,7 +457,7 @@ def _build_one(onnx_path: Path, precision: Precision, config: BuildConfig,
 
     with callbacks.engine_progress(precision) as progress:
         art = build_engine(onnx_path, config.replace(precision=precision),
-                           engine_path=layout.engine(precision), progress=progress, force=force)
+                           output=layout.engine(precision), progress=progress, force=force)
     outcome = EngineOutcome(precision, art)
     callbacks.on_engine(outcome)
     return outcome
@@ -471,7 +471,7 @@ def build_engines(*, onnx: Mapping[Precision | str, str | os.PathLike[str]],
 
     Args:
         onnx: The graph of each precision (the engine gets that precision).
-        config: Build options (backend, batch profile, targets ...); the precision is set per
+        config: Build options (flavour, batch profile, targets ...); the precision is set per
             engine.
         layout: Where the engines go.
         force: Rebuild even when an identical engine exists.
@@ -537,7 +537,7 @@ def build(*, source: str | os.PathLike[str], output: str | os.PathLike[str],
         name: File stem of the outputs (default: the source's name up to its first dot).
         input_format: Checkpoint export only: ``float-nchw`` or ``uint8-nhwc``.
         opset: Checkpoint export only: ONNX opset (``None``: the exporter's default, 17).
-        config: Build options; ``backend=None`` takes NVIDIA TensorRT when it imports and a
+        config: Build options; ``flavour=None`` takes NVIDIA TensorRT when it imports and a
             GPU is present, else TensorRT-RTX.
         timing_cache: Use a timing cache: ``config.timing_cache_dir``, else
             ``<output>/timing-cache`` with NVIDIA TensorRT (TensorRT-RTX has none).
@@ -570,7 +570,7 @@ def build(*, source: str | os.PathLike[str], output: str | os.PathLike[str],
     if problem is not None:
         raise BuildError(f"calibration folder {calibration} {problem}")
     is_onnx = source.suffix.lower() == ".onnx"
-    flavour = resolve_flavour(config.backend)  # fail before a long export if nothing can build
+    flavour = resolve_flavour(config.flavour)  # fail before a long export if nothing can build
     if is_onnx:
         _refuse_ort_placement(source)
     src_precision = read_metadata(source).precision if is_onnx else Precision.FP32
@@ -589,7 +589,7 @@ def build(*, source: str | os.PathLike[str], output: str | os.PathLike[str],
         raise ConfigError(f"{source.name} is a {src_precision.value} graph built as it is: the "
                           "calibration images would not be used — drop --calib (they are for "
                           "the fp16/int8 variants of an FP32 graph)")
-    base = config.replace(backend=flavour.name, timing_cache_dir=_timing_cache_dir(
+    base = config.replace(flavour=flavour.name, timing_cache_dir=_timing_cache_dir(
         config, out, enabled=timing_cache, is_rtx=flavour.is_rtx))
     for precision in wanted:  # refuse impossible options before a long export/calibration
         check_options(network_and_precision_plan(flavour.name, flavour.version, precision), base)

@@ -10,7 +10,6 @@ A new backend is one :class:`RunnerKind` member plus one :data:`RUNNERS` entry.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -25,8 +24,8 @@ from .config import (
     CHECKPOINT_SUFFIXES,
     InputFormat,
     ModelSpec,
+    Placement,
     Precision,
-    QuantTarget,
     check_int,
 )
 from .contract import (
@@ -38,12 +37,13 @@ from .contract import (
     input_spec_for,
     output_spec_for,
 )
-from .errors import ConfigError, EngineError
+from .errors import ConfigError, EngineError, renamed
 from .extras import needs
 from .fsio import path_problem
 from .onnx_meta import INPUT_NAME, OUTPUT_NAME
 
 __all__ = ["OnnxRuntimeRunner", "TorchRunner", "RunnerEntry", "RUNNERS", "RUNNER_OPTIONS",
+           "RunnerOptions",
            "open_runner", "runner_kind", "runner_options", "check_runner_options",
            "check_providers", "is_model_file", "ort_int8_note"]
 
@@ -111,7 +111,7 @@ class OnnxRuntimeRunner(RunnerBase):
         self.providers = list(self._session.get_providers())
         self.device = "cuda:0" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
         #: A one-line note when this is a slow INT8 placement for this provider, else None.
-        self.note = ort_int8_note(self.path, meta.quant_target, self.providers)
+        self.note = ort_int8_note(self.path, meta.placement, self.providers)
         if self.note:
             log.info("%s", self.note)
         self._ort_version = ort.__version__
@@ -200,25 +200,29 @@ def check_providers(providers: Sequence[str]) -> list[str]:
     return providers
 
 
-def ort_int8_note(path: str | os.PathLike[str], target: QuantTarget | None = None,
-                  providers: Sequence[str] | None = None) -> str | None:
+def ort_int8_note(path: str | os.PathLike[str], placement: Placement | None = None,
+                  providers: Sequence[str] | None = None, *,
+                  target: Placement | None = None) -> str | None:
     """The one-line note for an INT8 graph placed for TensorRT that ONNX Runtime runs on the
     CPU (where a graph placed for ONNX Runtime is much faster), else ``None``.
 
     Args:
         path: The ONNX file.
-        target: Its placement (``None``: read from its metadata; not INT8 -> no note).
+        placement: Its INT8 placement (``None``: read from its metadata; not INT8 -> no
+            note).
         providers: The execution providers it runs with (``None``: this onnxruntime build's
             default, the CUDA EP when it has one).
+        target: Old name of ``placement`` (deprecated).
 
     Raises:
         GraphError: The file carries no xception-trt metadata.
     """
-    if target is None:
+    placement = renamed("target", "placement", target, placement, where="ort_int8_note")
+    if placement is None:
         from .onnx_meta import read_metadata
 
-        target = read_metadata(path).quant_target
-    if target is not QuantTarget.TENSORRT:
+        placement = read_metadata(path).placement
+    if placement is not Placement.TENSORRT:
         return None
     if providers is None:
         with needs("ONNX Runtime execution providers", extra="ort"):
@@ -228,7 +232,7 @@ def ort_int8_note(path: str | os.PathLike[str], target: QuantTarget | None = Non
     if not providers or providers[0] != "CPUExecutionProvider":
         return None
     return (f"note: {Path(path).name} is INT8 placed for TensorRT, which ONNX Runtime's CPU "
-            "kernels run slowly; `xception-trt quantize --precision int8 --target onnxruntime` "
+            "kernels run slowly; `xception-trt quantize --precision int8 --placement onnxruntime` "
             "makes a faster variant for ONNX Runtime")
 
 
@@ -383,6 +387,9 @@ class RunnerEntry:
         options: The generic settings (:data:`RUNNER_OPTIONS`) this runner takes.
         device_option: Turns a device (``cuda:1`` or an ordinal) into this runner's
             ``device=`` value; ``None`` when the runner has no device option.
+        keywords: Every keyword option the runner class takes (declared here, checked against
+            its signature by the tests): :func:`open_runner` refuses others, and a bundle
+            drops those meant for the runner it did not open with.
     """
 
     kind: RunnerKind
@@ -391,26 +398,80 @@ class RunnerEntry:
     runner_class: Callable[[], type]
     options: frozenset[str]
     device_option: Callable[[str | int], Any] | None
+    keywords: frozenset[str] = frozenset()
 
+
+#: Deprecated keyword spellings a runner still takes (with a DeprecationWarning).
+_DEPRECATED_KEYWORDS = {RunnerKind.TENSORRT: frozenset({"cuda_backend"})}
 
 #: Every backend, in the order suffixes are matched. Add a backend here (and in RunnerKind).
 RUNNERS: dict[RunnerKind, RunnerEntry] = {
     e.kind: e for e in (
         RunnerEntry(RunnerKind.TENSORRT, "TensorRT engines", lambda: ENGINE_SUFFIXES,
                     _tensorrt_runner, options=frozenset({"cuda_graphs"}),
-                    device_option=_gpu_ordinal),
+                    device_option=_gpu_ordinal,
+                    keywords=frozenset({"device", "cuda_binding", "cuda_graphs", "check_finite",
+                                        "gpu_timing", "name", "verify_sha256", "runtime_cache"})),
         RunnerEntry(RunnerKind.ONNXRUNTIME, "ONNX", lambda: ONNX_SUFFIXES,
                     lambda: OnnxRuntimeRunner, options=frozenset({"threads", "providers"}),
-                    device_option=None),
+                    device_option=None,
+                    keywords=frozenset({"providers", "threads", "name", "check_finite"})),
         RunnerEntry(RunnerKind.TORCH, "checkpoints", lambda: CHECKPOINT_SUFFIXES,
                     lambda: TorchRunner, options=frozenset({"threads"}),
-                    device_option=_torch_device),
+                    device_option=_torch_device,
+                    keywords=frozenset({"device", "precision", "threads", "name",
+                                        "check_finite"})),
     )
 }
 
 #: The generic runner settings (:func:`runner_options`), as said in messages.
 RUNNER_OPTIONS = {"threads": "CPU threads", "cuda_graphs": "CUDA graphs",
                   "providers": "ONNX Runtime execution providers"}
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    """The generic runner settings of a run (the CLI's runner flags, Triton's Python backend),
+    whatever model opens with them; which runner takes which is declared in :data:`RUNNERS`.
+
+    Attributes:
+        threads: CPU threads (ONNX Runtime, torch).
+        device: ``cpu``, ``cuda[:i]`` or a GPU ordinal (torch, TensorRT).
+        cuda_graphs: Replay CUDA graphs (TensorRT engines).
+        providers: ONNX Runtime execution providers in priority order.
+        cuda_binding: ``cuda-python`` or ``pycuda`` (TensorRT engines; ``None``: the runner's
+            default).
+    """
+
+    threads: int | None = None
+    device: str | int | None = None
+    cuda_graphs: bool = False
+    providers: tuple[str, ...] | None = None
+    cuda_binding: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.providers is not None:
+            object.__setattr__(self, "providers", tuple(self.providers))
+
+    def settings(self) -> dict[str, Any]:
+        """``threads``, ``cuda_graphs`` and ``providers`` (as recorded in reports)."""
+        return {"threads": self.threads, "cuda_graphs": self.cuda_graphs,
+                "providers": list(self.providers) if self.providers is not None else None}
+
+    def check(self, paths: Sequence[str | os.PathLike[str]]) -> None:
+        """:func:`check_runner_options` for these settings."""
+        check_runner_options(paths, threads=self.threads, cuda_graphs=self.cuda_graphs,
+                             providers=self.providers)
+
+    def for_model(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """The keyword options of ``path``'s runner (:func:`runner_options`), plus
+        ``cuda_binding`` for a TensorRT engine or a bundle."""
+        kw = runner_options(path, threads=self.threads, device=self.device,
+                            cuda_graphs=self.cuda_graphs, providers=self.providers)
+        if self.cuda_binding is not None and (
+                is_bundle(path) or "cuda_binding" in RUNNERS[runner_kind(path)].keywords):
+            kw["cuda_binding"] = self.cuda_binding
+        return kw
 
 
 def _entry_types(entries: Sequence[RunnerEntry], joiner: str = " or ") -> str:
@@ -522,7 +583,8 @@ def open_runner(path: str | os.PathLike[str], **kw: Any) -> Runner:
     Args:
         path: The model file.
         **kw: Options of that runner class (e.g. ``threads`` for ONNX Runtime and torch). For a
-            bundle also ``precision``, ``max_batch``, ``backend``, ``build``, ``onnxruntime``,
+            bundle also ``precision``, ``max_batch``, ``flavour`` (old name ``backend``,
+            deprecated), ``build``, ``onnxruntime``,
             ``cache_dir`` and ``facts`` (see ``resolve``); ``threads`` and ``device`` are
             passed on only to the runner that takes them.
 
@@ -535,24 +597,26 @@ def open_runner(path: str | os.PathLike[str], **kw: Any) -> Runner:
     if is_bundle(path):
         if problem is not None:
             raise EngineError(f"bundle {path} {problem}")
+        if "backend" in kw:
+            kw["flavour"] = renamed("backend", "flavour", kw.pop("backend"),
+                                    kw.pop("flavour", None), where="open_runner")
         return _open_bundle(path, kw)
     kind = runner_kind(path)
     if problem is not None:
         raise EngineError(f"model file {path} {problem}")
-    cls = RUNNERS[kind].runner_class()
-    params = inspect.signature(cls).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        bad = sorted(k for k in kw if k not in params)
-        if bad:
-            ok = sorted(k for k, p in params.items() if p.kind is p.KEYWORD_ONLY)
-            raise ConfigError(f"the {kind} runner does not take option(s) {', '.join(bad)} "
-                              f"(it takes: {', '.join(ok) or 'none'})")
+    entry = RUNNERS[kind]
+    bad = sorted(k for k in kw if k not in entry.keywords
+                 and k not in _DEPRECATED_KEYWORDS.get(kind, ()))
+    if bad:
+        raise ConfigError(f"the {kind} runner does not take option(s) {', '.join(bad)} "
+                          f"(it takes: {', '.join(sorted(entry.keywords)) or 'none'})")
+    cls = entry.runner_class()
     log.info("opening %s with %s", path, cls.__name__)
     return cls(path, **kw)
 
 
 #: open_runner options that belong to the bundle, not to the runner it resolves to.
-_BUNDLE_OPTIONS = ("precision", "max_batch", "backend", "build", "onnxruntime", "cache_dir",
+_BUNDLE_OPTIONS = ("precision", "max_batch", "flavour", "build", "onnxruntime", "cache_dir",
                    "facts")
 
 
@@ -568,10 +632,9 @@ def _open_bundle(path: Path, kw: dict[str, Any]) -> Runner:
     resolution = resolve(path, **bundle_kw)
     entry = RUNNERS[runner_kind(resolution.path)]
     others = [e for e in RUNNERS.values() if e.kind is not entry.kind]
-    takes = inspect.signature(entry.runner_class()).parameters
     for key in list(kw):
-        if key not in takes and any(key in inspect.signature(e.runner_class()).parameters
-                                    for e in others):
+        if key not in entry.keywords and any(
+                key in e.keywords | _DEPRECATED_KEYWORDS.get(e.kind, frozenset()) for e in others):
             log.info("%s: option %s does not apply to the %s runner it opened with; ignored",
                      path.name, key, entry.kind)
             del kw[key]

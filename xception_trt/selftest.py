@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from .config import InputFormat, ModelSpec, Precision
-from .errors import DependencyError, EngineError, XceptionTRTError
+from .errors import DependencyError, EngineError, XceptionTRTError, renamed
 from .extras import ensure
 from .jsonable import JsonMixin
 from .trt.cuda_runner import CudaRunnerBase
@@ -118,7 +118,7 @@ class StandInRunner(CudaRunnerBase):
         input_size: Side ``S`` of the float32 ``(N, 3, S, S)`` input.
         num_classes: Logits per sample (<= 3 * S * S).
         max_batch: Largest batch; buffers are allocated once for it.
-        device, cuda_backend, cuda_graphs, check_finite, gpu_timing: As for
+        device, cuda_binding, cuda_graphs, check_finite, gpu_timing: As for
             :class:`~xception_trt.trt.runtime.TensorRTRunner`.
         a, b: The affine map's coefficients.
 
@@ -127,11 +127,14 @@ class StandInRunner(CudaRunnerBase):
     """
 
     def __init__(self, *, input_size: int = 299, num_classes: int = 1000, max_batch: int = 8,
-                 device: int = 0, cuda_backend: str = "cuda-python", cuda_graphs: bool = False,
+                 device: int = 0, cuda_binding: str | None = None, cuda_graphs: bool = False,
                  check_finite: bool = False, gpu_timing: bool = False, a: float = 2.0,
-                 b: float = 0.5) -> None:
+                 b: float = 0.5, cuda_backend: str | None = None) -> None:
         from .contract import input_spec_for, output_spec_for
         from .trt.cuda import CudaDevice
+
+        cuda_binding = renamed("cuda_backend", "cuda_binding", cuda_backend, cuda_binding,
+                               where="StandInRunner") or "cuda-python"
 
         if 3 * input_size * input_size < num_classes:
             raise EngineError("stand-in: num_classes must not exceed 3 * input_size**2")
@@ -145,7 +148,7 @@ class StandInRunner(CudaRunnerBase):
         self.min_batch, self.max_batch = 1, int(max_batch)
         self.cuda_graphs, self.check_finite = bool(cuda_graphs), bool(check_finite)
         self._a, self._b = np.float32(a), np.float32(b)
-        cuda = CudaDevice(device, cuda_backend)
+        cuda = CudaDevice(device, cuda_binding)
         self.device = f"cuda:{cuda.index}"
         try:
             self._compute = _AffineCompute(cuda, 3 * input_size * input_size, num_classes, a, b)
@@ -357,18 +360,21 @@ def latency_stats(samples_s: list[float]) -> dict[str, float]:
 # ------------------------------------------------------------------------------------------------
 # CUDA layer checks
 # ------------------------------------------------------------------------------------------------
-def run_cuda_checks(backend: str = "cuda-python", device: int = 0, *,
-                    calls: int = 2000) -> list[CheckResult]:
+def run_cuda_checks(cuda_binding: str | None = None, device: int = 0, *,
+                    calls: int = 2000, backend: str | None = None) -> list[CheckResult]:
     """Exercise the CUDA layer and the runner path with the stand-in on a real GPU.
 
     Args:
-        backend: ``cuda-python`` or ``pycuda``.
+        cuda_binding: ``cuda-python`` (default) or ``pycuda``.
         device: CUDA device ordinal.
         calls: Calls in the leak check.
+        backend: Old name of ``cuda_binding`` (deprecated).
 
     Returns:
         One :class:`CheckResult` per check (never raises for a failing check).
     """
+    backend = renamed("backend", "cuda_binding", backend, cuda_binding,
+                      where="run_cuda_checks") or "cuda-python"
     from .trt.cuda import CudaDevice, DeviceArray
 
     results: list[CheckResult] = []
@@ -438,7 +444,7 @@ def run_cuda_checks(backend: str = "cuda-python", device: int = 0, *,
         def check() -> str:
             if graphs and no_graphs:
                 raise _Skip(no_graphs)
-            with StandInRunner(device=device, cuda_backend=backend, cuda_graphs=graphs,
+            with StandInRunner(device=device, cuda_binding=backend, cuda_graphs=graphs,
                                     max_batch=4) as r:
                 for n in (1, 4, 2, 1):
                     x = rng.standard_normal((n, 3, 299, 299)).astype(np.float32)
@@ -468,7 +474,7 @@ def run_cuda_checks(backend: str = "cuda-python", device: int = 0, *,
     def graph_replay() -> str:
         if no_graphs:
             raise _Skip(no_graphs)
-        with StandInRunner(device=device, cuda_backend=backend, cuda_graphs=True,
+        with StandInRunner(device=device, cuda_binding=backend, cuda_graphs=True,
                                 max_batch=2) as r:
             outs = []
             for i in range(50):  # one captured graph, replayed with new input contents
@@ -479,7 +485,7 @@ def run_cuda_checks(backend: str = "cuda-python", device: int = 0, *,
         return "1 graph captured, 50 replays each saw its new input"
 
     def threads() -> str:
-        with StandInRunner(device=device, cuda_backend=backend, max_batch=2) as shared:
+        with StandInRunner(device=device, cuda_binding=backend, max_batch=2) as shared:
             def call(seed: int, i: int) -> str | None:
                 x = np.random.default_rng(seed + 1000 * i).standard_normal(
                     (2, 3, 299, 299)).astype(np.float32)
@@ -492,7 +498,7 @@ def run_cuda_checks(backend: str = "cuda-python", device: int = 0, *,
 
     def no_leaks() -> tuple[str, dict]:
         x = rng.standard_normal((1, 3, 299, 299)).astype(np.float32)
-        with StandInRunner(device=device, cuda_backend=backend, max_batch=1) as r:
+        with StandInRunner(device=device, cuda_binding=backend, max_batch=1) as r:
             r.infer(x)
             free0, _ = cuda.backend.mem_get_info()
             for _ in range(calls):
@@ -501,7 +507,7 @@ def run_cuda_checks(backend: str = "cuda-python", device: int = 0, *,
         _expect(free1 >= free0, f"device memory shrank by {free0 - free1} bytes over {calls} calls")
         free_a, _ = cuda.backend.mem_get_info()
         for _ in range(20):
-            StandInRunner(device=device, cuda_backend=backend, max_batch=4).close()
+            StandInRunner(device=device, cuda_binding=backend, max_batch=4).close()
         free_b, _ = cuda.backend.mem_get_info()
         # The driver may keep a little memory around (module loads); 4 MiB bounds a real leak
         # of 20 x (pinned + device buffers of 4 x 1.07 MB).
@@ -521,7 +527,7 @@ def run_cuda_checks(backend: str = "cuda-python", device: int = 0, *,
         x = rng.standard_normal((2, 3, 299, 299)).astype(np.float32)
         arr = SecondaryContextArray(x, device)
         try:
-            with StandInRunner(device=device, cuda_backend=backend, max_batch=2) as r:
+            with StandInRunner(device=device, cuda_binding=backend, max_batch=2) as r:
                 try:
                     y = r.infer(arr)
                 except XceptionTRTError as exc:
@@ -536,7 +542,7 @@ def run_cuda_checks(backend: str = "cuda-python", device: int = 0, *,
                 "reference result through the primary context (unified addressing)")
 
     def use_after_close() -> str:
-        r = StandInRunner(device=device, cuda_backend=backend, max_batch=1)
+        r = StandInRunner(device=device, cuda_binding=backend, max_batch=1)
         r.close()
         r.close()
         try:
@@ -565,22 +571,25 @@ def run_cuda_checks(backend: str = "cuda-python", device: int = 0, *,
 # ------------------------------------------------------------------------------------------------
 # TensorRT engine checks
 # ------------------------------------------------------------------------------------------------
-def run_engine_checks(flavour: str, *, device: int = 0, backend: str = "cuda-python",
+def run_engine_checks(flavour: str, *, device: int = 0, cuda_binding: str | None = None,
                       workdir: str | Path | None = None, iterations: int = 200,
-                      atol: float = 1e-3) -> list[CheckResult]:
+                      atol: float = 1e-3, backend: str | None = None) -> list[CheckResult]:
     """Build a tiny engine with ``flavour`` and check it against ONNX Runtime.
 
     Args:
         flavour: ``tensorrt`` or ``tensorrt_rtx`` (see :func:`runnable_flavour`).
         device: CUDA device ordinal.
-        backend: CUDA backend of the runner.
+        cuda_binding: CUDA binding of the runner (default ``cuda-python``).
         workdir: Where the ONNX file and engine go (default: a temporary directory).
         iterations: Calls per latency measurement.
         atol: Largest absolute logit difference accepted against ONNX Runtime (FP32).
+        backend: Old name of ``cuda_binding`` (deprecated).
 
     Returns:
         One :class:`CheckResult` per check.
     """
+    backend = renamed("backend", "cuda_binding", backend, cuda_binding,
+                      where="run_engine_checks") or "cuda-python"
     results: list[CheckResult] = []
     tmp = None
     if workdir is None:
@@ -604,9 +613,9 @@ def run_engine_checks(flavour: str, *, device: int = 0, backend: str = "cuda-pyt
             onnx_path = work / "selftest.onnx"
             export_onnx(model, onnx_path, batch="dynamic")
             ccs = ("CURRENT",) if flavour == "tensorrt_rtx" else ()
-            cfg = BuildConfig(backend=flavour, min_batch=1, opt_batch=2, max_batch=4,
-                              compute_capabilities=ccs, layer_info=False)
-            art = build_engine(onnx_path, cfg, engine_path=work / "selftest.engine", force=True)
+            cfg = BuildConfig(flavour=flavour, min_batch=1, opt_batch=2, max_batch=4,
+                              cc=ccs, layer_info=False)
+            art = build_engine(onnx_path, cfg, output=work / "selftest.engine", force=True)
             state.update(onnx=onnx_path, engine=art.path, spec=spec)
             return f"{art.path.name}: {art.size_bytes} bytes with {flavour} in {art.seconds:.1f} s"
 
@@ -638,7 +647,7 @@ def run_engine_checks(flavour: str, *, device: int = 0, backend: str = "cuda-pyt
             def check() -> tuple[str, dict]:
                 if graphs and no_graphs:
                     raise _Skip(no_graphs)
-                with TensorRTRunner(state["engine"], device=device, cuda_backend=backend,
+                with TensorRTRunner(state["engine"], device=device, cuda_binding=backend,
                                     cuda_graphs=graphs) as r:
                     y = r.infer(x)
                     err = float(np.abs(y - ref).max())
@@ -668,7 +677,7 @@ def run_engine_checks(flavour: str, *, device: int = 0, backend: str = "cuda-pyt
             return check
 
         def threads() -> str:
-            with TensorRTRunner(state["engine"], device=device, cuda_backend=backend,
+            with TensorRTRunner(state["engine"], device=device, cuda_binding=backend,
                                 cuda_graphs=not no_graphs) as r:
                 def call(seed: int, i: int) -> str | None:
                     k = 1 + (seed + i) % 3
@@ -686,9 +695,9 @@ def run_engine_checks(flavour: str, *, device: int = 0, backend: str = "cuda-pyt
             if no_graphs:
                 raise _Skip(no_graphs)
             sizes = (1, 4, 1, 4, 2, 3, 1)
-            with TensorRTRunner(state["engine"], device=device, cuda_backend=backend,
+            with TensorRTRunner(state["engine"], device=device, cuda_binding=backend,
                                 cuda_graphs=True) as g, \
-                    TensorRTRunner(state["engine"], device=device, cuda_backend=backend) as p:
+                    TensorRTRunner(state["engine"], device=device, cuda_binding=backend) as p:
                 plain = ort_err = 0.0
                 for n in sizes:
                     yg = g.infer(x4[:n])
@@ -736,14 +745,14 @@ def _dla_checks(flavour: str, state: dict[str, Any], work: Path, x: np.ndarray, 
         return count, version
 
     def build_and_run(onnx: Path, precision: str, what: str) -> tuple[str, dict]:
-        cfg = BuildConfig(backend=flavour, precision=precision, batch=len(x), dla_core=0,
+        cfg = BuildConfig(flavour=flavour, precision=precision, batch=len(x), dla_core=0,
                           layer_info=True)
-        art = build_engine(onnx, cfg, engine_path=work / f"selftest.dla-{precision}.engine",
+        art = build_engine(onnx, cfg, output=work / f"selftest.dla-{precision}.engine",
                            force=True)
         layers = art.sidecar.layers or []
         on_dla = [la for la in layers if any(k in f"{la.get('type')} {la.get('name')}".lower()
                                              for k in ("dla", "foreignnode"))]
-        with TensorRTRunner(art.path, device=device, cuda_backend=backend) as r:
+        with TensorRTRunner(art.path, device=device, cuda_binding=backend) as r:
             y = r.infer(x)
         _expect(bool(np.isfinite(y).all()), f"the DLA {precision} engine returned NaN/Inf")
         err = float(np.abs(y - ref).max())
@@ -808,21 +817,25 @@ class SelftestReport(JsonMixin):
         return {**out, "failed": len(self.failed), "complete": self.complete}
 
 
-def run_selftest(*, device: int = 0, backends: tuple[str, ...] | None = None,
+def run_selftest(*, device: int = 0, cuda_bindings: tuple[str, ...] | None = None,
                  engine: bool = True, calls: int = 2000,
-                 progress: Callable[[CheckResult], None] | None = None) -> SelftestReport:
+                 progress: Callable[[CheckResult], None] | None = None,
+                 backends: tuple[str, ...] | None = None) -> SelftestReport:
     """Run every check this machine supports.
 
     Args:
         device: CUDA device ordinal.
-        backends: CUDA backends to test (default: every installed one).
+        cuda_bindings: CUDA bindings to test (default: every installed one).
         engine: Also build and run a TensorRT engine when a runnable flavour exists.
         calls: Calls in the leak check.
         progress: Called with each result as it arrives.
+        backends: Old name of ``cuda_bindings`` (deprecated).
 
     Returns:
         A :class:`SelftestReport`; ``requirements.missing_*`` list what could not run and why.
     """
+    backends = renamed("backends", "cuda_bindings", backends, cuda_bindings,
+                       where="run_selftest")
     req = missing_requirements()
     results: list[CheckResult] = []
 
@@ -837,5 +850,5 @@ def run_selftest(*, device: int = 0, backends: tuple[str, ...] | None = None,
             add(run_cuda_checks(b, device, calls=calls))
     if engine and not req.missing_engine and req.flavour is not None:
         add(run_engine_checks(req.flavour, device=device,
-                              backend=(backends or req.cuda_backends)[0]))
+                              cuda_binding=(backends or req.cuda_backends)[0]))
     return SelftestReport(req, results)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import BuildConfig, Precision
-from ..errors import BundleError, EngineError, XceptionTRTError
+from ..errors import BundleError, EngineError, XceptionTRTError, renamed
 from ..fsio import check_writable_dir, sha256_file
 from ..sidecar import read_sidecar, sidecar_path
 from .choice import BuildTarget, Choice, ChoiceKind, Request, choose
@@ -85,8 +85,8 @@ def _slug(text: str) -> str:
 
 def _build_config(target: BuildTarget, precision: Precision) -> BuildConfig:
     lo, opt, hi = target.profile
-    return BuildConfig(precision=precision, backend=target.flavour, min_batch=lo, opt_batch=opt,
-                       max_batch=hi, compute_capabilities=target.targets or ())
+    return BuildConfig(precision=precision, flavour=target.flavour, min_batch=lo, opt_batch=opt,
+                       max_batch=hi, cc=target.targets or ())
 
 
 def build_key(target: BuildTarget, precision: Precision, onnx_sha256: str) -> str:
@@ -206,7 +206,7 @@ def _built(bundle: Bundle, choice: Choice, root: Path) -> tuple[Path, bool]:
                     bundle.path.name, choice.reason)
         onnx_path, _ = _onnx_file(bundle, target.onnx_precision, root)
         art = build_engine(onnx_path, _build_config(target, choice.precision),
-                           engine_path=engine)
+                           output=engine)
         if art.sidecar.cache_key != key:  # the folder name must describe what is in it
             raise BundleError(f"the engine built in {folder} has cache key "
                               f"{art.sidecar.cache_key[:12]}, expected {key[:12]}; report this")
@@ -214,10 +214,10 @@ def _built(bundle: Bundle, choice: Choice, root: Path) -> tuple[Path, bool]:
 
 
 def resolve(bundle_path: str | os.PathLike[str], *, precision: Precision | str | None = None,
-            device: int = 0, max_batch: int | None = None, backend: str | None = None,
+            device: int = 0, max_batch: int | None = None, flavour: str | None = None,
             build: bool = True, onnxruntime: bool = True,
             cache_dir: str | os.PathLike[str] | None = None,
-            facts: DeviceFacts | None = None) -> Resolution:
+            facts: DeviceFacts | None = None, backend: str | None = None) -> Resolution:
     """Choose how a bundle runs here and make that model file ready in the engine cache.
 
     Args:
@@ -226,11 +226,12 @@ def resolve(bundle_path: str | os.PathLike[str], *, precision: Precision | str |
             with).
         device: CUDA ordinal of the GPU.
         max_batch: Largest batch needed (``None``: the bundle's batch profile).
-        backend: Only this TensorRT flavour.
+        flavour: Only this TensorRT flavour (``tensorrt`` or ``tensorrt_rtx``).
         build: Allow building an engine from the bundled ONNX.
         onnxruntime: Allow ONNX Runtime on the bundled ONNX when no engine can run.
         cache_dir: The engine cache (default :func:`default_cache_dir`).
         facts: The machine (default: probed; recorded facts stand in for another machine).
+        backend: Old name of ``flavour`` (deprecated).
 
     Returns:
         A :class:`Resolution`.
@@ -240,13 +241,14 @@ def resolve(bundle_path: str | os.PathLike[str], *, precision: Precision | str |
             run it, or an unwritable cache.
         BuildError: Building the engine failed.
     """
+    flavour = renamed("backend", "flavour", backend, flavour, where="resolve")
     t0 = time.perf_counter()
     with Bundle(bundle_path) as bundle:
         manifest = bundle.manifest
         prec = Precision.parse(precision) if precision is not None else manifest.precisions[0]
         facts = facts if facts is not None else probe_facts()
         choice = choose(manifest, facts, Request(prec, device=device, max_batch=max_batch,
-                                                 backend=backend, build=build,
+                                                 flavour=flavour, build=build,
                                                  onnxruntime=onnxruntime))
         for r in choice.rejected:
             log.info("%s: not using %s: %s", bundle.path.name, r.what, r.why)

@@ -11,10 +11,10 @@ TensorRT runner applies when it loads a plan.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 
 from ..config import DEFAULT_MAX_BATCH, Precision, StrEnum, TensorRTBackend
-from ..errors import BuildError, EngineError
+from ..errors import BuildError, EngineError, renamed, renamed_attribute
 from ..trt.compat import (
     check_sidecar_compat,
     compute_capability_tuple,
@@ -44,7 +44,8 @@ class Request:
         precision: The precision to run.
         device: CUDA ordinal of the GPU to run on.
         max_batch: Largest batch the engine must accept (``None``: the bundle's profile).
-        backend: Only this TensorRT flavour (``None``: any).
+        flavour: Only this TensorRT flavour (``None``: any); old name ``backend=``
+            (deprecated).
         build: Whether building an engine from the bundled ONNX is allowed.
         onnxruntime: Whether ONNX Runtime may run the bundled ONNX when no engine can.
     """
@@ -52,9 +53,17 @@ class Request:
     precision: Precision
     device: int = 0
     max_batch: int | None = None
-    backend: str | None = None
+    flavour: str | None = None
     build: bool = True
     onnxruntime: bool = True
+    backend: InitVar[str | None] = None
+
+    def __post_init__(self, backend: str | None) -> None:
+        object.__setattr__(self, "flavour", renamed("backend", "flavour", backend, self.flavour,
+                                                    where="Request", stacklevel=4))
+
+
+renamed_attribute(Request, "backend", "flavour")
 
 
 @dataclass(frozen=True)
@@ -130,8 +139,8 @@ def engine_mismatch(entry: EngineEntry, facts: DeviceFacts, request: Request) ->
     side = entry.sidecar
     if side.precision is not request.precision:
         return f"precision {side.precision.value}, {request.precision.value} asked"
-    if request.backend is not None and side.flavour != request.backend:
-        return f"built with {side.flavour}, backend {request.backend} asked"
+    if request.flavour is not None and side.flavour != request.flavour:
+        return f"built with {side.flavour}, flavour {request.flavour} asked"
     flavour = facts.flavour(side.flavour)
     if flavour is None:
         return f"built with {side.flavour}, which is not installed here"
@@ -182,7 +191,7 @@ def _build_target(manifest: Manifest, facts: DeviceFacts, request: Request,
                                                         if facts.gpu_reason else "")
         rejected.append(Rejection("build", why))
         return None
-    names: list[str] = ([request.backend] if request.backend
+    names: list[str] = ([request.flavour] if request.flavour
                         else list(TensorRTBackend.choices()))
     for name in names:
         flavour = facts.flavour(name)

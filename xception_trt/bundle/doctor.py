@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import normalise_compute_capability
-from ..errors import EngineError
+from ..errors import EngineError, renamed
 from ..jsonable import JsonMixin, json_field
 from ..sidecar import EngineSidecar, read_sidecar
 from ..trt.compat import check_sidecar_compat
@@ -63,7 +63,7 @@ def prebuild_command(bundle_path: str | os.PathLike[str], target: str, *,
     if flavour == "tensorrt_rtx":
         cc = normalise_compute_capability(target).lower()
         return " ".join(shlex.quote(a) for a in (
-            "xception-trt", "bundle", path, "--engines", cc, "-o", path, "--force"))
+            "xception-trt", "bundle", path, "--cc", cc, "-o", path, "--force"))
     return ("on the target machine (NVIDIA TensorRT builds for the GPU it runs on): "
             + " ".join(shlex.quote(a) for a in ("xception-trt", "bundle", path, "-o", path,
                                                 "--force")))
@@ -86,7 +86,7 @@ def engine_mismatch_any_precision(side: EngineSidecar, facts: DeviceFacts,
 
     return engine_mismatch(EngineEntry("", "", side), facts,
                            Request(side.precision, device=request.device,
-                                   max_batch=request.max_batch, backend=request.backend))
+                                   max_batch=request.max_batch, flavour=request.flavour))
 
 
 def _targets(facts: DeviceFacts, named: Sequence[str]) -> list[str]:
@@ -107,17 +107,18 @@ def _bundle_prebuild(path: str | os.PathLike[str], targets: Sequence[str]) -> di
 
 
 def diagnose(path: str | os.PathLike[str] | None, *, facts: DeviceFacts,
-             targets: Sequence[str] = (), device: int = 0,
-             max_batch: int | None = None) -> DoctorReport:
+             cc: Sequence[str] = (), device: int = 0,
+             max_batch: int | None = None, targets: Sequence[str] | None = None) -> DoctorReport:
     """Diagnose a bundle, an engine or (``path=None``) just the machine.
 
     Args:
         path: A ``.xtrt`` bundle, an engine (with its sidecar) or ``None``.
         facts: The machine (probed, or recorded facts of another one).
-        targets: Compute capabilities to give the prebuild command for (default: this
+        cc: Compute capabilities to give the prebuild command for (default: this
             machine's RTX-buildable GPUs).
         device: CUDA ordinal considered.
         max_batch: Largest batch that must fit.
+        targets: Old name of ``cc`` (deprecated).
 
     Returns:
         A :class:`DoctorReport`.
@@ -126,7 +127,8 @@ def diagnose(path: str | os.PathLike[str] | None, *, facts: DeviceFacts,
         BundleError: The bundle is unreadable, tampered with, or of a newer format.
         EngineError: The engine's sidecar is missing, invalid, or does not match the plan.
     """
-    names = _targets(facts, targets)
+    cc = renamed("targets", "cc", targets, tuple(cc) or None, where="diagnose") or ()
+    names = _targets(facts, cc)
     if path is None:
         return DoctorReport(facts)
     if is_bundle(path):
@@ -160,10 +162,10 @@ def diagnose(path: str | os.PathLike[str] | None, *, facts: DeviceFacts,
                                  gpu.compute_capability if gpu else None)
         except EngineError as exc:
             row["loads"], row["why"] = False, str(exc)
-    prebuild = {t: f"{side.rebuild_command} --backend tensorrt_rtx --cc {t.lower()}"
+    prebuild = {t: f"{side.rebuild_command} --flavour tensorrt_rtx --cc {t.lower()}"
                 for t in names if rtx_can_build_for(t) is None}
     if not row["loads"]:
-        prebuild["here"] = (f"{side.rebuild_command} --backend "
+        prebuild["here"] = (f"{side.rebuild_command} --flavour "
                             f"{facts.flavours[0].name if facts.flavours else 'tensorrt'}")
     summary = {"precision": side.precision.value, "bytes": side.engine.bytes,
                "rebuild_command": side.rebuild_command}

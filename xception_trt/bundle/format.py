@@ -73,7 +73,7 @@ class Member(JsonMixin):
 class VariantEntry(JsonMixin):
     """An ONNX variant: precision, member name and accuracy against FP32 (``None`` without
     validation images); for INT8 also the same precision placed for ONNX Runtime (``quantize
-    --target onnxruntime``: every Conv/Gemm fused into its quantized CPU kernels), which the
+    --placement onnxruntime``: every Conv/Gemm fused into its quantized CPU kernels), which the
     ONNX Runtime path runs instead of the TensorRT-placed graph."""
 
     precision: Precision = json_field(skip=True)  # the key of the manifest's "variants"

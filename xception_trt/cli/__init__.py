@@ -10,7 +10,8 @@ permissions; see :data:`~xception_trt.fsio.ENVIRONMENT_ERRNOS`) prints one line
 (``xception-trt info --json | head -1``) ends the command quietly with 141, as a shell
 reports a process killed by SIGPIPE. Command modules import the toolchain (torch, ONNX,
 ...) only when they run, so that ``--help``, ``info``, ``selftest`` and ``infer`` work in a
-core-only install.
+core-only install. A flag's old spelling (``bundle --engines``, ``build --backend`` ...; see
+:mod:`._options`) still works and prints one ``warning:`` line naming the new one.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ..errors import XceptionTRTError
 from ..extras import missing
 from ..fsio import environment_error_text
 from ._common import check_paths
+from ._options import resolve_deprecated
 
 __all__ = ["main", "build_parser", "EXIT_BROKEN_PIPE"]
 
@@ -102,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        resolve_deprecated(args, parser)
         check_paths(args, parser)
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below

@@ -18,8 +18,7 @@ from ..fsio import path_problem
 
 __all__ = ["add_command", "progress", "print_json", "arg_type", "bounded_int", "positive_int",
            "non_negative_int", "port_number", "path_argument", "check_paths", "check_input_path",
-           "check_output_path", "StageProgress", "only_with", "not_with", "add_runner_flags",
-           "runner_settings"]
+           "check_output_path", "StageProgress", "runner_settings"]
 
 T = TypeVar("T")
 
@@ -189,66 +188,15 @@ non_negative_int = bounded_int(0)
 port_number = bounded_int(1, 65535, noun="a port number")
 
 
-def only_with(flag: str, given: object, *, needs: str, present: object,
-              why: str | None = None) -> None:
-    """Refuse a flag that would be silently ignored: ``flag`` was given without ``needs``.
-
-    Args:
-        flag: The flag as typed (``"--no-gpu-fallback"``).
-        given: Whether (truthy) the user gave it.
-        needs: What makes it apply (``"--dla-core N"``).
-        present: Whether (truthy) that is there.
-        why: What the flag does, to say why it needs ``needs`` (optional).
-
-    Raises:
-        ConfigError: ``given`` and not ``present``; the message names both and the fix.
-    """
-    if given and not present:
-        raise ConfigError(f"{flag} only applies with {needs}" + (f" ({why})" if why else "")
-                          + f"; add {needs} or drop {flag}")
-
-
-def not_with(flag: str, given: object, *, other: str, other_given: object, why: str) -> None:
-    """Refuse two flags of which one would be silently ignored.
-
-    Raises:
-        ConfigError: Both given; the message names both, why, and to drop one.
-    """
-    if given and other_given:
-        raise ConfigError(f"{flag} cannot be combined with {other} ({why}); drop one of them")
-
-
-def _providers(text: str) -> list[str]:
-    names = [p.strip() for p in text.split(",") if p.strip()]
-    if not names:
-        raise ValueError("no provider")
-    return names
-
-
-def add_runner_flags(p: argparse.ArgumentParser, *, cuda_graphs: bool = True,
-                     providers: bool = True) -> None:
-    """``--cuda-graphs`` (TensorRT engines) and ``--providers`` (ONNX Runtime) for commands that
-    run models; read them back with :func:`runner_settings`."""
-    if cuda_graphs:
-        p.add_argument("--cuda-graphs", action="store_true",
-                       help="TensorRT engines: capture and replay one CUDA graph per batch size "
-                            "(lowest host overhead); an error for other model types")
-    if providers:
-        p.add_argument("--providers", type=arg_type(_providers, expected="a comma-separated "
-                                                    "list of provider names"),
-                       default=None, metavar="EP[,EP...]",
-                       help="ONNX files: ONNX Runtime execution providers in priority order, "
-                            "e.g. CPUExecutionProvider (default: CUDA if this onnxruntime has "
-                            "it, then CPU); checked against onnxruntime.get_available_providers()")
-
-
 def runner_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The generic runner settings a command's flags give (``threads``, ``cuda_graphs``,
     ``providers``), for :func:`xception_trt.runners.check_runner_options` and
-    :func:`xception_trt.runners.runner_options`."""
-    return {"threads": getattr(args, "threads", None),
-            "cuda_graphs": getattr(args, "cuda_graphs", False),
-            "providers": getattr(args, "providers", None)}
+    :func:`xception_trt.runners.runner_options` (and as reports record them)."""
+    from ._options import RunnerArgs
+
+    return RunnerArgs.parse(args).settings()
+
+
 # ---------------------------------------------------------------------------------------------
 # path arguments: checked once, before a command does any work
 

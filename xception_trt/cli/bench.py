@@ -12,12 +12,12 @@ from typing import Any
 
 from ._common import (
     add_command,
-    add_runner_flags,
     path_argument,
     positive_int,
     progress,
     runner_settings,
 )
+from ._options import RunnerArgs
 
 ORDER = 70
 
@@ -33,10 +33,9 @@ REPORT_OUTPUT = dict(
 def add_report_options(p: argparse.ArgumentParser, *, cuda_graphs: bool) -> None:
     """Options shared by ``bench`` and ``eval``: where the report goes (besides ``-o``, see
     :data:`REPORT_OUTPUT`) and runner settings (``--cuda-graphs`` only where asked)."""
-    p.add_argument("--threads", type=positive_int, default=None,
-                   help="CPU threads for ONNX Runtime and torch runners (default: the library's "
-                        "choice; recorded in the report)")
-    add_runner_flags(p, cuda_graphs=cuda_graphs)
+    RunnerArgs.add(p, threads="CPU threads for ONNX Runtime and torch runners (default: the "
+                              "library's choice; recorded in the report)",
+                   cuda_graphs=cuda_graphs)
     p.add_argument("--name", default=None,
                    help="report folder name (default: <command>-<UTC timestamp>)")
     path_argument(p, "--out-dir", kind="output-dir", type=Path, default=None,

@@ -9,7 +9,8 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
-from ._common import StageProgress, add_command, path_argument, positive_int, print_json
+from ._common import StageProgress, add_command, path_argument, print_json
+from ._options import BuildConfigArgs, CalibrationArgs, check_rules
 
 if TYPE_CHECKING:
     from ..config import Precision
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..config import InputFormat, Precision, TensorRTBackend
+    from ..config import InputFormat, Precision
     from ..precision import CalibrationMethod
 
     p = add_command(
@@ -41,51 +42,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", nargs="+", choices=Precision.choices(), default=None,
                    help="engine precision(s) to build (default: fp32 from a checkpoint, the "
                         "graph's own precision from an ONNX file)")
-    path_argument(p, "--calib", kind="any", metavar="DIR", default=None,
-                   help="folder of calibration images (needed for int8; fp16 uses them for its "
-                        "range check, else random inputs)")
-    p.add_argument("--calib-method", choices=CalibrationMethod.choices(), default=None,
-                   help="INT8 calibration method (default: entropy)")
+    CalibrationArgs.add(p, calib_kind="any",
+                        calib_help="folder of calibration images (needed for int8; fp16 uses "
+                                   "them for its range check, else random inputs)",
+                        methods=CalibrationMethod.choices(),
+                        method_help="INT8 calibration method (default: entropy)")
     p.add_argument("--name", default=None,
                    help="file stem of the outputs (default: the source file's stem)")
     p.add_argument("--input-format", choices=InputFormat.choices(), default=None,
                    help="checkpoint export only: float-nchw (default) or uint8-nhwc raw pixels")
     p.add_argument("--opset", type=int, default=None, help="checkpoint export only: ONNX opset "
                    "(default: 17)")
-    prof = p.add_argument_group("batch profile")
-    for flag, text in (("--batch", "fixed batch size (profile min = opt = max)"),
-                       ("--min-batch", "smallest batch of the profile (default: 1)"),
-                       ("--opt-batch", "batch TensorRT optimises for (default: --max-batch)"),
-                       ("--max-batch", "largest batch of the profile (default: 8)")):
-        prof.add_argument(flag, type=positive_int, default=None, help=text)
-    trt = p.add_argument_group("TensorRT")
-    trt.add_argument("--backend", choices=TensorRTBackend.choices(), default=None,
-                     help="TensorRT flavour (default: NVIDIA TensorRT if it imports and a GPU is "
-                          "present, else TensorRT-RTX)")
-    trt.add_argument("--cc", nargs="+", default=None, metavar="SM",
-                     help="TensorRT-RTX compute-capability targets, e.g. sm86 sm89 sm120, or "
-                          "current (needs a GPU) (default: TensorRT-RTX's portable Ampere+ set)")
-    trt.add_argument("--workspace-mib", type=positive_int, default=None,
-                     help="workspace memory pool limit in MiB (default: TensorRT's; try 256 on a "
-                          "Jetson Nano)")
-    trt.add_argument("--opt-level", type=int, choices=range(6), default=None, metavar="0-5",
-                     help="builder optimisation level (default: TensorRT's, 3)")
-    path_argument(trt, "--timing-cache", kind="output-dir", metavar="DIR", default=None,
-                     help="timing-cache directory, one file per TensorRT version and GPU "
-                          "(default: OUTPUT/timing-cache with NVIDIA TensorRT; TensorRT-RTX has "
-                          "none)")
-    trt.add_argument("--no-timing-cache", action="store_true", help="do not use a timing cache")
-    trt.add_argument("--dla-core", type=int, default=None,
-                     help="build for this DLA core (Jetson), with GPU fallback; needs --batch N "
-                          "and --precision fp16 and/or int8")
-    trt.add_argument("--no-gpu-fallback", action="store_true",
-                     help="with --dla-core: fail instead of running layers on the GPU")
-    trt.add_argument("--version-compatible", action="store_true",
-                     help="engine runs on later TensorRT runtimes (NVIDIA TensorRT 8.6+)")
-    trt.add_argument("--hardware-compatible", action="store_true",
-                     help="engine runs on any Ampere or newer GPU (NVIDIA TensorRT 8.6+)")
-    trt.add_argument("--no-layer-info", action="store_true",
-                     help="do not record per-layer information in the sidecar")
+    BuildConfigArgs.add(p)
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bars (export, calibration: on a terminal only)")
 
@@ -128,20 +96,12 @@ class _TqdmProgress(contextlib.AbstractContextManager):
 
 
 def check_flags(args: argparse.Namespace) -> None:
-    """Refuse flags that would be silently ignored (before any work)."""
-    from ._common import not_with, only_with
-
-    only_with("--no-gpu-fallback", args.no_gpu_fallback, needs="--dla-core N",
-              present=args.dla_core is not None, why="GPU fallback is a DLA setting")
-    not_with("--no-timing-cache", args.no_timing_cache, other="--timing-cache",
-             other_given=args.timing_cache, why="one turns off what the other sets")
+    """Refuse flags that would be silently ignored (before any work; :data:`RULES`)."""
+    check_rules(args, "build")
     is_onnx = str(args.source).lower().endswith(".onnx")
     if args.dla_core is not None:
         _check_dla_flags(args, is_onnx=is_onnx)
-    for flag, given in (("--input-format", args.input_format), ("--opset", args.opset)):
-        only_with(flag, given is not None and is_onnx, needs="a checkpoint SOURCE",
-                  present=False, why="it is an export setting; an ONNX source is already "
-                  "exported")
+    check_rules(args, "build:source")
 
 
 def _check_dla_flags(args: argparse.Namespace, *, is_onnx: bool) -> None:
@@ -193,26 +153,20 @@ def pipeline_hooks(args: argparse.Namespace, stages: StageProgress) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import BuildConfig, InputFormat
+    from ..config import InputFormat
     from ..pipeline import build
 
     check_flags(args)
 
-    config = BuildConfig(
-        backend=args.backend, batch=args.batch, min_batch=args.min_batch,
-        opt_batch=args.opt_batch, max_batch=args.max_batch, workspace_mib=args.workspace_mib,
-        optimization_level=args.opt_level, timing_cache_dir=args.timing_cache or None,
-        dla_core=args.dla_core, gpu_fallback=not args.no_gpu_fallback,
-        version_compatible=args.version_compatible,
-        hardware_compatible=args.hardware_compatible,
-        compute_capabilities=tuple(args.cc or ()), layer_info=not args.no_layer_info)
+    config = BuildConfigArgs.parse(args)
+    calibration = CalibrationArgs.parse(args)
 
     stages = StageProgress(enabled=not (args.no_progress or getattr(args, "quiet", False)))
 
     with stages:
         result = build(source=args.source, output=args.output, precisions=args.precision,
-                       calibration=args.calib, calibration_method=args.calib_method,
-                       name=args.name, input_format=args.input_format or InputFormat.FLOAT_NCHW,
+                       **calibration.keywords(), name=args.name,
+                       input_format=args.input_format or InputFormat.FLOAT_NCHW,
                        opset=args.opset, config=config, timing_cache=not args.no_timing_cache,
                        force=args.force,
                        callbacks=pipeline_hooks(args, stages))

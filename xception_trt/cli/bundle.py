@@ -7,14 +7,8 @@ import argparse
 import shlex
 import sys
 
-from ._common import (
-    StageProgress,
-    add_command,
-    only_with,
-    path_argument,
-    positive_int,
-    print_json,
-)
+from ._common import StageProgress, add_command, path_argument, print_json
+from ._options import BatchProfileArgs, CalibrationArgs, add_cc_flag, check_rules
 
 ORDER = 35
 
@@ -32,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             member) holding the cleaned FP32 ONNX and the FP16 / INT8 variants asked for, the
             INT8 calibration scales, the ModelSpec (labels, preprocessing), each variant's
             accuracy against FP32 with --val, and prebuilt engines: TensorRT-RTX for every
-            --engines compute capability (built on any machine, CPU-only too) and NVIDIA
+            --cc compute capability (built on any machine, CPU-only too) and NVIDIA
             TensorRT for this machine's GPU where both are present. Opening the bundle
             (infer, bench, eval, triton-repo, open_runner, Classifier) picks the engine that
             fits the device, or builds one from the bundled ONNX into a per-user cache, or runs
@@ -40,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             from the same calibration images, whose every Conv/Gemm it fuses). Given a bundle
             as SOURCE, its variants are kept and the engines asked for are added.""",
         epilog="example: xception-trt bundle model.safetensors --precision fp16 int8 --calib "
-               "calibration/ --val val/ --engines sm86 sm89 sm120 -o model.xtrt")
+               "calibration/ --val val/ --cc sm86 sm89 sm120 -o model.xtrt")
     path_argument(p, "source", kind="file", what="source", metavar="SOURCE",
                   help="checkpoint (.safetensors, timm .pth/.bin, Keras .h5), FP32 ONNX from "
                        "`xception-trt export`, or a bundle (.xtrt) to add engines to")
@@ -48,22 +42,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="variants to carry; the first is what opening the bundle runs by "
                         "default (default: fp32; a bundle SOURCE: its own). The FP32 graph is "
                         "always included")
-    path_argument(p, "--calib", kind="dir", metavar="DIR", default=None,
-                  help="folder of calibration images (needed for int8)")
-    p.add_argument("--calib-method", choices=[*CalibrationMethod.choices(), "auto"],
-                   default=None, help="INT8 calibration method (default: entropy; auto: each, "
-                                      "keeping the best)")
+    CalibrationArgs.add(p, calib_kind="dir",
+                        calib_help="folder of calibration images (needed for int8)",
+                        methods=[*CalibrationMethod.choices(), "auto"],
+                        method_help="INT8 calibration method (default: entropy; auto: each, "
+                                    "keeping the best)")
     path_argument(p, "--val", kind="dir", metavar="DIR", default=None,
                   help="folder of validation images: each variant's accuracy and top-1 "
                        "agreement with FP32 go into the manifest")
-    p.add_argument("--engines", nargs="+", default=[], metavar="SM",
-                   help="TensorRT-RTX compute capabilities to prebuild for, e.g. sm86 sm89 "
-                        "sm120 (one engine per precision and target)")
+    add_cc_flag(p, old="--engines",
+                help="TensorRT-RTX compute capabilities to prebuild for, e.g. sm86 sm89 sm120 "
+                     "(one engine per precision and target)")
     p.add_argument("--no-local-engine", action="store_true",
                    help="do not prebuild with NVIDIA TensorRT for this machine's GPU")
-    p.add_argument("--max-batch", type=positive_int, default=None,
-                   help="largest batch of the engines' profile: the prebuilt ones and those a "
-                        "device builds from the bundle (default: 8)")
+    BatchProfileArgs.add(p, only_max="largest batch of the engines' profile: the prebuilt "
+                                     "ones and those a device builds from the bundle "
+                                     "(default: 8)")
     path_argument(p, "--work-dir", kind="output-dir", metavar="DIR", default=None,
                   help="keep the ONNX variants and engines here and reuse them next time "
                        "(default: a temporary folder)")
@@ -71,10 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def check_flags(args: argparse.Namespace) -> None:
-    """Refuse flags that would be silently ignored (before any work)."""
-    int8 = "int8" in (args.precision or [])
-    only_with("--calib-method", args.calib_method, needs="--precision int8", present=int8,
-              why="it chooses how the INT8 variant is calibrated")
+    """Refuse flags that would be silently ignored (before any work; :data:`RULES`)."""
+    check_rules(args, "bundle")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,8 +81,7 @@ def run(args: argparse.Namespace) -> int:
     with stages:
         result = write_bundle(
             source=args.source, output=args.output, precisions=args.precision,
-            calibration=args.calib, calibration_method=args.calib_method,
-            validation=args.val, engines=args.engines,
+            **CalibrationArgs.parse(args).keywords(), validation=args.val, cc=args.cc,
             local_engines=not args.no_local_engine, max_batch=args.max_batch,
             work_dir=args.work_dir, force=args.force, command=command,
             callbacks=pipeline_hooks(args, stages))

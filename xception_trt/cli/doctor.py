@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ._common import add_command, path_argument, positive_int, print_json
+from ._options import add_cc_flag
 
 ORDER = 2
 
@@ -19,15 +20,14 @@ def register(sub: argparse._SubParsersAction) -> None:
             verify every member, say which of its engines would load here and why not, what
             opening it would do for each precision (prebuilt engine, build into the engine
             cache, or ONNX Runtime); for an engine: whether it loads here. Ends with the
-            command that prebuilds for a named target (--target). Works with the core install.
+            command that prebuilds for a named target (--cc). Works with the core install.
             Exit code 0 whatever the answer; 2 for an unreadable or tampered file.""",
-        epilog="example: xception-trt doctor model.xtrt --target sm89")
+        epilog="example: xception-trt doctor model.xtrt --cc sm89")
     path_argument(p, "model", kind="file", what="model", metavar="MODEL", nargs="?",
                   default=None, help="a bundle (.xtrt) or an engine (.engine/.plan with its "
                                      "sidecar); none: the machine only")
-    p.add_argument("--target", nargs="+", default=[], metavar="SM",
-                   help="compute capabilities to give the prebuild command for (default: "
-                        "this machine's GPUs)")
+    add_cc_flag(p, old="--target", help="compute capabilities to give the prebuild command "
+                                        "for (default: this machine's GPUs)")
     p.add_argument("--device", type=int, default=0, help="GPU ordinal to consider (default: 0)")
     p.add_argument("--max-batch", type=positive_int, default=None,
                    help="largest batch that must fit (default: the engines' own profile)")
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from ..bundle.facts import probe_facts
 
     facts = recorded_facts(args.facts) if args.facts else probe_facts()
-    report = diagnose(args.model, facts=facts, targets=args.target, device=args.device,
+    report = diagnose(args.model, facts=facts, cc=args.cc, device=args.device,
                       max_batch=args.max_batch)
     if args.json:
         print_json(report.to_dict())

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_command, not_with, path_argument, positive_int, print_json
+from ._common import add_command, path_argument, positive_int, print_json
+from ._options import check_rules
 
 ORDER = 10
 
@@ -50,8 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..export import export_onnx
 
-    not_with("--parity-samples", args.parity_samples, other="--no-parity",
-             other_given=args.no_parity, why="there is no parity check to sample for")
+    check_rules(args, "export")
     result = export_onnx(args.checkpoint, args.output, opset=args.opset, batch=args.batch,
                          input_format=args.input_format, clean=not args.no_clean,
                          check_parity=not args.no_parity,

@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from ..bundle.format import is_bundle
 from ..config import Precision
-from ._common import (
-    add_command,
-    add_runner_flags,
-    only_with,
-    path_argument,
-    positive_int,
-    print_json,
-    runner_settings,
-)
+from ._common import add_command, path_argument, positive_int, print_json
+from ._options import PRECISION_WHY, RunnerArgs, check_rules
 
 ORDER = 60
 
-#: Why --precision needs a bundle (also said by triton-repo).
-_PRECISION_WHY = ("it chooses which of a bundle's variants runs; an engine, ONNX file or "
-                  "checkpoint has one precision")
+#: Why --precision needs a bundle (also said by triton-repo; kept for importers).
+_PRECISION_WHY = PRECISION_WHY
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,12 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="classes to show per image (default: 5)")
     p.add_argument("--batch-size", type=positive_int, default=32,
                    help="images per runner call (default: 32, capped at the model's max batch)")
-    p.add_argument("--threads", type=positive_int, default=None,
-                   help="CPU threads for ONNX Runtime / torch (default: the library's choice)")
-    p.add_argument("--device", default=None,
-                   help="torch checkpoints: cpu or cuda[:i]; TensorRT engines: GPU index "
-                        "(default: cpu / GPU 0); ONNX files choose with --providers")
-    add_runner_flags(p)
+    RunnerArgs.add(p, threads="CPU threads for ONNX Runtime / torch (default: the library's "
+                              "choice)",
+                   device="torch checkpoints: cpu or cuda[:i]; TensorRT engines: GPU index "
+                          "(default: cpu / GPU 0); ONNX files choose with --providers")
 
 
 def expand_images(paths: list[str]) -> list[str]:
@@ -74,13 +63,11 @@ def expand_images(paths: list[str]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from ..classifier import Classifier
-    from ..runners import check_runner_options, runner_options
-
-    check_runner_options([args.model], **runner_settings(args))
+    runner = RunnerArgs.parse(args)
+    runner.check([args.model])
     images = expand_images(args.images)
-    kw = runner_options(args.model, device=args.device, **runner_settings(args))
-    only_with("--precision", args.precision, needs="a bundle MODEL (.xtrt)",
-              present=is_bundle(args.model), why=_PRECISION_WHY)
+    kw = runner.for_model(args.model)
+    check_rules(args, "infer")
     if args.precision is not None:
         kw["precision"] = args.precision
     with Classifier(args.model, batch_size=args.batch_size, **kw) as clf:

@@ -9,21 +9,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._common import (
-    StageProgress,
-    add_command,
-    not_with,
-    only_with,
-    path_argument,
-    positive_int,
-    print_json,
-)
+from ._common import StageProgress, add_command, path_argument, positive_int, print_json
+from ._options import check_rules, deprecated_alias
 
 ORDER = 20
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..config import Precision, QuantTarget
+    from ..config import Placement, Precision
     from ..precision import (
         DEFAULT_CACHE_DIR,
         DEFAULT_NUM_IMAGES,
@@ -39,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="""Convert an FP32 ONNX from `xception-trt export` to FP16 (ModelOpt
             AutoCast, FP32 I/O kept, out-of-range nodes kept FP32) or to INT8 with explicit Q/DQ
             nodes calibrated on images (ModelOpt PTQ on the CPU). The result builds as a
-            strongly typed TensorRT network. --target onnxruntime places the INT8 Q/DQ for ONNX
+            strongly typed TensorRT network. --placement onnxruntime places the INT8 Q/DQ for ONNX
             Runtime instead (its own quantizer: every Conv/Gemm runs as a QLinearConv/QGemm
             kernel on the CPU; for Triton's onnxruntime_onnx model and CPU serving; TensorRT
             cannot build it). With --val, prints top-1/top-5, agreement with FP32
@@ -52,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                "-o model.int8.onnx\n"
                "  xception-trt quantize model.onnx --precision int8 --import-cache "
                "calib.cache -o model.int8.onnx\n"
-               "  xception-trt quantize model.onnx --precision int8 --target onnxruntime "
+               "  xception-trt quantize model.onnx --precision int8 --placement onnxruntime "
                "--calib calibration/ -o model.int8-ort.onnx",
         raw_epilog=True)
     path_argument(p, "model", kind="file", what="model",
@@ -69,10 +62,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=CalibrationMethod.choices(), default=None,
                    help="INT8 calibration method (default: entropy, TensorRT's "
                         "EntropyCalibration2); not with --auto, which tries every method")
-    p.add_argument("--target", choices=QuantTarget.choices(), default=None,
-                   help="INT8: the runtime the Q/DQ placement is made for (default: tensorrt, "
-                        "for engines; onnxruntime: ONNX Runtime's CPU kernels, uint8 "
-                        "activations with zero points, which TensorRT cannot build)")
+    placement = p.add_argument(
+        "--placement", choices=Placement.choices(), default=None,
+        help="INT8: the runtime the Q/DQ placement is made for (default: tensorrt, for "
+             "engines; onnxruntime: ONNX Runtime's CPU kernels, uint8 activations with zero "
+             "points, which TensorRT cannot build)")
+    deprecated_alias(p, "--target", placement, choices=Placement.choices())
     p.add_argument("--auto", action="store_true",
                    help="INT8: calibrate with every method, keep the best on --val (or on the "
                         "held-out part of --calib)")
@@ -141,7 +136,7 @@ def _int8_kwargs(args: argparse.Namespace, bars: StageProgress) -> dict[str, Any
                 high_precision=args.high_precision or Precision.FP32.value,
                 int8_weights=args.int8_weights,
                 cache_dir=None if args.no_cache else (args.cache_dir or DEFAULT_CACHE_DIR),
-                target=args.target or "tensorrt")
+                placement=args.placement or "tensorrt")
 
 
 def check_flags(args: argparse.Namespace) -> None:
@@ -150,42 +145,12 @@ def check_flags(args: argparse.Namespace) -> None:
     from ..config import Precision
     from ..errors import ConfigError
 
-    int8 = Precision.parse(args.precision) is Precision.INT8
-    for flag, given in (("--target", args.target), ("--auto", args.auto),
-                        ("--method", args.method),
-                        ("--import-cache", args.import_cache),
-                        ("--export-trt-cache", args.export_trt_cache),
-                        ("--int8-weights", args.int8_weights),
-                        ("--exclude-depthwise", args.exclude_depthwise),
-                        ("--high-precision", args.high_precision),
-                        ("--percentile", args.percentile is not None),
-                        ("--cache-dir", args.cache_dir), ("--no-cache", args.no_cache)):
-        only_with(flag, given, needs="--precision int8", present=int8)
-    if int8 and not (args.calib or args.import_cache):
+    check_rules(args, "quantize")  # the INT8-only flags
+    if Precision.parse(args.precision) is Precision.INT8 and not (args.calib
+                                                                  or args.import_cache):
         raise ConfigError("--precision int8 needs calibration images (--calib DIR, e.g. "
                           "calibration/) or --import-cache FILE")
-    not_with("--auto", args.auto, other="--import-cache", other_given=args.import_cache,
-             why="--auto calibrates with images; an imported cache fixes the scales")
-    not_with("--method", args.method, other="--auto", other_given=args.auto,
-             why="--auto tries every method and keeps the best")
-    not_with("--no-cache", args.no_cache, other="--cache-dir", other_given=args.cache_dir,
-             why="--no-cache turns off the cache --cache-dir places")
-    only_with("--percentile", args.percentile is not None, needs="--method percentile or --auto",
-              present=args.method == "percentile" or args.auto)
-    only_with("--compare-all", args.compare_all, needs="--val DIR", present=args.val,
-              why="it adds rows to the accuracy table measured on --val")
-    only_with("--val-images", args.val_images, needs="--val DIR or --auto",
-              present=args.val or args.auto)
-    ort = args.target == "onnxruntime"
-    for flag, given, why in (
-            ("--import-cache", args.import_cache, "an imported cache holds symmetric scales for "
-             "the TensorRT placement; onnxruntime calibrates its own ranges (cached in "
-             "--cache-dir)"),
-            ("--export-trt-cache", args.export_trt_cache, "its asymmetric scales are not a "
-             "TensorRT calibration cache"),
-            ("--int8-weights", args.int8_weights, "onnxruntime always stores INT8 weights"),
-            ("--high-precision", args.high_precision, "onnxruntime keeps the rest in fp32")):
-        not_with(flag, given, other="--target onnxruntime", other_given=ort, why=why)
+    check_rules(args, "quantize:combinations")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -218,8 +183,7 @@ def _run(args: argparse.Namespace, bars: StageProgress) -> int:
     if Path(args.output).resolve() == Path(args.model).resolve():
         raise ConfigError("--output must differ from the input model")
     targeted = args.target_agreement is not None or args.target_top1_drop is not None
-    only_with("--threads", args.threads, needs="--target-agreement or --target-top1-drop",
-              present=targeted)
+    check_rules(args, "quantize:threads")
     if targeted:
         return _run_targeted(args, bars, say)
     report: dict[str, Any] = {"model": args.model, "output": args.output,
@@ -247,7 +211,8 @@ def _run(args: argparse.Namespace, bars: StageProgress) -> int:
     bars.close()  # before the results are printed
     if precision is Precision.INT8:
         report["int8"] = result.summary()
-        placed = (f", placed for {result.target.value}" if args.target == "onnxruntime" else "")
+        placed = (f", placed for {result.placement.value}" if args.placement == "onnxruntime"
+                  else "")
         say(f"wrote {args.output} (int8 {result.method.value}{placed}): "
             f"{len(result.quantized_nodes)} compute node(s) quantized, "
             f"{len(result.excluded_nodes)} kept in {args.high_precision or 'fp32'}; "
@@ -304,17 +269,7 @@ def check_target_flags(args: argparse.Namespace) -> None:
     if not args.val:
         raise ConfigError(f"{flag} needs validation images (--val DIR): half of them choose the "
                           "nodes kept in FP32, half report the result")
-    not_with(flag, True, other="--target onnxruntime", other_given=args.target == "onnxruntime",
-             why="the targeted mode keeps nodes of the TensorRT placement in FP32")
-    for other, given in (("--auto", args.auto), ("--import-cache", args.import_cache),
-                         ("--int8-weights", args.int8_weights),
-                         ("--high-precision", args.high_precision),
-                         ("--exclude", args.exclude), ("--exclude-op-type", args.exclude_op_type),
-                         ("--exclude-depthwise", args.exclude_depthwise),
-                         ("--compare-all", args.compare_all)):
-        not_with(flag, True, other=other, other_given=given,
-                 why="the targeted mode chooses the FP32 nodes itself from an FP32-weight "
-                     "Q/DQ graph calibrated with images")
+    check_rules(args, "quantize:targeted")
 
 
 def _run_targeted(args: argparse.Namespace, bars: StageProgress, say: Any) -> int:

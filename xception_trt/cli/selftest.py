@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ._common import add_command, positive_int, print_json
+from ._options import deprecated_alias
 
 ORDER = 90
 
@@ -26,8 +27,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                "but some checks could not run here (the missing pieces are listed); 2 usage "
                "error.")
     p.add_argument("--device", type=int, default=0, help="CUDA device ordinal (default: 0)")
-    p.add_argument("--backend", choices=("cuda-python", "pycuda"), action="append",
-                   help="CUDA backend(s) to test (repeatable; default: every installed one)")
+    binding = p.add_argument("--cuda-binding", choices=("cuda-python", "pycuda"),
+                             action="append",
+                             help="CUDA binding(s) to test (repeatable; default: every installed "
+                                  "one)")
+    deprecated_alias(p, "--backend", binding, choices=("cuda-python", "pycuda"),
+                     action="append")
     p.add_argument("--no-engine", action="store_true",
                    help="skip building and running a TensorRT engine")
     p.add_argument("--calls", type=positive_int, default=2000,
@@ -42,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{r.status.upper():<5} {r.name}: {r.detail} ({r.seconds:.2f} s)", flush=True)
 
     report = run_selftest(device=args.device,
-                          backends=tuple(args.backend) if args.backend else None,
+                          cuda_bindings=tuple(args.cuda_binding) if args.cuda_binding else None,
                           engine=not args.no_engine, calls=args.calls, progress=show)
     req = report.requirements
     missing = list(req.missing_engine if not args.no_engine else req.missing_cuda)

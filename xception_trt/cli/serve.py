@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from ..serve.options import ServeBackend
-from ._common import add_command, only_with, path_argument, port_number, positive_int
+from ._common import add_command, path_argument, port_number, positive_int
+from ._options import check_rules
 from .triton_repo import add_batching_arguments, build_options, served_model
 
 ORDER = 81
@@ -67,13 +68,7 @@ def run(args: argparse.Namespace) -> int:
     temp_root: Path | None = None
     try:
         if model.is_dir():
-            # the repository's configs already fix how its runners are opened
-            for flag, given in (("--threads", args.threads is not None),
-                                ("--cuda-graphs", args.cuda_graphs),
-                                ("--providers", args.providers is not None),
-                                ("--int8-calib", args.int8_calib is not None)):
-                only_with(flag, given, needs="a model file (not a repository directory)",
-                          present=False)
+            check_rules(args, "serve")  # its configs fix how its runners are opened
             repository = model
             validate_repository(repository)
         else:
@@ -87,8 +82,8 @@ def run(args: argparse.Namespace) -> int:
             # via EXECUTION_ENV_PATH; any environment is also found through PATH (serve.server).
             venv = Path(sys.prefix)
             env_path = str(venv) if (venv / "bin" / "activate").is_file() else None
-            options = build_options(args, backend=ServeBackend.PYTHON, ensemble=args.ensemble,
-                                    execution_env=env_path)
+            options = build_options(args, triton_backend=ServeBackend.PYTHON,
+                                    ensemble=args.ensemble, execution_env=env_path)
             with served_model(args) as served:
                 write_repository(served, repository, options=options, force=args.force)
         hint = (f"/v2/models/{args.name}/config" if not model.is_dir() else "/v2/models")

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 
 from ._common import add_command, arg_type, path_argument, positive_int
+from ._options import RunnerArgs
 
 ORDER = 61
 
@@ -64,10 +65,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
                    help="drop stale frames (default: yes for cameras and live URLs, no for "
                         "files and folders)")
-    p.add_argument("--threads", type=positive_int, default=None,
-                   help="CPU threads for ONNX Runtime / torch (default: the library's choice)")
-    p.add_argument("--device", default=None,
-                   help="as for 'infer': torch cpu/cuda[:i]; TensorRT GPU index")
+    RunnerArgs.add(p, threads="CPU threads for ONNX Runtime / torch (default: the library's "
+                              "choice)",
+                   device="as for 'infer': torch cpu/cuda[:i]; TensorRT GPU index",
+                   cuda_graphs=False, providers=False)
 
 
 def _emit_frame(args: argparse.Namespace, res) -> None:
@@ -102,11 +103,10 @@ def _ctrl_c_sets(stop: threading.Event) -> Iterator[None]:
 
 def run(args: argparse.Namespace) -> int:
     from ..classifier import Classifier
-    from ..runners import runner_options
     from ..stream.annotate import VideoWriter, draw_label
     from ..stream.source import open_source
 
-    kw = runner_options(args.model, threads=args.threads, device=args.device)
+    kw = RunnerArgs.parse(args).for_model(args.model)
     totals: list = []
 
     def status(stats) -> None:

@@ -9,11 +9,11 @@ from typing import Any
 from ._common import (
     add_command,
     arg_type,
-    not_with,
     path_argument,
     positive_int,
     print_json,
 )
+from ._options import check_rules
 
 ORDER = 4
 
@@ -150,9 +150,7 @@ def run(args: argparse.Namespace) -> int:
     from ..config import AugmentConfig, TrainConfig
     from ..train import TrainCallbacks, train
 
-    for flag, given in (("--no-flip", args.no_flip), ("--crop-scale", args.crop_scale)):
-        not_with(flag, given, other="--no-augment", other_given=args.no_augment,
-                 why="--no-augment turns off the flips and crops this sets")
+    check_rules(args, "train")
     augment = (AugmentConfig.off() if args.no_augment
                else AugmentConfig(scale=tuple(args.crop_scale or (0.35, 1.0)),
                                   hflip=not args.no_flip))

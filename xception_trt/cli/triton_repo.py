@@ -14,15 +14,13 @@ from ..config import Precision
 from ..serve.options import InstanceKind, ServeBackend
 from ._common import (
     add_command,
-    add_runner_flags,
     arg_type,
     non_negative_int,
-    only_with,
     path_argument,
     positive_int,
     print_json,
-    runner_settings,
 )
+from ._options import RunnerArgs, check_rules, deprecated_alias
 
 ORDER = 80
 
@@ -45,13 +43,11 @@ def add_batching_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: 100)")
     p.add_argument("--instances", type=positive_int, default=1,
                    help="model instances per device (default: 1)")
-    p.add_argument("--threads", type=positive_int, default=None,
-                   help="Python backend: CPU threads of each ONNX Runtime / torch runner "
-                        "(default: the runner's choice)")
-    add_runner_flags(p)
+    RunnerArgs.add(p, threads="Python backend: CPU threads of each ONNX Runtime / torch "
+                              "runner (default: the runner's choice)")
     path_argument(p, "--int8-calib", kind="any", metavar="DIR",
                   help="serve INT8 on ONNX Runtime: MODEL is the FP32 ONNX; make its INT8 "
-                       "variant placed for ONNX Runtime (as `quantize --precision int8 --target "
+                       "variant placed for ONNX Runtime (as `quantize --precision int8 --placement "
                        "onnxruntime`: entropy, 512 images, scales cached in calibration/cache) "
                        "from these calibration images and serve that")
 
@@ -90,8 +86,7 @@ def served_model(args: argparse.Namespace) -> Iterator[Path]:
                           file=sys.stderr)
         yield model
         return
-    only_with("--int8-calib", True, needs="an FP32 ONNX MODEL", present=is_onnx,
-              why="it quantizes that graph for ONNX Runtime")
+    check_rules(args, "triton-repo:int8-calib")
     from ..precision import ort_int8
 
     tmp = owned_temp_dir("xtrt-int8-ort-")
@@ -106,8 +101,9 @@ def served_model(args: argparse.Namespace) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def build_options(args: argparse.Namespace, *, backend: ServeBackend | str, ensemble: bool,
-                  execution_env: str | None, instance_kind: InstanceKind | str = InstanceKind.AUTO,
+def build_options(args: argparse.Namespace, *, triton_backend: ServeBackend | str,
+                  ensemble: bool, execution_env: str | None,
+                  instance_kind: InstanceKind | str = InstanceKind.AUTO,
                   gpus: tuple[int, ...] = ()):
     """:class:`~xception_trt.serve.repository.RepositoryOptions` from parsed flags; the runner
     flags (``--threads`` ...) are checked against ``args.model``'s runner (Python backend only).
@@ -115,24 +111,21 @@ def build_options(args: argparse.Namespace, *, backend: ServeBackend | str, ense
     Raises:
         ConfigError: A runner flag with the native backend, or one the model's runner ignores.
     """
-    from ..runners import check_runner_options
-    from ..runners import runner_options as options_for
     from ..serve.repository import RepositoryOptions
 
-    settings = runner_settings(args)
-    given = {k: v for k, v in settings.items() if v not in (None, False)}
+    runner = RunnerArgs.parse(args)
+    given = runner.settings()
     runner_options = {}
-    if not given:  # the repository writer judges the model file itself
-        pass
-    elif ServeBackend.parse(backend) is ServeBackend.PYTHON:
-        check_runner_options([args.model], **given)
-        runner_options = options_for(args.model, **given)
+    if not any(v not in (None, False) for v in given.values()):
+        pass  # the repository writer judges the model file itself
+    elif ServeBackend.parse(triton_backend) is ServeBackend.PYTHON:
+        runner.check([args.model])
+        runner_options = runner.for_model(args.model)
     else:  # Triton's own TensorRT / ONNX Runtime backends run the model, not our runner
-        flag = "--" + next(iter(given)).replace("_", "-")
-        only_with(flag, True, needs="--backend python", present=False,
-                  why="it sets our runner in Triton's Python backend")
+        check_rules(args, "triton-repo:runner")
     return RepositoryOptions(
-        name=args.name, backend=backend, ensemble=ensemble, max_batch_size=args.max_batch,
+        name=args.name, triton_backend=triton_backend, ensemble=ensemble,
+        max_batch_size=args.max_batch,
         dynamic_batching=args.dynamic_batching,
         preferred_batch_sizes=tuple(args.preferred_batch or ()),
         max_queue_delay_us=args.max_queue_delay_us, instance_count=args.instances,
@@ -159,19 +152,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="""Write a Triton model repository for MODEL: an engine (.engine/.plan with
             its sidecar) becomes a native TensorRT model (tensorrt_plan), an ONNX file an ONNX
             Runtime model (onnxruntime_onnx; for INT8 on CPU instances give the variant placed
-            for ONNX Runtime, `quantize --target onnxruntime`, or the FP32 ONNX with
-            --int8-calib DIR to make it here); --backend python wraps our Runner (engine, ONNX or
-            checkpoint) in Triton's Python backend. Class labels go to a label file, so
-            Triton's classification extension returns names. Every config.pbtxt is validated
-            against Triton's ModelConfig schema before the repository is renamed into place.""")
+            for ONNX Runtime, `quantize --placement onnxruntime`, or the FP32 ONNX with
+            --int8-calib DIR to make it here); --triton-backend python wraps our Runner
+            (engine, ONNX or checkpoint) in Triton's Python backend. Class labels go to a
+            label file, so Triton's classification extension returns names. Every config.pbtxt
+            is validated against Triton's ModelConfig schema before the repository is renamed
+            into place.""")
     path_argument(p, "model", kind="file", what="model", metavar="MODEL",
                   help="engine (.engine/.plan), ONNX file (.onnx), bundle (.xtrt: the engine "
                        "that fits this machine, or its ONNX) or checkpoint (python backend)")
     p.add_argument("--precision", choices=Precision.choices(), default=None,
                    help="a bundle's precision to serve (default: the bundle's default)")
-    p.add_argument("--backend", choices=ServeBackend.choices(), default=ServeBackend.NATIVE.value,
-                   help="native: Triton's TensorRT / ONNX Runtime backend (default); python: "
-                        "our Runner in Triton's Python backend")
+    backend = p.add_argument(
+        "--triton-backend", choices=ServeBackend.choices(), default=ServeBackend.NATIVE.value,
+        help="native: Triton's TensorRT / ONNX Runtime backend (default); python: our Runner "
+             "in Triton's Python backend")
+    deprecated_alias(p, "--backend", backend, choices=ServeBackend.choices())
     p.add_argument("--ensemble", action="store_true",
                    help="also write <name>_preprocess (encoded image bytes -> tensor, Python "
                         "backend) and the <name>_image ensemble, so clients can send JPEG/PNG")
@@ -191,15 +187,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..serve.repository import write_repository
     from ..serve.server import container_command
-    from .infer import _PRECISION_WHY
 
-    only_with("--precision", args.precision, needs="a bundle MODEL (.xtrt)",
-              present=is_bundle(args.model), why=_PRECISION_WHY)
+    check_rules(args, "triton-repo")
     if is_bundle(args.model):  # serve the file it resolves to here; options are judged on it
         from ..bundle.cache import resolve
 
         args.model = str(resolve(args.model, precision=args.precision).path)
-    options = build_options(args, backend=args.backend, ensemble=args.ensemble,
+    options = build_options(args, triton_backend=args.triton_backend, ensemble=args.ensemble,
                             execution_env=args.execution_env, instance_kind=args.instance_kind,
                             gpus=args.gpus)
     with served_model(args) as model:

@@ -276,7 +276,7 @@ class _Demo:
         flavour = flavours[backend]
         engine_dir = self._artifacts() / "engines" / f"{backend}-{'-'.join(targets) or 'gpu'}"
         res = build_engines(onnx=self.onnx, config=BuildConfig(
-            backend=backend, max_batch=self.config.max_batch, compute_capabilities=targets),
+            flavour=backend, max_batch=self.config.max_batch, cc=targets),
             layout=self._layout(engine_dir), force=self.force, keep_going=True)
         built, artifacts = [], {}
         for e in res.engines:

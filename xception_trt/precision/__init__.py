@@ -9,7 +9,7 @@ Modules:
 
 * :mod:`.fp16` — :func:`to_fp16` (ModelOpt AutoCast, FP32 I/O, out-of-range nodes kept FP32).
 * :mod:`.int8` — :func:`quantize_int8`, several methods in one pass, :func:`auto_quantize_int8`;
-  ``target="onnxruntime"`` (or :func:`ort_int8`) places Q/DQ for ONNX Runtime's CPU kernels.
+  ``placement="onnxruntime"`` (or :func:`ort_int8`) places Q/DQ for ONNX Runtime's CPU kernels.
 * :mod:`.kernels` — :func:`fused_kernel_counts`: Conv/Gemm nodes ONNX Runtime fuses into
   quantized kernels.
 * :mod:`.cache` — our calibration cache entries (keys, staleness reasons) and TensorRT's text

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..errors import CalibrationError, ConfigError
+from ..errors import CalibrationError, ConfigError, renamed
 from ..fsio import atomic_write_json, atomic_write_text
 
 __all__ = ["DEFAULT_CACHE_DIR", "CACHE_FORMAT", "CACHE_VERSION", "read_trt_calibration_cache",
@@ -83,17 +83,23 @@ def read_trt_calibration_cache(path: str | os.PathLike[str]) -> dict[str, float]
     return scales
 
 
-def write_trt_calibration_cache(scales: Mapping[str, float], path: str | os.PathLike[str], *,
-                                header: str = "TRT-8601-EntropyCalibration2") -> Path:
-    """Write {tensor: scale} as a TensorRT text calibration cache (atomically).
+def write_trt_calibration_cache(scales: Mapping[str, float],
+                                output: str | os.PathLike[str] | None = None, *,
+                                header: str = "TRT-8601-EntropyCalibration2",
+                                path: str | os.PathLike[str] | None = None) -> Path:
+    """Write {tensor: scale} to ``output`` as a TensorRT text calibration cache (atomically;
+    ``path=`` is its old name, deprecated).
 
     Useful for TensorRT 8.6 (JetPack 5), which builds INT8 from an FP32 ONNX plus a calibrator
     that reads this cache.
     """
+    output = renamed("path", "output", path, output, where="write_trt_calibration_cache")
+    if output is None:
+        raise ConfigError("write_trt_calibration_cache needs output=, the file to write")
     if not _TRT_HEADER.match(header):
         raise ConfigError(f"header {header!r} is not 'TRT-<version>-<Calibrator>'")
     lines = [header] + [f"{k}: {struct.pack('!f', float(v)).hex()}" for k, v in scales.items()]
-    return atomic_write_text(path, "\n".join(lines) + "\n", error=CalibrationError)
+    return atomic_write_text(output, "\n".join(lines) + "\n", error=CalibrationError)
 
 
 def _graph_tensor_names(model: Any) -> set[str]:

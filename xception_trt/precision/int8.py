@@ -1,5 +1,5 @@
 """INT8 variants: explicit Q/DQ nodes placed and calibrated for TensorRT (NVIDIA ModelOpt ONNX
-PTQ, the default) or for ONNX Runtime's CPU provider (``target="onnxruntime"``).
+PTQ, the default) or for ONNX Runtime's CPU provider (``placement="onnxruntime"``).
 
 ``modelopt.onnx.quantization.quantize`` with ``calibration_eps`` from :func:`calibration_eps` (GPU
 providers where onnxruntime-gpu and a GPU are present, else ``["cpu"]``). Its placement is the
@@ -13,7 +13,7 @@ classifier ``Gemm``) left in high precision, so the logits never pass through Q/
 factory. Several methods share one decode of
 the images and one worker process; :func:`auto_quantize_int8` keeps the best on held-out data.
 
-``target="onnxruntime"`` uses ONNX Runtime's own ``quantize_static`` (QDQ, per-channel INT8
+``placement="onnxruntime"`` uses ONNX Runtime's own ``quantize_static`` (QDQ, per-channel INT8
 weights, asymmetric uint8 activations on the inputs and outputs of every op it supports), the
 placement its CPU provider fuses into QLinearConv/QGemm kernels; ModelOpt's ONNX PTQ has no
 such placement (its activations are always symmetric int8, which ONNX Runtime leaves unfused
@@ -29,13 +29,14 @@ import logging
 import os
 import re
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import InputFormat, Precision, QuantTarget, StrEnum, check_int
-from ..errors import CalibrationError, ConfigError
+from ..config import InputFormat, Placement, Precision, StrEnum, check_int
+from ..errors import CalibrationError, ConfigError, renamed
 from ..extras import needs
 from ..fsio import check_writable_dir
 from ..onnx_meta import INPUT_NAME
@@ -129,15 +130,22 @@ class QuantizeResult:
     seconds: float
     scales: Mapping[str, float] = field(repr=False, default_factory=dict)
     skipped_images: tuple[tuple[str, str], ...] = ()
-    target: QuantTarget = QuantTarget.TENSORRT
+    placement: Placement = Placement.TENSORRT
     zero_points: Mapping[str, int] = field(repr=False, default_factory=dict)
+
+    @property
+    def target(self) -> Placement:
+        """Old name of :attr:`placement` (deprecated)."""
+        warnings.warn("QuantizeResult.target is deprecated; use .placement", DeprecationWarning,
+                      stacklevel=2)
+        return self.placement
 
     def summary(self) -> dict[str, Any]:
         """JSON-serialisable facts (no model, no scales)."""
         return {
             "path": str(self.path) if self.path else None,
             "method": self.method.value,
-            "target": self.target.value,
+            "target": self.placement.value,  # the JSON key keeps its old name
             "quantized_nodes": list(self.quantized_nodes),
             "excluded_nodes": list(self.excluded_nodes),
             "num_images": self.num_images,
@@ -176,7 +184,8 @@ def quantize_int8(onnx_model_or_path: Any, calibration_data: Any = None, *,
                   import_cache: str | os.PathLike[str] | None = None,
                   output: str | os.PathLike[str] | None = None,
                   progress: Progress | None = None,
-                  target: QuantTarget | str = QuantTarget.TENSORRT) -> QuantizeResult:
+                  placement: Placement | str | None = None,
+                  target: Placement | str | None = None) -> QuantizeResult:
     """Insert calibrated INT8 Q/DQ nodes (CPU calibration), placed for TensorRT or ONNX Runtime.
 
     Args:
@@ -208,11 +217,12 @@ def quantize_int8(onnx_model_or_path: Any, calibration_data: Any = None, *,
         progress: Called with ``(stage, done, total)``: images decoded
             (``"decode calibration images"``), then calibration batches fed per method
             (``"calibrate METHOD"``). The library itself never prints.
-        target: ``tensorrt`` (default; NVIDIA ModelOpt's placement, for engines) or
+        placement: ``tensorrt`` (default; NVIDIA ModelOpt's placement, for engines) or
             ``onnxruntime`` (ONNX Runtime's ``quantize_static`` placement, which its CPU
             provider fuses into QLinearConv/QGemm; TensorRT cannot build it). With
             ``onnxruntime``, ``high_precision`` must be fp32, ``int8_weights`` is implied (the
             weights are always stored as INT8) and ``import_cache`` is refused.
+        target: Old name of ``placement`` (deprecated).
 
     Returns:
         A :class:`QuantizeResult`.
@@ -223,12 +233,14 @@ def quantize_int8(onnx_model_or_path: Any, calibration_data: Any = None, *,
             failure.
         ConfigError: Bad option values.
     """
+    placement = renamed("target", "placement", target, placement, where="quantize_int8")
     results = _quantize_int8_methods(
         onnx_model_or_path, calibration_data, [method], num_images=num_images, seed=seed,
         batch_size=batch_size, percentile=percentile, exclude_nodes=exclude_nodes,
         exclude_op_types=exclude_op_types, exclude_depthwise=exclude_depthwise,
         high_precision=high_precision, int8_weights=int8_weights, cache_dir=cache_dir,
-        import_cache=import_cache, progress=progress, target=target)
+        import_cache=import_cache, progress=progress,
+        placement=placement or Placement.TENSORRT)
     result = next(iter(results.values()))
     if output is not None:
         result = _with_path(result, save_model(result.model, output))
@@ -262,7 +274,7 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
                            int8_weights: bool, cache_dir: str | os.PathLike[str] | None,
                            import_cache: str | os.PathLike[str] | None,
                            progress: Progress | None = None,
-                           target: QuantTarget | str = QuantTarget.TENSORRT
+                           placement: Placement | str = Placement.TENSORRT
                            ) -> dict[str, QuantizeResult]:
     """:func:`quantize_int8` for several methods: images are decoded once and every method
     runs in one ModelOpt subprocess. Returns {method: result} in the order given."""
@@ -276,7 +288,7 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
     high = Precision.parse(high_precision)
     if high not in HIGH_PRECISIONS:
         raise ConfigError("high_precision must be " + " or ".join(map(str, HIGH_PRECISIONS)))
-    qtarget = QuantTarget.parse(target)
+    qtarget = Placement.parse(placement)
     _check_target(qtarget, high=high, int8_weights=int8_weights, import_cache=import_cache)
     check_int(num_images, "num_images")
     check_int(batch_size, "batch_size")
@@ -316,7 +328,7 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
                        "int8_weights": bool(int8_weights),
                        "percentile": (float(percentile) if method is CalibrationMethod.PERCENTILE
                                       else None)}
-            if qtarget is not QuantTarget.TENSORRT:  # TensorRT entries keep their old names
+            if qtarget is not Placement.TENSORRT:  # TensorRT entries keep their old names
                 options["target"] = qtarget.value
             options_sha = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()
             job: dict[str, Any] = {
@@ -345,7 +357,7 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
                        "batch_size": static or batch_size}
                 # The target and the tool that calibrates for it (TensorRT entries keep their
                 # old key: no "target" field means tensorrt).
-                if qtarget is QuantTarget.TENSORRT:
+                if qtarget is Placement.TENSORRT:
                     key["modelopt"] = modelopt_version()
                 else:
                     key.update(target=qtarget.value, onnxruntime=_ort_version())
@@ -372,7 +384,7 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
             for job, st in zip(jobs, states):
                 if st["cache"] != "hit":
                     job["data_dir"] = str(tmp / "data")
-        ort = qtarget is QuantTarget.ONNXRUNTIME
+        ort = qtarget is Placement.ONNXRUNTIME
         outcomes = run_worker(
             {"jobs": jobs, "tmp_dir": str(tmp)}, what="INT8 calibration", progress=progress,
             **(dict(tool="ONNX Runtime's quantizer", requires=ORT_WORKER_NEEDS) if ort else {}))
@@ -393,7 +405,7 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
             write_entry(cache_path, st["key"], scales=scales, quantized_nodes=quantized,
                         excluded_nodes=not_quantized, seconds=outcome["seconds"],
                         zero_points=(outcome["zero_points"]
-                                     if qtarget is QuantTarget.ONNXRUNTIME else None))
+                                     if qtarget is Placement.ONNXRUNTIME else None))
         used = calib.count if calib is not None and st["cache"] != "hit" else 0
         # Only facts of the inputs go into the artifact: a cache hit, a miss and no cache at all
         # write the same bytes (whether the cache was hit is logged and in the result), so an
@@ -421,25 +433,25 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
             qmodel, None, method, quantized, not_quantized, used, st["cache"], cache_path,
             own + shared / len(states), scales, calib.skipped if calib else (), qtarget,
             {k: int(v) for k, v in outcome.get("zero_points", {}).items()}
-            if qtarget is QuantTarget.ONNXRUNTIME else {})
+            if qtarget is Placement.ONNXRUNTIME else {})
     return results
 
 
-def _check_target(target: QuantTarget, *, high: Precision, int8_weights: bool,
+def _check_target(target: Placement, *, high: Precision, int8_weights: bool,
                   import_cache: Any) -> None:
     """Refuse options that do not apply to the ONNX Runtime placement."""
-    if target is not QuantTarget.ONNXRUNTIME:
+    if target is not Placement.ONNXRUNTIME:
         return
     if high is not Precision.FP32:
-        raise ConfigError("target onnxruntime keeps what is not quantized in fp32 (ONNX "
+        raise ConfigError("placement onnxruntime keeps what is not quantized in fp32 (ONNX "
                           "Runtime's CPU provider has no fast fp16 kernels): drop "
-                          "high_precision=fp16, or use target tensorrt for engines")
+                          "high_precision=fp16, or use placement tensorrt for engines")
     if int8_weights:
-        raise ConfigError("target onnxruntime always stores the weights as INT8 initializers: "
+        raise ConfigError("placement onnxruntime always stores the weights as INT8 initializers: "
                           "drop int8_weights")
     if import_cache is not None:
         raise ConfigError("an imported cache holds symmetric scales for the TensorRT placement; "
-                          "target onnxruntime calibrates its own (asymmetric) ranges: give "
+                          "placement onnxruntime calibrates its own (asymmetric) ranges: give "
                           "calibration images instead (its scales are cached in cache_dir)")
 
 
@@ -454,7 +466,7 @@ def _ort_version() -> str:
 
 def ort_int8(onnx_model_or_path: Any, calibration_data: Any, **kw: Any) -> QuantizeResult:
     """The INT8 variant for ONNX Runtime (CPU): :func:`quantize_int8` with
-    ``target="onnxruntime"``.
+    ``placement="onnxruntime"``.
 
     For callers that run INT8 on ONNX Runtime (Triton's onnxruntime_onnx model, a bundle's CPU
     fallback): every Conv/Gemm becomes a QLinearConv/QGemm kernel.
@@ -468,11 +480,11 @@ def ort_int8(onnx_model_or_path: Any, calibration_data: Any, **kw: Any) -> Quant
     Returns:
         A :class:`QuantizeResult` whose model carries ``quant_target=onnxruntime``.
     """
-    if "target" in kw:
+    if "target" in kw or "placement" in kw:
         raise ConfigError("ort_int8 always places for onnxruntime; call quantize_int8 with "
-                          "target= for another placement")
-    return quantize_int8(onnx_model_or_path, calibration_data, target=QuantTarget.ONNXRUNTIME,
-                         **kw)
+                          "placement= for another placement")
+    return quantize_int8(onnx_model_or_path, calibration_data,
+                         placement=Placement.ONNXRUNTIME, **kw)
 
 
 def auto_quantize_int8(onnx_model_or_path: Any, calibration_data: Any, val_data: Any = None, *,
@@ -510,7 +522,10 @@ def auto_quantize_int8(onnx_model_or_path: Any, calibration_data: Any, val_data:
         seed=seed, batch_size=8, percentile=DEFAULT_PERCENTILE, exclude_nodes=(),
         exclude_op_types=(), exclude_depthwise=False, high_precision=Precision.FP32,
         int8_weights=False, cache_dir=DEFAULT_CACHE_DIR, import_cache=None, progress=None,
-        target=QuantTarget.TENSORRT)
+        placement=Placement.TENSORRT)
+    if "target" in kw:
+        kw["placement"] = renamed("target", "placement", kw.pop("target"),
+                                  kw.pop("placement", None), where="auto_quantize_int8")
     unknown = sorted(set(kw) - set(opts))
     if unknown:
         raise ConfigError(f"unknown option(s) for auto calibration: {', '.join(unknown)}")

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..bench import label_mapping
 from ..config import check_int
-from ..errors import BenchError, CalibrationError, ConfigError
+from ..errors import BenchError, CalibrationError, ConfigError, renamed
 from ..extras import needs
 from ..jsonable import JsonMixin, json_field, reorder
 from ..onnx_meta import INPUT_NAME
@@ -454,13 +454,17 @@ def sensitivity(onnx_model_or_path: Any, calibration_data: Any, val_data: Any, *
     return dataclasses.replace(result, calibration=qres.summary())
 
 
-def plot_sensitivity(result: SensitivityResult, path: str | os.PathLike[str], *,
-                     top: int = 40) -> Path:
-    """A horizontal bar chart of the ``top`` most sensitive nodes (KL; agreement annotated).
+def plot_sensitivity(result: SensitivityResult, output: str | os.PathLike[str] | None = None,
+                     *, top: int = 40, path: str | os.PathLike[str] | None = None) -> Path:
+    """A horizontal bar chart of the ``top`` most sensitive nodes (KL; agreement annotated),
+    written to ``output`` (``path=`` is its old name, deprecated).
 
     Raises:
         DependencyError: matplotlib is missing (the ``plot`` extra).
     """
+    output = renamed("path", "output", path, output, where="plot_sensitivity")
+    if output is None:
+        raise ConfigError("plot_sensitivity needs output=, the PNG file to write")
     from ..fsio import atomic_path
 
     with needs("sensitivity plots", extra="plot"):
@@ -483,7 +487,7 @@ def plot_sensitivity(result: SensitivityResult, path: str | os.PathLike[str], *,
                  f"(all nodes INT8: KL {result.full_int8.kl_mean:.3g}, agreement "
                  f"{100 * result.full_int8.agreement:.1f}%)", fontsize=9)
     ax.grid(True, axis="x", alpha=0.3)
-    path = Path(path)
+    path = Path(output)
     with atomic_path(path, error=BenchError) as tmp:
         fig.savefig(tmp, format="png")
     return path

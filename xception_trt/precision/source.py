@@ -12,7 +12,7 @@ from typing import Any
 
 from .. import __version__
 from ..config import InputFormat, ModelSpec, Precision
-from ..errors import CalibrationError, ConfigError, GraphError
+from ..errors import CalibrationError, ConfigError, GraphError, renamed
 from ..extras import needs
 from ..fsio import atomic_path
 from ..onnx_meta import INPUT_NAME, OUTPUT_NAME, OnnxMeta, load_onnx, read_metadata, write_metadata
@@ -121,12 +121,17 @@ def check_exclusions(model: Any, nodes: Sequence[str], op_types: Sequence[str]) 
                           f"{', '.join(sorted(present))}")
 
 
-def save_model(model: Any, path: str | os.PathLike[str]) -> Path:
-    """Write an ``onnx.ModelProto`` atomically (a failure leaves nothing behind)."""
+def save_model(model: Any, output: str | os.PathLike[str] | None = None, *,
+               path: str | os.PathLike[str] | None = None) -> Path:
+    """Write an ``onnx.ModelProto`` to ``output`` atomically (a failure leaves nothing behind;
+    ``path=`` is its old name, deprecated)."""
+    output = renamed("path", "output", path, output, where="save_model")
+    if output is None:
+        raise ConfigError("save_model needs output=, the .onnx file to write")
     with needs("writing ONNX files", extra="build"):
         import onnx
 
-    path = Path(path)
+    path = Path(output)
     with atomic_path(path, error=CalibrationError) as tmp:
         onnx.save(model, str(tmp))
     return path

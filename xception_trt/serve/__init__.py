@@ -14,7 +14,7 @@ Example::
 
     from xception_trt.serve import RepositoryOptions, TritonServer, TritonClient, write_repository
 
-    write_repository("model.onnx", "repo", options=RepositoryOptions(backend="python"))
+    write_repository("model.onnx", "repo", options=RepositoryOptions(triton_backend="python"))
     with TritonServer("repo") as server, TritonClient(server.http_url) as client:
         logits = client.infer("xception", batch)
 """

@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 from ..config import StrEnum, check_int
-from ..errors import ConfigError
+from ..errors import ConfigError, renamed, renamed_attribute
 
 __all__ = [
     "ServeBackend", "InstanceKind", "RepositoryOptions", "IMAGE_INPUT_NAME", "PREPROCESS_SUFFIX",
@@ -68,8 +68,9 @@ class RepositoryOptions:
     Attributes:
         name: Triton model name of the classifier; the preprocessing model and the ensemble
             are named ``<name>_preprocess`` and ``<name>_image``.
-        backend: ``native`` (Triton's TensorRT / ONNX Runtime backend) or ``python`` (our
-            Runner inside Triton's Python backend; the only option for checkpoints).
+        triton_backend: ``native`` (Triton's TensorRT / ONNX Runtime backend) or ``python``
+            (our Runner inside Triton's Python backend; the only option for checkpoints). Old
+            name ``backend=`` (deprecated).
         ensemble: Also write the image-bytes preprocessing model and the ensemble.
         max_batch_size: Triton ``max_batch_size``; ``None`` takes the engine profile's max batch,
             or 32 for a dynamic-batch ONNX/checkpoint. Must not exceed the engine's max batch.
@@ -90,7 +91,7 @@ class RepositoryOptions:
     """
 
     name: str = "xception"
-    backend: ServeBackend = ServeBackend.NATIVE
+    triton_backend: ServeBackend = ServeBackend.NATIVE
     ensemble: bool = False
     max_batch_size: int | None = None
     dynamic_batching: bool = True
@@ -103,15 +104,21 @@ class RepositoryOptions:
     runner_options: Mapping[str, Any] = field(default_factory=dict)
     preprocess_instances: int = 1
     version: int = 1
+    backend: InitVar[ServeBackend | str | None] = None  # old name of triton_backend
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, backend: ServeBackend | str | None) -> None:
         def set_(name: str, value: Any) -> None:
             object.__setattr__(self, name, value)
+
+        if backend is not None:
+            given = None if self.triton_backend is ServeBackend.NATIVE else self.triton_backend
+            set_("triton_backend", renamed("backend", "triton_backend", backend, given,
+                                           where="RepositoryOptions", stacklevel=4))
 
         if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
             raise ConfigError(f"model name {self.name!r} is not a valid Triton model name; use "
                               "letters, digits, '_', '-' and '.', starting with a letter or digit")
-        set_("backend", ServeBackend.parse(self.backend))
+        set_("triton_backend", ServeBackend.parse(self.triton_backend))
         set_("instance_kind", InstanceKind.parse(self.instance_kind))
         for key in ("instance_count", "preprocess_instances", "version"):
             set_(key, _at_least_one(getattr(self, key), key))
@@ -158,3 +165,6 @@ class RepositoryOptions:
     def ensemble_name(self) -> str:
         """Name of the ensemble that takes encoded images."""
         return self.name + ENSEMBLE_SUFFIX
+
+
+renamed_attribute(RepositoryOptions, "backend", "triton_backend")

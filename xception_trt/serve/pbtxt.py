@@ -90,7 +90,7 @@ def _instance_kind(source: ModelSource, options: RepositoryOptions) -> str:
         return "KIND_CPU"
     if source.kind is SourceKind.ENGINE or options.gpus:  # GPUs named: GPU instances
         return "KIND_GPU"
-    if options.backend is ServeBackend.NATIVE:
+    if options.triton_backend is ServeBackend.NATIVE:
         return "KIND_AUTO"
     return "KIND_CPU"
 
@@ -130,7 +130,7 @@ def classifier_config(source: ModelSource, options: RepositoryOptions, *, mbs: i
     in_dims = _io_dims(source.input_dims, mbs, source.fixed_batch)
     out_dims = _io_dims((source.num_classes,), mbs, source.fixed_batch)
     head = f"name: {_q(options.name)}\n"
-    if options.backend is ServeBackend.PYTHON:
+    if options.triton_backend is ServeBackend.PYTHON:
         head += 'backend: "python"\n'
     elif source.kind is SourceKind.ENGINE:
         head += 'platform: "tensorrt_plan"\n'
@@ -146,7 +146,7 @@ def classifier_config(source: ModelSource, options: RepositoryOptions, *, mbs: i
     text += _dynamic_batching(options, pref)
     text += _instance_group(_instance_kind(source, options), options.instance_count,
                             options.gpus)
-    if options.backend is ServeBackend.PYTHON:
+    if options.triton_backend is ServeBackend.PYTHON:
         text += _python_parameters(options, {
             PARAM_PREFIX + "artifact": source.path.name,
             PARAM_PREFIX + "runner_options": json.dumps(options.runner_options, sort_keys=True)})

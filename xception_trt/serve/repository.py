@@ -97,21 +97,21 @@ def plan_repository(source: ModelSource, options: RepositoryOptions) -> dict[str
             native backend, a batch larger than the engine profile, a TensorRT-RTX plan for
             Triton's TensorRT backend).
     """
-    if source.kind is SourceKind.CHECKPOINT and options.backend is ServeBackend.NATIVE:
+    if source.kind is SourceKind.CHECKPOINT and options.triton_backend is ServeBackend.NATIVE:
         raise ServeError(f"{source.path.name} is a checkpoint: Triton has no native backend for "
                          "it; export it to ONNX first (`xception-trt export`) or serve it with "
-                         "the Python backend (--backend python)")
-    if (source.kind is SourceKind.ENGINE and options.backend is ServeBackend.NATIVE
+                         "the Python backend (--triton-backend python)")
+    if (source.kind is SourceKind.ENGINE and options.triton_backend is ServeBackend.NATIVE
             and source.flavour == "tensorrt_rtx"):
         raise ServeError(f"{source.path.name} was built with TensorRT-RTX; Triton's tensorrt_plan "
                          "backend loads plans of NVIDIA TensorRT only — build the engine with "
                          "TensorRT (matching the Triton container's version) or use "
-                         "--backend python")
+                         "--triton-backend python")
     mbs, pref = _batching(source, options)
     version = str(options.version)
     files: dict[str, PlannedFile] = {}
     name = options.name
-    if options.backend is ServeBackend.PYTHON:
+    if options.triton_backend is ServeBackend.PYTHON:
         model_file = "model.py"
         files[f"{name}/{version}/model.py"] = _template("python_model.py")
         files[f"{name}/{version}/{source.path.name}"] = source.path

@@ -63,7 +63,7 @@ def import_flavour(name: str) -> TensorRTFlavour:
         version = str(module.__version__)
     except Exception as exc:  # a stub package or missing shared libraries
         raise BuildError(f"'{name}' is installed but cannot be imported ({type(exc).__name__}: "
-                         f"{exc}); reinstall it or choose another --backend") from None
+                         f"{exc}); reinstall it or choose another --flavour") from None
     return TensorRTFlavour(name, module, version)
 
 

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from .. import __version__
 from ..config import BuildConfig, Precision
-from ..errors import BuildError, EngineError
+from ..errors import BuildError, EngineError, renamed
 from ..fsio import (
     atomic_write_bytes,
     check_writable_dir,
@@ -167,7 +167,7 @@ def _first_gpu() -> dict[str, Any] | None:
 def _device_and_targets(flavour: TensorRTFlavour, config: BuildConfig
                         ) -> tuple[dict[str, Any] | None, list[str] | None]:
     if flavour.is_rtx:
-        targets = list(config.compute_capabilities) or None
+        targets = list(config.cc) or None
         if targets == ["CURRENT"]:
             gpu = _first_gpu()
             if gpu is None:
@@ -180,7 +180,7 @@ def _device_and_targets(flavour: TensorRTFlavour, config: BuildConfig
     if gpu is None:
         raise BuildError(f"NVIDIA TensorRT {flavour.version} builds engines on the GPU that will "
                          "run them and no GPU was found here; build on the target machine, or "
-                         "build RTX engines on this CPU with --backend tensorrt_rtx")
+                         "build RTX engines on this CPU with --flavour tensorrt_rtx")
     return gpu, None
 
 
@@ -562,11 +562,12 @@ def _write_outputs(engine_path: Path, plan_bytes: memoryview, sidecar: EngineSid
 
 
 def build_engine(onnx_path: str | os.PathLike[str], config: BuildConfig | None = None, *,
-                 engine_path: str | os.PathLike[str] | None = None,
-                 progress: BuildProgress | None = None, force: bool = False) -> EngineArtifact:
+                 output: str | os.PathLike[str] | None = None,
+                 progress: BuildProgress | None = None, force: bool = False,
+                 engine_path: str | os.PathLike[str] | None = None) -> EngineArtifact:
     """Build (or reuse) a TensorRT engine for one of our ONNX graphs, plus its JSON sidecar.
 
-    The engine is reused when ``engine_path`` and its sidecar exist and were built from the same
+    The engine is reused when ``output`` and its sidecar exist and were built from the same
     ONNX bytes with the same options by the same TensorRT flavour/version for the same
     device/targets (and the plan matches its recorded SHA-256); any difference rebuilds.
 
@@ -574,10 +575,11 @@ def build_engine(onnx_path: str | os.PathLike[str], config: BuildConfig | None =
         onnx_path: ONNX file written by ``xception-trt export`` / the precision step (it carries
             the ModelSpec and precision metadata).
         config: Build options (default :class:`BuildConfig`).
-        engine_path: Output plan; default ``onnx_path`` with suffix ``.engine``. The sidecar is
-            ``<engine_path>.json``.
+        output: The engine file (plan) to write; default ``onnx_path`` with suffix
+            ``.engine``. The sidecar is ``<output>.json``.
         progress: Receives TensorRT's progress (TensorRT 10+, TensorRT-RTX); ignored elsewhere.
         force: Rebuild even when an identical engine exists.
+        engine_path: Old name of ``output`` (deprecated).
 
     Returns:
         The :class:`EngineArtifact`.
@@ -590,14 +592,15 @@ def build_engine(onnx_path: str | os.PathLike[str], config: BuildConfig | None =
         Exception: Whatever ``progress`` raised (after TensorRT returned).
     """
     t0 = time.perf_counter()
+    output = renamed("engine_path", "output", engine_path, output, where="build_engine")
     config = config or BuildConfig()
     onnx_path = Path(onnx_path)
     meta: OnnxMeta = read_metadata(onnx_path)
-    engine_path = Path(engine_path) if engine_path is not None else onnx_path.with_suffix(".engine")
+    engine_path = Path(output) if output is not None else onnx_path.with_suffix(".engine")
     if engine_path.resolve() == onnx_path.resolve():
         raise BuildError(f"the engine path {engine_path} is the ONNX file itself; choose another")
 
-    flavour = resolve_flavour(config.backend)
+    flavour = resolve_flavour(config.flavour)
     precision = config.precision or meta.precision
     plan = network_and_precision_plan(flavour.name, flavour.version, precision)
     if meta.precision not in plan.onnx_precisions:

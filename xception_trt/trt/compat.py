@@ -226,10 +226,10 @@ def check_options(plan: BuildPlan, config: BuildConfig) -> list[str]:
         raise BuildError("DLA runs FP16 and INT8 only; an FP32 engine with --dla-core would run "
                          "every layer on the GPU (GPU fallback) or fail to build — use "
                          "--precision fp16 or int8 with --dla-core, or drop --dla-core")
-    if config.compute_capabilities and not plan.compute_capabilities:
+    if config.cc and not plan.compute_capabilities:
         raise BuildError(f"compute-capability targets are a TensorRT-RTX option; {name} builds "
                          "for the GPU it runs on — drop --cc (or use --hardware-compatible for "
-                         "any Ampere+ GPU, or --backend tensorrt_rtx)")
+                         "any Ampere+ GPU, or --flavour tensorrt_rtx)")
     if config.version_compatible and not plan.version_compatible:
         raise BuildError(f"{name} cannot build version-compatible engines (TensorRT-RTX engines "
                          "only load in the release that built them) — drop --version-compatible")
@@ -309,7 +309,7 @@ def engine_cache_key(*, onnx_sha256: str, options: Mapping[str, Any], flavour_na
 def rebuild_command(onnx_path: str, engine_path: str, config: BuildConfig, *,
                     precision: Precision | None = None) -> str:
     """The ``xception-trt build`` command line that rebuilds an engine with the same options
-    (without ``--backend``, which the caller adds for the runtime at hand)."""
+    (without ``--flavour``, which the caller adds for the runtime at hand)."""
     out_dir = str(engine_path).rsplit("/", 1)[0] if "/" in str(engine_path) else "."
     argv = ["xception-trt", "build", str(onnx_path), "-o", out_dir]
     prec = precision or config.precision
@@ -332,8 +332,8 @@ def rebuild_command(onnx_path: str, engine_path: str, config: BuildConfig, *,
         argv.append("--version-compatible")
     if config.hardware_compatible:
         argv.append("--hardware-compatible")
-    if config.compute_capabilities:
-        argv += ["--cc", *config.compute_capabilities]
+    if config.cc:
+        argv += ["--cc", *config.cc]
     return " ".join(shlex.quote(a) for a in argv)
 
 
@@ -365,7 +365,7 @@ def check_sidecar_compat(sidecar: EngineSidecar, flavour_name: str, version: str
             rebuilds it for this runtime.
     """
     built_flavour, built_version = sidecar.tensorrt.flavour, sidecar.tensorrt.version
-    fix = f"rebuild it here with: {sidecar.rebuild_command} --backend {flavour_name}"
+    fix = f"rebuild it here with: {sidecar.rebuild_command} --flavour {flavour_name}"
     built_cc = sidecar.device.compute_capability if sidecar.device else None
     built_on = f" on sm_{built_cc.replace('.', '')}" if built_cc else ""
     here = f"{flavour_name} {version}" + (f" on sm_{device_cc.replace('.', '')}"

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from ..contract import RunnerKind, TensorSpec, input_spec_for, output_spec_for
-from ..errors import EngineError
+from ..errors import EngineError, renamed
 from ..fsio import path_problem, sha256_bytes
 from ..onnx_meta import INPUT_NAME, OUTPUT_NAME
 from ..sidecar import EngineSidecar, read_sidecar
@@ -232,7 +232,8 @@ class TensorRTRunner(CudaRunnerBase):
     Args:
         engine_path: The serialized engine; its sidecar ``<engine>.json`` must sit next to it.
         device: CUDA device ordinal.
-        cuda_backend: ``cuda-python`` (default) or ``pycuda``.
+        cuda_binding: ``cuda-python`` (default) or ``pycuda``; old name ``cuda_backend=``
+            (deprecated).
         cuda_graphs: Replay CUDA graphs (lowest host overhead): NVIDIA TensorRT captures one
             graph per batch size, each from its own execution context (sharing one activation
             buffer); TensorRT-RTX uses its runtime CUDA-graph strategy. Refused at open with the
@@ -260,11 +261,15 @@ class TensorRTRunner(CudaRunnerBase):
     """
 
     def __init__(self, engine_path: str | os.PathLike[str], *, device: int = 0,
-                 cuda_backend: str = "cuda-python", cuda_graphs: bool = False,
+                 cuda_binding: str | None = None, cuda_graphs: bool = False,
                  check_finite: bool = False, gpu_timing: bool = False, name: str | None = None,
                  verify_sha256: bool = True,
-                 runtime_cache: str | os.PathLike[str] | None = None) -> None:
+                 runtime_cache: str | os.PathLike[str] | None = None,
+                 cuda_backend: str | None = None) -> None:
         from .compat import check_sidecar_compat
+
+        cuda_binding = renamed("cuda_backend", "cuda_binding", cuda_backend, cuda_binding,
+                               where="TensorRTRunner") or "cuda-python"
 
         path = Path(engine_path)
         self.path = path
@@ -290,7 +295,7 @@ class TensorRTRunner(CudaRunnerBase):
         flavour = import_flavour(sidecar.flavour)
         trt = flavour.module
         try:
-            cuda = CudaDevice(device, cuda_backend)
+            cuda = CudaDevice(device, cuda_binding)
         except EngineError as device_error:
             # Without a usable GPU, a version/flavour mismatch is still worth reporting first:
             # it needs a rebuild whatever GPU the engine will eventually run on.

@@ -47,7 +47,7 @@ class PycudaBackend(CudaBackend):
     """The optional ``pycuda`` backend, on the device's primary context (shared with TensorRT).
 
     pycuda has no CUDA graph API: :meth:`graphs_unsupported` says so (runners refuse
-    ``cuda_graphs=True`` at open; use ``cuda_backend='cuda-python'`` for graphs).
+    ``cuda_graphs=True`` at open; use ``cuda_binding='cuda-python'`` for graphs).
 
     Raises:
         DependencyError: pycuda is not installed.
@@ -102,7 +102,7 @@ class PycudaBackend(CudaBackend):
 
     def graphs_unsupported(self) -> str | None:
         return ("pycuda has no CUDA graph API (no release wraps stream capture); use "
-                "cuda_backend='cuda-python' for CUDA graphs, or cuda_graphs=False")
+                "cuda_binding='cuda-python' for CUDA graphs, or cuda_graphs=False")
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
