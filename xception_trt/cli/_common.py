@@ -18,7 +18,7 @@ from ..fsio import path_problem
 
 __all__ = ["add_command", "progress", "print_json", "arg_type", "bounded_int", "positive_int",
            "non_negative_int", "port_number", "path_argument", "check_paths", "check_input_path",
-           "check_output_path", "StageProgress", "runner_settings"]
+           "check_output_path", "StageProgress"]
 
 T = TypeVar("T")
 
@@ -186,15 +186,6 @@ positive_int = bounded_int(1)
 non_negative_int = bounded_int(0)
 #: argparse type: a TCP port number.
 port_number = bounded_int(1, 65535, noun="a port number")
-
-
-def runner_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The generic runner settings a command's flags give (``threads``, ``cuda_graphs``,
-    ``providers``), for :func:`xception_trt.runners.check_runner_options` and
-    :func:`xception_trt.runners.runner_options` (and as reports record them)."""
-    from ._options import RunnerArgs
-
-    return RunnerArgs.parse(args).settings()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..bundle.format import is_bundle
 from ..errors import ConfigError
+from ._common import _subparser
 
 if TYPE_CHECKING:
     from ..config import BuildConfig, CalibrationOptions
@@ -72,8 +73,6 @@ def resolve_deprecated(args: argparse.Namespace, parser: argparse.ArgumentParser
     Raises:
         ConfigError: The old and the new spelling were both given.
     """
-    from ._common import _subparser
-
     sub = _subparser(parser, getattr(args, "command", None) or "")
     if sub is None:
         return
@@ -452,3 +451,10 @@ def check_rules(args: argparse.Namespace, at: str) -> None:
     for rule in RULES:
         if at in rule.at and (problem := rule.problem(args)) is not None:
             raise ConfigError(problem)
+
+
+def runner_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The generic runner settings a command's flags give (``threads``, ``cuda_graphs``,
+    ``providers``), for :func:`xception_trt.runners.check_runner_options` and
+    :func:`xception_trt.runners.runner_options` (and as reports record them)."""
+    return RunnerArgs.parse(args).settings()

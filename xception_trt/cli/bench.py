@@ -15,9 +15,8 @@ from ._common import (
     path_argument,
     positive_int,
     progress,
-    runner_settings,
 )
-from ._options import RunnerArgs
+from ._options import RunnerArgs, runner_settings
 
 ORDER = 70
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import add_command, path_argument, positive_int, runner_settings
+from ._common import add_command, path_argument, positive_int
+from ._options import runner_settings
 from .bench import (
     REPORT_OUTPUT,
     add_report_options,
