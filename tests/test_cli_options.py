@@ -327,14 +327,14 @@ def test_every_command_spells_each_concept_the_same():
     import argparse
 
     from xception_trt.cli._options import CONCEPT_FLAGS
-    from xception_trt.config import Placement, TensorRTBackend
+    from xception_trt.config import Flavour, Placement
     from xception_trt.serve.options import ServeBackend
 
     def concept(action):
         choices = list(action.choices or ())
         if action.metavar == "SM" or action.dest.endswith("cc"):
             return "compute capability"
-        if choices == TensorRTBackend.choices():
+        if choices == Flavour.choices():
             return "TensorRT flavour"
         if "cuda-python" in choices:
             return "CUDA binding"

@@ -16,11 +16,12 @@ from .checkpoint import save_checkpoint as save_checkpoint
 from .classifier import Classifier as Classifier
 from .classifier import Prediction as Prediction
 from .config import BuildConfig as BuildConfig
+from .config import CalibrationOptions as CalibrationOptions
+from .config import Flavour as Flavour
 from .config import InputFormat as InputFormat
 from .config import ModelSpec as ModelSpec
+from .config import Placement as Placement
 from .config import Precision as Precision
-from .config import QuantTarget as QuantTarget
-from .config import TensorRTBackend as TensorRTBackend
 from .config import TrainConfig as TrainConfig
 from .contract import Runner as Runner
 from .errors import BenchError as BenchError
@@ -48,7 +49,9 @@ from .precision import to_fp16 as to_fp16
 from .precision.sensitivity import sensitivity as sensitivity
 from .precision.targeted import targeted_int8 as targeted_int8
 from .report import write_report as write_report
+from .runners import RunnerOptions as RunnerOptions
 from .runners import open_runner as open_runner
+from .sysinfo import machine_facts as machine_facts
 from .trt.builder import build_engine as build_engine
 
 __version__: str

@@ -22,6 +22,7 @@ __all__ = [
     "StrEnum",
     "check_int",
     "Precision",
+    "Flavour",
     "TensorRTBackend",
     "InputFormat",
     "Placement",
@@ -81,11 +82,16 @@ class Precision(StrEnum):
     INT8 = "int8"
 
 
-class TensorRTBackend(StrEnum):
-    """The TensorRT flavours (Python module names): NVIDIA TensorRT and TensorRT-RTX."""
+class Flavour(StrEnum):
+    """The TensorRT flavours (Python module names): NVIDIA TensorRT and TensorRT-RTX
+    (``--flavour``)."""
 
     TENSORRT = "tensorrt"
     TENSORRT_RTX = "tensorrt_rtx"
+
+
+#: The old name of :class:`Flavour` (kept as an alias).
+TensorRTBackend = Flavour
 
 
 class InputFormat(StrEnum):
@@ -434,7 +440,7 @@ class BuildConfig(JsonMixin):
         if self.precision is not None:
             set_("precision", Precision.parse(self.precision))
         if self.flavour is not None:  # stored as the plain value: it is part of cache keys
-            set_("flavour", TensorRTBackend.parse(self.flavour).value)
+            set_("flavour", Flavour.parse(self.flavour).value)
         for name in ("batch", "min_batch", "opt_batch", "max_batch"):
             _opt_int(name, getattr(self, name), 1)
         if self.batch is not None and any(

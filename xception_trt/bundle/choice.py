@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import InitVar, dataclass
 
-from ..config import DEFAULT_MAX_BATCH, Precision, StrEnum, TensorRTBackend
+from ..config import DEFAULT_MAX_BATCH, Flavour, Precision, StrEnum
 from ..errors import BuildError, EngineError, renamed, renamed_attribute
 from ..trt.compat import (
     check_sidecar_compat,
@@ -192,7 +192,7 @@ def _build_target(manifest: Manifest, facts: DeviceFacts, request: Request,
         rejected.append(Rejection("build", why))
         return None
     names: list[str] = ([request.flavour] if request.flavour
-                        else list(TensorRTBackend.choices()))
+                        else list(Flavour.choices()))
     for name in names:
         flavour = facts.flavour(name)
         if flavour is None:

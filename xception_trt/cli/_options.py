@@ -140,16 +140,16 @@ class BuildConfigArgs:
     @staticmethod
     def add(p: argparse.ArgumentParser) -> None:
         """Add the batch profile and the ``TensorRT`` group."""
-        from ..config import TensorRTBackend
+        from ..config import Flavour
         from ._common import path_argument, positive_int
 
         BatchProfileArgs.add(p)
         trt = p.add_argument_group("TensorRT")
         flavour = trt.add_argument(
-            "--flavour", choices=TensorRTBackend.choices(), default=None,
+            "--flavour", choices=Flavour.choices(), default=None,
             help="TensorRT flavour (default: NVIDIA TensorRT if it imports and a GPU is "
                  "present, else TensorRT-RTX)")
-        deprecated_alias(trt, "--backend", flavour, choices=TensorRTBackend.choices())
+        deprecated_alias(trt, "--backend", flavour, choices=Flavour.choices())
         add_cc_flag(trt, help="TensorRT-RTX compute-capability targets, e.g. sm86 sm89 sm120, "
                               "or current (needs a GPU) (default: TensorRT-RTX's portable "
                               "Ampere+ set)")

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from types import ModuleType
 
-from ..config import TensorRTBackend
+from ..config import Flavour
 from ..errors import BuildError
 
 __all__ = ["TensorRTFlavour", "FLAVOURS", "available_flavours", "probed_flavours",
@@ -41,7 +41,7 @@ class TensorRTFlavour:
 
 
 #: Module names in order of preference when no flavour is asked for.
-FLAVOURS = tuple(TensorRTBackend.choices())
+FLAVOURS = tuple(Flavour.choices())
 
 
 def import_flavour(name: str) -> TensorRTFlavour:

@@ -39,7 +39,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import BuildConfig, Precision, TensorRTBackend, normalise_compute_capability
+from ..config import BuildConfig, Flavour, Precision, normalise_compute_capability
 from ..errors import BuildError, EngineError
 from ..jsonable import JsonMixin, json_field
 from ..sidecar import SIDECAR_SCHEMA, EngineSidecar
@@ -174,7 +174,7 @@ def network_and_precision_plan(flavour_name: str, version: str | Sequence[int],
                    "query"))
     if flavour_name != "tensorrt":
         raise BuildError(f"unknown TensorRT flavour {flavour_name!r}; choose one of: "
-                         f"{', '.join(TensorRTBackend.choices())}")
+                         f"{', '.join(Flavour.choices())}")
     if ver < (8, 6):
         raise BuildError(f"TensorRT {'.'.join(map(str, ver))} is too old: xception-trt needs "
                          "TensorRT 8.6 (JetPack 5) or newer; upgrade TensorRT/JetPack")
