@@ -286,3 +286,66 @@ def test_build_refuses_before_long_steps(tiny_checkpoint, tmp_path):
     with pytest.raises(ConfigError):
         build(source=tiny_checkpoint, output=tmp_path / "o", precisions=["fp8"], config=rtx)
     assert not (tmp_path / "o").exists()  # nothing exported
+
+
+def _count_reads(monkeypatch, path: Path) -> dict[str, int]:
+    """Count the parses (``onnx.load``, the metadata reader) and hashes (``sha256_file``, in
+    every xception_trt module that imported it) of ``path`` from here on."""
+    import sys
+
+    import onnx
+
+    from xception_trt import fsio, onnx_meta
+
+    counts = {"parse": 0, "hash": 0}
+    target = Path(path).resolve()
+
+    def counting(kind, real):
+        def wrapper(f, *a, **kw):
+            if isinstance(f, (str, os.PathLike)) and Path(f).resolve() == target:
+                counts[kind] += 1
+            return real(f, *a, **kw)
+        return wrapper
+
+    load = counting("parse", onnx.load)
+    monkeypatch.setattr(onnx, "load", load)
+    monkeypatch.setattr(onnx, "load_model", load)
+    monkeypatch.setattr(onnx_meta, "_scan_metadata",
+                        counting("parse", onnx_meta._scan_metadata))
+    real_hash = fsio.sha256_file
+    for name, module in list(sys.modules.items()):
+        if name.startswith("xception_trt") and getattr(module, "sha256_file", None) is real_hash:
+            monkeypatch.setattr(module, "sha256_file", counting("hash", real_hash))
+    return counts
+
+
+def test_build_from_onnx_parses_and_hashes_the_source_once(tiny_onnx_files, tmp_path,
+                                                           monkeypatch):
+    _needs_rtx()
+    import xception_trt.trt.builder  # noqa: F401 - imported before the counting starts
+
+    source = tmp_path / "src" / "tiny.onnx"
+    source.parent.mkdir()
+    shutil.copy(tiny_onnx_files["float"], source)
+    counts = _count_reads(monkeypatch, source)
+    result = build(source, tmp_path / "e", config=BuildConfig(
+        backend="tensorrt_rtx", max_batch=2, compute_capabilities=("sm86",)))
+    assert [e.precision for e in result.engines] == [Precision.FP32]
+    assert counts == {"parse": 1, "hash": 1}
+    side = result.engines[0].artifact.sidecar
+    assert side.onnx["sha256"] == sha256_file(source)  # the digest carried is the file's
+
+
+def test_build_result_engine_and_onnx_by_precision(tiny_checkpoint, image_folder, tmp_path):
+    _needs_rtx()
+    result = build(tiny_checkpoint, tmp_path / "e", precisions=["fp16", "fp32"],
+                   calibration=image_folder, config=BuildConfig(
+                       backend="tensorrt_rtx", max_batch=2, compute_capabilities=("sm86",)))
+    assert result.engine("fp16") == tmp_path / "e" / "tiny.fp16.engine"
+    assert result.engine(Precision.FP32) == tmp_path / "e" / "tiny.fp32.engine"
+    assert result.onnx("fp16") == tmp_path / "e" / "tiny.fp16.onnx"
+    assert result.onnx("fp32") == tmp_path / "e" / "tiny.onnx"
+    with pytest.raises(ConfigError, match=r"no int8 engine was built \(built: fp16, fp32\)"):
+        result.engine("int8")
+    with pytest.raises(ConfigError, match="no int8 engine"):
+        result.onnx(Precision.INT8)

@@ -27,14 +27,14 @@ import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import BuildConfig, InputFormat, Precision, QuantTarget, check_int
 from .errors import BuildError, ConfigError, GraphError, XceptionTRTError
 from .fsio import atomic_write_json, path_problem, sha256_file
-from .onnx_meta import read_metadata
+from .onnx_meta import OnnxSource, read_metadata
 from .precision import (
     AutoQuantizeResult,
     CalibrationMethod,
@@ -225,12 +225,41 @@ class BuildResult:
         export: The checkpoint's export (``None`` when the source was an ONNX file).
         variants: The FP16 / INT8 variants made or reused for the engines.
         engines: One engine per precision asked, in that order.
+        graphs: The ONNX graph each engine was built from, by precision.
     """
 
     layout: ArtifactLayout
     export: ExportOutcome | None
     variants: tuple[VariantOutcome, ...]
     engines: tuple[EngineOutcome, ...]
+    graphs: Mapping[Precision, Path] = field(default_factory=dict)
+
+    def _built(self, precision: Precision | str) -> EngineOutcome:
+        prec: Precision = Precision.parse(precision)
+        for outcome in self.engines:
+            if outcome.precision is prec:
+                return outcome
+        built = ", ".join(e.precision.value for e in self.engines) or "none"
+        raise ConfigError(f"no {prec.value} engine was built (built: {built}); ask for it with "
+                          f"precisions=[..., {prec.value!r}]")
+
+    def engine(self, precision: Precision | str) -> Path:
+        """The engine file of ``precision`` (``"fp16"`` or :class:`Precision`).
+
+        Raises:
+            ConfigError: No engine of that precision was built (the message lists those built).
+        """
+        return self._built(precision).artifact.path
+
+    def onnx(self, precision: Precision | str) -> Path:
+        """The ONNX graph the engine of ``precision`` was built from (the FP32 export, the
+        source ONNX, or an FP16 / INT8 variant).
+
+        Raises:
+            ConfigError: No engine of that precision was built (the message lists those built).
+        """
+        outcome = self._built(precision)
+        return self.graphs.get(outcome.precision) or Path(outcome.artifact.sidecar.onnx["path"])
 
 
 class PipelineCallbacks:
@@ -342,7 +371,7 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return entries if isinstance(entries, dict) else {}
 
 
-def make_variant(*, fp32_onnx: str | os.PathLike[str], precision: Precision | str,
+def make_variant(*, fp32_onnx: str | os.PathLike[str] | OnnxSource, precision: Precision | str,
                  layout: ArtifactLayout, calibration: str | os.PathLike[str] | None = None,
                  calibration_method: CalibrationMethod | str | None = None,
                  num_images: int | None = None, force: bool = False,
@@ -350,7 +379,8 @@ def make_variant(*, fp32_onnx: str | os.PathLike[str], precision: Precision | st
     """Make the FP16 or INT8 variant of an FP32 graph, or reuse the one the manifest vouches for.
 
     Args:
-        fp32_onnx: The FP32 graph (an xception-trt export).
+        fp32_onnx: The FP32 graph (an xception-trt export), or that file already read
+            (:class:`~xception_trt.onnx_meta.OnnxSource`: its SHA-256 is not computed again).
         precision: ``fp16`` or ``int8``.
         layout: Where the variant, the manifest and the calibration cache go.
         calibration: Folder of calibration images: needed for INT8; FP16 checks ranges on them
@@ -380,9 +410,11 @@ def make_variant(*, fp32_onnx: str | os.PathLike[str], precision: Precision | st
     if prec is Precision.INT8 and not calibration:
         raise BuildError("an int8 engine needs calibration images: pass --calib DIR (a few "
                          "hundred representative images)")
-    fp32_onnx = Path(fp32_onnx)
+    from_sha256 = (fp32_onnx.sha256 if isinstance(fp32_onnx, OnnxSource)
+                   else sha256_file(fp32_onnx))
+    fp32_onnx = fp32_onnx.path if isinstance(fp32_onnx, OnnxSource) else Path(fp32_onnx)
     target = layout.onnx(prec)
-    recipe: dict[str, Any] = {"from_sha256": sha256_file(fp32_onnx),
+    recipe: dict[str, Any] = {"from_sha256": from_sha256,
                               "calib": calibration_fingerprint(calibration),
                               "calib_method": method}
     if num_images is not None:  # only when chosen: manifests written without it stay valid
@@ -423,7 +455,8 @@ def export_step(callbacks: PipelineCallbacks, *, checkpoint: Path, output: Path,
     return outcome
 
 
-def variant_step(callbacks: PipelineCallbacks, *, fp32_onnx: Path, precision: Precision,
+def variant_step(callbacks: PipelineCallbacks, *, fp32_onnx: Path | OnnxSource,
+                 precision: Precision,
                  layout: ArtifactLayout, calibration: str | os.PathLike[str] | None,
                  calibration_method: CalibrationMethod | str | None) -> VariantOutcome:
     """:func:`make_variant` between its progress and outcome hooks, its calibration progress
@@ -436,26 +469,27 @@ def variant_step(callbacks: PipelineCallbacks, *, fp32_onnx: Path, precision: Pr
     return outcome
 
 
-def _refuse_ort_placement(onnx_path: Path) -> None:
+def _refuse_ort_placement(source: OnnxSource) -> None:
     """An INT8 graph placed for ONNX Runtime (uint8 activations with zero points) is no
     TensorRT input: say so before TensorRT's parser fails on it."""
-    if read_metadata(onnx_path).quant_target is QuantTarget.ONNXRUNTIME:
-        raise BuildError(f"{onnx_path} is an INT8 graph placed for ONNX Runtime (quantize "
+    if source.meta.quant_target is QuantTarget.ONNXRUNTIME:
+        raise BuildError(f"{source.path} is an INT8 graph placed for ONNX Runtime (quantize "
                          "--target onnxruntime: asymmetric uint8 activations, which TensorRT "
                          "cannot build); build from the FP32 graph, or quantize with --target "
                          "tensorrt")
 
 
-def _build_one(onnx_path: Path, precision: Precision, config: BuildConfig,
+def _build_one(graph: Path | OnnxSource, precision: Precision, config: BuildConfig,
                layout: ArtifactLayout, force: bool, callbacks: PipelineCallbacks
                ) -> EngineOutcome:
-    _refuse_ort_placement(onnx_path)
+    source = OnnxSource.of(graph)  # read once: the checks and the builder share it
+    _refuse_ort_placement(source)
     # imported here, not at the top: an installation without the builder module still runs
     # export and variants (the demo reports its engines step as not runnable)
     from .trt.builder import build_engine
 
     with callbacks.engine_progress(precision) as progress:
-        art = build_engine(onnx_path, config.replace(precision=precision),
+        art = build_engine(source, config.replace(precision=precision),
                            engine_path=layout.engine(precision), progress=progress, force=force)
     outcome = EngineOutcome(precision, art)
     callbacks.on_engine(outcome)
@@ -511,7 +545,7 @@ def _timing_cache_dir(config: BuildConfig, output: Path, *, enabled: bool,
     return None if is_rtx else str(output / "timing-cache")
 
 
-def build(*, source: str | os.PathLike[str], output: str | os.PathLike[str],
+def build(source: str | os.PathLike[str], output: str | os.PathLike[str], *,
           precisions: Sequence[Precision | str] | None = None,
           calibration: str | os.PathLike[str] | None = None,
           calibration_method: CalibrationMethod | str | None = None, name: str | None = None,
@@ -570,9 +604,12 @@ def build(*, source: str | os.PathLike[str], output: str | os.PathLike[str],
         raise BuildError(f"calibration folder {calibration} {problem}")
     is_onnx = source.suffix.lower() == ".onnx"
     flavour = resolve_flavour(config.backend)  # fail before a long export if nothing can build
-    if is_onnx:
-        _refuse_ort_placement(source)
-    src_precision = read_metadata(source).precision if is_onnx else Precision.FP32
+    # an ONNX source is parsed and hashed here, once: the checks, the variants' recipe and the
+    # engine build take this value instead of reading the file again
+    onnx_source = OnnxSource.read(source) if is_onnx else None
+    if onnx_source is not None:
+        _refuse_ort_placement(onnx_source)
+    src_precision = onnx_source.meta.precision if onnx_source is not None else Precision.FP32
     wanted = list(dict.fromkeys(Precision.parse(p) for p in (precisions or [src_precision])))
     # Calibration makes the FP16/INT8 variants of an FP32 graph: a graph built as it is (an
     # INT8 Q/DQ graph from `quantize`, say) needs none, and must not seem to use any.
@@ -595,15 +632,18 @@ def build(*, source: str | os.PathLike[str], output: str | os.PathLike[str],
 
     layout = ArtifactLayout.in_folder(out, stem=name or source.stem.split(".")[0])
     export = None
-    if is_onnx:
-        fp32_onnx = source
+    fp32_onnx: Path | OnnxSource
+    if onnx_source is not None:
+        fp32_onnx = onnx_source
     else:
         export = export_step(callbacks, checkpoint=source, output=layout.onnx(Precision.FP32),
                              opset=opset, input_format=input_format)
         fp32_onnx = export.path
 
     variants, engines = [], []
+    graphs: dict[Precision, Path] = {}
     for precision in wanted:  # variant then engine, one precision after the other
+        onnx_path: Path | OnnxSource
         if precision is src_precision:
             onnx_path = fp32_onnx
         elif src_precision is Precision.FP32:
@@ -617,4 +657,5 @@ def build(*, source: str | os.PathLike[str], output: str | os.PathLike[str],
                              "engine is made from the FP32 graph — pass the checkpoint or the "
                              "FP32 ONNX")
         engines.append(_build_one(onnx_path, precision, base, layout, force, callbacks))
-    return BuildResult(layout, export, tuple(variants), tuple(engines))
+        graphs[precision] = onnx_path.path if isinstance(onnx_path, OnnxSource) else onnx_path
+    return BuildResult(layout, export, tuple(variants), tuple(engines), graphs)
