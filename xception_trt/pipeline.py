@@ -1,8 +1,12 @@
 """One pipeline from a checkpoint to TensorRT engines: export, precision variants, engines.
 
-``xception-trt build`` (:func:`build`) and the demo both go through here, so a file made by
-one is reused by the other's rules too. Each stage reuses its previous output when nothing it
-depends on changed, and says so (``reused`` in its result):
+``xception-trt build`` (:func:`build`), the bundle writer and the demo all run these steps
+through one runner (:class:`Steps`: each step reports through :class:`PipelineCallbacks` and
+returns a :class:`StepOutcome` - ran, cached, skipped or failed), so a file made by one is
+reused by the others' rules too. Each ONNX graph a step uses is read and hashed once
+(:class:`~xception_trt.onnx_meta.OnnxSource`) and that value is handed down. Each stage
+reuses its previous output when nothing it depends on changed, and says so (``reused`` in its
+result):
 
 - **export** (:func:`export_checkpoint`): checkpoint -> cleaned FP32 ONNX with a dynamic batch.
   Reused when the file's metadata names the same checkpoint (SHA-256), opset and input format.
@@ -26,7 +30,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,11 +53,12 @@ if TYPE_CHECKING:  # only for annotations: importing trt.builder stays lazy (see
     from .export import ExportResult
     from .trt.builder import BuildProgress, EngineArtifact
 
-__all__ = ["AUTO_CALIBRATION", "CALIBRATION_CHOICES", "ArtifactLayout", "BuildResult",
-           "EngineFailure", "EngineOutcome", "EnginesResult", "ExportOutcome",
-           "PipelineCallbacks", "VariantOutcome", "build", "build_engines",
-           "calibration_fingerprint", "export_checkpoint", "export_step", "make_variant",
-           "parse_calibration_method", "variant_step"]
+__all__ = ["AUTO_CALIBRATION", "CACHED", "CALIBRATION_CHOICES", "FAILED", "RAN", "SKIPPED",
+           "ArtifactLayout", "BuildResult", "EngineFailure", "EngineJob", "EngineOutcome",
+           "EnginesResult", "ExportOutcome", "PipelineCallbacks", "StepOutcome", "Steps",
+           "VariantOutcome", "build", "build_engines", "calibration_fingerprint",
+           "export_checkpoint", "export_step", "make_variant", "parse_calibration_method",
+           "variant_step"]
 
 log = logging.getLogger(__name__)
 
@@ -456,15 +461,16 @@ def export_step(callbacks: PipelineCallbacks, *, checkpoint: Path, output: Path,
 
 
 def variant_step(callbacks: PipelineCallbacks, *, fp32_onnx: Path | OnnxSource,
-                 precision: Precision,
-                 layout: ArtifactLayout, calibration: str | os.PathLike[str] | None,
-                 calibration_method: CalibrationMethod | str | None) -> VariantOutcome:
+                 precision: Precision, layout: ArtifactLayout,
+                 calibration: str | os.PathLike[str] | None,
+                 calibration_method: CalibrationMethod | str | None,
+                 num_images: int | None = None, force: bool = False) -> VariantOutcome:
     """:func:`make_variant` between its progress and outcome hooks, its calibration progress
     going to ``callbacks.on_progress``."""
     callbacks.on_progress(f"{precision.value} variant", 0, None)
     outcome = make_variant(fp32_onnx=fp32_onnx, precision=precision, layout=layout,
                            calibration=calibration, calibration_method=calibration_method,
-                           progress=callbacks.on_progress)
+                           num_images=num_images, force=force, progress=callbacks.on_progress)
     callbacks.on_variant(outcome)
     return outcome
 
@@ -479,28 +485,214 @@ def _refuse_ort_placement(source: OnnxSource) -> None:
                          "tensorrt")
 
 
-def _build_one(graph: Path | OnnxSource, precision: Precision, config: BuildConfig,
-               layout: ArtifactLayout, force: bool, callbacks: PipelineCallbacks
-               ) -> EngineOutcome:
-    source = OnnxSource.of(graph)  # read once: the checks and the builder share it
+def _build_one(source: OnnxSource, job: EngineJob, output: Path, force: bool,
+               callbacks: PipelineCallbacks) -> EngineOutcome:
     _refuse_ort_placement(source)
     # imported here, not at the top: an installation without the builder module still runs
     # export and variants (the demo reports its engines step as not runnable)
     from .trt.builder import build_engine
 
-    with callbacks.engine_progress(precision) as progress:
-        art = build_engine(source, config.replace(precision=precision),
-                           engine_path=layout.engine(precision), progress=progress, force=force)
-    outcome = EngineOutcome(precision, art)
+    with callbacks.engine_progress(job.precision) as progress:
+        art = build_engine(source, job.config.replace(precision=job.precision),
+                           engine_path=output, progress=progress, force=force)
+    outcome = EngineOutcome(job.precision, art)
     callbacks.on_engine(outcome)
     return outcome
+
+
+# ---------------------------------------------------------------------------------------------
+# the step runner: build, the bundle writer and the demo run the same steps through it
+
+#: How a step went; the demo's step records use the same words.
+RAN, CACHED, SKIPPED, FAILED = "ran", "cached", "skipped", "failed"
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """One step of the export -> variants -> engines sequence and how it went.
+
+    Attributes:
+        step: ``export``, the variant's precision (``fp16``, ``int8``) or ``engines``.
+        status: :data:`RAN`, :data:`CACHED` (every output reused), :data:`SKIPPED` or
+            :data:`FAILED` (an engine failed with ``keep_going``).
+        detail: Why it was skipped or what failed (empty otherwise).
+        export: The export (``export`` step).
+        variant: The variant (a variant step).
+        engines: The engines built or reused (``engines`` step), in the order asked.
+        failures: The engines that failed (``engines`` step with ``keep_going``).
+    """
+
+    step: str
+    status: str
+    detail: str = ""
+    export: ExportOutcome | None = None
+    variant: VariantOutcome | None = None
+    engines: tuple[EngineOutcome, ...] = ()
+    failures: tuple[EngineFailure, ...] = ()
+
+
+@dataclass(frozen=True)
+class EngineJob:
+    """One engine to build from the graph of its precision.
+
+    Attributes:
+        precision: The engine's precision (it is built from the graph of that precision).
+        config: Build options (the precision is set from ``precision``).
+        output: The plan file (``None``: :meth:`ArtifactLayout.engine` of the runner's layout).
+    """
+
+    precision: Precision
+    config: BuildConfig
+    output: Path | None = None
+
+
+class Steps:
+    """Runs the pipeline's steps over one layout and keeps what they made for the next ones.
+
+    Each step (:meth:`export`, :meth:`variant`, :meth:`engines`) reports through the
+    :class:`PipelineCallbacks` hooks and returns a :class:`StepOutcome`; :meth:`run` is the
+    whole sequence of ``xception-trt build``. Every ONNX graph a step uses is read once
+    (:class:`~xception_trt.onnx_meta.OnnxSource`: metadata and SHA-256) and that value is
+    handed to the variants' recipe and the engine builds.
+
+    Args:
+        layout: Where the files go.
+        callbacks: Progress hooks.
+    """
+
+    def __init__(self, layout: ArtifactLayout, *, callbacks: PipelineCallbacks | None = None
+                 ) -> None:
+        self.layout = layout
+        self.callbacks = callbacks or PipelineCallbacks()
+        self._graphs: dict[Precision, Path | OnnxSource] = {}
+
+    # -- the graphs ----------------------------------------------------------------------------
+    def use(self, precision: Precision, graph: str | os.PathLike[str] | OnnxSource) -> None:
+        """Take ``graph`` as the graph of ``precision`` (an ONNX source, a carried variant);
+        a path is read when a step first needs it."""
+        self._graphs[precision] = graph if isinstance(graph, OnnxSource) else Path(graph)
+
+    def graph(self, precision: Precision) -> OnnxSource:
+        """The graph of ``precision``, read once.
+
+        Raises:
+            BuildError: No step made or took a graph of that precision.
+            GraphError: The file is not a usable xception-trt ONNX graph.
+        """
+        graph = self._graphs.get(precision)
+        if graph is None:
+            raise BuildError(f"there is no {precision.value} graph to build from: make the "
+                             f"{precision.value} variant of the FP32 graph first")
+        if not isinstance(graph, OnnxSource):
+            graph = self._graphs[precision] = OnnxSource.read(graph)
+        return graph
+
+    @property
+    def graphs(self) -> dict[Precision, Path]:
+        """The file of each graph made or taken so far, by precision."""
+        return {p: g.path if isinstance(g, OnnxSource) else g for p, g in self._graphs.items()}
+
+    # -- the steps -----------------------------------------------------------------------------
+    def export(self, checkpoint: str | os.PathLike[str], *, opset: int | None = None,
+               input_format: InputFormat | str = InputFormat.FLOAT_NCHW,
+               force: bool = False) -> StepOutcome:
+        """Export ``checkpoint`` to the layout's FP32 graph (or reuse it): :func:`export_step`.
+        """
+        outcome = export_step(self.callbacks, checkpoint=Path(checkpoint),
+                              output=self.layout.onnx(Precision.FP32), opset=opset,
+                              input_format=input_format, force=force)
+        self.use(Precision.FP32, outcome.path)
+        return StepOutcome("export", CACHED if outcome.reused else RAN, export=outcome)
+
+    def variant(self, precision: Precision, *, calibration: str | os.PathLike[str] | None,
+                calibration_method: CalibrationMethod | str | None = None,
+                num_images: int | None = None, force: bool = False) -> StepOutcome:
+        """Make (or reuse) the FP16 / INT8 variant of the FP32 graph: :func:`make_variant`
+        between its hooks, its calibration progress going to ``callbacks.on_progress``."""
+        outcome = variant_step(self.callbacks, fp32_onnx=self.graph(Precision.FP32),
+                               precision=precision, layout=self.layout, calibration=calibration,
+                               calibration_method=calibration_method, num_images=num_images,
+                               force=force)
+        self.use(precision, outcome.path)
+        return StepOutcome(precision.value, CACHED if outcome.reused else RAN, variant=outcome)
+
+    def engines(self, jobs: Sequence[EngineJob], *, force: bool = False,
+                keep_going: bool = False) -> StepOutcome:
+        """Build (or reuse) each engine from the graph of its precision.
+
+        Args:
+            jobs: The engines, built in this order.
+            force: Rebuild even when an identical engine exists.
+            keep_going: Record a failed engine (status :data:`FAILED`) and build the others
+                instead of raising.
+
+        Raises:
+            ImportError: The TensorRT builder module cannot be imported in this installation.
+            BuildError / GraphError: An engine failed (without ``keep_going``).
+        """
+        engines, failures = [], []
+        for job in jobs:
+            try:
+                engines.append(_build_one(self.graph(job.precision), job,
+                                          job.output or self.layout.engine(job.precision),
+                                          force, self.callbacks))
+            except XceptionTRTError as exc:
+                if not keep_going:
+                    raise
+                log.warning("the %s engine failed: %s", job.precision.value, exc)
+                failures.append(EngineFailure(job.precision, exc))
+        status = (FAILED if failures else
+                  CACHED if engines and all(e.artifact.cache_hit for e in engines) else RAN)
+        detail = "; ".join(f"{f.precision.value}: {f.error}" for f in failures)
+        return StepOutcome("engines", status, detail, engines=tuple(engines),
+                           failures=tuple(failures))
+
+    def run(self, source: Path | OnnxSource, precisions: Sequence[Precision], *,
+            config: BuildConfig, calibration: str | os.PathLike[str] | None = None,
+            calibration_method: CalibrationMethod | str | None = None,
+            opset: int | None = None, input_format: InputFormat | str = InputFormat.FLOAT_NCHW,
+            force: bool = False) -> Iterator[StepOutcome]:
+        """The sequence of ``xception-trt build``: the FP32 graph (exported from a checkpoint,
+        or the ONNX source as it is), then per precision its variant (when the source is the
+        FP32 graph and the precision is another) and its engine.
+
+        Args:
+            source: A checkpoint, or an ONNX file already read.
+            precisions: The engines, in this order.
+            config: Build options of every engine.
+            calibration / calibration_method: For the variants (see :func:`make_variant`).
+            opset / input_format: For the export (see :func:`export_checkpoint`).
+            force: Rebuild the engines even when identical ones exist.
+
+        Yields:
+            A :class:`StepOutcome` per step, as it finishes.
+
+        Raises:
+            BuildError: A variant asked from a graph that is not FP32; and what the steps raise.
+        """
+        if isinstance(source, OnnxSource):
+            src_precision = source.meta.precision
+            self.use(src_precision, source)
+        else:
+            src_precision = Precision.FP32
+            yield self.export(source, opset=opset, input_format=input_format)
+        for precision in precisions:  # variant then engine, one precision after the other
+            if precision is not src_precision:
+                if src_precision is not Precision.FP32:
+                    path = source.path if isinstance(source, OnnxSource) else source
+                    raise BuildError(f"{path} is a {src_precision.value} graph; a "
+                                     f"{precision.value} engine is made from the FP32 graph — "
+                                     "pass the checkpoint or the FP32 ONNX")
+                yield self.variant(precision, calibration=calibration,
+                                   calibration_method=calibration_method)
+            yield self.engines([EngineJob(precision, config)], force=force)
 
 
 def build_engines(*, onnx: Mapping[Precision | str, str | os.PathLike[str]],
                   config: BuildConfig, layout: ArtifactLayout, force: bool = False,
                   keep_going: bool = False, callbacks: PipelineCallbacks | None = None
                   ) -> EnginesResult:
-    """Build (or reuse) one TensorRT engine per ONNX graph.
+    """Build (or reuse) one TensorRT engine per ONNX graph (:meth:`Steps.engines`).
 
     Args:
         onnx: The graph of each precision (the engine gets that precision).
@@ -518,18 +710,14 @@ def build_engines(*, onnx: Mapping[Precision | str, str | os.PathLike[str]],
         ImportError: The TensorRT builder module cannot be imported in this installation.
         BuildError / GraphError: An engine failed (without ``keep_going``).
     """
-    callbacks = callbacks or PipelineCallbacks()
-    engines, failures = [], []
+    steps = Steps(layout, callbacks=callbacks)
+    jobs = []
     for name, path in onnx.items():
         precision: Precision = Precision.parse(name)
-        try:
-            engines.append(_build_one(Path(path), precision, config, layout, force, callbacks))
-        except XceptionTRTError as exc:
-            if not keep_going:
-                raise
-            log.warning("the %s engine failed: %s", precision.value, exc)
-            failures.append(EngineFailure(precision, exc))
-    return EnginesResult(tuple(engines), tuple(failures))
+        steps.use(precision, path)
+        jobs.append(EngineJob(precision, config))
+    outcome = steps.engines(jobs, force=force, keep_going=keep_going)
+    return EnginesResult(outcome.engines, outcome.failures)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -631,31 +819,13 @@ def build(source: str | os.PathLike[str], output: str | os.PathLike[str], *,
         check_options(network_and_precision_plan(flavour.name, flavour.version, precision), base)
 
     layout = ArtifactLayout.in_folder(out, stem=name or source.stem.split(".")[0])
-    export = None
-    fp32_onnx: Path | OnnxSource
-    if onnx_source is not None:
-        fp32_onnx = onnx_source
-    else:
-        export = export_step(callbacks, checkpoint=source, output=layout.onnx(Precision.FP32),
-                             opset=opset, input_format=input_format)
-        fp32_onnx = export.path
-
-    variants, engines = [], []
-    graphs: dict[Precision, Path] = {}
-    for precision in wanted:  # variant then engine, one precision after the other
-        onnx_path: Path | OnnxSource
-        if precision is src_precision:
-            onnx_path = fp32_onnx
-        elif src_precision is Precision.FP32:
-            variant = variant_step(callbacks, fp32_onnx=fp32_onnx, precision=precision,
-                                   layout=layout, calibration=calibration,
-                                   calibration_method=calibration_method)
-            variants.append(variant)
-            onnx_path = variant.path
-        else:
-            raise BuildError(f"{source} is a {src_precision.value} graph; a {precision.value} "
-                             "engine is made from the FP32 graph — pass the checkpoint or the "
-                             "FP32 ONNX")
-        engines.append(_build_one(onnx_path, precision, base, layout, force, callbacks))
-        graphs[precision] = onnx_path.path if isinstance(onnx_path, OnnxSource) else onnx_path
+    steps = Steps(layout, callbacks=callbacks)
+    export, variants, engines = None, [], []
+    for outcome in steps.run(onnx_source or source, wanted, config=base, calibration=calibration,
+                             calibration_method=calibration_method, opset=opset,
+                             input_format=input_format, force=force):
+        export = outcome.export or export
+        variants += [outcome.variant] if outcome.variant is not None else []
+        engines += outcome.engines
+    graphs = {e.precision: steps.graphs[e.precision] for e in engines}
     return BuildResult(layout, export, tuple(variants), tuple(engines), graphs)
