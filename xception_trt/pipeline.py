@@ -33,7 +33,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .config import BuildConfig, InputFormat, Precision, QuantTarget, check_int
 from .errors import BuildError, ConfigError, GraphError, XceptionTRTError
@@ -507,28 +507,26 @@ def _build_one(source: OnnxSource, job: EngineJob, output: Path, force: bool,
 RAN, CACHED, SKIPPED, FAILED = "ran", "cached", "skipped", "failed"
 
 
+_T = TypeVar("_T")
+
+
 @dataclass(frozen=True)
-class StepOutcome:
+class StepOutcome(Generic[_T]):
     """One step of the export -> variants -> engines sequence and how it went.
 
     Attributes:
         step: ``export``, the variant's precision (``fp16``, ``int8``) or ``engines``.
         status: :data:`RAN`, :data:`CACHED` (every output reused), :data:`SKIPPED` or
             :data:`FAILED` (an engine failed with ``keep_going``).
+        value: What the step made: an :class:`ExportOutcome`, a :class:`VariantOutcome` or an
+            :class:`EnginesResult`.
         detail: Why it was skipped or what failed (empty otherwise).
-        export: The export (``export`` step).
-        variant: The variant (a variant step).
-        engines: The engines built or reused (``engines`` step), in the order asked.
-        failures: The engines that failed (``engines`` step with ``keep_going``).
     """
 
     step: str
     status: str
+    value: _T
     detail: str = ""
-    export: ExportOutcome | None = None
-    variant: VariantOutcome | None = None
-    engines: tuple[EngineOutcome, ...] = ()
-    failures: tuple[EngineFailure, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -592,21 +590,27 @@ class Steps:
         """The file of each graph made or taken so far, by precision."""
         return {p: g.path if isinstance(g, OnnxSource) else g for p, g in self._graphs.items()}
 
+    def digest(self, path: str | os.PathLike[str]) -> str | None:
+        """The SHA-256 of ``path`` when it is a graph already read (``None`` otherwise)."""
+        return next((g.sha256 for g in self._graphs.values()
+                     if isinstance(g, OnnxSource) and g.path == Path(path)), None)
+
     # -- the steps -----------------------------------------------------------------------------
     def export(self, checkpoint: str | os.PathLike[str], *, opset: int | None = None,
                input_format: InputFormat | str = InputFormat.FLOAT_NCHW,
-               force: bool = False) -> StepOutcome:
+               force: bool = False) -> StepOutcome[ExportOutcome]:
         """Export ``checkpoint`` to the layout's FP32 graph (or reuse it): :func:`export_step`.
         """
         outcome = export_step(self.callbacks, checkpoint=Path(checkpoint),
                               output=self.layout.onnx(Precision.FP32), opset=opset,
                               input_format=input_format, force=force)
         self.use(Precision.FP32, outcome.path)
-        return StepOutcome("export", CACHED if outcome.reused else RAN, export=outcome)
+        return StepOutcome("export", CACHED if outcome.reused else RAN, outcome)
 
     def variant(self, precision: Precision, *, calibration: str | os.PathLike[str] | None,
                 calibration_method: CalibrationMethod | str | None = None,
-                num_images: int | None = None, force: bool = False) -> StepOutcome:
+                num_images: int | None = None, force: bool = False
+                ) -> StepOutcome[VariantOutcome]:
         """Make (or reuse) the FP16 / INT8 variant of the FP32 graph: :func:`make_variant`
         between its hooks, its calibration progress going to ``callbacks.on_progress``."""
         outcome = variant_step(self.callbacks, fp32_onnx=self.graph(Precision.FP32),
@@ -614,10 +618,10 @@ class Steps:
                                calibration_method=calibration_method, num_images=num_images,
                                force=force)
         self.use(precision, outcome.path)
-        return StepOutcome(precision.value, CACHED if outcome.reused else RAN, variant=outcome)
+        return StepOutcome(precision.value, CACHED if outcome.reused else RAN, outcome)
 
     def engines(self, jobs: Sequence[EngineJob], *, force: bool = False,
-                keep_going: bool = False) -> StepOutcome:
+                keep_going: bool = False) -> StepOutcome[EnginesResult]:
         """Build (or reuse) each engine from the graph of its precision.
 
         Args:
@@ -644,14 +648,14 @@ class Steps:
         status = (FAILED if failures else
                   CACHED if engines and all(e.artifact.cache_hit for e in engines) else RAN)
         detail = "; ".join(f"{f.precision.value}: {f.error}" for f in failures)
-        return StepOutcome("engines", status, detail, engines=tuple(engines),
-                           failures=tuple(failures))
+        return StepOutcome("engines", status, EnginesResult(tuple(engines), tuple(failures)),
+                           detail)
 
     def run(self, source: Path | OnnxSource, precisions: Sequence[Precision], *,
             config: BuildConfig, calibration: str | os.PathLike[str] | None = None,
             calibration_method: CalibrationMethod | str | None = None,
             opset: int | None = None, input_format: InputFormat | str = InputFormat.FLOAT_NCHW,
-            force: bool = False) -> Iterator[StepOutcome]:
+            force: bool = False) -> Iterator[StepOutcome[Any]]:
         """The sequence of ``xception-trt build``: the FP32 graph (exported from a checkpoint,
         or the ONNX source as it is), then per precision its variant (when the source is the
         FP32 graph and the precision is another) and its engine.
@@ -716,8 +720,7 @@ def build_engines(*, onnx: Mapping[Precision | str, str | os.PathLike[str]],
         precision: Precision = Precision.parse(name)
         steps.use(precision, path)
         jobs.append(EngineJob(precision, config))
-    outcome = steps.engines(jobs, force=force, keep_going=keep_going)
-    return EnginesResult(outcome.engines, outcome.failures)
+    return steps.engines(jobs, force=force, keep_going=keep_going).value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -824,8 +827,11 @@ def build(source: str | os.PathLike[str], output: str | os.PathLike[str], *,
     for outcome in steps.run(onnx_source or source, wanted, config=base, calibration=calibration,
                              calibration_method=calibration_method, opset=opset,
                              input_format=input_format, force=force):
-        export = outcome.export or export
-        variants += [outcome.variant] if outcome.variant is not None else []
-        engines += outcome.engines
+        if isinstance(outcome.value, ExportOutcome):
+            export = outcome.value
+        elif isinstance(outcome.value, VariantOutcome):
+            variants.append(outcome.value)
+        else:
+            engines += outcome.value.engines
     graphs = {e.precision: steps.graphs[e.precision] for e in engines}
     return BuildResult(layout, export, tuple(variants), tuple(engines), graphs)

@@ -10,6 +10,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,7 @@ from ..config import BuildConfig, Precision
 from ..data import Dataset
 from ..errors import CheckpointError, DataError, DependencyError, XceptionTRTError
 from ..fsio import atomic_write_json, check_writable_dir, sha256_file
-from ..onnx_meta import read_metadata
-from ..pipeline import ArtifactLayout, build_engines, export_checkpoint, make_variant
+from ..pipeline import ArtifactLayout, EngineJob, PipelineCallbacks, Steps
 from ..train import load_resume_state, resume_path, train
 from .config import (
     DEMO_SPEC_FIELDS,
@@ -39,6 +39,20 @@ log = logging.getLogger(__name__)
 
 def _key(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class _PipelineHooks(PipelineCallbacks):
+    """The pipeline steps' hooks in the demo: INT8 calibration progress goes to the demo's
+    ``on_progress``; a step's start (``("export", 0, None)``, ``("int8 variant", 0, None)``)
+    does not, the demo announces its steps itself."""
+
+    def __init__(self, callbacks: DemoCallbacks) -> None:
+        self.callbacks = callbacks
+
+    def on_progress(self, stage: str, done: int, total: int | None) -> None:
+        if total is None and done == 0 and (stage == "export" or stage.endswith(" variant")):
+            return
+        self.callbacks.on_progress(stage, done, total)
 
 
 class _Demo:
@@ -63,6 +77,7 @@ class _Demo:
         self.report_dir: Path | None = None
         self._runners: list[tuple[str, Any]] | None = None
         self._runner_errors: list[str] = []
+        self._steps: Steps | None = None
 
     # -- step driver -------------------------------------------------------------------------
     def status(self, name: str) -> str | None:
@@ -116,15 +131,16 @@ class _Demo:
             raise CheckpointError("there is no demo checkpoint: the train step has not run")
         return self.checkpoint
 
-    def _artifacts(self) -> Path:
-        return self.work / "artifacts" / sha256_file(self.need_checkpoint())[:12]
-
-    def _layout(self, engine_dir: Path | None = None) -> ArtifactLayout:
-        """``artifacts/<checkpoint>/fp32.onnx`` ... (one folder per checkpoint), the calibration
-        cache shared by all."""
-        art = self._artifacts()
-        return ArtifactLayout(onnx_dir=art, engine_dir=engine_dir or art / "engines",
-                              calibration_cache_dir=self.work / "calibration-cache")
+    def pipeline(self) -> Steps:
+        """The pipeline's step runner over ``artifacts/<checkpoint>/fp32.onnx`` ... (one folder
+        per checkpoint, its engines in ``engines/``; the calibration cache shared by all)."""
+        if self._steps is None:
+            art = self.work / "artifacts" / sha256_file(self.need_checkpoint())[:12]
+            self._steps = Steps(ArtifactLayout(
+                onnx_dir=art, engine_dir=art / "engines",
+                calibration_cache_dir=self.work / "calibration-cache"),
+                callbacks=_PipelineHooks(self.cb))
+        return self._steps
 
     # -- steps ---------------------------------------------------------------------------------
     def step_data(self) -> tuple[str, str, dict[str, str]]:
@@ -196,25 +212,26 @@ class _Demo:
         return "ran", detail, {"checkpoint": str(ckpt), "resume_state": str(state_path)}
 
     def step_export(self) -> tuple[str, str, dict[str, str]]:
-        res = export_checkpoint(checkpoint=self.need_checkpoint(),
-                                output=self._layout().onnx(Precision.FP32), force=self.force)
+        step = self.pipeline().export(self.need_checkpoint(), force=self.force)
+        res = step.value
         self.onnx["fp32"] = res.path
         if res.result is None:
-            return "cached", f"reused {res.path}", {"fp32": str(res.path)}
+            return step.status, f"reused {res.path}", {"fp32": str(res.path)}
         exp, rep = res.result, res.result.report
         parity = f"; {exp.parity.summary()}" if exp.parity is not None else ""
         detail = (f"opset {exp.opset}, dynamic batch, {exp.exporter} exporter; cleanup "
                   f"{rep.before.num_nodes} -> {rep.after.num_nodes} nodes, "
                   f"{(rep.file_size or 0) / 2**20:.2f} MiB{parity}")
-        return "ran", detail, {"fp32": str(res.path)}
+        return step.status, detail, {"fp32": str(res.path)}
 
     def step_fp16(self) -> tuple[str, str, dict[str, str]]:
-        v = make_variant(fp32_onnx=self.onnx["fp32"], precision=Precision.FP16,
-                         layout=self._layout(), calibration=self.need_data().calibration,
-                         force=self.force)
+        step = self.pipeline().variant(Precision.FP16, calibration=self.need_data().calibration,
+                                    force=self.force)
+        v = step.value
         self.onnx["fp16"] = v.path
-        kept = (read_metadata(v.path).json_field("fp16") or {}).get("fp32_nodes", [])
-        return ("cached" if v.reused else "ran"), (
+        meta = self.pipeline().graph(Precision.FP16).meta  # read once; its engine reuses it
+        kept = (meta.json_field("fp16") or {}).get("fp32_nodes", [])
+        return step.status, (
             f"ModelOpt AutoCast: FP16 weights and activations, FP32 I/O, {len(kept)} node(s) "
             f"kept in FP32 ({v.path.stat().st_size / 2**20:.2f} MiB)"), {"fp16": str(v.path)}
 
@@ -222,16 +239,17 @@ class _Demo:
         data, c = self.need_data(), self.config
         # at most the calibration split (asking the calibrator for more only logs a warning)
         num_images = min(c.calibration_images, len(data.dataset("calibration")))
-        v = make_variant(fp32_onnx=self.onnx["fp32"], precision=Precision.INT8,
-                         layout=self._layout(), calibration=data.calibration,
-                         calibration_method=c.calibration_method, num_images=num_images,
-                         force=self.force, progress=self.cb.on_progress)
+        step = self.pipeline().variant(Precision.INT8, calibration=data.calibration,
+                                    calibration_method=c.calibration_method,
+                                    num_images=num_images, force=self.force)
+        v = step.value
         self.onnx["int8"] = v.path
         q = v.quantize
         if q is None:
-            calib = read_metadata(v.path).json_field("calibration") or {}
+            meta = self.pipeline().graph(Precision.INT8).meta  # read once; its engine reuses it
+            calib = meta.json_field("calibration") or {}
             method = calib.get("method", c.calibration_method)
-            return "cached", (f"reused the calibrated INT8 graph {v.path.name} "
+            return step.status, (f"reused the calibrated INT8 graph {v.path.name} "
                               f"(method {method})"), {"int8": str(v.path)}
         if v.auto is not None:
             tried = ", ".join(f"{r.name} {r.top1:.2f}%" for r in v.auto.metrics
@@ -244,7 +262,7 @@ class _Demo:
         detail = (f"ModelOpt PTQ Q/DQ, {how}: {len(q.quantized_nodes)} node(s) INT8, "
                   f"{len(q.excluded_nodes)} kept in high precision, {q.num_images} calibration "
                   f"images ({cache})")
-        return "ran", detail, {"int8": str(v.path),
+        return step.status, detail, {"int8": str(v.path),
                                **({"cache": str(q.cache_path)} if q.cache_path else {})}
 
     def step_engines(self) -> tuple[str, str, dict[str, str]]:
@@ -274,10 +292,14 @@ class _Demo:
                                "runs the engine, and none is usable here: "
                                + "; ".join(req.missing_engine)), {}
         flavour = flavours[backend]
-        engine_dir = self._artifacts() / "engines" / f"{backend}-{'-'.join(targets) or 'gpu'}"
-        res = build_engines(onnx=self.onnx, config=BuildConfig(
-            backend=backend, max_batch=self.config.max_batch, compute_capabilities=targets),
-            layout=self._layout(engine_dir), force=self.force, keep_going=True)
+        steps = self.pipeline()
+        engine_dir = steps.layout.engine_dir / f"{backend}-{'-'.join(targets) or 'gpu'}"
+        config = BuildConfig(backend=backend, max_batch=self.config.max_batch,
+                             compute_capabilities=targets)
+        layout = replace(steps.layout, engine_dir=engine_dir)
+        step = steps.engines([EngineJob(Precision.parse(p), config, layout.engine(p))
+                              for p in self.onnx], force=self.force, keep_going=True)
+        res = step.value
         built, artifacts = [], {}
         for e in res.engines:
             art, prec = e.artifact, e.precision.value
@@ -291,10 +313,7 @@ class _Demo:
         detail = (f"{flavour.name} {flavour.version} {where}: "
                   + (", ".join(built) if built else "nothing built") + run_note
                   + ("" if not failed else "; FAILED: " + " | ".join(failed)))
-        if failed:
-            return "failed", detail, artifacts
-        hits = sum(e.artifact.cache_hit for e in res.engines)
-        return ("cached" if built and hits == len(built) else "ran"), detail, artifacts
+        return step.status, detail, artifacts
 
     def runners(self) -> list[tuple[str, Any]]:
         """Open (once) every runner that can run here: torch, ONNX Runtime, TensorRT."""
