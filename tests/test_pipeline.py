@@ -349,3 +349,35 @@ def test_build_result_engine_and_onnx_by_precision(tiny_checkpoint, image_folder
         result.engine("int8")
     with pytest.raises(ConfigError, match="no int8 engine"):
         result.onnx(Precision.INT8)
+
+
+def test_step_runner_outcomes(tiny_checkpoint, tiny_onnx_files, image_folder, tmp_path):
+    """Steps: each step says ran / cached / failed (with the reason) and keeps what it made
+    for the next; run() is build's sequence."""
+    _needs_rtx()
+    from xception_trt.pipeline import CACHED, FAILED, RAN, EngineJob, Steps
+
+    cfg = BuildConfig(backend="tensorrt_rtx", max_batch=2, compute_capabilities=("sm86",))
+    layout = ArtifactLayout.in_folder(tmp_path / "e", stem="tiny")
+    first = list(Steps(layout).run(tiny_checkpoint, [Precision.FP16], config=cfg,
+                                   calibration=image_folder))
+    assert [(o.step, o.status) for o in first] == [("export", RAN), ("fp16", RAN),
+                                                  ("engines", RAN)]
+    again = Steps(layout)
+    second = list(again.run(tiny_checkpoint, [Precision.FP16], config=cfg,
+                            calibration=image_folder))
+    assert [(o.step, o.status) for o in second] == [("export", CACHED), ("fp16", CACHED),
+                                                   ("engines", CACHED)]
+    assert again.graphs == {Precision.FP32: layout.onnx("fp32"), Precision.FP16:
+                            layout.onnx("fp16")}
+    assert again.graph(Precision.FP16).meta.precision is Precision.FP16
+    # an FP16 engine asked from the FP32 graph fails: recorded with keep_going, the other built
+    steps = Steps(layout)
+    steps.use(Precision.FP32, tiny_onnx_files["float"])
+    steps.use(Precision.FP16, tiny_onnx_files["float"])
+    out = steps.engines([EngineJob(Precision.FP16, cfg), EngineJob(Precision.FP32, cfg)],
+                        keep_going=True)
+    assert out.status == FAILED and "fp16: " in out.detail and "fp16 engine was asked" in out.detail
+    assert [e.precision for e in out.value.engines] == [Precision.FP32]
+    with pytest.raises(BuildError, match="no int8 graph"):
+        steps.engines([EngineJob(Precision.INT8, cfg)])
