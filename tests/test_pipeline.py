@@ -288,30 +288,30 @@ def test_build_refuses_before_long_steps(tiny_checkpoint, tmp_path):
     assert not (tmp_path / "o").exists()  # nothing exported
 
 
-def _count_reads(monkeypatch, path: Path) -> dict[str, int]:
-    """Count the parses (``onnx.load``, the metadata reader) and hashes (``sha256_file``, in
-    every xception_trt module that imported it) of ``path`` from here on."""
+def _count_reads(monkeypatch, *paths: Path) -> dict[str, dict[str, int]]:
+    """Count, per file of ``paths`` from here on, its full parses (``onnx.load``), metadata
+    reads (the top-level scan) and hashes (``sha256_file``, in every xception_trt module that
+    imported it)."""
     import sys
 
     import onnx
 
     from xception_trt import fsio, onnx_meta
 
-    counts = {"parse": 0, "hash": 0}
-    target = Path(path).resolve()
+    counts = {Path(p).name: {"parse": 0, "scan": 0, "hash": 0} for p in paths}
+    names = {Path(p).resolve(): Path(p).name for p in paths}
 
     def counting(kind, real):
         def wrapper(f, *a, **kw):
-            if isinstance(f, (str, os.PathLike)) and Path(f).resolve() == target:
-                counts[kind] += 1
+            if isinstance(f, (str, os.PathLike)) and Path(f).resolve() in names:
+                counts[names[Path(f).resolve()]][kind] += 1
             return real(f, *a, **kw)
         return wrapper
 
     load = counting("parse", onnx.load)
     monkeypatch.setattr(onnx, "load", load)
     monkeypatch.setattr(onnx, "load_model", load)
-    monkeypatch.setattr(onnx_meta, "_scan_metadata",
-                        counting("parse", onnx_meta._scan_metadata))
+    monkeypatch.setattr(onnx_meta, "_scan_metadata", counting("scan", onnx_meta._scan_metadata))
     real_hash = fsio.sha256_file
     for name, module in list(sys.modules.items()):
         if name.startswith("xception_trt") and getattr(module, "sha256_file", None) is real_hash:
@@ -331,9 +331,29 @@ def test_build_from_onnx_parses_and_hashes_the_source_once(tiny_onnx_files, tmp_
     result = build(source, tmp_path / "e", config=BuildConfig(
         backend="tensorrt_rtx", max_batch=2, compute_capabilities=("sm86",)))
     assert [e.precision for e in result.engines] == [Precision.FP32]
-    assert counts == {"parse": 1, "hash": 1}
+    # one metadata read (the top-level fields, not the graph) and one hash; on the code
+    # before this test: four full parses (onnx.load) and one hash
+    assert counts == {"tiny.onnx": {"parse": 0, "scan": 1, "hash": 1}}
     side = result.engines[0].artifact.sidecar
     assert side.onnx["sha256"] == sha256_file(source)  # the digest carried is the file's
+
+
+def test_build_reads_each_graph_once(tiny_checkpoint, image_folder, tmp_path, monkeypatch):
+    """A rebuild from a checkpoint (export and variant reused, engines cached) parses no graph
+    in full and hashes each once: the variant's manifest check and its engine share the
+    digest."""
+    _needs_rtx()
+    import xception_trt.trt.builder  # noqa: F401 - imported before the counting starts
+
+    kw = dict(precisions=["fp32", "fp16"], calibration=image_folder, config=BuildConfig(
+        backend="tensorrt_rtx", max_batch=2, compute_capabilities=("sm86",)))
+    first = build(tiny_checkpoint, tmp_path / "e", **kw)
+    counts = _count_reads(monkeypatch, first.onnx("fp32"), first.onnx("fp16"))
+    again = build(tiny_checkpoint, tmp_path / "e", **kw)
+    assert all(e.artifact.cache_hit for e in again.engines)
+    # the export's reuse check reads the FP32 metadata, the steps read it with its digest
+    assert counts == {"tiny.onnx": {"parse": 0, "scan": 2, "hash": 1},
+                      "tiny.fp16.onnx": {"parse": 0, "scan": 1, "hash": 1}}
 
 
 def test_build_result_engine_and_onnx_by_precision(tiny_checkpoint, image_folder, tmp_path):

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from .config import BuildConfig, InputFormat, Precision, QuantTarget, check_int
 from .errors import BuildError, ConfigError, GraphError, XceptionTRTError
 from .fsio import atomic_write_json, path_problem, sha256_file
-from .onnx_meta import OnnxSource, read_metadata
+from .onnx_meta import OnnxSource, read_file_metadata
 from .precision import (
     AutoQuantizeResult,
     CalibrationMethod,
@@ -154,6 +154,7 @@ class VariantOutcome:
         recipe: What the variant was made from (as recorded in the manifest).
         quantize: The INT8 calibration's result (``None`` for FP16 or when reused).
         auto: Every method tried, with ``calibration_method="auto"`` (else ``None``).
+        sha256: The file's SHA-256, as checked against (or written to) the manifest.
     """
 
     precision: Precision
@@ -162,6 +163,7 @@ class VariantOutcome:
     recipe: Mapping[str, Any]
     quantize: QuantizeResult | None = None
     auto: AutoQuantizeResult | None = None
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -327,7 +329,7 @@ def export_checkpoint(*, checkpoint: str | os.PathLike[str], output: str | os.Pa
     fmt = InputFormat.parse(input_format)
     if not force and target.is_file():
         try:
-            meta = read_metadata(target)
+            meta = read_file_metadata(target)  # the metadata only, not the graph
             settings = meta.json_field("export") or {}
             if (meta.raw.get("source_sha256") == sha256_file(checkpoint)
                     and settings.get("opset") == opset
@@ -426,10 +428,11 @@ def make_variant(*, fp32_onnx: str | os.PathLike[str] | OnnxSource, precision: P
         recipe["num_images"] = num_images
     entries = _read_manifest(layout.manifest)
     entry = entries.get(prec.value) or {}
-    if (not force and entry.get("recipe") == recipe and target.is_file()
-            and sha256_file(target) == entry.get("sha256")):
-        log.info("reusing %s (made from the same graph and calibration data)", target)
-        return VariantOutcome(prec, target, True, recipe)
+    if not force and entry.get("recipe") == recipe and target.is_file():
+        digest = sha256_file(target)
+        if digest == entry.get("sha256"):
+            log.info("reusing %s (made from the same graph and calibration data)", target)
+            return VariantOutcome(prec, target, True, recipe, sha256=digest)
     quantize = auto = None
     if prec is Precision.FP16:
         to_fp16(fp32_onnx, calibration, output=target)
@@ -445,9 +448,10 @@ def make_variant(*, fp32_onnx: str | os.PathLike[str] | OnnxSource, precision: P
                 kw["method"] = method
             quantize = quantize_int8(fp32_onnx, calibration, output=target,
                                      cache_dir=layout.calibration_cache_dir, **kw)
-    entries[prec.value] = {"recipe": recipe, "sha256": sha256_file(target)}
+    digest = sha256_file(target)
+    entries[prec.value] = {"recipe": recipe, "sha256": digest}
     atomic_write_json(layout.manifest, entries, error=BuildError)
-    return VariantOutcome(prec, target, False, recipe, quantize, auto)
+    return VariantOutcome(prec, target, False, recipe, quantize, auto, digest)
 
 
 def export_step(callbacks: PipelineCallbacks, *, checkpoint: Path, output: Path,
@@ -544,6 +548,14 @@ class EngineJob:
     output: Path | None = None
 
 
+@dataclass(frozen=True)
+class _Unread:
+    """A graph a step made or took, read when a step first needs it."""
+
+    path: Path
+    sha256: str | None = None  # computed by the step that made it
+
+
 class Steps:
     """Runs the pipeline's steps over one layout and keeps what they made for the next ones.
 
@@ -562,13 +574,14 @@ class Steps:
                  ) -> None:
         self.layout = layout
         self.callbacks = callbacks or PipelineCallbacks()
-        self._graphs: dict[Precision, Path | OnnxSource] = {}
+        self._graphs: dict[Precision, _Unread | OnnxSource] = {}
 
     # -- the graphs ----------------------------------------------------------------------------
     def use(self, precision: Precision, graph: str | os.PathLike[str] | OnnxSource) -> None:
         """Take ``graph`` as the graph of ``precision`` (an ONNX source, a carried variant);
         a path is read when a step first needs it."""
-        self._graphs[precision] = graph if isinstance(graph, OnnxSource) else Path(graph)
+        self._graphs[precision] = (graph if isinstance(graph, OnnxSource)
+                                   else _Unread(Path(graph)))
 
     def graph(self, precision: Precision) -> OnnxSource:
         """The graph of ``precision``, read once.
@@ -582,13 +595,13 @@ class Steps:
             raise BuildError(f"there is no {precision.value} graph to build from: make the "
                              f"{precision.value} variant of the FP32 graph first")
         if not isinstance(graph, OnnxSource):
-            graph = self._graphs[precision] = OnnxSource.read(graph)
+            graph = self._graphs[precision] = OnnxSource.read(graph.path, sha256=graph.sha256)
         return graph
 
     @property
     def graphs(self) -> dict[Precision, Path]:
         """The file of each graph made or taken so far, by precision."""
-        return {p: g.path if isinstance(g, OnnxSource) else g for p, g in self._graphs.items()}
+        return {p: g.path for p, g in self._graphs.items()}
 
     def digest(self, path: str | os.PathLike[str]) -> str | None:
         """The SHA-256 of ``path`` when it is a graph already read (``None`` otherwise)."""
@@ -617,7 +630,8 @@ class Steps:
                                precision=precision, layout=self.layout, calibration=calibration,
                                calibration_method=calibration_method, num_images=num_images,
                                force=force)
-        self.use(precision, outcome.path)
+        # the digest make_variant just computed is the file's: read the metadata only
+        self._graphs[precision] = _Unread(outcome.path, outcome.sha256)
         return StepOutcome(precision.value, CACHED if outcome.reused else RAN, outcome)
 
     def engines(self, jobs: Sequence[EngineJob], *, force: bool = False,
