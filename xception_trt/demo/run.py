@@ -1,5 +1,7 @@
 """The demo's pipeline (:func:`run_demo`): each step recorded as ran / cached / skipped /
-failed with the reason (see :mod:`xception_trt.demo`)."""
+failed with the reason (see :mod:`xception_trt.demo`). The export, fp16, int8 and engines
+steps run through the pipeline's step runner (:class:`xception_trt.pipeline.Steps`, as
+``xception-trt build`` and the bundle writer do) and record the status of its outcome."""
 
 from __future__ import annotations
 
@@ -19,7 +21,16 @@ from ..config import BuildConfig, Precision
 from ..data import Dataset
 from ..errors import CheckpointError, DataError, DependencyError, XceptionTRTError
 from ..fsio import atomic_write_json, check_writable_dir, sha256_file
-from ..pipeline import ArtifactLayout, EngineJob, PipelineCallbacks, Steps
+from ..pipeline import (
+    CACHED,
+    FAILED,
+    RAN,
+    SKIPPED,
+    ArtifactLayout,
+    EngineJob,
+    PipelineCallbacks,
+    Steps,
+)
 from ..train import load_resume_state, resume_path, train
 from .config import (
     DEMO_SPEC_FIELDS,
@@ -88,13 +99,13 @@ class _Demo:
         index = STEP_NAMES.index(name) + 1
         t0 = time.perf_counter()
         if name in self.config.skip:
-            result = StepResult(name, "skipped", 0.0, "skipped by configuration")
+            result = StepResult(name, SKIPPED, 0.0, "skipped by configuration")
         else:
             blocked = [(n, self.status(n)) for n in needs
-                       if self.status(n) not in ("ran", "cached")]
+                       if self.status(n) not in (RAN, CACHED)]
             if blocked:
                 dep, st = blocked[0]
-                result = StepResult(name, "skipped", 0.0,
+                result = StepResult(name, SKIPPED, 0.0,
                                     f"needs the {dep} step, which was {st or 'not run'}")
             else:
                 self.cb.on_step_start(name, index, len(STEP_NAMES))
@@ -103,15 +114,15 @@ class _Demo:
                 except DependencyError as exc:
                     # An extra this installation lacks: not runnable here, like below.
                     log.warning("demo step %s cannot run: %s", name, exc)
-                    status, detail, artifacts = "skipped", str(exc), {}
+                    status, detail, artifacts = SKIPPED, str(exc), {}
                 except XceptionTRTError as exc:
                     log.warning("demo step %s failed: %s", name, exc)
-                    status, detail, artifacts = "failed", f"{type(exc).__name__}: {exc}", {}
+                    status, detail, artifacts = FAILED, f"{type(exc).__name__}: {exc}", {}
                 except ImportError as exc:
                     # A stage whose module or optional dependency is missing from this
                     # installation: say so instead of crashing the whole demo.
                     log.warning("demo step %s cannot run: %s", name, exc)
-                    status, detail, artifacts = ("skipped", "this installation cannot import "
+                    status, detail, artifacts = (SKIPPED, "this installation cannot import "
                                                  f"what the step needs ({exc})", {})
                 result = StepResult(name, status, time.perf_counter() - t0, detail, artifacts)
         self.steps.append(result)
@@ -153,7 +164,7 @@ class _Demo:
         detail = (f"scikit-learn digits, {len(d.class_names)} classes: {counts['train']} train / "
                   f"{counts['calibration']} calibration / {counts['validation']} validation "
                   f"images (8x8 grey PNG) in {d.root}")
-        return ("ran" if d.created else "cached", detail,
+        return (RAN if d.created else CACHED, detail,
                 {s: str(d.root / s) for s in DIGITS_SPLITS})
 
     def _splits(self) -> tuple[Dataset, Dataset]:
@@ -187,7 +198,7 @@ class _Demo:
                                 None)
                     top1 = (f", validation top-1 {best['val_top1']:.2%} at epoch {best['epoch']}"
                             if best and best["val_top1"] is not None else "")
-                    return ("cached", f"reused {ckpt.name} ({c.train.epochs} epochs{top1})",
+                    return (CACHED, f"reused {ckpt.name} ({c.train.epochs} epochs{top1})",
                             {"checkpoint": str(ckpt)})
                 resume = True
         try:
@@ -209,7 +220,7 @@ class _Demo:
         detail = (f"Xception width {c.width:g}, {c.middle_blocks} middle blocks, "
                   f"{c.input_size}x{c.input_size}: {c.train.epochs} epochs on {result.device} "
                   f"({len(train_ds)} images){resumed}{top1}")
-        return "ran", detail, {"checkpoint": str(ckpt), "resume_state": str(state_path)}
+        return RAN, detail, {"checkpoint": str(ckpt), "resume_state": str(state_path)}
 
     def step_export(self) -> tuple[str, str, dict[str, str]]:
         step = self.pipeline().export(self.need_checkpoint(), force=self.force)
@@ -274,7 +285,7 @@ class _Demo:
         importlib.import_module("xception_trt.trt.builder")
         flavours = {f.name: f for f in available_flavours()}
         if not flavours:
-            return "skipped", ("no TensorRT flavour imports here; install TensorRT-RTX "
+            return SKIPPED, ("no TensorRT flavour imports here; install TensorRT-RTX "
                                "(pip install 'xception-trt[rtx]') to build RTX engines on any "
                                "machine, or NVIDIA TensorRT on a GPU machine"), {}
         req = missing_requirements()
@@ -288,7 +299,7 @@ class _Demo:
             self.engine_run_reason = "; ".join(req.missing_engine) or "no GPU can run them here"
             where = f"on the CPU for {', '.join(targets) or 'the default RTX targets'}"
         else:
-            return "skipped", ("NVIDIA TensorRT is installed but builds only on the GPU that "
+            return SKIPPED, ("NVIDIA TensorRT is installed but builds only on the GPU that "
                                "runs the engine, and none is usable here: "
                                + "; ".join(req.missing_engine)), {}
         flavour = flavours[backend]
@@ -374,7 +385,7 @@ class _Demo:
         if self._runner_errors:
             detail += "; could not open: " + " | ".join(self._runner_errors)
         failed = bool(self._runner_errors) or any(r.error for r in ev.runners)
-        return ("failed" if failed else "ran"), detail, {}
+        return (FAILED if failed else RAN), detail, {}
 
     def step_latency(self) -> tuple[str, str, dict[str, str]]:
         from ..bench import BenchConfig, benchmark_runner, load_pixels
@@ -398,13 +409,13 @@ class _Demo:
                 parts.append(f"{name} failed: {b.error}")
         detail = (f"median latency at batch {c.bench_batch_sizes[0]} "
                   f"({c.bench_iterations} iterations): " + ", ".join(parts))
-        return ("failed" if failed else "ran"), detail, {}
+        return (FAILED if failed else RAN), detail, {}
 
     def step_report(self) -> tuple[str, str, dict[str, str]]:
         from ..report import build_report, write_report
 
         if self.evaluation is None and not self.benchmarks:
-            return "skipped", "nothing was measured (evaluate and latency did not run)", {}
+            return SKIPPED, "nothing was measured (evaluate and latency did not run)", {}
         notes = ["Built-in demo: an Xception trained briefly on scikit-learn's handwritten "
                  "digits (8x8 images upscaled), deployed through every stage of xception-trt."]
         notes += [f"step {s.line()}" for s in self.steps]
@@ -424,7 +435,7 @@ class _Demo:
                            title="xception-trt demo: handwritten digits, every precision")
         files = write_report(doc, self.work, force=True)
         self.report_dir = files.directory
-        return "ran", f"{files.markdown} (+ report.json, {len(files.plots)} PNG plot(s))", {
+        return RAN, f"{files.markdown} (+ report.json, {len(files.plots)} PNG plot(s))", {
             "markdown": str(files.markdown), "json": str(files.json),
             **{p.stem: str(p) for p in files.plots}}
 
@@ -471,7 +482,7 @@ def run_demo(workdir: str | os.PathLike[str], *, config: DemoConfig | None = Non
         demo.close()
     seconds = time.perf_counter() - t0
     summary = {"workdir": str(work), "seconds": round(seconds, 2), "ok": all(
-        s.status != "failed" for s in demo.steps), "accuracy_top1_percent": demo.accuracy,
+        s.status != FAILED for s in demo.steps), "accuracy_top1_percent": demo.accuracy,
         "checkpoint": str(demo.checkpoint) if demo.checkpoint else None,
         "report": str(demo.report_dir) if demo.report_dir else None,
         "steps": [s.to_dict() for s in demo.steps], "config": config.to_dict(),
