@@ -86,7 +86,7 @@ def int8_scales(onnx_path: str | os.PathLike[str]) -> dict[str, Any]:
             continue  # weight quantizers are constants of the graph itself
         values = numpy_helper.to_array(scale).reshape(-1).tolist()
         scales[node.input[0]] = values[0] if len(values) == 1 else values
-    meta = read_metadata(onnx_path).raw.get("calibration")
+    meta = read_metadata(model).raw.get("calibration")  # the model parsed above
     try:
         calibration = json.loads(meta) if isinstance(meta, str) else meta
     except json.JSONDecodeError:
