@@ -22,7 +22,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -174,7 +174,7 @@ def _varint(fh: BinaryIO) -> int:
             raise _WireError("varint too long")
 
 
-def _fields(fh: BinaryIO, end: int) -> Any:
+def _fields(fh: BinaryIO, end: int) -> Iterator[tuple[int, int, int, int]]:
     """(field number, wire type, payload start, payload length) of each field up to ``end``;
     the caller reads a length-delimited payload or leaves it (the next field seeks past it)."""
     while fh.tell() < end:
