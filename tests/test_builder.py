@@ -4,6 +4,7 @@ batch, FP32/FP16/INT8), sidecar, engine cache, failures, CLI. NVIDIA TensorRT pa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
@@ -17,7 +18,7 @@ from xception_trt.cli import main
 from xception_trt.config import BuildConfig, ModelSpec, Precision
 from xception_trt.errors import BuildError, EngineError, GraphError
 from xception_trt.fsio import default_file_mode, sha256_file
-from xception_trt.onnx_meta import write_metadata
+from xception_trt.onnx_meta import OnnxSource, read_metadata, write_metadata
 from xception_trt.trt.builder import build_engine, read_sidecar, resolve_flavour, sidecar_path
 
 trt_rtx = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX builds engines on the CPU")
@@ -287,6 +288,54 @@ def test_not_onnx_or_without_metadata(tmp_path, graphs):
         build_engine(tmp_path / "missing.onnx", RTX)
     with pytest.raises(BuildError, match="ONNX file itself"):
         build_engine(graphs["float"], RTX, output=graphs["float"])
+
+
+def test_onnx_source_reads_the_metadata_without_parsing_the_graph(graphs, tmp_path,
+                                                                  monkeypatch):
+    """OnnxSource reads the metadata from the file's top-level fields (no onnx.load of the
+    graph and its weights) and hashes it once; a file it cannot read plainly gets the full
+    parse's error."""
+    expected = {k: read_metadata(graphs[k]) for k in ("float", "fp16", "int8")}
+
+    def no_parse(*_a, **_kw):
+        raise AssertionError("the graph was parsed")
+
+    with monkeypatch.context() as m:
+        m.setattr(onnx, "load", no_parse)
+        m.setattr(onnx, "load_model", no_parse)
+        for key, meta in expected.items():
+            src = OnnxSource.read(graphs[key])
+            assert src.meta == meta and src.path == graphs[key]
+            assert src.sha256 == sha256_file(graphs[key])
+            assert src.size == graphs[key].stat().st_size
+    assert OnnxSource.of(src) is src
+    truncated = tmp_path / "t.onnx"
+    truncated.write_bytes(graphs["float"].read_bytes()[:3000])
+    with pytest.raises(GraphError, match="not a valid ONNX file|no nodes"):
+        OnnxSource.read(truncated)
+    (tmp_path / "text.onnx").write_bytes(b"this is not an ONNX file")
+    with pytest.raises(GraphError, match="not a valid ONNX file"):
+        OnnxSource.read(tmp_path / "text.onnx")
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    with pytest.raises(GraphError, match="is empty"):
+        OnnxSource.read(tmp_path / "empty.onnx")
+    with pytest.raises(GraphError, match="does not exist"):
+        OnnxSource.read(tmp_path / "missing.onnx")
+    plain = onnx.load(str(graphs["float"]))
+    del plain.metadata_props[:]
+    onnx.save(plain, str(tmp_path / "plain.onnx"))
+    with pytest.raises(GraphError, match="xception-trt export"):
+        OnnxSource.read(tmp_path / "plain.onnx")
+
+
+def test_build_engine_takes_the_digest_the_source_carries(graphs, tmp_path):
+    src = OnnxSource.read(graphs["static2"])
+    carried = dataclasses.replace(src, sha256="ab" * 32)  # not the file's: proves no re-hash
+    art = build_engine(carried, RTX, engine_path=tmp_path / "s.engine")
+    assert art.sidecar.onnx["sha256"] == "ab" * 32
+    assert art.sidecar.onnx["path"] == str(graphs["static2"])
+    assert build_engine(carried, RTX, engine_path=tmp_path / "s.engine").cache_hit
+    assert not build_engine(graphs["static2"], RTX, engine_path=tmp_path / "s.engine").cache_hit
 
 
 def test_options_tensorrt_rtx_cannot_honour(graphs, tmp_path):

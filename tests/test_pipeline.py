@@ -286,3 +286,118 @@ def test_build_refuses_before_long_steps(tiny_checkpoint, tmp_path):
     with pytest.raises(ConfigError):
         build(source=tiny_checkpoint, output=tmp_path / "o", precisions=["fp8"], config=rtx)
     assert not (tmp_path / "o").exists()  # nothing exported
+
+
+def _count_reads(monkeypatch, *paths: Path) -> dict[str, dict[str, int]]:
+    """Count, per file of ``paths`` from here on, its full parses (``onnx.load``), metadata
+    reads (the top-level scan) and hashes (``sha256_file``, in every xception_trt module that
+    imported it)."""
+    import sys
+
+    import onnx
+
+    from xception_trt import fsio, onnx_meta
+
+    counts = {Path(p).name: {"parse": 0, "scan": 0, "hash": 0} for p in paths}
+    names = {Path(p).resolve(): Path(p).name for p in paths}
+
+    def counting(kind, real):
+        def wrapper(f, *a, **kw):
+            if isinstance(f, (str, os.PathLike)) and Path(f).resolve() in names:
+                counts[names[Path(f).resolve()]][kind] += 1
+            return real(f, *a, **kw)
+        return wrapper
+
+    load = counting("parse", onnx.load)
+    monkeypatch.setattr(onnx, "load", load)
+    monkeypatch.setattr(onnx, "load_model", load)
+    monkeypatch.setattr(onnx_meta, "_scan_metadata", counting("scan", onnx_meta._scan_metadata))
+    real_hash = fsio.sha256_file
+    for name, module in list(sys.modules.items()):
+        if name.startswith("xception_trt") and getattr(module, "sha256_file", None) is real_hash:
+            monkeypatch.setattr(module, "sha256_file", counting("hash", real_hash))
+    return counts
+
+
+def test_build_from_onnx_parses_and_hashes_the_source_once(tiny_onnx_files, tmp_path,
+                                                           monkeypatch):
+    _needs_rtx()
+    import xception_trt.trt.builder  # noqa: F401 - imported before the counting starts
+
+    source = tmp_path / "src" / "tiny.onnx"
+    source.parent.mkdir()
+    shutil.copy(tiny_onnx_files["float"], source)
+    counts = _count_reads(monkeypatch, source)
+    result = build(source, tmp_path / "e", config=BuildConfig(
+        backend="tensorrt_rtx", max_batch=2, compute_capabilities=("sm86",)))
+    assert [e.precision for e in result.engines] == [Precision.FP32]
+    # one metadata read (the top-level fields, not the graph) and one hash; on the code
+    # before this test: four full parses (onnx.load) and one hash
+    assert counts == {"tiny.onnx": {"parse": 0, "scan": 1, "hash": 1}}
+    side = result.engines[0].artifact.sidecar
+    assert side.onnx["sha256"] == sha256_file(source)  # the digest carried is the file's
+
+
+def test_build_reads_each_graph_once(tiny_checkpoint, image_folder, tmp_path, monkeypatch):
+    """A rebuild from a checkpoint (export and variant reused, engines cached) parses no graph
+    in full and hashes each once: the variant's manifest check and its engine share the
+    digest."""
+    _needs_rtx()
+    import xception_trt.trt.builder  # noqa: F401 - imported before the counting starts
+
+    kw = dict(precisions=["fp32", "fp16"], calibration=image_folder, config=BuildConfig(
+        backend="tensorrt_rtx", max_batch=2, compute_capabilities=("sm86",)))
+    first = build(tiny_checkpoint, tmp_path / "e", **kw)
+    counts = _count_reads(monkeypatch, first.onnx("fp32"), first.onnx("fp16"))
+    again = build(tiny_checkpoint, tmp_path / "e", **kw)
+    assert all(e.artifact.cache_hit for e in again.engines)
+    # the export's reuse check reads the FP32 metadata, the steps read it with its digest
+    assert counts == {"tiny.onnx": {"parse": 0, "scan": 2, "hash": 1},
+                      "tiny.fp16.onnx": {"parse": 0, "scan": 1, "hash": 1}}
+
+
+def test_build_result_engine_and_onnx_by_precision(tiny_checkpoint, image_folder, tmp_path):
+    _needs_rtx()
+    result = build(tiny_checkpoint, tmp_path / "e", precisions=["fp16", "fp32"],
+                   calibration=image_folder, config=BuildConfig(
+                       backend="tensorrt_rtx", max_batch=2, compute_capabilities=("sm86",)))
+    assert result.engine("fp16") == tmp_path / "e" / "tiny.fp16.engine"
+    assert result.engine(Precision.FP32) == tmp_path / "e" / "tiny.fp32.engine"
+    assert result.onnx("fp16") == tmp_path / "e" / "tiny.fp16.onnx"
+    assert result.onnx("fp32") == tmp_path / "e" / "tiny.onnx"
+    with pytest.raises(ConfigError, match=r"no int8 engine was built \(built: fp16, fp32\)"):
+        result.engine("int8")
+    with pytest.raises(ConfigError, match="no int8 engine"):
+        result.onnx(Precision.INT8)
+
+
+def test_step_runner_outcomes(tiny_checkpoint, tiny_onnx_files, image_folder, tmp_path):
+    """Steps: each step says ran / cached / failed (with the reason) and keeps what it made
+    for the next; run() is build's sequence."""
+    _needs_rtx()
+    from xception_trt.pipeline import CACHED, FAILED, RAN, EngineJob, Steps
+
+    cfg = BuildConfig(backend="tensorrt_rtx", max_batch=2, compute_capabilities=("sm86",))
+    layout = ArtifactLayout.in_folder(tmp_path / "e", stem="tiny")
+    first = list(Steps(layout).run(tiny_checkpoint, [Precision.FP16], config=cfg,
+                                   calibration=image_folder))
+    assert [(o.step, o.status) for o in first] == [("export", RAN), ("fp16", RAN),
+                                                  ("engines", RAN)]
+    again = Steps(layout)
+    second = list(again.run(tiny_checkpoint, [Precision.FP16], config=cfg,
+                            calibration=image_folder))
+    assert [(o.step, o.status) for o in second] == [("export", CACHED), ("fp16", CACHED),
+                                                   ("engines", CACHED)]
+    assert again.graphs == {Precision.FP32: layout.onnx("fp32"), Precision.FP16:
+                            layout.onnx("fp16")}
+    assert again.graph(Precision.FP16).meta.precision is Precision.FP16
+    # an FP16 engine asked from the FP32 graph fails: recorded with keep_going, the other built
+    steps = Steps(layout)
+    steps.use(Precision.FP32, tiny_onnx_files["float"])
+    steps.use(Precision.FP16, tiny_onnx_files["float"])
+    out = steps.engines([EngineJob(Precision.FP16, cfg), EngineJob(Precision.FP32, cfg)],
+                        keep_going=True)
+    assert out.status == FAILED and "fp16: " in out.detail and "fp16 engine was asked" in out.detail
+    assert [e.precision for e in out.value.engines] == [Precision.FP32]
+    with pytest.raises(BuildError, match="no int8 graph"):
+        steps.engines([EngineJob(Precision.INT8, cfg)])

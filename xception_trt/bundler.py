@@ -33,14 +33,8 @@ from .bundle.format import (
 from .config import BuildConfig, InputFormat, Precision, normalise_compute_capability
 from .errors import BuildError, BundleError, ConfigError, renamed
 from .fsio import atomic_path, owned_temp_dir, path_problem, sha256_bytes, sha256_file
-from .onnx_meta import read_metadata
-from .pipeline import (
-    ArtifactLayout,
-    EngineOutcome,
-    PipelineCallbacks,
-    export_step,
-    variant_step,
-)
+from .onnx_meta import OnnxSource, read_metadata
+from .pipeline import ArtifactLayout, EngineJob, PipelineCallbacks, Steps
 from .sidecar import EngineSidecar, sidecar_path
 
 __all__ = ["BundleResult", "write_bundle", "int8_scales"]
@@ -92,7 +86,7 @@ def int8_scales(onnx_path: str | os.PathLike[str]) -> dict[str, Any]:
             continue  # weight quantizers are constants of the graph itself
         values = numpy_helper.to_array(scale).reshape(-1).tolist()
         scales[node.input[0]] = values[0] if len(values) == 1 else values
-    meta = read_metadata(onnx_path).raw.get("calibration")
+    meta = read_metadata(model).raw.get("calibration")  # the model parsed above
     try:
         calibration = json.loads(meta) if isinstance(meta, str) else meta
     except json.JSONDecodeError:
@@ -256,18 +250,20 @@ def write_bundle(*, source: str | os.PathLike[str], output: str | os.PathLike[st
         layout = ArtifactLayout(folder / "onnx", folder / "engines", "model",
                                 folder / "calibration-cache")
         layout.onnx_dir.mkdir(parents=True, exist_ok=True)
+        steps = Steps(layout, callbacks=callbacks)  # the pipeline's steps, each graph read once
         previous = _from_bundle(source, folder, layout) if is_bundle(source) else None
         if previous is not None:
-            fp32 = previous.variants[Precision.FP32]
+            for prec, path in previous.variants.items():
+                steps.use(prec, path)
             wanted = wanted or list(previous.manifest.precisions)
         elif source.suffix.lower() == ".onnx":
-            if read_metadata(source).precision is not Precision.FP32:
+            steps.use(Precision.FP32, OnnxSource.read(source))
+            if steps.graph(Precision.FP32).meta.precision is not Precision.FP32:
                 raise BuildError(f"{source} is not the FP32 graph; a bundle is made from the "
                                  "checkpoint or its FP32 ONNX")
-            fp32 = source
         else:
-            fp32 = export_step(callbacks, checkpoint=source,
-                               output=layout.onnx(Precision.FP32)).path
+            steps.export(source)
+        fp32 = steps.graph(Precision.FP32).path
         wanted = wanted or [Precision.FP32]
         if Precision.INT8 in wanted and not calibration and (
                 previous is None or Precision.INT8 not in previous.variants):
@@ -281,9 +277,8 @@ def write_bundle(*, source: str | os.PathLike[str], output: str | os.PathLike[st
             if previous is not None and prec in previous.variants:
                 variants[prec] = previous.variants[prec]
                 continue
-            outcome = variant_step(callbacks, fp32_onnx=fp32, precision=prec, layout=layout,
-                                   calibration=calibration,
-                                   calibration_method=calibration_method)
+            outcome = steps.variant(prec, calibration=calibration,
+                                    calibration_method=calibration_method).value
             variants[prec], recipes[prec] = outcome.path, dict(outcome.recipe)
         variants.setdefault(Precision.FP32, fp32)
         ort: Path | None = None
@@ -302,26 +297,21 @@ def write_bundle(*, source: str | os.PathLike[str], output: str | os.PathLike[st
             for name, acc in ((p.value, v.accuracy), (_ORT_INT8, v.onnxruntime_accuracy))
             if acc}
 
-        from .trt.builder import build_engine
-
         built: list[EngineSidecar] = list(previous.sidecars) if previous else []
         engine_files: list[Path] = list(previous.engines) if previous else []
         plans = [("tensorrt_rtx", (t,)) for t in targets] + ([(local, ())] if local else [])
-        for prec in wanted:
-            for flavour, cc in plans:
-                config = base.replace(precision=prec, flavour=flavour, cc=cc)
-                path = layout.engine_dir / f"{prec.value}-{flavour}-{'-'.join(cc) or 'local'}" \
-                                           ".engine"
-                with callbacks.engine_progress(prec) as progress:
-                    art = build_engine(variants[prec], config, output=path,
-                                       progress=progress)
-                callbacks.on_engine(EngineOutcome(prec, art))
-                same = [i for i, b in enumerate(built) if _engine_name(b) ==
-                        _engine_name(art.sidecar)]
-                for i in reversed(same):  # rebuilt: the new one replaces the carried one
-                    del built[i], engine_files[i]
-                built.append(art.sidecar)
-                engine_files.append(art.path)
+        jobs = [EngineJob(prec, base.replace(precision=prec, flavour=flavour, cc=cc),
+                          layout.engine_dir / f"{prec.value}-{flavour}-{'-'.join(cc) or 'local'}"
+                                              ".engine")
+                for prec in wanted for flavour, cc in plans]
+        for engine in steps.engines(jobs).value.engines if jobs else ():
+            art = engine.artifact
+            same = [i for i, b in enumerate(built) if _engine_name(b) ==
+                    _engine_name(art.sidecar)]
+            for i in reversed(same):  # rebuilt: the new one replaces the carried one
+                del built[i], engine_files[i]
+            built.append(art.sidecar)
+            engine_files.append(art.path)
 
         files: dict[str, Path | bytes] = {}
         variant_entries: dict[Precision, VariantEntry] = {}
@@ -342,7 +332,7 @@ def write_bundle(*, source: str | os.PathLike[str], output: str | os.PathLike[st
                                       sort_keys=True) + "\n").encode()
             calib = {"member": name, "recipe": recipes.get(Precision.INT8) or (
                 (previous.manifest.calibration or {}).get("recipe") if previous else None)}
-        meta = read_metadata(fp32)
+        meta = steps.graph(Precision.FP32).meta
         files["labels.txt"] = ("\n".join(meta.spec.class_names()) + "\n").encode()
         engine_entries = []
         for side, path in zip(built, engine_files):
@@ -350,7 +340,9 @@ def write_bundle(*, source: str | os.PathLike[str], output: str | os.PathLike[st
             files[name] = path
             files[name + ".json"] = sidecar_path(path).read_bytes()
             engine_entries.append(EngineEntry(name, name + ".json", side))
-        members = {n: Member(n, sha256_file(p) if isinstance(p, Path) else sha256_bytes(p),
+        # the graphs the steps read are hashed already: their digests are not computed again
+        members = {n: Member(n, (steps.digest(p) or sha256_file(p)) if isinstance(p, Path)
+                             else sha256_bytes(p),
                              p.stat().st_size if isinstance(p, Path) else len(p))
                    for n, p in files.items()}
         manifest = Manifest(
@@ -358,7 +350,8 @@ def write_bundle(*, source: str | os.PathLike[str], output: str | os.PathLike[st
             variants=variant_entries, engines=tuple(engine_entries), members=members,
             batch_profile=base.profile, calibration=calib,
             source=(dict(previous.manifest.source) if previous
-                    else {"name": source.name, "sha256": sha256_file(source)}),
+                    else {"name": source.name,
+                          "sha256": steps.digest(source) or sha256_file(source)}),
             bundle_command=command, default_precision=wanted[0],
             format_version=FORMAT_VERSION,
             xception_trt_version=__version__,

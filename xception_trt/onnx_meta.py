@@ -19,21 +19,22 @@ Keys (all values are strings; JSON where noted):
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .config import InputFormat, ModelSpec, Placement, Precision
 from .errors import ConfigError, GraphError
 from .extras import needs
-from .fsio import path_problem
+from .fsio import path_problem, sha256_file
 
-__all__ = ["PREFIX", "INPUT_NAME", "OUTPUT_NAME", "OnnxMeta", "read_metadata", "write_metadata",
-           "load_onnx"]
+__all__ = ["PREFIX", "INPUT_NAME", "OUTPUT_NAME", "OnnxMeta", "OnnxSource", "read_metadata",
+           "read_file_metadata", "write_metadata", "load_onnx"]
 
 PREFIX = "xception_trt."
 #: Names of the graph input and output in every ONNX file and engine we produce.
@@ -137,7 +138,11 @@ def read_metadata(model_or_path: Any) -> OnnxMeta:
     """
     model = (load_onnx(model_or_path, load_external_data=False)
              if isinstance(model_or_path, (str, os.PathLike)) else model_or_path)
-    raw = {p.key[len(PREFIX):]: p.value for p in model.metadata_props if p.key.startswith(PREFIX)}
+    return _meta_from_props({p.key: p.value for p in model.metadata_props})
+
+
+def _meta_from_props(props: Mapping[str, str]) -> OnnxMeta:
+    raw = {k[len(PREFIX):]: v for k, v in props.items() if k.startswith(PREFIX)}
     if "model_spec" not in raw:
         raise GraphError("this ONNX model carries no xception-trt ModelSpec metadata; export it "
                          "with `xception-trt export CHECKPOINT -o model.onnx`")
@@ -148,3 +153,156 @@ def read_metadata(model_or_path: Any) -> OnnxMeta:
     except ConfigError as exc:
         raise GraphError(f"invalid xception-trt metadata in ONNX model: {exc}") from None
     return OnnxMeta(spec, fmt, precision, raw)
+
+
+# ---------------------------------------------------------------------------------------------
+# the metadata of a file without parsing its graph
+
+
+class _WireError(Exception):
+    """The bytes are not the protobuf wire format this reader expects."""
+
+
+# ModelProto.graph, ModelProto.metadata_props, GraphProto.node (onnx/onnx.proto): field numbers
+# are part of ONNX's compatibility promise
+_MODEL_GRAPH, _MODEL_METADATA, _GRAPH_NODE = 7, 14, 1
+_LEN = 2  # the length-delimited wire type
+
+
+def _varint(fh: BinaryIO) -> int:
+    result = shift = 0
+    while True:
+        byte = fh.read(1)
+        if not byte:
+            raise _WireError("truncated varint")
+        result |= (byte[0] & 0x7F) << shift
+        if not byte[0] & 0x80:
+            return result
+        shift += 7
+        if shift > 63:
+            raise _WireError("varint too long")
+
+
+def _fields(fh: BinaryIO, end: int) -> Iterator[tuple[int, int, int, int]]:
+    """(field number, wire type, payload start, payload length) of each field up to ``end``;
+    the caller reads a length-delimited payload or leaves it (the next field seeks past it)."""
+    while fh.tell() < end:
+        key = _varint(fh)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise _WireError("field number 0")
+        if wire == 0:
+            _varint(fh)
+            continue
+        size = {1: 8, 5: 4}.get(wire)
+        if size is None:
+            if wire != _LEN:
+                raise _WireError(f"wire type {wire}")
+            size = _varint(fh)
+        start = fh.tell()
+        if start + size > end:
+            raise _WireError("field runs past its message")
+        yield number, wire, start, size
+        fh.seek(start + size)
+
+
+def _string_pair(data: bytes) -> tuple[str, str]:
+    out = {1: "", 2: ""}
+    buf = io.BytesIO(data)
+    for number, wire, start, size in _fields(buf, len(data)):
+        if wire == _LEN and number in out:
+            buf.seek(start)
+            out[number] = buf.read(size).decode("utf-8")
+    return out[1], out[2]
+
+
+def _scan_metadata(path: Path) -> dict[str, str] | None:
+    """The ``metadata_props`` of an ONNX file read from its top-level protobuf fields, seeking
+    past the graph (its weights) instead of parsing it.
+
+    Returns:
+        The entries, or ``None`` when the file is not plainly a model with a graph of at least
+        one node (missing, empty, truncated, not ONNX): the caller then parses it in full, which
+        names the problem.
+    """
+    try:
+        with open(path, "rb") as fh:
+            end = os.fstat(fh.fileno()).st_size
+            props: dict[str, str] = {}
+            has_node = False
+            for number, wire, start, size in list(_fields(fh, end)):
+                if wire != _LEN:
+                    continue
+                if number == _MODEL_METADATA:
+                    fh.seek(start)
+                    key, value = _string_pair(fh.read(size))
+                    props[key] = value
+                elif number == _MODEL_GRAPH and not has_node:
+                    fh.seek(start)
+                    has_node = any(n == _GRAPH_NODE and w == _LEN
+                                   for n, w, _, _ in _fields(fh, start + size))
+    except (OSError, _WireError, UnicodeDecodeError):
+        return None
+    return props if has_node else None
+
+
+def read_file_metadata(path: str | os.PathLike[str]) -> OnnxMeta:
+    """Our metadata of an ONNX file, read from its top-level fields without parsing the graph
+    and its weights (a file that is not plainly an ONNX model is parsed in full, which names
+    the problem): what :func:`read_metadata` gives for a path, at a fraction of the cost.
+
+    Raises:
+        GraphError: The file is missing, not ONNX, truncated, or lacks xception-trt metadata.
+    """
+    props = _scan_metadata(Path(path))
+    if props is None:  # a full parse says what is wrong (or reads what the scan could not)
+        model = load_onnx(path, load_external_data=False)
+        props = {p.key: p.value for p in model.metadata_props}
+    return _meta_from_props(props)
+
+
+@dataclass(frozen=True)
+class OnnxSource:
+    """An ONNX file read once: its metadata, SHA-256 and size, handed down to every step that
+    needs them (the build checks, the engine cache key, the sidecar) instead of each reading
+    the file again. A snapshot: the file must not change while the command that read it runs.
+
+    Attributes:
+        path: The file.
+        meta: Its xception-trt metadata.
+        sha256: Hex SHA-256 of its bytes.
+        size: Its size in bytes.
+    """
+
+    path: Path
+    meta: OnnxMeta
+    sha256: str
+    size: int
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str], *, sha256: str | None = None) -> OnnxSource:
+        """Read the metadata (:func:`read_file_metadata`: without parsing the graph and its
+        weights) and hash the file in chunks, once each.
+
+        Args:
+            path: The ONNX file.
+            sha256: Its digest when the caller has just computed it from the file (the
+                variants manifest check): it is not computed again.
+
+        Raises:
+            GraphError: The file is missing, not ONNX, truncated, or lacks xception-trt
+                metadata.
+        """
+        path = Path(path)
+        meta = read_file_metadata(path)
+        try:
+            size = path.stat().st_size
+            digest = sha256 or sha256_file(path)
+        except OSError as exc:
+            raise GraphError(f"cannot read the ONNX file {path}: {exc.strerror or exc}") from None
+        return cls(path, meta, digest, size)
+
+    @classmethod
+    def of(cls, source: str | os.PathLike[str] | OnnxSource) -> OnnxSource:
+        """``source`` itself when it is already read, else :meth:`read` it."""
+        return source if isinstance(source, OnnxSource) else cls.read(source)

@@ -1,8 +1,12 @@
 """One pipeline from a checkpoint to TensorRT engines: export, precision variants, engines.
 
-``xception-trt build`` (:func:`build`) and the demo both go through here, so a file made by
-one is reused by the other's rules too. Each stage reuses its previous output when nothing it
-depends on changed, and says so (``reused`` in its result):
+``xception-trt build`` (:func:`build`), the bundle writer and the demo all run these steps
+through one runner (:class:`Steps`: each step reports through :class:`PipelineCallbacks` and
+returns a :class:`StepOutcome` - ran, cached, skipped or failed), so a file made by one is
+reused by the others' rules too. Each ONNX graph a step uses is read and hashed once
+(:class:`~xception_trt.onnx_meta.OnnxSource`) and that value is handed down. Each stage
+reuses its previous output when nothing it depends on changed, and says so (``reused`` in its
+result):
 
 - **export** (:func:`export_checkpoint`): checkpoint -> cleaned FP32 ONNX with a dynamic batch.
   Reused when the file's metadata names the same checkpoint (SHA-256), opset and input format.
@@ -26,15 +30,15 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .config import BuildConfig, InputFormat, Placement, Precision, check_int
 from .errors import BuildError, ConfigError, GraphError, XceptionTRTError
 from .fsio import atomic_write_json, path_problem, sha256_file
-from .onnx_meta import read_metadata
+from .onnx_meta import OnnxSource, read_file_metadata
 from .precision import (
     AutoQuantizeResult,
     CalibrationMethod,
@@ -49,11 +53,12 @@ if TYPE_CHECKING:  # only for annotations: importing trt.builder stays lazy (see
     from .export import ExportResult
     from .trt.builder import BuildProgress, EngineArtifact
 
-__all__ = ["AUTO_CALIBRATION", "CALIBRATION_CHOICES", "ArtifactLayout", "BuildResult",
-           "EngineFailure", "EngineOutcome", "EnginesResult", "ExportOutcome",
-           "PipelineCallbacks", "VariantOutcome", "build", "build_engines",
-           "calibration_fingerprint", "export_checkpoint", "export_step", "make_variant",
-           "parse_calibration_method", "variant_step"]
+__all__ = ["AUTO_CALIBRATION", "CACHED", "CALIBRATION_CHOICES", "FAILED", "RAN", "SKIPPED",
+           "ArtifactLayout", "BuildResult", "EngineFailure", "EngineJob", "EngineOutcome",
+           "EnginesResult", "ExportOutcome", "PipelineCallbacks", "StepOutcome", "Steps",
+           "VariantOutcome", "build", "build_engines", "calibration_fingerprint",
+           "export_checkpoint", "export_step", "make_variant", "parse_calibration_method",
+           "variant_step"]
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +154,7 @@ class VariantOutcome:
         recipe: What the variant was made from (as recorded in the manifest).
         quantize: The INT8 calibration's result (``None`` for FP16 or when reused).
         auto: Every method tried, with ``calibration_method="auto"`` (else ``None``).
+        sha256: The file's SHA-256, as checked against (or written to) the manifest.
     """
 
     precision: Precision
@@ -157,6 +163,7 @@ class VariantOutcome:
     recipe: Mapping[str, Any]
     quantize: QuantizeResult | None = None
     auto: AutoQuantizeResult | None = None
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -226,12 +233,41 @@ class BuildResult:
         export: The checkpoint's export (``None`` when the source was an ONNX file).
         variants: The FP16 / INT8 variants made or reused for the engines.
         engines: One engine per precision asked, in that order.
+        graphs: The ONNX graph each engine was built from, by precision.
     """
 
     layout: ArtifactLayout
     export: ExportOutcome | None
     variants: tuple[VariantOutcome, ...]
     engines: tuple[EngineOutcome, ...]
+    graphs: Mapping[Precision, Path] = field(default_factory=dict)
+
+    def _built(self, precision: Precision | str) -> EngineOutcome:
+        prec: Precision = Precision.parse(precision)
+        for outcome in self.engines:
+            if outcome.precision is prec:
+                return outcome
+        built = ", ".join(e.precision.value for e in self.engines) or "none"
+        raise ConfigError(f"no {prec.value} engine was built (built: {built}); ask for it with "
+                          f"precisions=[..., {prec.value!r}]")
+
+    def engine(self, precision: Precision | str) -> Path:
+        """The engine file of ``precision`` (``"fp16"`` or :class:`Precision`).
+
+        Raises:
+            ConfigError: No engine of that precision was built (the message lists those built).
+        """
+        return self._built(precision).artifact.path
+
+    def onnx(self, precision: Precision | str) -> Path:
+        """The ONNX graph the engine of ``precision`` was built from (the FP32 export, the
+        source ONNX, or an FP16 / INT8 variant).
+
+        Raises:
+            ConfigError: No engine of that precision was built (the message lists those built).
+        """
+        outcome = self._built(precision)
+        return self.graphs.get(outcome.precision) or Path(outcome.artifact.sidecar.onnx["path"])
 
 
 class PipelineCallbacks:
@@ -294,7 +330,7 @@ def export_checkpoint(*, checkpoint: str | os.PathLike[str], output: str | os.Pa
     fmt = InputFormat.parse(input_format)
     if not force and target.is_file():
         try:
-            meta = read_metadata(target)
+            meta = read_file_metadata(target)  # the metadata only, not the graph
             settings = meta.json_field("export") or {}
             if (meta.raw.get("source_sha256") == sha256_file(checkpoint)
                     and settings.get("opset") == opset
@@ -343,7 +379,7 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return entries if isinstance(entries, dict) else {}
 
 
-def make_variant(*, fp32_onnx: str | os.PathLike[str], precision: Precision | str,
+def make_variant(*, fp32_onnx: str | os.PathLike[str] | OnnxSource, precision: Precision | str,
                  layout: ArtifactLayout, calibration: str | os.PathLike[str] | None = None,
                  calibration_method: CalibrationMethod | str | None = None,
                  num_images: int | None = None, force: bool = False,
@@ -351,7 +387,8 @@ def make_variant(*, fp32_onnx: str | os.PathLike[str], precision: Precision | st
     """Make the FP16 or INT8 variant of an FP32 graph, or reuse the one the manifest vouches for.
 
     Args:
-        fp32_onnx: The FP32 graph (an xception-trt export).
+        fp32_onnx: The FP32 graph (an xception-trt export), or that file already read
+            (:class:`~xception_trt.onnx_meta.OnnxSource`: its SHA-256 is not computed again).
         precision: ``fp16`` or ``int8``.
         layout: Where the variant, the manifest and the calibration cache go.
         calibration: Folder of calibration images: needed for INT8; FP16 checks ranges on them
@@ -381,19 +418,22 @@ def make_variant(*, fp32_onnx: str | os.PathLike[str], precision: Precision | st
     if prec is Precision.INT8 and not calibration:
         raise BuildError("an int8 engine needs calibration images: pass --calib DIR (a few "
                          "hundred representative images)")
-    fp32_onnx = Path(fp32_onnx)
+    from_sha256 = (fp32_onnx.sha256 if isinstance(fp32_onnx, OnnxSource)
+                   else sha256_file(fp32_onnx))
+    fp32_onnx = fp32_onnx.path if isinstance(fp32_onnx, OnnxSource) else Path(fp32_onnx)
     target = layout.onnx(prec)
-    recipe: dict[str, Any] = {"from_sha256": sha256_file(fp32_onnx),
+    recipe: dict[str, Any] = {"from_sha256": from_sha256,
                               "calib": calibration_fingerprint(calibration),
                               "calib_method": method}
     if num_images is not None:  # only when chosen: manifests written without it stay valid
         recipe["num_images"] = num_images
     entries = _read_manifest(layout.manifest)
     entry = entries.get(prec.value) or {}
-    if (not force and entry.get("recipe") == recipe and target.is_file()
-            and sha256_file(target) == entry.get("sha256")):
-        log.info("reusing %s (made from the same graph and calibration data)", target)
-        return VariantOutcome(prec, target, True, recipe)
+    if not force and entry.get("recipe") == recipe and target.is_file():
+        digest = sha256_file(target)
+        if digest == entry.get("sha256"):
+            log.info("reusing %s (made from the same graph and calibration data)", target)
+            return VariantOutcome(prec, target, True, recipe, sha256=digest)
     quantize = auto = None
     if prec is Precision.FP16:
         to_fp16(fp32_onnx, calibration, output=target)
@@ -409,9 +449,10 @@ def make_variant(*, fp32_onnx: str | os.PathLike[str], precision: Precision | st
                 kw["method"] = method
             quantize = quantize_int8(fp32_onnx, calibration, output=target,
                                      cache_dir=layout.calibration_cache_dir, **kw)
-    entries[prec.value] = {"recipe": recipe, "sha256": sha256_file(target)}
+    digest = sha256_file(target)
+    entries[prec.value] = {"recipe": recipe, "sha256": digest}
     atomic_write_json(layout.manifest, entries, error=BuildError)
-    return VariantOutcome(prec, target, False, recipe, quantize, auto)
+    return VariantOutcome(prec, target, False, recipe, quantize, auto, digest)
 
 
 def export_step(callbacks: PipelineCallbacks, *, checkpoint: Path, output: Path,
@@ -424,50 +465,253 @@ def export_step(callbacks: PipelineCallbacks, *, checkpoint: Path, output: Path,
     return outcome
 
 
-def variant_step(callbacks: PipelineCallbacks, *, fp32_onnx: Path, precision: Precision,
-                 layout: ArtifactLayout, calibration: str | os.PathLike[str] | None,
-                 calibration_method: CalibrationMethod | str | None) -> VariantOutcome:
+def variant_step(callbacks: PipelineCallbacks, *, fp32_onnx: Path | OnnxSource,
+                 precision: Precision, layout: ArtifactLayout,
+                 calibration: str | os.PathLike[str] | None,
+                 calibration_method: CalibrationMethod | str | None,
+                 num_images: int | None = None, force: bool = False) -> VariantOutcome:
     """:func:`make_variant` between its progress and outcome hooks, its calibration progress
     going to ``callbacks.on_progress``."""
     callbacks.on_progress(f"{precision.value} variant", 0, None)
     outcome = make_variant(fp32_onnx=fp32_onnx, precision=precision, layout=layout,
                            calibration=calibration, calibration_method=calibration_method,
-                           progress=callbacks.on_progress)
+                           num_images=num_images, force=force, progress=callbacks.on_progress)
     callbacks.on_variant(outcome)
     return outcome
 
 
-def _refuse_ort_placement(onnx_path: Path) -> None:
+def _refuse_ort_placement(source: OnnxSource) -> None:
     """An INT8 graph placed for ONNX Runtime (uint8 activations with zero points) is no
     TensorRT input: say so before TensorRT's parser fails on it."""
-    if read_metadata(onnx_path).placement is Placement.ONNXRUNTIME:
-        raise BuildError(f"{onnx_path} is an INT8 graph placed for ONNX Runtime (quantize "
+    if source.meta.placement is Placement.ONNXRUNTIME:
+        raise BuildError(f"{source.path} is an INT8 graph placed for ONNX Runtime (quantize "
                          "--placement onnxruntime: asymmetric uint8 activations, which TensorRT "
                          "cannot build); build from the FP32 graph, or quantize with "
                          "--placement tensorrt")
 
 
-def _build_one(onnx_path: Path, precision: Precision, config: BuildConfig,
-               layout: ArtifactLayout, force: bool, callbacks: PipelineCallbacks
-               ) -> EngineOutcome:
-    _refuse_ort_placement(onnx_path)
+def _build_one(source: OnnxSource, job: EngineJob, output: Path, force: bool,
+               callbacks: PipelineCallbacks) -> EngineOutcome:
+    _refuse_ort_placement(source)
     # imported here, not at the top: an installation without the builder module still runs
     # export and variants (the demo reports its engines step as not runnable)
     from .trt.builder import build_engine
 
-    with callbacks.engine_progress(precision) as progress:
-        art = build_engine(onnx_path, config.replace(precision=precision),
-                           output=layout.engine(precision), progress=progress, force=force)
-    outcome = EngineOutcome(precision, art)
+    with callbacks.engine_progress(job.precision) as progress:
+        art = build_engine(source, job.config.replace(precision=job.precision),
+                           output=output, progress=progress, force=force)
+    outcome = EngineOutcome(job.precision, art)
     callbacks.on_engine(outcome)
     return outcome
+
+
+# ---------------------------------------------------------------------------------------------
+# the step runner: build, the bundle writer and the demo run the same steps through it
+
+#: How a step went; the demo's step records use the same words.
+RAN, CACHED, SKIPPED, FAILED = "ran", "cached", "skipped", "failed"
+
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class StepOutcome(Generic[_T]):
+    """One step of the export -> variants -> engines sequence and how it went.
+
+    Attributes:
+        step: ``export``, the variant's precision (``fp16``, ``int8``) or ``engines``.
+        status: :data:`RAN`, :data:`CACHED` (every output reused), :data:`SKIPPED` or
+            :data:`FAILED` (an engine failed with ``keep_going``).
+        value: What the step made: an :class:`ExportOutcome`, a :class:`VariantOutcome` or an
+            :class:`EnginesResult`.
+        detail: Why it was skipped or what failed (empty otherwise).
+    """
+
+    step: str
+    status: str
+    value: _T
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class EngineJob:
+    """One engine to build from the graph of its precision.
+
+    Attributes:
+        precision: The engine's precision (it is built from the graph of that precision).
+        config: Build options (the precision is set from ``precision``).
+        output: The plan file (``None``: :meth:`ArtifactLayout.engine` of the runner's layout).
+    """
+
+    precision: Precision
+    config: BuildConfig
+    output: Path | None = None
+
+
+@dataclass(frozen=True)
+class _Unread:
+    """A graph a step made or took, read when a step first needs it."""
+
+    path: Path
+    sha256: str | None = None  # computed by the step that made it
+
+
+class Steps:
+    """Runs the pipeline's steps over one layout and keeps what they made for the next ones.
+
+    Each step (:meth:`export`, :meth:`variant`, :meth:`engines`) reports through the
+    :class:`PipelineCallbacks` hooks and returns a :class:`StepOutcome`; :meth:`run` is the
+    whole sequence of ``xception-trt build``. Every ONNX graph a step uses is read once
+    (:class:`~xception_trt.onnx_meta.OnnxSource`: metadata and SHA-256) and that value is
+    handed to the variants' recipe and the engine builds.
+
+    Args:
+        layout: Where the files go.
+        callbacks: Progress hooks.
+    """
+
+    def __init__(self, layout: ArtifactLayout, *, callbacks: PipelineCallbacks | None = None
+                 ) -> None:
+        self.layout = layout
+        self.callbacks = callbacks or PipelineCallbacks()
+        self._graphs: dict[Precision, _Unread | OnnxSource] = {}
+
+    # -- the graphs ----------------------------------------------------------------------------
+    def use(self, precision: Precision, graph: str | os.PathLike[str] | OnnxSource) -> None:
+        """Take ``graph`` as the graph of ``precision`` (an ONNX source, a carried variant);
+        a path is read when a step first needs it."""
+        self._graphs[precision] = (graph if isinstance(graph, OnnxSource)
+                                   else _Unread(Path(graph)))
+
+    def graph(self, precision: Precision) -> OnnxSource:
+        """The graph of ``precision``, read once.
+
+        Raises:
+            BuildError: No step made or took a graph of that precision.
+            GraphError: The file is not a usable xception-trt ONNX graph.
+        """
+        graph = self._graphs.get(precision)
+        if graph is None:
+            raise BuildError(f"there is no {precision.value} graph to build from: make the "
+                             f"{precision.value} variant of the FP32 graph first")
+        if not isinstance(graph, OnnxSource):
+            graph = self._graphs[precision] = OnnxSource.read(graph.path, sha256=graph.sha256)
+        return graph
+
+    @property
+    def graphs(self) -> dict[Precision, Path]:
+        """The file of each graph made or taken so far, by precision."""
+        return {p: g.path for p, g in self._graphs.items()}
+
+    def digest(self, path: str | os.PathLike[str]) -> str | None:
+        """The SHA-256 of ``path`` when it is a graph already read (``None`` otherwise)."""
+        return next((g.sha256 for g in self._graphs.values()
+                     if isinstance(g, OnnxSource) and g.path == Path(path)), None)
+
+    # -- the steps -----------------------------------------------------------------------------
+    def export(self, checkpoint: str | os.PathLike[str], *, opset: int | None = None,
+               input_format: InputFormat | str = InputFormat.FLOAT_NCHW,
+               force: bool = False) -> StepOutcome[ExportOutcome]:
+        """Export ``checkpoint`` to the layout's FP32 graph (or reuse it): :func:`export_step`.
+        """
+        outcome = export_step(self.callbacks, checkpoint=Path(checkpoint),
+                              output=self.layout.onnx(Precision.FP32), opset=opset,
+                              input_format=input_format, force=force)
+        self.use(Precision.FP32, outcome.path)
+        return StepOutcome("export", CACHED if outcome.reused else RAN, outcome)
+
+    def variant(self, precision: Precision, *, calibration: str | os.PathLike[str] | None,
+                calibration_method: CalibrationMethod | str | None = None,
+                num_images: int | None = None, force: bool = False
+                ) -> StepOutcome[VariantOutcome]:
+        """Make (or reuse) the FP16 / INT8 variant of the FP32 graph: :func:`make_variant`
+        between its hooks, its calibration progress going to ``callbacks.on_progress``."""
+        outcome = variant_step(self.callbacks, fp32_onnx=self.graph(Precision.FP32),
+                               precision=precision, layout=self.layout, calibration=calibration,
+                               calibration_method=calibration_method, num_images=num_images,
+                               force=force)
+        # the digest make_variant just computed is the file's: read the metadata only
+        self._graphs[precision] = _Unread(outcome.path, outcome.sha256)
+        return StepOutcome(precision.value, CACHED if outcome.reused else RAN, outcome)
+
+    def engines(self, jobs: Sequence[EngineJob], *, force: bool = False,
+                keep_going: bool = False) -> StepOutcome[EnginesResult]:
+        """Build (or reuse) each engine from the graph of its precision.
+
+        Args:
+            jobs: The engines, built in this order.
+            force: Rebuild even when an identical engine exists.
+            keep_going: Record a failed engine (status :data:`FAILED`) and build the others
+                instead of raising.
+
+        Raises:
+            ImportError: The TensorRT builder module cannot be imported in this installation.
+            BuildError / GraphError: An engine failed (without ``keep_going``).
+        """
+        engines, failures = [], []
+        for job in jobs:
+            try:
+                engines.append(_build_one(self.graph(job.precision), job,
+                                          job.output or self.layout.engine(job.precision),
+                                          force, self.callbacks))
+            except XceptionTRTError as exc:
+                if not keep_going:
+                    raise
+                log.warning("the %s engine failed: %s", job.precision.value, exc)
+                failures.append(EngineFailure(job.precision, exc))
+        status = (FAILED if failures else
+                  CACHED if engines and all(e.artifact.cache_hit for e in engines) else RAN)
+        detail = "; ".join(f"{f.precision.value}: {f.error}" for f in failures)
+        return StepOutcome("engines", status, EnginesResult(tuple(engines), tuple(failures)),
+                           detail)
+
+    def run(self, source: Path | OnnxSource, precisions: Sequence[Precision], *,
+            config: BuildConfig, calibration: str | os.PathLike[str] | None = None,
+            calibration_method: CalibrationMethod | str | None = None,
+            opset: int | None = None, input_format: InputFormat | str = InputFormat.FLOAT_NCHW,
+            force: bool = False) -> Iterator[StepOutcome[Any]]:
+        """The sequence of ``xception-trt build``: the FP32 graph (exported from a checkpoint,
+        or the ONNX source as it is), then per precision its variant (when the source is the
+        FP32 graph and the precision is another) and its engine.
+
+        Args:
+            source: A checkpoint, or an ONNX file already read.
+            precisions: The engines, in this order.
+            config: Build options of every engine.
+            calibration / calibration_method: For the variants (see :func:`make_variant`).
+            opset / input_format: For the export (see :func:`export_checkpoint`).
+            force: Rebuild the engines even when identical ones exist.
+
+        Yields:
+            A :class:`StepOutcome` per step, as it finishes.
+
+        Raises:
+            BuildError: A variant asked from a graph that is not FP32; and what the steps raise.
+        """
+        if isinstance(source, OnnxSource):
+            src_precision = source.meta.precision
+            self.use(src_precision, source)
+        else:
+            src_precision = Precision.FP32
+            yield self.export(source, opset=opset, input_format=input_format)
+        for precision in precisions:  # variant then engine, one precision after the other
+            if precision is not src_precision:
+                if src_precision is not Precision.FP32:
+                    path = source.path if isinstance(source, OnnxSource) else source
+                    raise BuildError(f"{path} is a {src_precision.value} graph; a "
+                                     f"{precision.value} engine is made from the FP32 graph — "
+                                     "pass the checkpoint or the FP32 ONNX")
+                yield self.variant(precision, calibration=calibration,
+                                   calibration_method=calibration_method)
+            yield self.engines([EngineJob(precision, config)], force=force)
 
 
 def build_engines(*, onnx: Mapping[Precision | str, str | os.PathLike[str]],
                   config: BuildConfig, layout: ArtifactLayout, force: bool = False,
                   keep_going: bool = False, callbacks: PipelineCallbacks | None = None
                   ) -> EnginesResult:
-    """Build (or reuse) one TensorRT engine per ONNX graph.
+    """Build (or reuse) one TensorRT engine per ONNX graph (:meth:`Steps.engines`).
 
     Args:
         onnx: The graph of each precision (the engine gets that precision).
@@ -485,18 +729,13 @@ def build_engines(*, onnx: Mapping[Precision | str, str | os.PathLike[str]],
         ImportError: The TensorRT builder module cannot be imported in this installation.
         BuildError / GraphError: An engine failed (without ``keep_going``).
     """
-    callbacks = callbacks or PipelineCallbacks()
-    engines, failures = [], []
+    steps = Steps(layout, callbacks=callbacks)
+    jobs = []
     for name, path in onnx.items():
         precision: Precision = Precision.parse(name)
-        try:
-            engines.append(_build_one(Path(path), precision, config, layout, force, callbacks))
-        except XceptionTRTError as exc:
-            if not keep_going:
-                raise
-            log.warning("the %s engine failed: %s", precision.value, exc)
-            failures.append(EngineFailure(precision, exc))
-    return EnginesResult(tuple(engines), tuple(failures))
+        steps.use(precision, path)
+        jobs.append(EngineJob(precision, config))
+    return steps.engines(jobs, force=force, keep_going=keep_going).value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -512,7 +751,7 @@ def _timing_cache_dir(config: BuildConfig, output: Path, *, enabled: bool,
     return None if is_rtx else str(output / "timing-cache")
 
 
-def build(*, source: str | os.PathLike[str], output: str | os.PathLike[str],
+def build(source: str | os.PathLike[str], output: str | os.PathLike[str], *,
           precisions: Sequence[Precision | str] | None = None,
           calibration: str | os.PathLike[str] | None = None,
           calibration_method: CalibrationMethod | str | None = None, name: str | None = None,
@@ -571,9 +810,12 @@ def build(*, source: str | os.PathLike[str], output: str | os.PathLike[str],
         raise BuildError(f"calibration folder {calibration} {problem}")
     is_onnx = source.suffix.lower() == ".onnx"
     flavour = resolve_flavour(config.flavour)  # fail before a long export if nothing can build
-    if is_onnx:
-        _refuse_ort_placement(source)
-    src_precision = read_metadata(source).precision if is_onnx else Precision.FP32
+    # an ONNX source is parsed and hashed here, once: the checks, the variants' recipe and the
+    # engine build take this value instead of reading the file again
+    onnx_source = OnnxSource.read(source) if is_onnx else None
+    if onnx_source is not None:
+        _refuse_ort_placement(onnx_source)
+    src_precision = onnx_source.meta.precision if onnx_source is not None else Precision.FP32
     wanted = list(dict.fromkeys(Precision.parse(p) for p in (precisions or [src_precision])))
     # Calibration makes the FP16/INT8 variants of an FP32 graph: a graph built as it is (an
     # INT8 Q/DQ graph from `quantize`, say) needs none, and must not seem to use any.
@@ -595,27 +837,16 @@ def build(*, source: str | os.PathLike[str], output: str | os.PathLike[str],
         check_options(network_and_precision_plan(flavour.name, flavour.version, precision), base)
 
     layout = ArtifactLayout.in_folder(out, stem=name or source.stem.split(".")[0])
-    export = None
-    if is_onnx:
-        fp32_onnx = source
-    else:
-        export = export_step(callbacks, checkpoint=source, output=layout.onnx(Precision.FP32),
-                             opset=opset, input_format=input_format)
-        fp32_onnx = export.path
-
-    variants, engines = [], []
-    for precision in wanted:  # variant then engine, one precision after the other
-        if precision is src_precision:
-            onnx_path = fp32_onnx
-        elif src_precision is Precision.FP32:
-            variant = variant_step(callbacks, fp32_onnx=fp32_onnx, precision=precision,
-                                   layout=layout, calibration=calibration,
-                                   calibration_method=calibration_method)
-            variants.append(variant)
-            onnx_path = variant.path
+    steps = Steps(layout, callbacks=callbacks)
+    export, variants, engines = None, [], []
+    for outcome in steps.run(onnx_source or source, wanted, config=base, calibration=calibration,
+                             calibration_method=calibration_method, opset=opset,
+                             input_format=input_format, force=force):
+        if isinstance(outcome.value, ExportOutcome):
+            export = outcome.value
+        elif isinstance(outcome.value, VariantOutcome):
+            variants.append(outcome.value)
         else:
-            raise BuildError(f"{source} is a {src_precision.value} graph; a {precision.value} "
-                             "engine is made from the FP32 graph — pass the checkpoint or the "
-                             "FP32 ONNX")
-        engines.append(_build_one(onnx_path, precision, base, layout, force, callbacks))
-    return BuildResult(layout, export, tuple(variants), tuple(engines))
+            engines += outcome.value.engines
+    graphs = {e.precision: steps.graphs[e.precision] for e in engines}
+    return BuildResult(layout, export, tuple(variants), tuple(engines), graphs)

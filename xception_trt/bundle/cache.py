@@ -36,6 +36,7 @@ from pathlib import Path
 from ..config import BuildConfig, Precision
 from ..errors import BundleError, EngineError, XceptionTRTError, renamed
 from ..fsio import check_writable_dir, sha256_file
+from ..onnx_meta import OnnxSource
 from ..sidecar import read_sidecar, sidecar_path
 from .choice import BuildTarget, Choice, ChoiceKind, Request, choose
 from .facts import DeviceFacts, probe_facts
@@ -205,8 +206,9 @@ def _built(bundle: Bundle, choice: Choice, root: Path) -> tuple[Path, bool]:
         log.warning("building a %s engine from %s: %s", choice.precision.value,
                     bundle.path.name, choice.reason)
         onnx_path, _ = _onnx_file(bundle, target.onnx_precision, root)
-        art = build_engine(onnx_path, _build_config(target, choice.precision),
-                           output=engine)
+        # the file was just checked against (or extracted and verified as) the member's digest
+        art = build_engine(OnnxSource.read(onnx_path, sha256=onnx_sha),
+                           _build_config(target, choice.precision), output=engine)
         if art.sidecar.cache_key != key:  # the folder name must describe what is in it
             raise BundleError(f"the engine built in {folder} has cache key "
                               f"{art.sidecar.cache_key[:12]}, expected {key[:12]}; report this")

@@ -1,5 +1,7 @@
 """The demo's pipeline (:func:`run_demo`): each step recorded as ran / cached / skipped /
-failed with the reason (see :mod:`xception_trt.demo`)."""
+failed with the reason (see :mod:`xception_trt.demo`). The export, fp16, int8 and engines
+steps run through the pipeline's step runner (:class:`xception_trt.pipeline.Steps`, as
+``xception-trt build`` and the bundle writer do) and record the status of its outcome."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +21,16 @@ from ..config import BuildConfig, Precision
 from ..data import Dataset
 from ..errors import CheckpointError, DataError, DependencyError, XceptionTRTError
 from ..fsio import atomic_write_json, check_writable_dir, sha256_file
-from ..onnx_meta import read_metadata
-from ..pipeline import ArtifactLayout, build_engines, export_checkpoint, make_variant
+from ..pipeline import (
+    CACHED,
+    FAILED,
+    RAN,
+    SKIPPED,
+    ArtifactLayout,
+    EngineJob,
+    PipelineCallbacks,
+    Steps,
+)
 from ..train import load_resume_state, resume_path, train
 from .config import (
     DEMO_SPEC_FIELDS,
@@ -39,6 +50,20 @@ log = logging.getLogger(__name__)
 
 def _key(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class _PipelineHooks(PipelineCallbacks):
+    """The pipeline steps' hooks in the demo: INT8 calibration progress goes to the demo's
+    ``on_progress``; a step's start (``("export", 0, None)``, ``("int8 variant", 0, None)``)
+    does not, the demo announces its steps itself."""
+
+    def __init__(self, callbacks: DemoCallbacks) -> None:
+        self.callbacks = callbacks
+
+    def on_progress(self, stage: str, done: int, total: int | None) -> None:
+        if total is None and done == 0 and (stage == "export" or stage.endswith(" variant")):
+            return
+        self.callbacks.on_progress(stage, done, total)
 
 
 class _Demo:
@@ -63,6 +88,7 @@ class _Demo:
         self.report_dir: Path | None = None
         self._runners: list[tuple[str, Any]] | None = None
         self._runner_errors: list[str] = []
+        self._steps: Steps | None = None
 
     # -- step driver -------------------------------------------------------------------------
     def status(self, name: str) -> str | None:
@@ -73,13 +99,13 @@ class _Demo:
         index = STEP_NAMES.index(name) + 1
         t0 = time.perf_counter()
         if name in self.config.skip:
-            result = StepResult(name, "skipped", 0.0, "skipped by configuration")
+            result = StepResult(name, SKIPPED, 0.0, "skipped by configuration")
         else:
             blocked = [(n, self.status(n)) for n in needs
-                       if self.status(n) not in ("ran", "cached")]
+                       if self.status(n) not in (RAN, CACHED)]
             if blocked:
                 dep, st = blocked[0]
-                result = StepResult(name, "skipped", 0.0,
+                result = StepResult(name, SKIPPED, 0.0,
                                     f"needs the {dep} step, which was {st or 'not run'}")
             else:
                 self.cb.on_step_start(name, index, len(STEP_NAMES))
@@ -88,15 +114,15 @@ class _Demo:
                 except DependencyError as exc:
                     # An extra this installation lacks: not runnable here, like below.
                     log.warning("demo step %s cannot run: %s", name, exc)
-                    status, detail, artifacts = "skipped", str(exc), {}
+                    status, detail, artifacts = SKIPPED, str(exc), {}
                 except XceptionTRTError as exc:
                     log.warning("demo step %s failed: %s", name, exc)
-                    status, detail, artifacts = "failed", f"{type(exc).__name__}: {exc}", {}
+                    status, detail, artifacts = FAILED, f"{type(exc).__name__}: {exc}", {}
                 except ImportError as exc:
                     # A stage whose module or optional dependency is missing from this
                     # installation: say so instead of crashing the whole demo.
                     log.warning("demo step %s cannot run: %s", name, exc)
-                    status, detail, artifacts = ("skipped", "this installation cannot import "
+                    status, detail, artifacts = (SKIPPED, "this installation cannot import "
                                                  f"what the step needs ({exc})", {})
                 result = StepResult(name, status, time.perf_counter() - t0, detail, artifacts)
         self.steps.append(result)
@@ -116,15 +142,16 @@ class _Demo:
             raise CheckpointError("there is no demo checkpoint: the train step has not run")
         return self.checkpoint
 
-    def _artifacts(self) -> Path:
-        return self.work / "artifacts" / sha256_file(self.need_checkpoint())[:12]
-
-    def _layout(self, engine_dir: Path | None = None) -> ArtifactLayout:
-        """``artifacts/<checkpoint>/fp32.onnx`` ... (one folder per checkpoint), the calibration
-        cache shared by all."""
-        art = self._artifacts()
-        return ArtifactLayout(onnx_dir=art, engine_dir=engine_dir or art / "engines",
-                              calibration_cache_dir=self.work / "calibration-cache")
+    def pipeline(self) -> Steps:
+        """The pipeline's step runner over ``artifacts/<checkpoint>/fp32.onnx`` ... (one folder
+        per checkpoint, its engines in ``engines/``; the calibration cache shared by all)."""
+        if self._steps is None:
+            art = self.work / "artifacts" / sha256_file(self.need_checkpoint())[:12]
+            self._steps = Steps(ArtifactLayout(
+                onnx_dir=art, engine_dir=art / "engines",
+                calibration_cache_dir=self.work / "calibration-cache"),
+                callbacks=_PipelineHooks(self.cb))
+        return self._steps
 
     # -- steps ---------------------------------------------------------------------------------
     def step_data(self) -> tuple[str, str, dict[str, str]]:
@@ -137,7 +164,7 @@ class _Demo:
         detail = (f"scikit-learn digits, {len(d.class_names)} classes: {counts['train']} train / "
                   f"{counts['calibration']} calibration / {counts['validation']} validation "
                   f"images (8x8 grey PNG) in {d.root}")
-        return ("ran" if d.created else "cached", detail,
+        return (RAN if d.created else CACHED, detail,
                 {s: str(d.root / s) for s in DIGITS_SPLITS})
 
     def _splits(self) -> tuple[Dataset, Dataset]:
@@ -171,7 +198,7 @@ class _Demo:
                                 None)
                     top1 = (f", validation top-1 {best['val_top1']:.2%} at epoch {best['epoch']}"
                             if best and best["val_top1"] is not None else "")
-                    return ("cached", f"reused {ckpt.name} ({c.train.epochs} epochs{top1})",
+                    return (CACHED, f"reused {ckpt.name} ({c.train.epochs} epochs{top1})",
                             {"checkpoint": str(ckpt)})
                 resume = True
         try:
@@ -193,28 +220,29 @@ class _Demo:
         detail = (f"Xception width {c.width:g}, {c.middle_blocks} middle blocks, "
                   f"{c.input_size}x{c.input_size}: {c.train.epochs} epochs on {result.device} "
                   f"({len(train_ds)} images){resumed}{top1}")
-        return "ran", detail, {"checkpoint": str(ckpt), "resume_state": str(state_path)}
+        return RAN, detail, {"checkpoint": str(ckpt), "resume_state": str(state_path)}
 
     def step_export(self) -> tuple[str, str, dict[str, str]]:
-        res = export_checkpoint(checkpoint=self.need_checkpoint(),
-                                output=self._layout().onnx(Precision.FP32), force=self.force)
+        step = self.pipeline().export(self.need_checkpoint(), force=self.force)
+        res = step.value
         self.onnx["fp32"] = res.path
         if res.result is None:
-            return "cached", f"reused {res.path}", {"fp32": str(res.path)}
+            return step.status, f"reused {res.path}", {"fp32": str(res.path)}
         exp, rep = res.result, res.result.report
         parity = f"; {exp.parity.summary()}" if exp.parity is not None else ""
         detail = (f"opset {exp.opset}, dynamic batch, {exp.exporter} exporter; cleanup "
                   f"{rep.before.num_nodes} -> {rep.after.num_nodes} nodes, "
                   f"{(rep.file_size or 0) / 2**20:.2f} MiB{parity}")
-        return "ran", detail, {"fp32": str(res.path)}
+        return step.status, detail, {"fp32": str(res.path)}
 
     def step_fp16(self) -> tuple[str, str, dict[str, str]]:
-        v = make_variant(fp32_onnx=self.onnx["fp32"], precision=Precision.FP16,
-                         layout=self._layout(), calibration=self.need_data().calibration,
-                         force=self.force)
+        step = self.pipeline().variant(Precision.FP16, calibration=self.need_data().calibration,
+                                    force=self.force)
+        v = step.value
         self.onnx["fp16"] = v.path
-        kept = (read_metadata(v.path).json_field("fp16") or {}).get("fp32_nodes", [])
-        return ("cached" if v.reused else "ran"), (
+        meta = self.pipeline().graph(Precision.FP16).meta  # read once; its engine reuses it
+        kept = (meta.json_field("fp16") or {}).get("fp32_nodes", [])
+        return step.status, (
             f"ModelOpt AutoCast: FP16 weights and activations, FP32 I/O, {len(kept)} node(s) "
             f"kept in FP32 ({v.path.stat().st_size / 2**20:.2f} MiB)"), {"fp16": str(v.path)}
 
@@ -222,16 +250,17 @@ class _Demo:
         data, c = self.need_data(), self.config
         # at most the calibration split (asking the calibrator for more only logs a warning)
         num_images = min(c.calibration_images, len(data.dataset("calibration")))
-        v = make_variant(fp32_onnx=self.onnx["fp32"], precision=Precision.INT8,
-                         layout=self._layout(), calibration=data.calibration,
-                         calibration_method=c.calibration_method, num_images=num_images,
-                         force=self.force, progress=self.cb.on_progress)
+        step = self.pipeline().variant(Precision.INT8, calibration=data.calibration,
+                                    calibration_method=c.calibration_method,
+                                    num_images=num_images, force=self.force)
+        v = step.value
         self.onnx["int8"] = v.path
         q = v.quantize
         if q is None:
-            calib = read_metadata(v.path).json_field("calibration") or {}
+            meta = self.pipeline().graph(Precision.INT8).meta  # read once; its engine reuses it
+            calib = meta.json_field("calibration") or {}
             method = calib.get("method", c.calibration_method)
-            return "cached", (f"reused the calibrated INT8 graph {v.path.name} "
+            return step.status, (f"reused the calibrated INT8 graph {v.path.name} "
                               f"(method {method})"), {"int8": str(v.path)}
         if v.auto is not None:
             tried = ", ".join(f"{r.name} {r.top1:.2f}%" for r in v.auto.metrics
@@ -244,7 +273,7 @@ class _Demo:
         detail = (f"ModelOpt PTQ Q/DQ, {how}: {len(q.quantized_nodes)} node(s) INT8, "
                   f"{len(q.excluded_nodes)} kept in high precision, {q.num_images} calibration "
                   f"images ({cache})")
-        return "ran", detail, {"int8": str(v.path),
+        return step.status, detail, {"int8": str(v.path),
                                **({"cache": str(q.cache_path)} if q.cache_path else {})}
 
     def step_engines(self) -> tuple[str, str, dict[str, str]]:
@@ -256,7 +285,7 @@ class _Demo:
         importlib.import_module("xception_trt.trt.builder")
         flavours = {f.name: f for f in available_flavours()}
         if not flavours:
-            return "skipped", ("no TensorRT flavour imports here; install TensorRT-RTX "
+            return SKIPPED, ("no TensorRT flavour imports here; install TensorRT-RTX "
                                "(pip install 'xception-trt[rtx]') to build RTX engines on any "
                                "machine, or NVIDIA TensorRT on a GPU machine"), {}
         req = missing_requirements()
@@ -270,14 +299,17 @@ class _Demo:
             self.engine_run_reason = "; ".join(req.missing_engine) or "no GPU can run them here"
             where = f"on the CPU for {', '.join(targets) or 'the default RTX targets'}"
         else:
-            return "skipped", ("NVIDIA TensorRT is installed but builds only on the GPU that "
+            return SKIPPED, ("NVIDIA TensorRT is installed but builds only on the GPU that "
                                "runs the engine, and none is usable here: "
                                + "; ".join(req.missing_engine)), {}
         flavour = flavours[backend]
-        engine_dir = self._artifacts() / "engines" / f"{backend}-{'-'.join(targets) or 'gpu'}"
-        res = build_engines(onnx=self.onnx, config=BuildConfig(
-            flavour=backend, max_batch=self.config.max_batch, cc=targets),
-            layout=self._layout(engine_dir), force=self.force, keep_going=True)
+        steps = self.pipeline()
+        engine_dir = steps.layout.engine_dir / f"{backend}-{'-'.join(targets) or 'gpu'}"
+        config = BuildConfig(flavour=backend, max_batch=self.config.max_batch, cc=targets)
+        layout = replace(steps.layout, engine_dir=engine_dir)
+        step = steps.engines([EngineJob(Precision.parse(p), config, layout.engine(p))
+                              for p in self.onnx], force=self.force, keep_going=True)
+        res = step.value
         built, artifacts = [], {}
         for e in res.engines:
             art, prec = e.artifact, e.precision.value
@@ -291,10 +323,7 @@ class _Demo:
         detail = (f"{flavour.name} {flavour.version} {where}: "
                   + (", ".join(built) if built else "nothing built") + run_note
                   + ("" if not failed else "; FAILED: " + " | ".join(failed)))
-        if failed:
-            return "failed", detail, artifacts
-        hits = sum(e.artifact.cache_hit for e in res.engines)
-        return ("cached" if built and hits == len(built) else "ran"), detail, artifacts
+        return step.status, detail, artifacts
 
     def runners(self) -> list[tuple[str, Any]]:
         """Open (once) every runner that can run here: torch, ONNX Runtime, TensorRT."""
@@ -355,7 +384,7 @@ class _Demo:
         if self._runner_errors:
             detail += "; could not open: " + " | ".join(self._runner_errors)
         failed = bool(self._runner_errors) or any(r.error for r in ev.runners)
-        return ("failed" if failed else "ran"), detail, {}
+        return (FAILED if failed else RAN), detail, {}
 
     def step_latency(self) -> tuple[str, str, dict[str, str]]:
         from ..bench import BenchConfig, benchmark_runner, load_pixels
@@ -379,13 +408,13 @@ class _Demo:
                 parts.append(f"{name} failed: {b.error}")
         detail = (f"median latency at batch {c.bench_batch_sizes[0]} "
                   f"({c.bench_iterations} iterations): " + ", ".join(parts))
-        return ("failed" if failed else "ran"), detail, {}
+        return (FAILED if failed else RAN), detail, {}
 
     def step_report(self) -> tuple[str, str, dict[str, str]]:
         from ..report import build_report, write_report
 
         if self.evaluation is None and not self.benchmarks:
-            return "skipped", "nothing was measured (evaluate and latency did not run)", {}
+            return SKIPPED, "nothing was measured (evaluate and latency did not run)", {}
         notes = ["Built-in demo: an Xception trained briefly on scikit-learn's handwritten "
                  "digits (8x8 images upscaled), deployed through every stage of xception-trt."]
         notes += [f"step {s.line()}" for s in self.steps]
@@ -405,7 +434,7 @@ class _Demo:
                            title="xception-trt demo: handwritten digits, every precision")
         files = write_report(doc, self.work, force=True)
         self.report_dir = files.directory
-        return "ran", f"{files.markdown} (+ report.json, {len(files.plots)} PNG plot(s))", {
+        return RAN, f"{files.markdown} (+ report.json, {len(files.plots)} PNG plot(s))", {
             "markdown": str(files.markdown), "json": str(files.json),
             **{p.stem: str(p) for p in files.plots}}
 
@@ -452,7 +481,7 @@ def run_demo(workdir: str | os.PathLike[str], *, config: DemoConfig | None = Non
         demo.close()
     seconds = time.perf_counter() - t0
     summary = {"workdir": str(work), "seconds": round(seconds, 2), "ok": all(
-        s.status != "failed" for s in demo.steps), "accuracy_top1_percent": demo.accuracy,
+        s.status != FAILED for s in demo.steps), "accuracy_top1_percent": demo.accuracy,
         "checkpoint": str(demo.checkpoint) if demo.checkpoint else None,
         "report": str(demo.report_dir) if demo.report_dir else None,
         "steps": [s.to_dict() for s in demo.steps], "config": config.to_dict(),

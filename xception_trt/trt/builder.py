@@ -35,7 +35,7 @@ from ..fsio import (
     temp_sibling,
 )
 from ..host import cpu_model
-from ..onnx_meta import OnnxMeta, read_metadata
+from ..onnx_meta import OnnxSource
 from ..sidecar import (
     BuildDevice,
     EngineFile,
@@ -561,7 +561,8 @@ def _write_outputs(engine_path: Path, plan_bytes: memoryview, sidecar: EngineSid
                 leftover.unlink()
 
 
-def build_engine(onnx_path: str | os.PathLike[str], config: BuildConfig | None = None, *,
+def build_engine(onnx_path: str | os.PathLike[str] | OnnxSource,
+                 config: BuildConfig | None = None, *,
                  output: str | os.PathLike[str] | None = None,
                  progress: BuildProgress | None = None, force: bool = False,
                  engine_path: str | os.PathLike[str] | None = None) -> EngineArtifact:
@@ -573,7 +574,9 @@ def build_engine(onnx_path: str | os.PathLike[str], config: BuildConfig | None =
 
     Args:
         onnx_path: ONNX file written by ``xception-trt export`` / the precision step (it carries
-            the ModelSpec and precision metadata).
+            the ModelSpec and precision metadata), or that file already read
+            (:class:`~xception_trt.onnx_meta.OnnxSource`): its metadata and SHA-256 are used as
+            they are, not read again. A path is read once here.
         config: Build options (default :class:`BuildConfig`).
         output: The engine file (plan) to write; default ``onnx_path`` with suffix
             ``.engine``. The sidecar is ``<output>.json``.
@@ -594,8 +597,8 @@ def build_engine(onnx_path: str | os.PathLike[str], config: BuildConfig | None =
     t0 = time.perf_counter()
     output = renamed("engine_path", "output", engine_path, output, where="build_engine")
     config = config or BuildConfig()
-    onnx_path = Path(onnx_path)
-    meta: OnnxMeta = read_metadata(onnx_path)
+    source = OnnxSource.of(onnx_path)
+    onnx_path, meta = source.path, source.meta
     engine_path = Path(output) if output is not None else onnx_path.with_suffix(".engine")
     if engine_path.resolve() == onnx_path.resolve():
         raise BuildError(f"the engine path {engine_path} is the ONNX file itself; choose another")
@@ -615,7 +618,7 @@ def build_engine(onnx_path: str | os.PathLike[str], config: BuildConfig | None =
         log.warning("%s", text)
     device, targets = _device_and_targets(flavour, config)
     integrated = bool(device.pop("integrated", False)) if device else False
-    onnx_sha = sha256_file(onnx_path)
+    onnx_sha = source.sha256
     options = config.to_dict()
     options["precision"] = precision.value
     key = engine_cache_key(onnx_sha256=onnx_sha, options=options, flavour_name=flavour.name,
