@@ -331,11 +331,11 @@ def test_onnx_source_reads_the_metadata_without_parsing_the_graph(graphs, tmp_pa
 def test_build_engine_takes_the_digest_the_source_carries(graphs, tmp_path):
     src = OnnxSource.read(graphs["static2"])
     carried = dataclasses.replace(src, sha256="ab" * 32)  # not the file's: proves no re-hash
-    art = build_engine(carried, RTX, engine_path=tmp_path / "s.engine")
+    art = build_engine(carried, RTX, output=tmp_path / "s.engine")
     assert art.sidecar.onnx["sha256"] == "ab" * 32
     assert art.sidecar.onnx["path"] == str(graphs["static2"])
-    assert build_engine(carried, RTX, engine_path=tmp_path / "s.engine").cache_hit
-    assert not build_engine(graphs["static2"], RTX, engine_path=tmp_path / "s.engine").cache_hit
+    assert build_engine(carried, RTX, output=tmp_path / "s.engine").cache_hit
+    assert not build_engine(graphs["static2"], RTX, output=tmp_path / "s.engine").cache_hit
 
 
 def test_options_tensorrt_rtx_cannot_honour(graphs, tmp_path):

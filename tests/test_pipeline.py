@@ -329,7 +329,7 @@ def test_build_from_onnx_parses_and_hashes_the_source_once(tiny_onnx_files, tmp_
     shutil.copy(tiny_onnx_files["float"], source)
     counts = _count_reads(monkeypatch, source)
     result = build(source, tmp_path / "e", config=BuildConfig(
-        backend="tensorrt_rtx", max_batch=2, compute_capabilities=("sm86",)))
+        flavour="tensorrt_rtx", max_batch=2, cc=("sm86",)))
     assert [e.precision for e in result.engines] == [Precision.FP32]
     # one metadata read (the top-level fields, not the graph) and one hash; on the code
     # before this test: four full parses (onnx.load) and one hash
@@ -346,7 +346,7 @@ def test_build_reads_each_graph_once(tiny_checkpoint, image_folder, tmp_path, mo
     import xception_trt.trt.builder  # noqa: F401 - imported before the counting starts
 
     kw = dict(precisions=["fp32", "fp16"], calibration=image_folder, config=BuildConfig(
-        backend="tensorrt_rtx", max_batch=2, compute_capabilities=("sm86",)))
+        flavour="tensorrt_rtx", max_batch=2, cc=("sm86",)))
     first = build(tiny_checkpoint, tmp_path / "e", **kw)
     counts = _count_reads(monkeypatch, first.onnx("fp32"), first.onnx("fp16"))
     again = build(tiny_checkpoint, tmp_path / "e", **kw)
@@ -360,9 +360,12 @@ def test_build_result_engine_and_onnx_by_precision(tiny_checkpoint, image_folder
     _needs_rtx()
     result = build(tiny_checkpoint, tmp_path / "e", precisions=["fp16", "fp32"],
                    calibration=image_folder, config=BuildConfig(
-                       backend="tensorrt_rtx", max_batch=2, compute_capabilities=("sm86",)))
-    assert result.engine("fp16") == tmp_path / "e" / "tiny.fp16.engine"
-    assert result.engine(Precision.FP32) == tmp_path / "e" / "tiny.fp32.engine"
+                       flavour="tensorrt_rtx", max_batch=2, cc=("sm86",)))
+    fp16 = result.engine("fp16")
+    assert fp16.engine == tmp_path / "e" / "tiny.fp16.engine"
+    assert fp16.onnx == tmp_path / "e" / "tiny.fp16.onnx"
+    assert os.fspath(fp16) == str(fp16) == str(tmp_path / "e" / "tiny.fp16.engine")
+    assert result.engine(Precision.FP32).engine == tmp_path / "e" / "tiny.fp32.engine"
     assert result.onnx("fp16") == tmp_path / "e" / "tiny.fp16.onnx"
     assert result.onnx("fp32") == tmp_path / "e" / "tiny.onnx"
     with pytest.raises(ConfigError, match=r"no int8 engine was built \(built: fp16, fp32\)"):
@@ -377,7 +380,7 @@ def test_step_runner_outcomes(tiny_checkpoint, tiny_onnx_files, image_folder, tm
     _needs_rtx()
     from xception_trt.pipeline import CACHED, FAILED, RAN, EngineJob, Steps
 
-    cfg = BuildConfig(backend="tensorrt_rtx", max_batch=2, compute_capabilities=("sm86",))
+    cfg = BuildConfig(flavour="tensorrt_rtx", max_batch=2, cc=("sm86",))
     layout = ArtifactLayout.in_folder(tmp_path / "e", stem="tiny")
     first = list(Steps(layout).run(tiny_checkpoint, [Precision.FP16], config=cfg,
                                    calibration=image_folder))

@@ -4,6 +4,7 @@ open_runner picks the backend by file type."""
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -235,3 +236,63 @@ def test_engine_suffix_goes_to_tensorrt_runtime(tmp_path):
     from xception_trt.errors import XceptionTRTError
 
     assert isinstance(info.value, XceptionTRTError)
+
+
+# ---------------------------------------------------------------------------------------------
+# BuiltEngine: what xt.build's result.engine() returns (issue 25)
+
+
+def _built(tmp_path, tiny_onnx_files):
+    from xception_trt.runners import BuiltEngine
+
+    engine = tmp_path / "x.fp32.engine"
+    engine.write_bytes(b"not a plan, and no sidecar")  # cannot run anywhere
+    return BuiltEngine(engine, tiny_onnx_files["float"])
+
+
+def test_built_engine_that_cannot_run_falls_back_to_its_onnx(tmp_path, tiny_onnx_files, pixels,
+                                                           tiny_spec, ort_float, caplog):
+    built = _built(tmp_path, tiny_onnx_files)
+    assert os.fspath(built) == str(built) == str(tmp_path / "x.fp32.engine")
+    with caplog.at_level("WARNING", logger="xception_trt.runners"):
+        runner = open_runner(built, threads=1, cuda_graphs=True)  # each kept where it applies
+    with runner:
+        assert isinstance(runner, OnnxRuntimeRunner) and runner.path == tiny_onnx_files["float"]
+        x = normalize(pixels, tiny_spec)
+        assert np.array_equal(runner(x), ort_float(x))  # the graph, run as it is
+    [record] = [r for r in caplog.records if "cannot run here" in r.getMessage()]
+    assert "x.fp32.engine" in record.getMessage() and "sidecar" in record.getMessage()
+    assert "ONNX Runtime instead" in record.getMessage()
+    # the path alone opens the engine and nothing else
+    with pytest.raises(EngineError, match="sidecar"):
+        open_runner(os.fspath(built))
+
+
+def test_built_engine_is_tried_first_with_the_engine_options_only(tmp_path, tiny_onnx_files,
+                                                                  monkeypatch):
+    import xception_trt.runners as runners
+
+    opened = {}
+
+    class Recorder:  # stands for TensorRTRunner: records how it was opened
+        def __init__(self, path, **kw):
+            opened.update(path=path, kw=kw)
+
+    entry = runners.RUNNERS[runners.RunnerKind.TENSORRT]
+    monkeypatch.setitem(runners.RUNNERS, entry.kind,
+                        dataclasses.replace(entry, runner_class=lambda: Recorder))
+    runner = open_runner(_built(tmp_path, tiny_onnx_files), threads=2, cuda_graphs=True)
+    assert isinstance(runner, Recorder)
+    assert opened == {"path": tmp_path / "x.fp32.engine", "kw": {"cuda_graphs": True}}
+
+
+def test_built_engine_errors_that_are_not_about_this_machine(tmp_path, tiny_onnx_files):
+    from xception_trt.runners import BuiltEngine
+
+    built = _built(tmp_path, tiny_onnx_files)
+    with pytest.raises(ConfigError, match="does not take option"):  # a mistake, not the machine
+        open_runner(built, bogus=1)
+    with pytest.raises(EngineError, match="does not exist"):  # a lost engine is reported
+        open_runner(BuiltEngine(tmp_path / "gone.engine", tiny_onnx_files["float"]))
+    with pytest.raises(EngineError, match="sidecar"):  # no graph to fall back to: the cause
+        open_runner(BuiltEngine(built.engine, tmp_path / "gone.onnx"))

@@ -48,6 +48,7 @@ from .precision import (
     quantize_int8,
     to_fp16,
 )
+from .runners import BuiltEngine
 
 if TYPE_CHECKING:  # only for annotations: importing trt.builder stays lazy (see build_engines)
     from .export import ExportResult
@@ -251,13 +252,19 @@ class BuildResult:
         raise ConfigError(f"no {prec.value} engine was built (built: {built}); ask for it with "
                           f"precisions=[..., {prec.value!r}]")
 
-    def engine(self, precision: Precision | str) -> Path:
-        """The engine file of ``precision`` (``"fp16"`` or :class:`Precision`).
+    def engine(self, precision: Precision | str) -> BuiltEngine:
+        """The engine of ``precision`` (``"fp16"`` or :class:`Precision`) with the ONNX graph it
+        was built from.
+
+        :func:`~xception_trt.runners.open_runner` and :class:`~xception_trt.classifier.Classifier`
+        open it by a bundle's rule: the engine where this machine can run it, else that graph
+        with ONNX Runtime (with a warning that says why). ``str()`` / ``os.fspath()`` give the
+        engine file's path (which opens the engine and nothing else).
 
         Raises:
             ConfigError: No engine of that precision was built (the message lists those built).
         """
-        return self._built(precision).artifact.path
+        return BuiltEngine(self._built(precision).artifact.path, self.onnx(precision))
 
     def onnx(self, precision: Precision | str) -> Path:
         """The ONNX graph the engine of ``precision`` was built from (the FP32 export, the

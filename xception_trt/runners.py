@@ -37,13 +37,13 @@ from .contract import (
     input_spec_for,
     output_spec_for,
 )
-from .errors import ConfigError, EngineError, renamed
+from .errors import BuildError, ConfigError, DependencyError, EngineError, renamed
 from .extras import needs
 from .fsio import path_problem
 from .onnx_meta import INPUT_NAME, OUTPUT_NAME
 
-__all__ = ["OnnxRuntimeRunner", "TorchRunner", "RunnerEntry", "RUNNERS", "RUNNER_OPTIONS",
-           "RunnerOptions",
+__all__ = ["OnnxRuntimeRunner", "TorchRunner", "BuiltEngine", "RunnerEntry", "RUNNERS",
+           "RUNNER_OPTIONS", "RunnerOptions",
            "open_runner", "runner_kind", "runner_options", "check_runner_options",
            "check_providers", "is_model_file", "ort_int8_note"]
 
@@ -572,6 +572,57 @@ def check_runner_options(paths: Sequence[str | os.PathLike[str]], *,
         check_providers(providers)
 
 
+@dataclass(frozen=True)
+class BuiltEngine:
+    """An engine with the ONNX graph it was built from: what
+    :meth:`xception_trt.pipeline.BuildResult.engine` returns.
+
+    :func:`open_runner` (and so :class:`~xception_trt.classifier.Classifier`) opens it by a
+    bundle's rule: the engine where this machine can run it, else — no TensorRT that can run
+    it, no GPU, an engine built for another GPU or TensorRT — its ONNX graph with ONNX Runtime,
+    with a warning that says why. ``os.fspath()`` / ``str()`` give the engine's path; opening
+    that path opens the engine and nothing else.
+
+    Attributes:
+        engine: The plan file (its sidecar is ``<engine>.json``).
+        onnx: The ONNX graph it was built from (same precision).
+    """
+
+    engine: Path
+    onnx: Path
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.engine)
+
+    def __str__(self) -> str:
+        return str(self.engine)
+
+
+#: Why an engine cannot run on this machine (as opposed to a wrong option): its runner raises
+#: these for a missing TensorRT or CUDA binding, no GPU, or a plan built for another GPU/release.
+_CANNOT_RUN_HERE = (EngineError, BuildError, DependencyError)
+
+
+def _open_built(built: BuiltEngine, kw: dict[str, Any]) -> Runner:
+    """Open a :class:`BuiltEngine`: the engine, or its ONNX graph where the engine cannot run."""
+    engine_entry = RUNNERS[RunnerKind.TENSORRT]
+    onnx_entry = RUNNERS[RunnerKind.ONNXRUNTIME]
+    problem = path_problem(built.engine)
+    if problem is not None:  # a lost file is a mistake to report, not a machine to work around
+        raise EngineError(f"engine file {built.engine} {problem}")
+    try:
+        return open_runner(built.engine, **{k: v for k, v in kw.items()
+                                            if k not in onnx_entry.keywords
+                                            or k in engine_entry.keywords})
+    except _CANNOT_RUN_HERE as exc:
+        if path_problem(built.onnx) is not None:
+            raise
+        log.warning("%s cannot run here (%s); running the graph it was built from, %s, with "
+                    "ONNX Runtime instead", built.engine.name, exc, built.onnx)
+    return open_runner(built.onnx, **{k: v for k, v in kw.items()
+                                      if k in onnx_entry.keywords})
+
+
 def open_runner(path: str | os.PathLike[str], **kw: Any) -> Runner:
     """Open the right runner for a model file (see :data:`RUNNERS`).
 
@@ -581,7 +632,8 @@ def open_runner(path: str | os.PathLike[str], **kw: Any) -> Runner:
     a usable TensorRT/GPU, its ONNX with ONNX Runtime (:func:`xception_trt.bundle.cache.resolve`).
 
     Args:
-        path: The model file.
+        path: The model file, or a :class:`BuiltEngine` (the engine, or its ONNX graph where
+            the engine cannot run here).
         **kw: Options of that runner class (e.g. ``threads`` for ONNX Runtime and torch). For a
             bundle also ``precision``, ``max_batch``, ``flavour`` (old name ``backend``,
             deprecated), ``build``, ``onnxruntime``,
@@ -592,6 +644,8 @@ def open_runner(path: str | os.PathLike[str], **kw: Any) -> Runner:
         EngineError: Missing file or unknown type (a BundleError for a bad bundle).
         ConfigError: An option the chosen runner does not take.
     """
+    if isinstance(path, BuiltEngine):
+        return _open_built(path, kw)
     path = Path(path)
     problem = path_problem(path)
     if is_bundle(path):
