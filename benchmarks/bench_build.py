@@ -1,5 +1,5 @@
 """Engine build wall time per precision and engine sizes, full 299x299 Xception, TensorRT-RTX on
-this machine's CPU (or NVIDIA TensorRT with --backend tensorrt on a GPU machine).
+this machine's CPU (or NVIDIA TensorRT with --flavour tensorrt on a GPU machine).
 
 Steps: export the model to ONNX (once), make the FP16 and INT8 variants (once; INT8 calibrated
 on --calib images, or on synthetic smooth images when none are given — fine for build timing,
@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", nargs="+", default=["default", "sm86"],
                         help="TensorRT-RTX targets to time: 'default' (portable set) and/or "
                              "compute capabilities (default: default sm86)")
-    parser.add_argument("--backend", default="tensorrt_rtx")
+    parser.add_argument("--flavour", default="tensorrt_rtx",
+                        help="TensorRT flavour: tensorrt_rtx (default) or tensorrt")
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workdir", default=None, help="keep the ONNX/engines here")
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     from xception_trt.sysinfo import cpu_model, software_versions
     from xception_trt.trt.builder import build_engine, resolve_flavour
 
-    flavour = resolve_flavour(args.backend)
+    flavour = resolve_flavour(args.flavour)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-build-"))
     work.mkdir(parents=True, exist_ok=True)
     prep: dict[str, float] = {}

@@ -138,20 +138,6 @@ def test_providers_flag_needs_names(files, capsys):
     assert "is not a comma-separated list of provider names" in capsys.readouterr().err
 
 
-def test_registry_options_are_keyword_options_of_each_runner():
-    from xception_trt.runners import RUNNER_OPTIONS, RUNNERS
-
-    for entry in RUNNERS.values():
-        try:
-            cls = entry.runner_class()
-        except ImportError as exc:  # pragma: no cover - the TensorRT runner imports lazily
-            pytest.skip(f"{entry.kind}: {exc}")
-        params = inspect.signature(cls).parameters
-        assert entry.options <= set(RUNNER_OPTIONS)
-        for option in entry.options:
-            assert params[option].kind is inspect.Parameter.KEYWORD_ONLY, (entry.kind, option)
-
-
 @pytest.mark.parametrize("path, kw, expected", [
     ("m.engine", dict(cuda_graphs=True, providers=["CPUExecutionProvider"], threads=1),
      {"cuda_graphs": True}),
@@ -470,7 +456,7 @@ def test_every_check_point_is_checked_by_a_command():
 
 
 def test_runner_keywords_are_declared_as_each_runner_takes_them():
-    from xception_trt.runners import _DEPRECATED_KEYWORDS, RUNNERS
+    from xception_trt.runners import _DEPRECATED_KEYWORDS, RUNNER_OPTIONS, RUNNERS
 
     for entry in RUNNERS.values():
         try:
@@ -480,6 +466,8 @@ def test_runner_keywords_are_declared_as_each_runner_takes_them():
         params = inspect.signature(cls).parameters
         taken = {k for k, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
         assert entry.keywords | _DEPRECATED_KEYWORDS.get(entry.kind, frozenset()) == taken
+        # the generic settings a runner takes are keyword options of it
+        assert entry.options <= set(RUNNER_OPTIONS) and entry.options <= taken, entry.kind
         assert entry.options <= entry.keywords
 
 

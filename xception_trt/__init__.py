@@ -18,8 +18,7 @@ optional imports happen inside :mod:`xception_trt.trt` or inside functions, thro
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .extras import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -86,16 +85,5 @@ _EXPORTS: dict[str, str] = {
 __all__ = ["__version__", *_EXPORTS]
 
 
-def __getattr__(name: str) -> Any:
-    """Import the submodule that defines ``name`` on first use and cache the value here."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'xception_trt' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
-
+# PEP 562: a name imports its submodule on first use (extras.lazy_exports).
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

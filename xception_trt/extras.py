@@ -15,12 +15,14 @@ how to get them (JetPack on a Jetson, pip elsewhere).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import importlib.util
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from .errors import DependencyError
 
-__all__ = ["EXTRAS", "missing", "needs", "ensure"]
+__all__ = ["EXTRAS", "missing", "needs", "ensure", "lazy_exports"]
 
 #: Import name -> (pip package, the xception-trt extra that installs it). Keep in step with
 #: pyproject.toml's [project.optional-dependencies].
@@ -112,3 +114,32 @@ def ensure(*modules: str, purpose: str, extra: str | None = None) -> None:
         if importlib.util.find_spec(module) is None:
             raise (_error(module, purpose, extra)
                    or DependencyError(module, extra or "build", purpose))
+
+
+def lazy_exports(package: str, exports: Mapping[str, str], namespace: dict[str, Any]
+                 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """PEP 562 ``__getattr__`` and ``__dir__`` for a package whose public names live in its
+    submodules: a name's submodule is imported on first use and the value cached in the
+    package, so importing the package itself stays light.
+
+    Args:
+        package: The package's ``__name__``.
+        exports: Public name -> the submodule (relative to ``package``) that defines it.
+        namespace: The package's ``globals()`` (the cache).
+
+    Returns:
+        ``(__getattr__, __dir__)``; ``__dir__`` lists ``namespace["__all__"]``.
+    """
+
+    def __getattr__(name: str) -> Any:
+        module = exports.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(f".{module}", package), name)
+        namespace[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(namespace["__all__"])
+
+    return __getattr__, __dir__
