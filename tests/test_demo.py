@@ -262,3 +262,20 @@ def test_bench_demo_script_records_load_average_and_writes_results(tmp_path, mon
                 assert len(run[key]) == 3
     assert "load_average" in doc["system"] and doc["system"]["cpu_count"] == os.cpu_count()
     assert (tmp_path / "reports" / "demo" / "report.md").is_file()
+
+
+def test_demo_config_cc_is_the_one_name_and_rtx_targets_its_deprecated_spelling():
+    import dataclasses
+
+    from xception_trt.errors import ConfigError
+
+    assert DemoConfig().cc == ("SM86",) and DemoConfig(cc=["SM89"]).cc == ("SM89",)
+    with pytest.warns(DeprecationWarning, match="rtx_targets= is deprecated; use cc=") as rec:
+        old = DemoConfig(rtx_targets=("SM120",))
+    assert rec[0].filename == __file__ and old == DemoConfig(cc=("SM120",))
+    with pytest.warns(DeprecationWarning, match=r"DemoConfig.rtx_targets is deprecated"):
+        assert old.rtx_targets == ("SM120",)
+    assert dataclasses.replace(old, max_batch=4).cc == ("SM120",)
+    with pytest.raises(ConfigError, match="give only cc="):
+        DemoConfig(rtx_targets=("SM120",), cc=("SM89",))
+    assert old.to_dict()["rtx_targets"] == ["SM120"] and "cc" not in old.to_dict()  # JSON as before

@@ -189,7 +189,7 @@ def cases() -> dict[str, Any]:
         "TensorSpec": TensorSpec("input", (-1, 3, 299, 299), np.float32),
         "DemoConfig": DemoConfig(),
         "DemoConfig-skip": DemoConfig(skip=frozenset({"train", "latency"}),
-                                      rtx_targets=["SM89", "SM86"]),
+                                      cc=["SM89", "SM86"]),
         "StepResult": StepResult("train", "ran", 12.3456, "done", {"ckpt": "a.safetensors"}),
         "ParityResult": ParityResult(1e-5, 1e-6, 1.0, 8, 1e-3, InputFormat.UINT8_NHWC, 10.0, 1e-6),
         "ParityResult-nan": ParityResult(1e-5, 1e-6, 0.5, 8, 1e-3),

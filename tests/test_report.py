@@ -362,3 +362,23 @@ def test_eval_cli_bad_inputs(tiny_onnx_files, flat_image_folder, tmp_path, out, 
     for argv, match in cases:
         assert main(["eval", *argv, "--out-dir", str(out), "--no-progress"]) == 2
         _one_line_error(capsys, match)
+
+
+def test_plot_functions_write_to_output_and_take_the_old_path_keyword_with_a_warning(tmp_path):
+    from xception_trt.errors import ConfigError
+    from xception_trt.report import plot_accuracy, plot_latency
+
+    pytest.importorskip("matplotlib")
+    doc = _doc()
+    assert plot_latency(doc, output=tmp_path / "a.png") == tmp_path / "a.png"
+    assert plot_accuracy(doc, tmp_path / "b.png") == tmp_path / "b.png"
+    with pytest.warns(DeprecationWarning, match="plot_latency: path= is deprecated; use output=") \
+            as rec:
+        assert plot_latency(doc, path=tmp_path / "c.png") == tmp_path / "c.png"
+    assert rec[0].filename == __file__
+    for name in ("a.png", "b.png", "c.png"):
+        assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
+    with pytest.raises(ConfigError, match="give only output="):
+        plot_latency(doc, tmp_path / "d.png", path=tmp_path / "e.png")
+    with pytest.raises(ConfigError, match="give output="):
+        plot_latency(doc)

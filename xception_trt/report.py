@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import BenchError, DependencyError
+from .errors import BenchError, ConfigError, DependencyError, renamed
 from .extras import needs
 from .host import int8_features_text
 
@@ -658,21 +658,34 @@ def latency_figure(doc: Mapping[str, Any]) -> Any:
     return fig
 
 
-def plot_latency(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> Path | None:
+def _plot_output(output: str | os.PathLike[str] | None, path: str | os.PathLike[str] | None,
+                 where: str) -> str | os.PathLike[str]:
+    """The PNG a plot function writes: ``output`` (old keyword ``path``, deprecated)."""
+    output = renamed("path", "output", path, output, where=where, stacklevel=4)
+    if output is None:
+        raise ConfigError(f"{where}: give output=, the PNG file to write")
+    return output
+
+
+def plot_latency(doc: Mapping[str, Any], output: str | os.PathLike[str] | None = None, *,
+                 path: str | os.PathLike[str] | None = None) -> Path | None:
     """Median latency per call (whiskers: min..p99) and throughput vs batch size, one line per
     runner (own colour; marker = backend, line style = precision; one legend for both panels).
     Returns the PNG path, or ``None`` when nothing was measured."""
+    output = _plot_output(output, path, "plot_latency")
     fig = latency_figure(doc)
     if fig is None:
         return None
-    path = Path(path)
-    fig.savefig(path)
-    return path
+    png = Path(output)
+    fig.savefig(png)
+    return png
 
 
-def plot_accuracy(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> Path | None:
+def plot_accuracy(doc: Mapping[str, Any], output: str | os.PathLike[str] | None = None, *,
+                  path: str | os.PathLike[str] | None = None) -> Path | None:
     """Top-1/top-5 accuracy and top-1 agreement with the reference per runner, grouped and
     coloured by precision. Returns the PNG path, or ``None`` without accuracy results."""
+    output = _plot_output(output, path, "plot_accuracy")
     entries = [e for e in _ordered(list(doc["runners"])) if e.get("accuracy")]
     if not entries:
         return None
@@ -725,15 +738,17 @@ def plot_accuracy(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> Path 
     ds = doc.get("dataset") or {}
     fig.suptitle(f"{_title(doc)} — accuracy by precision ({ds.get('images')} images)",
                  fontsize=10)
-    path = Path(path)
-    fig.savefig(path)
-    return path
+    png = Path(output)
+    fig.savefig(png)
+    return png
 
 
-def plot_energy(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> Path | None:
+def plot_energy(doc: Mapping[str, Any], output: str | os.PathLike[str] | None = None, *,
+                path: str | os.PathLike[str] | None = None) -> Path | None:
     """Median latency per call against energy per image, a point per runner and batch size
     (styled as in :func:`plot_latency`). Returns the PNG path, or ``None`` when no energy was
     measured."""
+    output = _plot_output(output, path, "plot_energy")
     series = []
     for e in _ordered(list(doc["runners"])):
         pts = [(r["batch_size"], r["end_to_end"]["median_ms"], r["power"]["energy_per_image_mj"])
@@ -763,9 +778,9 @@ def plot_energy(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> Path | 
     ax.legend(fontsize=8, loc="best")
     ax.set_title(f"{_title(doc)} — latency vs energy "
                  f"({(doc.get('power') or {}).get('backend')})", fontsize=10)
-    path = Path(path)
-    fig.savefig(path)
-    return path
+    png = Path(output)
+    fig.savefig(png)
+    return png
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..config import AugmentConfig, ModelSpec, Optimizer, TrainConfig, check_int
-from ..errors import ConfigError
+from ..errors import ConfigError, renamed, renamed_attribute
 from ..jsonable import JsonMixin, json_field
 from ..pipeline import CALIBRATION_CHOICES, parse_calibration_method
 from ..train import TrainCallbacks
@@ -49,7 +49,9 @@ class DemoConfig(JsonMixin):
             calibration images held out from calibration).
         calibration_images: INT8 calibration images (at most the calibration split's size).
         max_batch: Largest batch of the engines' optimisation profile.
-        rtx_targets: TensorRT-RTX compute-capability targets when engines are built on a CPU.
+        cc: TensorRT-RTX compute-capability targets when engines are built on a CPU (the
+            ``--cc`` of ``build``; old name ``rtx_targets``, deprecated; the JSON key stays
+            ``rtx_targets``).
         bench_batch_sizes, bench_iterations, bench_warmup: The latency sweep.
         skip: Step names not to run (reported as skipped by configuration).
     """
@@ -66,13 +68,18 @@ class DemoConfig(JsonMixin):
     calibration_method: str = "entropy"
     calibration_images: int = 512
     max_batch: int = 8
-    rtx_targets: tuple[str, ...] = ("SM86",)
+    cc: tuple[str, ...] = json_field(default=("SM86",), key="rtx_targets")
     bench_batch_sizes: tuple[int, ...] = (1, 8)
     bench_iterations: int = 30
     bench_warmup: int = 3
     skip: frozenset[str] = frozenset()
+    rtx_targets: InitVar[tuple[str, ...] | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, rtx_targets: tuple[str, ...] | None = None) -> None:
+        default = type(self).__dataclass_fields__["cc"].default
+        given = None if self.cc == default else self.cc  # cc left at its default: "not given"
+        cc = renamed("rtx_targets", "cc", rtx_targets, given, where="DemoConfig", stacklevel=4)
+        object.__setattr__(self, "cc", tuple(default if cc is None else cc))
         ModelSpec(num_classes=10, width=self.width, middle_blocks=self.middle_blocks,
                   input_size=self.input_size, **DEMO_SPEC_FIELDS)  # validates the sizes
         if not isinstance(self.train, TrainConfig):
@@ -93,8 +100,10 @@ class DemoConfig(JsonMixin):
         if unknown:
             raise ConfigError(f"unknown demo step(s) {unknown}; steps are: "
                               f"{', '.join(STEP_NAMES)}")
-        object.__setattr__(self, "rtx_targets", tuple(self.rtx_targets))
         object.__setattr__(self, "bench_batch_sizes", tuple(self.bench_batch_sizes))
+
+
+renamed_attribute(DemoConfig, "rtx_targets", "cc")
 
 
 @dataclass(frozen=True)

@@ -295,7 +295,7 @@ class _Demo:
             self.engines_runnable = True
             where = f"for this GPU ({', '.join(req.gpus)})"
         elif "tensorrt_rtx" in flavours:
-            backend, targets = "tensorrt_rtx", self.config.rtx_targets
+            backend, targets = "tensorrt_rtx", self.config.cc
             self.engine_run_reason = "; ".join(req.missing_engine) or "no GPU can run them here"
             where = f"on the CPU for {', '.join(targets) or 'the default RTX targets'}"
         else:
