@@ -273,6 +273,9 @@ def test_old_spelling_warns_once_and_still_works(capsys, argv, old, new, dest, v
      "--cuda-binding"),
     (["triton-repo", "m.onnx", "-o", "r", "--backend", "python", "--triton-backend", "python"],
      "--backend", "--triton-backend"),
+    # the new flag given at its default value is given too (native is the default)
+    (["triton-repo", "m.onnx", "-o", "r", "--triton-backend", "native", "--backend", "python"],
+     "--backend", "--triton-backend"),
     (["quantize", "m.onnx", "-o", "q.onnx", "--precision", "int8", "--target", "onnxruntime",
       "--placement", "onnxruntime"], "--target", "--placement"),
 ])

@@ -193,6 +193,8 @@ def test_old_keywords_of_library_calls(tmp_path):
         assert RepositoryOptions(triton_backend="python").backend is ServeBackend.PYTHON
     with pytest.raises(ConfigError, match="give only triton_backend="):
         RepositoryOptions(backend="python", triton_backend="python")
+    with pytest.raises(ConfigError, match="give only triton_backend="):  # the default, given
+        RepositoryOptions(backend="python", triton_backend="native")
     missing = tmp_path / "missing.onnx"
     _warns_then(GraphError, "engine_path= is deprecated; use output=",
                 lambda: build_engine(missing, engine_path=tmp_path / "e.engine"))
@@ -257,3 +259,19 @@ def test_old_keywords_of_machine_checks(tmp_path):
     with pytest.warns(DeprecationWarning, match="open_runner: backend= is deprecated"), \
             pytest.raises(BundleError):
         open_runner(tmp_path / "b.xtrt", backend="tensorrt")
+
+
+def test_build_config_replace_takes_the_old_keywords_with_a_warning():
+    """``BuildConfig.replace(backend=...)`` worked before the rename (0.1.0's own pipeline called
+    it): it still does, on a config whose new field is set, warning at the caller."""
+    from xception_trt.config import BuildConfig
+
+    cfg = BuildConfig(flavour="tensorrt_rtx", cc=("sm86",), max_batch=4)
+    with pytest.warns(DeprecationWarning, match="compute_capabilities= is deprecated") as rec:
+        assert cfg.replace(compute_capabilities=("sm89",)).cc == ("SM89",)
+    assert rec[0].filename == __file__
+    with pytest.warns(DeprecationWarning, match="backend= is deprecated; use flavour="):
+        changed = cfg.replace(backend="tensorrt")
+    assert changed.flavour == "tensorrt" and changed.cc == ("SM86",) and changed.max_batch == 4
+    with pytest.raises(ConfigError, match="give only flavour="):
+        cfg.replace(backend="tensorrt", flavour="tensorrt_rtx")

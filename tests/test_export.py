@@ -417,3 +417,12 @@ def test_full_xception_299_export(tmp_path):
     # conv/fc weights of the 22,855,952 parameters (BN folded into conv biases, some shared)
     assert 0.99 < res.report.after.initializer_bytes / (22_855_952 * 4) < 1.0
     assert read_metadata(res.path).spec == ModelSpec()
+
+
+def test_metadata_that_is_not_utf8_text_is_a_graph_error():
+    # protobuf returns bytes for a metadata key or value that is not valid UTF-8
+    from xception_trt.errors import GraphError
+    from xception_trt.onnx_meta import _meta_from_props
+
+    with pytest.raises(GraphError, match="not UTF-8 text"):
+        _meta_from_props({b"xception_trt.\xff": "x", "xception_trt.model_spec": "{}"})

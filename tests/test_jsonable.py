@@ -350,3 +350,25 @@ def test_from_json_rebuilds_by_type_hints():
         from_json(_Outer, [1])
     with pytest.raises(ValueError):
         from_json(_Inner, {"shape": ["many"]})
+
+
+def test_codec_keeps_ints_when_rounding_and_refuses_values_of_the_wrong_kind():
+    import dataclasses as dc
+
+    from xception_trt.jsonable import from_json, json_field, to_json
+
+    @dc.dataclass(frozen=True)
+    class Rec:
+        n: float = json_field(default=0.0, round=2)
+        names: tuple[str, ...] = ()
+        flag: bool = False
+        count: int = 0
+
+    assert to_json(Rec(n=2)) == {"n": 2, "names": [], "flag": False, "count": 0}
+    assert isinstance(to_json(Rec(n=2))["n"], int) and to_json(Rec(n=2.345))["n"] == 2.35
+    assert from_json(Rec, {"names": ["SM86"], "flag": True, "count": 3}) == \
+        Rec(names=("SM86",), flag=True, count=3)
+    for bad in ({"names": "SM86"}, {"names": {"a": 1}}, {"flag": "false"}, {"flag": 1},
+                {"count": float("inf")}, {"count": float("nan")}):
+        with pytest.raises((TypeError, ValueError)):
+            from_json(Rec, bad)

@@ -4,6 +4,7 @@ open_runner picks the backend by file type."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 import numpy as np
@@ -242,36 +243,59 @@ def test_engine_suffix_goes_to_tensorrt_runtime(tmp_path):
 # BuiltEngine: what xt.build's result.engine() returns (issue 25)
 
 
-def _built(tmp_path, tiny_onnx_files):
+def _built(tmp_path, tiny_onnx_files, *, sidecar=True):
+    """An engine file with a sidecar of NVIDIA TensorRT 10.3 on an Orin (sm 8.7), and the tiny
+    FP32 graph as the graph it was built from."""
+    from xception_trt.config import ModelSpec
     from xception_trt.runners import BuiltEngine
 
     engine = tmp_path / "x.fp32.engine"
-    engine.write_bytes(b"not a plan, and no sidecar")  # cannot run anywhere
+    engine.write_bytes(b"plan")
+    if sidecar:
+        (tmp_path / "x.fp32.engine.json").write_text(json.dumps({
+            "schema": 1, "tensorrt": {"flavour": "tensorrt", "version": "10.3.0.26"},
+            "engine": {"file": "x.fp32.engine", "bytes": 4, "sha256": "0" * 64},
+            "precision": "fp32", "input_format": "float-nchw",
+            "model_spec": ModelSpec().to_dict(),
+            "device": {"name": "Orin", "compute_capability": "8.7"}, "max_batch": 8,
+            "rebuild_command": "xception-trt build x.onnx -o engines"}))
     return BuiltEngine(engine, tiny_onnx_files["float"])
 
 
-def test_built_engine_that_cannot_run_falls_back_to_its_onnx(tmp_path, tiny_onnx_files, pixels,
-                                                           tiny_spec, ort_float, caplog):
+def _machine(monkeypatch, *, gpu):
+    """This machine's facts as the engine choice sees them: a CPU-only one, or an Orin with
+    NVIDIA TensorRT 10.3 (the engine's own)."""
+    from xception_trt.bundle import facts
+
+    machine = facts.DeviceFacts(
+        flavours=(facts.FlavourFact("tensorrt", "10.3.0.26"),) if gpu else (),
+        gpus=(facts.GpuFact(0, "Orin", "8.7"),) if gpu else (), onnx=True,
+        gpu_reason="" if gpu else "no NVIDIA driver found")
+    monkeypatch.setattr(facts, "probe_facts", lambda: machine)
+
+
+def test_built_engine_that_cannot_run_here_falls_back_to_its_onnx(tmp_path, tiny_onnx_files,
+                                                                 pixels, tiny_spec, ort_float,
+                                                                 monkeypatch, caplog):
+    _machine(monkeypatch, gpu=False)
     built = _built(tmp_path, tiny_onnx_files)
     assert os.fspath(built) == str(built) == str(tmp_path / "x.fp32.engine")
     with caplog.at_level("WARNING", logger="xception_trt.runners"):
-        runner = open_runner(built, threads=1, cuda_graphs=True)  # each kept where it applies
+        runner = open_runner(built, threads=1)
     with runner:
         assert isinstance(runner, OnnxRuntimeRunner) and runner.path == tiny_onnx_files["float"]
         x = normalize(pixels, tiny_spec)
         assert np.array_equal(runner(x), ort_float(x))  # the graph, run as it is
     [record] = [r for r in caplog.records if "cannot run here" in r.getMessage()]
-    assert "x.fp32.engine" in record.getMessage() and "sidecar" in record.getMessage()
+    assert "x.fp32.engine" in record.getMessage() and "not installed" in record.getMessage()
     assert "ONNX Runtime instead" in record.getMessage()
-    # the path alone opens the engine and nothing else
-    with pytest.raises(EngineError, match="sidecar"):
-        open_runner(os.fspath(built))
 
 
-def test_built_engine_is_tried_first_with_the_engine_options_only(tmp_path, tiny_onnx_files,
-                                                                  monkeypatch):
+def test_built_engine_that_can_run_here_opens_the_engine_with_its_options_only(
+        tmp_path, tiny_onnx_files, monkeypatch):
     import xception_trt.runners as runners
 
+    _machine(monkeypatch, gpu=True)
     opened = {}
 
     class Recorder:  # stands for TensorRTRunner: records how it was opened
@@ -286,13 +310,21 @@ def test_built_engine_is_tried_first_with_the_engine_options_only(tmp_path, tiny
     assert opened == {"path": tmp_path / "x.fp32.engine", "kw": {"cuda_graphs": True}}
 
 
-def test_built_engine_errors_that_are_not_about_this_machine(tmp_path, tiny_onnx_files):
+def test_built_engine_errors_that_are_not_about_this_machine(tmp_path, tiny_onnx_files,
+                                                             monkeypatch):
     from xception_trt.runners import BuiltEngine
 
+    _machine(monkeypatch, gpu=False)
     built = _built(tmp_path, tiny_onnx_files)
-    with pytest.raises(ConfigError, match="does not take option"):  # a mistake, not the machine
+    with pytest.raises(ConfigError, match="does not take option.*bogus"):  # a mistake
         open_runner(built, bogus=1)
+    with pytest.raises(EngineError, match=r"cannot run here .*cuda_graphs asked for the engine"):
+        open_runner(built, cuda_graphs=True)  # the engine was asked for: no silent fallback
     with pytest.raises(EngineError, match="does not exist"):  # a lost engine is reported
         open_runner(BuiltEngine(tmp_path / "gone.engine", tiny_onnx_files["float"]))
-    with pytest.raises(EngineError, match="sidecar"):  # no graph to fall back to: the cause
+    with pytest.raises(EngineError, match="gone.onnx, does not exist"):  # nothing to fall back to
         open_runner(BuiltEngine(built.engine, tmp_path / "gone.onnx"))
+    (tmp_path / "n").mkdir()
+    no_sidecar = _built(tmp_path / "n", tiny_onnx_files, sidecar=False)
+    with pytest.raises(EngineError, match="sidecar"):  # a broken engine is an error, not a cue
+        open_runner(no_sidecar)

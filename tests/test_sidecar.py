@@ -78,3 +78,21 @@ def test_read_sidecar_from_disk_and_verify(tmp_path):
     sidecar_path(engine).write_bytes(b"\xff\xfe")
     with pytest.raises(EngineError, match="unreadable"):
         read_sidecar(engine)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("[" * 100_000, "nested too deeply"),
+    ('{"schema": 1, "tensorrt": {"flavour": "tensorrt", "version": "10.3"}, "precision": "fp16",'
+     ' "input_format": "float-nchw", "model_spec": %s, "max_batch": Infinity}', "invalid"),
+    ('{"schema": 1, "tensorrt": {"flavour": "tensorrt", "version": "10.3"}, "precision": "fp16",'
+     ' "input_format": "float-nchw", "model_spec": %s, "dynamic_batch": "false"}', "invalid"),
+])
+def test_crafted_sidecar_values_are_an_engine_error_not_a_traceback(text, match):
+    """A sidecar travels with its engine between machines: every bad value is our error."""
+    from xception_trt.config import ModelSpec
+    from xception_trt.errors import EngineError
+    from xception_trt.sidecar import EngineSidecar
+
+    text = text.replace("%s", ModelSpec().to_json()) if "%s" in text else text
+    with pytest.raises(EngineError, match=match):
+        EngineSidecar.from_json(text)

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import InitVar, dataclass, field, fields, replace
 from typing import Any
 
-from .errors import ConfigError, renamed, renamed_attribute
+from .errors import ConfigError, renamed, renamed_attribute, renamed_changes
 from .jsonable import JsonMixin, json_field
 
 __all__ = [
@@ -484,8 +484,11 @@ class BuildConfig(JsonMixin):
         return (lo, opt, hi)
 
     def replace(self, **changes: Any) -> "BuildConfig":
-        """A copy with ``changes`` applied (validated again)."""
-        return replace(self, **changes)
+        """A copy with ``changes`` applied (validated again; the old keywords ``backend`` and
+        ``compute_capabilities`` still work, with a DeprecationWarning)."""
+        return replace(self, **renamed_changes(
+            changes, {"backend": "flavour", "compute_capabilities": "cc"},
+            where="BuildConfig.replace"))
 
     def _json_extras(self, out: dict[str, Any]) -> dict[str, Any]:
         return out | {"profile": list(self.profile)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "ServeError",
     "DependencyError",
     "renamed",
+    "renamed_changes",
     "renamed_attribute",
 ]
 
@@ -120,6 +122,27 @@ def renamed(old: str, new: str, old_value: Any, new_value: Any, *, where: str,
     warnings.warn(f"{where}: {old}= is deprecated; use {new}=", DeprecationWarning,
                   stacklevel=stacklevel)
     return old_value
+
+
+def renamed_changes(changes: Mapping[str, Any], names: Mapping[str, str], *,
+                    where: str) -> dict[str, Any]:
+    """``changes`` for a ``replace(**changes)`` method with each old keyword of ``names``
+    (old -> new) under its new name (a :class:`DeprecationWarning` pointing at the caller of
+    that method). ``dataclasses.replace`` cannot take the old name itself: it copies the new
+    field too, so the two would look given together.
+
+    Raises:
+        ConfigError: An old keyword and its new name were both given.
+    """
+    out = dict(changes)
+    for old, new in names.items():
+        if old in out:
+            out[new] = renamed(old, new, out.pop(old), out.get(new, _UNSET), where=where,
+                               unset=_UNSET, stacklevel=4)
+    return out
+
+
+_UNSET = object()
 
 
 def renamed_attribute(cls: type, old: str, new: str) -> None:

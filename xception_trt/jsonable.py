@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import math
 import sys
 import types
 import typing
@@ -86,8 +87,10 @@ def _options(f: dataclasses.Field[Any]) -> _Options:
 def _round(value: Any, digits: int) -> Any:
     if isinstance(value, bool) or value is None:
         return value
-    if isinstance(value, (int, float)):
-        return round(float(value), digits)
+    if isinstance(value, int):  # an int stays an int (``round(2, 3)`` is ``2``)
+        return value
+    if isinstance(value, float):
+        return round(value, digits)
     if isinstance(value, list):
         return [_round(v, digits) for v in value]
     if isinstance(value, dict):
@@ -239,9 +242,18 @@ def _decode(tp: Any, value: Any) -> Any:
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         parse = getattr(tp, "parse", None)
         return parse(value) if parse is not None else tp(value)
-    if tp in (str, int, float, bool) or tp is Path:
+    if tp is bool:  # bool("false") is True: only a JSON boolean is one
+        if not isinstance(value, bool):
+            raise TypeError(f"expected true or false, got {value!r}")
+        return value
+    if tp in (int, float) and isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {value!r}")  # int(inf) overflows
+    if tp in (str, int, float) or tp is Path:
         return tp(value)
     origin, args = typing.get_origin(tp), list(typing.get_args(tp))
+    if origin in (tuple, list, Sequence, frozenset, set) and isinstance(value, (str, bytes,
+                                                                                 Mapping)):
+        raise TypeError(f"expected a JSON array, got {type(value).__name__}")  # not its chars
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]
             return tuple(_decode(args[0], v) for v in value)

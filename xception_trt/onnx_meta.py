@@ -142,6 +142,10 @@ def read_metadata(model_or_path: Any) -> OnnxMeta:
 
 
 def _meta_from_props(props: Mapping[str, str]) -> OnnxMeta:
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in props.items()):
+        # protobuf hands back bytes for a key or value that is not valid UTF-8
+        raise GraphError("invalid xception-trt metadata in ONNX model: a metadata key or value "
+                         "is not UTF-8 text; re-export the model")
     raw = {k[len(PREFIX):]: v for k, v in props.items() if k.startswith(PREFIX)}
     if "model_spec" not in raw:
         raise GraphError("this ONNX model carries no xception-trt ModelSpec metadata; export it "

@@ -337,7 +337,9 @@ def export_checkpoint(*, checkpoint: str | os.PathLike[str], output: str | os.Pa
     fmt = InputFormat.parse(input_format)
     if not force and target.is_file():
         try:
-            meta = read_file_metadata(target)  # the metadata only, not the graph
+            # the metadata only, not the graph: exports are written atomically, and a graph
+            # damaged on disk afterwards fails in the next step's parser, naming the file
+            meta = read_file_metadata(target)
             settings = meta.json_field("export") or {}
             if (meta.raw.get("source_sha256") == sha256_file(checkpoint)
                     and settings.get("opset") == opset

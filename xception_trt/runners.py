@@ -37,7 +37,7 @@ from .contract import (
     input_spec_for,
     output_spec_for,
 )
-from .errors import BuildError, ConfigError, DependencyError, EngineError, renamed
+from .errors import ConfigError, EngineError, renamed
 from .extras import needs
 from .fsio import path_problem
 from .onnx_meta import INPUT_NAME, OUTPUT_NAME
@@ -598,27 +598,59 @@ class BuiltEngine:
         return str(self.engine)
 
 
-#: Why an engine cannot run on this machine (as opposed to a wrong option): its runner raises
-#: these for a missing TensorRT or CUDA binding, no GPU, or a plan built for another GPU/release.
-_CANNOT_RUN_HERE = (EngineError, BuildError, DependencyError)
+#: Engine options that only an engine honours: asking for one means "run the engine", so a
+#: built engine that cannot run here is an error then, not a fallback to ONNX Runtime.
+_ENGINE_ONLY = ("device", "cuda_graphs", "cuda_binding", "gpu_timing", "runtime_cache")
+
+
+def _why_not_here(engine: Path, device: int) -> str | None:
+    """Why this machine cannot run ``engine`` (``None``: it can), decided before opening it by
+    the rule a bundle's prebuilt engines follow (:func:`xception_trt.bundle.choice.
+    engine_mismatch`): its flavour installed, a GPU, the plan's GPU / TensorRT release."""
+    from .bundle.choice import Request, engine_mismatch
+    from .bundle.facts import probe_facts
+    from .bundle.format import EngineEntry
+    from .sidecar import read_sidecar, sidecar_path
+
+    sidecar = read_sidecar(engine)  # a missing or broken sidecar is an error, not this machine
+    return engine_mismatch(EngineEntry(engine.name, sidecar_path(engine).name, sidecar),
+                           probe_facts(), Request(sidecar.precision, device=device))
 
 
 def _open_built(built: BuiltEngine, kw: dict[str, Any]) -> Runner:
-    """Open a :class:`BuiltEngine`: the engine, or its ONNX graph where the engine cannot run."""
+    """Open a :class:`BuiltEngine`: the engine, or its ONNX graph where this machine cannot
+    run the engine (no TensorRT of its flavour, no GPU, built for another GPU or release).
+    A damaged engine, or one that fails for another reason, is an error as for any engine."""
     engine_entry = RUNNERS[RunnerKind.TENSORRT]
     onnx_entry = RUNNERS[RunnerKind.ONNXRUNTIME]
+    takes = (engine_entry.keywords | onnx_entry.keywords
+             | _DEPRECATED_KEYWORDS.get(engine_entry.kind, frozenset()))
+    bad = sorted(k for k in kw if k not in takes)
+    if bad:
+        raise ConfigError(f"a built engine does not take option(s) {', '.join(bad)} (it takes "
+                          f"those of the {engine_entry.kind} and {onnx_entry.kind} runners: "
+                          f"{', '.join(sorted(engine_entry.keywords | onnx_entry.keywords))})")
     problem = path_problem(built.engine)
     if problem is not None:  # a lost file is a mistake to report, not a machine to work around
         raise EngineError(f"engine file {built.engine} {problem}")
-    try:
+    device = _gpu_ordinal(kw["device"]) if kw.get("device") is not None else 0
+    why = _why_not_here(built.engine, device if isinstance(device, int) else 0)
+    if why is None:
         return open_runner(built.engine, **{k: v for k, v in kw.items()
                                             if k not in onnx_entry.keywords
                                             or k in engine_entry.keywords})
-    except _CANNOT_RUN_HERE as exc:
-        if path_problem(built.onnx) is not None:
-            raise
-        log.warning("%s cannot run here (%s); running the graph it was built from, %s, with "
-                    "ONNX Runtime instead", built.engine.name, exc, built.onnx)
+    asked = [k for k in _ENGINE_ONLY if kw.get(k) not in (None, False)]
+    if asked:
+        raise EngineError(f"{built.engine} cannot run here ({why}), and {', '.join(asked)} "
+                          f"asked for the engine; drop {', '.join(asked)} to run the graph it "
+                          f"was built from ({built.onnx}) with ONNX Runtime, or run it where "
+                          "it can run")
+    problem = path_problem(built.onnx)
+    if problem is not None:
+        raise EngineError(f"{built.engine} cannot run here ({why}), and the graph it was built "
+                          f"from, {built.onnx}, {problem}")
+    log.warning("%s cannot run here (%s); running the graph it was built from, %s, with "
+                "ONNX Runtime instead", built.engine.name, why, built.onnx)
     return open_runner(built.onnx, **{k: v for k, v in kw.items()
                                       if k in onnx_entry.keywords})
 

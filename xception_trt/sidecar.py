@@ -200,7 +200,7 @@ class EngineSidecar(JsonMixin):
             return from_json(cls, data, schema=schema, model_spec=spec, input_format=fmt,
                              precision=precision,
                              rebuild_command=str(data.get("rebuild_command") or _DEFAULT_REBUILD))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
             raise EngineError(f"{where} is invalid ({type(exc).__name__}: {exc}); "
                               f"{_REBUILD}") from None
 
@@ -211,6 +211,9 @@ class EngineSidecar(JsonMixin):
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise EngineError(f"{where} is unreadable ({exc}); {_REBUILD}") from None
+        except RecursionError:
+            raise EngineError(f"{where} is unreadable (JSON nested too deeply); "
+                              f"{_REBUILD}") from None
         return cls.from_dict(data, where=where)
 
 

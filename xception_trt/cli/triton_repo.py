@@ -164,7 +164,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=Precision.choices(), default=None,
                    help="a bundle's precision to serve (default: the bundle's default)")
     backend = p.add_argument(
-        "--triton-backend", choices=ServeBackend.choices(), default=ServeBackend.NATIVE.value,
+        # None until parsed: a given --triton-backend native is told apart from the default, so
+        # it and the deprecated --backend together are refused (resolve_deprecated)
+        "--triton-backend", choices=ServeBackend.choices(), default=None,
         help="native: Triton's TensorRT / ONNX Runtime backend (default); python: our Runner "
              "in Triton's Python backend")
     deprecated_alias(p, "--backend", backend, choices=ServeBackend.choices())
@@ -193,7 +195,8 @@ def run(args: argparse.Namespace) -> int:
         from ..bundle.cache import resolve
 
         args.model = str(resolve(args.model, precision=args.precision).path)
-    options = build_options(args, triton_backend=args.triton_backend, ensemble=args.ensemble,
+    options = build_options(args, triton_backend=args.triton_backend or ServeBackend.NATIVE,
+                            ensemble=args.ensemble,
                             execution_env=args.execution_env, instance_kind=args.instance_kind,
                             gpus=args.gpus)
     with served_model(args) as model:

@@ -68,7 +68,8 @@ class DemoConfig(JsonMixin):
     calibration_method: str = "entropy"
     calibration_images: int = 512
     max_batch: int = 8
-    cc: tuple[str, ...] = json_field(default=("SM86",), key="rtx_targets")
+    # None: not given (so that it and the old keyword together are refused), then ("SM86",)
+    cc: tuple[str, ...] = json_field(default=None, key="rtx_targets")
     bench_batch_sizes: tuple[int, ...] = (1, 8)
     bench_iterations: int = 30
     bench_warmup: int = 3
@@ -76,10 +77,8 @@ class DemoConfig(JsonMixin):
     rtx_targets: InitVar[tuple[str, ...] | None] = None
 
     def __post_init__(self, rtx_targets: tuple[str, ...] | None = None) -> None:
-        default = type(self).__dataclass_fields__["cc"].default
-        given = None if self.cc == default else self.cc  # cc left at its default: "not given"
-        cc = renamed("rtx_targets", "cc", rtx_targets, given, where="DemoConfig", stacklevel=4)
-        object.__setattr__(self, "cc", tuple(default if cc is None else cc))
+        cc = renamed("rtx_targets", "cc", rtx_targets, self.cc, where="DemoConfig", stacklevel=4)
+        object.__setattr__(self, "cc", ("SM86",) if cc is None else tuple(cc))
         ModelSpec(num_classes=10, width=self.width, middle_blocks=self.middle_blocks,
                   input_size=self.input_size, **DEMO_SPEC_FIELDS)  # validates the sizes
         if not isinstance(self.train, TrainConfig):

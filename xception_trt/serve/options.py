@@ -91,7 +91,8 @@ class RepositoryOptions:
     """
 
     name: str = "xception"
-    triton_backend: ServeBackend = ServeBackend.NATIVE
+    # None: not given (so that it and the old keyword together are refused), then native
+    triton_backend: ServeBackend = None  # type: ignore[assignment]
     ensemble: bool = False
     max_batch_size: int | None = None
     dynamic_batching: bool = True
@@ -110,10 +111,9 @@ class RepositoryOptions:
         def set_(name: str, value: Any) -> None:
             object.__setattr__(self, name, value)
 
-        if backend is not None:
-            given = None if self.triton_backend is ServeBackend.NATIVE else self.triton_backend
-            set_("triton_backend", renamed("backend", "triton_backend", backend, given,
-                                           where="RepositoryOptions", stacklevel=4))
+        backend = renamed("backend", "triton_backend", backend, self.triton_backend,
+                          where="RepositoryOptions", stacklevel=4)
+        set_("triton_backend", ServeBackend.NATIVE if backend is None else backend)
 
         if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
             raise ConfigError(f"model name {self.name!r} is not a valid Triton model name; use "
