@@ -410,3 +410,78 @@ def test_http_url_source_and_refused_rtsp(tiny_onnx_files, digits_video):
     finally:
         server.shutdown()
         server.server_close()
+
+
+_FULL_DISK = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write(2) past the limit then fails with EFBIG
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+from xception_trt.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_annotated_video_onto_a_file_size_limit_is_one_error_line(tiny_onnx_files, digits_video,
+                                                                    tmp_path):
+    """Issue 27 item 3: a write that the kernel refuses mid-video (RLIMIT_FSIZE: write(2) fails
+    with EFBIG, getrlimit(2); it reaches FFmpeg's muxer like ENOSPC) ends in one `error:` line,
+    exit 2, no temporary file and no crash (the old code died with SIGSEGV in
+    container.close() after the failed mux)."""
+    import os
+    import subprocess
+    import sys
+
+    video = digits_video[0]
+    out = tmp_path / "out" / "annotated.mp4"
+    out.parent.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.run([sys.executable, "-c", _FULL_DISK, "2048", "stream",
+                           str(tiny_onnx_files["uint8"]), str(video), "-o", str(out)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "File too large" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert list(out.parent.iterdir()) == []
+
+
+def test_annotated_video_onto_a_full_disk(monkeypatch, tmp_path):
+    """Issue 27 item 3: ENOSPC from the file PyAV writes (injected at the writer's file object,
+    as write(2) reports a full disk: OSError errno ENOSPC) is the one-line "No space left on
+    device" error that bundle and quantize give; nothing is left."""
+    import errno
+
+    from xception_trt.stream import annotate
+
+    real = annotate._Sink.write
+    budget = {"left": 3000}
+
+    def write(self, data):
+        budget["left"] -= len(data)
+        if budget["left"] < 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(annotate._Sink, "write", write)
+    out = tmp_path / "annotated.mp4"
+    frames, _ = _digit_frames()
+    writer = annotate.VideoWriter(out, fps=FPS)
+    with pytest.raises(DataError, match="No space left on device; free disk space"):
+        for f in frames * 4:
+            writer.write(f)
+        writer.close()
+    writer.close()  # idempotent after the failure
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_annotated_video_follows_the_umask(digits_video, tmp_path):
+    """Issue 27 item 21: the video was renamed into place with mkstemp's 0600; every other
+    output follows the umask (fsio.default_file_mode)."""
+    from xception_trt.fsio import default_file_mode
+    from xception_trt.stream.annotate import VideoWriter
+
+    out = tmp_path / "annotated.mp4"
+    with VideoWriter(out, fps=FPS) as writer:
+        writer.write(digits_video[2][0])
+    assert out.stat().st_mode & 0o777 == default_file_mode()
