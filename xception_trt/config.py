@@ -348,6 +348,10 @@ _CC_RE = re.compile(r"^(?:sm_?)?(\d+)(?:\.(\d+))?$", re.IGNORECASE)
 
 #: Default size of the optimisation profile's largest batch when nothing is given.
 DEFAULT_MAX_BATCH = 8
+#: Largest batch of any profile: far above what fits in a GPU (one 299x299 float image is
+#: 1 MiB, so 65536 are 64 GiB of input alone) and inside TensorRT 8.6's 32-bit ``Dims``; a
+#: batch of 2**31 reached TensorRT as a TypeError.
+MAX_BATCH = 1 << 16
 
 
 def normalise_compute_capability(value: str) -> str:
@@ -362,7 +366,10 @@ def normalise_compute_capability(value: str) -> str:
     if text.lower() == "current":
         return "CURRENT"
     match = _CC_RE.match(text)
-    if not match:
+    # a bare number needs a major and a minor digit (86, 120); the major is at least 1
+    if not match or (match.group(2) is None and len(match.group(1)) < 2) or (
+            int(match.group(1)) == 0 if match.group(2) is not None
+            else int(match.group(1)[:-1]) == 0):
         raise ConfigError(f"{value!r} is not a compute capability; write it like sm86, 8.6, "
                           "sm120 or current")
     major, minor = match.groups()
@@ -442,7 +449,7 @@ class BuildConfig(JsonMixin):
         if self.flavour is not None:  # stored as the plain value: it is part of cache keys
             set_("flavour", Flavour.parse(self.flavour).value)
         for name in ("batch", "min_batch", "opt_batch", "max_batch"):
-            _opt_int(name, getattr(self, name), 1)
+            _opt_int(name, getattr(self, name), 1, MAX_BATCH)
         if self.batch is not None and any(
                 getattr(self, n) is not None for n in ("min_batch", "opt_batch", "max_batch")):
             raise ConfigError("give either a fixed batch or a min/opt/max batch profile, not both")

@@ -238,6 +238,10 @@ def recorded_facts(path: str | os.PathLike[str]) -> DeviceFacts:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"cannot read machine facts {path}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"cannot read machine facts {path}: its JSON is nested too deeply "
+                          "(a facts file is a flat object as `xception-trt doctor --json` "
+                          "writes under 'machine')") from None
     if isinstance(data, dict) and isinstance(data.get("machine"), dict):
         data = data["machine"]
     if not isinstance(data, dict):

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import InputFormat, ModelSpec, Precision
+from ..config import MAX_BATCH, InputFormat, ModelSpec, Precision
 from ..errors import BundleError, ConfigError, EngineError
 from ..fsio import atomic_path
 from ..jsonable import JsonMixin, json_field
@@ -220,7 +220,7 @@ class Manifest(JsonMixin):
                 text = sidecars[side].decode("utf-8")
                 engines.append(EngineEntry(str(e["member"]), side, EngineSidecar.from_json(
                     text, where=f"{where}: {side}")))
-            lo, opt, hi = (int(b) for b in data["batch_profile"])
+            lo, opt, hi = _check_profile(data["batch_profile"], where)
             manifest = cls(
                 model_spec=ModelSpec.from_dict(data["model_spec"]),
                 input_format=InputFormat.parse(data["input_format"]),
@@ -239,6 +239,9 @@ class Manifest(JsonMixin):
                 UnicodeDecodeError) as exc:
             raise BundleError(f"{where} has an invalid manifest ({type(exc).__name__}: {exc}); "
                               "remake the bundle with `xception-trt bundle`") from None
+        if not variants:
+            raise BundleError(f"{where} has no ONNX variant (\"variants\" is empty); remake "
+                              "the bundle with `xception-trt bundle`")
         for name in [m for v in variants.values()
                      for m in (v.member, v.onnxruntime_member) if m is not None] + [
                 n for e in engines for n in (e.member, e.sidecar_member)]:
@@ -309,6 +312,23 @@ def _check_members(data: Any, where: str) -> dict[str, Member]:
     return out
 
 
+def _check_profile(value: Any, where: str) -> tuple[int, int, int]:
+    """The manifest's ``batch_profile``: three integers ``1 <= min <= opt <= max <=
+    MAX_BATCH`` (a batch of 1e30 reached TensorRT as a TypeError).
+
+    Raises:
+        BundleError: Anything else.
+    """
+    ok = (isinstance(value, list) and len(value) == 3
+          and all(isinstance(b, int) and not isinstance(b, bool) for b in value)
+          and 1 <= value[0] <= value[1] <= value[2] <= MAX_BATCH)
+    if not ok:
+        raise BundleError(f"{where} has an invalid batch_profile {str(value)[:80]} (three "
+                          f"integers 1 <= min <= opt <= max <= {MAX_BATCH} expected); remake "
+                          "the bundle with `xception-trt bundle`")
+    return value[0], value[1], value[2]
+
+
 def _check_header(data: Any, where: str) -> None:
     """Refuse what is not a bundle manifest, or one of a newer format version.
 
@@ -319,7 +339,7 @@ def _check_header(data: Any, where: str) -> None:
         raise BundleError(f"{where} is not an xception-trt bundle (no {FORMAT} manifest); "
                           "make one with `xception-trt bundle`")
     version = data.get("format_version")
-    if isinstance(version, bool) or not isinstance(version, int):
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise BundleError(f"{where} has no valid format_version; remake the bundle")
     if version > FORMAT_VERSION:
         raise BundleError(f"{where} is a bundle of format version {version}, newer than this "
