@@ -155,3 +155,63 @@ def test_doctor_refuses_a_negative_device(capsys, facts_file):
         main(["doctor", "--device", "-1", "--facts", str(facts_file)])
     assert exc.value.code == 2
     assert "--device" in capsys.readouterr().err
+
+
+# -- item 13: what a label may hold, decided once in ModelSpec ---------------------------------
+
+@pytest.mark.parametrize("label", ["two\nlines", "cr\r", "tab\there", "", " padded",
+                                   "x" * 257, "nul\x00"])
+def test_a_label_that_breaks_a_label_file_is_refused_by_the_spec(label, tmp_path):
+    """Issue 27 item 13: a newline made DeepStream's nvinfer read 3 labels for 4 classes and
+    broke the bundle's labels.txt (one label per line). The rule lives in ModelSpec
+    (config.check_label), so every writer (bundle, deepstream, triton-repo) and every reader
+    of a manifest applies it."""
+    from xception_trt.config import ModelSpec
+
+    with pytest.raises(ConfigError, match="is not usable"):
+        ModelSpec(num_classes=2, labels=("ok", label))
+
+    def edit(m):
+        m["model_spec"]["labels"] = ["cat", "dog", label]
+
+    bad = forge(tmp_path / "bad.xtrt", edit=edit)
+    with pytest.raises(BundleError, match="is not usable"):
+        Bundle(bad)
+
+
+def test_ordinary_labels_still_pass():
+    from xception_trt.config import ModelSpec
+    from xception_trt.labels import imagenet_class_names
+
+    assert ModelSpec(num_classes=3, labels=("tench, Tinca tinca", "café", "a;b")).labels[1] == \
+        "café"
+    assert len(ModelSpec(labels=imagenet_class_names()).labels) == 1000
+
+
+# -- item 18: deepstream values that reach its config files -------------------------------------
+
+@pytest.mark.parametrize("argv,message", [
+    (["--uri", "file:///a.mp4\n[sink1]\nenable=1"], "holds a line break"),
+    (["--uri", "rtsp://cam\rtype=1"], "holds a line break"),
+    (["--uri", "file:///a.mp4", "--camera", "0"], "not both"),
+])
+def test_deepstream_values_cannot_reach_the_config_files_unchecked(argv, message, tiny_onnx_files,
+                                                                   tmp_path, capsys):
+    """Issue 27 item 18: newlines in --uri injected keys and sections into
+    deepstream_app_config.txt; --uri with --camera was silently ignored. Nothing is written."""
+    out = tmp_path / "ds"
+    code = main(["deepstream", str(tiny_onnx_files["float"]), "-o", str(out), *argv])
+    _one_error(capsys, code, message)
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_deepstream_batch_size_fits_its_32_bit_fields(tiny_onnx_files, tmp_path, capsys):
+    from xception_trt.deepstream import export_deepstream
+
+    with pytest.raises(SystemExit):
+        main(["deepstream", str(tiny_onnx_files["float"]), "-o", str(tmp_path / "ds"),
+              "--batch-size", str(10**12)])
+    assert "is outside 1..65536" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="batch_size"):
+        export_deepstream(tiny_onnx_files["float"], tmp_path / "ds2", batch_size=10**12)
+    assert not (tmp_path / "ds2").exists()

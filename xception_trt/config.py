@@ -21,6 +21,7 @@ from .jsonable import JsonMixin, json_field
 __all__ = [
     "StrEnum",
     "check_int",
+    "check_label",
     "Precision",
     "Flavour",
     "TensorRTBackend",
@@ -192,6 +193,34 @@ def _as_float_tuple(name: str, value: Any, n: int) -> tuple[float, ...]:
     return out
 
 
+#: Longest class label (characters).
+MAX_LABEL_CHARS = 256
+
+
+def check_label(value: Any) -> str:
+    """``value`` if it can be a class label everywhere labels are written: a non-empty string
+    of at most :data:`MAX_LABEL_CHARS` printable characters (``str.isprintable``: no line break,
+    tab or other control character) without leading or trailing spaces.
+
+    Why: the bundle's and Triton's ``labels.txt`` hold one label per line, DeepStream's
+    classifier label file holds them on one line (nvinfer ``labelfile-path``), and a label with
+    a newline made nvinfer read 3 labels for 4 classes. (A ``;``, DeepStream's separator, is
+    allowed: the DeepStream writer spells it ``,``.)
+
+    Raises:
+        ConfigError: Anything else (the message names the label and the rule).
+    """
+    if not isinstance(value, str):
+        raise ConfigError(f"class label {value!r} is not a string; give class names as text")
+    ok = 0 < len(value) <= MAX_LABEL_CHARS and value.isprintable() and value == value.strip()
+    if not ok:
+        raise ConfigError(f"class label {value[:80]!r} is not usable: a label is 1 to "
+                          f"{MAX_LABEL_CHARS} printable characters (no line break, tab or other "
+                          "control character) without leading or trailing spaces (label files "
+                          "hold one per line); fix the labels")
+    return value
+
+
 @dataclass(frozen=True)
 class ModelSpec(JsonMixin):
     """Architecture, preprocessing and labels of one Xception model.
@@ -262,7 +291,10 @@ class ModelSpec(JsonMixin):
         set_("interpolation", Interpolation.parse(self.interpolation))
         set_("pool_padding", PoolPadding.parse(self.pool_padding))
         if self.labels is not None:
-            labels = tuple(str(x) for x in self.labels)
+            if isinstance(self.labels, (str, bytes)) or not isinstance(self.labels,
+                                                                      (list, tuple)):
+                raise ConfigError("labels must be a list of class names, one per class")
+            labels = tuple(check_label(x) for x in self.labels)
             if len(labels) != self.num_classes:
                 raise ConfigError(
                     f"{len(labels)} class labels given for num_classes={self.num_classes}; "
