@@ -86,10 +86,21 @@ def test_manifest_fields_aimed_outside_the_cache_touch_nothing(tmp_path, sha, na
     assert _snapshot(tmp_path, cache) == before
 
 
-def test_a_cache_folder_linked_outside_is_refused(tmp_path):
+def _good(tmp_path: Path, tiny_onnx_files) -> Path:
+    """A valid bundle of the tiny FP32 graph."""
+    from xception_trt.onnx_meta import read_file_metadata
+
+    graph = Path(tiny_onnx_files["float"])
+    spec = read_file_metadata(graph).spec
+    return forge(tmp_path / "good.xtrt", {"onnx/fp32.onnx": graph.read_bytes(),
+                                          "labels.txt": b"a\n"},
+                 edit=lambda m: m.update(model_spec=spec.to_dict()))
+
+
+def test_a_cache_folder_linked_outside_is_refused(tmp_path, tiny_onnx_files):
     """Issue 27 item 1, symlinked folders: a folder of the cache replaced by a link to
     elsewhere is refused, and nothing is written through it."""
-    good = forge(tmp_path / "good.xtrt")
+    good = _good(tmp_path, tiny_onnx_files)
     cache, outside = tmp_path / "cache", tmp_path / "outside"
     outside.mkdir()
     (cache / "onnx").parent.mkdir()
@@ -123,18 +134,23 @@ def test_duplicate_member_names_in_the_manifest_data_are_refused():
 # -- item 2: zip bombs ----------------------------------------------------------------------
 
 GIB = 1 << 30
+# VmHWM (proc(5): "peak resident set size") of the child's own address space. Not ru_maxrss:
+# Linux carries the parent's high-water mark into it across fork/vfork + exec (exec_mmap keeps
+# the larger of the old and new mm's), so a pytest process holding torch would be measured.
 _PEAK = """
-import resource, sys
+import sys
 from xception_trt.cli import main
 rc = main(sys.argv[1:])
-print("PEAK_KIB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+with open("/proc/self/status") as fh:
+    hwm = next(line.split()[1] for line in fh if line.startswith("VmHWM:"))
+print("PEAK_KIB", hwm, file=sys.stderr)
 sys.exit(rc)
 """
 
 
 def _run_peak(args, cwd: Path) -> tuple[int, int, str]:
-    """Run the CLI in a child process; its exit code, peak RSS in MiB (``ru_maxrss`` of that
-    process alone, Linux: KiB) and stderr."""
+    """Run the CLI in a child process; its exit code, peak RSS in MiB (its VmHWM) and
+    stderr."""
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]) + os.pathsep
                + str(Path(__file__).resolve().parent), XDG_CACHE_HOME=str(cwd / "xdg"))
     proc = subprocess.run([sys.executable, "-c", _PEAK, *args], capture_output=True, text=True,
@@ -145,12 +161,14 @@ def _run_peak(args, cwd: Path) -> tuple[int, int, str]:
 
 
 @pytest.fixture(scope="module")
-def bombs(tmp_path_factory):
+def bombs(tmp_path_factory, tiny_onnx_files):
     root = tmp_path_factory.mktemp("bombs")
+    graph = {"onnx/fp32.onnx": Path(tiny_onnx_files["float"]).read_bytes()}
     return {
-        "labels, lying": forge_bomb(root / "labels_lying.xtrt", "labels.txt", GIB, honest=False),
+        "labels, lying": forge_bomb(root / "labels_lying.xtrt", "labels.txt", GIB, honest=False,
+                                    others=graph),
         "labels, honest": forge_bomb(root / "labels_honest.xtrt", "labels.txt", GIB,
-                                     honest=True),
+                                     honest=True, others=graph),
         "onnx, lying": forge_bomb(root / "onnx_lying.xtrt", "onnx/fp32.onnx", GIB, honest=False,
                                   others={"labels.txt": b"cat\ndog\nbird\n"}),
     }
@@ -230,3 +248,60 @@ def test_odd_zip_entries_are_one_clear_error(tmp_path, how, message):
             b.verify()
     with pytest.raises(BundleError, match=message):
         resolve(path, precision="fp32", cache_dir=tmp_path / "cache", facts=CPU)
+
+
+# -- items 16 and 17: the graph is what the manifest says; a warm cache re-verifies --------------
+
+def _graphs(tiny_onnx_files) -> dict[str, bytes]:
+    fp32 = Path(tiny_onnx_files["float"]).read_bytes()
+    return {"onnx/fp32.onnx": fp32, "onnx/int8.onnx": fp32, "labels.txt": b"a\n"}
+
+
+def test_a_variant_whose_graph_is_another_precision_is_refused(tiny_onnx_files, tmp_path):
+    """Issue 27 item 16: a hash-consistent bundle whose int8 member is the FP32 graph ran FP32
+    as "int8"; the graph's own metadata (onnx_meta) now has to agree with the manifest."""
+    from xception_trt.onnx_meta import read_file_metadata
+
+    spec = read_file_metadata(tiny_onnx_files["float"]).spec
+
+    def edit(m):
+        m["model_spec"] = spec.to_dict()
+
+    bad = forge(tmp_path / "bad.xtrt", _graphs(tiny_onnx_files), edit=edit,
+                variants={"fp32": "onnx/fp32.onnx", "int8": "onnx/int8.onnx"})
+    with pytest.raises(BundleError, match="listed as the int8 variant but its graph is fp32"):
+        resolve(bad, precision="int8", cache_dir=tmp_path / "cache", facts=CPU)
+    assert resolve(bad, precision="fp32", cache_dir=tmp_path / "cache", facts=CPU).path
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage, not protobuf \xff\xff"])
+def test_doctor_refuses_an_onnx_member_that_is_not_a_graph(content, tmp_path, capsys):
+    """Issue 27 item 17: doctor said ONNX Runtime would run a bundle whose ONNX member is empty
+    or garbage (hash-consistent), while infer refused it."""
+    from xception_trt.cli import main
+
+    bad = forge(tmp_path / "bad.xtrt", {"onnx/fp32.onnx": content, "labels.txt": b"a\n"})
+    facts = tmp_path / "cpu.json"
+    facts.write_text(json.dumps(CPU.to_dict()))
+    code = main(["doctor", str(bad), "--facts", str(facts)])
+    err = capsys.readouterr().err
+    assert code == 2 and "member onnx/fp32.onnx is not an ONNX model" in err, err
+
+
+def test_a_warm_cache_does_not_excuse_a_tampered_member(tiny_onnx_files, tmp_path):
+    """Issue 27 item 17 (README: a tampered bundle is an error): after a first open filled the
+    cache, a bundle whose member was changed since (same size, manifest untouched) is refused;
+    the old code served the verified copy from the cache."""
+    graphs = _graphs(tiny_onnx_files)
+    path = _good(tmp_path, tiny_onnx_files)
+    cache = tmp_path / "cache"
+    first = resolve(path, precision="fp32", cache_dir=cache, facts=CPU)
+    assert not first.cache_hit
+    assert resolve(path, precision="fp32", cache_dir=cache, facts=CPU).cache_hit
+    raw = bytearray(path.read_bytes())
+    graph = graphs["onnx/fp32.onnx"]
+    at = raw.find(graph) + len(graph) // 2  # a stored member: its bytes are in the file as is
+    raw[at] ^= 1
+    path.write_bytes(bytes(raw))
+    with pytest.raises(BundleError, match="onnx/fp32.onnx"):
+        resolve(path, precision="fp32", cache_dir=cache, facts=CPU)

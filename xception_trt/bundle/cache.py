@@ -176,6 +176,7 @@ def _onnx_file(bundle: Bundle, precision: Precision, root: Path,
     # the member is verified before any file is named after it or written for it; a warm
     # cache does not excuse a tampered bundle (README: a tampered bundle is an error)
     sha = bundle.check(member).sha256
+    bundle.check_graph(member, precision)  # the graph the manifest says, not just any bytes
     dest = _inside(root, root / "onnx" / f"{sha[:16]}.{precision.value}.onnx")
     with _locked(_inside(root, dest.with_name(dest.name + ".lock"))):
         if dest.is_file() and sha256_file(dest) == sha:
@@ -216,6 +217,7 @@ def _built(bundle: Bundle, choice: Choice, root: Path) -> tuple[Path, bool]:
     # verified before a folder is named after its hash (and before a cached engine built
     # from it is reused: a tampered bundle is an error, warm cache or not)
     onnx_sha = bundle.check(member).sha256
+    bundle.check_graph(member, target.onnx_precision)
     key = build_key(target, choice.precision, onnx_sha)
     folder = _inside(root, root / "engines" / engine_folder(target, choice.precision, onnx_sha))
     folder.mkdir(exist_ok=True)

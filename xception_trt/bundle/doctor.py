@@ -135,6 +135,10 @@ def diagnose(path: str | os.PathLike[str] | None, *, facts: DeviceFacts,
         with Bundle(path) as bundle:
             checked = bundle.verify()
             manifest = bundle.manifest
+            for prec, v in manifest.variants.items():  # what infer would refuse, doctor does
+                for member in dict.fromkeys((v.member, v.onnxruntime_member)):
+                    if member is not None:
+                        bundle.check_graph(member, prec)
             choices = tuple(choose(manifest, facts, Request(p, device=device,
                                                             max_batch=max_batch))
                             for p in manifest.precisions)

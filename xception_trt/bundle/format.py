@@ -38,13 +38,16 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import MAX_BATCH, InputFormat, ModelSpec, Precision
-from ..errors import BundleError, ConfigError, EngineError
+from ..errors import BundleError, ConfigError, EngineError, GraphError
 from ..fsio import atomic_path
 from ..jsonable import JsonMixin, json_field
 from ..sidecar import EngineSidecar
+
+if TYPE_CHECKING:
+    from ..onnx_meta import OnnxMeta
 
 __all__ = ["BUNDLE_SUFFIXES", "FORMAT", "FORMAT_VERSION", "MANIFEST", "Member", "VariantEntry",
            "EngineEntry", "Manifest", "Bundle", "is_bundle"]
@@ -506,6 +509,38 @@ class Bundle:
         member = self.member(name)
         self._hash_member(member)
         return member
+
+    def check_graph(self, name: str, precision: Precision) -> OnnxMeta:
+        """The xception-trt metadata of ONNX member ``name``, which must be a graph of
+        ``precision`` and of the manifest's input format (read from the graph's top-level
+        fields in chunks, without parsing or holding the graph).
+
+        A hash only says the member is what the bundle's maker put there: this says it is what
+        the manifest claims (a hash-consistent bundle whose ``int8-ort.onnx`` was the FP32 graph
+        ran FP32 as "int8"; an empty or garbage member was reported as runnable by ``doctor``).
+
+        Raises:
+            BundleError: Not an ONNX model of ours, or another precision or input format.
+        """
+        from ..onnx_meta import read_stream_metadata
+
+        info = self._infos[self.member(name).name]
+        what = f"bundle {self.path}: member {name}"
+        try:
+            with self._zip.open(info) as fh:
+                meta = read_stream_metadata(fh, info.file_size, name=what)
+        except GraphError as exc:
+            raise BundleError(f"{exc}; {_REMAKE}") from None
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error) as exc:
+            raise BundleError(f"{what} is unreadable ({exc}; truncated?); {_REMAKE}") from None
+        if meta.precision is not precision:
+            raise BundleError(f"{what} is listed as the {precision.value} variant but its graph "
+                              f"is {meta.precision.value} (mislabelled or tampered with); "
+                              f"{_REMAKE}")
+        if meta.input_format is not self.manifest.input_format:
+            raise BundleError(f"{what} takes {meta.input_format.value} input but the manifest "
+                              f"says {self.manifest.input_format.value}; {_REMAKE}")
+        return meta
 
     def extract(self, name: str, dest: str | os.PathLike[str]) -> Path:
         """Write a verified member to ``dest`` atomically (nothing partial is ever there).
