@@ -305,3 +305,20 @@ def test_a_warm_cache_does_not_excuse_a_tampered_member(tiny_onnx_files, tmp_pat
     path.write_bytes(bytes(raw))
     with pytest.raises(BundleError, match="onnx/fp32.onnx"):
         resolve(path, precision="fp32", cache_dir=cache, facts=CPU)
+
+
+def test_engine_cache_errors_name_a_fix_that_exists(tiny_onnx_files, tmp_path, monkeypatch,
+                                                    capsys, image_folder):
+    """Issue 27 item 22: every engine-cache error told the user to pass --cache-dir, which no
+    command has; the fix named now is XDG_CACHE_HOME (and cache_dir= in Python)."""
+    from xception_trt.cli import main
+
+    good = _good(tmp_path, tiny_onnx_files)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    image = next(p for p in Path(image_folder).rglob("*") if p.is_file())
+    assert main(["infer", str(good), str(image)]) == 2
+    err = capsys.readouterr().err
+    assert "--cache-dir" not in err and "set XDG_CACHE_HOME" in err, err
+    assert err.count("error:") == 1

@@ -215,3 +215,20 @@ def test_deepstream_batch_size_fits_its_32_bit_fields(tiny_onnx_files, tmp_path,
     with pytest.raises(ConfigError, match="batch_size"):
         export_deepstream(tiny_onnx_files["float"], tmp_path / "ds2", batch_size=10**12)
     assert not (tmp_path / "ds2").exists()
+
+
+# -- item 24: byte order --------------------------------------------------------------------
+
+def test_a_big_endian_float32_batch_names_the_byte_order(tiny_onnx_files):
+    """Issue 27 item 24: it was refused with "input dtype must be float32, got float32"."""
+    import numpy as np
+
+    from xception_trt.errors import EngineError
+    from xception_trt.runners import open_runner
+
+    with open_runner(tiny_onnx_files["float"]) as runner:
+        s = runner.input_spec.shape
+        batch = np.zeros((1, *s[1:]), dtype=">f4")
+        with pytest.raises(EngineError, match=r"big-endian byte order \(>f4\).*astype"):
+            runner(batch)
+        assert runner(batch.astype(np.float32)).shape[0] == 1

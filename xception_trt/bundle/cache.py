@@ -148,11 +148,11 @@ def _cache_root(cache_dir: str | os.PathLike[str] | None) -> Path:
             (root / sub).mkdir(exist_ok=True)
     except (BundleError, OSError) as exc:
         raise BundleError(f"{exc}".rstrip(".") + "; the bundle needs a writable engine cache: "
-                          "pass cache_dir= (CLI: --cache-dir DIR) or set XDG_CACHE_HOME"
+                          "set XDG_CACHE_HOME to a writable folder (Python: pass cache_dir=)"
                           ) from None
     if not os.access(root / "engines", os.W_OK | os.X_OK):
-        raise BundleError(f"engine cache {root} is not writable; pass cache_dir= (CLI: "
-                          "--cache-dir DIR) or set XDG_CACHE_HOME")
+        raise BundleError(f"engine cache {root} is not writable; set XDG_CACHE_HOME to a "
+                          "writable folder (Python: pass cache_dir=)")
     return root
 
 
@@ -166,7 +166,8 @@ def _inside(root: Path, path: Path) -> Path:
     real_root, real = root.resolve(), path.resolve()
     if real != real_root and real_root not in real.parents:
         raise BundleError(f"engine cache {root}: {path} leads outside the cache (to {real}); "
-                          "remove it, or pass cache_dir= (CLI: --cache-dir DIR)")
+                          "remove the link, or set XDG_CACHE_HOME to another folder (Python: "
+                          "pass cache_dir=)")
     return path
 
 
@@ -297,7 +298,7 @@ def resolve(bundle_path: str | os.PathLike[str], *, precision: Precision | str |
             raise
         except OSError as exc:
             raise BundleError(f"engine cache {root} cannot be written ({exc.strerror or exc}); "
-                              "pass cache_dir= (CLI: --cache-dir DIR) or set XDG_CACHE_HOME"
+                              "set XDG_CACHE_HOME to a writable folder (Python: pass cache_dir=)"
                               ) from None
     log.info("%s -> %s (%s)", bundle.path.name, path, choice.reason)
     return Resolution(path, choice, built=choice.kind is ChoiceKind.BUILD and not hit,
