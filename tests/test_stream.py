@@ -485,3 +485,42 @@ def test_annotated_video_follows_the_umask(digits_video, tmp_path):
     with VideoWriter(out, fps=FPS) as writer:
         writer.write(digits_video[2][0])
     assert out.stat().st_mode & 0o777 == default_file_mode()
+
+
+def test_sigterm_on_a_real_process_ends_like_ctrl_c(tiny_onnx_files, digits_video, tmp_path):
+    """Issue 27 item 20: SIGTERM ended `stream` at once (no totals line, the annotated video of
+    the frames already encoded discarded, its temp file left); now it is treated like SIGINT,
+    as `serve` does, and exits 128 + 15."""
+    import signal
+
+    _, _, frames, _ = digits_video
+    out = tmp_path / "annotated.mkv"
+    proc, writer = _fifo_stream(tmp_path, frames, [str(tiny_onnx_files["float"]), "--json-lines",
+                                                   "-o", str(out), "--stall-timeout", "60"])
+    try:
+        lines = [proc.stdout.readline() for _ in range(5)]
+        assert all(json.loads(line)["frame"] == i for i, line in enumerate(lines))
+        proc.send_signal(signal.SIGTERM)
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        writer.close()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    totals = json.loads(rest.splitlines()[-1])
+    assert totals["interrupted"] is True and totals["totals"]["frames"] >= 5
+    assert "stream interrupted" in err and "Traceback" not in err
+    with av.open(str(out)) as inp:  # complete and playable
+        assert len(list(inp.decode(video=0))) == totals["totals"]["frames"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_stream_takes_a_bundle_and_its_precision(tiny_onnx_files, capsys):
+    """Issue 27 item 25: `stream` accepted a bundle, but its help did not list .xtrt and it had
+    no --precision; --precision without a bundle is refused as for infer."""
+    with pytest.raises(SystemExit):
+        main(["stream", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert ".xtrt" in text and "--precision" in text
+    assert main(["stream", str(tiny_onnx_files["float"]), "x.mp4", "--precision", "fp16"]) == 2
+    assert "a bundle MODEL (.xtrt)" in capsys.readouterr().err

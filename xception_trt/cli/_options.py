@@ -419,8 +419,8 @@ RULES: tuple[Rule, ...] = (
                                     ("--exclude-op-type", "exclude_op_type"),
                                     ("--exclude-depthwise", "exclude_depthwise"),
                                     ("--compare-all", "compare_all"))))),
-    # infer, triton-repo: a precision picks one of a bundle's variants
-    _needs(("infer", "triton-repo"), "--precision", _flag("precision"),
+    # infer, stream, triton-repo: a precision picks one of a bundle's variants
+    _needs(("infer", "stream", "triton-repo"), "--precision", _flag("precision"),
            "a bundle MODEL (.xtrt)", lambda a: is_bundle(a.model), why=PRECISION_WHY),
     # triton-repo and serve: runner flags set our runner in Triton's Python backend (serve
     # always writes Python-backend models)
