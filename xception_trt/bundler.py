@@ -169,8 +169,17 @@ def _from_bundle(source: Path, folder: Path, layout: ArtifactLayout) -> _Previou
                               "checkpoint")
         (folder / "carried").mkdir(parents=True, exist_ok=True)
         engines = []
-        for e in manifest.engines:
-            dest = folder / "carried" / Path(e.member).name
+        seen: dict[str, str] = {}
+        for i, e in enumerate(manifest.engines):
+            # one kind of engine once: the rebundled name comes from the sidecar, so two would
+            # land on one member and one of them would be lost
+            kind = _engine_name(e.sidecar)
+            if kind in seen:
+                raise BundleError(f"{source} holds two {kind} engines ({seen[kind]} and "
+                                  f"{e.member}); remake the bundle with `xception-trt bundle`")
+            seen[kind] = e.member
+            # numbered: engines/a/x.engine and engines/b/x.engine share a file name
+            dest = folder / "carried" / f"{i:03d}-{Path(e.member).name}"
             bundle.extract(e.member, dest)
             bundle.extract(e.sidecar_member, sidecar_path(dest))
             engines.append(dest)
