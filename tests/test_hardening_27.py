@@ -232,3 +232,40 @@ def test_a_big_endian_float32_batch_names_the_byte_order(tiny_onnx_files):
         with pytest.raises(EngineError, match=r"big-endian byte order \(>f4\).*astype"):
             runner(batch)
         assert runner(batch.astype(np.float32)).shape[0] == 1
+
+
+# -- item 25: an empty --val is said before any long work --------------------------------------
+
+class _LongWorkStarted(Exception):
+    """Raised by the stand-in for the first long step: the refusal came too late."""
+
+
+def _refuse_long_work(*args, **kwargs):
+    raise _LongWorkStarted
+
+
+def test_bundle_with_an_empty_val_folder_fails_before_export(tiny_checkpoint, tmp_path, capsys,
+                                                             monkeypatch):
+    """Issue 27 item 25: an empty --val folder was found only after export and calibration."""
+    import xception_trt.bundler
+
+    monkeypatch.setattr(xception_trt.bundler, "Steps", _refuse_long_work)
+    empty = tmp_path / "val"
+    empty.mkdir()
+    code = main(["bundle", str(tiny_checkpoint), "--val", str(empty), "-o",
+                 str(tmp_path / "m.xtrt")])
+    _one_error(capsys, code, str(empty))
+    assert not (tmp_path / "m.xtrt").exists()
+
+
+def test_quantize_with_an_empty_val_folder_fails_before_calibration(tiny_onnx_files,
+                                                                    flat_image_folder, tmp_path,
+                                                                    capsys, monkeypatch):
+    import xception_trt.precision
+
+    monkeypatch.setattr(xception_trt.precision, "quantize_int8", _refuse_long_work)
+    empty = tmp_path / "val"
+    empty.mkdir()
+    code = main(["quantize", str(tiny_onnx_files["float"]), "--calib", str(flat_image_folder),
+                 "--precision", "int8", "--val", str(empty), "-o", str(tmp_path / "q.onnx")])
+    _one_error(capsys, code, str(empty))
