@@ -269,3 +269,21 @@ def test_quantize_with_an_empty_val_folder_fails_before_calibration(tiny_onnx_fi
     code = main(["quantize", str(tiny_onnx_files["float"]), "--calib", str(flat_image_folder),
                  "--precision", "int8", "--val", str(empty), "-o", str(tmp_path / "q.onnx")])
     _one_error(capsys, code, str(empty))
+
+
+# -- item 23: a model at a path that is not UTF-8 ----------------------------------------------
+
+def test_a_model_at_a_non_utf8_path_loads(tiny_onnx_files, tmp_path, image_folder, capsys):
+    """Issue 27 item 23: `export` writes such paths, but ONNX Runtime's binding takes only
+    UTF-8 text, and the message blamed the model ("re-export the model or check the
+    onnxruntime version")."""
+    import shutil
+
+    folder = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9"))  # Latin-1, not UTF-8
+    folder.mkdir()
+    model = folder / "m.onnx"
+    shutil.copyfile(tiny_onnx_files["float"], model)
+    image = next(p for p in Path(image_folder).rglob("*") if p.is_file())
+    assert main(["infer", str(model), str(image), "--json"]) == 0, capsys.readouterr().err
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["results"]) == 1
