@@ -524,3 +524,120 @@ def test_stream_takes_a_bundle_and_its_precision(tiny_onnx_files, capsys):
     assert ".xtrt" in text and "--precision" in text
     assert main(["stream", str(tiny_onnx_files["float"]), "x.mp4", "--precision", "fp16"]) == 2
     assert "a bundle MODEL (.xtrt)" in capsys.readouterr().err
+
+
+def _stream_on_a_fifo_without_writer(tmp_path, tiny_onnx_files, stall_timeout):
+    import os
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "nobody.mkv"
+    os.mkfifo(fifo)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.Popen([sys.executable, "-m", "xception_trt", "-v", "stream",
+                             str(tiny_onnx_files["float"]), str(fifo), "--stall-timeout",
+                             stall_timeout], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+
+
+def test_a_fifo_without_a_writer_is_bounded_by_the_stall_timeout(tiny_onnx_files, tmp_path):
+    """Issue 27 item 11: FFmpeg's open() of a FIFO with no writer blocked forever, whatever
+    --stall-timeout said. (The communicate() limit only catches that hang.)"""
+    proc = _stream_on_a_fifo_without_writer(tmp_path, tiny_onnx_files, "0.5")
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 2, err
+    assert "no data arrived on the FIFO" in err and "Traceback" not in err
+
+
+def test_ctrl_c_while_waiting_for_a_fifo_writer_exits_130(tiny_onnx_files, tmp_path):
+    """Issue 27 item 11: Ctrl-C during that wait exited 2 instead of 130. The signal is sent
+    once the process says (-v) that it waits."""
+    import signal
+
+    proc = _stream_on_a_fifo_without_writer(tmp_path, tiny_onnx_files, "600")
+    lines: list[str] = []
+    waiting = threading.Event()
+
+    def read() -> None:
+        for line in proc.stderr:
+            lines.append(line)
+            if "waiting for data on the FIFO" in line:
+                waiting.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert waiting.wait(timeout=120), "".join(lines)  # the limit only catches a hang
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join()
+    err = "".join(lines)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+
+
+def test_a_stall_is_detected_while_a_batch_waits_to_fill(tiny_onnx_files, digits_video):
+    """Issue 27 item 12: with --max-wait-ms above --stall-timeout a stalled source was not
+    detected (the partial batch waited max-wait, then the stall was timed from there); now the
+    stall is timed from the last frame and the partial batch is classified first."""
+    _, _, frames, _ = digits_video
+    release = threading.Event()
+
+    def stalling():
+        yield from frames[:6]
+        release.wait(30)  # stops delivering; ends (no stall error) if nobody noticed
+
+    got = []
+    with Classifier(tiny_onnx_files["float"]) as clf:
+        with pytest.raises(DataError, match="stalled"):
+            for r in clf.stream(stalling(), batch=4, max_wait_ms=600_000, stall_timeout=0.3):
+                got.append(r.index)
+    release.set()
+    assert got == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_failure_keeps_the_frames_of_the_unfilled_batch(tiny_onnx_files, digits_video):
+    """Issue 27 item 12: the frames gathered for a batch that had not filled were dropped when
+    the source failed (39 decoded, 32-36 reported); the README promises every result before
+    the failure."""
+    _, _, frames, _ = digits_video
+
+    def unplugged():
+        yield from frames[:6]
+        raise DataError("camera unplugged")
+
+    got = []
+    with Classifier(tiny_onnx_files["float"]) as clf:
+        with pytest.raises(DataError, match="unplugged"):
+            for r in clf.stream(unplugged(), batch=4, max_wait_ms=600_000):
+                got.append(r.index)
+    assert got == [0, 1, 2, 3, 4, 5]
+
+
+def test_opening_a_url_waits_no_longer_than_the_stall_timeout(tiny_onnx_files, monkeypatch,
+                                                              capsys):
+    """Issue 27 item 12: opening a URL used FFmpeg's fixed 10 s timeout whatever
+    --stall-timeout said. The double stands for VideoSource's open (av.open(timeout=...)),
+    refusing as a failed open does."""
+    from xception_trt.stream import source
+
+    seen = {}
+
+    def opened(self, target, *, name, live, fmt=None, timeout=None):
+        seen["timeout"] = timeout
+        raise DataError(f"cannot open video source {name}: Connection timed out")
+
+    monkeypatch.setattr(source.VideoSource, "__init__", opened)
+    assert main(["stream", str(tiny_onnx_files["float"]), "rtsp://127.0.0.1:9/x",
+                 "--stall-timeout", "2.5"]) == 2
+    assert seen["timeout"] == 2.5
+    assert "Connection timed out" in capsys.readouterr().err

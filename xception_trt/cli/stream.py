@@ -134,35 +134,42 @@ def run(args: argparse.Namespace) -> int:
     interrupted = False
     stop = threading.Event()
     received: list[int] = []
-    with Classifier(args.model, **kw) as clf, _ctrl_c_sets(stop, received):
-        src = open_source(args.stream_source, live=args.live)
-        if args.output is not None:
-            writer = VideoWriter(args.output, fps=src.fps)
-        results = clf.stream(src, top_k=args.top_k, batch=args.batch,
-                             max_wait_ms=args.max_wait_ms, stall_timeout=args.stall_timeout,
-                             keep_frames=writer is not None, on_status=status,
-                             on_end=totals.append, stop=stop)
+    with Classifier(args.model, **kw) as clf:
+        # opened before the handlers are set: Ctrl-C while it waits (a FIFO without a writer,
+        # a slow URL) interrupts at once (exit 130); the wait is bounded by --stall-timeout
+        src = open_source(args.stream_source, live=args.live, timeout=args.stall_timeout)
         try:
-            for res in results:
-                _emit_frame(args, res)
-                if writer is not None and res.image is not None:
-                    top = res.predictions[0]
-                    writer.write(draw_label(res.image, f"{top.label} {top.probability:.1%}"),
-                                 res.timestamp)
-        except KeyboardInterrupt:
-            interrupted = True
-        finally:
-            interrupted = interrupted or stop.is_set()
-            results.close()  # stops the threads, closes the source, reports the totals
-            if writer is not None:
-                writer.close()  # complete, playable file with every frame written so far
-            if totals:
-                end = totals[0]
-                print(f"stream {'interrupted' if interrupted else 'ended'}: {end.format()}",
-                      file=sys.stderr, flush=True)
-                if args.json_lines:
-                    print(json.dumps({"totals": end.to_dict(),
-                                      "interrupted": interrupted}), flush=True)
-            if writer is not None and writer.frames:
-                print(f"wrote {args.output} ({writer.frames} frames)", file=sys.stderr)
+            if args.output is not None:
+                writer = VideoWriter(args.output, fps=src.fps)
+        except BaseException:
+            src.close()
+            raise
+        with _ctrl_c_sets(stop, received):
+            results = clf.stream(src, top_k=args.top_k, batch=args.batch,
+                                 max_wait_ms=args.max_wait_ms, stall_timeout=args.stall_timeout,
+                                 keep_frames=writer is not None, on_status=status,
+                                 on_end=totals.append, stop=stop)
+            try:
+                for res in results:
+                    _emit_frame(args, res)
+                    if writer is not None and res.image is not None:
+                        top = res.predictions[0]
+                        writer.write(draw_label(res.image, f"{top.label} {top.probability:.1%}"),
+                                     res.timestamp)
+            except KeyboardInterrupt:
+                interrupted = True
+            finally:
+                interrupted = interrupted or stop.is_set()
+                results.close()  # stops the threads, closes the source, reports the totals
+                if writer is not None:
+                    writer.close()  # complete, playable file with every frame written so far
+                if totals:
+                    end = totals[0]
+                    print(f"stream {'interrupted' if interrupted else 'ended'}: {end.format()}",
+                          file=sys.stderr, flush=True)
+                    if args.json_lines:
+                        print(json.dumps({"totals": end.to_dict(),
+                                          "interrupted": interrupted}), flush=True)
+                if writer is not None and writer.done:
+                    print(f"wrote {args.output} ({writer.frames} frames)", file=sys.stderr)
     return (received[0] if received else 130) if interrupted else 0

@@ -117,6 +117,8 @@ class VideoWriter:
         self._stream: Any = None
         self._last_pts = -1
         self.frames = 0
+        #: The finished file was moved into place (a writer that failed or got no frame: no).
+        self.done = False
 
     def _open(self, width: int, height: int) -> None:
         av = self._av
@@ -181,6 +183,7 @@ class VideoWriter:
             os.chmod(self._tmp, default_file_mode())  # mkstemp's 0600 -> the umask's mode
             os.replace(self._tmp, self.path)
             self._tmp = None
+            self.done = True
         log.info("wrote %s (%d frames)", self.path, self.frames)
 
     def abort(self) -> None:
