@@ -65,8 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="print one JSON object per frame on stdout (frame, timestamp, "
                         "latency_ms, predictions), then one with the totals")
     p.add_argument("--stall-timeout", type=positive_seconds, default=10.0,
-                   help="seconds without a frame before the stream counts as stalled "
-                        "(default: 10)")
+                   help="seconds without a frame before the stream counts as stalled; also "
+                        "the longest wait to open a URL or for a FIFO's writer (default: 10)")
     p.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
                    help="drop stale frames (default: yes for cameras and live URLs, no for "
                         "files and folders)")
