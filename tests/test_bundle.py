@@ -340,3 +340,34 @@ def test_a_failed_bundle_leaves_nothing(tiny_checkpoint, tmp_path):
         write_bundle(source=tiny_checkpoint, output=out, cc=["sm60"], local_engines=False)
     assert list(out.parent.iterdir()) == []
     assert set(Path(tempfile.gettempdir()).glob("xtrt-bundle-*")) == before
+
+
+def test_rebundling_engines_that_share_a_file_name_keeps_each(made, tmp_path):
+    """Issue 27 item 14: engines/a/e.engine and engines/b/e.engine were copied out to one file,
+    so one engine was lost and the other stored under the first one's name."""
+    from xception_trt.bundler import write_bundle
+
+    result, _ = made
+    src, crafted = result.path, tmp_path / "folders.xtrt"
+    with zipfile.ZipFile(src) as zin:
+        data = json.loads(zin.read(MANIFEST))
+        rename = {}
+        for k, e in enumerate(data["engines"]):
+            rename[e["member"]] = f"engines/{k}/e.engine"
+            rename[e["sidecar"]] = f"engines/{k}/e.engine.json"
+            e["member"], e["sidecar"] = rename[e["member"]], rename[e["sidecar"]]
+        data["members"] = {rename.get(n, n): m for n, m in data["members"].items()}
+        with zipfile.ZipFile(crafted, "w") as zout:
+            for info in zin.infolist():
+                body = json.dumps(data).encode() if info.filename == MANIFEST \
+                    else zin.read(info.filename)
+                zout.writestr(rename.get(info.filename, info.filename), body)
+    want = {e.precision: e.sidecar.engine.sha256 for e in result.manifest.engines}
+    again = write_bundle(source=crafted, output=tmp_path / "again.xtrt",
+                         work_dir=tmp_path / "work", local_engines=False)
+    with Bundle(again.path) as b:
+        got = {}
+        for e in b.manifest.engines:
+            assert e.sidecar.engine.sha256 == b.member(e.member).sha256  # plan matches sidecar
+            got[e.precision] = b.member(e.member).sha256
+    assert got == want

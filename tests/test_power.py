@@ -529,3 +529,34 @@ def test_jetson_stats_source_reads_rails_and_total():
     assert "VDD_SOC: jtop gave no power reading" in " ".join(reading.notes)
     src.close()
     assert client.closed
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "1e308", "-5"])
+def test_implausible_readings_are_failed_reads_not_report_values(tmp_path, text):
+    """Issue 27 item 19: a sysfs rail reading nan, inf, 1e308 or a negative number (float()
+    parses them all) reached report.json as NaN / -Infinity, which is not valid JSON (RFC 8259
+    has no NaN): such a reading now counts as a failed read."""
+    import json
+
+    sys, model = make_board(tmp_path, "orin-nx")
+    hw = sys / HWMON / "1-0040/hwmon/hwmon1"
+    mon = open_monitor(sysfs=sys, model_file=model, nvml=NoNvml, use_jtop=False, period_s=5)
+    window = mon.start()  # the first sample reads every rail
+    (hw / "in2_input").write_text(f"{text}\n")  # VDD_CPU_GPU_CV's voltage turns implausible
+    reading = window.stop()
+    assert reading.failed_reads == 1
+    d = reading.to_dict(images=10)
+    json.dumps(d, allow_nan=False)  # raises ValueError on NaN / Infinity
+    assert reading.rails_w["VDD_SOC"] == pytest.approx(4.992 * 0.3)  # untouched rail
+
+
+def test_cpu_context_skips_folders_that_are_not_cpus(tmp_path):
+    """Issue 27 item 19: cpu_context sorted cpu folders with an unguarded int() of the name
+    (a `cpu0x` folder raised ValueError)."""
+    from xception_trt.power.context import cpu_context
+
+    root = _jetson_root(tmp_path, pinned=True)
+    (root / "sys/devices/system/cpu/cpu0x/cpufreq").mkdir(parents=True)
+    (root / "sys/devices/system/cpu/cpu1²").mkdir(parents=True)
+    out = cpu_context(root)
+    assert out["governors"] == {"schedutil": 2}

@@ -410,3 +410,234 @@ def test_http_url_source_and_refused_rtsp(tiny_onnx_files, digits_video):
     finally:
         server.shutdown()
         server.server_close()
+
+
+_FULL_DISK = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write(2) past the limit then fails with EFBIG
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+from xception_trt.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_annotated_video_onto_a_file_size_limit_is_one_error_line(tiny_onnx_files, digits_video,
+                                                                    tmp_path):
+    """Issue 27 item 3: a write that the kernel refuses mid-video (RLIMIT_FSIZE: write(2) fails
+    with EFBIG, getrlimit(2); it reaches FFmpeg's muxer like ENOSPC) ends in one `error:` line,
+    exit 2, no temporary file and no crash (the old code died with SIGSEGV in
+    container.close() after the failed mux)."""
+    import os
+    import subprocess
+    import sys
+
+    video = digits_video[0]
+    out = tmp_path / "out" / "annotated.mp4"
+    out.parent.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.run([sys.executable, "-c", _FULL_DISK, "2048", "stream",
+                           str(tiny_onnx_files["uint8"]), str(video), "-o", str(out)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "File too large" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert list(out.parent.iterdir()) == []
+
+
+def test_annotated_video_onto_a_full_disk(monkeypatch, tmp_path):
+    """Issue 27 item 3: ENOSPC from the file PyAV writes (injected at the writer's file object,
+    as write(2) reports a full disk: OSError errno ENOSPC) is the one-line "No space left on
+    device" error that bundle and quantize give; nothing is left."""
+    import errno
+
+    from xception_trt.stream import annotate
+
+    real = annotate._Sink.write
+    budget = {"left": 3000}
+
+    def write(self, data):
+        budget["left"] -= len(data)
+        if budget["left"] < 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(annotate._Sink, "write", write)
+    out = tmp_path / "annotated.mp4"
+    frames, _ = _digit_frames()
+    writer = annotate.VideoWriter(out, fps=FPS)
+    with pytest.raises(DataError, match="No space left on device; free disk space"):
+        for f in frames * 4:
+            writer.write(f)
+        writer.close()
+    writer.close()  # idempotent after the failure
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_annotated_video_follows_the_umask(digits_video, tmp_path):
+    """Issue 27 item 21: the video was renamed into place with mkstemp's 0600; every other
+    output follows the umask (fsio.default_file_mode)."""
+    from xception_trt.fsio import default_file_mode
+    from xception_trt.stream.annotate import VideoWriter
+
+    out = tmp_path / "annotated.mp4"
+    with VideoWriter(out, fps=FPS) as writer:
+        writer.write(digits_video[2][0])
+    assert out.stat().st_mode & 0o777 == default_file_mode()
+
+
+def test_sigterm_on_a_real_process_ends_like_ctrl_c(tiny_onnx_files, digits_video, tmp_path):
+    """Issue 27 item 20: SIGTERM ended `stream` at once (no totals line, the annotated video of
+    the frames already encoded discarded, its temp file left); now it is treated like SIGINT,
+    as `serve` does, and exits 128 + 15."""
+    import signal
+
+    _, _, frames, _ = digits_video
+    out = tmp_path / "annotated.mkv"
+    proc, writer = _fifo_stream(tmp_path, frames, [str(tiny_onnx_files["float"]), "--json-lines",
+                                                   "-o", str(out), "--stall-timeout", "60"])
+    try:
+        lines = [proc.stdout.readline() for _ in range(5)]
+        assert all(json.loads(line)["frame"] == i for i, line in enumerate(lines))
+        proc.send_signal(signal.SIGTERM)
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        writer.close()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    totals = json.loads(rest.splitlines()[-1])
+    assert totals["interrupted"] is True and totals["totals"]["frames"] >= 5
+    assert "stream interrupted" in err and "Traceback" not in err
+    with av.open(str(out)) as inp:  # complete and playable
+        assert len(list(inp.decode(video=0))) == totals["totals"]["frames"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_stream_takes_a_bundle_and_its_precision(tiny_onnx_files, capsys):
+    """Issue 27 item 25: `stream` accepted a bundle, but its help did not list .xtrt and it had
+    no --precision; --precision without a bundle is refused as for infer."""
+    with pytest.raises(SystemExit):
+        main(["stream", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert ".xtrt" in text and "--precision" in text
+    assert main(["stream", str(tiny_onnx_files["float"]), "x.mp4", "--precision", "fp16"]) == 2
+    assert "a bundle MODEL (.xtrt)" in capsys.readouterr().err
+
+
+def _stream_on_a_fifo_without_writer(tmp_path, tiny_onnx_files, stall_timeout):
+    import os
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "nobody.mkv"
+    os.mkfifo(fifo)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.Popen([sys.executable, "-m", "xception_trt", "-v", "stream",
+                             str(tiny_onnx_files["float"]), str(fifo), "--stall-timeout",
+                             stall_timeout], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+
+
+def test_a_fifo_without_a_writer_is_bounded_by_the_stall_timeout(tiny_onnx_files, tmp_path):
+    """Issue 27 item 11: FFmpeg's open() of a FIFO with no writer blocked forever, whatever
+    --stall-timeout said. (The communicate() limit only catches that hang.)"""
+    proc = _stream_on_a_fifo_without_writer(tmp_path, tiny_onnx_files, "0.5")
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 2, err
+    assert "no data arrived on the FIFO" in err and "Traceback" not in err
+
+
+def test_ctrl_c_while_waiting_for_a_fifo_writer_exits_130(tiny_onnx_files, tmp_path):
+    """Issue 27 item 11: Ctrl-C during that wait exited 2 instead of 130. The signal is sent
+    once the process says (-v) that it waits."""
+    import signal
+
+    proc = _stream_on_a_fifo_without_writer(tmp_path, tiny_onnx_files, "600")
+    lines: list[str] = []
+    waiting = threading.Event()
+
+    def read() -> None:
+        for line in proc.stderr:
+            lines.append(line)
+            if "waiting for data on the FIFO" in line:
+                waiting.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert waiting.wait(timeout=120), "".join(lines)  # the limit only catches a hang
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join()
+    err = "".join(lines)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+
+
+def test_a_stall_is_detected_while_a_batch_waits_to_fill(tiny_onnx_files, digits_video):
+    """Issue 27 item 12: with --max-wait-ms above --stall-timeout a stalled source was not
+    detected (the partial batch waited max-wait, then the stall was timed from there); now the
+    stall is timed from the last frame and the partial batch is classified first."""
+    _, _, frames, _ = digits_video
+    release = threading.Event()
+
+    def stalling():
+        yield from frames[:6]
+        release.wait(30)  # stops delivering; ends (no stall error) if nobody noticed
+
+    got = []
+    with Classifier(tiny_onnx_files["float"]) as clf:
+        with pytest.raises(DataError, match="stalled"):
+            for r in clf.stream(stalling(), batch=4, max_wait_ms=600_000, stall_timeout=0.3):
+                got.append(r.index)
+    release.set()
+    assert got == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_failure_keeps_the_frames_of_the_unfilled_batch(tiny_onnx_files, digits_video):
+    """Issue 27 item 12: the frames gathered for a batch that had not filled were dropped when
+    the source failed (39 decoded, 32-36 reported); the README promises every result before
+    the failure."""
+    _, _, frames, _ = digits_video
+
+    def unplugged():
+        yield from frames[:6]
+        raise DataError("camera unplugged")
+
+    got = []
+    with Classifier(tiny_onnx_files["float"]) as clf:
+        with pytest.raises(DataError, match="unplugged"):
+            for r in clf.stream(unplugged(), batch=4, max_wait_ms=600_000):
+                got.append(r.index)
+    assert got == [0, 1, 2, 3, 4, 5]
+
+
+def test_opening_a_url_waits_no_longer_than_the_stall_timeout(tiny_onnx_files, monkeypatch,
+                                                              capsys):
+    """Issue 27 item 12: opening a URL used FFmpeg's fixed 10 s timeout whatever
+    --stall-timeout said. The double stands for VideoSource's open (av.open(timeout=...)),
+    refusing as a failed open does."""
+    from xception_trt.stream import source
+
+    seen = {}
+
+    def opened(self, target, *, name, live, fmt=None, timeout=None):
+        seen["timeout"] = timeout
+        raise DataError(f"cannot open video source {name}: Connection timed out")
+
+    monkeypatch.setattr(source.VideoSource, "__init__", opened)
+    assert main(["stream", str(tiny_onnx_files["float"]), "rtsp://127.0.0.1:9/x",
+                 "--stall-timeout", "2.5"]) == 2
+    assert seen["timeout"] == 2.5
+    assert "Connection timed out" in capsys.readouterr().err

@@ -153,7 +153,8 @@ def test_build_config_profile_defaults_and_fixed_batch():
     ({"batch": 4, "max_batch": 8}, "either a fixed batch"),
     ({"min_batch": 4, "max_batch": 2}, "min <= opt <= max"),
     ({"opt_batch": 9, "max_batch": 8}, "min <= opt <= max"),
-    ({"batch": 0}, ">= 1"),
+    ({"batch": 0}, r"\[1, 65536\]"),
+    ({"max_batch": 2**31}, r"\[1, 65536\]"),  # issue 27 item 8: reached TensorRT
     ({"max_batch": 2.5}, "integer"),
     ({"optimization_level": 6}, r"\[0, 5\]"),
     ({"workspace_mib": 0}, ">= 1"),

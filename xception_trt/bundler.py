@@ -17,7 +17,7 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .bundle.format import (
@@ -36,6 +36,9 @@ from .fsio import atomic_path, owned_temp_dir, path_problem, sha256_bytes, sha25
 from .onnx_meta import OnnxSource, read_metadata
 from .pipeline import ArtifactLayout, EngineJob, PipelineCallbacks, Steps
 from .sidecar import EngineSidecar, sidecar_path
+
+if TYPE_CHECKING:
+    from .data import Dataset
 
 __all__ = ["BundleResult", "write_bundle", "int8_scales"]
 
@@ -98,7 +101,7 @@ def int8_scales(onnx_path: str | os.PathLike[str]) -> dict[str, Any]:
 _ORT_INT8 = "int8-ort"
 
 
-def _accuracy(variants: Mapping[str, Path], validation: str | os.PathLike[str],
+def _accuracy(variants: Mapping[str, Path], validation: Dataset,
               threads: int | None) -> dict[str, dict[str, Any]]:
     """Each named graph's accuracy and agreement with the ``fp32`` one (one decoding pass)."""
     from .precision.evaluate import evaluate_variants
@@ -169,8 +172,17 @@ def _from_bundle(source: Path, folder: Path, layout: ArtifactLayout) -> _Previou
                               "checkpoint")
         (folder / "carried").mkdir(parents=True, exist_ok=True)
         engines = []
-        for e in manifest.engines:
-            dest = folder / "carried" / Path(e.member).name
+        seen: dict[str, str] = {}
+        for i, e in enumerate(manifest.engines):
+            # one kind of engine once: the rebundled name comes from the sidecar, so two would
+            # land on one member and one of them would be lost
+            kind = _engine_name(e.sidecar)
+            if kind in seen:
+                raise BundleError(f"{source} holds two {kind} engines ({seen[kind]} and "
+                                  f"{e.member}); remake the bundle with `xception-trt bundle`")
+            seen[kind] = e.member
+            # numbered: engines/a/x.engine and engines/b/x.engine share a file name
+            dest = folder / "carried" / f"{i:03d}-{Path(e.member).name}"
             bundle.extract(e.member, dest)
             bundle.extract(e.sidecar_member, sidecar_path(dest))
             engines.append(dest)
@@ -238,6 +250,11 @@ def write_bundle(*, source: str | os.PathLike[str], output: str | os.PathLike[st
         raise ConfigError("a bundle names its TensorRT-RTX targets (e.g. sm86 sm89 sm120); "
                           "'current' would depend on the build machine's GPU")
     base = BuildConfig(max_batch=max_batch)
+    val_data: Dataset | None = None
+    if validation is not None:  # an empty --val is said now, not after export and calibration
+        from .data import open_dataset
+
+        val_data = open_dataset(validation)
     if targets:  # fail before a long export if TensorRT-RTX is missing
         from .trt import import_flavour
 
@@ -291,7 +308,7 @@ def write_bundle(*, source: str | os.PathLike[str], output: str | os.PathLike[st
         graphs = {p.value: path for p, path in variants.items()}
         if ort is not None:
             graphs[_ORT_INT8] = ort
-        accuracy = _accuracy(graphs, validation, threads) if validation else {
+        accuracy = _accuracy(graphs, val_data, threads) if val_data is not None else {
             name: dict(acc) for p, v in (previous.manifest.variants.items() if previous
                                          else ()) if p in variants
             for name, acc in ((p.value, v.accuracy), (_ORT_INT8, v.onnxruntime_accuracy))

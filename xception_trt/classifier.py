@@ -190,7 +190,7 @@ class Classifier:
         from .stream import open_source, run_stream
 
         top_k = min(check_int(top_k, "top_k"), self.spec.num_classes)
-        src = open_source(source, live=live)
+        src = open_source(source, live=live, timeout=stall_timeout)
         try:
             outputs = run_stream(self.runner, src, batch=batch, max_wait_ms=max_wait_ms,
                                  stall_timeout=stall_timeout, keep_frames=keep_frames,

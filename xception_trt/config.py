@@ -21,6 +21,7 @@ from .jsonable import JsonMixin, json_field
 __all__ = [
     "StrEnum",
     "check_int",
+    "check_label",
     "Precision",
     "Flavour",
     "TensorRTBackend",
@@ -192,6 +193,34 @@ def _as_float_tuple(name: str, value: Any, n: int) -> tuple[float, ...]:
     return out
 
 
+#: Longest class label (characters).
+MAX_LABEL_CHARS = 256
+
+
+def check_label(value: Any) -> str:
+    """``value`` if it can be a class label everywhere labels are written: a non-empty string
+    of at most :data:`MAX_LABEL_CHARS` printable characters (``str.isprintable``: no line break,
+    tab or other control character) without leading or trailing spaces.
+
+    Why: the bundle's and Triton's ``labels.txt`` hold one label per line, DeepStream's
+    classifier label file holds them on one line (nvinfer ``labelfile-path``), and a label with
+    a newline made nvinfer read 3 labels for 4 classes. (A ``;``, DeepStream's separator, is
+    allowed: the DeepStream writer spells it ``,``.)
+
+    Raises:
+        ConfigError: Anything else (the message names the label and the rule).
+    """
+    if not isinstance(value, str):
+        raise ConfigError(f"class label {value!r} is not a string; give class names as text")
+    ok = 0 < len(value) <= MAX_LABEL_CHARS and value.isprintable() and value == value.strip()
+    if not ok:
+        raise ConfigError(f"class label {value[:80]!r} is not usable: a label is 1 to "
+                          f"{MAX_LABEL_CHARS} printable characters (no line break, tab or other "
+                          "control character) without leading or trailing spaces (label files "
+                          "hold one per line); fix the labels")
+    return value
+
+
 @dataclass(frozen=True)
 class ModelSpec(JsonMixin):
     """Architecture, preprocessing and labels of one Xception model.
@@ -262,7 +291,10 @@ class ModelSpec(JsonMixin):
         set_("interpolation", Interpolation.parse(self.interpolation))
         set_("pool_padding", PoolPadding.parse(self.pool_padding))
         if self.labels is not None:
-            labels = tuple(str(x) for x in self.labels)
+            if isinstance(self.labels, (str, bytes)) or not isinstance(self.labels,
+                                                                      (list, tuple)):
+                raise ConfigError("labels must be a list of class names, one per class")
+            labels = tuple(check_label(x) for x in self.labels)
             if len(labels) != self.num_classes:
                 raise ConfigError(
                     f"{len(labels)} class labels given for num_classes={self.num_classes}; "
@@ -348,6 +380,10 @@ _CC_RE = re.compile(r"^(?:sm_?)?(\d+)(?:\.(\d+))?$", re.IGNORECASE)
 
 #: Default size of the optimisation profile's largest batch when nothing is given.
 DEFAULT_MAX_BATCH = 8
+#: Largest batch of any profile: far above what fits in a GPU (one 299x299 float image is
+#: 1 MiB, so 65536 are 64 GiB of input alone) and inside TensorRT 8.6's 32-bit ``Dims``; a
+#: batch of 2**31 reached TensorRT as a TypeError.
+MAX_BATCH = 1 << 16
 
 
 def normalise_compute_capability(value: str) -> str:
@@ -362,7 +398,10 @@ def normalise_compute_capability(value: str) -> str:
     if text.lower() == "current":
         return "CURRENT"
     match = _CC_RE.match(text)
-    if not match:
+    # a bare number needs a major and a minor digit (86, 120); the major is at least 1
+    if not match or (match.group(2) is None and len(match.group(1)) < 2) or (
+            int(match.group(1)) == 0 if match.group(2) is not None
+            else int(match.group(1)[:-1]) == 0):
         raise ConfigError(f"{value!r} is not a compute capability; write it like sm86, 8.6, "
                           "sm120 or current")
     major, minor = match.groups()
@@ -442,7 +481,7 @@ class BuildConfig(JsonMixin):
         if self.flavour is not None:  # stored as the plain value: it is part of cache keys
             set_("flavour", Flavour.parse(self.flavour).value)
         for name in ("batch", "min_batch", "opt_batch", "max_batch"):
-            _opt_int(name, getattr(self, name), 1)
+            _opt_int(name, getattr(self, name), 1, MAX_BATCH)
         if self.batch is not None and any(
                 getattr(self, n) is not None for n in ("min_batch", "opt_batch", "max_batch")):
             raise ConfigError("give either a fixed batch or a min/opt/max batch profile, not both")

@@ -203,6 +203,12 @@ def check_batch(batch: Any, want: TensorSpec, *, max_batch: int | None = None,
         raise EngineError(f"{runner}: input must have rank {len(want.shape)} {expected}, got "
                           f"rank {batch.ndim} with shape {batch.shape}{hint}")
     if batch.dtype != want.dtype:
+        if batch.dtype.newbyteorder("=") == want.dtype or batch.dtype.name == want.dtype.name:
+            # same type, other byte order (e.g. '>f4' from a big-endian file): the names match
+            order = "big" if batch.dtype.byteorder == ">" else "little"
+            raise EngineError(f"{runner}: input is {batch.dtype.name} in {order}-endian byte "
+                              f"order ({batch.dtype.str}); this machine's order is needed: "
+                              f"convert with x.astype(numpy.{want.dtype.name})")
         if want.dtype == np.uint8:
             fix = ("this model takes raw uint8 NHWC pixels (input format uint8-nhwc); give "
                    "preprocess_uint8 output, not normalised floats")

@@ -211,6 +211,13 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+#: The source URI written when none is given: a placeholder to edit.
+PLACEHOLDER_URI = "file:///path/to/video.mp4"
+_MAX_INT32 = 2**31 - 1
+#: Largest streammux/camera side in pixels (beyond 16K video).
+_MAX_SIDE = 32768
+
+
 def _ini(groups: dict[str, dict[str, Any]], header: str) -> str:
     lines = [f"# {line}" if line else "#" for line in header.splitlines()]
     for name, keys in groups.items():
@@ -223,7 +230,7 @@ _HEADER = ("Written by xception-trt {version}. UNVERIFIED: not run with DeepStre
 
 
 def export_deepstream(model_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
-                      batch_size: int = 1, source: str = "file:///path/to/video.mp4",
+                      batch_size: int = 1, source: str | None = None,
                       source_kind: SourceKind | str = SourceKind.URI, camera: int = 0,
                       width: int = 1280, height: int = 720, threshold: float = 0.0,
                       gpu_id: int = 0) -> DeepStreamExport:
@@ -234,7 +241,8 @@ def export_deepstream(model_path: str | os.PathLike[str], out_dir: str | os.Path
             input format).
         out_dir: Folder to write into (created).
         batch_size: nvinfer/streammux batch size.
-        source: The deepstream-app source URI (``file:///...``, ``rtsp://...``).
+        source: The deepstream-app source URI (``file:///...``, ``rtsp://...``; ``None``: the
+            placeholder :data:`PLACEHOLDER_URI` to edit). Not with ``camera`` sources.
         source_kind: ``uri`` or ``camera`` (V4L2 ``/dev/video<camera>``).
         camera: V4L2 device number for ``camera``.
         width, height: streammux resolution.
@@ -262,10 +270,26 @@ def export_deepstream(model_path: str | os.PathLike[str], out_dir: str | os.Path
     if suffix not in ONNX_SUFFIXES:
         raise ConfigError(f"{path} is not an ONNX file; export it first with `xception-trt "
                           "export CHECKPOINT -o model.onnx`")
-    check_int(batch_size, "batch_size")
+    from .config import MAX_BATCH
+
+    # nvinfer and streammux read these as 32-bit integers: a batch of 10**12 was written as is
+    check_int(batch_size, "batch_size", minimum=1, maximum=MAX_BATCH)
+    check_int(width, "width", minimum=1, maximum=_MAX_SIDE)
+    check_int(height, "height", minimum=1, maximum=_MAX_SIDE)
+    check_int(gpu_id, "gpu_id", minimum=0, maximum=_MAX_INT32)
+    check_int(camera, "camera", minimum=0, maximum=_MAX_INT32)
+    kind = SourceKind.parse(source_kind)
+    if kind is SourceKind.CAMERA and source is not None:
+        raise ConfigError(f"a camera source reads /dev/video{camera}, not the URI {source!r}: "
+                          "give either a URI (CLI --uri) or a camera (CLI --camera), not both")
+    source = PLACEHOLDER_URI if source is None else source
+    if not (isinstance(source, str) and source and source.isprintable()):
+        # a line break in the value wrote new keys and sections into deepstream_app_config.txt
+        raise ConfigError(f"source URI {str(source)[:80]!r} holds a line break or another "
+                          "control character; give a plain URI such as file:///videos/a.mp4 "
+                          "(percent-encode what a URI cannot hold)")
     if not 0.0 <= threshold <= 1.0:
         raise ConfigError(f"threshold must be a probability in [0, 1], got {threshold}")
-    kind = SourceKind.parse(source_kind)
     model = load_onnx(path)
     meta = read_metadata(model)
     spec = meta.spec
@@ -311,7 +335,6 @@ def export_deepstream(model_path: str | os.PathLike[str], out_dir: str | os.Path
                                    "infer-dims (no centre crop).")), error=ConfigError)
 
     if kind is SourceKind.CAMERA:
-        check_int(camera, "camera", minimum=0)
         src: dict[str, Any] = {"enable": 1, "type": 1, "camera-v4l2-dev-node": camera,
                                "camera-width": width, "camera-height": height,
                                "camera-fps-n": 30, "camera-fps-d": 1, "gpu-id": gpu_id}

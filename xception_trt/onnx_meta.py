@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from .config import InputFormat, ModelSpec, Placement, Precision
 from .errors import ConfigError, GraphError
@@ -34,7 +34,7 @@ from .extras import needs
 from .fsio import path_problem, sha256_file
 
 __all__ = ["PREFIX", "INPUT_NAME", "OUTPUT_NAME", "OnnxMeta", "OnnxSource", "read_metadata",
-           "read_file_metadata", "write_metadata", "load_onnx"]
+           "read_file_metadata", "read_stream_metadata", "write_metadata", "load_onnx"]
 
 PREFIX = "xception_trt."
 #: Names of the graph input and output in every ONNX file and engine we produce.
@@ -173,7 +173,7 @@ _MODEL_GRAPH, _MODEL_METADATA, _GRAPH_NODE = 7, 14, 1
 _LEN = 2  # the length-delimited wire type
 
 
-def _varint(fh: BinaryIO) -> int:
+def _varint(fh: IO[bytes]) -> int:
     result = shift = 0
     while True:
         byte = fh.read(1)
@@ -187,7 +187,7 @@ def _varint(fh: BinaryIO) -> int:
             raise _WireError("varint too long")
 
 
-def _fields(fh: BinaryIO, end: int) -> Iterator[tuple[int, int, int, int]]:
+def _fields(fh: IO[bytes], end: int) -> Iterator[tuple[int, int, int, int]]:
     """(field number, wire type, payload start, payload length) of each field up to ``end``;
     the caller reads a length-delimited payload or leaves it (the next field seeks past it)."""
     while fh.tell() < end:
@@ -231,23 +231,53 @@ def _scan_metadata(path: Path) -> dict[str, str] | None:
     """
     try:
         with open(path, "rb") as fh:
-            end = os.fstat(fh.fileno()).st_size
-            props: dict[str, str] = {}
-            has_node = False
-            for number, wire, start, size in list(_fields(fh, end)):
-                if wire != _LEN:
-                    continue
-                if number == _MODEL_METADATA:
-                    fh.seek(start)
-                    key, value = _string_pair(fh.read(size))
-                    props[key] = value
-                elif number == _MODEL_GRAPH and not has_node:
-                    fh.seek(start)
-                    has_node = any(n == _GRAPH_NODE and w == _LEN
-                                   for n, w, _, _ in _fields(fh, start + size))
+            return _scan_props(fh, os.fstat(fh.fileno()).st_size)
+    except OSError:
+        return None
+
+
+#: Longest metadata entry read (bytes): ours are a few KiB.
+_MAX_PROP_BYTES = 1 << 20
+
+
+def _scan_props(fh: IO[bytes], end: int) -> dict[str, str] | None:
+    """:func:`_scan_metadata` on an open seekable binary stream of ``end`` bytes."""
+    try:
+        props: dict[str, str] = {}
+        has_node = False
+        for number, wire, start, size in list(_fields(fh, end)):
+            if wire != _LEN:
+                continue
+            if number == _MODEL_METADATA:
+                if size > _MAX_PROP_BYTES:
+                    return None
+                fh.seek(start)
+                key, value = _string_pair(fh.read(size))
+                props[key] = value
+            elif number == _MODEL_GRAPH and not has_node:
+                fh.seek(start)
+                has_node = any(n == _GRAPH_NODE and w == _LEN
+                               for n, w, _, _ in _fields(fh, start + size))
     except (OSError, _WireError, UnicodeDecodeError):
         return None
     return props if has_node else None
+
+
+def read_stream_metadata(fh: IO[bytes], size: int, *, name: str) -> OnnxMeta:
+    """Our metadata of an ONNX model in an open seekable stream of ``size`` bytes (a bundle's
+    member), read from its top-level fields without parsing the graph or holding it in memory.
+
+    Raises:
+        GraphError: Not plainly an ONNX model with a graph (empty, truncated, garbage), or no
+            valid xception-trt metadata (``name`` says which).
+    """
+    props = _scan_props(fh, size)
+    if props is None:
+        raise GraphError(f"{name} is not an ONNX model (empty, truncated or not ONNX)")
+    try:
+        return _meta_from_props(props)
+    except RecursionError:
+        raise GraphError(f"{name}: its xception-trt metadata is nested too deeply") from None
 
 
 def read_file_metadata(path: str | os.PathLike[str]) -> OnnxMeta:

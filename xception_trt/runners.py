@@ -103,7 +103,17 @@ class OnnxRuntimeRunner(RunnerBase):
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
         try:
-            self._session = ort.InferenceSession(str(self.path), opts, providers=providers)
+            text = str(self.path)
+            model: str | bytes = text
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                # a path that is not UTF-8 (os.fsdecode's surrogates): ORT's binding takes only
+                # UTF-8 text, so hand it the bytes (our graphs hold no external data)
+                model = self.path.read_bytes()
+            self._session = ort.InferenceSession(model, opts, providers=providers)
+        except OSError as exc:
+            raise EngineError(f"cannot read {self.path}: {exc.strerror or exc}") from None
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... classes
             raise EngineError(f"ONNX Runtime cannot load {self.path}: {exc}".splitlines()[0]
                               + " — re-export the model or check the onnxruntime version"

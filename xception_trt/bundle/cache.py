@@ -148,20 +148,38 @@ def _cache_root(cache_dir: str | os.PathLike[str] | None) -> Path:
             (root / sub).mkdir(exist_ok=True)
     except (BundleError, OSError) as exc:
         raise BundleError(f"{exc}".rstrip(".") + "; the bundle needs a writable engine cache: "
-                          "pass cache_dir= (CLI: --cache-dir DIR) or set XDG_CACHE_HOME"
+                          "set XDG_CACHE_HOME to a writable folder (Python: pass cache_dir=)"
                           ) from None
     if not os.access(root / "engines", os.W_OK | os.X_OK):
-        raise BundleError(f"engine cache {root} is not writable; pass cache_dir= (CLI: "
-                          "--cache-dir DIR) or set XDG_CACHE_HOME")
+        raise BundleError(f"engine cache {root} is not writable; set XDG_CACHE_HOME to a "
+                          "writable folder (Python: pass cache_dir=)")
     return root
+
+
+def _inside(root: Path, path: Path) -> Path:
+    """``path`` if it resolves inside the cache ``root`` (a folder in the cache replaced by a
+    symbolic link to elsewhere is refused: nothing is written outside the cache).
+
+    Raises:
+        BundleError: It resolves outside.
+    """
+    real_root, real = root.resolve(), path.resolve()
+    if real != real_root and real_root not in real.parents:
+        raise BundleError(f"engine cache {root}: {path} leads outside the cache (to {real}); "
+                          "remove the link, or set XDG_CACHE_HOME to another folder (Python: "
+                          "pass cache_dir=)")
+    return path
 
 
 def _onnx_file(bundle: Bundle, precision: Precision, root: Path,
                member: str | None = None) -> tuple[Path, bool]:
     member = member or bundle.manifest.variant(precision).member
-    sha = bundle.member(member).sha256
-    dest = root / "onnx" / f"{sha[:16]}.{precision.value}.onnx"
-    with _locked(dest.with_name(dest.name + ".lock")):
+    # the member is verified before any file is named after it or written for it; a warm
+    # cache does not excuse a tampered bundle (README: a tampered bundle is an error)
+    sha = bundle.check(member).sha256
+    bundle.check_graph(member, precision)  # the graph the manifest says, not just any bytes
+    dest = _inside(root, root / "onnx" / f"{sha[:16]}.{precision.value}.onnx")
+    with _locked(_inside(root, dest.with_name(dest.name + ".lock"))):
         if dest.is_file() and sha256_file(dest) == sha:
             return dest, True
         bundle.extract(member, dest)
@@ -172,11 +190,14 @@ def _prebuilt(bundle: Bundle, choice: Choice, root: Path) -> tuple[Path, bool]:
     entry = choice.engine
     if entry is None:
         raise BundleError("internal: a prebuilt choice without an engine; report this")
-    sha = bundle.member(entry.member).sha256
-    folder = root / "prebuilt" / sha[:16]
+    sha = bundle.check(entry.member).sha256  # verified before anything is written for it
+    bundle.check(entry.sidecar_member)
+    # sha: 64 hex digits and the member name a normalised relative path (both checked when
+    # the manifest was parsed), so neither can lead out of the cache
+    folder = _inside(root, root / "prebuilt" / sha[:16])
     folder.mkdir(exist_ok=True)
-    dest = folder / Path(entry.member).name
-    with _locked(folder.with_name(folder.name + ".lock")):
+    dest = _inside(root, folder / Path(entry.member).name)
+    with _locked(_inside(root, folder.with_name(folder.name + ".lock"))):
         if _valid_engine(dest, sha256=sha):
             return dest, True
         side = sidecar_path(dest)
@@ -194,12 +215,15 @@ def _built(bundle: Bundle, choice: Choice, root: Path) -> tuple[Path, bool]:
     if target is None:
         raise BundleError("internal: a build choice without a target; report this")
     member = bundle.manifest.variant(target.onnx_precision).member
-    onnx_sha = bundle.member(member).sha256
+    # verified before a folder is named after its hash (and before a cached engine built
+    # from it is reused: a tampered bundle is an error, warm cache or not)
+    onnx_sha = bundle.check(member).sha256
+    bundle.check_graph(member, target.onnx_precision)
     key = build_key(target, choice.precision, onnx_sha)
-    folder = root / "engines" / engine_folder(target, choice.precision, onnx_sha)
+    folder = _inside(root, root / "engines" / engine_folder(target, choice.precision, onnx_sha))
     folder.mkdir(exist_ok=True)
     engine = folder / "model.engine"
-    with _locked(folder.with_name(folder.name + ".lock")):
+    with _locked(_inside(root, folder.with_name(folder.name + ".lock"))):
         if _valid_engine(engine, key=key):
             log.info("using the engine built earlier from %s: %s", bundle.path.name, engine)
             return engine, True
@@ -274,7 +298,7 @@ def resolve(bundle_path: str | os.PathLike[str], *, precision: Precision | str |
             raise
         except OSError as exc:
             raise BundleError(f"engine cache {root} cannot be written ({exc.strerror or exc}); "
-                              "pass cache_dir= (CLI: --cache-dir DIR) or set XDG_CACHE_HOME"
+                              "set XDG_CACHE_HOME to a writable folder (Python: pass cache_dir=)"
                               ) from None
     log.info("%s -> %s (%s)", bundle.path.name, path, choice.reason)
     return Resolution(path, choice, built=choice.kind is ChoiceKind.BUILD and not hit,

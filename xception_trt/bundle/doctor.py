@@ -135,6 +135,10 @@ def diagnose(path: str | os.PathLike[str] | None, *, facts: DeviceFacts,
         with Bundle(path) as bundle:
             checked = bundle.verify()
             manifest = bundle.manifest
+            for prec, v in manifest.variants.items():  # what infer would refuse, doctor does
+                for member in dict.fromkeys((v.member, v.onnxruntime_member)):
+                    if member is not None:
+                        bundle.check_graph(member, prec)
             choices = tuple(choose(manifest, facts, Request(p, device=device,
                                                             max_batch=max_batch))
                             for p in manifest.precisions)
@@ -238,6 +242,10 @@ def recorded_facts(path: str | os.PathLike[str]) -> DeviceFacts:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"cannot read machine facts {path}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"cannot read machine facts {path}: its JSON is nested too deeply "
+                          "(a facts file is a flat object as `xception-trt doctor --json` "
+                          "writes under 'machine')") from None
     if isinstance(data, dict) and isinstance(data.get("machine"), dict):
         data = data["machine"]
     if not isinstance(data, dict):

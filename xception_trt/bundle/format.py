@@ -28,19 +28,26 @@ INT8 also ``onnxruntime_member``/``onnxruntime_accuracy``: the graph placed for 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import posixpath
+import re
 import zipfile
-from collections.abc import Mapping
+import zlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..config import InputFormat, ModelSpec, Precision
-from ..errors import BundleError, ConfigError, EngineError
-from ..fsio import atomic_write_bytes, sha256_bytes
+from ..config import MAX_BATCH, InputFormat, ModelSpec, Precision
+from ..errors import BundleError, ConfigError, EngineError, GraphError
+from ..fsio import atomic_path
 from ..jsonable import JsonMixin, json_field
 from ..sidecar import EngineSidecar
+
+if TYPE_CHECKING:
+    from ..onnx_meta import OnnxMeta
 
 __all__ = ["BUNDLE_SUFFIXES", "FORMAT", "FORMAT_VERSION", "MANIFEST", "Member", "VariantEntry",
            "EngineEntry", "Manifest", "Bundle", "is_bundle"]
@@ -53,6 +60,18 @@ FORMAT = "xception-trt-bundle"
 FORMAT_VERSION = 1
 #: The manifest's member name.
 MANIFEST = "manifest.json"
+#: Largest ``manifest.json`` read (bytes): a real one is a few KiB; a zip bomb is refused
+#: before it is inflated.
+MAX_MANIFEST_BYTES = 16 << 20
+#: Largest member read into memory whole (sidecars, scales): graphs and engines are streamed.
+MAX_READ_BYTES = 64 << 20
+#: Chunk size of every member read (hashing, copying): memory stays bounded whatever a member's
+#: size.
+CHUNK_BYTES = 1 << 20
+#: Compression methods the bundle writer uses: anything else (or an encrypted member) is refused
+#: before zipfile is asked to inflate it.
+_COMPRESSIONS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def is_bundle(path: str | os.PathLike[str]) -> bool:
@@ -191,9 +210,8 @@ class Manifest(JsonMixin):
         """
         _check_header(data, where)
         version = data["format_version"]
+        members = _check_members(data, where)
         try:
-            members = {str(n): Member(str(n), str(m["sha256"]), int(m["bytes"]))
-                       for n, m in data["members"].items()}
             variants = {Precision.parse(p): VariantEntry(
                 Precision.parse(p), str(v["member"]), v.get("accuracy"),
                 str(v["onnxruntime_member"]) if v.get("onnxruntime_member") else None,
@@ -205,7 +223,7 @@ class Manifest(JsonMixin):
                 text = sidecars[side].decode("utf-8")
                 engines.append(EngineEntry(str(e["member"]), side, EngineSidecar.from_json(
                     text, where=f"{where}: {side}")))
-            lo, opt, hi = (int(b) for b in data["batch_profile"])
+            lo, opt, hi = _check_profile(data["batch_profile"], where)
             manifest = cls(
                 model_spec=ModelSpec.from_dict(data["model_spec"]),
                 input_format=InputFormat.parse(data["input_format"]),
@@ -224,6 +242,9 @@ class Manifest(JsonMixin):
                 UnicodeDecodeError) as exc:
             raise BundleError(f"{where} has an invalid manifest ({type(exc).__name__}: {exc}); "
                               "remake the bundle with `xception-trt bundle`") from None
+        if not variants:
+            raise BundleError(f"{where} has no ONNX variant (\"variants\" is empty); remake "
+                              "the bundle with `xception-trt bundle`")
         for name in [m for v in variants.values()
                      for m in (v.member, v.onnxruntime_member) if m is not None] + [
                 n for e in engines for n in (e.member, e.sidecar_member)]:
@@ -236,6 +257,81 @@ class Manifest(JsonMixin):
 _REMAKE = "copy the bundle again or remake it with `xception-trt bundle`"
 
 
+def check_sha256(value: Any, what: str) -> str:
+    """``value`` if it is a SHA-256 as the manifest writes it: 64 lowercase hex digits.
+
+    A hash names cache folders, so nothing else may pass (no ``/``, ``..`` or absolute path).
+
+    Raises:
+        BundleError: Anything else.
+    """
+    if not isinstance(value, str) or _SHA256.fullmatch(value) is None:
+        raise BundleError(f"{what} has an invalid SHA-256 {str(value)[:80]!r} (64 lowercase "
+                          f"hex digits expected); {_REMAKE}")
+    return value
+
+
+def check_member_name(value: Any, what: str) -> str:
+    """``value`` if it is a member name as the bundle writer makes it: a relative, normalised
+    POSIX path (``onnx/fp32.onnx``) without ``..``, ``.``, empty parts, backslashes or
+    control characters, and not the manifest itself.
+
+    Raises:
+        BundleError: Anything else.
+    """
+    ok = (isinstance(value, str) and 0 < len(value) <= 255 and value != MANIFEST
+          and not value.startswith("/") and posixpath.normpath(value) == value
+          and ".." not in value.split("/") and "\\" not in value and ":" not in value
+          and value.isprintable())
+    if not ok:
+        raise BundleError(f"{what} names an invalid member {str(value)[:80]!r} (a relative "
+                          f"path inside the bundle, without '..', expected); {_REMAKE}")
+    return value
+
+
+def _check_size(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 48:
+        raise BundleError(f"{what} has an invalid size {str(value)[:40]!r} (a byte count "
+                          f"expected); {_REMAKE}")
+    return value
+
+
+def _check_members(data: Any, where: str) -> dict[str, Member]:
+    """The manifest's ``members`` object, every name, hash and size validated.
+
+    Raises:
+        BundleError: Not an object of ``{"sha256", "bytes"}`` objects, or a field invalid.
+    """
+    members = data.get("members") if isinstance(data, Mapping) else None
+    if not isinstance(members, Mapping) or not all(isinstance(m, Mapping)
+                                                   for m in members.values()):
+        raise BundleError(f"bundle {where} has no valid member list; {_REMAKE}")
+    out = {}
+    for name, m in members.items():
+        what = f"bundle {where}: member {str(name)[:80]!r}"
+        name = check_member_name(name, f"bundle {where}: the manifest")
+        out[name] = Member(name, check_sha256(m.get("sha256"), what),
+                           _check_size(m.get("bytes"), what))
+    return out
+
+
+def _check_profile(value: Any, where: str) -> tuple[int, int, int]:
+    """The manifest's ``batch_profile``: three integers ``1 <= min <= opt <= max <=
+    MAX_BATCH`` (a batch of 1e30 reached TensorRT as a TypeError).
+
+    Raises:
+        BundleError: Anything else.
+    """
+    ok = (isinstance(value, list) and len(value) == 3
+          and all(isinstance(b, int) and not isinstance(b, bool) for b in value)
+          and 1 <= value[0] <= value[1] <= value[2] <= MAX_BATCH)
+    if not ok:
+        raise BundleError(f"{where} has an invalid batch_profile {str(value)[:80]} (three "
+                          f"integers 1 <= min <= opt <= max <= {MAX_BATCH} expected); remake "
+                          "the bundle with `xception-trt bundle`")
+    return value[0], value[1], value[2]
+
+
 def _check_header(data: Any, where: str) -> None:
     """Refuse what is not a bundle manifest, or one of a newer format version.
 
@@ -246,7 +342,7 @@ def _check_header(data: Any, where: str) -> None:
         raise BundleError(f"{where} is not an xception-trt bundle (no {FORMAT} manifest); "
                           "make one with `xception-trt bundle`")
     version = data.get("format_version")
-    if isinstance(version, bool) or not isinstance(version, int):
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise BundleError(f"{where} has no valid format_version; remake the bundle")
     if version > FORMAT_VERSION:
         raise BundleError(f"{where} is a bundle of format version {version}, newer than this "
@@ -257,8 +353,12 @@ def _check_header(data: Any, where: str) -> None:
 class Bundle:
     """An open bundle: its manifest and verified access to its members.
 
-    Every member read is checked against the SHA-256 the manifest records, so a truncated or
-    tampered bundle is refused before any of it is used.
+    Everything in a bundle is untrusted input. Opening one refuses, before any member is
+    inflated: duplicate member names, encrypted members or compression methods the writer does
+    not use, an oversized manifest, manifest fields that could reach a path (hashes must be 64
+    lowercase hex digits, member names relative and normalised), and members whose size differs
+    from the manifest's ``bytes``. Every member read is then hashed in chunks and checked
+    against the manifest's SHA-256 before any of it is used or written anywhere.
 
     Args:
         path: The ``.xtrt`` file.
@@ -275,32 +375,41 @@ class Bundle:
             raise BundleError(f"bundle {where} does not exist")
         try:
             self._zip = zipfile.ZipFile(self.path)
-        except (zipfile.BadZipFile, OSError) as exc:
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
             raise BundleError(f"bundle {where} is not a readable bundle ({exc}; truncated or "
                               f"not made by xception-trt); {_REMAKE}") from None
         try:
-            names = set(self._zip.namelist())
-            if MANIFEST not in names:
+            self._infos = self._check_archive()
+            if MANIFEST not in self._infos:
                 raise BundleError(f"bundle {where} has no {MANIFEST}; {_REMAKE}")
+            if self._infos[MANIFEST].file_size > MAX_MANIFEST_BYTES:
+                raise BundleError(f"bundle {where}: {MANIFEST} inflates to "
+                                  f"{self._infos[MANIFEST].file_size} bytes (at most "
+                                  f"{MAX_MANIFEST_BYTES}); {_REMAKE}")
             try:
-                data = json.loads(self._read_raw(MANIFEST))
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise BundleError(f"bundle {where}: {MANIFEST} is unreadable ({exc}); "
+                data = json.loads(self._read_raw(MANIFEST, MAX_MANIFEST_BYTES))
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+                text = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+                raise BundleError(f"bundle {where}: {MANIFEST} is unreadable ({text}); "
                                   f"{_REMAKE}") from None
             _check_header(data, where)  # a newer layout is named as such, before anything
-            members = data.get("members")
-            if not isinstance(members, Mapping) or not all(
-                    isinstance(m, Mapping) for m in members.values()):
-                raise BundleError(f"bundle {where} has no valid member list; {_REMAKE}")
-            missing = sorted(n for n in members if n not in names)
+            members = _check_members(data, where)
+            missing = sorted(n for n in members if n not in self._infos)
             if missing:
                 raise BundleError(f"bundle {where} lacks member(s) {', '.join(missing)} that its "
                                   f"manifest lists; {_REMAKE}")
+            for m in members.values():  # a zip bomb is refused before it is inflated
+                if self._infos[m.name].file_size != m.bytes:
+                    raise BundleError(
+                        f"bundle {where}: member {m.name} is {self._infos[m.name].file_size} "
+                        f"bytes but its manifest says {m.bytes} (tampered with or corrupted); "
+                        f"{_REMAKE}")
+            self._members = members
             sidecars = {}
             for entry in data.get("engines") or ():
                 side = entry.get("sidecar") if isinstance(entry, Mapping) else None
                 if isinstance(side, str) and side in members:
-                    sidecars[side] = self._read_checked(side, members[side].get("sha256"))
+                    sidecars[side] = self._read_member(members[side])
             self.manifest = Manifest.from_dict(data, sidecars=sidecars, where=where)
         except BaseException:
             self._zip.close()
@@ -308,19 +417,68 @@ class Bundle:
 
     # -- members -------------------------------------------------------------------------
 
-    def _read_raw(self, name: str) -> bytes:
+    def _check_archive(self) -> dict[str, zipfile.ZipInfo]:
+        """The archive's members by name; refuses duplicates, encryption and unknown
+        compression (zipfile would read the last duplicate while ``unzip`` shows the first,
+        and raise ``NotImplementedError``/``RuntimeError`` on the others)."""
+        infos: dict[str, zipfile.ZipInfo] = {}
+        for info in self._zip.infolist():
+            name = info.filename
+            if name in infos:
+                raise BundleError(f"bundle {self.path} holds member {name[:80]!r} twice "
+                                  f"(tampered with or corrupted); {_REMAKE}")
+            if info.flag_bits & 0x1:
+                raise BundleError(f"bundle {self.path}: member {name[:80]!r} is encrypted "
+                                  f"(xception-trt never encrypts members); {_REMAKE}")
+            if info.compress_type not in _COMPRESSIONS:
+                raise BundleError(f"bundle {self.path}: member {name[:80]!r} uses compression "
+                                  f"method {info.compress_type} (xception-trt writes stored or "
+                                  f"deflated members only); {_REMAKE}")
+            infos[name] = info
+        return infos
+
+    def _chunks(self, name: str, limit: int) -> Iterator[bytes]:
+        """A member's bytes in chunks; refuses more than ``limit`` bytes (whatever the zip's
+        own size field says)."""
+        seen = 0
         try:
-            return self._zip.read(name)
-        except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
+            with self._zip.open(self._infos[name]) as fh:
+                while chunk := fh.read(CHUNK_BYTES):
+                    seen += len(chunk)
+                    if seen > limit:
+                        raise BundleError(f"bundle {self.path}: member {name} holds more than "
+                                          f"the {limit} bytes recorded for it (tampered with "
+                                          f"or corrupted); {_REMAKE}")
+                    yield chunk
+        except (zipfile.BadZipFile, OSError, EOFError, KeyError, ValueError,
+                NotImplementedError, RuntimeError, zlib.error) as exc:
             raise BundleError(f"bundle {self.path}: member {name} is unreadable ({exc}; "
                               f"truncated?); {_REMAKE}") from None
 
-    def _read_checked(self, name: str, sha256: Any) -> bytes:
-        data = self._read_raw(name)
-        if sha256_bytes(data) != sha256:
-            raise BundleError(f"bundle {self.path}: member {name} does not match the SHA-256 in "
-                              f"its manifest (tampered with or corrupted); {_REMAKE}")
-        return data
+    def _read_raw(self, name: str, limit: int) -> bytes:
+        return b"".join(self._chunks(name, limit))
+
+    def _hash_member(self, member: Member, sink: Callable[[bytes], Any] | None = None) -> None:
+        """Hash ``member`` in chunks (each also handed to ``sink``) and compare size and hash
+        with the manifest's."""
+        digest, size = hashlib.sha256(), 0
+        for chunk in self._chunks(member.name, member.bytes):
+            digest.update(chunk)
+            size += len(chunk)
+            if sink is not None:
+                sink(chunk)
+        if size != member.bytes or digest.hexdigest() != member.sha256:
+            raise BundleError(f"bundle {self.path}: member {member.name} does not match the "
+                              f"SHA-256 in its manifest (tampered with or corrupted); {_REMAKE}")
+
+    def _read_member(self, member: Member) -> bytes:
+        if member.bytes > MAX_READ_BYTES:
+            raise BundleError(f"bundle {self.path}: member {member.name} is {member.bytes} "
+                              f"bytes, more than is read into memory ({MAX_READ_BYTES}); "
+                              f"{_REMAKE}")
+        parts: list[bytes] = []
+        self._hash_member(member, parts.append)
+        return b"".join(parts)
 
     def member(self, name: str) -> Member:
         """The manifest's record of one member.
@@ -329,36 +487,85 @@ class Bundle:
             BundleError: The manifest lists no such member.
         """
         try:
-            return self.manifest.members[name]
+            return self._members[name]
         except KeyError:
             raise BundleError(f"bundle {self.path} has no member {name}; {_REMAKE}") from None
 
     def read(self, name: str) -> bytes:
-        """A member's bytes, verified against the manifest's SHA-256.
+        """A small member's bytes (at most :data:`MAX_READ_BYTES`), verified against the
+        manifest's SHA-256.
+
+        Raises:
+            BundleError: Unknown, unreadable, oversized or mismatching member.
+        """
+        return self._read_member(self.member(name))
+
+    def check(self, name: str) -> Member:
+        """Verify one member (size, then SHA-256 in chunks) without writing anything.
 
         Raises:
             BundleError: Unknown, unreadable or mismatching member.
         """
-        return self._read_checked(name, self.member(name).sha256)
+        member = self.member(name)
+        self._hash_member(member)
+        return member
+
+    def check_graph(self, name: str, precision: Precision) -> OnnxMeta:
+        """The xception-trt metadata of ONNX member ``name``, which must be a graph of
+        ``precision`` and of the manifest's input format (read from the graph's top-level
+        fields in chunks, without parsing or holding the graph).
+
+        A hash only says the member is what the bundle's maker put there: this says it is what
+        the manifest claims (a hash-consistent bundle whose ``int8-ort.onnx`` was the FP32 graph
+        ran FP32 as "int8"; an empty or garbage member was reported as runnable by ``doctor``).
+
+        Raises:
+            BundleError: Not an ONNX model of ours, or another precision or input format.
+        """
+        from ..onnx_meta import read_stream_metadata
+
+        info = self._infos[self.member(name).name]
+        what = f"bundle {self.path}: member {name}"
+        try:
+            with self._zip.open(info) as fh:
+                meta = read_stream_metadata(fh, info.file_size, name=what)
+        except GraphError as exc:
+            raise BundleError(f"{exc}; {_REMAKE}") from None
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error) as exc:
+            raise BundleError(f"{what} is unreadable ({exc}; truncated?); {_REMAKE}") from None
+        if meta.precision is not precision:
+            raise BundleError(f"{what} is listed as the {precision.value} variant but its graph "
+                              f"is {meta.precision.value} (mislabelled or tampered with); "
+                              f"{_REMAKE}")
+        if meta.input_format is not self.manifest.input_format:
+            raise BundleError(f"{what} takes {meta.input_format.value} input but the manifest "
+                              f"says {self.manifest.input_format.value}; {_REMAKE}")
+        return meta
 
     def extract(self, name: str, dest: str | os.PathLike[str]) -> Path:
         """Write a verified member to ``dest`` atomically (nothing partial is ever there).
+
+        The member is verified first, without writing; it is then copied in chunks and
+        verified again as it is copied, and renamed onto ``dest`` only if it matched.
 
         Raises:
             BundleError: Unknown, unreadable or mismatching member, or ``dest`` cannot be
                 written (message names the folder).
         """
-        return atomic_write_bytes(dest, self.read(name), error=BundleError)
+        member = self.check(name)
+        with atomic_path(dest, error=BundleError) as tmp, open(tmp, "wb") as fh:
+            self._hash_member(member, fh.write)
+        return Path(dest)
 
     def verify(self) -> list[str]:
-        """Check every member against its SHA-256; returns the names checked.
+        """Check every member against its size and SHA-256, in chunks; returns the names.
 
         Raises:
             BundleError: The first member that is unreadable or does not match.
         """
-        for name in sorted(self.manifest.members):
-            self.read(name)
-        return sorted(self.manifest.members)
+        for name in sorted(self._members):
+            self.check(name)
+        return sorted(self._members)
 
     def size_bytes(self) -> int:
         """The bundle file's size in bytes."""

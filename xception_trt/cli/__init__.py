@@ -97,6 +97,7 @@ def prefer_passive_openmp() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     prefer_passive_openmp()
+    _occupy_closed_std_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose, args.quiet)
@@ -132,6 +133,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _occupy_closed_std_streams() -> None:
+    """Started with stdout or stderr closed (``>&-``): Python sets ``sys.stdout`` to ``None``
+    (every print then raised AttributeError), and the next file opened would take descriptor 1
+    or 2, so a library's or child process's output would land in it. Open /dev/null on the
+    free descriptor, as a daemon does: the output is discarded, as the shell was asked."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+            if getattr(sys, name) is not None:
+                continue
+        except OSError:  # closed: take the descriptor back
+            devnull = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+            if devnull != fd:
+                os.dup2(devnull, fd)
+                os.close(devnull)
+        setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))  # noqa: SIM115
 
 
 def _silence_stdout() -> None:

@@ -13,12 +13,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..config import MAX_BATCH
 from ..errors import ConfigError
 from ..fsio import path_problem
 
 __all__ = ["add_command", "progress", "print_json", "arg_type", "bounded_int", "positive_int",
-           "non_negative_int", "port_number", "path_argument", "check_paths", "check_input_path",
-           "check_output_path", "StageProgress"]
+           "non_negative_int", "batch_size", "port_number", "path_argument", "check_paths",
+           "check_input_path", "check_output_path", "StageProgress"]
 
 T = TypeVar("T")
 
@@ -184,6 +185,8 @@ def bounded_int(minimum: int, maximum: int | None = None, *,
 positive_int = bounded_int(1)
 #: argparse type: an integer >= 0.
 non_negative_int = bounded_int(0)
+#: argparse type: a batch size (1..config.MAX_BATCH).
+batch_size = bounded_int(1, MAX_BATCH, noun="a batch size")
 #: argparse type: a TCP port number.
 port_number = bounded_int(1, 65535, noun="a port number")
 

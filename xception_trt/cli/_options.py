@@ -118,14 +118,14 @@ class BatchProfileArgs:
     @classmethod
     def add(cls, p: argparse.ArgumentParser, *, only_max: str | None = None) -> None:
         """Add the group; ``only_max``: just ``--max-batch``, with this help."""
-        from ._common import positive_int
+        from ._common import batch_size
 
         if only_max is not None:
-            p.add_argument("--max-batch", type=positive_int, default=None, help=only_max)
+            p.add_argument("--max-batch", type=batch_size, default=None, help=only_max)
             return
         group = p.add_argument_group("batch profile")
         for flag, text in cls.FLAGS:
-            group.add_argument(flag, type=positive_int, default=None, help=text)
+            group.add_argument(flag, type=batch_size, default=None, help=text)
 
     @staticmethod
     def parse(args: argparse.Namespace) -> dict[str, int | None]:
@@ -419,8 +419,8 @@ RULES: tuple[Rule, ...] = (
                                     ("--exclude-op-type", "exclude_op_type"),
                                     ("--exclude-depthwise", "exclude_depthwise"),
                                     ("--compare-all", "compare_all"))))),
-    # infer, triton-repo: a precision picks one of a bundle's variants
-    _needs(("infer", "triton-repo"), "--precision", _flag("precision"),
+    # infer, stream, triton-repo: a precision picks one of a bundle's variants
+    _needs(("infer", "stream", "triton-repo"), "--precision", _flag("precision"),
            "a bundle MODEL (.xtrt)", lambda a: is_bundle(a.model), why=PRECISION_WHY),
     # triton-repo and serve: runner flags set our runner in Triton's Python backend (serve
     # always writes Python-backend models)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_command, non_negative_int, path_argument, positive_int, print_json
+from ._common import add_command, batch_size, non_negative_int, path_argument, print_json
 
 ORDER = 62
 
@@ -34,11 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     path_argument(p, "model", kind="file", what="model", metavar="MODEL",
                   help="an ONNX file exported by xception-trt (not an engine: nvinfer builds "
                        "and caches its own)")
-    p.add_argument("--batch-size", type=positive_int, default=1,
+    p.add_argument("--batch-size", type=batch_size, default=1,
                    help="nvinfer and streammux batch size (default: 1)")
-    p.add_argument("--uri", default="file:///path/to/video.mp4",
+    p.add_argument("--uri", default=None,
                    help="deepstream-app source URI: file:///..., rtsp://... (default: a "
-                        "placeholder to edit)")
+                        "placeholder to edit; not with --camera)")
     p.add_argument("--camera", type=non_negative_int, default=None, metavar="N",
                    help="read the V4L2 camera /dev/videoN instead of --uri")
     p.add_argument("--threshold", type=_probability, default=0.0,

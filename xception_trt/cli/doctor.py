@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_command, path_argument, positive_int, print_json
+from ._common import add_command, batch_size, non_negative_int, path_argument, print_json
 from ._options import add_cc_flag
 
 ORDER = 2
@@ -28,8 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                      "sidecar); none: the machine only")
     add_cc_flag(p, old="--target", help="compute capabilities to give the prebuild command "
                                         "for (default: this machine's GPUs)")
-    p.add_argument("--device", type=int, default=0, help="GPU ordinal to consider (default: 0)")
-    p.add_argument("--max-batch", type=positive_int, default=None,
+    p.add_argument("--device", type=non_negative_int, default=0,
+                   help="GPU ordinal to consider (default: 0)")
+    p.add_argument("--max-batch", type=batch_size, default=None,
                    help="largest batch that must fit (default: the engines' own profile)")
     path_argument(p, "--facts", kind="file", metavar="FILE", default=None,
                   help="answer for another machine: its facts as `doctor --json` printed "

@@ -184,6 +184,10 @@ def _run(args: argparse.Namespace, bars: StageProgress) -> int:
         raise ConfigError("--output must differ from the input model")
     targeted = args.target_agreement is not None or args.target_top1_drop is not None
     check_rules(args, "quantize:threads")
+    if args.val:  # an empty or unreadable --val is said now, not after calibration
+        from ..data import open_dataset
+
+        open_dataset(args.val)
     if targeted:
         return _run_targeted(args, bars, say)
     report: dict[str, Any] = {"model": args.model, "output": args.output,

@@ -15,6 +15,7 @@ from ..serve.options import InstanceKind, ServeBackend
 from ._common import (
     add_command,
     arg_type,
+    batch_size,
     non_negative_int,
     path_argument,
     positive_int,
@@ -30,7 +31,7 @@ def add_batching_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default="xception",
                    help="Triton model name (default: xception); the ensemble adds "
                         "<name>_preprocess and <name>_image")
-    p.add_argument("--max-batch", type=positive_int, default=None, dest="max_batch",
+    p.add_argument("--max-batch", type=batch_size, default=None, dest="max_batch",
                    help="max_batch_size (default: the engine profile's max batch; 32 for "
                         "dynamic-batch ONNX files and checkpoints)")
     p.add_argument("--no-dynamic-batching", action="store_false", dest="dynamic_batching",

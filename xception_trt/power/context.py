@@ -52,7 +52,9 @@ def cpu_context(root: str | os.PathLike[str] = "/") -> dict[str, Any]:
     base = Path(root) / "sys/devices/system/cpu"
     governors: dict[str, int] = {}
     cur, pinned = [], []
-    for cpu in sorted(base.glob("cpu[0-9]*"), key=lambda p: int(p.name[3:])):
+    # cpu0, cpu1 ...: a folder such as cpu0x (or cpufreq, cpuidle) is not a CPU
+    cpus = [p for p in base.glob("cpu[0-9]*") if p.name[3:].isascii() and p.name[3:].isdigit()]
+    for cpu in sorted(cpus, key=lambda p: int(p.name[3:])):
         freq = cpu / "cpufreq"
         gov = _read(freq / "scaling_governor")
         if gov:

@@ -11,6 +11,7 @@ the sampler's own share of the window.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -27,6 +28,20 @@ log = logging.getLogger(__name__)
 
 #: Default sampling period (seconds).
 DEFAULT_PERIOD_S = 0.05
+#: Largest plausible reading of one rail (mW): 10 kW, several times any board or GPU we read.
+#: Beyond it (and NaN, infinities, negatives) a reading is a driver or sysfs fault.
+MAX_PLAUSIBLE_MW = 1e7
+
+
+def plausible_mw(value: Any) -> float | None:
+    """``value`` as float milliwatts if it is a finite reading in ``0..MAX_PLAUSIBLE_MW``, else
+    ``None`` (counted as a failed read): a NaN or -Infinity reached report.json, which is then
+    not valid JSON (RFC 8259 has no NaN)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return v if math.isfinite(v) and 0.0 <= v <= MAX_PLAUSIBLE_MW else None
 
 
 class PowerSource(Protocol):
@@ -144,7 +159,11 @@ class PowerWindow:
         if self._source is None:
             return None
         try:
-            return self._source.energy_mj()
+            value = self._source.energy_mj()
+            if value is None:
+                return None
+            energy = float(value)  # a counter: finite and not negative, or not used
+            return energy if math.isfinite(energy) and energy >= 0 else None
         except Exception as exc:  # noqa: BLE001 - a failed counter read: fall back to samples
             log.debug("energy counter read failed: %s", exc)
             return None
@@ -162,7 +181,7 @@ class PowerWindow:
         self._busy += done - t
         if values is not None:
             self._times.append(t)
-            self._values.append(values)
+            self._values.append([None if v is None else plausible_mw(v) for v in values])
 
     def _run(self) -> None:
         period = self._period

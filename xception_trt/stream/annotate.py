@@ -1,6 +1,14 @@
 """Annotated output video: the top label and its probability drawn on each frame (Pillow's
 ImageDraw), encoded with PyAV. The file is written under a temporary name and renamed when
 closed, so a reader never sees a half-written video; closing after Ctrl-C still finalises it.
+
+PyAV writes through a Python file object that this module owns (:class:`_Sink`), so a failed
+write (``ENOSPC``: disk full) is a Python ``OSError`` that PyAV hands back from ``mux()``
+(av/container/pyio: ``stash_exception``) instead of an FFmpeg error code it may lose. After
+one, the file object is closed *before* ``container.close()``: PyAV then skips
+``av_write_trailer`` (av/container/output.py ``close_output``: "If the underlying Python IO
+file was already closed ... skip the trailer"), which on a muxer whose last write failed is
+where the old path crashed (SIGSEGV).
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..extras import needs
-from ..fsio import temp_sibling
+from ..fsio import default_file_mode, environment_error_text, temp_sibling
 
 __all__ = ["draw_label", "VideoWriter", "VIDEO_FORMATS"]
 
@@ -49,6 +57,33 @@ def draw_label(image: np.ndarray, text: str) -> np.ndarray:
     return np.asarray(img)
 
 
+class _Sink:
+    """The temporary video file PyAV writes to (``write``/``seek``/``tell``/``close``, the
+    methods av/container/pyio.py calls on a Python file object)."""
+
+    def __init__(self, path: Path) -> None:
+        self._fh = open(path, "wb")  # noqa: SIM115 - closed by close()
+
+    def write(self, data: bytes) -> int:
+        return self._fh.write(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+    @property
+    def closed(self) -> bool:
+        return self._fh.closed
+
+    def close(self) -> None:
+        self._fh.close()
+
+
 class VideoWriter:
     """Encode RGB frames to a video file (H.264 in .mp4/.mov/.mkv, MPEG-4 in .avi, VP9 in
     .webm).
@@ -77,15 +112,19 @@ class VideoWriter:
             raise ConfigError(f"this PyAV build has none of the encoders {codecs} for {suffix}")
         self.fps = fps if fps and fps > 0 else 30.0
         self._tmp: Path | None = None
+        self._sink: _Sink | None = None
         self._container: Any = None
         self._stream: Any = None
         self._last_pts = -1
         self.frames = 0
+        #: The finished file was moved into place (a writer that failed or got no frame: no).
+        self.done = False
 
     def _open(self, width: int, height: int) -> None:
         av = self._av
         self._tmp = temp_sibling(self.path)
-        self._container = av.open(str(self._tmp), "w", format=self._fmt)
+        self._sink = _Sink(self._tmp)
+        self._container = av.open(self._sink, "w", format=self._fmt)
         rate = Fraction(self.fps).limit_denominator(1000)
         self._stream = self._container.add_stream(self._codec, rate=rate)
         self._stream.width, self._stream.height = width, height
@@ -112,34 +151,61 @@ class VideoWriter:
             for packet in self._stream.encode(frame):
                 self._container.mux(packet)
         except (av.FFmpegError, OSError) as exc:
-            raise DataError(f"cannot encode frame {self.frames} to {self.path}: {exc}") from None
+            self._fail(exc, f"frame {self.frames}")
         self.frames += 1
+
+    def _fail(self, exc: BaseException, what: str) -> None:
+        """Drop the partial file and raise one clear error for ``exc``."""
+        self.abort()
+        text = environment_error_text(exc, path=self.path) if isinstance(exc, OSError) else None
+        raise DataError(text or f"cannot encode {what} to {self.path}: {exc}") from None
 
     def close(self) -> None:
         """Flush the encoder and move the finished file into place (idempotent). A writer
-        that got no frame writes nothing."""
+        that got no frame writes nothing; a write that fails (disk full) leaves nothing.
+
+        Raises:
+            DataError: Flushing or finalising the file failed (message names the cause).
+        """
         if self._container is None:
             return
-        container, self._container = self._container, None
+        av = self._av
         try:
             for packet in self._stream.encode():
-                container.mux(packet)
-        finally:
-            container.close()
+                self._container.mux(packet)
+            container, self._container = self._container, None
+            container.close()  # writes the trailer through the sink
+            if self._sink is not None:
+                self._sink.close()  # flushes: a full disk shows here, not after the rename
+        except (av.FFmpegError, OSError) as exc:
+            self._fail(exc, "the end of the video")
         if self._tmp is not None:
+            os.chmod(self._tmp, default_file_mode())  # mkstemp's 0600 -> the umask's mode
             os.replace(self._tmp, self.path)
+            self._tmp = None
+            self.done = True
         log.info("wrote %s (%d frames)", self.path, self.frames)
 
     def abort(self) -> None:
-        """Drop the partial file (after an encoding error)."""
+        """Drop the partial file (after an encoding or write error). The file object is
+        closed first, so PyAV does not write a trailer onto a failed muxer."""
+        if self._sink is not None:
+            try:
+                self._sink.close()
+            except OSError:  # the file is discarded anyway (close flushes: disk full again)
+                pass
         if self._container is not None:
             container, self._container = self._container, None
             try:
                 container.close()
             except Exception:  # the file is discarded anyway
                 pass
-        if self._tmp is not None and self._tmp.exists():
-            self._tmp.unlink()
+        if self._tmp is not None:
+            try:
+                self._tmp.unlink()
+            except FileNotFoundError:
+                pass
+            self._tmp = None
 
     def __enter__(self) -> "VideoWriter":
         return self

@@ -253,10 +253,14 @@ def _infer_loop(runner: Runner, frames_q: queue.Queue, out_q: queue.Queue,
 
     try:
         ended = False
+        # A stall is measured from the last frame received, whatever --max-wait-ms says: a
+        # batch that waits to fill longer than the stall timeout still ends at the stall
+        last_frame = time.perf_counter()
         while not ended and not stop.is_set():
             items: list[_Item] = []
             deadline = None
-            stall_at = time.perf_counter() + stall_timeout
+            failure: _Failure | None = None
+            stalled = False
             while len(items) < batch:
                 if pending is not None and frames_q.empty():
                     # Nothing to gather yet: hand out the batch in flight now rather than
@@ -264,7 +268,8 @@ def _infer_loop(runner: Runner, frames_q: queue.Queue, out_q: queue.Queue,
                     if not finish(*pending):
                         return
                     pending = None
-                until = deadline if deadline is not None else stall_at
+                stall_at = last_frame + stall_timeout
+                until = stall_at if deadline is None else min(deadline, stall_at)
                 # Short waits so a stop request is seen at once, whatever the timeouts.
                 wait = min(_POLL_S, max(0.0, until - time.perf_counter()))
                 try:
@@ -272,36 +277,38 @@ def _infer_loop(runner: Runner, frames_q: queue.Queue, out_q: queue.Queue,
                 except queue.Empty:
                     if stop.is_set():
                         return
-                    if time.perf_counter() < until:
+                    now = time.perf_counter()
+                    if now < until:
                         continue
-                    if items:
-                        break  # the batch waited long enough: run what we have
-                    raise DataError(f"no frame from {source_name} for {stall_timeout:g} s: the "
-                                    "stream stalled; check the source (or raise "
-                                    "--stall-timeout); the results so far are kept") from None
+                    stalled = now >= stall_at
+                    break  # the batch waited long enough (or the source stalled)
                 if got is _END:
                     ended = True
                     break
                 if isinstance(got, _Failure):
-                    if pending is not None:
-                        finish(*pending)
-                        pending = None
-                    _put(out_q, _Failure(got.exc), stop)
-                    return
+                    failure = got
+                    break
                 items.append(got)
+                last_frame = time.perf_counter()
                 if deadline is None:
-                    deadline = time.perf_counter() + max_wait
+                    deadline = last_frame + max_wait
             if pending is not None:
                 if not finish(*pending):
                     return
                 pending = None
-            if not items:
-                continue
-            x = batcher.build(items)
-            if start_async is not None:
-                pending = (start_async(x), items)
-            elif not finish(None, items, runner(x)):
+            if items:  # every frame gathered is classified, also before a failure or stall
+                x = batcher.build(items)
+                if start_async is not None and failure is None and not stalled:
+                    pending = (start_async(x), items)
+                elif not finish(None, items, runner(x)):
+                    return
+            if failure is not None:
+                _put(out_q, _Failure(failure.exc), stop)
                 return
+            if stalled:
+                raise DataError(f"no frame from {source_name} for {stall_timeout:g} s: the "
+                                "stream stalled; check the source (or raise "
+                                "--stall-timeout); the results so far are kept")
         if pending is not None:
             finish(*pending)
         _put(out_q, _END, stop)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import select
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,6 +212,39 @@ class IterableSource(FrameSource):
             yield Frame(index, None, item)
 
 
+def _wait_for_fifo(path: Path, timeout: float | None) -> int:
+    """Wait until a FIFO has data (or its writer hung up); returns a read descriptor that keeps
+    the FIFO open meanwhile (the caller closes it).
+
+    Opening a FIFO for reading blocks until a writer opens it (fifo(7)); FFmpeg's open did
+    that with no limit. Opened with ``O_NONBLOCK`` it returns at once, and ``poll(2)`` waits
+    for data with the stream's stall timeout (a FIFO that never had a writer reports no
+    ``POLLHUP`` on Linux, so the wait is for a writer's first bytes). Ctrl-C interrupts the
+    wait (PEP 475: the handler's exception propagates from ``poll``).
+
+    Raises:
+        DataError: No data within ``timeout`` seconds.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLHUP)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        log.info("waiting for data on the FIFO %s (up to %s)", path,
+                 "no limit" if timeout is None else f"{timeout:g} s")
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise DataError(f"no data arrived on the FIFO {path} within {timeout:g} s (is "
+                                "anything writing to it?); start the writer, or raise "
+                                "--stall-timeout")
+            if poller.poll(None if left is None else max(1, int(left * 1000))):
+                return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _av_text(exc: BaseException) -> str:
     text = str(getattr(exc, "strerror", None) or exc).strip() or type(exc).__name__
     return text.splitlines()[0]
@@ -225,7 +260,8 @@ def open_source(source: Any, *, live: bool | None = None,
             reads), an opened :class:`FrameSource`, or an iterable of uint8 HxWxC images.
         live: Drop stale frames (``None``: cameras and live URL schemes are live, files,
             folders and iterables are not).
-        timeout: Seconds a network read may block before FFmpeg gives up.
+        timeout: Seconds opening may wait: a network read before FFmpeg gives up, a FIFO for
+            its writer's first data (``None``: no limit). The stream's stall timeout.
 
     Returns:
         The opened :class:`FrameSource` (the caller closes it).
@@ -266,6 +302,12 @@ def open_source(source: Any, *, live: bool | None = None,
             return src
         if path.is_file() and path.stat().st_size == 0:
             raise DataError(f"source {text} is an empty file")
+        if path.is_fifo():
+            fd = _wait_for_fifo(path, timeout)
+            try:  # a writer is there now: FFmpeg's open does not block
+                return VideoSource(text, name=text, live=bool(live))
+            finally:
+                os.close(fd)
         return VideoSource(text, name=text, live=bool(live))
     if isinstance(source, Iterable):
         return IterableSource(source, live=bool(live))
