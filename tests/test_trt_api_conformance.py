@@ -204,7 +204,7 @@ def test_parser_errors_are_listed(dumps, key, onnx_variants, tmp_path, monkeypat
 # ------------------------------------------------------------------------------------------------
 def _open_and_run(engine: Path, *, cuda_graphs: bool = False, world: World | None = None,
                   **kw):
-    """Open a runner on the emulating backend and run batches 1, max, 1, max (alternating
+    """Open a runner on the emulating backend and run batches min, max, min, max (alternating
     batch sizes: with CUDA graphs each replays its own graph)."""
     import numpy as np
 
@@ -215,7 +215,7 @@ def _open_and_run(engine: Path, *, cuda_graphs: bool = False, world: World | Non
         world.capturing = lambda stream: stream in be.capturing
     with TensorRTRunner(engine, cuda_binding=be,  # type: ignore[arg-type]
                         cuda_graphs=cuda_graphs, **kw) as runner:
-        for n in (1, runner.max_batch, 1, runner.max_batch):
+        for n in (runner.min_batch, runner.max_batch, runner.min_batch, runner.max_batch):
             out = runner.infer(np.zeros((n, 3, 71, 71), np.float32))
             assert out.shape == (n, runner.spec.num_classes)
         return runner.describe()
@@ -226,6 +226,13 @@ def test_runtime_path(dumps, key, onnx_variants, tmp_path, monkeypatch, graphs):
     h = Harness(dumps[key], key, monkeypatch)
     art = builder_mod.build_engine(onnx_variants["float"], h.config(max_batch=4),
                                    output=tmp_path / "e.engine")
+    if graphs and key != "rtx" and h.major < 9:  # PROF-1: refused for a dynamic batch
+        from xception_trt.errors import EngineError
+
+        with pytest.raises(EngineError, match="cuda_graphs=True needs a fixed-batch engine"):
+            _open_and_run(art.path, cuda_graphs=graphs, world=h.world)
+        h.assert_clean()
+        return
     facts = _open_and_run(art.path, cuda_graphs=graphs, world=h.world)
     assert facts["tensorrt"] == h.api.version and facts["max_batch"] == 4
     assert h.world.executed >= (1 if graphs else 3)
@@ -241,17 +248,56 @@ def test_each_cuda_graph_has_its_own_context_on_one_activation_buffer(dumps, nvi
     """Item 1 (GRAPH-1, MEM-1/2): "a CUDA graph depends on the state of the execution context
     ... use one execution context per captured graph" (TensorRT developer guide, "CUDA
     Graphs"). The contexts share one activation buffer: USER_MANAGED + set_device_memory on
-    10.1+/11.x, create_execution_context_without_device_memory + device_memory on 8.6
-    (TensorRT API reference, IExecutionContext / ICudaEngine)."""
+    10.1+/11.x (TensorRT API reference, IExecutionContext / ICudaEngine). TensorRT 8.6 gives
+    profile 0 to one context only (PROF-1): one context, a fixed-batch engine."""
     h = Harness(dumps[nvidia], nvidia, monkeypatch)
-    art = builder_mod.build_engine(onnx_variants["float"], h.config(max_batch=4),
+    kw: dict = {"batch": 4} if h.major < 9 else {"max_batch": 4}
+    art = builder_mod.build_engine(onnx_variants["float"], h.config(**kw),
                                    output=tmp_path / "e.engine")
     _open_and_run(art.path, cuda_graphs=True, world=h.world)
-    if h.major < 10:
-        assert "ICudaEngine.create_execution_context_without_device_memory" in h.api.calls
-        assert "IExecutionContext.device_memory=" in h.api.calls
+    if h.major < 9:
+        assert "ICudaEngine.create_execution_context_without_device_memory" not in h.api.calls
     else:
         assert "IExecutionContext.set_device_memory" in h.api.calls
+    h.assert_clean()
+
+
+def test_tensorrt_86_gives_profile_0_to_one_context_only(dumps, nvidia, onnx_variants, tmp_path,
+                                                         monkeypatch):
+    """Issue 26 item 1 (PROF-1): in TensorRT 8.6 only the first execution context of an engine
+    gets optimization profile 0; later ones get -1 "and all calls to enqueueV2()/enqueueV3()/
+    executeV2() will fail until a valid profile index has been set", and a second context
+    cannot take profile 0 while another holds it ("Profile 0 has been chosen by another
+    IExecutionContext"). Sources: TensorRT 8.6 include/NvInferRuntime.h
+    (createExecutionContext, getOptimizationProfile); NVIDIA/TensorRT issue 846. 9.0+ gives
+    every context profile 0. The double models this; the runner keeps one context on 8.6 and
+    refuses cuda_graphs for a dynamic batch there (it used to capture each batch size from a
+    new context: the second one could not run)."""
+    from xception_trt.errors import EngineError
+
+    h = Harness(dumps[nvidia], nvidia, monkeypatch)
+    trt = h.api.module
+    art = builder_mod.build_engine(onnx_variants["float"], h.config(max_batch=4),
+                                   output=tmp_path / "e.engine")
+    engine = trt.Runtime(trt.Logger()).deserialize_cuda_engine(art.path.read_bytes())
+    first, second = engine.create_execution_context(), engine.create_execution_context()
+    assert first.active_optimization_profile == 0
+    if h.major >= 9:
+        assert second.active_optimization_profile == 0
+        return
+    assert second.active_optimization_profile == -1
+    assert second.set_optimization_profile_async(0, 0) is False  # held by `first`
+    assert second.execute_async_v3(0) is False
+    assert [m.problem for m in h.mismatches] == [
+        "breaks a documented rule: PROF-1 TensorRT 8.6: this context has no optimization "
+        "profile (profile 0 went to the engine's first context); every enqueue fails until one "
+        "is set"]
+    h.mismatches.clear()
+    del first  # TensorRT frees a context with its last reference: profile 0 is free again
+    assert second.set_optimization_profile_async(0, 0) is True
+    # the runner: a dynamic batch with CUDA graphs is refused at open, with the fix named
+    with pytest.raises(EngineError, match=r"TensorRT 8\.6\.1.*fixed batch.*--batch N"):
+        _open_and_run(art.path, cuda_graphs=True, world=h.world)
     h.assert_clean()
 
 
@@ -494,6 +540,27 @@ def test_dla_build_and_runtime_core(dumps, version, onnx_variants, tmp_path, mon
     h.assert_clean()
 
 
+@pytest.mark.parametrize("version", ["8.6.1", "10.3.0"])
+def test_dla_engines_refuse_cuda_graphs(dumps, version, onnx_variants, tmp_path, monkeypatch):
+    """Issue 26 item 3: "CUDA graphs and DLA offloading are not simultaneously supported"
+    (trtexec disables the pair: TensorRT samples/common/sampleOptions.cpp; NVIDIA/TensorRT
+    issue 3524). A DLA engine with cuda_graphs=True is refused when it opens, before any GPU
+    work; without graphs it runs."""
+    from xception_trt.errors import EngineError
+
+    h = Harness(dumps[version], version, monkeypatch, num_dla_cores=2)
+    art = builder_mod.build_engine(onnx_variants["float" if h.major < 10 else "fp16"],
+                                   h.config(dla_core=0, precision="fp16", batch=1),
+                                   output=tmp_path / "dla.engine")
+    h.api.calls.clear()
+    with pytest.raises(EngineError, match="CUDA graphs and DLA offloading are not supported "
+                                          "together.*cuda_graphs=False"):
+        _open_and_run(art.path, cuda_graphs=True, world=h.world)
+    assert "Runtime.deserialize_cuda_engine" not in h.api.calls
+    _open_and_run(art.path, world=h.world)
+    h.assert_clean()
+
+
 def test_dla_engine_on_a_device_without_that_core(dumps, onnx_variants, tmp_path, monkeypatch):
     from xception_trt.errors import EngineError
     from xception_trt.trt.runtime import TensorRTRunner
@@ -563,11 +630,18 @@ def test_selftest_engine_checks_and_sysinfo(dumps, key, tmp_path, monkeypatch):
     results = selftest.run_engine_checks(h.name, cuda_binding=be,  # type: ignore[arg-type]
                                          workdir=tmp_path, iterations=2)
     status = {r.name: (r.status, r.detail) for r in results}
+    graphs = ("engine: TensorRTRunner CUDA graphs vs ONNX Runtime",
+              "engine: CUDA graphs vs plain, alternating batch sizes")
+    if key != "rtx" and h.major < 9:  # PROF-1: one context per engine, a dynamic batch
+        assert all(status[g][0] == "skip" and "profile 0 to one execution context" in
+                   status[g][1] for g in graphs), status
+        status = {k: v for k, v in status.items() if k not in graphs}
     failed = {k: v for k, v in status.items() if v[0] != "pass" and "DLA" not in k}
     assert len(results) >= 7 and not failed, failed
     # issue 21's device questions: answered here through the double, DLA skipped without DLA
-    assert status["engine: CUDA graphs vs plain, alternating batch sizes"][1].startswith(
-        "answer: batches 1/4/1/4/2/3/1 alternating: CUDA graphs bit-identical to the plain path")
+    if graphs[1] in status:
+        assert status[graphs[1]][1].startswith("answer: batches 1/4/1/4/2/3/1 alternating: "
+                                               "CUDA graphs bit-identical to the plain path")
     assert status["engine: DLA placement (FP16)"][0] == "skip"
     assert "no DLA here" in status["engine: DLA placement (FP16)"][1]
     assert h.world.executed > 0

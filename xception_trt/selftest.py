@@ -642,6 +642,14 @@ def run_engine_checks(flavour: str, *, device: int = 0, cuda_binding: str | None
                 no_graphs = probe.backend.graphs_unsupported()
             finally:
                 probe.close()
+        from .trt import import_flavour
+        from .trt.compat import profile_zero_for_one_context
+
+        version = import_flavour(flavour).version
+        if not no_graphs and profile_zero_for_one_context(flavour, version):
+            no_graphs = (f"TensorRT {version} gives optimization profile 0 to one execution "
+                         "context only, so the runner refuses CUDA graphs for the self-test's "
+                         "dynamic-batch engine (batch 1..4); fixed-batch engines replay graphs")
 
         def compare(graphs: bool) -> Callable[[], tuple[str, dict]]:
             def check() -> tuple[str, dict]:

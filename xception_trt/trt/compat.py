@@ -83,6 +83,17 @@ def parse_version(version: str | Sequence[int]) -> tuple[int, ...]:
     return tuple(parts)
 
 
+def profile_zero_for_one_context(flavour_name: str, version: str | Sequence[int]) -> bool:
+    """Whether this TensorRT gives optimization profile 0 to only one execution context of an
+    engine at a time: NVIDIA TensorRT before 9.0 (8.6, JetPack 5). "The execution context
+    created will call setOptimizationProfile(0) implicitly if there are no other execution
+    contexts assigned to optimization profile 0 ... starting in TensorRT 9.0" every profile
+    defaults to 0; until then a later context has profile -1 "and all calls to enqueueV2()/
+    enqueueV3()/executeV2() will fail until a valid profile index has been set" (TensorRT 8.6
+    ``NvInferRuntime.h``, ``createExecutionContext`` / ``getOptimizationProfile``)."""
+    return flavour_name == "tensorrt" and parse_version(version)[:1] < (9,)
+
+
 def compute_capability_tuple(value: str) -> tuple[int, int]:
     """``"8.6"``, ``"sm_86"`` or ``"SM120"`` -> ``(8, 6)`` / ``(12, 0)``.
 
