@@ -301,6 +301,34 @@ def test_tensorrt_86_gives_profile_0_to_one_context_only(dumps, nvidia, onnx_var
     h.assert_clean()
 
 
+@pytest.mark.parametrize("app_context", [False, True], ids=["alone", "under-autoinit"])
+def test_pycuda_tensorrt_runner_closes_cleanly(dumps, onnx_variants, tmp_path, monkeypatch,
+                                               app_context):
+    """Issue 26 item 2: every `with TensorRTRunner(..., cuda_binding="pycuda")` raised on exit:
+    close() released the pycuda backend inside its own scope; pycuda's context::detach removes
+    the pushed context from its stack and the scope's pop then throws "cannot pop non-current
+    context" (or pops the application's context under pycuda.autoinit). Source: pycuda
+    src/cpp/cuda.hpp (context::detach, context::pop), modelled by test_cuda_rules' fake."""
+    from test_cuda_rules import _FakePycuda, _PycudaScopedEmu
+
+    from xception_trt.trt.runtime import TensorRTRunner
+
+    h = Harness(dumps["10.3.0"], "10.3.0", monkeypatch)
+    art = builder_mod.build_engine(onnx_variants["float"], h.config(max_batch=4),
+                                   output=tmp_path / "e.engine")
+    drv = _FakePycuda()
+    if app_context:
+        drv.Device(0).make_context()
+    be = _PycudaScopedEmu(drv)
+    import numpy as np
+
+    with TensorRTRunner(art.path, cuda_binding=be) as runner:  # type: ignore[arg-type]
+        runner.infer(np.zeros((2, 3, 71, 71), np.float32))
+    assert drv.stack == (["secondary"] if app_context else [])
+    assert drv.released == ["primary"] and be.live == 0
+    h.assert_clean()
+
+
 def test_rtx_cuda_graphs_use_the_runtime_strategy_not_manual_capture(dumps, onnx_variants,
                                                                      tmp_path, monkeypatch):
     """Item 2 (RTX-2): manual stream capture of a TensorRT-RTX engine needs

@@ -174,11 +174,6 @@ class StandInRunner(CudaRunnerBase):
                 "cuda_graphs": self.cuda_graphs, "max_batch": self.max_batch,
                 "note": "STAND-IN kernel (y = a*x + b), not a neural network"}
 
-    def _close_extra(self, errors: list[str]) -> None:
-        try:
-            self._cuda.close()
-        except Exception as exc:
-            errors.append(str(exc))
 
 
 # ------------------------------------------------------------------------------------------------

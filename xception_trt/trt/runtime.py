@@ -459,14 +459,22 @@ class TensorRTRunner(CudaRunnerBase):
             except EngineError as exc:
                 log.debug("cleanup after a failed open: %s", exc)
             return
-        self._compute = None
-        self._runtime_config = self._rtx_cache = None
-        if self._activation is not None:
-            self._activation.close()
-            self._activation = None
-        self._engine = None
-        self._runtime = None
+        def drop() -> None:  # contexts, their memory, engine, runtime: on the device's context
+            self._compute = None
+            self._runtime_config = self._rtx_cache = None
+            if self._activation is not None:
+                self._activation.close()
+                self._activation = None
+            self._engine = None
+            self._runtime = None
+
         try:
+            with cuda.backend.scope():
+                drop()
+        except Exception as exc:  # the context could not be made current: drop them anyway
+            log.debug("cleanup after a failed open: %s", exc)
+            drop()
+        try:  # after the scope (pycuda: see CudaRunnerBase.close)
             cuda.close()
         except Exception as exc:
             log.debug("cleanup after a failed open: %s", exc)
@@ -491,10 +499,6 @@ class TensorRTRunner(CudaRunnerBase):
             self._activation = None
         self._engine = None
         self._runtime = None
-        try:
-            self._cuda.close()
-        except Exception as exc:
-            errors.append(str(exc))
 
     def describe(self) -> dict[str, Any]:
         """Backend facts: TensorRT flavour/version, GPU, CUDA backend, profile, graphs."""

@@ -105,6 +105,17 @@ class PycudaBackend(CudaBackend):
                 "cuda_binding='cuda-python' for CUDA graphs, or cuda_graphs=False")
 
     def close(self) -> None:
+        """Release the retained primary context (pycuda ``context::detach``), outside any
+        :meth:`scope` of this thread.
+
+        Raises:
+            EngineError: Called inside this backend's :meth:`scope`: detaching a pushed context
+                removes it from pycuda's stack, and the scope's pop would then throw or pop a
+                context below it (pycuda ``src/cpp/cuda.hpp``).
+        """
+        if getattr(self._local, "depth", 0):
+            raise EngineError("internal error: the pycuda backend was closed inside its own "
+                              "scope(); close it after the scope has ended (please report this)")
         with contextlib.suppress(Exception):
             self._ctx.detach()
 
