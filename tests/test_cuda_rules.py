@@ -468,6 +468,26 @@ def test_device_output_producer_stream_is_waited_for():
         np.testing.assert_array_equal(out.numpy(), _ref(_x(2)))
 
 
+@pytest.mark.parametrize("graphs", [False, True], ids=["plain", "cuda-graphs"])
+def test_read_only_device_output_is_refused(graphs):
+    """Issue 26 item 8: CUDA Array Interface v3, "data: (integer, boolean) ... The second
+    element is the read-only flag" (numba docs, CUDA Array Interface v3). A read-only out=
+    is refused before any GPU work and its memory stays as it was; a read-only *input* is fine
+    (it is only read)."""
+    be = EmuBackend()
+    with EmuRunner(be, cuda_graphs=graphs) as r:
+        out = _DeviceArr(be, np.full((2, 4), 7, np.float32))
+        out.__cuda_array_interface__["data"] = (out.ptr, True)
+        before = len(be.calls)
+        with pytest.raises(EngineError, match="out= is read-only"):
+            r.infer(_x(2), out=out)
+        assert be.calls[before:] == []
+        np.testing.assert_array_equal(out.numpy(), np.full((2, 4), 7, np.float32))
+        x = _DeviceArr(be, _x(2))
+        x.__cuda_array_interface__["data"] = (x.ptr, True)
+        np.testing.assert_array_equal(r.infer(x), _ref(_x(2)))
+
+
 def test_wait_event_is_blocking_sync():
     """Item 18: the event InferenceHandle.wait() synchronises on is a blocking-sync event."""
     be = EmuBackend()

@@ -102,13 +102,17 @@ def check_device_output(info: DeviceArrayInfo, batch: int, num_classes: int, *,
     """Validate a caller's device array given as ``out=`` for ``batch`` logits rows.
 
     Raises:
-        EngineError: Not a CUDA array, another GPU, not float32 ``(batch, num_classes)``, or not
-            C-contiguous.
+        EngineError: Not a CUDA array, read-only (CUDA array interface v3 ``data`` flag),
+            another GPU, not float32 ``(batch, num_classes)``, or not C-contiguous.
     """
     want = (batch, num_classes)
     if info.device_type != "cuda":
         raise EngineError(f"{runner}: out= must be a CUDA device array, got "
                           f"{info.device_type} memory")
+    if info.read_only:
+        raise EngineError(f"{runner}: out= is read-only (its __cuda_array_interface__ marks the "
+                          "data read-only), so the logits cannot be written into it; pass a "
+                          "writable device array")
     if device_id is not None and info.device_id is not None and info.device_id != device_id:
         raise EngineError(f"{runner}: out= is on cuda:{info.device_id}, the engine on "
                           f"cuda:{device_id}")
