@@ -345,6 +345,55 @@ def test_rtx_cuda_graphs_use_the_runtime_strategy_not_manual_capture(dumps, onnx
     h.assert_clean()
 
 
+def _without(dump: dict, *, classes: tuple[str, ...] = (),
+             members: dict[str, tuple[str, ...]] | None = None) -> dict:
+    """A copy of ``dump`` as an older release would have it: ``classes`` and ``members``
+    (per class) removed, with the module values and nested types that name them."""
+    import copy
+
+    out = copy.deepcopy(dump)
+    for name in classes:
+        out["classes"].pop(name, None)
+        out["values"] = {k: v for k, v in out["values"].items() if v.get("type") != name}
+        for entry in out["classes"].values():
+            entry["members"] = {k: v for k, v in entry["members"].items()
+                                if v.get("type") != name}
+    for cls, names in (members or {}).items():
+        for name in names:
+            out["classes"][cls]["members"].pop(name, None)
+    return out
+
+
+@pytest.mark.parametrize("release", ["1.1 (no CudaGraphStrategy)",
+                                     "before IRuntimeConfig (no create_runtime_config)"])
+def test_rtx_without_the_graph_strategy_refuses_cuda_graphs_clearly(dumps, onnx_variants,
+                                                                      tmp_path, monkeypatch,
+                                                                      release):
+    """Issue 26 item 6: IRuntimeConfig (ICudaEngine.create_runtime_config) exists in
+    TensorRT-RTX 1.0+, CudaGraphStrategy / IRuntimeConfig.cuda_graph_strategy only from 1.2
+    (TensorRT-RTX release notes, "Working with RTX CUDA Graphs"). cuda_graphs=True on such a
+    release used to end in an AttributeError (here: the double's MissingMember); now it is our
+    error naming the upgrade, and the plain path runs (drives TensorRT-RTX without
+    create_runtime_config too). Simulated on the real 1.7 API with those members removed."""
+    from xception_trt.errors import EngineError
+
+    if release.startswith("1.1"):
+        dump = _without(dumps["rtx"], classes=("CudaGraphStrategy",),
+                        members={"IRuntimeConfig": ("cuda_graph_strategy",)})
+    else:
+        dump = _without(dumps["rtx"], classes=("IRuntimeConfig", "IRuntimeCache",
+                                               "CudaGraphStrategy"),
+                        members={"ICudaEngine": ("create_runtime_config",)})
+    h = Harness(dump, "rtx", monkeypatch)
+    art = builder_mod.build_engine(onnx_variants["float"], h.config(max_batch=4),
+                                   output=tmp_path / "e.engine")
+    with pytest.raises(EngineError, match="no runtime CUDA-graph strategy.*upgrade TensorRT-RTX"):
+        _open_and_run(art.path, cuda_graphs=True, world=h.world)
+    facts = _open_and_run(art.path, world=h.world)
+    assert facts["cuda_graphs"] is False
+    h.assert_clean()
+
+
 def test_rtx_runtime_cache_is_loaded_and_saved(dumps, onnx_variants, tmp_path, monkeypatch):
     """Item 9: TensorRT-RTX compiles kernels at run time and keeps them in a runtime cache
     (IRuntimeConfig.set_runtime_cache, IRuntimeCache.serialize/deserialize; TensorRT-RTX

@@ -391,14 +391,18 @@ class TensorRTRunner(CudaRunnerBase):
         ``runtime_cache`` when given) and, for ``cuda_graphs``, its CUDA-graph strategy
         (TensorRT-RTX "Working with Runtime Cache", "Working with RTX CUDA Graphs")."""
         engine = self._engine
+        # IRuntimeConfig is in TensorRT-RTX 1.0+, its CUDA-graph strategy only from 1.2
+        if self.cuda_graphs and not (hasattr(engine, "create_runtime_config")
+                                     and hasattr(trt, "CudaGraphStrategy")):
+            raise EngineError(f"{self.name}: TensorRT-RTX {self._trt_version} has no runtime "
+                              "CUDA-graph strategy (CudaGraphStrategy, TensorRT-RTX 1.2+): "
+                              "upgrade TensorRT-RTX, or pass cuda_graphs=False (CLI: drop "
+                              "--cuda-graphs)")
         if not hasattr(engine, "create_runtime_config"):
-            if self.cuda_graphs:
-                raise EngineError(f"{self.name}: this TensorRT-RTX has no runtime CUDA-graph "
-                                  "strategy (IRuntimeConfig, TensorRT-RTX 1.2+): upgrade it, "
-                                  "or pass cuda_graphs=False")
             return None, None
         config = engine.create_runtime_config()
-        cache = config.create_runtime_cache()
+        cache = (config.create_runtime_cache() if hasattr(config, "create_runtime_cache")
+                 else None)
         path = self._runtime_cache_path
         if cache is not None and path is not None and path.is_file():
             if not cache.deserialize(path.read_bytes()):
