@@ -92,7 +92,7 @@ def test_report_system_and_context_layout(h100):
 
 GOLDEN_MACHINE = {
     "flavours": [{"name": "tensorrt", "version": "10.3.0.30"}],
-    "gpus": [{"index": 0, "name": "Orin", "compute_capability": "8.7"}],
+    "gpus": [{"index": 0, "name": "Orin", "compute_capability": "8.7", "integrated": True}],
     "driver": "540.4.0", "dla_cores": 2, "ort_version": "1.20.1",
     "ort_providers": ["CUDAExecutionProvider", "CPUExecutionProvider"], "onnx": True,
     "host": "orin (aarch64, Linux)", "gpu_reason": ""}
@@ -100,14 +100,14 @@ GOLDEN_MACHINE = {
 
 def test_device_facts_file_layout():
     facts = DeviceFacts(flavours=(FlavourFact("tensorrt", "10.3.0.30"),),
-                        gpus=(GpuFact(0, "Orin", "8.7"),), driver="540.4.0", dla_cores=2,
+                        gpus=(GpuFact(0, "Orin", "8.7", True),), driver="540.4.0", dla_cores=2,
                         ort_version="1.20.1",
                         ort_providers=("CUDAExecutionProvider", "CPUExecutionProvider"),
                         onnx=True, host="orin (aarch64, Linux)")
     d = facts.to_dict()
     assert d == GOLDEN_MACHINE and list(d) == MACHINE_KEYS
     assert list(d["flavours"][0]) == ["name", "version"]
-    assert list(d["gpus"][0]) == ["index", "name", "compute_capability"]
+    assert list(d["gpus"][0]) == ["index", "name", "compute_capability", "integrated"]
     assert DeviceFacts.from_dict(d) == facts
 
 
@@ -116,7 +116,7 @@ def test_doctor_json_machine_layout(capsys, h100):
     machine = json.loads(capsys.readouterr().out)["machine"]
     assert sorted(machine) == sorted(MACHINE_KEYS)
     assert machine["gpus"] == [{"index": 0, "name": "NVIDIA H100 80GB HBM3",
-                                "compute_capability": "9.0"}]
+                                "compute_capability": "9.0", "integrated": False}]
     assert machine["driver"] == "580.95.05" and machine["gpu_reason"] == ""
 
 
@@ -129,8 +129,8 @@ def test_doctor_facts_file_round_trips(tmp_path, capsys):
 
 
 def test_doctor_facts_of_an_earlier_version_still_load(tmp_path, capsys):
-    """Facts recorded before ``onnx``, ``host``, ``gpu_reason`` and the ONNX Runtime fields
-    existed: the missing fields take their defaults."""
+    """Facts recorded before ``onnx``, ``host``, ``gpu_reason``, the ONNX Runtime fields and a
+    GPU's ``integrated`` existed: the missing fields take their defaults."""
     path = tmp_path / "old.json"
     path.write_text(json.dumps({"flavours": [{"name": "tensorrt", "version": "8.6.2"}],
                                 "gpus": [{"index": 0, "name": "Xavier",
@@ -139,7 +139,8 @@ def test_doctor_facts_of_an_earlier_version_still_load(tmp_path, capsys):
     assert main(["doctor", "--facts", str(path), "--json"]) == 0
     machine = json.loads(capsys.readouterr().out)["machine"]
     assert machine == {"flavours": [{"name": "tensorrt", "version": "8.6.2"}],
-                       "gpus": [{"index": 0, "name": "Xavier", "compute_capability": "7.2"}],
+                       "gpus": [{"index": 0, "name": "Xavier", "compute_capability": "7.2",
+                                 "integrated": False}],
                        "driver": "35.4.1", "dla_cores": 2, "ort_version": None,
                        "ort_providers": [], "onnx": False, "host": "", "gpu_reason": ""}
 
@@ -147,6 +148,7 @@ def test_doctor_facts_of_an_earlier_version_still_load(tmp_path, capsys):
 @pytest.mark.parametrize("bad", [
     {"gpus": [{"index": "first", "name": "X", "compute_capability": "8.6"}]},
     {"gpus": [{"name": "X"}]},
+    {"gpus": [{"index": 0, "name": "X", "compute_capability": "8.7", "integrated": "yes"}]},
     {"flavours": [{"name": "tensorrt"}]},
     {"dla_cores": "two"},
     [1, 2],
