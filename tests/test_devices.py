@@ -45,8 +45,18 @@ def test_jetson_gpu_is_found_from_the_device_tree(tmp_path, monkeypatch, jetpack
     assert gpu.compute_capability == "8.7" and gpu.integrated and gpu.sm == "sm_87"
     assert gpu.name.startswith("NVIDIA Jetson AGX Orin") and gpu.total_memory == 64335836 << 10
     # ... so NVIDIA TensorRT builds here (the builder needs a GPU for it)
-    assert builder_mod._first_gpu() == {"index": 0, "name": gpu.name,
+    assert builder_mod._build_gpu() == {"index": 0, "name": gpu.name,
                                         "compute_capability": "8.7", "integrated": True}
+
+
+def test_build_on_a_gpu_that_is_not_there_is_refused(tmp_path, monkeypatch, jetpack):
+    """Issue 26 item 5: the builder builds on the GPU asked for, so it says when there is no
+    such GPU instead of building on another one."""
+    from xception_trt.errors import BuildError
+
+    monkeypatch.setattr(devices, "_ROOT", _jetson_root(tmp_path))
+    with pytest.raises(BuildError, match=r"no GPU 1 here \(CUDA ordinals 0\)"):
+        builder_mod._build_gpu(1)
 
 
 @pytest.mark.parametrize("soc, cc", [("tegra194", "7.2"), ("tegra264", "11.0")])

@@ -67,7 +67,7 @@ class Harness:
         self.api = ApiDouble(dump, self.name, self.world)
         self.major = int(self.api.version.split(".")[0])
         monkeypatch.setitem(sys.modules, self.name, self.api.module)
-        monkeypatch.setattr(builder_mod, "_first_gpu", lambda: dict(
+        monkeypatch.setattr(builder_mod, "_build_gpu", lambda device=0: dict(
             GPU, compute_capability=self.world.build_cc, integrated=self.world.integrated))
 
     @property
@@ -819,3 +819,39 @@ def test_unreachable_registry_is_a_skip_reason_not_a_failure(tmp_path, monkeypat
     monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
     with pytest.raises(wheels.FetchError, match="registry unreachable"):
         wheels.fetch_wheel(wheels.WHEELS[0], tmp_path / "cache")
+
+
+def test_bundle_rebuild_for_gpu_1_builds_on_gpu_1(dumps, tiny_checkpoint, tmp_path, monkeypatch):
+    """Issue 26 item 5: rebuilding a bundle's engine for device 1 built on GPU 0: the builder
+    builds on (and records) whatever device is current ("To select the GPU, use
+    cudaSetDevice() before calling the builder or deserializing the engine", TensorRT FAQ,
+    quoted in NVIDIA/TensorRT issues 322 and 634); on a machine with two different GPUs the
+    cache key then named the other GPU ("BundleError: ... report this"). Now the cache asks
+    for the build on the request's GPU; the builder selects it and records it."""
+    from xception_trt.bundle.cache import resolve
+    from xception_trt.bundle.facts import DeviceFacts, FlavourFact, GpuFact
+    from xception_trt.bundler import write_bundle
+    from xception_trt.trt import cuda as trt_cuda
+    from xception_trt.trt import devices
+
+    bundle = write_bundle(source=tiny_checkpoint, output=tmp_path / "m.xtrt",
+                          local_engines=False, max_batch=2).path
+    real_build_gpu = builder_mod._build_gpu
+    Harness(dumps["10.3.0"], "10.3.0", monkeypatch)
+    monkeypatch.setattr(builder_mod, "_build_gpu", real_build_gpu)
+    gpus = (devices.GpuInfo(0, "NVIDIA GeForce RTX 3090", "8.6", 24 << 30),
+            devices.GpuInfo(1, "NVIDIA GeForce RTX 4090", "8.9", 24 << 30))
+    monkeypatch.setattr(devices, "probed_devices",
+                        lambda: devices.DeviceReport("580.95.05", "13.0", gpus, "test"))
+    selected: list[int] = []
+    monkeypatch.setattr(trt_cuda, "CudaPythonBackend", lambda device: selected.append(device))
+    facts = DeviceFacts(flavours=(FlavourFact("tensorrt", "10.3.0"),),
+                        gpus=tuple(GpuFact(g.index, g.name, g.compute_capability)
+                                   for g in gpus), onnx=True)
+    res = resolve(bundle, precision="fp32", device=1, facts=facts, cache_dir=tmp_path / "cache")
+    from xception_trt.sidecar import read_sidecar
+
+    side = read_sidecar(res.path)
+    assert selected == [1]
+    assert (side.device.name, side.device.compute_capability) == ("NVIDIA GeForce RTX 4090",
+                                                                  "8.9")

@@ -33,7 +33,7 @@ class World:
             emulated device memory); ``None``: outputs are never written.
         capturing: ``capturing(stream) -> bool``: whether a stream is capturing a CUDA graph
             (the emulating CUDA backend knows); ``None``: never.
-        build_cc, integrated: The build GPU (what ``builder._first_gpu`` says, and what the
+        build_cc, integrated: The build GPU (what ``builder._build_gpu`` says, and what the
             builder checks hardware compatibility against).
         device_key: The device properties a timing cache records (TC-1).
         engine_validity: What TensorRT-RTX's ``get_engine_validity`` answers (name of an
