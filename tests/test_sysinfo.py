@@ -54,7 +54,7 @@ def test_info_json_layout(capsys, h100):
     assert facts["devices"] == {
         "driver": "580.95.05", "cuda_driver_api": "13.0", "probe": "cuda-python", "reason": "",
         "gpus": [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0",
-                  "total_memory": 85029158912, "integrated": False}]}
+                  "total_memory": 85029158912, "integrated": False, "pci_bus_id": None}]}
     assert facts["software"]["xception-trt"] == __version__
     assert isinstance(facts["cpu_count"], int) and isinstance(facts["cpu"], str)
     assert facts["load_average"] is None or len(facts["load_average"]) == 3
@@ -79,7 +79,8 @@ def test_report_system_and_context_layout(h100):
     assert list(doc["system"]["cpu_int8"]) == CPU_INT8_KEYS
     assert list(doc["system"]["devices"]) == DEVICES_KEYS
     assert list(doc["system"]["devices"]["gpus"][0]) == ["index", "name", "compute_capability",
-                                                        "total_memory", "integrated"]
+                                                        "total_memory", "integrated",
+                                                        "pci_bus_id"]
     assert list(doc["context"]) == CONTEXT_KEYS
     ctx = run_context(root="/nonexistent-root", probe_nvml=False)
     assert list(ctx) == CONTEXT_KEYS
