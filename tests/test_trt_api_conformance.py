@@ -855,3 +855,90 @@ def test_bundle_rebuild_for_gpu_1_builds_on_gpu_1(dumps, tiny_checkpoint, tmp_pa
     assert selected == [1]
     assert (side.device.name, side.device.compute_capability) == ("NVIDIA GeForce RTX 4090",
                                                                   "8.9")
+
+
+# ------------------------------------------------------------------------------------------------
+# the double behaves as the real bindings do (issue 26: fakes that behave like the real thing)
+@pytest.fixture(scope="session")
+def real_behaviour(dumps) -> dict[str, dict]:
+    """trt_api/behaviour.py run on each real binding (imported with stub libraries, as for the
+    dumps) and on the installed TensorRT-RTX: how their enums and callback bases behave."""
+    from trt_api import behaviour as behaviour_mod
+
+    out = {}
+    for key in ALL:
+        try:
+            out[key] = json.loads(wheels.run_real(key, Path(behaviour_mod.__file__),
+                                                  wheels.cache_dir()))
+        except wheels.FetchError as exc:
+            pytest.skip(f"real TensorRT bindings unavailable: {exc}")
+    return out
+
+
+def test_the_double_behaves_as_the_real_bindings(dumps, key, real_behaviour, monkeypatch):
+    """Issue 26: the double's enums were IntEnums (``get_tensor_mode(n) == 1`` passed here and
+    is always false on a device; ``bool()`` of a zero member, ``str()``, equality across two
+    enums differed) and an ILogger / IProgressMonitor subclass that skipped the base
+    ``__init__`` was accepted (the real bindings raise TypeError). Each behaviour is observed
+    on the real bindings of every version (trt_api/behaviour.py) and must be the double's."""
+    from trt_api.behaviour import behaviour
+
+    h = Harness(dumps[key], key, monkeypatch)
+    real = real_behaviour[key]
+    ours = behaviour(h.api.module)
+    assert real["INPUT == 1"] is False and real["bool(NONE)"] is True  # what we rely on
+    assert ours == real
+    h.mismatches.clear()  # the deliberate base-__init__ mistakes were recorded, as they must
+
+
+def test_an_enum_compared_with_an_int_is_a_silent_bug_the_double_exposes(dumps, onnx_variants,
+                                                                          tmp_path, monkeypatch):
+    """The mutation the enum change catches: comparing get_tensor_mode with 1 instead of
+    TensorIOMode.INPUT finds no input (always false with the real bindings)."""
+    from xception_trt.errors import EngineError
+    from xception_trt.trt import runtime as runtime_mod
+
+    h = Harness(dumps["10.3.0"], "10.3.0", monkeypatch)
+    art = builder_mod.build_engine(onnx_variants["float"], h.config(max_batch=4),
+                                   output=tmp_path / "e.engine")
+    trt = h.api.module
+    engine = trt.Runtime(trt.Logger()).deserialize_cuda_engine(art.path.read_bytes())
+    assert engine.get_tensor_mode("input") != 1  # as on a device
+    runtime_mod.describe_engine(engine, trt)  # the real comparison works
+    mutated = type("T", (), {"TensorIOMode": type("M", (), {"INPUT": 1}),
+                             "nptype": trt.nptype})
+    with pytest.raises(EngineError, match=r"has inputs \[\]"):
+        runtime_mod.describe_engine(engine, mutated)
+    h.assert_clean()
+
+
+def test_a_logger_that_skips_the_base_init_is_refused_like_the_real_bindings(dumps, key,
+                                                                             monkeypatch):
+    """pybind11: "ILogger.__init__() must be called when overriding __init__" (TypeError, seen
+    on every real binding above); recorded with our location when our code does it, and our
+    logger (trt/logger.py) does call it."""
+    from xception_trt.trt.logger import make_logger
+
+    h = Harness(dumps[key], key, monkeypatch)
+    logger = make_logger(h.api.module)
+    h.api.module.Runtime(logger)
+    logger.log(h.api.module.ILogger.Severity.ERROR, "an error")
+    assert "an error" in logger.take()
+    h.assert_clean()
+
+
+def test_a_misspelt_read_next_to_a_probe_is_still_recorded(dumps, monkeypatch):
+    """Issue 26: a misspelt read on a line that also holds ``hasattr(`` was taken for a probe
+    and not recorded. Only the member a ``hasattr(x, "name")`` / ``getattr(x, "name", d)``
+    names is a probe answer. (This test file stands in for our package's lines.)"""
+    from trt_api import double as double_mod
+
+    monkeypatch.setattr(double_mod, "_PACKAGE_DIR", str(Path(__file__)))
+    h = Harness(dumps["10.3.0"], "10.3.0", monkeypatch)
+    engine = h.api.instance("ICudaEngine")
+    assert not hasattr(engine, "device_memory_size_v3")  # a probe: an answer, not recorded
+    assert getattr(engine, "no_such_member", None) is None
+    assert h.mismatches == []
+    with pytest.raises(AttributeError):
+        _ = hasattr(engine, "device_memory_size_v2") and engine.device_memroy_size
+    assert [m.call for m in h.mismatches] == ["ICudaEngine.device_memroy_size"]

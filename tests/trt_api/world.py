@@ -90,7 +90,10 @@ class World:
         return obj._state["_dims"][args["arg0"]]  # IndexError past the end, as pybind11
 
     def _enum(self, enum_name: str, member: str) -> Any:
-        return getattr(self.api.classes[enum_name], member)
+        """An enum value as TensorRT returns it: a new object equal to the member (pybind11
+        converts each returned value anew, so ``is`` does not match it)."""
+        cls = self.api.classes[enum_name]
+        return cls(getattr(cls, member).value)
 
     # -- module functions -------------------------------------------------------------------
     def h_module__nptype(self, obj: Any, args: dict, returns: str) -> Any:
@@ -109,6 +112,7 @@ class World:
     def h_Builder__create_network(self, obj: Any, args: dict, returns: str) -> Any:
         flags = int(args.get("flags", 0))
         names = [m.name for m in self.api.classes["NetworkDefinitionCreationFlag"]
+                 .__members__.values()
                  if flags & (1 << int(m))]
         return self.api.instance("INetworkDefinition", _flags=names, _inputs=[], _outputs=[])
 
