@@ -942,3 +942,26 @@ def test_a_misspelt_read_next_to_a_probe_is_still_recorded(dumps, monkeypatch):
     with pytest.raises(AttributeError):
         _ = hasattr(engine, "device_memory_size_v2") and engine.device_memroy_size
     assert [m.call for m in h.mismatches] == ["ICudaEngine.device_memroy_size"]
+
+
+def test_setter_only_properties_are_type_checked(dumps, nvidia, monkeypatch):
+    """Issue 26: a setter-only property (IExecutionContext.device_memory: the real setter is
+    ``(arg0: IExecutionContext, arg1: int) -> None``, no getter: the dumps record the setter's
+    signature) took anything: writing the allocation object instead of its address passed. Now
+    the write is checked against the setter's type and a read is refused (pybind11:
+    "unreadable attribute")."""
+    from test_runtime import EmuBackend as _Emu
+
+    from xception_trt.trt.cuda import CudaDevice
+
+    h = Harness(dumps[nvidia], nvidia, monkeypatch)
+    ctx = h.api.instance("IExecutionContext")
+    with CudaDevice(0, _Emu()) as cuda, cuda.alloc(1 << 20) as buf:
+        with pytest.raises(TypeError):
+            ctx.device_memory = buf  # the object, not buf.ptr
+        assert "device_memory takes" in h.mismatches[-1].problem
+        h.mismatches.clear()
+        ctx.device_memory = buf.ptr
+        with pytest.raises(AttributeError):
+            _ = ctx.device_memory
+        assert "write-only" in h.mismatches[-1].problem

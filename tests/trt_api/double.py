@@ -334,6 +334,9 @@ class Checked(metaclass=_CheckedMeta):
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
+        if any(isinstance(k.__dict__.get(name), _Property) for k in type(self).__mro__):
+            # Python's fallback after a property refused the read (write-only): recorded there
+            raise AttributeError(f"{self._trt_name}.{name} is write-only (no getter)")
         raise self._api.missing(f"{self._trt_name}.{name}",
                                 f"{self._trt_name} has no attribute {name!r}")
 
@@ -375,8 +378,12 @@ class _Method:
 
 
 class _Property:
-    def __init__(self, owner: str, name: str, readonly: bool, returns: str) -> None:
+    def __init__(self, owner: str, name: str, readonly: bool, returns: str,
+                 takes: str = "", writeonly: bool = False) -> None:
         self.owner, self.name, self.readonly, self.returns = owner, name, readonly, returns
+        #: the setter's value type (its docstring); a setter-only property has no getter type
+        self.takes = takes or returns
+        self.writeonly = writeonly
 
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
         if obj is None:
@@ -470,7 +477,12 @@ class ApiDouble:
                     ns[member] = _Method(name, member, sigs, kind == "static")
                 elif kind == "property":
                     returns = sigs[0].returns if sigs else "object"
-                    ns[member] = _Property(name, member, info["readonly"], returns)
+                    setters = [p for p in (parse_signature(t) for t in
+                                           info.get("setter_signatures", [])) if p is not None]
+                    takes = setters[0].params[-1].annotation \
+                        if setters and setters[0].params else ""
+                    ns[member] = _Property(name, member, info["readonly"], returns, takes,
+                                           bool(info.get("writeonly", False)))
             ns["__init__"] = _make_init(name)
             self.classes[name] = _CheckedMeta(name.rsplit(".", 1)[-1], bases, ns)
         # nested types and exported enum values (ILogger.Severity, Logger.WARNING)
@@ -593,6 +605,9 @@ class ApiDouble:
 
     def get_property(self, obj: Any, prop: _Property) -> Any:
         self.calls.add(f"{prop.owner}.{prop.name}")
+        if prop.writeonly:  # pybind11: AttributeError "unreadable attribute"
+            raise self.missing(f"{prop.owner}.{prop.name}",
+                               f"{prop.owner}.{prop.name} is write-only (no getter)")
         if prop.name in obj._state:
             return obj._state[prop.name]
         handler = self.world.handler(prop.owner, prop.name) if self.world else None
@@ -605,8 +620,8 @@ class ApiDouble:
         self.calls.add(f"{prop.owner}.{prop.name}=")
         if prop.readonly:
             raise MissingMember(str(self.record(call, f"{prop.owner}.{prop.name} is read-only")))
-        if not self.check_type(value, prop.returns):
-            raise BadCall(str(self.record(call, f"{prop.name} takes {prop.returns}, got "
+        if not self.check_type(value, prop.takes):
+            raise BadCall(str(self.record(call, f"{prop.name} takes {prop.takes}, got "
                                                 f"{type(value).__name__}")))
         obj._state[prop.name] = value
 

@@ -25,7 +25,7 @@ __all__ = ["WHEELS", "Wheel", "FetchError", "cache_dir", "fetch_wheel", "dump_wh
 
 DUMP_SCRIPT = Path(__file__).with_name("dump_api.py")
 #: Bump when dump_api.py changes what it writes, so cached dumps are redone.
-DUMP_FORMAT = 1
+DUMP_FORMAT = 2  # 2: property setters' signatures (setter-only properties are type-checked)
 
 
 @dataclass(frozen=True)
