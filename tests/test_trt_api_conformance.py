@@ -965,3 +965,63 @@ def test_setter_only_properties_are_type_checked(dumps, nvidia, monkeypatch):
         with pytest.raises(AttributeError):
             _ = ctx.device_memory
         assert "write-only" in h.mismatches[-1].problem
+
+
+# ------------------------------------------------------------------------------------------------
+# paths our users reach that no test drove (issue 26)
+def test_fixed_batch_uint8_engine_with_device_output_and_the_stream_calls(dumps, key,
+                                                                          onnx_variants,
+                                                                          tmp_path, monkeypatch):
+    """Opening a fixed-batch engine, running a uint8-input engine, ``out=`` device outputs
+    (set_tensor_address with the caller's pointer) and ``input_buffer`` + ``infer_async`` as
+    stream/ uses them, through every version's API."""
+    import numpy as np
+    from test_runtime import _DeviceArr
+
+    from xception_trt.trt.runtime import TensorRTRunner
+
+    h = Harness(dumps[key], key, monkeypatch)
+    static = builder_mod.build_engine(onnx_variants["static2"], h.config(),
+                                      output=tmp_path / "static.engine")
+    u8 = builder_mod.build_engine(onnx_variants["uint8"], h.config(max_batch=2),
+                                  output=tmp_path / "u8.engine")
+    be = EmuBackend()
+    with TensorRTRunner(static.path, cuda_binding=be) as r:  # type: ignore[arg-type]
+        assert r.min_batch == r.max_batch == 2
+        r.infer(np.zeros((2, 3, 71, 71), np.float32))
+        out = _DeviceArr(be, np.zeros((2, r.spec.num_classes), np.float32))
+        assert r.infer(np.zeros((2, 3, 71, 71), np.float32), out=out) is out
+        ctx = r._compute._ctx
+        assert ctx._state["_addresses"]["logits"] == out.ptr  # written in place, no copy
+    with TensorRTRunner(u8.path, cuda_binding=be) as r:  # type: ignore[arg-type]
+        assert r.input_spec.dtype == np.uint8
+        buf = r.input_buffer(2)  # stream/: preprocess straight into the pinned buffer
+        buf[...] = 7
+        handle = r.infer_async(buf)
+        assert handle.wait().shape == (2, r.spec.num_classes)
+    h.assert_clean()
+
+
+@pytest.mark.parametrize("version", ["8.6.1", "10.3.0", "11.4.0.106"])
+def test_dla_core_count_as_bundle_facts_read_it(dumps, version, monkeypatch):
+    """bundle/facts.py reads the DLA core count through sysinfo.dla_cores ->
+    trt.devices.query_dla_cores (Builder.num_DLA_cores), driven here through each API."""
+    from xception_trt.trt import import_flavour
+    from xception_trt.trt.devices import query_dla_cores
+
+    h = Harness(dumps[version], version, monkeypatch, num_dla_cores=2)
+    assert query_dla_cores(import_flavour("tensorrt")) == 2
+    h.assert_clean()
+
+
+def test_tensorrt_10_0_device_memory_property_path(dumps, onnx_variants, tmp_path, monkeypatch):
+    """TensorRT 10.0 has USER_MANAGED contexts but no set_device_memory (10.1+): the runner
+    writes IExecutionContext.device_memory (setter-only, an int address). Simulated on the real
+    10.3 API without set_device_memory."""
+    h = Harness(_without(dumps["10.3.0"], members={"IExecutionContext": ("set_device_memory",)}),
+                "10.3.0", monkeypatch)
+    art = builder_mod.build_engine(onnx_variants["float"], h.config(max_batch=4),
+                                   output=tmp_path / "e.engine")
+    _open_and_run(art.path, cuda_graphs=True, world=h.world)
+    assert "IExecutionContext.device_memory=" in h.api.calls
+    h.assert_clean()
