@@ -1025,3 +1025,20 @@ def test_tensorrt_10_0_device_memory_property_path(dumps, onnx_variants, tmp_pat
     _open_and_run(art.path, cuda_graphs=True, world=h.world)
     assert "IExecutionContext.device_memory=" in h.api.calls
     h.assert_clean()
+
+
+@pytest.mark.parametrize("version", ["8.6.1", "10.3.0"])
+def test_dla_batch_above_the_dla_limit_is_refused(dumps, version, onnx_variants, tmp_path,
+                                                  monkeypatch):
+    """Issue 26 (suspected): Builder.max_DLA_batch_size was never compared with the fixed DLA
+    batch ("the total volume of index dimensions ... should not exceed the value returned",
+    IBuilder::getMaxDLABatchSize)."""
+    h = Harness(dumps[version], version, monkeypatch, num_dla_cores=2, max_dla_batch=2)
+    variant = onnx_variants["float" if h.major < 10 else "fp16"]
+    with pytest.raises(BuildError, match=r"at most 2 \(Builder.max_DLA_batch_size\).*batch 4"):
+        builder_mod.build_engine(variant, h.config(dla_core=0, precision="fp16", batch=4),
+                                 output=tmp_path / "dla.engine")
+    builder_mod.build_engine(variant, h.config(dla_core=0, precision="fp16", batch=2),
+                             output=tmp_path / "dla.engine")
+    assert "Builder.max_DLA_batch_size" in h.api.calls
+    h.assert_clean()

@@ -27,6 +27,7 @@ class World:
 
     Attributes:
         num_dla_cores: ``Builder.num_DLA_cores`` / ``Runtime.num_DLA_cores`` (2 on AGX Orin).
+        max_dla_batch: ``Builder.max_DLA_batch_size``.
         parse_errors: The ONNX parser reports this many errors (node 0).
         compute: ``compute(stream, {name: (address, shape, numpy dtype)}, onnx_path)`` is
             called by ``execute_async_v3`` to stand in for the engine (e.g. ONNX Runtime on
@@ -42,6 +43,7 @@ class World:
     """
 
     num_dla_cores: int = 0
+    max_dla_batch: int = 4096
     parse_errors: int = 0
     compute: Any = None
     capturing: Any = None
@@ -108,6 +110,11 @@ class World:
     # -- builder ----------------------------------------------------------------------------
     def h_Builder__num_DLA_cores(self, obj: Any, args: dict, returns: str) -> int:
         return self.num_dla_cores
+
+    def h_Builder__max_DLA_batch_size(self, obj: Any, args: dict, returns: str) -> int:
+        """DLA's largest batch ("The maximum supported batch size is 4096", TensorRT "DLA
+        Supported Layers and Restrictions")."""
+        return self.max_dla_batch
 
     def h_Builder__create_network(self, obj: Any, args: dict, returns: str) -> Any:
         flags = int(args.get("flags", 0))

@@ -520,6 +520,16 @@ def _configure(trt: Any, builder: Any, network: Any, plan: BuildPlan, config: Bu
             raise BuildError(f"DLA core {config.dla_core} asked but this device has "
                              f"{builder.num_DLA_cores} DLA core(s); use --dla-core 0.."
                              f"{max(builder.num_DLA_cores - 1, 0)} or drop it")
+        # "For any tensor the total volume of index dimensions combined (dimensions other than
+        # CHW) with the requested batch size should not exceed" Builder.max_DLA_batch_size
+        # (IBuilder::getMaxDLABatchSize; "The maximum supported batch size is 4096", DLA
+        # restrictions): the fixed DLA batch is the profile's (min = opt = max).
+        batch = profile["max"][0] if profile is not None else int(network.get_input(0).shape[0])
+        limit = int(builder.max_DLA_batch_size)
+        if batch > limit:
+            raise BuildError(f"DLA core {config.dla_core} runs batches of at most {limit} "
+                             f"(Builder.max_DLA_batch_size) and batch {batch} was asked; "
+                             f"rebuild with --batch {limit} or less, or without --dla-core")
         cfg.default_device_type = trt.DeviceType.DLA
         cfg.DLA_core = config.dla_core
         if config.gpu_fallback:
