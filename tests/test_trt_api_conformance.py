@@ -18,6 +18,7 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_runtime import EmuBackend
 from trt_api import wheels
@@ -1041,4 +1042,104 @@ def test_dla_batch_above_the_dla_limit_is_refused(dumps, version, onnx_variants,
     builder_mod.build_engine(variant, h.config(dla_core=0, precision="fp16", batch=2),
                              output=tmp_path / "dla.engine")
     assert "Builder.max_DLA_batch_size" in h.api.calls
+    h.assert_clean()
+
+
+class _PbUtils:
+    """Triton's ``triton_python_backend_utils`` as far as our model uses it, with the
+    documented semantics (triton-inference-server/python_backend README, "Usage"):
+    ``get_input_tensor_by_name(request, name).as_numpy()``, ``Tensor(name, array)``,
+    ``InferenceResponse(output_tensors=..., error=None)``, ``TritonError(message)``,
+    ``get_output_config_by_name(model_config, name)`` (the output's config dict),
+    ``triton_string_to_numpy("TYPE_FP32")`` and ``Logger.log_info``."""
+
+    class Tensor:
+        def __init__(self, name, array):
+            self._name, self._array = name, np.asarray(array)
+
+        def name(self):
+            return self._name
+
+        def as_numpy(self):
+            return self._array
+
+    class InferenceRequest:
+        def __init__(self, tensors):
+            self.tensors = tensors
+
+    class InferenceResponse:
+        def __init__(self, output_tensors, error=None):
+            self.output_tensors, self.error = output_tensors, error
+
+    class TritonError(Exception):
+        pass
+
+    class Logger:
+        lines: list[str] = []
+
+        @classmethod
+        def log_info(cls, message):
+            cls.lines.append(message)
+
+    @staticmethod
+    def get_input_tensor_by_name(request, name):
+        return next((t for t in request.tensors if t.name() == name), None)
+
+    @staticmethod
+    def get_output_config_by_name(model_config, name):
+        return next((o for o in model_config.get("output", []) if o["name"] == name), None)
+
+    @staticmethod
+    def triton_string_to_numpy(type_string):
+        return {"TYPE_FP32": np.float32, "TYPE_FP16": np.float16, "TYPE_UINT8": np.uint8,
+                "TYPE_INT64": np.int64}[type_string]
+
+
+def test_triton_python_model_opens_the_engine_with_the_options_triton_passes(
+        dumps, onnx_variants, tmp_path, monkeypatch):
+    """The Triton Python model (serve/python_model.py) as Triton drives it: ``initialize`` with
+    the args Triton passes (all strings: model_config JSON, model_instance_kind "GPU",
+    model_instance_device_id, model_repository, model_version, names; python_backend README),
+    our runner_options (CUDA graphs), several requests merged into one batch, ``finalize``;
+    the engine's TensorRT calls checked against the real 10.3 API, GPU 1 emulated."""
+    from google.protobuf import json_format
+
+    from xception_trt.serve import RepositoryOptions, python_model, write_repository
+    from xception_trt.serve.validate import validate_config_text
+    from xception_trt.trt import cuda as trt_cuda
+    from xception_trt.trt import runtime as runtime_mod
+
+    h = Harness(dumps["10.3.0"], "10.3.0", monkeypatch)
+    art = builder_mod.build_engine(onnx_variants["float"], h.config(max_batch=4),
+                                   output=tmp_path / "m.engine")
+    repo = write_repository(art.path, tmp_path / "repo", options=RepositoryOptions(
+        triton_backend="python", instance_kind="gpu", gpus=(1,),
+        runner_options={"cuda_graphs": True})).root
+    model_dir = repo / "xception"
+    config = json_format.MessageToDict(
+        validate_config_text((model_dir / "config.pbtxt").read_text()),
+        preserving_proto_field_name=True)
+    opened: list[int] = []
+
+    def emulated(index, binding=None):
+        be = EmuBackend()
+        be.device = int(index)
+        opened.append(int(index))
+        return trt_cuda.CudaDevice(int(index), be)
+
+    monkeypatch.setattr(runtime_mod, "CudaDevice", emulated)
+    monkeypatch.setattr(python_model, "pb_utils", _PbUtils)
+    h.world.capturing = None
+    model = python_model.TritonPythonModel()
+    model.initialize({"model_config": json.dumps(config), "model_instance_kind": "GPU",
+                      "model_instance_name": "xception_0_0", "model_instance_device_id": "1",
+                      "model_repository": str(model_dir), "model_version": "1",
+                      "model_name": "xception"})
+    assert opened == [1] and model.runner.device == "cuda:1" and model.runner.cuda_graphs
+    requests = [_PbUtils.InferenceRequest([_PbUtils.Tensor(
+        "input", np.zeros((n, 3, 71, 71), np.float32))]) for n in (1, 2)]
+    responses = model.execute(requests)
+    assert [r.error for r in responses] == [None, None]
+    assert [r.output_tensors[0].as_numpy().shape for r in responses] == [(1, 4), (2, 4)]
+    model.finalize()
     h.assert_clean()
