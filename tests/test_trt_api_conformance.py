@@ -1143,3 +1143,30 @@ def test_triton_python_model_opens_the_engine_with_the_options_triton_passes(
     assert [r.output_tensors[0].as_numpy().shape for r in responses] == [(1, 4), (2, 4)]
     model.finalize()
     h.assert_clean()
+
+
+def test_rtx_multi_target_builds_and_the_bundle_cache_build(dumps, onnx_variants,
+                                                            tiny_checkpoint, tmp_path,
+                                                            monkeypatch):
+    """TensorRT-RTX builds for several compute capabilities in one engine
+    (num_compute_capabilities, then set_compute_capability(cc, index): RTX-1), and the bundle
+    cache builds one for the GPU it runs on, through the real TensorRT-RTX API."""
+    from xception_trt.bundle.cache import resolve
+    from xception_trt.bundle.facts import DeviceFacts, FlavourFact, GpuFact
+    from xception_trt.bundler import write_bundle
+    from xception_trt.sidecar import read_sidecar
+
+    bundle = write_bundle(source=tiny_checkpoint, output=tmp_path / "m.xtrt",
+                          local_engines=False, max_batch=2).path
+    h = Harness(dumps["rtx"], "rtx", monkeypatch)
+    art = builder_mod.build_engine(onnx_variants["float"],
+                                   h.config(cc=("sm86", "sm89", "sm120"), max_batch=2),
+                                   output=tmp_path / "multi.engine")
+    assert h.world.built[-1]["ccs"] == {0: "SM86", 1: "SM89", 2: "SM120"}
+    assert art.sidecar.targets == ("SM86", "SM89", "SM120")
+    facts = DeviceFacts(flavours=(FlavourFact("tensorrt_rtx", h.api.version),),
+                        gpus=(GpuFact(0, "NVIDIA GeForce RTX 4090", "8.9"),), onnx=True)
+    res = resolve(bundle, precision="fp32", facts=facts, cache_dir=tmp_path / "cache")
+    assert res.built and read_sidecar(res.path).targets == ("SM89",)
+    assert h.world.built[-1]["ccs"] == {0: "SM89"}
+    h.assert_clean()
