@@ -1170,3 +1170,20 @@ def test_rtx_multi_target_builds_and_the_bundle_cache_build(dumps, onnx_variants
     assert res.built and read_sidecar(res.path).targets == ("SM89",)
     assert h.world.built[-1]["ccs"] == {0: "SM89"}
     h.assert_clean()
+
+
+def test_bench_precision_rtx_build_calls(dumps, onnx_variants, monkeypatch):
+    """benchmarks/bench_precision.py calls tensorrt_rtx directly (its own logger, parser,
+    profile, one compute-capability target): driven through the real TensorRT-RTX API."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_precision", Path(__file__).resolve().parents[1] / "benchmarks" /
+        "bench_precision.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    h = Harness(dumps["rtx"], "rtx", monkeypatch)
+    result = bench._rtx_build(onnx_variants["float"], 71)
+    assert result["built"] is True and result["tensorrt_rtx"] == h.api.version
+    assert h.world.built[-1]["ccs"] == {0: "SM86"}
+    h.assert_clean()

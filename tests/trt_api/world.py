@@ -151,6 +151,19 @@ class World:
         obj._state["num_errors"] = 0
         return True
 
+    def h_OnnxParser__parse(self, obj: Any, args: dict, returns: str) -> bool:
+        """``parse(model bytes)``: as ``parse_from_file`` on those bytes."""
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(suffix=".onnx", delete=False) as f:
+            f.write(bytes(args["model"]))
+        try:
+            return self.h_OnnxParser__parse_from_file(obj, {"model": f.name}, returns)
+        finally:
+            import os
+
+            os.unlink(f.name)
+
     def h_OnnxParser__get_error(self, obj: Any, args: dict, returns: str) -> Any:
         return self.api.instance("ParserError")
 
