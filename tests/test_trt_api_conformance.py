@@ -1187,3 +1187,25 @@ def test_bench_precision_rtx_build_calls(dumps, onnx_variants, monkeypatch):
     assert result["built"] is True and result["tensorrt_rtx"] == h.api.version
     assert h.world.built[-1]["ccs"] == {0: "SM86"}
     h.assert_clean()
+
+
+def test_our_logger_with_every_severity_of_every_version(dumps, key, monkeypatch, caplog):
+    """trt/logger.py as TensorRT drives it: ``log(severity, msg)`` with each real
+    ``ILogger.Severity`` member (pybind11 enums, not ints): errors kept for the raised error,
+    warnings to logging, the verbose layer summary kept when asked."""
+    import logging
+
+    from xception_trt.trt.logger import make_logger
+
+    h = Harness(dumps[key], key, monkeypatch)
+    sev = h.api.module.ILogger.Severity
+    logger = make_logger(h.api.module, capture_layers=True)
+    with caplog.at_level(logging.WARNING, logger="xception_trt.trt.logger"):
+        for member, msg in ((sev.INTERNAL_ERROR, "internal"), (sev.ERROR, "error"),
+                            (sev.WARNING, "warning"), (sev.INFO, "info"),
+                            (sev.VERBOSE, "Layers:\nName: conv")):
+            logger.log(sev(int(member)), msg)  # as TensorRT passes it: a new enum object
+    assert logger.take() == "internal | error" and logger.errors == []
+    assert logger.layers_text == "Layers:\nName: conv"
+    assert [r.getMessage() for r in caplog.records] == ["TensorRT: warning"]
+    h.assert_clean()
