@@ -620,3 +620,20 @@ def test_nvrtc_without_a_compatible_architecture_says_so(monkeypatch):
     else:
         assert xc.compile_kernel('extern "C" __global__ void f() {}', arch=(7, 2))[:4] == \
             b"\x7fELF"
+
+
+def test_pycuda_backend_closed_on_another_thread_says_it_cannot_release(caplog):
+    """Issue 26 (suspected): pycuda's context::detach releases nothing from a thread other
+    than the one that made the context (pycuda src/cpp/cuda.hpp: "this context's managing
+    thread has exited"): closing from another thread keeps the primary-context retain. The
+    fake models it; the backend says so instead of pretending."""
+    import logging
+
+    drv = _FakePycuda()
+    be = xc.PycudaBackend(0, driver=drv)
+    with caplog.at_level(logging.WARNING, logger="xception_trt.trt.cuda.pycuda_backend"):
+        t = threading.Thread(target=be.close)
+        t.start()
+        t.join()
+    assert drv.leaked == ["primary"] and drv.released == []
+    assert "closed on another" in caplog.text
