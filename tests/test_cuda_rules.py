@@ -637,3 +637,44 @@ def test_pycuda_backend_closed_on_another_thread_says_it_cannot_release(caplog):
         t.join()
     assert drv.leaked == ["primary"] and drv.released == []
     assert "closed on another" in caplog.text
+
+
+class _DepthEmu(EmuBackend):
+    """The emulating backend recording whether each event query and each TensorRT object's
+    release happens inside the backend's scope (its context current), as the CUDA rules
+    require: every CUDA/TensorRT call on the runner's context."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.depth = 0
+        self.query_depths: list[int] = []
+
+    def scope(self):
+        import contextlib
+
+        @contextlib.contextmanager
+        def cm():
+            self.depth += 1
+            try:
+                yield
+            finally:
+                self.depth -= 1
+        return cm()
+
+    def event_query(self, event):
+        self.query_depths.append(self.depth)
+        return super().event_query(event)
+
+
+def test_done_queries_its_event_on_the_runners_context():
+    """Issue 26 (suspected): InferenceHandle.done() queried its event outside the device scope
+    (cuEventQuery needs the event's context current on the calling thread)."""
+    be = _DepthEmu()
+    with EmuRunner(be) as r:
+        h = r.infer_async(_x(1))
+        done: list[bool] = []
+        t = threading.Thread(target=lambda: done.append(h.done()))
+        t.start()
+        t.join()
+        h.wait()
+    assert done == [True] and be.query_depths and all(d >= 1 for d in be.query_depths)

@@ -1209,3 +1209,37 @@ def test_our_logger_with_every_severity_of_every_version(dumps, key, monkeypatch
     assert logger.layers_text == "Layers:\nName: conv"
     assert [r.getMessage() for r in caplog.records] == ["TensorRT: warning"]
     h.assert_clean()
+
+
+def test_a_failed_open_drops_tensorrt_objects_on_the_devices_context(dumps, onnx_variants,
+                                                                     tmp_path, monkeypatch):
+    """Issue 26 (suspected): after a failed open the runner dropped its TensorRT objects (engine,
+    runtime) outside any CUDA context (_abort); TensorRT frees device memory when they go, which
+    needs the engine's context current. Now they are dropped inside the backend's scope."""
+    import weakref
+
+    from test_cuda_rules import _DepthEmu
+
+    from xception_trt.errors import EngineError
+    from xception_trt.trt import runtime as runtime_mod
+
+    h = Harness(dumps["10.3.0"], "10.3.0", monkeypatch)
+    art = builder_mod.build_engine(onnx_variants["float"], h.config(max_batch=4),
+                                   output=tmp_path / "e.engine")
+    side = json.loads(art.sidecar_path.read_text())
+    side["input_format"] = "uint8-nhwc"  # the sidecar of another engine: refused after loading
+    art.sidecar_path.write_text(json.dumps(side))
+    be = _DepthEmu()
+    freed: list[int] = []
+    real = runtime_mod.deserialize
+
+    def watched(*a, **kw):
+        logger, runtime, engine = real(*a, **kw)
+        weakref.finalize(engine, lambda: freed.append(be.depth))
+        return logger, runtime, engine
+
+    monkeypatch.setattr(runtime_mod, "deserialize", watched)
+    with pytest.raises(EngineError, match="its sidecar says"):
+        runtime_mod.TensorRTRunner(art.path, cuda_binding=be)  # type: ignore[arg-type]
+    assert freed == [1]
+    h.assert_clean()
