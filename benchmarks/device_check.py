@@ -47,8 +47,15 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-#: Per-stage limits in seconds; their sum stays well under the 8 minutes a device call allows.
-LIMITS = {"tests": 210, "selftest": 60, "bench": 120}
+#: Per-stage limits in seconds (the self-test runs once per binding, the probes twice):
+#: :func:`worst_case_seconds` stays under the 8 minutes a device call allows.
+LIMITS = {"probe": 30, "tests": 180, "selftest": 45, "bench": 100}
+BUDGET_S = 8 * 60
+
+
+def worst_case_seconds() -> int:
+    """The longest this script can run: every stage at its limit."""
+    return 2 * LIMITS["probe"] + LIMITS["tests"] + 2 * LIMITS["selftest"] + LIMITS["bench"]
 BENCH_CALLS, BENCH_WARMUP = 3000, 200
 
 _SELFTEST = """
@@ -89,7 +96,7 @@ def _gpu_facts(env: dict[str, str]) -> dict[str, Any]:
     in a child process so that this process never touches the driver."""
     code = ("import json; from xception_trt.trt.devices import query_devices; "
             "print(json.dumps(query_devices().to_dict()))")
-    r = _stage([sys.executable, "-c", code], env, 60)
+    r = _stage([sys.executable, "-c", code], env, LIMITS["probe"])
     try:
         return json.loads(r["stdout"].strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
@@ -100,7 +107,7 @@ def _pycuda_path(env: dict[str, str], work: Path) -> tuple[str | None, str]:
     """A folder to put on PYTHONPATH so that pycuda imports (``None`` when it already does),
     and what was done."""
     probe = _stage([sys.executable, "-c", "import pycuda, sys; print(pycuda.VERSION_TEXT)"],
-                   env, 60)
+                   env, LIMITS["probe"])
     if probe["rc"] == 0:
         return None, f"pycuda {probe['stdout'].strip()} installed"
     wheels = sorted((ROOT / ".device" / "wheels").glob(
