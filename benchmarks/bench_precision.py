@@ -201,6 +201,8 @@ def _rtx_build(model_path: Path, size: int) -> dict:
     config.num_compute_capabilities = 1
     config.set_compute_capability(trt.ComputeCapability.SM86, 0)
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    if hasattr(trt.BuilderFlag, "TF32"):  # on by default: FP32 layers stay FP32, as our builder
+        config.clear_flag(trt.BuilderFlag.TF32)
     t0 = time.perf_counter()
     plan = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - t0

@@ -40,13 +40,13 @@ def _manifest(*sidecars, precisions=("fp32", "fp16", "int8")):
 def _facts(*flavours, gpus=(), onnx=True, ort=True, dla=0):
     return DeviceFacts(
         flavours=tuple(FlavourFact(*f.split(" ")) for f in flavours),
-        gpus=tuple(GpuFact(i, name, cc) for i, (name, cc) in enumerate(gpus)), dla_cores=dla,
+        gpus=tuple(GpuFact(i, *gpu) for i, gpu in enumerate(gpus)), dla_cores=dla,
         ort_version="1.32.0" if ort else None,
         ort_providers=("CPUExecutionProvider",) if ort else (), onnx=onnx,
         gpu_reason="" if gpus else "no NVIDIA driver found")
 
 
-ORIN = ("Orin", "8.7")
+ORIN = ("Orin", "8.7", True)  # integrated (CU_DEVICE_ATTRIBUTE_INTEGRATED = 1)
 RTX4090 = ("NVIDIA GeForce RTX 4090", "8.9")
 RTX3090 = ("NVIDIA GeForce RTX 3090", "8.6")
 H200 = ("NVIDIA H200", "9.0")
@@ -80,6 +80,13 @@ CASES = [
                                                                     hardware_compatible=True)],
      _facts("tensorrt 10.3.0.26", gpus=[RTX4090]), Request(Precision.FP16),
      ChoiceKind.PREBUILT, "loads here"),
+    # issue 26 item 4: "Hardware compatibility ... is not supported on NVIDIA DRIVE OS or
+    # JetPack" (TensorRT developer guide, "Hardware Compatibility"): the runner refuses it on
+    # an integrated GPU (HWC-1), so the choice must not pick it there
+    ("hardware-compatible engine on a Jetson (integrated GPU)",
+     [_sidecar(cc="8.6", hardware_compatible=True)],
+     _facts("tensorrt 10.3.0.26", gpus=[ORIN]), Request(Precision.FP16),
+     ChoiceKind.BUILD, "not supported on JetPack"),
     ("hardware-compatible engine on a pre-Ampere GPU", [_sidecar(cc="8.6",
                                                                  hardware_compatible=True)],
      _facts("tensorrt 10.3.0.26", gpus=[T4]), Request(Precision.FP16),

@@ -498,3 +498,20 @@ def test_open_runner_refuses_an_option_no_runner_declares(tmp_path):
                                           r"cuda_graphs \(it takes: check_finite, name, "
                                           r"providers, threads\)"):
         open_runner(tmp_path / "m.onnx", cuda_graphs=True)
+
+
+@pytest.mark.parametrize("command", ["bench", "infer"])
+def test_cuda_graphs_with_a_dla_engine_is_refused_before_any_work(tmp_path, capsys, command):
+    """Issue 26 item 3: "CUDA graphs and DLA offloading are not simultaneously supported"
+    (trtexec refuses the pair: TensorRT samples/common/sampleOptions.cpp; NVIDIA/TensorRT
+    issue 3524). The CLI refuses --cuda-graphs for an engine whose sidecar records a DLA core,
+    with one error line, before opening anything (no report is written)."""
+    from test_runtime import _engine
+
+    engine = _engine(tmp_path, build_options={"dla_core": 1})
+    (tmp_path / "x.png").write_bytes(b"")
+    argv = ([command, str(engine), str(tmp_path / "x.png"), "--cuda-graphs"] if command == "infer"
+            else [command, str(engine), "--cuda-graphs", "-o", str(tmp_path / "out")])
+    err = _error(capsys, argv)
+    assert "--cuda-graphs cannot be used with tiny.engine: it runs on DLA core 1" in err
+    assert not (tmp_path / "out").exists()

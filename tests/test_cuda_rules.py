@@ -30,10 +30,47 @@ class _PycudaError(Exception):
     pass
 
 
+class _FakeContext:
+    """pycuda's ``context`` / ``primary_context`` (pycuda ``src/cpp/cuda.hpp``, v2026.1): valid
+    until detached, remembers the thread that created it."""
+
+    def __init__(self, fake: "_FakePycuda", name: str) -> None:
+        self.fake, self.name = fake, name
+        self.valid, self.detached, self.use_count = True, False, 1
+        self.thread = threading.get_ident()
+
+    def push(self) -> None:
+        """``context_push``: onto this thread's stack (no thread check)."""
+        self.fake._stack.append(self)
+        self.use_count += 1
+
+    def detach(self) -> None:
+        """``context::detach``: an invalid context throws; the current one is released and
+        removed from the stack (``current_context(this)`` pops it) and the context below it
+        becomes current; a non-current one is released only on its own thread ("pop is
+        implicit in detach"); from another thread nothing is released (a leak)."""
+        fake = self.fake
+        if not self.valid:
+            raise _PycudaError("context::detach failed: invalid device context - cannot "
+                               "detach from invalid context")
+        active = fake.current() is self
+        if active or self.thread == threading.get_ident():
+            fake.released.append(self.name)
+        else:
+            fake.leaked.append(self.name)
+        self.valid, self.detached = False, True
+        if active:
+            fake.current(except_=self)
+
+
 class _FakePycuda:
-    """``pycuda.driver`` as far as we use it, with pycuda's per-thread context stack
-    (``context_stack`` is a ``boost::thread_specific_ptr``; its destructor aborts the process
-    when the stack is not empty: pycuda ``src/cpp/cuda.hpp``)."""
+    """``pycuda.driver`` as far as we use it, with pycuda's per-thread context stack as its C++
+    source implements it (pycuda ``src/cpp/cuda.hpp``, v2026.1): ``context_stack`` is a
+    ``boost::thread_specific_ptr`` (its destructor aborts the process when the stack is not
+    empty); ``Context.pop()`` throws "cannot pop non-current context" on an empty stack and
+    otherwise pops the top, whoever pushed it; ``current_context`` drops invalid (detached)
+    contexts from the top; ``detach`` as :class:`_FakeContext` says. A context is pushed by
+    ``push()`` and by ``make_context`` (not by ``retain_primary_context``)."""
 
     Error = _PycudaError
     event_flags = types.SimpleNamespace(DEFAULT=0, BLOCKING_SYNC=1, DISABLE_TIMING=2)
@@ -42,6 +79,8 @@ class _FakePycuda:
         self._tls = threading.local()
         self.events: list[int] = []
         self.contexts: list = []
+        self.released: list[str] = []
+        self.leaked: list[str] = []
         self.memory: dict[int, tuple[str, bytes]] = {}
         fake = self
 
@@ -54,30 +93,25 @@ class _FakePycuda:
                 return 1
 
             def retain_primary_context(self):
-                return types.SimpleNamespace(push=lambda: fake.stack.append("primary"),
-                                             detach=lambda: None)
+                return _FakeContext(fake, "primary")
+
+            def make_context(self):
+                ctx = _FakeContext(fake, "secondary")
+                fake.contexts.append(ctx)
+                ctx.push()
+                return ctx
 
         class Context:
             @staticmethod
             def pop():
-                fake.stack.pop()
-
-        class Secondary:
-            detached = False
-
-            def push(self):
-                fake.stack.append("secondary")
-
-            def detach(self):
-                self.detached = True
-
-        def make_context(dev):
-            ctx = Secondary()
-            fake.contexts.append(ctx)
-            ctx.push()
-            return ctx
-
-        Device.make_context = make_context
+                if not fake._stack:
+                    raise _PycudaError("context::pop failed: invalid device context - cannot "
+                                       "pop non-current context")
+                current = fake.current()
+                if current is not None:
+                    current.use_count -= 1
+                if fake._stack:
+                    fake._stack.pop()
 
         class Event:
             def __init__(self, flags=0):
@@ -87,13 +121,28 @@ class _FakePycuda:
         self.Device, self.Context, self.Event = Device, Context, Event
 
     @property
-    def stack(self) -> list[str]:
+    def _stack(self) -> list[_FakeContext]:
         if not hasattr(self._tls, "stack"):
             self._tls.stack = []
         return self._tls.stack
 
+    @property
+    def stack(self) -> list[str]:
+        """This thread's stack, bottom first, by context name."""
+        return [c.name for c in self._stack]
+
+    def current(self, except_: _FakeContext | None = None) -> _FakeContext | None:
+        """``context::current_context(except)``: the top valid context; invalid ones (and
+        ``except_``) are popped off the top on the way."""
+        while self._stack:
+            top = self._stack[-1]
+            if top is not except_ and top.valid:
+                return top
+            self._stack.pop()
+        return None
+
     def need_context(self, call: str) -> None:
-        if not self.stack:
+        if self.current() is None:
             raise _PycudaError(f"{call} failed: invalid device context")
 
     def init(self):
@@ -170,6 +219,80 @@ def test_runner_calls_run_inside_one_backend_scope():
         h = r.infer_async(_x(1))
         h.wait()
     assert depth["seen"] == [1, 1] and depth["now"] == 0
+
+
+def test_pycuda_fake_follows_pycudas_context_stack():
+    """The fake keeps pycuda's rules (pycuda src/cpp/cuda.hpp, context::detach/context::pop):
+    detaching the current context removes it from the stack, so the pop that should have
+    removed it throws "cannot pop non-current context"; with an application context below
+    (pycuda.autoinit), that pop would take the application's context instead."""
+    drv = _FakePycuda()
+    ctx = drv.Device(0).retain_primary_context()
+    ctx.push()
+    ctx.detach()
+    assert drv.stack == [] and drv.released == ["primary"]
+    with pytest.raises(_PycudaError, match="cannot pop non-current context"):
+        drv.Context.pop()
+    with pytest.raises(_PycudaError, match="cannot detach from invalid context"):
+        ctx.detach()
+    app = drv.Device(0).make_context()  # pycuda.autoinit
+    ours = drv.Device(0).retain_primary_context()
+    ours.push()
+    ours.detach()
+    assert drv.stack == ["secondary"]
+    drv.Context.pop()  # the application's context is gone
+    assert drv.stack == [] and app.valid
+
+
+class _PycudaScopedEmu(EmuBackend):
+    """The emulating backend for memory and streams, with a real :class:`PycudaBackend` over
+    the pycuda fake for what pycuda decides: the context pushes of ``scope()`` and ``close()``
+    (the primary-context release)."""
+
+    name = "pycuda"
+
+    def __init__(self, drv: _FakePycuda) -> None:
+        super().__init__()
+        self.pycuda = xc.PycudaBackend(0, driver=drv)
+
+    def scope(self):
+        return self.pycuda.scope()
+
+    def close(self):
+        self.pycuda.close()
+
+
+@pytest.mark.parametrize("app_context", [False, True], ids=["alone", "under-autoinit"])
+def test_pycuda_runner_closes_without_breaking_the_context_stack(app_context):
+    """Issue 26 item 2: close() released the pycuda backend inside the backend's own scope();
+    pycuda's context::detach removes the pushed context from its stack, so the scope's pop
+    then threw "cannot pop non-current context" (every pycuda runner raised on close), or,
+    under an application context (pycuda.autoinit), popped the application's context (pycuda
+    src/cpp/cuda.hpp). Now: the runner's resources are freed inside the scope, the backend
+    released after it; the primary context is released once and the application's context
+    stays current."""
+    drv = _FakePycuda()
+    if app_context:
+        drv.Device(0).make_context()
+    be = _PycudaScopedEmu(drv)
+    with EmuRunner(be) as r:
+        np.testing.assert_array_equal(r(_x(2)), _ref(_x(2)))
+    assert drv.stack == (["secondary"] if app_context else [])
+    assert drv.released == ["primary"] and be.live == 0
+    r.close()  # idempotent
+
+
+def test_pycuda_backend_refuses_to_close_inside_its_own_scope():
+    """Releasing the primary context while it is pushed would break pycuda's stack (above):
+    the backend says so instead, and leaves the stack as it was."""
+    drv = _FakePycuda()
+    be = xc.PycudaBackend(0, driver=drv)
+    with be.scope():
+        with pytest.raises(EngineError, match="inside its own scope"):
+            be.close()
+        assert drv.stack == ["primary"]
+    be.close()
+    assert drv.stack == [] and drv.released == ["primary"]
 
 
 def test_pycuda_has_no_graph_api_and_runners_refuse_graphs_at_open():
@@ -345,6 +468,26 @@ def test_device_output_producer_stream_is_waited_for():
         np.testing.assert_array_equal(out.numpy(), _ref(_x(2)))
 
 
+@pytest.mark.parametrize("graphs", [False, True], ids=["plain", "cuda-graphs"])
+def test_read_only_device_output_is_refused(graphs):
+    """Issue 26 item 8: CUDA Array Interface v3, "data: (integer, boolean) ... The second
+    element is the read-only flag" (numba docs, CUDA Array Interface v3). A read-only out=
+    is refused before any GPU work and its memory stays as it was; a read-only *input* is fine
+    (it is only read)."""
+    be = EmuBackend()
+    with EmuRunner(be, cuda_graphs=graphs) as r:
+        out = _DeviceArr(be, np.full((2, 4), 7, np.float32))
+        out.__cuda_array_interface__["data"] = (out.ptr, True)
+        before = len(be.calls)
+        with pytest.raises(EngineError, match="out= is read-only"):
+            r.infer(_x(2), out=out)
+        assert be.calls[before:] == []
+        np.testing.assert_array_equal(out.numpy(), np.full((2, 4), 7, np.float32))
+        x = _DeviceArr(be, _x(2))
+        x.__cuda_array_interface__["data"] = (x.ptr, True)
+        np.testing.assert_array_equal(r.infer(x), _ref(_x(2)))
+
+
 def test_wait_event_is_blocking_sync():
     """Item 18: the event InferenceHandle.wait() synchronises on is a blocking-sync event."""
     be = EmuBackend()
@@ -477,3 +620,61 @@ def test_nvrtc_without_a_compatible_architecture_says_so(monkeypatch):
     else:
         assert xc.compile_kernel('extern "C" __global__ void f() {}', arch=(7, 2))[:4] == \
             b"\x7fELF"
+
+
+def test_pycuda_backend_closed_on_another_thread_says_it_cannot_release(caplog):
+    """Issue 26 (suspected): pycuda's context::detach releases nothing from a thread other
+    than the one that made the context (pycuda src/cpp/cuda.hpp: "this context's managing
+    thread has exited"): closing from another thread keeps the primary-context retain. The
+    fake models it; the backend says so instead of pretending."""
+    import logging
+
+    drv = _FakePycuda()
+    be = xc.PycudaBackend(0, driver=drv)
+    with caplog.at_level(logging.WARNING, logger="xception_trt.trt.cuda.pycuda_backend"):
+        t = threading.Thread(target=be.close)
+        t.start()
+        t.join()
+    assert drv.leaked == ["primary"] and drv.released == []
+    assert "closed on another" in caplog.text
+
+
+class _DepthEmu(EmuBackend):
+    """The emulating backend recording whether each event query and each TensorRT object's
+    release happens inside the backend's scope (its context current), as the CUDA rules
+    require: every CUDA/TensorRT call on the runner's context."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.depth = 0
+        self.query_depths: list[int] = []
+
+    def scope(self):
+        import contextlib
+
+        @contextlib.contextmanager
+        def cm():
+            self.depth += 1
+            try:
+                yield
+            finally:
+                self.depth -= 1
+        return cm()
+
+    def event_query(self, event):
+        self.query_depths.append(self.depth)
+        return super().event_query(event)
+
+
+def test_done_queries_its_event_on_the_runners_context():
+    """Issue 26 (suspected): InferenceHandle.done() queried its event outside the device scope
+    (cuEventQuery needs the event's context current on the calling thread)."""
+    be = _DepthEmu()
+    with EmuRunner(be) as r:
+        h = r.infer_async(_x(1))
+        done: list[bool] = []
+        t = threading.Thread(target=lambda: done.append(h.done()))
+        t.start()
+        t.join()
+        h.wait()
+    assert done == [True] and be.query_depths and all(d >= 1 for d in be.query_depths)

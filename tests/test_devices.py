@@ -45,8 +45,18 @@ def test_jetson_gpu_is_found_from_the_device_tree(tmp_path, monkeypatch, jetpack
     assert gpu.compute_capability == "8.7" and gpu.integrated and gpu.sm == "sm_87"
     assert gpu.name.startswith("NVIDIA Jetson AGX Orin") and gpu.total_memory == 64335836 << 10
     # ... so NVIDIA TensorRT builds here (the builder needs a GPU for it)
-    assert builder_mod._first_gpu() == {"index": 0, "name": gpu.name,
+    assert builder_mod._build_gpu() == {"index": 0, "name": gpu.name,
                                         "compute_capability": "8.7", "integrated": True}
+
+
+def test_build_on_a_gpu_that_is_not_there_is_refused(tmp_path, monkeypatch, jetpack):
+    """Issue 26 item 5: the builder builds on the GPU asked for, so it says when there is no
+    such GPU instead of building on another one."""
+    from xception_trt.errors import BuildError
+
+    monkeypatch.setattr(devices, "_ROOT", _jetson_root(tmp_path))
+    with pytest.raises(BuildError, match=r"no GPU 1 here \(CUDA ordinals 0\)"):
+        builder_mod._build_gpu(1)
 
 
 @pytest.mark.parametrize("soc, cc", [("tegra194", "7.2"), ("tegra264", "11.0")])
@@ -81,3 +91,43 @@ def test_a_probe_without_gpus_does_not_hide_a_later_one(tmp_path, monkeypatch):
     assert devices.query_devices().probe == "tegra"
     monkeypatch.setattr(devices, "_ROOT", tmp_path / "nothing")
     assert devices.query_devices().reason == "cuInit failed"
+
+
+_SMI = ("0, NVIDIA GeForce RTX 3090, 8.6, 24576, 580.95.05, 00000000:65:00.0, GPU-aaaa-1111\n"
+        "1, NVIDIA GeForce RTX 4090, 8.9, 24564, 580.95.05, 00000000:17:00.0, GPU-bbbb-2222\n")
+
+
+@pytest.mark.parametrize("env, expected, uncertain", [
+    # PCI order: CUDA numbers by bus id, whatever NVML's index says
+    ({"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}, ["RTX 4090", "RTX 3090"], False),
+    # CUDA_VISIBLE_DEVICES (NVML ignores it): the listed GPUs, renumbered from 0, in list order
+    ({"CUDA_VISIBLE_DEVICES": "GPU-aaaa"}, ["RTX 3090"], False),
+    ({"CUDA_VISIBLE_DEVICES": "GPU-bbbb,GPU-aaaa"}, ["RTX 4090", "RTX 3090"], False),
+    ({"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": "1"}, ["RTX 3090"], False),
+    ({"CUDA_VISIBLE_DEVICES": "GPU-bbbb,nope,GPU-aaaa"}, ["RTX 4090"], False),  # stops there
+    # default order (fastest first) with two GPUs: not knowable without CUDA: said so
+    ({}, ["RTX 3090", "RTX 4090"], True),
+    ({"CUDA_VISIBLE_DEVICES": "1"}, ["RTX 4090"], True),  # CUDA's 1: fastest-first, unknown
+])
+def test_nvidia_smi_gpus_get_cuda_ordinals(monkeypatch, env, expected, uncertain):
+    """Issue 26 item 7: NVML's index "may not correlate with ... the CUDA device index" (NVML
+    API reference) and NVML ignores CUDA_VISIBLE_DEVICES; CUDA numbers the visible devices in
+    CUDA_DEVICE_ORDER order (CUDA C++ Programming Guide, "CUDA Environment Variables"). The
+    nvidia-smi fallback applies those rules where they can be known and says when not."""
+    import subprocess
+
+    monkeypatch.setattr(devices.shutil, "which", lambda exe: "/usr/bin/nvidia-smi")
+    monkeypatch.setattr(devices.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(
+        a, 0, stdout=_SMI, stderr=""))
+    report = devices._via_nvidia_smi(env)
+    assert [g.name.removeprefix("NVIDIA GeForce ") for g in report.gpus] == expected
+    assert [g.index for g in report.gpus] == list(range(len(expected)))
+    assert report.gpus[0].pci_bus_id.startswith("00000000:")
+    assert ("may not be CUDA's" in report.reason) is uncertain
+
+
+def test_cuda_and_nvml_bus_ids_compare_equal():
+    """cuDeviceGetPCIBusId gives a 4-digit domain, NVML an 8-digit one."""
+    assert devices.normalise_bus_id("0000:65:00.0") == "00000000:65:00.0"
+    assert devices.normalise_bus_id("00000000:65:00.0") == "00000000:65:00.0"
+    assert devices.normalise_bus_id(None) is None and devices.normalise_bus_id("junk") is None

@@ -132,3 +132,32 @@ def test_doctor_on_an_engine(bundle, tmp_path):
     there = diagnose(engine, facts=_machine("rtx4090-laptop"))
     assert not there.engines[0]["loads"] and "8.6" in there.engines[0]["why"]
     assert "here" in there.prebuild
+
+
+def test_doctor_says_a_hardware_compatible_engine_does_not_load_on_a_jetson(tmp_path):
+    """Issue 26 item 4: doctor checked engines without the integrated-GPU flag, so on an Orin
+    it said a hardware-compatible engine loads and the runner then refused it (HWC-1:
+    "Hardware compatibility ... is not supported on NVIDIA DRIVE OS or JetPack", TensorRT
+    developer guide). The recorded Orin says integrated, as CU_DEVICE_ATTRIBUTE_INTEGRATED
+    does there."""
+    import hashlib
+    import json
+
+    from xception_trt.config import ModelSpec
+
+    data = b"plan" * 16
+    engine = tmp_path / "hw.engine"
+    engine.write_bytes(data)
+    (tmp_path / "hw.engine.json").write_text(json.dumps({
+        "schema": 1, "tensorrt": {"flavour": "tensorrt", "version": "10.3.0.30"},
+        "engine": {"file": engine.name, "bytes": len(data),
+                   "sha256": hashlib.sha256(data).hexdigest()},
+        "precision": "fp16", "input_format": "float-nchw", "model_spec": ModelSpec().to_dict(),
+        "device": {"name": "NVIDIA GeForce RTX 3090", "compute_capability": "8.6"},
+        "targets": None, "build_options": {"hardware_compatible": True}, "max_batch": 8,
+        "rebuild_command": "xception-trt build m.onnx -o engines"}))
+    orin = _machine("jetson-orin-jp6-core")
+    assert orin.gpus[0].integrated
+    report = diagnose(engine, facts=orin)
+    assert not report.engines[0]["loads"]
+    assert "not supported on JetPack" in report.engines[0]["why"]

@@ -265,8 +265,16 @@ class FakeNvml:
     def nvmlDeviceGetHandleByIndex(self, index):  # noqa: N802
         return ("h", index)
 
+    #: NVML's second GPU sits at this PCI bus id (NVML's index is not CUDA's ordinal)
+    BUSES = {"00000000:17:00.0": 0, "00000000:65:00.0": 1}
+
+    def nvmlDeviceGetHandleByPciBusId(self, pciBusId):  # noqa: N802, N803 - pynvml's names
+        if pciBusId not in self.BUSES:
+            raise self.NVMLError("Not Found")
+        return ("h", self.BUSES[pciBusId])
+
     def nvmlDeviceGetName(self, handle):  # noqa: N802
-        return "NVIDIA Test GPU"
+        return "NVIDIA Test GPU" if handle[1] == 0 else "NVIDIA Second GPU"
 
     def nvmlDeviceGetTotalEnergyConsumption(self, handle):  # noqa: N802
         if not self.has_energy:
@@ -323,6 +331,34 @@ def test_nvml_energy_counter_gives_the_energy(tmp_path):
     assert reading.energy_j == pytest.approx(0.5)  # one counter query later: +500 mJ
     assert reading.rails_w == {"GPU 0": 250.0} and reading.total_w == 250.0
     assert "GPU board only" in notes
+
+
+def test_nvml_measures_the_cuda_device_found_by_its_pci_bus_id(tmp_path):
+    """Issue 26 item 7: "The NVML index may not correlate with other APIs, such as the CUDA
+    device index" (NVML API reference, nvmlDeviceGetHandleByIndex), and NVML ignores
+    CUDA_VISIBLE_DEVICES: the monitor finds the runner's GPU by its PCI bus id, not by
+    taking the CUDA ordinal as an NVML index."""
+    with open_monitor(sysfs=tmp_path, nvml=FakeNvml(), use_jtop=False, period_s=5,
+                      pci_bus_id="00000000:65:00.0") as mon:
+        assert mon.source.gpu == "NVIDIA Second GPU"
+        assert "GPU at PCI 00000000:65:00.0" in mon.source.rails
+    with open_monitor(sysfs=tmp_path, nvml=FakeNvml(), use_jtop=False, period_s=5,
+                      pci_bus_id="00000000:99:00.0") as mon:
+        assert mon.source is None and "no GPU at PCI bus id 00000000:99:00.0" in mon.reason
+
+
+def test_bench_asks_nvml_for_the_gpu_its_runners_use(monkeypatch):
+    """Issue 26 item 7: bench measures CUDA device 0's power: its bus id, from the device
+    probe, goes to NVML."""
+    from xception_trt import sysinfo
+    from xception_trt.cli import bench as bench_cli
+    from xception_trt.trt import devices
+
+    gpus = (devices.GpuInfo(0, "NVIDIA Second GPU", "8.9", 1, pci_bus_id="00000000:65:00.0"),
+            devices.GpuInfo(1, "NVIDIA Test GPU", "8.6", 1, pci_bus_id="00000000:17:00.0"))
+    monkeypatch.setattr(sysinfo, "devices",
+                        lambda: devices.DeviceReport("580.00", "13.0", gpus, "test"))
+    assert bench_cli._cuda_gpu_bus_id(0) == "00000000:65:00.0"
 
 
 def test_nvml_without_energy_counter_falls_back_to_power_samples(tmp_path):

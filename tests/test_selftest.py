@@ -131,3 +131,40 @@ def test_a_crashing_check_is_recorded_as_a_failure():
     selftest._run("boom", lambda: 1 / 0, results)
     assert [(r.name, r.status) for r in results] == [("ok", "pass"), ("boom", "fail")]
     assert results[0].data == {"x": 1} and "ZeroDivisionError" in results[1].detail
+
+
+@pytest.mark.parametrize("free, leak", [
+    ([100 << 20, 100 << 20, 100 << 20, 100 << 20], False),
+    ([100 << 20, 99 << 20, 100 << 20, 99 << 20], False),       # noise (another process, Jetson)
+    ([100 << 20, 80 << 20, 80 << 20, 80 << 20], False),         # one dip, not repeated
+    ([100 << 20, 101 << 20, 100 << 20, 102 << 20], False),      # memory freed elsewhere
+    ([100 << 20, 96 << 20, 92 << 20, 88 << 20], True),          # shrinks every round
+])
+def test_leak_check_tolerates_noise_and_catches_a_steady_leak(free, leak):
+    """Issue 26 (suspected): the leak check required free_after >= free_before exactly, which
+    is flaky where cudaMemGetInfo reports the whole device (a busy desktop) or a Jetson's
+    shared system RAM; it now repeats the calls and fails only on memory that keeps
+    shrinking beyond a tolerance."""
+    problem = selftest.leak_problem(free, 2000)
+    assert (problem is not None) is leak
+    if leak:
+        assert "in every round" in problem
+
+
+def test_foreign_context_check_runs_after_the_engine_checks(monkeypatch):
+    """Issue 26 (suspected): the non-primary-context pointer check can leave a sticky CUDA
+    error, which would make the engine checks that followed it in the same process fail: it
+    now runs after them."""
+    order = []
+    req = selftest.Requirements(("GPU (cc 8.6)",), ("cuda-python", "pycuda"), "tensorrt", "8.6",
+                                (), ())
+    monkeypatch.setattr(selftest, "missing_requirements", lambda: req)
+    monkeypatch.setattr(selftest, "run_cuda_checks", lambda b, d, calls, only=None, exclude=():
+                        order.append(("cuda", b, only, exclude)) or [])
+    monkeypatch.setattr(selftest, "run_engine_checks", lambda flavour, **kw:
+                        order.append(("engine", flavour, None, ())) or [])
+    selftest.run_selftest()
+    foreign = (selftest.FOREIGN_CONTEXT_CHECK,)
+    assert order == [("cuda", "cuda-python", None, foreign), ("cuda", "pycuda", None, foreign),
+                     ("engine", "tensorrt", None, ()),
+                     ("cuda", "cuda-python", foreign, ()), ("cuda", "pycuda", foreign, ())]

@@ -54,7 +54,7 @@ def test_info_json_layout(capsys, h100):
     assert facts["devices"] == {
         "driver": "580.95.05", "cuda_driver_api": "13.0", "probe": "cuda-python", "reason": "",
         "gpus": [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0",
-                  "total_memory": 85029158912, "integrated": False}]}
+                  "total_memory": 85029158912, "integrated": False, "pci_bus_id": None}]}
     assert facts["software"]["xception-trt"] == __version__
     assert isinstance(facts["cpu_count"], int) and isinstance(facts["cpu"], str)
     assert facts["load_average"] is None or len(facts["load_average"]) == 3
@@ -79,7 +79,8 @@ def test_report_system_and_context_layout(h100):
     assert list(doc["system"]["cpu_int8"]) == CPU_INT8_KEYS
     assert list(doc["system"]["devices"]) == DEVICES_KEYS
     assert list(doc["system"]["devices"]["gpus"][0]) == ["index", "name", "compute_capability",
-                                                        "total_memory", "integrated"]
+                                                        "total_memory", "integrated",
+                                                        "pci_bus_id"]
     assert list(doc["context"]) == CONTEXT_KEYS
     ctx = run_context(root="/nonexistent-root", probe_nvml=False)
     assert list(ctx) == CONTEXT_KEYS
@@ -92,7 +93,7 @@ def test_report_system_and_context_layout(h100):
 
 GOLDEN_MACHINE = {
     "flavours": [{"name": "tensorrt", "version": "10.3.0.30"}],
-    "gpus": [{"index": 0, "name": "Orin", "compute_capability": "8.7"}],
+    "gpus": [{"index": 0, "name": "Orin", "compute_capability": "8.7", "integrated": True}],
     "driver": "540.4.0", "dla_cores": 2, "ort_version": "1.20.1",
     "ort_providers": ["CUDAExecutionProvider", "CPUExecutionProvider"], "onnx": True,
     "host": "orin (aarch64, Linux)", "gpu_reason": ""}
@@ -100,14 +101,14 @@ GOLDEN_MACHINE = {
 
 def test_device_facts_file_layout():
     facts = DeviceFacts(flavours=(FlavourFact("tensorrt", "10.3.0.30"),),
-                        gpus=(GpuFact(0, "Orin", "8.7"),), driver="540.4.0", dla_cores=2,
+                        gpus=(GpuFact(0, "Orin", "8.7", True),), driver="540.4.0", dla_cores=2,
                         ort_version="1.20.1",
                         ort_providers=("CUDAExecutionProvider", "CPUExecutionProvider"),
                         onnx=True, host="orin (aarch64, Linux)")
     d = facts.to_dict()
     assert d == GOLDEN_MACHINE and list(d) == MACHINE_KEYS
     assert list(d["flavours"][0]) == ["name", "version"]
-    assert list(d["gpus"][0]) == ["index", "name", "compute_capability"]
+    assert list(d["gpus"][0]) == ["index", "name", "compute_capability", "integrated"]
     assert DeviceFacts.from_dict(d) == facts
 
 
@@ -116,7 +117,7 @@ def test_doctor_json_machine_layout(capsys, h100):
     machine = json.loads(capsys.readouterr().out)["machine"]
     assert sorted(machine) == sorted(MACHINE_KEYS)
     assert machine["gpus"] == [{"index": 0, "name": "NVIDIA H100 80GB HBM3",
-                                "compute_capability": "9.0"}]
+                                "compute_capability": "9.0", "integrated": False}]
     assert machine["driver"] == "580.95.05" and machine["gpu_reason"] == ""
 
 
@@ -129,8 +130,8 @@ def test_doctor_facts_file_round_trips(tmp_path, capsys):
 
 
 def test_doctor_facts_of_an_earlier_version_still_load(tmp_path, capsys):
-    """Facts recorded before ``onnx``, ``host``, ``gpu_reason`` and the ONNX Runtime fields
-    existed: the missing fields take their defaults."""
+    """Facts recorded before ``onnx``, ``host``, ``gpu_reason``, the ONNX Runtime fields and a
+    GPU's ``integrated`` existed: the missing fields take their defaults."""
     path = tmp_path / "old.json"
     path.write_text(json.dumps({"flavours": [{"name": "tensorrt", "version": "8.6.2"}],
                                 "gpus": [{"index": 0, "name": "Xavier",
@@ -139,7 +140,8 @@ def test_doctor_facts_of_an_earlier_version_still_load(tmp_path, capsys):
     assert main(["doctor", "--facts", str(path), "--json"]) == 0
     machine = json.loads(capsys.readouterr().out)["machine"]
     assert machine == {"flavours": [{"name": "tensorrt", "version": "8.6.2"}],
-                       "gpus": [{"index": 0, "name": "Xavier", "compute_capability": "7.2"}],
+                       "gpus": [{"index": 0, "name": "Xavier", "compute_capability": "7.2",
+                                 "integrated": False}],
                        "driver": "35.4.1", "dla_cores": 2, "ort_version": None,
                        "ort_providers": [], "onnx": False, "host": "", "gpu_reason": ""}
 
@@ -147,6 +149,7 @@ def test_doctor_facts_of_an_earlier_version_still_load(tmp_path, capsys):
 @pytest.mark.parametrize("bad", [
     {"gpus": [{"index": "first", "name": "X", "compute_capability": "8.6"}]},
     {"gpus": [{"name": "X"}]},
+    {"gpus": [{"index": 0, "name": "X", "compute_capability": "8.7", "integrated": "yes"}]},
     {"flavours": [{"name": "tensorrt"}]},
     {"dla_cores": "two"},
     [1, 2],

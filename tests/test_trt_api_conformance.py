@@ -18,6 +18,7 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_runtime import EmuBackend
 from trt_api import wheels
@@ -67,7 +68,7 @@ class Harness:
         self.api = ApiDouble(dump, self.name, self.world)
         self.major = int(self.api.version.split(".")[0])
         monkeypatch.setitem(sys.modules, self.name, self.api.module)
-        monkeypatch.setattr(builder_mod, "_first_gpu", lambda: dict(
+        monkeypatch.setattr(builder_mod, "_build_gpu", lambda device=0: dict(
             GPU, compute_capability=self.world.build_cc, integrated=self.world.integrated))
 
     @property
@@ -204,7 +205,7 @@ def test_parser_errors_are_listed(dumps, key, onnx_variants, tmp_path, monkeypat
 # ------------------------------------------------------------------------------------------------
 def _open_and_run(engine: Path, *, cuda_graphs: bool = False, world: World | None = None,
                   **kw):
-    """Open a runner on the emulating backend and run batches 1, max, 1, max (alternating
+    """Open a runner on the emulating backend and run batches min, max, min, max (alternating
     batch sizes: with CUDA graphs each replays its own graph)."""
     import numpy as np
 
@@ -215,7 +216,7 @@ def _open_and_run(engine: Path, *, cuda_graphs: bool = False, world: World | Non
         world.capturing = lambda stream: stream in be.capturing
     with TensorRTRunner(engine, cuda_binding=be,  # type: ignore[arg-type]
                         cuda_graphs=cuda_graphs, **kw) as runner:
-        for n in (1, runner.max_batch, 1, runner.max_batch):
+        for n in (runner.min_batch, runner.max_batch, runner.min_batch, runner.max_batch):
             out = runner.infer(np.zeros((n, 3, 71, 71), np.float32))
             assert out.shape == (n, runner.spec.num_classes)
         return runner.describe()
@@ -226,6 +227,13 @@ def test_runtime_path(dumps, key, onnx_variants, tmp_path, monkeypatch, graphs):
     h = Harness(dumps[key], key, monkeypatch)
     art = builder_mod.build_engine(onnx_variants["float"], h.config(max_batch=4),
                                    output=tmp_path / "e.engine")
+    if graphs and key != "rtx" and h.major < 9:  # PROF-1: refused for a dynamic batch
+        from xception_trt.errors import EngineError
+
+        with pytest.raises(EngineError, match="cuda_graphs=True needs a fixed-batch engine"):
+            _open_and_run(art.path, cuda_graphs=graphs, world=h.world)
+        h.assert_clean()
+        return
     facts = _open_and_run(art.path, cuda_graphs=graphs, world=h.world)
     assert facts["tensorrt"] == h.api.version and facts["max_batch"] == 4
     assert h.world.executed >= (1 if graphs else 3)
@@ -241,17 +249,84 @@ def test_each_cuda_graph_has_its_own_context_on_one_activation_buffer(dumps, nvi
     """Item 1 (GRAPH-1, MEM-1/2): "a CUDA graph depends on the state of the execution context
     ... use one execution context per captured graph" (TensorRT developer guide, "CUDA
     Graphs"). The contexts share one activation buffer: USER_MANAGED + set_device_memory on
-    10.1+/11.x, create_execution_context_without_device_memory + device_memory on 8.6
-    (TensorRT API reference, IExecutionContext / ICudaEngine)."""
+    10.1+/11.x (TensorRT API reference, IExecutionContext / ICudaEngine). TensorRT 8.6 gives
+    profile 0 to one context only (PROF-1): one context, a fixed-batch engine."""
     h = Harness(dumps[nvidia], nvidia, monkeypatch)
-    art = builder_mod.build_engine(onnx_variants["float"], h.config(max_batch=4),
+    kw: dict = {"batch": 4} if h.major < 9 else {"max_batch": 4}
+    art = builder_mod.build_engine(onnx_variants["float"], h.config(**kw),
                                    output=tmp_path / "e.engine")
     _open_and_run(art.path, cuda_graphs=True, world=h.world)
-    if h.major < 10:
-        assert "ICudaEngine.create_execution_context_without_device_memory" in h.api.calls
-        assert "IExecutionContext.device_memory=" in h.api.calls
+    if h.major < 9:
+        assert "ICudaEngine.create_execution_context_without_device_memory" not in h.api.calls
     else:
         assert "IExecutionContext.set_device_memory" in h.api.calls
+    h.assert_clean()
+
+
+def test_tensorrt_86_gives_profile_0_to_one_context_only(dumps, nvidia, onnx_variants, tmp_path,
+                                                         monkeypatch):
+    """Issue 26 item 1 (PROF-1): in TensorRT 8.6 only the first execution context of an engine
+    gets optimization profile 0; later ones get -1 "and all calls to enqueueV2()/enqueueV3()/
+    executeV2() will fail until a valid profile index has been set", and a second context
+    cannot take profile 0 while another holds it ("Profile 0 has been chosen by another
+    IExecutionContext"). Sources: TensorRT 8.6 include/NvInferRuntime.h
+    (createExecutionContext, getOptimizationProfile); NVIDIA/TensorRT issue 846. 9.0+ gives
+    every context profile 0. The double models this; the runner keeps one context on 8.6 and
+    refuses cuda_graphs for a dynamic batch there (it used to capture each batch size from a
+    new context: the second one could not run)."""
+    from xception_trt.errors import EngineError
+
+    h = Harness(dumps[nvidia], nvidia, monkeypatch)
+    trt = h.api.module
+    art = builder_mod.build_engine(onnx_variants["float"], h.config(max_batch=4),
+                                   output=tmp_path / "e.engine")
+    engine = trt.Runtime(trt.Logger()).deserialize_cuda_engine(art.path.read_bytes())
+    first, second = engine.create_execution_context(), engine.create_execution_context()
+    assert first.active_optimization_profile == 0
+    if h.major >= 9:
+        assert second.active_optimization_profile == 0
+        return
+    assert second.active_optimization_profile == -1
+    assert second.set_optimization_profile_async(0, 0) is False  # held by `first`
+    assert second.execute_async_v3(0) is False
+    assert [m.problem for m in h.mismatches] == [
+        "breaks a documented rule: PROF-1 TensorRT 8.6: this context has no optimization "
+        "profile (profile 0 went to the engine's first context); every enqueue fails until one "
+        "is set"]
+    h.mismatches.clear()
+    del first  # TensorRT frees a context with its last reference: profile 0 is free again
+    assert second.set_optimization_profile_async(0, 0) is True
+    # the runner: a dynamic batch with CUDA graphs is refused at open, with the fix named
+    with pytest.raises(EngineError, match=r"TensorRT 8\.6\.1.*fixed batch.*--batch N"):
+        _open_and_run(art.path, cuda_graphs=True, world=h.world)
+    h.assert_clean()
+
+
+@pytest.mark.parametrize("app_context", [False, True], ids=["alone", "under-autoinit"])
+def test_pycuda_tensorrt_runner_closes_cleanly(dumps, onnx_variants, tmp_path, monkeypatch,
+                                               app_context):
+    """Issue 26 item 2: every `with TensorRTRunner(..., cuda_binding="pycuda")` raised on exit:
+    close() released the pycuda backend inside its own scope; pycuda's context::detach removes
+    the pushed context from its stack and the scope's pop then throws "cannot pop non-current
+    context" (or pops the application's context under pycuda.autoinit). Source: pycuda
+    src/cpp/cuda.hpp (context::detach, context::pop), modelled by test_cuda_rules' fake."""
+    from test_cuda_rules import _FakePycuda, _PycudaScopedEmu
+
+    from xception_trt.trt.runtime import TensorRTRunner
+
+    h = Harness(dumps["10.3.0"], "10.3.0", monkeypatch)
+    art = builder_mod.build_engine(onnx_variants["float"], h.config(max_batch=4),
+                                   output=tmp_path / "e.engine")
+    drv = _FakePycuda()
+    if app_context:
+        drv.Device(0).make_context()
+    be = _PycudaScopedEmu(drv)
+    import numpy as np
+
+    with TensorRTRunner(art.path, cuda_binding=be) as runner:  # type: ignore[arg-type]
+        runner.infer(np.zeros((2, 3, 71, 71), np.float32))
+    assert drv.stack == (["secondary"] if app_context else [])
+    assert drv.released == ["primary"] and be.live == 0
     h.assert_clean()
 
 
@@ -268,6 +343,55 @@ def test_rtx_cuda_graphs_use_the_runtime_strategy_not_manual_capture(dumps, onnx
     assert facts["cuda_graphs"] is True
     assert {"IRuntimeConfig.cuda_graph_strategy=", "IRuntimeConfig.set_runtime_cache"} \
         <= h.api.calls
+    h.assert_clean()
+
+
+def _without(dump: dict, *, classes: tuple[str, ...] = (),
+             members: dict[str, tuple[str, ...]] | None = None) -> dict:
+    """A copy of ``dump`` as an older release would have it: ``classes`` and ``members``
+    (per class) removed, with the module values and nested types that name them."""
+    import copy
+
+    out = copy.deepcopy(dump)
+    for name in classes:
+        out["classes"].pop(name, None)
+        out["values"] = {k: v for k, v in out["values"].items() if v.get("type") != name}
+        for entry in out["classes"].values():
+            entry["members"] = {k: v for k, v in entry["members"].items()
+                                if v.get("type") != name}
+    for cls, names in (members or {}).items():
+        for name in names:
+            out["classes"][cls]["members"].pop(name, None)
+    return out
+
+
+@pytest.mark.parametrize("release", ["1.1 (no CudaGraphStrategy)",
+                                     "before IRuntimeConfig (no create_runtime_config)"])
+def test_rtx_without_the_graph_strategy_refuses_cuda_graphs_clearly(dumps, onnx_variants,
+                                                                      tmp_path, monkeypatch,
+                                                                      release):
+    """Issue 26 item 6: IRuntimeConfig (ICudaEngine.create_runtime_config) exists in
+    TensorRT-RTX 1.0+, CudaGraphStrategy / IRuntimeConfig.cuda_graph_strategy only from 1.2
+    (TensorRT-RTX release notes, "Working with RTX CUDA Graphs"). cuda_graphs=True on such a
+    release used to end in an AttributeError (here: the double's MissingMember); now it is our
+    error naming the upgrade, and the plain path runs (drives TensorRT-RTX without
+    create_runtime_config too). Simulated on the real 1.7 API with those members removed."""
+    from xception_trt.errors import EngineError
+
+    if release.startswith("1.1"):
+        dump = _without(dumps["rtx"], classes=("CudaGraphStrategy",),
+                        members={"IRuntimeConfig": ("cuda_graph_strategy",)})
+    else:
+        dump = _without(dumps["rtx"], classes=("IRuntimeConfig", "IRuntimeCache",
+                                               "CudaGraphStrategy"),
+                        members={"ICudaEngine": ("create_runtime_config",)})
+    h = Harness(dump, "rtx", monkeypatch)
+    art = builder_mod.build_engine(onnx_variants["float"], h.config(max_batch=4),
+                                   output=tmp_path / "e.engine")
+    with pytest.raises(EngineError, match="no runtime CUDA-graph strategy.*upgrade TensorRT-RTX"):
+        _open_and_run(art.path, cuda_graphs=True, world=h.world)
+    facts = _open_and_run(art.path, world=h.world)
+    assert facts["cuda_graphs"] is False
     h.assert_clean()
 
 
@@ -494,6 +618,27 @@ def test_dla_build_and_runtime_core(dumps, version, onnx_variants, tmp_path, mon
     h.assert_clean()
 
 
+@pytest.mark.parametrize("version", ["8.6.1", "10.3.0"])
+def test_dla_engines_refuse_cuda_graphs(dumps, version, onnx_variants, tmp_path, monkeypatch):
+    """Issue 26 item 3: "CUDA graphs and DLA offloading are not simultaneously supported"
+    (trtexec disables the pair: TensorRT samples/common/sampleOptions.cpp; NVIDIA/TensorRT
+    issue 3524). A DLA engine with cuda_graphs=True is refused when it opens, before any GPU
+    work; without graphs it runs."""
+    from xception_trt.errors import EngineError
+
+    h = Harness(dumps[version], version, monkeypatch, num_dla_cores=2)
+    art = builder_mod.build_engine(onnx_variants["float" if h.major < 10 else "fp16"],
+                                   h.config(dla_core=0, precision="fp16", batch=1),
+                                   output=tmp_path / "dla.engine")
+    h.api.calls.clear()
+    with pytest.raises(EngineError, match="CUDA graphs and DLA offloading are not supported "
+                                          "together.*cuda_graphs=False"):
+        _open_and_run(art.path, cuda_graphs=True, world=h.world)
+    assert "Runtime.deserialize_cuda_engine" not in h.api.calls
+    _open_and_run(art.path, world=h.world)
+    h.assert_clean()
+
+
 def test_dla_engine_on_a_device_without_that_core(dumps, onnx_variants, tmp_path, monkeypatch):
     from xception_trt.errors import EngineError
     from xception_trt.trt.runtime import TensorRTRunner
@@ -563,11 +708,18 @@ def test_selftest_engine_checks_and_sysinfo(dumps, key, tmp_path, monkeypatch):
     results = selftest.run_engine_checks(h.name, cuda_binding=be,  # type: ignore[arg-type]
                                          workdir=tmp_path, iterations=2)
     status = {r.name: (r.status, r.detail) for r in results}
+    graphs = ("engine: TensorRTRunner CUDA graphs vs ONNX Runtime",
+              "engine: CUDA graphs vs plain, alternating batch sizes")
+    if key != "rtx" and h.major < 9:  # PROF-1: one context per engine, a dynamic batch
+        assert all(status[g][0] == "skip" and "profile 0 to one execution context" in
+                   status[g][1] for g in graphs), status
+        status = {k: v for k, v in status.items() if k not in graphs}
     failed = {k: v for k, v in status.items() if v[0] != "pass" and "DLA" not in k}
     assert len(results) >= 7 and not failed, failed
     # issue 21's device questions: answered here through the double, DLA skipped without DLA
-    assert status["engine: CUDA graphs vs plain, alternating batch sizes"][1].startswith(
-        "answer: batches 1/4/1/4/2/3/1 alternating: CUDA graphs bit-identical to the plain path")
+    if graphs[1] in status:
+        assert status[graphs[1]][1].startswith("answer: batches 1/4/1/4/2/3/1 alternating: "
+                                               "CUDA graphs bit-identical to the plain path")
     assert status["engine: DLA placement (FP16)"][0] == "skip"
     assert "no DLA here" in status["engine: DLA placement (FP16)"][1]
     assert h.world.executed > 0
@@ -668,3 +820,426 @@ def test_unreachable_registry_is_a_skip_reason_not_a_failure(tmp_path, monkeypat
     monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
     with pytest.raises(wheels.FetchError, match="registry unreachable"):
         wheels.fetch_wheel(wheels.WHEELS[0], tmp_path / "cache")
+
+
+def test_bundle_rebuild_for_gpu_1_builds_on_gpu_1(dumps, tiny_checkpoint, tmp_path, monkeypatch):
+    """Issue 26 item 5: rebuilding a bundle's engine for device 1 built on GPU 0: the builder
+    builds on (and records) whatever device is current ("To select the GPU, use
+    cudaSetDevice() before calling the builder or deserializing the engine", TensorRT FAQ,
+    quoted in NVIDIA/TensorRT issues 322 and 634); on a machine with two different GPUs the
+    cache key then named the other GPU ("BundleError: ... report this"). Now the cache asks
+    for the build on the request's GPU; the builder selects it and records it."""
+    from xception_trt.bundle.cache import resolve
+    from xception_trt.bundle.facts import DeviceFacts, FlavourFact, GpuFact
+    from xception_trt.bundler import write_bundle
+    from xception_trt.trt import cuda as trt_cuda
+    from xception_trt.trt import devices
+
+    bundle = write_bundle(source=tiny_checkpoint, output=tmp_path / "m.xtrt",
+                          local_engines=False, max_batch=2).path
+    real_build_gpu = builder_mod._build_gpu
+    Harness(dumps["10.3.0"], "10.3.0", monkeypatch)
+    monkeypatch.setattr(builder_mod, "_build_gpu", real_build_gpu)
+    gpus = (devices.GpuInfo(0, "NVIDIA GeForce RTX 3090", "8.6", 24 << 30),
+            devices.GpuInfo(1, "NVIDIA GeForce RTX 4090", "8.9", 24 << 30))
+    monkeypatch.setattr(devices, "probed_devices",
+                        lambda: devices.DeviceReport("580.95.05", "13.0", gpus, "test"))
+    selected: list[int] = []
+    monkeypatch.setattr(trt_cuda, "CudaPythonBackend", lambda device: selected.append(device))
+    facts = DeviceFacts(flavours=(FlavourFact("tensorrt", "10.3.0"),),
+                        gpus=tuple(GpuFact(g.index, g.name, g.compute_capability)
+                                   for g in gpus), onnx=True)
+    res = resolve(bundle, precision="fp32", device=1, facts=facts, cache_dir=tmp_path / "cache")
+    from xception_trt.sidecar import read_sidecar
+
+    side = read_sidecar(res.path)
+    assert selected == [1]
+    assert (side.device.name, side.device.compute_capability) == ("NVIDIA GeForce RTX 4090",
+                                                                  "8.9")
+
+
+# ------------------------------------------------------------------------------------------------
+# the double behaves as the real bindings do (issue 26: fakes that behave like the real thing)
+@pytest.fixture(scope="session")
+def real_behaviour(dumps) -> dict[str, dict]:
+    """trt_api/behaviour.py run on each real binding (imported with stub libraries, as for the
+    dumps) and on the installed TensorRT-RTX: how their enums and callback bases behave."""
+    from trt_api import behaviour as behaviour_mod
+
+    out = {}
+    for key in ALL:
+        try:
+            out[key] = json.loads(wheels.run_real(key, Path(behaviour_mod.__file__),
+                                                  wheels.cache_dir()))
+        except wheels.FetchError as exc:
+            pytest.skip(f"real TensorRT bindings unavailable: {exc}")
+    return out
+
+
+def test_the_double_behaves_as_the_real_bindings(dumps, key, real_behaviour, monkeypatch):
+    """Issue 26: the double's enums were IntEnums (``get_tensor_mode(n) == 1`` passed here and
+    is always false on a device; ``bool()`` of a zero member, ``str()``, equality across two
+    enums differed) and an ILogger / IProgressMonitor subclass that skipped the base
+    ``__init__`` was accepted (the real bindings raise TypeError). Each behaviour is observed
+    on the real bindings of every version (trt_api/behaviour.py) and must be the double's."""
+    from trt_api.behaviour import behaviour
+
+    h = Harness(dumps[key], key, monkeypatch)
+    real = real_behaviour[key]
+    ours = behaviour(h.api.module)
+    assert real["INPUT == 1"] is False and real["bool(NONE)"] is True  # what we rely on
+    assert ours == real
+    h.mismatches.clear()  # the deliberate base-__init__ mistakes were recorded, as they must
+
+
+def test_an_enum_compared_with_an_int_is_a_silent_bug_the_double_exposes(dumps, onnx_variants,
+                                                                          tmp_path, monkeypatch):
+    """The mutation the enum change catches: comparing get_tensor_mode with 1 instead of
+    TensorIOMode.INPUT finds no input (always false with the real bindings)."""
+    from xception_trt.errors import EngineError
+    from xception_trt.trt import runtime as runtime_mod
+
+    h = Harness(dumps["10.3.0"], "10.3.0", monkeypatch)
+    art = builder_mod.build_engine(onnx_variants["float"], h.config(max_batch=4),
+                                   output=tmp_path / "e.engine")
+    trt = h.api.module
+    engine = trt.Runtime(trt.Logger()).deserialize_cuda_engine(art.path.read_bytes())
+    assert engine.get_tensor_mode("input") != 1  # as on a device
+    runtime_mod.describe_engine(engine, trt)  # the real comparison works
+    mutated = type("T", (), {"TensorIOMode": type("M", (), {"INPUT": 1}),
+                             "nptype": trt.nptype})
+    with pytest.raises(EngineError, match=r"has inputs \[\]"):
+        runtime_mod.describe_engine(engine, mutated)
+    h.assert_clean()
+
+
+def test_a_logger_that_skips_the_base_init_is_refused_like_the_real_bindings(dumps, key,
+                                                                             monkeypatch):
+    """pybind11: "ILogger.__init__() must be called when overriding __init__" (TypeError, seen
+    on every real binding above); recorded with our location when our code does it, and our
+    logger (trt/logger.py) does call it."""
+    from xception_trt.trt.logger import make_logger
+
+    h = Harness(dumps[key], key, monkeypatch)
+    logger = make_logger(h.api.module)
+    h.api.module.Runtime(logger)
+    logger.log(h.api.module.ILogger.Severity.ERROR, "an error")
+    assert "an error" in logger.take()
+    h.assert_clean()
+
+
+def test_a_misspelt_read_next_to_a_probe_is_still_recorded(dumps, monkeypatch):
+    """Issue 26: a misspelt read on a line that also holds ``hasattr(`` was taken for a probe
+    and not recorded. Only the member a ``hasattr(x, "name")`` / ``getattr(x, "name", d)``
+    names is a probe answer. (This test file stands in for our package's lines.)"""
+    from trt_api import double as double_mod
+
+    monkeypatch.setattr(double_mod, "_PACKAGE_DIR", str(Path(__file__)))
+    h = Harness(dumps["10.3.0"], "10.3.0", monkeypatch)
+    engine = h.api.instance("ICudaEngine")
+    assert not hasattr(engine, "device_memory_size_v3")  # a probe: an answer, not recorded
+    assert getattr(engine, "no_such_member", None) is None
+    assert h.mismatches == []
+    with pytest.raises(AttributeError):
+        _ = hasattr(engine, "device_memory_size_v2") and engine.device_memroy_size
+    assert [m.call for m in h.mismatches] == ["ICudaEngine.device_memroy_size"]
+
+
+def test_setter_only_properties_are_type_checked(dumps, nvidia, monkeypatch):
+    """Issue 26: a setter-only property (IExecutionContext.device_memory: the real setter is
+    ``(arg0: IExecutionContext, arg1: int) -> None``, no getter: the dumps record the setter's
+    signature) took anything: writing the allocation object instead of its address passed. Now
+    the write is checked against the setter's type and a read is refused (pybind11:
+    "unreadable attribute")."""
+    from test_runtime import EmuBackend as _Emu
+
+    from xception_trt.trt.cuda import CudaDevice
+
+    h = Harness(dumps[nvidia], nvidia, monkeypatch)
+    ctx = h.api.instance("IExecutionContext")
+    with CudaDevice(0, _Emu()) as cuda, cuda.alloc(1 << 20) as buf:
+        with pytest.raises(TypeError):
+            ctx.device_memory = buf  # the object, not buf.ptr
+        assert "device_memory takes" in h.mismatches[-1].problem
+        h.mismatches.clear()
+        ctx.device_memory = buf.ptr
+        with pytest.raises(AttributeError):
+            _ = ctx.device_memory
+        assert "write-only" in h.mismatches[-1].problem
+
+
+# ------------------------------------------------------------------------------------------------
+# paths our users reach that no test drove (issue 26)
+def test_fixed_batch_uint8_engine_with_device_output_and_the_stream_calls(dumps, key,
+                                                                          onnx_variants,
+                                                                          tmp_path, monkeypatch):
+    """Opening a fixed-batch engine, running a uint8-input engine, ``out=`` device outputs
+    (set_tensor_address with the caller's pointer) and ``input_buffer`` + ``infer_async`` as
+    stream/ uses them, through every version's API."""
+    import numpy as np
+    from test_runtime import _DeviceArr
+
+    from xception_trt.trt.runtime import TensorRTRunner
+
+    h = Harness(dumps[key], key, monkeypatch)
+    static = builder_mod.build_engine(onnx_variants["static2"], h.config(),
+                                      output=tmp_path / "static.engine")
+    u8 = builder_mod.build_engine(onnx_variants["uint8"], h.config(max_batch=2),
+                                  output=tmp_path / "u8.engine")
+    be = EmuBackend()
+    with TensorRTRunner(static.path, cuda_binding=be) as r:  # type: ignore[arg-type]
+        assert r.min_batch == r.max_batch == 2
+        r.infer(np.zeros((2, 3, 71, 71), np.float32))
+        out = _DeviceArr(be, np.zeros((2, r.spec.num_classes), np.float32))
+        assert r.infer(np.zeros((2, 3, 71, 71), np.float32), out=out) is out
+        ctx = r._compute._ctx
+        assert ctx._state["_addresses"]["logits"] == out.ptr  # written in place, no copy
+    with TensorRTRunner(u8.path, cuda_binding=be) as r:  # type: ignore[arg-type]
+        assert r.input_spec.dtype == np.uint8
+        buf = r.input_buffer(2)  # stream/: preprocess straight into the pinned buffer
+        buf[...] = 7
+        handle = r.infer_async(buf)
+        assert handle.wait().shape == (2, r.spec.num_classes)
+    h.assert_clean()
+
+
+@pytest.mark.parametrize("version", ["8.6.1", "10.3.0", "11.4.0.106"])
+def test_dla_core_count_as_bundle_facts_read_it(dumps, version, monkeypatch):
+    """bundle/facts.py reads the DLA core count through sysinfo.dla_cores ->
+    trt.devices.query_dla_cores (Builder.num_DLA_cores), driven here through each API."""
+    from xception_trt.trt import import_flavour
+    from xception_trt.trt.devices import query_dla_cores
+
+    h = Harness(dumps[version], version, monkeypatch, num_dla_cores=2)
+    assert query_dla_cores(import_flavour("tensorrt")) == 2
+    h.assert_clean()
+
+
+def test_tensorrt_10_0_device_memory_property_path(dumps, onnx_variants, tmp_path, monkeypatch):
+    """TensorRT 10.0 has USER_MANAGED contexts but no set_device_memory (10.1+): the runner
+    writes IExecutionContext.device_memory (setter-only, an int address). Simulated on the real
+    10.3 API without set_device_memory."""
+    h = Harness(_without(dumps["10.3.0"], members={"IExecutionContext": ("set_device_memory",)}),
+                "10.3.0", monkeypatch)
+    art = builder_mod.build_engine(onnx_variants["float"], h.config(max_batch=4),
+                                   output=tmp_path / "e.engine")
+    _open_and_run(art.path, cuda_graphs=True, world=h.world)
+    assert "IExecutionContext.device_memory=" in h.api.calls
+    h.assert_clean()
+
+
+@pytest.mark.parametrize("version", ["8.6.1", "10.3.0"])
+def test_dla_batch_above_the_dla_limit_is_refused(dumps, version, onnx_variants, tmp_path,
+                                                  monkeypatch):
+    """Issue 26 (suspected): Builder.max_DLA_batch_size was never compared with the fixed DLA
+    batch ("the total volume of index dimensions ... should not exceed the value returned",
+    IBuilder::getMaxDLABatchSize)."""
+    h = Harness(dumps[version], version, monkeypatch, num_dla_cores=2, max_dla_batch=2)
+    variant = onnx_variants["float" if h.major < 10 else "fp16"]
+    with pytest.raises(BuildError, match=r"at most 2 \(Builder.max_DLA_batch_size\).*batch 4"):
+        builder_mod.build_engine(variant, h.config(dla_core=0, precision="fp16", batch=4),
+                                 output=tmp_path / "dla.engine")
+    builder_mod.build_engine(variant, h.config(dla_core=0, precision="fp16", batch=2),
+                             output=tmp_path / "dla.engine")
+    assert "Builder.max_DLA_batch_size" in h.api.calls
+    h.assert_clean()
+
+
+class _PbUtils:
+    """Triton's ``triton_python_backend_utils`` as far as our model uses it, with the
+    documented semantics (triton-inference-server/python_backend README, "Usage"):
+    ``get_input_tensor_by_name(request, name).as_numpy()``, ``Tensor(name, array)``,
+    ``InferenceResponse(output_tensors=..., error=None)``, ``TritonError(message)``,
+    ``get_output_config_by_name(model_config, name)`` (the output's config dict),
+    ``triton_string_to_numpy("TYPE_FP32")`` and ``Logger.log_info``."""
+
+    class Tensor:
+        def __init__(self, name, array):
+            self._name, self._array = name, np.asarray(array)
+
+        def name(self):
+            return self._name
+
+        def as_numpy(self):
+            return self._array
+
+    class InferenceRequest:
+        def __init__(self, tensors):
+            self.tensors = tensors
+
+    class InferenceResponse:
+        def __init__(self, output_tensors, error=None):
+            self.output_tensors, self.error = output_tensors, error
+
+    class TritonError(Exception):
+        pass
+
+    class Logger:
+        lines: list[str] = []
+
+        @classmethod
+        def log_info(cls, message):
+            cls.lines.append(message)
+
+    @staticmethod
+    def get_input_tensor_by_name(request, name):
+        return next((t for t in request.tensors if t.name() == name), None)
+
+    @staticmethod
+    def get_output_config_by_name(model_config, name):
+        return next((o for o in model_config.get("output", []) if o["name"] == name), None)
+
+    @staticmethod
+    def triton_string_to_numpy(type_string):
+        return {"TYPE_FP32": np.float32, "TYPE_FP16": np.float16, "TYPE_UINT8": np.uint8,
+                "TYPE_INT64": np.int64}[type_string]
+
+
+def test_triton_python_model_opens_the_engine_with_the_options_triton_passes(
+        dumps, onnx_variants, tmp_path, monkeypatch):
+    """The Triton Python model (serve/python_model.py) as Triton drives it: ``initialize`` with
+    the args Triton passes (all strings: model_config JSON, model_instance_kind "GPU",
+    model_instance_device_id, model_repository, model_version, names; python_backend README),
+    our runner_options (CUDA graphs), several requests merged into one batch, ``finalize``;
+    the engine's TensorRT calls checked against the real 10.3 API, GPU 1 emulated."""
+    from google.protobuf import json_format
+
+    from xception_trt.serve import RepositoryOptions, python_model, write_repository
+    from xception_trt.serve.validate import validate_config_text
+    from xception_trt.trt import cuda as trt_cuda
+    from xception_trt.trt import runtime as runtime_mod
+
+    h = Harness(dumps["10.3.0"], "10.3.0", monkeypatch)
+    art = builder_mod.build_engine(onnx_variants["float"], h.config(max_batch=4),
+                                   output=tmp_path / "m.engine")
+    repo = write_repository(art.path, tmp_path / "repo", options=RepositoryOptions(
+        triton_backend="python", instance_kind="gpu", gpus=(1,),
+        runner_options={"cuda_graphs": True})).root
+    model_dir = repo / "xception"
+    config = json_format.MessageToDict(
+        validate_config_text((model_dir / "config.pbtxt").read_text()),
+        preserving_proto_field_name=True)
+    opened: list[int] = []
+
+    def emulated(index, binding=None):
+        be = EmuBackend()
+        be.device = int(index)
+        opened.append(int(index))
+        return trt_cuda.CudaDevice(int(index), be)
+
+    monkeypatch.setattr(runtime_mod, "CudaDevice", emulated)
+    monkeypatch.setattr(python_model, "pb_utils", _PbUtils)
+    h.world.capturing = None
+    model = python_model.TritonPythonModel()
+    model.initialize({"model_config": json.dumps(config), "model_instance_kind": "GPU",
+                      "model_instance_name": "xception_0_0", "model_instance_device_id": "1",
+                      "model_repository": str(model_dir), "model_version": "1",
+                      "model_name": "xception"})
+    assert opened == [1] and model.runner.device == "cuda:1" and model.runner.cuda_graphs
+    requests = [_PbUtils.InferenceRequest([_PbUtils.Tensor(
+        "input", np.zeros((n, 3, 71, 71), np.float32))]) for n in (1, 2)]
+    responses = model.execute(requests)
+    assert [r.error for r in responses] == [None, None]
+    assert [r.output_tensors[0].as_numpy().shape for r in responses] == [(1, 4), (2, 4)]
+    model.finalize()
+    h.assert_clean()
+
+
+def test_rtx_multi_target_builds_and_the_bundle_cache_build(dumps, onnx_variants,
+                                                            tiny_checkpoint, tmp_path,
+                                                            monkeypatch):
+    """TensorRT-RTX builds for several compute capabilities in one engine
+    (num_compute_capabilities, then set_compute_capability(cc, index): RTX-1), and the bundle
+    cache builds one for the GPU it runs on, through the real TensorRT-RTX API."""
+    from xception_trt.bundle.cache import resolve
+    from xception_trt.bundle.facts import DeviceFacts, FlavourFact, GpuFact
+    from xception_trt.bundler import write_bundle
+    from xception_trt.sidecar import read_sidecar
+
+    bundle = write_bundle(source=tiny_checkpoint, output=tmp_path / "m.xtrt",
+                          local_engines=False, max_batch=2).path
+    h = Harness(dumps["rtx"], "rtx", monkeypatch)
+    art = builder_mod.build_engine(onnx_variants["float"],
+                                   h.config(cc=("sm86", "sm89", "sm120"), max_batch=2),
+                                   output=tmp_path / "multi.engine")
+    assert h.world.built[-1]["ccs"] == {0: "SM86", 1: "SM89", 2: "SM120"}
+    assert art.sidecar.targets == ("SM86", "SM89", "SM120")
+    facts = DeviceFacts(flavours=(FlavourFact("tensorrt_rtx", h.api.version),),
+                        gpus=(GpuFact(0, "NVIDIA GeForce RTX 4090", "8.9"),), onnx=True)
+    res = resolve(bundle, precision="fp32", facts=facts, cache_dir=tmp_path / "cache")
+    assert res.built and read_sidecar(res.path).targets == ("SM89",)
+    assert h.world.built[-1]["ccs"] == {0: "SM89"}
+    h.assert_clean()
+
+
+def test_bench_precision_rtx_build_calls(dumps, onnx_variants, monkeypatch):
+    """benchmarks/bench_precision.py calls tensorrt_rtx directly (its own logger, parser,
+    profile, one compute-capability target): driven through the real TensorRT-RTX API."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_precision", Path(__file__).resolve().parents[1] / "benchmarks" /
+        "bench_precision.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    h = Harness(dumps["rtx"], "rtx", monkeypatch)
+    result = bench._rtx_build(onnx_variants["float"], 71)
+    assert result["built"] is True and result["tensorrt_rtx"] == h.api.version
+    assert h.world.built[-1]["ccs"] == {0: "SM86"}
+    h.assert_clean()
+
+
+def test_our_logger_with_every_severity_of_every_version(dumps, key, monkeypatch, caplog):
+    """trt/logger.py as TensorRT drives it: ``log(severity, msg)`` with each real
+    ``ILogger.Severity`` member (pybind11 enums, not ints): errors kept for the raised error,
+    warnings to logging, the verbose layer summary kept when asked."""
+    import logging
+
+    from xception_trt.trt.logger import make_logger
+
+    h = Harness(dumps[key], key, monkeypatch)
+    sev = h.api.module.ILogger.Severity
+    logger = make_logger(h.api.module, capture_layers=True)
+    with caplog.at_level(logging.WARNING, logger="xception_trt.trt.logger"):
+        for member, msg in ((sev.INTERNAL_ERROR, "internal"), (sev.ERROR, "error"),
+                            (sev.WARNING, "warning"), (sev.INFO, "info"),
+                            (sev.VERBOSE, "Layers:\nName: conv")):
+            logger.log(sev(int(member)), msg)  # as TensorRT passes it: a new enum object
+    assert logger.take() == "internal | error" and logger.errors == []
+    assert logger.layers_text == "Layers:\nName: conv"
+    assert [r.getMessage() for r in caplog.records] == ["TensorRT: warning"]
+    h.assert_clean()
+
+
+def test_a_failed_open_drops_tensorrt_objects_on_the_devices_context(dumps, onnx_variants,
+                                                                     tmp_path, monkeypatch):
+    """Issue 26 (suspected): after a failed open the runner dropped its TensorRT objects (engine,
+    runtime) outside any CUDA context (_abort); TensorRT frees device memory when they go, which
+    needs the engine's context current. Now they are dropped inside the backend's scope."""
+    import weakref
+
+    from test_cuda_rules import _DepthEmu
+
+    from xception_trt.errors import EngineError
+    from xception_trt.trt import runtime as runtime_mod
+
+    h = Harness(dumps["10.3.0"], "10.3.0", monkeypatch)
+    art = builder_mod.build_engine(onnx_variants["float"], h.config(max_batch=4),
+                                   output=tmp_path / "e.engine")
+    side = json.loads(art.sidecar_path.read_text())
+    side["input_format"] = "uint8-nhwc"  # the sidecar of another engine: refused after loading
+    art.sidecar_path.write_text(json.dumps(side))
+    be = _DepthEmu()
+    freed: list[int] = []
+    real = runtime_mod.deserialize
+
+    def watched(*a, **kw):
+        logger, runtime, engine = real(*a, **kw)
+        weakref.finalize(engine, lambda: freed.append(be.depth))
+        return logger, runtime, engine
+
+    monkeypatch.setattr(runtime_mod, "deserialize", watched)
+    with pytest.raises(EngineError, match="its sidecar says"):
+        runtime_mod.TensorRTRunner(art.path, cuda_binding=be)  # type: ignore[arg-type]
+    assert freed == [1]
+    h.assert_clean()

@@ -37,7 +37,12 @@ from .contract import (
     input_spec_for,
     output_spec_for,
 )
-from .errors import ConfigError, EngineError, renamed
+from .errors import (
+    ConfigError,
+    EngineError,
+    XceptionTRTError,
+    renamed,
+)
 from .extras import needs
 from .fsio import path_problem
 from .onnx_meta import INPUT_NAME, OUTPUT_NAME
@@ -578,8 +583,32 @@ def check_runner_options(paths: Sequence[str | os.PathLike[str]], *,
             raise ConfigError(f"{RUNNER_OPTIONS[option]} need {_entry_types(takers)}; "
                               f"{names} would ignore them — drop the option or give such a "
                               "model")
+    if cuda_graphs:
+        _refuse_dla_graphs(paths)
     if providers is not None:
         check_providers(providers)
+
+
+def _refuse_dla_graphs(paths: Sequence[str | os.PathLike[str]]) -> None:
+    """CUDA graphs and DLA offloading do not go together (trtexec refuses the pair: TensorRT
+    ``samples/common/sampleOptions.cpp``; NVIDIA/TensorRT issue 3524): refuse ``cuda_graphs``
+    for an engine whose sidecar records a DLA core, before any work (the runner refuses it
+    too when it opens). An engine whose sidecar cannot be read is left to the runner's
+    own, fuller error."""
+    from .sidecar import read_sidecar
+
+    for p in paths:
+        if runner_kind(p) is not RunnerKind.TENSORRT:
+            continue
+        try:
+            core = read_sidecar(Path(p)).option("dla_core")
+        except XceptionTRTError:
+            continue
+        if core is not None:
+            raise ConfigError(f"--cuda-graphs cannot be used with {Path(p).name}: it runs on "
+                              f"DLA core {core}, and CUDA graphs and DLA offloading are not "
+                              "supported together (as trtexec says) — drop --cuda-graphs, or "
+                              "use an engine built without --dla-core")
 
 
 @dataclass(frozen=True)

@@ -8,15 +8,23 @@ frame under ``xception_trt/``), and raised (``AttributeError`` / ``TypeError`` s
 pybind11 would). Recorded mismatches survive an ``except Exception`` in our code: the tests
 assert the record is empty.
 
-Enum members are :class:`enum.IntEnum` members with the real names and values. Calls return a
-double of the documented return type (``-> tensorrt.ICudaEngine``), or what the *world*
-(world.py: the scenario and NVIDIA's documented rules) answers for that member.
+Enum members behave as the real bindings' pybind11 enums do (checked against the real 8.6,
+10.3, 11.4 and TensorRT-RTX bindings, ``tests/test_trt_api_conformance.py``): the real names and
+values, ``int()`` / ``operator.index`` / ``.value`` / ``.name`` / ``hash`` of the value, but
+*not* ints: a member never equals an int or a member of another enum, is always true, does
+not order or combine with ``|``, and prints as ``TensorIOMode.INPUT``. A Python subclass of a
+class with a constructor (``ILogger``, ``IProgressMonitor``) that overrides ``__init__``
+without calling the base's raises ``TypeError`` ("... __init__() must be called when
+overriding __init__", pybind11). Property writes are checked against the setter's type, also
+for setter-only properties (``IExecutionContext.device_memory``), which cannot be read. Calls
+return a double of the documented return type (``-> tensorrt.ICudaEngine``), or what the
+*world* (world.py: the scenario and NVIDIA's documented rules) answers for that member.
 """
 
 from __future__ import annotations
 
-import enum
 import importlib.machinery
+import operator
 import re
 import sys
 import types
@@ -75,19 +83,19 @@ _BUFFER_CLASSES = ("IHostMemory",)
 #: Special methods the generated classes take over from the dump (``Dims`` is a sequence).
 _SEQUENCE_DUNDERS = ("__len__", "__getitem__", "__iter__")
 
-_PROBE = re.compile(r"\bhasattr\(|\bgetattr\([^()]*,[^()]*,")
-
-
-def _is_probe() -> bool:
-    """Our line asks whether a member exists (``hasattr`` / ``getattr`` with a default): a
-    missing member is an answer there, not a mismatch."""
+def _is_probe(name: str) -> bool:
+    """Our line asks whether member ``name`` exists (``hasattr(x, "name")`` /
+    ``getattr(x, "name", default)``): a missing member is an answer there, not a mismatch. Only
+    that very name counts: a misspelt read of another member on the same line is recorded."""
     import linecache
 
+    probe = re.compile(r"\bhasattr\([^()]*,\s*[\"']" + re.escape(name) + r"[\"']\s*\)"
+                       r"|\bgetattr\([^()]*,\s*[\"']" + re.escape(name) + r"[\"']\s*,")
     frame = sys._getframe(1)
     while frame is not None:
         if frame.f_code.co_filename.startswith(_PACKAGE_DIR):
             line = linecache.getline(frame.f_code.co_filename, frame.f_lineno)
-            return bool(_PROBE.search(line))
+            return bool(probe.search(line))
         frame = frame.f_back
     return False
 
@@ -214,7 +222,11 @@ class _CheckedMeta(type):
         raise api.missing(f"{cls._trt_name}.{name}", f"{cls._trt_name} has no attribute {name!r}")
 
 
-class _CheckedEnumMeta(enum.EnumMeta):
+class _CheckedEnumMeta(type):
+    """The class of a generated enum: members are class attributes; ``Enum(value)`` makes a
+    *new* object equal to the member (pybind11 does, so ``is`` never matches a value TensorRT
+    returns); unknown members are mismatches; not iterable (``__members__`` lists them)."""
+
     def __getattr__(cls, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
@@ -225,13 +237,96 @@ class _CheckedEnumMeta(enum.EnumMeta):
                           f"enum {cls._trt_name} has no member {name!r} (members: "
                           f"{', '.join(cls.__members__)})")
 
+    def __call__(cls, value: Any) -> Any:
+        obj = object.__new__(cls)
+        obj._value_ = operator.index(value)
+        return obj
 
-class CheckedEnum(enum.IntEnum, metaclass=_CheckedEnumMeta):
-    """Base of the generated enums."""
+    @property
+    def __members__(cls) -> dict[str, Any]:
+        return dict(cls._members)
+
+
+class CheckedEnum(metaclass=_CheckedEnumMeta):
+    """Base of the generated enums: a pybind11 enum (``py::enum_`` without ``py::arithmetic``;
+    none of TensorRT's is arithmetic), as the real bindings behave: ``int()``,
+    ``operator.index``, ``.value`` and ``hash`` give the value, ``.name`` the member's name;
+    equality only with a member of the same enum and value (never with an int, nor across
+    enums); always true; no ordering, no ``|``; ``str`` ``TensorIOMode.INPUT``, ``repr``
+    ``<TensorIOMode.INPUT: 1>``."""
+
+    _members: dict[str, Any] = {}
+    _value_: int
+
+    @classmethod
+    def _make(cls, name: str, members: list[tuple[str, int]]) -> type:
+        enum_cls = _CheckedEnumMeta(name, (cls,), {"__qualname__": name,
+                                                   "__module__": "tensorrt"})
+        table = {}
+        for member, value in members:
+            obj = object.__new__(enum_cls)
+            obj._value_ = int(value)
+            type.__setattr__(enum_cls, member, obj)
+            table[member] = obj
+        type.__setattr__(enum_cls, "_members", table)
+        return enum_cls
+
+    @property
+    def value(self) -> int:
+        return self._value_
+
+    @property
+    def name(self) -> str:
+        return next((n for n, m in type(self)._members.items() if m._value_ == self._value_),
+                    "???")
+
+    def __int__(self) -> int:
+        return self._value_
+
+    def __index__(self) -> int:
+        return self._value_
+
+    def __hash__(self) -> int:
+        return hash(self._value_)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other._value_ == self._value_  # type: ignore[attr-defined]
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __str__(self) -> str:
+        return f"{type(self).__name__}.{self.name}"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}.{self.name}: {self._value_}>"
 
 
 class Checked(metaclass=_CheckedMeta):
-    """Base of the generated classes: unknown instance attributes are mismatches."""
+    """Base of the generated classes: unknown instance attributes are mismatches; a Python
+    subclass that overrides ``__init__`` must call the generated base's (pybind11:
+    "__init__() must be called when overriding __init__", TypeError at construction)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("_generated") is None and "__init__" in cls.__dict__:
+            user_init = cls.__dict__["__init__"]
+
+            def __init__(self: Any, *args: Any, **kw: Any) -> None:
+                user_init(self, *args, **kw)
+                if not self.__dict__.get("_base_init_done"):
+                    base = next(k for k in type(self).__mro__
+                                if k.__dict__.get("_generated") is not None)
+                    api = base._api
+                    raise TypeError(str(api.record(
+                        f"{base._trt_name}() subclass {type(self).__name__}",
+                        f"{base._trt_name}.__init__() must be called when overriding "
+                        "__init__")))
+            __init__.__qualname__ = user_init.__qualname__
+            cls.__init__ = __init__  # type: ignore[misc]
 
     _api: ApiDouble
     _trt_name: str
@@ -239,6 +334,9 @@ class Checked(metaclass=_CheckedMeta):
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
+        if any(isinstance(k.__dict__.get(name), _Property) for k in type(self).__mro__):
+            # Python's fallback after a property refused the read (write-only): recorded there
+            raise AttributeError(f"{self._trt_name}.{name} is write-only (no getter)")
         raise self._api.missing(f"{self._trt_name}.{name}",
                                 f"{self._trt_name} has no attribute {name!r}")
 
@@ -280,8 +378,12 @@ class _Method:
 
 
 class _Property:
-    def __init__(self, owner: str, name: str, readonly: bool, returns: str) -> None:
+    def __init__(self, owner: str, name: str, readonly: bool, returns: str,
+                 takes: str = "", writeonly: bool = False) -> None:
         self.owner, self.name, self.readonly, self.returns = owner, name, readonly, returns
+        #: the setter's value type (its docstring); a setter-only property has no getter type
+        self.takes = takes or returns
+        self.writeonly = writeonly
 
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
         if obj is None:
@@ -322,7 +424,7 @@ class ApiDouble:
         return mismatch
 
     def missing(self, call: str, problem: str) -> MissingMember:
-        if _is_probe():
+        if _is_probe(call.rsplit(".", 1)[-1]):
             return MissingMember(f"{self.label}: {problem}")
         return MissingMember(str(self.record(call, problem)))
 
@@ -352,7 +454,7 @@ class ApiDouble:
             entry = classes[name]
             if "enum" in entry:
                 members = sorted(entry["enum"].items(), key=lambda kv: kv[1])
-                cls = CheckedEnum(name.rsplit(".", 1)[-1], members)
+                cls = CheckedEnum._make(name.rsplit(".", 1)[-1], members)
                 type.__setattr__(cls, "_api", self)
                 type.__setattr__(cls, "_trt_name", name)
                 self.classes[name] = cls
@@ -375,7 +477,12 @@ class ApiDouble:
                     ns[member] = _Method(name, member, sigs, kind == "static")
                 elif kind == "property":
                     returns = sigs[0].returns if sigs else "object"
-                    ns[member] = _Property(name, member, info["readonly"], returns)
+                    setters = [p for p in (parse_signature(t) for t in
+                                           info.get("setter_signatures", [])) if p is not None]
+                    takes = setters[0].params[-1].annotation \
+                        if setters and setters[0].params else ""
+                    ns[member] = _Property(name, member, info["readonly"], returns, takes,
+                                           bool(info.get("writeonly", False)))
             ns["__init__"] = _make_init(name)
             self.classes[name] = _CheckedMeta(name.rsplit(".", 1)[-1], bases, ns)
         # nested types and exported enum values (ILogger.Severity, Logger.WARNING)
@@ -462,8 +569,8 @@ class ApiDouble:
         if resolved is None:
             return None
         cls = self.classes[resolved]
-        if issubclass(cls, enum.Enum):
-            return next(iter(cls))
+        if issubclass(cls, CheckedEnum):
+            return next(iter(cls.__members__.values()))
         return self.instance(resolved)
 
     def instance(self, cls_name: str, /, *, _buffer: bytes = b"", **state: Any) -> Any:
@@ -498,6 +605,9 @@ class ApiDouble:
 
     def get_property(self, obj: Any, prop: _Property) -> Any:
         self.calls.add(f"{prop.owner}.{prop.name}")
+        if prop.writeonly:  # pybind11: AttributeError "unreadable attribute"
+            raise self.missing(f"{prop.owner}.{prop.name}",
+                               f"{prop.owner}.{prop.name} is write-only (no getter)")
         if prop.name in obj._state:
             return obj._state[prop.name]
         handler = self.world.handler(prop.owner, prop.name) if self.world else None
@@ -510,8 +620,8 @@ class ApiDouble:
         self.calls.add(f"{prop.owner}.{prop.name}=")
         if prop.readonly:
             raise MissingMember(str(self.record(call, f"{prop.owner}.{prop.name} is read-only")))
-        if not self.check_type(value, prop.returns):
-            raise BadCall(str(self.record(call, f"{prop.name} takes {prop.returns}, got "
+        if not self.check_type(value, prop.takes):
+            raise BadCall(str(self.record(call, f"{prop.name} takes {prop.takes}, got "
                                                 f"{type(value).__name__}")))
         obj._state[prop.name] = value
 
@@ -533,6 +643,7 @@ def _make_init(name: str) -> Callable[..., None]:
         for sig in sigs:
             bound, why = sig.bind(args, kwargs, api.check_type)
             if bound is not None:
+                object.__setattr__(self, "_base_init_done", True)
                 if api.world is not None:
                     api.world.constructed(self, name, bound)
                 return

@@ -64,7 +64,10 @@ def _dump_class(cls: type, out: dict[str, Any], seen: set[int]) -> None:
         if isinstance(raw, property):
             fget_sigs = _doc_signatures(raw.fget) if raw.fget else []
             entry["members"][name] = {"kind": "property", "readonly": raw.fset is None,
-                                      "signatures": fget_sigs}
+                                      "signatures": fget_sigs,
+                                      "writeonly": raw.fget is None,
+                                      "setter_signatures": (_doc_signatures(raw.fset)
+                                                            if raw.fset else [])}
         elif isinstance(raw, staticmethod):
             entry["members"][name] = {"kind": "static",
                                       "signatures": _doc_signatures(raw.__func__)}

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["WHEELS", "Wheel", "FetchError", "cache_dir", "fetch_wheel", "dump_wheel",
-           "dump_installed"]
+           "dump_installed", "run_real"]
 
 DUMP_SCRIPT = Path(__file__).with_name("dump_api.py")
 #: Bump when dump_api.py changes what it writes, so cached dumps are redone.
-DUMP_FORMAT = 1
+DUMP_FORMAT = 2  # 2: property setters' signatures (setter-only properties are type-checked)
 
 
 @dataclass(frozen=True)
@@ -160,6 +160,39 @@ def dump_wheel(wheel: Wheel, root: Path) -> dict:
               env_extra={"LD_LIBRARY_PATH": str(work / "lib"), "PYTHONPATH": str(work / "site")})
     os.replace(tmp, target)
     return json.loads(target.read_text())
+
+
+def run_real(version: str, script: Path, root: Path) -> str:
+    """Run ``script MODULE`` with the real bindings of ``version`` (a wheel version, or
+    ``"rtx"`` for the installed TensorRT-RTX) imported as :func:`dump_wheel` imports them, and
+    return its standard output.
+
+    Raises:
+        FetchError: The wheel cannot be downloaded or made importable.
+    """
+    if version == "rtx":
+        module, env_extra, cwd = "tensorrt_rtx", {}, None
+    else:
+        wheel = next(w for w in WHEELS if w.version == version)
+        work = root / "unpacked" / version
+        so = work / "site" / "tensorrt_bindings" / "tensorrt.so"
+        if not (so.is_file() and (work / "lib").is_dir()):
+            missing = [t for t in ("gcc", "nm", "readelf") if shutil.which(t) is None]
+            if missing:
+                raise FetchError(f"the stub libraries need {', '.join(missing)}")
+            whl = fetch_wheel(wheel, root)
+            if work.exists():
+                shutil.rmtree(work)
+            with zipfile.ZipFile(whl) as zf:
+                zf.extractall(work / "site")
+            _build_stubs(so, work / "lib")
+        module, cwd = "tensorrt_bindings", work
+        env_extra = {"LD_LIBRARY_PATH": str(work / "lib"), "PYTHONPATH": str(work / "site")}
+    proc = subprocess.run([sys.executable, str(script), module], env={**os.environ, **env_extra},
+                          cwd=cwd, capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{script.name} on {module} {version} failed:\n{proc.stderr[-3000:]}")
+    return proc.stdout
 
 
 def dump_installed(module: str, root: Path) -> dict:

@@ -11,6 +11,7 @@ Each ``_rule`` call cites the NVIDIA documentation it enforces (ids in RULES.md)
 from __future__ import annotations
 
 import json
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,13 +27,14 @@ class World:
 
     Attributes:
         num_dla_cores: ``Builder.num_DLA_cores`` / ``Runtime.num_DLA_cores`` (2 on AGX Orin).
+        max_dla_batch: ``Builder.max_DLA_batch_size``.
         parse_errors: The ONNX parser reports this many errors (node 0).
         compute: ``compute(stream, {name: (address, shape, numpy dtype)}, onnx_path)`` is
             called by ``execute_async_v3`` to stand in for the engine (e.g. ONNX Runtime on
             emulated device memory); ``None``: outputs are never written.
         capturing: ``capturing(stream) -> bool``: whether a stream is capturing a CUDA graph
             (the emulating CUDA backend knows); ``None``: never.
-        build_cc, integrated: The build GPU (what ``builder._first_gpu`` says, and what the
+        build_cc, integrated: The build GPU (what ``builder._build_gpu`` says, and what the
             builder checks hardware compatibility against).
         device_key: The device properties a timing cache records (TC-1).
         engine_validity: What TensorRT-RTX's ``get_engine_validity`` answers (name of an
@@ -41,6 +43,7 @@ class World:
     """
 
     num_dla_cores: int = 0
+    max_dla_batch: int = 4096
     parse_errors: int = 0
     compute: Any = None
     capturing: Any = None
@@ -89,7 +92,10 @@ class World:
         return obj._state["_dims"][args["arg0"]]  # IndexError past the end, as pybind11
 
     def _enum(self, enum_name: str, member: str) -> Any:
-        return getattr(self.api.classes[enum_name], member)
+        """An enum value as TensorRT returns it: a new object equal to the member (pybind11
+        converts each returned value anew, so ``is`` does not match it)."""
+        cls = self.api.classes[enum_name]
+        return cls(getattr(cls, member).value)
 
     # -- module functions -------------------------------------------------------------------
     def h_module__nptype(self, obj: Any, args: dict, returns: str) -> Any:
@@ -105,9 +111,15 @@ class World:
     def h_Builder__num_DLA_cores(self, obj: Any, args: dict, returns: str) -> int:
         return self.num_dla_cores
 
+    def h_Builder__max_DLA_batch_size(self, obj: Any, args: dict, returns: str) -> int:
+        """DLA's largest batch ("The maximum supported batch size is 4096", TensorRT "DLA
+        Supported Layers and Restrictions")."""
+        return self.max_dla_batch
+
     def h_Builder__create_network(self, obj: Any, args: dict, returns: str) -> Any:
         flags = int(args.get("flags", 0))
         names = [m.name for m in self.api.classes["NetworkDefinitionCreationFlag"]
+                 .__members__.values()
                  if flags & (1 << int(m))]
         return self.api.instance("INetworkDefinition", _flags=names, _inputs=[], _outputs=[])
 
@@ -138,6 +150,19 @@ class World:
             return False
         obj._state["num_errors"] = 0
         return True
+
+    def h_OnnxParser__parse(self, obj: Any, args: dict, returns: str) -> bool:
+        """``parse(model bytes)``: as ``parse_from_file`` on those bytes."""
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(suffix=".onnx", delete=False) as f:
+            f.write(bytes(args["model"]))
+        try:
+            return self.h_OnnxParser__parse_from_file(obj, {"model": f.name}, returns)
+        finally:
+            import os
+
+            os.unlink(f.name)
 
     def h_OnnxParser__get_error(self, obj: Any, args: dict, returns: str) -> Any:
         return self.api.instance("ParserError")
@@ -332,7 +357,7 @@ class World:
         if plan["dla_core"] is not None and obj._state.get("DLA_core") != plan["dla_core"]:
             self._rule("Runtime.deserialize_cuda_engine", "DLA-2 set Runtime.DLA_core to the "
                        f"core the engine was built for ({plan['dla_core']}) before deserializing")
-        return self.api.instance("ICudaEngine", _plan=plan)
+        return self.api.instance("ICudaEngine", _plan=plan, _logger=obj._state.get("_logger"))
 
     def _io(self, engine: Any) -> dict[str, dict[str, Any]]:
         plan = engine._state["_plan"]
@@ -387,19 +412,66 @@ class World:
                                        "Outputs": [{"Format/Datatype": "Float"}],
                                        "TacticName": "double"}]})
 
+    # -- optimization profiles per execution context (PROF-1) ------------------------------
+    @property
+    def _one_holder_per_profile(self) -> bool:
+        """TensorRT before 9.0 (8.6): a profile is held by one live context at a time; a new
+        context gets profile 0 only when no other context holds it, else -1 (8.6
+        ``NvInferRuntime.h``: ``createExecutionContext`` "will call setOptimizationProfile(0)
+        implicitly if there are no other execution contexts assigned to optimization profile
+        0"; ``getOptimizationProfile``: -1 "and all calls to enqueueV2()/enqueueV3()/
+        executeV2() will fail until a valid profile index has been set"; NVIDIA/TensorRT
+        issue 846: "Profile 0 has been chosen by another IExecutionContext"). 9.0+ and
+        TensorRT-RTX: every context starts on profile 0."""
+        return self.major < 9 and not self.api.label.startswith("tensorrt_rtx")
+
+    def _holder(self, engine: Any, profile: int) -> Any:
+        """The live context of ``engine`` that holds ``profile`` (contexts are freed with their
+        last reference, as TensorRT's Python objects are)."""
+        for ctx in list(engine._state.setdefault("_contexts", weakref.WeakSet())):
+            if ctx._state.get("_profile") == profile:
+                return ctx
+        return None
+
+    def _new_context(self, engine: Any, **state: Any) -> Any:
+        profile = 0
+        if self._one_holder_per_profile and self._holder(engine, 0) is not None:
+            profile = -1
+        ctx = self.api.instance("IExecutionContext", _engine=engine, _shapes={}, _addresses={},
+                                _profile=profile, **state)
+        engine._state.setdefault("_contexts", weakref.WeakSet()).add(ctx)
+        return ctx
+
+    def h_IExecutionContext__active_optimization_profile(self, obj: Any, args: dict,
+                                                         returns: str) -> int:
+        return int(obj._state["_profile"])
+
+    def h_IExecutionContext__set_optimization_profile_async(self, obj: Any, args: dict,
+                                                            returns: str) -> bool:
+        engine, index = obj._state["_engine"], int(args["profile_index"])
+        if not 0 <= index < max(len(engine._state["_plan"]["profiles"]), 1):
+            self._log(engine, "ERROR", f"profile index {index} is out of range")
+            return False
+        holder = self._holder(engine, index) if self._one_holder_per_profile else None
+        if holder is not None and holder is not obj:
+            self._log(engine, "ERROR", f"Profile {index} has been chosen by another "
+                      "IExecutionContext. Use another profileIndex or destroy the "
+                      "IExecutionContext that use this profile.")
+            return False
+        obj._state["_profile"] = index
+        return True
+
     def h_ICudaEngine__create_execution_context(self, obj: Any, args: dict, returns: str) -> Any:
         strategy = args.get("strategy")
         config = args.get("runtime_config")
         if config is not None:
             strategy = config._state.get("_strategy")
         user = strategy is not None and strategy.name == "USER_MANAGED"
-        return self.api.instance("IExecutionContext", _engine=obj, _shapes={}, _addresses={},
-                                 _config=config, _needs_memory=user)
+        return self._new_context(obj, _config=config, _needs_memory=user)
 
     def h_ICudaEngine__create_execution_context_without_device_memory(
             self, obj: Any, args: dict, returns: str) -> Any:
-        return self.api.instance("IExecutionContext", _engine=obj, _shapes={}, _addresses={},
-                                 _config=None, _needs_memory=True)
+        return self._new_context(obj, _config=None, _needs_memory=True)
 
     _ACTIVATION_BYTES = 3 << 20
 
@@ -490,6 +562,13 @@ class World:
         if "device_memory" in obj._state:  # the property write (8.6 / 10.0 path)
             self._set_memory(obj, int(obj._state["device_memory"]), None,
                              "IExecutionContext.device_memory")
+        if obj._state["_profile"] < 0:
+            self._rule("IExecutionContext.execute_async_v3", "PROF-1 TensorRT 8.6: this context "
+                       "has no optimization profile (profile 0 went to the engine's first "
+                       "context); every enqueue fails until one is set")
+            self._log(engine, "ERROR", "IExecutionContext::enqueueV3: optimization profile "
+                      "not set")
+            return False
         if obj._state.get("_needs_memory") and obj._state.get("_memory") is None:
             self._rule("IExecutionContext.execute_async_v3", "MEM-1 a context created without "
                        "device memory (USER_MANAGED / without_device_memory) gets it first")

@@ -232,7 +232,8 @@ def _built(bundle: Bundle, choice: Choice, root: Path) -> tuple[Path, bool]:
         onnx_path, _ = _onnx_file(bundle, target.onnx_precision, root)
         # the file was just checked against (or extracted and verified as) the member's digest
         art = build_engine(OnnxSource.read(onnx_path, sha256=onnx_sha),
-                           _build_config(target, choice.precision), output=engine)
+                           _build_config(target, choice.precision), output=engine,
+                           device=target.gpu.index)
         if art.sidecar.cache_key != key:  # the folder name must describe what is in it
             raise BundleError(f"the engine built in {folder} has cache key "
                               f"{art.sidecar.cache_key[:12]}, expected {key[:12]}; report this")

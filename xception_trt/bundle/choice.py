@@ -147,7 +147,8 @@ def engine_mismatch(entry: EngineEntry, facts: DeviceFacts, request: Request) ->
     gpu = facts.gpu(request.device)
     try:
         check_sidecar_compat(side, flavour.name, flavour.version,
-                             gpu.compute_capability if gpu else None)
+                             gpu.compute_capability if gpu else None,
+                             integrated=gpu.integrated if gpu else False)
     except EngineError as exc:
         return _short(exc)
     if request.max_batch is not None and side.max_batch is not None \

@@ -163,7 +163,8 @@ def diagnose(path: str | os.PathLike[str] | None, *, facts: DeviceFacts,
         gpu = facts.gpu(device)
         try:
             check_sidecar_compat(side, flavour.name, flavour.version,
-                                 gpu.compute_capability if gpu else None)
+                                 gpu.compute_capability if gpu else None,
+                                 integrated=gpu.integrated if gpu else False)
         except EngineError as exc:
             row["loads"], row["why"] = False, str(exc)
     prebuild = {t: f"{side.rebuild_command} --flavour tensorrt_rtx --cc {t.lower()}"

@@ -20,11 +20,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class GpuFact(JsonMixin):
-    """A GPU: CUDA ordinal, name and compute capability (``"8.6"``)."""
+    """A GPU: CUDA ordinal, name, compute capability (``"8.6"``) and whether it is an
+    integrated GPU (Jetson: the engine rules differ there, e.g. no hardware-compatible engines
+    on JetPack)."""
 
     index: int
     name: str
     compute_capability: str
+    integrated: bool = False
 
     @property
     def sm(self) -> str:
@@ -78,7 +81,8 @@ class DeviceFacts(JsonMixin):
                 flavours=tuple(FlavourFact(str(f["name"]), str(f["version"]))
                                for f in data.get("flavours") or ()),
                 gpus=tuple(GpuFact(int(g["index"]), str(g["name"]),
-                                   str(g["compute_capability"])) for g in data.get("gpus") or ()),
+                                   str(g["compute_capability"]), _flag(g, "integrated"))
+                           for g in data.get("gpus") or ()),
                 driver=data.get("driver"), dla_cores=int(data.get("dla_cores") or 0),
                 ort_version=data.get("ort_version"),
                 ort_providers=tuple(str(p) for p in data.get("ort_providers") or ()),
@@ -86,6 +90,14 @@ class DeviceFacts(JsonMixin):
                 gpu_reason=str(data.get("gpu_reason") or ""))
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"invalid device facts ({type(exc).__name__}: {exc})") from None
+
+
+def _flag(data: Mapping[str, Any], key: str) -> bool:
+    """An optional boolean field (absent: ``False``, as recorded before it existed)."""
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} must be true or false, got {value!r}")
+    return value
 
 
 def probe_facts() -> DeviceFacts:
@@ -101,7 +113,8 @@ def probe_facts() -> DeviceFacts:
     ort = sysinfo.ort_facts()
     return DeviceFacts(
         flavours=sysinfo.flavours(),
-        gpus=tuple(GpuFact(g.index, g.name, g.compute_capability) for g in report.gpus),
+        gpus=tuple(GpuFact(g.index, g.name, g.compute_capability, g.integrated)
+                   for g in report.gpus),
         driver=report.driver, dla_cores=sysinfo.dla_cores(), ort_version=ort.version,
         ort_providers=ort.providers, onnx=sysinfo.onnx_installed(),
         host=sysinfo.platform_facts().host, gpu_reason=report.reason)

@@ -183,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
 
     context = run_context()  # before measuring: the load and clocks the run started from
     monitor = (PowerMonitor(None, reason="power: not measured (--no-power)") if args.no_power
-               else open_monitor())
+               else open_monitor(pci_bus_id=_cuda_gpu_bus_id(0)))
     results = []
     per_call = config.warmup + config.iterations
     with monitor:
@@ -248,3 +248,12 @@ def print_latency_summary(doc: dict) -> None:
     print(f"{'runner':<{w}}  batch  median ms   p99 ms   images/s")
     for name, b, med, p99, tp in rows:
         print(f"{name:<{w}}  {b:>5}  {med:>9.3f}  {p99:>7.3f}  {tp:>9.1f}")
+
+
+def _cuda_gpu_bus_id(device: int) -> str | None:
+    """PCI bus id of CUDA device ``device`` (the runners' GPU), so that NVML measures that GPU
+    and not NVML's own index ``device`` (issue 26 item 7); ``None`` where unknown."""
+    from ..sysinfo import devices
+
+    gpu = next((g for g in devices().gpus if g.index == device), None)
+    return gpu.pci_bus_id if gpu is not None else None

@@ -50,7 +50,8 @@ def _jtop_client() -> Any:
 
 def open_monitor(*, period_s: float = DEFAULT_PERIOD_S, sysfs: str | os.PathLike[str] = "/sys",
                  model_file: str | os.PathLike[str] = "/proc/device-tree/model",
-                 nvml: Any = None, gpu_index: int = 0, use_jtop: bool = True) -> PowerMonitor:
+                 nvml: Any = None, gpu_index: int = 0, use_jtop: bool = True,
+                 pci_bus_id: str | None = None) -> PowerMonitor:
     """The power monitor this machine supports (never raises for a missing one).
 
     Args:
@@ -58,8 +59,12 @@ def open_monitor(*, period_s: float = DEFAULT_PERIOD_S, sysfs: str | os.PathLike
         sysfs: Where sysfs is (a recorded tree in tests).
         model_file: The device-tree model file (names the board in notes).
         nvml: The ``pynvml`` module or a double (default: import nvidia-ml-py).
-        gpu_index: NVML index of the GPU to measure on desktops.
+        gpu_index: NVML index of the GPU to measure on desktops (NVML's order, not CUDA's:
+            prefer ``pci_bus_id``).
         use_jtop: Try jetson-stats when sysfs has no INA3221 rails.
+        pci_bus_id: PCI bus id of the GPU to measure (the CUDA device the run uses:
+            :attr:`xception_trt.trt.devices.GpuInfo.pci_bus_id`); takes precedence over
+            ``gpu_index``.
 
     Returns:
         A :class:`PowerMonitor`; ``available`` is false and ``reason`` says why when nothing
@@ -91,7 +96,8 @@ def open_monitor(*, period_s: float = DEFAULT_PERIOD_S, sysfs: str | os.PathLike
                 client.close()
                 reasons.append(f"jetson-stats: {exc}")
     try:
-        return PowerMonitor(NvmlSource(index=gpu_index, nvml=nvml), period_s=period_s)
+        return PowerMonitor(NvmlSource(index=gpu_index, nvml=nvml, pci_bus_id=pci_bus_id),
+                            period_s=period_s)
     except NvmlUnavailable as exc:
         reasons.append(f"NVML: {exc}")
     return PowerMonitor(None, reason="power: not available — " + "; ".join(reasons),

@@ -66,11 +66,15 @@ def _text(value: Any) -> Any:
 
 
 class NvmlSource:
-    """Power of one GPU through NVML (index = NVML's order, by default GPU 0)."""
+    """Power of one GPU through NVML: the GPU at ``pci_bus_id`` (how a CUDA device is found in
+    NVML: "The NVML index may not correlate with other APIs, such as the CUDA device index",
+    NVML API reference, ``nvmlDeviceGetHandleByIndex``; NVML also ignores
+    ``CUDA_VISIBLE_DEVICES``), else NVML's ``index`` (by default its first GPU)."""
 
     scope = "gpu"
 
-    def __init__(self, *, index: int = 0, nvml: Any = None) -> None:
+    def __init__(self, *, index: int = 0, nvml: Any = None,
+                 pci_bus_id: str | None = None) -> None:
         """Start NVML and check that this GPU reports energy or power.
 
         Raises:
@@ -82,11 +86,19 @@ class NvmlSource:
         self._open = True
         try:
             count, why = _query(nvml, "nvmlDeviceGetCount")
-            if not count or index >= count:
-                raise NvmlUnavailable(f"NVML sees {count or 0} GPU(s), no GPU {index}"
-                                      + (f" ({why})" if why else ""))
-            self._handle = nvml.nvmlDeviceGetHandleByIndex(index)
-            gpu = _text(_query(nvml, "nvmlDeviceGetName", self._handle)[0]) or f"GPU {index}"
+            if pci_bus_id is not None:
+                self._handle, why = _query(nvml, "nvmlDeviceGetHandleByPciBusId", pci_bus_id)
+                if self._handle is None:
+                    raise NvmlUnavailable(f"NVML has no GPU at PCI bus id {pci_bus_id}"
+                                          + (f" ({why})" if why else ""))
+                label = f"at PCI {pci_bus_id}"
+            else:
+                if not count or index >= count:
+                    raise NvmlUnavailable(f"NVML sees {count or 0} GPU(s), no GPU {index}"
+                                          + (f" ({why})" if why else ""))
+                self._handle = nvml.nvmlDeviceGetHandleByIndex(index)
+                label = str(index)
+            gpu = _text(_query(nvml, "nvmlDeviceGetName", self._handle)[0]) or f"GPU {label}"
             energy, why_energy = _query(nvml, "nvmlDeviceGetTotalEnergyConsumption",
                                         self._handle)
             power, why_power = _query(nvml, "nvmlDeviceGetPowerUsage", self._handle)
@@ -100,9 +112,9 @@ class NvmlSource:
         self._has_power = power is not None
         self.name = "nvml"
         self.gpu = gpu
-        self.rails: tuple[str, ...] = (f"GPU {index}",) if self._has_power else ()
+        self.rails: tuple[str, ...] = (f"GPU {label}",) if self._has_power else ()
         self.total_rail = self.rails[0] if self.rails else None
-        notes = [f"NVML GPU {index} ({gpu}): the GPU board only; host CPU and memory are not "
+        notes = [f"NVML GPU {label} ({gpu}): the GPU board only; host CPU and memory are not "
                  "included"]
         if not self._has_energy:
             notes.append(f"no energy counter ({why_energy}): energy = mean of power samples x "

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from .. import __version__
 from ..config import BuildConfig, Precision
-from ..errors import BuildError, EngineError, renamed
+from ..errors import BuildError, DependencyError, EngineError, renamed
 from ..fsio import (
     atomic_write_bytes,
     check_writable_dir,
@@ -130,7 +130,7 @@ def resolve_flavour(backend: str | None = None) -> TensorRTFlavour:
     if backend is not None:
         return import_flavour(backend)
     found = {f.name: f for f in probed_flavours()}
-    if "tensorrt" in found and ("tensorrt_rtx" not in found or _first_gpu() is not None):
+    if "tensorrt" in found and ("tensorrt_rtx" not in found or _build_gpu() is not None):
         return found["tensorrt"]
     if "tensorrt_rtx" in found:
         return found["tensorrt_rtx"]
@@ -153,30 +153,60 @@ def dla_core_count(backend: str | None = None) -> int:
     return int(builder.num_DLA_cores) if builder is not None else 0
 
 
-def _first_gpu() -> dict[str, Any] | None:
+def _build_gpu(device: int = 0) -> dict[str, Any] | None:
+    """The GPU of CUDA ordinal ``device`` (``None``: no GPU at all).
+
+    Raises:
+        BuildError: There are GPUs but none has that ordinal.
+    """
     from .devices import probed_devices
 
     report = probed_devices()
     if not report.gpus:
         return None
-    gpu = report.gpus[0]
+    gpu = next((g for g in report.gpus if g.index == device), None)
+    if gpu is None:
+        raise BuildError(f"there is no GPU {device} here (CUDA ordinals "
+                         f"{', '.join(str(g.index) for g in report.gpus)}); pick one of them")
     return {"index": gpu.index, "name": gpu.name, "compute_capability": gpu.compute_capability,
             "integrated": gpu.integrated}
 
 
-def _device_and_targets(flavour: TensorRTFlavour, config: BuildConfig
+def _select_build_device(device: int) -> None:
+    """Make GPU ``device`` current on this thread before TensorRT builds: the builder builds on
+    (and records) whatever device is current ("To select the GPU, use cudaSetDevice() before
+    calling the builder or deserializing the engine", TensorRT FAQ, quoted in NVIDIA/TensorRT
+    issues 322 and 634).
+
+    Raises:
+        BuildError: ``device`` is not 0 and cannot be selected (no cuda-python, no driver).
+    """
+    from .cuda import CudaPythonBackend
+
+    try:
+        CudaPythonBackend(device)  # cudaSetDevice(device) on this thread; holds nothing
+    except (DependencyError, EngineError) as exc:
+        if device == 0:  # CUDA's default device: TensorRT builds there anyway
+            log.debug("could not select GPU 0 for the build: %s", exc)
+            return
+        raise BuildError(f"cannot select GPU {device} for the build (cudaSetDevice): {exc}; "
+                         "install cuda-python (pip install 'xception-trt[cuda]') or build on "
+                         "GPU 0") from None
+
+
+def _device_and_targets(flavour: TensorRTFlavour, config: BuildConfig, device: int = 0
                         ) -> tuple[dict[str, Any] | None, list[str] | None]:
     if flavour.is_rtx:
         targets = list(config.cc) or None
         if targets == ["CURRENT"]:
-            gpu = _first_gpu()
+            gpu = _build_gpu(device)
             if gpu is None:
                 raise BuildError("compute capability CURRENT builds for the GPU in this machine "
                                  "and none was found; name the targets instead, e.g. --cc sm86 "
                                  "sm89 sm120")
             return gpu, targets
         return None, targets
-    gpu = _first_gpu()
+    gpu = _build_gpu(device)
     if gpu is None:
         raise BuildError(f"NVIDIA TensorRT {flavour.version} builds engines on the GPU that will "
                          "run them and no GPU was found here; build on the target machine, or "
@@ -490,6 +520,16 @@ def _configure(trt: Any, builder: Any, network: Any, plan: BuildPlan, config: Bu
             raise BuildError(f"DLA core {config.dla_core} asked but this device has "
                              f"{builder.num_DLA_cores} DLA core(s); use --dla-core 0.."
                              f"{max(builder.num_DLA_cores - 1, 0)} or drop it")
+        # "For any tensor the total volume of index dimensions combined (dimensions other than
+        # CHW) with the requested batch size should not exceed" Builder.max_DLA_batch_size
+        # (IBuilder::getMaxDLABatchSize; "The maximum supported batch size is 4096", DLA
+        # restrictions): the fixed DLA batch is the profile's (min = opt = max).
+        batch = profile["max"][0] if profile is not None else int(network.get_input(0).shape[0])
+        limit = int(builder.max_DLA_batch_size)
+        if batch > limit:
+            raise BuildError(f"DLA core {config.dla_core} runs batches of at most {limit} "
+                             f"(Builder.max_DLA_batch_size) and batch {batch} was asked; "
+                             f"rebuild with --batch {limit} or less, or without --dla-core")
         cfg.default_device_type = trt.DeviceType.DLA
         cfg.DLA_core = config.dla_core
         if config.gpu_fallback:
@@ -565,6 +605,7 @@ def build_engine(onnx_path: str | os.PathLike[str] | OnnxSource,
                  config: BuildConfig | None = None, *,
                  output: str | os.PathLike[str] | None = None,
                  progress: BuildProgress | None = None, force: bool = False,
+                 device: int = 0,
                  engine_path: str | os.PathLike[str] | None = None) -> EngineArtifact:
     """Build (or reuse) a TensorRT engine for one of our ONNX graphs, plus its JSON sidecar.
 
@@ -582,6 +623,9 @@ def build_engine(onnx_path: str | os.PathLike[str] | OnnxSource,
             ``.engine``. The sidecar is ``<output>.json``.
         progress: Receives TensorRT's progress (TensorRT 10+, TensorRT-RTX); ignored elsewhere.
         force: Rebuild even when an identical engine exists.
+        device: CUDA ordinal of the GPU to build on (NVIDIA TensorRT, and TensorRT-RTX with
+            ``cc=("CURRENT",)``): made current before the builder runs and recorded in the
+            sidecar and cache key.
         engine_path: Old name of ``output`` (deprecated).
 
     Returns:
@@ -616,19 +660,21 @@ def build_engine(onnx_path: str | os.PathLike[str] | OnnxSource,
     build_warnings = check_options(plan, config)
     for text in build_warnings:
         log.warning("%s", text)
-    device, targets = _device_and_targets(flavour, config)
-    integrated = bool(device.pop("integrated", False)) if device else False
+    gpu, targets = _device_and_targets(flavour, config, device)
+    integrated = bool(gpu.pop("integrated", False)) if gpu else False
     onnx_sha = source.sha256
     options = config.to_dict()
     options["precision"] = precision.value
     key = engine_cache_key(onnx_sha256=onnx_sha, options=options, flavour_name=flavour.name,
-                           version=flavour.version, device=device, targets=targets)
+                           version=flavour.version, device=gpu, targets=targets)
     if not force and (hit := _cached(engine_path, key)) is not None:
         log.info("reusing %s (same ONNX, options, %s %s and device)", engine_path, flavour.name,
                  flavour.version)
         return EngineArtifact(engine_path, sidecar_path(engine_path), hit, True,
                               time.perf_counter() - t0)
 
+    if gpu is not None:  # the build runs on a GPU: the one asked for
+        _select_build_device(device)
     trt = flavour.module
     # TensorRT-RTX logs the built layers (VERBOSE) and cannot inspect an engine without a GPU;
     # NVIDIA TensorRT builds on the GPU, where the engine inspector is the documented source.
@@ -639,13 +685,13 @@ def build_engine(onnx_path: str | os.PathLike[str] | OnnxSource,
                          f"{'; '.join(logger.errors) or 'no details'}")
     network, _parser = _parse_onnx(trt, builder, logger, plan, onnx_path)
     profile, max_batch = _profile_shapes(network, config, onnx_path)
-    check_build_target(config, profile=profile, device=device, integrated=integrated)
+    check_build_target(config, profile=profile, device=gpu, integrated=integrated)
     builder_config = _configure(trt, builder, network, plan, config, profile, targets)
 
     timing: dict[str, Any] = {"used": False, "path": None}
     cache_file = None
     if config.timing_cache_dir is not None and plan.timing_cache:
-        device_key = f"{device['name']}-sm{device['compute_capability']}" if device else "cpu"
+        device_key = f"{gpu['name']}-sm{gpu['compute_capability']}" if gpu else "cpu"
         cache_file = Path(config.timing_cache_dir) / timing_cache_filename(
             flavour.name, flavour.version, device_key)
         timing = {"used": True, "path": str(cache_file),
@@ -682,7 +728,7 @@ def build_engine(onnx_path: str | os.PathLike[str] | OnnxSource,
 
     layers, layers_source = None, None
     if config.layer_info:
-        if not flavour.is_rtx or device is not None:
+        if not flavour.is_rtx or gpu is not None:
             try:
                 layers = _inspect_engine(trt, logger, plan_bytes, config)
                 layers_source = "engine inspector" if layers else None
@@ -708,8 +754,8 @@ def build_engine(onnx_path: str | os.PathLike[str] | OnnxSource,
         tensorrt=TensorRTInfo(plan.flavour, flavour.version,
                               {k: v for k, v in plan.to_dict().items()
                                if k not in ("flavour", "version")}),
-        device=(BuildDevice(str(device["name"]), str(device["compute_capability"]),
-                            device.get("index")) if device else None),
+        device=(BuildDevice(str(gpu["name"]), str(gpu["compute_capability"]),
+                            gpu.get("index")) if gpu else None),
         targets=tuple(targets) if targets is not None else None,
         host={"platform": platform.platform(), "cpu": cpu_model()},
         precision=precision,

@@ -12,7 +12,9 @@ Facts encoded here (NVIDIA documentation):
   ignored) and the FP16/INT8 builder flags no longer exist.
 - DLA ("Working with DLA", TensorRT 11.3/11.4.1 docs): 10.7 was the last 10.x release with DLA;
   11.0 to 11.4.0 have none on Jetson; 11.4.1 restores it on Jetson AGX Orin with JetPack 7.2.2+
-  (the builder's ``num_DLA_cores`` then says whether this device has one).
+  (the builder's ``num_DLA_cores`` then says whether this device has one). Releases after 11.4.1
+  are allowed by this table but not documented here (11.5.0 has no JetPack build): there the
+  builder's ``num_DLA_cores`` alone decides.
 - TensorRT-RTX is always strongly typed, builds on a CPU for explicit compute-capability targets
   (``CURRENT`` needs a GPU), ignores the timing cache (deprecated no-op since 1.2; using it forces a
   GPU query), has no DLA, and its engines only load in the exact release that built them.
@@ -81,6 +83,17 @@ def parse_version(version: str | Sequence[int]) -> tuple[int, ...]:
     if not parts:
         raise BuildError(f"cannot read the TensorRT version {version!r}")
     return tuple(parts)
+
+
+def profile_zero_for_one_context(flavour_name: str, version: str | Sequence[int]) -> bool:
+    """Whether this TensorRT gives optimization profile 0 to only one execution context of an
+    engine at a time: NVIDIA TensorRT before 9.0 (8.6, JetPack 5). "The execution context
+    created will call setOptimizationProfile(0) implicitly if there are no other execution
+    contexts assigned to optimization profile 0 ... starting in TensorRT 9.0" every profile
+    defaults to 0; until then a later context has profile -1 "and all calls to enqueueV2()/
+    enqueueV3()/executeV2() will fail until a valid profile index has been set" (TensorRT 8.6
+    ``NvInferRuntime.h``, ``createExecutionContext`` / ``getOptimizationProfile``)."""
+    return flavour_name == "tensorrt" and parse_version(version)[:1] < (9,)
 
 
 def compute_capability_tuple(value: str) -> tuple[int, int]:
@@ -220,8 +233,9 @@ def check_options(plan: BuildPlan, config: BuildConfig) -> list[str]:
     name = f"{plan.flavour} {'.'.join(map(str, plan.version))}"
     if config.dla_core is not None and not plan.dla:
         raise BuildError(f"{name} cannot build for a DLA core; DLA needs NVIDIA TensorRT 8.6 to "
-                         "10.7 (JetPack 5/6) or 11.4.1+ (JetPack 7.2.2+ on AGX Orin) on a "
-                         "Jetson — drop --dla-core or use one of those releases")
+                         "10.7 (JetPack 5/6) or 11.4.1 (JetPack 7.2.2+ on AGX Orin; later "
+                         "releases where the Jetson build reports DLA cores) on a Jetson — drop "
+                         "--dla-core or use one of those releases")
     if config.dla_core is not None and plan.precision is Precision.FP32:
         raise BuildError("DLA runs FP16 and INT8 only; an FP32 engine with --dla-core would run "
                          "every layer on the GPU (GPU fallback) or fail to build — use "

@@ -102,13 +102,17 @@ def check_device_output(info: DeviceArrayInfo, batch: int, num_classes: int, *,
     """Validate a caller's device array given as ``out=`` for ``batch`` logits rows.
 
     Raises:
-        EngineError: Not a CUDA array, another GPU, not float32 ``(batch, num_classes)``, or not
-            C-contiguous.
+        EngineError: Not a CUDA array, read-only (CUDA array interface v3 ``data`` flag),
+            another GPU, not float32 ``(batch, num_classes)``, or not C-contiguous.
     """
     want = (batch, num_classes)
     if info.device_type != "cuda":
         raise EngineError(f"{runner}: out= must be a CUDA device array, got "
                           f"{info.device_type} memory")
+    if info.read_only:
+        raise EngineError(f"{runner}: out= is read-only (its __cuda_array_interface__ marks the "
+                          "data read-only), so the logits cannot be written into it; pass a "
+                          "writable device array")
     if device_id is not None and info.device_id is not None and info.device_id != device_id:
         raise EngineError(f"{runner}: out= is on cuda:{info.device_id}, the engine on "
                           f"cuda:{device_id}")
@@ -430,7 +434,8 @@ class CudaRunnerBase(RunnerBase):
         with self._lock:
             if handle._resolved:
                 return True
-            return self._done.query()
+            with self._cuda.backend.scope():  # done() may run on any thread
+                return self._done.query()
 
     def _resolve(self, handle: InferenceHandle, timeout: float | None) -> None:
         with self._lock:
@@ -482,6 +487,14 @@ class CudaRunnerBase(RunnerBase):
             except XceptionTRTError as exc:  # the context could not be made current
                 errors.append(str(exc))
                 self._close_locked(errors)
+            # The backend is released after its scope has ended: pycuda's context::detach
+            # removes a pushed context from its stack, so releasing inside the scope made the
+            # scope's pop throw ("cannot pop non-current context") or, under an application's
+            # context (pycuda.autoinit), pop that one (pycuda src/cpp/cuda.hpp).
+            try:
+                self._cuda.close()
+            except Exception as exc:
+                errors.append(str(exc))
             if errors:
                 raise EngineError(f"{self.name}: errors while closing: {'; '.join(errors)}")
 
@@ -508,7 +521,9 @@ class CudaRunnerBase(RunnerBase):
             self._close_extra(errors)
 
     def _close_extra(self, errors: list[str]) -> None:
-        """Subclass hook: release what the subclass owns (after the buffers)."""
+        """Subclass hook: release what the subclass owns (after the buffers, inside the
+        backend's scope; the runner's :class:`CudaDevice` is closed by :meth:`close` after the
+        scope)."""
 
 
 def _close_quietly(obj: Any, errors: list[str]) -> None:

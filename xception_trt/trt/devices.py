@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from . import TensorRTFlavour
 
 __all__ = ["GpuInfo", "DeviceReport", "query_devices", "probed_devices", "query_dla_cores",
-           "NO_DRIVER", "no_gpu_message"]
+           "NO_DRIVER", "no_gpu_message", "normalise_bus_id"]
 
 #: The words for a machine without an NVIDIA driver, in ``info``, ``selftest`` and every runner.
 NO_DRIVER = "no NVIDIA driver found"
@@ -29,14 +29,18 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class GpuInfo:
-    """One GPU: index, name, compute capability (``"8.7"``), total memory in bytes, and whether
-    it is an integrated GPU sharing the host's memory (Jetson)."""
+    """One GPU: CUDA ordinal, name, compute capability (``"8.7"``), total memory in bytes,
+    whether it is an integrated GPU sharing the host's memory (Jetson), and its PCI bus id
+    (``"00000000:65:00.0"``; ``None`` where unknown), which is what ties a CUDA ordinal to an
+    NVML device: "The NVML index may not correlate with other APIs, such as the CUDA device
+    index" (NVML API reference, ``nvmlDeviceGetHandleByIndex``)."""
 
     index: int
     name: str
     compute_capability: str
     total_memory: int
     integrated: bool = False
+    pci_bus_id: str | None = None
 
     @property
     def sm(self) -> str:
@@ -88,32 +92,93 @@ def _via_cuda_python() -> DeviceReport | None:
         _, mem = cu.cuDeviceTotalMem(dev)
         _, integrated = cu.cuDeviceGetAttribute(
             cu.CUdevice_attribute.CU_DEVICE_ATTRIBUTE_INTEGRATED, dev)
-        gpus.append(GpuInfo(i, name, f"{major}.{minor}", int(mem), bool(integrated)))
+        bus_err, bus = cu.cuDeviceGetPCIBusId(64, dev)
+        bus_id = (bus.split(b"\0", 1)[0].decode(errors="replace")
+                  if bus_err == cu.CUresult.CUDA_SUCCESS and isinstance(bus, bytes) else None)
+        gpus.append(GpuInfo(i, name, f"{major}.{minor}", int(mem), bool(integrated),
+                            normalise_bus_id(bus_id)))
     smi = _via_nvidia_smi()
     driver = smi.driver if smi is not None and smi.driver else None
     return DeviceReport(driver, api, tuple(gpus), "cuda-python",
                         "" if gpus else "the CUDA driver reports no GPU")
 
 
-def _via_nvidia_smi() -> DeviceReport | None:
+def normalise_bus_id(bus_id: str | None) -> str | None:
+    """A PCI bus id in NVML's long form, lower case (``"00000000:65:00.0"``): CUDA's
+    ``cuDeviceGetPCIBusId`` gives a 4-digit domain, NVML an 8-digit one."""
+    if not bus_id:
+        return None
+    domain, sep, rest = bus_id.strip().lower().partition(":")
+    if not sep:
+        return None
+    return f"{int(domain, 16):08x}:{rest}" if re.fullmatch(r"[0-9a-f]+", domain) else None
+
+
+def _via_nvidia_smi(env: dict[str, str] | None = None) -> DeviceReport | None:
+    """GPUs as ``nvidia-smi`` (NVML) lists them, numbered as CUDA would where that can be
+    known without the CUDA driver: NVML ignores ``CUDA_VISIBLE_DEVICES`` and its index "may
+    not correlate with ... the CUDA device index" (NVML API reference). CUDA numbers the
+    visible devices (``CUDA_VISIBLE_DEVICES``: ordinals or ``GPU-`` UUIDs, in the order given,
+    up to the first invalid entry) in ``CUDA_DEVICE_ORDER`` order; only ``PCI_BUS_ID`` order
+    is knowable here (the default, fastest first, is the driver's choice), so otherwise only a
+    single GPU has a known ordinal (0) and the report says the others' are uncertain (CUDA
+    C++ Programming Guide, "CUDA Environment Variables")."""
+    import os
+
+    env = dict(os.environ) if env is None else env
     exe = shutil.which("nvidia-smi")
     if exe is None:
         return None
     try:
         out = subprocess.run(
-            [exe, "--query-gpu=index,name,compute_cap,memory.total,driver_version",
-             "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=20,
-            check=True).stdout
+            [exe, "--query-gpu=index,name,compute_cap,memory.total,driver_version,pci.bus_id,"
+                  "uuid", "--format=csv,noheader,nounits"], capture_output=True, text=True,
+            timeout=20, check=True).stdout
     except (subprocess.SubprocessError, OSError) as exc:
         return DeviceReport(None, None, (), "nvidia-smi", f"nvidia-smi failed: {exc}")
-    gpus, driver = [], None
+    rows, driver = [], None
     for line in out.strip().splitlines():
         parts = [p.strip() for p in line.split(",")]
-        if len(parts) < 5:
+        if len(parts) < 7:
             continue
-        gpus.append(GpuInfo(int(parts[0]), parts[1], parts[2], int(float(parts[3])) << 20))
+        rows.append((GpuInfo(int(parts[0]), parts[1], parts[2], int(float(parts[3])) << 20,
+                             pci_bus_id=normalise_bus_id(parts[5])), parts[6]))
         driver = parts[4]
-    return DeviceReport(driver, None, tuple(gpus), "nvidia-smi", "" if gpus else "no GPU listed")
+    gpus, note = _cuda_numbering(rows, env)
+    reason = note if gpus else (note or "no GPU listed")
+    return DeviceReport(driver, None, tuple(gpus), "nvidia-smi", reason)
+
+
+def _cuda_numbering(rows: list[tuple[GpuInfo, str]], env: dict[str, str]
+                    ) -> tuple[list[GpuInfo], str]:
+    """NVML's GPUs (with UUIDs) renumbered with CUDA's ordinals (see :func:`_via_nvidia_smi`);
+    the note says when the numbering is uncertain."""
+    import dataclasses
+
+    pci_order = env.get("CUDA_DEVICE_ORDER", "FASTEST_FIRST") == "PCI_BUS_ID"
+    ordered = sorted(rows, key=lambda r: r[0].pci_bus_id or "") if pci_order else list(rows)
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    known = pci_order or len(rows) <= 1
+    if visible is not None:
+        chosen: list[tuple[GpuInfo, str]] = []
+        by_uuid = True
+        for token in (t.strip() for t in visible.split(",")):
+            match = None
+            if token.isdigit() and int(token) < len(ordered):  # CUDA's order (maybe unknown)
+                match, by_uuid = ordered[int(token)], False
+            elif token.startswith("GPU-"):  # a UUID or a unique prefix of one
+                hits = [r for r in ordered if r[1].startswith(token)]
+                match = hits[0] if len(hits) == 1 else None
+            if match is None or match in chosen:
+                break  # CUDA ignores the rest from the first invalid entry
+            chosen.append(match)
+        ordered = chosen
+        known = known or by_uuid
+    gpus = [dataclasses.replace(g, index=i) for i, (g, _) in enumerate(ordered)]
+    note = "" if known else (
+        "nvidia-smi lists GPUs in NVML order, which may not be CUDA's (fastest first): install "
+        "cuda-python for exact CUDA ordinals, or set CUDA_DEVICE_ORDER=PCI_BUS_ID")
+    return gpus, note
 
 
 #: Where the Tegra probe looks (a fake root in tests).

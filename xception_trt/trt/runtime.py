@@ -16,11 +16,14 @@ public method takes the runner's lock, so concurrent calls from several threads 
 (safe, not parallel). For parallel inference open one runner per thread.
 
 CUDA graphs (NVIDIA TensorRT: one execution context per captured graph, since a graph depends on
-the state of the context it was captured from): NVIDIA TensorRT captures each batch size from
-its own execution context; the contexts share one activation buffer (user-managed device
-memory: ``ExecutionContextAllocationStrategy.USER_MANAGED`` on 10.x/11.x,
-``create_execution_context_without_device_memory`` on 8.6), which is safe because the runner
-runs one call at a time on one stream. TensorRT-RTX captures nothing by hand (manual capture
+the state of the context it was captured from): NVIDIA TensorRT 10.x/11.x captures each batch
+size from its own execution context; the contexts share one activation buffer (user-managed
+device memory: ``ExecutionContextAllocationStrategy.USER_MANAGED``), which is safe because the
+runner runs one call at a time on one stream. TensorRT 8.6 gives optimization profile 0 to one
+execution context only (later ones get -1 and every enqueue fails until they hold a profile;
+8.6 ``NvInferRuntime.h``), so with 8.6 the runner keeps one context and refuses
+``cuda_graphs=True`` for an engine whose batch is not fixed (one graph per batch size would need
+one profile per batch size). TensorRT-RTX captures nothing by hand (manual capture
 needs engines built with ``REQUIRE_USER_ALLOCATION``): it uses its runtime configuration's
 CUDA-graph strategy (``CudaGraphStrategy.WHOLE_GRAPH_CAPTURE``) and a runtime cache for the
 kernels it compiles at run time, after checking the plan header with
@@ -42,8 +45,9 @@ from ..errors import EngineError, renamed
 from ..fsio import path_problem, sha256_bytes
 from ..onnx_meta import INPUT_NAME, OUTPUT_NAME
 from ..sidecar import EngineSidecar, read_sidecar
+from .compat import profile_zero_for_one_context
 from .cuda import CudaDevice, Stream
-from .cuda_runner import CudaRunnerBase
+from .cuda_runner import Compute, CudaRunnerBase
 from .logger import make_logger
 
 __all__ = ["TensorRTRunner", "EngineIO", "describe_engine", "deserialize"]
@@ -237,7 +241,8 @@ class TensorRTRunner(CudaRunnerBase):
         cuda_graphs: Replay CUDA graphs (lowest host overhead): NVIDIA TensorRT captures one
             graph per batch size, each from its own execution context (sharing one activation
             buffer); TensorRT-RTX uses its runtime CUDA-graph strategy. Refused at open with the
-            pycuda backend (pycuda has no graph API).
+            pycuda backend (pycuda has no graph API), with TensorRT 8.6 for an engine without a
+            fixed batch (one context per engine holds profile 0), and for DLA engines.
         check_finite: Reject NumPy inputs holding NaN/Inf.
         gpu_timing: Measure each call's GPU time with CUDA events into
             :attr:`last_gpu_time_ms` (two extra event records per call).
@@ -283,6 +288,12 @@ class TensorRTRunner(CudaRunnerBase):
         self.sidecar = sidecar
         self.spec, self.input_format, self.precision = (sidecar.model_spec, sidecar.input_format,
                                                         sidecar.precision)
+        if cuda_graphs and sidecar.option("dla_core") is not None:
+            raise EngineError(
+                f"engine file {path} runs on DLA core {sidecar.option('dla_core')}, and CUDA "
+                "graphs and DLA offloading are not supported together (trtexec refuses the pair: "
+                "TensorRT samples/common/sampleOptions.cpp): pass cuda_graphs=False (CLI: drop "
+                "--cuda-graphs), or use an engine built without --dla-core")
         # Read once: hashed here (the sidecar check and, for a version-compatible plan, the
         # host-code check use the one digest), deserialized below.
         data = path.read_bytes()
@@ -348,9 +359,19 @@ class TensorRTRunner(CudaRunnerBase):
         self.check_finite = bool(check_finite)
         self._trt = trt
         self._native_graphs = self.cuda_graphs and flavour.is_rtx
+        self._one_context = profile_zero_for_one_context(flavour.name, flavour.version)
+        if self.cuda_graphs and self._one_context and io.min_batch != io.max_batch:
+            raise EngineError(
+                f"{self.name}: cuda_graphs=True needs a fixed-batch engine with TensorRT "
+                f"{flavour.version}: before TensorRT 9.0 only one execution context of an engine "
+                "gets optimization profile 0 (NvInferRuntime.h, createExecutionContext / "
+                "getOptimizationProfile) and a CUDA graph per batch size needs a context per "
+                f"batch size; this engine takes batch {io.min_batch}..{io.max_batch}. Rebuild it "
+                "with a fixed batch (`xception-trt build --batch N`), or pass cuda_graphs=False "
+                "(CLI: drop --cuda-graphs)")
         if flavour.is_rtx:
             self._runtime_config, self._rtx_cache = self._rtx_runtime_config(trt)
-        elif self.cuda_graphs:
+        elif self.cuda_graphs and not self._one_context:
             # one context per captured graph, all on one activation buffer (module docstring)
             engine = self._engine
             size = int(engine.device_memory_size_v2 if hasattr(engine, "device_memory_size_v2")
@@ -363,20 +384,25 @@ class TensorRTRunner(CudaRunnerBase):
     _runtime_config: Any = None
     _rtx_cache: Any = None
     _activation: Any = None
+    _one_context = False
 
     def _rtx_runtime_config(self, trt: Any) -> tuple[Any, Any]:
         """TensorRT-RTX: a runtime configuration with a runtime cache (loaded from
         ``runtime_cache`` when given) and, for ``cuda_graphs``, its CUDA-graph strategy
         (TensorRT-RTX "Working with Runtime Cache", "Working with RTX CUDA Graphs")."""
         engine = self._engine
+        # IRuntimeConfig is in TensorRT-RTX 1.0+, its CUDA-graph strategy only from 1.2
+        if self.cuda_graphs and not (hasattr(engine, "create_runtime_config")
+                                     and hasattr(trt, "CudaGraphStrategy")):
+            raise EngineError(f"{self.name}: TensorRT-RTX {self._trt_version} has no runtime "
+                              "CUDA-graph strategy (CudaGraphStrategy, TensorRT-RTX 1.2+): "
+                              "upgrade TensorRT-RTX, or pass cuda_graphs=False (CLI: drop "
+                              "--cuda-graphs)")
         if not hasattr(engine, "create_runtime_config"):
-            if self.cuda_graphs:
-                raise EngineError(f"{self.name}: this TensorRT-RTX has no runtime CUDA-graph "
-                                  "strategy (IRuntimeConfig, TensorRT-RTX 1.2+): upgrade it, "
-                                  "or pass cuda_graphs=False")
             return None, None
         config = engine.create_runtime_config()
-        cache = config.create_runtime_cache()
+        cache = (config.create_runtime_cache() if hasattr(config, "create_runtime_cache")
+                 else None)
         path = self._runtime_cache_path
         if cache is not None and path is not None and path.is_file():
             if not cache.deserialize(path.read_bytes()):
@@ -394,16 +420,20 @@ class TensorRTRunner(CudaRunnerBase):
         """A new execution context: with the RTX runtime configuration, or on the shared
         activation buffer (CUDA graphs), or with its own memory.
 
-        Every context runs profile 0, selected by default ("Profile 0 is selected by default",
-        ``IExecutionContext.active_optimization_profile``); several contexts may share a profile
-        as long as they are not in use concurrently, and the runner runs one call at a time.
+        TensorRT 9.0+ (10.x, 11.x, TensorRT-RTX): every context runs profile 0, selected by
+        default; several contexts may share a profile as long as they are not in use
+        concurrently, and the runner runs one call at a time. TensorRT 8.6: only the first
+        context of an engine gets profile 0; later ones get -1 and cannot take profile 0 while
+        another holds it (8.6 ``NvInferRuntime.h``, ``createExecutionContext`` /
+        ``getOptimizationProfile``; NVIDIA/TensorRT issue 846), so with 8.6 the runner creates
+        exactly one context (:attr:`_one_context`).
         """
         engine, trt = self._engine, self._trt
         if self._runtime_config is not None:
             context = engine.create_execution_context(self._runtime_config)
         elif self._activation is None:
             context = engine.create_execution_context()
-        elif hasattr(trt, "ExecutionContextAllocationStrategy"):  # 10.0+
+        else:  # 10.0+ (8.6 has one context only: no shared activation buffer)
             context = engine.create_execution_context(
                 trt.ExecutionContextAllocationStrategy.USER_MANAGED)
             if context is not None:
@@ -411,18 +441,18 @@ class TensorRTRunner(CudaRunnerBase):
                     context.set_device_memory(self._activation.ptr, self._activation.nbytes)
                 else:
                     context.device_memory = self._activation.ptr
-        else:  # 8.6
-            context = engine.create_execution_context_without_device_memory()
-            if context is not None:
-                context.device_memory = self._activation.ptr
         if context is None:
             raise EngineError(f"TensorRT could not create an execution context "
                               f"({self._logger.take() or 'out of GPU memory?'})")
         return context
 
-    def _graph_compute(self, key: tuple[int, bool, bool]) -> _TrtCompute:
+    def _graph_compute(self, key: tuple[int, bool, bool]) -> Compute:
         # A captured graph depends on its context's state; changing that context afterwards is
         # undefined behaviour (TensorRT developer guide, "CUDA Graphs"): one context per graph.
+        # TensorRT 8.6 (one context holds profile 0): a fixed-batch engine (checked at open),
+        # so every graph is captured from the one context with the same shape and addresses.
+        if self._one_context:
+            return self._engine_compute
         return _TrtCompute(self._new_context(), self._logger, self.name)
 
     def _abort(self, cuda: CudaDevice) -> None:
@@ -433,14 +463,22 @@ class TensorRTRunner(CudaRunnerBase):
             except EngineError as exc:
                 log.debug("cleanup after a failed open: %s", exc)
             return
-        self._compute = None
-        self._runtime_config = self._rtx_cache = None
-        if self._activation is not None:
-            self._activation.close()
-            self._activation = None
-        self._engine = None
-        self._runtime = None
+        def drop() -> None:  # contexts, their memory, engine, runtime: on the device's context
+            self._compute = None
+            self._runtime_config = self._rtx_cache = None
+            if self._activation is not None:
+                self._activation.close()
+                self._activation = None
+            self._engine = None
+            self._runtime = None
+
         try:
+            with cuda.backend.scope():
+                drop()
+        except Exception as exc:  # the context could not be made current: drop them anyway
+            log.debug("cleanup after a failed open: %s", exc)
+            drop()
+        try:  # after the scope (pycuda: see CudaRunnerBase.close)
             cuda.close()
         except Exception as exc:
             log.debug("cleanup after a failed open: %s", exc)
@@ -465,10 +503,6 @@ class TensorRTRunner(CudaRunnerBase):
             self._activation = None
         self._engine = None
         self._runtime = None
-        try:
-            self._cuda.close()
-        except Exception as exc:
-            errors.append(str(exc))
 
     def describe(self) -> dict[str, Any]:
         """Backend facts: TensorRT flavour/version, GPU, CUDA backend, profile, graphs."""

@@ -30,6 +30,9 @@ class DeviceArrayInfo:
         device_id: Device ordinal (DLPack only; ``None`` from the CUDA array interface).
         stream: Producer stream to synchronise with before reading (CAI v3), or ``None``.
         keepalive: Objects that must stay alive while the memory is used.
+        read_only: The producer marked the data read-only (CUDA array interface ``data``:
+            "(integer, boolean) ... The second element is the read-only flag"); such an array
+            may be read, never written.
     """
 
     ptr: int
@@ -40,6 +43,7 @@ class DeviceArrayInfo:
     device_id: int | None = None
     stream: int | None = None
     keepalive: tuple = ()
+    read_only: bool = False
 
     @property
     def nbytes(self) -> int:
@@ -67,6 +71,7 @@ def _from_cai(obj: Any) -> DeviceArrayInfo:
         shape = tuple(int(d) for d in iface["shape"])
         dtype = np.dtype(iface["typestr"])
         ptr = int(iface["data"][0])
+        read_only = bool(iface["data"][1])
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise EngineError(f"invalid __cuda_array_interface__ ({exc}); the producer library is "
                           "not following the CUDA array interface") from None
@@ -85,7 +90,7 @@ def _from_cai(obj: Any) -> DeviceArrayInfo:
             raise EngineError(f"invalid producer stream {stream!r} in __cuda_array_interface__: "
                               f"{exc}") from None
     return DeviceArrayInfo(ptr, shape, dtype, _c_contiguous(shape, strides, dtype.itemsize),
-                           "cuda", None, stream, (obj,))
+                           "cuda", None, stream, (obj,), read_only)
 
 
 class _DLDevice(ctypes.Structure):

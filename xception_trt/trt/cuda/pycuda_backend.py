@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -31,6 +32,8 @@ from ...errors import DependencyError, EngineError
 from .base import CudaBackend, check_ordinal
 
 __all__ = ["PycudaBackend", "SecondaryContextArray", "check_pycuda"]
+
+log = logging.getLogger(__name__)
 
 
 def check_pycuda() -> None:
@@ -69,6 +72,7 @@ class PycudaBackend(CudaBackend):
         check_ordinal(self.device, count)
         self._dev = self._raw_guard("cuDeviceGet", driver.Device, self.device)
         self._ctx = self._raw_guard("cuDevicePrimaryCtxRetain", self._dev.retain_primary_context)
+        self._thread = threading.get_ident()  # pycuda releases a context only on its thread
         self._allocs: dict[int, Any] = {}
 
     def _raw_guard(self, call: str, fn: Callable[..., Any], *args: Any) -> Any:
@@ -105,6 +109,25 @@ class PycudaBackend(CudaBackend):
                 "cuda_binding='cuda-python' for CUDA graphs, or cuda_graphs=False")
 
     def close(self) -> None:
+        """Release the retained primary context (pycuda ``context::detach``), outside any
+        :meth:`scope` of this thread.
+
+        Raises:
+            EngineError: Called inside this backend's :meth:`scope`: detaching a pushed context
+                removes it from pycuda's stack, and the scope's pop would then throw or pop a
+                context below it (pycuda ``src/cpp/cuda.hpp``).
+        """
+        if getattr(self._local, "depth", 0):
+            raise EngineError("internal error: the pycuda backend was closed inside its own "
+                              "scope(); close it after the scope has ended (please report this)")
+        if threading.get_ident() != self._thread:
+            # pycuda's context::detach releases nothing from another thread ("this context's
+            # managing thread has exited", pycuda src/cpp/cuda.hpp): the retain stays until
+            # the process ends. Say so rather than pretend.
+            log.warning("pycuda: a runner opened on one thread was closed on another; pycuda "
+                        "cannot release the primary-context retain from there, so it is kept "
+                        "until the process ends (close pycuda runners on the thread that "
+                        "opened them)")
         with contextlib.suppress(Exception):
             self._ctx.detach()
 
