@@ -83,18 +83,37 @@ def _fake_engine(folder: Path) -> Path:
     return path
 
 
+def _fp16_stand_in(spec: ModelSpec) -> bytes:
+    """A one-node ONNX graph (Identity) carrying our metadata as an FP16 float-nchw variant:
+    doctor checks a member's own metadata against the manifest, not its layers."""
+    from onnx import TensorProto, helper
+
+    from xception_trt.config import InputFormat, Precision
+    from xception_trt.onnx_meta import write_metadata
+
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT16, ["N", 3, 71, 71])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT16, ["N", 3, 71, 71])
+    graph = helper.make_graph([helper.make_node("Identity", ["input"], ["logits"])], "g", [x], [y])
+    model = helper.make_model(graph)
+    write_metadata(model, {"model_spec": spec, "precision": Precision.FP16,
+                           "input_format": InputFormat.FLOAT_NCHW})
+    return model.SerializeToString()
+
+
 def _fake_bundle(folder: Path, engine: Path) -> Path:
-    """A bundle holding a (fake) FP16 ONNX and the fake engine: enough for doctor, which
-    verifies hashes and judges engines without reading either."""
+    """A bundle holding a stand-in FP16 ONNX (our metadata on a one-node graph) and the fake
+    engine: enough for doctor, which verifies hashes and metadata and judges engines without
+    running either."""
     from xception_trt.bundle.format import EngineEntry, Manifest, Member, VariantEntry
     from xception_trt.bundler import _write_zip
     from xception_trt.config import InputFormat, Precision
     from xception_trt.sidecar import read_sidecar
 
-    files = {"onnx/fp16.onnx": b"not really onnx", "engines/e.engine": engine.read_bytes(),
+    side = read_sidecar(engine)
+    files = {"onnx/fp16.onnx": _fp16_stand_in(side.model_spec),
+             "engines/e.engine": engine.read_bytes(),
              "engines/e.engine.json": (engine.parent / "model.engine.json").read_bytes()}
     members = {n: Member(n, hashlib.sha256(d).hexdigest(), len(d)) for n, d in files.items()}
-    side = read_sidecar(engine)
     manifest = Manifest(side.model_spec, InputFormat.FLOAT_NCHW,
                         {Precision.FP16: VariantEntry(Precision.FP16, "onnx/fp16.onnx")},
                         (EngineEntry("engines/e.engine", "engines/e.engine.json", side),),
