@@ -167,6 +167,31 @@ def test_rtx_rebuild_for_a_compute_capability_the_bundle_lacks(made, tmp_path, c
     assert read_sidecar(pre.path, verify=True).targets == ("SM86",)
 
 
+
+def test_a_cached_graph_changed_after_its_check_is_not_built(made, tmp_path, monkeypatch):
+    """The cache's ONNX copy is verified under its own lock, released before the build: the
+    build hashes what it reads again, so an engine is never built (and cached under the
+    bundle graph's key) from other bytes."""
+    from xception_trt.bundle import cache
+
+    result, _ = made
+    real = cache._onnx_file
+
+    def swapped(*args, **kw):  # another process rewrote the copy between check and build
+        import onnx
+
+        path, hit = real(*args, **kw)
+        model = onnx.load(path)
+        onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props},
+                                            "changed": "yes"})
+        onnx.save(model, path)  # still a graph with our metadata: only its digest tells
+        return path, hit
+
+    monkeypatch.setattr(cache, "_onnx_file", swapped)
+    with pytest.raises(BundleError, match="changed while it was used"):
+        resolve(result.path, precision="fp16", cache_dir=tmp_path, facts=_rtx_machine("8.9"))
+    assert not list(tmp_path.rglob("model.engine"))
+
 _OPEN = """
 import json, sys
 from xception_trt.bundle.cache import resolve

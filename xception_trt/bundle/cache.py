@@ -230,9 +230,13 @@ def _built(bundle: Bundle, choice: Choice, root: Path) -> tuple[Path, bool]:
         log.warning("building a %s engine from %s: %s", choice.precision.value,
                     bundle.path.name, choice.reason)
         onnx_path, _ = _onnx_file(bundle, target.onnx_precision, root)
-        # the file was just checked against (or extracted and verified as) the member's digest
-        art = build_engine(OnnxSource.read(onnx_path, sha256=onnx_sha),
-                           _build_config(target, choice.precision), output=engine,
+        # hashed again as it is read for the build (the cache's copy was verified under its
+        # own lock, released since): the engine is built from exactly the bundle's graph
+        source = OnnxSource.read(onnx_path)
+        if source.sha256 != onnx_sha:
+            raise BundleError(f"the cached copy {onnx_path} of {member} changed while it was "
+                              "used; run the command again (it is extracted afresh)")
+        art = build_engine(source, _build_config(target, choice.precision), output=engine,
                            device=target.gpu.index)
         if art.sidecar.cache_key != key:  # the folder name must describe what is in it
             raise BundleError(f"the engine built in {folder} has cache key "
