@@ -238,7 +238,7 @@ class Manifest(JsonMixin):
                 created=str(data.get("created") or ""))
         except EngineError as exc:
             raise BundleError(f"{where}: {exc}") from None
-        except (KeyError, TypeError, ValueError, AttributeError, ConfigError,
+        except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError, ConfigError,
                 UnicodeDecodeError) as exc:
             raise BundleError(f"{where} has an invalid manifest ({type(exc).__name__}: {exc}); "
                               "remake the bundle with `xception-trt bundle`") from None
