@@ -156,7 +156,7 @@ def test_small_demo_end_to_end_and_cached_rerun(tmp_path, monkeypatch):
     for name in ("data", "train", "export", "fp16", "int8", "evaluate", "latency", "report"):
         assert st[name].status == "ran", st[name].line()
     assert set(first.accuracy) == {"torch-fp32", "onnxruntime-fp32", "onnxruntime-fp16",
-                                   "onnxruntime-int8"}
+                                   "onnxruntime-int8", "onnxruntime-int8-ort"}
     assert all(0.0 <= v <= 100.0 for v in first.accuracy.values())
     # ONNX Runtime FP32 computes the torch function: the same accuracy on the same images (up
     # to one near-tied image of the 40 for this barely trained model)

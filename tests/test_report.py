@@ -115,7 +115,8 @@ def test_validate_report_rejects_foreign_and_newer_documents():
 
 def test_markdown_comparison_has_deltas_vs_fp32_reference():
     md = render_markdown(_doc())
-    assert "> **Note:** random weights" in md
+    # results first, then the notes
+    assert md.index("## Comparison") < md.index("## Notes\n\n- random weights")
     assert "against the reference **onnxruntime-fp32**" in md
     int8_row = next(line for line in md.splitlines()
                     if line.startswith("| onnxruntime-int8 | onnxruntime | int8"))
@@ -272,7 +273,7 @@ def test_bench_cli_writes_a_report(tiny_onnx_files, tiny_checkpoint, out, capsys
             "--threads", "1", "--out-dir", str(out), "--name", "t", "--no-progress"]
     assert main(argv) == 0
     stdout = capsys.readouterr().out
-    assert "report written to" in stdout and "median ms" in stdout
+    assert "report written to" in stdout and "p50 ms" in stdout
     doc = load_report(out / "t")
     names = [e["name"] for e in doc["runners"]]
     assert names == ["onnxruntime-fp32 (tiny_float.onnx)", "onnxruntime-fp32 (tiny_uint8.onnx)",
