@@ -315,7 +315,15 @@ def test_int8_verdict_says_when_and_why_int8_is_not_faster():
     assert "only 19 of its 39 Conv/Gemm run as INT8 kernels" in unfused
     assert "VNNI" not in unfused
     busy = int8_verdict(**kw, cpu_int8=vnni, fused=(39, 39), load=[2.0, 1.0, 1.0], cores=2)
-    assert "load average 2.00 on 2 cores" in busy
+    assert "load average 2.00 on 2 cores" in busy and "fastest" not in busy
+    # ... and its fastest calls, which other work slows least, say whether INT8 is faster
+    best = int8_verdict(**kw, cpu_int8=vnni, fused=(39, 39), load=[2.0, 1.0, 1.0], cores=2,
+                        fp32_min={1: 0.9, 8: 3.0}, int8_min={1: 0.6, 8: 1.5})
+    assert "the fastest calls, which other work slows least, are faster (1.50x at batch 1)" \
+        in best
+    worst = int8_verdict(**kw, cpu_int8=vnni, fused=(39, 39), load=[2.0, 1.0, 1.0], cores=2,
+                         fp32_min={1: 0.9, 8: 3.0}, int8_min={1: 1.0, 8: 1.5})
+    assert "fastest" not in worst
     quiet = int8_verdict(**kw, cpu_int8=vnni, fused=(39, 39), load=[1.99, 1.0, 1.0], cores=2)
     assert "busy" not in quiet and "all 39 Conv/Gemm run as INT8 kernels" in quiet
     assert "because" in quiet and "at batch 1 " in quiet and "at batch 8 because" not in quiet

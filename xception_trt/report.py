@@ -394,7 +394,7 @@ def render_markdown(doc: Mapping[str, Any], *, plots: bool = True) -> str:
         header += ["Top-1", "Δ top-1", "Top-5", "Δ top-5", "Top-1 agree", "max |Δ logit|",
                    "KL mean"]
     for b in batches:
-        header += [f"ms @ b{b}", f"speed-up @ b{b}"]
+        header += [f"p50 ms @ b{b}", f"speed-up @ b{b}"]
     rows = []
     for e in runners:
         row = [e["name"], str(e.get("backend")), str(e.get("precision")), str(e.get("device"))]
@@ -438,7 +438,8 @@ def render_markdown(doc: Mapping[str, Any], *, plots: bool = True) -> str:
     # latency
     if batches:
         out += ["## Latency", "",
-                "End-to-end host wall time per call (`time.perf_counter_ns`), in milliseconds; "
+                "End-to-end host wall time per call (`time.perf_counter_ns`), in milliseconds: "
+                "Median is p50, the typical call; the mean counts the slow calls too, and "
                 "images/s = batch / mean. GPU = CUDA-event compute time where the runner "
                 "exposes it.", ""]
         rows = []
@@ -666,6 +667,12 @@ def _spread(k: int, n: int, step: float = 0.045) -> float:
     return float(2 ** ((k - (n - 1) / 2) * step))
 
 
+def _legend_columns(n: int) -> int:
+    """Legend columns: one row up to 6 entries, so that it reads left to right in the tables'
+    order (matplotlib fills a legend column by column)."""
+    return n if n <= 6 else math.ceil(n / 2)
+
+
 def latency_figure(doc: Mapping[str, Any]) -> Any:
     """The latency plot as a matplotlib ``Figure`` (see :func:`plot_latency`), or ``None``
     when nothing was measured."""
@@ -707,7 +714,7 @@ def latency_figure(doc: Mapping[str, Any]) -> Any:
     # One legend for both panels, under them, in the tables' order (the same lines are in each).
     handles, labels = ax_lat.get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=8, loc="outside lower center",
-               ncols=min(4, len(labels)))
+               ncols=_legend_columns(len(labels)))
     cpu = doc["system"].get("cpu", "")
     gpus = (doc["system"].get("devices") or {}).get("gpus") or []
     where = gpus[0]["name"] if gpus else cpu
@@ -821,7 +828,7 @@ def accuracy_figure(doc: Mapping[str, Any]) -> Any:
         from matplotlib.patches import Patch
 
     fig.legend(handles=[Patch(color=c, label=e["name"]) for e, c in zip(entries, cols)],
-               fontsize=8, loc="outside lower center", ncols=min(4, len(entries)))
+               fontsize=8, loc="outside lower center", ncols=_legend_columns(len(entries)))
     ds = doc.get("dataset") or {}
     fig.suptitle(f"{_title(doc)} — accuracy ({ds.get('images')} images)", fontsize=10)
     return fig

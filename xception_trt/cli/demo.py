@@ -29,10 +29,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="""Run every stage of xception-trt on scikit-learn's handwritten digits
             (shipped with scikit-learn, nothing is downloaded): prepare image folders, fine-tune
             a narrow Xception briefly, export + clean the ONNX graph, make FP16 and calibrated
-            INT8 variants, build TensorRT engines with whichever TensorRT flavour is installed,
-            evaluate accuracy and latency of every variant that can run here, and write a
-            Markdown/JSON/PNG report. Each step says whether it ran, reused a cached result, was
-            skipped (and why) or failed. A second run reuses the data, checkpoint, ONNX variants,
+            INT8 variants (INT8 placed for TensorRT, which the engines are built from, and
+            placed for ONNX Runtime's CPU kernels), build TensorRT engines with whichever
+            TensorRT flavour is installed, evaluate accuracy and latency of every variant that
+            can run here, and write a Markdown/JSON/PNG report (results first, then the engines
+            and the step notes). Each step says whether it ran, reused a cached result, was
+            skipped (and why) or failed. The output ends with the results, where the report,
+            ONNX variants and engines are, and three commands to try on them (infer, bundle +
+            doctor, stream). A second run reuses the data, checkpoint, ONNX variants,
             calibration and engines, and evaluates, measures latency and writes the report
             again.""",
         epilog="example: xception-trt demo            (then open the report.md it prints)")

@@ -116,8 +116,8 @@ class StepResult(JsonMixin):
         seconds: Wall time of the step, in seconds.
         detail: What it produced, why it was skipped, or the error (the report's step note).
         artifacts: Files it produced or reused (name -> path).
-        summary: What it produced in a few words, for a terminal line (empty: use
-            ``detail``).
+        summary: What it produced in a few words, for a terminal line (``None``: use
+            ``detail``; left out of the JSON then).
     """
 
     name: str
@@ -125,7 +125,7 @@ class StepResult(JsonMixin):
     seconds: float = json_field(round=2)
     detail: str = json_field()
     artifacts: dict[str, str] = field(default_factory=dict)
-    summary: str = ""
+    summary: str | None = json_field(default=None, omit_none=True)
 
     def line(self) -> str:
         """One human-readable line."""

@@ -145,7 +145,7 @@ class _Demo:
                     status, detail, artifacts = (SKIPPED, "this installation cannot import "
                                                  f"what the step needs ({exc})", {})
                 result = StepResult(name, status, time.perf_counter() - t0, detail, artifacts,
-                                    summary)
+                                    summary or None)
         self.steps.append(result)
         self.cb.on_step_end(result)
         return result
@@ -526,6 +526,8 @@ class _Demo:
                        f"{note.removeprefix('note: ')} (**{_INT8_ORT}** here).")
         medians = {b.name: {r.batch_size: r.end_to_end.median_ms for r in b.latency
                             if r.end_to_end is not None} for b in self.benchmarks}
+        fastest = {b.name: {r.batch_size: r.end_to_end.min_ms for r in b.latency
+                            if r.end_to_end is not None} for b in self.benchmarks}
         fp32, ort = medians.get(_FP32_ORT, {}), medians.get(_INT8_ORT, {})
         path = self.onnx.get("int8-ort")
         if fp32 and ort and path is not None:
@@ -539,7 +541,9 @@ class _Demo:
                 fused = None
             self.int8_verdict = int8_verdict(fp32, ort, cpu_int8=cpu_int8_features(),
                                              fused=fused, load=load_average(),
-                                             cores=os.cpu_count())
+                                             cores=os.cpu_count(),
+                                             fp32_min=fastest.get(_FP32_ORT),
+                                             int8_min=fastest.get(_INT8_ORT))
             out.append(self.int8_verdict)
         return out
 
@@ -627,11 +631,13 @@ class _Demo:
 
 def int8_verdict(fp32: Mapping[int, float], int8: Mapping[int, float], *,
                  cpu_int8: Mapping[str, Any] | None, fused: tuple[int, int] | None,
-                 load: Sequence[float] | None, cores: int | None) -> str:
+                 load: Sequence[float] | None, cores: int | None,
+                 fp32_min: Mapping[int, float] | None = None,
+                 int8_min: Mapping[int, float] | None = None) -> str:
     """One sentence: how fast the INT8 graph placed for ONNX Runtime runs against FP32 on
     ONNX Runtime, per batch size, and, where it is not faster, why not (from what was
     measured: the CPU's INT8 instructions, how many Conv/Gemm ONNX Runtime fused into INT8
-    kernels, the load).
+    kernels, the load and the fastest calls, which other work slows least).
 
     Args:
         fp32, int8: Median latency per call in ms, by batch size.
@@ -639,6 +645,7 @@ def int8_verdict(fp32: Mapping[int, float], int8: Mapping[int, float], *,
         fused: (Conv/Gemm run as INT8 kernels, all Conv/Gemm) in ONNX Runtime's optimised
             graph (:func:`xception_trt.precision.fused_kernel_counts`), or ``None``.
         load: The 1/5/15-minute load averages; cores: logical cores.
+        fp32_min, int8_min: The fastest call in ms, by batch size (optional).
     """
     from ..host import int8_features_text
 
@@ -650,6 +657,8 @@ def int8_verdict(fp32: Mapping[int, float], int8: Mapping[int, float], *,
     if not slower:
         return (f"{who} is faster than **{_FP32_ORT}** on this CPU: {speed} (FP32 median / "
                 f"INT8 median; INT8 features: {int8_features_text(cpu_int8)}).")
+    best = {b: fp32_min[b] / int8_min[b] for b in slower
+            if fp32_min and int8_min and b in fp32_min and int8_min.get(b)}
     why = []
     if cpu_int8 and cpu_int8.get("vnni") is False and not cpu_int8.get("amx"):
         why.append("this CPU has neither VNNI nor AMX, the instructions that make ONNX "
@@ -657,8 +666,12 @@ def int8_verdict(fp32: Mapping[int, float], int8: Mapping[int, float], *,
     if fused is not None and fused[0] < fused[1]:
         why.append(f"only {fused[0]} of its {fused[1]} Conv/Gemm run as INT8 kernels")
     if load and cores and load[0] >= cores:
-        why.append(f"the machine was busy (load average {load[0]:.2f} on {cores} cores), "
-                   "which slows the runners unevenly")
+        busy = (f"the machine was busy (load average {load[0]:.2f} on {cores} cores), which "
+                "slows the runners unevenly")
+        if best and all(r >= 1.0 for r in best.values()):
+            busy += ": the fastest calls, which other work slows least, are faster (" + \
+                ", ".join(f"{r:.2f}x at batch {b}" for b, r in best.items()) + ")"
+        why.append(busy)
     if not why:
         all_fused = (f"all {fused[1]} Conv/Gemm run as INT8 kernels" if fused is not None
                      else "its Conv/Gemm run as INT8 kernels")
