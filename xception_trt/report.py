@@ -784,6 +784,9 @@ def accuracy_figure(doc: Mapping[str, Any]) -> Any:
         ax_acc.bar([x + w / 2 for x in xs], d5, w, color=cols, alpha=0.4, hatch="//",
                    edgecolor=cols)
         ax_acc.axhline(0, color="black", linewidth=0.8)
+        # a tick at each bar's end, so that a change of 0 still shows the runner's colour
+        ax_acc.scatter([x - w / 2 for x in xs], d1, marker="_", s=220, c=cols, linewidths=3,
+                       zorder=3)
         lo, hi = _limits([*d1, *d5, 0.0])
         ax_acc.set_ylim(lo, hi)
         for x, a, d, e in zip(xs, top1, d1, entries):
@@ -809,6 +812,8 @@ def accuracy_figure(doc: Mapping[str, Any]) -> Any:
              else 100 * (1 - e["agreement"]["top1_agreement"]) for e in entries]
     heights = [a or 0.0 for a in agree]
     ax_agr.bar(xs, heights, 0.6, color=cols, edgecolor=cols)
+    ax_agr.scatter(xs, heights, marker="_", s=400, c=cols, linewidths=3, zorder=3,
+                   clip_on=False)
     for x, e, a in zip(xs, entries, agree):
         if e is ref or e["name"] == ref_name:
             label = "reference"
