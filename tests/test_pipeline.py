@@ -49,6 +49,10 @@ def test_layout_names():
     demo_layout = ArtifactLayout(onnx_dir="a", engine_dir="a/engines")
     assert demo_layout.onnx("fp32") == Path("a/fp32.onnx")
     assert demo_layout.onnx("int8") == Path("a/int8.onnx")
+    assert demo_layout.onnx("int8", "onnxruntime") == Path("a/int8-ort.onnx")
+    assert build_layout.onnx("int8", "onnxruntime") == Path("out/tiny.int8-ort.onnx")
+    with pytest.raises(ConfigError, match="only int8 has a placement"):
+        demo_layout.onnx("fp16", "onnxruntime")
     assert demo_layout.manifest == Path("a/variants.json")
     assert demo_layout.engine("fp16") == Path("a/engines/fp16.engine")
     assert demo_layout.calibration_cache_dir is None
@@ -172,6 +176,33 @@ def test_int8_variant_uses_the_calibration_cache(fp32_graph, image_folder):
                           calibration=image_folder, calibration_method="max", num_images=8,
                           force=True)
     assert not forced.reused and forced.quantize is not None and forced.quantize.cache == "hit"
+    # the same precision placed for ONNX Runtime: its own file and manifest entry, reused too,
+    # and never the graph an engine is built from
+    from xception_trt.config import Placement
+    from xception_trt.pipeline import Steps
+
+    steps = Steps(layout)
+    steps.use(Precision.FP32, fp32_graph)
+    ort = steps.variant(Precision.INT8, calibration=image_folder, calibration_method="max",
+                        num_images=8, placement="onnxruntime")
+    assert ort.step == "int8-ort" and ort.status == "ran"
+    assert ort.value.path == fp32_graph.parent / "int8-ort.onnx"
+    assert read_metadata(ort.value.path).placement is Placement.ONNXRUNTIME
+    assert ort.value.recipe["placement"] == "onnxruntime"
+    manifest = json.loads(layout.manifest.read_text())
+    assert manifest["int8-ort"]["sha256"] == sha256_file(ort.value.path)
+    assert "placement" not in manifest["int8"]["recipe"]
+    with pytest.raises(BuildError, match="no int8 graph"):
+        steps.graph(Precision.INT8)  # engines are built from the TensorRT placement only
+    again = steps.variant(Precision.INT8, calibration=image_folder, calibration_method="max",
+                          num_images=8, placement="onnxruntime")
+    assert again.status == "cached" and again.value.reused
+    assert make_variant(fp32_onnx=fp32_graph, precision="int8", layout=layout,
+                        calibration=image_folder, calibration_method="max",
+                        num_images=8).reused  # the TensorRT-placed entry is untouched
+    with pytest.raises(ConfigError, match="only int8 has a placement"):
+        make_variant(fp32_onnx=fp32_graph, precision="fp16", layout=layout,
+                     calibration=image_folder, placement="onnxruntime")
 
 
 def test_variant_bad_input(fp32_graph, image_folder):

@@ -115,7 +115,8 @@ def test_validate_report_rejects_foreign_and_newer_documents():
 
 def test_markdown_comparison_has_deltas_vs_fp32_reference():
     md = render_markdown(_doc())
-    assert "> **Note:** random weights" in md
+    # results first, then the notes
+    assert md.index("## Comparison") < md.index("## Notes\n\n- random weights")
     assert "against the reference **onnxruntime-fp32**" in md
     int8_row = next(line for line in md.splitlines()
                     if line.startswith("| onnxruntime-int8 | onnxruntime | int8"))
@@ -272,7 +273,7 @@ def test_bench_cli_writes_a_report(tiny_onnx_files, tiny_checkpoint, out, capsys
             "--threads", "1", "--out-dir", str(out), "--name", "t", "--no-progress"]
     assert main(argv) == 0
     stdout = capsys.readouterr().out
-    assert "report written to" in stdout and "median ms" in stdout
+    assert "report written to" in stdout and "p50 ms" in stdout
     doc = load_report(out / "t")
     names = [e["name"] for e in doc["runners"]]
     assert names == ["onnxruntime-fp32 (tiny_float.onnx)", "onnxruntime-fp32 (tiny_uint8.onnx)",
@@ -382,3 +383,184 @@ def test_plot_functions_write_to_output_and_take_the_old_path_keyword_with_a_war
         plot_latency(doc, tmp_path / "d.png", path=tmp_path / "e.png")
     with pytest.raises(ConfigError, match="give output="):
         plot_latency(doc)
+
+
+# ---------------------------------------------------------------------------------------------
+# plots people can read (issue 28 item 4) and what a report tells first
+
+
+def _table_rows(md: str, section: str) -> list[str]:
+    """Runner names of the table under ``## <section>``, in order."""
+    part = md[md.index(f"## {section}"):]
+    part = part[:part.index("\n## ", 3)] if "\n## " in part[3:] else part
+    return [line.split("|")[1].strip() for line in part.splitlines()
+            if line.startswith("| ") and not line.startswith("| Runner")]
+
+
+def _legend(fig) -> list[str]:
+    assert len(fig.legends) == 1
+    return [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+def _torch_reference_doc():
+    """Reference torch-fp32 (not first by precision/backend/name): table order puts it first."""
+    return _doc(name="t", reference="torch-fp32")
+
+
+@pytest.mark.parametrize("mapping", ["the report's", "a replaced"])
+@pytest.mark.parametrize("reference", ["onnxruntime-fp32", "torch-fp32"])
+def test_one_colour_per_runner_in_every_plot_from_one_mapping(mapping, reference, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from matplotlib.colors import to_hex
+
+    from xception_trt import report
+    from xception_trt.report import accuracy_figure, latency_figure, runner_styles
+
+    # torch-fp32 has latency but no accuracy: the plots hold different runners
+    doc = _doc(reference=reference)
+    styles = runner_styles(doc)
+    assert set(styles) == {e["name"] for e in doc["runners"]}
+    assert len({s["color"] for s in styles.values()}) == len(styles)  # one colour each
+    if mapping == "a replaced":  # every plot takes its colours from runner_styles
+        styles = {n: {**st, "color": f"#0000{i + 1:02x}"} for i, (n, st) in
+                  enumerate(styles.items())}
+        monkeypatch.setattr(report, "runner_styles", lambda doc: styles)
+    lat = latency_figure(doc)
+    seen = {}
+    for line in lat.axes[0].get_lines() + lat.axes[1].get_lines():
+        if not line.get_label().startswith("_"):
+            seen.setdefault(line.get_label(), set()).add(to_hex(line.get_color()))
+    acc = accuracy_figure(doc)
+    for patch in acc.legends[0].get_patches():
+        seen.setdefault(patch.get_label(), set()).add(to_hex(patch.get_facecolor()))
+    for bar, name in zip(acc.axes[1].patches, [e["name"] for e in doc["runners"]
+                                              if e.get("accuracy")]):
+        seen[name].add(to_hex(bar.get_facecolor()))
+    assert set(seen) == set(styles)
+    for name, colours in seen.items():
+        assert colours == {to_hex(styles[name]["color"])}, (name, colours)
+
+
+def test_legend_order_is_the_table_order():
+    pytest.importorskip("matplotlib")
+    from xception_trt.report import accuracy_figure, latency_figure, table_order
+
+    doc = _torch_reference_doc()
+    md = render_markdown(doc)
+    order = [e["name"] for e in table_order(doc)]
+    assert order[0] == "torch-fp32"  # the reference first
+    assert _table_rows(md, "Comparison") == order
+    assert _legend(latency_figure(doc)) == order
+    accuracy = [n for n in order if next(e for e in doc["runners"] if e["name"] == n)
+                .get("accuracy")]
+    assert _legend(accuracy_figure(doc)) == accuracy
+
+
+def _close_accuracy_doc(reference="onnxruntime-fp32", **kw):
+    ev = _eval()
+    ev.runners[0].accuracy = AccuracyResult(20, 0.9833, 0.998, 5, {})
+    ev.runners[1].accuracy = AccuracyResult(20, 0.9814, 0.998, 5, {})
+    ev.reference = reference
+    return build_report("close", kind="eval", evaluation=ev, system=SYSTEM, **kw)
+
+
+def test_accuracy_axis_shows_small_differences():
+    pytest.importorskip("matplotlib")
+    from xception_trt.report import accuracy_figure
+
+    ax_acc, ax_agr = accuracy_figure(_close_accuracy_doc()).axes
+    lo, hi = ax_acc.get_ylim()
+    # the change from the reference in points: -0.19 pp fills the axis, not 0..100 %
+    assert "percentage points" in ax_acc.get_ylabel()
+    assert lo < -0.19 and hi > 0 and hi - lo < 2
+    heights = sorted(round(p.get_height(), 2) for p in ax_acc.patches)
+    assert heights[0] == -0.19
+    lo, hi = ax_agr.get_ylim()
+    assert lo == 0 and 15 < hi < 40  # 15 % of images disagree: the axis is not 0..100
+    # without a reference accuracy: the values on a zoomed axis that says so
+    doc = _close_accuracy_doc()
+    for e in doc["runners"]:
+        if e["name"] == "onnxruntime-fp32":
+            e["accuracy"] = None
+    doc["runners"].append({**doc["runners"][1], "name": "other-int8"})
+    ax_acc = accuracy_figure(doc).axes[0]
+    lo, hi = ax_acc.get_ylim()
+    assert 97 < lo < 98.14 and 99.8 < hi <= 100.5 and "zoomed" in ax_acc.get_ylabel()
+
+
+def test_latency_plot_shows_the_median_and_the_tail_apart():
+    pytest.importorskip("matplotlib")
+    from matplotlib.collections import LineCollection
+
+    from xception_trt.report import latency_figure
+
+    doc = _doc()
+    ax = latency_figure(doc).axes[0]
+    assert ax.get_yscale() == "log"
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    tails = [c for c in ax.collections if isinstance(c, LineCollection)]
+    assert len(tails) == len(doc["runners"])
+    for e in doc["runners"]:
+        pts = [r for r in e["latency"] if r.get("end_to_end")]
+        med = lines[e["name"]]  # the labelled line is the median
+        assert list(med.get_ydata()) == [r["end_to_end"]["median_ms"] for r in pts]
+        assert med.get_marker() not in (None, "", "None")
+    width = min(line.get_linewidth() for line in lines.values() if not line.get_label()
+                .startswith("_"))
+    for tail in tails:  # thinner than every median line, from the median up to p99
+        assert max(tail.get_linewidths()) < width
+    int8 = next(e for e in doc["runners"] if e["name"] == "onnxruntime-int8")
+    p90 = [r["end_to_end"]["p90_ms"] for r in int8["latency"]]
+    p99 = [r["end_to_end"]["p99_ms"] for r in int8["latency"]]
+    marks = [list(line.get_ydata()) for line in ax.get_lines() if line.get_label()
+             .startswith("_")]
+    assert p90 in marks and p99 in marks  # each tail statistic its own marker
+    assert "min" not in ax.get_title() and "p99" in ax.get_title()
+
+
+def test_findings_engines_and_notes_follow_the_results():
+    engines = [{"path": "artifacts/a/engines/x/int8.engine", "size_bytes": 6 * 2**20 + 1,
+                "precision": "int8", "built_with": "tensorrt_rtx 1.7.1", "target": "SM86",
+                "max_batch": 8, "runs_on": "an NVIDIA RTX GPU of compute capability 8.6",
+                "command": "xception-trt infer artifacts/a/engines/x/int8.engine IMAGE"}]
+    doc = _doc(findings=["INT8 is slow here because of X."], engines=engines)
+    assert load_report_roundtrip(doc)["engines"] == engines
+    md = render_markdown(doc)
+    headings = [line for line in md.splitlines() if line.startswith("## ")]
+    assert headings[:3] == ["## Comparison", "## Engines", "## Notes"]
+    comparison = md[md.index("## Comparison"):md.index("## Engines")]
+    assert comparison.rstrip().endswith("INT8 is slow here because of X.")
+    row = next(line for line in md.splitlines() if "`artifacts/a/engines/x/int8.engine`" in line)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1:7] == ["int8", "6.0 MiB", "tensorrt_rtx 1.7.1", "SM86", "8",
+                          "an NVIDIA RTX GPU of compute capability 8.6"]
+    assert cells[7] == "`xception-trt infer artifacts/a/engines/x/int8.engine IMAGE`"
+    # without them: no empty sections
+    md = render_markdown(_doc())
+    assert "## Engines" not in md
+
+
+def load_report_roundtrip(doc):
+    return validate_report(json.loads(json.dumps(doc)))
+
+
+def test_bench_terminal_table_names_each_statistic(capsys):
+    from xception_trt.cli.bench import print_latency_summary
+
+    # a skewed run: the mean (3 ms) is far from the median (1 ms), as with a few slow calls
+    skewed = LatencyResult(4, 10, 2, LatencyStats(10, 3.0, 1.0, 1.2, 20.0, 0.9, 21.0, 6.0),
+                           throughput_ips=4 * 1000 / 3.0)
+    doc = build_report("s", kind="bench", system=SYSTEM, benchmarks=[
+        RunnerBenchmark("onnxruntime-fp32", {"backend": "onnxruntime", "precision": "fp32"},
+                        [skewed])])
+    print_latency_summary(doc)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["runner", "batch", "p50", "ms", "mean", "ms", "p99", "ms", "img/s",
+                              "(mean)"]
+    assert "img/s = batch / mean ms" in out[-1]
+    rows = [line.split() for line in out[1:-1]]
+    assert rows == [["onnxruntime-fp32", "4", "1.000", "3.000", "20.000", "1333.3"]]
+    for row in rows:
+        batch, p50, mean, p99, ips = int(row[1]), *map(float, row[2:6])
+        assert ips == pytest.approx(batch * 1000 / mean, rel=1e-3)  # from the mean beside it
+        assert p50 <= p99

@@ -11,8 +11,9 @@ result):
 - **export** (:func:`export_checkpoint`): checkpoint -> cleaned FP32 ONNX with a dynamic batch.
   Reused when the file's metadata names the same checkpoint (SHA-256), opset and input format.
 - **variants** (:func:`make_variant`): FP32 ONNX -> FP16 (ModelOpt AutoCast) or INT8
-  (calibrated Q/DQ, through the calibration cache). Reused when the variants manifest
-  (:attr:`ArtifactLayout.manifest`) records the same recipe - the FP32 graph's SHA-256, the
+  (calibrated Q/DQ, through the calibration cache; placed for TensorRT, or for ONNX Runtime's
+  CPU kernels as ``int8-ort.onnx``, which no engine is built from). Reused when the variants
+  manifest (:attr:`ArtifactLayout.manifest`) records the same recipe - the FP32 graph's SHA-256, the
   calibration folder's fingerprint (:func:`calibration_fingerprint`), the calibration method
   and, when the caller chose it, the number of calibration images - and the file still has the
   SHA-256 recorded with it.
@@ -59,7 +60,7 @@ __all__ = ["AUTO_CALIBRATION", "CACHED", "CALIBRATION_CHOICES", "FAILED", "RAN",
            "EnginesResult", "ExportOutcome", "PipelineCallbacks", "StepOutcome", "Steps",
            "VariantOutcome", "build", "build_engines", "calibration_fingerprint",
            "export_checkpoint", "export_step", "make_variant", "parse_calibration_method",
-           "variant_step"]
+           "variant_name", "variant_step"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,22 @@ CALIBRATION_CHOICES: tuple[str, ...] = (*CalibrationMethod.choices(), AUTO_CALIB
 # where files go
 
 
+def variant_name(precision: Precision | str,
+                 placement: Placement | str = Placement.TENSORRT) -> str:
+    """A variant's name in file names and the variants manifest: the precision's value, and
+    ``int8-ort`` for INT8 placed for ONNX Runtime.
+
+    Raises:
+        ConfigError: A placement for FP32 or FP16 (only INT8 has Q/DQ to place).
+    """
+    prec: Precision = Precision.parse(precision)
+    if Placement.parse(placement) is Placement.TENSORRT:
+        return prec.value
+    if prec is not Precision.INT8:
+        raise ConfigError(f"only int8 has a placement; {prec.value} has no Q/DQ to place")
+    return "int8-ort"
+
+
 @dataclass(frozen=True)
 class ArtifactLayout:
     """Where the pipeline's files go.
@@ -81,8 +98,9 @@ class ArtifactLayout:
     Attributes:
         onnx_dir: The ONNX graphs and the variants manifest.
         engine_dir: The engines and their sidecars.
-        stem: File stem: ``<stem>.onnx`` (FP32), ``<stem>.fp16.onnx``, ``<stem>.variants.json``,
-            ``<stem>.int8.engine``; empty: ``fp32.onnx``, ``fp16.onnx``, ``variants.json``,
+        stem: File stem: ``<stem>.onnx`` (FP32), ``<stem>.fp16.onnx``, ``<stem>.int8-ort.onnx``
+            (INT8 placed for ONNX Runtime), ``<stem>.variants.json``, ``<stem>.int8.engine``;
+            empty: ``fp32.onnx``, ``fp16.onnx``, ``int8-ort.onnx``, ``variants.json``,
             ``int8.engine``.
         calibration_cache_dir: The INT8 calibration cache (``None``: calibrate every time).
     """
@@ -108,12 +126,14 @@ class ArtifactLayout:
     def _name(self, suffix: str) -> str:
         return f"{self.stem}.{suffix}" if self.stem else suffix
 
-    def onnx(self, precision: Precision | str) -> Path:
-        """The ONNX graph of ``precision`` (the export itself for FP32)."""
+    def onnx(self, precision: Precision | str,
+             placement: Placement | str = Placement.TENSORRT) -> Path:
+        """The ONNX graph of ``precision`` (the export itself for FP32); INT8 placed for ONNX
+        Runtime (``placement="onnxruntime"``) is ``int8-ort.onnx``."""
         prec: Precision = Precision.parse(precision)
         if prec is Precision.FP32 and self.stem:
             return self.onnx_dir / f"{self.stem}.onnx"
-        return self.onnx_dir / self._name(f"{prec.value}.onnx")
+        return self.onnx_dir / self._name(f"{variant_name(prec, placement)}.onnx")
 
     @property
     def manifest(self) -> Path:
@@ -150,6 +170,7 @@ class VariantOutcome:
 
     Attributes:
         precision: FP16 or INT8.
+        placement: INT8's Q/DQ placement (for TensorRT, or ONNX Runtime's CPU kernels).
         path: The ONNX file.
         reused: True when the manifest showed the file was made by the same recipe.
         recipe: What the variant was made from (as recorded in the manifest).
@@ -165,6 +186,7 @@ class VariantOutcome:
     quantize: QuantizeResult | None = None
     auto: AutoQuantizeResult | None = None
     sha256: str | None = None
+    placement: Placement = Placement.TENSORRT
 
 
 @dataclass(frozen=True)
@@ -392,7 +414,8 @@ def make_variant(*, fp32_onnx: str | os.PathLike[str] | OnnxSource, precision: P
                  layout: ArtifactLayout, calibration: str | os.PathLike[str] | None = None,
                  calibration_method: CalibrationMethod | str | None = None,
                  num_images: int | None = None, force: bool = False,
-                 progress: Progress | None = None) -> VariantOutcome:
+                 progress: Progress | None = None,
+                 placement: Placement | str = Placement.TENSORRT) -> VariantOutcome:
     """Make the FP16 or INT8 variant of an FP32 graph, or reuse the one the manifest vouches for.
 
     Args:
@@ -409,12 +432,16 @@ def make_variant(*, fp32_onnx: str | os.PathLike[str] | OnnxSource, precision: P
             the recipe when given.
         force: Make the variant even when the manifest says an identical one exists.
         progress: INT8 calibration progress (see :meth:`PipelineCallbacks.on_progress`).
+        placement: INT8 only: ``tensorrt`` (the graph engines are built from) or
+            ``onnxruntime`` (``int8-ort.onnx``, what ONNX Runtime's CPU kernels run fast; its
+            own manifest entry, calibrated on the same images).
 
     Returns:
         A :class:`VariantOutcome`.
 
     Raises:
-        ConfigError: ``precision`` is FP32, or an unknown method or a bad ``num_images``.
+        ConfigError: ``precision`` is FP32, a placement for FP16, an unknown method or a bad
+            ``num_images``.
         BuildError: INT8 without calibration images, or the manifest cannot be written.
         CalibrationError / GraphError: From the precision step.
     """
@@ -422,6 +449,8 @@ def make_variant(*, fp32_onnx: str | os.PathLike[str] | OnnxSource, precision: P
     if prec is Precision.FP32:
         raise ConfigError("the FP32 graph is the export itself; variants are fp16 and int8")
     method = parse_calibration_method(calibration_method)
+    place: Placement = Placement.parse(placement)
+    name = variant_name(prec, place)  # refuses a placement for FP16
     if num_images is not None:
         check_int(num_images, "num_images")
     if prec is Precision.INT8 and not calibration:
@@ -430,25 +459,28 @@ def make_variant(*, fp32_onnx: str | os.PathLike[str] | OnnxSource, precision: P
     from_sha256 = (fp32_onnx.sha256 if isinstance(fp32_onnx, OnnxSource)
                    else sha256_file(fp32_onnx))
     fp32_onnx = fp32_onnx.path if isinstance(fp32_onnx, OnnxSource) else Path(fp32_onnx)
-    target = layout.onnx(prec)
+    target = layout.onnx(prec, place)
     recipe: dict[str, Any] = {"from_sha256": from_sha256,
                               "calib": calibration_fingerprint(calibration),
                               "calib_method": method}
     if num_images is not None:  # only when chosen: manifests written without it stay valid
         recipe["num_images"] = num_images
+    if place is Placement.ONNXRUNTIME:  # likewise: TensorRT-placed entries are unchanged
+        recipe["placement"] = place.value
     entries = _read_manifest(layout.manifest)
-    entry = entries.get(prec.value) or {}
+    entry = entries.get(name) or {}
     if not force and entry.get("recipe") == recipe and target.is_file():
         digest = sha256_file(target)
         if digest == entry.get("sha256"):
             log.info("reusing %s (made from the same graph and calibration data)", target)
-            return VariantOutcome(prec, target, True, recipe, sha256=digest)
+            return VariantOutcome(prec, target, True, recipe, sha256=digest, placement=place)
     quantize = auto = None
     if prec is Precision.FP16:
         to_fp16(fp32_onnx, calibration, output=target)
     else:
         kw: dict[str, Any] = {} if num_images is None else {"num_images": num_images}
         kw["progress"] = progress
+        kw["placement"] = place
         if method == AUTO_CALIBRATION:
             auto = auto_quantize_int8(fp32_onnx, calibration, None, output=target,
                                       cache_dir=layout.calibration_cache_dir, **kw)
@@ -459,9 +491,9 @@ def make_variant(*, fp32_onnx: str | os.PathLike[str] | OnnxSource, precision: P
             quantize = quantize_int8(fp32_onnx, calibration, output=target,
                                      cache_dir=layout.calibration_cache_dir, **kw)
     digest = sha256_file(target)
-    entries[prec.value] = {"recipe": recipe, "sha256": digest}
+    entries[name] = {"recipe": recipe, "sha256": digest}
     atomic_write_json(layout.manifest, entries, error=BuildError)
-    return VariantOutcome(prec, target, False, recipe, quantize, auto, digest)
+    return VariantOutcome(prec, target, False, recipe, quantize, auto, digest, place)
 
 
 def export_step(callbacks: PipelineCallbacks, *, checkpoint: Path, output: Path,
@@ -478,13 +510,15 @@ def variant_step(callbacks: PipelineCallbacks, *, fp32_onnx: Path | OnnxSource,
                  precision: Precision, layout: ArtifactLayout,
                  calibration: str | os.PathLike[str] | None,
                  calibration_method: CalibrationMethod | str | None,
-                 num_images: int | None = None, force: bool = False) -> VariantOutcome:
+                 num_images: int | None = None, force: bool = False,
+                 placement: Placement | str = Placement.TENSORRT) -> VariantOutcome:
     """:func:`make_variant` between its progress and outcome hooks, its calibration progress
     going to ``callbacks.on_progress``."""
-    callbacks.on_progress(f"{precision.value} variant", 0, None)
+    callbacks.on_progress(f"{variant_name(precision, placement)} variant", 0, None)
     outcome = make_variant(fp32_onnx=fp32_onnx, precision=precision, layout=layout,
                            calibration=calibration, calibration_method=calibration_method,
-                           num_images=num_images, force=force, progress=callbacks.on_progress)
+                           num_images=num_images, force=force, progress=callbacks.on_progress,
+                           placement=placement)
     callbacks.on_variant(outcome)
     return outcome
 
@@ -529,7 +563,7 @@ class StepOutcome(Generic[_T]):
     """One step of the export -> variants -> engines sequence and how it went.
 
     Attributes:
-        step: ``export``, the variant's precision (``fp16``, ``int8``) or ``engines``.
+        step: ``export``, the variant's name (``fp16``, ``int8``, ``int8-ort``) or ``engines``.
         status: :data:`RAN`, :data:`CACHED` (every output reused), :data:`SKIPPED` or
             :data:`FAILED` (an engine failed with ``keep_going``).
         value: What the step made: an :class:`ExportOutcome`, a :class:`VariantOutcome` or an
@@ -632,17 +666,23 @@ class Steps:
 
     def variant(self, precision: Precision, *, calibration: str | os.PathLike[str] | None,
                 calibration_method: CalibrationMethod | str | None = None,
-                num_images: int | None = None, force: bool = False
+                num_images: int | None = None, force: bool = False,
+                placement: Placement | str = Placement.TENSORRT
                 ) -> StepOutcome[VariantOutcome]:
         """Make (or reuse) the FP16 / INT8 variant of the FP32 graph: :func:`make_variant`
-        between its hooks, its calibration progress going to ``callbacks.on_progress``."""
+        between its hooks, its calibration progress going to ``callbacks.on_progress``. INT8
+        placed for ONNX Runtime is not a graph engines are built from: it is not kept as the
+        INT8 graph (:meth:`graph`)."""
+        place: Placement = Placement.parse(placement)
         outcome = variant_step(self.callbacks, fp32_onnx=self.graph(Precision.FP32),
                                precision=precision, layout=self.layout, calibration=calibration,
                                calibration_method=calibration_method, num_images=num_images,
-                               force=force)
-        # the digest make_variant just computed is the file's: read the metadata only
-        self._graphs[precision] = _Unread(outcome.path, outcome.sha256)
-        return StepOutcome(precision.value, CACHED if outcome.reused else RAN, outcome)
+                               force=force, placement=place)
+        if place is Placement.TENSORRT:
+            # the digest make_variant just computed is the file's: read the metadata only
+            self._graphs[precision] = _Unread(outcome.path, outcome.sha256)
+        return StepOutcome(variant_name(precision, place), CACHED if outcome.reused else RAN,
+                           outcome)
 
     def engines(self, jobs: Sequence[EngineJob], *, force: bool = False,
                 keep_going: bool = False) -> StepOutcome[EnginesResult]:

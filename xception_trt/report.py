@@ -6,21 +6,30 @@ tables people paste into a review, and PNG plots, written into ``<root>/<name>/`
 Layout of a report directory::
 
     report.json              schema "xception-trt/bench-report", schema_version 2
-    report.md                system, comparison (deltas vs the FP32 reference), latency,
+    report.md                results first (comparison: deltas vs the FP32 reference, and
+                             the findings under it), engines, notes, system, latency,
                              accuracy, memory, runner details, problems
-    latency_vs_batch.png     median latency and throughput vs batch size, per runner
+    latency_vs_batch.png     median latency (p90/p99 as thin ticks) and mean throughput vs
+                             batch size, per runner
     latency_vs_energy.png    median latency vs energy per image, a point per runner and batch
                              (only when power was measured)
-    accuracy_by_precision.png  top-1/top-5 and agreement with the reference, by precision
+    accuracy_by_precision.png  top-1/top-5 change from the reference in percentage points, and
+                             top-1 disagreement with it
                              (plots need matplotlib, the ``plot`` extra; without it the
                              report has tables only and says so where each plot would be)
+
+Every table lists the runners in one order (:func:`table_order`: the reference first, then by
+precision, backend and name) and every plot draws each runner in one style
+(:func:`runner_styles`: its colour, marker and line style), its legend in the table's order.
 
 JSON schema (version 2; new optional keys may be added, a removed or renamed key bumps the
 version; 2 renamed every ``*_mb`` key ``*_mib``: sizes are MiB everywhere)::
 
     {"schema": "xception-trt/bench-report", "schema_version": 2, "name": str,
      "title": str, "kind": "bench" | "eval", "created_utc": ISO-8601, "command": str | null,
-     "notes": [str], "system": {...sysinfo.system_facts(), incl. "load_average"...},
+     "notes": [str], "findings": [str] | absent, "engines": [{"path", "size_bytes",
+     "precision", "built_with", "target", "max_batch", "runs_on", "command"}] | absent,
+     "system": {...sysinfo.system_facts(), incl. "load_average"...},
      "process": {"peak_rss_mib": float | null}, "config": {...}, "reference": str | null,
      "context": {...power.run_context()...} | absent,
      "power": {...PowerMonitor.describe()...} | null | absent,
@@ -53,7 +62,7 @@ from .host import int8_features_text
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "ReportFiles", "build_report", "validate_report",
            "load_report", "render_markdown", "latency_figure", "plot_latency", "plot_accuracy",
            "check_report_dir", "write_report", "default_report_name", "DEFAULT_ROOT",
-           "plot_energy"]
+           "plot_energy", "accuracy_figure", "table_order", "runner_styles"]
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +108,8 @@ def build_report(name: str, *, kind: str, benchmarks: Sequence[Any] = (),
                  notes: Sequence[str] = (), system: Mapping[str, Any] | None = None,
                  command: str | None = None, reference: str | None = None,
                  title: str | None = None, context: Mapping[str, Any] | None = None,
-                 power: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                 power: Mapping[str, Any] | None = None, findings: Sequence[str] = (),
+                 engines: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
     """Assemble the JSON report from latency and/or evaluation results.
 
     Args:
@@ -110,7 +120,13 @@ def build_report(name: str, *, kind: str, benchmarks: Sequence[Any] = (),
         benchmarks: :class:`~xception_trt.bench.RunnerBenchmark` results.
         evaluation: An :class:`~xception_trt.bench.EvalResult` (or ``None``).
         config: Settings to record (batch sizes, iterations, data ...).
-        notes: Free-text caveats shown at the top of the Markdown (e.g. "random weights").
+        notes: Free-text caveats, shown after the results (e.g. "random weights").
+        findings: Sentences that read the results (why a runner is slow, whether INT8 is
+            faster), shown right under the comparison table.
+        engines: TensorRT engines the run built, one mapping each: ``path``, ``size_bytes``,
+            ``precision``, ``built_with`` (flavour and version), ``target`` (compute
+            capability or GPU), ``max_batch``, ``runs_on`` (where it can run) and ``command``
+            (what to run it with); the ``## Engines`` section.
         system: Machine facts (default: :func:`xception_trt.sysinfo.system_facts`, taken
             now: its load average covers the measurements just made).
         command: The command line that produced the report.
@@ -176,6 +192,10 @@ def build_report(name: str, *, kind: str, benchmarks: Sequence[Any] = (),
         "context": dict(context) if context is not None else _run_context(),
         "power": dict(power) if power is not None else None,
     }
+    if findings:
+        doc["findings"] = list(findings)
+    if engines:
+        doc["engines"] = [dict(e) for e in engines]
     return validate_report(json.loads(json.dumps(doc, default=_json_default)))
 
 
@@ -288,9 +308,13 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def _ordered(runners: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(runners, key=lambda e: (_PRECISION_ORDER.get(e.get("precision") or "", 9),
-                                          str(e.get("backend")), e["name"]))
+def table_order(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The report's runners in the order of every table and legend: the reference first,
+    then by precision (FP32, FP16, INT8), backend and name."""
+    ref = doc.get("reference")
+    return sorted(doc["runners"], key=lambda e: (
+        e["name"] != ref, _PRECISION_ORDER.get(e.get("precision") or "", 9),
+        str(e.get("backend")), e["name"]))
 
 
 def _lat(entry: Mapping[str, Any], batch: int) -> Mapping[str, Any] | None:
@@ -348,7 +372,7 @@ def render_markdown(doc: Mapping[str, Any], *, plots: bool = True) -> str:
 
     validate_report(dict(doc))
     ref_name = doc.get("reference")
-    runners = sorted(_ordered(list(doc["runners"])), key=lambda e: e["name"] != ref_name)
+    runners = table_order(doc)
     ref = next((e for e in runners if e["name"] == ref_name), None)
     batches = _batches(doc)
     has_acc = any(e.get("accuracy") for e in runners)
@@ -356,18 +380,8 @@ def render_markdown(doc: Mapping[str, Any], *, plots: bool = True) -> str:
     out.append(f"Created {doc['created_utc']}" + (f" by `{doc['command']}`"
                                                  if doc.get("command") else "") + ".")
     out.append("")
-    for note in doc.get("notes") or []:
-        out.append(f"> **Note:** {note}")
-        out.append("")
 
-    out += ["## System", "", _table(["", ""], _system_rows(doc["system"])), ""]
-    if doc.get("context"):
-        out += ["## Run context", "", _table(["", ""], _context_rows(doc["context"])), ""]
-    cfg = doc.get("config") or {}
-    if cfg:
-        out += ["Settings: " + ", ".join(f"{k}={v}" for k, v in cfg.items()), ""]
-
-    # comparison view
+    # results first: the comparison view and what it shows, then engines and notes
     out += ["## Comparison", ""]
     if ref is not None:
         out += [f"Deltas and speed-ups are against the reference **{ref_name}** "
@@ -380,7 +394,7 @@ def render_markdown(doc: Mapping[str, Any], *, plots: bool = True) -> str:
         header += ["Top-1", "Δ top-1", "Top-5", "Δ top-5", "Top-1 agree", "max |Δ logit|",
                    "KL mean"]
     for b in batches:
-        header += [f"ms @ b{b}", f"speed-up @ b{b}"]
+        header += [f"p50 ms @ b{b}", f"speed-up @ b{b}"]
     rows = []
     for e in runners:
         row = [e["name"], str(e.get("backend")), str(e.get("precision")), str(e.get("device"))]
@@ -407,11 +421,25 @@ def render_markdown(doc: Mapping[str, Any], *, plots: bool = True) -> str:
                 row.append("—")
         rows.append(row)
     out += [_table(header, rows), ""]
+    for finding in doc.get("findings") or []:
+        out += [finding, ""]
+    out += _engines_section(doc)
+    notes = doc.get("notes") or []
+    if notes:
+        out += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+
+    out += ["## System", "", _table(["", ""], _system_rows(doc["system"])), ""]
+    if doc.get("context"):
+        out += ["## Run context", "", _table(["", ""], _context_rows(doc["context"])), ""]
+    cfg = doc.get("config") or {}
+    if cfg:
+        out += ["Settings: " + ", ".join(f"{k}={v}" for k, v in cfg.items()), ""]
 
     # latency
     if batches:
         out += ["## Latency", "",
-                "End-to-end host wall time per call (`time.perf_counter_ns`), in milliseconds; "
+                "End-to-end host wall time per call (`time.perf_counter_ns`), in milliseconds: "
+                "Median is p50, the typical call; the mean counts the slow calls too, and "
                 "images/s = batch / mean. GPU = CUDA-event compute time where the runner "
                 "exposes it.", ""]
         rows = []
@@ -517,6 +545,21 @@ def render_markdown(doc: Mapping[str, Any], *, plots: bool = True) -> str:
     return "\n".join(out)
 
 
+def _engines_section(doc: Mapping[str, Any]) -> list[str]:
+    """``## Engines``: each engine the run built, its size and target, and how to run it."""
+    engines = doc.get("engines") or []
+    if not engines:
+        return []
+    rows = [[f"`{e.get('path')}`", str(e.get("precision")),
+             "—" if e.get("size_bytes") is None else f"{e['size_bytes'] / 2**20:.1f} MiB",
+             str(e.get("built_with")), str(e.get("target")), str(e.get("max_batch")),
+             str(e.get("runs_on") or "—"), f"`{e['command']}`" if e.get("command") else "—"]
+            for e in engines]
+    return ["## Engines", "",
+            _table(["Engine", "Precision", "Size", "Built with", "Target", "Max batch",
+                    "Runs on", "Run with"], rows), ""]
+
+
 def _context_rows(ctx: Mapping[str, Any]) -> list[list[str]]:
     """Power mode, clocks, governor and load of the run (from ``power.run_context``)."""
     load = ctx.get("load_average")
@@ -603,39 +646,60 @@ def _figure(ncols: int, width: float = 11.0, height: float = 4.2):
     return fig, axes
 
 
-_COLOURS = {"fp32": "tab:blue", "fp16": "tab:orange", "int8": "tab:green"}
 _BACKEND_MARKERS = {"tensorrt": "o", "onnxruntime": "s", "torch": "^"}
 _PRECISION_LINES = {"fp32": "-", "fp16": "--", "int8": ":"}
 
 
-def _latency_styles(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
-    """One style per runner: its own colour (tab10, in report order), marker = backend, line
-    style = precision, so no two runners (torch-fp32 and onnxruntime-fp32, say) look alike."""
-    return [{"color": f"C{i % 10}",
-             "marker": _BACKEND_MARKERS.get(e.get("backend") or "", "D"),
-             "linestyle": _PRECISION_LINES.get(e.get("precision") or "", "-.")}
-            for i, e in enumerate(entries)]
+def runner_styles(doc: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """Each runner's style in every plot of the report: its own colour (tab10, in
+    :func:`table_order`), marker = backend, line style = precision, so no two runners
+    (torch-fp32 and onnxruntime-fp32, say) look alike and a colour means one runner in every
+    plot. Keys: the runners' names; values: matplotlib ``color``, ``marker``, ``linestyle``."""
+    return {e["name"]: {"color": f"C{i % 10}",
+                        "marker": _BACKEND_MARKERS.get(e.get("backend") or "", "D"),
+                        "linestyle": _PRECISION_LINES.get(e.get("precision") or "", "-.")}
+            for i, e in enumerate(table_order(doc))}
+
+
+def _spread(k: int, n: int, step: float = 0.045) -> float:
+    """Factor that moves series ``k`` of ``n`` sideways on a log2 batch axis, so that the tails
+    of runners at the same batch size do not hide each other."""
+    return float(2 ** ((k - (n - 1) / 2) * step))
+
+
+def _legend_columns(n: int) -> int:
+    """Legend columns: one row up to 6 entries, so that it reads left to right in the tables'
+    order (matplotlib fills a legend column by column)."""
+    return n if n <= 6 else math.ceil(n / 2)
 
 
 def latency_figure(doc: Mapping[str, Any]) -> Any:
     """The latency plot as a matplotlib ``Figure`` (see :func:`plot_latency`), or ``None``
     when nothing was measured."""
     series = []
-    for e in _ordered(list(doc["runners"])):
+    for e in table_order(doc):
         pts = [r for r in e.get("latency") or [] if r.get("end_to_end")]
         if pts:
             series.append((e, pts))
     if not series:
         return None
+    styles = runner_styles(doc)
     fig, (ax_lat, ax_tp) = _figure(2, height=4.8)
     batches = _batches(doc)
-    for (e, pts), style in zip(series, _latency_styles([e for e, _ in series])):
-        b = [r["batch_size"] for r in pts]
+    for k, (e, pts) in enumerate(series):
+        style = styles[e["name"]]
+        colour = style["color"]
+        b = [r["batch_size"] * _spread(k, len(series)) for r in pts]
         med = [r["end_to_end"]["median_ms"] for r in pts]
-        lo = [m - r["end_to_end"]["min_ms"] for m, r in zip(med, pts)]
-        hi = [r["end_to_end"]["p99_ms"] - m for m, r in zip(med, pts)]
-        ax_lat.errorbar(b, med, yerr=[lo, hi], capsize=3, label=e["name"], **style)
-        ax_tp.plot(b, [r["throughput_ips"] for r in pts], label=e["name"], **style)
+        p90 = [r["end_to_end"]["p90_ms"] for r in pts]
+        p99 = [r["end_to_end"]["p99_ms"] for r in pts]
+        # the median carries the line and the marker; the tail is thin and drawn under it
+        ax_lat.vlines(b, med, p99, colors=colour, linewidth=0.9, alpha=0.6, zorder=1)
+        ax_lat.plot(b, p90, linestyle="none", marker="_", markersize=9, color=colour, zorder=2)
+        ax_lat.plot(b, p99, linestyle="none", marker="x", markersize=4, color=colour, zorder=2)
+        ax_lat.plot(b, med, label=e["name"], linewidth=1.8, markersize=6, zorder=3, **style)
+        ax_tp.plot([r["batch_size"] for r in pts], [r["throughput_ips"] for r in pts],
+                   label=e["name"], linewidth=1.8, markersize=6, **style)
     for ax in (ax_lat, ax_tp):
         ax.set_xscale("log", base=2)
         ax.set_xticks(batches)
@@ -643,14 +707,14 @@ def latency_figure(doc: Mapping[str, Any]) -> Any:
         ax.set_xlabel("batch size (images per call)")
         ax.grid(True, which="both", alpha=0.3)
     ax_lat.set_yscale("log")
-    ax_lat.set_ylabel("latency per call, ms (median; whiskers min..p99)")
-    ax_lat.set_title("Latency vs batch")
-    ax_tp.set_ylabel("throughput, images/s")
-    ax_tp.set_title("Throughput vs batch")
-    # One legend for both panels, under them (the same lines are in each).
-    handles, labels = ax_tp.get_legend_handles_labels()
+    ax_lat.set_ylabel("latency per call, ms (log)")
+    ax_lat.set_title("Latency: median (marker), p90 (—), p99 (×)", fontsize=10)
+    ax_tp.set_ylabel("images/s (batch / mean latency)")
+    ax_tp.set_title("Throughput from the mean latency", fontsize=10)
+    # One legend for both panels, under them, in the tables' order (the same lines are in each).
+    handles, labels = ax_lat.get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=8, loc="outside lower center",
-               ncols=min(4, len(labels)))
+               ncols=_legend_columns(len(labels)))
     cpu = doc["system"].get("cpu", "")
     gpus = (doc["system"].get("devices") or {}).get("gpus") or []
     where = gpus[0]["name"] if gpus else cpu
@@ -669,8 +733,9 @@ def _plot_output(output: str | os.PathLike[str] | None, path: str | os.PathLike[
 
 def plot_latency(doc: Mapping[str, Any], output: str | os.PathLike[str] | None = None, *,
                  path: str | os.PathLike[str] | None = None) -> Path | None:
-    """Median latency per call (whiskers: min..p99) and throughput vs batch size, one line per
-    runner (own colour; marker = backend, line style = precision; one legend for both panels).
+    """Latency per call vs batch size (median: marker and line; p90 and p99: thin ticks above
+    it; log scale) and throughput (batch / mean latency), one series per runner in its
+    :func:`runner_styles` style, one legend for both panels in the tables' order.
     Returns the PNG path, or ``None`` when nothing was measured."""
     output = _plot_output(output, path, "plot_latency")
     fig = latency_figure(doc)
@@ -681,63 +746,110 @@ def plot_latency(doc: Mapping[str, Any], output: str | os.PathLike[str] | None =
     return png
 
 
-def plot_accuracy(doc: Mapping[str, Any], output: str | os.PathLike[str] | None = None, *,
-                  path: str | os.PathLike[str] | None = None) -> Path | None:
-    """Top-1/top-5 accuracy and top-1 agreement with the reference per runner, grouped and
-    coloured by precision. Returns the PNG path, or ``None`` without accuracy results."""
-    output = _plot_output(output, path, "plot_accuracy")
-    entries = [e for e in _ordered(list(doc["runners"])) if e.get("accuracy")]
+def _limits(values: Sequence[float], *, floor: float | None = None,
+            min_span: float = 0.5) -> tuple[float, float]:
+    """Axis limits around ``values`` (from ``floor`` when given) with room for the labels
+    above: close values get a narrow axis (at least ``min_span`` wide), so their differences
+    show."""
+    lo = min(values) if floor is None else floor
+    hi = max(values)
+    if floor is None and hi - lo < min_span:  # widen evenly around the values
+        lo -= (min_span - (hi - lo)) / 2
+    span = max(hi - lo, min_span)
+    return (lo if floor is not None else lo - 0.1 * span), lo + span + 0.3 * span
+
+
+def accuracy_figure(doc: Mapping[str, Any]) -> Any:
+    """The accuracy plot as a matplotlib ``Figure`` (see :func:`plot_accuracy`), or ``None``
+    without accuracy results."""
+    entries = [e for e in table_order(doc) if e.get("accuracy")]
     if not entries:
         return None
-    colours = _COLOURS
-    fig, (ax_acc, ax_agr) = _figure(2, width=max(9.0, 1.6 * len(entries) + 4), height=4.6)
+    styles = runner_styles(doc)
+    ref_name = doc.get("reference")
+    ref = next((e for e in entries if e["name"] == ref_name), None)
+    fig, (ax_acc, ax_agr) = _figure(2, width=max(9.0, 1.5 * len(entries) + 4), height=4.8)
     xs = list(range(len(entries)))
-    names = [e["name"] for e in entries]
+    cols = [styles[e["name"]]["color"] for e in entries]
     top1 = [100 * e["accuracy"]["top1"] for e in entries]
     top5 = [100 * e["accuracy"]["top5"] for e in entries]
-    cols = [colours.get(e.get("precision") or "", "tab:gray") for e in entries]
     w = 0.38
-    ax_acc.bar([x - w / 2 for x in xs], top1, w, color=cols, label="top-1")
-    ax_acc.bar([x + w / 2 for x in xs], top5, w, color=cols, alpha=0.45, hatch="//",
-               label="top-5")
-    for x, a, b in zip(xs, top1, top5):
-        ax_acc.annotate(f"{a:.1f}", (x - w / 2, a), ha="center", va="bottom", fontsize=7)
-        ax_acc.annotate(f"{b:.1f}", (x + w / 2, b), ha="center", va="bottom", fontsize=7)
-    ax_acc.set_ylim(0, 105)
-    ax_acc.set_ylabel("accuracy, %")
-    ax_acc.set_title("Top-1 (solid) and top-5 (hatched) accuracy")
-    ref = doc.get("reference")
-    agree = [100 * e["agreement"]["top1_agreement"] if e.get("agreement") else None
-             for e in entries]
-    is_ref = [e["name"] == ref for e in entries]
-    heights = [100.0 if r else (a if a is not None else 0) for a, r in zip(agree, is_ref)]
-    ax_agr.bar(xs, heights, 0.6, color=["none" if r else c for c, r in zip(cols, is_ref)],
-               edgecolor=cols, hatch=None, linewidth=1.5)
+    if ref is not None:
+        # the drop from the reference, in percentage points: bars from 0 that show a 0.2-point
+        # difference as plainly as a 5-point one
+        base1, base5 = 100 * ref["accuracy"]["top1"], 100 * ref["accuracy"]["top5"]
+        d1 = [a - base1 for a in top1]
+        d5 = [a - base5 for a in top5]
+        ax_acc.bar([x - w / 2 for x in xs], d1, w, color=cols, edgecolor=cols)
+        ax_acc.bar([x + w / 2 for x in xs], d5, w, color=cols, alpha=0.4, hatch="//",
+                   edgecolor=cols)
+        ax_acc.axhline(0, color="black", linewidth=0.8)
+        # a tick at each bar's end, so that a change of 0 still shows the runner's colour
+        ax_acc.scatter([x - w / 2 for x in xs], d1, marker="_", s=220, c=cols, linewidths=3,
+                       zorder=3)
+        lo, hi = _limits([*d1, *d5, 0.0])
+        ax_acc.set_ylim(lo, hi)
+        for x, a, d, e in zip(xs, top1, d1, entries):
+            text = f"{a:.2f}%" if e is ref else f"{d:+.2f}\n{a:.2f}%"
+            ax_acc.annotate(text, (x - w / 2, max(d, 0)), ha="center", va="bottom", fontsize=7)
+        ax_acc.set_ylabel(f"change from {ref_name}, percentage points")
+        ax_acc.set_title(f"Top-1 (solid, labelled) and top-5 (hatched) vs {ref_name}",
+                         fontsize=10)
+    else:
+        # no reference accuracy: the values themselves, as points on a zoomed axis (bars cut
+        # off at the bottom would exaggerate the differences)
+        for x, a, b, c in zip(xs, top1, top5, cols):
+            ax_acc.plot([x - w / 4], [a], marker="o", color=c, linestyle="none")
+            ax_acc.plot([x + w / 4], [b], marker="o", markerfacecolor="none", color=c,
+                        linestyle="none")
+            ax_acc.annotate(f"{a:.2f}%", (x - w / 4, a), xytext=(0, 5),
+                            textcoords="offset points", ha="center", fontsize=7)
+        lo, hi = _limits([*top1, *top5])
+        ax_acc.set_ylim(max(0.0, lo), min(100.5, hi))
+        ax_acc.set_ylabel("accuracy, % (axis zoomed: it does not start at 0)")
+        ax_acc.set_title("Top-1 (filled) and top-5 (hollow) accuracy", fontsize=10)
+    agree = [None if e is ref or not e.get("agreement")
+             else 100 * (1 - e["agreement"]["top1_agreement"]) for e in entries]
+    heights = [a or 0.0 for a in agree]
+    ax_agr.bar(xs, heights, 0.6, color=cols, edgecolor=cols)
+    ax_agr.scatter(xs, heights, marker="_", s=400, c=cols, linewidths=3, zorder=3,
+                   clip_on=False)
     for x, e, a in zip(xs, entries, agree):
-        if e["name"] == ref:
-            label, a = "reference", 100.0
+        if e is ref or e["name"] == ref_name:
+            label = "reference"
         elif a is None:
             label = "n/a"
         else:
-            label = f"{a:.1f}%\nKL {_sci(e['agreement']['kl_mean'])}"
-        ax_agr.annotate(label, (x, a or 0), ha="center", va="bottom", fontsize=7)
-    ax_agr.set_ylim(0, 112)
-    ax_agr.set_ylabel("top-1 agreement with reference, %")
-    ax_agr.set_title(f"Agreement with {ref}")
+            label = f"{a:.2f}%\nKL {_sci(e['agreement']['kl_mean'])}"
+        ax_agr.annotate(label, (x, a or 0.0), ha="center", va="bottom", fontsize=7)
+    ax_agr.set_ylim(*_limits(heights, floor=0.0))
+    ax_agr.set_ylabel(f"top-1 differs from {ref_name}, % of images")
+    ax_agr.set_title(f"Top-1 disagreement with {ref_name}", fontsize=10)
     for ax in (ax_acc, ax_agr):
         ax.set_xticks(xs)
-        ax.set_xticklabels(names, rotation=20, ha="right", fontsize=8)
+        ax.set_xticklabels([e["name"] for e in entries], rotation=20, ha="right", fontsize=8)
         ax.grid(True, axis="y", alpha=0.3)
     with needs(_PLOTS):
         from matplotlib.patches import Patch
 
-    present = sorted({e.get("precision") for e in entries if e.get("precision") in colours},
-                     key=lambda p: _PRECISION_ORDER[p])
-    fig.legend(handles=[Patch(color=colours[p], label=p.upper()) for p in present],
-               fontsize=8, loc="outside lower center", ncols=max(1, len(present)))
+    fig.legend(handles=[Patch(color=c, label=e["name"]) for e, c in zip(entries, cols)],
+               fontsize=8, loc="outside lower center", ncols=_legend_columns(len(entries)))
     ds = doc.get("dataset") or {}
-    fig.suptitle(f"{_title(doc)} — accuracy by precision ({ds.get('images')} images)",
-                 fontsize=10)
+    fig.suptitle(f"{_title(doc)} — accuracy ({ds.get('images')} images)", fontsize=10)
+    return fig
+
+
+def plot_accuracy(doc: Mapping[str, Any], output: str | os.PathLike[str] | None = None, *,
+                  path: str | os.PathLike[str] | None = None) -> Path | None:
+    """Top-1/top-5 accuracy as the change from the reference in percentage points (the values
+    themselves on a zoomed axis when the reference has none) and the share of images whose
+    top-1 differs from the reference's, one colour per runner (:func:`runner_styles`), the
+    legend in the tables' order. Returns the PNG path, or ``None`` without accuracy
+    results."""
+    output = _plot_output(output, path, "plot_accuracy")
+    fig = accuracy_figure(doc)
+    if fig is None:
+        return None
     png = Path(output)
     fig.savefig(png)
     return png
@@ -750,7 +862,7 @@ def plot_energy(doc: Mapping[str, Any], output: str | os.PathLike[str] | None = 
     measured."""
     output = _plot_output(output, path, "plot_energy")
     series = []
-    for e in _ordered(list(doc["runners"])):
+    for e in table_order(doc):
         pts = [(r["batch_size"], r["end_to_end"]["median_ms"], r["power"]["energy_per_image_mj"])
                for r in e.get("latency") or []
                if r.get("end_to_end") and (r.get("power") or {}).get("energy_per_image_mj")]
@@ -762,8 +874,9 @@ def plot_energy(doc: Mapping[str, Any], output: str | os.PathLike[str] | None = 
     with needs(_PLOTS):
         from matplotlib.ticker import LogFormatter
 
-    for (e, pts), style in zip(series, _latency_styles([e for e, _ in series])):
-        ax.plot([p[2] for p in pts], [p[1] for p in pts], label=e["name"], **style)
+    styles = runner_styles(doc)
+    for e, pts in series:
+        ax.plot([p[2] for p in pts], [p[1] for p in pts], label=e["name"], **styles[e["name"]])
         for b, ms, mj in pts:
             ax.annotate(f"b{b}", (mj, ms), textcoords="offset points", xytext=(4, 4),
                         fontsize=7)

@@ -50,7 +50,7 @@ from .onnx_meta import INPUT_NAME, OUTPUT_NAME
 __all__ = ["OnnxRuntimeRunner", "TorchRunner", "BuiltEngine", "RunnerEntry", "RUNNERS",
            "RUNNER_OPTIONS", "RunnerOptions",
            "open_runner", "runner_kind", "runner_options", "check_runner_options",
-           "check_providers", "is_model_file", "ort_int8_note"]
+           "check_providers", "is_model_file", "ort_int8_note", "TENSORRT_PLACEMENT_ON_ORT"]
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +215,15 @@ def check_providers(providers: Sequence[str]) -> list[str]:
     return providers
 
 
+#: Why ONNX Runtime's CPU provider runs an INT8 graph placed for TensorRT slowly (one source for
+#: :func:`ort_int8_note`, which ``bench``, ``triton-repo`` and the runner print, and the demo
+#: report); measured by ``benchmarks/bench_ort_int8.py`` (fused kernel counts).
+TENSORRT_PLACEMENT_ON_ORT = (
+    "its Q/DQ nodes quantize only the inputs of each Conv (what TensorRT fuses), so ONNX "
+    "Runtime fuses only some Conv into INT8 kernels and runs the others in float, between extra "
+    "quantize, dequantize and transpose nodes")
+
+
 def ort_int8_note(path: str | os.PathLike[str], placement: Placement | None = None,
                   providers: Sequence[str] | None = None, *,
                   target: Placement | None = None) -> str | None:
@@ -247,8 +256,8 @@ def ort_int8_note(path: str | os.PathLike[str], placement: Placement | None = No
     if not providers or providers[0] != "CPUExecutionProvider":
         return None
     return (f"note: {Path(path).name} is INT8 placed for TensorRT, which ONNX Runtime's CPU "
-            "kernels run slowly; `xception-trt quantize --precision int8 --placement onnxruntime` "
-            "makes a faster variant for ONNX Runtime")
+            f"kernels run slowly: {TENSORRT_PLACEMENT_ON_ORT}; `xception-trt quantize --precision "
+            "int8 --placement onnxruntime` makes a faster variant for ONNX Runtime")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,10 +29,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="""Run every stage of xception-trt on scikit-learn's handwritten digits
             (shipped with scikit-learn, nothing is downloaded): prepare image folders, fine-tune
             a narrow Xception briefly, export + clean the ONNX graph, make FP16 and calibrated
-            INT8 variants, build TensorRT engines with whichever TensorRT flavour is installed,
-            evaluate accuracy and latency of every variant that can run here, and write a
-            Markdown/JSON/PNG report. Each step says whether it ran, reused a cached result, was
-            skipped (and why) or failed. A second run reuses the data, checkpoint, ONNX variants,
+            INT8 variants (INT8 placed for TensorRT, which the engines are built from, and
+            placed for ONNX Runtime's CPU kernels), build TensorRT engines with whichever
+            TensorRT flavour is installed, evaluate accuracy and latency of every variant that
+            can run here, and write a Markdown/JSON/PNG report (results first, then the engines
+            and the step notes). Each step says whether it ran, reused a cached result, was
+            skipped (and why) or failed. The output ends with the results, where the report,
+            ONNX variants and engines are, and three commands to try on them (infer, bundle +
+            doctor, stream). A second run reuses the data, checkpoint, ONNX variants,
             calibration and engines, and evaluates, measures latency and writes the report
             again.""",
         epilog="example: xception-trt demo            (then open the report.md it prints)")
@@ -83,8 +87,9 @@ def run(args: argparse.Namespace) -> int:
             stages.close()
             if show:
                 index = STEP_NAMES.index(result.name) + 1
-                print(f"[{index}/{total}] {result.name}: {result.status.upper()} "
-                      f"({result.seconds:.1f} s) {result.detail}", flush=True)
+                head = f"[{index}/{total}] {result.name}: {result.status.upper()} " \
+                       f"({result.seconds:.1f} s) "
+                print(_wrap(head + (result.summary or result.detail)), flush=True)
 
     if show:
         print(f"xception-trt demo in {workdir}", flush=True)
@@ -94,19 +99,101 @@ def run(args: argparse.Namespace) -> int:
                     "seconds": round(result.seconds, 2), "accuracy_top1_percent": result.accuracy,
                     "report": str(result.report_dir) if result.report_dir else None,
                     "summary": str(result.summary),
+                    "artifacts": dict(result.artifacts),
+                    "next_commands": list(result.next_commands),
                     "steps": [s.to_dict() for s in result.steps]})
         return 0 if result.ok else 1
     counts = {st: sum(s.status == st for s in result.steps)
               for st in ("ran", "cached", "skipped", "failed")}
     print(f"\ndemo finished in {result.seconds:.1f} s: "
           + ", ".join(f"{n} {st}" for st, n in counts.items() if n))
-    if result.accuracy:
-        print("validation top-1: " + ", ".join(f"{k} {v:.2f}%" for k, v in
-                                               result.accuracy.items()))
+    print_results(result.summary)
     for s in result.steps:
         if s.status in ("skipped", "failed"):
-            print(f"  {s.name} {s.status}: {s.detail}")
-    if result.report_dir is not None:
-        print(f"report: {result.report_dir / 'report.md'}")
-    print(f"summary: {result.summary}")
+            print(_wrap(f"  {s.name} {s.status}: {s.detail}"))
+    print_next_steps(result)
     return 0 if result.ok else 1
+
+
+#: The longest line the demo prints (a path longer than this stays on its own line).
+WIDTH = 100
+
+
+def _wrap(text: str, indent: str = "    ") -> str:
+    """``text`` in lines of at most :data:`WIDTH` characters, continuation lines indented."""
+    import textwrap
+
+    return textwrap.fill(text, WIDTH, subsequent_indent=indent, break_long_words=False,
+                         break_on_hyphens=False)
+
+
+def print_results(summary_path: Path) -> None:
+    """Accuracy and median latency per runner, a row each (from ``demo.json``'s report)."""
+    import json
+
+    from ..report import load_report, table_order
+
+    summary = json.loads(Path(summary_path).read_text())
+    if not summary.get("report"):
+        return
+    doc = load_report(summary["report"])
+    batches = sorted({r["batch_size"] for e in doc["runners"] for r in e["latency"]})
+    rows = []
+    for e in table_order(doc):
+        acc = e.get("accuracy") or {}
+        lat = {r["batch_size"]: r["end_to_end"]["median_ms"] for r in e["latency"]
+               if r.get("end_to_end")}
+        rows.append([e["name"], "—" if acc.get("top1") is None else f"{100 * acc['top1']:.2f}%"]
+                    + [f"{lat[b]:.2f}" if b in lat else "—" for b in batches])
+    w = max(len(r[0]) for r in rows)
+    head = ["top-1"] + [f"p50 ms b{b}" for b in batches]
+    print(f"\n{'runner':<{w}}  " + "  ".join(f"{h:>10}" for h in head))
+    for r in rows:
+        print(f"{r[0]:<{w}}  " + "  ".join(f"{c:>10}" for c in r[1:]))
+    verdict = summary.get("int8_verdict")
+    if verdict:
+        print(_wrap(verdict.replace("**", ""), indent=""))
+    if any(e["name"] == "onnxruntime-int8" for e in doc["runners"]):
+        print(_wrap("onnxruntime-int8 times int8.onnx, placed for TensorRT (the engines are "
+                    "built from it): ONNX Runtime runs it slowly, the report says why.",
+                    indent=""))
+
+
+def print_next_steps(result) -> None:  # noqa: ANN001 - DemoResult
+    """Where the artifacts are and three commands to try on them, each line short."""
+    import shlex
+
+    print(f"\nartifacts, in the work folder {result.workdir}:")
+    for what, where in (*result.artifacts, ("summary", result.summary.name)):
+        print(_wrap(f"  {what + ':':<15}{where}", indent=" " * 17))
+    if not result.engines_run_here and any(w == "engines" for w, _ in result.artifacts):
+        print(_wrap("the engines need an NVIDIA GPU (see the report's Engines section); this "
+                    "machine runs the ONNX variants, and a bundle carries the engines to a "
+                    "device:", indent="  "))
+    if not result.next_commands:
+        return
+    print(f"next, from the work folder (cd {shlex.quote(str(result.workdir))}):")
+    for command in result.next_commands:
+        for part in command.split(" && "):
+            print(_command_lines(part))
+
+
+def _command_lines(command: str) -> str:
+    """A shell command in lines of at most :data:`WIDTH` characters, continued with `` \\``
+    before an option (an option and its values stay together), so that it still runs when
+    pasted."""
+    chunks: list[str] = []
+    for word in command.split(" "):
+        if word.startswith("-") or not chunks:
+            chunks.append(word)
+        else:
+            chunks[-1] += " " + word
+    lines, line = [], "  " + chunks[0]
+    for chunk in chunks[1:]:
+        if len(line) + 1 + len(chunk) + 2 > WIDTH:
+            lines.append(line + " \\")
+            line = "      " + chunk
+        else:
+            line += " " + chunk
+    lines.append(line)
+    return "\n".join(lines)

@@ -99,7 +99,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def progress_hooks(base: type, *, enabled: bool) -> type:
     """A subclass of ``base`` (a :class:`~xception_trt.train.TrainCallbacks`) that draws a tqdm
-    bar per epoch and prints one line per epoch on stderr (silent when not ``enabled``)."""
+    bar per epoch when stderr is a terminal and prints one line per epoch on stderr (silent when
+    not ``enabled``)."""
 
     class Hooks(base):  # type: ignore[misc, valid-type]
         bar: Any = None
@@ -118,7 +119,8 @@ def progress_hooks(base: type, *, enabled: bool) -> type:
                 from tqdm import tqdm
 
                 self.bar = tqdm(total=self.steps, desc=f"epoch {epoch}/{epochs}", unit="step",
-                                leave=False, file=sys.stderr, dynamic_ncols=True)
+                                leave=False, file=sys.stderr, dynamic_ncols=True,
+                                disable=None)  # a bar only on a terminal, not in logs
 
         def on_step(self, epoch: int, step: int, steps: int, loss: float) -> None:
             if self.bar is not None:

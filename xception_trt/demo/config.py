@@ -114,8 +114,10 @@ class StepResult(JsonMixin):
         status: ``ran``, ``cached`` (reused a previous run's output), ``skipped`` or
             ``failed``.
         seconds: Wall time of the step, in seconds.
-        detail: What it produced, why it was skipped, or the error.
+        detail: What it produced, why it was skipped, or the error (the report's step note).
         artifacts: Files it produced or reused (name -> path).
+        summary: What it produced in a few words, for a terminal line (``None``: use
+            ``detail``; left out of the JSON then).
     """
 
     name: str
@@ -123,6 +125,7 @@ class StepResult(JsonMixin):
     seconds: float = json_field(round=2)
     detail: str = json_field()
     artifacts: dict[str, str] = field(default_factory=dict)
+    summary: str | None = json_field(default=None, omit_none=True)
 
     def line(self) -> str:
         """One human-readable line."""
@@ -138,8 +141,13 @@ class DemoResult:
         steps: One :class:`StepResult` per step, in order.
         accuracy: Validation top-1 in percent per evaluated runner (e.g. ``onnxruntime-int8``).
         report_dir: The report folder (``report.md``, ``report.json``, PNGs), if written.
-        summary: ``demo.json`` (steps, accuracy, settings).
+        summary: ``demo.json`` (steps, accuracy, settings, artifacts, next commands).
         seconds: Wall time of the whole demo, in seconds.
+        artifacts: (what, path relative to ``workdir``) of the report, the ONNX variants, the
+            engines and the checkpoint.
+        next_commands: Commands to try next on the demo's outputs, each to run in
+            ``workdir``: ``infer``, ``bundle`` + ``doctor``, ``stream``.
+        engines_run_here: Whether this machine can run the engines the demo built.
     """
 
     workdir: Path
@@ -148,6 +156,9 @@ class DemoResult:
     report_dir: Path | None
     summary: Path
     seconds: float
+    artifacts: tuple[tuple[str, str], ...] = ()
+    next_commands: tuple[str, ...] = ()
+    engines_run_here: bool = False
 
     @property
     def ok(self) -> bool:
