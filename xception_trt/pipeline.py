@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from .config import BuildConfig, InputFormat, Placement, Precision, check_int
 from .errors import BuildError, ConfigError, GraphError, XceptionTRTError
 from .fsio import atomic_write_json, path_problem, sha256_file
+from .hub import is_hub_id, local_file
 from .onnx_meta import OnnxSource, read_file_metadata
 from .precision import (
     AutoQuantizeResult,
@@ -341,7 +342,7 @@ def export_checkpoint(*, checkpoint: str | os.PathLike[str], output: str | os.Pa
             # damaged on disk afterwards fails in the next step's parser, naming the file
             meta = read_file_metadata(target)
             settings = meta.json_field("export") or {}
-            if (meta.raw.get("source_sha256") == sha256_file(checkpoint)
+            if (meta.raw.get("source_sha256") == sha256_file(local_file(checkpoint))
                     and settings.get("opset") == opset
                     and settings.get("batch") == "dynamic"
                     and meta.input_format is fmt):
@@ -811,8 +812,9 @@ def build(source: str | os.PathLike[str], output: str | os.PathLike[str], *,
     config = config or BuildConfig()
     source = Path(source)
     problem = path_problem(source)
-    if problem is not None:
-        raise BuildError(f"{source} {problem}; give a checkpoint or an ONNX file")
+    if problem is not None and not is_hub_id(source):
+        raise BuildError(f"{source} {problem}; give a checkpoint, a Hugging Face Hub model id "
+                         "or an ONNX file")
     out = Path(output)
     problem = path_problem(calibration, want="dir") if calibration else None
     if problem is not None:

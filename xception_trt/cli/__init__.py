@@ -94,10 +94,26 @@ def prefer_passive_openmp() -> None:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def quiet_hub_progress() -> None:
+    """No Hugging Face download bars unless stderr is a terminal (the rule of every progress
+    bar of the CLI: none in logs); ``huggingface_hub`` reads the variable when imported, which
+    happens only when a command reads a Hub id. A value the user set is kept."""
+    if not _is_terminal(sys.stderr):
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def _is_terminal(stream: object) -> bool:
+    try:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError, OSError):  # closed or replaced stream
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     prefer_passive_openmp()
     _occupy_closed_std_streams()
+    quiet_hub_progress()
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose, args.quiet)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ._common import (
+    HUB_HELP,
     add_command,
     path_argument,
     positive_int,
@@ -54,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             images are the input, and a labelled folder also gives accuracy and agreement with
             the FP32 reference.""")
     path_argument(p, "models", kind="file", what="model", metavar="MODEL", nargs="+",
-                  help="model files to benchmark")
+                  hub=True, help=f"model files to benchmark (a checkpoint: {HUB_HELP})")
     p.add_argument("--batch", type=positive_int, nargs="+", default=[1, 8, 32], metavar="N",
                    help="batch sizes of the sweep (default: 1 8 32)")
     p.add_argument("--iterations", type=positive_int, default=50,

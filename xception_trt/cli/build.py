@@ -9,7 +9,7 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
-from ._common import StageProgress, add_command, path_argument, print_json
+from ._common import HUB_HELP, StageProgress, add_command, path_argument, print_json
 from ._options import BuildConfigArgs, CalibrationArgs, check_rules
 
 if TYPE_CHECKING:
@@ -36,9 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             existing engine is reused.""",
         epilog="example: xception-trt build model.safetensors --precision fp16 int8 "
                "--calib calibration/ --max-batch 8 -o engines/")
-    path_argument(p, "source", kind="file", what="source", metavar="SOURCE",
-                   help="checkpoint (.safetensors, timm .pth/.bin, Keras .h5) or ONNX file "
-                        "written by `xception-trt export`")
+    path_argument(p, "source", kind="file", what="source", metavar="SOURCE", hub=True,
+                  help=f"checkpoint (.safetensors, timm .pth/.bin, Keras .h5; {HUB_HELP}) "
+                       "or ONNX file written by `xception-trt export`")
     p.add_argument("--precision", nargs="+", choices=Precision.choices(), default=None,
                    help="engine precision(s) to build (default: fp32 from a checkpoint, the "
                         "graph's own precision from an ONNX file)")

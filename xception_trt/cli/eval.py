@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import add_command, path_argument, positive_int
+from ._common import HUB_HELP, add_command, path_argument, positive_int
 from ._options import runner_settings
 from .bench import (
     REPORT_OUTPUT,
@@ -32,10 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             agreement, logit differences, KL divergence). Writes report.json, report.md and PNG
             plots into benchmarks/reports/NAME/ (or -o DIR).""")
     path_argument(p, "models", kind="file", what="model", metavar="MODEL", nargs="+",
-                  help="model files to evaluate")
+                  hub=True, help=f"model files to evaluate (a checkpoint: {HUB_HELP})")
     path_argument(p, "--data", kind="any", required=True, metavar="DIR",
                    help="labelled image folder or file list (.txt/.csv with labels)")
-    path_argument(p, "--reference", kind="file", default=None, metavar="MODEL",
+    path_argument(p, "--reference", kind="file", default=None, metavar="MODEL", hub=True,
                    help="model the others are compared with (default: the first FP32 model)")
     p.add_argument("--batch-size", type=positive_int, default=32,
                    help="images decoded per step (default: 32)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..config import Precision
-from ._common import add_command, path_argument, positive_int, print_json
+from ._common import HUB_HELP, add_command, path_argument, positive_int, print_json
 from ._options import PRECISION_WHY, RunnerArgs, check_rules
 
 ORDER = 60
@@ -23,9 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             machine, built into the engine cache if needed, else its ONNX with ONNX Runtime)
             or a checkpoint (run with PyTorch). Preprocessing follows the model's own
             metadata.""")
-    path_argument(p, "model", kind="file", what="model", metavar="MODEL",
+    path_argument(p, "model", kind="file", what="model", metavar="MODEL", hub=True,
                   help="model file (.engine, .plan, .onnx, .xtrt, .safetensors, .pth, .pt, "
-                       ".bin, .h5)")
+                       f".bin, .h5), {HUB_HELP}")
     p.add_argument("--precision", choices=Precision.choices(), default=None,
                    help="a bundle's precision to run (default: the bundle's default)")
     path_argument(p, "images", kind="any", what="image", metavar="IMAGE", nargs="+",

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator
 
 from ..config import Precision
-from ._common import add_command, arg_type, path_argument, positive_int
+from ._common import HUB_HELP, add_command, arg_type, path_argument, positive_int
 from ._options import RunnerArgs, check_rules
 
 ORDER = 61
@@ -45,9 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         output="write an annotated video (label and probability drawn on each frame; "
                ".mp4/.mkv/.mov: H.264, .avi: MPEG-4, .webm: VP9)",
         output_metavar="FILE", output_required=False, force="replace an existing --output file")
-    path_argument(p, "model", kind="file", what="model", metavar="MODEL",
+    path_argument(p, "model", kind="file", what="model", metavar="MODEL", hub=True,
                   help="model file (.engine, .plan, .onnx, .xtrt, .safetensors, .pth, .pt, .bin, "
-                       ".h5)")
+                       f".h5), {HUB_HELP}")
     p.add_argument("--precision", choices=Precision.choices(), default=None,
                    help="a bundle's precision to run (default: the bundle's default)")
     # Not a path_argument: a camera index or URL is no path; open_source checks local paths.
