@@ -27,13 +27,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub, "build", run=run, help="build TensorRT engines from a checkpoint or an ONNX file",
         output="output directory for ONNX variants, engines and sidecars",
-        output_kind="dir", force="rebuild even if an identical engine exists",
+        output_kind="dir",
+        force="replace outputs in the folder that differ from what this build makes (without "
+              "it they are refused) and rebuild engines even if identical ones exist",
         json="the results",
         description="""Build TensorRT engines in one command: export the checkpoint to a clean
             ONNX graph, make the FP16 / INT8 (Q/DQ, calibrated) variants asked for, and build
             one engine per precision with NVIDIA TensorRT (8.6, 10.x, 11.x) or TensorRT-RTX
             (builds on a CPU for RTX targets). Each engine gets a JSON sidecar; an identical
-            existing engine is reused.""",
+            existing output is reused, one that differs is replaced only with --force.""",
         epilog="example: xception-trt build model.safetensors --precision fp16 int8 "
                "--calib calibration/ --max-batch 8 -o engines/")
     path_argument(p, "source", kind="file", what="source", metavar="SOURCE", hub=True,

@@ -1,0 +1,86 @@
+"""Output hygiene of the CLI (issue 28 item 7): the one output rule for ``build``, progress bars
+only on a terminal, one notice per fact, file names in ``stream``'s lines, ``doctor``'s grouped
+reasons, ``bench``'s default report folder, and ``infer`` over many images."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from xception_trt.cli import main
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+# -- a. build follows the one output rule ----------------------------------------------------
+
+def test_build_does_not_replace_a_differing_engine_without_force(tiny_onnx_files, tmp_path,
+                                                                 capsys):
+    pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX builds engines on the CPU")
+    from xception_trt.sidecar import read_sidecar
+
+    out = tmp_path / "engines"
+    argv = ["build", str(tiny_onnx_files["float"]), "-o", str(out), "--flavour",
+            "tensorrt_rtx", "--cc", "sm86", "--no-progress"]
+    assert main(argv + ["--max-batch", "2"]) == 0
+    engine = out / "tiny_float.fp32.engine"
+    before = (_digest(engine), _digest(Path(f"{engine}.json")))
+    capsys.readouterr()
+    # the same build again: the identical engine is reused, nothing is refused
+    assert main(argv + ["--max-batch", "2"]) == 0
+    assert "reused" in capsys.readouterr().out
+    # other options would make another engine of the same name: refused, the file untouched
+    assert main(argv + ["--max-batch", "4"]) == 2
+    err = _one_line_error(capsys)
+    assert str(engine) in err and "--force" in err
+    assert (_digest(engine), _digest(Path(f"{engine}.json"))) == before
+    # with --force it is replaced
+    assert main(argv + ["--max-batch", "4", "--force"]) == 0
+    assert read_sidecar(engine).to_dict()["max_batch"] == 4
+
+
+def test_build_does_not_replace_a_foreign_file_without_force(tiny_onnx_files, tmp_path, capsys):
+    pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX builds engines on the CPU")
+    out = tmp_path / "engines"
+    out.mkdir()
+    mine = out / "tiny_float.fp32.engine"
+    mine.write_bytes(b"someone else's plan")
+    assert main(["build", str(tiny_onnx_files["float"]), "-o", str(out), "--flavour",
+                 "tensorrt_rtx", "--cc", "sm86", "--no-progress"]) == 2
+    assert "--force" in _one_line_error(capsys)
+    assert mine.read_bytes() == b"someone else's plan"
+
+
+def test_build_does_not_replace_an_export_of_another_checkpoint_without_force(
+        tiny_checkpoint, tiny_model, tmp_path, capsys):
+    pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX builds engines on the CPU")
+    import torch
+
+    from xception_trt.checkpoint import save_checkpoint
+
+    other = tmp_path / "other" / "tiny.safetensors"  # the same stem, other weights
+    other.parent.mkdir()
+    model = __import__("copy").deepcopy(tiny_model)
+    with torch.no_grad():
+        model.fc.bias.add_(1.0)
+    save_checkpoint(model, other)
+    out = tmp_path / "engines"
+    argv = ["-o", str(out), "--flavour", "tensorrt_rtx", "--cc", "sm86", "--no-progress"]
+    assert main(["build", str(tiny_checkpoint), *argv]) == 0
+    graph = out / "tiny.onnx"
+    before = _digest(graph)
+    capsys.readouterr()
+    assert main(["build", str(other), *argv]) == 2
+    err = _one_line_error(capsys)
+    assert str(graph) in err and "--force" in err
+    assert _digest(graph) == before
