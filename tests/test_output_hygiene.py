@@ -5,6 +5,8 @@ reasons, ``bench``'s default report folder, and ``infer`` over many images."""
 from __future__ import annotations
 
 import hashlib
+import io
+import sys
 from pathlib import Path
 
 import pytest
@@ -84,3 +86,36 @@ def test_build_does_not_replace_an_export_of_another_checkpoint_without_force(
     err = _one_line_error(capsys)
     assert str(graph) in err and "--force" in err
     assert _digest(graph) == before
+
+
+# -- b. progress bars only on a terminal ------------------------------------------------------
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_progress_bars_only_when_stderr_is_a_terminal(terminal, monkeypatch):
+    from xception_trt.cli._common import progress
+
+    stream = _Terminal() if terminal else io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    with progress("work", 3, unit="img") as advance:
+        for _ in range(3):
+            advance(1)
+    assert ("work" in stream.getvalue()) is terminal
+
+
+def test_bench_and_build_print_no_bar_into_a_log(tiny_onnx_files, tmp_path, capsys,
+                                                  monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", str(tiny_onnx_files["float"]), "--batch", "1", "--iterations", "2",
+                 "--warmup", "0", "--threads", "1", "-o", str(tmp_path / "r")]) == 0
+    err = capsys.readouterr().err
+    assert "bench tiny_float" not in err and "it/s" not in err and "call/s" not in err
+    if __import__("importlib").util.find_spec("tensorrt_rtx") is not None:
+        assert main(["build", str(tiny_onnx_files["float"]), "-o", str(tmp_path / "e"),
+                     "--flavour", "tensorrt_rtx", "--cc", "sm86"]) == 0
+        err = capsys.readouterr().err
+        assert "engine:" not in err and "step/s" not in err and "%|" not in err

@@ -81,15 +81,16 @@ def add_command(sub: argparse._SubParsersAction, name: str, *,
 @contextlib.contextmanager
 def progress(desc: str, total: int | None = None, *, unit: str = "it",
              enabled: bool = True) -> Iterator[Callable[[int], None]]:
-    """A tqdm progress bar on stderr as an ``advance(n)`` callback (a no-op when disabled or
-    when stderr is not a terminal and tqdm is missing)."""
+    """A tqdm progress bar on stderr as an ``advance(n)`` callback, drawn only when
+    ``enabled`` and stderr is a terminal (tqdm's ``disable=None``): logs and piped output get
+    no bar. A no-op when tqdm is missing."""
     try:
         from tqdm import tqdm
     except ImportError:  # tqdm is a core dependency; this only guards broken installs
         yield lambda n=1: None
         return
-    bar = tqdm(total=total, desc=desc, unit=unit, disable=not enabled, file=sys.stderr,
-               dynamic_ncols=True, leave=False)
+    bar = tqdm(total=total, desc=desc, unit=unit, disable=None if enabled else True,
+               file=sys.stderr, dynamic_ncols=True, leave=False)
     try:
         yield lambda n=1: bar.update(n)
     finally:

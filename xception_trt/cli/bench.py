@@ -42,7 +42,8 @@ def add_report_options(p: argparse.ArgumentParser, *, cuda_graphs: bool) -> None
                   help="folder holding report folders (default: benchmarks/reports)")
     p.add_argument("--note", action="append", default=[], metavar="TEXT",
                    help="a note shown at the top of the report (repeatable)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (shown on a terminal only, on stderr)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

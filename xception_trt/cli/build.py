@@ -76,7 +76,7 @@ class _TqdmProgress(contextlib.AbstractContextManager):
         if parent_phase is None and self.bar is None:
             self.top = phase_name
             self.bar = tqdm(total=num_steps, desc=self.desc, unit="step", file=sys.stderr,
-                            leave=False, dynamic_ncols=True)
+                            leave=False, dynamic_ncols=True, disable=None)  # terminal only
         elif self.bar is not None:
             self.bar.set_postfix_str(phase_name[:40], refresh=True)
 

@@ -119,7 +119,8 @@ def progress_hooks(base: type, *, enabled: bool) -> type:
                 from tqdm import tqdm
 
                 self.bar = tqdm(total=self.steps, desc=f"epoch {epoch}/{epochs}", unit="step",
-                                leave=False, file=sys.stderr, dynamic_ncols=True)
+                                leave=False, file=sys.stderr, dynamic_ncols=True,
+                                disable=None)  # a bar on a terminal only, never in logs
 
         def on_step(self, epoch: int, step: int, steps: int, loss: float) -> None:
             if self.bar is not None:
