@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import sys
 from pathlib import Path
 
@@ -119,3 +120,28 @@ def test_bench_and_build_print_no_bar_into_a_log(tiny_onnx_files, tmp_path, caps
                      "--flavour", "tensorrt_rtx", "--cc", "sm86"]) == 0
         err = capsys.readouterr().err
         assert "engine:" not in err and "step/s" not in err and "%|" not in err
+
+
+# -- c. one notice per fact ------------------------------------------------------------------
+
+def test_a_repeated_warning_is_said_once(capsys):
+    from xception_trt.cli import _setup_logging
+
+    _setup_logging(0, False)
+    log = logging.getLogger("xception_trt.precision.calibdata")
+    for _ in range(2):  # the TensorRT- and the ONNX Runtime-placed INT8 of a bundle
+        log.warning("calibration: only %d image(s) available (asked for %d)", 6, 512)
+    log.warning("calibration: only %d image(s) available (asked for %d)", 6, 32)
+    err = capsys.readouterr().err
+    assert err.count("only 6 image(s) available (asked for 512)") == 1
+    assert err.count("only 6 image(s) available (asked for 32)") == 1
+
+
+def test_bundle_says_the_calibration_shortfall_once(tiny_checkpoint, flat_image_folder,
+                                                    tmp_path, capsys):
+    """bundle calibrates two INT8 graphs (TensorRT- and ONNX Runtime-placed) on the same 12
+    images: the shortfall of the default 512 is one fact, said once."""
+    assert main(["bundle", str(tiny_checkpoint), "--precision", "int8", "--calib",
+                 str(flat_image_folder), "-o", str(tmp_path / "t.xtrt")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("only 12 image(s) available") == 1, err

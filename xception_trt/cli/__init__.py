@@ -67,9 +67,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class SayOnce(logging.Filter):
+    """Drop a warning whose text was already shown in this run: two steps that meet the same
+    fact (``bundle`` calibrates the TensorRT- and the ONNX Runtime-placed INT8 graphs on the
+    same images: "only N image(s) available") say it once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        text = record.getMessage()
+        if text in self.seen:
+            return False
+        self.seen.add(text)
+        return True
+
+
 def _setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose >= 2 else logging.INFO)
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(SayOnce())
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"
                                            if verbose >= 2 else "%(message)s"))
     root = logging.getLogger("xception_trt")
