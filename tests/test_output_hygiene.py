@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import sys
 from pathlib import Path
@@ -145,3 +146,18 @@ def test_bundle_says_the_calibration_shortfall_once(tiny_checkpoint, flat_image_
                  str(flat_image_folder), "-o", str(tmp_path / "t.xtrt")]) == 0
     err = capsys.readouterr().err
     assert err.count("only 12 image(s) available") == 1, err
+
+
+# -- d. stream names the files of an image folder ---------------------------------------------
+
+def test_stream_on_a_folder_names_each_file(tiny_onnx_files, flat_image_folder, capsys):
+    assert main(["stream", str(tiny_onnx_files["float"]), str(flat_image_folder)]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("frame")]
+    names = sorted(p.name for p in flat_image_folder.iterdir())
+    assert len(lines) == len(names)
+    for line, name in zip(lines, names):
+        assert str(flat_image_folder / name) in line
+    assert main(["stream", str(tiny_onnx_files["float"]), str(flat_image_folder),
+                 "--json-lines"]) == 0
+    frames = [json.loads(ln) for ln in capsys.readouterr().out.splitlines()]
+    assert [Path(f["file"]).name for f in frames if "frame" in f] == names

@@ -57,6 +57,8 @@ class StreamResult(JsonMixin):
         predictions: Top-``k`` classes, most probable first.
         latency_ms: Frame decoded -> result ready, in milliseconds.
         image: The decoded RGB frame when ``keep_frames=True``, else ``None``.
+        path: The image file of the frame when the source is an image folder, else ``None``
+            (JSON: ``file``, left out when ``None``).
     """
 
     index: int = json_field(key="frame")
@@ -64,9 +66,10 @@ class StreamResult(JsonMixin):
     predictions: tuple[Prediction, ...] = json_field()
     latency_ms: float = json_field(round=3)
     image: np.ndarray | None = json_field(default=None, skip=True)  # JSON: without the image
+    path: str | None = json_field(default=None, key="file", omit_none=True)
 
     def _json_extras(self, out: dict[str, Any]) -> dict[str, Any]:
-        return reorder(out, "frame", "timestamp", "latency_ms")
+        return reorder(out, "frame", "file", "timestamp", "latency_ms")
 
 
 def _is_single_image(x: Any) -> bool:
@@ -202,7 +205,7 @@ class Classifier:
             for out in outputs:
                 yield StreamResult(out.index, out.timestamp,
                                    tuple(self._top(softmax(out.logits), top_k)),
-                                   out.latency_ms, out.image)
+                                   out.latency_ms, out.image, out.path)
 
     def close(self) -> None:
         """Close the runner if this classifier opened it (idempotent)."""
