@@ -161,3 +161,29 @@ def test_stream_on_a_folder_names_each_file(tiny_onnx_files, flat_image_folder, 
                  "--json-lines"]) == 0
     frames = [json.loads(ln) for ln in capsys.readouterr().out.splitlines()]
     assert [Path(f["file"]).name for f in frames if "frame" in f] == names
+
+
+# -- e. doctor: reasons grouped, the default precision, the graph INT8 runs, no prebuild of
+# what the bundle has ---------------------------------------------------------------------------
+
+def test_doctor_groups_reasons_and_names_what_runs(tiny_checkpoint, flat_image_folder,
+                                                   tmp_path, capsys):
+    pytest.importorskip("tensorrt_rtx", reason="the bundle's engines are built with TensorRT-RTX")
+    bundle = tmp_path / "t.xtrt"
+    assert main(["bundle", str(tiny_checkpoint), "--precision", "fp32", "int8", "--calib",
+                 str(flat_image_folder), "--cc", "sm86", "sm89", "--max-batch", "2",
+                 "-o", str(bundle)]) == 0
+    capsys.readouterr()
+    facts = str(Path(__file__).parent / "data" / "machines" / "cpu-only-ci.json")
+    assert main(["doctor", str(bundle), "--facts", facts, "--cc", "sm89", "sm120"]) == 0
+    out = capsys.readouterr().out
+    # four engines, one reason: said once
+    assert "4 engines do not load here: " in out
+    assert out.count("needs an NVIDIA GPU") == 1
+    # the default precision, and the graph ONNX Runtime runs for INT8
+    assert "variant fp32 (default" in out and "variant int8 (default" not in out
+    assert "int8: ONNX Runtime — runs the INT8 graph placed for ONNX Runtime" in out
+    assert out.count("no TensorRT engine can run here") == 1
+    # SM89 engines are in the bundle: no prebuild command for it; SM120 gets one
+    assert "SM89: the bundle has engines for it" in out
+    assert "--cc sm89" not in out and "--cc sm120" in out
