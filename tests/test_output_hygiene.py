@@ -187,3 +187,20 @@ def test_doctor_groups_reasons_and_names_what_runs(tiny_checkpoint, flat_image_f
     # SM89 engines are in the bundle: no prebuild command for it; SM120 gets one
     assert "SM89: the bundle has engines for it" in out
     assert "--cc sm89" not in out and "--cc sm120" in out
+
+
+# -- f. bench's default report folder --------------------------------------------------------
+
+def test_bench_writes_its_default_report_into_a_new_folder_of_the_current_directory(
+        tiny_onnx_files, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", str(tiny_onnx_files["float"]), "--batch", "1", "--iterations", "2",
+                 "--warmup", "0", "--threads", "1"]) == 0
+    (folder,) = [p for p in tmp_path.iterdir()]
+    assert folder.name.startswith("bench-") and (folder / "report.json").is_file()
+    assert not (tmp_path / "benchmarks").exists()
+    assert f"report written to {folder.name}/" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    assert "./bench-<UTC time>/ in the current directory" in " ".join(
+        capsys.readouterr().out.split())

@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             checkpoint) on a labelled folder (one sub-folder per class) or file list in one pass:
             top-1, top-5, per-class accuracy and agreement with a reference model (top-1
             agreement, logit differences, KL divergence). Writes report.json, report.md and PNG
-            plots into benchmarks/reports/NAME/ (or -o DIR).""")
+            plots into a new folder ./eval-<UTC time>/ in the current directory (or -o DIR); an
+            existing report folder is replaced only with --force.""")
     path_argument(p, "models", kind="file", what="model", metavar="MODEL", nargs="+",
                   hub=True, help=f"model files to evaluate (a checkpoint: {HUB_HELP})")
     path_argument(p, "--data", kind="any", required=True, metavar="DIR",
