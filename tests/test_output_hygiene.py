@@ -204,3 +204,34 @@ def test_bench_writes_its_default_report_into_a_new_folder_of_the_current_direct
         main(["bench", "--help"])
     assert "./bench-<UTC time>/ in the current directory" in " ".join(
         capsys.readouterr().out.split())
+
+
+# -- g. infer over many images ---------------------------------------------------------------
+
+def test_infer_goes_on_past_an_unreadable_image(tiny_onnx_files, flat_image_folder, tmp_path,
+                                                capsys):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    good = sorted(flat_image_folder.iterdir())[:3]
+    for p in good:
+        (folder / p.name).write_bytes(p.read_bytes())
+    (folder / "img_01b.png").write_bytes(b"not a png")  # sorts between two good ones
+    assert main(["infer", str(tiny_onnx_files["float"]), str(folder), "--top-k", "2",
+                 "--batch-size", "2"]) == 1
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert len(lines) == len(good) + 1  # one line per readable image, then the summary
+    for line, p in zip(lines, good):
+        assert line.startswith(str(folder / p.name)) and line.count("%") == 2
+    assert lines[-1] == "3 of 4 image(s) classified with onnxruntime-fp32; 1 could not be " \
+                        "read (error lines above)"
+    (err,) = captured.err.strip().splitlines()
+    assert err.startswith("error: ") and "img_01b.png" in err
+    # --json: the same, the failure as an entry, and the summary
+    assert main(["infer", str(tiny_onnx_files["float"]), str(folder), "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["summary"] == {"images": 4, "classified": 3, "failed": 1}
+    assert [("error" in r) for r in doc["results"]] == [False, False, True, False]
+    # every image readable: exit 0, the summary says so
+    assert main(["infer", str(tiny_onnx_files["float"]), str(good[0])]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("1 of 1 image(s) classified")
