@@ -299,3 +299,16 @@ def test_hub_unreachable_and_not_cached(local_hub):
         load_model("org/somewhere")
     # after the first unanswered look-up, the weights are looked for in the cache only
     assert len(local_hub.requests) == 1
+
+
+def test_serving_takes_a_file_and_says_how_to_make_one(hub_cache, tmp_path, capsys):
+    """Triton's repository holds a file with its ModelSpec: a Hub id is refused with the
+    conversion that makes one (before anything is downloaded or written)."""
+    from xception_trt.errors import ServeError
+    from xception_trt.serve.source import describe_model
+
+    with pytest.raises(ServeError, match=r"xception-trt convert timm/x\.y -o model\.safetensors"):
+        describe_model("timm/x.y")
+    assert main(["triton-repo", "hf-hub:timm/x.y", "-o", str(tmp_path / "repo")]) == 2
+    assert "convert" in _one_line_error(capsys)
+    assert not (tmp_path / "repo").exists()
