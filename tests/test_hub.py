@@ -312,3 +312,24 @@ def test_serving_takes_a_file_and_says_how_to_make_one(hub_cache, tmp_path, caps
     assert main(["triton-repo", "hf-hub:timm/x.y", "-o", str(tmp_path / "repo")]) == 2
     assert "convert" in _one_line_error(capsys)
     assert not (tmp_path / "repo").exists()
+
+
+def test_bundle_and_build_from_a_hub_id_record_and_reuse_it(tiny_repo, tmp_path, capsys):
+    import hashlib
+
+    from xception_trt.bundle.format import Bundle
+
+    weights = next(Path(huggingface_hub.constants.HF_HUB_CACHE).rglob("model.safetensors"))
+    assert main(["bundle", tiny_repo, "-o", str(tmp_path / "t.xtrt")]) == 0
+    with Bundle(tmp_path / "t.xtrt") as bundle:
+        source = bundle.manifest.source
+    assert source == {"name": f"hf-hub:{REPO}",
+                      "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+    pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX builds engines on the CPU")
+    argv = ["build", f"hf-hub:{REPO}", "-o", str(tmp_path / "e"), "--flavour", "tensorrt_rtx",
+            "--cc", "sm86", "--no-progress"]
+    assert main(argv) == 0
+    assert (tmp_path / "e" / "tiny_xception.onnx").is_file()
+    capsys.readouterr()
+    assert main(argv) == 0  # the export is recognised as this checkpoint's: all reused
+    assert "reused" in capsys.readouterr().out

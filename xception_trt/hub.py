@@ -166,12 +166,12 @@ def _not_reachable(hub: Any, hub_id: HubId, what: str) -> CheckpointError:
     where = "the Hugging Face cache (HF_HUB_CACHE or HF_HOME)"
     if hub.constants.HF_HUB_OFFLINE:
         return CheckpointError(
-            f"{hub_id}: {what} is not in {where} and HF_HUB_OFFLINE is set; download it once "
-            f"with network access (unset HF_HUB_OFFLINE), or point HF_HUB_CACHE at a cache "
-            "that holds it")
+            f"{hub_id}: {what} are not in {where} and HF_HUB_OFFLINE is set; download them "
+            f"once with network access (unset HF_HUB_OFFLINE), or point HF_HUB_CACHE at a "
+            "cache that holds them")
     return CheckpointError(
-        f"{hub_id}: {what} is not in {where} and the Hugging Face Hub cannot be reached (no "
-        "network?); connect and retry, or point HF_HUB_CACHE at a cache that holds it")
+        f"{hub_id}: {what} are not in {where} and the Hugging Face Hub cannot be reached (no "
+        "network?); connect and retry, or point HF_HUB_CACHE at a cache that holds them")
 
 
 def _read_config(path: Path, hub_id: HubId) -> dict[str, Any]:
@@ -249,9 +249,7 @@ def download_checkpoint(hub_id: HubId) -> HubCheckpoint:
                               f"{str(exc).splitlines()[0]}; retry later") from None
     if weights is None:
         if uncached:
-            raise _not_reachable(hub, hub_id, " and ".join(f for f in uncached
-                                                            if f != "config.json")
-                                 or "the model")
+            raise _not_reachable(hub, hub_id, f"its weights ({' or '.join(WEIGHT_FILES)})")
         raise CheckpointError(
             f"{hub_id} holds no weights file ({' or '.join(WEIGHT_FILES)}); this is not a timm "
             f"model repository — use one such as {EXAMPLE_ID}")
