@@ -333,3 +333,15 @@ def test_bundle_and_build_from_a_hub_id_record_and_reuse_it(tiny_repo, tmp_path,
     capsys.readouterr()
     assert main(argv) == 0  # the export is recognised as this checkpoint's: all reused
     assert "reused" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("verbose, level", [(0, "ERROR"), (1, "NOTSET")])
+def test_hub_retry_warnings_only_with_verbose(verbose, level):
+    """huggingface_hub logs a warning per retry while the Hub does not answer; the CLI's one
+    error line says what happened, -v shows the retries."""
+    import logging
+
+    from xception_trt.cli import _setup_logging
+
+    _setup_logging(verbose, False)
+    assert logging.getLevelName(logging.getLogger("huggingface_hub").level) == level

@@ -27,7 +27,8 @@ from .config import CHECKPOINT_SUFFIXES
 from .errors import CheckpointError
 from .extras import needs
 
-__all__ = ["HUB_PREFIX", "EXAMPLE_ID", "WEIGHT_FILES", "XCEPTION_ARCHITECTURES", "HubId",
+__all__ = ["HUB_PREFIX", "EXAMPLE_ID", "WEIGHT_FILES", "XCEPTION_ARCHITECTURES",
+           "MODEL_FILE_SUFFIXES", "HubId",
            "HubCheckpoint", "parse_hub_id", "is_hub_id", "download_checkpoint", "local_file",
            "source_name"]
 

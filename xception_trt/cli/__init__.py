@@ -96,6 +96,10 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    # huggingface_hub warns once per retry while the Hub does not answer (five lines of
+    # "Retrying in 1s ..."); our one error line says what happened, -v shows them.
+    logging.getLogger("huggingface_hub").setLevel(
+        logging.ERROR if verbose < 1 or quiet else logging.NOTSET)
     if verbose < 1 or quiet:
         # Library INFO lines are for -v; the CLI prints its own summary.
         root.setLevel(logging.WARNING)
