@@ -76,9 +76,11 @@ def test_infer_cli_text_and_json(tiny_onnx_files, images, capsys, tiny_spec):
     argv = ["infer", str(tiny_onnx_files["float"]), str(images[0]), str(images[1]),
             "--top-k", "2", "--threads", "1"]
     assert main(argv) == 0
-    out = capsys.readouterr().out
-    assert str(images[0]) in out and str(images[1]) in out
-    assert out.count("  1. ") == 2 and out.count("  2. ") == 2
+    lines = capsys.readouterr().out.splitlines()
+    # one line per image with its top-k, then the summary (issue 28 item 7g)
+    assert [ln.split("  ")[0] for ln in lines[:2]] == [str(images[0]), str(images[1])]
+    assert all(ln.count("%") == 2 for ln in lines[:2])
+    assert lines[2:] == ["2 of 2 image(s) classified with onnxruntime-fp32"]
     assert main(argv + ["--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["runner"] == "onnxruntime-fp32"

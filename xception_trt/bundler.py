@@ -33,6 +33,7 @@ from .bundle.format import (
 from .config import BuildConfig, InputFormat, Precision, normalise_compute_capability
 from .errors import BuildError, BundleError, ConfigError, renamed
 from .fsio import atomic_path, owned_temp_dir, path_problem, sha256_bytes, sha256_file
+from .hub import is_hub_id, local_file, source_name
 from .onnx_meta import OnnxSource, read_metadata
 from .pipeline import ArtifactLayout, EngineJob, PipelineCallbacks, Steps
 from .sidecar import EngineSidecar, sidecar_path
@@ -242,8 +243,9 @@ def write_bundle(*, source: str | os.PathLike[str], output: str | os.PathLike[st
     if output.exists() and not force:
         raise BundleError(f"{output} exists; pass --force to replace it")
     problem = path_problem(source)
-    if problem is not None:
-        raise BuildError(f"{source} {problem}; give a checkpoint or an FP32 ONNX file")
+    if problem is not None and not is_hub_id(source):
+        raise BuildError(f"{source} {problem}; give a checkpoint, a Hugging Face Hub model id "
+                         "or an FP32 ONNX file")
     wanted = list(dict.fromkeys(Precision.parse(p) for p in precisions or ()))
     targets = [normalise_compute_capability(c) for c in cc]
     if "CURRENT" in targets:
@@ -367,8 +369,8 @@ def write_bundle(*, source: str | os.PathLike[str], output: str | os.PathLike[st
             variants=variant_entries, engines=tuple(engine_entries), members=members,
             batch_profile=base.profile, calibration=calib,
             source=(dict(previous.manifest.source) if previous
-                    else {"name": source.name,
-                          "sha256": steps.digest(source) or sha256_file(source)}),
+                    else {"name": source_name(source),
+                          "sha256": steps.digest(source) or sha256_file(local_file(source))}),
             bundle_command=command, default_precision=wanted[0],
             format_version=FORMAT_VERSION,
             xception_trt_version=__version__,

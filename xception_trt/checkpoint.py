@@ -13,7 +13,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from .config import CHECKPOINT_SUFFIXES, ModelSpec
 from .errors import CheckpointError, ConfigError, DependencyError
 from .extras import needs
 from .fsio import atomic_path, path_problem, sha256_file
+from .hub import HubCheckpoint, download_checkpoint, parse_hub_id
 from .model import Block, SeparableConv2d, Xception, build_xception, scaled_channels
 
 with needs("reading and writing checkpoints"):
@@ -60,7 +61,9 @@ class LoadedCheckpoint:
         source: ``xception-trt``, ``timm`` or ``keras``.
         path: The file read.
         sha256: Hex SHA-256 of the file.
-        metadata: Extra string metadata stored in the file (ours only).
+        metadata: Extra string metadata stored in the file (ours; for a Hub model its
+            ``hub_id`` and ``hub_commit``).
+        name: How messages name it: the path, or the Hub id it was read by.
     """
 
     state_dict: dict[str, torch.Tensor]
@@ -69,6 +72,11 @@ class LoadedCheckpoint:
     path: Path
     sha256: str
     metadata: dict[str, str]
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            object.__setattr__(self, "name", str(self.path))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,14 +350,22 @@ def read_checkpoint(path: str | os.PathLike[str], **spec_fields: Any) -> LoadedC
     """Read any supported checkpoint file into our state-dict layout and a :class:`ModelSpec`.
 
     Args:
-        path: ``.safetensors`` (ours or timm), ``.pth``/``.pt``/``.bin`` (timm/Cadene) or
-            ``.h5``/``.hdf5`` (Keras).
+        path: ``.safetensors`` (ours or timm), ``.pth``/``.pt``/``.bin`` (timm/Cadene),
+            ``.h5``/``.hdf5`` (Keras), or a Hugging Face Hub model id
+            (``hf-hub:org/name[@revision]``, or ``org/name`` when no such local path exists;
+            e.g. ``timm/legacy_xception.tf_in1k``; see :mod:`xception_trt.hub`).
         **spec_fields: :class:`ModelSpec` fields to use where the file says nothing (for timm
             and Keras files, e.g. ``input_size``); ignored by our own format except labels.
 
     Raises:
-        CheckpointError: Missing file, unknown suffix, unreadable or non-Xception content.
+        CheckpointError: Missing file, unknown suffix, unreadable or non-Xception content; for
+            a Hub id also an unknown repository, offline with nothing cached, or a repository
+            that holds no Xception.
+        DependencyError: A Hub id without ``huggingface_hub`` (the ``hub`` extra).
     """
+    hub_id = parse_hub_id(path)
+    if hub_id is not None:
+        return _read_hub_checkpoint(download_checkpoint(hub_id), spec_fields)
     path = Path(path)
     problem = path_problem(path)
     if problem is not None:
@@ -399,6 +415,22 @@ def read_checkpoint(path: str | os.PathLike[str], **spec_fields: Any) -> LoadedC
     return LoadedCheckpoint(state, spec, source, path, digest, metadata)
 
 
+def _read_hub_checkpoint(found: HubCheckpoint, spec_fields: dict[str, Any]) -> LoadedCheckpoint:
+    """Read a Hub model's weights file; its ``config.json`` fills the spec where the caller
+    did not. Errors name the Hub id (the cache path means nothing to the user)."""
+    try:
+        ckpt = read_checkpoint(found.weights, **{**found.spec_fields(), **spec_fields})
+    except CheckpointError as exc:
+        text = str(exc).replace(str(found.weights), "its weights")
+        raise CheckpointError(f"{found.hub_id}: {text}; xception-trt loads Xception weights "
+                              "(timm legacy_xception), e.g. timm/legacy_xception.tf_in1k"
+                              ) from None
+    meta = {**ckpt.metadata, "hub_id": str(found.hub_id)}
+    if found.commit:
+        meta["hub_commit"] = found.commit
+    return replace(ckpt, metadata=meta, name=str(found.hub_id))
+
+
 def _timm_defaults() -> dict[str, Any]:
     return {k: v for k, v in ModelSpec.timm().to_dict().items()
             if k in ("crop_pct", "interpolation", "pool_padding", "bn_eps", "source")}
@@ -434,13 +466,13 @@ def load_checkpoint(ckpt: LoadedCheckpoint, *, num_classes: int | None = None,
             target_classes = len(labels)
     if not has_fc and not reset_classifier:
         raise CheckpointError(
-            f"{ckpt.path} has no classifier (a 'notop'/feature-extractor file); pass "
+            f"{ckpt.name} has no classifier (a 'notop'/feature-extractor file); pass "
             "num_classes and reset_classifier=True (CLI: --num-classes N --reset-classifier) "
             "to fine-tune a new head")
     if has_fc and target_classes != int(state["fc.weight"].shape[0]):
         if not reset_classifier:
             raise CheckpointError(
-                f"{ckpt.path} has a {int(state['fc.weight'].shape[0])}-class classifier but "
+                f"{ckpt.name} has a {int(state['fc.weight'].shape[0])}-class classifier but "
                 f"{target_classes} classes were asked for; pass reset_classifier=True (CLI: "
                 "--reset-classifier) to re-initialise the head for fine-tuning")
     if reset_classifier:
@@ -469,7 +501,7 @@ def load_checkpoint(ckpt: LoadedCheckpoint, *, num_classes: int | None = None,
                          + (" ..." if len(unexpected) > 10 else ""))
         if mismatched:
             parts.append(f"shape mismatches ({len(mismatched)}): {'; '.join(mismatched[:5])}")
-        raise CheckpointError(f"{ckpt.path} does not match an Xception ({spec.source} layout, "
+        raise CheckpointError(f"{ckpt.name} does not match an Xception ({spec.source} layout, "
                               f"width {spec.width}, {spec.middle_blocks} middle blocks): "
                               + " | ".join(parts))
     for key, value in expected.items():
@@ -485,7 +517,8 @@ def load_checkpoint(ckpt: LoadedCheckpoint, *, num_classes: int | None = None,
 def load_model(path: str | os.PathLike[str], *, num_classes: int | None = None,
                labels: tuple[str, ...] | list[str] | None = None,
                reset_classifier: bool = False, **spec_fields: Any) -> Xception:
-    """Read a checkpoint of any supported format and return the model (eval mode).
+    """Read a checkpoint of any supported format, or a Hugging Face Hub model id such as
+    ``timm/legacy_xception.tf_in1k``, and return the model (eval mode).
 
     ``model.spec.source`` says where the weights came from; ``model.checkpoint_sha256`` holds
     the file's SHA-256. See :func:`read_checkpoint` and :func:`load_checkpoint` for arguments.
@@ -495,7 +528,7 @@ def load_model(path: str | os.PathLike[str], *, num_classes: int | None = None,
                             reset_classifier=reset_classifier)
     model.checkpoint_sha256 = ckpt.sha256  # type: ignore[attr-defined]
     model.checkpoint_path = str(ckpt.path)  # type: ignore[attr-defined]
-    log.info("loaded %s checkpoint %s (%d classes, width %g)", ckpt.source, path,
+    log.info("loaded %s checkpoint %s (%d classes, width %g)", ckpt.source, ckpt.name,
              model.spec.num_classes, model.spec.width)
     return model
 

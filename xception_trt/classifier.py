@@ -57,6 +57,8 @@ class StreamResult(JsonMixin):
         predictions: Top-``k`` classes, most probable first.
         latency_ms: Frame decoded -> result ready, in milliseconds.
         image: The decoded RGB frame when ``keep_frames=True``, else ``None``.
+        path: The image file of the frame when the source is an image folder, else ``None``
+            (JSON: ``file``, left out when ``None``).
     """
 
     index: int = json_field(key="frame")
@@ -64,9 +66,10 @@ class StreamResult(JsonMixin):
     predictions: tuple[Prediction, ...] = json_field()
     latency_ms: float = json_field(round=3)
     image: np.ndarray | None = json_field(default=None, skip=True)  # JSON: without the image
+    path: str | None = json_field(default=None, key="file", omit_none=True)
 
     def _json_extras(self, out: dict[str, Any]) -> dict[str, Any]:
-        return reorder(out, "frame", "timestamp", "latency_ms")
+        return reorder(out, "frame", "file", "timestamp", "latency_ms")
 
 
 def _is_single_image(x: Any) -> bool:
@@ -149,6 +152,36 @@ class Classifier:
         probs = softmax(self.logits(images_or_paths))
         return [self._top(row, top_k) for row in probs]
 
+    def classify_each(self, images: Sequence[Any], top_k: int = 5
+                      ) -> Iterator[tuple[Any, list[Prediction] | DataError]]:
+        """Classify many images, an unreadable one not stopping the others: yields
+        ``(image, predictions)``, or ``(image, error)`` for an image that cannot be read, in
+        input order, one batch of ``batch_size`` images at a time.
+
+        Args:
+            images: Paths, encoded bytes, PIL images or uint8 HxWxC arrays.
+            top_k: Classes per image, most probable first (capped at the model's classes).
+
+        Raises:
+            ConfigError: ``top_k`` out of range.
+            EngineError: The runner fails.
+        """
+        top_k = min(check_int(top_k, "top_k"), self.spec.num_classes)
+        images = list(images)
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start:start + self.batch_size]
+            rows: list[np.ndarray | DataError] = []
+            for image in chunk:
+                try:
+                    rows.append(self.preprocess([image])[0])
+                except DataError as exc:
+                    rows.append(exc)
+            good = [r for r in rows if isinstance(r, np.ndarray)]
+            probs = iter(softmax(self.runner(np.stack(good))) if good else ())
+            for image, row in zip(chunk, rows):
+                yield image, (row if isinstance(row, DataError)
+                              else self._top(next(probs), top_k))
+
     def _top(self, probs: np.ndarray, top_k: int) -> list[Prediction]:
         idx = np.argsort(-probs, kind="stable")[:top_k]
         return [Prediction(self.class_names[i], int(i), float(probs[i])) for i in idx]
@@ -202,7 +235,7 @@ class Classifier:
             for out in outputs:
                 yield StreamResult(out.index, out.timestamp,
                                    tuple(self._top(softmax(out.logits), top_k)),
-                                   out.latency_ms, out.image)
+                                   out.latency_ms, out.image, out.path)
 
     def close(self) -> None:
         """Close the runner if this classifier opened it (idempotent)."""

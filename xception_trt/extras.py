@@ -45,6 +45,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "pytriton": ("nvidia-pytriton", "serve"),
     "pynvml": ("nvidia-ml-py", "power"),
     "av": ("av", "stream"),
+    "huggingface_hub": ("huggingface-hub", "hub"),
 }
 
 

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from .config import BuildConfig, InputFormat, Placement, Precision, check_int
 from .errors import BuildError, ConfigError, GraphError, XceptionTRTError
 from .fsio import atomic_write_json, path_problem, sha256_file
+from .hub import is_hub_id, local_file
 from .onnx_meta import OnnxSource, read_file_metadata
 from .precision import (
     AutoQuantizeResult,
@@ -336,7 +337,7 @@ class PipelineCallbacks:
 def export_checkpoint(*, checkpoint: str | os.PathLike[str], output: str | os.PathLike[str],
                       opset: int | None = None,
                       input_format: InputFormat | str = InputFormat.FLOAT_NCHW,
-                      force: bool = False) -> ExportOutcome:
+                      force: bool = False, replace: bool = True) -> ExportOutcome:
     """Export a checkpoint to a cleaned FP32 ONNX graph with a dynamic batch, or reuse it.
 
     Args:
@@ -345,6 +346,7 @@ def export_checkpoint(*, checkpoint: str | os.PathLike[str], output: str | os.Pa
         opset: ONNX opset (``None``: the exporter's default, 17).
         input_format: ``float-nchw`` or ``uint8-nhwc``.
         force: Export even when ``output`` holds an export of the same checkpoint and settings.
+        replace: Replace an existing ``output`` that is not such an export; ``False`` refuses it.
 
     Returns:
         An :class:`ExportOutcome`.
@@ -363,7 +365,7 @@ def export_checkpoint(*, checkpoint: str | os.PathLike[str], output: str | os.Pa
             # damaged on disk afterwards fails in the next step's parser, naming the file
             meta = read_file_metadata(target)
             settings = meta.json_field("export") or {}
-            if (meta.raw.get("source_sha256") == sha256_file(checkpoint)
+            if (meta.raw.get("source_sha256") == sha256_file(local_file(checkpoint))
                     and settings.get("opset") == opset
                     and settings.get("batch") == "dynamic"
                     and meta.input_format is fmt):
@@ -371,8 +373,17 @@ def export_checkpoint(*, checkpoint: str | os.PathLike[str], output: str | os.Pa
                 return ExportOutcome(target, True)
         except (GraphError, ValueError) as exc:
             log.info("re-exporting %s: %s", target, exc)
+    if not (replace or force) and target.exists():
+        _refuse_replacing(target, "is not an export of this checkpoint with these settings")
     result = export_onnx(checkpoint, target, opset=opset, batch="dynamic", input_format=fmt)
     return ExportOutcome(result.path, False, result)
+
+
+def _refuse_replacing(path: Path, why: str) -> None:
+    """The one output rule of ``build``: an existing output that differs is not replaced
+    without ``--force``."""
+    raise BuildError(f"{path} exists and {why}; pass --force to replace it, or choose another "
+                     "output folder (-o) or --name")
 
 
 def calibration_fingerprint(folder: str | os.PathLike[str] | None) -> str | None:
@@ -414,7 +425,7 @@ def make_variant(*, fp32_onnx: str | os.PathLike[str] | OnnxSource, precision: P
                  layout: ArtifactLayout, calibration: str | os.PathLike[str] | None = None,
                  calibration_method: CalibrationMethod | str | None = None,
                  num_images: int | None = None, force: bool = False,
-                 progress: Progress | None = None,
+                 progress: Progress | None = None, replace: bool = True,
                  placement: Placement | str = Placement.TENSORRT) -> VariantOutcome:
     """Make the FP16 or INT8 variant of an FP32 graph, or reuse the one the manifest vouches for.
 
@@ -432,6 +443,8 @@ def make_variant(*, fp32_onnx: str | os.PathLike[str] | OnnxSource, precision: P
             the recipe when given.
         force: Make the variant even when the manifest says an identical one exists.
         progress: INT8 calibration progress (see :meth:`PipelineCallbacks.on_progress`).
+        replace: Replace an existing variant file that was made otherwise (or not by us);
+            ``False`` refuses it.
         placement: INT8 only: ``tensorrt`` (the graph engines are built from) or
             ``onnxruntime`` (``int8-ort.onnx``, what ONNX Runtime's CPU kernels run fast; its
             own manifest entry, calibrated on the same images).
@@ -474,6 +487,8 @@ def make_variant(*, fp32_onnx: str | os.PathLike[str] | OnnxSource, precision: P
         if digest == entry.get("sha256"):
             log.info("reusing %s (made from the same graph and calibration data)", target)
             return VariantOutcome(prec, target, True, recipe, sha256=digest, placement=place)
+    if not replace and target.exists():
+        _refuse_replacing(target, "was not made from this graph with this calibration")
     quantize = auto = None
     if prec is Precision.FP16:
         to_fp16(fp32_onnx, calibration, output=target)
@@ -511,14 +526,15 @@ def variant_step(callbacks: PipelineCallbacks, *, fp32_onnx: Path | OnnxSource,
                  calibration: str | os.PathLike[str] | None,
                  calibration_method: CalibrationMethod | str | None,
                  num_images: int | None = None, force: bool = False,
+                 replace: bool = True,
                  placement: Placement | str = Placement.TENSORRT) -> VariantOutcome:
     """:func:`make_variant` between its progress and outcome hooks, its calibration progress
     going to ``callbacks.on_progress``."""
     callbacks.on_progress(f"{variant_name(precision, placement)} variant", 0, None)
     outcome = make_variant(fp32_onnx=fp32_onnx, precision=precision, layout=layout,
                            calibration=calibration, calibration_method=calibration_method,
-                           num_images=num_images, force=force, progress=callbacks.on_progress,
-                           placement=placement)
+                           num_images=num_images, force=force, replace=replace,
+                           progress=callbacks.on_progress, placement=placement)
     callbacks.on_variant(outcome)
     return outcome
 
@@ -534,7 +550,7 @@ def _refuse_ort_placement(source: OnnxSource) -> None:
 
 
 def _build_one(source: OnnxSource, job: EngineJob, output: Path, force: bool,
-               callbacks: PipelineCallbacks) -> EngineOutcome:
+               callbacks: PipelineCallbacks, replace: bool = True) -> EngineOutcome:
     _refuse_ort_placement(source)
     # imported here, not at the top: an installation without the builder module still runs
     # export and variants (the demo reports its engines step as not runnable)
@@ -542,7 +558,7 @@ def _build_one(source: OnnxSource, job: EngineJob, output: Path, force: bool,
 
     with callbacks.engine_progress(job.precision) as progress:
         art = build_engine(source, job.config.replace(precision=job.precision),
-                           output=output, progress=progress, force=force)
+                           output=output, progress=progress, force=force, replace=replace)
     outcome = EngineOutcome(job.precision, art)
     callbacks.on_engine(outcome)
     return outcome
@@ -612,12 +628,16 @@ class Steps:
     Args:
         layout: Where the files go.
         callbacks: Progress hooks.
+        replace: Replace an existing output (graph, variant, engine) that differs from what a
+            step makes; ``False`` refuses it, naming ``--force`` (``build``'s output rule).
+            Identical outputs are reused either way.
     """
 
-    def __init__(self, layout: ArtifactLayout, *, callbacks: PipelineCallbacks | None = None
-                 ) -> None:
+    def __init__(self, layout: ArtifactLayout, *, callbacks: PipelineCallbacks | None = None,
+                 replace: bool = True) -> None:
         self.layout = layout
         self.callbacks = callbacks or PipelineCallbacks()
+        self.replace = replace
         self._graphs: dict[Precision, _Unread | OnnxSource] = {}
 
     # -- the graphs ----------------------------------------------------------------------------
@@ -660,7 +680,8 @@ class Steps:
         """
         outcome = export_step(self.callbacks, checkpoint=Path(checkpoint),
                               output=self.layout.onnx(Precision.FP32), opset=opset,
-                              input_format=input_format, force=force)
+                              input_format=input_format, force=force,
+                              replace=self.replace or force)
         self.use(Precision.FP32, outcome.path)
         return StepOutcome("export", CACHED if outcome.reused else RAN, outcome)
 
@@ -677,7 +698,7 @@ class Steps:
         outcome = variant_step(self.callbacks, fp32_onnx=self.graph(Precision.FP32),
                                precision=precision, layout=self.layout, calibration=calibration,
                                calibration_method=calibration_method, num_images=num_images,
-                               force=force, placement=place)
+                               force=force, replace=self.replace or force, placement=place)
         if place is Placement.TENSORRT:
             # the digest make_variant just computed is the file's: read the metadata only
             self._graphs[precision] = _Unread(outcome.path, outcome.sha256)
@@ -703,7 +724,7 @@ class Steps:
             try:
                 engines.append(_build_one(self.graph(job.precision), job,
                                           job.output or self.layout.engine(job.precision),
-                                          force, self.callbacks))
+                                          force, self.callbacks, self.replace))
             except XceptionTRTError as exc:
                 if not keep_going:
                     raise
@@ -830,7 +851,9 @@ def build(source: str | os.PathLike[str], output: str | os.PathLike[str], *,
         timing_cache: Use a timing cache: ``config.timing_cache_dir``, else
             ``<output>/timing-cache`` with NVIDIA TensorRT (TensorRT-RTX has none).
         force: Rebuild the engines even when identical ones exist (the export and the
-            variants are still reused).
+            variants are still reused), and replace existing outputs that differ from what
+            this build makes; without it such an output is refused (the one output rule),
+            an identical one reused.
         callbacks: Progress hooks.
 
     Returns:
@@ -851,8 +874,9 @@ def build(source: str | os.PathLike[str], output: str | os.PathLike[str], *,
     config = config or BuildConfig()
     source = Path(source)
     problem = path_problem(source)
-    if problem is not None:
-        raise BuildError(f"{source} {problem}; give a checkpoint or an ONNX file")
+    if problem is not None and not is_hub_id(source):
+        raise BuildError(f"{source} {problem}; give a checkpoint, a Hugging Face Hub model id "
+                         "or an ONNX file")
     out = Path(output)
     problem = path_problem(calibration, want="dir") if calibration else None
     if problem is not None:
@@ -886,7 +910,8 @@ def build(source: str | os.PathLike[str], output: str | os.PathLike[str], *,
         check_options(network_and_precision_plan(flavour.name, flavour.version, precision), base)
 
     layout = ArtifactLayout.in_folder(out, stem=name or source.stem.split(".")[0])
-    steps = Steps(layout, callbacks=callbacks)
+    # the one output rule: what differs from an existing output is refused without force
+    steps = Steps(layout, callbacks=callbacks, replace=force)
     export, variants, engines = None, [], []
     for outcome in steps.run(onnx_source or source, wanted, config=base, calibration=calibration,
                              calibration_method=calibration_method, opset=opset,

@@ -68,8 +68,10 @@ log = logging.getLogger(__name__)
 
 SCHEMA = "xception-trt/bench-report"
 SCHEMA_VERSION = 2
-#: Where the CLI writes reports unless told otherwise (relative to the working directory).
-DEFAULT_ROOT = Path("benchmarks") / "reports"
+#: Where the CLI writes reports unless told otherwise: the working directory, in a new folder
+#: named after the run (:func:`default_report_name`), as ``sensitivity`` writes its folder
+#: there; never into a folder of the source tree the user did not name.
+DEFAULT_ROOT = Path(".")
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _PRECISION_ORDER = {"fp32": 0, "fp16": 1, "int8": 2}

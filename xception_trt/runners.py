@@ -45,6 +45,7 @@ from .errors import (
 )
 from .extras import needs
 from .fsio import path_problem
+from .hub import is_hub_id
 from .onnx_meta import INPUT_NAME, OUTPUT_NAME
 
 __all__ = ["OnnxRuntimeRunner", "TorchRunner", "BuiltEngine", "RunnerEntry", "RUNNERS",
@@ -269,7 +270,8 @@ class TorchRunner(RunnerBase):
 
     Args:
         checkpoint_or_model: A checkpoint path (any suffix in
-            :data:`xception_trt.config.CHECKPOINT_SUFFIXES`) or an ``Xception`` module.
+            :data:`xception_trt.config.CHECKPOINT_SUFFIXES`), a Hugging Face Hub model id
+            (:mod:`xception_trt.hub`) or an ``Xception`` module.
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:<i>"``.
         precision: ``fp32`` or ``fp16`` (``model.half()``; logits are returned as float32).
             INT8 is an ONNX/TensorRT variant: use :class:`OnnxRuntimeRunner` on the INT8 ONNX.
@@ -311,7 +313,7 @@ class TorchRunner(RunnerBase):
             from .checkpoint import load_model
 
             self.path: Path | None = Path(checkpoint_or_model)
-            model = load_model(self.path)
+            model = load_model(checkpoint_or_model)  # a Hub id keeps its spelling
         else:
             self.path = None
             model = checkpoint_or_model
@@ -513,6 +515,8 @@ def runner_kind(path: str | os.PathLike[str]) -> RunnerKind:
     Raises:
         EngineError: The suffix is not a supported model type (message lists the types).
     """
+    if is_hub_id(path):  # a Hugging Face Hub model id names a checkpoint
+        return RunnerKind.TORCH
     suffix = Path(path).suffix.lower()
     for entry in RUNNERS.values():
         if suffix in entry.suffixes():
@@ -707,7 +711,8 @@ def open_runner(path: str | os.PathLike[str], **kw: Any) -> Runner:
     """Open the right runner for a model file (see :data:`RUNNERS`).
 
     ``.engine``/``.plan`` -> ``xception_trt.trt.runtime.TensorRTRunner``; ``.onnx`` ->
-    :class:`OnnxRuntimeRunner`; checkpoints -> :class:`TorchRunner`; a bundle (``.xtrt``) ->
+    :class:`OnnxRuntimeRunner`; checkpoints and Hugging Face Hub model ids ->
+    :class:`TorchRunner`; a bundle (``.xtrt``) ->
     the engine that fits this machine (prebuilt, or built into the engine cache) or, without
     a usable TensorRT/GPU, its ONNX with ONNX Runtime (:func:`xception_trt.bundle.cache.resolve`).
 
@@ -736,7 +741,7 @@ def open_runner(path: str | os.PathLike[str], **kw: Any) -> Runner:
                                     kw.pop("flavour", None), where="open_runner")
         return _open_bundle(path, kw)
     kind = runner_kind(path)
-    if problem is not None:
+    if problem is not None and not is_hub_id(path):  # a Hub id: the torch runner reads it
         raise EngineError(f"model file {path} {problem}")
     entry = RUNNERS[kind]
     bad = sorted(k for k in kw if k not in entry.keywords

@@ -112,6 +112,8 @@ class Choice:
         rejected: Every prebuilt engine and way not taken, with the reason.
         reason: One sentence: why this kind was chosen.
         variant: The bundled ONNX variant ONNX Runtime runs (``ONNXRUNTIME``).
+        cause: Why no TensorRT engine runs it (``ONNXRUNTIME``; the start of ``reason``), the
+            same for every precision on one machine (``doctor`` says it once).
     """
 
     kind: ChoiceKind
@@ -121,6 +123,7 @@ class Choice:
     rejected: tuple[Rejection, ...] = ()
     reason: str = ""
     variant: VariantEntry | None = None
+    cause: str = ""
 
 
 def _short(exc: Exception) -> str:
@@ -264,11 +267,11 @@ def choose(manifest: Manifest, facts: DeviceFacts, request: Request) -> Choice:
                                   "'xception-trt[ort]')"))
     else:
         builds = [r for r in rejected if r.what.startswith("build")]
+        cause = f"no TensorRT engine can run here ({_summary(builds[-1:])})"
         return Choice(ChoiceKind.ONNXRUNTIME, request.precision, rejected=tuple(rejected),
-                      variant=onnxruntime_variant(manifest, request.precision),
-                      reason=f"no TensorRT engine can run here ({_summary(builds[-1:])}); running "
-                             f"the bundled {request.precision.value} ONNX with ONNX Runtime "
-                             f"{facts.ort_version}")
+                      variant=onnxruntime_variant(manifest, request.precision), cause=cause,
+                      reason=f"{cause}; running the bundled {request.precision.value} ONNX with "
+                             f"ONNX Runtime {facts.ort_version}")
     return Choice(ChoiceKind.NONE, request.precision, rejected=tuple(rejected),
                   reason=f"nothing here can run the bundle: {_summary(rejected)}")
 

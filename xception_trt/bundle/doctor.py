@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import normalise_compute_capability
+from ..config import Precision, normalise_compute_capability
 from ..errors import EngineError, renamed
 from ..jsonable import JsonMixin, json_field
 from ..sidecar import EngineSidecar, read_sidecar
@@ -37,6 +37,10 @@ class DoctorReport(JsonMixin):
         engines: One row per engine: ``{"engine", "what", "loads", "why"}``.
         choices: Bundle only: per precision, what opening it would do.
         prebuild: Target name -> the command that prebuilds for it.
+        covered: Bundle only: named targets with an engine for every precision already (no
+            prebuild command is given for them).
+        ort_placed: Bundle only: precisions whose ONNX Runtime graph is the one placed for
+            ONNX Runtime (INT8), not the TensorRT-placed variant.
     """
 
     facts: DeviceFacts = json_field(key="machine")
@@ -50,6 +54,8 @@ class DoctorReport(JsonMixin):
          "build": c.build.describe() if c.build else None, "not_used": c.rejected}
         for c in cs])
     prebuild: dict[str, str] = field(default_factory=dict)
+    covered: tuple[str, ...] = json_field(default=(), skip=True)
+    ort_placed: tuple[Precision, ...] = json_field(default=(), skip=True)
 
 
 def prebuild_command(bundle_path: str | os.PathLike[str], target: str, *,
@@ -153,8 +159,15 @@ def diagnose(path: str | os.PathLike[str] | None, *, facts: DeviceFacts,
                        "accuracy": {p.value: dict(v.accuracy) if v.accuracy else None
                                     for p, v in manifest.variants.items()},
                        "batch_profile": list(manifest.batch_profile)}
-        prebuild = _bundle_prebuild(path, names)
-        return DoctorReport(facts, str(path), "bundle", summary, rows, choices, prebuild)
+            # a target whose engines the bundle has for every precision needs no prebuild
+            covered = tuple(t for t in names if all(
+                any(e.precision is p and t in (e.sidecar.targets or ()) for e in manifest.engines)
+                for p in manifest.precisions))
+            ort_placed = tuple(c.precision for c in choices if c.variant is not None
+                               and c.variant.member != manifest.variant(c.precision).member)
+        prebuild = _bundle_prebuild(path, [t for t in names if t not in covered])
+        return DoctorReport(facts, str(path), "bundle", summary, rows, choices, prebuild,
+                            covered, ort_placed)
     side = read_sidecar(path, verify=True)
     row = _engine_row(str(path), side, facts, Request(side.precision, device=device,
                                                       max_batch=max_batch))
@@ -201,32 +214,67 @@ def format_report(report: DoctorReport) -> str:
         lines.append(f"bundle: {report.target} (format {s['format_version']}, "
                      f"{s['members_verified']} members verified, {s['bytes'] / 2**20:.1f} MiB, "
                      f"made by xception-trt {s['made_with']})")
-        for prec in s["precisions"]:
+        for i, prec in enumerate(s["precisions"]):  # the default first
             acc = s["accuracy"].get(prec)
             extra = (f": top-1 agreement with fp32 {acc['agreement']:.2f} % on "
                      f"{acc['images']} images" if acc else "")
-            lines.append(f"  variant {prec}{extra}")
+            default = " (default: what opening it runs without --precision)" if i == 0 else ""
+            lines.append(f"  variant {prec}{default}{extra}")
     elif report.kind == "engine":
         lines.append(f"engine: {report.target} ({s['precision']}, {s['bytes'] / 2**20:.1f} MiB)")
     if report.engines:
         lines.append("engines:")
-        for row in report.engines:
-            where = ",".join(row["targets"]) if row["targets"] else (
-                f"sm_{row['compute_capability'].replace('.', '')}"
-                if row["compute_capability"] else "?")
-            verdict = "loads here" if row["loads"] else f"does not load here: {row['why']}"
-            lines.append(f"  {row['engine']} ({row['precision']}, {row['flavour']} "
-                         f"{row['version']}, {where}): {verdict}")
+        lines.extend(_engine_lines(report.engines))
     if report.choices:
         lines.append("opening it here:")
-        for c in report.choices:
-            what = {ChoiceKind.PREBUILT: "prebuilt engine", ChoiceKind.BUILD: "builds an engine",
-                    ChoiceKind.ONNXRUNTIME: "ONNX Runtime", ChoiceKind.NONE: "cannot run"}[c.kind]
-            lines.append(f"  {c.precision.value}: {what} — {c.reason}")
-    if report.prebuild:
+        lines.extend(_choice_lines(report))
+    if report.prebuild or report.covered:
         lines.append("prebuild:")
+        lines.extend(f"  {target}: the bundle has engines for it (every precision)"
+                     for target in report.covered)
         lines.extend(f"  {target}: {cmd}" for target, cmd in report.prebuild.items())
     return "\n".join(lines)
+
+
+def _engine_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Engines grouped by verdict: a reason shared by several engines is said once."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        verdict = "loads here" if row["loads"] else f"does not load here: {row['why']}"
+        groups.setdefault(verdict, []).append(row)
+    lines = []
+    for verdict, members in groups.items():
+        names = [f"{row['engine']} ({row['precision']}, {row['flavour']} {row['version']}, "
+                 + (",".join(row["targets"]) if row["targets"] else
+                    f"sm_{row['compute_capability'].replace('.', '')}"
+                    if row["compute_capability"] else "?") + ")" for row in members]
+        if len(names) == 1:
+            lines.append(f"  {names[0]}: {verdict}")
+            continue
+        plural = verdict.replace("does not load", "do not load", 1)
+        lines.append(f"  {len(names)} engines {plural}:")
+        lines.extend(f"    {name}" for name in names)
+    return lines
+
+
+def _choice_lines(report: DoctorReport) -> list[str]:
+    """Per precision what opening the bundle runs; the reason ONNX Runtime runs every one of
+    them is said once, and the graph it runs is named (INT8: the one placed for it)."""
+    ort = [c for c in report.choices if c.kind is ChoiceKind.ONNXRUNTIME]
+    shared = len(ort) > 1 and len({c.cause for c in ort}) == 1 and bool(ort[0].cause)
+    lines = [f"  ONNX Runtime runs each precision: {ort[0].cause}"] if shared else []
+    for c in report.choices:
+        what = {ChoiceKind.PREBUILT: "prebuilt engine", ChoiceKind.BUILD: "builds an engine",
+                ChoiceKind.ONNXRUNTIME: "ONNX Runtime", ChoiceKind.NONE: "cannot run"}[c.kind]
+        if c.kind is ChoiceKind.ONNXRUNTIME and c.variant is not None:
+            graph = (f"the {c.precision.value.upper()} graph placed for ONNX Runtime "
+                     f"({c.variant.member}), not the one placed for TensorRT"
+                     if c.precision in report.ort_placed else f"{c.variant.member}")
+            detail = f"runs {graph}" if shared else f"{c.reason}; it runs {graph}"
+        else:
+            detail = c.reason
+        lines.append(f"  {c.precision.value}: {what} — {detail}")
+    return lines
 
 
 def recorded_facts(path: str | os.PathLike[str]) -> DeviceFacts:

@@ -67,15 +67,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class SayOnce(logging.Filter):
+    """Drop a warning whose text was already shown in this run: two steps that meet the same
+    fact (``bundle`` calibrates the TensorRT- and the ONNX Runtime-placed INT8 graphs on the
+    same images: "only N image(s) available") say it once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        text = record.getMessage()
+        if text in self.seen:
+            return False
+        self.seen.add(text)
+        return True
+
+
 def _setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose >= 2 else logging.INFO)
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(SayOnce())
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"
                                            if verbose >= 2 else "%(message)s"))
     root = logging.getLogger("xception_trt")
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    # huggingface_hub warns once per retry while the Hub does not answer (five lines of
+    # "Retrying in 1s ..."); our one error line says what happened, -v shows them.
+    logging.getLogger("huggingface_hub").setLevel(
+        logging.ERROR if verbose < 1 or quiet else logging.NOTSET)
     if verbose < 1 or quiet:
         # Library INFO lines are for -v; the CLI prints its own summary.
         root.setLevel(logging.WARNING)
@@ -94,10 +118,26 @@ def prefer_passive_openmp() -> None:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def quiet_hub_progress() -> None:
+    """No Hugging Face download bars unless stderr is a terminal (the rule of every progress
+    bar of the CLI: none in logs); ``huggingface_hub`` reads the variable when imported, which
+    happens only when a command reads a Hub id. A value the user set is kept."""
+    if not _is_terminal(sys.stderr):
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def _is_terminal(stream: object) -> bool:
+    try:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError, OSError):  # closed or replaced stream
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     prefer_passive_openmp()
     _occupy_closed_std_streams()
+    quiet_hub_progress()
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose, args.quiet)

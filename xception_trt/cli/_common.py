@@ -16,8 +16,13 @@ from typing import Any, TypeVar
 from ..config import MAX_BATCH
 from ..errors import ConfigError
 from ..fsio import path_problem
+from ..hub import is_hub_id
 
-__all__ = ["add_command", "progress", "print_json", "arg_type", "bounded_int", "positive_int",
+#: The help text's words for a checkpoint given by Hub id (one spelling across commands).
+HUB_HELP = "or a Hugging Face Hub model id such as timm/legacy_xception.tf_in1k"
+
+__all__ = ["HUB_HELP", "add_command", "progress", "print_json", "arg_type", "bounded_int",
+           "positive_int",
            "non_negative_int", "batch_size", "port_number", "path_argument", "check_paths",
            "check_input_path", "check_output_path", "StageProgress"]
 
@@ -76,15 +81,16 @@ def add_command(sub: argparse._SubParsersAction, name: str, *,
 @contextlib.contextmanager
 def progress(desc: str, total: int | None = None, *, unit: str = "it",
              enabled: bool = True) -> Iterator[Callable[[int], None]]:
-    """A tqdm progress bar on stderr as an ``advance(n)`` callback (a no-op when disabled or
-    when stderr is not a terminal and tqdm is missing)."""
+    """A tqdm progress bar on stderr as an ``advance(n)`` callback, drawn only when
+    ``enabled`` and stderr is a terminal (tqdm's ``disable=None``): logs and piped output get
+    no bar. A no-op when tqdm is missing."""
     try:
         from tqdm import tqdm
     except ImportError:  # tqdm is a core dependency; this only guards broken installs
         yield lambda n=1: None
         return
-    bar = tqdm(total=total, desc=desc, unit=unit, disable=not enabled, file=sys.stderr,
-               dynamic_ncols=True, leave=False)
+    bar = tqdm(total=total, desc=desc, unit=unit, disable=None if enabled else True,
+               file=sys.stderr, dynamic_ncols=True, leave=False)
     try:
         yield lambda n=1: bar.update(n)
     finally:
@@ -202,7 +208,8 @@ PATH_KINDS = ("file", "dir", "any", "output-file", "output-dir", "output-file-re
 
 def path_argument(p: argparse.ArgumentParser | Any, *flags: str, kind: str,
                   what: str | None = None, allow: tuple[str, ...] = (),
-                  replaced_by: tuple[str, ...] = ("force",), **kw: Any) -> argparse.Action:
+                  replaced_by: tuple[str, ...] = ("force",), hub: bool = False,
+                  **kw: Any) -> argparse.Action:
     """``p.add_argument(*flags, **kw)`` for a path that :func:`check_paths` checks before the
     command runs (every value, for ``nargs`` lists).
 
@@ -215,6 +222,8 @@ def path_argument(p: argparse.ArgumentParser | Any, *flags: str, kind: str,
         allow: Values that are not paths (``"scratch"``).
         replaced_by: For ``output-file``: the flags (dests) any of which allows replacing an
             existing file (default: ``--force``).
+        hub: The value may be a Hugging Face Hub model id instead of a file (a checkpoint
+            argument; see :mod:`xception_trt.hub`): such a value is not checked as a path.
         **kw: As for ``add_argument``.
 
     Returns:
@@ -228,6 +237,7 @@ def path_argument(p: argparse.ArgumentParser | Any, *flags: str, kind: str,
                                 else (action.metavar or action.dest))
     action.path_allow = allow  # type: ignore[attr-defined]
     action.path_replaced_by = replaced_by  # type: ignore[attr-defined]
+    action.path_hub = hub  # type: ignore[attr-defined]
     return action
 
 
@@ -356,6 +366,8 @@ def check_paths(args: argparse.Namespace,
             text = os.fspath(item)
             if text in action.path_allow:  # type: ignore[attr-defined]
                 continue
+            if action.path_hub and is_hub_id(text):  # type: ignore[attr-defined]
+                continue  # read (or refused, with the reason) where the checkpoint is read
             what = action.path_what  # type: ignore[attr-defined]
             if kind.startswith("output"):
                 check_output_path(text, kind=kind, what=what, force=force)

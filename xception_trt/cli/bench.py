@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ._common import (
+    HUB_HELP,
     add_command,
     path_argument,
     positive_int,
@@ -23,8 +24,9 @@ ORDER = 70
 
 #: ``-o/--output`` and ``--force`` of ``bench`` and ``eval`` (for add_command).
 REPORT_OUTPUT = dict(
-    output="the report folder to write (default: OUT_DIR/NAME); the same as --out-dir with its "
-           "parent and --name with its name, so it cannot be combined with them",
+    output="the report folder to write (default: OUT_DIR/NAME, i.e. ./COMMAND-<UTC time>/ in "
+           "the current directory); the same as --out-dir with its parent and --name with its "
+           "name, so it cannot be combined with them",
     output_metavar="DIR", output_kind="dir", output_required=False,
     force="replace an existing report folder")
 
@@ -38,10 +40,12 @@ def add_report_options(p: argparse.ArgumentParser, *, cuda_graphs: bool) -> None
     p.add_argument("--name", default=None,
                    help="report folder name (default: <command>-<UTC timestamp>)")
     path_argument(p, "--out-dir", kind="output-dir", type=Path, default=None,
-                  help="folder holding report folders (default: benchmarks/reports)")
+                  help="folder to create the report folder in (default: the current "
+                       "directory)")
     p.add_argument("--note", action="append", default=[], metavar="TEXT",
                    help="a note shown at the top of the report (repeatable)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (shown on a terminal only, on stderr)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,11 +54,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         **REPORT_OUTPUT,  # type: ignore[arg-type]
         description="""Measure latency and throughput of one or more models (.engine/.plan,
             .onnx, .xtrt bundle or checkpoint) over a batch-size sweep, and write report.json,
-            report.md and PNG plots into benchmarks/reports/NAME/ (or -o DIR). With --data, real
-            images are the input, and a labelled folder also gives accuracy and agreement with
-            the FP32 reference.""")
+            report.md and PNG plots into a new folder ./bench-<UTC time>/ in the current
+            directory (or -o DIR); an existing report folder is replaced only with --force.
+            With --data, real images are the input, and a labelled folder also gives accuracy
+            and agreement with the FP32 reference.""")
     path_argument(p, "models", kind="file", what="model", metavar="MODEL", nargs="+",
-                  help="model files to benchmark")
+                  hub=True, help=f"model files to benchmark (a checkpoint: {HUB_HELP})")
     p.add_argument("--batch", type=positive_int, nargs="+", default=[1, 8, 32], metavar="N",
                    help="batch sizes of the sweep (default: 1 8 32)")
     p.add_argument("--iterations", type=positive_int, default=50,

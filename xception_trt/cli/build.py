@@ -9,7 +9,7 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
-from ._common import StageProgress, add_command, path_argument, print_json
+from ._common import HUB_HELP, StageProgress, add_command, path_argument, print_json
 from ._options import BuildConfigArgs, CalibrationArgs, check_rules
 
 if TYPE_CHECKING:
@@ -27,18 +27,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub, "build", run=run, help="build TensorRT engines from a checkpoint or an ONNX file",
         output="output directory for ONNX variants, engines and sidecars",
-        output_kind="dir", force="rebuild even if an identical engine exists",
+        output_kind="dir",
+        force="replace outputs in the folder that differ from what this build makes (without "
+              "it they are refused) and rebuild engines even if identical ones exist",
         json="the results",
         description="""Build TensorRT engines in one command: export the checkpoint to a clean
             ONNX graph, make the FP16 / INT8 (Q/DQ, calibrated) variants asked for, and build
             one engine per precision with NVIDIA TensorRT (8.6, 10.x, 11.x) or TensorRT-RTX
             (builds on a CPU for RTX targets). Each engine gets a JSON sidecar; an identical
-            existing engine is reused.""",
+            existing output is reused, one that differs is replaced only with --force.""",
         epilog="example: xception-trt build model.safetensors --precision fp16 int8 "
                "--calib calibration/ --max-batch 8 -o engines/")
-    path_argument(p, "source", kind="file", what="source", metavar="SOURCE",
-                   help="checkpoint (.safetensors, timm .pth/.bin, Keras .h5) or ONNX file "
-                        "written by `xception-trt export`")
+    path_argument(p, "source", kind="file", what="source", metavar="SOURCE", hub=True,
+                  help=f"checkpoint (.safetensors, timm .pth/.bin, Keras .h5; {HUB_HELP}) "
+                       "or ONNX file written by `xception-trt export`")
     p.add_argument("--precision", nargs="+", choices=Precision.choices(), default=None,
                    help="engine precision(s) to build (default: fp32 from a checkpoint, the "
                         "graph's own precision from an ONNX file)")
@@ -74,7 +76,7 @@ class _TqdmProgress(contextlib.AbstractContextManager):
         if parent_phase is None and self.bar is None:
             self.top = phase_name
             self.bar = tqdm(total=num_steps, desc=self.desc, unit="step", file=sys.stderr,
-                            leave=False, dynamic_ncols=True)
+                            leave=False, dynamic_ncols=True, disable=None)  # terminal only
         elif self.bar is not None:
             self.bar.set_postfix_str(phase_name[:40], refresh=True)
 

@@ -7,7 +7,7 @@ import argparse
 import shlex
 import sys
 
-from ._common import StageProgress, add_command, path_argument, print_json
+from ._common import HUB_HELP, StageProgress, add_command, path_argument, print_json
 from ._options import BatchProfileArgs, CalibrationArgs, add_cc_flag, check_rules
 
 ORDER = 35
@@ -35,8 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             as SOURCE, its variants are kept and the engines asked for are added.""",
         epilog="example: xception-trt bundle model.safetensors --precision fp16 int8 --calib "
                "calibration/ --val val/ --cc sm86 sm89 sm120 -o model.xtrt")
-    path_argument(p, "source", kind="file", what="source", metavar="SOURCE",
-                  help="checkpoint (.safetensors, timm .pth/.bin, Keras .h5), FP32 ONNX from "
+    path_argument(p, "source", kind="file", what="source", metavar="SOURCE", hub=True,
+                  help=f"checkpoint (.safetensors, timm .pth/.bin, Keras .h5; {HUB_HELP}), "
+                       "FP32 ONNX from "
                        "`xception-trt export`, or a bundle (.xtrt) to add engines to")
     p.add_argument("--precision", nargs="+", choices=Precision.choices(), default=None,
                    help="variants to carry; the first is what opening the bundle runs by "

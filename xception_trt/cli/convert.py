@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import add_command, path_argument, positive_int
+from ._common import HUB_HELP, add_command, path_argument, positive_int
 
 ORDER = 5
 
@@ -18,8 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="""Read a checkpoint (xception-trt .safetensors, timm/Cadene legacy_xception
             .pth/.bin/.safetensors, or the Keras ImageNet .h5) and write it as one .safetensors
             file carrying its ModelSpec (preprocessing, labels, padding).""")
-    path_argument(p, "checkpoint", kind="file", what="checkpoint", type=Path,
-                  help="source checkpoint file")
+    path_argument(p, "checkpoint", kind="file", what="checkpoint", hub=True,
+                  help=f"source checkpoint file, {HUB_HELP}")
     p.add_argument("--input-size", type=positive_int, default=None,
                    help="input size the model is meant for (default: 299, or the stored value)")
     p.add_argument("--num-classes", type=positive_int, default=None,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import add_command, path_argument, positive_int
+from ._common import HUB_HELP, add_command, path_argument, positive_int
 from ._options import runner_settings
 from .bench import (
     REPORT_OUTPUT,
@@ -30,12 +30,13 @@ def register(sub: argparse._SubParsersAction) -> None:
             checkpoint) on a labelled folder (one sub-folder per class) or file list in one pass:
             top-1, top-5, per-class accuracy and agreement with a reference model (top-1
             agreement, logit differences, KL divergence). Writes report.json, report.md and PNG
-            plots into benchmarks/reports/NAME/ (or -o DIR).""")
+            plots into a new folder ./eval-<UTC time>/ in the current directory (or -o DIR); an
+            existing report folder is replaced only with --force.""")
     path_argument(p, "models", kind="file", what="model", metavar="MODEL", nargs="+",
-                  help="model files to evaluate")
+                  hub=True, help=f"model files to evaluate (a checkpoint: {HUB_HELP})")
     path_argument(p, "--data", kind="any", required=True, metavar="DIR",
                    help="labelled image folder or file list (.txt/.csv with labels)")
-    path_argument(p, "--reference", kind="file", default=None, metavar="MODEL",
+    path_argument(p, "--reference", kind="file", default=None, metavar="MODEL", hub=True,
                    help="model the others are compared with (default: the first FP32 model)")
     p.add_argument("--batch-size", type=positive_int, default=32,
                    help="images decoded per step (default: 32)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_command, path_argument, positive_int, print_json
+from ._common import HUB_HELP, add_command, path_argument, positive_int, print_json
 from ._options import check_rules
 
 ORDER = 10
@@ -28,8 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             clean the graph with onnx-graphsurgeon (constants and BatchNorm folded, Identity
             removed, canonical head), check it with onnx.checker and compare ONNX Runtime with
             PyTorch before writing the file.""")
-    path_argument(p, "checkpoint", kind="file", what="checkpoint",
-                  help="checkpoint file (.safetensors, timm .pth/.bin, Keras .h5)")
+    path_argument(p, "checkpoint", kind="file", what="checkpoint", hub=True,
+                  help=f"checkpoint file (.safetensors, timm .pth/.bin, Keras .h5), {HUB_HELP}")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                    help=f"ONNX opset, {MIN_OPSET}..{TRT_MAX_OPSET} (default: {DEFAULT_OPSET}, "
                         "the newest TensorRT 8.6 reads)")

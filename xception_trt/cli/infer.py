@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..config import Precision
-from ._common import add_command, path_argument, positive_int, print_json
+from ..errors import DataError
+from ._common import HUB_HELP, add_command, path_argument, positive_int, print_json
 from ._options import PRECISION_WHY, RunnerArgs, check_rules
 
 ORDER = 60
 
 #: Why --precision needs a bundle (also said by triton-repo; kept for importers).
 _PRECISION_WHY = PRECISION_WHY
+
+
+#: Exit code when some images could not be read (the others are classified), as ``bench``
+#: returns 1 when a runner failed and its report is still written.
+EXIT_SOME_FAILED = 1
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,10 +29,13 @@ def register(sub: argparse._SubParsersAction) -> None:
             an ONNX file (run with ONNX Runtime), a bundle (.xtrt: the engine that fits this
             machine, built into the engine cache if needed, else its ONNX with ONNX Runtime)
             or a checkpoint (run with PyTorch). Preprocessing follows the model's own
-            metadata.""")
-    path_argument(p, "model", kind="file", what="model", metavar="MODEL",
+            metadata. Prints one line per image (its top-k classes) and a summary; an image
+            that cannot be read gets an error line on stderr and the others go on.""",
+        epilog="exit codes: 0 every image classified, 1 some image(s) could not be read (the "
+               "others were classified), 2 a bad model, option or path")
+    path_argument(p, "model", kind="file", what="model", metavar="MODEL", hub=True,
                   help="model file (.engine, .plan, .onnx, .xtrt, .safetensors, .pth, .pt, "
-                       ".bin, .h5)")
+                       f".bin, .h5), {HUB_HELP}")
     p.add_argument("--precision", choices=Precision.choices(), default=None,
                    help="a bundle's precision to run (default: the bundle's default)")
     path_argument(p, "images", kind="any", what="image", metavar="IMAGE", nargs="+",
@@ -70,16 +80,24 @@ def run(args: argparse.Namespace) -> int:
     check_rules(args, "infer")
     if args.precision is not None:
         kw["precision"] = args.precision
+    results, failed = [], 0
     with Classifier(args.model, batch_size=args.batch_size, **kw) as clf:
-        results = clf.classify(images, top_k=args.top_k)
         name = clf.runner.name
+        for img, preds in clf.classify_each(images, top_k=args.top_k):
+            if isinstance(preds, DataError):
+                failed += 1
+                results.append({"image": img, "error": str(preds)})
+                print(f"error: {preds}", file=sys.stderr, flush=True)
+                continue
+            results.append({"image": img, "predictions": [p.to_dict() for p in preds]})
+            if not args.json:  # one line per image, as soon as its batch is done
+                print(f"{img}  " + "  ".join(f"{p.probability:.1%} {p.label} ({p.index})"
+                                             for p in preds), flush=True)
+    summary = {"images": len(images), "classified": len(images) - failed, "failed": failed}
     if args.json:
-        print_json({"model": args.model, "runner": name,
-                    "results": [{"image": img, "predictions": [p.to_dict() for p in preds]}
-                                for img, preds in zip(images, results)]})
-        return 0
-    for img, preds in zip(images, results):
-        print(img)
-        for rank, p in enumerate(preds, start=1):
-            print(f"  {rank}. {p.probability:7.2%}  {p.label} ({p.index})")
-    return 0
+        print_json({"model": args.model, "runner": name, "results": results,
+                    "summary": summary})
+    else:
+        print(f"{summary['classified']} of {len(images)} image(s) classified with {name}"
+              + (f"; {failed} could not be read (error lines above)" if failed else ""))
+    return EXIT_SOME_FAILED if failed else 0

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             Python-backend models. Listens on 127.0.0.1 unless --address says otherwise; Ctrl-C
             or SIGTERM stops it cleanly. Where the binary cannot run (e.g. Jetson), prints the
             Triton container command instead.""")
-    path_argument(p, "model", kind="any", what="model", metavar="MODEL",
+    path_argument(p, "model", kind="any", what="model", metavar="MODEL", hub=True,
                    help="model file (.engine/.plan, .onnx, checkpoint) or a repository directory")
     path_argument(p, "--repository", kind="output-dir", metavar="DIR", default=None,
                    help="write the generated repository here and keep it (default: a temporary "

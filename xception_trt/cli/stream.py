@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator
 
 from ..config import Precision
-from ._common import add_command, arg_type, path_argument, positive_int
+from ._common import HUB_HELP, add_command, arg_type, path_argument, positive_int
 from ._options import RunnerArgs, check_rules
 
 ORDER = 61
@@ -45,9 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         output="write an annotated video (label and probability drawn on each frame; "
                ".mp4/.mkv/.mov: H.264, .avi: MPEG-4, .webm: VP9)",
         output_metavar="FILE", output_required=False, force="replace an existing --output file")
-    path_argument(p, "model", kind="file", what="model", metavar="MODEL",
+    path_argument(p, "model", kind="file", what="model", metavar="MODEL", hub=True,
                   help="model file (.engine, .plan, .onnx, .xtrt, .safetensors, .pth, .pt, .bin, "
-                       ".h5)")
+                       f".h5), {HUB_HELP}")
     p.add_argument("--precision", choices=Precision.choices(), default=None,
                    help="a bundle's precision to run (default: the bundle's default)")
     # Not a path_argument: a camera index or URL is no path; open_source checks local paths.
@@ -62,8 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-wait-ms", type=non_negative_ms, default=10.0,
                    help="longest wait for a batch to fill, in ms (default: 10)")
     p.add_argument("--json-lines", action="store_true",
-                   help="print one JSON object per frame on stdout (frame, timestamp, "
-                        "latency_ms, predictions), then one with the totals")
+                   help="print one JSON object per frame on stdout (frame, file for an image "
+                        "folder, timestamp, latency_ms, predictions), then one with the totals")
     p.add_argument("--stall-timeout", type=positive_seconds, default=10.0,
                    help="seconds without a frame before the stream counts as stalled; also "
                         "the longest wait to open a URL or for a FIFO's writer (default: 10)")
@@ -81,8 +81,10 @@ def _emit_frame(args: argparse.Namespace, res) -> None:
         print(json.dumps(res.to_dict()), flush=True)
     elif args.output is None:
         top = res.predictions[0]
-        when = f"{res.timestamp:8.3f} s" if res.timestamp is not None else ""
-        print(f"frame {res.index:6d} {when}  {top.probability:7.2%}  {top.label}  "
+        # a video frame by its time, an image of a folder by its file
+        where = (f"{res.timestamp:8.3f} s" if res.timestamp is not None
+                 else res.path if res.path is not None else "")
+        print(f"frame {res.index:6d} {where}  {top.probability:7.2%}  {top.label}  "
               f"({res.latency_ms:.1f} ms)", flush=True)
 
 

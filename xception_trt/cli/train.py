@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from ._common import (
+    HUB_HELP,
     add_command,
     arg_type,
     path_argument,
@@ -53,9 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     val.add_argument("--val-split", type=_fraction, default=None, metavar="F",
                      help="hold out this fraction of DATA per class for validation (seeded)")
     path_argument(p, "--init", kind="file", allow=("scratch",), default="scratch",
-                  metavar="CKPT|scratch",
-                   help="initial weights: a checkpoint (ours, timm .pth/.bin, Keras .h5; its "
-                        "classifier is replaced) or 'scratch' (default)")
+                  metavar="CKPT|scratch", hub=True,
+                  help="initial weights: a checkpoint (ours, timm .pth/.bin, Keras .h5, "
+                       f"{HUB_HELP}; its classifier is replaced) or 'scratch' (default)")
     m = p.add_argument_group("model (from scratch; with --init they must match the checkpoint)")
     for flag, kind, text in (
             ("--width", float, "channel multiplier (default 1.0: the paper's Xception)"),

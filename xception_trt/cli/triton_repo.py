@@ -159,7 +159,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             label file, so Triton's classification extension returns names. Every config.pbtxt
             is validated against Triton's ModelConfig schema before the repository is renamed
             into place.""")
-    path_argument(p, "model", kind="file", what="model", metavar="MODEL",
+    path_argument(p, "model", kind="file", what="model", metavar="MODEL", hub=True,
                   help="engine (.engine/.plan), ONNX file (.onnx), bundle (.xtrt: the engine "
                        "that fits this machine, or its ONNX) or checkpoint (python backend)")
     p.add_argument("--precision", choices=Precision.choices(), default=None,

@@ -16,6 +16,7 @@ import numpy as np
 from ..config import CHECKPOINT_SUFFIXES, InputFormat, ModelSpec, Precision, StrEnum
 from ..errors import ServeError, XceptionTRTError
 from ..fsio import sha256_file
+from ..hub import is_hub_id
 from ..onnx_meta import INPUT_NAME, OUTPUT_NAME
 from ..sidecar import EngineSidecar
 
@@ -192,6 +193,10 @@ def describe_model(path: str | os.PathLike[str]) -> ModelSource:
     """
     from ..bundle.format import is_bundle
 
+    if is_hub_id(path):  # the repository needs a file that carries its ModelSpec
+        raise ServeError(f"{path} is a Hugging Face Hub id; Triton serves a file: convert it "
+                         f"first with `xception-trt convert {path} -o model.safetensors` and "
+                         "serve model.safetensors")
     path = Path(path)
     if is_bundle(path) and path.is_file():
         from ..bundle.cache import resolve

@@ -84,6 +84,7 @@ class FrameOutput:
         logits: Float32 ``(num_classes,)``.
         latency_ms: Decode done -> result ready, in milliseconds.
         image: The decoded RGB frame when ``keep_frames`` was asked, else ``None``.
+        path: The image file of the frame (image folders), else ``None``.
     """
 
     index: int
@@ -91,6 +92,7 @@ class FrameOutput:
     logits: np.ndarray
     latency_ms: float
     image: np.ndarray | None
+    path: str | None = None
 
 
 @dataclass
@@ -100,6 +102,7 @@ class _Item:
     pixels: np.ndarray
     t0: float
     image: np.ndarray | None
+    path: str | None = None
 
 
 class _Failure:
@@ -197,7 +200,8 @@ def _make_item(frame: Frame, prepare: Callable[[np.ndarray], np.ndarray], t0: fl
     except DataError as exc:
         on_error(frame.index, f"frame {frame.index}: {exc}; skipped")
         return None
-    return _Item(frame.index, frame.timestamp, pixels, t0, frame.image if keep else None)
+    return _Item(frame.index, frame.timestamp, pixels, t0, frame.image if keep else None,
+                 frame.path)
 
 
 class _Batcher:
@@ -246,7 +250,7 @@ def _infer_loop(runner: Runner, frames_q: queue.Queue, out_q: queue.Queue,
         done = time.perf_counter()
         for row, it in zip(np.asarray(logits), items):
             out = FrameOutput(it.index, it.timestamp, np.array(row, dtype=np.float32),
-                              (done - it.t0) * 1000.0, it.image)
+                              (done - it.t0) * 1000.0, it.image, it.path)
             if not _put(out_q, out, stop):
                 return False
         return True

@@ -51,11 +51,13 @@ class Frame:
             place, so indices match the source's own frame numbers).
         timestamp: Presentation time in seconds (``None`` for image folders and iterables).
         image: RGB pixels, uint8 ``(H, W, 3)`` (or ``(H, W)`` grey from an iterable).
+        path: The image file the frame was read from (image folders; ``None`` otherwise).
     """
 
     index: int
     timestamp: float | None
     image: np.ndarray
+    path: str | None = None
 
 
 class FrameSource:
@@ -187,7 +189,7 @@ class FolderSource(FrameSource):
             except DataError as exc:
                 on_error(index, f"frame {index} ({exc}); skipped")
                 continue
-            yield Frame(index, None, image)
+            yield Frame(index, None, image, str(path))
 
 
 class IterableSource(FrameSource):

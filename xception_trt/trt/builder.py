@@ -605,7 +605,7 @@ def build_engine(onnx_path: str | os.PathLike[str] | OnnxSource,
                  config: BuildConfig | None = None, *,
                  output: str | os.PathLike[str] | None = None,
                  progress: BuildProgress | None = None, force: bool = False,
-                 device: int = 0,
+                 device: int = 0, replace: bool = True,
                  engine_path: str | os.PathLike[str] | None = None) -> EngineArtifact:
     """Build (or reuse) a TensorRT engine for one of our ONNX graphs, plus its JSON sidecar.
 
@@ -626,6 +626,9 @@ def build_engine(onnx_path: str | os.PathLike[str] | OnnxSource,
         device: CUDA ordinal of the GPU to build on (NVIDIA TensorRT, and TensorRT-RTX with
             ``cc=("CURRENT",)``): made current before the builder runs and recorded in the
             sidecar and cache key.
+        replace: Replace an existing ``output`` (or sidecar) that is not an identical engine;
+            ``False`` refuses it (the CLI's rule: an existing output is replaced only with
+            ``--force``).
         engine_path: Old name of ``output`` (deprecated).
 
     Returns:
@@ -672,6 +675,13 @@ def build_engine(onnx_path: str | os.PathLike[str] | OnnxSource,
                  flavour.version)
         return EngineArtifact(engine_path, sidecar_path(engine_path), hit, True,
                               time.perf_counter() - t0)
+    if not (replace or force):
+        existing = [p for p in (engine_path, sidecar_path(engine_path)) if p.exists()]
+        if existing:
+            raise BuildError(
+                f"{existing[0]} exists and is not an engine built from {onnx_path.name} with "
+                f"these options by {flavour.name} {flavour.version}; pass --force to replace "
+                "it, or choose another output folder (-o) or --name")
 
     if gpu is not None:  # the build runs on a GPU: the one asked for
         _select_build_device(device)
