@@ -39,7 +39,7 @@ def test_device_check_skips_cleanly_without_a_gpu(tmp_path, capsys):
 
 def test_stub_driver_defines_the_versioned_entry_points():
     """cuda.h maps e.g. cuCtxCreate to a versioned symbol: the stub must define the name the
-    extension really imports, else the linker drops libcuda.so.1 (DESIGN.md)."""
+    extension really imports, else the linker drops libcuda.so.1 (docs/verification.md)."""
     cuda_h = Path("/usr/local/cuda/include/cuda.h")
     if not cuda_h.is_file():
         pytest.skip("no CUDA toolkit headers here")
