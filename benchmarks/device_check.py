@@ -22,8 +22,8 @@ import already.
 Without a GPU it writes the same two files saying why nothing ran and exits 0 (a skip, not a
 failure). Exit code 1 when a stage failed or ran out of time.
 
-Usage (on the device, from the repository root; the exact command is in README "What runs
-where")::
+Usage (on the device, from the repository root; the exact command is in docs/verification.md,
+"On a bare GPU machine")::
 
     python3 benchmarks/device_check.py [--out DIR]
 

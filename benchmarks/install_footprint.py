@@ -8,7 +8,7 @@
 
     python benchmarks/install_footprint.py measure [--out benchmarks/results/install_footprint.json]
         Installs the core and the [build] extra into fresh virtual environments on this machine
-        (torch==2.13.0 CPU first, as README does), and records each one's size on disk, its
+        (the CPU torch first, as docs/install.md does), and records each one's size on disk, its
         package count and the install time; [dev] is measured as the site-packages of the
         running interpreter's environment (the project's dev venv: installing it afresh takes
         minutes and the same packages). Also the import time of the runtime API in the core
@@ -213,10 +213,9 @@ def measure(out: Path) -> dict:
                           "runtime_import_ms": import_ms(core, RUNTIME_IMPORT),
                           "runtime_import": RUNTIME_IMPORT}
         shutil.rmtree(Path(tmp) / "core")
-        build, t_build = make_venv(Path(tmp) / "build", wheel, "build",
-                                   first=("torch==2.13.0",))
+        build, t_build = make_venv(Path(tmp) / "build", wheel, "build", first=TORCH_CPU)
         result["build"] = {**added(footprint(build)), "install_s": round(t_build, 1),
-                           "note": "torch==2.13.0 (CPU wheel) installed first, as README does"}
+                           "note": "the CPU torch installed first, as docs/install.md does"}
         result["dev"] = {**added(footprint(Path(sys.executable))),
                          "note": f"measured as the site-packages of {sys.prefix} (the [dev] "
                                  "venv this script ran in), not a fresh install"}

@@ -1,7 +1,7 @@
 """benchmarks/device_check.py and device_prep.py on a machine without a GPU (issue 26): the
 check skips cleanly and says why; the stub driver library defines the versioned entry points
-``cuda.h`` maps names to. The check itself runs on a lent GPU machine (README, "What runs
-where")."""
+``cuda.h`` maps names to. The check itself runs on a lent GPU machine (docs/verification.md,
+"On a bare GPU machine")."""
 
 from __future__ import annotations
 
