@@ -258,6 +258,17 @@ def test_native_models_are_refused_before_starting(tiny_onnx_files, tmp_path):
 #: A last-resort limit on waits for events (a line, a process exit), far above what they take
 #: on a loaded 2-core machine: the tests wait for the event, not for a time budget.
 SAFETY_S = 600
+#: The line `serve` prints once Triton and every model are ready (cli/serve.py).
+READY = "ready (Ctrl-C to stop)"
+
+
+def _as_in_a_terminal() -> None:
+    """Give the child the SIGINT of a foreground process in a terminal, where Ctrl-C comes from.
+    A test run from a background job (``cmd &``, ``nohup``, CI without a terminal) has SIGINT
+    ignored, POSIX says so, and every child inherits that: Python then keeps SIGINT ignored, and
+    the SIGINT the test sends would do nothing (reproduced: run from a nohup'd script, the
+    SIGINT case hung until its time limit)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _serve(model: Path, ports: list[int], *extra: str, env: dict | None = None
@@ -269,7 +280,8 @@ def _serve(model: Path, ports: list[int], *extra: str, env: dict | None = None
         [sys.executable, "-m", "xception_trt", "serve", str(model), *extra, "--threads", "1",
          "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
          "--metrics-port", str(ports[2]), "--startup-timeout", str(SAFETY_S)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        preexec_fn=_as_in_a_terminal)
     err: list[str] = []
     reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)  # type: ignore
     reader.start()
@@ -311,8 +323,8 @@ def test_cli_serve_stops_cleanly_on_signal(tiny_onnx_files, sig):
     ports = [server_mod.free_port() for _ in range(3)]
     proc = _serve(tiny_onnx_files["float"], ports, "--no-ensemble")
     try:
-        lines = _wait_line(proc, "ready")
-        assert any("ready" in ln for ln in lines), _exit(proc) if proc.poll() is not None else lines
+        lines = _wait_line(proc, READY)
+        assert any(READY in ln for ln in lines), _exit(proc) if proc.poll() is not None else lines
         children = psutil.Process(proc.pid).children(recursive=True)
         assert any("tritonserver" in c.name() for c in children)
         with urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}/v2/health/ready") as resp:
@@ -355,8 +367,8 @@ def test_cli_serve_kill_9_takes_the_server_and_its_stubs_down(tiny_onnx_files, t
     proc = _serve(tiny_onnx_files["float"], ports, env=env)
     children: list = []
     try:
-        lines = _wait_line(proc, "ready")
-        assert any("ready" in ln for ln in lines), _exit(proc) if proc.poll() is not None else lines
+        lines = _wait_line(proc, READY)
+        assert any(READY in ln for ln in lines), _exit(proc) if proc.poll() is not None else lines
         children = psutil.Process(proc.pid).children(recursive=True)
         assert any("tritonserver" in c.name() for c in children)
         assert any("stub" in c.name() for c in children)  # the Python backend's processes
