@@ -79,6 +79,40 @@ def test_readme_first_screen_is_what_bench_demo_times():
     assert "torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in block
 
 
+def test_bench_demo_install_runs_the_readme_steps_in_a_scratch_copy(tmp_path, monkeypatch):
+    """bench_demo.py --install times the README's install steps, in order, in a copy of this
+    checkout, with the venv's pip (what `. .venv/bin/activate` makes `pip`) and no pip cache.
+    pip and venv are replaced by a recorder: the bookkeeping is under test, not pip."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_demo", ROOT / "benchmarks" /
+                                                  "bench_demo.py")
+    bench_demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_demo)
+    calls = []
+
+    def fake_run(argv, cwd=None, env=None, **kw):
+        calls.append((argv, Path(cwd), env))
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(bench_demo.subprocess, "run", fake_run)
+    dest = tmp_path / "clone"
+    got = bench_demo.install(dest)
+    assert (dest / "pyproject.toml").is_file() and (dest / "xception_trt" / "cli").is_dir()
+    venv_python = str(dest / ".venv" / "bin" / "python")
+    assert [c[0] for c in calls] == [
+        ["python3", "-m", "venv", ".venv"],
+        [venv_python, "-m", "pip", "install", "torch==2.13.0", "--index-url",
+         "https://download.pytorch.org/whl/cpu"],
+        [venv_python, "-m", "pip", "install", "-e", ".[demo]"]]
+    assert all(c[1] == dest and c[2]["PIP_NO_CACHE_DIR"] == "1" and "PYTHONPATH" not in c[2]
+               for c in calls)
+    assert [s["step"] for s in got["steps"]] == [s for s in bench_demo.INSTALL_STEPS
+                                                 if not s.startswith(". ")]
+    assert len(got["load_average_before"]) == 3 and got["executable"].endswith(
+        "/.venv/bin/xception-trt")
+
+
 def test_ci_runs_exactly_the_readme_test_command():
     """.ci/run's commands after its own pip upgrade are the README's test command, step by
     step, in the same order."""
