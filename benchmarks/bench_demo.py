@@ -13,8 +13,17 @@ from the work folder ("cached" steps); evaluation (every runner on the validatio
 latency and the report run again, and every run starts a new Python process that imports
 torch, ONNX Runtime and ModelOpt.
 
+With ``--install`` it first times the README's first-screen install (``INSTALL_STEPS``, the
+same commands the README shows; a test keeps them equal) in a scratch copy of this checkout
+(``pyproject.toml``, ``README.md``, ``xception_trt/``) under the temp folder, as a fresh clone
+would run it, with pip's cache off (a first install) and this machine's pip configuration (here
+the CPU torch comes from the local find-links folder after pip gives up on the unreachable CPU
+index, and most packages from local mirrors: a user's download speed adds to these times). The
+demo runs then use that venv's ``xception-trt``; the scratch copy is deleted afterwards.
+
 Usage::
 
+    python benchmarks/bench_demo.py --install             # install + 2 runs, as a newcomer
     python benchmarks/bench_demo.py                       # fresh temp work folder, 2 runs
     python benchmarks/bench_demo.py --workdir /tmp/demo-bench --out benchmarks/results/demo.json
 
@@ -43,20 +52,73 @@ from xception_trt.fsio import atomic_write_json
 from xception_trt.host import load_average
 from xception_trt.sysinfo import system_facts
 
+#: The README's first-screen command, one step per entry (the README joins them with ``&&``):
+#: a venv, the CPU build of torch (so pip keeps it and pulls no CUDA wheel), the demo extra.
+INSTALL_STEPS = (
+    "python3 -m venv .venv",
+    ". .venv/bin/activate",
+    "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu",
+    "pip install -e '.[demo]'",
+)
+DEMO_STEP = "xception-trt demo"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def first_screen_command() -> str:
+    """The README's first-screen line."""
+    return " && ".join((*INSTALL_STEPS, DEMO_STEP))
+
+
+def install(dest: Path) -> dict:
+    """Copy this checkout to ``dest`` and run ``INSTALL_STEPS`` there, each timed; returns
+    the timings, load averages and the venv's ``xception-trt``."""
+    dest.mkdir(parents=True)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, dest / name)
+    shutil.copytree(ROOT / "xception_trt", dest / "xception_trt",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP"}}
+    env["PIP_NO_CACHE_DIR"] = "1"  # a first install: nothing cached from an earlier one
+    steps = []
+    load_before = load_average()
+    t_all = time.perf_counter()
+    for step in INSTALL_STEPS:
+        if step.startswith(". "):  # activation: the steps below name the venv's programs
+            continue
+        argv = shlex.split(step)
+        if argv[0] == "pip":
+            argv = [str(dest / ".venv" / "bin" / "python"), "-m", "pip", *argv[1:]]
+        t0 = time.perf_counter()
+        proc = subprocess.run(argv, cwd=dest, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
+            raise SystemExit(f"install step failed ({proc.returncode}): {step}")
+        steps.append({"step": step, "wall_s": round(time.perf_counter() - t0, 1)})
+        print(f"install: {step}: {steps[-1]['wall_s']:.1f} s", flush=True)
+    return {"steps": steps, "wall_s": round(time.perf_counter() - t_all, 1),
+            "load_average_before": load_before, "load_average_after": load_average(),
+            "pip_cache": "off (PIP_NO_CACHE_DIR=1)",
+            "executable": str(dest / ".venv" / "bin" / "xception-trt")}
+
 
 def _child_cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
 
 
-def run_once(workdir: Path, extra: list[str]) -> dict:
-    """Run the demo once; return its timing and JSON summary."""
-    cmd = [sys.executable, "-m", "xception_trt", "demo", "--workdir", str(workdir), "--json",
-           *extra]
+def run_once(workdir: Path, extra: list[str], program: list[str] | None = None) -> dict:
+    """Run the demo once (``program``: the command that is ``xception-trt``, default this
+    interpreter's); return its timing and JSON summary."""
+    program = program or [sys.executable, "-m", "xception_trt"]
+    cmd = [*program, "demo", "--workdir", str(workdir), "--json", *extra]
     load_before = load_average()
     cpu0 = _child_cpu()
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    env = None
+    if program is not None:  # the scratch venv's program runs its own copy of the package
+        env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME"}}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     cpu = _child_cpu() - cpu0
     load_after = load_average()
@@ -82,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="where the first run's demo report is copied (default: "
                         "benchmarks/reports/demo)")
     p.add_argument("--runs", type=int, default=2, help="runs in the same work folder (default 2)")
+    p.add_argument("--install", action="store_true",
+                   help="first time the README's install in a scratch copy of this checkout "
+                        "and run the demo from that venv")
     p.add_argument("demo_args", nargs="*", help="extra arguments for `xception-trt demo` "
                                                 "(after --)")
     args = p.parse_args(argv)
@@ -91,9 +156,14 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work)
     runs = []
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    scratch = Path(tempfile.mkdtemp(prefix="xtrt-demo-install-")) if args.install else None
+    installed = None
     try:
+        if scratch is not None:
+            installed = install(scratch / "xception-trt")
+        program = [installed["executable"]] if installed else None
         for i in range(args.runs):
-            res = run_once(work, list(args.demo_args))
+            res = run_once(work, list(args.demo_args), program)
             runs.append(res)
             if i == 0 and res["report"]:
                 # the first run's report: every step ran (later runs show the caches at work)
@@ -115,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                "command": shlex.join([sys.executable, *sys.argv]),
                "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
                "python": platform.python_version(), "system": system_facts(),
+               "install": installed, "first_screen": first_screen_command(),
                "runs": runs, "accuracy_top1_percent": acc,
                "int8_drop_points": None if fp32 is None or int8 is None
                else round(fp32 - int8, 2)}
@@ -125,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if own_tmp:
             shutil.rmtree(work, ignore_errors=True)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
 

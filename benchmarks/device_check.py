@@ -1,10 +1,10 @@
 """Everything a bare GPU machine can prove about this SDK, in one command, in under 8 minutes.
 
-The GPU machine that is sometimes lent (DESIGN.md) is an H100/H200 (sm_90) with a CUDA 13
-driver, Python 3.12, torch, cuda-python, cupy, numpy, onnx, onnxruntime and pytest, and no
-TensorRT of any flavour and no network. What it can prove is our CUDA layer and the generic
-CUDA runner (the NVRTC stand-in kernel) with both CUDA bindings. This script runs, each stage
-in a child process with its own time limit:
+The GPU machine that is sometimes lent (docs/contributing.md, "The machines we build on") is an
+H100/H200 (sm_90) with a CUDA 13 driver, Python 3.12, torch, cuda-python, cupy, numpy, onnx,
+onnxruntime and pytest, and no TensorRT of any flavour and no network. What it can prove is our
+CUDA layer and the generic CUDA runner (the NVRTC stand-in kernel) with both CUDA bindings. This
+script runs, each stage in a child process with its own time limit:
 
 1. every ``gpu``-marked test (``pytest -m gpu`` on the test files that have such tests; those
    also marked ``trt`` skip without TensorRT, and say so);
@@ -22,8 +22,8 @@ import already.
 Without a GPU it writes the same two files saying why nothing ran and exits 0 (a skip, not a
 failure). Exit code 1 when a stage failed or ran out of time.
 
-Usage (on the device, from the repository root; the exact command is in README "What runs
-where")::
+Usage (on the device, from the repository root; the exact command is in docs/verification.md,
+"On a bare GPU machine")::
 
     python3 benchmarks/device_check.py [--out DIR]
 

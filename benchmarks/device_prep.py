@@ -1,9 +1,9 @@
 """Prepare what travels to a bare GPU machine for ``benchmarks/device_check.py``: a pycuda
 wheel for Python 3.12 built here against CUDA 13, in the git-ignored folder ``.device/``.
 
-The GPU machine that is sometimes lent (DESIGN.md, "The world we build in") has Python 3.12,
-cuda-python, cupy and torch but no pycuda and no network, and pycuda has no wheel on PyPI. So
-the wheel is built on this CPU machine, which has ``nvcc``, the CUDA 13 headers and a
+The GPU machine that is sometimes lent (docs/contributing.md, "The machines we build on") has
+Python 3.12, cuda-python, cupy and torch but no pycuda and no network, and pycuda has no wheel
+on PyPI. So the wheel is built on this CPU machine, which has ``nvcc``, the CUDA 13 headers and a
 ``python3.12`` but no driver:
 
 1. a stub ``libcuda.so`` (soname ``libcuda.so.1``) that *defines* every ``cu*`` entry point

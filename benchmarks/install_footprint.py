@@ -8,15 +8,32 @@
 
     python benchmarks/install_footprint.py measure [--out benchmarks/results/install_footprint.json]
         Installs the core and the [build] extra into fresh virtual environments on this machine
-        (torch==2.13.0 CPU first, as README does), and records each one's size on disk, its
+        (the CPU torch first, as docs/install.md does), and records each one's size on disk, its
         package count and the install time; [dev] is measured as the site-packages of the
         running interpreter's environment (the project's dev venv: installing it afresh takes
         minutes and the same packages). Also the import time of the runtime API in the core
         environment (median of 7 fresh interpreters, minus a bare interpreter's start) and the
         load average, since the machine is shared.
 
-Both need the package registry; the tests run `resolve --check` and a core-only environment
-(tests/test_install.py) and skip with the reason when the registry cannot be reached.
+    python benchmarks/install_footprint.py downloads [--out FILE]
+        What a user's pip resolves for each documented install on this x86-64 Linux machine, and
+        how much it downloads (records the "downloads" key of --out, the rest is kept). Each
+        install is resolved with `pip install --dry-run --report` in a scratch venv under the
+        temp folder (deleted afterwards) as the docs run it: the README's first step
+        (`pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu`, run with
+        this machine's pip configuration: where that host cannot be reached, as on our
+        machines, pip falls back to the same CPU wheel in its find-links folder), then every
+        other step with pip's configuration disabled (PIP_CONFIG_FILE=/dev/null, no PIP_*
+        variables): plain PyPI, as a user has. The CPU paths fail the check (exit 1) when an
+        NVIDIA CUDA wheel (nvidia-* other than ModelOpt and the NVML binding), a cuda-* wheel,
+        triton or a second torch is resolved. Sizes: a file:// URL is measured on disk, an
+        https one by its Content-Length (one HEAD request per resolved file; pip's report
+        carries no size). For contrast, plain `pip install torch==2.13.0` (PyPI's default
+        CUDA build) is resolved too.
+
+Every subcommand needs the package registry; the tests run `resolve --check` and a core-only
+environment (tests/test_install.py) and skip with the reason when the registry cannot be
+reached.
 """
 
 from __future__ import annotations
@@ -31,6 +48,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,16 +213,170 @@ def measure(out: Path) -> dict:
                           "runtime_import_ms": import_ms(core, RUNTIME_IMPORT),
                           "runtime_import": RUNTIME_IMPORT}
         shutil.rmtree(Path(tmp) / "core")
-        build, t_build = make_venv(Path(tmp) / "build", wheel, "build",
-                                   first=("torch==2.13.0",))
+        build, t_build = make_venv(Path(tmp) / "build", wheel, "build", first=TORCH_CPU)
         result["build"] = {**added(footprint(build)), "install_s": round(t_build, 1),
-                           "note": "torch==2.13.0 (CPU wheel) installed first, as README does"}
+                           "note": "the CPU torch installed first, as docs/install.md does"}
         result["dev"] = {**added(footprint(Path(sys.executable))),
                          "note": f"measured as the site-packages of {sys.prefix} (the [dev] "
                                  "venv this script ran in), not a fresh install"}
     result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+#: The README's CPU torch: the CPU wheel index keeps the ~15 nvidia-* CUDA wheels, cuda-toolkit
+#: and triton of PyPI's default (CUDA) Linux build off a CPU machine.
+TORCH_CPU = ("torch==2.13.0", "--index-url", "https://download.pytorch.org/whl/cpu")
+#: The documented installs: name -> (pip arguments after torch, whether CPU torch comes first,
+#: whether it is a CPU-only path that must resolve no CUDA wheel, where it is documented).
+INSTALLS: dict[str, tuple[str, bool, bool, str]] = {
+    "core": ("", False, True, "docs/install.md: the core (device) install, `pip install .`"),
+    "demo": ("demo", True, True, "README: first screen, `pip install -e '.[demo]'`"),
+    "build": ("build", True, True, "docs/install.md: the workstation, `pip install -e '.[build]'`"),
+    "dev": ("dev", True, False, "README: the test command's `.venv-test`, "
+                                "`pip install -e '.[dev]'`"),
+}
+#: Wheels the [dev] extra asks for on purpose: NVRTC compiles the self-test's stand-in kernel on
+#: the CPU (the CUDA-layer tests); cuda-python is the runtime's CUDA binding.
+DEV_CUDA_ON_PURPOSE = {"nvidia-cuda-nvrtc", "cuda-python", "cuda-bindings", "cuda-pathfinder",
+                       "cuda-core"}
+
+
+def user_pip_env() -> dict[str, str]:
+    """A user's pip: no configuration file, no PIP_* variables (plain PyPI)."""
+    env = {k: v for k, v in clean_env().items() if not k.startswith("PIP_")}
+    env["PIP_CONFIG_FILE"] = os.devnull
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    return env
+
+
+#: nvidia-* wheels of the documented installs that are no CUDA library, and what they are.
+NOT_CUDA: dict[str, str] = {
+    "nvidia-modelopt": "NVIDIA Model Optimizer, Python (the INT8/FP16 quantizer of [build])",
+    "nvidia-ml-py": "the NVML binding, pure Python (power figures of the [power] extra)",
+    "nvidia-pytriton": "PyTriton: a Triton Inference Server build in a wheel, for the local "
+                       "server of the [serve] extra; it runs on the CPU here",
+}
+
+
+def cuda_wheels(names: list[str]) -> list[str]:
+    """The names that are NVIDIA CUDA libraries, CUDA Python wheels or triton."""
+    def bad(name: str) -> bool:
+        n = name.lower().replace("_", "-")
+        return (n == "triton" or n.startswith("cuda-")
+                or (n.startswith("nvidia-") and n not in NOT_CUDA))
+    return sorted(n for n in names if bad(n))
+
+
+def file_size(url: str) -> int | None:
+    """Bytes of the file a report's URL names: on disk for file://, else Content-Length."""
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme == "file":
+        path = Path(urllib.parse.unquote(parsed.path))
+        return path.stat().st_size if path.is_file() else None
+    req = urllib.request.Request(url, method="HEAD")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310 - the report's URL
+            length = resp.headers.get("Content-Length")
+    except OSError:
+        return None
+    return int(length) if length else None
+
+
+def dry_run(python: Path, args: list[str], env: dict[str, str]) -> list[dict]:
+    """``pip install --dry-run --report`` in a venv: [{"name", "version", "file", "url",
+    "bytes"}] of what would be downloaded and installed."""
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "report.json"
+        proc = subprocess.run([str(python), "-m", "pip", "install", "--dry-run", "-q",
+                               "--report", str(report), *args], capture_output=True, text=True,
+                              timeout=1800, env=env, cwd=tempfile.gettempdir())
+        if proc.returncode != 0:
+            raise RuntimeError(f"pip cannot resolve {' '.join(args)}:\n{proc.stderr[-3000:]}")
+        doc = json.loads(report.read_text())
+    out = []
+    for item in doc["install"]:
+        url = item["download_info"]["url"]
+        out.append({"name": item["metadata"]["name"], "version": item["metadata"]["version"],
+                    "file": url.rsplit("/", 1)[-1], "url": url,
+                    "bytes": None if url.startswith("file:") and "xception_trt" in url
+                    else file_size(url)})
+    return out
+
+
+def _summary(packages: list[dict], *, skip: str = "xception-trt") -> dict:
+    sized = [p for p in packages if p["name"] != skip]
+    known = [p["bytes"] for p in sized if p["bytes"] is not None]
+    return {"packages": len(packages),
+            "download_mib": round(sum(known) / 2**20, 1),
+            "unsized": sorted(p["name"] for p in sized if p["bytes"] is None),
+            "largest": [f"{p['name']} {p['version']}: {p['bytes'] / 2**20:.1f} MiB"
+                        for p in sorted(sized, key=lambda p: -(p["bytes"] or 0))[:5]
+                        if p["bytes"]],
+            "cuda_wheels": cuda_wheels([p["name"] for p in packages]),
+            "names": sorted(f"{p['name']}=={p['version']}" for p in packages)}
+
+
+def downloads(out: Path) -> dict:
+    """Resolve every documented install as a user's pip does; see the module docstring."""
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    result: dict = {"machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+                    "python": platform.python_version(), "load_average_before": load_before,
+                    "method": "pip install --dry-run --report in scratch venvs; step 1 (CPU "
+                              "torch) with this machine's pip configuration, the rest with "
+                              "PIP_CONFIG_FILE=/dev/null (plain PyPI); sizes from the files' "
+                              "Content-Length (file:// on disk)",
+                    "installs": {}}
+    user = user_pip_env()
+    ok = True
+    with tempfile.TemporaryDirectory(prefix="xtrt-downloads-") as tmp:
+        wheel = build_wheel(Path(tmp) / "dist")
+        # Step 1 of the CPU paths: the CPU torch, as the README runs it.
+        cpu = Path(tmp) / "cpu"
+        subprocess.run([sys.executable, "-m", "venv", str(cpu)], check=True, env=clean_env())
+        torch_pkgs = dry_run(cpu / "bin" / "python", list(TORCH_CPU), clean_env())
+        result["torch_cpu"] = {
+            "command": "pip install " + " ".join(TORCH_CPU), **_summary(torch_pkgs),
+            "torch_file": next(p["file"] for p in torch_pkgs if p["name"] == "torch"),
+            "note": "resolved with this machine's pip configuration: download.pytorch.org is "
+                    "not reachable here, pip falls back to the same CPU wheel in its "
+                    "find-links folder; a user gets it (and its dependencies) from that index"}
+        ok &= not result["torch_cpu"]["cuda_wheels"]
+        proc = _pip(cpu / "bin" / "python", "install", "-q", *TORCH_CPU, timeout=1800)
+        if proc.returncode != 0:
+            raise RuntimeError(f"installing the CPU torch failed:\n{proc.stderr[-3000:]}")
+        bare = Path(tmp) / "bare"
+        subprocess.run([sys.executable, "-m", "venv", str(bare)], check=True, env=clean_env())
+        for name, (extras, torch_first, cpu_only, where) in INSTALLS.items():
+            python = (cpu if torch_first else bare) / "bin" / "python"
+            req = f"{wheel}[{extras}]" if extras else str(wheel)
+            pkgs = dry_run(python, [req], user)
+            entry = {"documented": where, "after_cpu_torch": torch_first, **_summary(pkgs)}
+            if torch_first:
+                entry["torch_replaced"] = any(p["name"].lower() == "torch" for p in pkgs)
+                entry["with_cpu_torch_mib"] = round(
+                    entry["download_mib"] + result["torch_cpu"]["download_mib"], 1)
+            if cpu_only:
+                entry["cpu_only"] = not entry["cuda_wheels"] and not entry.get("torch_replaced")
+                ok &= entry["cpu_only"]
+            else:
+                entry["cuda_on_purpose"] = [n for n in entry["cuda_wheels"]
+                                            if n.lower().replace("_", "-") in DEV_CUDA_ON_PURPOSE]
+            result["installs"][name] = entry
+        # What the README said before: plain PyPI's torch is its CUDA build on Linux x86-64.
+        pypi_torch = dry_run(bare / "bin" / "python", ["torch==2.13.0"], user)
+        result["torch_from_pypi"] = {"command": "pip install torch==2.13.0 (plain PyPI)",
+                                     **_summary(pypi_torch)}
+    resolved = {n.split("==")[0].lower().replace("_", "-")
+                for e in result["installs"].values() for n in e["names"]}
+    result["not_cuda"] = {n: what for n, what in NOT_CUDA.items() if n in resolved}
+    result["cpu_paths_ok"] = bool(ok)
+    result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    doc = json.loads(out.read_text()) if out.is_file() else {}
+    doc["downloads"] = result
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2) + "\n")
     return result
 
 
@@ -218,7 +391,24 @@ def main(argv: list[str] | None = None) -> int:
     m = sub.add_parser("measure", help="install sizes and the runtime import time")
     m.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results"
                    / "install_footprint.json")
+    d = sub.add_parser("downloads", help="what a user's pip resolves and downloads for each "
+                                         "documented install (CPU paths checked)")
+    d.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results"
+                   / "install_footprint.json")
     args = parser.parse_args(argv)
+    if args.cmd == "downloads":
+        res = downloads(args.out)
+        print(f"CPU torch ({res['torch_cpu']['torch_file']}): "
+              f"{res['torch_cpu']['download_mib']} MiB with its dependencies")
+        for name, e in res["installs"].items():
+            print(f"{name}: {e['packages']} packages, {e['download_mib']} MiB"
+                  + (f" (+ CPU torch: {e['with_cpu_torch_mib']} MiB)" if "with_cpu_torch_mib" in e
+                     else "") + f"; CUDA wheels: {', '.join(e['cuda_wheels']) or 'none'}")
+        t = res["torch_from_pypi"]
+        print(f"for contrast, torch from plain PyPI: {t['packages']} packages, "
+              f"{t['download_mib']} MiB, CUDA wheels: {len(t['cuda_wheels'])}")
+        print(f"CPU paths free of CUDA wheels: {res['cpu_paths_ok']}; wrote {args.out}")
+        return 0 if res["cpu_paths_ok"] else 1
     if args.cmd == "resolve":
         with tempfile.TemporaryDirectory() as tmp:
             packages = resolve_jetpack6(build_wheel(Path(tmp)), args.extras)

@@ -1,6 +1,6 @@
-"""Hostile bundles (issue 27): everything in a bundle is untrusted input (DESIGN.md, "Three rules
-learned the hard way"). Each bundle here is crafted by ``tests/bundle_forge.py``; none is
-checked in."""
+"""Hostile bundles (issue 27): everything in a bundle is untrusted input (docs/contributing.md,
+"Three rules learned the hard way"). Each bundle here is crafted by ``tests/bundle_forge.py``;
+none is checked in."""
 
 from __future__ import annotations
 

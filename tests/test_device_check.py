@@ -1,7 +1,7 @@
 """benchmarks/device_check.py and device_prep.py on a machine without a GPU (issue 26): the
 check skips cleanly and says why; the stub driver library defines the versioned entry points
-``cuda.h`` maps names to. The check itself runs on a lent GPU machine (README, "What runs
-where")."""
+``cuda.h`` maps names to. The check itself runs on a lent GPU machine (docs/verification.md,
+"On a bare GPU machine")."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def test_device_check_skips_cleanly_without_a_gpu(tmp_path, capsys):
 
 def test_stub_driver_defines_the_versioned_entry_points():
     """cuda.h maps e.g. cuCtxCreate to a versioned symbol: the stub must define the name the
-    extension really imports, else the linker drops libcuda.so.1 (DESIGN.md)."""
+    extension really imports, else the linker drops libcuda.so.1 (docs/verification.md)."""
     cuda_h = Path("/usr/local/cuda/include/cuda.h")
     if not cuda_h.is_file():
         pytest.skip("no CUDA toolkit headers here")

@@ -14,6 +14,7 @@ import functools
 import hashlib
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -197,3 +198,25 @@ def test_core_only_environment_runs_the_runtime(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: exporting to ONNX needs the Python "
                                                    "package")
     assert lines[0].endswith("install it with: pip install 'xception-trt[build]'")
+
+
+def test_cuda_wheels_names_cuda_libraries_and_triton_not_nvidia_python_packages():
+    """The check of `install_footprint.py downloads` (a CPU install must resolve none): every
+    NVIDIA CUDA library wheel, any cuda-* wheel and triton; not ModelOpt, the NVML binding or
+    PyTriton, which are no CUDA libraries."""
+    names = ["numpy", "torch", "triton", "nvidia-cublas", "nvidia_cudnn_cu13",
+             "nvidia-cuda-nvrtc", "cuda-toolkit", "cuda_bindings", "nvidia-modelopt",
+             "nvidia_ml_py", "nvidia-pytriton", "tensorrt_rtx_cu13_libs", "onnxruntime"]
+    assert _script().cuda_wheels(names) == ["cuda-toolkit", "cuda_bindings", "nvidia-cublas",
+                                            "nvidia-cuda-nvrtc", "nvidia_cudnn_cu13", "triton"]
+
+
+def test_user_pip_env_drops_this_machines_pip_settings(monkeypatch):
+    """A user's pip: no configuration file, no PIP_* variable of this machine (find-links to
+    the local CPU torch, mirrors) leaks into the resolution."""
+    monkeypatch.setenv("PIP_FIND_LINKS", "/opt/wheels")
+    monkeypatch.setenv("PIP_EXTRA_INDEX_URL", "file:///mirror")
+    env = _script().user_pip_env()
+    assert env["PIP_CONFIG_FILE"] == os.devnull
+    assert not {k for k in env if k.startswith("PIP_")} - {"PIP_CONFIG_FILE",
+                                                          "PIP_DISABLE_PIP_VERSION_CHECK"}

@@ -206,7 +206,7 @@ def test_the_thread_samples_at_its_period_until_stopped(tmp_path):
 
     src = Counting()
     window = PowerMonitor(src, period_s=0.002).start()
-    assert src.enough.wait(10), "the sampler thread did not sample"
+    assert src.enough.wait(120), "the sampler thread did not sample"  # limit: a hang only
     reading = window.stop()
     calls = src.calls
     assert reading.samples == calls >= 5 and reading.sampler_busy_ms >= 0

@@ -10,8 +10,8 @@ ONNX, ONNX Runtime or TensorRT until a name that needs them is used::
     with xt.Classifier(result.engine("fp16")) as clf: print(clf.classify(["cat.jpg"], top_k=5))
 
 ``dir(xt)`` lists the public names (:data:`__all__`). Everything else lives in the submodules
-(the module map is in the README); ``import xception_trt`` works without TensorRT, CUDA or a
-GPU, and the runtime names (``Classifier``, ``open_runner``) without the build toolchain:
+(the module map is in docs/contributing.md); ``import xception_trt`` works without TensorRT,
+CUDA or a GPU, and the runtime names (``Classifier``, ``open_runner``) without the build toolchain:
 optional imports happen inside :mod:`xception_trt.trt` or inside functions, through
 :func:`xception_trt.extras.needs`, which names the pip extra to install when one is missing.
 """

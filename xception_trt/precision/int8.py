@@ -17,7 +17,7 @@ the images and one worker process; :func:`auto_quantize_int8` keeps the best on 
 weights, asymmetric uint8 activations on the inputs and outputs of every op it supports), the
 placement its CPU provider fuses into QLinearConv/QGemm kernels; ModelOpt's ONNX PTQ has no
 such placement (its activations are always symmetric int8, which ONNX Runtime leaves unfused
-in the depthwise convolutions). Measured on the demo model in issue 18; see README.
+in the depthwise convolutions). Measured on the demo model in issue 18; see docs/measured.md.
 """
 
 from __future__ import annotations
