@@ -19,7 +19,7 @@ from bundle_forge import forge, manifest_dict
 
 from xception_trt.bundle import cache
 from xception_trt.bundle.choice import BuildTarget, rtx_can_build_for
-from xception_trt.bundle.doctor import _bundle_prebuild, diagnose
+from xception_trt.bundle.doctor import _bundle_prebuild, diagnose, format_report
 from xception_trt.bundle.facts import DeviceFacts, FlavourFact, GpuFact
 from xception_trt.bundle.format import FORMAT_VERSION, Bundle, Manifest
 from xception_trt.config import ModelSpec, Precision
@@ -181,3 +181,260 @@ def test_doctor_engine_check_honours_the_asked_max_batch(tmp_path):
         if not loads:
             assert row["why"] == "batch profile up to 8, batch 9 asked"
             assert "here" in diagnose(engine, facts=facts, max_batch=asked).prebuild
+
+
+# ---------------------------------------------------------------------------------------------
+# choice: each way not taken is said, in words, and the next flavour is still tried
+
+
+def _manifest(*precisions: str) -> Manifest:
+    from xception_trt.bundle.format import Member, VariantEntry
+    from xception_trt.config import InputFormat
+
+    variants = {Precision(p): VariantEntry(Precision(p), f"onnx/{p}.onnx") for p in precisions}
+    members = {v.member: Member(v.member, "0" * 64, 1) for v in variants.values()}
+    return Manifest(ModelSpec(), InputFormat.FLOAT_NCHW, variants, (), members,
+                    batch_profile=(1, 4, 8))
+
+
+def _machine(*flavours: str, gpus=(), onnx=True, ort="1.32.0", reason="no NVIDIA driver found"):
+    return DeviceFacts(flavours=tuple(FlavourFact(*f.split(" ")) for f in flavours),
+                       gpus=tuple(GpuFact(i, *g) for i, g in enumerate(gpus)),
+                       ort_version=ort, ort_providers=("CPUExecutionProvider",) if ort else (),
+                       onnx=onnx, gpu_reason="" if gpus else reason)
+
+
+RTX_1 = "1.7.1.116"
+ADA = ("NVIDIA GeForce RTX 4090", "8.9")
+ORIN_GPU = ("Orin", "8.7", True)
+
+
+def test_a_flavour_that_is_missing_or_refused_does_not_stop_the_next_one():
+    from xception_trt.bundle.choice import ChoiceKind, Request, choose
+
+    # NVIDIA TensorRT (tried first) is not installed: TensorRT-RTX still builds for the Ada GPU
+    c = choose(_manifest("fp16"), _machine(f"tensorrt_rtx {RTX_1}", gpus=[ADA]),
+               Request(Precision.FP16))
+    assert c.kind is ChoiceKind.BUILD and c.build.flavour == "tensorrt_rtx"
+    assert c.build.targets == ("SM89",) and c.build.profile == (1, 4, 8)
+    assert [(r.what, r.why) for r in c.rejected] == [("build with tensorrt", "not installed here")]
+    assert c.reason == (f"the bundle has no prebuilt engine here; building fp16 with "
+                        f"tensorrt_rtx {RTX_1} for SM89 (NVIDIA GeForce RTX 4090), batch 1-8, "
+                        "from the fp16 ONNX")
+    # a larger batch asked than the bundle's profile: the built profile reaches it
+    big = choose(_manifest("fp16"), _machine(f"tensorrt_rtx {RTX_1}", gpus=[ADA]),
+                 Request(Precision.FP16, max_batch=32))
+    assert big.build.profile == (1, 32, 32)
+
+
+def test_onnx_package_missing_is_said_and_onnx_runtime_takes_over():
+    from xception_trt.bundle.choice import ChoiceKind, Request, choose
+
+    c = choose(_manifest("fp32"), _machine("tensorrt 10.3.0.30", gpus=[ADA], onnx=False),
+               Request(Precision.FP32))
+    assert c.kind is ChoiceKind.ONNXRUNTIME and c.precision is Precision.FP32
+    assert c.variant.member == "onnx/fp32.onnx"
+    onnx_why = ("building reads the bundled ONNX with the onnx package, which is not installed "
+                "(pip install 'xception-trt[onnx]')")
+    assert [(r.what, r.why) for r in c.rejected] == [
+        ("build with tensorrt", onnx_why), ("build with tensorrt_rtx", "not installed here")]
+    assert c.reason == ("no TensorRT engine can run here (build with tensorrt_rtx: not "
+                        "installed here); running the bundled fp32 ONNX with ONNX Runtime 1.32.0")
+
+
+def test_no_gpu_and_onnx_runtime_not_allowed_or_missing():
+    from xception_trt.bundle.choice import ChoiceKind, Request, choose
+
+    m = _manifest("int8")
+    c = choose(m, _machine(), Request(Precision.INT8))
+    assert c.kind is ChoiceKind.ONNXRUNTIME and c.precision is Precision.INT8
+    assert c.reason == ("no TensorRT engine can run here (build: no NVIDIA GPU 0 here (no NVIDIA "
+                        "driver found)); running the bundled int8 ONNX with ONNX Runtime 1.32.0")
+    no = choose(m, _machine(), Request(Precision.INT8, onnxruntime=False))
+    assert no.kind is ChoiceKind.NONE and no.precision is Precision.INT8
+    assert [(r.what, r.why) for r in no.rejected] == [
+        ("build", "no NVIDIA GPU 0 here (no NVIDIA driver found)"),
+        ("ONNX Runtime", "not allowed")]
+    assert no.reason == ("nothing here can run the bundle: build: no NVIDIA GPU 0 here (no "
+                         "NVIDIA driver found); ONNX Runtime: not allowed")
+    missing = choose(m, _machine(ort=None, reason=""), Request(Precision.INT8, build=False))
+    assert missing.kind is ChoiceKind.NONE
+    assert [(r.what, r.why) for r in missing.rejected] == [
+        ("build", "building was not allowed"),
+        ("ONNX Runtime", "not installed (pip install 'xception-trt[ort]')")]
+    other_gpu = choose(m, _machine(gpus=[ADA], reason=""), Request(Precision.INT8, device=1))
+    assert other_gpu.rejected[0].why == "no NVIDIA GPU 1 here"
+
+
+def test_rtx_refuses_a_jetson_gpu_and_names_why():
+    from xception_trt.bundle.choice import ChoiceKind, Request, choose
+
+    c = choose(_manifest("fp16"), _machine(f"tensorrt_rtx {RTX_1}", gpus=[ORIN_GPU]),
+               Request(Precision.FP16, flavour="tensorrt_rtx", onnxruntime=False))
+    assert c.kind is ChoiceKind.NONE
+    assert [(r.what, r.why) for r in c.rejected][0] == (
+        "build with tensorrt_rtx", "TensorRT-RTX does not build for sm_87 (a Jetson GPU); "
+        "JetPack's NVIDIA TensorRT builds on the device")
+
+
+def test_request_takes_the_old_backend_keyword_with_a_warning_at_the_caller():
+    import warnings
+
+    from xception_trt.bundle.choice import Request
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = Request(Precision.FP16, backend="tensorrt_rtx")
+    assert r.flavour == "tensorrt_rtx"
+    (w,) = caught
+    assert w.category is DeprecationWarning and w.filename == __file__
+    assert str(w.message) == "Request: backend= is deprecated; use flavour="
+    assert Request(Precision.FP16, flavour="tensorrt").flavour == "tensorrt"
+
+
+# ---------------------------------------------------------------------------------------------
+# doctor: a whole report, word for word, for a bundle and an engine on a recorded machine
+
+
+RTX3090_FACTS = DeviceFacts(
+    flavours=(FlavourFact("tensorrt", "10.3.0.30"),),
+    gpus=(GpuFact(0, "NVIDIA GeForce RTX 3090", "8.6"),), driver="580.1", dla_cores=0,
+    ort_version="1.32.0", ort_providers=("CPUExecutionProvider",), onnx=True, host="ws1")
+
+
+@pytest.fixture
+def doctor_bundle(tmp_path, tiny_onnx_files, tiny_spec):
+    graph = tiny_onnx_files["float"].read_bytes()
+    side = _sidecar_json(max_batch=8)
+    members = {"onnx/fp32.onnx": graph, ENGINE: b"plan" * 4, SIDECAR: side}
+
+    def edit(_):
+        data = manifest_dict(members, spec=tiny_spec)
+        data["engines"] = [{"member": ENGINE, "sidecar": SIDECAR}]
+        data["variants"]["fp32"]["accuracy"] = {"agreement": 99.25, "images": 64}
+        data.update(source={"checkpoint": "tiny"}, batch_profile=[1, 4, 8])
+        return data
+
+    return forge(tmp_path / "doc.xtrt", members, edit=edit), len(graph)
+
+
+def test_doctor_on_a_bundle_reports_every_field(doctor_bundle):
+    path, graph_bytes = doctor_bundle
+    rep = diagnose(path, facts=RTX3090_FACTS, max_batch=9, cc=["sm89", "8.7", "sm89"])
+    assert rep.kind == "bundle" and rep.target == str(path)
+    s = rep.summary
+    assert s["format_version"] == FORMAT_VERSION and s["members_verified"] == 3
+    assert s["bytes"] == path.stat().st_size and s["made_with"] == "test"
+    assert s["created"] == "now" and s["source"] == {"checkpoint": "tiny"}
+    assert s["precisions"] == ["fp32"] and s["batch_profile"] == [1, 4, 8]
+    assert s["accuracy"] == {"fp32": {"agreement": 99.25, "images": 64}}
+    (row,) = rep.engines
+    assert row == {"engine": ENGINE, "precision": "fp16", "flavour": "tensorrt",
+                   "version": "10.3.0.30", "targets": None, "compute_capability": "8.6",
+                   "max_batch": 8, "loads": False, "why": "batch profile up to 8, batch 9 asked"}
+    (choice,) = rep.choices
+    assert choice.precision is Precision.FP32 and choice.kind.value == "build"
+    assert choice.build.profile == (1, 9, 9)
+    assert list(rep.prebuild) == ["SM89", "SM87"]  # named targets, once each, in order
+    assert rep.prebuild["SM89"] == (f"xception-trt bundle {path} --cc sm89 -o {path} --force")
+    text = format_report(rep)
+    mib = path.stat().st_size / 2**20
+    assert text.splitlines() == [
+        "machine: ws1",
+        "  TensorRT:      tensorrt 10.3.0.30",
+        "  driver:        580.1",
+        "  GPUs:          0: NVIDIA GeForce RTX 3090 (compute capability 8.6, sm86)",
+        "  DLA cores:     0",
+        "  ONNX Runtime:  1.32.0 (CPUExecutionProvider)",
+        "  onnx package:  installed (building from a bundle reads its ONNX)",
+        f"bundle: {path} (format {FORMAT_VERSION}, 3 members verified, {mib:.1f} MiB, made by "
+        "xception-trt test)",
+        "  variant fp32: top-1 agreement with fp32 99.25 % on 64 images",
+        "engines:",
+        f"  {ENGINE} (fp16, tensorrt 10.3.0.30, sm_86): does not load here: batch profile up to "
+        "8, batch 9 asked",
+        "opening it here:",
+        f"  fp32: builds an engine — {choice.reason}",
+        "prebuild:",
+        f"  SM89: xception-trt bundle {path} --cc sm89 -o {path} --force",
+        "  SM87: on the target machine (NVIDIA TensorRT builds for the GPU it runs on): "
+        f"xception-trt bundle {path} -o {path} --force",
+    ]
+    # this machine's own GPUs when no target is named
+    assert list(diagnose(path, facts=RTX3090_FACTS).prebuild) == ["SM86"]
+    ok = diagnose(path, facts=RTX3090_FACTS, max_batch=8)
+    assert ok.engines[0]["loads"] is True and "loads here" in format_report(ok)
+
+
+def test_doctor_on_a_machine_without_anything(tmp_path):
+    bare = DeviceFacts(gpu_reason="no NVIDIA driver found")
+    rep = diagnose(None, facts=bare)
+    assert rep.kind is None and rep.target is None and rep.engines == () and rep.prebuild == {}
+    assert format_report(rep).splitlines() == [
+        "machine: this machine",
+        "  TensorRT:      none installed",
+        "  driver:        none",
+        "  GPUs:          none (no NVIDIA driver found)",
+        "  DLA cores:     0",
+        "  ONNX Runtime:  not installed (pip install 'xception-trt[ort]')",
+        "  onnx package:  not installed (building from a bundle reads its ONNX)",
+    ]
+
+
+def test_doctor_on_an_engine_report_and_prebuild(tmp_path):
+    data = b"plan" * 4
+    engine = tmp_path / "a.engine"
+    engine.write_bytes(data)
+    (tmp_path / "a.engine.json").write_bytes(_sidecar_json(max_batch=8))
+    rep = diagnose(engine, facts=RTX3090_FACTS, cc=["sm89", "sm87"])
+    assert rep.kind == "engine" and rep.engines[0]["loads"] is True
+    assert rep.summary == {"precision": "fp16", "bytes": 16,
+                           "rebuild_command": "xception-trt build m.onnx -o engines"}
+    # RTX targets only (NVIDIA TensorRT builds on the target itself), and no "here": it loads
+    assert rep.prebuild == {"SM89": "xception-trt build m.onnx -o engines --flavour "
+                                    "tensorrt_rtx --cc sm89"}
+    assert format_report(rep).splitlines()[7:] == [
+        f"engine: {engine} (fp16, 0.0 MiB)", "engines:",
+        f"  {engine} (fp16, tensorrt 10.3.0.30, sm_86): loads here", "prebuild:",
+        "  SM89: xception-trt build m.onnx -o engines --flavour tensorrt_rtx --cc sm89"]
+    elsewhere = DeviceFacts(flavours=(FlavourFact("tensorrt", "10.3.0.30"),),
+                            gpus=(GpuFact(0, "NVIDIA GeForce RTX 4090", "8.9"),))
+    rep2 = diagnose(engine, facts=elsewhere)
+    assert rep2.engines[0]["loads"] is False and "on sm_89" in rep2.engines[0]["why"]
+    assert rep2.prebuild == {
+        "SM89": "xception-trt build m.onnx -o engines --flavour tensorrt_rtx --cc sm89",
+        "here": "xception-trt build m.onnx -o engines --flavour tensorrt"}
+    nothing = diagnose(engine, facts=DeviceFacts())
+    assert nothing.prebuild["here"].endswith("--flavour tensorrt")
+
+
+def test_recorded_facts_files(tmp_path):
+    from xception_trt.bundle.doctor import recorded_facts
+    from xception_trt.errors import ConfigError
+
+    facts = RTX3090_FACTS.to_dict()
+    (tmp_path / "wrapped.json").write_text(json.dumps({"machine": facts, "other": 1}))
+    (tmp_path / "bare.json").write_text(json.dumps(facts))
+    assert recorded_facts(tmp_path / "wrapped.json") == RTX3090_FACTS
+    assert recorded_facts(tmp_path / "bare.json") == RTX3090_FACTS
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match=r"list.json holds no machine facts"):
+        recorded_facts(tmp_path / "list.json")
+    (tmp_path / "bad.json").write_text("{nope")
+    with pytest.raises(ConfigError, match=r"cannot read machine facts .*bad.json"):
+        recorded_facts(tmp_path / "bad.json")
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ConfigError, match=r"nested too deeply"):
+        recorded_facts(tmp_path / "deep.json")
+    with pytest.raises(ConfigError, match=r"cannot read machine facts"):
+        recorded_facts(tmp_path / "missing.json")
+
+
+def test_prebuild_command_quotes_paths():
+    from xception_trt.bundle.doctor import prebuild_command
+
+    assert prebuild_command("my b.xtrt", "8.9") == (
+        "xception-trt bundle 'my b.xtrt' --cc sm89 -o 'my b.xtrt' --force")
+    assert prebuild_command("b.xtrt", "sm_120", flavour="tensorrt") == (
+        "on the target machine (NVIDIA TensorRT builds for the GPU it runs on): "
+        "xception-trt bundle b.xtrt -o b.xtrt --force")

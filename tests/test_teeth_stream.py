@@ -179,3 +179,238 @@ def test_folders_and_iterables_are_not_live_unless_asked(tmp_path):
     assert open_source([_frame(1)], live=True).live is True
     src = IterableSource([], live=False)
     assert open_source(src, live=True) is src and src.live is True
+
+
+# ---------------------------------------------------------------------------------------------
+# the sources themselves: a small lossless video, folders, iterables, FIFOs
+
+
+def _video(path, n=5, fps=10, size=(24, 32)):
+    av = pytest.importorskip("av", reason="the stream extra reads video")
+    frames = [np.stack([np.full(size, 40 * i, np.uint8), np.full(size, 7, np.uint8),
+                        np.full(size, 200 - 30 * i, np.uint8)], -1) for i in range(n)]
+    with av.open(str(path), "w", format="matroska") as out:
+        stream = out.add_stream("ffv1", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = size[1], size[0], "bgr0"
+        for f in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return frames
+
+
+def test_a_video_file_gives_every_frame_in_order_with_times(tmp_path):
+    frames = _video(tmp_path / "v.mkv")
+    errors = []
+    with open_source(tmp_path / "v.mkv") as src:
+        assert src.live is False and src.fps == 10.0 and src.name == str(tmp_path / "v.mkv")
+        got = list(src.frames(lambda i, m: errors.append((i, m))))
+    assert errors == []
+    assert [f.index for f in got] == [0, 1, 2, 3, 4]
+    assert [f.timestamp for f in got] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+    for f, want in zip(got, frames):
+        assert f.image.shape == (24, 32, 3) and np.array_equal(f.image, want)
+    src.close()  # idempotent
+
+
+def test_a_file_that_is_not_video_is_a_data_error(tmp_path):
+    pytest.importorskip("av", reason="the stream extra reads video")
+    bad = tmp_path / "notes.mkv"
+    bad.write_bytes(b"this is no video at all" * 10)
+    with pytest.raises(DataError, match=rf"cannot open video source {bad}: .*check the path"):
+        open_source(bad)
+    empty = tmp_path / "empty.mkv"
+    empty.write_bytes(b"")
+    with pytest.raises(DataError, match=r"is an empty file"):
+        open_source(empty)
+    with pytest.raises(DataError, match=r"source .*nope.mkv .*give a video file"):
+        open_source(tmp_path / "nope.mkv")
+    with pytest.raises(DataError, match=r"cannot read frames from a float"):
+        open_source(1.5)
+
+
+def test_a_truncated_file_says_so(tmp_path, caplog):
+    _video(tmp_path / "v.mkv", n=20)
+    src = open_source(tmp_path / "v.mkv")
+    with caplog.at_level("WARNING", logger="xception_trt.stream.source"):
+        src._check_complete(0.5)   # the header announces 2.0 s
+    assert "ended at 0.50 s of the 2.00 s" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="xception_trt.stream.source"):
+        src._check_complete(1.9)   # the last frame (within 1.5 frame periods of the end)
+        src.live = True
+        src._check_complete(0.5)   # a live source has no end to compare with
+    assert caplog.text == ""
+    src.close()
+
+
+def test_folder_frames_skip_unreadable_images_keeping_indices(tmp_path):
+    from PIL import Image
+
+    for i in (0, 2):
+        Image.fromarray(_frame(50 * (i + 1))).save(tmp_path / f"{i}.png")
+    (tmp_path / "1.png").write_bytes(b"not a png")
+    errors = []
+    src = open_source(tmp_path)
+    assert src.live is False and src.name == str(tmp_path)
+    got = list(src.frames(lambda i, m: errors.append((i, m))))
+    assert [f.index for f in got] == [0, 2] and [f.timestamp for f in got] == [None, None]
+    assert [int(f.image[0, 0, 0]) for f in got] == [50, 150]
+    assert [i for i, _ in errors] == [1] and errors[0][1].startswith("frame 1 (")
+    assert errors[0][1].endswith("; skipped")
+
+
+def test_iterable_frames_check_each_item(tmp_path):
+    from PIL import Image
+
+    items = [_frame(1), np.zeros((4, 4, 3), np.float32), Image.new("L", (5, 6), 9),
+             "x", np.zeros((4, 4), np.uint8), np.zeros((2, 2, 2, 3), np.uint8)]
+    errors = []
+    got = list(IterableSource(items, live=False).frames(lambda i, m: errors.append((i, m))))
+    assert [f.index for f in got] == [0, 2, 4]
+    assert got[1].image.shape == (6, 5, 3) and got[1].image.dtype == np.uint8  # PIL -> RGB
+    assert [i for i, _ in errors] == [1, 3, 5]
+    assert errors[0][1] == "frame 1 is not a uint8 HxWxC image (ndarray); skipped"
+    assert errors[1][1] == "frame 3 is not a uint8 HxWxC image (str); skipped"
+    assert IterableSource([], live=True).name == "<list>"
+
+
+def test_a_fifo_without_data_times_out_and_one_with_data_opens(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match=r"no data arrived on the FIFO .* within 0.2 s"):
+        source_mod._wait_for_fifo(fifo, 0.2)
+    writer_ready = threading.Event()
+
+    def write():
+        fd = os.open(fifo, os.O_WRONLY)  # blocks until the reader opened it
+        os.write(fd, b"x")
+        writer_ready.wait(10)
+        os.close(fd)
+
+    t = threading.Thread(target=write)
+    t.start()
+    try:
+        fd = source_mod._wait_for_fifo(fifo, 30)
+        assert os.read(fd, 1) == b"x"
+        os.close(fd)
+    finally:
+        writer_ready.set()
+        t.join()
+
+
+def test_av_error_text_is_its_first_line():
+    assert source_mod._av_text(OSError(2, "No such file\nmore")) == "No such file"
+    assert source_mod._av_text(ValueError("bad\nworse")) == "bad"
+    assert source_mod._av_text(ValueError("")) == "ValueError"
+
+
+# ---------------------------------------------------------------------------------------------
+# the pipeline's other rules: dropping, errors, kept frames, callbacks, stop, failures
+
+
+def test_a_live_source_drops_the_oldest_frames_and_counts_them():
+    gate = threading.Event()
+    frames = [_frame(i) for i in range(30)]
+
+    def burst():
+        for i, f in enumerate(frames):
+            yield f
+            if i == 0:
+                gate.wait(10)  # hold until the first result is out
+
+    runner = CountingRunner(max_batch=1)
+    got, totals = [], []
+    for out in run_stream(runner, IterableSource(burst(), live=True), batch=1,
+                          on_end=totals.append):
+        got.append(out.index)
+        gate.set()
+    assert got[0] == 0 and got[-1] == 29 and got == sorted(got)
+    assert totals[0].dropped == 30 - len(got) > 0 and totals[0].frames == len(got)
+
+
+def test_undecodable_frames_are_counted_and_kept_frames_attached():
+    items = [_frame(3), "junk", _frame(5)]
+    totals = []
+    outs = list(run_stream(CountingRunner(), IterableSource(items, live=False),
+                           keep_frames=True, on_end=totals.append))
+    assert [o.index for o in outs] == [0, 2]
+    assert [int(o.image[0, 0, 0]) for o in outs] == [3, 5]
+    assert totals[0].errors == 1 and totals[0].frames == 2 and totals[0].dropped == 0
+    assert all(o.latency_ms >= 0 and o.logits.dtype == np.float32 for o in outs)
+    plain = list(run_stream(CountingRunner(), IterableSource(items[:1], live=False)))
+    assert plain[0].image is None
+
+
+def test_status_callbacks_and_the_stop_event():
+    stop = threading.Event()
+    statuses, totals = [], []
+
+    def endless():
+        i = 0
+        while True:
+            yield _frame(i % 200)
+            i += 1
+
+    got = 0
+    for _ in run_stream(CountingRunner(), IterableSource(endless(), live=False),
+                        status_interval=0.001, on_status=statuses.append,
+                        on_end=totals.append, stop_event=stop):
+        got += 1
+        if got == 20:
+            stop.set()
+    assert got == 20 and totals[0].frames == 20
+    assert statuses and all(isinstance(s, StreamStats) for s in statuses)
+    with pytest.raises(Exception, match="status_interval"):
+        next(run_stream(CountingRunner(), IterableSource([], live=False), status_interval=0))
+    with pytest.raises(Exception, match="stall_timeout"):
+        next(run_stream(CountingRunner(), IterableSource([], live=False), stall_timeout=0))
+
+
+def test_a_runner_failure_reaches_the_caller_after_the_results_before_it():
+    from xception_trt.errors import EngineError
+
+    class Failing(CountingRunner):
+        def __call__(self, x):
+            if len(self.batches) == 2:
+                raise EngineError("the engine failed")
+            return super().__call__(x)
+
+    got = []
+    with pytest.raises(EngineError, match="the engine failed"):
+        for out in run_stream(Failing(max_batch=1), IterableSource(
+                [_frame(i) for i in range(5)], live=False), batch=1):
+            got.append(out.index)
+    assert got == [0, 1]
+
+
+def test_a_source_failure_keeps_the_frames_before_it():
+    def unplugged():
+        yield _frame(1)
+        yield _frame(2)
+        raise DataError("camera unplugged")
+
+    got = []
+    with pytest.raises(DataError, match="camera unplugged"):
+        for out in run_stream(CountingRunner(), IterableSource(unplugged(), live=False),
+                              batch=4, max_wait_ms=600_000):
+            got.append(out.index)
+    assert got == [0, 1]
+
+
+def test_frames_are_resized_and_normalised_for_the_runner():
+    seen = []
+
+    class Recording(CountingRunner):
+        def __call__(self, x):
+            seen.append(x.copy())
+            return super().__call__(x)
+
+    list(run_stream(Recording(), IterableSource([np.full((100, 140, 3), 255, np.uint8)],
+                                                live=False)))
+    (x,) = seen
+    assert x.shape == (1, 3, 71, 71) and x.dtype == np.float32
+    # white through our normalisation: (1 - mean) / std per channel
+    want = (1.0 - np.array(SPEC.mean)) / np.array(SPEC.std)
+    assert np.allclose(x[0, :, 0, 0], want, atol=1e-5)
