@@ -140,7 +140,10 @@ def _configure(work: Path, module: str, tests: list[str]) -> None:
            f"pytest_add_cli_args_test_selection = {_toml_list(tests)}\n"
            f"pytest_add_cli_args = {_toml_list(args)}\n"
            "use_git_change_detection = false\n"
-           "timeout_constant = 20.0\n")
+           "timeout_constant = 20.0\n"
+           # torch's thread pools do not survive a fork from a process that used them
+           # (mutmut's docs: forkserver for setups that are not fork-safe, torch named)
+           "process_isolation = \"forkserver\"\n")
     with open(work / "pyproject.toml", "a", encoding="utf-8") as fh:
         fh.write(cfg)
 

@@ -438,3 +438,261 @@ def test_prebuild_command_quotes_paths():
     assert prebuild_command("b.xtrt", "sm_120", flavour="tensorrt") == (
         "on the target machine (NVIDIA TensorRT builds for the GPU it runs on): "
         "xception-trt bundle b.xtrt -o b.xtrt --force")
+
+
+# ---------------------------------------------------------------------------------------------
+# format: every refusal names the field and the fix, word for word; the limits are exact
+
+
+REMAKE = "copy the bundle again or remake it with `xception-trt bundle`"
+GOOD = {"onnx/fp32.onnx": b"not really onnx", "labels.txt": b"cat\ndog\nbird\n"}
+
+
+def _bent(path, edit):
+    return forge(path, dict(GOOD), edit=edit)
+
+
+def _members(m):
+    return m["members"]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m.update(format="zip"),
+     "{p} is not an xception-trt bundle (no xception-trt-bundle manifest); make one with "
+     "`xception-trt bundle`"),
+    (lambda m: m.update(format_version="1"), "{p} has no valid format_version; remake the bundle"),
+    (lambda m: m.update(format_version=True), "{p} has no valid format_version; remake the bundle"),
+    (lambda m: m.update(members=[]), "bundle {p} has no valid member list; " + REMAKE),
+    (lambda m: m.update(members={"labels.txt": 1}), "bundle {p} has no valid member list; "
+     + REMAKE),
+    (lambda m: _members(m)["labels.txt"].update(sha256="A" * 64),
+     "bundle {p}: member 'labels.txt' has an invalid SHA-256 '" + "A" * 64 + "' (64 lowercase "
+     "hex digits expected); " + REMAKE),
+    (lambda m: _members(m)["labels.txt"].update(sha256="0" * 63),
+     "bundle {p}: member 'labels.txt' has an invalid SHA-256 '" + "0" * 63 + "' (64 lowercase "
+     "hex digits expected); " + REMAKE),
+    (lambda m: _members(m)["labels.txt"].update(bytes=-1),
+     "bundle {p}: member 'labels.txt' has an invalid size '-1' (a byte count expected); "
+     + REMAKE),
+    (lambda m: _members(m)["labels.txt"].update(bytes=1 << 48),
+     "bundle {p}: member 'labels.txt' has an invalid size '281474976710656' (a byte count "
+     "expected); " + REMAKE),
+    (lambda m: _members(m)["labels.txt"].update(bytes=True),
+     "bundle {p}: member 'labels.txt' has an invalid size 'True' (a byte count expected); "
+     + REMAKE),
+    (lambda m: _members(m)["labels.txt"].update(bytes=14),
+     "bundle {p}: member labels.txt is 13 bytes but its manifest says 14 (tampered with or "
+     "corrupted); " + REMAKE),
+    (lambda m: _members(m).update({"extra.bin": {"sha256": "0" * 64, "bytes": 1}}),
+     "bundle {p} lacks member(s) extra.bin that its manifest lists; " + REMAKE),
+    (lambda m: _members(m).update({"a/../b": {"sha256": "0" * 64, "bytes": 1}}),
+     "bundle {p}: the manifest names an invalid member 'a/../b' (a relative path inside the "
+     "bundle, without '..', expected); " + REMAKE),
+    (lambda m: m.update(batch_profile=[2, 1, 4]),
+     "{p} has an invalid batch_profile [2, 1, 4] (three integers 1 <= min <= opt <= max <= "
+     "65536 expected); remake the bundle with `xception-trt bundle`"),
+    (lambda m: m.update(batch_profile=[1, 1, 65537]),
+     "{p} has an invalid batch_profile [1, 1, 65537] (three integers 1 <= min <= opt <= max <= "
+     "65536 expected); remake the bundle with `xception-trt bundle`"),
+    (lambda m: m.update(batch_profile=[0, 1, 1]),
+     "{p} has an invalid batch_profile [0, 1, 1] (three integers 1 <= min <= opt <= max <= "
+     "65536 expected); remake the bundle with `xception-trt bundle`"),
+    (lambda m: m.update(batch_profile=[1, 2, True]),
+     "{p} has an invalid batch_profile [1, 2, True] (three integers 1 <= min <= opt <= max <= "
+     "65536 expected); remake the bundle with `xception-trt bundle`"),
+    (lambda m: m.update(variants={}),
+     "{p} has no ONNX variant (\"variants\" is empty); remake the bundle with "
+     "`xception-trt bundle`"),
+    (lambda m: m.update(variants={"fp32": {"member": "onnx/other.onnx"}}),
+     "{p}: the manifest names onnx/other.onnx but records no hash for it; remake the bundle"),
+    (lambda m: m.update(variants={"fp32": {}}),
+     "{p} has an invalid manifest (KeyError: 'member'); remake the bundle with "
+     "`xception-trt bundle`"),
+])
+def test_each_bent_manifest_is_refused_with_its_own_message(tmp_path, edit, message):
+    import re
+
+    path = _bent(tmp_path / "b.xtrt", edit)
+    with pytest.raises(BundleError) as err:
+        Bundle(path)
+    assert str(err.value) == message.format(p=path), re.escape(str(err.value))
+
+
+def test_the_limits_themselves_are_accepted(tmp_path):
+    long_name = "d/" + "x" * 253  # 255 characters: the longest member name
+    members = dict(GOOD, **{long_name: b"1"})
+    path = forge(tmp_path / "ok.xtrt", members,
+                 edit=lambda m: m.update(batch_profile=[1, 65536, 65536]))
+    with Bundle(path) as b:
+        assert b.manifest.batch_profile == (1, 65536, 65536)
+        assert b.member(long_name).bytes == 1 and b.read(long_name) == b"1"
+    too_long = dict(GOOD, **{"d/" + "x" * 254: b"1"})
+    with pytest.raises(BundleError, match="names an invalid member"):
+        Bundle(forge(tmp_path / "long.xtrt", too_long))
+
+
+@pytest.mark.parametrize("name", [
+    "manifest.json", "/abs", "a//b", "./a", "a/./b", "a\\b", "c:x", "a\nb", "", "a/", "..",
+])
+def test_member_names_that_could_reach_a_path_are_refused(name):
+    from xception_trt.bundle.format import check_member_name
+
+    with pytest.raises(BundleError, match=r"^w names an invalid member .* \(a relative path "):
+        check_member_name(name, "w")
+    assert check_member_name("onnx/fp32.onnx", "w") == "onnx/fp32.onnx"
+    with pytest.raises(BundleError, match=r"^w names an invalid member '3'"):
+        check_member_name(3, "w")
+
+
+@pytest.mark.filterwarnings("ignore:Duplicate name:UserWarning")
+def test_archive_level_refusals(tmp_path):
+    import zipfile
+
+    with pytest.raises(BundleError, match=rf"^bundle {tmp_path}/none.xtrt does not exist$"):
+        Bundle(tmp_path / "none.xtrt")
+    (tmp_path / "junk.xtrt").write_bytes(b"PK junk")
+    with pytest.raises(BundleError, match=r"is not a readable bundle \(.*; truncated or not made "
+                                          r"by xception-trt\); copy the bundle again"):
+        Bundle(tmp_path / "junk.xtrt")
+    with zipfile.ZipFile(tmp_path / "empty.xtrt", "w") as zf:
+        zf.writestr("labels.txt", b"x")
+    with pytest.raises(BundleError, match=r"empty.xtrt has no manifest.json; copy the bundle"):
+        Bundle(tmp_path / "empty.xtrt")
+    with zipfile.ZipFile(tmp_path / "badjson.xtrt", "w") as zf:
+        zf.writestr("manifest.json", b"{nope")
+    with pytest.raises(BundleError, match=r"badjson.xtrt: manifest.json is unreadable \(Expecting"):
+        Bundle(tmp_path / "badjson.xtrt")
+    with zipfile.ZipFile(tmp_path / "deep.xtrt", "w") as zf:
+        zf.writestr("manifest.json", b"[" * 100_000 + b"]" * 100_000)
+    with pytest.raises(BundleError, match=r"manifest.json is unreadable \(nested too deeply\)"):
+        Bundle(tmp_path / "deep.xtrt")
+    dup = forge(tmp_path / "dup.xtrt", dict(GOOD), extra=[("labels.txt", b"cat\ndog\nbird\n")])
+    with pytest.raises(BundleError, match=r"holds member 'labels.txt' twice \(tampered with or "
+                                          r"corrupted\); copy the bundle again"):
+        Bundle(dup)
+    info = zipfile.ZipInfo("odd.bin")
+    info.compress_type = zipfile.ZIP_BZIP2
+    odd = forge(tmp_path / "odd.xtrt", dict(GOOD), extra=[(info, b"x")])
+    with pytest.raises(BundleError, match=r"member 'odd.bin' uses compression method 12 "
+                                          r"\(xception-trt writes stored or deflated members "
+                                          r"only\)"):
+        Bundle(odd)
+
+
+def test_manifest_size_limit_is_exact(tmp_path, monkeypatch):
+    from xception_trt.bundle import format as fmt
+
+    path = forge(tmp_path / "b.xtrt", dict(GOOD))
+    import zipfile
+
+    size = zipfile.ZipFile(path).getinfo("manifest.json").file_size
+    monkeypatch.setattr(fmt, "MAX_MANIFEST_BYTES", size)
+    Bundle(path).close()
+    monkeypatch.setattr(fmt, "MAX_MANIFEST_BYTES", size - 1)
+    with pytest.raises(BundleError, match=rf"manifest.json inflates to {size} bytes \(at most "
+                                          rf"{size - 1}\)"):
+        Bundle(path)
+
+
+def test_members_are_verified_read_extracted_and_listed(tmp_path, monkeypatch):
+    from xception_trt.bundle import format as fmt
+
+    path = forge(tmp_path / "b.xtrt", dict(GOOD))
+    with Bundle(path) as b:
+        assert b.verify() == ["labels.txt", "onnx/fp32.onnx"]
+        assert b.read("labels.txt") == b"cat\ndog\nbird\n"
+        assert b.check("labels.txt").sha256 == hashlib.sha256(GOOD["labels.txt"]).hexdigest()
+        out = b.extract("onnx/fp32.onnx", tmp_path / "x" / "g.onnx")
+        assert out == tmp_path / "x" / "g.onnx" and out.read_bytes() == b"not really onnx"
+        assert b.size_bytes() == path.stat().st_size
+        with pytest.raises(BundleError, match=rf"^bundle {path} has no member nope; {REMAKE}$"):
+            b.member("nope")
+        monkeypatch.setattr(fmt, "MAX_READ_BYTES", 13)
+        assert b.read("labels.txt") == b"cat\ndog\nbird\n"  # exactly the limit
+        monkeypatch.setattr(fmt, "MAX_READ_BYTES", 12)
+        with pytest.raises(BundleError, match=r"member labels.txt is 13 bytes, more than is read "
+                                              r"into memory \(12\)"):
+            b.read("labels.txt")
+
+
+def test_a_member_whose_bytes_differ_is_refused_on_every_read(tmp_path):
+    # same size, other bytes: the hash tells
+    path = forge(tmp_path / "b.xtrt", dict(GOOD), edit=lambda m: _members(m)["labels.txt"].update(
+        sha256=hashlib.sha256(b"dog\ncat\nbird\n").hexdigest()))
+    with Bundle(path) as b:
+        msg = (f"bundle {path}: member labels.txt does not match the SHA-256 in its manifest "
+               f"(tampered with or corrupted); {REMAKE}")
+        for call in (lambda: b.read("labels.txt"), lambda: b.check("labels.txt"), b.verify,
+                     lambda: b.extract("labels.txt", tmp_path / "l.txt")):
+            with pytest.raises(BundleError) as err:
+                call()
+            assert str(err.value) == msg
+        assert not (tmp_path / "l.txt").exists()
+
+
+def test_manifest_round_trip_precisions_and_variants():
+    from xception_trt.bundle.format import EngineEntry, Member, VariantEntry
+    from xception_trt.config import InputFormat
+    from xception_trt.sidecar import EngineSidecar
+
+    v8 = VariantEntry(Precision.INT8, "onnx/int8.onnx", {"agreement": 99.0},
+                      "onnx/int8-ort.onnx", {"agreement": 99.5})
+    v16 = VariantEntry(Precision.FP16, "onnx/fp16.onnx")
+    side = EngineSidecar.from_json(_sidecar_json().decode())
+    eng = EngineEntry(ENGINE, SIDECAR, side)
+    members = {n: Member(n, "ab" * 32, 3) for n in
+               ("onnx/int8.onnx", "onnx/int8-ort.onnx", "onnx/fp16.onnx", ENGINE, SIDECAR)}
+    m = Manifest(ModelSpec(), InputFormat.UINT8_NHWC, {Precision.FP16: v16, Precision.INT8: v8},
+                 (eng,), members, batch_profile=(2, 4, 6), default_precision=Precision.INT8,
+                 source={"name": "c.safetensors"}, bundle_command="xception-trt bundle c",
+                 xception_trt_version="9.9", created="2026-01-01")
+    assert m.precisions == (Precision.INT8, Precision.FP16)
+    d = m.to_dict()
+    assert d["format"] == "xception-trt-bundle" and d["default_precision"] == "int8"
+    assert d["variants"]["fp16"] == {"member": "onnx/fp16.onnx", "accuracy": None}
+    assert d["variants"]["int8"]["onnxruntime_member"] == "onnx/int8-ort.onnx"
+    assert d["preprocessing"] == {"input_format": "uint8-nhwc", "input_size": 299,
+                                  "in_chans": 3, "mean": [0.5, 0.5, 0.5],
+                                  "std": [0.5, 0.5, 0.5], "crop_pct": 0.8975,
+                                  "interpolation": "bicubic"}
+    assert list(d["members"]) == sorted(members)
+    back = Manifest.from_dict(json.loads(json.dumps(d)), sidecars={SIDECAR: _sidecar_json()},
+                              where="b")
+    assert back.variants == m.variants and back.batch_profile == (2, 4, 6)
+    assert back.default_precision is Precision.INT8 and back.source == m.source
+    assert (back.bundle_command, back.xception_trt_version, back.created) == (
+        "xception-trt bundle c", "9.9", "2026-01-01")
+    assert back.engines[0].sidecar == side and back.engines[0].precision is Precision.FP16
+    assert v8.for_onnxruntime() == VariantEntry(Precision.INT8, "onnx/int8-ort.onnx",
+                                                {"agreement": 99.5})
+    assert v16.for_onnxruntime() is v16
+    with pytest.raises(BundleError, match=r"^the bundle has no fp32 variant \(it has fp16, int8\); "
+                                          r"open it with one of those, or make a bundle with "
+                                          r"--precision fp32$"):
+        m.variant("fp32")
+    no_default = Manifest(ModelSpec(), InputFormat.FLOAT_NCHW, {Precision.FP16: v16}, (), {},
+                          default_precision=Precision.INT8)
+    assert no_default.precisions == (Precision.FP16,)
+    assert no_default.to_dict()["default_precision"] == "fp16"  # the first it has
+
+
+def test_engine_entry_describes_where_it_runs():
+    from xception_trt.bundle.format import EngineEntry
+    from xception_trt.sidecar import EngineSidecar
+
+    base = json.loads(_sidecar_json())
+    cases = [({}, "fp16 tensorrt 10.3.0.30 sm_86"),
+             ({"targets": ["SM86", "SM89"], "device": None}, "fp16 tensorrt 10.3.0.30 SM86,SM89"),
+             ({"device": None}, "fp16 tensorrt 10.3.0.30 default targets"),
+             ({"build_options": {"hardware_compatible": True}},
+              "fp16 tensorrt 10.3.0.30 Ampere+ (hardware-compatible)")]
+    for change, text in cases:
+        side = EngineSidecar.from_dict(base | change)
+        assert EngineEntry("e", "s", side).describe() == text
+
+
+def test_is_bundle_by_suffix():
+    from xception_trt.bundle.format import is_bundle
+
+    assert is_bundle("a.xtrt") and is_bundle("A.XTRT") and not is_bundle("a.onnx")
+    assert not is_bundle("xtrt")

@@ -48,3 +48,85 @@ def test_deepstream_live_source_flag(tiny_onnx_files, tmp_path, kw, live):
     if kw.get("source_kind") == "camera":
         assert app["source0"]["type"] == "1"
         assert app["source0"]["camera-v4l2-dev-node"] == "2"
+
+
+def test_deepstream_configs_word_for_word(tiny_onnx_files, tmp_path):
+    """Every value differs from its neighbour's default (batch 3, 640x480, GPU 1, threshold
+    0.25), so a value written under the wrong key shows. The model normalises with mean 0.5 and
+    std 0.5 on every channel: nvinfer's scale 1 / (255 x 0.5) and offsets 255 x 0.5."""
+    from xception_trt import __version__
+
+    res = export_deepstream(tiny_onnx_files["float"], tmp_path / "o", batch_size=3, width=640,
+                            height=480, threshold=0.25, gpu_id=1, source="rtsp://h/s")
+    head = f"# Written by xception-trt {__version__}. UNVERIFIED: not run with DeepStream here."
+    assert res.nvinfer_config.read_text().splitlines() == [
+        head,
+        "# Preprocessing: y = (x/255 - mean)/std with mean=(0.5, 0.5, 0.5) std=(0.5, 0.5, 0.5).",
+        "# nvinfer resizes the whole frame to infer-dims (no centre crop).", "", "[property]",
+        "gpu-id=1", f"net-scale-factor={1 / (255 * 0.5)!r}", "offsets=127.5;127.5;127.5",
+        "model-color-format=0", "onnx-file=tiny_float.deepstream.onnx",
+        "model-engine-file=tiny_float.deepstream.onnx_b3_gpu1_fp32.engine",
+        "labelfile-path=labels.txt", "batch-size=3", "network-mode=0", "network-type=1",
+        "process-mode=1", "infer-dims=3;71;71", "network-input-order=0",
+        "output-blob-names=probabilities", "classifier-threshold=0.25",
+        "classifier-async-mode=0", "gie-unique-id=1", "maintain-aspect-ratio=0"]
+    assert res.app_config.read_text().splitlines() == [
+        head, "# Run: deepstream-app -c deepstream_app_config.txt", "",
+        "[application]", "enable-perf-measurement=1", "perf-measurement-interval-sec=5", "",
+        "[source0]", "enable=1", "type=3", "uri=rtsp://h/s", "num-sources=1", "gpu-id=1", "",
+        "[streammux]", "gpu-id=1", "live-source=1", "batch-size=3",
+        "batched-push-timeout=40000", "width=640", "height=480", "enable-padding=0", "",
+        "[primary-gie]", "enable=1", "gpu-id=1", "batch-size=3", "gie-unique-id=1",
+        "config-file=config_infer_primary.txt", "",
+        "[osd]", "enable=1", "gpu-id=1", "text-size=15", "",
+        "[sink0]", "enable=1", "type=1", "sync=0"]
+    assert res.labels.read_text() == "cat;dog;fox;owl\n"
+    assert res.directory == tmp_path / "o" and res.onnx == tmp_path / "o" / (
+        "tiny_float.deepstream.onnx") and res.onnx.is_file()
+    assert res.engine.name == "tiny_float.deepstream.onnx_b3_gpu1_fp32.engine"
+    assert res.preprocess.offsets == (127.5, 127.5, 127.5) and not res.preprocess.folded
+    cam = export_deepstream(tiny_onnx_files["float"], tmp_path / "c", source_kind="camera",
+                            camera=4, width=320, height=240)
+    app = configparser.ConfigParser()
+    app.read(cam.app_config)
+    assert dict(app["source0"]) == {
+        "enable": "1", "type": "1", "camera-v4l2-dev-node": "4", "camera-width": "320",
+        "camera-height": "240", "camera-fps-n": "30", "camera-fps-d": "1", "gpu-id": "0"}
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"batch_size": 0}, "batch_size"),
+    ({"width": 0}, "width"), ({"width": 32769}, "width"), ({"height": 0}, "height"),
+    ({"height": 32769}, "height"), ({"gpu_id": -1}, "gpu_id"), ({"camera": -1}, "camera"),
+    ({"gpu_id": 2**31}, "gpu_id"), ({"camera": 2**31}, "camera"),
+    ({"threshold": -0.01}, r"threshold must be a probability in \[0, 1\], got -0.01"),
+    ({"threshold": 1.01}, r"threshold must be a probability in \[0, 1\], got 1.01"),
+    ({"source": "file:///a.mp4\n[sink1]"}, "holds a line break"),
+    ({"source": ""}, "holds a line break"),
+    ({"source_kind": "camera", "source": "rtsp://x"},
+     r"a camera source reads /dev/video0, not the URI 'rtsp://x'"),
+])
+def test_deepstream_refuses_values_out_of_range(tiny_onnx_files, tmp_path, kw, match):
+    from xception_trt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        export_deepstream(tiny_onnx_files["float"], tmp_path / "o", **kw)
+    assert not (tmp_path / "o").exists()
+
+
+def test_deepstream_limits_themselves_are_accepted(tiny_onnx_files, tmp_path):
+    res = export_deepstream(tiny_onnx_files["float"], tmp_path / "o", width=32768, height=1,
+                            threshold=1.0, gpu_id=0)
+    app = configparser.ConfigParser()
+    app.read(res.app_config)
+    assert app["streammux"]["width"] == "32768" and app["streammux"]["height"] == "1"
+
+
+def test_deepstream_wants_our_onnx_not_an_engine(tmp_path):
+    from xception_trt.errors import ConfigError
+
+    for name, match in (("m.engine", "is a TensorRT engine; DeepStream needs the ONNX"),
+                        ("m.plan", "is a TensorRT engine"),
+                        ("m.safetensors", "is not an ONNX file; export it first")):
+        with pytest.raises(ConfigError, match=match):
+            export_deepstream(tmp_path / name, tmp_path / "o")
