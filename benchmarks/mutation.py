@@ -175,13 +175,21 @@ def _all_mutants(work: Path) -> list[str]:
     return sorted(names)
 
 
-def run_module(module: str, *, work_root: Path, sample: int | None, seed: int,
+def _tail(text: str) -> str:
+    """mutmut's output without its spinner lines, last lines first to read."""
+    keep = [ln for ln in text.replace("\r", "\n").splitlines()
+            if ln.strip() and not re.match(r"^\W*(Generating mutants|Running stats|Running "
+                                           r"clean tests)", ln.strip())]
+    return "\n".join(keep[-40:])
+
+
+def run_module(module: str, *, snapshot: Path, work_root: Path, sample: int | None, seed: int,
                max_children: int, keep: bool) -> dict:
     tests = MODULES[module]
     work = Path(tempfile.mkdtemp(prefix="mutation-", dir=work_root))
     t0 = time.perf_counter()
     try:
-        _copy_tree(work)
+        shutil.copytree(snapshot, work, dirs_exist_ok=True)
         _configure(work, module, tests)
         # first pass: generate the mutants and the test mapping; select what to run
         gen = _mutmut(work, "run", "--max-children", str(max_children), "__none__*")
@@ -190,14 +198,14 @@ def run_module(module: str, *, work_root: Path, sample: int | None, seed: int,
         if patterns:
             names = [n for n in names if any(fnmatch.fnmatch(n, p) for p in patterns)]
         if not names:
-            raise RuntimeError(f"{module}: mutmut generated no mutant:\n{gen.stdout[-3000:]}"
-                               f"\n{gen.stderr[-3000:]}")
+            raise RuntimeError(f"{module}: mutmut generated no mutant (do the tests pass?):\n"
+                               f"{_tail(gen.stdout)}\n{_tail(gen.stderr)}")
         sampled = sample is not None and sample < len(names)
         chosen = sorted(random.Random(seed).sample(names, sample)) if sampled else names
         run = _mutmut(work, "run", "--max-children", str(max_children), *chosen)
         if run.returncode != 0:
-            raise RuntimeError(f"{module}: mutmut run failed:\n{run.stdout[-3000:]}\n"
-                               f"{run.stderr[-3000:]}")
+            raise RuntimeError(f"{module}: mutmut run failed (do the tests pass?):\n"
+                               f"{_tail(run.stdout)}\n{_tail(run.stderr)}")
         res = _mutmut(work, "results", "--all", "true")
         status = {}
         for line in res.stdout.splitlines():
@@ -299,11 +307,22 @@ def main(argv: list[str] | None = None) -> int:
                    dirty=bool(_git("status", "--porcelain", "--untracked-files=no")),
                    machine=f"{platform.node()} ({os.cpu_count()} CPUs)",
                    date=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    # one snapshot of the working tree for every module: edits made while it runs do not mix in
+    snapshot = Path(tempfile.mkdtemp(prefix="mutation-snapshot-", dir=args.work))
+    try:
+        _copy_tree(snapshot)
+        _run_all(mods, results, snapshot, args)
+    finally:
+        shutil.rmtree(snapshot, ignore_errors=True)
+    return 0
+
+
+def _run_all(mods: list[str], results: dict, snapshot: Path, args: argparse.Namespace) -> None:
     for mod in mods:
         load = os.getloadavg()[0]
         sample = DEFAULT_SAMPLE if args.sample is None else (args.sample or None)
         print(f"{mod}: running mutmut ...", flush=True)
-        r = run_module(mod, work_root=args.work, sample=sample, seed=args.seed,
+        r = run_module(mod, snapshot=snapshot, work_root=args.work, sample=sample, seed=args.seed,
                        max_children=args.max_children, keep=args.keep)
         r["load_1min"] = round(load, 2)
         results["modules"][r["module"]] = r
@@ -313,7 +332,6 @@ def main(argv: list[str] | None = None) -> int:
         for n, s in r["survivors"].items():
             print(f"    survived: {n}: {' | '.join(s['diff'][:2])}")
         _write(results)
-    return 0
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -287,7 +288,9 @@ def test_request_takes_the_old_backend_keyword_with_a_warning_at_the_caller():
         r = Request(Precision.FP16, backend="tensorrt_rtx")
     assert r.flavour == "tensorrt_rtx"
     (w,) = caught
-    assert w.category is DeprecationWarning and w.filename == __file__
+    assert w.category is DeprecationWarning
+    if "MUTANT_UNDER_TEST" not in os.environ:  # mutmut's trampoline adds a frame
+        assert w.filename == __file__  # the warning points at the caller's line
     assert str(w.message) == "Request: backend= is deprecated; use flavour="
     assert Request(Precision.FP16, flavour="tensorrt").flavour == "tensorrt"
 

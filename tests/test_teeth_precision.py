@@ -7,6 +7,7 @@ they are not what is tested (the flow and the key are), so no calibration runs h
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -217,3 +218,364 @@ def test_ort_calibration_cache_is_not_reused_across_onnxruntime_versions(
     write_entry(path, key, scales=scales, quantized_nodes=["c"], excluded_nodes=[],
                 seconds=1.0, zero_points={"input": 0})
     assert run()[2] == scales
+
+
+# ---------------------------------------------------------------------------------------------
+# sensitivity on a hand-made Q/DQ graph (4x4 pixels; ONNX Runtime runs it in milliseconds)
+
+
+def _qdq_graph():
+    """input -Q/DQ(x, fine)-> conv1 (weight through Q/DQ) -> relu -Q/DQ(r, coarse)-> add
+    (+ the same x pair) -> flatten -> logits. The coarse pair (scale 0.5) is read by ``add``
+    only, so quantizing ``add`` alone moves the output much more than ``conv1`` alone."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    def init(name, value, dtype=np.float32):
+        return numpy_helper.from_array(np.asarray(value, dtype=dtype), name)
+
+    nodes = [
+        helper.make_node("QuantizeLinear", ["input", "s_x", "z_x"], ["xq"], name="q_x"),
+        helper.make_node("DequantizeLinear", ["xq", "s_x", "z_x"], ["xd"], name="dq_x"),
+        helper.make_node("QuantizeLinear", ["W", "s_w", "z_w"], ["wq"], name="q_w"),
+        helper.make_node("DequantizeLinear", ["wq", "s_w", "z_w"], ["wd"], name="dq_w"),
+        helper.make_node("Conv", ["xd", "wd"], ["/block1/rep/rep.0/conv1/Conv_output_0"],
+                         name="conv1"),
+        helper.make_node("Relu", ["/block1/rep/rep.0/conv1/Conv_output_0"], ["r"], name="relu"),
+        helper.make_node("QuantizeLinear", ["r", "s_r", "z_r"], ["rq"], name="q_r"),
+        helper.make_node("DequantizeLinear", ["rq", "s_r", "z_r"], ["rd"], name="dq_r"),
+        helper.make_node("Add", ["rd", "xd"], ["sum"], name="add"),
+        helper.make_node("Flatten", ["sum"], ["logits"], name="flatten"),
+    ]
+    inits = [init("W", [[[[0.9]]]]), init("s_x", 1 / 128), init("z_x", 0, np.int8),
+             init("s_w", 1 / 128), init("z_w", 0, np.int8), init("s_r", 0.5),
+             init("z_r", 0, np.int8)]
+    graph = helper.make_graph(
+        nodes, "qdq", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                     ["n", 1, 4, 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 16])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def _fp32_graph():
+    from xception_trt.precision.sensitivity import strip_qdq
+
+    return strip_qdq(_qdq_graph(), nodes={"conv1", "add"})
+
+
+def _images(n=6, labels=None):
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0.0, 0.6, size=(n, 1, 4, 4)).astype(np.float32)
+    return EvalImages(x, labels, None)
+
+
+def test_quantized_nodes_and_strip_qdq_keep_shared_pairs():
+    from xception_trt.errors import GraphError
+    from xception_trt.precision.sensitivity import quantized_nodes, strip_qdq
+
+    model = _qdq_graph()
+    assert quantized_nodes(model) == ["conv1", "add"]
+    one = strip_qdq(model, nodes=["conv1"])
+    conv = next(n for n in one.graph.node if n.name == "conv1")
+    assert list(conv.input) == ["input", "W"]  # both inputs read before quantization
+    names = [n.name for n in one.graph.node]
+    assert "q_w" not in names and "dq_w" not in names  # nothing else read the weight's pair
+    assert "q_x" in names and "dq_x" in names           # add still reads the input's pair
+    assert quantized_nodes(one) == ["add"]
+    assert sorted(i.name for i in one.graph.initializer) == ["W", "s_r", "s_x", "z_r", "z_x"]
+    both = strip_qdq(model, nodes={"conv1", "add"})
+    assert [n.op_type for n in both.graph.node] == ["Conv", "Relu", "Add", "Flatten"]
+    assert [i.name for i in both.graph.initializer] == ["W"]
+    conv = both.graph.node[0]
+    assert list(conv.input) == ["input", "W"] and list(both.graph.node[2].input) == ["r", "input"]
+    assert len(model.graph.node) == 10 and len(model.graph.initializer) == 7  # input untouched
+    with pytest.raises(GraphError, match=r"node\(s\) nope, zz are not in this graph"):
+        strip_qdq(model, nodes={"zz", "nope"})
+
+
+def test_rank_nodes_runs_each_node_alone_and_ranks_by_kl():
+    from xception_trt.errors import CalibrationError, ConfigError
+    from xception_trt.precision.sensitivity import rank_nodes
+
+    scorer = Scorer(_fp32_graph(), _images(labels=np.arange(6) % 16), threads=1)
+    seen = []
+    res = rank_nodes(_qdq_graph(), scorer, method="max",
+                     progress=lambda *a: seen.append(a))
+    assert [r.node for r in res.rows] == ["add", "conv1"]
+    add, conv = res.rows
+    assert add.kl_mean > conv.kl_mean >= 0 and add.op_type == "Add" and add.module is None
+    assert conv.op_type == "Conv" and conv.module == "block1.rep.0.conv1"
+    assert res.full_int8.node == "int8 (all nodes)" and res.full_int8.op_type == "-"
+    assert res.full_int8.kl_mean >= add.kl_mean * 0.5
+    assert res.images == 6 and res.method == "max" and res.fp32_top1 == scorer.fp32_top1
+    assert seen == [("sensitivity", 1, 2), ("sensitivity", 2, 2)]
+    only = rank_nodes(_qdq_graph(), scorer, nodes=["conv1"])
+    assert [r.node for r in only.rows] == ["conv1"]
+    assert only.rows[0].kl_mean == pytest.approx(conv.kl_mean)
+    with pytest.raises(ConfigError, match=r"^relu is not a quantized node of this graph$"):
+        rank_nodes(_qdq_graph(), scorer, nodes=["relu"])
+    with pytest.raises(CalibrationError, match="has no quantized node to rank"):
+        rank_nodes(_qdq_graph(), scorer, nodes=[])
+    # FP32 against itself: nothing moves
+    same = scorer.score(_fp32_graph(), node="fp32")
+    assert same.kl_mean == 0.0 and same.agreement == 1.0 and same.max_abs_diff == 0.0
+
+
+def test_sensitivity_result_json_and_markdown():
+    from xception_trt.precision.sensitivity import SensitivityResult
+
+    a = NodeSensitivity("add", "Add", None, 0.5, 0.25, 2.0, 0.5, 0.25)
+    c = NodeSensitivity("conv1", "Conv", "block1.conv1", 1.0, 0.0125, 0.1, 0.05, 0.5)
+    full = NodeSensitivity("int8 (all nodes)", "-", None, 0.75, 0.5, 3.0, 1.0, 0.25)
+    res = SensitivityResult((a, c), 0.5, full, 8, "entropy", 4.0, {"cache": "hit"})
+    d = res.to_dict()
+    assert list(d)[:7] == ["method", "images", "fp32_top1", "seconds", "seconds_per_node",
+                           "full_int8", "ranking"]
+    assert d["seconds_per_node"] == 2.0 and [r["rank"] for r in d["ranking"]] == [1, 2]
+    assert d["ranking"][0]["node"] == "add" and d["calibration"] == {"cache": "hit"}
+    assert res.to_markdown().splitlines() == [
+        "INT8 sensitivity (entropy scales, 8 images; one node quantized at a time, the rest "
+        "FP32)", "",
+        "| rank | node | module | op | agreement % | KL (nats) | max abs dlogit | top-1 % |",
+        "|---:|---|---|---|---:|---:|---:|---:|",
+        "| 1 | add | - | Add | 50.00 | 0.25 | 2 | 25.00 |",
+        "| 2 | conv1 | block1.conv1 | Conv | 100.00 | 0.0125 | 0.1 | 50.00 |",
+        "| all | int8 (all nodes) | - | - | 75.00 | 0.5 | 3 | 25.00 |", "",
+        "FP32 top-1 on these images: 50.00%", "",
+        "2 node(s) in 4.0 s (2.00 s per node)"]
+    unlabelled = SensitivityResult((a,), None, full, 8, "max", 1.0)
+    md = unlabelled.to_markdown()
+    assert "top-1" not in md and md.splitlines()[3] == "|---:|---|---|---|---:|---:|---:|"
+    assert md.endswith("1 node(s) in 1.0 s (1.00 s per node)\n")
+
+
+def test_plot_sensitivity_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib", reason="the plot extra draws it")
+    from xception_trt.errors import ConfigError
+    from xception_trt.precision.sensitivity import SensitivityResult, plot_sensitivity
+
+    a = NodeSensitivity("add", "Add", None, 0.5, 0.0, 2.0, 0.5)
+    c = NodeSensitivity("conv1", "Conv", "block1.conv1", 1.0, 0.0125, 0.1, 0.05)
+    res = SensitivityResult((a, c), None, a, 8, "max", 1.0)
+    out = plot_sensitivity(res, tmp_path / "s.png", top=1)
+    assert out == tmp_path / "s.png" and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.warns(DeprecationWarning, match="plot_sensitivity: path= is deprecated"):
+        assert plot_sensitivity(res, path=tmp_path / "old.png").is_file()
+    with pytest.raises(ConfigError, match="needs output="):
+        plot_sensitivity(res)
+
+
+@pytest.mark.parametrize("name, module", [
+    ("/block1/rep/rep.0/conv1/Conv_output_0", "block1.rep.0.conv1"),
+    ("/block12/rep/rep.3/Add_1_output_0", "block12.rep.3"),
+    ("/fc/Gemm_output_0", "fc"),
+    ("/Conv_output_0", None),
+    ("conv1_out", None),
+    ("/block1/conv1/Conv", None),
+])
+def test_module_names_from_scoped_output_names(name, module):
+    from xception_trt.precision.sensitivity import module_name
+
+    assert module_name(name) == module
+
+
+def test_sensitivity_needs_validation_images_and_valid_counts():
+    from xception_trt.errors import ConfigError
+    from xception_trt.precision.sensitivity import sensitivity
+
+    with pytest.raises(ConfigError, match=r"sensitivity needs validation images \(--val DIR\)"):
+        sensitivity("m.onnx", "calib", None)
+    for kw in ({"val_images": 0}, {"threads": 0}):
+        with pytest.raises(ConfigError):
+            sensitivity("m.onnx", "calib", "val", **kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# targeted: the target's rule, the search, the cache entry, the report
+
+
+@pytest.mark.parametrize("kw, ok", [
+    ({"agreement": 1.0}, True), ({"agreement": 1e-9}, True), ({"agreement": 0.0}, False),
+    ({"agreement": 1.0001}, False), ({"top1_drop": 0.0}, True), ({"top1_drop": 99.99}, True),
+    ({"top1_drop": 100.0}, False), ({"top1_drop": -0.01}, False), ({}, False),
+    ({"agreement": 0.9, "top1_drop": 0.3}, False),
+])
+def test_target_bounds(kw, ok):
+    from xception_trt.errors import ConfigError
+
+    if ok:
+        Target(**kw)
+    else:
+        with pytest.raises(ConfigError):
+            Target(**kw)
+
+
+def _row(agreement=1.0, top1=None):
+    return NodeSensitivity("n", "", None, agreement, 0.0, 0.0, 0.0, top1)
+
+
+def test_target_met_at_exactly_its_limit():
+    from xception_trt.errors import ConfigError
+
+    t = Target(agreement=0.75)
+    assert t.met(_row(0.75), None) and not t.met(_row(0.7499), None)
+    assert t.describe() == "agreement >= 75%"
+    d = Target(top1_drop=0.5)
+    assert d.describe() == "top-1 drop <= 0.5 pp"
+    assert d.met(_row(top1=0.800), 0.805) and not d.met(_row(top1=0.7949), 0.800)
+    assert d.met(_row(top1=0.9), 0.8)  # better than FP32
+    with pytest.raises(ConfigError, match="top-1 drop target needs labelled"):
+        d.met(_row(top1=None), 0.8)
+    with pytest.raises(ConfigError, match="top-1 drop target needs labelled"):
+        d.met(_row(top1=0.8), None)
+    assert Target(top1_drop=0.3).to_dict() == {"agreement": None, "top1_drop_pp": 0.3}
+
+
+def test_choose_nodes_bisects_to_the_shortest_prefix():
+    from xception_trt.precision.targeted import choose_nodes
+
+    ranked = ["a", "b", "c", "d", "e", "f", "g", "h"]
+    calls = []
+
+    def needs(k):
+        def meets(nodes):
+            calls.append(tuple(nodes))
+            return len(nodes) >= k
+        return meets
+
+    assert choose_nodes(ranked, needs(3)) == (("a", "b", "c"), 5)
+    assert calls == [(), tuple(ranked), ("a", "b", "c", "d"), ("a", "b"), ("a", "b", "c")]
+    assert choose_nodes(ranked, needs(0)) == ((), 1)
+    assert choose_nodes(ranked, needs(9)) is None
+    assert choose_nodes(ranked, needs(8)) == (tuple(ranked), 5)
+    assert choose_nodes(ranked, needs(1)) == (("a",), 5)
+
+
+def test_a_split_needs_two_images():
+    from xception_trt.errors import CalibrationError
+
+    one = EvalImages(np.zeros((1, 1)), None, SimpleNamespace(records=(1,), class_names=(),
+                                                             root=None, ignored=()))
+    with pytest.raises(CalibrationError, match=r"needs at least 2 validation images .*got 1"):
+        split_images(one, seed=0)
+
+
+def test_targeted_result_summary_and_table():
+    from xception_trt.precision.targeted import TargetedResult
+
+    rows = {"fp32": NodeSensitivity("fp32", "-", None, 1.0, 0.0, 0.0, 0.0, 0.5),
+            "int8-targeted": NodeSensitivity("t", "", None, 0.875, 0.0123, 1.5, 0.1, None)}
+    res = TargetedResult(None, Path("/m.onnx"), ("n1",), Target(agreement=0.8), "miss",
+                         Path("/c.json"), rows, rows, True,
+                         {"fp32": 3 * 2**20, "int8-targeted": 2**20},
+                         {"fp32": 1.23456, "int8-targeted": 0.5},
+                         {"selection": 4, "heldout": 5}, 3, None, {"cache": "hit"}, 2.34567)
+    s = res.summary()
+    assert s["path"] == "/m.onnx" and s["kept_nodes"] == ["n1"] and s["cache"] == "miss"
+    assert s["cache_path"] == "/c.json" and s["evaluations"] == 3 and s["ranking"] is None
+    assert s["ort_latency_ms"] == {"fp32": 1.235, "int8-targeted": 0.5}
+    assert s["seconds"] == 2.346 and s["met_on_heldout"] is True
+    assert s["size_bytes"] == {"fp32": 3 * 2**20, "int8-targeted": 2**20}
+    assert s["target"] == {"agreement": 0.8, "top1_drop_pp": None}
+    assert s["heldout"]["int8-targeted"]["agreement"] == 0.875
+    assert res.format_table().splitlines() == [
+        "held-out images: 5 (nodes chosen on 4 other images)",
+        "variant         agree%        KL   max|d|   top1%     MiB  ORT ms",
+        "-" * 65,
+        "fp32            100.00         0        0   50.00    3.00    1.23",
+        "int8-targeted    87.50    0.0123      1.5       -    1.00    0.50"]
+    bare = TargetedResult(None, None, (), Target(agreement=0.8), "off", None, {}, {}, False,
+                          {}, {}, {"selection": 1, "heldout": 1}, 0, None, {}, 0.0)
+    assert bare.summary()["path"] is None and bare.summary()["cache_path"] is None
+
+
+def test_read_choice_only_takes_an_entry_for_this_key(tmp_path):
+    from xception_trt.precision.targeted import _CACHE_FORMAT, _CACHE_VERSION, _read_choice
+
+    key = {"graph": "g", "seed": 1}
+    path = tmp_path / "c.json"
+
+    def write(**entry):
+        path.write_text(json.dumps({"format": _CACHE_FORMAT, "version": _CACHE_VERSION,
+                                    "key": key, "kept_nodes": ["a"]} | entry))
+
+    write()
+    assert _read_choice(path, key, {"a", "b"}) == ("a",)
+    assert _read_choice(path, key | {"seed": 2}, {"a"}) is None
+    assert _read_choice(path, key, {"b"}) is None  # a node this graph does not have
+    write(version=_CACHE_VERSION + 1)
+    assert _read_choice(path, key, {"a"}) is None
+    write(format="other")
+    assert _read_choice(path, key, {"a"}) is None
+    write(kept_nodes="a")
+    assert _read_choice(path, key, {"a"}) is None
+    path.write_text("[1]")
+    assert _read_choice(path, key, {"a"}) is None
+    path.write_text("{nope")
+    assert _read_choice(path, key, {"a"}) is None
+    assert _read_choice(tmp_path / "missing.json", key, {"a"}) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# ONNX Runtime placement: the options that do not apply, the version, the entry point
+
+
+def test_ort_placement_refuses_options_that_do_not_apply():
+    from xception_trt.config import Placement, Precision
+    from xception_trt.errors import ConfigError
+
+    check = int8_mod._check_target
+    check(Placement.TENSORRT, high=Precision.FP16, int8_weights=True, import_cache="c")
+    check(Placement.ONNXRUNTIME, high=Precision.FP32, int8_weights=False, import_cache=None)
+    cases = [
+        (dict(high=Precision.FP16, int8_weights=False, import_cache=None),
+         "placement onnxruntime keeps what is not quantized in fp32 (ONNX Runtime's CPU provider "
+         "has no fast fp16 kernels): drop high_precision=fp16, or use placement tensorrt for "
+         "engines"),
+        (dict(high=Precision.FP32, int8_weights=True, import_cache=None),
+         "placement onnxruntime always stores the weights as INT8 initializers: drop "
+         "int8_weights"),
+        (dict(high=Precision.FP32, int8_weights=False, import_cache="c.json"),
+         "an imported cache holds symmetric scales for the TensorRT placement; placement "
+         "onnxruntime calibrates its own (asymmetric) ranges: give calibration images instead "
+         "(its scales are cached in cache_dir)"),
+    ]
+    for kw, message in cases:
+        with pytest.raises(ConfigError) as err:
+            check(Placement.ONNXRUNTIME, **kw)
+        assert str(err.value) == message
+    for kw in ({"placement": "tensorrt"}, {"target": "tensorrt"}):
+        with pytest.raises(ConfigError, match=r"^ort_int8 always places for onnxruntime; call "
+                                              r"quantize_int8 with placement= for another "
+                                              r"placement$"):
+            int8_mod.ort_int8("m.onnx", "calib", **kw)
+
+
+def test_ort_version_is_the_installed_one_or_unknown(monkeypatch):
+    import importlib.metadata as md
+
+    assert int8_mod._ort_version() == md.version("onnxruntime")
+
+    def missing(name):
+        raise md.PackageNotFoundError(name)
+
+    monkeypatch.setattr(md, "version", missing)
+    assert int8_mod._ort_version() == "unknown"
+
+
+def test_ort_int8_asks_quantize_int8_for_the_onnxruntime_placement(monkeypatch):
+    from xception_trt.config import Placement
+
+    seen = {}
+
+    def fake(model, data, **kw):
+        seen.update(model=model, data=data, **kw)
+        return "result"
+
+    monkeypatch.setattr(int8_mod, "quantize_int8", fake)
+    assert int8_mod.ort_int8("m.onnx", "calib", method="max", num_images=3) == "result"
+    assert seen == {"model": "m.onnx", "data": "calib", "placement": Placement.ONNXRUNTIME,
+                    "method": "max", "num_images": 3}
