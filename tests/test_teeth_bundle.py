@@ -305,20 +305,53 @@ RTX3090_FACTS = DeviceFacts(
     ort_version="1.32.0", ort_providers=("CPUExecutionProvider",), onnx=True, host="ws1")
 
 
+def _fp32_sidecar_json() -> bytes:
+    return json.dumps(json.loads(_sidecar_json()) | {"precision": "fp32"}).encode()
+
+
 @pytest.fixture
-def doctor_bundle(tmp_path, tiny_onnx_files, tiny_spec):
-    graph = tiny_onnx_files["float"].read_bytes()
-    side = _sidecar_json(max_batch=8)
+def doctor_bundle(tmp_path):
+    return _doctor_bundle(tmp_path / "doc.xtrt", _sidecar_json())
+
+
+@pytest.fixture
+def fp32_engine_bundle(tmp_path):
+    return _doctor_bundle(tmp_path / "e32.xtrt", _fp32_sidecar_json())
+
+
+def _fp32_stand_in() -> bytes:
+    """A one-node ONNX graph (Identity) carrying our metadata as the FP32 float-nchw variant
+    (what doctor and the cache read of a graph: its metadata and its bytes, not its layers)."""
+    from onnx import TensorProto, helper
+
+    from xception_trt.config import InputFormat
+    from xception_trt.onnx_meta import write_metadata
+
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 71, 71])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3, 71, 71])
+    graph = helper.make_graph([helper.make_node("Identity", ["input"], ["logits"])], "g", [x], [y])
+    model = helper.make_model(graph)
+    write_metadata(model, {"model_spec": STAND_IN_SPEC, "precision": Precision.FP32,
+                           "input_format": InputFormat.FLOAT_NCHW})
+    return model.SerializeToString()
+
+
+STAND_IN_SPEC = ModelSpec(num_classes=4, width=0.125, middle_blocks=2, input_size=71,
+                          labels=("cat", "dog", "fox", "owl"))
+
+
+def _doctor_bundle(path, side):
+    graph = _fp32_stand_in()
     members = {"onnx/fp32.onnx": graph, ENGINE: b"plan" * 4, SIDECAR: side}
 
     def edit(_):
-        data = manifest_dict(members, spec=tiny_spec)
+        data = manifest_dict(members, spec=STAND_IN_SPEC)
         data["engines"] = [{"member": ENGINE, "sidecar": SIDECAR}]
         data["variants"]["fp32"]["accuracy"] = {"agreement": 99.25, "images": 64}
         data.update(source={"checkpoint": "tiny"}, batch_profile=[1, 4, 8])
         return data
 
-    return forge(tmp_path / "doc.xtrt", members, edit=edit), len(graph)
+    return forge(path, members, edit=edit), len(graph)
 
 
 def test_doctor_on_a_bundle_reports_every_field(doctor_bundle):
@@ -699,3 +732,131 @@ def test_is_bundle_by_suffix():
 
     assert is_bundle("a.xtrt") and is_bundle("A.XTRT") and not is_bundle("a.onnx")
     assert not is_bundle("xtrt")
+
+
+# ---------------------------------------------------------------------------------------------
+# cache: opening a bundle fills the cache once, verifies what it reuses, and says why
+
+
+def test_default_cache_dir_follows_xdg(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache.default_cache_dir() == tmp_path / "xdg" / "xception-trt" / "bundles"
+    monkeypatch.setenv("XDG_CACHE_HOME", "")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache.default_cache_dir() == tmp_path / "home" / ".cache" / "xception-trt" / "bundles"
+
+
+def test_onnx_runtime_fallback_copies_the_graph_once(doctor_bundle, tmp_path, caplog):
+    path, _ = doctor_bundle
+    cpu = DeviceFacts(ort_version="1.32.0", ort_providers=("CPUExecutionProvider",), onnx=True,
+                      gpu_reason="no NVIDIA driver found")
+    root = tmp_path / "cache"
+    with caplog.at_level("WARNING", logger="xception_trt.bundle.cache"):
+        first = cache.resolve(path, facts=cpu, cache_dir=root)
+    assert first.kind.value == "onnxruntime" and not first.cache_hit and not first.built
+    with Bundle(path) as b:
+        sha = b.member("onnx/fp32.onnx").sha256
+        graph = b.read("onnx/fp32.onnx") if b.member("onnx/fp32.onnx").bytes < 1 << 26 else None
+    assert first.path == root / "onnx" / f"{sha[:16]}.fp32.onnx"
+    assert first.path.read_bytes() == graph
+    assert sorted(p.name for p in root.iterdir()) == ["engines", "onnx", "prebuilt"]
+    warned = [r for r in caplog.records if "running the bundled fp32 ONNX" in r.getMessage()]
+    assert len(warned) == 1  # said once per bundle and process
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="xception_trt.bundle.cache"):
+        again = cache.resolve(path, facts=cpu, cache_dir=root)
+    assert again.cache_hit and again.path == first.path and caplog.records == []
+    first.path.write_bytes(b"changed")  # a damaged cache copy is replaced, not used
+    fixed = cache.resolve(path, facts=cpu, cache_dir=root)
+    assert not fixed.cache_hit and fixed.path.read_bytes() == graph
+    assert fixed.seconds >= 0 and fixed.choice.precision is Precision.FP32
+
+
+def test_nothing_that_can_run_it_is_one_error_naming_the_fixes(doctor_bundle, tmp_path):
+    path, _ = doctor_bundle
+    with pytest.raises(BundleError) as err:
+        cache.resolve(path, facts=DeviceFacts(gpu_reason="no NVIDIA driver found"),
+                      cache_dir=tmp_path / "c")
+    assert str(err.value) == (
+        f"{path}: nothing here can run the bundle: prebuilt engines/a.engine (fp16 tensorrt "
+        "10.3.0.30 sm_86): precision fp16, fp32 asked; build: no NVIDIA GPU 0 here (no NVIDIA "
+        "driver found); ONNX Runtime: not installed (pip install 'xception-trt[ort]'); install "
+        "NVIDIA TensorRT or TensorRT-RTX with a matching GPU, or ONNX Runtime for the CPU (pip "
+        "install 'xception-trt[ort]')")
+    assert not (tmp_path / "c").exists()  # nothing written for a bundle that cannot run
+
+
+def test_a_prebuilt_engine_is_copied_out_verified_and_reused(fp32_engine_bundle, tmp_path):
+    path, _ = fp32_engine_bundle
+    root = tmp_path / "cache"
+    first = cache.resolve(path, facts=RTX3090_FACTS, cache_dir=root)
+    sha = hashlib.sha256(b"plan" * 4).hexdigest()
+    assert first.kind.value == "prebuilt" and not first.cache_hit and not first.built
+    assert first.path == root / "prebuilt" / sha[:16] / "a.engine"
+    assert first.path.read_bytes() == b"plan" * 4
+    assert (root / "prebuilt" / sha[:16] / "a.engine.json").read_bytes() == _fp32_sidecar_json()
+    again = cache.resolve(path, facts=RTX3090_FACTS, cache_dir=root)
+    assert again.cache_hit and again.path == first.path
+    first.path.write_bytes(b"PLAN" * 4)  # same size, other bytes: not reused
+    fixed = cache.resolve(path, facts=RTX3090_FACTS, cache_dir=root)
+    assert not fixed.cache_hit and fixed.path.read_bytes() == b"plan" * 4
+    with pytest.warns(DeprecationWarning, match="resolve: backend= is deprecated"):
+        old = cache.resolve(path, precision="fp32", facts=RTX3090_FACTS, cache_dir=root,
+                            backend="tensorrt")
+    assert old.cache_hit
+
+
+def test_a_built_engine_lands_in_its_keyed_folder_and_is_reused(doctor_bundle, tmp_path,
+                                                                monkeypatch):
+    from xception_trt.sidecar import EngineSidecar
+
+    path, _ = doctor_bundle
+    ada = DeviceFacts(flavours=(FlavourFact("tensorrt", "10.3.0.30"),),
+                      gpus=(GpuFact(0, "NVIDIA GeForce RTX 4090", "8.9"),),
+                      ort_version="1.32.0", onnx=True)
+    builds = []
+    wrong_key = []
+
+    def fake_build(source, config, *, output, device):
+        """Stands for build_engine: writes the plan and its sidecar with the builder's key."""
+        builds.append((config, device))
+        plan = b"built" * 3
+        output.write_bytes(plan)
+        side = json.loads(_sidecar_json()) | {
+            "precision": "fp32", "engine": {"file": output.name, "bytes": len(plan),
+                                            "sha256": hashlib.sha256(plan).hexdigest()},
+            "device": {"name": "NVIDIA GeForce RTX 4090", "compute_capability": "8.9"},
+            "cache_key": "0" * 64 if wrong_key else key}
+        (output.parent / (output.name + ".json")).write_text(json.dumps(side))
+        return SimpleNamespace(sidecar=EngineSidecar.from_dict(side))
+
+    monkeypatch.setattr(builder_mod, "build_engine", fake_build)
+    with Bundle(path) as b:
+        onnx_sha = b.member("onnx/fp32.onnx").sha256
+    target = BuildTarget("tensorrt", "10.3.0.30", ada.gpus[0], None, Precision.FP32, (1, 4, 8))
+    key = cache.build_key(target, Precision.FP32, onnx_sha)
+    root = tmp_path / "cache"
+    first = cache.resolve(path, facts=ada, cache_dir=root)
+    folder = root / "engines" / cache.engine_folder(target, Precision.FP32, onnx_sha)
+    assert first.kind.value == "build" and first.built and not first.cache_hit
+    assert first.path == folder / "model.engine"
+    (config, device), = builds
+    assert (config.min_batch, config.opt_batch, config.max_batch) == (1, 4, 8)
+    assert config.precision is Precision.FP32 and device == 0
+    again = cache.resolve(path, facts=ada, cache_dir=root)
+    assert again.cache_hit and not again.built and len(builds) == 1
+    (folder / "model.engine.json").unlink()
+    wrong_key.append(True)
+    with pytest.raises(BundleError, match=r"has cache key 000000000000, expected "
+                                          rf"{key[:12]}; report this"):
+        cache.resolve(path, facts=ada, cache_dir=root)
+
+
+def test_an_engine_cache_that_is_a_file_is_refused(doctor_bundle, tmp_path):
+    path, _ = doctor_bundle
+    (tmp_path / "file").write_text("x")
+    cpu = DeviceFacts(ort_version="1.32.0", onnx=True)
+    with pytest.raises(BundleError, match=r"the bundle needs a writable engine cache: set "
+                                          r"XDG_CACHE_HOME to a writable folder \(Python: pass "
+                                          r"cache_dir=\)"):
+        cache.resolve(path, facts=cpu, cache_dir=tmp_path / "file")
