@@ -414,3 +414,107 @@ def test_frames_are_resized_and_normalised_for_the_runner():
     # white through our normalisation: (1 - mean) / std per channel
     want = (1.0 - np.array(SPEC.mean)) / np.array(SPEC.std)
     assert np.allclose(x[0, :, 0, 0], want, atol=1e-5)
+
+
+def test_uint8_runners_get_raw_pixels_in_their_staging_buffer():
+    class Uint8Staging(CountingRunner):
+        input_format = InputFormat.UINT8_NHWC
+        input_spec = input_spec_for(SPEC, InputFormat.UINT8_NHWC)
+
+        def __init__(self):
+            super().__init__(max_batch=4)
+            self.buffers = {}
+            self.seen = []
+
+        def input_buffer(self, n):
+            return self.buffers.setdefault(n, np.zeros((n, 71, 71, 3), np.uint8))
+
+        def __call__(self, x):
+            self.seen.append(x)
+            return super().__call__(x)
+
+    r = Uint8Staging()
+    frames = [np.full((71, 71, 3), v, np.uint8) for v in (10, 20, 30)]
+    list(run_stream(r, IterableSource(frames, live=False), batch=3, max_wait_ms=600_000))
+    (x,) = r.seen
+    assert x is r.buffers[3] and x.dtype == np.uint8 and x.shape == (3, 71, 71, 3)
+    assert [int(x[i, 0, 0, 0]) for i in range(3)] == [10, 20, 30]
+
+
+def test_float_staging_buffer_is_filled_in_place():
+    class Staging(CountingRunner):
+        def __init__(self):
+            super().__init__()
+            self.buf = np.full((2, 3, 71, 71), -99, np.float32)
+            self.seen = []
+
+        def input_buffer(self, n):
+            return self.buf[:n]
+
+        def __call__(self, x):
+            self.seen.append(x)
+            return super().__call__(x)
+
+    r = Staging()
+    list(run_stream(r, IterableSource([_frame(255), _frame(255)], live=False), batch=2,
+                    max_wait_ms=600_000))
+    (x,) = r.seen
+    assert np.shares_memory(x, r.buf) and np.allclose(r.buf[:, 0, 0, 0], 1.0)  # (1-0.5)/0.5
+
+
+def test_a_fixed_batch_runner_gets_a_padded_batch_and_one_output_per_frame():
+    class Fixed2(CountingRunner):
+        input_spec = input_spec_for(SPEC, InputFormat.FLOAT_NCHW, batch=2)
+
+    class Min3(CountingRunner):
+        min_batch = 3
+
+    for runner, want in ((Fixed2(max_batch=2), [2]), (Min3(), [3])):
+        outs = list(run_stream(runner, IterableSource([_frame(9)], live=False)))
+        assert runner.batches == want and [o.index for o in outs] == [0]
+
+
+def test_an_async_runner_overlaps_and_keeps_the_order():
+    class Handle:
+        def __init__(self, out):
+            self.out = out
+
+        def wait(self):
+            return self.out
+
+    class Async(CountingRunner):
+        def __init__(self):
+            super().__init__(max_batch=2)
+            self.async_calls = 0
+
+        def infer_async(self, x):
+            self.async_calls += 1
+            return Handle(self(x))
+
+    r = Async()
+    outs = list(run_stream(r, IterableSource([_frame(i) for i in range(5)], live=False),
+                           batch=2, max_wait_ms=600_000))
+    assert [o.index for o in outs] == [0, 1, 2, 3, 4]
+    assert [float(o.logits[0]) for o in outs] == [0, 1, 0, 1, 0]
+    assert r.async_calls >= 2
+
+
+def test_a_stall_names_the_source_and_its_timeout():
+    release = threading.Event()
+
+    def stalls():
+        yield _frame(1)
+        release.wait(30)
+
+    got = []
+    try:
+        with pytest.raises(DataError) as err:
+            for out in run_stream(CountingRunner(), IterableSource(stalls(), live=False),
+                                  stall_timeout=0.2):
+                got.append(out.index)
+    finally:
+        release.set()
+    assert got == [0]
+    assert str(err.value) == ("no frame from <generator> for 0.2 s: the stream stalled; check "
+                              "the source (or raise --stall-timeout); the results so far are "
+                              "kept")
