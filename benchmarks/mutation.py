@@ -241,8 +241,10 @@ def run_module(module: str, *, snapshot: Path, work_root: Path, sample: int | No
 
 
 def _short_diff(text: str) -> list[str]:
-    return [ln for ln in text.splitlines() if ln.startswith(("+", "-"))
-            and not ln.startswith(("+++", "---"))][:6]
+    """The changed lines of a mutant's diff, after the hunk header that places them."""
+    keep = [ln for ln in text.splitlines() if ln.startswith(("@@", "+", "-"))
+            and not ln.startswith(("+++", "---"))]
+    return keep[:7]
 
 
 def _write(results: dict) -> None:
@@ -269,7 +271,7 @@ def _write(results: dict) -> None:
         lines += ["", "## Survivors", ""]
         for _mod, n, s in surv:
             lines.append(f"- `{n}` ({s['status']}): " + " / ".join(
-                f"`{d.strip()[:110]}`" for d in s["diff"][:2]))
+                f"`{d.strip()[:110]}`" for d in s["diff"][:3]))
     (RESULTS / "mutation.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -330,7 +332,7 @@ def _run_all(mods: list[str], results: dict, snapshot: Path, args: argparse.Name
         print(f"  {r['mutants']} mutants, {r['killed']} killed, {r['survived']} survived, "
               f"{r['equivalent']} equivalent: kill rate {rate} ({r['seconds']} s)", flush=True)
         for n, s in r["survivors"].items():
-            print(f"    survived: {n}: {' | '.join(s['diff'][:2])}")
+            print(f"    survived: {n}: {' | '.join(s['diff'][:3])}")
         _write(results)
 
 

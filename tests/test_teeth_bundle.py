@@ -860,3 +860,15 @@ def test_an_engine_cache_that_is_a_file_is_refused(doctor_bundle, tmp_path):
                                           r"XDG_CACHE_HOME to a writable folder \(Python: pass "
                                           r"cache_dir=\)"):
         cache.resolve(path, facts=cpu, cache_dir=tmp_path / "file")
+
+
+def test_a_tensorrt_too_old_to_plan_does_not_stop_tensorrt_rtx():
+    from xception_trt.bundle.choice import ChoiceKind, Request, choose
+
+    c = choose(_manifest("fp16"), _machine("tensorrt 8.5.1", f"tensorrt_rtx {RTX_1}",
+                                           gpus=[ADA]), Request(Precision.FP16))
+    assert c.kind is ChoiceKind.BUILD and c.build.flavour == "tensorrt_rtx"
+    (what, why), = [(r.what, r.why) for r in c.rejected]
+    assert what == "build with tensorrt 8.5.1" and why == (
+        "TensorRT 8.5.1 is too old: xception-trt needs TensorRT 8.6 (JetPack 5) or newer; "
+        "upgrade TensorRT/JetPack")
