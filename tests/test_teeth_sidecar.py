@@ -130,3 +130,93 @@ def test_deepstream_wants_our_onnx_not_an_engine(tmp_path):
                         ("m.safetensors", "is not an ONNX file; export it first")):
         with pytest.raises(ConfigError, match=match):
             export_deepstream(tmp_path / name, tmp_path / "o")
+
+
+# ---------------------------------------------------------------------------------------------
+# the sidecar: every refusal says what and how to rebuild; the reader checks the engine itself
+
+
+REBUILD = "rebuild the engine with `xception-trt build`"
+FIX = "rebuild it with `xception-trt build MODEL.onnx -o DIR`"
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: [1], "s.json is not an xception-trt engine sidecar; " + REBUILD),
+    (lambda d: d | {"schema": 2}, "s.json has sidecar schema 2, newer than this xception-trt "
+     "(1); upgrade: pip install -U xception-trt"),
+    (lambda d: d | {"schema": "1"}, "s.json has sidecar schema '1', newer than this "
+     "xception-trt (1); upgrade: pip install -U xception-trt"),
+    (lambda d: d | {"tensorrt": {"flavour": "tensorrt"}}, "s.json has no TensorRT section (not "
+     "written by xception-trt?); " + REBUILD),
+    (lambda d: d | {"tensorrt": "10.3"}, "s.json has no TensorRT section (not written by "
+     "xception-trt?); " + REBUILD),
+    (lambda d: d | {"model_spec": 3}, "s.json does not describe the model (no model_spec "
+     "entry); " + REBUILD),
+    (lambda d: {k: v for k, v in d.items() if k != "input_format"},
+     "s.json does not describe the model (no input_format entry); " + REBUILD),
+])
+def test_sidecar_refusals_word_for_word(mutate, message):
+    from xception_trt.errors import EngineError
+
+    with pytest.raises(EngineError) as err:
+        EngineSidecar.from_dict(mutate(_old()), where="s.json")
+    assert str(err.value) == message
+
+
+def test_sidecar_defaults_and_spec_as_json_text():
+    from xception_trt.config import ModelSpec
+
+    raw = _old()
+    spec = ModelSpec.from_dict(raw["model_spec"])
+    minimal = {"schema": 1, "tensorrt": {"flavour": "tensorrt", "version": "10.3.0.30"},
+               "engine": raw["engine"], "precision": "fp16", "input_format": "uint8-nhwc",
+               "model_spec": spec.to_json()}
+    side = EngineSidecar.from_dict(minimal)
+    assert side.model_spec == spec and side.rebuild_command == "xception-trt build MODEL.onnx "\
+        "-o engines/"
+    assert side.profile is None and side.max_batch is None and side.device is None
+    assert side.flavour == "tensorrt" and side.tensorrt.plan == {}
+    assert side.option("dla_core") is None and side.cache_key == "" and side.warnings == ()
+    plan = EngineSidecar.from_dict(minimal | {"tensorrt": {"flavour": "tensorrt_rtx",
+                                                           "version": "1.7", "lean": True}})
+    assert plan.tensorrt.plan == {"lean": True}
+    assert plan.to_dict()["tensorrt"] == {"lean": True, "flavour": "tensorrt_rtx",
+                                          "version": "1.7"}
+    text = side.to_json()
+    assert text.endswith("}\n") and json.loads(text) == side.to_dict()
+    assert list(json.loads(text)) == sorted(json.loads(text))
+
+
+def test_read_sidecar_messages(tmp_path):
+    from xception_trt.errors import EngineError
+    from xception_trt.sidecar import read_sidecar, sidecar_path
+
+    engine = tmp_path / "m.engine"
+    assert sidecar_path(engine) == tmp_path / "m.engine.json"
+    assert sidecar_path("a/b.plan").as_posix() == "a/b.plan.json"
+    with pytest.raises(EngineError) as err:
+        read_sidecar(engine)
+    assert str(err.value) == (f"{engine} has no sidecar m.engine.json (not built by "
+                              f"xception-trt, or the sidecar was lost); {FIX}")
+    raw = _old()
+    plan = b"plan bytes"
+    import hashlib
+
+    raw["engine"] = {"file": "m.engine", "bytes": len(plan),
+                     "sha256": hashlib.sha256(plan).hexdigest()}
+    sidecar_path(engine).write_text(json.dumps(raw))
+    with pytest.raises(EngineError) as err:
+        read_sidecar(engine, verify=True)
+    assert str(err.value) == f"engine {engine} does not exist; {FIX}"
+    engine.write_bytes(plan)
+    assert read_sidecar(engine, verify=True).engine.bytes == len(plan)
+    engine.write_bytes(b"plan bytez")
+    with pytest.raises(EngineError) as err:
+        read_sidecar(engine, verify=True)
+    assert str(err.value) == (f"engine {engine} does not match its sidecar (replaced or "
+                              f"truncated since it was built); {FIX}")
+    assert read_sidecar(engine).engine.bytes == len(plan)  # without verify: the record only
+    sidecar_path(engine).write_text("{broken")
+    with pytest.raises(EngineError, match=rf"the engine sidecar|{engine.name}.json is "
+                                          r"unreadable \(Expecting"):
+        read_sidecar(engine)
