@@ -579,3 +579,85 @@ def test_ort_int8_asks_quantize_int8_for_the_onnxruntime_placement(monkeypatch):
     assert int8_mod.ort_int8("m.onnx", "calib", method="max", num_images=3) == "result"
     assert seen == {"model": "m.onnx", "data": "calib", "placement": Placement.ONNXRUNTIME,
                     "method": "max", "num_images": 3}
+
+
+def _mock_targeted(monkeypatch, held_paths=frozenset(), agreement_of=None, saved=None):
+    """The targeted flow with its heavy parts replaced: images are real, calibration and ONNX
+    Runtime are doubles. ``agreement_of(nodes)`` answers for a graph with those nodes kept."""
+    model = SimpleNamespace(ByteSize=lambda: 100, kept=None)
+
+    class Scorer2:
+        def __init__(self, fp32_model, imgs, *, threads=2):
+            self.images, self.threads = imgs, threads
+            self.reference = np.zeros((len(imgs), 3))
+            self.fp32_top1 = None
+
+        def score(self, m, *, node, op_type="", module=None):
+            kept = getattr(m, "kept", None)
+            agree = 1.0 if agreement_of is None or kept is None else agreement_of(kept)
+            return NodeSensitivity(node, op_type, module, agree, 0.0, 0.0, 0.0, None)
+
+        def compare(self, logits, *, node, op_type, module):
+            return NodeSensitivity(node, op_type, module, 1.0, 0.0, 0.0, 0.0, None)
+
+        def latency_ms(self, m, iterations=10):
+            return 2.0
+
+    qres = SimpleNamespace(model=model, scales={"t": 0.5}, method=int8_mod.CalibrationMethod.MAX,
+                           summary=lambda: {"cache": "off"})
+    ranked = ["n1", "n2", "n3"]
+    for name, value in {
+        "as_model": lambda m: (model, None), "check_source": lambda m: META,
+        "calibrate_full": lambda *a, **k: qres, "quantized_nodes": lambda m: ranked,
+        "graph_sha256": lambda m: "ab" * 32, "Scorer": Scorer2,
+        "rank_nodes": lambda *a, **k: SimpleNamespace(rows=[SimpleNamespace(node=n)
+                                                            for n in ranked]),
+        "strip_qdq": lambda m, nodes: SimpleNamespace(ByteSize=lambda: 50 + len(nodes),
+                                                      kept=tuple(nodes)),
+        "_record_choice": lambda *a: None,
+        "save_model": lambda m, out: saved.append(out) or Path(out),
+    }.items():
+        monkeypatch.setattr(targeted_mod, name, value)
+
+
+def test_targeted_search_caches_its_choice_and_reuses_it(seven_images, monkeypatch, tmp_path):
+    saved = []
+    # two nodes must stay in FP32 to reach the target
+    _mock_targeted(monkeypatch, agreement_of=lambda kept: 0.5 + 0.25 * len(kept), saved=saved)
+    t = Target(agreement=0.99)
+    first = targeted_int8("m.onnx", None, seven_images, target=t, cache_dir=tmp_path,
+                          output=tmp_path / "out.onnx")
+    assert first.kept == ("n1", "n2") and first.cache == "miss" and first.evaluations == 4
+    assert first.cache_path.parent == tmp_path and first.cache_path.name.startswith(
+        "abababababababab-targeted-")
+    entry = json.loads(first.cache_path.read_text())
+    assert entry["kept_nodes"] == ["n1", "n2"] and entry["ranking"] == ["n1", "n2", "n3"]
+    assert entry["key"]["target"] == {"agreement": 0.99, "top1_drop_pp": None}
+    assert first.path == tmp_path / "out.onnx" and saved == [tmp_path / "out.onnx"]
+    assert first.sizes == {"fp32": 100, "int8": 100, "int8-targeted": 52}
+    assert first.latency_ms == {"fp32": 2.0, "int8": 2.0, "int8-targeted": 2.0}
+    again = targeted_int8("m.onnx", None, seven_images, target=t, cache_dir=tmp_path)
+    assert again.cache == "hit" and again.kept == ("n1", "n2") and again.evaluations == 0
+    assert again.ranking is None and again.path is None
+    other = targeted_int8("m.onnx", None, seven_images, target=Target(agreement=0.7),
+                          cache_dir=tmp_path)  # another target: another key
+    assert other.cache == "miss" and other.kept == ("n1",)
+    assert targeted_int8("m.onnx", None, seven_images, target=t).cache == "off"
+
+
+def test_an_unreachable_target_is_refused_with_what_was_reached(seven_images, monkeypatch):
+    from xception_trt.errors import CalibrationError, ConfigError
+
+    _mock_targeted(monkeypatch, agreement_of=lambda kept: 0.5)
+    with pytest.raises(CalibrationError) as err:
+        targeted_int8("m.onnx", None, seven_images, target=Target(agreement=0.99))
+    assert str(err.value) == (
+        "the target agreement >= 99% cannot be met on the 3 selection image(s) even with all 3 "
+        "quantized nodes kept in FP32 (agreement 50.00%); relax the target, or use "
+        "--precision fp16")
+    with pytest.raises(ConfigError, match=r"needs labelled validation images"):
+        targeted_int8("m.onnx", None, seven_images, target=Target(top1_drop=0.3))
+    with pytest.raises(ConfigError, match=r"an accuracy target needs validation images"):
+        targeted_int8("m.onnx", None, None, target=Target(agreement=0.9))
+    with pytest.raises(ConfigError):
+        targeted_int8("m.onnx", None, seven_images, target=Target(agreement=0.9), val_images=0)
