@@ -319,7 +319,7 @@ def fp32_engine_bundle(tmp_path):
     return _doctor_bundle(tmp_path / "e32.xtrt", _fp32_sidecar_json())
 
 
-def _fp32_stand_in() -> bytes:
+def _fp32_stand_in(precision: Precision = Precision.FP32, doc: str = "") -> bytes:
     """A one-node ONNX graph (Identity) carrying our metadata as the FP32 float-nchw variant
     (what doctor and the cache read of a graph: its metadata and its bytes, not its layers)."""
     from onnx import TensorProto, helper
@@ -330,8 +330,8 @@ def _fp32_stand_in() -> bytes:
     x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 71, 71])
     y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3, 71, 71])
     graph = helper.make_graph([helper.make_node("Identity", ["input"], ["logits"])], "g", [x], [y])
-    model = helper.make_model(graph)
-    write_metadata(model, {"model_spec": STAND_IN_SPEC, "precision": Precision.FP32,
+    model = helper.make_model(graph, doc_string=doc)
+    write_metadata(model, {"model_spec": STAND_IN_SPEC, "precision": precision,
                            "input_format": InputFormat.FLOAT_NCHW})
     return model.SerializeToString()
 
@@ -793,6 +793,7 @@ def test_a_prebuilt_engine_is_copied_out_verified_and_reused(fp32_engine_bundle,
     sha = hashlib.sha256(b"plan" * 4).hexdigest()
     assert first.kind.value == "prebuilt" and not first.cache_hit and not first.built
     assert first.path == root / "prebuilt" / sha[:16] / "a.engine"
+    assert (root / "prebuilt" / f"{sha[:16]}.lock").is_file()
     assert first.path.read_bytes() == b"plan" * 4
     assert (root / "prebuilt" / sha[:16] / "a.engine.json").read_bytes() == _fp32_sidecar_json()
     again = cache.resolve(path, facts=RTX3090_FACTS, cache_dir=root)
@@ -819,7 +820,7 @@ def test_a_built_engine_lands_in_its_keyed_folder_and_is_reused(doctor_bundle, t
 
     def fake_build(source, config, *, output, device):
         """Stands for build_engine: writes the plan and its sidecar with the builder's key."""
-        builds.append((config, device))
+        builds.append((config, device, source.sha256))
         plan = b"built" * 3
         output.write_bytes(plan)
         side = json.loads(_sidecar_json()) | {
@@ -840,9 +841,11 @@ def test_a_built_engine_lands_in_its_keyed_folder_and_is_reused(doctor_bundle, t
     folder = root / "engines" / cache.engine_folder(target, Precision.FP32, onnx_sha)
     assert first.kind.value == "build" and first.built and not first.cache_hit
     assert first.path == folder / "model.engine"
-    (config, device), = builds
+    (config, device, built_from), = builds
     assert (config.min_batch, config.opt_batch, config.max_batch) == (1, 4, 8)
-    assert config.precision is Precision.FP32 and device == 0
+    assert config.precision is Precision.FP32 and device == 0 and built_from == onnx_sha
+    assert config.flavour == "tensorrt" and tuple(config.cc) == ()
+    assert (root / "engines" / (folder.name + ".lock")).is_file()
     again = cache.resolve(path, facts=ada, cache_dir=root)
     assert again.cache_hit and not again.built and len(builds) == 1
     (folder / "model.engine.json").unlink()
@@ -872,3 +875,105 @@ def test_a_tensorrt_too_old_to_plan_does_not_stop_tensorrt_rtx():
     assert what == "build with tensorrt 8.5.1" and why == (
         "TensorRT 8.5.1 is too old: xception-trt needs TensorRT 8.6 (JetPack 5) or newer; "
         "upgrade TensorRT/JetPack")
+
+
+def test_onnx_runtime_runs_the_graph_placed_for_it(tmp_path):
+    trt_graph = _fp32_stand_in(Precision.INT8, doc="placed for TensorRT")
+    ort_graph = _fp32_stand_in(Precision.INT8, doc="placed for ONNX Runtime")
+    members = {"onnx/int8.onnx": trt_graph, "onnx/int8-ort.onnx": ort_graph}
+
+    def edit(_):
+        data = manifest_dict(members, spec=STAND_IN_SPEC, variants={"int8": "onnx/int8.onnx"})
+        data["variants"]["int8"]["onnxruntime_member"] = "onnx/int8-ort.onnx"
+        return data
+
+    path = forge(tmp_path / "i8.xtrt", members, edit=edit)
+    cpu = DeviceFacts(ort_version="1.32.0", onnx=True)
+    res = cache.resolve(path, facts=cpu, cache_dir=tmp_path / "c")
+    sha = hashlib.sha256(ort_graph).hexdigest()
+    assert res.path == tmp_path / "c" / "onnx" / f"{sha[:16]}.int8.onnx"
+    assert res.path.read_bytes() == ort_graph
+    assert (tmp_path / "c" / "onnx" / f"{sha[:16]}.int8.onnx.lock").is_file()
+
+
+def test_resolve_logs_what_it_did_not_use_and_what_it_chose(doctor_bundle, tmp_path, caplog):
+    path, _ = doctor_bundle
+    cpu = DeviceFacts(ort_version="1.32.0", onnx=True, gpu_reason="no driver")
+    with caplog.at_level("INFO", logger="xception_trt.bundle.cache"):
+        res = cache.resolve(path, facts=cpu, cache_dir=tmp_path / "c")
+    msgs = [r.getMessage() for r in caplog.records]
+    assert "doc.xtrt: not using build: no NVIDIA GPU 0 here (no driver)" in msgs
+    assert msgs[-1] == f"doc.xtrt -> {res.path} ({res.choice.reason})"
+
+
+def test_a_reused_built_engine_is_logged(doctor_bundle, tmp_path, monkeypatch, caplog):
+    from xception_trt.sidecar import EngineSidecar
+
+    path, _ = doctor_bundle
+    ada = DeviceFacts(flavours=(FlavourFact("tensorrt", "10.3.0.30"),),
+                      gpus=(GpuFact(0, "NVIDIA GeForce RTX 4090", "8.9"),), onnx=True)
+    with Bundle(path) as b:
+        onnx_sha = b.member("onnx/fp32.onnx").sha256
+    target = BuildTarget("tensorrt", "10.3.0.30", ada.gpus[0], None, Precision.FP32, (1, 4, 8))
+    key = cache.build_key(target, Precision.FP32, onnx_sha)
+
+    def fake_build(source, config, *, output, device):
+        plan = b"built"
+        output.write_bytes(plan)
+        side = json.loads(_sidecar_json()) | {
+            "precision": "fp32", "cache_key": key,
+            "engine": {"file": output.name, "bytes": 5, "sha256": hashlib.sha256(plan).hexdigest()}}
+        (output.parent / (output.name + ".json")).write_text(json.dumps(side))
+        return SimpleNamespace(sidecar=EngineSidecar.from_dict(side))
+
+    monkeypatch.setattr(builder_mod, "build_engine", fake_build)
+    first = cache.resolve(path, facts=ada, cache_dir=tmp_path / "c")
+    with caplog.at_level("INFO", logger="xception_trt.bundle.cache"):
+        cache.resolve(path, facts=ada, cache_dir=tmp_path / "c")
+    assert f"using the engine built earlier from doc.xtrt: {first.path}" in [
+        r.getMessage() for r in caplog.records]
+
+
+def test_a_cache_copy_that_changes_during_the_build_is_refused(doctor_bundle, tmp_path,
+                                                               monkeypatch):
+    from xception_trt.onnx_meta import OnnxSource
+
+    path, _ = doctor_bundle
+    ada = DeviceFacts(flavours=(FlavourFact("tensorrt", "10.3.0.30"),),
+                      gpus=(GpuFact(0, "NVIDIA GeForce RTX 4090", "8.9"),), onnx=True)
+    real = OnnxSource.read
+
+    def swapped(p):
+        src = real(p)
+        return SimpleNamespace(sha256="f" * 64, path=src.path, meta=src.meta)
+
+    monkeypatch.setattr(OnnxSource, "read", staticmethod(swapped))
+    monkeypatch.setattr(builder_mod, "build_engine", lambda *a, **k: pytest.fail("built"))
+    with pytest.raises(BundleError, match=r"the cached copy .*\.fp32\.onnx of onnx/fp32.onnx "
+                                          r"changed while it was used; run the command again "
+                                          r"\(it is extracted afresh\)"):
+        cache.resolve(path, facts=ada, cache_dir=tmp_path / "c")
+
+
+def test_prebuilt_lock_and_slug():
+    assert cache._slug("///") == "x" and cache._slug("A b/C") == "a-b-c"
+    assert cache._slug("tensorrt_rtx-1.7") == "tensorrt-rtx-1.7"
+
+
+def test_a_cache_folder_linked_elsewhere_is_named_with_the_fix(doctor_bundle, tmp_path):
+    path, _ = doctor_bundle
+    root = tmp_path / "c"
+    (root / "onnx").parent.mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (root / "onnx").symlink_to(tmp_path / "elsewhere")
+    cpu = DeviceFacts(ort_version="1.32.0", onnx=True)
+    with pytest.raises(BundleError) as err:
+        cache.resolve(path, facts=cpu, cache_dir=root)
+    with Bundle(path) as b:
+        sha = b.member("onnx/fp32.onnx").sha256
+    link = root / "onnx" / f"{sha[:16]}.fp32.onnx"
+    assert str(err.value) == (
+        f"engine cache {root}: {link} leads outside the cache (to "
+        f"{(tmp_path / 'elsewhere' / link.name).resolve()}); remove the link, or set "
+        "XDG_CACHE_HOME to another folder (Python: pass cache_dir=)")
+    assert list((tmp_path / "elsewhere").iterdir()) == []
