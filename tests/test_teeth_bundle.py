@@ -977,3 +977,55 @@ def test_a_cache_folder_linked_elsewhere_is_named_with_the_fix(doctor_bundle, tm
         f"{(tmp_path / 'elsewhere' / link.name).resolve()}); remove the link, or set "
         "XDG_CACHE_HOME to another folder (Python: pass cache_dir=)")
     assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_doctor_report_details(tmp_path):
+    """Two flavours on the machine line, a variant without accuracy, an engine's size in MiB,
+    RTX targets as the engine's place, and the GPU asked by ordinal."""
+    plan = b"p" * (3 << 20)  # 3 MiB
+    engine = tmp_path / "r.engine"
+    engine.write_bytes(plan)
+    side = json.loads(_sidecar_json()) | {
+        "tensorrt": {"flavour": "tensorrt_rtx", "version": RTX_1}, "device": None,
+        "targets": ["SM86", "SM89"],
+        "engine": {"file": "r.engine", "bytes": len(plan),
+                   "sha256": hashlib.sha256(plan).hexdigest()}}
+    (tmp_path / "r.engine.json").write_text(json.dumps(side))
+    two = DeviceFacts(flavours=(FlavourFact("tensorrt", "10.3.0.30"),
+                                FlavourFact("tensorrt_rtx", RTX_1)),
+                      gpus=(GpuFact(0, "Orin", "8.7", True),
+                            GpuFact(1, "NVIDIA GeForce RTX 3090", "8.6")))
+    on_3090 = diagnose(engine, facts=two, device=1)
+    on_orin = diagnose(engine, facts=two, device=0)
+    assert on_3090.engines[0]["loads"] is True and on_orin.engines[0]["loads"] is False
+    lines = format_report(on_3090).splitlines()
+    assert lines[1] == f"  TensorRT:      tensorrt 10.3.0.30, tensorrt_rtx {RTX_1}"
+    assert lines[3] == ("  GPUs:          0: Orin (compute capability 8.7, sm87), 1: NVIDIA "
+                        "GeForce RTX 3090 (compute capability 8.6, sm86)")
+    assert f"engine: {engine} (fp16, 3.0 MiB)" in lines
+    assert f"  {engine} (fp16, tensorrt_rtx {RTX_1}, SM86,SM89): loads here" in lines
+    assert on_3090.engines[0]["targets"] == ["SM86", "SM89"]
+    assert on_3090.engines[0]["compute_capability"] is None
+
+
+def test_doctor_variant_without_accuracy_and_old_targets_keyword(tmp_path):
+    members = {"onnx/fp32.onnx": _fp32_stand_in()}
+    path = forge(tmp_path / "plain.xtrt", members,
+                 edit=lambda _: manifest_dict(members, spec=STAND_IN_SPEC))
+    with pytest.warns(DeprecationWarning, match=r"^diagnose: targets= is deprecated; use cc=$"):
+        rep = diagnose(path, facts=RTX3090_FACTS, targets=["sm89"])
+    assert list(rep.prebuild) == ["SM89"]
+    assert "  variant fp32" in format_report(rep).splitlines()
+    assert rep.summary["accuracy"] == {"fp32": None}
+
+
+def test_recorded_facts_nested_too_deeply_says_what_a_facts_file_is(tmp_path):
+    from xception_trt.bundle.doctor import recorded_facts
+    from xception_trt.errors import ConfigError
+
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ConfigError) as err:
+        recorded_facts(tmp_path / "deep.json")
+    assert str(err.value) == (f"cannot read machine facts {tmp_path / 'deep.json'}: its JSON is "
+                              "nested too deeply (a facts file is a flat object as "
+                              "`xception-trt doctor --json` writes under 'machine')")
