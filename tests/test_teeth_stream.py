@@ -518,3 +518,72 @@ def test_a_stall_names_the_source_and_its_timeout():
     assert str(err.value) == ("no frame from <generator> for 0.2 s: the stream stalled; check "
                               "the source (or raise --stall-timeout); the results so far are "
                               "kept")
+
+
+class TrackedSource(source_mod.FrameSource):
+    """A frame source that counts its closes; ``frames`` is given as a generator function."""
+
+    def __init__(self, frames, live=False):
+        self.name, self.live, self._frames, self.closed = "tracked", live, frames, 0
+
+    def frames(self, on_error):
+        yield from self._frames()
+
+    def close(self):
+        self.closed += 1
+
+
+def test_leaving_the_loop_stops_the_threads_and_closes_the_source():
+    def endless():
+        i = 0
+        while True:
+            yield source_mod.Frame(i, None, _frame(i % 250))
+            i += 1
+
+    src = TrackedSource(endless)
+    totals = []
+    gen = run_stream(CountingRunner(), src, on_end=totals.append)
+    got = [next(gen).index for _ in range(3)]
+    gen.close()
+    assert got == [0, 1, 2] and src.closed == 1
+    assert len(totals) == 1 and totals[0].frames == 3
+
+
+def test_a_decoder_blocked_in_a_read_is_left_and_the_source_not_closed_under_it():
+    release = threading.Event()
+    stop = threading.Event()
+
+    def blocked():
+        release.wait(30)
+        return
+        yield  # a generator that never yields before the release
+
+    src = TrackedSource(blocked)
+    stop.set()  # asked to stop before any frame
+    assert list(run_stream(CountingRunner(), src, stop_event=stop)) == []
+    assert src.closed == 0  # its reader thread is still inside frames()
+    release.set()
+
+
+def test_live_sources_queue_at_most_one_batch():
+    """The newest frames win: with the runner held on its first batch, a live source of 2-frame
+    batches keeps only the last frames (the queue holds one batch) and counts the rest."""
+    gate = threading.Event()
+
+    class Held(CountingRunner):
+        def __call__(self, x):
+            gate.wait(10)
+            return super().__call__(x)
+
+    def burst():
+        for i in range(12):
+            yield source_mod.Frame(i, None, _frame(i))
+        gate.set()
+
+    totals = []
+    outs = list(run_stream(Held(max_batch=2), TrackedSource(burst, live=True), batch=2,
+                           max_wait_ms=0, on_end=totals.append))
+    got = [o.index for o in outs]
+    assert got[-1] == 11 and got == sorted(got)
+    # at most the batch held in the runner (2) and one queued batch (2) come through
+    assert totals[0].dropped == 12 - len(got) >= 8
