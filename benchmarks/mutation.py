@@ -143,7 +143,11 @@ def _configure(work: Path, module: str, tests: list[str]) -> None:
            "timeout_constant = 20.0\n"
            # torch's thread pools do not survive a fork from a process that used them
            # (mutmut's docs: forkserver for setups that are not fork-safe, torch named)
-           "process_isolation = \"forkserver\"\n")
+           "process_isolation = \"forkserver\"\n"
+           # a fork server that imported the tests (numpy, onnx: their thread pools) forked
+           # children that hung on a lock held by one of its threads; one that imported
+           # nothing forks cleanly, and each child imports what its tests need
+           "forkserver_warmup = \"none\"\n")
     with open(work / "pyproject.toml", "a", encoding="utf-8") as fh:
         fh.write(cfg)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -587,3 +588,59 @@ def test_live_sources_queue_at_most_one_batch():
     assert got[-1] == 11 and got == sorted(got)
     # at most the batch held in the runner (2) and one queued batch (2) come through
     assert totals[0].dropped == 12 - len(got) >= 8
+
+
+def test_a_full_queue_makes_the_decoder_wait_not_drop(monkeypatch):
+    """A file source faster than the runner: the decoder waits for room (no frame lost). The
+    runner holds its first batch until a put found the queue full."""
+    import queue as queue_mod
+
+    from xception_trt.stream import pipeline
+
+    was_full = threading.Event()
+
+    class RecordingQueue(queue_mod.Queue):
+        def put(self, item, block=True, timeout=None):
+            try:
+                return super().put(item, block, timeout)
+            except queue_mod.Full:
+                was_full.set()
+                raise
+
+    monkeypatch.setattr(pipeline, "queue", SimpleNamespace(
+        Queue=RecordingQueue, Full=queue_mod.Full, Empty=queue_mod.Empty))
+
+    class Held(CountingRunner):
+        def __call__(self, x):
+            if not self.batches:
+                assert was_full.wait(10)
+            return super().__call__(x)
+
+    outs = list(run_stream(Held(max_batch=1), IterableSource([_frame(i) for i in range(12)],
+                                                             live=False), batch=1))
+    assert [o.index for o in outs] == list(range(12))
+
+
+def test_fps_is_frames_per_second_and_decode_errors_are_logged(caplog):
+    totals, statuses = [], []
+    with caplog.at_level("WARNING", logger="xception_trt.stream.pipeline"):
+        outs = list(run_stream(CountingRunner(), IterableSource(
+            [_frame(1), "junk", _frame(2), _frame(3)], live=False), on_end=totals.append))
+    assert len(outs) == 3
+    (t,) = totals
+    assert t.elapsed_s > 0 and t.fps == pytest.approx(t.frames / t.elapsed_s)
+    assert [r.getMessage() for r in caplog.records] == [
+        "frame 1 is not a uint8 HxWxC image (str); skipped"]
+    import time
+
+    c = _Counters()
+    with c.lock:  # 3 results in a window opened 2 s ago; 8 frames since a start 4 s ago
+        c.window.extend([1.0, 2.0, 3.0])
+        c.window_start = time.perf_counter() - 2.0
+        c.start = time.perf_counter() - 4.0
+        c.frames = 8
+    assert c.snapshot(window=True).fps == pytest.approx(1.5, rel=1e-3)
+    total = c.snapshot(window=False)
+    assert total.fps == pytest.approx(2.0, rel=1e-3) and total.elapsed_s == pytest.approx(4.0,
+                                                                                         rel=1e-3)
+    assert statuses == []
