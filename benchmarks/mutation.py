@@ -95,6 +95,15 @@ DESELECT: dict[str, str] = {
     "bundle/cache.py": "not zip_bomb",
 }
 
+#: How mutmut forks its mutant runs (default ``forkserver``, see ``_configure``). The stream
+#: tests run threads that a broken pipeline leaves waiting: under the fork server such a run
+#: was not stopped by mutmut's wall-clock limit; forked from mutmut's own process (these tests
+#: import no torch) its timeout ends them.
+ISOLATION: dict[str, str] = {
+    "stream/pipeline.py": "fork",
+    "stream/source.py": "fork",
+}
+
 #: Functions mutated, where a module holds more than the concern measured (``fnmatch`` patterns
 #: over mutmut's mangled names; ``None``: the whole module). precision/int8.py: the ONNX
 #: Runtime placement (its checks, the version in the cache key, the entry point).
@@ -143,7 +152,7 @@ def _configure(work: Path, module: str, tests: list[str]) -> None:
            "timeout_constant = 20.0\n"
            # torch's thread pools do not survive a fork from a process that used them
            # (mutmut's docs: forkserver for setups that are not fork-safe, torch named)
-           "process_isolation = \"forkserver\"\n"
+           f"process_isolation = \"{ISOLATION.get(module, 'forkserver')}\"\n"
            # a fork server that imported the tests (numpy, onnx: their thread pools) forked
            # children that hung on a lock held by one of its threads; one that imported
            # nothing forks cleanly, and each child imports what its tests need
