@@ -557,3 +557,27 @@ def test_load_nvml_names_the_extra(monkeypatch):
     with pytest.raises(NvmlUnavailable, match=r"nvidia-ml-py is not installed; "):
         nvml_mod.load_nvml()
     assert "power" in nvml_mod.INSTALL
+
+
+def test_enabled_channels_kept_and_odd_label_bytes_replaced(tmp_path):
+    _monitor(tmp_path, "1-0040", {1: ("VDD_IN", "5000", "1000"), 2: ("VDD_\xff", "5000", "200")})
+    hw = tmp_path / HWMON / "1-0040" / "hwmon" / "hwmon0"
+    (hw / "in1_enable").write_text("1\n")
+    (hw / "in2_label").write_bytes(b"VDD_\xffX\n")
+    _, rails, _ = find_rails(tmp_path)
+    assert [r.name for r in rails] == ["VDD_IN", "VDD_\ufffdX"]
+
+
+def test_jtop_close_failure_is_logged_and_a_reading_without_rails(caplog):
+    from xception_trt.power.jetson import JtopSource
+
+    class Failing(FakeJtop):
+        def close(self):
+            raise RuntimeError("service gone")
+
+    src = JtopSource(Failing({"rail": {"A": {"power": 5}}, "tot": {"power": 9}}))
+    src._client.power = {"tot": {"power": 9}}  # a refresh without the rail table
+    assert src.read_mw() == [None, 9.0]
+    with caplog.at_level("DEBUG", logger="xception_trt.power.jetson"):
+        src.close()
+    assert "jtop close failed: service gone" in caplog.text
