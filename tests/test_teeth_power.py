@@ -581,3 +581,29 @@ def test_jtop_close_failure_is_logged_and_a_reading_without_rails(caplog):
     with caplog.at_level("DEBUG", logger="xception_trt.power.jetson"):
         src.close()
     assert "jtop close failed: service gone" in caplog.text
+
+
+def test_small_rules_of_the_sampler_and_nvml(monkeypatch):
+    from types import SimpleNamespace
+
+    from xception_trt.errors import ConfigError
+    from xception_trt.power import nvml as nvml_mod
+    from xception_trt.power import sampler as sampler_mod
+    from xception_trt.power.nvml import nvml_context
+
+    with pytest.raises(ConfigError) as err:
+        PowerMonitor(None)
+    assert str(err.value) == "a power monitor without a source needs the reason"
+    # the sampler's own time adds up over its reads (a clock that ticks 1 ms per look)
+    ticks = iter(range(10_000))
+    monkeypatch.setattr(sampler_mod, "time", SimpleNamespace(
+        monotonic=lambda: next(ticks) / 1000.0))
+    r = PowerMonitor(Rails(("A",), [1000.0]), period_s=10.0).start().stop()
+    assert r.samples == 2 and r.sampler_busy_ms == pytest.approx(2.0)
+    monkeypatch.undo()
+    asked = []
+    monkeypatch.setattr(nvml_mod.importlib, "import_module", lambda n: asked.append(n) or "mod")
+    assert nvml_mod.load_nvml() == "mod" and asked == ["pynvml"]
+    monkeypatch.undo()
+    ctx = nvml_context(nvml=Nvml(gpus=1, unsupported={"nvmlDeviceGetName"}))
+    assert ctx["gpus"][0]["name"] is None and "name" in ctx["gpus"][0]["unsupported"]
