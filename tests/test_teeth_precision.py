@@ -661,3 +661,158 @@ def test_an_unreachable_target_is_refused_with_what_was_reached(seven_images, mo
         targeted_int8("m.onnx", None, None, target=Target(agreement=0.9))
     with pytest.raises(ConfigError):
         targeted_int8("m.onnx", None, seven_images, target=Target(agreement=0.9), val_images=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# what the sensitivity and targeted flows hand on (recorded by doubles)
+
+
+def test_calibrate_full_hands_every_option_to_quantize_int8(monkeypatch):
+    from xception_trt.precision import sensitivity as sens
+
+    seen = {}
+    monkeypatch.setattr(sens, "quantize_int8", lambda m, d, **kw: seen.update(m=m, d=d, **kw))
+    progress = object()
+    sens.calibrate_full("model", "calib", method="max", num_images=7, seed=3, batch_size=2,
+                        cache_dir="c", progress=progress)
+    assert seen == {"m": "model", "d": "calib", "method": "max", "num_images": 7, "seed": 3,
+                    "batch_size": 2, "cache_dir": "c", "progress": progress}
+
+
+def test_sensitivity_flow_passes_the_model_images_and_calibration(monkeypatch):
+    from xception_trt.precision import sensitivity as sens
+
+    calls = {}
+    model = object()
+    qres = SimpleNamespace(model="qdq", method=int8_mod.CalibrationMethod.ENTROPY,
+                           summary=lambda: {"cache": "hit"})
+    monkeypatch.setattr(sens, "as_model", lambda m: (model, None))
+    monkeypatch.setattr(sens, "check_source", lambda m: META)
+    monkeypatch.setattr(sens, "calibrate_full", lambda m, d, **kw: calls.update(
+        cal=(m, d, kw)) or qres)
+    monkeypatch.setattr(sens, "load_images", lambda v, meta, **kw: calls.update(
+        img=(v, meta, kw)) or "images")
+    monkeypatch.setattr(sens, "Scorer", lambda m, imgs, threads: calls.update(
+        scorer=(m, imgs, threads)) or "scorer")
+    monkeypatch.setattr(sens, "rank_nodes", lambda q, s, **kw: calls.update(
+        rank=(q, s, kw)) or sens.SensitivityResult((), None, NodeSensitivity(
+            "x", "-", None, 1.0, 0.0, 0.0, 0.0), 3, "entropy", 1.0))
+    res = sens.sensitivity("m.onnx", "calib", "val", val_images=3, seed=5, threads=1,
+                           num_images=9, batch_size=4, cache_dir="c")
+    assert calls["cal"] == (model, "calib", {"method": sens.CalibrationMethod.ENTROPY,
+                                             "num_images": 9, "seed": 5, "batch_size": 4,
+                                             "cache_dir": "c", "progress": None})
+    assert calls["img"] == ("val", META, {"num_images": 3, "seed": 5})
+    assert calls["scorer"] == (model, "images", 1)
+    assert calls["rank"] == ("qdq", "scorer", {"method": "entropy", "progress": None})
+    assert res.calibration == {"cache": "hit"}
+
+
+def test_plots_need_the_plot_extra(monkeypatch):
+    import sys
+
+    from xception_trt.errors import DependencyError
+    from xception_trt.precision.sensitivity import SensitivityResult, plot_sensitivity
+
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    a = NodeSensitivity("add", "Add", None, 0.5, 0.0, 2.0, 0.5)
+    with pytest.raises(DependencyError, match=r"xception-trt\[plot\]"):
+        plot_sensitivity(SensitivityResult((a,), None, a, 8, "max", 1.0), "x.png")
+
+
+def test_one_row_seconds_per_node_and_ranking_time():
+    from xception_trt.precision.sensitivity import SensitivityResult, rank_nodes
+
+    a = NodeSensitivity("add", "Add", None, 0.5, 0.0, 2.0, 0.5)
+    assert SensitivityResult((a,), None, a, 8, "max", 3.0).to_dict()["seconds_per_node"] == 3.0
+    assert SensitivityResult((), None, a, 8, "max", 3.0).to_dict()["seconds_per_node"] == 3.0
+    res = rank_nodes(_qdq_graph(), Scorer(_fp32_graph(), _images(), threads=1))
+    assert isinstance(res.seconds, float) and res.seconds > 0
+
+
+def test_targeted_flow_reports_progress_logs_and_measures_each_variant(seven_images,
+                                                                       monkeypatch, caplog):
+    calls = {"rank": [], "latency": []}
+    _mock_targeted(monkeypatch, agreement_of=lambda kept: 0.5 + 0.25 * len(kept))
+    real_rank = targeted_mod.rank_nodes
+    monkeypatch.setattr(targeted_mod, "rank_nodes", lambda q, s, **kw: calls["rank"].append(
+        (q, s.images, kw)) or real_rank(q, s, **kw))
+    real_scorer = targeted_mod.Scorer
+
+    class Timing(real_scorer):
+        def latency_ms(self, m, iterations=10):
+            calls["latency"].append(m)
+            return 2.0
+
+    monkeypatch.setattr(targeted_mod, "Scorer", Timing)
+    seen = []
+    with caplog.at_level("INFO", logger="xception_trt.precision.targeted"):
+        res = targeted_int8("m.onnx", None, seven_images, target=Target(agreement=0.99), seed=5,
+                            progress=lambda *a: seen.append(a))
+    (q, imgs, kw), = calls["rank"]
+    assert q is not None and len(imgs) == 3 and kw["method"] == "max"
+    assert [a for a in seen if a[0] == "choose nodes"] == [
+        ("choose nodes", i, None) for i in range(1, 5)]
+    assert len(calls["latency"]) == 3 and calls["latency"][2].kept == ("n1", "n2")
+    msgs = [r.getMessage() for r in caplog.records]
+    assert "targeted INT8: 0 node(s) kept -> agreement 0.5000, KL 0: misses" in msgs
+    assert "targeted INT8: 2 node(s) kept -> agreement 1.0000, KL 0: meets" in msgs
+    assert msgs[-1] == ("targeted INT8: 2 of 3 node(s) kept in FP32; held-out meets the target "
+                        "(agreement >= 99%)")
+    assert res.kept == ("n1", "n2")
+
+
+def test_cache_key_and_split_keep_what_they_describe(seven_images, tmp_path, caplog):
+    from xception_trt.precision.targeted import _cache_key, _read_choice
+
+    images = load_images(seven_images, META, num_images=None, seed=0)
+    sel, _ = split_images(images, seed=0)
+    q1 = SimpleNamespace(scales={"a": 0.5}, method=int8_mod.CalibrationMethod.MAX)
+    q2 = SimpleNamespace(scales={"a": 0.25}, method=int8_mod.CalibrationMethod.MAX)
+    t = Target(agreement=0.9)
+    k1 = _cache_key("g", q1, sel, t, 0)
+    assert k1 != _cache_key("g", q2, sel, t, 0) and k1 == _cache_key("g", q1, sel, t, 0)
+    assert k1["method"] == "max" and k1["seed"] == 0 and k1["graph"] == "g"
+    (tmp_path / "c.json").write_text(json.dumps({"format": "x"}))
+    with caplog.at_level("INFO", logger="xception_trt.precision.targeted"):
+        assert _read_choice(tmp_path / "c.json", k1, {"a"}) is None
+    assert caplog.records[-1].getMessage() == (
+        f"targeted INT8: no usable cached choice in {tmp_path / 'c.json'}; searching")
+
+
+def test_split_keeps_the_class_names(folder_with_a_broken_image):
+    images = load_images(folder_with_a_broken_image, META, num_images=None, seed=0)
+    for part in split_images(images, seed=1):
+        assert part.dataset.class_names == ("cat", "dog")
+        assert part.dataset.root == images.dataset.root
+
+
+def test_record_choice_adds_the_kept_nodes_and_target_to_the_metadata():
+    from onnx import TensorProto, helper
+
+    from xception_trt.config import InputFormat, Precision
+    from xception_trt.onnx_meta import read_metadata, write_metadata
+    from xception_trt.precision.targeted import _record_choice
+
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 71, 71])
+    graph = helper.make_graph([helper.make_node("Identity", ["input"], ["logits"])], "g", [x],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT,
+                                                             ["N", 3, 71, 71])])
+    model = helper.make_model(graph)
+    write_metadata(model, {"model_spec": SPEC, "precision": Precision.INT8,
+                           "input_format": InputFormat.FLOAT_NCHW,
+                           "calibration": {"excluded_nodes": ["e"], "quantized_nodes": 10}})
+    _record_choice(model, ("n1", "n2"), Target(top1_drop=0.5))
+    calib = json.loads(read_metadata(model).raw["calibration"])
+    assert calib["excluded_nodes"] == ["e", "n1", "n2"] and calib["quantized_nodes"] == 8
+    assert calib["targeted"] == {"kept_nodes": ["n1", "n2"],
+                                 "target": {"agreement": None, "top1_drop_pp": 0.5}}
+
+
+def test_top1_target_message():
+    from xception_trt.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        Target(top1_drop=0.5).met(_row(top1=None), 0.8)
+    assert str(err.value) == ("a top-1 drop target needs labelled validation images (class "
+                              "sub-folders); use --target-agreement for unlabelled images")
