@@ -220,3 +220,39 @@ def test_read_sidecar_messages(tmp_path):
     with pytest.raises(EngineError, match=rf"the engine sidecar|{engine.name}.json is "
                                           r"unreadable \(Expecting"):
         read_sidecar(engine)
+
+
+def test_deepstream_refusals_word_for_word_and_nested_output(tiny_onnx_files, tmp_path):
+    import numpy as np
+    import onnx
+
+    from xception_trt.config import ModelSpec
+    from xception_trt.deepstream import (
+        NvinferPreprocess,
+        apply_nvinfer_preprocess,
+        pixel_input_graph,
+    )
+    from xception_trt.errors import ConfigError, GraphError
+
+    with pytest.raises(ConfigError) as err:
+        export_deepstream(tmp_path / "m.engine", tmp_path / "o")
+    assert str(err.value) == (
+        f"{tmp_path / 'm.engine'} is a TensorRT engine; DeepStream needs the ONNX it was built "
+        "from (its graph must end in a softmax and take float pixels): run `xception-trt "
+        "deepstream MODEL.onnx -o DIR`, and nvinfer builds and caches its own engine "
+        "(model-engine-file)")
+    with pytest.raises(ConfigError) as err:
+        export_deepstream(tiny_onnx_files["float"], tmp_path / "o", source="a\tb")
+    assert str(err.value) == (
+        "source URI 'a\\tb' holds a line break or another control character; give a plain URI "
+        "such as file:///videos/a.mp4 (percent-encode what a URI cannot hold)")
+    deep = tmp_path / "a" / "b" / "o"
+    assert export_deepstream(tiny_onnx_files["float"], deep).app_config.parent == deep
+    y = apply_nvinfer_preprocess(np.full((1, 2, 2, 3), 255, np.uint8),
+                                 NvinferPreprocess(0.5, (1.0, 2.0, 3.0), False))
+    assert y.dtype == np.float32 and y.shape == (1, 3, 2, 2)
+    assert y[0, :, 0, 0].tolist() == [127.0, 126.5, 126.0]
+    with pytest.raises(GraphError) as err:
+        pixel_input_graph(onnx.load(str(tiny_onnx_files["float"])), ModelSpec(), "uint8-nhwc")
+    assert str(err.value) == ("the uint8-nhwc graph does not start with the Cast of its input; "
+                              "re-export it with `xception-trt export --input-format uint8-nhwc`")
