@@ -256,3 +256,18 @@ def test_deepstream_refusals_word_for_word_and_nested_output(tiny_onnx_files, tm
         pixel_input_graph(onnx.load(str(tiny_onnx_files["float"])), ModelSpec(), "uint8-nhwc")
     assert str(err.value) == ("the uint8-nhwc graph does not start with the Cast of its input; "
                               "re-export it with `xception-trt export --input-format uint8-nhwc`")
+
+
+def test_sidecar_messages_name_the_file_and_the_fault():
+    from xception_trt.errors import EngineError
+    from xception_trt.sidecar import model_facts
+
+    with pytest.raises(EngineError) as err:
+        model_facts({})
+    assert str(err.value) == ("the engine sidecar does not describe the model (no model_spec "
+                              "entry); " + REBUILD)
+    raw = _old() | {"max_batch": "many"}
+    with pytest.raises(EngineError) as err:
+        EngineSidecar.from_json(json.dumps(raw), where="x.json")
+    assert str(err.value) == ("x.json is invalid (ValueError: invalid literal for int() with "
+                              "base 10: 'many'); " + REBUILD)
