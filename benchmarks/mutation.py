@@ -340,6 +340,8 @@ def _run_all(mods: list[str], results: dict, snapshot: Path, args: argparse.Name
         r = run_module(mod, snapshot=snapshot, work_root=args.work, sample=sample, seed=args.seed,
                        max_children=args.max_children, keep=args.keep)
         r["load_1min"] = round(load, 2)
+        r["commit"] = _git("rev-parse", "HEAD")  # the run's tests: the working tree at start
+        r["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         results["modules"][r["module"]] = r
         rate = "-" if r["kill_rate"] is None else f"{100 * r['kill_rate']:.1f} %"
         print(f"  {r['mutants']} mutants, {r['killed']} killed, {r['survived']} survived, "

@@ -133,7 +133,7 @@ def opened(monkeypatch):
 
     def record(self, target, *, name, live, fmt=None, timeout=None):
         seen.clear()
-        seen.update(target=target, live=live, fmt=fmt)
+        seen.update(target=target, live=live, fmt=fmt, name=name, timeout=timeout)
         self.name, self.live = name, live
 
     monkeypatch.setattr(source_mod.VideoSource, "__init__", record)
@@ -644,3 +644,54 @@ def test_fps_is_frames_per_second_and_decode_errors_are_logged(caplog):
     assert total.fps == pytest.approx(2.0, rel=1e-3) and total.elapsed_s == pytest.approx(4.0,
                                                                                          rel=1e-3)
     assert statuses == []
+
+
+def test_sources_are_named_as_given_and_urls_wait_the_default_timeout(opened, tmp_path, caplog):
+    src = open_source("/dev/video3")
+    assert opened["name"] == "/dev/video3" and src.name == "/dev/video3"
+    open_source("rtsp://cam/s")
+    assert opened["timeout"] == 10.0 and opened["name"] == "rtsp://cam/s"
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    done = threading.Event()
+
+    def write():
+        fd = os.open(fifo, os.O_WRONLY)
+        os.write(fd, b"x")
+        done.wait(10)
+        os.close(fd)
+
+    t = threading.Thread(target=write)
+    t.start()
+    try:
+        with caplog.at_level("INFO", logger="xception_trt.stream.source"):
+            open_source(str(fifo), timeout=7.5)
+    finally:
+        done.set()
+        t.join()
+    assert opened["name"] == str(fifo) and opened["live"] is False
+    assert f"waiting for data on the FIFO {fifo} (up to 7.5 s)" in [
+        r.getMessage() for r in caplog.records]
+
+
+def test_video_open_passes_the_timeout_and_needs_the_stream_extra(monkeypatch, tmp_path):
+    import sys
+
+    from xception_trt.errors import DependencyError
+
+    av = pytest.importorskip("av", reason="the stream extra reads video")
+    seen = {}
+
+    def refuse(target, format=None, timeout=None):
+        seen.update(target=target, format=format, timeout=timeout)
+        raise OSError("Connection refused")
+
+    monkeypatch.setattr(av, "open", refuse)
+    with pytest.raises(DataError, match=r"cannot open video source cam: Connection refused"):
+        source_mod.VideoSource("rtsp://h/s", name="cam", live=True, fmt=None, timeout=2.5)
+    assert seen == {"target": "rtsp://h/s", "format": None, "timeout": 2.5}
+    monkeypatch.setitem(sys.modules, "av", None)
+    with pytest.raises(DependencyError, match=r"xception-trt\[stream\]"):
+        source_mod.VideoSource("x.mkv", name="x", live=False)
+    half = object.__new__(source_mod.VideoSource)  # its open failed: nothing to close
+    half.close()
