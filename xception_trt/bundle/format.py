@@ -236,7 +236,9 @@ class Manifest(JsonMixin):
                 format_version=version,
                 xception_trt_version=str(data.get("xception_trt_version") or ""),
                 created=str(data.get("created") or ""))
-        except EngineError as exc:
+        except BundleError:
+            raise  # a field check's own message, which names the bundle already
+        except EngineError as exc:  # a sidecar's
             raise BundleError(f"{where}: {exc}") from None
         except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError, ConfigError,
                 UnicodeDecodeError) as exc:
