@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from childproc import as_in_a_terminal
 
 from xception_trt.cli import main
 from xception_trt.errors import ServeError
@@ -262,15 +263,6 @@ SAFETY_S = 600
 READY = "ready (Ctrl-C to stop)"
 
 
-def _as_in_a_terminal() -> None:
-    """Give the child the SIGINT of a foreground process in a terminal, where Ctrl-C comes from.
-    A test run from a background job (``cmd &``, ``nohup``, CI without a terminal) has SIGINT
-    ignored, POSIX says so, and every child inherits that: Python then keeps SIGINT ignored, and
-    the SIGINT the test sends would do nothing (reproduced: run from a nohup'd script, the
-    SIGINT case hung until its time limit)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def _serve(model: Path, ports: list[int], *extra: str, env: dict | None = None
            ) -> subprocess.Popen:
     """``xception-trt serve`` in a child process; its startup limit is the safety limit (the
@@ -281,7 +273,7 @@ def _serve(model: Path, ports: list[int], *extra: str, env: dict | None = None
          "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
          "--metrics-port", str(ports[2]), "--startup-timeout", str(SAFETY_S)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        preexec_fn=_as_in_a_terminal)
+        preexec_fn=as_in_a_terminal)
     err: list[str] = []
     reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)  # type: ignore
     reader.start()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from childproc import as_in_a_terminal
 from PIL import Image
 
 av = pytest.importorskip("av")
@@ -307,7 +308,8 @@ def _fifo_stream(tmp_path, frames, argv_tail):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.Popen([sys.executable, "-m", "xception_trt", "stream", *argv_tail[:1],
                              str(fifo), *argv_tail[1:]], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=as_in_a_terminal)
     writer = open(fifo, "wb")  # noqa: SIM115 - held open until the test ends
     writer.write(video.read_bytes())
     writer.flush()
@@ -537,7 +539,7 @@ def _stream_on_a_fifo_without_writer(tmp_path, tiny_onnx_files, stall_timeout):
     return subprocess.Popen([sys.executable, "-m", "xception_trt", "-v", "stream",
                              str(tiny_onnx_files["float"]), str(fifo), "--stall-timeout",
                              stall_timeout], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+                            text=True, env=env, preexec_fn=as_in_a_terminal)
 
 
 def test_a_fifo_without_a_writer_is_bounded_by_the_stall_timeout(tiny_onnx_files, tmp_path):

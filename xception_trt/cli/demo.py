@@ -163,7 +163,9 @@ def print_next_steps(result) -> None:  # noqa: ANN001 - DemoResult
     """Where the artifacts are and three commands to try on them, each line short."""
     import shlex
 
-    print(f"\nartifacts, in the work folder {result.workdir}:")
+    # the work folder's path stands alone on its line: however long it is, the text stays short
+    print("\nartifacts, in the work folder:")
+    print(f"  {result.workdir}")
     for what, where in (*result.artifacts, ("summary", result.summary.name)):
         print(_wrap(f"  {what + ':':<15}{where}", indent=" " * 17))
     if not result.engines_run_here and any(w == "engines" for w, _ in result.artifacts):
@@ -172,7 +174,8 @@ def print_next_steps(result) -> None:  # noqa: ANN001 - DemoResult
                     "device:", indent="  "))
     if not result.next_commands:
         return
-    print(f"next, from the work folder (cd {shlex.quote(str(result.workdir))}):")
+    print("next, from the work folder:")
+    print(f"  cd {shlex.quote(str(result.workdir))}")
     for command in result.next_commands:
         for part in command.split(" && "):
             print(_command_lines(part))
