@@ -695,3 +695,122 @@ def test_video_open_passes_the_timeout_and_needs_the_stream_extra(monkeypatch, t
         source_mod.VideoSource("x.mkv", name="x", live=False)
     half = object.__new__(source_mod.VideoSource)  # its open failed: nothing to close
     half.close()
+
+
+# --- VideoSource against a container that behaves like PyAV's (survivors of the mutation run) --
+
+class _Packet:
+    def __init__(self, frames=None, error=None):
+        self._frames, self._error = frames or [], error
+
+    def decode(self):
+        if self._error is not None:
+            raise self._error
+        return self._frames
+
+
+class _AvFrame:
+    def __init__(self, t, value):
+        self.time, self._value = t, value
+
+    def to_ndarray(self, format):  # noqa: A002 - PyAV's keyword
+        assert format == "rgb24"
+        return np.full((4, 6, 3), self._value, np.uint8)
+
+
+class _Container:
+    """What VideoSource uses of an ``av.container.InputContainer``."""
+
+    def __init__(self, packets, *, fps=2, duration=None, fail_after=None):
+        self.streams = SimpleNamespace(video=[SimpleNamespace(
+            average_rate=fps, guessed_rate=None, thread_type=None)])
+        self.duration, self._packets, self._fail_after = duration, packets, fail_after
+        self.closed = 0
+
+    def demux(self, stream):
+        import av
+
+        for i, packet in enumerate(self._packets):
+            if self._fail_after is not None and i == self._fail_after:
+                raise av.FFmpegError(5, "Input/output error")
+            yield packet
+
+    def close(self):
+        self.closed += 1
+
+
+def _video_source(monkeypatch, container, *, live=False):
+    import av
+
+    monkeypatch.setattr(av, "open", lambda target, format=None, timeout=None: container)
+    return source_mod.VideoSource("clip.mkv", name="clip.mkv", live=live)
+
+
+def test_a_corrupt_packet_is_one_lost_frame_named_and_decoding_goes_on(monkeypatch):
+    import av
+
+    container = _Container([_Packet([_AvFrame(0.0, 1)]),
+                            _Packet(error=av.FFmpegError(5, "Invalid data found")),
+                            _Packet([_AvFrame(1.0, 3)])])
+    src = _video_source(monkeypatch, container)
+    errors = []
+    frames = list(src.frames(lambda i, msg: errors.append((i, msg))))
+    got = [(f.index, f.timestamp, int(f.image[0, 0, 0])) for f in frames]
+    assert got == [(0, 0.0, 1), (2, 1.0, 3)]
+    assert errors == [(1, "frame 1 of clip.mkv cannot be decoded (Invalid data found); skipped")]
+
+
+def test_a_demux_failure_says_how_far_it_got_and_keeps_the_results(monkeypatch):
+    container = _Container([_Packet([_AvFrame(0.0, 1)]), _Packet([_AvFrame(0.5, 2)]),
+                            _Packet([_AvFrame(1.0, 3)])], fail_after=2)
+    src = _video_source(monkeypatch, container)
+    got = []
+    with pytest.raises(DataError) as info:
+        for frame in src.frames(lambda i, m: None):
+            got.append(frame.index)
+    assert got == [0, 1]
+    assert str(info.value) == (
+        "clip.mkv failed after 2 frame(s): Input/output error (a truncated file, an unplugged "
+        "camera or a lost connection); the results so far are kept")
+
+
+def test_close_closes_the_container_once(monkeypatch):
+    container = _Container([])
+    src = _video_source(monkeypatch, container)
+    assert container.closed == 0
+    src.close()
+    assert container.closed == 1
+    src.close()  # idempotent: a second close does not reach the container
+    assert container.closed == 1
+
+
+@pytest.mark.parametrize(("duration_us", "warned"), [
+    (2_000_000, False),   # last frame + 1.5 frame periods == the header's duration: complete
+    (2_000_001, True),    # one microsecond more announced: truncated
+])
+def test_truncation_boundary_is_one_and_a_half_frame_periods(monkeypatch, caplog, duration_us,
+                                                             warned):
+    # fps 2: 1.5 / 2 = 0.75 s exactly; the last frame at 1.25 s ends the file at 2.0 s
+    container = _Container([_Packet([_AvFrame(1.25, 1)])], fps=2, duration=duration_us)
+    src = _video_source(monkeypatch, container)
+    with caplog.at_level("WARNING", logger=source_mod.__name__):
+        list(src.frames(lambda i, m: None))
+    assert ("looks truncated" in caplog.text) is warned
+
+
+def test_a_fifo_wait_ends_when_the_time_left_is_exactly_zero(tmp_path, monkeypatch):
+    """The deadline is reached when no time is left (``<= 0``), not only once it is passed: a
+    clock that stands still at the deadline must not make the wait poll forever."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    calls = []
+
+    def clock():
+        calls.append(1)
+        if len(calls) > 5:
+            raise AssertionError("the wait went on past its deadline")
+        return 100.0
+
+    monkeypatch.setattr(source_mod.time, "monotonic", clock)
+    with pytest.raises(DataError, match=r"no data arrived on the FIFO .* within 0 s"):
+        source_mod._wait_for_fifo(fifo, 0)
