@@ -385,7 +385,8 @@ def test_doctor_on_a_bundle_reports_every_field(doctor_bundle):
         "  onnx package:  installed (building from a bundle reads its ONNX)",
         f"bundle: {path} (format {FORMAT_VERSION}, 3 members verified, {mib:.1f} MiB, made by "
         "xception-trt test)",
-        "  variant fp32: top-1 agreement with fp32 99.25 % on 64 images",
+        "  variant fp32 (default: what opening it runs without --precision): top-1 agreement "
+        "with fp32 99.25 % on 64 images",
         "engines:",
         f"  {ENGINE} (fp16, tensorrt 10.3.0.30, sm_86): does not load here: batch profile up to "
         "8, batch 9 asked",
@@ -1015,7 +1016,8 @@ def test_doctor_variant_without_accuracy_and_old_targets_keyword(tmp_path):
     with pytest.warns(DeprecationWarning, match=r"^diagnose: targets= is deprecated; use cc=$"):
         rep = diagnose(path, facts=RTX3090_FACTS, targets=["sm89"])
     assert list(rep.prebuild) == ["SM89"]
-    assert "  variant fp32" in format_report(rep).splitlines()
+    assert ("  variant fp32 (default: what opening it runs without --precision)"
+            in format_report(rep).splitlines())
     assert rep.summary["accuracy"] == {"fp32": None}
 
 
