@@ -6,6 +6,7 @@ http are not). A fake runner stands for the model: these tests pin the pipeline,
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from types import SimpleNamespace
@@ -277,28 +278,36 @@ def test_iterable_frames_check_each_item(tmp_path):
     assert IterableSource([], live=True).name == "<list>"
 
 
-def test_a_fifo_without_data_times_out_and_one_with_data_opens(tmp_path):
-    fifo = tmp_path / "pipe"
-    os.mkfifo(fifo)
-    with pytest.raises(DataError, match=r"no data arrived on the FIFO .* within 0.2 s"):
-        source_mod._wait_for_fifo(fifo, 0.2)
-    writer_ready = threading.Event()
+@contextlib.contextmanager
+def _fifo_writer(fifo):
+    """A writer thread that opens ``fifo`` (blocking until a reader opens it), writes one byte
+    and holds the FIFO open until the block ends."""
+    done = threading.Event()
 
     def write():
         fd = os.open(fifo, os.O_WRONLY)  # blocks until the reader opened it
         os.write(fd, b"x")
-        writer_ready.wait(10)
+        done.wait(10)
         os.close(fd)
 
     t = threading.Thread(target=write)
     t.start()
     try:
+        yield
+    finally:
+        done.set()
+        t.join()
+
+
+def test_a_fifo_without_data_times_out_and_one_with_data_opens(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match=r"no data arrived on the FIFO .* within 0.2 s"):
+        source_mod._wait_for_fifo(fifo, 0.2)
+    with _fifo_writer(fifo):
         fd = source_mod._wait_for_fifo(fifo, 30)
         assert os.read(fd, 1) == b"x"
         os.close(fd)
-    finally:
-        writer_ready.set()
-        t.join()
 
 
 def test_av_error_text_is_its_first_line():
@@ -653,22 +662,8 @@ def test_sources_are_named_as_given_and_urls_wait_the_default_timeout(opened, tm
     assert opened["timeout"] == 10.0 and opened["name"] == "rtsp://cam/s"
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
-    done = threading.Event()
-
-    def write():
-        fd = os.open(fifo, os.O_WRONLY)
-        os.write(fd, b"x")
-        done.wait(10)
-        os.close(fd)
-
-    t = threading.Thread(target=write)
-    t.start()
-    try:
-        with caplog.at_level("INFO", logger="xception_trt.stream.source"):
-            open_source(str(fifo), timeout=7.5)
-    finally:
-        done.set()
-        t.join()
+    with _fifo_writer(fifo), caplog.at_level("INFO", logger="xception_trt.stream.source"):
+        open_source(str(fifo), timeout=7.5)
     assert opened["name"] == str(fifo) and opened["live"] is False
     assert f"waiting for data on the FIFO {fifo} (up to 7.5 s)" in [
         r.getMessage() for r in caplog.records]
