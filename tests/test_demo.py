@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from small_demo import SMALL_DEMO
 
-from xception_trt.config import AugmentConfig, TrainConfig
 from xception_trt.data import scan_folder
 from xception_trt.demo import (
     DIGITS_SPLITS,
@@ -124,12 +124,7 @@ def test_skipped_steps_say_why(tmp_path):
     assert [s["status"] for s in summary["steps"]][:2] == ["ran", "skipped"]
 
 
-SMALL = DemoConfig(
-    width=0.125, middle_blocks=0, input_size=71,
-    train=TrainConfig(epochs=1, batch_size=16, optimizer="sgd", lr=0.05, warmup_epochs=0.0,
-                      augment=AugmentConfig(scale=(0.6, 1.0), hflip=False), seed=0),
-    max_train_images=64, max_val_images=40, calibration_images=16, max_batch=4,
-    bench_batch_sizes=(1,), bench_iterations=2, bench_warmup=1)
+SMALL = SMALL_DEMO
 
 
 def _rtx_importable() -> bool:

@@ -21,8 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from xception_trt.config import AugmentConfig, TrainConfig
-
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
@@ -49,17 +47,12 @@ def _rtx() -> bool:
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory) -> Path:
     """A demo work folder as ``xception-trt demo`` leaves it, from a small configuration."""
-    from xception_trt.demo import run_demo
-    from xception_trt.demo.config import DemoConfig
+    from small_demo import SMALL_DEMO
 
-    small = DemoConfig(
-        width=0.125, middle_blocks=0, input_size=71,
-        train=TrainConfig(epochs=1, batch_size=16, optimizer="sgd", lr=0.05, warmup_epochs=0.0,
-                          augment=AugmentConfig(scale=(0.6, 1.0), hflip=False), seed=0),
-        max_train_images=64, max_val_images=40, calibration_images=16, max_batch=4,
-        bench_batch_sizes=(1,), bench_iterations=2, bench_warmup=1)
+    from xception_trt.demo import run_demo
+
     work = tmp_path_factory.mktemp("demo")
-    result = run_demo(work, config=small)
+    result = run_demo(work, config=SMALL_DEMO)
     assert result.ok, [s.line() for s in result.steps]
     return work
 
