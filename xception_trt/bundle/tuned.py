@@ -44,7 +44,8 @@ from .choice import ChoiceKind, Request, choose
 from .facts import DeviceFacts, probe_facts
 from .format import Bundle
 
-__all__ = ["TunedChoice", "record_choice", "recorded_choice", "tuned_path", "host_cpu",
+__all__ = ["TunedChoice", "record_choice", "recorded_choice", "tuned_options", "tuned_path",
+           "host_cpu", "IGNORE_HINT",
            "TUNED_FORMAT", "TUNED_FORMAT_VERSION", "TUNED_RUNNERS", "OBJECTIVES"]
 
 log = logging.getLogger(__name__)
@@ -457,3 +458,81 @@ def recorded_choice(bundle: str | os.PathLike[str] | Bundle, *,
     if dict(machine) != now_machine:
         return None, _ignored(name, _machine_change(choice.runner, machine, now_machine))
     return choice, None
+
+
+# ---------------------------------------------------------------------------------------------
+# using it: the options a recorded choice fills
+
+
+#: Options that ask for an engine: given (not ``None``/``False``), a tuned ONNX Runtime choice
+#: leaves the runner to the engine choice.
+_ENGINE_ASKED = ("flavour", "cuda_graphs", "cuda_binding", "device", "dla_core")
+
+#: How the notices name the way to ignore a recorded choice, in the CLI and in Python.
+IGNORE_HINT = "--no-tuned (Python: tuned=False) ignores it"
+
+
+def tuned_options(bundle: str | os.PathLike[str] | Bundle, given: Mapping[str, Any], *,
+                  cache_dir: str | os.PathLike[str] | None = None,
+                  facts: DeviceFacts | None = None,
+                  cpu: Mapping[str, Any] | None = None
+                  ) -> tuple[TunedChoice | None, dict[str, Any], str | None]:
+    """The options a recorded choice adds to those the caller gave for opening ``bundle``.
+
+    Only options the caller left unset (absent or ``None``) are filled: ``precision``;
+    ``tensorrt=False`` for an ONNX Runtime choice (unless an engine option, ``tensorrt`` or
+    ``onnxruntime=False`` was given), with its ``threads``; ``cuda_graphs`` and ``dla_core``
+    for a TensorRT choice. The batch size and Triton instances are the caller's to use
+    (``choice.batch``, ``choice.instances``).
+
+    Args:
+        bundle: The ``.xtrt`` file (or an open :class:`Bundle`).
+        given: The options of :func:`xception_trt.runners.open_runner` /
+            :func:`~xception_trt.bundle.cache.resolve` the caller gave.
+        cache_dir, facts, cpu: As for :func:`recorded_choice`.
+
+    Returns:
+        ``(choice, options to add, notice)``: the notice is the one line to say — that the
+        tuned configuration is used (and which given options win over it), or why a
+        recorded one is not — or ``None`` when nothing was recorded.
+
+    Raises:
+        BundleError: The bundle itself is unreadable (only asked when a record exists).
+    """
+    choice, notice = recorded_choice(bundle, cache_dir=cache_dir, facts=facts, cpu=cpu)
+    if choice is None:
+        return None, {}, notice
+    fill: dict[str, Any] = {}
+    kept: list[str] = []
+
+    def take(key: str, value: Any, shown: str) -> None:
+        if value is None:
+            return
+        if given.get(key) is None:
+            fill[key] = value
+        elif given[key] != value:
+            kept.append(f"{shown} {given[key]}")
+
+    if given.get("precision") is None:
+        fill["precision"] = choice.precision
+    elif Precision.parse(given["precision"]) is not choice.precision:
+        kept.append(f"precision {Precision.parse(given['precision']).value}")
+    if choice.runner == RunnerKind.ONNXRUNTIME.value:
+        asked = [k for k in _ENGINE_ASKED if given.get(k) not in (None, False)]
+        if "tensorrt" in given:
+            asked.append("tensorrt")
+        if asked:
+            kept.append(f"{', '.join(asked)} (a TensorRT engine where one runs)")
+        elif given.get("onnxruntime") is False:
+            kept.append("onnxruntime=False")
+        else:
+            fill["tensorrt"] = False
+        take("threads", choice.threads, "threads")
+    else:
+        take("cuda_graphs", choice.cuda_graphs, "cuda_graphs")
+        take("dla_core", choice.dla_core, "dla_core")
+    path = bundle.path if isinstance(bundle, Bundle) else Path(bundle)
+    origin = f"from {choice.report}" if choice.report else "recorded by `xception-trt tune`"
+    wins = f"; given options win: {', '.join(kept)}" if kept else ""
+    return choice, fill, (f"using the tuned configuration of {path.name} ({choice.describe()}) "
+                          f"{origin}{wins}; {IGNORE_HINT}")
