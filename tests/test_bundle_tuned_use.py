@@ -276,3 +276,57 @@ def test_triton_repo_python_backend_takes_the_tuned_threads(bundle, tmp_path, ca
     assert code == 0
     params = _config(tmp_path / "r").parameters
     assert json.loads(params[PARAM_PREFIX + "runner_options"].string_value) == {"threads": 1}
+
+
+def test_bench_and_eval_open_it_too_and_no_tuned_ignores_it(bundle, made, image_folder,
+                                                           tmp_path, capsys):
+    record_choice(bundle, CHOICE)
+    onnx = str(made / "work" / "onnx" / "model.onnx")
+    for flags, runner in (([], "onnxruntime-fp32"), (["--no-tuned"], "onnxruntime-fp16")):
+        out = tmp_path / f"bench{len(flags)}"
+        code, _, notes = _main_out(["bench", str(bundle), "--batch", "1", "--iterations", "1",
+                                    "--warmup", "0", "--no-power", "-o", str(out), *flags],
+                                   capsys)
+        assert code == 0 and notes == ([f"{NOTICE}; {HINT}"] if not flags else [])
+        doc = json.loads((out / "report.json").read_text())
+        assert runner in json.dumps(doc["runners"])
+        assert ("--no-tuned" in doc["command"]) == bool(flags)
+    code, _, notes = _main_out(["eval", str(bundle), "--data", str(image_folder), "-o",
+                                str(tmp_path / "eval"), "--no-tuned"], capsys)
+    assert code == 0 and notes == []
+    doc = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert "onnxruntime-fp16" in json.dumps(doc["runners"])
+    from xception_trt.cli import main
+
+    assert main(["eval", onnx, "--data", str(image_folder), "-o", str(tmp_path / "e2"),
+                 "--no-tuned"]) == 2
+    assert "--no-tuned only applies with a bundle among the MODELs (.xtrt)" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "e2").exists()
+    # a bundle given as the --reference counts
+    assert main(["eval", onnx, "--reference", str(bundle), "--data", str(image_folder), "-o",
+                 str(tmp_path / "e3"), "--no-tuned"]) == 0
+
+
+def test_serve_writes_the_tuned_configuration(bundle, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("tritonclient.grpc", reason="needs tritonclient[grpc] (the serve extra)")
+    from xception_trt.cli import serve as serve_cli
+    from xception_trt.errors import ServeError
+    from xception_trt.serve.options import PARAM_PREFIX
+    from xception_trt.serve.server import find_tritonserver
+
+    try:
+        find_tritonserver()
+    except ServeError as exc:
+        pytest.skip(f"no local Triton server here: {exc}")
+    record_choice(bundle, CHOICE)
+    served = []
+    monkeypatch.setattr(serve_cli, "_serve", lambda args, repo, hint: served.append(repo) or 0)
+    code, _, notes = _main_out(["serve", str(bundle), "--repository", str(tmp_path / "repo")],
+                               capsys)
+    assert code == 0 and notes == [f"{NOTICE}; {HINT}"] and served == [tmp_path / "repo"]
+    cfg = _config(tmp_path / "repo")
+    assert cfg.instance_group[0].count == 2
+    assert list(cfg.dynamic_batching.preferred_batch_size) == [3]
+    assert json.loads(cfg.parameters[PARAM_PREFIX + "runner_options"].string_value) == {
+        "threads": 1}

@@ -426,6 +426,10 @@ RULES: tuple[Rule, ...] = (
     _needs(("infer", "stream", "triton-repo", "serve:tuned"), "--no-tuned", _flag("no_tuned"),
            "a bundle MODEL (.xtrt)", lambda a: is_bundle(a.model),
            why="only a bundle has a tuned configuration"),
+    _needs(("bench:tuned", "eval:tuned"), "--no-tuned", _flag("no_tuned"),
+           "a bundle among the MODELs (.xtrt)",
+           lambda a: any(is_bundle(m) for m in [*a.models, getattr(a, "reference", None) or ""]),
+           why="only a bundle has a tuned configuration"),
     # triton-repo and serve: runner flags set our runner in Triton's Python backend (serve
     # always writes Python-backend models)
     *(_needs("triton-repo:runner", flag, _flag(dest), "--triton-backend python",
