@@ -285,3 +285,59 @@ def test_tuned_choice_checks_its_fields():
 ])
 def test_describe(choice, text):
     assert choice.describe() == text
+
+
+def test_a_dla_choice_needs_a_prebuilt_engine_of_that_core(bundle, tmp_path):
+    dla = TunedChoice(Precision.FP16, "tensorrt", 4, dla_core=0)
+    with pytest.raises(BundleError, match="DLA core 0 asked"):
+        _record(bundle, tmp_path, dla, facts=replace(GPU, dla_cores=2))
+
+
+def test_tuned_options_fill_only_what_is_unset(bundle, tmp_path):
+    from xception_trt.bundle.tuned import IGNORE_HINT, tuned_options
+
+    def opts(given, facts=ORT):
+        return tuned_options(bundle, given, cache_dir=tmp_path / "cache", facts=facts, cpu=CPU)
+
+    assert opts({}) == (None, {}, None)  # nothing recorded
+    _record(bundle, tmp_path)
+    choice, fill, notice = opts({})
+    assert choice == ORT_CHOICE
+    assert fill == {"precision": Precision.INT8, "tensorrt": False, "threads": 2}
+    assert notice == ("using the tuned configuration of m.xtrt (int8 on ONNX Runtime, 2 threads, "
+                      f"batch 8) from /r/report.json; {IGNORE_HINT}")
+    # given options win (the same value given is no override); None counts as unset
+    _, fill, notice = opts({"precision": "int8", "threads": None})
+    assert fill == {"tensorrt": False, "threads": 2} and "given options win" not in notice
+    _, fill, notice = opts({"precision": "fp32", "threads": 1})
+    assert fill == {"tensorrt": False}
+    assert "; given options win: precision fp32, threads 1; " in notice
+    # an engine option, or tensorrt given, keeps the engine choice; so does onnxruntime=False
+    for given, text in (({"device": 0}, "device (a TensorRT engine where one runs)"),
+                        ({"cuda_graphs": True}, "cuda_graphs (a TensorRT engine"),
+                        ({"tensorrt": True}, "tensorrt (a TensorRT engine"),
+                        ({"onnxruntime": False}, "onnxruntime=False")):
+        _, fill, notice = opts(given)
+        assert "tensorrt" not in fill and f"given options win: {text}" in notice, notice
+    _, fill, _ = opts({"cuda_graphs": False, "device": None})  # not asking for an engine
+    assert fill["tensorrt"] is False
+    # a TensorRT choice: CUDA graphs and the DLA core
+    trt = TunedChoice(Precision.INT8, "tensorrt", 2, cuda_graphs=True, dla_core=None,
+                      report=None)
+    _record(bundle, tmp_path, trt, facts=GPU)
+    choice, fill, notice = opts({}, facts=GPU)
+    assert fill == {"precision": Precision.INT8, "cuda_graphs": True}
+    assert notice.startswith("using the tuned configuration of m.xtrt (int8 TensorRT engine, "
+                             "CUDA graphs, batch 2) recorded by `xception-trt tune`; ")
+    _, fill, notice = opts({"cuda_graphs": False}, facts=GPU)
+    assert "cuda_graphs" not in fill and "given options win: cuda_graphs False" in notice
+
+
+def test_record_is_never_written_outside_the_cache(bundle, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "tuned").symlink_to(elsewhere)
+    with pytest.raises(BundleError, match="leads outside the cache"):
+        _record(bundle, tmp_path)
+    assert list(elsewhere.iterdir()) == []

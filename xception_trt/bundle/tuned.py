@@ -232,7 +232,7 @@ def _runtime(choice: TunedChoice, bundle: Bundle, facts: DeviceFacts) -> dict[st
                               "installed here (pip install 'xception-trt[ort]')")
         return {"name": "onnxruntime", "version": facts.ort_version}
     chosen = choose(bundle.manifest, facts, Request(choice.precision, max_batch=choice.batch,
-                                                    onnxruntime=False))
+                                                    onnxruntime=False, dla_core=choice.dla_core))
     if chosen.kind is ChoiceKind.PREBUILT and chosen.engine is not None:
         name = chosen.engine.sidecar.flavour
         flavour = facts.flavour(name)
@@ -310,8 +310,17 @@ def record_choice(bundle: str | os.PathLike[str] | Bundle, choice: TunedChoice, 
         "machine": _machine(choice.runner, facts, cpu),
         "choice": choice.to_dict(),
     }
+    from .cache import _inside
+
     dest = tuned_path(bundle, cache_dir=cache_dir)
-    atomic_write_json(dest, record, error=BundleError)
+    root = _cache_root(cache_dir)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BundleError(f"cannot create {dest.parent}: {exc.strerror or exc}; set "
+                          "XDG_CACHE_HOME to a writable folder (Python: pass cache_dir=)"
+                          ) from None
+    atomic_write_json(_inside(root, dest), record, error=BundleError)  # never outside the cache
     log.info("recorded the tuned configuration of %s (%s) in %s", bundle.path.name,
              choice.describe(), dest)
     return dest
@@ -518,7 +527,8 @@ def tuned_options(bundle: str | os.PathLike[str] | Bundle, given: Mapping[str, A
     elif Precision.parse(given["precision"]) is not choice.precision:
         kept.append(f"precision {Precision.parse(given['precision']).value}")
     if choice.runner == RunnerKind.ONNXRUNTIME.value:
-        asked = [k for k in _ENGINE_ASKED if given.get(k) not in (None, False)]
+        # ``is``, not ``in (None, False)``: device 0 and DLA core 0 are given (0 == False)
+        asked = [k for k in _ENGINE_ASKED if given.get(k) is not None and given[k] is not False]
         if "tensorrt" in given:
             asked.append("tensorrt")
         if asked:
