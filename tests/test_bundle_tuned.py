@@ -341,3 +341,15 @@ def test_record_is_never_written_outside_the_cache(bundle, tmp_path):
     with pytest.raises(BundleError, match="leads outside the cache"):
         _record(bundle, tmp_path)
     assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize("edit", [
+    lambda d: d["machine"].update(cpu="Evil\x1b[2J CPU"),
+    lambda d: d["runtime"].update(version="1.32\x1b]0;x\x07"),
+    lambda d: d["runtime"].update(name="\x1b[31mrt"),
+])
+def test_a_notice_shows_no_escape_from_the_record(bundle, tmp_path, edit):
+    path = _record(bundle, tmp_path)
+    _bend(path, edit)
+    choice, notice = _lookup(bundle, tmp_path)
+    assert choice is None and notice.isprintable() and "?" in notice

@@ -354,11 +354,19 @@ def _field(data: Mapping[str, Any], key: str, kind: type) -> Any:
     return value
 
 
+def _shown(value: Any) -> str:
+    """A recorded value as a notice shows it: printable, at most 80 characters (the record is
+    untrusted: no terminal escape reaches stderr from it)."""
+    text = "".join(c if c.isprintable() else "?" for c in str(value))
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _gpus_text(gpus: Any) -> str:
     if not isinstance(gpus, list) or not gpus:
         return "no GPU"
-    return ", ".join(f"{g.get('name')} sm_{str(g.get('compute_capability')).replace('.', '')}"
-                     if isinstance(g, Mapping) else "?" for g in gpus)
+    return _shown(", ".join(
+        f"{g.get('name')} sm_{str(g.get('compute_capability')).replace('.', '')}"
+        if isinstance(g, Mapping) else "?" for g in gpus))
 
 
 def _machine_change(runner: str, then: Mapping[str, Any], now: Mapping[str, Any]) -> str:
@@ -367,10 +375,11 @@ def _machine_change(runner: str, then: Mapping[str, Any], now: Mapping[str, Any]
         for key, what in (("cpu", "CPU"), ("cpu_count", "logical cores"),
                           ("arch", "architecture")):
             if then.get(key) != now.get(key):
-                return f"another machine ({what} {then.get(key)} -> {now.get(key)})"
+                return (f"another machine ({what} {_shown(then.get(key))} -> "
+                        f"{_shown(now.get(key))})")
         if then.get("ort_providers") != now.get("ort_providers"):
             def providers(v: Any) -> str:
-                return ", ".join(map(str, v)) if isinstance(v, list) and v else "none"
+                return _shown(", ".join(map(str, v))) if isinstance(v, list) and v else "none"
             return (f"ONNX Runtime's providers changed ({providers(then.get('ort_providers'))}"
                     f" -> {providers(now.get('ort_providers'))})")
         return "another machine"
@@ -378,7 +387,8 @@ def _machine_change(runner: str, then: Mapping[str, Any], now: Mapping[str, Any]
         return (f"another machine (GPU {_gpus_text(then.get('gpus'))} -> "
                 f"{_gpus_text(now.get('gpus'))})")
     if then.get("dla_cores") != now.get("dla_cores"):
-        return f"another machine (DLA cores {then.get('dla_cores')} -> {now.get('dla_cores')})"
+        return (f"another machine (DLA cores {_shown(then.get('dla_cores'))} -> "
+                f"{now.get('dla_cores')})")
     return "another machine"
 
 
@@ -387,8 +397,8 @@ _RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "tensorrt": "TensorRT",
 
 
 def _runtime_change(then: Mapping[str, Any], facts: DeviceFacts) -> str | None:
-    name, version = then.get("name"), then.get("version")
-    label = _RUNTIME_NAMES.get(str(name), str(name))
+    name, version = then.get("name"), _shown(then.get("version"))
+    label = _RUNTIME_NAMES.get(str(name), _shown(name))
     if name == "onnxruntime":
         now = facts.ort_version
     else:
