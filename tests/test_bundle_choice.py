@@ -153,6 +153,12 @@ CASES = [
      _facts("tensorrt 10.3.0.26", gpus=[ORIN], ort=False),
      Request(Precision.FP16, tensorrt=False), ChoiceKind.NONE, "TensorRT not asked for"),
     # a tuned DLA core: only the engine built for it
+    ("no DLA core asked: the GPU engine before a DLA one", [_sidecar(dla_core=1), _sidecar()],
+     _facts("tensorrt 10.3.0.26", gpus=[ORIN], dla=2), Request(Precision.FP16),
+     ChoiceKind.PREBUILT, "prebuilt engine engines/e1.engine"),
+    ("no DLA core asked: a DLA engine where it is the only one", [_sidecar(dla_core=1)],
+     _facts("tensorrt 10.3.0.26", gpus=[ORIN], dla=2), Request(Precision.FP16),
+     ChoiceKind.PREBUILT, "prebuilt engine engines/e0.engine"),
     ("DLA core asked: the GPU engine is passed over", [_sidecar(), _sidecar(dla_core=1)],
      _facts("tensorrt 10.3.0.26", gpus=[ORIN], dla=2), Request(Precision.FP16, dla_core=1),
      ChoiceKind.PREBUILT, "built for the GPU, DLA core 1 asked"),

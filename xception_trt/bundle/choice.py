@@ -2,7 +2,8 @@
 request), so that every case — including every kind of mismatch — is tested on any machine.
 
 Order: a prebuilt engine that loads here (TensorRT flavour and version, GPU compute capability
-or hardware-compatibility level, precision, batch profile, DLA core); else an engine built from
+or hardware-compatibility level, precision, batch profile, DLA core; a GPU engine before a DLA
+engine unless a DLA core is asked); else an engine built from
 the bundled ONNX with the local TensorRT (NVIDIA TensorRT for this GPU, or TensorRT-RTX for its
 compute capability); else the bundled ONNX with ONNX Runtime. Never a mismatched engine: the
 compatibility rules are :func:`xception_trt.trt.compat.check_sidecar_compat`, the same the
@@ -267,7 +268,11 @@ def choose(manifest: Manifest, facts: DeviceFacts, request: Request) -> Choice:
     """
     manifest.variant(request.precision)  # a precision the bundle lacks is the caller's mistake
     rejected: list[Rejection] = []
-    for entry in manifest.engines:
+    # a GPU engine before a DLA one unless a DLA core is asked (DLA trades speed for power:
+    # it runs where asked, or where it is the only engine that fits); else the bundle's order
+    engines = (manifest.engines if request.dla_core is not None else
+               sorted(manifest.engines, key=lambda e: e.sidecar.option("dla_core") is not None))
+    for entry in engines:
         why = engine_mismatch(entry, facts, request)
         if why is None:
             return Choice(ChoiceKind.PREBUILT, request.precision, engine=entry,
