@@ -142,6 +142,33 @@ CASES = [
     ("GPU ordinal absent", [_sidecar()],
      _facts("tensorrt 10.3.0.26", gpus=[ORIN]), Request(Precision.FP16, device=1),
      ChoiceKind.ONNXRUNTIME, "no NVIDIA GPU 1"),
+    # a tuned choice of ONNX Runtime: it runs even where an engine loads or could be built
+    ("ONNX Runtime asked where a prebuilt engine loads", [_sidecar()],
+     _facts("tensorrt 10.3.0.26", gpus=[ORIN]), Request(Precision.FP16, tensorrt=False),
+     ChoiceKind.ONNXRUNTIME, "ONNX Runtime was asked for; running the bundled fp16 ONNX"),
+    ("ONNX Runtime asked where one could be built", [],
+     _facts("tensorrt 10.3.0.26", gpus=[ORIN]), Request(Precision.FP16, tensorrt=False),
+     ChoiceKind.ONNXRUNTIME, "build: TensorRT not asked for (ONNX Runtime was)"),
+    ("ONNX Runtime asked but absent", [_sidecar()],
+     _facts("tensorrt 10.3.0.26", gpus=[ORIN], ort=False),
+     Request(Precision.FP16, tensorrt=False), ChoiceKind.NONE, "TensorRT not asked for"),
+    # a tuned DLA core: only the engine built for it
+    ("no DLA core asked: the GPU engine before a DLA one", [_sidecar(dla_core=1), _sidecar()],
+     _facts("tensorrt 10.3.0.26", gpus=[ORIN], dla=2), Request(Precision.FP16),
+     ChoiceKind.PREBUILT, "prebuilt engine engines/e1.engine"),
+    ("no DLA core asked: a DLA engine where it is the only one", [_sidecar(dla_core=1)],
+     _facts("tensorrt 10.3.0.26", gpus=[ORIN], dla=2), Request(Precision.FP16),
+     ChoiceKind.PREBUILT, "prebuilt engine engines/e0.engine"),
+    ("DLA core asked: the GPU engine is passed over", [_sidecar(), _sidecar(dla_core=1)],
+     _facts("tensorrt 10.3.0.26", gpus=[ORIN], dla=2), Request(Precision.FP16, dla_core=1),
+     ChoiceKind.PREBUILT, "built for the GPU, DLA core 1 asked"),
+    ("DLA core asked: another core's engine is passed over, none is built",
+     [_sidecar(dla_core=0)], _facts("tensorrt 10.3.0.26", gpus=[ORIN], dla=2),
+     Request(Precision.FP16, dla_core=1), ChoiceKind.ONNXRUNTIME,
+     "built for DLA core 0, DLA core 1 asked"),
+    ("DLA core asked: an engine built here targets the GPU", [],
+     _facts("tensorrt 10.3.0.26", gpus=[ORIN], dla=2), Request(Precision.FP16, dla_core=0),
+     ChoiceKind.ONNXRUNTIME, "an engine built from a bundle targets the GPU"),
 ]
 
 

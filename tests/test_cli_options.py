@@ -366,6 +366,8 @@ def test_every_command_spells_each_concept_the_same():
 _CONDITIONS = {
     "a checkpoint SOURCE": ({"source": "m.safetensors"}, {"source": "m.onnx"}),
     "a bundle MODEL (.xtrt)": ({"model": "m.xtrt"}, {"model": "m.onnx"}),
+    "a bundle among the MODELs (.xtrt)": ({"models": ["m.onnx", "m.xtrt"]},
+                                          {"models": ["m.onnx", "m.pth"], "reference": None}),
     "a model file (not a repository directory)": ({"model": "m.onnx"}, {"model": "."}),
     "an FP32 ONNX MODEL": ({"model": "m.onnx"}, {"model": "m.pth"}),
     "--triton-backend python": ({"triton_backend": "python"}, {"triton_backend": "native"}),

@@ -21,7 +21,10 @@ from .errors import ConfigError, DataError
 from .jsonable import JsonMixin, json_field, reorder
 from .runners import open_runner
 
-__all__ = ["Classifier", "Prediction", "StreamResult", "softmax"]
+__all__ = ["Classifier", "Prediction", "StreamResult", "softmax", "DEFAULT_BATCH_SIZE"]
+
+#: Images per runner call when neither the caller nor a tuned configuration says.
+DEFAULT_BATCH_SIZE = 32
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -87,18 +90,26 @@ class Classifier:
     metadata or the engine sidecar) and the runner's input format (uint8 NHWC or normalised
     float NCHW), so every backend gets exactly what it expects.
 
+    A bundle opened on the machine where ``xception-trt tune`` recorded a configuration for
+    it runs that configuration (precision, runner, threads ...; see :func:`open_runner`)
+    unless an option says otherwise, and its batch size is the default ``batch_size``;
+    ``tuned=False`` ignores it.
+
     Args:
         path: A model file, or an already open :class:`Runner` (then the caller owns it).
-        batch_size: Images per runner call (capped at the runner's ``max_batch``).
-        **runner_kw: Options for :func:`open_runner`.
+        batch_size: Images per runner call (capped at the runner's ``max_batch``; ``None``:
+            the tuned batch size of a bundle, else 32).
+        **runner_kw: Options for :func:`open_runner` (``tuned=False``: ignore a bundle's
+            tuned configuration).
 
     Raises:
         EngineError / GraphError / CheckpointError: The model cannot be opened.
     """
 
-    def __init__(self, path: str | os.PathLike[str] | Runner, *, batch_size: int = 32,
+    def __init__(self, path: str | os.PathLike[str] | Runner, *, batch_size: int | None = None,
                  **runner_kw: Any) -> None:
-        check_int(batch_size, "batch_size")
+        if batch_size is not None:
+            check_int(batch_size, "batch_size")
         if isinstance(path, (str, os.PathLike)):
             self.runner: Runner = open_runner(path, **runner_kw)
             self._owns = True
@@ -107,6 +118,10 @@ class Classifier:
                 raise ConfigError("runner options cannot be given with an already open runner")
             self.runner = path
             self._owns = False
+        #: The tuned configuration the runner used (a bundle's; ``None``: none).
+        self.tuned = getattr(self.runner, "tuned", None)
+        if batch_size is None:
+            batch_size = self.tuned.batch if self.tuned is not None else DEFAULT_BATCH_SIZE
         cap = self.runner.max_batch
         self.batch_size = min(batch_size, cap) if cap else batch_size
         self.spec = self.runner.spec
@@ -186,7 +201,8 @@ class Classifier:
         idx = np.argsort(-probs, kind="stable")[:top_k]
         return [Prediction(self.class_names[i], int(i), float(probs[i])) for i in idx]
 
-    def stream(self, source: Any, *, top_k: int = 5, batch: int = 1, max_wait_ms: float = 10.0,
+    def stream(self, source: Any, *, top_k: int = 5, batch: int | None = None,
+               max_wait_ms: float = 10.0,
                live: bool | None = None, stall_timeout: float = 10.0, keep_frames: bool = False,
                on_status: Callable[[Any], None] | None = None,
                on_end: Callable[[Any], None] | None = None,
@@ -198,7 +214,8 @@ class Classifier:
             source: A video file, an image folder, a camera (``/dev/videoN`` or its index), a
                 URL FFmpeg reads (``rtsp://...``), or an iterable of uint8 HxWxC images.
             top_k: Classes per frame (capped at the model's classes).
-            batch: Frames per runner call (1: lowest latency; more: higher throughput).
+            batch: Frames per runner call (1: lowest latency; more: higher throughput;
+                ``None``: the tuned batch size of a bundle, else 1).
             max_wait_ms: Longest wait for a batch to fill, in milliseconds.
             live: Drop stale frames (``None``: cameras and live URLs yes, files no).
             stall_timeout: Seconds without a frame before the stream counts as stalled.
@@ -223,6 +240,8 @@ class Classifier:
         from .stream import open_source, run_stream
 
         top_k = min(check_int(top_k, "top_k"), self.spec.num_classes)
+        if batch is None:
+            batch = self.tuned.batch if self.tuned is not None else 1
         src = open_source(source, live=live, timeout=stall_timeout)
         try:
             outputs = run_stream(self.runner, src, batch=batch, max_wait_ms=max_wait_ms,

@@ -721,9 +721,13 @@ def open_runner(path: str | os.PathLike[str], **kw: Any) -> Runner:
             the engine cannot run here).
         **kw: Options of that runner class (e.g. ``threads`` for ONNX Runtime and torch). For a
             bundle also ``precision``, ``max_batch``, ``flavour`` (old name ``backend``,
-            deprecated), ``build``, ``onnxruntime``,
-            ``cache_dir`` and ``facts`` (see ``resolve``); ``threads`` and ``device`` are
-            passed on only to the runner that takes them.
+            deprecated), ``build``, ``onnxruntime``, ``tensorrt``, ``dla_core``,
+            ``cache_dir`` and ``facts`` (see ``resolve``), and ``tuned`` (default ``True``:
+            the configuration ``xception-trt tune`` recorded for the bundle on this machine
+            fills the options left unset, said in one line; the runner's ``tuned`` attribute
+            is that :class:`~xception_trt.bundle.tuned.TunedChoice` or ``None``; ``False``:
+            ignore it); ``threads`` and ``device`` are passed on only to the runner that
+            takes them.
 
     Raises:
         EngineError: Missing file or unknown type (a BundleError for a bad bundle).
@@ -756,15 +760,30 @@ def open_runner(path: str | os.PathLike[str], **kw: Any) -> Runner:
 
 #: open_runner options that belong to the bundle, not to the runner it resolves to.
 _BUNDLE_OPTIONS = ("precision", "max_batch", "flavour", "build", "onnxruntime", "cache_dir",
-                   "facts")
+                   "facts", "tensorrt", "dla_core")
 
 
 def _open_bundle(path: Path, kw: dict[str, Any]) -> Runner:
     """Resolve a bundle (:func:`xception_trt.bundle.cache.resolve`) and open the file it
     resolved to. Options meant for the other backend are dropped (logged): ``threads`` for an
-    engine; ``device``, ``cuda_graphs`` ... when ONNX Runtime runs it."""
-    from .bundle.cache import resolve
+    engine; ``device``, ``cuda_graphs`` ... when ONNX Runtime runs it.
 
+    The configuration ``xception-trt tune`` recorded for this bundle on this machine
+    (:mod:`xception_trt.bundle.tuned`) fills the options the caller left unset, said in one
+    line; ``tuned=False`` ignores it."""
+    from .bundle.cache import resolve
+    from .bundle.tuned import tuned_options
+
+    use_tuned = kw.pop("tuned", True)
+    if not isinstance(use_tuned, bool):
+        raise ConfigError(f"tuned must be True or False, got {use_tuned!r}")
+    choice = None
+    if use_tuned:
+        choice, fill, notice = tuned_options(path, kw, cache_dir=kw.get("cache_dir"),
+                                             facts=kw.get("facts"))
+        if notice is not None:
+            log.warning("%s", notice)
+        kw.update(fill)
     bundle_kw = {k: kw.pop(k) for k in _BUNDLE_OPTIONS if k in kw}
     if kw.get("device") is not None and isinstance(_gpu_ordinal(kw["device"]), int):
         bundle_kw["device"] = _gpu_ordinal(kw["device"])
@@ -781,5 +800,6 @@ def _open_bundle(path: Path, kw: dict[str, Any]) -> Runner:
         kw["device"] = entry.device_option(kw["device"])
     runner = open_runner(resolution.path, **kw)
     runner.bundle = resolution  # type: ignore[attr-defined]  # where it came from (describe)
+    runner.tuned = choice  # type: ignore[attr-defined]  # the tuned configuration it used
     runner.name = f"{path.stem}:{runner.name}"  # type: ignore[misc]
     return runner

@@ -248,7 +248,8 @@ def resolve(bundle_path: str | os.PathLike[str], *, precision: Precision | str |
             device: int = 0, max_batch: int | None = None, flavour: str | None = None,
             build: bool = True, onnxruntime: bool = True,
             cache_dir: str | os.PathLike[str] | None = None,
-            facts: DeviceFacts | None = None, backend: str | None = None) -> Resolution:
+            facts: DeviceFacts | None = None, backend: str | None = None,
+            tensorrt: bool = True, dla_core: int | None = None) -> Resolution:
     """Choose how a bundle runs here and make that model file ready in the engine cache.
 
     Args:
@@ -263,6 +264,9 @@ def resolve(bundle_path: str | os.PathLike[str], *, precision: Precision | str |
         cache_dir: The engine cache (default :func:`default_cache_dir`).
         facts: The machine (default: probed; recorded facts stand in for another machine).
         backend: Old name of ``flavour`` (deprecated).
+        tensorrt: Allow a TensorRT engine; ``False``: ONNX Runtime runs the bundled ONNX even
+            where an engine could.
+        dla_core: Only a prebuilt engine built for this DLA core (``None``: any).
 
     Returns:
         A :class:`Resolution`.
@@ -280,7 +284,8 @@ def resolve(bundle_path: str | os.PathLike[str], *, precision: Precision | str |
         facts = facts if facts is not None else probe_facts()
         choice = choose(manifest, facts, Request(prec, device=device, max_batch=max_batch,
                                                  flavour=flavour, build=build,
-                                                 onnxruntime=onnxruntime))
+                                                 onnxruntime=onnxruntime, tensorrt=tensorrt,
+                                                 dla_core=dla_core))
         for r in choice.rejected:
             log.info("%s: not using %s: %s", bundle.path.name, r.what, r.why)
         if choice.kind is ChoiceKind.NONE:
@@ -296,7 +301,8 @@ def resolve(bundle_path: str | os.PathLike[str], *, precision: Precision | str |
             else:
                 path, hit = _onnx_file(bundle, prec, root,
                                        choice.variant.member if choice.variant else None)
-                if str(bundle.path.resolve()) not in _ANNOUNCED:
+                # a fallback is announced; ONNX Runtime asked for (tensorrt=False) is not one
+                if tensorrt and str(bundle.path.resolve()) not in _ANNOUNCED:
                     _ANNOUNCED.add(str(bundle.path.resolve()))
                     log.warning("%s: %s", bundle.path.name, choice.reason)
         except XceptionTRTError:

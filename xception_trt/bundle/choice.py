@@ -2,7 +2,8 @@
 request), so that every case — including every kind of mismatch — is tested on any machine.
 
 Order: a prebuilt engine that loads here (TensorRT flavour and version, GPU compute capability
-or hardware-compatibility level, precision, batch profile, DLA core); else an engine built from
+or hardware-compatibility level, precision, batch profile, DLA core; a GPU engine before a DLA
+engine unless a DLA core is asked); else an engine built from
 the bundled ONNX with the local TensorRT (NVIDIA TensorRT for this GPU, or TensorRT-RTX for its
 compute capability); else the bundled ONNX with ONNX Runtime. Never a mismatched engine: the
 compatibility rules are :func:`xception_trt.trt.compat.check_sidecar_compat`, the same the
@@ -48,6 +49,10 @@ class Request:
             (deprecated).
         build: Whether building an engine from the bundled ONNX is allowed.
         onnxruntime: Whether ONNX Runtime may run the bundled ONNX when no engine can.
+        tensorrt: Whether a TensorRT engine (prebuilt or built here) may run it; ``False``:
+            ONNX Runtime runs it even where an engine could (a tuned choice of ONNX Runtime).
+        dla_core: Only a prebuilt engine built for this DLA core (``None``: any engine; an
+            engine built here targets the GPU, so none is built when a DLA core is asked).
     """
 
     precision: Precision
@@ -57,6 +62,8 @@ class Request:
     build: bool = True
     onnxruntime: bool = True
     backend: InitVar[str | None] = None
+    tensorrt: bool = True
+    dla_core: int | None = None
 
     def __post_init__(self, backend: str | None) -> None:
         object.__setattr__(self, "flavour", renamed("backend", "flavour", backend, self.flavour,
@@ -137,9 +144,15 @@ def _short(exc: Exception) -> str:
     return text
 
 
+#: Why no engine is used when ONNX Runtime was asked for (``Request.tensorrt=False``).
+_NOT_ASKED = "TensorRT not asked for (ONNX Runtime was)"
+
+
 def engine_mismatch(entry: EngineEntry, facts: DeviceFacts, request: Request) -> str | None:
     """Why a prebuilt engine cannot serve ``request`` here (``None``: it can)."""
     side = entry.sidecar
+    if not request.tensorrt:
+        return _NOT_ASKED
     if side.precision is not request.precision:
         return f"precision {side.precision.value}, {request.precision.value} asked"
     if request.flavour is not None and side.flavour != request.flavour:
@@ -158,6 +171,9 @@ def engine_mismatch(entry: EngineEntry, facts: DeviceFacts, request: Request) ->
             and request.max_batch > side.max_batch:
         return f"batch profile up to {side.max_batch}, batch {request.max_batch} asked"
     dla = side.option("dla_core")
+    if request.dla_core is not None and (dla is None or int(dla) != request.dla_core):
+        built = "the GPU" if dla is None else f"DLA core {dla}"
+        return f"built for {built}, DLA core {request.dla_core} asked"
     if dla is not None and int(dla) >= facts.dla_cores:
         return f"built for DLA core {dla}; this machine has {facts.dla_cores} DLA core(s)"
     return None
@@ -187,8 +203,16 @@ def _profile(manifest: Manifest, request: Request) -> tuple[int, int, int]:
 def _build_target(manifest: Manifest, facts: DeviceFacts, request: Request,
                   rejected: list[Rejection]) -> BuildTarget | None:
     gpu = facts.gpu(request.device)
+    if not request.tensorrt:
+        rejected.append(Rejection("build", _NOT_ASKED))
+        return None
     if not request.build:
         rejected.append(Rejection("build", "building was not allowed"))
+        return None
+    if request.dla_core is not None:
+        rejected.append(Rejection("build", f"DLA core {request.dla_core} asked; an engine built "
+                                  "from a bundle targets the GPU (prebuild DLA engines with "
+                                  "`xception-trt build --dla-core`)"))
         return None
     if gpu is None:
         why = f"no NVIDIA GPU {request.device} here" + (f" ({facts.gpu_reason})"
@@ -244,7 +268,11 @@ def choose(manifest: Manifest, facts: DeviceFacts, request: Request) -> Choice:
     """
     manifest.variant(request.precision)  # a precision the bundle lacks is the caller's mistake
     rejected: list[Rejection] = []
-    for entry in manifest.engines:
+    # a GPU engine before a DLA one unless a DLA core is asked (DLA trades speed for power:
+    # it runs where asked, or where it is the only engine that fits); else the bundle's order
+    engines = (manifest.engines if request.dla_core is not None else
+               sorted(manifest.engines, key=lambda e: e.sidecar.option("dla_core") is not None))
+    for entry in engines:
         why = engine_mismatch(entry, facts, request)
         if why is None:
             return Choice(ChoiceKind.PREBUILT, request.precision, engine=entry,
@@ -267,7 +295,8 @@ def choose(manifest: Manifest, facts: DeviceFacts, request: Request) -> Choice:
                                   "'xception-trt[ort]')"))
     else:
         builds = [r for r in rejected if r.what.startswith("build")]
-        cause = f"no TensorRT engine can run here ({_summary(builds[-1:])})"
+        cause = ("ONNX Runtime was asked for" if not request.tensorrt
+                 else f"no TensorRT engine can run here ({_summary(builds[-1:])})")
         return Choice(ChoiceKind.ONNXRUNTIME, request.precision, rejected=tuple(rejected),
                       variant=onnxruntime_variant(manifest, request.precision), cause=cause,
                       reason=f"{cause}; running the bundled {request.precision.value} ONNX with "

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CONCEPT_FLAGS", "deprecated_alias", "resolve_deprecated", "add_cc_flag",
            "BatchProfileArgs", "BuildConfigArgs", "RunnerArgs", "CalibrationArgs", "Rule",
-           "RULES", "check_rules"]
+           "RULES", "check_rules", "add_tuned_flag", "tuned_keywords"]
 
 # ---------------------------------------------------------------------------------------------
 # one spelling per concept, old spellings as hidden aliases
@@ -422,6 +422,14 @@ RULES: tuple[Rule, ...] = (
     # infer, stream, triton-repo: a precision picks one of a bundle's variants
     _needs(("infer", "stream", "triton-repo"), "--precision", _flag("precision"),
            "a bundle MODEL (.xtrt)", lambda a: is_bundle(a.model), why=PRECISION_WHY),
+    # a tuned configuration is a bundle's (recorded by `tune` for it on this machine)
+    _needs(("infer", "stream", "triton-repo", "serve:tuned"), "--no-tuned", _flag("no_tuned"),
+           "a bundle MODEL (.xtrt)", lambda a: is_bundle(a.model),
+           why="only a bundle has a tuned configuration"),
+    _needs(("bench:tuned", "eval:tuned"), "--no-tuned", _flag("no_tuned"),
+           "a bundle among the MODELs (.xtrt)",
+           lambda a: any(is_bundle(m) for m in [*a.models, getattr(a, "reference", None) or ""]),
+           why="only a bundle has a tuned configuration"),
     # triton-repo and serve: runner flags set our runner in Triton's Python backend (serve
     # always writes Python-backend models)
     *(_needs("triton-repo:runner", flag, _flag(dest), "--triton-backend python",
@@ -439,6 +447,22 @@ RULES: tuple[Rule, ...] = (
                           ("--providers", _set("providers")),
                           ("--int8-calib", _set("int8_calib")))),
 )
+
+
+def add_tuned_flag(p: argparse.ArgumentParser | Any) -> None:
+    """``--no-tuned``: ignore the configuration ``xception-trt tune`` recorded for a bundle on
+    this machine (the one spelling in every command that opens a bundle; Python:
+    ``tuned=False``)."""
+    p.add_argument("--no-tuned", action="store_true",
+                   help="bundles: ignore the configuration `xception-trt tune` recorded for "
+                        "this bundle on this machine (default: it fills the options not given, "
+                        "said in one line on stderr)")
+
+
+def tuned_keywords(args: argparse.Namespace, model: str) -> dict[str, Any]:
+    """``{"tuned": False}`` for a bundle with ``--no-tuned``, else nothing (open_runner's
+    default uses the tuned configuration)."""
+    return {"tuned": False} if getattr(args, "no_tuned", False) and is_bundle(model) else {}
 
 
 def check_rules(args: argparse.Namespace, at: str) -> None:

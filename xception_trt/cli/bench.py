@@ -17,7 +17,7 @@ from ._common import (
     positive_int,
     progress,
 )
-from ._options import RunnerArgs, runner_settings
+from ._options import RunnerArgs, add_tuned_flag, check_rules, runner_settings, tuned_keywords
 
 ORDER = 70
 
@@ -46,6 +46,7 @@ def add_report_options(p: argparse.ArgumentParser, *, cuda_graphs: bool) -> None
                    help="a note shown at the top of the report (repeatable)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bars (shown on a terminal only, on stderr)")
+    add_tuned_flag(p)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -175,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = BenchConfig(batch_sizes=tuple(args.batch), iterations=args.iterations,
                          warmup=args.warmup)
+    check_rules(args, "bench:tuned")
     check_models(args.models, args)
     root, name = report_location(args, "bench")
     dataset = open_dataset(args.data) if args.data else None
@@ -198,14 +200,16 @@ def run(args: argparse.Namespace) -> int:
                           enabled=not args.no_progress) as advance:
                 results.append(benchmark_runner(
                     model, config, pixels=pixels, progress=advance, power=monitor,
-                    runner_kw=runner_options(model, **runner_settings(args))))
+                    runner_kw={**runner_options(model, **runner_settings(args)),
+                               **tuned_keywords(args, model)}))
     labels = unique_names([r.name for r in results], args.models)
     for r, label in zip(results, labels):
         r.name = label
     evaluation = None
     if dataset is not None and dataset.labelled:
         evaluation = run_evaluation(args.models, labels, dataset, runner_settings(args),
-                                    args.limit, no_progress=args.no_progress)
+                                    args.limit, no_progress=args.no_progress,
+                                    tuned=not args.no_tuned)
     cfg = {**config.to_dict(), "data": args.data, **runner_settings(args)}
     doc = build_report(name, kind="bench", benchmarks=results, evaluation=evaluation,
                        config=cfg, notes=report_notes(args), command=command_line(args, "bench"),
@@ -216,17 +220,20 @@ def run(args: argparse.Namespace) -> int:
 
 def run_evaluation(models: Sequence[str], labels: Sequence[str] | None, dataset: Any,
                    settings: dict[str, Any], limit: int | None, *, reference: int | None = None,
-                   batch_size: int = 32, no_progress: bool = False) -> Any:
+                   batch_size: int = 32, no_progress: bool = False, tuned: bool = True) -> Any:
     """Open every model, evaluate them in one pass over ``dataset``, close them (``labels``:
     display names, default the runners' own names made unique; ``settings``: from
-    :func:`runner_settings`)."""
+    :func:`runner_settings`; ``tuned=False``: ignore bundles' tuned configurations)."""
     from ..bench import evaluate, unique_names
+    from ..bundle.format import is_bundle
     from ..runners import open_runner, runner_options
 
     runners = []
     try:
         for m in models:
-            runners.append(open_runner(m, **runner_options(m, **settings)))
+            runners.append(open_runner(m, **runner_options(m, **settings),
+                                       **({"tuned": False} if not tuned and is_bundle(m)
+                                          else {})))
         if labels is None:
             labels = unique_names([r.name for r in runners], models)
         total = min(len(dataset), limit) if limit else len(dataset)

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from ._common import HUB_HELP, add_command, path_argument, positive_int
-from ._options import runner_settings
+from ._options import check_rules, runner_settings
 from .bench import (
     REPORT_OUTPUT,
     add_report_options,
@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import DataError
     from ..report import build_report
 
+    check_rules(args, "eval:tuned")
     models = list(args.models)
     reference = None
     if args.reference is not None:
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
                         "class, or a file list with a label on every line")
     evaluation = run_evaluation(models, None, dataset, runner_settings(args), args.limit,
                                 reference=reference, batch_size=args.batch_size,
-                                no_progress=args.no_progress)
+                                no_progress=args.no_progress, tuned=not args.no_tuned)
     cfg = {"data": args.data, "limit": args.limit, "batch_size": args.batch_size,
            "reference": args.reference, **runner_settings(args)}
     doc = build_report(name, kind="eval", evaluation=evaluation, config=cfg,

@@ -8,7 +8,7 @@ import sys
 from ..config import Precision
 from ..errors import DataError
 from ._common import HUB_HELP, add_command, path_argument, positive_int, print_json
-from ._options import PRECISION_WHY, RunnerArgs, check_rules
+from ._options import PRECISION_WHY, RunnerArgs, add_tuned_flag, check_rules, tuned_keywords
 
 ORDER = 60
 
@@ -43,8 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "included), in sorted order")
     p.add_argument("--top-k", type=positive_int, default=5,
                    help="classes to show per image (default: 5)")
-    p.add_argument("--batch-size", type=positive_int, default=32,
-                   help="images per runner call (default: 32, capped at the model's max batch)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="images per runner call (default: a bundle's tuned batch size, else 32; "
+                        "capped at the model's max batch)")
+    add_tuned_flag(p)
     RunnerArgs.add(p, threads="CPU threads for ONNX Runtime / torch (default: the library's "
                               "choice)",
                    device="torch checkpoints: cpu or cuda[:i]; TensorRT engines: GPU index "
@@ -80,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     check_rules(args, "infer")
     if args.precision is not None:
         kw["precision"] = args.precision
+    kw.update(tuned_keywords(args, args.model))
     results, failed = [], 0
     with Classifier(args.model, batch_size=args.batch_size, **kw) as clf:
         name = clf.runner.name

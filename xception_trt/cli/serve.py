@@ -12,7 +12,7 @@ from pathlib import Path
 from ..serve.options import ServeBackend
 from ._common import add_command, path_argument, port_number, positive_int
 from ._options import check_rules
-from .triton_repo import add_batching_arguments, build_options, served_model
+from .triton_repo import add_batching_arguments, build_options, resolve_bundle, served_model
 
 ORDER = 81
 
@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             or SIGTERM stops it cleanly. Where the binary cannot run (e.g. Jetson), prints the
             Triton container command instead.""")
     path_argument(p, "model", kind="any", what="model", metavar="MODEL", hub=True,
-                   help="model file (.engine/.plan, .onnx, checkpoint) or a repository directory")
+                   help="model file (.engine/.plan, .onnx, .xtrt bundle, checkpoint) or a "
+                        "repository directory")
     path_argument(p, "--repository", kind="output-dir", metavar="DIR", default=None,
                    help="write the generated repository here and keep it (default: a temporary "
                         "directory removed on exit)")
@@ -64,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     from ..serve.server import find_tritonserver
 
     find_tritonserver()  # fail first, with the container command, where the binary cannot run
+    check_rules(args, "serve:tuned")
+    resolve_bundle(args, python_backend=True)  # a bundle: the file it runs as here (tuned)
     model = Path(args.model)
     temp_root: Path | None = None
     try:

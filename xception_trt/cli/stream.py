@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 from ..config import Precision
 from ._common import HUB_HELP, add_command, arg_type, path_argument, positive_int
-from ._options import RunnerArgs, check_rules
+from ._options import RunnerArgs, add_tuned_flag, check_rules, tuned_keywords
 
 ORDER = 61
 
@@ -56,9 +56,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "or a URL FFmpeg reads (rtsp://, http://, udp://, ...)")
     p.add_argument("--top-k", type=positive_int, default=5,
                    help="classes per frame (default: 5)")
-    p.add_argument("--batch", type=positive_int, default=1,
-                   help="frames per runner call (default: 1, lowest latency; capped at the "
-                        "model's max batch)")
+    p.add_argument("--batch", type=positive_int, default=None,
+                   help="frames per runner call (default: a bundle's tuned batch size, else 1, "
+                        "lowest latency; capped at the model's max batch)")
+    add_tuned_flag(p)
     p.add_argument("--max-wait-ms", type=non_negative_ms, default=10.0,
                    help="longest wait for a batch to fill, in ms (default: 10)")
     p.add_argument("--json-lines", action="store_true",
@@ -127,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
     check_rules(args, "stream")
     if args.precision is not None:
         kw["precision"] = args.precision
+    kw.update(tuned_keywords(args, args.model))
     totals: list = []
 
     def status(stats) -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from ..bundle.format import is_bundle
 from ..config import Precision
@@ -21,7 +23,9 @@ from ._common import (
     positive_int,
     print_json,
 )
-from ._options import RunnerArgs, check_rules, deprecated_alias
+from ._options import RunnerArgs, add_tuned_flag, check_rules, deprecated_alias
+
+log = logging.getLogger(__name__)
 
 ORDER = 80
 
@@ -38,12 +42,15 @@ def add_batching_arguments(p: argparse.ArgumentParser) -> None:
                    help="do not let Triton merge concurrent requests into batches")
     p.add_argument("--preferred-batch", type=positive_int, nargs="+", default=(),
                    metavar="N", help="preferred batch sizes of the dynamic batcher (default: "
-                                     "the engine's opt batch; none otherwise)")
+                                     "a bundle's tuned batch size, else the engine's opt "
+                                     "batch; none otherwise)")
     p.add_argument("--max-queue-delay-us", type=non_negative_int, default=100,
                    help="longest a request waits for a batch to fill, in microseconds "
                         "(default: 100)")
-    p.add_argument("--instances", type=positive_int, default=1,
-                   help="model instances per device (default: 1)")
+    p.add_argument("--instances", type=positive_int, default=None,
+                   help="model instances per device (default: a bundle's tuned instance "
+                        "count, else 1)")
+    add_tuned_flag(p)
     RunnerArgs.add(p, threads="Python backend: CPU threads of each ONNX Runtime / torch "
                               "runner (default: the runner's choice)")
     path_argument(p, "--int8-calib", kind="any", metavar="DIR",
@@ -129,9 +136,49 @@ def build_options(args: argparse.Namespace, *, triton_backend: ServeBackend | st
         max_batch_size=args.max_batch,
         dynamic_batching=args.dynamic_batching,
         preferred_batch_sizes=tuple(args.preferred_batch or ()),
-        max_queue_delay_us=args.max_queue_delay_us, instance_count=args.instances,
+        max_queue_delay_us=args.max_queue_delay_us,
+        instance_count=args.instances if args.instances is not None else 1,
         instance_kind=instance_kind, gpus=gpus, execution_env_path=execution_env,
         runner_options=runner_options)
+
+
+def resolve_bundle(args: argparse.Namespace, *, python_backend: bool) -> None:
+    """For a bundle MODEL, replace ``args.model`` by the file it resolves to here
+    (:func:`~xception_trt.bundle.cache.resolve`), with the configuration ``tune`` recorded for
+    it on this machine filling the flags not given (said in one line on stderr; ``--no-tuned``
+    ignores it): the precision and runner, ``--preferred-batch`` (the tuned batch, within
+    ``--max-batch``) and ``--instances``; with the Python backend also ``--threads`` and
+    ``--cuda-graphs`` (Triton's native backends do not take them).
+
+    Raises:
+        BundleError: A bad bundle, or nothing here can run it.
+    """
+    if not is_bundle(args.model):
+        return
+    from ..bundle.cache import resolve
+    from ..bundle.tuned import tuned_options
+
+    precision = getattr(args, "precision", None)
+    fill: dict[str, Any] = {}
+    if not args.no_tuned:
+        given = {"precision": precision, "threads": args.threads,
+                 "cuda_graphs": args.cuda_graphs or None,
+                 "device": getattr(args, "device", None)}
+        choice, fill, notice = tuned_options(args.model, given)
+        if notice is not None:
+            log.warning("%s", notice)
+        if choice is not None:
+            if not args.preferred_batch and (args.max_batch is None
+                                             or choice.batch <= args.max_batch):
+                args.preferred_batch = (choice.batch,)
+            if args.instances is None:
+                args.instances = choice.instances
+            if python_backend:
+                args.threads = fill.get("threads", args.threads)
+                args.cuda_graphs = fill.get("cuda_graphs", args.cuda_graphs)
+    args.model = str(resolve(args.model, precision=fill.get("precision", precision),
+                             tensorrt=fill.get("tensorrt", True),
+                             dla_core=fill.get("dla_core")).path)
 
 
 def _indices(text: str) -> tuple[int, ...]:
@@ -192,10 +239,8 @@ def run(args: argparse.Namespace) -> int:
     from ..serve.server import container_command
 
     check_rules(args, "triton-repo")
-    if is_bundle(args.model):  # serve the file it resolves to here; options are judged on it
-        from ..bundle.cache import resolve
-
-        args.model = str(resolve(args.model, precision=args.precision).path)
+    # serve the file a bundle resolves to here (tuned where recorded); options are judged on it
+    resolve_bundle(args, python_backend=args.triton_backend == ServeBackend.PYTHON.value)
     options = build_options(args, triton_backend=args.triton_backend or ServeBackend.NATIVE,
                             ensemble=args.ensemble,
                             execution_env=args.execution_env, instance_kind=args.instance_kind,
