@@ -1,0 +1,318 @@
+"""``tune``: the candidates a machine can run (and the reasons for the rest, from the engine
+choice over recorded machine facts), the sequential stop and the tie rule as pure functions, the
+accuracy floor's boundary, and the whole search on a small bundle with one broken INT8
+variant, through the library and the CLI."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xception_trt.bundle.facts import DeviceFacts, FlavourFact, GpuFact
+from xception_trt.bundle.format import MANIFEST, Bundle
+from xception_trt.config import Precision
+from xception_trt.errors import ConfigError
+from xception_trt.precision.targeted import Target
+from xception_trt.tuning import (
+    Candidate,
+    Measured,
+    SearchConfig,
+    batch_sweep,
+    bundle_candidates,
+    median_interval,
+    passes_floor,
+    pick,
+    thread_counts,
+    tune,
+    verdict,
+)
+
+rtx = pytest.importorskip("tensorrt_rtx", reason="the bundle's engines are built with "
+                                                 "TensorRT-RTX (pip install tensorrt-rtx)")
+
+#: This CPU machine: no GPU, ONNX Runtime present.
+CPU = DeviceFacts(ort_version="1.x", ort_providers=("CPUExecutionProvider",), onnx=True,
+                  gpu_reason="no NVIDIA driver found")
+
+
+def _rtx_machine(cc: str, **kw) -> DeviceFacts:
+    return DeviceFacts(flavours=(FlavourFact("tensorrt_rtx", rtx.__version__),),
+                       gpus=(GpuFact(0, f"RTX sm{cc.replace('.', '')}", cc),), onnx=True,
+                       ort_version="1.x", ort_providers=("CPUExecutionProvider",), **kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# the statistics (pure)
+
+
+def test_median_interval_uses_the_binomial_order_statistics():
+    xs = [float(i) for i in range(10, 0, -1)]  # unsorted on purpose
+    assert median_interval(xs[:5]) is None  # n=5: P(B<=0)=1/32 > 0.025, no 95 % interval
+    assert median_interval(xs[:6]) == (5.0, 10.0)  # n=6: x(1)..x(6)
+    # n=10: P(B<=1)=11/1024 <= 0.025 < P(B<=2)=56/1024, so x(2)..x(9)
+    assert median_interval(xs) == (2.0, 9.0)
+    # a lower confidence narrows it: at 80 %, P(B<=2)=0.0547 <= 0.1 < P(B<=3)=0.172: x(3)..x(8)
+    assert median_interval(xs, 0.80) == (3.0, 8.0)
+
+
+def _cfg(**kw):
+    return SearchConfig(**{"warmup": 0, "block": 10, "min_repeats": 10, "max_repeats": 30,
+                           **kw})
+
+
+def test_verdict_cuts_only_what_cannot_beat_the_best():
+    best = [1.0 + 0.01 * i for i in range(10)]      # interval [1.01, 1.08]
+    slower = [1.09 + 0.01 * i for i in range(10)]   # interval [1.10, 1.17]: wholly above
+    touching = [1.08 + 0.01 * i for i in range(10)]  # interval [1.09, 1.16]: above 1.08
+    overlap = [1.07 + 0.01 * i for i in range(10)]  # interval [1.08, 1.15]: meets 1.08
+    cfg = _cfg()
+    assert verdict(slower, best, config=cfg) == "cut"
+    assert verdict(touching, best, config=cfg) == "cut"
+    assert verdict(overlap, best, config=cfg) == "continue"
+    assert verdict(slower[:9], best, config=cfg) == "continue"  # fewer than min_repeats
+    assert verdict(slower, None, config=cfg) == "continue"  # the first is never cut
+    assert verdict(best * 3, best, config=cfg) == "done"  # max_repeats reached
+    # the deadline: cut when even the median's lower bound is above it
+    assert verdict(best, None, config=cfg, deadline_ms=1.0) == "deadline"
+    assert verdict(best, None, config=cfg, deadline_ms=1.01) == "continue"
+
+
+def _measured(threads: int, costs, *, batch=1, status="measured") -> Measured:
+    c = Candidate("onnxruntime", Precision.INT8, batch, "onnx/int8-ort.onnx", threads=threads)
+    return Measured(c, calls_ms=list(costs), costs=list(costs), status=status)
+
+
+def test_a_tie_within_noise_goes_to_the_simpler_candidate():
+    fast = _measured(2, [1.00 + 0.01 * i for i in range(10)])
+    close = _measured(1, [1.02 + 0.01 * i for i in range(10)])  # overlaps: a tie
+    winner, tied = pick([fast, close])
+    assert winner is close and set(map(id, tied)) == {id(fast), id(close)}
+    far = _measured(1, [2.0 + 0.01 * i for i in range(10)])  # clearly slower: no tie
+    winner, tied = pick([fast, far])
+    assert winner is fast and tied == []
+    # a candidate cut early is not in the running
+    winner, _ = pick([_measured(1, [0.5] * 10, status="cut early"), far])
+    assert winner is far
+    # the deadline bounds the p99
+    spiky = _measured(2, [1.0] * 9 + [9.0])
+    winner, _ = pick([spiky, far], deadline_ms=5.0)
+    assert winner is far
+
+
+def test_simplicity_order():
+    def c(**kw):
+        base = dict(runner="tensorrt", precision=Precision.FP16, batch=1, graph="g")
+        return Candidate(**{**base, **kw})
+
+    # fewer threads first, then the smaller batch
+    order = [c(runner="onnxruntime", threads=1, batch=1),
+             c(runner="onnxruntime", threads=1, batch=2),
+             c(runner="onnxruntime", threads=2, batch=1)]
+    assert sorted(order, key=Candidate.simplicity) == order
+    gpu, graphs, dla = c(cuda_graphs=False), c(cuda_graphs=True), c(cuda_graphs=False,
+                                                                    dla_core=0)
+    assert sorted([dla, graphs, gpu], key=Candidate.simplicity) == [gpu, dla, graphs]
+    fp32, int8 = c(precision=Precision.FP32), c(precision=Precision.INT8)
+    assert sorted([int8, fp32], key=Candidate.simplicity) == [fp32, int8]
+
+
+def test_accuracy_floor_boundary():
+    drop = Target(top1_drop=0.5)
+    assert passes_floor(drop, top1=0.900, ref_top1=0.905, agreement=0.0)  # exactly 0.5 pp
+    assert not passes_floor(drop, top1=0.8999, ref_top1=0.905, agreement=1.0)  # 0.51 pp
+    agree = Target(agreement=0.99)
+    assert passes_floor(agree, top1=None, ref_top1=None, agreement=0.99)
+    assert not passes_floor(agree, top1=1.0, ref_top1=0.0, agreement=0.9899)
+    with pytest.raises(ConfigError, match="labelled"):
+        passes_floor(drop, top1=None, ref_top1=None, agreement=1.0)
+
+
+def test_thread_counts_and_batch_sweep():
+    assert thread_counts(1) == (1,)
+    assert thread_counts(2) == (1, 2)
+    assert thread_counts(6) == (1, 2, 4, 6)
+    assert batch_sweep(1, 8, "latency") == (1,)
+    assert batch_sweep(1, 8, "throughput") == (1, 2, 4, 8)
+    assert batch_sweep(2, 6, "energy") == (2, 4, 6)
+
+
+# ---------------------------------------------------------------------------------------------
+# candidates of a real small bundle, on recorded machines
+
+
+@pytest.fixture(scope="module")
+def small_bundle(tiny_checkpoint, flat_image_folder, tmp_path_factory):
+    from xception_trt.bundler import write_bundle
+
+    root = tmp_path_factory.mktemp("tune")
+    result = write_bundle(source=tiny_checkpoint, output=root / "tiny.xtrt",
+                          precisions=["fp32", "int8"], calibration=flat_image_folder,
+                          cc=["sm86"], max_batch=4, local_engines=False,
+                          work_dir=root / "work", threads=1)
+    return result.path
+
+
+def test_candidates_on_a_cpu_machine(small_bundle):
+    with Bundle(small_bundle) as b:
+        m = b.manifest
+    cands, excluded = bundle_candidates(m, CPU, threads=(1, 2))
+    assert {(c.runner, c.precision.value, c.graph, c.threads, c.batch) for c in cands} == {
+        ("onnxruntime", "fp32", "onnx/fp32.onnx", 1, 1), ("onnxruntime", "fp32",
+                                                          "onnx/fp32.onnx", 2, 1),
+        ("onnxruntime", "int8", "onnx/int8-ort.onnx", 1, 1),
+        ("onnxruntime", "int8", "onnx/int8-ort.onnx", 2, 1)}
+    why = {e.what: e.why for e in excluded}
+    # the engine choice's own words (doctor's): no TensorRT here, and the INT8 graph placed
+    # for TensorRT
+    assert why["tensorrt fp32: prebuilt " + next(
+        e.member for e in m.engines if e.precision is Precision.FP32) + " (" + next(
+        e.describe() for e in m.engines if e.precision is Precision.FP32) + ")"] == \
+        "built with tensorrt_rtx, which is not installed here"
+    assert "placed for it (onnx/int8-ort.onnx)" in why["onnxruntime int8 (onnx/int8.onnx)"]
+    # an engine of another precision is not a candidate of this one, so it is not listed
+    assert not any(w.startswith("precision ") for w in why.values())
+    no_ort = DeviceFacts(gpu_reason="no NVIDIA driver found")
+    cands, excluded = bundle_candidates(m, no_ort, threads=(1,))
+    assert cands == [] and any(e.what == "onnxruntime fp32" and "not installed" in e.why
+                               for e in excluded)
+
+
+def test_candidates_on_recorded_gpu_machines(small_bundle):
+    with Bundle(small_bundle) as b:
+        m = b.manifest
+    # an RTX sm86 machine: the prebuilt engines, CUDA graphs off and on, batches of the profile
+    cands, _ = bundle_candidates(m, _rtx_machine("8.6"), objective="throughput", threads=(1,))
+    trt = {(c.precision.value, c.batch, c.cuda_graphs) for c in cands if c.runner == "tensorrt"}
+    assert trt == {(p, b, g) for p in ("fp32", "int8") for b in (1, 2, 4) for g in (False, True)}
+    assert {c.graph for c in cands if c.runner == "tensorrt" and c.precision is Precision.INT8} \
+        == {e.member for e in m.engines if e.precision is Precision.INT8}
+    # max_batch caps the sweep
+    cands, _ = bundle_candidates(m, _rtx_machine("8.6"), objective="throughput", threads=(1,),
+                                 max_batch=2)
+    assert max(c.batch for c in cands) == 2
+    # sm89: the sm86 engines do not load (the reason said), an engine is built here instead
+    cands, excluded = bundle_candidates(m, _rtx_machine("8.9"), threads=(1,))
+    built = {c.graph for c in cands if c.runner == "tensorrt"}
+    assert built and all(g.startswith("build: tensorrt_rtx") and "SM89" in g for g in built)
+    assert not any("prebuilt" in e.what for e in excluded)  # a build was possible: not listed
+    # a Jetson-like board with DLA cores, the bundle without a DLA engine: said, once
+    jetson = DeviceFacts(flavours=(FlavourFact("tensorrt", "10.3.0"),),
+                         gpus=(GpuFact(0, "Orin", "8.7", integrated=True),), dla_cores=2,
+                         onnx=True, ort_version="1.x", ort_providers=("CPUExecutionProvider",))
+    cands, excluded = bundle_candidates(m, jetson, threads=(1,))
+    dla = [e for e in excluded if e.what.startswith("DLA cores")]
+    assert len(dla) == 1 and dla[0].what == "DLA cores 0..1" and "--dla-core" in dla[0].why
+    assert any(c.runner == "tensorrt" and c.graph.startswith("build: tensorrt")
+               for c in cands)
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole search
+
+
+def _break_int8(src: Path, dst: Path) -> Path:
+    """A copy of the bundle whose INT8 graph placed for ONNX Runtime has broken scales (every
+    weight's dequantization scale times 40), re-hashed so that the bundle itself is valid."""
+    import hashlib
+
+    import onnx
+    from onnx import numpy_helper
+
+    with zipfile.ZipFile(src) as zin:
+        manifest = json.loads(zin.read(MANIFEST))
+        member = manifest["variants"]["int8"]["onnxruntime_member"]
+        model = onnx.load_from_string(zin.read(member))
+        inits = {i.name: i for i in model.graph.initializer}
+        hit = 0
+        for node in model.graph.node:
+            if node.op_type == "DequantizeLinear" and node.input[0] in inits \
+                    and inits[node.input[0]].data_type in (onnx.TensorProto.INT8,
+                                                           onnx.TensorProto.UINT8):
+                scale = inits[node.input[1]]
+                scale.CopyFrom(numpy_helper.from_array(
+                    numpy_helper.to_array(scale) * np.float32(40.0), scale.name))
+                hit += 1
+        assert hit > 0
+        broken = model.SerializeToString()
+        manifest["members"][member] = {"sha256": hashlib.sha256(broken).hexdigest(),
+                                       "bytes": len(broken)}
+        with zipfile.ZipFile(dst, "w") as zout:
+            for info in zin.infolist():
+                data = zin.read(info.filename)
+                if info.filename == MANIFEST:
+                    data = json.dumps(manifest).encode()
+                elif info.filename == member:
+                    data = broken
+                zout.writestr(info, data)
+    return dst
+
+
+def test_tune_rejects_the_broken_int8_for_accuracy_and_reports(small_bundle, image_folder,
+                                                               tmp_path):
+    bad = _break_int8(small_bundle, tmp_path / "bad.xtrt")
+    search = SearchConfig(warmup=1, block=6, min_repeats=6, max_repeats=12)
+    result = tune(bad, image_folder, min_agreement=0.9, threads=(1,), search=search,
+                  output=tmp_path / "report", record=False, cache_dir=tmp_path / "cache",
+                  facts=CPU)
+    doc = result.report
+    rows = {r["name"]: r for r in doc["candidates"]}
+    int8 = rows["onnxruntime int8 b1 t1"]
+    assert int8["status"] == "below accuracy floor" and int8["repetitions"] == 0
+    assert int8["agreement"] < 0.9 and "agreement >= 90%" in int8["reason"]
+    fp32 = rows["onnxruntime fp32 b1 t1"]
+    assert fp32["status"] == "measured" and 6 <= fp32["repetitions"] <= 12
+    assert result.chosen is not None and result.chosen.precision is Precision.FP32
+    assert doc["chosen"]["name"] == "onnxruntime fp32 b1 t1"
+    files = sorted(p.name for p in (tmp_path / "report").iterdir())
+    assert files == ["pareto.png", "report.json", "report.md"]
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "**Chosen: onnxruntime fp32 b1 t1**" in md and "below accuracy floor" in md
+    assert doc["context"]["load_average"] is not None or doc["load_average_after"] is None
+    # the good bundle keeps its INT8 in the running
+    good = tune(small_bundle, image_folder, min_agreement=0.5, threads=(1,), search=search,
+                record=False, cache_dir=tmp_path / "cache", facts=CPU)
+    status = {r["name"]: r["status"] for r in good.report["candidates"]}
+    assert status["onnxruntime int8 b1 t1"] != "below accuracy floor"
+
+
+def _cli(argv, capsys):
+    from xception_trt.cli import main
+
+    code = main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_bad_inputs_are_one_line_errors(small_bundle, image_folder, flat_image_folder,
+                                            tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"x")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = [
+        ([str(onnx), "--val", str(image_folder)], "neither a bundle"),
+        ([str(small_bundle), "--val", str(flat_image_folder)], "has no labels"),
+        ([str(small_bundle), "--val", str(image_folder), "--objective", "energy"],
+         "needs a power source"),
+        ([str(empty), "--val", str(image_folder)], "holds no model files"),
+        ([str(tmp_path), "--val", str(image_folder)], "not a valid ONNX file"),
+    ]
+    for argv, message in cases:
+        code, _, err = _cli(["tune", *argv, "-o", str(tmp_path / "r")], capsys)
+        lines = [x for x in err.splitlines() if x.strip()]
+        assert code == 2 and lines[-1].startswith("error: ") and message in lines[-1], err
+        assert not (tmp_path / "r").exists()
+    (tmp_path / "exists").mkdir()
+    code, _, err = _cli(["tune", str(small_bundle), "--val", str(image_folder), "-o",
+                         str(tmp_path / "exists")], capsys)
+    assert code == 2 and "already exists" in err and "--force" in err
+    for flag, value in (("--deadline-ms", "0"), ("--max-top1-drop", "100"),
+                        ("--min-agreement", "1.5")):
+        with pytest.raises(SystemExit) as exc:
+            _cli(["tune", str(small_bundle), "--val", str(image_folder), flag, value], capsys)
+        assert exc.value.code == 2
