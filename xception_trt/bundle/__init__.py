@@ -8,6 +8,9 @@ caches — the engine that fits the machine it is opened on, never a mismatched 
 - :mod:`.cache`: the per-user engine cache and :func:`resolve`, which
   :func:`xception_trt.runners.open_runner` calls for a ``.xtrt`` file.
 - :mod:`.doctor`: the machine/bundle compatibility report of ``xception-trt doctor``.
+- :mod:`.tuned`: the configuration ``xception-trt tune`` chose for a bundle on this machine
+  (:class:`~.tuned.TunedChoice`), recorded beside the engine cache and used when the same
+  bundle is opened on the same machine.
 
 Bundles are written by :func:`xception_trt.bundler.write_bundle` (``xception-trt bundle``),
 which needs the toolchain; everything here runs with the core install (building an engine

@@ -389,7 +389,8 @@ class Bundle:
                                   f"{self._infos[MANIFEST].file_size} bytes (at most "
                                   f"{MAX_MANIFEST_BYTES}); {_REMAKE}")
             try:
-                data = json.loads(self._read_raw(MANIFEST, MAX_MANIFEST_BYTES))
+                raw = self._read_raw(MANIFEST, MAX_MANIFEST_BYTES)
+                data = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
                 text = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
                 raise BundleError(f"bundle {where}: {MANIFEST} is unreadable ({text}); "
@@ -407,6 +408,10 @@ class Bundle:
                         f"bytes but its manifest says {m.bytes} (tampered with or corrupted); "
                         f"{_REMAKE}")
             self._members = members
+            #: SHA-256 of ``manifest.json``: the bundle's identity (the manifest records every
+            #: other member's SHA-256 and when it was made, so a re-bundled or changed bundle
+            #: has another digest; each member is checked against it when read).
+            self.digest = hashlib.sha256(raw).hexdigest()
             sidecars = {}
             for entry in data.get("engines") or ():
                 side = entry.get("sidecar") if isinstance(entry, Mapping) else None

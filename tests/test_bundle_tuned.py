@@ -1,0 +1,287 @@
+"""The recorded tuned configuration of a bundle (xception_trt/bundle/tuned.py): kept while the
+bundle, the runtime and the machine are the same, forgotten with a notice naming which changed,
+and its file treated as untrusted input."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from bundle_forge import forge
+
+from xception_trt.bundle.facts import DeviceFacts, FlavourFact, GpuFact
+from xception_trt.bundle.format import Bundle
+from xception_trt.bundle.tuned import (
+    TunedChoice,
+    record_choice,
+    recorded_choice,
+    tuned_path,
+)
+from xception_trt.config import Precision
+from xception_trt.errors import BundleError, ConfigError
+
+CPU = {"cpu": "Test CPU 9000", "cpu_count": 2, "arch": "x86_64"}
+ORT = DeviceFacts(ort_version="1.32.0", ort_providers=("CPUExecutionProvider",), onnx=True)
+RTX3090 = GpuFact(0, "NVIDIA GeForce RTX 3090", "8.6")
+GPU = DeviceFacts(flavours=(FlavourFact("tensorrt", "10.13.0.35"),), gpus=(RTX3090,),
+                  driver="580.0", ort_version="1.32.0",
+                  ort_providers=("CPUExecutionProvider",), onnx=True)
+ORT_CHOICE = TunedChoice(Precision.INT8, "onnxruntime", 8, threads=2, report="/r/report.json",
+                         measured={"median_ms": 3.5, "agreement": 99.0})
+TRT_CHOICE = TunedChoice(Precision.FP16, "tensorrt", 4, cuda_graphs=True, instances=2)
+
+
+@pytest.fixture
+def bundle(tmp_path) -> Path:
+    return forge(tmp_path / "m.xtrt", {"onnx/fp32.onnx": b"a", "onnx/fp16.onnx": b"b",
+                                       "onnx/int8.onnx": b"c"},
+                 variants={"fp32": "onnx/fp32.onnx", "fp16": "onnx/fp16.onnx",
+                           "int8": "onnx/int8.onnx"})
+
+
+def _record(bundle, tmp_path, choice=ORT_CHOICE, facts=ORT, cpu=CPU) -> Path:
+    return record_choice(bundle, choice, cache_dir=tmp_path / "cache", facts=facts, cpu=cpu)
+
+
+def _lookup(bundle, tmp_path, facts=ORT, cpu=CPU):
+    return recorded_choice(bundle, cache_dir=tmp_path / "cache", facts=facts, cpu=cpu)
+
+
+def test_nothing_recorded(bundle, tmp_path):
+    assert _lookup(bundle, tmp_path) == (None, None)
+    assert not (tmp_path / "cache").exists()  # looking writes nothing
+
+
+def test_recorded_choice_round_trips_beside_the_engine_cache(bundle, tmp_path, monkeypatch):
+    path = _record(bundle, tmp_path)
+    assert path == tmp_path / "cache" / "tuned" / path.name == tuned_path(
+        bundle, cache_dir=tmp_path / "cache")
+    assert sorted(os.listdir(path.parent)) == [path.name]  # atomic: no temp file left
+    data = json.loads(path.read_text())
+    with Bundle(bundle) as b:
+        assert data["bundle"] == {"path": str(bundle.resolve()), "digest": b.digest}
+    assert data["runtime"] == {"name": "onnxruntime", "version": "1.32.0"}
+    assert data["machine"] == {**CPU, "ort_providers": ["CPUExecutionProvider"]}
+    choice, notice = _lookup(bundle, tmp_path)
+    assert notice is None and choice == ORT_CHOICE
+    assert choice.measured == {"median_ms": 3.5, "agreement": 99.0}
+    # the same bundle named by a relative path, or opened, finds the same record
+    monkeypatch.chdir(bundle.parent)
+    assert _lookup(Path(bundle.name), tmp_path) == (ORT_CHOICE, None)
+    with Bundle(bundle) as b:
+        assert _lookup(b, tmp_path) == (ORT_CHOICE, None)
+
+
+def test_a_new_record_replaces_the_old(bundle, tmp_path):
+    _record(bundle, tmp_path)
+    other = replace(ORT_CHOICE, threads=1, batch=2)
+    _record(bundle, tmp_path, other)
+    assert _lookup(bundle, tmp_path) == (other, None)
+
+
+def test_forgotten_when_the_bundle_changes(bundle, tmp_path):
+    _record(bundle, tmp_path)
+    forge(bundle, {"onnx/fp32.onnx": b"a2", "onnx/int8.onnx": b"c"},  # re-bundled in place
+          variants={"fp32": "onnx/fp32.onnx", "int8": "onnx/int8.onnx"})
+    choice, notice = _lookup(bundle, tmp_path)
+    assert choice is None
+    assert notice.startswith("not using the tuned configuration recorded for m.xtrt: "
+                             "the bundle changed since it was tuned")
+    assert notice.endswith("run `xception-trt tune` again") and "\n" not in notice
+
+
+def test_another_bundle_at_another_path_has_its_own_record(bundle, tmp_path):
+    _record(bundle, tmp_path)
+    copy = tmp_path / "copy.xtrt"
+    copy.write_bytes(bundle.read_bytes())
+    assert _lookup(copy, tmp_path) == (None, None)
+
+
+@pytest.mark.parametrize("facts, text", [
+    (replace(ORT, ort_version="1.33.0"), "ONNX Runtime 1.32.0 -> 1.33.0"),
+    (replace(ORT, ort_version=None), "ONNX Runtime 1.32.0 is no longer installed"),
+    (replace(ORT, ort_providers=("CUDAExecutionProvider", "CPUExecutionProvider")),
+     "ONNX Runtime's providers changed (CPUExecutionProvider -> CPUExecutionProvider, "
+     "CUDAExecutionProvider)"),
+])
+def test_forgotten_when_onnxruntime_changes(bundle, tmp_path, facts, text):
+    _record(bundle, tmp_path)
+    choice, notice = _lookup(bundle, tmp_path, facts=facts)
+    assert choice is None and f": {text}; run" in notice
+
+
+@pytest.mark.parametrize("cpu, text", [
+    ({**CPU, "cpu": "Other CPU"}, "another machine (CPU Test CPU 9000 -> Other CPU)"),
+    ({**CPU, "cpu_count": 16}, "another machine (logical cores 2 -> 16)"),
+    ({**CPU, "arch": "aarch64"}, "another machine (architecture x86_64 -> aarch64)"),
+])
+def test_onnxruntime_choice_forgotten_on_another_cpu(bundle, tmp_path, cpu, text):
+    _record(bundle, tmp_path)
+    choice, notice = _lookup(bundle, tmp_path, cpu=cpu)
+    assert choice is None and f": {text}; run" in notice
+
+
+def test_onnxruntime_choice_ignores_the_gpu(bundle, tmp_path):
+    _record(bundle, tmp_path)  # the CPU decides an ONNX Runtime choice, not a GPU
+    assert _lookup(bundle, tmp_path, facts=replace(ORT, gpus=(RTX3090,))) == (ORT_CHOICE, None)
+
+
+def test_tensorrt_choice_is_keyed_by_flavour_version_gpu_and_dla(bundle, tmp_path):
+    path = _record(bundle, tmp_path, TRT_CHOICE, facts=GPU)
+    data = json.loads(path.read_text())
+    assert data["runtime"] == {"name": "tensorrt", "version": "10.13.0.35"}  # what builds it
+    assert data["machine"] == {"gpus": [{"name": "NVIDIA GeForce RTX 3090",
+                                         "compute_capability": "8.6", "integrated": False}],
+                               "dla_cores": 0}
+    # the CPU does not decide an engine choice
+    assert _lookup(bundle, tmp_path, facts=GPU, cpu={**CPU, "cpu": "x"}) == (TRT_CHOICE, None)
+    cases = [
+        (replace(GPU, flavours=(FlavourFact("tensorrt", "10.14.1.0"),)),
+         "TensorRT 10.13.0.35 -> 10.14.1.0"),
+        (replace(GPU, flavours=()), "TensorRT 10.13.0.35 is no longer installed"),
+        (replace(GPU, gpus=(GpuFact(0, "NVIDIA GeForce RTX 4090", "8.9"),)),
+         "another machine (GPU NVIDIA GeForce RTX 3090 sm_86 -> NVIDIA GeForce RTX 4090 "
+         "sm_89)"),
+        (replace(GPU, gpus=()), "another machine (GPU NVIDIA GeForce RTX 3090 sm_86 -> no GPU)"),
+        (replace(GPU, dla_cores=2), "another machine (DLA cores 0 -> 2)"),
+        (replace(GPU, ort_version="1.40.0"), None),  # ONNX Runtime does not run an engine
+    ]
+    for facts, text in cases:
+        choice, notice = _lookup(bundle, tmp_path, facts=facts)
+        if text is None:
+            assert (choice, notice) == (TRT_CHOICE, None)
+        else:
+            assert choice is None and f": {text}; run" in notice, (text, notice)
+
+
+def test_tensorrt_choice_needs_a_tensorrt_that_runs_the_bundle(bundle, tmp_path):
+    with pytest.raises(BundleError, match="cannot record a TensorRT choice for m.xtrt: "):
+        _record(bundle, tmp_path, TRT_CHOICE, facts=ORT)
+    with pytest.raises(BundleError, match="ONNX Runtime is not installed"):
+        _record(bundle, tmp_path, facts=replace(ORT, ort_version=None))
+    assert not tuned_path(bundle, cache_dir=tmp_path / "cache").exists()
+
+
+def test_record_refuses_a_precision_the_bundle_lacks(tmp_path):
+    only_fp32 = forge(tmp_path / "f.xtrt")
+    with pytest.raises(BundleError, match="int8"):
+        _record(only_fp32, tmp_path)
+    with pytest.raises(ConfigError, match="needs a TunedChoice"):
+        record_choice(only_fp32, {"precision": "fp32"}, cache_dir=tmp_path)  # type: ignore
+
+
+def test_record_into_an_unwritable_cache_is_a_bundle_error(bundle, tmp_path):
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder goes")
+    with pytest.raises(BundleError):
+        _record(bundle, tmp_path)
+
+
+class Raw(str):
+    """What an edit returns to replace the record's text."""
+
+
+def _bend(path: Path, edit) -> None:
+    data = json.loads(path.read_text())
+    out = edit(data)  # a Raw replaces the record; anything else: data was edited in place
+    path.write_text(out if isinstance(out, Raw) else json.dumps(data))
+
+
+BENT = [
+    ("not JSON", lambda d: Raw("{not json"), "not valid JSON"),
+    ("an array", lambda d: Raw(json.dumps([d])), "not a JSON object"),
+    ("another format", lambda d: d.update(format="x"), "its format is not"),
+    ("a newer version", lambda d: d.update(format_version=2), "format version is 2"),
+    ("no runtime", lambda d: d.pop("runtime"), "'runtime' is missing"),
+    ("runtime version a number", lambda d: d["runtime"].update(version=1.32),
+     "runtime is not a name and a version"),
+    ("no digest", lambda d: d["bundle"].pop("digest"), "bundle digest is missing"),
+    ("machine a list", lambda d: d.update(machine=[]), "'machine' is missing or not"),
+    ("unknown precision", lambda d: d["choice"].update(precision="int4"),
+     "unknown Precision 'int4'"),
+    ("precision a number", lambda d: d["choice"].update(precision=8),
+     "precision must be a string"),
+    ("runner torch", lambda d: d["choice"].update(runner="torch"), "runner must be one of"),
+    ("batch as text", lambda d: d["choice"].update(batch="8"), "batch must be"),
+    ("batch a fraction", lambda d: d["choice"].update(batch=8.5), "batch must be"),
+    ("batch zero", lambda d: d["choice"].update(batch=0), "batch must be"),
+    ("batch huge", lambda d: d["choice"].update(batch=10**9), "batch must be"),
+    ("threads true", lambda d: d["choice"].update(threads=True), "threads must be"),
+    ("threads zero", lambda d: d["choice"].update(threads=0), "threads must be"),
+    ("cuda_graphs text", lambda d: d["choice"].update(runner="tensorrt", threads=None,
+                                                       cuda_graphs="yes"), "cuda_graphs must be"),
+    ("dla core negative", lambda d: d["choice"].update(runner="tensorrt", threads=None,
+                                                        dla_core=-1), "dla_core must be"),
+    ("threads on tensorrt", lambda d: d["choice"].update(runner="tensorrt"),
+     "threads is an ONNX Runtime option"),
+    ("instances zero", lambda d: d["choice"].update(instances=0), "instances must be"),
+    ("unknown objective", lambda d: d["choice"].update(objective="speed"),
+     "objective must be one of"),
+    ("unknown key", lambda d: d["choice"].update(engine="/etc/passwd"), "unknown key(s) engine"),
+    ("no batch", lambda d: d["choice"].pop("batch"), "lacks batch"),
+    ("report with an escape", lambda d: d["choice"].update(report="r\x1b[2J.json"),
+     "report must be printable"),
+    ("measured nested", lambda d: d["choice"].update(measured={"a": {"b": 1}}),
+     "must be a number, text"),
+    ("measured infinite", lambda d: Raw(json.dumps(d).replace('"median_ms": 3.5',
+                                                              '"median_ms": Infinity')),
+     "must be finite"),
+    ("choice a list", lambda d: d.update(choice=[1]), "'choice' is missing or not"),
+]
+
+
+@pytest.mark.parametrize("case, edit, text", BENT, ids=[b[0] for b in BENT])
+def test_a_bent_record_is_ignored_with_a_notice(bundle, tmp_path, case, edit, text):
+    path = _record(bundle, tmp_path)
+    _bend(path, edit)
+    choice, notice = _lookup(bundle, tmp_path)
+    assert choice is None
+    assert notice.startswith(f"not using the tuned configuration recorded for m.xtrt: the record "
+                             f"{path} is unusable (")
+    assert text in notice and notice.endswith("; remove it; run `xception-trt tune` again")
+    assert "\n" not in notice and "\x1b" not in notice
+
+
+def test_an_oversized_or_unreadable_record_is_ignored(bundle, tmp_path):
+    path = _record(bundle, tmp_path)
+    path.write_bytes(b" " * ((1 << 20) + 1))
+    assert "larger than 1048576 bytes" in _lookup(bundle, tmp_path)[1]
+    path.unlink()
+    path.mkdir()  # is_file() is false: nothing recorded
+    assert _lookup(bundle, tmp_path) == (None, None)
+
+
+def test_a_record_for_another_path_under_the_same_name_is_not_this_bundles(bundle, tmp_path):
+    path = _record(bundle, tmp_path)
+    _bend(path, lambda d: d["bundle"].update(path="/elsewhere/m.xtrt"))
+    assert _lookup(bundle, tmp_path) == (None, None)
+
+
+def test_tuned_choice_checks_its_fields():
+    assert TunedChoice("int8", "onnxruntime", 8).precision is Precision.INT8
+    with pytest.raises(ConfigError, match="cuda_graphs and dla_core are TensorRT options"):
+        TunedChoice(Precision.FP32, "onnxruntime", 1, dla_core=0)
+    with pytest.raises(ConfigError, match="threads is an ONNX Runtime option"):
+        TunedChoice(Precision.FP16, "tensorrt", 1, threads=2)
+    with pytest.raises(ConfigError, match="runner must be one of tensorrt, onnxruntime"):
+        TunedChoice(Precision.FP16, "torch", 1)
+    with pytest.raises(ConfigError, match="measured holds 65 entries"):
+        TunedChoice(Precision.FP16, "tensorrt", 1, measured={str(i): i for i in range(65)})
+    assert TunedChoice.from_dict(ORT_CHOICE.to_dict()) == ORT_CHOICE
+    assert ORT_CHOICE.to_dict()["measured"] == {"median_ms": 3.5, "agreement": 99.0}
+
+
+@pytest.mark.parametrize("choice, text", [
+    (ORT_CHOICE, "int8 on ONNX Runtime, 2 threads, batch 8"),
+    (TunedChoice(Precision.FP32, "onnxruntime", 1, threads=1), "fp32 on ONNX Runtime, 1 thread, "
+                                                               "batch 1"),
+    (TunedChoice(Precision.FP32, "onnxruntime", 4), "fp32 on ONNX Runtime, batch 4"),
+    (TRT_CHOICE, "fp16 TensorRT engine, CUDA graphs, batch 4, 2 Triton instances"),
+    (TunedChoice(Precision.INT8, "tensorrt", 2, cuda_graphs=False, dla_core=1),
+     "int8 TensorRT engine, DLA core 1, no CUDA graphs, batch 2"),
+])
+def test_describe(choice, text):
+    assert choice.describe() == text
