@@ -5,6 +5,7 @@ variant, through the library and the CLI."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import zipfile
 from pathlib import Path
@@ -23,6 +24,7 @@ from xception_trt.tuning import (
     SearchConfig,
     batch_sweep,
     bundle_candidates,
+    engine_precision,
     median_interval,
     passes_floor,
     pick,
@@ -277,6 +279,46 @@ def test_tune_rejects_the_broken_int8_for_accuracy_and_reports(small_bundle, ima
                 record=False, cache_dir=tmp_path / "cache", facts=CPU)
     status = {r["name"]: r["status"] for r in good.report["candidates"]}
     assert status["onnxruntime int8 b1 t1"] != "below accuracy floor"
+
+
+def test_engine_precision_refuses_a_silent_fallback(small_bundle):
+    # the engines TensorRT-RTX built for the bundle, their layer records in the sidecar
+    with Bundle(small_bundle) as b:
+        engines = {e.precision: e for e in b.manifest.engines}
+
+    class Engine:  # what engine_precision reads of a TensorRT runner: its sidecar
+        def __init__(self, sidecar):
+            self.sidecar = sidecar
+
+    int8 = engines[Precision.INT8]
+    cand = Candidate("tensorrt", Precision.INT8, 1, int8.member, cuda_graphs=False)
+    refusal, note = engine_precision(Engine(int8.sidecar), cand)
+    assert refusal is None and note.startswith("all ") and "int8" in note
+    # an FP32 engine passed off as the INT8 one: its compute layers run in fp32
+    fallback = dataclasses.replace(engines[Precision.FP32].sidecar, precision=Precision.INT8)
+    refusal, note = engine_precision(Engine(fallback), cand)
+    assert refusal is not None and "silent fallback" in refusal and "runs in fp32" in refusal
+    ort = Candidate("onnxruntime", Precision.INT8, 1, "onnx/int8-ort.onnx", threads=1)
+    assert engine_precision(Engine(fallback), ort) == (None, None)
+
+
+def test_the_choice_is_recorded_for_the_bundle(small_bundle, image_folder, tmp_path):
+    from xception_trt.bundle.tuned import recorded_choice
+
+    search = SearchConfig(warmup=1, block=6, min_repeats=6, max_repeats=12)
+    result = tune(small_bundle, image_folder, min_agreement=0.5, threads=(1,), search=search,
+                  cache_dir=tmp_path / "cache", facts=CPU, output=tmp_path / "r")
+    choice, notice = recorded_choice(small_bundle, cache_dir=tmp_path / "cache", facts=CPU)
+    assert notice is None and choice is not None and result.recorded is not None
+    c = result.chosen
+    assert (choice.runner, choice.precision, choice.batch, choice.threads) == (
+        c.runner, c.precision, c.batch, c.threads)
+    assert choice.measured["median_ms"] == pytest.approx(result.report["chosen"]["median_ms"])
+    assert choice.report == str(tmp_path / "r")
+    # nothing recorded for another cache, nor with record=False
+    tune(small_bundle, image_folder, min_agreement=0.5, threads=(1,), search=search,
+         cache_dir=tmp_path / "other", facts=CPU, record=False)
+    assert recorded_choice(small_bundle, cache_dir=tmp_path / "other", facts=CPU) == (None, None)
 
 
 def _cli(argv, capsys):

@@ -59,8 +59,8 @@ from .jsonable import JsonMixin
 
 __all__ = ["OBJECTIVES", "Candidate", "Excluded", "SearchConfig", "Measured", "TuneResult",
            "bundle_candidates", "folder_candidates", "thread_counts", "batch_sweep",
-           "median_interval", "verdict", "pick", "passes_floor", "tune", "SCHEMA",
-           "render_markdown", "pareto_figure", "write_tune_report"]
+           "median_interval", "verdict", "pick", "passes_floor", "engine_precision", "tune",
+           "SCHEMA", "render_markdown", "pareto_figure", "write_tune_report"]
 
 log = logging.getLogger(__name__)
 
@@ -507,14 +507,29 @@ def _open(c: Candidate, model: Path, facts: DeviceFacts, *, cache_dir: Any, devi
                        cuda_graphs=g, facts=facts, cache_dir=cache_dir)
 
 
-def _engine_check(runner: Runner, c: Candidate) -> str | None:
-    """Why an engine does not run at the precision it was asked for (its sidecar's layer
-    precisions), else ``None``; ``None`` for ONNX Runtime."""
-    if c.runner != "tensorrt":
-        return None
-    from .trt.layers import precision_problem
+def engine_precision(runner: Runner, c: Candidate) -> tuple[str | None, str | None]:
+    """The engine-precision check of a TensorRT candidate (:mod:`xception_trt.trt.layers`
+    over the layer records of the engine's sidecar, leaving out the nodes its graph keeps in
+    high precision on purpose).
 
-    return precision_problem(runner, c.precision)
+    Returns:
+        ``(refusal, note)``: ``refusal`` when compute layers run at another precision than the
+        one asked (a silent fallback: the candidate is not what it says, so it is not timed);
+        ``note``, the check's one-line summary (also when the records cannot tell). Both
+        ``None`` for ONNX Runtime.
+    """
+    if c.runner != "tensorrt":
+        return None, None
+    from .trt.layers import check_engine_precision
+
+    sidecar = getattr(runner, "sidecar", None)
+    if sidecar is None:
+        return None, "the engine's sidecar is not at hand: its layer precisions are unchecked"
+    check = check_engine_precision(sidecar)
+    if check.mismatched:
+        return (f"the engine does not run at {c.precision.value} (a silent fallback): "
+                f"{check.summary()}"), check.summary()
+    return None, check.summary()
 
 
 def _costs(objective: str, batch: int, calls: Sequence[float],
@@ -813,13 +828,13 @@ def _evaluate_graphs(graphs: Sequence[str], first: Mapping[str, Candidate], mode
 
         ev = evaluate(runners, dataset, names=list(graphs), reference=0, limit=limit,
                       progress=advance, require_labels=target.top1_drop is not None)
-        checks = [_engine_check(r, first[g]) for r, g in zip(runners, graphs)]
+        checks = [engine_precision(r, first[g]) for r, g in zip(runners, graphs)]
     finally:
         for r in runners:
             r.close()
     ref = ev.runners[0]
     ref_top1 = ref.accuracy.top1 if ref.accuracy else None
-    for g, e, check in zip(graphs, ev.runners, checks):
+    for g, e, (refusal, note) in zip(graphs, ev.runners, checks):
         top1 = e.accuracy.top1 if e.accuracy else None
         agr = e.agreement
         agreement = agr.top1_agreement if agr else 1.0
@@ -828,11 +843,11 @@ def _evaluate_graphs(graphs: Sequence[str], first: Mapping[str, Candidate], mode
             "top1": top1, "agreement": agreement,
             "top1_drop_pp": None if top1 is None or ref_top1 is None
             else round(100.0 * (ref_top1 - top1), 6),
-            "kl_mean": agr.kl_mean if agr else 0.0, "precision_check": check, "error": e.error}
+            "kl_mean": agr.kl_mean if agr else 0.0, "precision_check": note, "error": e.error}
         if e.error:
             entry["passes"], entry["why"] = False, f"evaluation failed: {e.error}"
-        elif check is not None:
-            entry["passes"], entry["why"] = False, check
+        elif refusal is not None:
+            entry["passes"], entry["why"] = False, refusal
         else:
             entry["passes"] = g == graphs[0] or passes_floor(
                 target, top1=top1, ref_top1=ref_top1, agreement=agreement)
@@ -1003,13 +1018,15 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
             f"{_fmt(100 * agr if agr is not None else None, 2)} | "
             f"{(r['reason'] or '').replace('|', '/')} |")
     lines += ["", "## Accuracy (each graph once)", "",
-              "| graph | runner | precision | top-1 % | drop pp | agreement % | verdict |",
-              "|---|---|---|---|---|---|---|"]
+              "| graph | runner | precision | top-1 % | drop pp | agreement % | engine precision "
+              "check | verdict |",
+              "|---|---|---|---|---|---|---|---|"]
     for g in doc["graphs"]:
         top1 = g["top1"]
         lines.append(f"| `{g['graph']}` | {g['runner']} | {g['precision']} | "
                      f"{_fmt(100 * top1 if top1 is not None else None, 2)} | "
                      f"{_fmt(g['top1_drop_pp'], 2)} | {_fmt(100 * g['agreement'], 2)} | "
+                     f"{g['precision_check'] or '—'} | "
                      + ("passes" if g["passes"] else str(g["why"]).replace("|", "/")) + " |")
     if doc["not_runnable"]:
         lines += ["", "## Not runnable here", ""]
