@@ -321,6 +321,51 @@ def test_the_choice_is_recorded_for_the_bundle(small_bundle, image_folder, tmp_p
     assert recorded_choice(small_bundle, cache_dir=tmp_path / "other", facts=CPU) == (None, None)
 
 
+def test_tensorrt_candidates_go_through_the_search(small_bundle, image_folder, tmp_path,
+                                                   monkeypatch):
+    """On a recorded RTX sm86 machine the bundle's prebuilt engines are candidates (CUDA graphs
+    off and on); the engines are stood in for by their precision's ONNX on ONNX Runtime carrying
+    the engine's sidecar (no GPU here), the INT8 one with an FP32 engine's layers: the check
+    refuses it before timing, and the FP32 engine is timed both ways."""
+    import xception_trt.tuning as tuning
+
+    with Bundle(small_bundle) as b:
+        m = b.manifest
+        sidecars = {e.member: e.sidecar for e in m.engines}
+    fp32_layers = next(e.sidecar for e in m.engines if e.precision is Precision.FP32)
+    real_open = tuning._open
+    opened = []
+
+    def engine_double(c, model, facts, *, cache_dir, device, threads=None, cuda_graphs=None):
+        if c.runner != "tensorrt":
+            return real_open(c, model, facts, cache_dir=cache_dir, device=device,
+                             threads=threads, cuda_graphs=cuda_graphs)
+        opened.append((c.graph, cuda_graphs if cuda_graphs is not None else c.cuda_graphs))
+        graph = m.variant(c.precision).for_onnxruntime().member
+        runner = real_open(Candidate("onnxruntime", c.precision, c.batch, graph, threads=1),
+                           model, facts, cache_dir=cache_dir, device=device)
+        side = sidecars[c.graph]
+        runner.sidecar = (dataclasses.replace(fp32_layers, precision=Precision.INT8)
+                          if c.precision is Precision.INT8 else side)
+        return runner
+
+    monkeypatch.setattr(tuning, "_open", engine_double)
+    search = SearchConfig(warmup=1, block=6, min_repeats=6, max_repeats=12)
+    result = tune(small_bundle, image_folder, min_agreement=0.5, threads=(1,), search=search,
+                  record=False, cache_dir=tmp_path / "cache", facts=_rtx_machine("8.6"))
+    rows = {r["name"]: r for r in result.report["candidates"]}
+    assert rows["tensorrt int8 b1"]["status"] == "below accuracy floor"
+    assert "silent fallback" in rows["tensorrt int8 b1"]["reason"]
+    assert rows["tensorrt int8 b1 graphs"]["repetitions"] == 0
+    for name in ("tensorrt fp32 b1", "tensorrt fp32 b1 graphs"):
+        assert rows[name]["status"] in ("measured", "cut early") and rows[name]["repetitions"]
+    fp32_engine = next(e.member for e in m.engines if e.precision is Precision.FP32)
+    assert (fp32_engine, True) in opened and (fp32_engine, False) in opened
+    graphs = {g["graph"]: g for g in result.report["graphs"]}
+    assert graphs[fp32_engine]["precision_check"].startswith("all ")
+    assert not any("prebuilt" in e["what"] for e in result.report["not_runnable"])
+
+
 def _cli(argv, capsys):
     from xception_trt.cli import main
 
