@@ -314,7 +314,7 @@ def test_the_choice_is_recorded_for_the_bundle(small_bundle, image_folder, tmp_p
     assert (choice.runner, choice.precision, choice.batch, choice.threads) == (
         c.runner, c.precision, c.batch, c.threads)
     assert choice.measured["median_ms"] == pytest.approx(result.report["chosen"]["median_ms"])
-    assert choice.report == str(tmp_path / "r")
+    assert choice.report == str((tmp_path / "r" / "report.json").resolve())
     # nothing recorded for another cache, nor with record=False
     tune(small_bundle, image_folder, min_agreement=0.5, threads=(1,), search=search,
          cache_dir=tmp_path / "other", facts=CPU, record=False)
@@ -364,6 +364,56 @@ def test_tensorrt_candidates_go_through_the_search(small_bundle, image_folder, t
     graphs = {g["graph"]: g for g in result.report["graphs"]}
     assert graphs[fp32_engine]["precision_check"].startswith("all ")
     assert not any("prebuilt" in e["what"] for e in result.report["not_runnable"])
+
+
+def test_a_folder_of_model_files(small_bundle, image_folder, tmp_path):
+    import shutil
+
+    from xception_trt.bundle.cache import bundle_graph, prebuilt_engine
+    from xception_trt.sidecar import sidecar_path
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for member in ("onnx/fp32.onnx", "onnx/int8-ort.onnx"):
+        shutil.copy(bundle_graph(small_bundle, member, cache_dir=tmp_path / "cache"),
+                    folder / Path(member).name)
+    with Bundle(small_bundle) as b:
+        engine = next(e.member for e in b.manifest.engines if e.precision is Precision.FP32)
+    copied = prebuilt_engine(small_bundle, engine, cache_dir=tmp_path / "cache")
+    shutil.copy(copied, folder / "fp32.engine")
+    shutil.copy(sidecar_path(copied), sidecar_path(folder / "fp32.engine"))
+    (folder / "notes.txt").write_text("not a model")
+    search = SearchConfig(warmup=1, block=6, min_repeats=6, max_repeats=6)
+    result = tune(folder, image_folder, min_agreement=0.5, threads=(1,), search=search,
+                  facts=CPU, output=tmp_path / "r")
+    doc = result.report
+    assert doc["model"]["kind"] == "folder" and doc["reference"] == str(folder / "fp32.onnx")
+    assert {r["path"] for r in doc["candidates"]} == {str(folder / "fp32.onnx"),
+                                                      str(folder / "int8-ort.onnx")}
+    assert doc["not_runnable"] == [{"what": "tensorrt fp32.engine", "why": "built with "
+                                    "tensorrt_rtx, which is not installed here"}]
+    assert result.chosen is not None and result.recorded is None  # a folder records nothing
+
+
+def test_cli_tune_writes_the_report_and_records(small_bundle, image_folder, tmp_path, capsys,
+                                                monkeypatch):
+    from xception_trt.bundle.tuned import recorded_choice
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _cli(["tune", str(small_bundle), "--val", str(image_folder),
+                           "--min-agreement", "0.5", "--threads", "1", "--iterations", "6",
+                           "--warmup", "1", "--no-progress"], capsys)
+    assert code == 0, err
+    (folder,) = tmp_path.glob("tune-*")  # the default report folder, in the working directory
+    assert sorted(p.name for p in folder.iterdir()) == ["pareto.png", "report.json",
+                                                        "report.md"]
+    doc = json.loads((folder / "report.json").read_text())
+    assert f"chosen: {doc['chosen']['name']}: median " in out
+    assert "recorded for tiny.xtrt" in out
+    choice, _ = recorded_choice(small_bundle, cache_dir=tmp_path / "xdg" / "xception-trt" /
+                                "bundles")
+    assert choice is not None and choice.report == str(folder.resolve() / "report.json")
 
 
 def _cli(argv, capsys):

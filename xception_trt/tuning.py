@@ -866,7 +866,7 @@ def _record(model: Path, winner: Measured, acc: Mapping[str, Any], objective: st
     choice = TunedChoice(
         precision=c.precision, runner=c.runner, batch=c.batch, threads=c.threads,
         cuda_graphs=c.cuda_graphs, dla_core=c.dla_core, objective=objective,
-        report=str(directory) if directory is not None else None,
+        report=str((directory / "report.json").resolve()) if directory is not None else None,
         measured={"median_ms": stats.median_ms, "p99_ms": stats.p99_ms,
                   "images_per_s": 1000.0 * c.batch / stats.median_ms,
                   "joules_per_image": (winner.energy_mj / 1000.0
