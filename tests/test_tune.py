@@ -416,6 +416,51 @@ def test_cli_tune_writes_the_report_and_records(small_bundle, image_folder, tmp_
     assert choice is not None and choice.report == str(folder.resolve() / "report.json")
 
 
+class ConstantPower:
+    """A power source as the Jetson INA3221 rails behave for ``PowerWindow`` (one total rail
+    read in mW, no energy counter: energy is mean power x duration), at a constant 5 W."""
+
+    name, rails, total_rail, notes = "constant-5w", ("VDD_IN",), "VDD_IN", ()
+
+    def __init__(self, scope: str) -> None:
+        self.scope = scope
+
+    def read_mw(self):
+        return [5000.0]
+
+    def energy_mj(self):
+        return None
+
+    def errors(self):
+        return []
+
+    def close(self):
+        return None
+
+
+def test_energy_objective_with_a_power_source(small_bundle, image_folder, tmp_path):
+    from xception_trt.power import PowerMonitor
+
+    search = SearchConfig(warmup=1, block=6, min_repeats=6, max_repeats=12)
+    monitor = PowerMonitor(ConstantPower("module"), period_s=0.005)
+    result = tune(small_bundle, image_folder, objective="energy", min_agreement=0.5,
+                  threads=(1,), search=search, monitor=monitor, record=False,
+                  cache_dir=tmp_path / "cache", facts=CPU, max_batch=2)
+    doc = result.report
+    assert doc["cost"] == "mJ per image" and doc["power"]["backend"] == "constant-5w"
+    ch = doc["chosen"]
+    assert ch["energy_per_image_mj"] > 0 and ch["batch"] in (1, 2)
+    # one cost sample per block of calls
+    timed = [r for r in doc["candidates"] if r["repetitions"]]
+    assert {r["batch"] for r in doc["candidates"]} == {1, 2} and timed
+    # NVML measures the GPU only: a CPU runner's energy is not its energy, so no candidate
+    gpu_only = PowerMonitor(ConstantPower("gpu"), period_s=0.005)
+    with pytest.raises(ConfigError, match="measures the GPU only"):
+        tune(small_bundle, image_folder, objective="energy", min_agreement=0.5, threads=(1,),
+             search=search, monitor=gpu_only, record=False, cache_dir=tmp_path / "cache",
+             facts=CPU)
+
+
 def _cli(argv, capsys):
     from xception_trt.cli import main
 

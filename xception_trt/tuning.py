@@ -697,7 +697,7 @@ def tune(model: str | os.PathLike[str], val: Any, *, objective: str = "latency",
     """
     from .bundle.facts import probe_facts
     from .data import open_dataset
-    from .power import PowerMonitor, open_monitor, run_context
+    from .power import open_monitor, run_context
     from .report import check_report_dir
 
     t_start = _dt.datetime.now(_dt.timezone.utc)
@@ -727,30 +727,30 @@ def tune(model: str | os.PathLike[str], val: Any, *, objective: str = "latency",
     else:
         cands, excluded = folder_candidates(model, facts, objective=objective, threads=threads,
                                             max_batch=max_batch, device=device)
-    if monitor is None:
-        monitor = (open_monitor() if objective == "energy" or any(
-            c.runner == "tensorrt" for c in cands)
-            else PowerMonitor(None, reason="no power source for a CPU runner here"))
+    if monitor is None:  # as bench: the Jetson rails, else NVML for the runners' GPU
+        from .sysinfo import devices
+
+        gpu = next((g for g in devices().gpus if g.index == device), None)
+        monitor = open_monitor(pci_bus_id=gpu.pci_bus_id if gpu is not None else None)
+    if not cands:
+        reasons = "; ".join(f"{e.what}: {e.why}" for e in excluded[:4]) or "none"
+        raise ConfigError(f"nothing in {model} can run here ({reasons}); run `xception-trt "
+                          "doctor` on it")
+    ref_pool = cands  # the FP32 reference may be a candidate the objective leaves out
     if objective == "energy":
         if not monitor.available:
             raise ConfigError(f"--objective energy needs a power source (a Jetson's INA3221 "
                               f"rails or NVML); here: {monitor.reason}")
         if monitor.source.scope == "gpu":
-            keep = [c for c in cands if c.runner == "tensorrt"]
-            excluded += [Excluded(c.name, "the power source (NVML) measures the GPU only: the "
-                                  "energy of a CPU runner is not measured") for c in cands
-                         if c.runner != "tensorrt"]
-            ref_pool = cands
-            cands = keep
-        else:
-            ref_pool = cands
-    else:
-        ref_pool = cands
+            why = (f"the power source ({monitor.source.name}) measures the GPU only: the "
+                   "energy of a CPU runner is not measured")
+            excluded += [Excluded(c.name, why) for c in cands if c.runner != "tensorrt"]
+            cands = [c for c in cands if c.runner == "tensorrt"]
+            if not cands:
+                raise ConfigError(f"--objective energy: {why}, and no TensorRT engine of "
+                                  f"{model.name} runs on the GPU here; use --objective latency "
+                                  "or throughput")
     reference = _reference_graph(ref_pool)
-    if not cands:
-        reasons = "; ".join(f"{e.what}: {e.why}" for e in excluded[:4]) or "none"
-        raise ConfigError(f"nothing in {model} can run here ({reasons}); run `xception-trt "
-                          "doctor` on it")
     context = run_context()
     # --- accuracy: each distinct graph once, against the FP32 reference
     graphs = list(dict.fromkeys([reference.graph] + [c.graph for c in cands]))
