@@ -36,6 +36,7 @@ engine choice over recorded machine facts in the tests; they are UNVERIFIED on a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import json
@@ -727,42 +728,43 @@ def tune(model: str | os.PathLike[str], val: Any, *, objective: str = "latency",
     else:
         cands, excluded = folder_candidates(model, facts, objective=objective, threads=threads,
                                             max_batch=max_batch, device=device)
-    if monitor is None:  # as bench: the Jetson rails, else NVML for the runners' GPU
-        from .sysinfo import devices
+    with contextlib.ExitStack() as stack:
+        if monitor is None:  # as bench: the Jetson rails, else NVML for the runners' GPU
+            from .sysinfo import devices
 
-        gpu = next((g for g in devices().gpus if g.index == device), None)
-        monitor = open_monitor(pci_bus_id=gpu.pci_bus_id if gpu is not None else None)
-    if not cands:
-        reasons = "; ".join(f"{e.what}: {e.why}" for e in excluded[:4]) or "none"
-        raise ConfigError(f"nothing in {model} can run here ({reasons}); run `xception-trt "
-                          "doctor` on it")
-    ref_pool = cands  # the FP32 reference may be a candidate the objective leaves out
-    if objective == "energy":
-        if not monitor.available:
-            raise ConfigError(f"--objective energy needs a power source (a Jetson's INA3221 "
-                              f"rails or NVML); here: {monitor.reason}")
-        if monitor.source.scope == "gpu":
-            why = (f"the power source ({monitor.source.name}) measures the GPU only: the "
-                   "energy of a CPU runner is not measured")
-            excluded += [Excluded(c.name, why) for c in cands if c.runner != "tensorrt"]
-            cands = [c for c in cands if c.runner == "tensorrt"]
-            if not cands:
-                raise ConfigError(f"--objective energy: {why}, and no TensorRT engine of "
-                                  f"{model.name} runs on the GPU here; use --objective latency "
-                                  "or throughput")
-    reference = _reference_graph(ref_pool)
-    context = run_context()
-    # --- accuracy: each distinct graph once, against the FP32 reference
-    graphs = list(dict.fromkeys([reference.graph] + [c.graph for c in cands]))
-    first = {g: next(c for c in [*ref_pool, *cands] if c.graph == g) for g in graphs}
-    accuracy = _evaluate_graphs(graphs, first, model, facts, dataset, target, limit=limit,
-                                cache_dir=cache_dir, device=device, progress=progress)
-    # --- timing, with the sequential stop
-    passing = [c for c in cands if accuracy[c.graph]["passes"]]
-    order = sorted(passing, key=lambda c: _timing_order(c, objective))
-    measured: list[Measured] = []
-    best: Measured | None = None
-    with monitor:
+            gpu = next((g for g in devices().gpus if g.index == device), None)
+            monitor = stack.enter_context(open_monitor(
+                pci_bus_id=gpu.pci_bus_id if gpu is not None else None))
+        if not cands:
+            reasons = "; ".join(f"{e.what}: {e.why}" for e in excluded[:4]) or "none"
+            raise ConfigError(f"nothing in {model} can run here ({reasons}); run "
+                              "`xception-trt doctor` on it")
+        ref_pool = cands  # the FP32 reference may be a candidate the objective leaves out
+        if objective == "energy":
+            if not monitor.available:
+                raise ConfigError(f"--objective energy needs a power source (a Jetson's "
+                                  f"INA3221 rails or NVML); here: {monitor.reason}")
+            if monitor.source.scope == "gpu":
+                why = (f"the power source ({monitor.source.name}) measures the GPU only: the "
+                       "energy of a CPU runner is not measured")
+                excluded += [Excluded(c.name, why) for c in cands if c.runner != "tensorrt"]
+                cands = [c for c in cands if c.runner == "tensorrt"]
+                if not cands:
+                    raise ConfigError(f"--objective energy: {why}, and no TensorRT engine "
+                                      f"of {model.name} runs on the GPU here; use --objective "
+                                      "latency or throughput")
+        reference = _reference_graph(ref_pool)
+        context = run_context()
+        # --- accuracy: each distinct graph once, against the FP32 reference
+        graphs = list(dict.fromkeys([reference.graph] + [c.graph for c in cands]))
+        first = {g: next(c for c in [*ref_pool, *cands] if c.graph == g) for g in graphs}
+        accuracy = _evaluate_graphs(graphs, first, model, facts, dataset, target, limit=limit,
+                                    cache_dir=cache_dir, device=device, progress=progress)
+        # --- timing, with the sequential stop
+        passing = [c for c in cands if accuracy[c.graph]["passes"]]
+        order = sorted(passing, key=lambda c: _timing_order(c, objective))
+        measured: list[Measured] = []
+        best: Measured | None = None
         for i, c in enumerate(order):
             if progress:
                 progress(f"timing {c.name}", i, len(order))
