@@ -1081,7 +1081,15 @@ def pareto_figure(doc: Mapping[str, Any]) -> Any:
     limit = doc["floor"]["top1_drop_pp"] if use_drop else (
         100.0 * (1.0 - doc["floor"]["agreement"]))
     ax.axvline(limit, color="gray", linestyle="--", linewidth=1, label="accuracy floor")
+    ax.plot([], [], marker="o", markerfacecolor="none", color="C7", linestyle="none",
+            label="cut early (its numbers so far)")
     ax.set_yscale("log")
+    with needs("report plots"):
+        from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:g}")  # 0.6, not 6e-01 or 10^x
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
     ax.set_xlabel("top-1 drop from FP32, percentage points" if use_drop
                   else "top-1 disagreement with FP32, % of images")
     ax.set_ylabel(f"{doc['cost']} (log)")
