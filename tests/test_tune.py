@@ -212,6 +212,28 @@ def test_candidates_on_recorded_gpu_machines(small_bundle):
                for c in cands)
 
 
+def test_dla_engines_are_candidates_without_cuda_graphs(small_bundle):
+    from xception_trt.bundle.format import EngineEntry
+
+    with Bundle(small_bundle) as b:
+        m = b.manifest
+    int8 = next(e for e in m.engines if e.precision is Precision.INT8)
+    dla_side = dataclasses.replace(int8.sidecar,
+                                   build_options={**int8.sidecar.build_options, "dla_core": 1})
+    dla = EngineEntry("engines/int8-dla1.engine", "engines/int8-dla1.engine.json", dla_side)
+    with_dla = dataclasses.replace(m, engines=(*m.engines, dla))
+    cands, excluded = bundle_candidates(with_dla, _rtx_machine("8.6", dla_cores=2),
+                                        objective="throughput", threads=(1,))
+    on_dla = [c for c in cands if c.dla_core is not None]
+    assert on_dla == [Candidate("tensorrt", Precision.INT8, 4, dla.member, cuda_graphs=False,
+                                dla_core=1)]
+    assert any(e.what == "tensorrt int8 dla1 with CUDA graphs" for e in excluded)
+    assert {c.cuda_graphs for c in cands if c.graph == int8.member} == {False, True}
+    # a machine with one DLA core has no core 1: the engine choice's reason
+    _, excluded = bundle_candidates(with_dla, _rtx_machine("8.6", dla_cores=1), threads=(1,))
+    assert any(dla.member in e.what and "1 DLA core(s)" in e.why for e in excluded)
+
+
 # ---------------------------------------------------------------------------------------------
 # the whole search
 

@@ -174,6 +174,26 @@ def _cpu_only(facts: DeviceFacts) -> DeviceFacts:
     return dataclasses.replace(facts, flavours=())
 
 
+def _engine_candidates(cands: list[Candidate], excluded: list[Excluded], prec: Precision,
+                       graph: str, top: int, batches: Sequence[int], dla_core: int | None
+                       ) -> None:
+    """An engine's candidates: on the GPU each batch up to its profile with CUDA graphs off and
+    on; on a DLA core its (fixed) batch, without CUDA graphs."""
+    if dla_core is not None:
+        cands.append(Candidate("tensorrt", prec, top, graph, cuda_graphs=False,
+                               dla_core=dla_core))
+        excluded.append(Excluded(f"tensorrt {prec.value} dla{dla_core} with CUDA graphs",
+                                 "CUDA graphs and DLA offloading are not supported together "
+                                 "(as trtexec says)"))
+        return
+    for b in batches:
+        if b > top:
+            excluded.append(Excluded(f"tensorrt {prec.value} b{b} ({graph})",
+                                     f"above the engine's batch profile (up to {top})"))
+            continue
+        cands.extend(Candidate("tensorrt", prec, b, graph, cuda_graphs=g) for g in (False, True))
+
+
 def bundle_candidates(manifest: Manifest, facts: DeviceFacts, *, objective: str = "latency",
                       threads: Sequence[int] | None = None, max_batch: int | None = None,
                       device: int = 0) -> tuple[list[Candidate], list[Excluded]]:
@@ -198,42 +218,28 @@ def bundle_candidates(manifest: Manifest, facts: DeviceFacts, *, objective: str 
     cands: list[Candidate] = []
     excluded: list[Excluded] = []
     for prec in manifest.precisions:
-        # TensorRT: the engine opening the bundle would use (prebuilt or built here)
+        # TensorRT: every prebuilt engine of this precision that loads here, else the engine
+        # opening the bundle would build into the engine cache
+        request = Request(prec, device=device)
+        mine = [e for e in manifest.engines if e.precision is prec]
+        fitting = [e for e in mine if engine_mismatch(e, facts, request) is None]
         trt = choose(manifest, facts, Request(prec, device=device, onnxruntime=False))
-        if trt.kind in (ChoiceKind.PREBUILT, ChoiceKind.BUILD):
-            if trt.engine is not None:
-                graph, top = trt.engine.member, trt.engine.sidecar.max_batch or hi
-            elif trt.build is not None:
-                graph, top = f"build: {trt.build.describe()}", trt.build.profile[2]
-            else:
-                raise BenchError("internal: an engine choice without an engine; report this")
-            for b in batches:
-                if b > top:
-                    excluded.append(Excluded(f"tensorrt {prec.value} b{b}", f"above the "
-                                             f"engine's batch profile (up to {top})"))
-                    continue
-                cands.extend(Candidate("tensorrt", prec, b, graph, cuda_graphs=g)
-                             for g in (False, True))
+        if fitting:
+            for e in fitting:
+                core = e.sidecar.option("dla_core")
+                _engine_candidates(cands, excluded, prec, e.member, e.sidecar.max_batch or hi,
+                                   batches, None if core is None else int(core))
+            excluded.extend(Excluded(f"tensorrt {prec.value}: prebuilt {e.member} "
+                                     f"({e.describe()})", str(engine_mismatch(e, facts, request)))
+                            for e in mine if e not in fitting)
+        elif trt.kind is ChoiceKind.BUILD and trt.build is not None:
+            _engine_candidates(cands, excluded, prec, f"build: {trt.build.describe()}",
+                               trt.build.profile[2], batches, None)
         else:
             # an engine of another precision is no candidate of this one: not listed
             excluded.extend(Excluded(f"tensorrt {prec.value}: {r.what}", r.why)
                             for r in trt.rejected if r.what != "ONNX Runtime"
                             and not r.why.startswith("precision "))
-        # DLA: a bundle's engines built for a DLA core, where the board has them
-        for e in manifest.engines:
-            core = e.sidecar.option("dla_core")
-            if core is None or e.precision is not prec:
-                continue
-            why = engine_mismatch(e, facts, Request(prec, device=device))
-            if why is not None:
-                excluded.append(Excluded(f"tensorrt {prec.value} dla{core} ({e.member})", why))
-                continue
-            fixed = e.sidecar.max_batch or lo
-            cands.append(Candidate("tensorrt", prec, fixed, e.member, cuda_graphs=False,
-                                   dla_core=int(core)))
-            excluded.append(Excluded(f"tensorrt {prec.value} dla{core} with CUDA graphs",
-                                     "CUDA graphs and DLA offloading are not supported together "
-                                     "(as trtexec says)"))
         # ONNX Runtime: the graph the bundle's ONNX Runtime path runs for this precision
         ort = choose(manifest, _cpu_only(facts), Request(prec, device=device, build=False))
         if ort.kind is ChoiceKind.ONNXRUNTIME and ort.variant is not None:
@@ -501,9 +507,9 @@ def _open(c: Candidate, model: Path, facts: DeviceFacts, *, cache_dir: Any, devi
 
     if c.runner == "onnxruntime":
         return open_runner(bundle_graph(model, c.graph, cache_dir=cache_dir), threads=t)
-    if c.dla_core is not None:
+    if not c.graph.startswith("build: "):  # a prebuilt engine, the one this candidate names
         return open_runner(prebuilt_engine(model, c.graph, cache_dir=cache_dir), device=device,
-                           cuda_graphs=False)
+                           cuda_graphs=g)
     return open_runner(model, precision=c.precision, onnxruntime=False, device=device,
                        cuda_graphs=g, facts=facts, cache_dir=cache_dir)
 
