@@ -295,6 +295,7 @@ def test_tune_rejects_the_broken_int8_for_accuracy_and_reports(small_bundle, ima
     assert files == ["pareto.png", "report.json", "report.md"]
     md = (tmp_path / "report" / "report.md").read_text()
     assert "**Chosen: onnxruntime fp32 b1 t1**" in md and "below accuracy floor" in md
+    assert "The choice is not recorded" in md and doc["record"] is False
     assert doc["context"]["load_average"] is not None or doc["load_average_after"] is None
     # the good bundle keeps its INT8 in the running
     good = tune(small_bundle, image_folder, min_agreement=0.5, threads=(1,), search=search,
@@ -436,6 +437,8 @@ def test_cli_tune_writes_the_report_and_records(small_bundle, image_folder, tmp_
     choice, _ = recorded_choice(small_bundle, cache_dir=tmp_path / "xdg" / "xception-trt" /
                                 "bundles")
     assert choice is not None and choice.report == str(folder.resolve() / "report.json")
+    assert doc["record"] is True and "The choice is recorded for this bundle" in (
+        folder / "report.md").read_text()
 
 
 class ConstantPower:

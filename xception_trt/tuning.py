@@ -796,6 +796,7 @@ def tune(model: str | os.PathLike[str], val: Any, *, objective: str = "latency",
         cands=cands, excluded=excluded, measured=measured, winner=winner, tied=tied,
         command=command, started=t_start)
     result = TuneResult(doc, winner.candidate if winner else None)
+    doc["record"] = bool(record and winner is not None and is_bundle(model))
     if output is not None:
         result.directory = write_tune_report(doc, output, force=force)
     if record and winner is not None and is_bundle(model):
@@ -1008,7 +1009,11 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
               f"- Search: warm-up {doc['search']['warmup']}, blocks of {doc['search']['block']}"
               f" calls, {doc['search']['min_repeats']}..{doc['search']['max_repeats']} timed "
               f"calls per candidate; {doc['search']['rule']}.",
-              f"- Took {doc['seconds']} s.", "", "![pareto](pareto.png)", "",
+              f"- Took {doc['seconds']} s.",
+              "- The choice is " + ("recorded for this bundle on this machine: opening it uses "
+                                    "it unless told otherwise." if doc.get("record") else
+                                    "not recorded (a folder, --no-record, or nothing chosen)."),
+              "", "![pareto](pareto.png)", "",
               "## Candidates", "",
               "| candidate | status | calls | median ms | p99 ms | images/s | mJ/image | "
               "cost interval | top-1 drop pp | agreement % | note |",
