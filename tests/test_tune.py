@@ -67,10 +67,11 @@ def _cfg(**kw):
 
 
 def test_verdict_cuts_only_what_cannot_beat_the_best():
-    best = [1.0 + 0.01 * i for i in range(10)]      # interval [1.01, 1.08]
-    slower = [1.09 + 0.01 * i for i in range(10)]   # interval [1.10, 1.17]: wholly above
-    touching = [1.08 + 0.01 * i for i in range(10)]  # interval [1.09, 1.16]: above 1.08
-    overlap = [1.07 + 0.01 * i for i in range(10)]  # interval [1.08, 1.15]: meets 1.08
+    # whole numbers, so that the boundary is exact: 10 calls -> interval [x(2), x(9)]
+    best = [float(x) for x in range(100, 110)]      # interval [101, 108]
+    slower = [float(x) for x in range(110, 120)]    # interval [111, 118]: wholly above
+    touching = [float(x) for x in range(108, 118)]  # interval [109, 116]: just above 108
+    overlap = [float(x) for x in range(107, 117)]   # interval [108, 115]: meets 108, no cut
     cfg = _cfg()
     assert verdict(slower, best, config=cfg) == "cut"
     assert verdict(touching, best, config=cfg) == "cut"
@@ -79,8 +80,8 @@ def test_verdict_cuts_only_what_cannot_beat_the_best():
     assert verdict(slower, None, config=cfg) == "continue"  # the first is never cut
     assert verdict(best * 3, best, config=cfg) == "done"  # max_repeats reached
     # the deadline: cut when even the median's lower bound is above it
-    assert verdict(best, None, config=cfg, deadline_ms=1.0) == "deadline"
-    assert verdict(best, None, config=cfg, deadline_ms=1.01) == "continue"
+    assert verdict(best, None, config=cfg, deadline_ms=100.0) == "deadline"
+    assert verdict(best, None, config=cfg, deadline_ms=101.0) == "continue"
 
 
 def _measured(threads: int, costs, *, batch=1, status="measured") -> Measured:
@@ -89,19 +90,19 @@ def _measured(threads: int, costs, *, batch=1, status="measured") -> Measured:
 
 
 def test_a_tie_within_noise_goes_to_the_simpler_candidate():
-    fast = _measured(2, [1.00 + 0.01 * i for i in range(10)])
-    close = _measured(1, [1.02 + 0.01 * i for i in range(10)])  # overlaps: a tie
+    fast = _measured(2, [float(x) for x in range(100, 110)])   # interval [101, 108]
+    close = _measured(1, [float(x) for x in range(107, 117)])  # [108, 115]: touches, a tie
     winner, tied = pick([fast, close])
     assert winner is close and set(map(id, tied)) == {id(fast), id(close)}
-    far = _measured(1, [2.0 + 0.01 * i for i in range(10)])  # clearly slower: no tie
+    far = _measured(1, [float(x) for x in range(108, 118)])  # [109, 116]: clearly slower
     winner, tied = pick([fast, far])
     assert winner is fast and tied == []
     # a candidate cut early is not in the running
-    winner, _ = pick([_measured(1, [0.5] * 10, status="cut early"), far])
+    winner, _ = pick([_measured(1, [50.0] * 10, status="cut early"), far])
     assert winner is far
     # the deadline bounds the p99
-    spiky = _measured(2, [1.0] * 9 + [9.0])
-    winner, _ = pick([spiky, far], deadline_ms=5.0)
+    spiky = _measured(2, [100.0] * 9 + [900.0])
+    winner, _ = pick([spiky, far], deadline_ms=500.0)
     assert winner is far
 
 
