@@ -4,11 +4,12 @@
 files) is fastest, or most frugal, on *this* machine while keeping the accuracy.
 
 1. **Candidates** (:func:`bundle_candidates`, :func:`folder_candidates`): each precision the
-   bundle carries on each backend that can run it here — a TensorRT engine (prebuilt, or built
-   into the engine cache) with CUDA graphs off and on, a bundle's DLA engines where the board has
-   DLA cores, ONNX Runtime (the INT8 graph placed for it) at each thread count — at each batch
-   size of the profile the objective needs. What cannot run is listed with the reason, taken
-   from the engine choice (:func:`xception_trt.bundle.choice.choose`, the rules ``doctor``
+   bundle carries on each backend that can run it here — every prebuilt TensorRT engine that
+   loads here (on the GPU with CUDA graphs off and on; a DLA engine on its core, without), else
+   the engine opening the bundle would build into the engine cache; ONNX Runtime (the INT8 graph
+   placed for it) at each thread count — at each batch size of the profile the objective needs.
+   What cannot run is listed with the reason, taken from the engine choice
+   (:func:`xception_trt.bundle.choice.choose` and ``engine_mismatch``, the rules ``doctor``
    shows), not from a second rule table.
 2. **Accuracy first**: each distinct graph or engine is evaluated once on the validation images
    (:func:`xception_trt.bench.evaluate`) against the FP32 reference; one below the floor
