@@ -487,6 +487,19 @@ def test_energy_objective_with_a_power_source(small_bundle, image_folder, tmp_pa
              facts=CPU)
 
 
+def test_cli_nothing_meets_the_deadline_exit_1(small_bundle, image_folder, tmp_path, capsys):
+    code, out, _ = _cli(["tune", str(small_bundle), "--val", str(image_folder),
+                         "--min-agreement", "0.5", "--threads", "1", "--iterations", "6",
+                         "--warmup", "0", "--deadline-ms", "0.000001", "--no-record",
+                         "--no-progress", "-o", str(tmp_path / "r")], capsys)
+    assert code == 1 and "no candidate met the accuracy floor and the deadline" in out
+    doc = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert doc["chosen"] is None and doc["deadline_ms"] == 0.000001
+    assert {r["status"] for r in doc["candidates"]} == {"misses deadline"}
+    assert all(r["repetitions"] == 6 and "surely above" in r["reason"]
+               for r in doc["candidates"])
+
+
 def _cli(argv, capsys):
     from xception_trt.cli import main
 
