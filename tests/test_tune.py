@@ -500,6 +500,25 @@ def test_cli_nothing_meets_the_deadline_exit_1(small_bundle, image_folder, tmp_p
                for r in doc["candidates"])
 
 
+def test_an_engine_built_here_that_cannot_open_is_said_and_not_timed(small_bundle,
+                                                                      image_folder, tmp_path):
+    """A recorded RTX sm89 machine: the bundle's sm86 engines do not load, so TensorRT-RTX
+    (installed here) really builds sm89 engines into the engine cache; this CPU cannot open
+    them, which the report says per graph while the ONNX Runtime candidates are tuned."""
+    search = SearchConfig(warmup=1, block=6, min_repeats=6, max_repeats=6)
+    result = tune(small_bundle, image_folder, min_agreement=0.5, threads=(1,), search=search,
+                  record=False, cache_dir=tmp_path / "cache", facts=_rtx_machine("8.9"),
+                  output=tmp_path / "r")
+    built = [g for g in result.report["graphs"] if g["graph"].startswith("build: ")]
+    assert len(built) == 2 and all("SM89" in g["graph"] for g in built)
+    assert all(not g["passes"] and g["why"].startswith("could not be opened: ") for g in built)
+    assert list((tmp_path / "cache" / "engines").glob("tensorrt-rtx-*-sm89-*/model.engine"))
+    rows = [r for r in result.report["candidates"] if r["runner"] == "tensorrt"]
+    assert rows and all(r["repetitions"] == 0 for r in rows)
+    assert result.chosen is not None and result.chosen.runner == "onnxruntime"
+    assert "could not be opened" in (tmp_path / "r" / "report.md").read_text()
+
+
 def _cli(argv, capsys):
     from xception_trt.cli import main
 

@@ -495,7 +495,9 @@ class TuneResult:
 
 def _open(c: Candidate, model: Path, facts: DeviceFacts, *, cache_dir: Any, device: int,
           threads: int | None = None, cuda_graphs: bool | None = None) -> Runner:
-    """Open a candidate's runner as a user would (a bundle through ``open_runner``'s choice)."""
+    """Open a candidate's runner: its file (a bundle's graph or prebuilt engine copied out
+    verified, or the engine the bundle builds into the engine cache) with exactly the
+    candidate's options."""
     from .runners import open_runner
 
     t = threads if threads is not None else c.threads
@@ -511,8 +513,13 @@ def _open(c: Candidate, model: Path, facts: DeviceFacts, *, cache_dir: Any, devi
     if not c.graph.startswith("build: "):  # a prebuilt engine, the one this candidate names
         return open_runner(prebuilt_engine(model, c.graph, cache_dir=cache_dir), device=device,
                            cuda_graphs=g)
-    return open_runner(model, precision=c.precision, onnxruntime=False, device=device,
-                       cuda_graphs=g, facts=facts, cache_dir=cache_dir)
+    # the engine the bundle builds into the engine cache, resolved here and opened as a file:
+    # what tune measures is exactly the candidate, whatever a recorded choice would fill in
+    from .bundle.cache import resolve
+
+    built = resolve(model, precision=c.precision, onnxruntime=False, device=device, facts=facts,
+                    cache_dir=cache_dir)
+    return open_runner(built.path, device=device, cuda_graphs=g)
 
 
 def engine_precision(runner: Runner, c: Candidate) -> tuple[str | None, str | None]:
@@ -822,12 +829,26 @@ def _evaluate_graphs(graphs: Sequence[str], first: Mapping[str, Candidate], mode
                      ) -> dict[str, Any]:
     runners: list[Runner] = []
     out: dict[str, Any] = {}
+    opened: list[str] = []
     try:
         for g in graphs:
             c = first[g]
-            runners.append(_open(c, model, facts, cache_dir=cache_dir, device=device,
-                                 threads=max(thread_counts()) if c.runner == "onnxruntime"
-                                 else None, cuda_graphs=False))
+            try:
+                runners.append(_open(c, model, facts, cache_dir=cache_dir, device=device,
+                                     threads=max(thread_counts()) if c.runner == "onnxruntime"
+                                     else None, cuda_graphs=False))
+            except XceptionTRTError as exc:
+                if g == graphs[0]:
+                    raise  # no reference, no accuracy: the caller's error
+                # the facts said it would run and it did not: said, and not timed
+                why = f"could not be opened: {str(exc).splitlines()[0]}"
+                log.warning("%s %s", g, why)
+                out[g] = {"graph": g, "runner": c.runner, "precision": c.precision.value,
+                          "top1": None, "agreement": None, "top1_drop_pp": None,
+                          "kl_mean": None, "precision_check": None, "error": why,
+                          "passes": False, "why": why}
+                continue
+            opened.append(g)
         total = min(len(dataset), limit) if limit else len(dataset)
         done = [0]
 
@@ -836,15 +857,15 @@ def _evaluate_graphs(graphs: Sequence[str], first: Mapping[str, Candidate], mode
             if progress:
                 progress("accuracy (each graph once)", done[0], total)
 
-        ev = evaluate(runners, dataset, names=list(graphs), reference=0, limit=limit,
+        ev = evaluate(runners, dataset, names=opened, reference=0, limit=limit,
                       progress=advance, require_labels=target.top1_drop is not None)
-        checks = [engine_precision(r, first[g]) for r, g in zip(runners, graphs)]
+        checks = [engine_precision(r, first[g]) for r, g in zip(runners, opened)]
     finally:
         for r in runners:
             r.close()
     ref = ev.runners[0]
     ref_top1 = ref.accuracy.top1 if ref.accuracy else None
-    for g, e, (refusal, note) in zip(graphs, ev.runners, checks):
+    for g, e, (refusal, note) in zip(opened, ev.runners, checks):
         top1 = e.accuracy.top1 if e.accuracy else None
         agr = e.agreement
         agreement = agr.top1_agreement if agr else 1.0
@@ -859,7 +880,7 @@ def _evaluate_graphs(graphs: Sequence[str], first: Mapping[str, Candidate], mode
         elif refusal is not None:
             entry["passes"], entry["why"] = False, refusal
         else:
-            entry["passes"] = g == graphs[0] or passes_floor(
+            entry["passes"] = g == opened[0] or passes_floor(
                 target, top1=top1, ref_top1=ref_top1, agreement=agreement)
             entry["why"] = None if entry["passes"] else f"below the floor ({target.describe()})"
         out[g] = entry
@@ -1039,7 +1060,8 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
         top1 = g["top1"]
         lines.append(f"| `{g['graph']}` | {g['runner']} | {g['precision']} | "
                      f"{_fmt(100 * top1 if top1 is not None else None, 2)} | "
-                     f"{_fmt(g['top1_drop_pp'], 2)} | {_fmt(100 * g['agreement'], 2)} | "
+                     f"{_fmt(g['top1_drop_pp'], 2)} | "
+                     f"{_fmt(None if g['agreement'] is None else 100 * g['agreement'], 2)} | "
                      f"{g['precision_check'] or '—'} | "
                      + ("passes" if g["passes"] else str(g["why"]).replace("|", "/")) + " |")
     if doc["not_runnable"]:
