@@ -519,6 +519,22 @@ def test_an_engine_built_here_that_cannot_open_is_said_and_not_timed(small_bundl
     assert "could not be opened" in (tmp_path / "r" / "report.md").read_text()
 
 
+@pytest.mark.parametrize("kw, message", [
+    ({"objective": "speed"}, "objective must be one of latency, throughput, energy"),
+    ({"deadline_ms": 0}, "deadline must be a positive number"),
+    ({"deadline_ms": float("nan")}, "deadline must be a positive number"),
+    ({"max_batch": 0}, "max_batch must be an integer >= 1"),
+    ({"threads": (0,)}, "thread counts must be integers >= 1"),
+    ({"limit": 0}, "limit must be an integer >= 1"),
+    ({"max_top1_drop": 0.5, "min_agreement": 0.99}, "give one target"),
+    ({"min_agreement": 1.5}, "target agreement must be a fraction"),
+])
+def test_python_api_refuses_bad_arguments_before_any_work(kw, message, tmp_path):
+    # nothing is read: the model and images do not even exist
+    with pytest.raises(ConfigError, match=message):
+        tune(tmp_path / "missing.xtrt", tmp_path / "none", **kw)
+
+
 def _cli(argv, capsys):
     from xception_trt.cli import main
 

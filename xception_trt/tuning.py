@@ -650,7 +650,7 @@ DEFAULT_TOP1_DROP = 1.0
 
 
 def _check_args(objective: str, deadline_ms: float | None, max_batch: int | None,
-                threads: Sequence[int] | None) -> None:
+                threads: Sequence[int] | None, limit: int | None) -> None:
     if objective not in OBJECTIVES:
         raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
     if deadline_ms is not None and (isinstance(deadline_ms, bool) or not math.isfinite(
@@ -663,6 +663,9 @@ def _check_args(objective: str, deadline_ms: float | None, max_batch: int | None
     for t in threads or ():
         if isinstance(t, bool) or not isinstance(t, int) or t < 1:
             raise ConfigError(f"thread counts must be integers >= 1, got {t!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                              or limit < 1):
+        raise ConfigError(f"limit must be an integer >= 1 (images), got {limit!r}")
 
 
 def tune(model: str | os.PathLike[str], val: Any, *, objective: str = "latency",
@@ -716,7 +719,7 @@ def tune(model: str | os.PathLike[str], val: Any, *, objective: str = "latency",
     from .report import check_report_dir
 
     t_start = _dt.datetime.now(_dt.timezone.utc)
-    _check_args(objective, deadline_ms, max_batch, threads)
+    _check_args(objective, deadline_ms, max_batch, threads, limit)
     target = _floor(max_top1_drop, min_agreement)
     search = search or SearchConfig()
     model = Path(model)
