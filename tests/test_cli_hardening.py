@@ -95,6 +95,9 @@ LOOP_CASES = [
     (["bundle", "{ckpt}", "--work-dir", "LOOP", "-o", "{tmp}/m.xtrt"], "--work-dir"),
     (["doctor", "LOOP"], "model"),
     (["doctor", "--facts", "LOOP"], "--facts"),
+    (["tune", "LOOP", "--val", "{data}"], "model"),
+    (["tune", "{onnx}", "--val", "LOOP"], "--val"),
+    (["tune", "{onnx}", "--val", "{data}", "-o", "LOOP"], "-o"),
 ]
 
 

@@ -211,9 +211,9 @@ def test_readme_pipeline_commands_run_in_the_demo_folder(demo_dir, monkeypatch, 
         assert code == 0, (line, capsys.readouterr())
         ran.append(argv[1])
     assert ran == ["export", "quantize", "quantize", "build", "bundle", "doctor", "infer",
-                   "stream", "eval", "bench"]
+                   "stream", "eval", "bench", "tune"]
     for made in ("my/model.onnx", "my/model.fp16.onnx", "my/model.int8.onnx", "my/model.xtrt",
-                 "my/eval/report.md", "my/bench/report.md"):
+                 "my/eval/report.md", "my/bench/report.md", "my/tune/report.md"):
         assert Path(made).is_file(), made
 
 

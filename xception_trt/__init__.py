@@ -55,6 +55,8 @@ _EXPORTS: dict[str, str] = {
     "BenchConfig": "bench",
     "write_report": "report",
     "machine_facts": "sysinfo",
+    "tune": "tuning",
+    "TuneResult": "tuning",
     # configuration: data classes and closed sets
     "ModelSpec": "config",
     "BuildConfig": "config",

@@ -53,6 +53,8 @@ from .runners import RunnerOptions as RunnerOptions
 from .runners import open_runner as open_runner
 from .sysinfo import machine_facts as machine_facts
 from .trt.builder import build_engine as build_engine
+from .tuning import TuneResult as TuneResult
+from .tuning import tune as tune
 
 __version__: str
 __all__: list[str]

@@ -301,7 +301,8 @@ def measure_latency(runner: Runner, batch_size: int, *, iterations: int = 50, wa
                     seed: int = 0, pixels: np.ndarray | None = None,
                     memory: MemorySampler | None = None,
                     progress: Progress | None = None,
-                    power: PowerMonitor | None = None) -> LatencyResult:
+                    power: PowerMonitor | None = None,
+                    samples: list[float] | None = None) -> LatencyResult:
     """Time ``iterations`` calls of ``runner`` on one batch after ``warmup`` untimed calls.
 
     A call that raises stops the measurement: the result keeps the completed samples and the
@@ -317,6 +318,9 @@ def measure_latency(runner: Runner, batch_size: int, *, iterations: int = 50, wa
         memory: RSS sampler (sampled after every call).
         progress: Called with 1 after every call (warm-up included).
         power: Power monitor: samples in a background thread during the timed calls only.
+        samples: A list the per-call wall times (ms) are appended to, in call order (for a
+            caller that pools several measurements or tests them as they come, as ``tune``'s
+            sequential stop does).
 
     Returns:
         The :class:`LatencyResult` (``skipped`` set when the runner cannot take the batch).
@@ -349,6 +353,8 @@ def measure_latency(runner: Runner, batch_size: int, *, iterations: int = 50, wa
             runner(x)
             t1 = clock()
             wall.append((t1 - t0) / 1e6)
+            if samples is not None:
+                samples.append(wall[-1])
             g = getattr(runner, "last_gpu_time_ms", None)
             if g is not None:
                 gpu.append(float(g))

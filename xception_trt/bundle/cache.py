@@ -42,7 +42,8 @@ from .choice import BuildTarget, Choice, ChoiceKind, Request, choose
 from .facts import DeviceFacts, probe_facts
 from .format import Bundle
 
-__all__ = ["Resolution", "default_cache_dir", "resolve", "build_key", "engine_folder"]
+__all__ = ["Resolution", "default_cache_dir", "resolve", "build_key", "engine_folder",
+           "prebuilt_engine", "bundle_graph"]
 
 log = logging.getLogger(__name__)
 
@@ -314,3 +315,52 @@ def resolve(bundle_path: str | os.PathLike[str], *, precision: Precision | str |
     log.info("%s -> %s (%s)", bundle.path.name, path, choice.reason)
     return Resolution(path, choice, built=choice.kind is ChoiceKind.BUILD and not hit,
                       cache_hit=hit, seconds=time.perf_counter() - t0)
+
+
+def prebuilt_engine(bundle_path: str | os.PathLike[str], member: str, *,
+                    cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """One named prebuilt engine of a bundle, copied out verified into the engine cache (as
+    :func:`resolve` copies the one it chooses): for a caller that must run a particular engine
+    (``tune`` times a bundle's DLA engine beside its GPU engine of the same precision).
+
+    Raises:
+        BundleError: Unreadable/tampered bundle, no such engine, or an unwritable cache.
+    """
+    with Bundle(bundle_path) as bundle:
+        entry = next((e for e in bundle.manifest.engines if e.member == member), None)
+        if entry is None:
+            raise BundleError(f"{bundle.path} has no prebuilt engine {member}")
+        root = _cache_root(cache_dir)
+        choice = Choice(ChoiceKind.PREBUILT, entry.precision, engine=entry)
+        try:
+            path, _ = _prebuilt(bundle, choice, root)
+        except OSError as exc:
+            raise BundleError(f"engine cache {root} cannot be written ({exc.strerror or exc}); "
+                              "set XDG_CACHE_HOME to a writable folder (Python: pass cache_dir=)"
+                              ) from None
+    return path
+
+
+def bundle_graph(bundle_path: str | os.PathLike[str], member: str, *,
+                 cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """One ONNX variant of a bundle (``onnx/int8-ort.onnx`` ...), copied out verified into the
+    engine cache (as :func:`resolve` copies the graph ONNX Runtime runs), with its graph
+    checked to be the precision the manifest lists it under: for a caller that runs a named
+    graph with ONNX Runtime whatever engine this machine could use (``tune``).
+
+    Raises:
+        BundleError: Unreadable/tampered bundle, no such variant member, or an unwritable cache.
+    """
+    with Bundle(bundle_path) as bundle:
+        prec = next((p for p, v in bundle.manifest.variants.items()
+                     if member in (v.member, v.onnxruntime_member)), None)
+        if prec is None:
+            raise BundleError(f"{bundle.path} has no ONNX variant {member}")
+        root = _cache_root(cache_dir)
+        try:
+            path, _ = _onnx_file(bundle, prec, root, member)
+        except OSError as exc:
+            raise BundleError(f"engine cache {root} cannot be written ({exc.strerror or exc}); "
+                              "set XDG_CACHE_HOME to a writable folder (Python: pass cache_dir=)"
+                              ) from None
+    return path

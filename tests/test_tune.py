@@ -1,0 +1,574 @@
+"""``tune``: the candidates a machine can run (and the reasons for the rest, from the engine
+choice over recorded machine facts), the sequential stop and the tie rule as pure functions, the
+accuracy floor's boundary, and the whole search on a small bundle with one broken INT8
+variant, through the library and the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xception_trt.bundle.facts import DeviceFacts, FlavourFact, GpuFact
+from xception_trt.bundle.format import MANIFEST, Bundle
+from xception_trt.config import Precision
+from xception_trt.errors import ConfigError
+from xception_trt.precision.targeted import Target
+from xception_trt.tuning import (
+    Candidate,
+    Measured,
+    SearchConfig,
+    batch_sweep,
+    bundle_candidates,
+    engine_precision,
+    median_interval,
+    passes_floor,
+    pick,
+    thread_counts,
+    tune,
+    verdict,
+)
+
+rtx = pytest.importorskip("tensorrt_rtx", reason="the bundle's engines are built with "
+                                                 "TensorRT-RTX (pip install tensorrt-rtx)")
+
+#: This CPU machine: no GPU, ONNX Runtime present.
+CPU = DeviceFacts(ort_version="1.x", ort_providers=("CPUExecutionProvider",), onnx=True,
+                  gpu_reason="no NVIDIA driver found")
+
+
+def _rtx_machine(cc: str, **kw) -> DeviceFacts:
+    return DeviceFacts(flavours=(FlavourFact("tensorrt_rtx", rtx.__version__),),
+                       gpus=(GpuFact(0, f"RTX sm{cc.replace('.', '')}", cc),), onnx=True,
+                       ort_version="1.x", ort_providers=("CPUExecutionProvider",), **kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# the statistics (pure)
+
+
+def test_median_interval_uses_the_binomial_order_statistics():
+    xs = [float(i) for i in range(10, 0, -1)]  # unsorted on purpose
+    assert median_interval(xs[:5]) is None  # n=5: P(B<=0)=1/32 > 0.025, no 95 % interval
+    assert median_interval(xs[:6]) == (5.0, 10.0)  # n=6: x(1)..x(6)
+    # n=10: P(B<=1)=11/1024 <= 0.025 < P(B<=2)=56/1024, so x(2)..x(9)
+    assert median_interval(xs) == (2.0, 9.0)
+    # a lower confidence narrows it: at 80 %, P(B<=2)=0.0547 <= 0.1 < P(B<=3)=0.172: x(3)..x(8)
+    assert median_interval(xs, 0.80) == (3.0, 8.0)
+
+
+def _cfg(**kw):
+    return SearchConfig(**{"warmup": 0, "block": 10, "min_repeats": 10, "max_repeats": 30,
+                           **kw})
+
+
+def test_verdict_cuts_only_what_cannot_beat_the_best():
+    # whole numbers, so that the boundary is exact: 10 calls -> interval [x(2), x(9)]
+    best = [float(x) for x in range(100, 110)]      # interval [101, 108]
+    slower = [float(x) for x in range(110, 120)]    # interval [111, 118]: wholly above
+    touching = [float(x) for x in range(108, 118)]  # interval [109, 116]: just above 108
+    overlap = [float(x) for x in range(107, 117)]   # interval [108, 115]: meets 108, no cut
+    cfg = _cfg()
+    assert verdict(slower, best, config=cfg) == "cut"
+    assert verdict(touching, best, config=cfg) == "cut"
+    assert verdict(overlap, best, config=cfg) == "continue"
+    assert verdict(slower[:9], best, config=cfg) == "continue"  # fewer than min_repeats
+    assert verdict(slower, None, config=cfg) == "continue"  # the first is never cut
+    assert verdict(best * 3, best, config=cfg) == "done"  # max_repeats reached
+    # the deadline: cut when even the median's lower bound is above it
+    assert verdict(best, None, config=cfg, deadline_ms=100.0) == "deadline"
+    assert verdict(best, None, config=cfg, deadline_ms=101.0) == "continue"
+
+
+def _measured(threads: int, costs, *, batch=1, status="measured") -> Measured:
+    c = Candidate("onnxruntime", Precision.INT8, batch, "onnx/int8-ort.onnx", threads=threads)
+    return Measured(c, calls_ms=list(costs), costs=list(costs), status=status)
+
+
+def test_a_tie_within_noise_goes_to_the_simpler_candidate():
+    fast = _measured(2, [float(x) for x in range(100, 110)])   # interval [101, 108]
+    close = _measured(1, [float(x) for x in range(107, 117)])  # [108, 115]: touches, a tie
+    winner, tied = pick([fast, close])
+    assert winner is close and set(map(id, tied)) == {id(fast), id(close)}
+    far = _measured(1, [float(x) for x in range(108, 118)])  # [109, 116]: clearly slower
+    winner, tied = pick([fast, far])
+    assert winner is fast and tied == []
+    # a candidate cut early is not in the running
+    winner, _ = pick([_measured(1, [50.0] * 10, status="cut early"), far])
+    assert winner is far
+    # the deadline bounds the p99
+    spiky = _measured(2, [100.0] * 9 + [900.0])
+    winner, _ = pick([spiky, far], deadline_ms=500.0)
+    assert winner is far
+
+
+def test_simplicity_order():
+    def c(**kw):
+        base = dict(runner="tensorrt", precision=Precision.FP16, batch=1, graph="g")
+        return Candidate(**{**base, **kw})
+
+    # fewer threads first, then the smaller batch
+    order = [c(runner="onnxruntime", threads=1, batch=1),
+             c(runner="onnxruntime", threads=1, batch=2),
+             c(runner="onnxruntime", threads=2, batch=1)]
+    assert sorted(order, key=Candidate.simplicity) == order
+    gpu, graphs, dla = c(cuda_graphs=False), c(cuda_graphs=True), c(cuda_graphs=False,
+                                                                    dla_core=0)
+    assert sorted([dla, graphs, gpu], key=Candidate.simplicity) == [gpu, dla, graphs]
+    fp32, int8 = c(precision=Precision.FP32), c(precision=Precision.INT8)
+    assert sorted([int8, fp32], key=Candidate.simplicity) == [fp32, int8]
+
+
+def test_accuracy_floor_boundary():
+    drop = Target(top1_drop=0.5)
+    assert passes_floor(drop, top1=0.900, ref_top1=0.905, agreement=0.0)  # exactly 0.5 pp
+    assert not passes_floor(drop, top1=0.8999, ref_top1=0.905, agreement=1.0)  # 0.51 pp
+    agree = Target(agreement=0.99)
+    assert passes_floor(agree, top1=None, ref_top1=None, agreement=0.99)
+    assert not passes_floor(agree, top1=1.0, ref_top1=0.0, agreement=0.9899)
+    with pytest.raises(ConfigError, match="labelled"):
+        passes_floor(drop, top1=None, ref_top1=None, agreement=1.0)
+
+
+def test_thread_counts_and_batch_sweep():
+    assert thread_counts(1) == (1,)
+    assert thread_counts(2) == (1, 2)
+    assert thread_counts(6) == (1, 2, 4, 6)
+    assert batch_sweep(1, 8, "latency") == (1,)
+    assert batch_sweep(1, 8, "throughput") == (1, 2, 4, 8)
+    assert batch_sweep(2, 6, "energy") == (2, 4, 6)
+
+
+# ---------------------------------------------------------------------------------------------
+# candidates of a real small bundle, on recorded machines
+
+
+@pytest.fixture(scope="module")
+def small_bundle(tiny_checkpoint, flat_image_folder, tmp_path_factory):
+    from xception_trt.bundler import write_bundle
+
+    root = tmp_path_factory.mktemp("tune")
+    result = write_bundle(source=tiny_checkpoint, output=root / "tiny.xtrt",
+                          precisions=["fp32", "int8"], calibration=flat_image_folder,
+                          cc=["sm86"], max_batch=4, local_engines=False,
+                          work_dir=root / "work", threads=1)
+    return result.path
+
+
+def test_candidates_on_a_cpu_machine(small_bundle):
+    with Bundle(small_bundle) as b:
+        m = b.manifest
+    cands, excluded = bundle_candidates(m, CPU, threads=(1, 2))
+    assert {(c.runner, c.precision.value, c.graph, c.threads, c.batch) for c in cands} == {
+        ("onnxruntime", "fp32", "onnx/fp32.onnx", 1, 1), ("onnxruntime", "fp32",
+                                                          "onnx/fp32.onnx", 2, 1),
+        ("onnxruntime", "int8", "onnx/int8-ort.onnx", 1, 1),
+        ("onnxruntime", "int8", "onnx/int8-ort.onnx", 2, 1)}
+    why = {e.what: e.why for e in excluded}
+    # the engine choice's own words (doctor's): no TensorRT here, and the INT8 graph placed
+    # for TensorRT
+    assert why["tensorrt fp32: prebuilt " + next(
+        e.member for e in m.engines if e.precision is Precision.FP32) + " (" + next(
+        e.describe() for e in m.engines if e.precision is Precision.FP32) + ")"] == \
+        "built with tensorrt_rtx, which is not installed here"
+    assert "placed for it (onnx/int8-ort.onnx)" in why["onnxruntime int8 (onnx/int8.onnx)"]
+    # an engine of another precision is not a candidate of this one, so it is not listed
+    assert not any(w.startswith("precision ") for w in why.values())
+    no_ort = DeviceFacts(gpu_reason="no NVIDIA driver found")
+    cands, excluded = bundle_candidates(m, no_ort, threads=(1,))
+    assert cands == [] and any(e.what == "onnxruntime fp32" and "not installed" in e.why
+                               for e in excluded)
+
+
+def test_candidates_on_recorded_gpu_machines(small_bundle):
+    with Bundle(small_bundle) as b:
+        m = b.manifest
+    # an RTX sm86 machine: the prebuilt engines, CUDA graphs off and on, batches of the profile
+    cands, _ = bundle_candidates(m, _rtx_machine("8.6"), objective="throughput", threads=(1,))
+    trt = {(c.precision.value, c.batch, c.cuda_graphs) for c in cands if c.runner == "tensorrt"}
+    assert trt == {(p, b, g) for p in ("fp32", "int8") for b in (1, 2, 4) for g in (False, True)}
+    assert {c.graph for c in cands if c.runner == "tensorrt" and c.precision is Precision.INT8} \
+        == {e.member for e in m.engines if e.precision is Precision.INT8}
+    # max_batch caps the sweep
+    cands, _ = bundle_candidates(m, _rtx_machine("8.6"), objective="throughput", threads=(1,),
+                                 max_batch=2)
+    assert max(c.batch for c in cands) == 2
+    # sm89: the sm86 engines do not load (the reason said), an engine is built here instead
+    cands, excluded = bundle_candidates(m, _rtx_machine("8.9"), threads=(1,))
+    built = {c.graph for c in cands if c.runner == "tensorrt"}
+    assert built and all(g.startswith("build: tensorrt_rtx") and "SM89" in g for g in built)
+    assert not any("prebuilt" in e.what for e in excluded)  # a build was possible: not listed
+    # a Jetson-like board with DLA cores, the bundle without a DLA engine: said, once
+    jetson = DeviceFacts(flavours=(FlavourFact("tensorrt", "10.3.0"),),
+                         gpus=(GpuFact(0, "Orin", "8.7", integrated=True),), dla_cores=2,
+                         onnx=True, ort_version="1.x", ort_providers=("CPUExecutionProvider",))
+    cands, excluded = bundle_candidates(m, jetson, threads=(1,))
+    dla = [e for e in excluded if e.what.startswith("DLA cores")]
+    assert len(dla) == 1 and dla[0].what == "DLA cores 0..1" and "--dla-core" in dla[0].why
+    assert any(c.runner == "tensorrt" and c.graph.startswith("build: tensorrt")
+               for c in cands)
+
+
+def test_dla_engines_are_candidates_without_cuda_graphs(small_bundle):
+    from xception_trt.bundle.format import EngineEntry
+
+    with Bundle(small_bundle) as b:
+        m = b.manifest
+    int8 = next(e for e in m.engines if e.precision is Precision.INT8)
+    dla_side = dataclasses.replace(int8.sidecar,
+                                   build_options={**int8.sidecar.build_options, "dla_core": 1})
+    dla = EngineEntry("engines/int8-dla1.engine", "engines/int8-dla1.engine.json", dla_side)
+    with_dla = dataclasses.replace(m, engines=(*m.engines, dla))
+    cands, excluded = bundle_candidates(with_dla, _rtx_machine("8.6", dla_cores=2),
+                                        objective="throughput", threads=(1,))
+    on_dla = [c for c in cands if c.dla_core is not None]
+    assert on_dla == [Candidate("tensorrt", Precision.INT8, 4, dla.member, cuda_graphs=False,
+                                dla_core=1)]
+    assert any(e.what == "tensorrt int8 dla1 with CUDA graphs" for e in excluded)
+    assert {c.cuda_graphs for c in cands if c.graph == int8.member} == {False, True}
+    # a machine with one DLA core has no core 1: the engine choice's reason
+    _, excluded = bundle_candidates(with_dla, _rtx_machine("8.6", dla_cores=1), threads=(1,))
+    assert any(dla.member in e.what and "1 DLA core(s)" in e.why for e in excluded)
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole search
+
+
+def _break_int8(src: Path, dst: Path) -> Path:
+    """A copy of the bundle whose INT8 graph placed for ONNX Runtime has broken scales (every
+    weight's dequantization scale times 40), re-hashed so that the bundle itself is valid."""
+    import hashlib
+
+    import onnx
+    from onnx import numpy_helper
+
+    with zipfile.ZipFile(src) as zin:
+        manifest = json.loads(zin.read(MANIFEST))
+        member = manifest["variants"]["int8"]["onnxruntime_member"]
+        model = onnx.load_from_string(zin.read(member))
+        inits = {i.name: i for i in model.graph.initializer}
+        hit = 0
+        for node in model.graph.node:
+            if node.op_type == "DequantizeLinear" and node.input[0] in inits \
+                    and inits[node.input[0]].data_type in (onnx.TensorProto.INT8,
+                                                           onnx.TensorProto.UINT8):
+                scale = inits[node.input[1]]
+                scale.CopyFrom(numpy_helper.from_array(
+                    numpy_helper.to_array(scale) * np.float32(40.0), scale.name))
+                hit += 1
+        assert hit > 0
+        broken = model.SerializeToString()
+        manifest["members"][member] = {"sha256": hashlib.sha256(broken).hexdigest(),
+                                       "bytes": len(broken)}
+        with zipfile.ZipFile(dst, "w") as zout:
+            for info in zin.infolist():
+                data = zin.read(info.filename)
+                if info.filename == MANIFEST:
+                    data = json.dumps(manifest).encode()
+                elif info.filename == member:
+                    data = broken
+                zout.writestr(info, data)
+    return dst
+
+
+def test_tune_rejects_the_broken_int8_for_accuracy_and_reports(small_bundle, image_folder,
+                                                               tmp_path):
+    bad = _break_int8(small_bundle, tmp_path / "bad.xtrt")
+    search = SearchConfig(warmup=1, block=6, min_repeats=6, max_repeats=12)
+    result = tune(bad, image_folder, min_agreement=0.9, threads=(1,), search=search,
+                  output=tmp_path / "report", record=False, cache_dir=tmp_path / "cache",
+                  facts=CPU)
+    doc = result.report
+    rows = {r["name"]: r for r in doc["candidates"]}
+    int8 = rows["onnxruntime int8 b1 t1"]
+    assert int8["status"] == "below accuracy floor" and int8["repetitions"] == 0
+    assert int8["agreement"] < 0.9 and "agreement >= 90%" in int8["reason"]
+    fp32 = rows["onnxruntime fp32 b1 t1"]
+    assert fp32["status"] == "measured" and 6 <= fp32["repetitions"] <= 12
+    assert result.chosen is not None and result.chosen.precision is Precision.FP32
+    assert doc["chosen"]["name"] == "onnxruntime fp32 b1 t1"
+    files = sorted(p.name for p in (tmp_path / "report").iterdir())
+    assert files == ["pareto.png", "report.json", "report.md"]
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "**Chosen: onnxruntime fp32 b1 t1**" in md and "below accuracy floor" in md
+    assert "The choice is not recorded" in md and doc["record"] is False
+    assert doc["context"]["load_average"] is not None or doc["load_average_after"] is None
+    # the good bundle keeps its INT8 in the running
+    good = tune(small_bundle, image_folder, min_agreement=0.5, threads=(1,), search=search,
+                record=False, cache_dir=tmp_path / "cache", facts=CPU)
+    status = {r["name"]: r["status"] for r in good.report["candidates"]}
+    assert status["onnxruntime int8 b1 t1"] != "below accuracy floor"
+
+
+def test_engine_precision_refuses_a_silent_fallback(small_bundle):
+    # the engines TensorRT-RTX built for the bundle, their layer records in the sidecar
+    with Bundle(small_bundle) as b:
+        engines = {e.precision: e for e in b.manifest.engines}
+
+    class Engine:  # what engine_precision reads of a TensorRT runner: its sidecar
+        def __init__(self, sidecar):
+            self.sidecar = sidecar
+
+    int8 = engines[Precision.INT8]
+    cand = Candidate("tensorrt", Precision.INT8, 1, int8.member, cuda_graphs=False)
+    refusal, note = engine_precision(Engine(int8.sidecar), cand)
+    assert refusal is None and note.startswith("all ") and "int8" in note
+    # an FP32 engine passed off as the INT8 one: its compute layers run in fp32
+    fallback = dataclasses.replace(engines[Precision.FP32].sidecar, precision=Precision.INT8)
+    refusal, note = engine_precision(Engine(fallback), cand)
+    assert refusal is not None and "silent fallback" in refusal and "runs in fp32" in refusal
+    ort = Candidate("onnxruntime", Precision.INT8, 1, "onnx/int8-ort.onnx", threads=1)
+    assert engine_precision(Engine(fallback), ort) == (None, None)
+
+
+def test_the_choice_is_recorded_for_the_bundle(small_bundle, image_folder, tmp_path):
+    from xception_trt.bundle.tuned import recorded_choice
+
+    search = SearchConfig(warmup=1, block=6, min_repeats=6, max_repeats=12)
+    result = tune(small_bundle, image_folder, min_agreement=0.5, threads=(1,), search=search,
+                  cache_dir=tmp_path / "cache", facts=CPU, output=tmp_path / "r")
+    choice, notice = recorded_choice(small_bundle, cache_dir=tmp_path / "cache", facts=CPU)
+    assert notice is None and choice is not None and result.recorded is not None
+    c = result.chosen
+    assert (choice.runner, choice.precision, choice.batch, choice.threads) == (
+        c.runner, c.precision, c.batch, c.threads)
+    assert choice.measured["median_ms"] == pytest.approx(result.report["chosen"]["median_ms"])
+    assert choice.report == str((tmp_path / "r" / "report.json").resolve())
+    # nothing recorded for another cache, nor with record=False
+    tune(small_bundle, image_folder, min_agreement=0.5, threads=(1,), search=search,
+         cache_dir=tmp_path / "other", facts=CPU, record=False)
+    assert recorded_choice(small_bundle, cache_dir=tmp_path / "other", facts=CPU) == (None, None)
+
+
+def test_tensorrt_candidates_go_through_the_search(small_bundle, image_folder, tmp_path,
+                                                   monkeypatch):
+    """On a recorded RTX sm86 machine the bundle's prebuilt engines are candidates (CUDA graphs
+    off and on); the engines are stood in for by their precision's ONNX on ONNX Runtime carrying
+    the engine's sidecar (no GPU here), the INT8 one with an FP32 engine's layers: the check
+    refuses it before timing, and the FP32 engine is timed both ways."""
+    import xception_trt.tuning as tuning
+
+    with Bundle(small_bundle) as b:
+        m = b.manifest
+        sidecars = {e.member: e.sidecar for e in m.engines}
+    fp32_layers = next(e.sidecar for e in m.engines if e.precision is Precision.FP32)
+    real_open = tuning._open
+    opened = []
+
+    def engine_double(c, model, facts, *, cache_dir, device, threads=None, cuda_graphs=None):
+        if c.runner != "tensorrt":
+            return real_open(c, model, facts, cache_dir=cache_dir, device=device,
+                             threads=threads, cuda_graphs=cuda_graphs)
+        opened.append((c.graph, cuda_graphs if cuda_graphs is not None else c.cuda_graphs))
+        graph = m.variant(c.precision).for_onnxruntime().member
+        runner = real_open(Candidate("onnxruntime", c.precision, c.batch, graph, threads=1),
+                           model, facts, cache_dir=cache_dir, device=device)
+        side = sidecars[c.graph]
+        runner.sidecar = (dataclasses.replace(fp32_layers, precision=Precision.INT8)
+                          if c.precision is Precision.INT8 else side)
+        return runner
+
+    monkeypatch.setattr(tuning, "_open", engine_double)
+    search = SearchConfig(warmup=1, block=6, min_repeats=6, max_repeats=12)
+    result = tune(small_bundle, image_folder, min_agreement=0.5, threads=(1,), search=search,
+                  record=False, cache_dir=tmp_path / "cache", facts=_rtx_machine("8.6"))
+    rows = {r["name"]: r for r in result.report["candidates"]}
+    assert rows["tensorrt int8 b1"]["status"] == "below accuracy floor"
+    assert "silent fallback" in rows["tensorrt int8 b1"]["reason"]
+    assert rows["tensorrt int8 b1 graphs"]["repetitions"] == 0
+    for name in ("tensorrt fp32 b1", "tensorrt fp32 b1 graphs"):
+        assert rows[name]["status"] in ("measured", "cut early") and rows[name]["repetitions"]
+    fp32_engine = next(e.member for e in m.engines if e.precision is Precision.FP32)
+    assert (fp32_engine, True) in opened and (fp32_engine, False) in opened
+    graphs = {g["graph"]: g for g in result.report["graphs"]}
+    assert graphs[fp32_engine]["precision_check"].startswith("all ")
+    assert not any("prebuilt" in e["what"] for e in result.report["not_runnable"])
+
+
+def test_a_folder_of_model_files(small_bundle, image_folder, tmp_path):
+    import shutil
+
+    from xception_trt.bundle.cache import bundle_graph, prebuilt_engine
+    from xception_trt.sidecar import sidecar_path
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for member in ("onnx/fp32.onnx", "onnx/int8-ort.onnx"):
+        shutil.copy(bundle_graph(small_bundle, member, cache_dir=tmp_path / "cache"),
+                    folder / Path(member).name)
+    with Bundle(small_bundle) as b:
+        engine = next(e.member for e in b.manifest.engines if e.precision is Precision.FP32)
+    copied = prebuilt_engine(small_bundle, engine, cache_dir=tmp_path / "cache")
+    shutil.copy(copied, folder / "fp32.engine")
+    shutil.copy(sidecar_path(copied), sidecar_path(folder / "fp32.engine"))
+    (folder / "notes.txt").write_text("not a model")
+    search = SearchConfig(warmup=1, block=6, min_repeats=6, max_repeats=6)
+    result = tune(folder, image_folder, min_agreement=0.5, threads=(1,), search=search,
+                  facts=CPU, output=tmp_path / "r")
+    doc = result.report
+    assert doc["model"]["kind"] == "folder" and doc["reference"] == str(folder / "fp32.onnx")
+    assert {r["path"] for r in doc["candidates"]} == {str(folder / "fp32.onnx"),
+                                                      str(folder / "int8-ort.onnx")}
+    assert doc["not_runnable"] == [{"what": "tensorrt fp32.engine", "why": "built with "
+                                    "tensorrt_rtx, which is not installed here"}]
+    assert result.chosen is not None and result.recorded is None  # a folder records nothing
+
+
+def test_cli_tune_writes_the_report_and_records(small_bundle, image_folder, tmp_path, capsys,
+                                                monkeypatch):
+    from xception_trt.bundle.tuned import recorded_choice
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _cli(["tune", str(small_bundle), "--val", str(image_folder),
+                           "--min-agreement", "0.5", "--threads", "1", "--iterations", "6",
+                           "--warmup", "1", "--no-progress"], capsys)
+    assert code == 0, err
+    (folder,) = tmp_path.glob("tune-*")  # the default report folder, in the working directory
+    assert sorted(p.name for p in folder.iterdir()) == ["pareto.png", "report.json",
+                                                        "report.md"]
+    doc = json.loads((folder / "report.json").read_text())
+    assert f"chosen: {doc['chosen']['name']}: median " in out
+    assert "recorded for tiny.xtrt" in out
+    choice, _ = recorded_choice(small_bundle, cache_dir=tmp_path / "xdg" / "xception-trt" /
+                                "bundles")
+    assert choice is not None and choice.report == str(folder.resolve() / "report.json")
+    assert doc["record"] is True and "The choice is recorded for this bundle" in (
+        folder / "report.md").read_text()
+
+
+class ConstantPower:
+    """A power source as the Jetson INA3221 rails behave for ``PowerWindow`` (one total rail
+    read in mW, no energy counter: energy is mean power x duration), at a constant 5 W."""
+
+    name, rails, total_rail, notes = "constant-5w", ("VDD_IN",), "VDD_IN", ()
+
+    def __init__(self, scope: str) -> None:
+        self.scope = scope
+
+    def read_mw(self):
+        return [5000.0]
+
+    def energy_mj(self):
+        return None
+
+    def errors(self):
+        return []
+
+    def close(self):
+        return None
+
+
+def test_energy_objective_with_a_power_source(small_bundle, image_folder, tmp_path):
+    from xception_trt.power import PowerMonitor
+
+    search = SearchConfig(warmup=1, block=6, min_repeats=6, max_repeats=12)
+    monitor = PowerMonitor(ConstantPower("module"), period_s=0.005)
+    result = tune(small_bundle, image_folder, objective="energy", min_agreement=0.5,
+                  threads=(1,), search=search, monitor=monitor, record=False,
+                  cache_dir=tmp_path / "cache", facts=CPU, max_batch=2)
+    doc = result.report
+    assert doc["cost"] == "mJ per image" and doc["power"]["backend"] == "constant-5w"
+    ch = doc["chosen"]
+    assert ch["energy_per_image_mj"] > 0 and ch["batch"] in (1, 2)
+    # one cost sample per block of calls
+    timed = [r for r in doc["candidates"] if r["repetitions"]]
+    assert {r["batch"] for r in doc["candidates"]} == {1, 2} and timed
+    # NVML measures the GPU only: a CPU runner's energy is not its energy, so no candidate
+    gpu_only = PowerMonitor(ConstantPower("gpu"), period_s=0.005)
+    with pytest.raises(ConfigError, match="measures the GPU only"):
+        tune(small_bundle, image_folder, objective="energy", min_agreement=0.5, threads=(1,),
+             search=search, monitor=gpu_only, record=False, cache_dir=tmp_path / "cache",
+             facts=CPU)
+
+
+def test_cli_nothing_meets_the_deadline_exit_1(small_bundle, image_folder, tmp_path, capsys):
+    code, out, _ = _cli(["tune", str(small_bundle), "--val", str(image_folder),
+                         "--min-agreement", "0.5", "--threads", "1", "--iterations", "6",
+                         "--warmup", "0", "--deadline-ms", "0.000001", "--no-record",
+                         "--no-progress", "-o", str(tmp_path / "r")], capsys)
+    assert code == 1 and "no candidate met the accuracy floor and the deadline" in out
+    doc = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert doc["chosen"] is None and doc["deadline_ms"] == 0.000001
+    assert {r["status"] for r in doc["candidates"]} == {"misses deadline"}
+    assert all(r["repetitions"] == 6 and "surely above" in r["reason"]
+               for r in doc["candidates"])
+
+
+def test_an_engine_built_here_that_cannot_open_is_said_and_not_timed(small_bundle,
+                                                                      image_folder, tmp_path):
+    """A recorded RTX sm89 machine: the bundle's sm86 engines do not load, so TensorRT-RTX
+    (installed here) really builds sm89 engines into the engine cache; this CPU cannot open
+    them, which the report says per graph while the ONNX Runtime candidates are tuned."""
+    search = SearchConfig(warmup=1, block=6, min_repeats=6, max_repeats=6)
+    result = tune(small_bundle, image_folder, min_agreement=0.5, threads=(1,), search=search,
+                  record=False, cache_dir=tmp_path / "cache", facts=_rtx_machine("8.9"),
+                  output=tmp_path / "r")
+    built = [g for g in result.report["graphs"] if g["graph"].startswith("build: ")]
+    assert len(built) == 2 and all("SM89" in g["graph"] for g in built)
+    assert all(not g["passes"] and g["why"].startswith("could not be opened: ") for g in built)
+    assert list((tmp_path / "cache" / "engines").glob("tensorrt-rtx-*-sm89-*/model.engine"))
+    rows = [r for r in result.report["candidates"] if r["runner"] == "tensorrt"]
+    assert rows and all(r["repetitions"] == 0 for r in rows)
+    assert result.chosen is not None and result.chosen.runner == "onnxruntime"
+    assert "could not be opened" in (tmp_path / "r" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"objective": "speed"}, "objective must be one of latency, throughput, energy"),
+    ({"deadline_ms": 0}, "deadline must be a positive number"),
+    ({"deadline_ms": float("nan")}, "deadline must be a positive number"),
+    ({"max_batch": 0}, "max_batch must be an integer >= 1"),
+    ({"threads": (0,)}, "thread counts must be integers >= 1"),
+    ({"limit": 0}, "limit must be an integer >= 1"),
+    ({"max_top1_drop": 0.5, "min_agreement": 0.99}, "give one target"),
+    ({"min_agreement": 1.5}, "target agreement must be a fraction"),
+])
+def test_python_api_refuses_bad_arguments_before_any_work(kw, message, tmp_path):
+    # nothing is read: the model and images do not even exist
+    with pytest.raises(ConfigError, match=message):
+        tune(tmp_path / "missing.xtrt", tmp_path / "none", **kw)
+
+
+def _cli(argv, capsys):
+    from xception_trt.cli import main
+
+    code = main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_bad_inputs_are_one_line_errors(small_bundle, image_folder, flat_image_folder,
+                                            tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"x")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = [
+        ([str(onnx), "--val", str(image_folder)], "neither a bundle"),
+        ([str(small_bundle), "--val", str(flat_image_folder)], "has no labels"),
+        ([str(small_bundle), "--val", str(image_folder), "--objective", "energy"],
+         "needs a power source"),
+        ([str(empty), "--val", str(image_folder)], "holds no model files"),
+        ([str(tmp_path), "--val", str(image_folder)], "not a valid ONNX file"),
+    ]
+    for argv, message in cases:
+        code, _, err = _cli(["tune", *argv, "-o", str(tmp_path / "r")], capsys)
+        lines = [x for x in err.splitlines() if x.strip()]
+        assert code == 2 and lines[-1].startswith("error: ") and message in lines[-1], err
+        assert not (tmp_path / "r").exists()
+    (tmp_path / "exists").mkdir()
+    code, _, err = _cli(["tune", str(small_bundle), "--val", str(image_folder), "-o",
+                         str(tmp_path / "exists")], capsys)
+    assert code == 2 and "already exists" in err and "--force" in err
+    for flag, value in (("--deadline-ms", "0"), ("--max-top1-drop", "100"),
+                        ("--min-agreement", "1.5")):
+        with pytest.raises(SystemExit) as exc:
+            _cli(["tune", str(small_bundle), "--val", str(image_folder), flag, value], capsys)
+        assert exc.value.code == 2
