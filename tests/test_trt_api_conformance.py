@@ -175,6 +175,29 @@ def test_builder_every_precision_and_option(dumps, key, onnx_variants, tmp_path,
     h.assert_clean()
 
 
+def test_engine_precision_check_reads_the_inspector(dumps, nvidia, onnx_variants, tmp_path,
+                                                   monkeypatch):
+    """trt/layers.py on layers the builder took from the inspector through the real API: the
+    double's inspector reports one float convolution, which passes as FP32 and is flagged as a
+    silent fallback when the engine was asked for INT8; an engine built without layer
+    information cannot be checked, and the check says so."""
+    from xception_trt.trt.layers import check_engine_precision, tally_layers
+
+    h = Harness(dumps[nvidia], nvidia, monkeypatch)
+    sides = {p: builder_mod.build_engine(onnx_variants[v], h.config(precision=p, layer_info=True),
+                                         output=tmp_path / f"{p}.engine").sidecar
+             for p, v in _precisions(h) if p != "fp16"}
+    assert sides["fp32"].layers_source == "engine inspector"
+    assert tally_layers(sides["fp32"]).compute() == {"fp32": 1}
+    assert check_engine_precision(sides["fp32"]).ok
+    flagged = check_engine_precision(sides["int8"])
+    assert not flagged.ok and [m.found for m in flagged.mismatched] == ["fp32"]
+    names_only = builder_mod.build_engine(onnx_variants["float"], h.config(layer_info=False),
+                                          output=tmp_path / "plain.engine").sidecar
+    assert not check_engine_precision(names_only).ok
+    h.assert_clean()
+
+
 def test_builder_flags_follow_the_version(dumps, nvidia, onnx_variants, tmp_path, monkeypatch):
     h = Harness(dumps[nvidia], nvidia, monkeypatch)
     builder_mod.build_engine(onnx_variants["float"], h.config(precision="fp16"),
