@@ -145,6 +145,10 @@ class World:
             "fp16" if any(i.data_type == 10 for i in model.graph.initializer) else "fp32")
         network._state["_outputs"] = [tensor(v) for v in model.graph.output]
         network._state["_onnx"] = args["model"]
+        # QDQ-1: an INT8 initializer read by DequantizeLinear (pre-quantized weights)
+        int8 = {i.name for i in model.graph.initializer if i.data_type == 3}
+        network._state["_int8_weights"] = any(
+            n.op_type == "DequantizeLinear" and n.input[0] in int8 for n in model.graph.node)
         if self.parse_errors:
             obj._state["num_errors"] = self.parse_errors
             return False
@@ -262,6 +266,11 @@ class World:
             self._rule("Builder.build_serialized_network",
                        "DYN-2 a network with dynamic inputs needs an optimisation profile")
             return None
+        if network._state.get("_int8_weights") and self.major < 10 \
+                and not self.api.label.startswith("tensorrt_rtx"):
+            self._rule("OnnxParser.parse_from_file", "QDQ-1 TensorRT 8.6 takes the weights of "
+                       "Q/DQ models in FP32 only (pre-quantized INT8 weights: 10.0+)")
+            return None
         if strongly_typed:
             precision = network._state.get("_graph_precision", "fp32")
         else:
@@ -319,6 +328,7 @@ class World:
                                               "name", None),
             "pools": state["_pools"], "ccs": state["_ccs"],
             "onnx": network._state.get("_onnx"),
+            "int8_weights": bool(network._state.get("_int8_weights")),
         }
         self.built.append(record)
         logger = obj._state.get("_logger")
