@@ -455,10 +455,13 @@ def test_cli_int8_with_table_and_report(fp32_path, calib_folder, image_folder, i
                "--num-images", "8", "--batch-size", "4", "--val", str(image_folder),
                "--cache-dir", str(int8_entropy.cache_path.parent),
                "--export-trt-cache", str(trt_cache), "--report", str(report),
-               "-o", str(out)])
+               "--no-int8-weights", "-o", str(out)])
     text = capsys.readouterr().out
     assert rc == 0
-    assert "cache hit" in text  # same graph, images and options as the int8_entropy fixture
+    # same graph, images and options as the int8_entropy fixture: how the weights are stored
+    # is not part of the cache key
+    assert "cache hit" in text
+    assert int8_weight_form(onnx.load(str(out))) == FLOAT_WEIGHTS
     for row in ("fp32", "int8"):
         assert any(line.startswith(row + " ") for line in text.splitlines()), row
     data = json.loads(report.read_text())
@@ -481,6 +484,7 @@ def test_cli_int8_progress_on_a_terminal_keeps_json_clean(fp32_path, calib_folde
     captured = capsys.readouterr()
     report = json.loads(captured.out)  # stdout is the JSON document and nothing else
     assert report["int8"]["num_images"] == 8
+    assert int8_weight_form(onnx.load(str(out))) == INT8_WEIGHTS  # the default
     assert "decode calibration images" in captured.err and "8/8" in captured.err
     assert "calibrate entropy" in captured.err and "2/2" in captured.err  # 8 images / 4
     args[-1] = str(tmp_path / "again.int8.onnx")
