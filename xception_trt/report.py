@@ -581,13 +581,12 @@ def _engine_size_note(engines: Sequence[Mapping[str, Any]]) -> list[str]:
     text = ("TensorRT-RTX keeps in each plan the CUDA source of every kernel it generates for "
             "the engine (compiled on the GPU when the engine first runs); layers running a "
             f"generated kernel: {counts}. An INT8 engine generates one for each layer that "
-            "quantizes an activation (the convert layers), and that source, not the weights, "
-            "is most of a small model's INT8 plan")
+            "quantizes an activation (the convert layers)")
     size = {str(e.get("precision")): e.get("size_bytes") for e in engines}
     if isinstance(size.get("int8"), int) and isinstance(size.get("fp32"), int) \
             and size["int8"] > size["fp32"]:
-        text += (": that is why the INT8 engine here is larger than the FP32 one although its "
-                 "weights take a quarter of the bytes")
+        text += (": that source, not the weights, is why the INT8 engine here is larger than "
+                 "the FP32 one although its weights take a quarter of the bytes")
     return [text + ".", ""]
 
 
