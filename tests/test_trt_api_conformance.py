@@ -746,24 +746,28 @@ def test_dla_releases_follow_nvidia_docs(version, dla):
 # self-test and sysinfo
 # ------------------------------------------------------------------------------------------------
 def _onnx_runtime_engine(be: EmuBackend):
-    """``World.compute``: run the engine's ONNX file with ONNX Runtime on the emulated device
-    memory, as stream work (so CUDA-graph capture and replay see it like a kernel)."""
+    """``World.compute``: run the engine's ONNX graph (the bytes parsed) with ONNX Runtime on
+    the emulated device memory, as stream work (so CUDA-graph capture and replay see it like a
+    kernel)."""
+    import hashlib
+
     import numpy as np
     import onnxruntime as ort
 
     sessions: dict[str, ort.InferenceSession] = {}
 
-    def compute(stream: int, tensors: dict, onnx_path: str) -> None:
-        if onnx_path not in sessions:
-            sessions[onnx_path] = ort.InferenceSession(onnx_path,
-                                                       providers=["CPUExecutionProvider"])
+    def compute(stream: int, tensors: dict, onnx: bytes) -> None:
+        key = hashlib.sha256(onnx).hexdigest()
+        if key not in sessions:
+            sessions[key] = ort.InferenceSession(onnx, providers=["CPUExecutionProvider"])
+        session = sessions[key]
         (in_ptr, in_shape, in_dt), (out_ptr, out_shape, out_dt) = (tensors["input"],
                                                                    tensors["logits"])
 
         def op() -> None:
             n_in = int(np.prod(in_shape)) * in_dt.itemsize
             x = be.view(in_ptr, n_in).view(in_dt).reshape(in_shape)
-            y = sessions[onnx_path].run(None, {"input": x})[0].astype(out_dt)
+            y = session.run(None, {"input": x})[0].astype(out_dt)
             assert y.shape == out_shape, (y.shape, out_shape)
             be.view(out_ptr, y.nbytes)[:] = y.reshape(-1).view(np.uint8)
         be.submit(stream, op, "kernel")
