@@ -4,11 +4,16 @@ TensorRT-RTX on this machine's CPU.
 
 Models (random weights: sizes and times are representative, accuracy is not):
 
-- ``full``: the 299x299 Xception (22.9 M parameters), FP32 variant only — the FP16/INT8
-  conversions take minutes on 2 cores and do not change what is measured here (bundle
-  overhead, cache hits, TensorRT-RTX build time; ``bench_build.py`` has those per precision);
-- ``small``: the demo-sized model (width 0.25, 71x71, 10 classes) with FP32, FP16 and INT8
-  (32 synthetic calibration images).
+- ``full``: the 299x299 Xception (22.9 M parameters) with FP32, FP16 and INT8;
+- ``small``: the demo-sized model (width 0.25, 71x71, 10 classes) with FP32, FP16 and INT8.
+
+INT8 is calibrated on 32 synthetic images. Sizes: each member's bytes and the bytes it takes
+in the bundle (``stored_bytes``: engines whose plan deflates are deflated); the INT8 graph's
+share of the FP32 graph, and the size its FP32-weight Q/DQ form would have (what TensorRT 8.6
+is given at build time); per engine, its layer tally (``trt/layers.py``, from the sidecar) and
+the generated-kernel CUDA source the TensorRT-RTX plan carries (found by its preamble,
+``#undef __HAS_FP8``, up to the terminating NUL: an observation of this TensorRT-RTX's plan
+layout, not a documented format).
 
 Each bundle carries TensorRT-RTX SM86 engines. "Rebuild" opens it as an SM89 RTX machine
 would (recorded facts: the engine cache builds an SM89 engine with the local TensorRT-RTX);
@@ -37,7 +42,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_build import _synthetic_images  # noqa: E402  (one generator of calibration images)
 
 MODELS = {
-    "full": {"spec": {}, "precisions": ["fp32"]},
+    "full": {"spec": {}, "precisions": ["fp32", "fp16", "int8"]},
     "small": {"spec": {"num_classes": 10, "width": 0.25, "middle_blocks": 8, "input_size": 71},
               "precisions": ["fp32", "fp16", "int8"]},
 }
@@ -111,6 +116,30 @@ def bench_model(name: str, work: Path, repeat: int) -> dict:
             "onnxruntime_open_plain_onnx_s": round(plain_open, 4),
         })
     members = result.manifest.members
+    import zipfile
+
+    import onnx
+
+    from xception_trt.graph import to_float_weights
+    from xception_trt.trt.layers import generated_kernels, tally_layers
+
+    with zipfile.ZipFile(out) as zf:
+        stored = {i.filename: i.compress_size for i in zf.infolist()}
+    sizes: dict = {}
+    if "int8" in cfg["precisions"]:
+        int8 = work / "work" / "onnx" / "model.int8.onnx"
+        sizes = {"int8_onnx_share_of_fp32": round(
+                     members["onnx/int8.onnx"].bytes / members["onnx/fp32.onnx"].bytes, 3),
+                 "int8_onnx_float_weight_form_bytes": to_float_weights(
+                     onnx.load(str(int8))).ByteSize()}
+    engines = {}
+    for entry in result.manifest.engines:
+        side = entry.sidecar  # the bundled sidecar, with its layer records
+        plan = _plan_kernel_sources(work / "work" / "engines" / entry.sidecar.engine.file)
+        engines[entry.member] = {"bytes": members[entry.member].bytes,
+                                 "stored_bytes": stored[entry.member],
+                                 "layers": tally_layers(side).to_dict(),
+                                 "generated_kernel_layers": generated_kernels(side), **plan}
     return {
         "model": name, "spec": spec.to_dict() | {"labels": None},
         "precisions": cfg["precisions"], "engines": [e.member for e in result.manifest.engines],
@@ -119,10 +148,26 @@ def bench_model(name: str, work: Path, repeat: int) -> dict:
         "overhead_percent": round(100 * (result.bytes - result.parts_bytes)
                                   / result.parts_bytes, 3),
         "members": {n: m.bytes for n, m in members.items()},
+        "stored_bytes": {n: stored[n] for n in members}, **sizes, "engine_details": engines,
         "make_bundle_s": round(make_s, 2), "open": rows,
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def _plan_kernel_sources(engine: Path) -> dict:
+    """The generated-kernel CUDA sources a TensorRT-RTX plan carries: how many, their bytes."""
+    if not engine.is_file():
+        return {}
+    data = engine.read_bytes()
+    marker = b"#undef __HAS_FP8\n"
+    count, total, at = 0, 0, data.find(marker)
+    while at >= 0:
+        end = data.find(b"\x00", at)
+        end = len(data) if end < 0 else end
+        count, total = count + 1, total + end - at
+        at = data.find(marker, end)
+    return {"kernel_sources": count, "kernel_source_bytes": total}
 
 
 def _build_seconds(engine: Path) -> float:

@@ -106,10 +106,11 @@ def part_time(args: argparse.Namespace, work: Path) -> dict:
     out["cache_hit"] = {"method": args.methods[0], "wall_s": round(time.perf_counter() - t0, 1),
                         "cache": hit.cache}
     print(f"[time] cache hit ({args.methods[0]}): {out['cache_hit']['wall_s']} s", flush=True)
-    # The same scales with INT8-stored weights (DQ-only), imported from the cache entry.
-    small = quantize_int8(fp32, import_cache=hit.cache_path, int8_weights=True,
-                          output=work / f"x299.int8w.{args.methods[0]}.onnx")
-    sizes[f"int8-{args.methods[0]}-int8-weights"] = _mib(small.path)
+    # The same scales with FP32 weights through Q/DQ (the form TensorRT 8.6 is given at build
+    # time; the default stores INT8 weights), imported from the cache entry.
+    floats = quantize_int8(fp32, import_cache=hit.cache_path, int8_weights=False,
+                           output=work / f"x299.int8f.{args.methods[0]}.onnx")
+    sizes[f"int8-{args.methods[0]}-float-weights"] = _mib(floats.path)
     t0 = time.perf_counter()
     to_fp16(fp32, calib, num_images=32, output=work / "x299.fp16.onnx")
     out["fp16_wall_s"] = round(time.perf_counter() - t0, 1)

@@ -71,11 +71,16 @@ def test_bundle_holds_variants_scales_labels_accuracy_and_engines(made, tiny_spe
         for e in m.engines:
             assert e.sidecar.flavour == "tensorrt_rtx" and e.sidecar.targets == ("SM86",)
             assert e.sidecar.max_batch == 4
-        with zipfile.ZipFile(result.path) as zf:  # engines and graphs stored, for fast reads
+        with zipfile.ZipFile(result.path) as zf:  # graphs stored, for fast reads
             assert zf.namelist()[0] == MANIFEST
-            kinds = {i.filename: i.compress_type for i in zf.infolist()}
-        assert all(kinds[n] == zipfile.ZIP_STORED for n in m.members
-                   if n.endswith((".onnx", ".engine")))
+            infos = {i.filename: i for i in zf.infolist()}
+        assert all(infos[n].compress_type == zipfile.ZIP_STORED for n in m.members
+                   if n.endswith(".onnx"))
+        # the INT8 TensorRT-RTX plan carries the source of its generated kernels: deflated,
+        # to well under half its size
+        int8 = next(infos[e.member] for e in m.engines if e.precision is Precision.INT8)
+        assert int8.compress_type == zipfile.ZIP_DEFLATED
+        assert int8.compress_size < 0.5 * int8.file_size
     assert result.parts_bytes == sum(x.bytes for x in m.members.values())
 
 
@@ -396,3 +401,21 @@ def test_rebundling_engines_that_share_a_file_name_keeps_each(made, tmp_path):
             assert e.sidecar.engine.sha256 == b.member(e.member).sha256  # plan matches sidecar
             got[e.precision] = b.member(e.member).sha256
     assert got == want
+
+
+@pytest.mark.parametrize("name, content, kind", [
+    ("engines/a.engine", os.urandom(300_000), zipfile.ZIP_STORED),  # weights: no gain
+    ("engines/a.engine", b"#include <climits>\nusing T = int;\n" * 9_000,
+     zipfile.ZIP_DEFLATED),  # kernel source: deflates
+    # a 12 % gain deflates, a 5 % one does not (the threshold is 10 %)
+    ("engines/a.engine", os.urandom(88_000) + bytes(12_000), zipfile.ZIP_DEFLATED),
+    ("engines/a.engine", os.urandom(95_000) + bytes(5_000), zipfile.ZIP_STORED),
+    ("onnx/int8.onnx", bytes(100_000), zipfile.ZIP_STORED),  # graphs: always stored
+    ("labels.txt", os.urandom(1_000), zipfile.ZIP_DEFLATED),
+])
+def test_member_compression(name, content, kind, tmp_path):
+    from xception_trt.bundler import _compression
+
+    path = tmp_path / "member"
+    path.write_bytes(content)
+    assert _compression(name, content) == kind == _compression(name, path)

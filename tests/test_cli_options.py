@@ -71,6 +71,8 @@ def files(tmp_path):
     (["quantize", "{onnx}", "--precision", "fp16", "--int8-weights", "-o", "{o}"],
      "--int8-weights only applies with --precision int8; add --precision int8 or drop "
      "--int8-weights"),
+    (["quantize", "{onnx}", "--precision", "fp16", "--no-int8-weights", "-o", "{o}"],
+     "--int8-weights only applies with --precision int8"),
     (["quantize", "{onnx}", "--precision", "fp16", "--auto", "-o", "{o}"],
      "--auto only applies with --precision int8"),
     (["quantize", "{onnx}", "--precision", "fp16", "--high-precision", "fp16", "-o", "{o}"],

@@ -373,3 +373,136 @@ def test_clean_graph_on_a_tf_same_model_folds_pad_arithmetic(tiny_spec):
     x = RNG.standard_normal((2, 3, 75, 75)).astype(np.float32)
     np.testing.assert_allclose(_run(cleaned, x), _run(raw, x), rtol=1e-5, atol=1e-5)
     assert [n.name for n in cleaned.graph.node][0] == "Conv_0"
+
+
+# ---------------------------------------------------------------------------------------------
+# INT8 weight storage: to_int8_weights / to_float_weights
+
+
+@pytest.fixture(scope="module")
+def qdq_forms(tiny_onnx_files, image_folder, tmp_path_factory) -> dict:
+    """The tiny model's TensorRT-placed INT8 graph, calibrated once, in both weight forms as
+    the precision step writes them (the second run hits the calibration cache: same scales)."""
+    from xception_trt.precision import quantize_int8
+
+    root = tmp_path_factory.mktemp("int8w")
+    kw = dict(num_images=8, cache_dir=root / "cache")
+    qdq = quantize_int8(tiny_onnx_files["float"], image_folder, int8_weights=False,
+                        output=root / "float.onnx", **kw)
+    dq = quantize_int8(tiny_onnx_files["float"], image_folder, int8_weights=True,
+                       output=root / "int8.onnx", **kw)
+    assert dq.scales == qdq.scales
+    return {"float": onnx.load(str(qdq.path)), "int8": onnx.load(str(dq.path)),
+            "paths": (qdq.path, dq.path)}
+
+
+def _arrays(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+
+
+def _same_graph(a: onnx.ModelProto, b: onnx.ModelProto) -> None:
+    assert [(n.op_type, list(n.input), list(n.output)) for n in a.graph.node] == \
+        [(n.op_type, list(n.input), list(n.output)) for n in b.graph.node]
+    x, y = _arrays(a), _arrays(b)
+    assert x.keys() == y.keys()
+    for name in x:
+        assert x[name].dtype == y[name].dtype and np.array_equal(x[name], y[name]), name
+
+
+def test_to_int8_weights_is_modelopts_qdq_to_dq(qdq_forms):
+    # the precision step's int8_weights=True runs ModelOpt's qdq_to_dq: same nodes, same bytes
+    mine = G.to_int8_weights(qdq_forms["float"])
+    _same_graph(mine, qdq_forms["int8"])
+    assert mine.metadata_props == qdq_forms["float"].metadata_props
+    assert G.int8_weight_form(qdq_forms["float"]) == G.FLOAT_WEIGHTS
+    assert G.int8_weight_form(mine) == G.INT8_WEIGHTS
+    assert G.int8_weight_form(qdq_forms["float"]) == G.FLOAT_WEIGHTS  # input not modified
+
+
+def test_both_weight_forms_compute_the_same(qdq_forms, tiny_spec):
+    x = RNG.standard_normal((3, 3, tiny_spec.input_size, tiny_spec.input_size)).astype(
+        np.float32)
+    ref = _run(qdq_forms["float"], x)
+    back = G.to_float_weights(qdq_forms["int8"])
+    for model in (qdq_forms["int8"], back):
+        np.testing.assert_allclose(_run(model, x), ref, rtol=0, atol=1e-6)
+    # the float form again: quantizing its weights gives back the same INT8 values exactly
+    assert G.int8_weight_form(back) == G.FLOAT_WEIGHTS
+    assert sum(n.op_type == "QuantizeLinear" for n in back.graph.node) == \
+        sum(n.op_type == "QuantizeLinear" for n in qdq_forms["float"].graph.node)
+    _same_graph(G.to_int8_weights(back), qdq_forms["int8"])
+
+
+def test_int8_weights_are_a_quarter_of_the_weight_bytes(qdq_forms):
+    float_path, int8_path = qdq_forms["paths"]
+    quantized = [a for a in _arrays(qdq_forms["int8"]).values() if a.dtype == np.int8
+                 and a.ndim > 1]
+    assert quantized and all(a.dtype == np.int8 for a in quantized)
+    elements = sum(a.size for a in quantized)
+    # each quantized weight element went from 4 bytes to 1 (the Q nodes went too)
+    saved = float_path.stat().st_size - int8_path.stat().st_size
+    assert 3 * elements <= saved < 3 * elements + 20_000
+
+
+def test_int8_weight_graph_builds_with_tensorrt_rtx(qdq_forms, tmp_path):
+    pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX builds engines on the CPU")
+    from xception_trt.config import BuildConfig
+    from xception_trt.trt.builder import build_engine
+    from xception_trt.trt.layers import check_engine_precision, tally_layers
+
+    _, int8_path = qdq_forms["paths"]
+    art = build_engine(int8_path, BuildConfig(flavour="tensorrt_rtx"),
+                       output=tmp_path / "int8w.engine")
+    check = check_engine_precision(art.sidecar, onnx_model=qdq_forms["int8"])
+    assert check.ok and check.checked > 0, check.summary()
+    assert tally_layers(art.sidecar).compute()["int8"] == check.checked
+
+
+def _weight_qdq_model(shared: bool = False, zero: int = 0) -> onnx.ModelProto:
+    """x -> Conv(W through Q/DQ, per output channel) [-> Conv(W as float) when shared]."""
+    w = RNG.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    scale = (np.abs(w).reshape(4, -1).max(axis=1) / 127).astype(np.float32)
+    nodes = [helper.make_node("QuantizeLinear", ["W", "s", "z"], ["Wq"], axis=0),
+             helper.make_node("DequantizeLinear", ["Wq", "s", "z"], ["Wdq"], axis=0),
+             helper.make_node("Conv", ["x", "Wdq"], ["y"], pads=[1, 1, 1, 1])]
+    outputs = [_vi("y", [1, 4, 5, 5])]
+    if shared:
+        nodes.append(helper.make_node("Conv", ["x", "W"], ["y2"], pads=[1, 1, 1, 1]))
+        outputs.append(_vi("y2", [1, 4, 5, 5]))
+    return _model(nodes, [_vi("x", [1, 2, 5, 5])], outputs,
+                  [_init("W", w), _init("s", scale), _init("z", np.full(4, zero, np.int8))],
+                  opset=19)
+
+
+@pytest.mark.parametrize("zero", [0, 3])
+def test_weight_forms_round_trip_on_a_hand_built_graph(zero):
+    model = _weight_qdq_model(zero=zero)
+    x = RNG.standard_normal((1, 2, 5, 5)).astype(np.float32)
+    small = G.to_int8_weights(model)
+    assert [n.op_type for n in small.graph.node] == ["DequantizeLinear", "Conv"]
+    assert _arrays(small)["W"].dtype == np.int8
+    np.testing.assert_allclose(_run(small, x), _run(model, x), rtol=0, atol=1e-6)
+    back = G.to_float_weights(small)
+    assert [n.op_type for n in back.graph.node] == ["QuantizeLinear", "DequantizeLinear", "Conv"]
+    assert [a.i for a in back.graph.node[0].attribute if a.name == "axis"] == [0]
+    np.testing.assert_allclose(_run(back, x), _run(model, x), rtol=0, atol=1e-6)
+
+
+def test_a_weight_read_elsewhere_keeps_its_float_copy():
+    model = _weight_qdq_model(shared=True)
+    x = RNG.standard_normal((1, 2, 5, 5)).astype(np.float32)
+    small = G.to_int8_weights(model)
+    arrays = _arrays(small)
+    assert arrays["W"].dtype == np.float32 and arrays["W_int8"].dtype == np.int8
+    assert small.graph.node[0].input[0] == "W_int8"
+    np.testing.assert_allclose(_run(small, x), _run(model, x), rtol=0, atol=1e-6)
+
+
+def test_graphs_without_quantized_weights_are_left_alone():
+    w = RNG.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    plain = _model([helper.make_node("Conv", ["x", "W"], ["y"])], [_vi("x", [1, 2, 5, 5])],
+                   [_vi("y", [1, 4, 3, 3])], [_init("W", w)])
+    assert G.int8_weight_form(plain) is None
+    for fn in (G.to_int8_weights, G.to_float_weights):
+        out = fn(plain)
+        assert out == plain and out is not plain

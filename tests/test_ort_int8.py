@@ -158,6 +158,8 @@ def test_cli_target_flag_rules(fp32_path, tmp_path, capsys):
          "--placement only applies with --precision int8"),
         ([*ort, "--int8-weights"],
          "--int8-weights cannot be combined with --placement onnxruntime"),
+        ([*ort, "--no-int8-weights"],
+         "--int8-weights cannot be combined with --placement onnxruntime"),
         ([*ort, "--high-precision", "fp32"], "--high-precision cannot be combined"),
         ([*ort, "--export-trt-cache", str(tmp_path / "t.cache")],
          "--export-trt-cache cannot be combined"),

@@ -19,6 +19,7 @@ from onnx import numpy_helper
 from PIL import Image
 
 from xception_trt.errors import CalibrationError, GraphError
+from xception_trt.graph import FLOAT_WEIGHTS, INT8_WEIGHTS, int8_weight_form
 from xception_trt.onnx_meta import read_metadata
 from xception_trt.precision import (
     CalibrationMethod,
@@ -51,6 +52,7 @@ def fp16_model(fp32_path, calib_folder):
     return to_fp16(fp32_path, calib_folder, num_images=4)
 
 
+
 def _inits(model):
     return {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
 
@@ -79,20 +81,23 @@ def test_int8_qdq_placement_is_what_tensorrt_fuses(int8_entropy, fp32_path):
     model = int8_entropy.model
     inits, prod = _inits(model), _producers(model)
     fp32 = onnx.load(str(fp32_path))
-    # Weights: per-channel (axis 0), symmetric (zero point 0), int8, one scale per out channel.
+    # Weights: per-channel (axis 0), symmetric (zero point 0), one scale per out channel,
+    # stored as INT8 initializers read by the DequantizeLinear (the default int8_weights).
     quantized = set(int8_entropy.quantized_nodes)
     assert quantized, "nothing was quantized"
+    assert not any(n.op_type == "QuantizeLinear" and n.input[0] in inits
+                   for n in model.graph.node)
     for node in model.graph.node:
         if node.name not in quantized or node.op_type != "Conv":
             continue
         w_dq = prod[node.input[1]]
         assert w_dq.op_type == "DequantizeLinear"
-        w_q = prod[w_dq.input[0]]
-        weight = inits[w_q.input[0]]
-        scale, zp = inits[w_q.input[1]], inits[w_q.input[2]]
+        weight = inits[w_dq.input[0]]
+        assert weight.dtype == np.int8 and weight.ndim == 4, node.name
+        scale, zp = inits[w_dq.input[1]], inits[w_dq.input[2]]
         assert scale.shape == (weight.shape[0],), node.name
         assert zp.dtype == np.int8 and not zp.any(), node.name
-        assert {a.name: a.i for a in w_q.attribute}.get("axis", 1) == 0, node.name
+        assert {a.name: a.i for a in w_dq.attribute}.get("axis", 1) == 0, node.name
         # Activations: per-tensor symmetric int8.
         a_dq = prod[node.input[0]]
         assert a_dq.op_type == "DequantizeLinear", node.name
@@ -266,7 +271,10 @@ def test_tensorrt_calibration_cache_import(int8_entropy, fp32_path, tmp_path):
             if n.op_type == "Conv" and n.name in res.quantized_nodes]
     assert w_dq and all(d.op_type == "DequantizeLinear" for d in w_dq)
     assert all(inits[d.input[0]].data_type == onnx.TensorProto.INT8 for d in w_dq)
-    assert res.model.ByteSize() < 0.6 * int8_entropy.model.ByteSize()
+    floats = quantize_int8(fp32_path, import_cache=path, int8_weights=False)
+    assert int8_weight_form(floats.model) == FLOAT_WEIGHTS
+    assert int8_weight_form(res.model) == INT8_WEIGHTS
+    assert res.model.ByteSize() < 0.6 * floats.model.ByteSize()
     import onnxruntime as ort
 
     x = np.random.default_rng(1).standard_normal((2, 3, 71, 71)).astype(np.float32)
@@ -447,10 +455,13 @@ def test_cli_int8_with_table_and_report(fp32_path, calib_folder, image_folder, i
                "--num-images", "8", "--batch-size", "4", "--val", str(image_folder),
                "--cache-dir", str(int8_entropy.cache_path.parent),
                "--export-trt-cache", str(trt_cache), "--report", str(report),
-               "-o", str(out)])
+               "--no-int8-weights", "-o", str(out)])
     text = capsys.readouterr().out
     assert rc == 0
-    assert "cache hit" in text  # same graph, images and options as the int8_entropy fixture
+    # same graph, images and options as the int8_entropy fixture: how the weights are stored
+    # is not part of the cache key
+    assert "cache hit" in text
+    assert int8_weight_form(onnx.load(str(out))) == FLOAT_WEIGHTS
     for row in ("fp32", "int8"):
         assert any(line.startswith(row + " ") for line in text.splitlines()), row
     data = json.loads(report.read_text())
@@ -473,6 +484,7 @@ def test_cli_int8_progress_on_a_terminal_keeps_json_clean(fp32_path, calib_folde
     captured = capsys.readouterr()
     report = json.loads(captured.out)  # stdout is the JSON document and nothing else
     assert report["int8"]["num_images"] == 8
+    assert int8_weight_form(onnx.load(str(out))) == INT8_WEIGHTS  # the default
     assert "decode calibration images" in captured.err and "8/8" in captured.err
     assert "calibrate entropy" in captured.err and "2/2" in captured.err  # 8 images / 4
     args[-1] = str(tmp_path / "again.int8.onnx")

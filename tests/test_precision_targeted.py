@@ -58,8 +58,9 @@ def fp32_path(tiny_onnx_files, image_folder, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def int8(fp32_path, calib_folder, tmp_path_factory):
+    # FP32 weights through Q/DQ: the form sensitivity and strip_qdq work on (and its cache)
     return quantize_int8(fp32_path, calib_folder, method="max", num_images=8, batch_size=4,
-                         cache_dir=tmp_path_factory.mktemp("cache15"))
+                         cache_dir=tmp_path_factory.mktemp("cache15"), int8_weights=False)
 
 
 @pytest.fixture(scope="module")

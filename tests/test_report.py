@@ -535,9 +535,31 @@ def test_findings_engines_and_notes_follow_the_results():
     assert cells[1:7] == ["int8", "6.0 MiB", "tensorrt_rtx 1.7.1", "SM86", "8",
                           "an NVIDIA RTX GPU of compute capability 8.6"]
     assert cells[7] == "`xception-trt infer artifacts/a/engines/x/int8.engine IMAGE`"
+    assert "Layers" not in md and "generated kernel" not in md  # no layer records given
     # without them: no empty sections
     md = render_markdown(_doc())
     assert "## Engines" not in md
+
+
+@pytest.mark.parametrize("int8_bytes, larger", [(12 * 2**20, True), (3 * 2**20, False)])
+def test_engines_section_explains_sizes_from_the_layer_records(int8_bytes, larger):
+    def row(prec, size, generated):
+        return {"path": f"{prec}.engine", "size_bytes": size, "precision": prec,
+                "built_with": "tensorrt_rtx 1.7.1", "target": "SM86", "max_batch": 8,
+                "runs_on": "x", "command": "c", "layers": f"compute: 39 {prec}",
+                "precision_check": f"all 39 compute layers run in {prec}",
+                "generated_kernels": generated}
+
+    doc = _doc(engines=[row("fp32", 6 * 2**20, 8), row("int8", int8_bytes, 41)])
+    md = render_markdown(doc)
+    table = md[md.index("## Engines"):]
+    assert "| Layers (what they compute in) |" in table
+    assert "| compute: 39 int8 (all 39 compute layers run in int8) |" in table
+    assert "layers running a generated kernel: fp32 8, int8 41. An INT8 engine" in table
+    assert ("INT8 engine here is larger than the FP32 one" in table) is larger
+    # NVIDIA TensorRT engines generate none: no note
+    doc = _doc(engines=[row("fp32", 6 * 2**20, 0), row("int8", int8_bytes, 0)])
+    assert "generated kernel" not in render_markdown(doc)
 
 
 def load_report_roundtrip(doc):

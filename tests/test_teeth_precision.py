@@ -161,6 +161,7 @@ def test_heldout_rows_are_measured_on_the_heldout_images_only(seven_images, monk
         "graph_sha256": lambda m: "0" * 64, "Scorer": ShareScorer,
         "rank_nodes": lambda *a, **k: SimpleNamespace(rows=[SimpleNamespace(node="n1"),
                                                             SimpleNamespace(node="n2")]),
+        "to_int8_weights": lambda m: m,
         "strip_qdq": lambda m, nodes: SimpleNamespace(ByteSize=lambda: 50 + len(nodes)),
         "_record_choice": lambda *a: None,
     }.items():
@@ -612,6 +613,7 @@ def _mock_targeted(monkeypatch, held_paths=frozenset(), agreement_of=None, saved
         "graph_sha256": lambda m: "ab" * 32, "Scorer": Scorer2,
         "rank_nodes": lambda *a, **k: SimpleNamespace(rows=[SimpleNamespace(node=n)
                                                             for n in ranked]),
+        "to_int8_weights": lambda m: m,
         "strip_qdq": lambda m, nodes: SimpleNamespace(ByteSize=lambda: 50 + len(nodes),
                                                       kept=tuple(nodes)),
         "_record_choice": lambda *a: None,
@@ -676,7 +678,8 @@ def test_calibrate_full_hands_every_option_to_quantize_int8(monkeypatch):
     sens.calibrate_full("model", "calib", method="max", num_images=7, seed=3, batch_size=2,
                         cache_dir="c", progress=progress)
     assert seen == {"m": "model", "d": "calib", "method": "max", "num_images": 7, "seed": 3,
-                    "batch_size": 2, "cache_dir": "c", "progress": progress}
+                    "batch_size": 2, "cache_dir": "c", "progress": progress,
+                    "int8_weights": False}
 
 
 def test_sensitivity_flow_passes_the_model_images_and_calibration(monkeypatch):

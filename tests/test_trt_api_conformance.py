@@ -198,6 +198,58 @@ def test_engine_precision_check_reads_the_inspector(dumps, nvidia, onnx_variants
     h.assert_clean()
 
 
+def _int8_weight_graph(src: Path, dst: Path) -> Path:
+    """A Q/DQ INT8 graph storing its weights as INT8: the first Conv's weight quantized per
+    output channel (a real DequantizeLinear on an INT8 initializer, what `quantize` writes)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from xception_trt.graph import to_int8_weights
+    from xception_trt.onnx_meta import read_metadata, write_metadata
+
+    meta = read_metadata(src)
+    model = onnx.load(str(src))
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    weight = next(i for i in model.graph.initializer if i.name == conv.input[1])
+    w = numpy_helper.to_array(weight)
+    scale = (np.abs(w).reshape(len(w), -1).max(axis=1) / 127).astype(np.float32)
+    model.graph.initializer.extend([
+        numpy_helper.from_array(scale, "w_scale"),
+        numpy_helper.from_array(np.zeros(len(w), np.int8), "w_zero")])
+    q = helper.make_node("QuantizeLinear", [weight.name, "w_scale", "w_zero"], ["w_q"], axis=0)
+    dq = helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zero"], ["w_dq"], axis=0)
+    conv.input[1] = "w_dq"
+    model.graph.node.insert(0, dq)
+    model.graph.node.insert(0, q)
+    write_metadata(model, {"model_spec": meta.spec, "input_format": meta.input_format.value,
+                           "precision": "int8"})
+    onnx.save(to_int8_weights(model), str(dst))
+    return dst
+
+
+def test_int8_weights_reach_each_version_in_the_form_it_takes(dumps, key, onnx_variants,
+                                                              tmp_path, monkeypatch):
+    """QDQ-1: a graph storing INT8 weights is parsed as it is by TensorRT 10+ and TensorRT-RTX;
+    TensorRT 8.6 gets its float-weight form, from a temporary file that is gone afterwards."""
+    import onnx
+
+    from xception_trt.graph import INT8_WEIGHTS, int8_weight_form
+
+    graph = _int8_weight_graph(onnx_variants["float"], tmp_path / "int8w.onnx")
+    h = Harness(dumps[key], key, monkeypatch)
+    out = tmp_path / "engines"
+    out.mkdir()
+    art = builder_mod.build_engine(graph, h.config(precision="int8"), output=out / "e.engine")
+    built = h.world.built[-1]
+    takes_int8 = h.name == "tensorrt_rtx" or h.major >= 10
+    assert built["int8_weights"] is takes_int8
+    assert (built["onnx"] == str(graph)) is takes_int8
+    assert art.sidecar.onnx["path"] == str(graph)  # the sidecar names the graph given
+    assert int8_weight_form(onnx.load(str(graph))) == INT8_WEIGHTS  # the input is untouched
+    assert sorted(p.name for p in out.iterdir()) == ["e.engine", "e.engine.json"]
+    h.assert_clean()
+
+
 def test_builder_flags_follow_the_version(dumps, nvidia, onnx_variants, tmp_path, monkeypatch):
     h = Harness(dumps[nvidia], nvidia, monkeypatch)
     builder_mod.build_engine(onnx_variants["float"], h.config(precision="fp16"),
@@ -694,24 +746,28 @@ def test_dla_releases_follow_nvidia_docs(version, dla):
 # self-test and sysinfo
 # ------------------------------------------------------------------------------------------------
 def _onnx_runtime_engine(be: EmuBackend):
-    """``World.compute``: run the engine's ONNX file with ONNX Runtime on the emulated device
-    memory, as stream work (so CUDA-graph capture and replay see it like a kernel)."""
+    """``World.compute``: run the engine's ONNX graph (the bytes parsed) with ONNX Runtime on
+    the emulated device memory, as stream work (so CUDA-graph capture and replay see it like a
+    kernel)."""
+    import hashlib
+
     import numpy as np
     import onnxruntime as ort
 
     sessions: dict[str, ort.InferenceSession] = {}
 
-    def compute(stream: int, tensors: dict, onnx_path: str) -> None:
-        if onnx_path not in sessions:
-            sessions[onnx_path] = ort.InferenceSession(onnx_path,
-                                                       providers=["CPUExecutionProvider"])
+    def compute(stream: int, tensors: dict, onnx: bytes) -> None:
+        key = hashlib.sha256(onnx).hexdigest()
+        if key not in sessions:
+            sessions[key] = ort.InferenceSession(onnx, providers=["CPUExecutionProvider"])
+        session = sessions[key]
         (in_ptr, in_shape, in_dt), (out_ptr, out_shape, out_dt) = (tensors["input"],
                                                                    tensors["logits"])
 
         def op() -> None:
             n_in = int(np.prod(in_shape)) * in_dt.itemsize
             x = be.view(in_ptr, n_in).view(in_dt).reshape(in_shape)
-            y = sessions[onnx_path].run(None, {"input": x})[0].astype(out_dt)
+            y = session.run(None, {"input": x})[0].astype(out_dt)
             assert y.shape == out_shape, (y.shape, out_shape)
             be.view(out_ptr, y.nbytes)[:] = y.reshape(-1).view(np.uint8)
         be.submit(stream, op, "kernel")

@@ -20,6 +20,7 @@ from xception_trt.trt.layers import (
     check_engine_precision,
     check_precision,
     dtype_precision,
+    generated_kernels,
     intended_exclusions,
     sidecar_exclusions,
     tally_layers,
@@ -82,8 +83,11 @@ def test_int8_engine_runs_int8_except_the_graphs_own_exclusions(built):
     assert check_engine_precision(side, onnx_model=model) == check
     tally = tally_layers(side)
     assert tally.compute() == {"int8": check.checked, "fp32": len(excluded)}
-    # Q/DQ turns into quantize kernels: convert layers, not compute
+    # Q/DQ turns into quantize kernels: convert layers, not compute; each is a kernel
+    # TensorRT-RTX generates (its source is kept in the plan), which FP32 has few of
     assert tally.total(LayerRole.CONVERT) > 0
+    assert generated_kernels(side) >= tally.total(LayerRole.CONVERT)
+    assert generated_kernels(side) > 3 * generated_kernels(built["fp32"][1]) > 0
     # without the exclusions the check flags exactly the excluded nodes' layers
     blind = check_precision(side, Precision.INT8)
     assert not blind.ok
@@ -151,6 +155,7 @@ def test_inspector_json_tally_and_check(key):
     assert tally.to_dict() == {"convert": {"fp32": 2}, "compute": {"int8": 1, "fp32": 2},
                                "other": {"int8": 1}}
     assert tally.summary() == "compute: 2 fp32, 1 int8; convert: 2; other: 1"
+    assert generated_kernels(layers) == 0  # NVIDIA TensorRT: no TensorRT-RTX kernels
     ok = check_precision(layers, "int8", exclusions={"Conv_1", "Gemm_0"})
     assert ok.ok and ok.checked == 1 and ok.excluded == ("Conv_1", "Gemm_0")
     # Conv_1 is not an intended exclusion: a silent FP32 fallback

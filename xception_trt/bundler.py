@@ -8,12 +8,14 @@ written atomically: the file appears complete or not at all."""
 from __future__ import annotations
 
 import datetime as _dt
+import io
 import json
 import logging
 import os
 import shutil
 import time
 import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +32,18 @@ from .bundle.format import (
     VariantEntry,
     is_bundle,
 )
-from .config import BuildConfig, InputFormat, Precision, normalise_compute_capability
+from .config import (
+    BuildConfig,
+    InputFormat,
+    Placement,
+    Precision,
+    normalise_compute_capability,
+)
 from .errors import BuildError, BundleError, ConfigError, renamed
 from .fsio import atomic_path, owned_temp_dir, path_problem, sha256_bytes, sha256_file
 from .hub import is_hub_id, local_file, source_name
 from .onnx_meta import OnnxSource, read_metadata
-from .pipeline import ArtifactLayout, EngineJob, PipelineCallbacks, Steps
+from .pipeline import ArtifactLayout, EngineJob, PipelineCallbacks, Steps, variant_name
 from .sidecar import EngineSidecar, sidecar_path
 
 if TYPE_CHECKING:
@@ -45,8 +53,13 @@ __all__ = ["BundleResult", "write_bundle", "int8_scales"]
 
 log = logging.getLogger(__name__)
 
-#: Members whose content barely compresses are stored, so that reading one is a plain copy.
-_STORED_SUFFIXES = (".onnx", ".engine")
+#: ONNX graphs barely compress (float or INT8 weights): stored, so reading one is a plain copy.
+_STORED_SUFFIXES = (".onnx",)
+#: An engine is deflated when a fast pass shrinks it by at least this share. A TensorRT-RTX
+#: plan carries the CUDA source of every kernel it generates (compiled on the device when the
+#: engine first runs), about 130 KiB each, mostly one shared preamble: an INT8 engine generates
+#: one per quantizing layer, and its plan deflates several times; weights barely compress.
+_ENGINE_DEFLATE_GAIN = 0.1
 
 
 @dataclass(frozen=True)
@@ -99,7 +112,7 @@ def int8_scales(onnx_path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 #: The name of the INT8 graph placed for ONNX Runtime, in the work folder and the accuracy rows.
-_ORT_INT8 = "int8-ort"
+_ORT_INT8 = variant_name(Precision.INT8, Placement.ONNXRUNTIME)
 
 
 def _accuracy(variants: Mapping[str, Path], validation: Dataset,
@@ -112,22 +125,6 @@ def _accuracy(variants: Mapping[str, Path], validation: Dataset,
     return {r.name: {k: v for k, v in r.to_dict().items()
                           if k not in ("name", "precision", "size_bytes")}
             for r in rows}
-
-
-def _ort_int8(fp32: Path, calibration: str | os.PathLike[str], method: str | None,
-              layout: ArtifactLayout, callbacks: PipelineCallbacks) -> Path:
-    """The INT8 graph placed for ONNX Runtime (what the bundle's CPU path runs), calibrated
-    on the same images (its cache entry is keyed by target, so a rerun reuses it)."""
-    from .precision import CalibrationMethod, ort_int8
-
-    kw: dict[str, Any] = {}
-    if method is not None and method in CalibrationMethod.choices():
-        kw["method"] = method  # "auto" picks per target in quantize; entropy (default) here
-    path = layout.onnx_dir / f"{layout.stem}.{_ORT_INT8}.onnx"
-    callbacks.on_progress(f"{_ORT_INT8} variant", 0, None)
-    ort_int8(fp32, calibration, output=path, cache_dir=layout.calibration_cache_dir,
-             progress=callbacks.on_progress, **kw)
-    return path
 
 
 def _engine_name(side: EngineSidecar) -> str:
@@ -166,7 +163,7 @@ def _from_bundle(source: Path, folder: Path, layout: ArtifactLayout) -> _Previou
                     for p, v in manifest.variants.items()}
         int8 = manifest.variants.get(Precision.INT8)
         ort = (bundle.extract(int8.onnxruntime_member,
-                              layout.onnx_dir / f"{layout.stem}.{_ORT_INT8}.onnx")
+                              layout.onnx(Precision.INT8, Placement.ONNXRUNTIME))
                if int8 is not None and int8.onnxruntime_member is not None else None)
         if Precision.FP32 not in variants:
             raise BundleError(f"{source} has no FP32 graph to rebundle; remake it from the "
@@ -305,8 +302,15 @@ def write_bundle(*, source: str | os.PathLike[str], output: str | os.PathLike[st
             if previous is not None and Precision.INT8 in previous.variants:
                 ort = previous.ort_int8  # carried as it was (None in an older bundle)
             else:
-                ort = _ort_int8(fp32, calibration, calibration_method,  # type: ignore[arg-type]
-                                layout, callbacks)
+                from .precision import CalibrationMethod
+
+                # the INT8 graph placed for ONNX Runtime (what the bundle's CPU path runs), on
+                # the same images; "auto" picks a method per placement in `quantize`, the
+                # default (entropy) here
+                ort = steps.variant(
+                    Precision.INT8, calibration=calibration, placement=Placement.ONNXRUNTIME,
+                    calibration_method=(calibration_method if calibration_method
+                                        in CalibrationMethod.choices() else None)).value.path
         graphs = {p.value: path for p, path in variants.items()}
         if ort is not None:
             graphs[_ORT_INT8] = ort
@@ -392,9 +396,26 @@ def _write_zip(output: Path, manifest: Manifest, files: Mapping[str, Path | byte
         zf.writestr(MANIFEST, json.dumps(manifest.to_dict(), indent=1, sort_keys=True) + "\n",
                     compress_type=zipfile.ZIP_DEFLATED)
         for name, content in files.items():
-            how = zipfile.ZIP_STORED if name.endswith(_STORED_SUFFIXES) else \
-                zipfile.ZIP_DEFLATED
+            how = _compression(name, content)
             if isinstance(content, Path):
                 zf.write(content, name, compress_type=how)
             else:
                 zf.writestr(name, content, compress_type=how)
+
+
+def _compression(name: str, content: Path | bytes) -> int:
+    """How a member is written: ONNX graphs stored; an engine deflated when that pays
+    (:data:`_ENGINE_DEFLATE_GAIN`, measured with a fast zlib pass over its bytes); the rest
+    (JSON, labels) deflated."""
+    if name.endswith(_STORED_SUFFIXES):
+        return zipfile.ZIP_STORED
+    if not name.endswith(".engine"):
+        return zipfile.ZIP_DEFLATED
+    packer, size, packed = zlib.compressobj(1), 0, 0
+    with (content.open("rb") if isinstance(content, Path) else io.BytesIO(content)) as fh:
+        while chunk := fh.read(1 << 20):
+            size += len(chunk)
+            packed += len(packer.compress(chunk))
+    packed += len(packer.flush())
+    return (zipfile.ZIP_DEFLATED if packed <= (1 - _ENGINE_DEFLATE_GAIN) * size
+            else zipfile.ZIP_STORED)

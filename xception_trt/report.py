@@ -28,7 +28,8 @@ version; 2 renamed every ``*_mb`` key ``*_mib``: sizes are MiB everywhere)::
     {"schema": "xception-trt/bench-report", "schema_version": 2, "name": str,
      "title": str, "kind": "bench" | "eval", "created_utc": ISO-8601, "command": str | null,
      "notes": [str], "findings": [str] | absent, "engines": [{"path", "size_bytes",
-     "precision", "built_with", "target", "max_batch", "runs_on", "command"}] | absent,
+     "precision", "built_with", "target", "max_batch", "runs_on", "command", and where the
+     engine records its layers "layers", "precision_check", "generated_kernels"}] | absent,
      "system": {...sysinfo.system_facts(), incl. "load_average"...},
      "process": {"peak_rss_mib": float | null}, "config": {...}, "reference": str | null,
      "context": {...power.run_context()...} | absent,
@@ -128,7 +129,10 @@ def build_report(name: str, *, kind: str, benchmarks: Sequence[Any] = (),
         engines: TensorRT engines the run built, one mapping each: ``path``, ``size_bytes``,
             ``precision``, ``built_with`` (flavour and version), ``target`` (compute
             capability or GPU), ``max_batch``, ``runs_on`` (where it can run) and ``command``
-            (what to run it with); the ``## Engines`` section.
+            (what to run it with); optionally ``layers`` (:func:`~xception_trt.trt.layers.
+            tally_layers` summary), ``precision_check`` and ``generated_kernels``
+            (TensorRT-RTX kernels the plan carries the source of: the size note under the
+            table); the ``## Engines`` section.
         system: Machine facts (default: :func:`xception_trt.sysinfo.system_facts`, taken
             now: its load average covers the measurements just made).
         command: The command line that produced the report.
@@ -552,14 +556,38 @@ def _engines_section(doc: Mapping[str, Any]) -> list[str]:
     engines = doc.get("engines") or []
     if not engines:
         return []
+    layered = any(e.get("layers") for e in engines)
     rows = [[f"`{e.get('path')}`", str(e.get("precision")),
              "—" if e.get("size_bytes") is None else f"{e['size_bytes'] / 2**20:.1f} MiB",
              str(e.get("built_with")), str(e.get("target")), str(e.get("max_batch")),
              str(e.get("runs_on") or "—"), f"`{e['command']}`" if e.get("command") else "—"]
+            + ([f"{e.get('layers') or '—'}" + (f" ({e['precision_check']})"
+                                               if e.get("precision_check") else "")]
+               if layered else [])
             for e in engines]
-    return ["## Engines", "",
-            _table(["Engine", "Precision", "Size", "Built with", "Target", "Max batch",
-                    "Runs on", "Run with"], rows), ""]
+    head = ["Engine", "Precision", "Size", "Built with", "Target", "Max batch", "Runs on",
+            "Run with"] + (["Layers (what they compute in)"] if layered else [])
+    return ["## Engines", "", _table(head, rows), ""] + _engine_size_note(engines)
+
+
+def _engine_size_note(engines: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Why the engines' sizes differ, from their layer records: TensorRT-RTX keeps the CUDA
+    source of each kernel it generates in the plan (``generated_kernels``)."""
+    generated = {str(e.get("precision")): e["generated_kernels"] for e in engines
+                 if isinstance(e.get("generated_kernels"), int) and e["generated_kernels"] > 0}
+    if not generated:
+        return []
+    counts = ", ".join(f"{p} {n}" for p, n in generated.items())
+    text = ("TensorRT-RTX keeps in each plan the CUDA source of every kernel it generates for "
+            "the engine (compiled on the GPU when the engine first runs); layers running a "
+            f"generated kernel: {counts}. An INT8 engine generates one for each layer that "
+            "quantizes an activation (the convert layers)")
+    size = {str(e.get("precision")): e.get("size_bytes") for e in engines}
+    if isinstance(size.get("int8"), int) and isinstance(size.get("fp32"), int) \
+            and size["int8"] > size["fp32"]:
+        text += (": that source, not the weights, is why the INT8 engine here is larger than "
+                 "the FP32 one although its weights take a quarter of the bytes")
+    return [text + ".", ""]
 
 
 def _context_rows(ctx: Mapping[str, Any]) -> list[list[str]]:

@@ -29,9 +29,11 @@ class World:
         num_dla_cores: ``Builder.num_DLA_cores`` / ``Runtime.num_DLA_cores`` (2 on AGX Orin).
         max_dla_batch: ``Builder.max_DLA_batch_size``.
         parse_errors: The ONNX parser reports this many errors (node 0).
-        compute: ``compute(stream, {name: (address, shape, numpy dtype)}, onnx_path)`` is
+        compute: ``compute(stream, {name: (address, shape, numpy dtype)}, onnx)`` is
             called by ``execute_async_v3`` to stand in for the engine (e.g. ONNX Runtime on
-            emulated device memory); ``None``: outputs are never written.
+            emulated device memory); ``onnx`` is the bytes of the ONNX file the engine was
+            parsed from, read when it was parsed (as TensorRT holds the parsed network, the
+            file may be gone by then); ``None``: outputs are never written.
         capturing: ``capturing(stream) -> bool``: whether a stream is capturing a CUDA graph
             (the emulating CUDA backend knows); ``None``: never.
         build_cc, integrated: The build GPU (what ``builder._build_gpu`` says, and what the
@@ -54,6 +56,7 @@ class World:
     device_key: str = "Double GPU, 8.6, 1410 MHz"
     built: list[dict[str, Any]] = field(default_factory=list)
     executed: int = 0
+    parsed: dict[str, bytes] = field(default_factory=dict)  # ONNX bytes by parsed path
 
     def attach(self, api: Any) -> None:
         self.api = api
@@ -145,6 +148,12 @@ class World:
             "fp16" if any(i.data_type == 10 for i in model.graph.initializer) else "fp32")
         network._state["_outputs"] = [tensor(v) for v in model.graph.output]
         network._state["_onnx"] = args["model"]
+        with open(args["model"], "rb") as f:
+            self.parsed[args["model"]] = f.read()
+        # QDQ-1: an INT8 initializer read by DequantizeLinear (pre-quantized weights)
+        int8 = {i.name for i in model.graph.initializer if i.data_type == 3}
+        network._state["_int8_weights"] = any(
+            n.op_type == "DequantizeLinear" and n.input[0] in int8 for n in model.graph.node)
         if self.parse_errors:
             obj._state["num_errors"] = self.parse_errors
             return False
@@ -262,6 +271,11 @@ class World:
             self._rule("Builder.build_serialized_network",
                        "DYN-2 a network with dynamic inputs needs an optimisation profile")
             return None
+        if network._state.get("_int8_weights") and self.major < 10 \
+                and not self.api.label.startswith("tensorrt_rtx"):
+            self._rule("OnnxParser.parse_from_file", "QDQ-1 TensorRT 8.6 takes the weights of "
+                       "Q/DQ models in FP32 only (pre-quantized INT8 weights: 10.0+)")
+            return None
         if strongly_typed:
             precision = network._state.get("_graph_precision", "fp32")
         else:
@@ -319,6 +333,7 @@ class World:
                                               "name", None),
             "pools": state["_pools"], "ccs": state["_ccs"],
             "onnx": network._state.get("_onnx"),
+            "int8_weights": bool(network._state.get("_int8_weights")),
         }
         self.built.append(record)
         logger = obj._state.get("_logger")
@@ -600,7 +615,7 @@ class World:
                          {n: (obj._state["_addresses"][n],
                               tuple(batch if d < 0 else d for d in shapes[n]),
                               np.dtype(self.api.dump["nptype"][t["dtype"]]))
-                          for n, t in io.items()}, engine._state["_plan"]["onnx"])
+                          for n, t in io.items()}, self.parsed[engine._state["_plan"]["onnx"]])
         return True
 
 

@@ -2,9 +2,11 @@
 
 Why zip and not tar: a zip has a central directory, so the reader opens the one engine (or
 ONNX graph) it needs without reading the others — a tar must be scanned from the start —
-and every member carries a CRC besides the SHA-256 the manifest records. Engines and ONNX
-graphs are *stored* (no compression: plans and float weights barely compress, and stored
-members can be copied out at disk speed); JSON members are deflated.
+and every member carries a CRC besides the SHA-256 the manifest records. ONNX graphs are
+*stored* (no compression: weights barely compress, and stored members can be copied out at
+disk speed); an engine is deflated when that shrinks it by a tenth or more (a TensorRT-RTX plan
+carries the CUDA source of the kernels it generates, which deflates several times; weights do
+not), else stored; JSON members are deflated.
 
 Layout (format version :data:`FORMAT_VERSION`)::
 

@@ -337,7 +337,15 @@ def _excludes(at: str | tuple[str, ...], flag: str, given: Callable[[argparse.Na
                 other_given, why)
 
 
+def _given(name: str) -> Callable[[argparse.Namespace], Any]:
+    """:func:`_flag`, or :func:`_set` for a flag whose ``False`` is a choice
+    (``--no-int8-weights``)."""
+    return _set(name) if name == "int8_weights" else _flag(name)
+
+
 _ORT = ("--placement onnxruntime", lambda a: a.placement == "onnxruntime")
+#: --int8-weights, also given as --no-int8-weights (argparse.BooleanOptionalAction).
+_INT8_WEIGHTS = "--int8-weights"
 _TARGETED_WHY = ("the targeted mode chooses the FP32 nodes itself from an FP32-weight Q/DQ "
                  "graph calibrated with images")
 _TARGET_FLAGS = (("--target-agreement", "target_agreement"),
@@ -378,7 +386,7 @@ RULES: tuple[Rule, ...] = (
                           ("--method", _flag("method")),
                           ("--import-cache", _flag("import_cache")),
                           ("--export-trt-cache", _flag("export_trt_cache")),
-                          ("--int8-weights", _flag("int8_weights")),
+                          (_INT8_WEIGHTS, _set("int8_weights")),
                           ("--exclude-depthwise", _flag("exclude_depthwise")),
                           ("--high-precision", _flag("high_precision")),
                           ("--percentile", _set("percentile")),
@@ -396,13 +404,13 @@ RULES: tuple[Rule, ...] = (
            _flag("val"), why="it adds rows to the accuracy table measured on --val"),
     _needs("quantize:combinations", "--val-images", _flag("val_images"), "--val DIR or --auto",
            lambda a: a.val or a.auto),
-    *(_excludes("quantize:combinations", flag, _flag(dest), *_ORT, why=why)
+    *(_excludes("quantize:combinations", flag, _given(dest), *_ORT, why=why)
       for flag, dest, why in (
           ("--import-cache", "import_cache", "an imported cache holds symmetric scales for the "
            "TensorRT placement; onnxruntime calibrates its own ranges (cached in --cache-dir)"),
           ("--export-trt-cache", "export_trt_cache", "its asymmetric scales are not a TensorRT "
            "calibration cache"),
-          ("--int8-weights", "int8_weights", "onnxruntime always stores INT8 weights"),
+          (_INT8_WEIGHTS, "int8_weights", "onnxruntime always stores INT8 weights"),
           ("--high-precision", "high_precision", "onnxruntime keeps the rest in fp32"))),
     _needs("quantize:threads", "--threads", _flag("threads"),
            "--target-agreement or --target-top1-drop",
@@ -410,10 +418,10 @@ RULES: tuple[Rule, ...] = (
     *(rule for flag, dest in _TARGET_FLAGS for rule in (
         _excludes("quantize:targeted", flag, _set(dest), *_ORT,
                   why="the targeted mode keeps nodes of the TensorRT placement in FP32"),
-        *(_excludes("quantize:targeted", flag, _set(dest), other, _flag(other_dest),
+        *(_excludes("quantize:targeted", flag, _set(dest), other, _given(other_dest),
                     why=_TARGETED_WHY)
           for other, other_dest in (("--auto", "auto"), ("--import-cache", "import_cache"),
-                                    ("--int8-weights", "int8_weights"),
+                                    (_INT8_WEIGHTS, "int8_weights"),
                                     ("--high-precision", "high_precision"),
                                     ("--exclude", "exclude"),
                                     ("--exclude-op-type", "exclude_op_type"),

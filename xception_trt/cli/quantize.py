@@ -92,9 +92,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--high-precision", choices=[h.value for h in HIGH_PRECISIONS],
                    default=None,
                    help="INT8: precision of the nodes that are not quantized (default: fp32)")
-    p.add_argument("--int8-weights", action="store_true",
-                   help="INT8: store weights as INT8 initializers + DequantizeLinear (about a "
-                        "quarter of the file size) instead of FP32 weights + Q/DQ")
+    p.add_argument("--int8-weights", action=argparse.BooleanOptionalAction, default=None,
+                   help="INT8: store the weights as INT8 initializers + DequantizeLinear, about "
+                        "a quarter of the file size (the default for --placement tensorrt; "
+                        "the builder gives TensorRT 8.6 the FP32 form); --no-int8-weights "
+                        "keeps FP32 weights + Q/DQ")
     p.add_argument("--cache-dir", default=None,
                    help=f"INT8: calibration cache folder (default: {DEFAULT_CACHE_DIR})")
     p.add_argument("--no-cache", action="store_true",

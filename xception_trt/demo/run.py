@@ -412,10 +412,17 @@ class _Demo:
         if self.engines_runnable:
             runs_on += " - this machine"
         path = self.rel(art.path)
-        return {"path": path, "size_bytes": art.size_bytes, "precision": side.precision.value,
-                "built_with": f"{flavour} {version}", "target": target,
-                "max_batch": side.max_batch, "runs_on": runs_on,
-                "command": f"xception-trt infer {path} IMAGE"}
+        row = {"path": path, "size_bytes": art.size_bytes, "precision": side.precision.value,
+               "built_with": f"{flavour} {version}", "target": target,
+               "max_batch": side.max_batch, "runs_on": runs_on,
+               "command": f"xception-trt infer {path} IMAGE"}
+        if side.layers:  # what the engine's layers compute in, from its own layer records
+            from ..trt.layers import check_engine_precision, generated_kernels, tally_layers
+
+            row.update(layers=tally_layers(side).summary(),
+                       precision_check=check_engine_precision(side).summary(),
+                       generated_kernels=generated_kernels(side))
+        return row
 
     def runners(self) -> list[tuple[str, Any]]:
         """Open (once) every runner that can run here: torch, ONNX Runtime, TensorRT."""

@@ -179,7 +179,8 @@ def quantize_int8(onnx_model_or_path: Any, calibration_data: Any = None, *,
                   num_images: int = DEFAULT_NUM_IMAGES, seed: int = 0, batch_size: int = 8,
                   percentile: float = DEFAULT_PERCENTILE, exclude_nodes: Sequence[str] = (),
                   exclude_op_types: Sequence[str] = (), exclude_depthwise: bool = False,
-                  high_precision: Precision | str = Precision.FP32, int8_weights: bool = False,
+                  high_precision: Precision | str = Precision.FP32,
+                  int8_weights: bool | None = None,
                   cache_dir: str | os.PathLike[str] | None = DEFAULT_CACHE_DIR,
                   import_cache: str | os.PathLike[str] | None = None,
                   output: str | os.PathLike[str] | None = None,
@@ -205,9 +206,12 @@ def quantize_int8(onnx_model_or_path: Any, calibration_data: Any = None, *,
         exclude_depthwise: Also keep every depthwise Conv in high precision.
         high_precision: Precision of everything that is not quantized: ``fp32`` (default; ONNX
             Runtime on CPU runs it fast) or ``fp16`` (fastest TensorRT engines).
-        int8_weights: Store quantized weights as INT8 initializers with only a
-            DequantizeLinear (ModelOpt ``qdq_to_dq``): about a quarter of the file size.
-            Default: FP32 weights with a Q/DQ pair (TensorRT folds both forms at build time).
+        int8_weights: Store quantized weights as INT8 initializers read by a
+            DequantizeLinear (ModelOpt ``qdq_to_dq``; about a quarter of the file size).
+            ``None`` (default): yes for the TensorRT placement (TensorRT 10+ and TensorRT-RTX
+            read that form; the builder gives TensorRT 8.6 the float form,
+            :func:`xception_trt.graph.to_float_weights`). ``False``: FP32 weights through a
+            Q/DQ pair (what :mod:`~xception_trt.precision.sensitivity` edits).
         cache_dir: Calibration cache folder (``None`` disables the cache).
         import_cache: Use the scales of this cache instead of calibrating: a TensorRT text
             calibration cache (the migration path from TensorRT 8/10 implicit INT8) or an
@@ -221,7 +225,8 @@ def quantize_int8(onnx_model_or_path: Any, calibration_data: Any = None, *,
             ``onnxruntime`` (ONNX Runtime's ``quantize_static`` placement, which its CPU
             provider fuses into QLinearConv/QGemm; TensorRT cannot build it). With
             ``onnxruntime``, ``high_precision`` must be fp32, ``int8_weights`` is implied (the
-            weights are always stored as INT8) and ``import_cache`` is refused.
+            weights are always stored as INT8; ``True`` is refused as redundant) and
+            ``import_cache`` is refused.
         target: Old name of ``placement`` (deprecated).
 
     Returns:
@@ -271,7 +276,7 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
                            seed: int, batch_size: int, percentile: float,
                            exclude_nodes: Sequence[str], exclude_op_types: Sequence[str],
                            exclude_depthwise: bool, high_precision: Precision | str,
-                           int8_weights: bool, cache_dir: str | os.PathLike[str] | None,
+                           int8_weights: bool | None, cache_dir: str | os.PathLike[str] | None,
                            import_cache: str | os.PathLike[str] | None,
                            progress: Progress | None = None,
                            placement: Placement | str = Placement.TENSORRT
@@ -289,7 +294,10 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
     if high not in HIGH_PRECISIONS:
         raise ConfigError("high_precision must be " + " or ".join(map(str, HIGH_PRECISIONS)))
     qtarget = Placement.parse(placement)
-    _check_target(qtarget, high=high, int8_weights=int8_weights, import_cache=import_cache)
+    _check_target(qtarget, high=high, int8_weights=bool(int8_weights),
+                  import_cache=import_cache)
+    if int8_weights is None:  # the smallest form each placement's runtime reads
+        int8_weights = qtarget is Placement.TENSORRT
     check_int(num_images, "num_images")
     check_int(batch_size, "batch_size")
     if not (0.0 < float(percentile) <= 100.0):
@@ -323,9 +331,10 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
         jobs: list[dict[str, Any]] = []
         states: list[dict[str, Any]] = []
         for i, method in enumerate(chosen):
+            # (how the weights are stored is not part of the key: the scales do not depend on
+            # it, so `quantize` and `sensitivity`, which edits the FP32-weight form, share them)
             options: dict[str, Any] = {"exclude_nodes": sorted(excluded),
                        "exclude_op_types": sorted(exclude_op_types), "high_precision": high.value,
-                       "int8_weights": bool(int8_weights),
                        "percentile": (float(percentile) if method is CalibrationMethod.PERCENTILE
                                       else None)}
             if qtarget is not Placement.TENSORRT:  # TensorRT entries keep their old names
@@ -521,7 +530,7 @@ def auto_quantize_int8(onnx_model_or_path: Any, calibration_data: Any, val_data:
     opts: dict[str, Any] = dict(
         seed=seed, batch_size=8, percentile=DEFAULT_PERCENTILE, exclude_nodes=(),
         exclude_op_types=(), exclude_depthwise=False, high_precision=Precision.FP32,
-        int8_weights=False, cache_dir=DEFAULT_CACHE_DIR, import_cache=None, progress=None,
+        int8_weights=None, cache_dir=DEFAULT_CACHE_DIR, import_cache=None, progress=None,
         placement=Placement.TENSORRT)
     if "target" in kw:
         kw["placement"] = renamed("target", "placement", kw.pop("target"),

@@ -405,7 +405,7 @@ def calibrate_full(model: Any, calibration_data: Any, *, method: CalibrationMeth
     :func:`strip_qdq` can undo), through the calibration cache."""
     return quantize_int8(model, calibration_data, method=method, num_images=num_images,
                          seed=seed, batch_size=batch_size, cache_dir=cache_dir,
-                         progress=progress)
+                         progress=progress, int8_weights=False)
 
 
 def sensitivity(onnx_model_or_path: Any, calibration_data: Any, val_data: Any, *,

@@ -33,6 +33,7 @@ import numpy as np
 from ..config import check_int
 from ..errors import CalibrationError, ConfigError
 from ..fsio import atomic_write_json
+from ..graph import to_int8_weights
 from ..jsonable import JsonMixin, json_field
 from ..onnx_meta import read_metadata, write_metadata
 from .int8 import DEFAULT_NUM_IMAGES, CalibrationMethod, QuantizeResult
@@ -336,9 +337,10 @@ def targeted_int8(onnx_model_or_path: Any, calibration_data: Any, val_data: Any,
                     error=CalibrationError)
             except (CalibrationError, OSError) as exc:
                 log.warning("targeted INT8 choice not cached (%s); the result is kept", exc)
-    targeted = strip_qdq(qres.model, nodes=kept)
+    # written like every TensorRT-placed INT8 graph: weights stored as INT8
+    targeted = to_int8_weights(strip_qdq(qres.model, nodes=kept))
     _record_choice(targeted, kept, target)
-    variants = {"fp32": model, "int8": qres.model, "int8-targeted": targeted}
+    variants = {"fp32": model, "int8": to_int8_weights(qres.model), "int8-targeted": targeted}
     rows_sel = {"fp32": scorer.compare(scorer.reference, node="fp32", op_type="-", module=None)}
     rows_sel.update({k: scorer.score(v, node=k) for k, v in variants.items() if k != "fp32"})
     held_scorer = Scorer(model, held, threads=threads)

@@ -19,7 +19,7 @@ import platform
 import re
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -434,6 +434,33 @@ def parser_error_lines(parser: Any, nodes: list[tuple[str, str]]) -> list[str]:
     return lines
 
 
+@contextlib.contextmanager
+def _graph_for(plan: BuildPlan, onnx_path: Path, precision: Precision, engine_path: Path
+               ) -> Iterator[Path]:
+    """The graph file this TensorRT parses: ``onnx_path`` itself, or, for a version that takes
+    Q/DQ weights in float only (``plan.int8_weights`` false: TensorRT 8.6), the float-weight
+    form of an INT8-weight graph, in a temporary file next to the engine (removed after
+    parsing; the sidecar and cache key still name ``onnx_path`` and its hash)."""
+    if precision is not Precision.INT8 or plan.int8_weights:
+        yield onnx_path
+        return
+    from ..graph import INT8_WEIGHTS, int8_weight_form, to_float_weights
+    from ..onnx_meta import load_onnx
+
+    model = load_onnx(onnx_path)
+    if int8_weight_form(model) != INT8_WEIGHTS:
+        yield onnx_path
+        return
+    log.info("%s %s takes Q/DQ weights in FP32: building %s from its float-weight form",
+             plan.flavour, ".".join(map(str, plan.version)), onnx_path.name)
+    tmp = temp_sibling(engine_path)
+    try:
+        tmp.write_bytes(to_float_weights(model).SerializeToString())
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _parse_onnx(trt: Any, builder: Any, logger: Any, plan: BuildPlan, onnx_path: Path
                 ) -> tuple[Any, Any]:
     """Parse the ONNX file into a new network; returns (network, parser) — the parser must stay
@@ -693,7 +720,8 @@ def build_engine(onnx_path: str | os.PathLike[str] | OnnxSource,
     if builder is None:
         raise BuildError(f"{flavour.name} {flavour.version} could not create a builder: "
                          f"{'; '.join(logger.errors) or 'no details'}")
-    network, _parser = _parse_onnx(trt, builder, logger, plan, onnx_path)
+    with _graph_for(plan, onnx_path, meta.precision, engine_path) as graph_path:
+        network, _parser = _parse_onnx(trt, builder, logger, plan, graph_path)
     profile, max_batch = _profile_shapes(network, config, onnx_path)
     check_build_target(config, profile=profile, device=gpu, integrated=integrated)
     builder_config = _configure(trt, builder, network, plan, config, profile, targets)

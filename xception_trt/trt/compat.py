@@ -139,6 +139,11 @@ class BuildPlan(JsonMixin):
         version_compatible: ``BuilderFlag.VERSION_COMPATIBLE`` is supported.
         hardware_compatible: ``HardwareCompatibilityLevel.AMPERE_PLUS`` is supported.
         notes: Why, in words (for logs and the sidecar).
+        int8_weights: A Q/DQ INT8 graph may store its weights as INT8 initializers read by
+            ``DequantizeLinear`` (TensorRT 10+, TensorRT-RTX: "You can specify weights of Q/DQ
+            models using a high-precision data type ... or a low-precision quantized type
+            (INT8 ...)"). TensorRT 8.6 takes Q/DQ weights in FP32 only: the builder gives it
+            the float-weight form (:func:`xception_trt.graph.to_float_weights`).
     """
 
     # JSON (the sidecar's "tensorrt" section): the plan, not what the version offers
@@ -156,6 +161,7 @@ class BuildPlan(JsonMixin):
     version_compatible: bool = json_field(skip=True)
     hardware_compatible: bool = json_field(skip=True)
     notes: tuple[str, ...] = ()
+    int8_weights: bool = json_field(default=True, skip=True)
 
 
 def network_and_precision_plan(flavour_name: str, version: str | Sequence[int],
@@ -201,9 +207,11 @@ def network_and_precision_plan(flavour_name: str, version: str | Sequence[int],
             network_flags=("EXPLICIT_BATCH",), builder_flags=flags[prec],
             onnx_precisions=sources[prec], progress_monitor=False, timing_cache=True,
             compute_capabilities=False, dla=True, version_compatible=True,
-            hardware_compatible=True,
+            hardware_compatible=True, int8_weights=False,
             notes=("TensorRT < 10 has no strongly typed networks: prec is allowed with "
-                   "builder flags (FP16 from the FP32 or FP16 graph; INT8 from the Q/DQ graph)",))
+                   "builder flags (FP16 from the FP32 or FP16 graph; INT8 from the Q/DQ graph)",
+                   "TensorRT < 10 takes Q/DQ weights in FP32: an INT8-weight graph is built "
+                   "from its float-weight form"))
     if ver < (11,):
         return BuildPlan(
             flavour_name, ver, prec, strongly_typed=True,

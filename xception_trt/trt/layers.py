@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 __all__ = ["LayerRole", "LayerInfo", "LayerTally", "PrecisionCheck", "Mismatch",
            "dtype_precision", "layer_infos", "tally_layers", "check_precision",
            "check_engine_precision", "intended_exclusions", "sidecar_exclusions",
+           "generated_kernels",
            "COMPUTE_OPS"]
 
 #: ONNX operators that are compute nodes for the precision check.
@@ -69,6 +70,9 @@ _CONVERT_TYPE = re.compile(r"reformat|shuffle|cast|quantize|copy|transpose|resha
                            re.IGNORECASE)
 _CONTROL_TYPE = re.compile(r"^(shape_call|signal|wait|noop|constant)$", re.IGNORECASE)
 _MYELIN_TYPE = re.compile(r"^(kgen|runtime_fusion|myelin)$", re.IGNORECASE)
+# TensorRT-RTX layers whose kernel it generates at build time: the plan keeps the kernel's CUDA
+# source, compiled on the GPU when the engine first runs (see generated_kernels)
+_GENERATED_TYPE = re.compile(r"^(kgen|runtime_fusion)$", re.IGNORECASE)
 # a generated kernel's name spells its ops in CamelCase: "__myl_CastMulFc_myl0_98"
 _MYELIN_COMPUTE_OP = re.compile(r"(?:^|_|[a-z])(?:Fc|Gemm|MatMul|Conv)(?=[A-Z_]|$)")
 _CAST_FIRST = re.compile(r"^Cast(?:Mul)*(?:Fc|Gemm|MatMul|Conv)(?=[A-Z_]|$)")
@@ -168,6 +172,15 @@ class LayerInfo:
             if p in _NUMERIC:
                 return p
         return None
+
+
+def generated_kernels(layers: Iterable[Any] | EngineSidecar | None) -> int:
+    """How many layers run a kernel TensorRT-RTX generated for this engine (types ``kgen`` and
+    ``runtime_fusion``). The plan stores each one's CUDA source, compiled on the GPU when the
+    engine first runs: it is what makes a small model's INT8 engine larger than its FP32 one
+    (one generated kernel per quantizing layer). ``0`` for NVIDIA TensorRT engines."""
+    return sum(1 for info in layer_infos(layers)
+               if info.type is not None and _GENERATED_TYPE.match(info.type))
 
 
 def layer_infos(layers: Iterable[Any] | EngineSidecar | None) -> tuple[LayerInfo, ...]:
