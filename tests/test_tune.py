@@ -572,3 +572,32 @@ def test_cli_bad_inputs_are_one_line_errors(small_bundle, image_folder, flat_ima
         with pytest.raises(SystemExit) as exc:
             _cli(["tune", str(small_bundle), "--val", str(image_folder), flag, value], capsys)
         assert exc.value.code == 2
+
+
+def test_a_fast_candidate_that_misses_the_deadline_cuts_nothing(small_bundle, image_folder,
+                                                                tmp_path, monkeypatch):
+    """A: median 8 ms, p99 20 ms; the rest steady at 12 ms; deadline 15 ms. A is timed first
+    (int8, 2 threads) but may not win, so it must not be the best the others are cut against:
+    a steady one wins instead of nothing."""
+    import xception_trt.tuning as tuning
+
+    seen = []
+
+    def fake_time(c, runner, best, *, objective, search, deadline_ms, monitor, progress):
+        seen.append((c.name, best.candidate.name if best is not None else None))
+        calls = ([8.0] * 9 + [20.0]) * 3 if (c.precision is Precision.INT8 and c.threads == 2) \
+            else [12.0] * 30
+        m = Measured(c, calls_ms=calls, costs=list(calls))
+        if verdict(m.costs, best.costs if best else None, config=search) == "cut":
+            m.status = "cut early"
+        return m
+
+    monkeypatch.setattr(tuning, "_time_candidate", fake_time)
+    result = tune(small_bundle, image_folder, min_agreement=0.5, threads=(1, 2),
+                  search=_cfg(), deadline_ms=15.0, record=False, facts=CPU,
+                  cache_dir=tmp_path / "cache")
+    assert seen[0] == ("onnxruntime int8 b1 t2", None)
+    assert all(best != "onnxruntime int8 b1 t2" for _, best in seen)
+    assert result.chosen is not None and result.chosen.name != "onnxruntime int8 b1 t2"
+    spiky = next(r for r in result.report["candidates"] if r["name"] == "onnxruntime int8 b1 t2")
+    assert spiky["status"] == "misses deadline"

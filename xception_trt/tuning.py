@@ -61,7 +61,8 @@ from .jsonable import JsonMixin
 
 __all__ = ["OBJECTIVES", "Candidate", "Excluded", "SearchConfig", "Measured", "TuneResult",
            "bundle_candidates", "folder_candidates", "thread_counts", "batch_sweep",
-           "median_interval", "verdict", "pick", "passes_floor", "engine_precision", "tune",
+           "median_interval", "verdict", "qualifies", "pick", "passes_floor", "engine_precision",
+           "tune",
            "SCHEMA", "render_markdown", "pareto_figure", "write_tune_report"]
 
 log = logging.getLogger(__name__)
@@ -74,8 +75,9 @@ _PREC_RANK = {Precision.FP32: 0, Precision.FP16: 1, Precision.INT8: 2}
 #: The sequential rule, as the report and the docs state it.
 RULE = ("after each block of timed calls, the candidate's median cost gets a distribution-free "
         "{conf:g} % confidence interval from the order statistics of its calls (binomial "
-        "tails); a candidate whose interval lies wholly above the best one's so far cannot beat "
-        "it and is cut; at the end, candidates whose intervals overlap the best one's are a tie, "
+        "tails); a candidate whose interval lies wholly above the best one's so far (the "
+        "cheapest whose p99 meets the deadline) cannot beat it and is cut; at the end, "
+        "candidates whose intervals overlap the best one's are a tie, "
         "won by the simplest: fewer CPU threads, then the smaller batch, then CUDA graphs off, "
         "then the GPU rather than a DLA core, then the higher precision (fp32, fp16, int8)")
 
@@ -446,6 +448,16 @@ class Measured(JsonMixin):
         return median_interval(self.costs, confidence)
 
 
+def qualifies(m: Measured, deadline_ms: float | None) -> bool:
+    """Whether a timed candidate may win: fully measured, with costs, and (with a deadline)
+    its p99 latency per call at most ``deadline_ms``. :func:`pick` keeps only these, and the
+    search's best-so-far (what :func:`verdict` cuts against) is the cheapest of these only: a
+    fast candidate that misses the deadline never cuts one that would have won."""
+    if m.status != "measured" or not m.costs or not m.calls_ms:
+        return False
+    return deadline_ms is None or LatencyStats.from_samples(m.calls_ms).p99_ms <= deadline_ms
+
+
 def pick(measured: Sequence[Measured], *, confidence: float = 0.95,
          deadline_ms: float | None = None) -> tuple[Measured | None, list[Measured]]:
     """The winner among fully measured candidates and those tied with it.
@@ -455,9 +467,7 @@ def pick(measured: Sequence[Measured], *, confidence: float = 0.95,
     (:meth:`Candidate.simplicity`). Returns ``(winner, tied)`` (``tied`` includes the winner
     when there is a tie, else is empty).
     """
-    ok = [m for m in measured if m.status == "measured" and m.costs]
-    if deadline_ms is not None:
-        ok = [m for m in ok if LatencyStats.from_samples(m.calls_ms).p99_ms <= deadline_ms]
+    ok = [m for m in measured if qualifies(m, deadline_ms)]
     if not ok:
         return None, []
     def span(m: Measured) -> tuple[float, float]:
@@ -796,7 +806,8 @@ def tune(model: str | os.PathLike[str], val: Any, *, objective: str = "latency",
             finally:
                 runner.close()
             measured.append(m)
-            if m.status == "measured" and (best is None or (m.cost or math.inf) < (
+            # only a candidate pick() could choose becomes the best to cut against
+            if qualifies(m, deadline_ms) and (best is None or (m.cost or math.inf) < (
                     best.cost or math.inf)):
                 best = m
     winner, tied = pick(measured, confidence=search.confidence, deadline_ms=deadline_ms)
