@@ -309,9 +309,15 @@ def test_tuned_options_fill_only_what_is_unset(bundle, tmp_path):
     # given options win (the same value given is no override); None counts as unset
     _, fill, notice = opts({"precision": "int8", "threads": None})
     assert fill == {"tensorrt": False, "threads": 2} and "given options win" not in notice
-    _, fill, notice = opts({"precision": "fp32", "threads": 1})
-    assert fill == {"tensorrt": False}
-    assert "; given options win: precision fp32, threads 1; " in notice
+    _, fill, notice = opts({"threads": 1})
+    assert fill == {"precision": Precision.INT8, "tensorrt": False}
+    assert "; given options win: threads 1; " in notice
+    # another precision: the choice was measured for int8, so none of it is used
+    choice, fill, notice = opts({"precision": "fp32"})
+    assert (choice, fill) == (None, {})
+    assert notice == ("not using the tuned configuration of m.xtrt (int8 on ONNX Runtime, 2 "
+                      "threads, batch 8): it was measured for int8, and precision fp32 was "
+                      "given; leave the precision unset to use it")
     # an engine option, or tensorrt given, keeps the engine choice; so does onnxruntime=False
     for given, text in (({"device": 0}, "device (a TensorRT engine where one runs)"),
                         ({"cuda_graphs": True}, "cuda_graphs (a TensorRT engine"),

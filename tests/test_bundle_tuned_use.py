@@ -27,6 +27,9 @@ CHOICE = TunedChoice(Precision.FP32, "onnxruntime", 3, threads=1, instances=2,
 NOTICE = ("using the tuned configuration of tiny.xtrt (fp32 on ONNX Runtime, 1 thread, batch 3, "
           "2 Triton instances) from /tune/report.json")
 HINT = "--no-tuned (Python: tuned=False) ignores it"
+OTHER_PRECISION = ("not using the tuned configuration of tiny.xtrt (fp32 on ONNX Runtime, 1 "
+                   "thread, batch 3, 2 Triton instances): it was measured for fp32, and "
+                   "precision fp16 was given; leave the precision unset to use it")
 
 
 @pytest.fixture(scope="module")
@@ -71,11 +74,17 @@ def test_options_given_win_and_tuned_false_ignores_it(bundle, caplog):
 
     record_choice(bundle, CHOICE)
     with caplog.at_level(logging.WARNING, logger="xception_trt"):
-        with open_runner(bundle, precision="fp16", threads=2) as runner:
-            assert runner.precision is Precision.FP16 and runner.threads == 2
+        with open_runner(bundle, threads=2) as runner:
+            assert runner.precision is Precision.FP32 and runner.threads == 2
             assert runner.tuned == CHOICE  # the rest of it (ONNX Runtime) still applies
-    assert _notices(caplog) == [f"{NOTICE}; given options win: precision fp16, threads 2; "
-                                f"{HINT}"]
+    assert _notices(caplog) == [f"{NOTICE}; given options win: threads 2; {HINT}"]
+    caplog.clear()
+    # another precision: the choice was measured for fp32, so none of it applies
+    with caplog.at_level(logging.WARNING, logger="xception_trt"):
+        with open_runner(bundle, precision="fp16") as runner:
+            assert runner.precision is Precision.FP16 and runner.threads is None
+            assert runner.tuned is None
+    assert _notices(caplog) == [OTHER_PRECISION]
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="xception_trt"):
         with open_runner(bundle, tuned=False) as runner:
@@ -104,6 +113,8 @@ def test_classifier_takes_the_tuned_batch_unless_given(bundle, monkeypatch):
         assert clf.tuned == CHOICE
     with Classifier(bundle, batch_size=5) as clf:
         assert clf.batch_size == 5
+    with Classifier(bundle, precision="fp16") as clf:  # another precision: not the tuned batch
+        assert clf.batch_size == 32 and clf.tuned is None
     with Classifier(bundle, tuned=False) as clf:
         assert clf.batch_size == 32 and clf.runner.precision is Precision.FP16
         assert clf.tuned is None
@@ -180,7 +191,7 @@ def test_infer_uses_it_keeps_stdout_clean_and_no_tuned_ignores_it(bundle, image_
     code, out, notes = _main_out(["infer", str(bundle), str(image_folder), "--json",
                                   "--precision", "fp16"], capsys)
     assert code == 0 and json.loads(out)["runner"] == "tiny:onnxruntime-fp16"
-    assert notes == [f"{NOTICE}; given options win: precision fp16; {HINT}"]
+    assert notes == [OTHER_PRECISION]
     code, out, notes = _main_out(["infer", str(bundle), str(image_folder), "--json",
                                   "--no-tuned"], capsys)
     assert code == 0 and json.loads(out)["runner"] == "tiny:onnxruntime-fp16" and notes == []
@@ -251,6 +262,13 @@ def test_triton_repo_takes_the_tuned_batch_and_instances_as_defaults(bundle, tmp
     assert cfg.instance_group[0].count == 1
     assert read_metadata(tmp_path / "r2" / "xception" / "1" / "model.onnx").precision \
         is Precision.FP16
+    # another precision alone: none of the choice (batch, instances) is used
+    code, _, notes = _main_out(["triton-repo", str(bundle), "-o", str(tmp_path / "r5"),
+                                "--precision", "fp16"], capsys)
+    assert code == 0 and notes == [OTHER_PRECISION]
+    cfg = _config(tmp_path / "r5")
+    assert list(cfg.dynamic_batching.preferred_batch_size) == []
+    assert cfg.instance_group[0].count == 1
     # a tuned batch above a given --max-batch is not preferred
     assert _main_out(["triton-repo", str(bundle), "-o", str(tmp_path / "r3"), "--max-batch",
                       "2"], capsys)[0] == 0

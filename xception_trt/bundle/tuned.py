@@ -498,7 +498,9 @@ def tuned_options(bundle: str | os.PathLike[str] | Bundle, given: Mapping[str, A
                   ) -> tuple[TunedChoice | None, dict[str, Any], str | None]:
     """The options a recorded choice adds to those the caller gave for opening ``bundle``.
 
-    Only options the caller left unset (absent or ``None``) are filled: ``precision``;
+    A recorded choice is for its precision only: when the caller gives another ``precision``
+    none of it is used (``choice`` is ``None``, the notice says why). Otherwise only options
+    the caller left unset (absent or ``None``) are filled: ``precision``;
     ``tensorrt=False`` for an ONNX Runtime choice (unless an engine option, ``tensorrt`` or
     ``onnxruntime=False`` was given), with its ``threads``; ``cuda_graphs`` and ``dla_core``
     for a TensorRT choice. The batch size and Triton instances are the caller's to use
@@ -532,10 +534,17 @@ def tuned_options(bundle: str | os.PathLike[str] | Bundle, given: Mapping[str, A
         elif given[key] != value:
             kept.append(f"{shown} {given[key]}")
 
+    path = bundle.path if isinstance(bundle, Bundle) else Path(bundle)
     if given.get("precision") is None:
         fill["precision"] = choice.precision
     elif Precision.parse(given["precision"]) is not choice.precision:
-        kept.append(f"precision {Precision.parse(given['precision']).value}")
+        # the runner, threads, CUDA graphs, DLA core and batch were measured for the recorded
+        # precision: none of them says anything about another one, so none is used
+        asked = Precision.parse(given["precision"]).value
+        return None, {}, (f"not using the tuned configuration of {path.name} "
+                          f"({choice.describe()}): it was measured for "
+                          f"{choice.precision.value}, and precision {asked} was given; leave "
+                          "the precision unset to use it")
     if choice.runner == RunnerKind.ONNXRUNTIME.value:
         # ``is``, not ``in (None, False)``: device 0 and DLA core 0 are given (0 == False)
         asked = [k for k in _ENGINE_ASKED if given.get(k) is not None and given[k] is not False]
@@ -551,7 +560,6 @@ def tuned_options(bundle: str | os.PathLike[str] | Bundle, given: Mapping[str, A
     else:
         take("cuda_graphs", choice.cuda_graphs, "cuda_graphs")
         take("dla_core", choice.dla_core, "dla_core")
-    path = bundle.path if isinstance(bundle, Bundle) else Path(bundle)
     origin = f"from {choice.report}" if choice.report else "recorded by `xception-trt tune`"
     wins = f"; given options win: {', '.join(kept)}" if kept else ""
     return choice, fill, (f"using the tuned configuration of {path.name} ({choice.describe()}) "
