@@ -16,7 +16,7 @@ import pytest
 from xception_trt.bundle.facts import DeviceFacts, FlavourFact, GpuFact
 from xception_trt.bundle.format import MANIFEST, Bundle
 from xception_trt.config import Precision
-from xception_trt.errors import ConfigError
+from xception_trt.errors import BundleError, ConfigError
 from xception_trt.precision.targeted import Target
 from xception_trt.tuning import (
     Candidate,
@@ -339,6 +339,15 @@ def test_the_choice_is_recorded_for_the_bundle(small_bundle, image_folder, tmp_p
         c.runner, c.precision, c.batch, c.threads)
     assert choice.measured["median_ms"] == pytest.approx(result.report["chosen"]["median_ms"])
     assert choice.report == str((tmp_path / "r" / "report.json").resolve())
+    doc = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert doc["record"] is True and doc["recorded"] == str(result.recorded)
+    # a record that cannot be written: an error, and no report that says "recorded"
+    (tmp_path / "cache2").mkdir()
+    (tmp_path / "cache2" / "tuned").write_text("")  # a file where the records' folder goes
+    with pytest.raises(BundleError, match="cannot create"):
+        tune(small_bundle, image_folder, min_agreement=0.5, threads=(1,), search=search,
+             cache_dir=tmp_path / "cache2", facts=CPU, output=tmp_path / "r2")
+    assert not (tmp_path / "r2").exists()
     # nothing recorded for another cache, nor with record=False
     tune(small_bundle, image_folder, min_agreement=0.5, threads=(1,), search=search,
          cache_dir=tmp_path / "other", facts=CPU, record=False)

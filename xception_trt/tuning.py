@@ -706,7 +706,9 @@ def tune(model: str | os.PathLike[str], val: Any, *, objective: str = "latency",
         threads: ONNX Runtime thread counts to try (default :func:`thread_counts`).
         search: Timing settings (default :class:`SearchConfig`).
         limit: Evaluate a deterministic subset of this many validation images.
-        record: Record the choice for the bundle (``xception_trt.bundle.tuned``).
+        record: Record the choice for the bundle (``xception_trt.bundle.tuned``), before the
+            report is written (whose ``recorded`` names the record's file; a report that
+            cannot be written removes the record again).
         device: CUDA ordinal.
         cache_dir: The engine cache (default: the bundle cache's default).
         facts: The machine (default: probed).
@@ -722,6 +724,7 @@ def tune(model: str | os.PathLike[str], val: Any, *, objective: str = "latency",
         DataError: Empty or unlabelled ``val`` where labels are needed.
         BundleError / GraphError / EngineError: An unreadable bundle or model file.
         BenchError: The report folder exists (without ``force``) or cannot be written.
+        BundleError: The choice cannot be recorded (then no report is written).
     """
     from .bundle.facts import probe_facts
     from .data import open_dataset
@@ -818,13 +821,24 @@ def tune(model: str | os.PathLike[str], val: Any, *, objective: str = "latency",
         cands=cands, excluded=excluded, measured=measured, winner=winner, tied=tied,
         command=command, started=t_start)
     result = TuneResult(doc, winner.candidate if winner else None)
-    doc["record"] = bool(record and winner is not None and is_bundle(model))
-    if output is not None:
-        result.directory = write_tune_report(doc, output, force=force)
+    # record first, so that the report never says "recorded" for a record that failed; the
+    # record names the report folder about to be written (checked above)
+    target = check_report_dir(Path(output).parent, Path(output).name, force=force) \
+        if output is not None else None
     if record and winner is not None and is_bundle(model):
         result.recorded = _record(model, winner, accuracy[winner.candidate.graph], objective,
-                                  result.directory, cache_dir=cache_dir, facts=facts)
-        doc["recorded"] = str(result.recorded)
+                                  target, cache_dir=cache_dir, facts=facts)
+    doc["record"] = result.recorded is not None
+    doc["recorded"] = str(result.recorded) if result.recorded is not None else None
+    if output is not None:
+        try:
+            result.directory = write_tune_report(doc, output, force=force)
+        except BaseException:
+            if result.recorded is not None:  # no record that names a report never written
+                with contextlib.suppress(OSError):
+                    result.recorded.unlink()
+                result.recorded = None
+            raise
     return result
 
 
@@ -1046,8 +1060,9 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
               f" calls, {doc['search']['min_repeats']}..{doc['search']['max_repeats']} timed "
               f"calls per candidate; {doc['search']['rule']}.",
               f"- Took {doc['seconds']} s.",
-              "- The choice is " + ("recorded for this bundle on this machine: opening it uses "
-                                    "it unless told otherwise." if doc.get("record") else
+              "- The choice is " + ("recorded for this bundle on this machine "
+                                    f"(`{doc.get('recorded')}`): opening it uses it unless "
+                                    "told otherwise." if doc.get("record") else
                                     "not recorded (a folder, --no-record, or nothing chosen)."),
               "", "![pareto](pareto.png)", "",
               "## Candidates", "",
