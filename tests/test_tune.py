@@ -24,7 +24,9 @@ from xception_trt.tuning import (
     SearchConfig,
     batch_sweep,
     bundle_candidates,
+    energy_windows,
     engine_precision,
+    interval_size,
     median_interval,
     passes_floor,
     pick,
@@ -132,6 +134,15 @@ def test_accuracy_floor_boundary():
     assert not passes_floor(agree, top1=1.0, ref_top1=0.0, agreement=0.9899)
     with pytest.raises(ConfigError, match="labelled"):
         passes_floor(drop, top1=None, ref_top1=None, agreement=1.0)
+
+
+def test_energy_windows_give_an_interval():
+    assert interval_size(0.95) == 6 and interval_size(0.5) == 2
+    assert median_interval([1.0] * (interval_size(0.99) - 1), 0.99) is None
+    # defaults: 50 calls in blocks of 10 would be 5 windows, too few for an interval
+    assert energy_windows(SearchConfig()) == (6, 12)
+    assert energy_windows(SearchConfig(block=10, min_repeats=10, max_repeats=200)) == (6, 20)
+    assert energy_windows(SearchConfig(block=5, min_repeats=40, max_repeats=50)) == (8, 16)
 
 
 def test_thread_counts_and_batch_sweep():
@@ -485,9 +496,16 @@ def test_energy_objective_with_a_power_source(small_bundle, image_folder, tmp_pa
     assert doc["cost"] == "mJ per image" and doc["power"]["backend"] == "constant-5w"
     ch = doc["chosen"]
     assert ch["energy_per_image_mj"] > 0 and ch["batch"] in (1, 2)
-    # one cost sample per block of calls
+    # one cost sample per power window, each at least 10 sampling periods (50 ms here) long,
+    # and enough windows for the median's interval: the cut and the tie can decide
     timed = [r for r in doc["candidates"] if r["repetitions"]]
     assert {r["batch"] for r in doc["candidates"]} == {1, 2} and timed
+    low, high = energy_windows(search)
+    assert (low, high) == (6, 12)
+    for r in timed:
+        if r["status"] == "measured":
+            assert r["cost_interval"] is not None
+            assert r["repetitions"] * r["mean_ms"] >= low * 50.0 * 0.95
     # NVML measures the GPU only: a CPU runner's energy is not its energy, so no candidate
     gpu_only = PowerMonitor(ConstantPower("gpu"), period_s=0.005)
     with pytest.raises(ConfigError, match="measures the GPU only"):

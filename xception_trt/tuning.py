@@ -28,7 +28,9 @@ files) is fastest, or most frugal, on *this* machine while keeping the accuracy.
 Costs, lower is better: ``latency``: median ms per call at the profile's smallest batch;
 ``throughput``: median ms per image (``1000 / images per second``) over the batch sizes;
 ``energy``: mJ per image over the batch sizes (needs a power source that measures the device
-that runs the candidate). ``deadline_ms`` bounds the p99 latency per call.
+that runs the candidate), one sample per power window of at least
+:data:`ENERGY_WINDOW_PERIODS` sampling periods, :func:`energy_windows` windows per
+candidate. ``deadline_ms`` bounds the p99 latency per call.
 
 Proof level: the ONNX Runtime path ran here (CPU). TensorRT candidates (prebuilt, built, CUDA
 graphs, DLA) open through the same runners as ``infer``/``bench`` and are enumerated from the
@@ -61,8 +63,8 @@ from .jsonable import JsonMixin
 
 __all__ = ["OBJECTIVES", "Candidate", "Excluded", "SearchConfig", "Measured", "TuneResult",
            "bundle_candidates", "folder_candidates", "thread_counts", "batch_sweep",
-           "median_interval", "verdict", "qualifies", "pick", "passes_floor", "engine_precision",
-           "tune",
+           "median_interval", "interval_size", "energy_windows", "verdict", "qualifies", "pick",
+           "passes_floor", "engine_precision", "tune",
            "SCHEMA", "render_markdown", "pareto_figure", "write_tune_report"]
 
 log = logging.getLogger(__name__)
@@ -557,23 +559,49 @@ def engine_precision(runner: Runner, c: Candidate) -> tuple[str | None, str | No
     return None, check.summary()
 
 
-def _costs(objective: str, batch: int, calls: Sequence[float],
-           block_energy: Sequence[float]) -> list[float]:
-    if objective == "latency":
-        return list(calls)
+def _costs(objective: str, batch: int, calls: Sequence[float]) -> list[float]:
+    """Per-call cost samples of ``latency`` (ms per call) and ``throughput`` (ms per image);
+    ``energy`` has one per power window (:func:`_time_energy`)."""
     if objective == "throughput":
         return [ms / batch for ms in calls]
-    return list(block_energy)
+    return list(calls)
+
+
+#: An energy window spans at least this many sampling periods of the power monitor (the
+#: sampler's own threshold for a steady figure: fewer, and ``PowerReading`` says so).
+ENERGY_WINDOW_PERIODS = 10
+#: Longest a window is stretched to (calls per window), so that a stuck clock cannot loop.
+_MAX_WINDOW_CALLS = 1_000_000
+
+
+def interval_size(confidence: float = 0.95) -> int:
+    """The fewest samples that give :func:`median_interval` an interval at ``confidence``
+    (6 at 95 %)."""
+    n = 1
+    while median_interval([0.0] * n, confidence) is None:
+        n += 1
+    return n
+
+
+def energy_windows(search: SearchConfig) -> tuple[int, int]:
+    """``(fewest, most)`` energy windows per candidate: at least enough for an interval of
+    the median at the search's confidence (so that the cut and the tie can decide), at most
+    ``max_repeats / block`` windows or twice the fewest, whichever is more (so that a candidate
+    can be cut before its last window)."""
+    low = max(interval_size(search.confidence), math.ceil(search.min_repeats / search.block))
+    return low, max(math.ceil(search.max_repeats / search.block), 2 * low)
 
 
 def _time_candidate(c: Candidate, runner: Runner, best: Measured | None, *, objective: str,
                     search: SearchConfig, deadline_ms: float | None, monitor: Any,
                     progress: Callable[[int], None] | None) -> Measured:
+    if objective == "energy":
+        return _time_energy(c, runner, best, search=search, deadline_ms=deadline_ms,
+                            monitor=monitor)
     m = Measured(c)
-    blocks: list[float] = []
+    first = True
     images = 0
     joules = 0.0
-    first = True
     while True:
         n = min(search.block, search.max_repeats - len(m.calls_ms))
         lat = measure_latency(runner, c.batch, iterations=n,
@@ -584,36 +612,91 @@ def _time_candidate(c: Candidate, runner: Runner, best: Measured | None, *, obje
             m.status, m.reason = "failed", lat.error or lat.skipped
             return m
         power = lat.power or {}
-        if power.get("energy_per_image_mj") is not None:
-            blocks.append(float(power["energy_per_image_mj"]))
+        if power.get("energy_per_image_mj") is not None:  # where a source measures it
             images += int(power.get("images") or 0)
-            joules += blocks[-1] * int(power.get("images") or 0) / 1000.0
+            joules += float(power["energy_per_image_mj"]) * int(power.get("images") or 0) / 1e3
+            m.energy_mj = 1000.0 * joules / images if images else None
         elif power:
             m.power_note = power.get("reason") or "; ".join(power.get("notes") or []) or None
-        m.costs = _costs(objective, c.batch, m.calls_ms, blocks)
-        if objective == "energy" and not blocks:
-            m.status, m.reason = "failed", f"no energy measured: {m.power_note or 'no power'}"
-            return m
+        m.costs = _costs(objective, c.batch, m.calls_ms)
         v = verdict(m.costs, best.costs if best is not None else None, config=search,
                     deadline_ms=deadline_ms, per_call_ms=m.calls_ms)
-        if v == "cut":
-            m.status = "cut early"
-            iv, bv = m.interval(search.confidence), best.interval(search.confidence) \
-                if best is not None else None
-            m.reason = (f"after {len(m.calls_ms)} calls its median's interval "
-                        f"{_iv(iv)} lies above the best's {_iv(bv)} ({best.candidate.name})"
-                        if best is not None else None)
-            break
-        if v == "deadline":
-            m.status = "misses deadline"
-            m.reason = (f"after {len(m.calls_ms)} calls its median latency is surely above "
-                        f"{deadline_ms:g} ms")
-            break
-        if v == "done":
-            break
-    if images:
-        m.energy_mj = 1000.0 * joules / images
-    return m
+        if _stopped(m, v, best, search, deadline_ms):
+            return m
+
+
+def _stopped(m: Measured, v: str, best: Measured | None, search: SearchConfig,
+             deadline_ms: float | None) -> bool:
+    """Apply a verdict to ``m``; whether its timing is over."""
+    if v == "cut":
+        m.status = "cut early"
+        iv, bv = m.interval(search.confidence), best.interval(search.confidence) \
+            if best is not None else None
+        m.reason = (f"after {len(m.calls_ms)} calls its median's interval "
+                    f"{_iv(iv)} lies above the best's {_iv(bv)} ({best.candidate.name})"
+                    if best is not None else None)
+        return True
+    if v == "deadline":
+        m.status = "misses deadline"
+        m.reason = (f"after {len(m.calls_ms)} calls its median latency is surely above "
+                    f"{deadline_ms:g} ms")
+        return True
+    return v == "done"
+
+
+def _time_energy(c: Candidate, runner: Runner, best: Measured | None, *, search: SearchConfig,
+                 deadline_ms: float | None, monitor: Any) -> Measured:
+    """The energy objective: one cost sample (mJ per image) per power window, each window at
+    least :data:`ENERGY_WINDOW_PERIODS` sampling periods long (and at least ``block`` calls:
+    a window found shorter is not a sample, and the next ones take proportionally more
+    calls), :func:`energy_windows` windows per candidate, the sequential rule applied to the
+    windows."""
+    m = Measured(c)
+    low, high = energy_windows(search)
+    windows = dataclasses.replace(search, block=1, min_repeats=low, max_repeats=high)
+    need_s = ENERGY_WINDOW_PERIODS * float(monitor.period_s)
+    calls = search.block
+    images = 0
+    joules = 0.0
+    first = True
+    while True:
+        lat = measure_latency(runner, c.batch, iterations=calls,
+                              warmup=search.warmup if first else 0, samples=m.calls_ms,
+                              power=monitor)
+        first = False
+        if lat.error or lat.skipped:
+            m.status, m.reason = "failed", lat.error or lat.skipped
+            return m
+        power = lat.power or {}
+        seconds = float(power.get("duration_s") or 0.0)
+        if power.get("energy_per_image_mj") is None:
+            m.power_note = power.get("reason") or "; ".join(power.get("notes") or []) or None
+            m.status, m.reason = "failed", f"no energy measured: {m.power_note or 'no power'}"
+            return m
+        if seconds < need_s:  # too short for a steady figure: not a sample; longer windows
+            if calls >= _MAX_WINDOW_CALLS:
+                m.status, m.reason = "failed", (f"{calls} calls took {seconds:.3f} s, under "
+                                                f"the {need_s:.3f} s an energy window needs")
+                return m
+            grow = need_s / seconds if seconds > 0 else 10.0
+            calls = min(_MAX_WINDOW_CALLS, max(calls + 1, math.ceil(1.2 * calls * grow)))
+            continue
+        n_img = int(power.get("images") or 0)
+        m.costs.append(float(power["energy_per_image_mj"]))
+        images += n_img
+        joules += m.costs[-1] * n_img / 1000.0
+        m.energy_mj = 1000.0 * joules / images if images else None
+        v = verdict(m.costs, best.costs if best is not None else None, config=windows)
+        if v != "cut" and deadline_ms is not None and len(m.calls_ms) >= search.min_repeats:
+            lat_iv = median_interval(m.calls_ms, search.confidence)
+            if lat_iv is not None and lat_iv[0] > deadline_ms:
+                v = "deadline"
+        if _stopped(m, v, best, search, deadline_ms):
+            if m.status == "cut early":
+                m.reason = (m.reason or "").replace(f"after {len(m.calls_ms)} calls",
+                                                    f"after {len(m.costs)} energy windows "
+                                                    f"({len(m.calls_ms)} calls)")
+            return m
 
 
 def _iv(iv: tuple[float, float] | None) -> str:

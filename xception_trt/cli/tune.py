@@ -95,7 +95,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="untimed calls before a candidate is timed (default: 5)")
     p.add_argument("--iterations", type=positive_int, default=50,
                    help="most timed calls per candidate; the sequential stop cuts one earlier "
-                        "when it cannot beat the best (default: 50)")
+                        "when it cannot beat the best (default: 50). With --objective energy "
+                        "the cost is sampled per power window (each at least 10 sampler "
+                        "periods long), from 6 windows up to max(N/10, 12)")
     p.add_argument("--no-record", action="store_true",
                    help="do not record the choice for the bundle (only the report)")
     p.add_argument("--no-progress", action="store_true",
