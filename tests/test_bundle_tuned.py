@@ -64,7 +64,9 @@ def test_recorded_choice_round_trips_beside_the_engine_cache(bundle, tmp_path, m
     with Bundle(bundle) as b:
         assert data["bundle"] == {"path": str(bundle.resolve()), "digest": b.digest}
     assert data["runtime"] == {"name": "onnxruntime", "version": "1.32.0"}
-    assert data["machine"] == {**CPU, "ort_providers": ["CPUExecutionProvider"]}
+    assert data["machine"] == {**CPU, "ort_version": "1.32.0",
+                               "ort_providers": ["CPUExecutionProvider"], "tensorrt": [],
+                               "gpus": [], "dla_cores": 0}
     choice, notice = _lookup(bundle, tmp_path)
     assert notice is None and choice == ORT_CHOICE
     assert choice.measured == {"median_ms": 3.5, "agreement": 99.0}
@@ -124,20 +126,32 @@ def test_onnxruntime_choice_forgotten_on_another_cpu(bundle, tmp_path, cpu, text
     assert choice is None and f": {text}; run" in notice
 
 
-def test_onnxruntime_choice_ignores_the_gpu(bundle, tmp_path):
-    _record(bundle, tmp_path)  # the CPU decides an ONNX Runtime choice, not a GPU
-    assert _lookup(bundle, tmp_path, facts=replace(ORT, gpus=(RTX3090,))) == (ORT_CHOICE, None)
+@pytest.mark.parametrize("facts, text", [
+    # the search would now try engines: an ONNX Runtime choice says nothing about them
+    (replace(ORT, gpus=(RTX3090,)), "another machine (GPU no GPU -> NVIDIA GeForce RTX 3090 "
+                                    "sm_86)"),
+    (replace(ORT, flavours=(FlavourFact("tensorrt", "10.13.0.35"),)),
+     "the TensorRT installed changed (none -> TensorRT 10.13.0.35)"),
+    (replace(ORT, dla_cores=2), "another machine (DLA cores 0 -> 2)"),
+])
+def test_onnxruntime_choice_forgotten_when_tensorrt_or_a_gpu_arrives(bundle, tmp_path, facts,
+                                                                     text):
+    _record(bundle, tmp_path)
+    choice, notice = _lookup(bundle, tmp_path, facts=facts)
+    assert choice is None and f": {text}; run" in notice, notice
 
 
 def test_tensorrt_choice_is_keyed_by_flavour_version_gpu_and_dla(bundle, tmp_path):
     path = _record(bundle, tmp_path, TRT_CHOICE, facts=GPU)
     data = json.loads(path.read_text())
     assert data["runtime"] == {"name": "tensorrt", "version": "10.13.0.35"}  # what builds it
-    assert data["machine"] == {"gpus": [{"name": "NVIDIA GeForce RTX 3090",
+    assert data["machine"] == {**CPU, "ort_version": "1.32.0",
+                               "ort_providers": ["CPUExecutionProvider"],
+                               "tensorrt": [{"name": "tensorrt", "version": "10.13.0.35"}],
+                               "gpus": [{"name": "NVIDIA GeForce RTX 3090",
                                          "compute_capability": "8.6", "integrated": False}],
                                "dla_cores": 0}
-    # the CPU does not decide an engine choice
-    assert _lookup(bundle, tmp_path, facts=GPU, cpu={**CPU, "cpu": "x"}) == (TRT_CHOICE, None)
+    assert _lookup(bundle, tmp_path, facts=GPU) == (TRT_CHOICE, None)
     cases = [
         (replace(GPU, flavours=(FlavourFact("tensorrt", "10.14.1.0"),)),
          "TensorRT 10.13.0.35 -> 10.14.1.0"),
@@ -147,8 +161,18 @@ def test_tensorrt_choice_is_keyed_by_flavour_version_gpu_and_dla(bundle, tmp_pat
          "sm_89)"),
         (replace(GPU, gpus=()), "another machine (GPU NVIDIA GeForce RTX 3090 sm_86 -> no GPU)"),
         (replace(GPU, dla_cores=2), "another machine (DLA cores 0 -> 2)"),
-        (replace(GPU, ort_version="1.40.0"), None),  # ONNX Runtime does not run an engine
+        # the search also timed ONNX Runtime and its threads: those facts key it too
+        (replace(GPU, ort_version="1.40.0"), "ONNX Runtime 1.32.0 -> 1.40.0"),
+        (replace(GPU, ort_version=None), "ONNX Runtime 1.32.0 -> not installed"),
+        (replace(GPU, ort_providers=()),
+         "ONNX Runtime's providers changed (CPUExecutionProvider -> none)"),
+        (GPU, None),
+        (replace(GPU, flavours=(*GPU.flavours, FlavourFact("tensorrt_rtx", "1.2.0.54"))),
+         "the TensorRT installed changed (TensorRT 10.13.0.35 -> TensorRT 10.13.0.35, "
+         "TensorRT-RTX 1.2.0.54)"),
     ]
+    cpu_moved = _lookup(bundle, tmp_path, facts=GPU, cpu={**CPU, "cpu": "x"})
+    assert cpu_moved[0] is None and "another machine (CPU Test CPU 9000 -> x)" in cpu_moved[1]
     for facts, text in cases:
         choice, notice = _lookup(bundle, tmp_path, facts=facts)
         if text is None:
@@ -194,7 +218,9 @@ BENT = [
     ("not JSON", lambda d: Raw("{not json"), "not valid JSON"),
     ("an array", lambda d: Raw(json.dumps([d])), "not a JSON object"),
     ("another format", lambda d: d.update(format="x"), "its format is not"),
-    ("a newer version", lambda d: d.update(format_version=2), "format version is 2"),
+    ("a newer version", lambda d: d.update(format_version=3), "format version is 3"),
+    ("the narrower key of version 1", lambda d: d.update(format_version=1),
+     "format version is 1; this xception-trt reads version 2"),
     ("no runtime", lambda d: d.pop("runtime"), "'runtime' is missing"),
     ("runtime version a number", lambda d: d["runtime"].update(version=1.32),
      "runtime is not a name and a version"),

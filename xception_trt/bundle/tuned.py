@@ -11,8 +11,10 @@ A record lives in the per-user cache beside the engine cache (default
 and is keyed like the engine cache: it holds the bundle's digest (:attr:`Bundle.digest`, the
 SHA-256 of its manifest, which records every member's hash), the runtime that ran the winner
 (TensorRT flavour and version, or ONNX Runtime's version) and the machine facts that decide it
-(for an engine: the GPUs' names and compute capabilities and the DLA cores; for ONNX Runtime:
-the CPU model, its logical cores, the architecture and ONNX Runtime's providers).
+(every fact the search decided on, whichever runner won: the CPU model, its logical cores and
+architecture, ONNX Runtime's version and providers, the TensorRT flavours installed and their
+versions, the GPUs' names and compute capabilities, the DLA cores — installing TensorRT or
+adding a GPU changes what the search would try, so it forgets the choice).
 :func:`recorded_choice` returns it only while all three still hold, and otherwise says which
 changed in one line. The file is untrusted input like a bundle: an unreadable, oversized,
 malformed or mistyped record is ignored with a notice, never a traceback.
@@ -53,7 +55,7 @@ log = logging.getLogger(__name__)
 #: The ``format`` value of every record.
 TUNED_FORMAT = "xception-trt-tuned"
 #: Version of the record layout this package writes and reads.
-TUNED_FORMAT_VERSION = 1
+TUNED_FORMAT_VERSION = 2  # 2: the machine key holds every fact the search used
 #: The runners a tuned choice names.
 TUNED_RUNNERS = (RunnerKind.TENSORRT.value, RunnerKind.ONNXRUNTIME.value)
 #: What a tune optimises.
@@ -243,12 +245,17 @@ def _runtime(choice: TunedChoice, bundle: Bundle, facts: DeviceFacts) -> dict[st
     raise BundleError(f"cannot record a TensorRT choice for {bundle.path.name}: {chosen.reason}")
 
 
-def _machine(runner: str, facts: DeviceFacts, cpu: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The machine facts that decide a choice of ``runner``."""
-    if runner == RunnerKind.ONNXRUNTIME.value:
-        return {**(dict(cpu) if cpu is not None else host_cpu()),
-                "ort_providers": sorted(facts.ort_providers)}
-    return {"gpus": [{"name": g.name, "compute_capability": g.compute_capability,
+def _machine(facts: DeviceFacts, cpu: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Every machine fact the search decided on, whichever runner won: the CPU (ONNX Runtime's
+    threads), ONNX Runtime's version and providers, the TensorRT flavours installed with their
+    versions, the GPUs and the DLA cores (the engines it could build or load). Installing
+    TensorRT, adding a GPU or another ONNX Runtime changes the candidates, so the choice."""
+    return {**(dict(cpu) if cpu is not None else host_cpu()),
+            "ort_version": facts.ort_version,
+            "ort_providers": sorted(facts.ort_providers),
+            "tensorrt": sorted(({"name": f.name, "version": f.version} for f in facts.flavours),
+                               key=lambda f: (str(f["name"]), str(f["version"]))),
+            "gpus": [{"name": g.name, "compute_capability": g.compute_capability,
                       "integrated": g.integrated} for g in facts.gpus],
             "dla_cores": facts.dla_cores}
 
@@ -307,7 +314,7 @@ def record_choice(bundle: str | os.PathLike[str] | Bundle, choice: TunedChoice, 
         "recorded": _now(),
         "bundle": {"path": str(bundle.path.resolve()), "digest": bundle.digest},
         "runtime": _runtime(choice, bundle, facts),
-        "machine": _machine(choice.runner, facts, cpu),
+        "machine": _machine(facts, cpu),
         "choice": choice.to_dict(),
     }
     from .cache import _inside
@@ -369,26 +376,40 @@ def _gpus_text(gpus: Any) -> str:
         if isinstance(g, Mapping) else "?" for g in gpus))
 
 
-def _machine_change(runner: str, then: Mapping[str, Any], now: Mapping[str, Any]) -> str:
+def _flavours_text(value: Any) -> str:
+    if not isinstance(value, list) or not value:
+        return "none"
+    return _shown(", ".join(f"{_RUNTIME_NAMES.get(str(f.get('name')), f.get('name'))} "
+                            f"{f.get('version')}" if isinstance(f, Mapping) else "?"
+                            for f in value))
+
+
+def _machine_change(then: Mapping[str, Any], now: Mapping[str, Any]) -> str:
     """Which machine fact changed, in a few words."""
-    if runner == RunnerKind.ONNXRUNTIME.value:
-        for key, what in (("cpu", "CPU"), ("cpu_count", "logical cores"),
-                          ("arch", "architecture")):
-            if then.get(key) != now.get(key):
-                return (f"another machine ({what} {_shown(then.get(key))} -> "
-                        f"{_shown(now.get(key))})")
-        if then.get("ort_providers") != now.get("ort_providers"):
-            def providers(v: Any) -> str:
-                return _shown(", ".join(map(str, v))) if isinstance(v, list) and v else "none"
-            return (f"ONNX Runtime's providers changed ({providers(then.get('ort_providers'))}"
-                    f" -> {providers(now.get('ort_providers'))})")
-        return "another machine"
+    for key, what in (("cpu", "CPU"), ("cpu_count", "logical cores"),
+                      ("arch", "architecture")):
+        if then.get(key) != now.get(key):
+            return (f"another machine ({what} {_shown(then.get(key))} -> "
+                    f"{_shown(now.get(key))})")
     if then.get("gpus") != now.get("gpus"):
         return (f"another machine (GPU {_gpus_text(then.get('gpus'))} -> "
                 f"{_gpus_text(now.get('gpus'))})")
     if then.get("dla_cores") != now.get("dla_cores"):
         return (f"another machine (DLA cores {_shown(then.get('dla_cores'))} -> "
                 f"{now.get('dla_cores')})")
+    if then.get("tensorrt") != now.get("tensorrt"):
+        return (f"the TensorRT installed changed ({_flavours_text(then.get('tensorrt'))} -> "
+                f"{_flavours_text(now.get('tensorrt'))})")
+    if then.get("ort_version") != now.get("ort_version"):
+        def version(v: Any) -> str:
+            return "not installed" if v is None else _shown(v)
+        return (f"ONNX Runtime {version(then.get('ort_version'))} -> "
+                f"{version(now.get('ort_version'))}")
+    if then.get("ort_providers") != now.get("ort_providers"):
+        def providers(v: Any) -> str:
+            return _shown(", ".join(map(str, v))) if isinstance(v, list) and v else "none"
+        return (f"ONNX Runtime's providers changed ({providers(then.get('ort_providers'))}"
+                f" -> {providers(now.get('ort_providers'))})")
     return "another machine"
 
 
@@ -473,9 +494,9 @@ def recorded_choice(bundle: str | os.PathLike[str] | Bundle, *,
     why = _runtime_change(runtime, facts)
     if why is not None:
         return None, _ignored(name, why)
-    now_machine = _machine(choice.runner, facts, cpu)
+    now_machine = _machine(facts, cpu)
     if dict(machine) != now_machine:
-        return None, _ignored(name, _machine_change(choice.runner, machine, now_machine))
+        return None, _ignored(name, _machine_change(machine, now_machine))
     return choice, None
 
 
