@@ -31,7 +31,7 @@ GPU = DeviceFacts(flavours=(FlavourFact("tensorrt", "10.13.0.35"),), gpus=(RTX30
                   ort_providers=("CPUExecutionProvider",), onnx=True)
 ORT_CHOICE = TunedChoice(Precision.INT8, "onnxruntime", 8, threads=2, report="/r/report.json",
                          measured={"median_ms": 3.5, "agreement": 99.0})
-TRT_CHOICE = TunedChoice(Precision.FP16, "tensorrt", 4, cuda_graphs=True, instances=2)
+TRT_CHOICE = TunedChoice(Precision.FP16, "tensorrt", 4, cuda_graphs=True)
 
 
 @pytest.fixture
@@ -243,7 +243,8 @@ BENT = [
                                                         dla_core=-1), "dla_core must be"),
     ("threads on tensorrt", lambda d: d["choice"].update(runner="tensorrt"),
      "threads is an ONNX Runtime option"),
-    ("instances zero", lambda d: d["choice"].update(instances=0), "instances must be"),
+    ("instances (not searched: no key)", lambda d: d["choice"].update(instances=2),
+     "unknown key"),
     ("unknown objective", lambda d: d["choice"].update(objective="speed"),
      "objective must be one of"),
     ("unknown key", lambda d: d["choice"].update(engine="/etc/passwd"), "unknown key(s) engine"),
@@ -305,7 +306,7 @@ def test_tuned_choice_checks_its_fields():
     (TunedChoice(Precision.FP32, "onnxruntime", 1, threads=1), "fp32 on ONNX Runtime, 1 thread, "
                                                                "batch 1"),
     (TunedChoice(Precision.FP32, "onnxruntime", 4), "fp32 on ONNX Runtime, batch 4"),
-    (TRT_CHOICE, "fp16 TensorRT engine, CUDA graphs, batch 4, 2 Triton instances"),
+    (TRT_CHOICE, "fp16 TensorRT engine, CUDA graphs, batch 4"),
     (TunedChoice(Precision.INT8, "tensorrt", 2, cuda_graphs=False, dla_core=1),
      "int8 TensorRT engine, DLA core 1, no CUDA graphs, batch 2"),
 ])
@@ -385,3 +386,9 @@ def test_a_notice_shows_no_escape_from_the_record(bundle, tmp_path, edit):
     _bend(path, edit)
     choice, notice = _lookup(bundle, tmp_path)
     assert choice is None and notice.isprintable() and "?" in notice
+
+
+def test_only_a_throughput_or_energy_tune_gives_a_default_batch():
+    assert TunedChoice(Precision.INT8, "onnxruntime", 8, objective="throughput").default_batch == 8
+    assert TunedChoice(Precision.INT8, "onnxruntime", 8, objective="energy").default_batch == 8
+    assert TunedChoice(Precision.INT8, "onnxruntime", 1, objective="latency").default_batch is None

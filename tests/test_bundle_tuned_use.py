@@ -22,14 +22,16 @@ from xception_trt.config import Precision
 from xception_trt.errors import ConfigError
 
 #: The bundle's default is fp16; the tuned choice says fp32 with one thread, batch 3.
-CHOICE = TunedChoice(Precision.FP32, "onnxruntime", 3, threads=1, instances=2,
+CHOICE = TunedChoice(Precision.FP32, "onnxruntime", 3, threads=1, objective="throughput",
                      report="/tune/report.json", measured={"median_ms": 1.0})
-NOTICE = ("using the tuned configuration of tiny.xtrt (fp32 on ONNX Runtime, 1 thread, batch 3, "
-          "2 Triton instances) from /tune/report.json")
+NOTICE = ("using the tuned configuration of tiny.xtrt (fp32 on ONNX Runtime, 1 thread, batch 3) "
+          "from /tune/report.json")
+#: A latency tune measured only the smallest batch: its batch is no default.
+LATENCY = TunedChoice(Precision.FP32, "onnxruntime", 3, threads=1, objective="latency")
 HINT = "--no-tuned (Python: tuned=False) ignores it"
 OTHER_PRECISION = ("not using the tuned configuration of tiny.xtrt (fp32 on ONNX Runtime, 1 "
-                   "thread, batch 3, 2 Triton instances): it was measured for fp32, and "
-                   "precision fp16 was given; leave the precision unset to use it")
+                   "thread, batch 3): it was measured for fp32, and precision fp16 was given; "
+                   "leave the precision unset to use it")
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +117,11 @@ def test_classifier_takes_the_tuned_batch_unless_given(bundle, monkeypatch):
         assert clf.batch_size == 5
     with Classifier(bundle, precision="fp16") as clf:  # another precision: not the tuned batch
         assert clf.batch_size == 32 and clf.tuned is None
+    record_choice(bundle, LATENCY)  # a latency tune: the rest applies, its batch does not
+    with Classifier(bundle) as clf:
+        assert clf.batch_size == 32 and clf.tuned == LATENCY
+        assert clf.runner.precision is Precision.FP32
+    record_choice(bundle, CHOICE)
     with Classifier(bundle, tuned=False) as clf:
         assert clf.batch_size == 32 and clf.runner.precision is Precision.FP16
         assert clf.tuned is None
@@ -240,7 +247,7 @@ def _config(repo: Path):
                                 where="xception")
 
 
-def test_triton_repo_takes_the_tuned_batch_and_instances_as_defaults(bundle, tmp_path, capsys):
+def test_triton_repo_takes_the_tuned_batch_as_default(bundle, tmp_path, capsys):
     pytest.importorskip("tritonclient.grpc", reason="needs tritonclient[grpc] (the serve extra)")
     from xception_trt.onnx_meta import read_metadata
 
@@ -249,17 +256,17 @@ def test_triton_repo_takes_the_tuned_batch_and_instances_as_defaults(bundle, tmp
     assert code == 0 and notes == [f"{NOTICE}; {HINT}"]
     cfg = _config(tmp_path / "r1")
     assert list(cfg.dynamic_batching.preferred_batch_size) == [3]
-    assert cfg.instance_group[0].count == 2
+    assert cfg.instance_group[0].count == 1  # instance counts are not searched
     assert read_metadata(tmp_path / "r1" / "xception" / "1" / "model.onnx").precision \
         is Precision.FP32
     # given flags win
     code, _, notes = _main_out(["triton-repo", str(bundle), "-o", str(tmp_path / "r2"),
-                                "--instances", "1", "--preferred-batch", "2", "--precision",
+                                "--instances", "2", "--preferred-batch", "2", "--precision",
                                 "fp16"], capsys)
     assert code == 0
     cfg = _config(tmp_path / "r2")
     assert list(cfg.dynamic_batching.preferred_batch_size) == [2]
-    assert cfg.instance_group[0].count == 1
+    assert cfg.instance_group[0].count == 2
     assert read_metadata(tmp_path / "r2" / "xception" / "1" / "model.onnx").precision \
         is Precision.FP16
     # another precision alone: none of the choice (batch, instances) is used
@@ -269,6 +276,13 @@ def test_triton_repo_takes_the_tuned_batch_and_instances_as_defaults(bundle, tmp
     cfg = _config(tmp_path / "r5")
     assert list(cfg.dynamic_batching.preferred_batch_size) == []
     assert cfg.instance_group[0].count == 1
+    # a latency tune's batch (the profile's smallest) is no preferred batch
+    record_choice(bundle, LATENCY)
+    assert _main_out(["triton-repo", str(bundle), "-o", str(tmp_path / "r6")], capsys)[0] == 0
+    assert list(_config(tmp_path / "r6").dynamic_batching.preferred_batch_size) == []
+    assert read_metadata(tmp_path / "r6" / "xception" / "1" / "model.onnx").precision \
+        is Precision.FP32
+    record_choice(bundle, CHOICE)
     # a tuned batch above a given --max-batch is not preferred
     assert _main_out(["triton-repo", str(bundle), "-o", str(tmp_path / "r3"), "--max-batch",
                       "2"], capsys)[0] == 0
@@ -344,7 +358,7 @@ def test_serve_writes_the_tuned_configuration(bundle, tmp_path, capsys, monkeypa
                                capsys)
     assert code == 0 and notes == [f"{NOTICE}; {HINT}"] and served == [tmp_path / "repo"]
     cfg = _config(tmp_path / "repo")
-    assert cfg.instance_group[0].count == 2
+    assert cfg.instance_group[0].count == 1  # instance counts are not searched
     assert list(cfg.dynamic_batching.preferred_batch_size) == [3]
     assert json.loads(cfg.parameters[PARAM_PREFIX + "runner_options"].string_value) == {
         "threads": 1}

@@ -1,5 +1,5 @@
 """The tuned configuration of a bundle on this machine: what ``xception-trt tune`` chose
-(precision variant, runner, batch size, threads, CUDA graphs, DLA core, Triton instances),
+(precision variant, runner, batch size, threads, CUDA graphs, DLA core),
 recorded so that opening the same bundle on the same machine uses it.
 
 A record lives in the per-user cache beside the engine cache (default
@@ -64,7 +64,6 @@ OBJECTIVES = ("latency", "throughput", "energy")
 MAX_RECORD_BYTES = 1 << 20
 #: Bounds of the recorded counts (a record is untrusted: no count reaches a runner unchecked).
 MAX_THREADS = 1024
-MAX_INSTANCES = 1024
 MAX_DLA_CORE = 15
 #: Largest number of headline numbers kept, and longest text in a record.
 _MAX_MEASURED = 64
@@ -108,13 +107,14 @@ class TunedChoice(JsonMixin):
         precision: The bundle variant that won.
         runner: ``"tensorrt"`` (an engine: prebuilt or built into the engine cache) or
             ``"onnxruntime"`` (the bundled ONNX on ONNX Runtime).
-        batch: The batch size it was measured at (images).
+        batch: The batch size it was measured at (images). A ``latency`` tune measures the
+            profile's smallest batch only, so its batch is no default for anyone
+            (:attr:`default_batch`).
         threads: ONNX Runtime intra-op threads (``None``: the runtime's default; ONNX Runtime
             only).
         cuda_graphs: The TensorRT runner's CUDA graphs (``None``: not applicable; TensorRT
             only).
         dla_core: The DLA core it ran on (``None``: the GPU; TensorRT only).
-        instances: Triton model instances (``triton-repo``'s default).
         objective: What the tune optimised: ``latency``, ``throughput`` or ``energy``.
         report: Path of the tune's ``report.json`` (``None``: not recorded).
         measured: Headline numbers of the winner (``median_ms``, ``p99_ms``, ``images_per_s``,
@@ -131,7 +131,6 @@ class TunedChoice(JsonMixin):
     threads: int | None = None
     cuda_graphs: bool | None = None
     dla_core: int | None = None
-    instances: int = 1
     objective: str = "latency"
     report: str | None = None
     measured: Mapping[str, Any] = json_field(default_factory=dict)
@@ -142,7 +141,6 @@ class TunedChoice(JsonMixin):
             raise ConfigError(f"TunedChoice.runner must be one of {', '.join(TUNED_RUNNERS)}, "
                               f"got {self.runner!r}")
         check_int(self.batch, "TunedChoice.batch", maximum=MAX_BATCH)
-        check_int(self.instances, "TunedChoice.instances", maximum=MAX_INSTANCES)
         if self.threads is not None:
             check_int(self.threads, "TunedChoice.threads", maximum=MAX_THREADS)
         if self.dla_core is not None:
@@ -164,6 +162,14 @@ class TunedChoice(JsonMixin):
                               "onnxruntime runner takes neither")
         object.__setattr__(self, "measured", _measured(self.measured))
 
+    @property
+    def default_batch(self) -> int | None:
+        """The batch size consumers take as their default (``Classifier``, ``infer``,
+        ``stream``, ``triton-repo``'s preferred batch): the tuned batch of a ``throughput`` or
+        ``energy`` tune, which searched batch sizes; ``None`` for a ``latency`` tune, which
+        measured only the smallest (one request's latency)."""
+        return self.batch if self.objective in ("throughput", "energy") else None
+
     def describe(self) -> str:
         """One phrase: ``int8 on ONNX Runtime, 2 threads, batch 8``."""
         if self.runner == RunnerKind.ONNXRUNTIME.value:
@@ -177,8 +183,6 @@ class TunedChoice(JsonMixin):
             if self.cuda_graphs is not None:
                 parts.append("CUDA graphs" if self.cuda_graphs else "no CUDA graphs")
         parts.append(f"batch {self.batch}")
-        if self.instances != 1:
-            parts.append(f"{self.instances} Triton instances")
         return ", ".join(parts)
 
     @classmethod
@@ -193,7 +197,7 @@ class TunedChoice(JsonMixin):
             raise ConfigError(f"a tuned choice must be a JSON object, got "
                               f"{type(data).__name__}")
         known = {"precision", "runner", "batch", "threads", "cuda_graphs", "dla_core",
-                 "instances", "objective", "report", "measured"}
+                 "objective", "report", "measured"}
         unknown = sorted(str(k) for k in data if k not in known)
         if unknown:
             raise ConfigError(f"a tuned choice has unknown key(s) {', '.join(unknown)[:200]}")
@@ -524,8 +528,8 @@ def tuned_options(bundle: str | os.PathLike[str] | Bundle, given: Mapping[str, A
     the caller left unset (absent or ``None``) are filled: ``precision``;
     ``tensorrt=False`` for an ONNX Runtime choice (unless an engine option, ``tensorrt`` or
     ``onnxruntime=False`` was given), with its ``threads``; ``cuda_graphs`` and ``dla_core``
-    for a TensorRT choice. The batch size and Triton instances are the caller's to use
-    (``choice.batch``, ``choice.instances``).
+    for a TensorRT choice. The batch size is the caller's to use, and only from a throughput
+    or energy tune (:attr:`TunedChoice.default_batch`).
 
     Args:
         bundle: The ``.xtrt`` file (or an open :class:`Bundle`).
