@@ -247,7 +247,11 @@ BENT = [
      "unknown key"),
     ("unknown objective", lambda d: d["choice"].update(objective="speed"),
      "objective must be one of"),
-    ("unknown key", lambda d: d["choice"].update(engine="/etc/passwd"), "unknown key(s) engine"),
+    ("unknown key", lambda d: d["choice"].update(engine_path="/etc/passwd"),
+     "unknown key(s) engine_path"),
+    ("an engine without its hash", lambda d: d["choice"].update(runner="tensorrt",
+                                                                engine="engines/x.engine"),
+     "engine and engine_sha256 go together"),
     ("no batch", lambda d: d["choice"].pop("batch"), "lacks batch"),
     ("report with an escape", lambda d: d["choice"].update(report="r\x1b[2J.json"),
      "report must be printable"),
@@ -289,8 +293,10 @@ def test_a_record_for_another_path_under_the_same_name_is_not_this_bundles(bundl
 
 def test_tuned_choice_checks_its_fields():
     assert TunedChoice("int8", "onnxruntime", 8).precision is Precision.INT8
-    with pytest.raises(ConfigError, match="cuda_graphs and dla_core are TensorRT options"):
+    with pytest.raises(ConfigError, match="cuda_graphs, dla_core and engine are TensorRT opt"):
         TunedChoice(Precision.FP32, "onnxruntime", 1, dla_core=0)
+    with pytest.raises(ConfigError, match="cuda_graphs, dla_core and engine are TensorRT opt"):
+        TunedChoice(Precision.FP32, "onnxruntime", 1, engine="e", engine_sha256="0" * 64)
     with pytest.raises(ConfigError, match="threads is an ONNX Runtime option"):
         TunedChoice(Precision.FP16, "tensorrt", 1, threads=2)
     with pytest.raises(ConfigError, match="runner must be one of tensorrt, onnxruntime"):

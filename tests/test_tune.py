@@ -398,12 +398,14 @@ def test_tensorrt_candidates_go_through_the_search(small_bundle, image_folder, t
     result = tune(small_bundle, image_folder, min_agreement=0.5, threads=(1,), search=search,
                   record=False, cache_dir=tmp_path / "cache", facts=_rtx_machine("8.6"))
     rows = {r["name"]: r for r in result.report["candidates"]}
-    assert rows["tensorrt int8 b1"]["status"] == "below accuracy floor"
-    assert "silent fallback" in rows["tensorrt int8 b1"]["reason"]
-    assert rows["tensorrt int8 b1 graphs"]["repetitions"] == 0
-    for name in ("tensorrt fp32 b1", "tensorrt fp32 b1 graphs"):
-        assert rows[name]["status"] in ("measured", "cut early") and rows[name]["repetitions"]
     fp32_engine = next(e.member for e in m.engines if e.precision is Precision.FP32)
+    int8_engine = next(e.member for e in m.engines if e.precision is Precision.INT8)
+    i8, f32 = f"({Path(int8_engine).name})", f"({Path(fp32_engine).name})"
+    assert rows[f"tensorrt int8 b1 {i8}"]["status"] == "below accuracy floor"
+    assert "silent fallback" in rows[f"tensorrt int8 b1 {i8}"]["reason"]
+    assert rows[f"tensorrt int8 b1 graphs {i8}"]["repetitions"] == 0
+    for name in (f"tensorrt fp32 b1 {f32}", f"tensorrt fp32 b1 graphs {f32}"):
+        assert rows[name]["status"] in ("measured", "cut early") and rows[name]["repetitions"]
     assert (fp32_engine, True) in opened and (fp32_engine, False) in opened
     graphs = {g["graph"]: g for g in result.report["graphs"]}
     assert graphs[fp32_engine]["precision_check"].startswith("all ")
@@ -628,3 +630,39 @@ def test_a_fast_candidate_that_misses_the_deadline_cuts_nothing(small_bundle, im
     assert result.chosen is not None and result.chosen.name != "onnxruntime int8 b1 t2"
     spiky = next(r for r in result.report["candidates"] if r["name"] == "onnxruntime int8 b1 t2")
     assert spiky["status"] == "misses deadline"
+
+
+def test_a_tensorrt_choice_records_and_opens_its_engine(small_bundle, tmp_path, monkeypatch):
+    """The winner's prebuilt engine (member and SHA-256) is recorded, and opening the bundle
+    resolves exactly that engine; an engine the bundle lacks is no choice (nothing built); the
+    candidate names tell two engines of one precision apart."""
+    import xception_trt.tuning as tuning
+    from xception_trt.bundle.cache import resolve
+    from xception_trt.bundle.choice import ChoiceKind, Request, choose
+    from xception_trt.bundle.tuned import recorded_choice, tuned_options
+
+    facts = _rtx_machine("8.6")
+    with Bundle(small_bundle) as b:
+        m = b.manifest
+    engine = next(e.member for e in m.engines if e.precision is Precision.FP32)
+    c = Candidate("tensorrt", Precision.FP32, 1, engine, cuda_graphs=True)
+    winner = Measured(c, calls_ms=[1.0] * 10, costs=[1.0] * 10)
+    tuning._record(small_bundle, winner, {"top1_drop_pp": 0.0, "agreement": 1.0}, "latency",
+                   None, cache_dir=tmp_path / "cache", facts=facts)
+    choice, notice = recorded_choice(small_bundle, cache_dir=tmp_path / "cache", facts=facts)
+    assert notice is None and choice.engine == engine
+    assert choice.engine_sha256 == m.members[engine].sha256
+    _, fill, _ = tuned_options(small_bundle, {}, cache_dir=tmp_path / "cache", facts=facts)
+    assert fill["engine"] == engine and fill["cuda_graphs"] is True
+    res = resolve(small_bundle, precision=fill["precision"], engine=fill["engine"],
+                  cache_dir=tmp_path / "cache", facts=facts)
+    assert res.choice.kind is ChoiceKind.PREBUILT and res.choice.engine.member == engine
+    # an engine the bundle lacks: not built, not another engine
+    none = choose(m, facts, Request(Precision.FP32, engine="engines/other.engine",
+                                    onnxruntime=False))
+    assert none.kind is ChoiceKind.NONE
+    assert any(r.why == "the bundle has no such engine" for r in none.rejected)
+    # two engines of one precision have two names
+    other = dataclasses.replace(c, graph="engines/fp32-dla0.engine")
+    assert c.name != other.name and c.name.endswith(f"({Path(engine).name})")
+    assert Candidate("tensorrt", Precision.FP32, 1, "build: x").name.endswith("(built here)")

@@ -115,7 +115,9 @@ class Candidate(JsonMixin):
 
     @property
     def name(self) -> str:
-        """``onnxruntime int8 b1 t2`` / ``tensorrt fp16 b8 graphs dla0``."""
+        """``onnxruntime int8 b1 t2`` / ``tensorrt fp16 b8 graphs dla0 (fp16-dla0.engine)``:
+        a TensorRT candidate of a bundle names its engine (the member's file name, or
+        ``built here``), so that two engines of one precision differ."""
         parts = [self.runner, self.precision.value, f"b{self.batch}"]
         if self.threads is not None:
             parts.append(f"t{self.threads}")
@@ -125,6 +127,9 @@ class Candidate(JsonMixin):
             parts.append(f"dla{self.dla_core}")
         if self.path is not None:
             parts.append(f"({Path(self.path).name})")
+        elif self.runner == "tensorrt":
+            parts.append("(built here)" if self.graph.startswith("build: ")
+                         else f"({Path(self.graph).name})")
         return " ".join(parts)
 
     def simplicity(self) -> tuple[Any, ...]:
@@ -1005,9 +1010,15 @@ def _record(model: Path, winner: Measured, acc: Mapping[str, Any], objective: st
 
     c = winner.candidate
     stats = LatencyStats.from_samples(winner.calls_ms)
+    engine = sha = None
+    if c.runner == "tensorrt" and not c.graph.startswith("build: "):
+        engine = c.graph  # the prebuilt engine that won: opening the bundle opens this one
+        with Bundle(model) as b:
+            sha = b.manifest.members[engine].sha256
     choice = TunedChoice(
         precision=c.precision, runner=c.runner, batch=c.batch, threads=c.threads,
-        cuda_graphs=c.cuda_graphs, dla_core=c.dla_core, objective=objective,
+        cuda_graphs=c.cuda_graphs, dla_core=c.dla_core, engine=engine, engine_sha256=sha,
+        objective=objective,
         report=str((directory / "report.json").resolve()) if directory is not None else None,
         measured={"median_ms": stats.median_ms, "p99_ms": stats.p99_ms,
                   "images_per_s": 1000.0 * c.batch / stats.median_ms,

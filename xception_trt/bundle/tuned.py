@@ -115,6 +115,10 @@ class TunedChoice(JsonMixin):
         cuda_graphs: The TensorRT runner's CUDA graphs (``None``: not applicable; TensorRT
             only).
         dla_core: The DLA core it ran on (``None``: the GPU; TensorRT only).
+        engine: The prebuilt engine member that won (``None``: ONNX Runtime, or the engine
+            opening the bundle builds into the engine cache); TensorRT only. Opening the bundle
+            opens exactly this engine (``resolve(engine=...)``).
+        engine_sha256: That member's SHA-256 in the bundle's manifest (checked on use).
         objective: What the tune optimised: ``latency``, ``throughput`` or ``energy``.
         report: Path of the tune's ``report.json`` (``None``: not recorded).
         measured: Headline numbers of the winner (``median_ms``, ``p99_ms``, ``images_per_s``,
@@ -131,6 +135,8 @@ class TunedChoice(JsonMixin):
     threads: int | None = None
     cuda_graphs: bool | None = None
     dla_core: int | None = None
+    engine: str | None = None
+    engine_sha256: str | None = None
     objective: str = "latency"
     report: str | None = None
     measured: Mapping[str, Any] = json_field(default_factory=dict)
@@ -153,13 +159,20 @@ class TunedChoice(JsonMixin):
                               f"got {self.objective!r}")
         if self.report is not None:
             _text(self.report, "TunedChoice.report")
+        if self.engine is not None:
+            _text(self.engine, "TunedChoice.engine")
+        if self.engine_sha256 is not None:
+            _text(self.engine_sha256, "TunedChoice.engine_sha256")
+        if (self.engine is None) != (self.engine_sha256 is None):
+            raise ConfigError("TunedChoice.engine and engine_sha256 go together")
         if self.runner == RunnerKind.TENSORRT.value and self.threads is not None:
             raise ConfigError("TunedChoice.threads is an ONNX Runtime option; the tensorrt "
                               "runner takes none")
         if self.runner == RunnerKind.ONNXRUNTIME.value and (self.cuda_graphs is not None
-                                                            or self.dla_core is not None):
-            raise ConfigError("TunedChoice.cuda_graphs and dla_core are TensorRT options; the "
-                              "onnxruntime runner takes neither")
+                                                            or self.dla_core is not None
+                                                            or self.engine is not None):
+            raise ConfigError("TunedChoice.cuda_graphs, dla_core and engine are TensorRT "
+                              "options; the onnxruntime runner takes none of them")
         object.__setattr__(self, "measured", _measured(self.measured))
 
     @property
@@ -177,7 +190,8 @@ class TunedChoice(JsonMixin):
             if self.threads is not None:
                 parts.append(f"{self.threads} thread{'s' if self.threads != 1 else ''}")
         else:
-            parts = [f"{self.precision.value} TensorRT engine"]
+            parts = [f"{self.precision.value} TensorRT engine"
+                     + (f" {self.engine}" if self.engine is not None else "")]
             if self.dla_core is not None:
                 parts.append(f"DLA core {self.dla_core}")
             if self.cuda_graphs is not None:
@@ -197,15 +211,16 @@ class TunedChoice(JsonMixin):
             raise ConfigError(f"a tuned choice must be a JSON object, got "
                               f"{type(data).__name__}")
         known = {"precision", "runner", "batch", "threads", "cuda_graphs", "dla_core",
-                 "objective", "report", "measured"}
+                 "engine", "engine_sha256", "objective", "report", "measured"}
         unknown = sorted(str(k) for k in data if k not in known)
         if unknown:
             raise ConfigError(f"a tuned choice has unknown key(s) {', '.join(unknown)[:200]}")
         missing = [k for k in ("precision", "runner", "batch") if k not in data]
         if missing:
             raise ConfigError(f"a tuned choice lacks {', '.join(missing)}")
-        for key in ("precision", "runner", "objective"):
-            if key in data and not isinstance(data[key], str):
+        for key in ("precision", "runner", "objective", "engine", "engine_sha256"):
+            if key in data and not isinstance(data[key], str) and not (
+                    key.startswith("engine") and data[key] is None):
                 raise ConfigError(f"TunedChoice.{key} must be a string, got "
                                   f"{type(data[key]).__name__}")
         kw = {k: v for k, v in data.items() if k in known}
@@ -238,7 +253,8 @@ def _runtime(choice: TunedChoice, bundle: Bundle, facts: DeviceFacts) -> dict[st
                               "installed here (pip install 'xception-trt[ort]')")
         return {"name": "onnxruntime", "version": facts.ort_version}
     chosen = choose(bundle.manifest, facts, Request(choice.precision, max_batch=choice.batch,
-                                                    onnxruntime=False, dla_core=choice.dla_core))
+                                                    onnxruntime=False, dla_core=choice.dla_core,
+                                                    engine=choice.engine))
     if chosen.kind is ChoiceKind.PREBUILT and chosen.engine is not None:
         name = chosen.engine.sidecar.flavour
         flavour = facts.flavour(name)
@@ -278,6 +294,22 @@ def tuned_path(bundle: str | os.PathLike[str] | Bundle, *,
     return _cache_root(cache_dir) / "tuned" / f"{name}.json"
 
 
+def _check_engine(bundle: Bundle, choice: TunedChoice) -> None:
+    """The choice's engine is that member of the bundle, with that SHA-256.
+
+    Raises:
+        BundleError: It is not.
+    """
+    if choice.engine is None:
+        return
+    member = bundle.manifest.members.get(choice.engine)
+    if member is None or not any(e.member == choice.engine for e in bundle.manifest.engines):
+        raise BundleError(f"{bundle.path.name} has no prebuilt engine {_shown(choice.engine)}")
+    if member.sha256 != choice.engine_sha256:
+        raise BundleError(f"the engine {_shown(choice.engine)} of {bundle.path.name} is not the "
+                          "one tuned (another SHA-256)")
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -312,6 +344,7 @@ def record_choice(bundle: str | os.PathLike[str] | Bundle, choice: TunedChoice, 
             return record_choice(opened, choice, cache_dir=cache_dir, facts=facts, cpu=cpu)
     facts = facts if facts is not None else probe_facts()
     bundle.manifest.variant(choice.precision)  # a precision the bundle lacks: BundleError
+    _check_engine(bundle, choice)
     record = {
         "format": TUNED_FORMAT,
         "format_version": TUNED_FORMAT_VERSION,
@@ -494,6 +527,14 @@ def recorded_choice(bundle: str | os.PathLike[str] | Bundle, *,
             now_digest = opened.digest
     if digest != now_digest:
         return None, _ignored(name, "the bundle changed since it was tuned (another digest)")
+    try:
+        if isinstance(bundle, Bundle):
+            _check_engine(bundle, choice)
+        else:
+            with Bundle(bundle) as opened:
+                _check_engine(opened, choice)
+    except BundleError as exc:
+        return None, _ignored(name, str(exc))
     facts = facts if facts is not None else probe_facts()
     why = _runtime_change(runtime, facts)
     if why is not None:
@@ -527,9 +568,10 @@ def tuned_options(bundle: str | os.PathLike[str] | Bundle, given: Mapping[str, A
     none of it is used (``choice`` is ``None``, the notice says why). Otherwise only options
     the caller left unset (absent or ``None``) are filled: ``precision``;
     ``tensorrt=False`` for an ONNX Runtime choice (unless an engine option, ``tensorrt`` or
-    ``onnxruntime=False`` was given), with its ``threads``; ``cuda_graphs`` and ``dla_core``
-    for a TensorRT choice. The batch size is the caller's to use, and only from a throughput
-    or energy tune (:attr:`TunedChoice.default_batch`).
+    ``onnxruntime=False`` was given), with its ``threads``; ``cuda_graphs``, ``dla_core`` and
+    ``engine`` (the prebuilt engine that won) for a TensorRT choice. The batch size is the
+    caller's to use, and only from a throughput or energy tune
+    (:attr:`TunedChoice.default_batch`).
 
     Args:
         bundle: The ``.xtrt`` file (or an open :class:`Bundle`).
@@ -585,6 +627,7 @@ def tuned_options(bundle: str | os.PathLike[str] | Bundle, given: Mapping[str, A
     else:
         take("cuda_graphs", choice.cuda_graphs, "cuda_graphs")
         take("dla_core", choice.dla_core, "dla_core")
+        take("engine", choice.engine, "engine")
     origin = f"from {choice.report}" if choice.report else "recorded by `xception-trt tune`"
     wins = f"; given options win: {', '.join(kept)}" if kept else ""
     return choice, fill, (f"using the tuned configuration of {path.name} ({choice.describe()}) "

@@ -178,7 +178,7 @@ def resolve_bundle(args: argparse.Namespace, *, python_backend: bool) -> None:
                 args.cuda_graphs = fill.get("cuda_graphs", args.cuda_graphs)
     args.model = str(resolve(args.model, precision=fill.get("precision", precision),
                              tensorrt=fill.get("tensorrt", True),
-                             dla_core=fill.get("dla_core")).path)
+                             dla_core=fill.get("dla_core"), engine=fill.get("engine")).path)
 
 
 def _indices(text: str) -> tuple[int, ...]:
