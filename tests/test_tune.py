@@ -666,3 +666,38 @@ def test_a_tensorrt_choice_records_and_opens_its_engine(small_bundle, tmp_path, 
     other = dataclasses.replace(c, graph="engines/fp32-dla0.engine")
     assert c.name != other.name and c.name.endswith(f"({Path(engine).name})")
     assert Candidate("tensorrt", Precision.FP32, 1, "build: x").name.endswith("(built here)")
+
+
+def test_engine_candidates_take_the_batches_of_the_engine_profile(small_bundle, tmp_path):
+    """Batch sizes come from each engine's own profile: a GPU engine whose profile starts at 2
+    has no batch-1 candidate (latency tries its smallest, 2); a DLA engine built for a fixed
+    batch of 2 is tried at 2 (not the bundle's 1 or its max_batch 4); --max-batch below an
+    engine's smallest leaves it out with the reason. A folder's engine likewise."""
+    from xception_trt.bundle.format import EngineEntry
+    from xception_trt.sidecar import Profile
+
+    with Bundle(small_bundle) as b:
+        m = b.manifest
+    fp32 = next(e for e in m.engines if e.precision is Precision.FP32)
+    int8 = next(e for e in m.engines if e.precision is Precision.INT8)
+
+    def shaped(side, lo, hi):
+        return dataclasses.replace(side, profile=Profile((lo, 3, 71, 71), (hi, 3, 71, 71),
+                                                         (hi, 3, 71, 71)))
+
+    gpu2 = EngineEntry(fp32.member, fp32.sidecar_member, shaped(fp32.sidecar, 2, 4))
+    dla_side = dataclasses.replace(shaped(int8.sidecar, 2, 2),
+                                   build_options={**int8.sidecar.build_options, "dla_core": 0})
+    dla = EngineEntry("engines/int8-dla0.engine", "engines/int8-dla0.engine.json", dla_side)
+    shaped_m = dataclasses.replace(m, engines=(gpu2, int8, dla))
+    facts = _rtx_machine("8.6", dla_cores=1)
+    cands, _ = bundle_candidates(shaped_m, facts, objective="latency", threads=(1,))
+    trt = {(c.graph, c.batch) for c in cands if c.runner == "tensorrt"}
+    assert trt == {(fp32.member, 2), (int8.member, 1), (dla.member, 2)}
+    cands, _ = bundle_candidates(shaped_m, facts, objective="throughput", threads=(1,))
+    assert {c.batch for c in cands if c.graph == fp32.member} == {2, 4}
+    assert {c.batch for c in cands if c.graph == dla.member} == {2}
+    cands, excluded = bundle_candidates(shaped_m, facts, objective="throughput", threads=(1,),
+                                        max_batch=1)
+    assert not any(c.graph in (fp32.member, dla.member) for c in cands)
+    assert any("its smallest batch (2) is above --max-batch (1)" in e.why for e in excluded)

@@ -63,6 +63,7 @@ from .jsonable import JsonMixin
 
 __all__ = ["OBJECTIVES", "Candidate", "Excluded", "SearchConfig", "Measured", "TuneResult",
            "bundle_candidates", "folder_candidates", "thread_counts", "batch_sweep",
+           "engine_batch_range",
            "median_interval", "interval_size", "energy_windows", "verdict", "qualifies", "pick",
            "passes_floor", "engine_precision", "tune",
            "SCHEMA", "render_markdown", "pareto_figure", "write_tune_report"]
@@ -184,24 +185,45 @@ def _cpu_only(facts: DeviceFacts) -> DeviceFacts:
     return dataclasses.replace(facts, flavours=())
 
 
+def engine_batch_range(sidecar: Any, default: tuple[int, int]) -> tuple[int, int]:
+    """``(smallest, largest)`` batch an engine takes, from its sidecar: its optimisation
+    profile's min and max batch (a DLA engine, built for one fixed batch, records it three
+    times), else its ``max_batch``, else ``default``."""
+    lo, hi = default
+    prof = getattr(sidecar, "profile", None)
+    if prof is not None and prof.min and prof.max and prof.min[0] > 0 and prof.max[0] > 0:
+        lo, hi = int(prof.min[0]), int(prof.max[0])
+    elif getattr(sidecar, "max_batch", None):
+        hi = int(sidecar.max_batch)
+    return min(lo, hi), hi
+
+
 def _engine_candidates(cands: list[Candidate], excluded: list[Excluded], prec: Precision,
-                       graph: str, top: int, batches: Sequence[int], dla_core: int | None
+                       graph: str, batch_range: tuple[int, int], objective: str,
+                       max_batch: int | None, dla_core: int | None, path: str | None = None
                        ) -> None:
-    """An engine's candidates: on the GPU each batch up to its profile with CUDA graphs off and
-    on; on a DLA core its (fixed) batch, without CUDA graphs."""
+    """An engine's candidates at the batch sizes *it* takes (its own profile, capped by
+    ``max_batch``): on the GPU CUDA graphs off and on; on a DLA core its fixed batch, without
+    CUDA graphs."""
+    lo, hi = batch_range
+    if dla_core is not None:  # built for one fixed batch (its profile's max)
+        lo = hi
+    what = f"tensorrt {prec.value} ({Path(path).name if path else graph})"
+    if max_batch is not None and max_batch < lo:
+        excluded.append(Excluded(what, f"its smallest batch ({lo}) is above --max-batch "
+                                       f"({max_batch})"))
+        return
+    cap = min(hi, max_batch) if max_batch is not None else hi
     if dla_core is not None:
-        cands.append(Candidate("tensorrt", prec, top, graph, cuda_graphs=False,
-                               dla_core=dla_core))
+        cands.append(Candidate("tensorrt", prec, lo, graph, cuda_graphs=False,
+                               dla_core=dla_core, path=path))
         excluded.append(Excluded(f"tensorrt {prec.value} dla{dla_core} with CUDA graphs",
                                  "CUDA graphs and DLA offloading are not supported together "
                                  "(as trtexec says)"))
         return
-    for b in batches:
-        if b > top:
-            excluded.append(Excluded(f"tensorrt {prec.value} b{b} ({graph})",
-                                     f"above the engine's batch profile (up to {top})"))
-            continue
-        cands.extend(Candidate("tensorrt", prec, b, graph, cuda_graphs=g) for g in (False, True))
+    for b in batch_sweep(lo, cap, objective):
+        cands.extend(Candidate("tensorrt", prec, b, graph, cuda_graphs=g, path=path)
+                     for g in (False, True))
 
 
 def bundle_candidates(manifest: Manifest, facts: DeviceFacts, *, objective: str = "latency",
@@ -237,14 +259,16 @@ def bundle_candidates(manifest: Manifest, facts: DeviceFacts, *, objective: str 
         if fitting:
             for e in fitting:
                 core = e.sidecar.option("dla_core")
-                _engine_candidates(cands, excluded, prec, e.member, e.sidecar.max_batch or hi,
-                                   batches, None if core is None else int(core))
+                _engine_candidates(cands, excluded, prec, e.member,
+                                   engine_batch_range(e.sidecar, (lo, hi)), objective,
+                                   max_batch, None if core is None else int(core))
             excluded.extend(Excluded(f"tensorrt {prec.value}: prebuilt {e.member} "
                                      f"({e.describe()})", str(engine_mismatch(e, facts, request)))
                             for e in mine if e not in fitting)
         elif trt.kind is ChoiceKind.BUILD and trt.build is not None:
             _engine_candidates(cands, excluded, prec, f"build: {trt.build.describe()}",
-                               trt.build.profile[2], batches, None)
+                               (trt.build.profile[0], trt.build.profile[2]), objective,
+                               max_batch, None)
         else:
             # an engine of another precision is no candidate of this one: not listed
             excluded.extend(Excluded(f"tensorrt {prec.value}: {r.what}", r.why)
@@ -317,14 +341,10 @@ def folder_candidates(folder: str | os.PathLike[str], facts: DeviceFacts, *,
         if why is not None:
             excluded.append(Excluded(f"tensorrt {p.name}", why))
             continue
-        top = side.max_batch or 1
-        cap = min(top, max_batch) if max_batch else top
         core = side.option("dla_core")
-        for b in batch_sweep(1, cap, objective):
-            cands.extend(Candidate("tensorrt", side.precision, b, str(p), cuda_graphs=g,
-                                   dla_core=int(core) if core is not None else None,
-                                   path=str(p))
-                         for g in ((False,) if core is not None else (False, True)))
+        _engine_candidates(cands, excluded, side.precision, str(p),
+                           engine_batch_range(side, (1, 1)), objective, max_batch,
+                           int(core) if core is not None else None, path=str(p))
     return cands, excluded
 
 
