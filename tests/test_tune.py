@@ -701,3 +701,24 @@ def test_engine_candidates_take_the_batches_of_the_engine_profile(small_bundle, 
                                         max_batch=1)
     assert not any(c.graph in (fp32.member, dla.member) for c in cands)
     assert any("its smallest batch (2) is above --max-batch (1)" in e.why for e in excluded)
+
+
+def test_a_dla_engine_alone_still_leaves_the_gpu_build(small_bundle):
+    """Where the only engine that fits is a DLA engine, the GPU is tried too, through the
+    engine opening the bundle would build (the GPU engines are for another GPU here)."""
+    from xception_trt.bundle.format import EngineEntry
+
+    with Bundle(small_bundle) as b:
+        m = b.manifest
+    int8 = next(e for e in m.engines if e.precision is Precision.INT8)
+    # an sm89 board: the sm86 GPU engines do not load; a DLA engine built for sm89 does
+    dla_side = dataclasses.replace(
+        int8.sidecar, build_options={**int8.sidecar.build_options, "dla_core": 0},
+        targets=("SM89",))
+    dla = EngineEntry("engines/int8-dla0.engine", "engines/int8-dla0.engine.json", dla_side)
+    with_dla = dataclasses.replace(m, engines=(*m.engines, dla))
+    facts = _rtx_machine("8.9", dla_cores=1)
+    cands, _ = bundle_candidates(with_dla, facts, threads=(1,))
+    int8_trt = [c for c in cands if c.runner == "tensorrt" and c.precision is Precision.INT8]
+    assert any(c.dla_core == 0 for c in int8_trt), int8_trt
+    assert any(c.graph.startswith("build: ") and c.dla_core is None for c in int8_trt)

@@ -5,9 +5,10 @@ files) is fastest, or most frugal, on *this* machine while keeping the accuracy.
 
 1. **Candidates** (:func:`bundle_candidates`, :func:`folder_candidates`): each precision the
    bundle carries on each backend that can run it here — every prebuilt TensorRT engine that
-   loads here (on the GPU with CUDA graphs off and on; a DLA engine on its core, without), else
-   the engine opening the bundle would build into the engine cache; ONNX Runtime (the INT8 graph
-   placed for it) at each thread count — at each batch size of the profile the objective needs.
+   loads here (on the GPU with CUDA graphs off and on; a DLA engine on its core, without), and
+   where no GPU engine loads, the engine opening the bundle would build for the GPU into the
+   engine cache; ONNX Runtime (the INT8 graph placed for it) on each of its providers, threads
+   swept on the CPU — at each batch size the objective needs that the engine's profile takes.
    What cannot run is listed with the reason, taken from the engine choice
    (:func:`xception_trt.bundle.choice.choose` and ``engine_mismatch``, the rules ``doctor``
    shows), not from a second rule table.
@@ -265,6 +266,14 @@ def bundle_candidates(manifest: Manifest, facts: DeviceFacts, *, objective: str 
             excluded.extend(Excluded(f"tensorrt {prec.value}: prebuilt {e.member} "
                                      f"({e.describe()})", str(engine_mismatch(e, facts, request)))
                             for e in mine if e not in fitting)
+            if all(e.sidecar.option("dla_core") is not None for e in fitting):
+                # only DLA engines fit: the GPU is still a way, through the engine built here
+                gpu = choose(dataclasses.replace(manifest, engines=()), facts,
+                             Request(prec, device=device, onnxruntime=False))
+                if gpu.kind is ChoiceKind.BUILD and gpu.build is not None:
+                    _engine_candidates(cands, excluded, prec, f"build: {gpu.build.describe()}",
+                                       (gpu.build.profile[0], gpu.build.profile[2]), objective,
+                                       max_batch, None)
         elif trt.kind is ChoiceKind.BUILD and trt.build is not None:
             _engine_candidates(cands, excluded, prec, f"build: {trt.build.describe()}",
                                (trt.build.profile[0], trt.build.profile[2]), objective,
