@@ -57,6 +57,7 @@ from .bench import LatencyStats, evaluate, measure_latency
 from .bundle.choice import ChoiceKind, Request, choose, engine_mismatch
 from .bundle.facts import DeviceFacts
 from .bundle.format import Bundle, EngineEntry, Manifest, is_bundle
+from .bundle.tuned import OBJECTIVES
 from .config import Precision
 from .contract import ENGINE_SUFFIXES, ONNX_SUFFIXES, Runner
 from .errors import BenchError, ConfigError, DataError, XceptionTRTError
@@ -71,7 +72,6 @@ __all__ = ["OBJECTIVES", "Candidate", "Excluded", "SearchConfig", "Measured", "T
 
 log = logging.getLogger(__name__)
 
-OBJECTIVES = ("latency", "throughput", "energy")
 SCHEMA = "xception-trt/tune-report"
 SCHEMA_VERSION = 1
 _PREC_RANK = {Precision.FP32: 0, Precision.FP16: 1, Precision.INT8: 2}
