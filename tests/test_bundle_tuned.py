@@ -398,3 +398,18 @@ def test_only_a_throughput_or_energy_tune_gives_a_default_batch():
     assert TunedChoice(Precision.INT8, "onnxruntime", 8, objective="throughput").default_batch == 8
     assert TunedChoice(Precision.INT8, "onnxruntime", 8, objective="energy").default_batch == 8
     assert TunedChoice(Precision.INT8, "onnxruntime", 1, objective="latency").default_batch is None
+
+
+def test_an_onnxruntime_choice_opens_on_its_provider(bundle, tmp_path):
+    from xception_trt.bundle.tuned import tuned_options
+
+    on_cpu = replace(ORT_CHOICE, provider="CPUExecutionProvider")
+    _record(bundle, tmp_path, on_cpu)
+    _, fill, _ = tuned_options(bundle, {}, cache_dir=tmp_path / "cache", facts=ORT, cpu=CPU)
+    assert fill == {"precision": Precision.INT8, "tensorrt": False, "threads": 2,
+                    "providers": ["CPUExecutionProvider"]}
+    _, fill, notice = tuned_options(bundle, {"providers": ["CUDAExecutionProvider"]},
+                                    cache_dir=tmp_path / "cache", facts=ORT, cpu=CPU)
+    assert "providers" not in fill and "given options win: providers" in notice
+    with pytest.raises(ConfigError, match="provider is an ONNX Runtime option"):
+        TunedChoice(Precision.FP16, "tensorrt", 1, provider="CUDAExecutionProvider")

@@ -355,6 +355,7 @@ def test_the_choice_is_recorded_for_the_bundle(small_bundle, image_folder, tmp_p
     assert (choice.runner, choice.precision, choice.batch, choice.threads) == (
         c.runner, c.precision, c.batch, c.threads)
     assert choice.measured["median_ms"] == pytest.approx(result.report["chosen"]["median_ms"])
+    assert choice.provider == "CPUExecutionProvider"  # the provider it ran on
     assert choice.report == str((tmp_path / "r" / "report.json").resolve())
     doc = json.loads((tmp_path / "r" / "report.json").read_text())
     assert doc["record"] is True and doc["recorded"] == str(result.recorded)
@@ -728,3 +729,42 @@ def test_a_dla_engine_alone_still_leaves_the_gpu_build(small_bundle):
     int8_trt = [c for c in cands if c.runner == "tensorrt" and c.precision is Precision.INT8]
     assert any(c.dla_core == 0 for c in int8_trt), int8_trt
     assert any(c.graph.startswith("build: ") and c.dla_core is None for c in int8_trt)
+
+
+def test_one_candidate_set_per_onnxruntime_provider(small_bundle, tmp_path, monkeypatch):
+    """With ONNX Runtime's CUDA provider and a GPU, each ONNX Runtime graph is also a CUDA
+    candidate (no thread sweep: threads are a CPU setting); the CPU candidates are opened on
+    the CPU provider exactly (ONNX Runtime's default would put CUDA first); CUDA without a
+    GPU, and providers tune does not try, are said."""
+    import xception_trt.runners as runners_mod
+    import xception_trt.tuning as tuning
+
+    with Bundle(small_bundle) as b:
+        m = b.manifest
+    gpu = DeviceFacts(gpus=(GpuFact(0, "RTX", "8.6"),), onnx=True, ort_version="1.x",
+                      ort_providers=("CUDAExecutionProvider", "CPUExecutionProvider",
+                                     "AzureExecutionProvider"))
+    cands, excluded = bundle_candidates(m, gpu, threads=(1, 2))
+    ort = {(c.precision.value, c.threads, c.provider) for c in cands
+           if c.runner == "onnxruntime"}
+    assert ort == {(p, t, None) for p in ("fp32", "int8") for t in (1, 2)} | {
+        (p, None, "CUDAExecutionProvider") for p in ("fp32", "int8")}
+    assert "onnxruntime int8 b1 cuda" in {c.name for c in cands}
+    assert any(e.what == "onnxruntime on AzureExecutionProvider" for e in excluded)
+    no_gpu = dataclasses.replace(gpu, gpus=())
+    cands, excluded = bundle_candidates(m, no_gpu, threads=(1,))
+    assert not any(c.provider for c in cands)
+    assert any(e.what == "onnxruntime on CUDAExecutionProvider" and e.why == "no GPU here"
+               for e in excluded)
+    # a CPU candidate opens on the CPU provider, whatever ONNX Runtime would put first
+    seen = []
+    real = runners_mod.open_runner
+
+    def spy(path, **kw):
+        seen.append(kw)
+        return real(path, **kw)
+
+    monkeypatch.setattr(runners_mod, "open_runner", spy)
+    c = Candidate("onnxruntime", Precision.FP32, 1, "onnx/fp32.onnx", threads=1)
+    tuning._open(c, small_bundle, CPU, cache_dir=tmp_path / "cache", device=0).close()
+    assert seen == [{"providers": ["CPUExecutionProvider"], "threads": 1}]

@@ -65,7 +65,7 @@ from .jsonable import JsonMixin
 
 __all__ = ["OBJECTIVES", "Candidate", "Excluded", "SearchConfig", "Measured", "TuneResult",
            "bundle_candidates", "folder_candidates", "thread_counts", "batch_sweep",
-           "engine_batch_range",
+           "ort_providers", "engine_batch_range",
            "median_interval", "interval_size", "energy_windows", "verdict", "qualifies", "pick",
            "passes_floor", "engine_precision", "tune",
            "SCHEMA", "render_markdown", "pareto_figure", "write_tune_report"]
@@ -104,6 +104,8 @@ class Candidate(JsonMixin):
         cuda_graphs: CUDA graph replay (TensorRT; ``None`` for ONNX Runtime).
         dla_core: The DLA core a prebuilt engine runs on (``None``: the GPU).
         path: A file of a folder MODEL (``None`` for a bundle).
+        provider: The ONNX Runtime execution provider it runs on (``None``: the CPU's,
+            ``CPUExecutionProvider``; threads are swept there only).
     """
 
     runner: str
@@ -114,6 +116,7 @@ class Candidate(JsonMixin):
     cuda_graphs: bool | None = None
     dla_core: int | None = None
     path: str | None = None
+    provider: str | None = None
 
     @property
     def name(self) -> str:
@@ -127,6 +130,8 @@ class Candidate(JsonMixin):
             parts.append("graphs")
         if self.dla_core is not None:
             parts.append(f"dla{self.dla_core}")
+        if self.provider is not None:
+            parts.append(self.provider.removesuffix("ExecutionProvider").lower())
         if self.path is not None:
             parts.append(f"({Path(self.path).name})")
         elif self.runner == "tensorrt":
@@ -178,6 +183,47 @@ def batch_sweep(lo: int, hi: int, objective: str) -> tuple[int, ...]:
             out.add(b)
         b *= 2
     return tuple(sorted(out))
+
+
+#: ONNX Runtime providers tune tries besides the CPU's (each its own candidate set, no thread
+#: sweep); other providers ONNX Runtime lists are named as not tried.
+ORT_GPU_PROVIDERS = ("CUDAExecutionProvider",)
+
+
+def ort_providers(facts: DeviceFacts) -> tuple[list[str | None], list[Excluded]]:
+    """The ONNX Runtime providers to try here: ``None`` (the CPU's) first, then each GPU
+    provider ONNX Runtime has where there is a GPU; the others, with why not."""
+    listed = list(facts.ort_providers)
+    out: list[str | None] = [None]
+    excluded: list[Excluded] = []
+    for p in listed:
+        if p == "CPUExecutionProvider":
+            continue
+        if p in ORT_GPU_PROVIDERS:
+            if facts.gpus:
+                out.append(p)
+            else:
+                excluded.append(Excluded(f"onnxruntime on {p}", "no GPU here"))
+        else:
+            excluded.append(Excluded(f"onnxruntime on {p}", "not tried by tune (it tries the "
+                                     f"CPU and {', '.join(ORT_GPU_PROVIDERS)})"))
+    return out, excluded
+
+
+def _ort_candidates(prec: Precision, graph: str, batches: Sequence[int],
+                    threads: Sequence[int], providers: Sequence[str | None],
+                    path: str | None = None) -> list[Candidate]:
+    """One candidate set per provider: on the CPU each thread count, on a GPU provider one
+    (threads are a CPU setting)."""
+    out: list[Candidate] = []
+    for b in batches:
+        for p in providers:
+            if p is None:
+                out.extend(Candidate("onnxruntime", prec, b, graph, threads=t, path=path)
+                           for t in threads)
+            else:
+                out.append(Candidate("onnxruntime", prec, b, graph, path=path, provider=p))
+    return out
 
 
 def _cpu_only(facts: DeviceFacts) -> DeviceFacts:
@@ -249,7 +295,9 @@ def bundle_candidates(manifest: Manifest, facts: DeviceFacts, *, objective: str 
     batches = batch_sweep(lo, max(lo, cap), objective)
     threads = tuple(threads) if threads else thread_counts()
     cands: list[Candidate] = []
-    excluded: list[Excluded] = []
+    providers, excluded = ort_providers(facts)
+    if facts.ort_version is None:
+        providers, excluded = [], []
     for prec in manifest.precisions:
         # TensorRT: every prebuilt engine of this precision that loads here, else the engine
         # opening the bundle would build into the engine cache
@@ -287,8 +335,7 @@ def bundle_candidates(manifest: Manifest, facts: DeviceFacts, *, objective: str 
         ort = choose(manifest, _cpu_only(facts), Request(prec, device=device, build=False))
         if ort.kind is ChoiceKind.ONNXRUNTIME and ort.variant is not None:
             member = ort.variant.member
-            cands.extend(Candidate("onnxruntime", prec, b, member, threads=t)
-                         for b in batches for t in threads)
+            cands.extend(_ort_candidates(prec, member, batches, threads, providers))
             plain = manifest.variant(prec).member
             if plain != member:
                 excluded.append(Excluded(
@@ -331,7 +378,9 @@ def folder_candidates(folder: str | os.PathLike[str], facts: DeviceFacts, *,
                           "engines")
     threads = tuple(threads) if threads else thread_counts()
     cands: list[Candidate] = []
-    excluded: list[Excluded] = []
+    providers, excluded = ort_providers(facts)
+    if facts.ort_version is None:
+        providers, excluded = [], []
     for p in files:
         if p.suffix.lower() in ONNX_SUFFIXES:
             meta = read_metadata(p)
@@ -340,9 +389,8 @@ def folder_candidates(folder: str | os.PathLike[str], facts: DeviceFacts, *,
                                          "'xception-trt[ort]')"))
                 continue
             hi = max_batch or DEFAULT_MAX_BATCH
-            for b in batch_sweep(1, hi, objective):
-                cands.extend(Candidate("onnxruntime", meta.precision, b, str(p), threads=t,
-                                       path=str(p)) for t in threads)
+            cands.extend(_ort_candidates(meta.precision, str(p), batch_sweep(1, hi, objective),
+                                         threads, providers, path=str(p)))
             continue
         side = read_sidecar(p)
         why = engine_mismatch(EngineEntry(p.name, sidecar_path(p).name, side), facts,
@@ -548,14 +596,24 @@ def _open(c: Candidate, model: Path, facts: DeviceFacts, *, cache_dir: Any, devi
 
     t = threads if threads is not None else c.threads
     g = bool(cuda_graphs if cuda_graphs is not None else c.cuda_graphs)
-    if c.path is not None:
-        if c.runner == "onnxruntime":
-            return open_runner(c.path, threads=t)
-        return open_runner(c.path, device=device, cuda_graphs=g)
-    from .bundle.cache import bundle_graph, prebuilt_engine
-
     if c.runner == "onnxruntime":
-        return open_runner(bundle_graph(model, c.graph, cache_dir=cache_dir), threads=t)
+        from .bundle.cache import bundle_graph
+
+        # exactly the candidate's provider (ONNX Runtime's default would put CUDA first)
+        provider = c.provider or "CPUExecutionProvider"
+        path = c.path if c.path is not None else bundle_graph(model, c.graph,
+                                                              cache_dir=cache_dir)
+        kw: dict[str, Any] = {"threads": t} if provider == "CPUExecutionProvider" else {}
+        runner = open_runner(path, providers=[provider], **kw)
+        got = list(getattr(runner, "providers", None) or [provider])
+        if got[0] != provider:
+            runner.close()
+            raise ConfigError(f"ONNX Runtime did not run on {provider} (it chose {got[0]})")
+        return runner
+    if c.path is not None:
+        return open_runner(c.path, device=device, cuda_graphs=g)
+    from .bundle.cache import prebuilt_engine
+
     if not c.graph.startswith("build: "):  # a prebuilt engine, the one this candidate names
         return open_runner(prebuilt_engine(model, c.graph, cache_dir=cache_dir), device=device,
                            cuda_graphs=g)
@@ -894,8 +952,10 @@ def tune(model: str | os.PathLike[str], val: Any, *, objective: str = "latency",
             if monitor.source.scope == "gpu":
                 why = (f"the power source ({monitor.source.name}) measures the GPU only: the "
                        "energy of a CPU runner is not measured")
-                excluded += [Excluded(c.name, why) for c in cands if c.runner != "tensorrt"]
-                cands = [c for c in cands if c.runner == "tensorrt"]
+                on_gpu = [c for c in cands if c.runner == "tensorrt"
+                          or c.provider in ORT_GPU_PROVIDERS]
+                excluded += [Excluded(c.name, why) for c in cands if c not in on_gpu]
+                cands = on_gpu
                 if not cands:
                     raise ConfigError(f"--objective energy: {why}, and no TensorRT engine "
                                       f"of {model.name} runs on the GPU here; use --objective "
@@ -1047,6 +1107,7 @@ def _record(model: Path, winner: Measured, acc: Mapping[str, Any], objective: st
     choice = TunedChoice(
         precision=c.precision, runner=c.runner, batch=c.batch, threads=c.threads,
         cuda_graphs=c.cuda_graphs, dla_core=c.dla_core, engine=engine, engine_sha256=sha,
+        provider=(c.provider or "CPUExecutionProvider") if c.runner == "onnxruntime" else None,
         objective=objective,
         report=str((directory / "report.json").resolve()) if directory is not None else None,
         measured={"median_ms": stats.median_ms, "p99_ms": stats.p99_ms,

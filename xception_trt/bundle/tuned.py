@@ -119,6 +119,8 @@ class TunedChoice(JsonMixin):
             opening the bundle builds into the engine cache); TensorRT only. Opening the bundle
             opens exactly this engine (``resolve(engine=...)``).
         engine_sha256: That member's SHA-256 in the bundle's manifest (checked on use).
+        provider: The ONNX Runtime execution provider it ran on (``CPUExecutionProvider``,
+            ``CUDAExecutionProvider``; ``None``: not recorded); ONNX Runtime only.
         objective: What the tune optimised: ``latency``, ``throughput`` or ``energy``.
         report: Path of the tune's ``report.json`` (``None``: not recorded).
         measured: Headline numbers of the winner (``median_ms``, ``p99_ms``, ``images_per_s``,
@@ -137,6 +139,7 @@ class TunedChoice(JsonMixin):
     dla_core: int | None = None
     engine: str | None = None
     engine_sha256: str | None = None
+    provider: str | None = None
     objective: str = "latency"
     report: str | None = None
     measured: Mapping[str, Any] = json_field(default_factory=dict)
@@ -163,6 +166,11 @@ class TunedChoice(JsonMixin):
             _text(self.engine, "TunedChoice.engine")
         if self.engine_sha256 is not None:
             _text(self.engine_sha256, "TunedChoice.engine_sha256")
+        if self.provider is not None:
+            _text(self.provider, "TunedChoice.provider")
+            if self.runner != RunnerKind.ONNXRUNTIME.value:
+                raise ConfigError("TunedChoice.provider is an ONNX Runtime option; the "
+                                  "tensorrt runner takes none")
         if (self.engine is None) != (self.engine_sha256 is None):
             raise ConfigError("TunedChoice.engine and engine_sha256 go together")
         if self.runner == RunnerKind.TENSORRT.value and self.threads is not None:
@@ -187,6 +195,8 @@ class TunedChoice(JsonMixin):
         """One phrase: ``int8 on ONNX Runtime, 2 threads, batch 8``."""
         if self.runner == RunnerKind.ONNXRUNTIME.value:
             parts = [f"{self.precision.value} on ONNX Runtime"]
+            if self.provider not in (None, "CPUExecutionProvider"):
+                parts.append(f"on {self.provider}")
             if self.threads is not None:
                 parts.append(f"{self.threads} thread{'s' if self.threads != 1 else ''}")
         else:
@@ -211,16 +221,16 @@ class TunedChoice(JsonMixin):
             raise ConfigError(f"a tuned choice must be a JSON object, got "
                               f"{type(data).__name__}")
         known = {"precision", "runner", "batch", "threads", "cuda_graphs", "dla_core",
-                 "engine", "engine_sha256", "objective", "report", "measured"}
+                 "engine", "engine_sha256", "provider", "objective", "report", "measured"}
         unknown = sorted(str(k) for k in data if k not in known)
         if unknown:
             raise ConfigError(f"a tuned choice has unknown key(s) {', '.join(unknown)[:200]}")
         missing = [k for k in ("precision", "runner", "batch") if k not in data]
         if missing:
             raise ConfigError(f"a tuned choice lacks {', '.join(missing)}")
-        for key in ("precision", "runner", "objective", "engine", "engine_sha256"):
+        for key in ("precision", "runner", "objective", "engine", "engine_sha256", "provider"):
             if key in data and not isinstance(data[key], str) and not (
-                    key.startswith("engine") and data[key] is None):
+                    key in ("engine", "engine_sha256", "provider") and data[key] is None):
                 raise ConfigError(f"TunedChoice.{key} must be a string, got "
                                   f"{type(data[key]).__name__}")
         kw = {k: v for k, v in data.items() if k in known}
@@ -568,7 +578,8 @@ def tuned_options(bundle: str | os.PathLike[str] | Bundle, given: Mapping[str, A
     none of it is used (``choice`` is ``None``, the notice says why). Otherwise only options
     the caller left unset (absent or ``None``) are filled: ``precision``;
     ``tensorrt=False`` for an ONNX Runtime choice (unless an engine option, ``tensorrt`` or
-    ``onnxruntime=False`` was given), with its ``threads``; ``cuda_graphs``, ``dla_core`` and
+    ``onnxruntime=False`` was given), with its ``threads`` and ``providers`` (the one it ran
+    on); ``cuda_graphs``, ``dla_core`` and
     ``engine`` (the prebuilt engine that won) for a TensorRT choice. The batch size is the
     caller's to use, and only from a throughput or energy tune
     (:attr:`TunedChoice.default_batch`).
@@ -624,6 +635,8 @@ def tuned_options(bundle: str | os.PathLike[str] | Bundle, given: Mapping[str, A
         else:
             fill["tensorrt"] = False
         take("threads", choice.threads, "threads")
+        if choice.provider is not None and "tensorrt" in fill:
+            take("providers", [choice.provider], "providers")
     else:
         take("cuda_graphs", choice.cuda_graphs, "cuda_graphs")
         take("dla_core", choice.dla_core, "dla_core")
