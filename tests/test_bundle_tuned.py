@@ -31,7 +31,7 @@ GPU = DeviceFacts(flavours=(FlavourFact("tensorrt", "10.13.0.35"),), gpus=(RTX30
                   ort_providers=("CPUExecutionProvider",), onnx=True)
 ORT_CHOICE = TunedChoice(Precision.INT8, "onnxruntime", 8, threads=2, report="/r/report.json",
                          measured={"median_ms": 3.5, "agreement": 99.0})
-TRT_CHOICE = TunedChoice(Precision.FP16, "tensorrt", 4, cuda_graphs=True, instances=2)
+TRT_CHOICE = TunedChoice(Precision.FP16, "tensorrt", 4, cuda_graphs=True)
 
 
 @pytest.fixture
@@ -64,7 +64,9 @@ def test_recorded_choice_round_trips_beside_the_engine_cache(bundle, tmp_path, m
     with Bundle(bundle) as b:
         assert data["bundle"] == {"path": str(bundle.resolve()), "digest": b.digest}
     assert data["runtime"] == {"name": "onnxruntime", "version": "1.32.0"}
-    assert data["machine"] == {**CPU, "ort_providers": ["CPUExecutionProvider"]}
+    assert data["machine"] == {**CPU, "ort_version": "1.32.0",
+                               "ort_providers": ["CPUExecutionProvider"], "tensorrt": [],
+                               "gpus": [], "dla_cores": 0}
     choice, notice = _lookup(bundle, tmp_path)
     assert notice is None and choice == ORT_CHOICE
     assert choice.measured == {"median_ms": 3.5, "agreement": 99.0}
@@ -124,20 +126,32 @@ def test_onnxruntime_choice_forgotten_on_another_cpu(bundle, tmp_path, cpu, text
     assert choice is None and f": {text}; run" in notice
 
 
-def test_onnxruntime_choice_ignores_the_gpu(bundle, tmp_path):
-    _record(bundle, tmp_path)  # the CPU decides an ONNX Runtime choice, not a GPU
-    assert _lookup(bundle, tmp_path, facts=replace(ORT, gpus=(RTX3090,))) == (ORT_CHOICE, None)
+@pytest.mark.parametrize("facts, text", [
+    # the search would now try engines: an ONNX Runtime choice says nothing about them
+    (replace(ORT, gpus=(RTX3090,)), "another machine (GPU no GPU -> NVIDIA GeForce RTX 3090 "
+                                    "sm_86)"),
+    (replace(ORT, flavours=(FlavourFact("tensorrt", "10.13.0.35"),)),
+     "the TensorRT installed changed (none -> TensorRT 10.13.0.35)"),
+    (replace(ORT, dla_cores=2), "another machine (DLA cores 0 -> 2)"),
+])
+def test_onnxruntime_choice_forgotten_when_tensorrt_or_a_gpu_arrives(bundle, tmp_path, facts,
+                                                                     text):
+    _record(bundle, tmp_path)
+    choice, notice = _lookup(bundle, tmp_path, facts=facts)
+    assert choice is None and f": {text}; run" in notice, notice
 
 
 def test_tensorrt_choice_is_keyed_by_flavour_version_gpu_and_dla(bundle, tmp_path):
     path = _record(bundle, tmp_path, TRT_CHOICE, facts=GPU)
     data = json.loads(path.read_text())
     assert data["runtime"] == {"name": "tensorrt", "version": "10.13.0.35"}  # what builds it
-    assert data["machine"] == {"gpus": [{"name": "NVIDIA GeForce RTX 3090",
+    assert data["machine"] == {**CPU, "ort_version": "1.32.0",
+                               "ort_providers": ["CPUExecutionProvider"],
+                               "tensorrt": [{"name": "tensorrt", "version": "10.13.0.35"}],
+                               "gpus": [{"name": "NVIDIA GeForce RTX 3090",
                                          "compute_capability": "8.6", "integrated": False}],
                                "dla_cores": 0}
-    # the CPU does not decide an engine choice
-    assert _lookup(bundle, tmp_path, facts=GPU, cpu={**CPU, "cpu": "x"}) == (TRT_CHOICE, None)
+    assert _lookup(bundle, tmp_path, facts=GPU) == (TRT_CHOICE, None)
     cases = [
         (replace(GPU, flavours=(FlavourFact("tensorrt", "10.14.1.0"),)),
          "TensorRT 10.13.0.35 -> 10.14.1.0"),
@@ -147,8 +161,18 @@ def test_tensorrt_choice_is_keyed_by_flavour_version_gpu_and_dla(bundle, tmp_pat
          "sm_89)"),
         (replace(GPU, gpus=()), "another machine (GPU NVIDIA GeForce RTX 3090 sm_86 -> no GPU)"),
         (replace(GPU, dla_cores=2), "another machine (DLA cores 0 -> 2)"),
-        (replace(GPU, ort_version="1.40.0"), None),  # ONNX Runtime does not run an engine
+        # the search also timed ONNX Runtime and its threads: those facts key it too
+        (replace(GPU, ort_version="1.40.0"), "ONNX Runtime 1.32.0 -> 1.40.0"),
+        (replace(GPU, ort_version=None), "ONNX Runtime 1.32.0 -> not installed"),
+        (replace(GPU, ort_providers=()),
+         "ONNX Runtime's providers changed (CPUExecutionProvider -> none)"),
+        (GPU, None),
+        (replace(GPU, flavours=(*GPU.flavours, FlavourFact("tensorrt_rtx", "1.2.0.54"))),
+         "the TensorRT installed changed (TensorRT 10.13.0.35 -> TensorRT 10.13.0.35, "
+         "TensorRT-RTX 1.2.0.54)"),
     ]
+    cpu_moved = _lookup(bundle, tmp_path, facts=GPU, cpu={**CPU, "cpu": "x"})
+    assert cpu_moved[0] is None and "another machine (CPU Test CPU 9000 -> x)" in cpu_moved[1]
     for facts, text in cases:
         choice, notice = _lookup(bundle, tmp_path, facts=facts)
         if text is None:
@@ -194,7 +218,9 @@ BENT = [
     ("not JSON", lambda d: Raw("{not json"), "not valid JSON"),
     ("an array", lambda d: Raw(json.dumps([d])), "not a JSON object"),
     ("another format", lambda d: d.update(format="x"), "its format is not"),
-    ("a newer version", lambda d: d.update(format_version=2), "format version is 2"),
+    ("a newer version", lambda d: d.update(format_version=3), "format version is 3"),
+    ("the narrower key of version 1", lambda d: d.update(format_version=1),
+     "format version is 1; this xception-trt reads version 2"),
     ("no runtime", lambda d: d.pop("runtime"), "'runtime' is missing"),
     ("runtime version a number", lambda d: d["runtime"].update(version=1.32),
      "runtime is not a name and a version"),
@@ -217,10 +243,15 @@ BENT = [
                                                         dla_core=-1), "dla_core must be"),
     ("threads on tensorrt", lambda d: d["choice"].update(runner="tensorrt"),
      "threads is an ONNX Runtime option"),
-    ("instances zero", lambda d: d["choice"].update(instances=0), "instances must be"),
+    ("instances (not searched: no key)", lambda d: d["choice"].update(instances=2),
+     "unknown key"),
     ("unknown objective", lambda d: d["choice"].update(objective="speed"),
      "objective must be one of"),
-    ("unknown key", lambda d: d["choice"].update(engine="/etc/passwd"), "unknown key(s) engine"),
+    ("unknown key", lambda d: d["choice"].update(engine_path="/etc/passwd"),
+     "unknown key(s) engine_path"),
+    ("an engine without its hash", lambda d: d["choice"].update(runner="tensorrt",
+                                                                engine="engines/x.engine"),
+     "engine and engine_sha256 go together"),
     ("no batch", lambda d: d["choice"].pop("batch"), "lacks batch"),
     ("report with an escape", lambda d: d["choice"].update(report="r\x1b[2J.json"),
      "report must be printable"),
@@ -262,8 +293,10 @@ def test_a_record_for_another_path_under_the_same_name_is_not_this_bundles(bundl
 
 def test_tuned_choice_checks_its_fields():
     assert TunedChoice("int8", "onnxruntime", 8).precision is Precision.INT8
-    with pytest.raises(ConfigError, match="cuda_graphs and dla_core are TensorRT options"):
+    with pytest.raises(ConfigError, match="cuda_graphs, dla_core and engine are TensorRT opt"):
         TunedChoice(Precision.FP32, "onnxruntime", 1, dla_core=0)
+    with pytest.raises(ConfigError, match="cuda_graphs, dla_core and engine are TensorRT opt"):
+        TunedChoice(Precision.FP32, "onnxruntime", 1, engine="e", engine_sha256="0" * 64)
     with pytest.raises(ConfigError, match="threads is an ONNX Runtime option"):
         TunedChoice(Precision.FP16, "tensorrt", 1, threads=2)
     with pytest.raises(ConfigError, match="runner must be one of tensorrt, onnxruntime"):
@@ -279,7 +312,7 @@ def test_tuned_choice_checks_its_fields():
     (TunedChoice(Precision.FP32, "onnxruntime", 1, threads=1), "fp32 on ONNX Runtime, 1 thread, "
                                                                "batch 1"),
     (TunedChoice(Precision.FP32, "onnxruntime", 4), "fp32 on ONNX Runtime, batch 4"),
-    (TRT_CHOICE, "fp16 TensorRT engine, CUDA graphs, batch 4, 2 Triton instances"),
+    (TRT_CHOICE, "fp16 TensorRT engine, CUDA graphs, batch 4"),
     (TunedChoice(Precision.INT8, "tensorrt", 2, cuda_graphs=False, dla_core=1),
      "int8 TensorRT engine, DLA core 1, no CUDA graphs, batch 2"),
 ])
@@ -309,9 +342,15 @@ def test_tuned_options_fill_only_what_is_unset(bundle, tmp_path):
     # given options win (the same value given is no override); None counts as unset
     _, fill, notice = opts({"precision": "int8", "threads": None})
     assert fill == {"tensorrt": False, "threads": 2} and "given options win" not in notice
-    _, fill, notice = opts({"precision": "fp32", "threads": 1})
-    assert fill == {"tensorrt": False}
-    assert "; given options win: precision fp32, threads 1; " in notice
+    _, fill, notice = opts({"threads": 1})
+    assert fill == {"precision": Precision.INT8, "tensorrt": False}
+    assert "; given options win: threads 1; " in notice
+    # another precision: the choice was measured for int8, so none of it is used
+    choice, fill, notice = opts({"precision": "fp32"})
+    assert (choice, fill) == (None, {})
+    assert notice == ("not using the tuned configuration of m.xtrt (int8 on ONNX Runtime, 2 "
+                      "threads, batch 8): it was measured for int8, and precision fp32 was "
+                      "given; leave the precision unset to use it")
     # an engine option, or tensorrt given, keeps the engine choice; so does onnxruntime=False
     for given, text in (({"device": 0}, "device (a TensorRT engine where one runs)"),
                         ({"cuda_graphs": True}, "cuda_graphs (a TensorRT engine"),
@@ -353,3 +392,24 @@ def test_a_notice_shows_no_escape_from_the_record(bundle, tmp_path, edit):
     _bend(path, edit)
     choice, notice = _lookup(bundle, tmp_path)
     assert choice is None and notice.isprintable() and "?" in notice
+
+
+def test_only_a_throughput_or_energy_tune_gives_a_default_batch():
+    assert TunedChoice(Precision.INT8, "onnxruntime", 8, objective="throughput").default_batch == 8
+    assert TunedChoice(Precision.INT8, "onnxruntime", 8, objective="energy").default_batch == 8
+    assert TunedChoice(Precision.INT8, "onnxruntime", 1, objective="latency").default_batch is None
+
+
+def test_an_onnxruntime_choice_opens_on_its_provider(bundle, tmp_path):
+    from xception_trt.bundle.tuned import tuned_options
+
+    on_cpu = replace(ORT_CHOICE, provider="CPUExecutionProvider")
+    _record(bundle, tmp_path, on_cpu)
+    _, fill, _ = tuned_options(bundle, {}, cache_dir=tmp_path / "cache", facts=ORT, cpu=CPU)
+    assert fill == {"precision": Precision.INT8, "tensorrt": False, "threads": 2,
+                    "providers": ["CPUExecutionProvider"]}
+    _, fill, notice = tuned_options(bundle, {"providers": ["CUDAExecutionProvider"]},
+                                    cache_dir=tmp_path / "cache", facts=ORT, cpu=CPU)
+    assert "providers" not in fill and "given options win: providers" in notice
+    with pytest.raises(ConfigError, match="provider is an ONNX Runtime option"):
+        TunedChoice(Precision.FP16, "tensorrt", 1, provider="CUDAExecutionProvider")

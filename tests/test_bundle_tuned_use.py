@@ -22,11 +22,16 @@ from xception_trt.config import Precision
 from xception_trt.errors import ConfigError
 
 #: The bundle's default is fp16; the tuned choice says fp32 with one thread, batch 3.
-CHOICE = TunedChoice(Precision.FP32, "onnxruntime", 3, threads=1, instances=2,
+CHOICE = TunedChoice(Precision.FP32, "onnxruntime", 3, threads=1, objective="throughput",
                      report="/tune/report.json", measured={"median_ms": 1.0})
-NOTICE = ("using the tuned configuration of tiny.xtrt (fp32 on ONNX Runtime, 1 thread, batch 3, "
-          "2 Triton instances) from /tune/report.json")
+NOTICE = ("using the tuned configuration of tiny.xtrt (fp32 on ONNX Runtime, 1 thread, batch 3) "
+          "from /tune/report.json")
+#: A latency tune measured only the smallest batch: its batch is no default.
+LATENCY = TunedChoice(Precision.FP32, "onnxruntime", 3, threads=1, objective="latency")
 HINT = "--no-tuned (Python: tuned=False) ignores it"
+OTHER_PRECISION = ("not using the tuned configuration of tiny.xtrt (fp32 on ONNX Runtime, 1 "
+                   "thread, batch 3): it was measured for fp32, and precision fp16 was given; "
+                   "leave the precision unset to use it")
 
 
 @pytest.fixture(scope="module")
@@ -71,11 +76,17 @@ def test_options_given_win_and_tuned_false_ignores_it(bundle, caplog):
 
     record_choice(bundle, CHOICE)
     with caplog.at_level(logging.WARNING, logger="xception_trt"):
-        with open_runner(bundle, precision="fp16", threads=2) as runner:
-            assert runner.precision is Precision.FP16 and runner.threads == 2
+        with open_runner(bundle, threads=2) as runner:
+            assert runner.precision is Precision.FP32 and runner.threads == 2
             assert runner.tuned == CHOICE  # the rest of it (ONNX Runtime) still applies
-    assert _notices(caplog) == [f"{NOTICE}; given options win: precision fp16, threads 2; "
-                                f"{HINT}"]
+    assert _notices(caplog) == [f"{NOTICE}; given options win: threads 2; {HINT}"]
+    caplog.clear()
+    # another precision: the choice was measured for fp32, so none of it applies
+    with caplog.at_level(logging.WARNING, logger="xception_trt"):
+        with open_runner(bundle, precision="fp16") as runner:
+            assert runner.precision is Precision.FP16 and runner.threads is None
+            assert runner.tuned is None
+    assert _notices(caplog) == [OTHER_PRECISION]
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="xception_trt"):
         with open_runner(bundle, tuned=False) as runner:
@@ -104,6 +115,13 @@ def test_classifier_takes_the_tuned_batch_unless_given(bundle, monkeypatch):
         assert clf.tuned == CHOICE
     with Classifier(bundle, batch_size=5) as clf:
         assert clf.batch_size == 5
+    with Classifier(bundle, precision="fp16") as clf:  # another precision: not the tuned batch
+        assert clf.batch_size == 32 and clf.tuned is None
+    record_choice(bundle, LATENCY)  # a latency tune: the rest applies, its batch does not
+    with Classifier(bundle) as clf:
+        assert clf.batch_size == 32 and clf.tuned == LATENCY
+        assert clf.runner.precision is Precision.FP32
+    record_choice(bundle, CHOICE)
     with Classifier(bundle, tuned=False) as clf:
         assert clf.batch_size == 32 and clf.runner.precision is Precision.FP16
         assert clf.tuned is None
@@ -180,7 +198,7 @@ def test_infer_uses_it_keeps_stdout_clean_and_no_tuned_ignores_it(bundle, image_
     code, out, notes = _main_out(["infer", str(bundle), str(image_folder), "--json",
                                   "--precision", "fp16"], capsys)
     assert code == 0 and json.loads(out)["runner"] == "tiny:onnxruntime-fp16"
-    assert notes == [f"{NOTICE}; given options win: precision fp16; {HINT}"]
+    assert notes == [OTHER_PRECISION]
     code, out, notes = _main_out(["infer", str(bundle), str(image_folder), "--json",
                                   "--no-tuned"], capsys)
     assert code == 0 and json.loads(out)["runner"] == "tiny:onnxruntime-fp16" and notes == []
@@ -229,7 +247,7 @@ def _config(repo: Path):
                                 where="xception")
 
 
-def test_triton_repo_takes_the_tuned_batch_and_instances_as_defaults(bundle, tmp_path, capsys):
+def test_triton_repo_takes_the_tuned_batch_as_default(bundle, tmp_path, capsys):
     pytest.importorskip("tritonclient.grpc", reason="needs tritonclient[grpc] (the serve extra)")
     from xception_trt.onnx_meta import read_metadata
 
@@ -238,19 +256,33 @@ def test_triton_repo_takes_the_tuned_batch_and_instances_as_defaults(bundle, tmp
     assert code == 0 and notes == [f"{NOTICE}; {HINT}"]
     cfg = _config(tmp_path / "r1")
     assert list(cfg.dynamic_batching.preferred_batch_size) == [3]
-    assert cfg.instance_group[0].count == 2
+    assert cfg.instance_group[0].count == 1  # instance counts are not searched
     assert read_metadata(tmp_path / "r1" / "xception" / "1" / "model.onnx").precision \
         is Precision.FP32
     # given flags win
     code, _, notes = _main_out(["triton-repo", str(bundle), "-o", str(tmp_path / "r2"),
-                                "--instances", "1", "--preferred-batch", "2", "--precision",
+                                "--instances", "2", "--preferred-batch", "2", "--precision",
                                 "fp16"], capsys)
     assert code == 0
     cfg = _config(tmp_path / "r2")
     assert list(cfg.dynamic_batching.preferred_batch_size) == [2]
-    assert cfg.instance_group[0].count == 1
+    assert cfg.instance_group[0].count == 2
     assert read_metadata(tmp_path / "r2" / "xception" / "1" / "model.onnx").precision \
         is Precision.FP16
+    # another precision alone: none of the choice (batch, instances) is used
+    code, _, notes = _main_out(["triton-repo", str(bundle), "-o", str(tmp_path / "r5"),
+                                "--precision", "fp16"], capsys)
+    assert code == 0 and notes == [OTHER_PRECISION]
+    cfg = _config(tmp_path / "r5")
+    assert list(cfg.dynamic_batching.preferred_batch_size) == []
+    assert cfg.instance_group[0].count == 1
+    # a latency tune's batch (the profile's smallest) is no preferred batch
+    record_choice(bundle, LATENCY)
+    assert _main_out(["triton-repo", str(bundle), "-o", str(tmp_path / "r6")], capsys)[0] == 0
+    assert list(_config(tmp_path / "r6").dynamic_batching.preferred_batch_size) == []
+    assert read_metadata(tmp_path / "r6" / "xception" / "1" / "model.onnx").precision \
+        is Precision.FP32
+    record_choice(bundle, CHOICE)
     # a tuned batch above a given --max-batch is not preferred
     assert _main_out(["triton-repo", str(bundle), "-o", str(tmp_path / "r3"), "--max-batch",
                       "2"], capsys)[0] == 0
@@ -326,7 +358,7 @@ def test_serve_writes_the_tuned_configuration(bundle, tmp_path, capsys, monkeypa
                                capsys)
     assert code == 0 and notes == [f"{NOTICE}; {HINT}"] and served == [tmp_path / "repo"]
     cfg = _config(tmp_path / "repo")
-    assert cfg.instance_group[0].count == 2
+    assert cfg.instance_group[0].count == 1  # instance counts are not searched
     assert list(cfg.dynamic_batching.preferred_batch_size) == [3]
     assert json.loads(cfg.parameters[PARAM_PREFIX + "runner_options"].string_value) == {
         "threads": 1}

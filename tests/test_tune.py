@@ -16,7 +16,7 @@ import pytest
 from xception_trt.bundle.facts import DeviceFacts, FlavourFact, GpuFact
 from xception_trt.bundle.format import MANIFEST, Bundle
 from xception_trt.config import Precision
-from xception_trt.errors import ConfigError
+from xception_trt.errors import BundleError, ConfigError
 from xception_trt.precision.targeted import Target
 from xception_trt.tuning import (
     Candidate,
@@ -24,7 +24,9 @@ from xception_trt.tuning import (
     SearchConfig,
     batch_sweep,
     bundle_candidates,
+    energy_windows,
     engine_precision,
+    interval_size,
     median_interval,
     passes_floor,
     pick,
@@ -33,8 +35,12 @@ from xception_trt.tuning import (
     verdict,
 )
 
-rtx = pytest.importorskip("tensorrt_rtx", reason="the bundle's engines are built with "
-                                                 "TensorRT-RTX (pip install tensorrt-rtx)")
+
+def _rtx():
+    """TensorRT-RTX, which builds the small bundle's engines: the tests that need it skip
+    without it; the pure ones (statistics, tie rule, floor) run anyway."""
+    return pytest.importorskip("tensorrt_rtx", reason="the bundle's engines are built with "
+                                                      "TensorRT-RTX (pip install tensorrt-rtx)")
 
 #: This CPU machine: no GPU, ONNX Runtime present.
 CPU = DeviceFacts(ort_version="1.x", ort_providers=("CPUExecutionProvider",), onnx=True,
@@ -42,7 +48,7 @@ CPU = DeviceFacts(ort_version="1.x", ort_providers=("CPUExecutionProvider",), on
 
 
 def _rtx_machine(cc: str, **kw) -> DeviceFacts:
-    return DeviceFacts(flavours=(FlavourFact("tensorrt_rtx", rtx.__version__),),
+    return DeviceFacts(flavours=(FlavourFact("tensorrt_rtx", _rtx().__version__),),
                        gpus=(GpuFact(0, f"RTX sm{cc.replace('.', '')}", cc),), onnx=True,
                        ort_version="1.x", ort_providers=("CPUExecutionProvider",), **kw)
 
@@ -134,6 +140,15 @@ def test_accuracy_floor_boundary():
         passes_floor(drop, top1=None, ref_top1=None, agreement=1.0)
 
 
+def test_energy_windows_give_an_interval():
+    assert interval_size(0.95) == 6 and interval_size(0.5) == 2
+    assert median_interval([1.0] * (interval_size(0.99) - 1), 0.99) is None
+    # defaults: 50 calls in blocks of 10 would be 5 windows, too few for an interval
+    assert energy_windows(SearchConfig()) == (6, 12)
+    assert energy_windows(SearchConfig(block=10, min_repeats=10, max_repeats=200)) == (6, 20)
+    assert energy_windows(SearchConfig(block=5, min_repeats=40, max_repeats=50)) == (8, 16)
+
+
 def test_thread_counts_and_batch_sweep():
     assert thread_counts(1) == (1,)
     assert thread_counts(2) == (1, 2)
@@ -150,6 +165,8 @@ def test_thread_counts_and_batch_sweep():
 @pytest.fixture(scope="module")
 def small_bundle(tiny_checkpoint, flat_image_folder, tmp_path_factory):
     from xception_trt.bundler import write_bundle
+
+    _rtx()
 
     root = tmp_path_factory.mktemp("tune")
     result = write_bundle(source=tiny_checkpoint, output=root / "tiny.xtrt",
@@ -338,7 +355,17 @@ def test_the_choice_is_recorded_for_the_bundle(small_bundle, image_folder, tmp_p
     assert (choice.runner, choice.precision, choice.batch, choice.threads) == (
         c.runner, c.precision, c.batch, c.threads)
     assert choice.measured["median_ms"] == pytest.approx(result.report["chosen"]["median_ms"])
+    assert choice.provider == "CPUExecutionProvider"  # the provider it ran on
     assert choice.report == str((tmp_path / "r" / "report.json").resolve())
+    doc = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert doc["record"] is True and doc["recorded"] == str(result.recorded)
+    # a record that cannot be written: an error, and no report that says "recorded"
+    (tmp_path / "cache2").mkdir()
+    (tmp_path / "cache2" / "tuned").write_text("")  # a file where the records' folder goes
+    with pytest.raises(BundleError, match="cannot create"):
+        tune(small_bundle, image_folder, min_agreement=0.5, threads=(1,), search=search,
+             cache_dir=tmp_path / "cache2", facts=CPU, output=tmp_path / "r2")
+    assert not (tmp_path / "r2").exists()
     # nothing recorded for another cache, nor with record=False
     tune(small_bundle, image_folder, min_agreement=0.5, threads=(1,), search=search,
          cache_dir=tmp_path / "other", facts=CPU, record=False)
@@ -378,12 +405,14 @@ def test_tensorrt_candidates_go_through_the_search(small_bundle, image_folder, t
     result = tune(small_bundle, image_folder, min_agreement=0.5, threads=(1,), search=search,
                   record=False, cache_dir=tmp_path / "cache", facts=_rtx_machine("8.6"))
     rows = {r["name"]: r for r in result.report["candidates"]}
-    assert rows["tensorrt int8 b1"]["status"] == "below accuracy floor"
-    assert "silent fallback" in rows["tensorrt int8 b1"]["reason"]
-    assert rows["tensorrt int8 b1 graphs"]["repetitions"] == 0
-    for name in ("tensorrt fp32 b1", "tensorrt fp32 b1 graphs"):
-        assert rows[name]["status"] in ("measured", "cut early") and rows[name]["repetitions"]
     fp32_engine = next(e.member for e in m.engines if e.precision is Precision.FP32)
+    int8_engine = next(e.member for e in m.engines if e.precision is Precision.INT8)
+    i8, f32 = f"({Path(int8_engine).name})", f"({Path(fp32_engine).name})"
+    assert rows[f"tensorrt int8 b1 {i8}"]["status"] == "below accuracy floor"
+    assert "silent fallback" in rows[f"tensorrt int8 b1 {i8}"]["reason"]
+    assert rows[f"tensorrt int8 b1 graphs {i8}"]["repetitions"] == 0
+    for name in (f"tensorrt fp32 b1 {f32}", f"tensorrt fp32 b1 graphs {f32}"):
+        assert rows[name]["status"] in ("measured", "cut early") and rows[name]["repetitions"]
     assert (fp32_engine, True) in opened and (fp32_engine, False) in opened
     graphs = {g["graph"]: g for g in result.report["graphs"]}
     assert graphs[fp32_engine]["precision_check"].startswith("all ")
@@ -476,9 +505,16 @@ def test_energy_objective_with_a_power_source(small_bundle, image_folder, tmp_pa
     assert doc["cost"] == "mJ per image" and doc["power"]["backend"] == "constant-5w"
     ch = doc["chosen"]
     assert ch["energy_per_image_mj"] > 0 and ch["batch"] in (1, 2)
-    # one cost sample per block of calls
+    # one cost sample per power window, each at least 10 sampling periods (50 ms here) long,
+    # and enough windows for the median's interval: the cut and the tie can decide
     timed = [r for r in doc["candidates"] if r["repetitions"]]
     assert {r["batch"] for r in doc["candidates"]} == {1, 2} and timed
+    low, high = energy_windows(search)
+    assert (low, high) == (6, 12)
+    for r in timed:
+        if r["status"] == "measured":
+            assert r["cost_interval"] is not None
+            assert r["repetitions"] * r["mean_ms"] >= low * 50.0 * 0.95
     # NVML measures the GPU only: a CPU runner's energy is not its energy, so no candidate
     gpu_only = PowerMonitor(ConstantPower("gpu"), period_s=0.005)
     with pytest.raises(ConfigError, match="measures the GPU only"):
@@ -572,3 +608,163 @@ def test_cli_bad_inputs_are_one_line_errors(small_bundle, image_folder, flat_ima
         with pytest.raises(SystemExit) as exc:
             _cli(["tune", str(small_bundle), "--val", str(image_folder), flag, value], capsys)
         assert exc.value.code == 2
+
+
+def test_a_fast_candidate_that_misses_the_deadline_cuts_nothing(small_bundle, image_folder,
+                                                                tmp_path, monkeypatch):
+    """A: median 8 ms, p99 20 ms; the rest steady at 12 ms; deadline 15 ms. A is timed first
+    (int8, 2 threads) but may not win, so it must not be the best the others are cut against:
+    a steady one wins instead of nothing."""
+    import xception_trt.tuning as tuning
+
+    seen = []
+
+    def fake_time(c, runner, best, *, objective, search, deadline_ms, monitor, progress):
+        seen.append((c.name, best.candidate.name if best is not None else None))
+        calls = ([8.0] * 9 + [20.0]) * 3 if (c.precision is Precision.INT8 and c.threads == 2) \
+            else [12.0] * 30
+        m = Measured(c, calls_ms=calls, costs=list(calls))
+        if verdict(m.costs, best.costs if best else None, config=search) == "cut":
+            m.status = "cut early"
+        return m
+
+    monkeypatch.setattr(tuning, "_time_candidate", fake_time)
+    result = tune(small_bundle, image_folder, min_agreement=0.5, threads=(1, 2),
+                  search=_cfg(), deadline_ms=15.0, record=False, facts=CPU,
+                  cache_dir=tmp_path / "cache")
+    assert seen[0] == ("onnxruntime int8 b1 t2", None)
+    assert all(best != "onnxruntime int8 b1 t2" for _, best in seen)
+    assert result.chosen is not None and result.chosen.name != "onnxruntime int8 b1 t2"
+    spiky = next(r for r in result.report["candidates"] if r["name"] == "onnxruntime int8 b1 t2")
+    assert spiky["status"] == "misses deadline"
+
+
+def test_a_tensorrt_choice_records_and_opens_its_engine(small_bundle, tmp_path, monkeypatch):
+    """The winner's prebuilt engine (member and SHA-256) is recorded, and opening the bundle
+    resolves exactly that engine; an engine the bundle lacks is no choice (nothing built); the
+    candidate names tell two engines of one precision apart."""
+    import xception_trt.tuning as tuning
+    from xception_trt.bundle.cache import resolve
+    from xception_trt.bundle.choice import ChoiceKind, Request, choose
+    from xception_trt.bundle.tuned import recorded_choice, tuned_options
+
+    facts = _rtx_machine("8.6")
+    with Bundle(small_bundle) as b:
+        m = b.manifest
+    engine = next(e.member for e in m.engines if e.precision is Precision.FP32)
+    c = Candidate("tensorrt", Precision.FP32, 1, engine, cuda_graphs=True)
+    winner = Measured(c, calls_ms=[1.0] * 10, costs=[1.0] * 10)
+    tuning._record(small_bundle, winner, {"top1_drop_pp": 0.0, "agreement": 1.0}, "latency",
+                   None, cache_dir=tmp_path / "cache", facts=facts)
+    choice, notice = recorded_choice(small_bundle, cache_dir=tmp_path / "cache", facts=facts)
+    assert notice is None and choice.engine == engine
+    assert choice.engine_sha256 == m.members[engine].sha256
+    _, fill, _ = tuned_options(small_bundle, {}, cache_dir=tmp_path / "cache", facts=facts)
+    assert fill["engine"] == engine and fill["cuda_graphs"] is True
+    res = resolve(small_bundle, precision=fill["precision"], engine=fill["engine"],
+                  cache_dir=tmp_path / "cache", facts=facts)
+    assert res.choice.kind is ChoiceKind.PREBUILT and res.choice.engine.member == engine
+    # an engine the bundle lacks: not built, not another engine
+    none = choose(m, facts, Request(Precision.FP32, engine="engines/other.engine",
+                                    onnxruntime=False))
+    assert none.kind is ChoiceKind.NONE
+    assert any(r.why == "the bundle has no such engine" for r in none.rejected)
+    # two engines of one precision have two names
+    other = dataclasses.replace(c, graph="engines/fp32-dla0.engine")
+    assert c.name != other.name and c.name.endswith(f"({Path(engine).name})")
+    assert Candidate("tensorrt", Precision.FP32, 1, "build: x").name.endswith("(built here)")
+
+
+def test_engine_candidates_take_the_batches_of_the_engine_profile(small_bundle, tmp_path):
+    """Batch sizes come from each engine's own profile: a GPU engine whose profile starts at 2
+    has no batch-1 candidate (latency tries its smallest, 2); a DLA engine built for a fixed
+    batch of 2 is tried at 2 (not the bundle's 1 or its max_batch 4); --max-batch below an
+    engine's smallest leaves it out with the reason. A folder's engine likewise."""
+    from xception_trt.bundle.format import EngineEntry
+    from xception_trt.sidecar import Profile
+
+    with Bundle(small_bundle) as b:
+        m = b.manifest
+    fp32 = next(e for e in m.engines if e.precision is Precision.FP32)
+    int8 = next(e for e in m.engines if e.precision is Precision.INT8)
+
+    def shaped(side, lo, hi):
+        return dataclasses.replace(side, profile=Profile((lo, 3, 71, 71), (hi, 3, 71, 71),
+                                                         (hi, 3, 71, 71)))
+
+    gpu2 = EngineEntry(fp32.member, fp32.sidecar_member, shaped(fp32.sidecar, 2, 4))
+    dla_side = dataclasses.replace(shaped(int8.sidecar, 2, 2),
+                                   build_options={**int8.sidecar.build_options, "dla_core": 0})
+    dla = EngineEntry("engines/int8-dla0.engine", "engines/int8-dla0.engine.json", dla_side)
+    shaped_m = dataclasses.replace(m, engines=(gpu2, int8, dla))
+    facts = _rtx_machine("8.6", dla_cores=1)
+    cands, _ = bundle_candidates(shaped_m, facts, objective="latency", threads=(1,))
+    trt = {(c.graph, c.batch) for c in cands if c.runner == "tensorrt"}
+    assert trt == {(fp32.member, 2), (int8.member, 1), (dla.member, 2)}
+    cands, _ = bundle_candidates(shaped_m, facts, objective="throughput", threads=(1,))
+    assert {c.batch for c in cands if c.graph == fp32.member} == {2, 4}
+    assert {c.batch for c in cands if c.graph == dla.member} == {2}
+    cands, excluded = bundle_candidates(shaped_m, facts, objective="throughput", threads=(1,),
+                                        max_batch=1)
+    assert not any(c.graph in (fp32.member, dla.member) for c in cands)
+    assert any("its smallest batch (2) is above --max-batch (1)" in e.why for e in excluded)
+
+
+def test_a_dla_engine_alone_still_leaves_the_gpu_build(small_bundle):
+    """Where the only engine that fits is a DLA engine, the GPU is tried too, through the
+    engine opening the bundle would build (the GPU engines are for another GPU here)."""
+    from xception_trt.bundle.format import EngineEntry
+
+    with Bundle(small_bundle) as b:
+        m = b.manifest
+    int8 = next(e for e in m.engines if e.precision is Precision.INT8)
+    # an sm89 board: the sm86 GPU engines do not load; a DLA engine built for sm89 does
+    dla_side = dataclasses.replace(
+        int8.sidecar, build_options={**int8.sidecar.build_options, "dla_core": 0},
+        targets=("SM89",))
+    dla = EngineEntry("engines/int8-dla0.engine", "engines/int8-dla0.engine.json", dla_side)
+    with_dla = dataclasses.replace(m, engines=(*m.engines, dla))
+    facts = _rtx_machine("8.9", dla_cores=1)
+    cands, _ = bundle_candidates(with_dla, facts, threads=(1,))
+    int8_trt = [c for c in cands if c.runner == "tensorrt" and c.precision is Precision.INT8]
+    assert any(c.dla_core == 0 for c in int8_trt), int8_trt
+    assert any(c.graph.startswith("build: ") and c.dla_core is None for c in int8_trt)
+
+
+def test_one_candidate_set_per_onnxruntime_provider(small_bundle, tmp_path, monkeypatch):
+    """With ONNX Runtime's CUDA provider and a GPU, each ONNX Runtime graph is also a CUDA
+    candidate (no thread sweep: threads are a CPU setting); the CPU candidates are opened on
+    the CPU provider exactly (ONNX Runtime's default would put CUDA first); CUDA without a
+    GPU, and providers tune does not try, are said."""
+    import xception_trt.runners as runners_mod
+    import xception_trt.tuning as tuning
+
+    with Bundle(small_bundle) as b:
+        m = b.manifest
+    gpu = DeviceFacts(gpus=(GpuFact(0, "RTX", "8.6"),), onnx=True, ort_version="1.x",
+                      ort_providers=("CUDAExecutionProvider", "CPUExecutionProvider",
+                                     "AzureExecutionProvider"))
+    cands, excluded = bundle_candidates(m, gpu, threads=(1, 2))
+    ort = {(c.precision.value, c.threads, c.provider) for c in cands
+           if c.runner == "onnxruntime"}
+    assert ort == {(p, t, None) for p in ("fp32", "int8") for t in (1, 2)} | {
+        (p, None, "CUDAExecutionProvider") for p in ("fp32", "int8")}
+    assert "onnxruntime int8 b1 cuda" in {c.name for c in cands}
+    assert any(e.what == "onnxruntime on AzureExecutionProvider" for e in excluded)
+    no_gpu = dataclasses.replace(gpu, gpus=())
+    cands, excluded = bundle_candidates(m, no_gpu, threads=(1,))
+    assert not any(c.provider for c in cands)
+    assert any(e.what == "onnxruntime on CUDAExecutionProvider" and e.why == "no GPU here"
+               for e in excluded)
+    # a CPU candidate opens on the CPU provider, whatever ONNX Runtime would put first
+    seen = []
+    real = runners_mod.open_runner
+
+    def spy(path, **kw):
+        seen.append(kw)
+        return real(path, **kw)
+
+    monkeypatch.setattr(runners_mod, "open_runner", spy)
+    c = Candidate("onnxruntime", Precision.FP32, 1, "onnx/fp32.onnx", threads=1)
+    tuning._open(c, small_bundle, CPU, cache_dir=tmp_path / "cache", device=0).close()
+    assert seen == [{"providers": ["CPUExecutionProvider"], "threads": 1}]

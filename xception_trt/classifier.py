@@ -98,7 +98,7 @@ class Classifier:
     Args:
         path: A model file, or an already open :class:`Runner` (then the caller owns it).
         batch_size: Images per runner call (capped at the runner's ``max_batch``; ``None``:
-            the tuned batch size of a bundle, else 32).
+            the batch size of a bundle's throughput or energy tune, else 32).
         **runner_kw: Options for :func:`open_runner` (``tuned=False``: ignore a bundle's
             tuned configuration).
 
@@ -121,7 +121,8 @@ class Classifier:
         #: The tuned configuration the runner used (a bundle's; ``None``: none).
         self.tuned = getattr(self.runner, "tuned", None)
         if batch_size is None:
-            batch_size = self.tuned.batch if self.tuned is not None else DEFAULT_BATCH_SIZE
+            batch_size = (self.tuned.default_batch if self.tuned is not None else None) \
+                or DEFAULT_BATCH_SIZE
         cap = self.runner.max_batch
         self.batch_size = min(batch_size, cap) if cap else batch_size
         self.spec = self.runner.spec
@@ -215,7 +216,7 @@ class Classifier:
                 URL FFmpeg reads (``rtsp://...``), or an iterable of uint8 HxWxC images.
             top_k: Classes per frame (capped at the model's classes).
             batch: Frames per runner call (1: lowest latency; more: higher throughput;
-                ``None``: the tuned batch size of a bundle, else 1).
+                ``None``: the batch size of a bundle's throughput or energy tune, else 1).
             max_wait_ms: Longest wait for a batch to fill, in milliseconds.
             live: Drop stale frames (``None``: cameras and live URLs yes, files no).
             stall_timeout: Seconds without a frame before the stream counts as stalled.
@@ -241,7 +242,7 @@ class Classifier:
 
         top_k = min(check_int(top_k, "top_k"), self.spec.num_classes)
         if batch is None:
-            batch = self.tuned.batch if self.tuned is not None else 1
+            batch = (self.tuned.default_batch if self.tuned is not None else None) or 1
         src = open_source(source, live=live, timeout=stall_timeout)
         try:
             outputs = run_stream(self.runner, src, batch=batch, max_wait_ms=max_wait_ms,

@@ -722,7 +722,8 @@ def open_runner(path: str | os.PathLike[str], **kw: Any) -> Runner:
         **kw: Options of that runner class (e.g. ``threads`` for ONNX Runtime and torch). For a
             bundle also ``precision``, ``max_batch``, ``flavour`` (old name ``backend``,
             deprecated), ``build``, ``onnxruntime``, ``tensorrt``, ``dla_core``,
-            ``cache_dir`` and ``facts`` (see ``resolve``), and ``tuned`` (default ``True``:
+            ``engine``, ``cache_dir`` and ``facts`` (see ``resolve``), and ``tuned`` (default
+            ``True``:
             the configuration ``xception-trt tune`` recorded for the bundle on this machine
             fills the options left unset, said in one line; the runner's ``tuned`` attribute
             is that :class:`~xception_trt.bundle.tuned.TunedChoice` or ``None``; ``False``:
@@ -760,7 +761,7 @@ def open_runner(path: str | os.PathLike[str], **kw: Any) -> Runner:
 
 #: open_runner options that belong to the bundle, not to the runner it resolves to.
 _BUNDLE_OPTIONS = ("precision", "max_batch", "flavour", "build", "onnxruntime", "cache_dir",
-                   "facts", "tensorrt", "dla_core")
+                   "facts", "tensorrt", "dla_core", "engine")
 
 
 def _open_bundle(path: Path, kw: dict[str, Any]) -> Runner:

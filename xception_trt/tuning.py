@@ -5,9 +5,10 @@ files) is fastest, or most frugal, on *this* machine while keeping the accuracy.
 
 1. **Candidates** (:func:`bundle_candidates`, :func:`folder_candidates`): each precision the
    bundle carries on each backend that can run it here — every prebuilt TensorRT engine that
-   loads here (on the GPU with CUDA graphs off and on; a DLA engine on its core, without), else
-   the engine opening the bundle would build into the engine cache; ONNX Runtime (the INT8 graph
-   placed for it) at each thread count — at each batch size of the profile the objective needs.
+   loads here (on the GPU with CUDA graphs off and on; a DLA engine on its core, without), and
+   where no GPU engine loads, the engine opening the bundle would build for the GPU into the
+   engine cache; ONNX Runtime (the INT8 graph placed for it) on each of its providers, threads
+   swept on the CPU — at each batch size the objective needs that the engine's profile takes.
    What cannot run is listed with the reason, taken from the engine choice
    (:func:`xception_trt.bundle.choice.choose` and ``engine_mismatch``, the rules ``doctor``
    shows), not from a second rule table.
@@ -28,7 +29,9 @@ files) is fastest, or most frugal, on *this* machine while keeping the accuracy.
 Costs, lower is better: ``latency``: median ms per call at the profile's smallest batch;
 ``throughput``: median ms per image (``1000 / images per second``) over the batch sizes;
 ``energy``: mJ per image over the batch sizes (needs a power source that measures the device
-that runs the candidate). ``deadline_ms`` bounds the p99 latency per call.
+that runs the candidate), one sample per power window of at least
+:data:`ENERGY_WINDOW_PERIODS` sampling periods, :func:`energy_windows` windows per
+candidate. ``deadline_ms`` bounds the p99 latency per call.
 
 Proof level: the ONNX Runtime path ran here (CPU). TensorRT candidates (prebuilt, built, CUDA
 graphs, DLA) open through the same runners as ``infer``/``bench`` and are enumerated from the
@@ -54,6 +57,7 @@ from .bench import LatencyStats, evaluate, measure_latency
 from .bundle.choice import ChoiceKind, Request, choose, engine_mismatch
 from .bundle.facts import DeviceFacts
 from .bundle.format import Bundle, EngineEntry, Manifest, is_bundle
+from .bundle.tuned import OBJECTIVES
 from .config import Precision
 from .contract import ENGINE_SUFFIXES, ONNX_SUFFIXES, Runner
 from .errors import BenchError, ConfigError, DataError, XceptionTRTError
@@ -61,12 +65,13 @@ from .jsonable import JsonMixin
 
 __all__ = ["OBJECTIVES", "Candidate", "Excluded", "SearchConfig", "Measured", "TuneResult",
            "bundle_candidates", "folder_candidates", "thread_counts", "batch_sweep",
-           "median_interval", "verdict", "pick", "passes_floor", "engine_precision", "tune",
+           "ort_providers", "engine_batch_range",
+           "median_interval", "interval_size", "energy_windows", "verdict", "qualifies", "pick",
+           "passes_floor", "engine_precision", "tune",
            "SCHEMA", "render_markdown", "pareto_figure", "write_tune_report"]
 
 log = logging.getLogger(__name__)
 
-OBJECTIVES = ("latency", "throughput", "energy")
 SCHEMA = "xception-trt/tune-report"
 SCHEMA_VERSION = 1
 _PREC_RANK = {Precision.FP32: 0, Precision.FP16: 1, Precision.INT8: 2}
@@ -74,8 +79,9 @@ _PREC_RANK = {Precision.FP32: 0, Precision.FP16: 1, Precision.INT8: 2}
 #: The sequential rule, as the report and the docs state it.
 RULE = ("after each block of timed calls, the candidate's median cost gets a distribution-free "
         "{conf:g} % confidence interval from the order statistics of its calls (binomial "
-        "tails); a candidate whose interval lies wholly above the best one's so far cannot beat "
-        "it and is cut; at the end, candidates whose intervals overlap the best one's are a tie, "
+        "tails); a candidate whose interval lies wholly above the best one's so far (the "
+        "cheapest whose p99 meets the deadline) cannot beat it and is cut; at the end, "
+        "candidates whose intervals overlap the best one's are a tie, "
         "won by the simplest: fewer CPU threads, then the smaller batch, then CUDA graphs off, "
         "then the GPU rather than a DLA core, then the higher precision (fp32, fp16, int8)")
 
@@ -98,6 +104,8 @@ class Candidate(JsonMixin):
         cuda_graphs: CUDA graph replay (TensorRT; ``None`` for ONNX Runtime).
         dla_core: The DLA core a prebuilt engine runs on (``None``: the GPU).
         path: A file of a folder MODEL (``None`` for a bundle).
+        provider: The ONNX Runtime execution provider it runs on (``None``: the CPU's,
+            ``CPUExecutionProvider``; threads are swept there only).
     """
 
     runner: str
@@ -108,10 +116,13 @@ class Candidate(JsonMixin):
     cuda_graphs: bool | None = None
     dla_core: int | None = None
     path: str | None = None
+    provider: str | None = None
 
     @property
     def name(self) -> str:
-        """``onnxruntime int8 b1 t2`` / ``tensorrt fp16 b8 graphs dla0``."""
+        """``onnxruntime int8 b1 t2`` / ``tensorrt fp16 b8 graphs dla0 (fp16-dla0.engine)``:
+        a TensorRT candidate of a bundle names its engine (the member's file name, or
+        ``built here``), so that two engines of one precision differ."""
         parts = [self.runner, self.precision.value, f"b{self.batch}"]
         if self.threads is not None:
             parts.append(f"t{self.threads}")
@@ -119,8 +130,13 @@ class Candidate(JsonMixin):
             parts.append("graphs")
         if self.dla_core is not None:
             parts.append(f"dla{self.dla_core}")
+        if self.provider is not None:
+            parts.append(self.provider.removesuffix("ExecutionProvider").lower())
         if self.path is not None:
             parts.append(f"({Path(self.path).name})")
+        elif self.runner == "tensorrt":
+            parts.append("(built here)" if self.graph.startswith("build: ")
+                         else f"({Path(self.graph).name})")
         return " ".join(parts)
 
     def simplicity(self) -> tuple[Any, ...]:
@@ -169,30 +185,92 @@ def batch_sweep(lo: int, hi: int, objective: str) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
+#: ONNX Runtime providers tune tries besides the CPU's (each its own candidate set, no thread
+#: sweep); other providers ONNX Runtime lists are named as not tried.
+ORT_GPU_PROVIDERS = ("CUDAExecutionProvider",)
+
+
+def ort_providers(facts: DeviceFacts) -> tuple[list[str | None], list[Excluded]]:
+    """The ONNX Runtime providers to try here: ``None`` (the CPU's) first, then each GPU
+    provider ONNX Runtime has where there is a GPU; the others, with why not."""
+    listed = list(facts.ort_providers)
+    out: list[str | None] = [None]
+    excluded: list[Excluded] = []
+    for p in listed:
+        if p == "CPUExecutionProvider":
+            continue
+        if p in ORT_GPU_PROVIDERS:
+            if facts.gpus:
+                out.append(p)
+            else:
+                excluded.append(Excluded(f"onnxruntime on {p}", "no GPU here"))
+        else:
+            excluded.append(Excluded(f"onnxruntime on {p}", "not tried by tune (it tries the "
+                                     f"CPU and {', '.join(ORT_GPU_PROVIDERS)})"))
+    return out, excluded
+
+
+def _ort_candidates(prec: Precision, graph: str, batches: Sequence[int],
+                    threads: Sequence[int], providers: Sequence[str | None],
+                    path: str | None = None) -> list[Candidate]:
+    """One candidate set per provider: on the CPU each thread count, on a GPU provider one
+    (threads are a CPU setting)."""
+    out: list[Candidate] = []
+    for b in batches:
+        for p in providers:
+            if p is None:
+                out.extend(Candidate("onnxruntime", prec, b, graph, threads=t, path=path)
+                           for t in threads)
+            else:
+                out.append(Candidate("onnxruntime", prec, b, graph, path=path, provider=p))
+    return out
+
+
 def _cpu_only(facts: DeviceFacts) -> DeviceFacts:
     """The machine as ONNX Runtime's path sees it: no TensorRT, so that :func:`choose` names
     the graph ONNX Runtime runs (or why it cannot)."""
     return dataclasses.replace(facts, flavours=())
 
 
+def engine_batch_range(sidecar: Any, default: tuple[int, int]) -> tuple[int, int]:
+    """``(smallest, largest)`` batch an engine takes, from its sidecar: its optimisation
+    profile's min and max batch (a DLA engine, built for one fixed batch, records it three
+    times), else its ``max_batch``, else ``default``."""
+    lo, hi = default
+    prof = getattr(sidecar, "profile", None)
+    if prof is not None and prof.min and prof.max and prof.min[0] > 0 and prof.max[0] > 0:
+        lo, hi = int(prof.min[0]), int(prof.max[0])
+    elif getattr(sidecar, "max_batch", None):
+        hi = int(sidecar.max_batch)
+    return min(lo, hi), hi
+
+
 def _engine_candidates(cands: list[Candidate], excluded: list[Excluded], prec: Precision,
-                       graph: str, top: int, batches: Sequence[int], dla_core: int | None
+                       graph: str, batch_range: tuple[int, int], objective: str,
+                       max_batch: int | None, dla_core: int | None, path: str | None = None
                        ) -> None:
-    """An engine's candidates: on the GPU each batch up to its profile with CUDA graphs off and
-    on; on a DLA core its (fixed) batch, without CUDA graphs."""
+    """An engine's candidates at the batch sizes *it* takes (its own profile, capped by
+    ``max_batch``): on the GPU CUDA graphs off and on; on a DLA core its fixed batch, without
+    CUDA graphs."""
+    lo, hi = batch_range
+    if dla_core is not None:  # built for one fixed batch (its profile's max)
+        lo = hi
+    what = f"tensorrt {prec.value} ({Path(path).name if path else graph})"
+    if max_batch is not None and max_batch < lo:
+        excluded.append(Excluded(what, f"its smallest batch ({lo}) is above --max-batch "
+                                       f"({max_batch})"))
+        return
+    cap = min(hi, max_batch) if max_batch is not None else hi
     if dla_core is not None:
-        cands.append(Candidate("tensorrt", prec, top, graph, cuda_graphs=False,
-                               dla_core=dla_core))
+        cands.append(Candidate("tensorrt", prec, lo, graph, cuda_graphs=False,
+                               dla_core=dla_core, path=path))
         excluded.append(Excluded(f"tensorrt {prec.value} dla{dla_core} with CUDA graphs",
                                  "CUDA graphs and DLA offloading are not supported together "
                                  "(as trtexec says)"))
         return
-    for b in batches:
-        if b > top:
-            excluded.append(Excluded(f"tensorrt {prec.value} b{b} ({graph})",
-                                     f"above the engine's batch profile (up to {top})"))
-            continue
-        cands.extend(Candidate("tensorrt", prec, b, graph, cuda_graphs=g) for g in (False, True))
+    for b in batch_sweep(lo, cap, objective):
+        cands.extend(Candidate("tensorrt", prec, b, graph, cuda_graphs=g, path=path)
+                     for g in (False, True))
 
 
 def bundle_candidates(manifest: Manifest, facts: DeviceFacts, *, objective: str = "latency",
@@ -217,7 +295,9 @@ def bundle_candidates(manifest: Manifest, facts: DeviceFacts, *, objective: str 
     batches = batch_sweep(lo, max(lo, cap), objective)
     threads = tuple(threads) if threads else thread_counts()
     cands: list[Candidate] = []
-    excluded: list[Excluded] = []
+    providers, excluded = ort_providers(facts)
+    if facts.ort_version is None:
+        providers, excluded = [], []
     for prec in manifest.precisions:
         # TensorRT: every prebuilt engine of this precision that loads here, else the engine
         # opening the bundle would build into the engine cache
@@ -228,14 +308,24 @@ def bundle_candidates(manifest: Manifest, facts: DeviceFacts, *, objective: str 
         if fitting:
             for e in fitting:
                 core = e.sidecar.option("dla_core")
-                _engine_candidates(cands, excluded, prec, e.member, e.sidecar.max_batch or hi,
-                                   batches, None if core is None else int(core))
+                _engine_candidates(cands, excluded, prec, e.member,
+                                   engine_batch_range(e.sidecar, (lo, hi)), objective,
+                                   max_batch, None if core is None else int(core))
             excluded.extend(Excluded(f"tensorrt {prec.value}: prebuilt {e.member} "
                                      f"({e.describe()})", str(engine_mismatch(e, facts, request)))
                             for e in mine if e not in fitting)
+            if all(e.sidecar.option("dla_core") is not None for e in fitting):
+                # only DLA engines fit: the GPU is still a way, through the engine built here
+                gpu = choose(dataclasses.replace(manifest, engines=()), facts,
+                             Request(prec, device=device, onnxruntime=False))
+                if gpu.kind is ChoiceKind.BUILD and gpu.build is not None:
+                    _engine_candidates(cands, excluded, prec, f"build: {gpu.build.describe()}",
+                                       (gpu.build.profile[0], gpu.build.profile[2]), objective,
+                                       max_batch, None)
         elif trt.kind is ChoiceKind.BUILD and trt.build is not None:
             _engine_candidates(cands, excluded, prec, f"build: {trt.build.describe()}",
-                               trt.build.profile[2], batches, None)
+                               (trt.build.profile[0], trt.build.profile[2]), objective,
+                               max_batch, None)
         else:
             # an engine of another precision is no candidate of this one: not listed
             excluded.extend(Excluded(f"tensorrt {prec.value}: {r.what}", r.why)
@@ -245,8 +335,7 @@ def bundle_candidates(manifest: Manifest, facts: DeviceFacts, *, objective: str 
         ort = choose(manifest, _cpu_only(facts), Request(prec, device=device, build=False))
         if ort.kind is ChoiceKind.ONNXRUNTIME and ort.variant is not None:
             member = ort.variant.member
-            cands.extend(Candidate("onnxruntime", prec, b, member, threads=t)
-                         for b in batches for t in threads)
+            cands.extend(_ort_candidates(prec, member, batches, threads, providers))
             plain = manifest.variant(prec).member
             if plain != member:
                 excluded.append(Excluded(
@@ -289,7 +378,9 @@ def folder_candidates(folder: str | os.PathLike[str], facts: DeviceFacts, *,
                           "engines")
     threads = tuple(threads) if threads else thread_counts()
     cands: list[Candidate] = []
-    excluded: list[Excluded] = []
+    providers, excluded = ort_providers(facts)
+    if facts.ort_version is None:
+        providers, excluded = [], []
     for p in files:
         if p.suffix.lower() in ONNX_SUFFIXES:
             meta = read_metadata(p)
@@ -298,9 +389,8 @@ def folder_candidates(folder: str | os.PathLike[str], facts: DeviceFacts, *,
                                          "'xception-trt[ort]')"))
                 continue
             hi = max_batch or DEFAULT_MAX_BATCH
-            for b in batch_sweep(1, hi, objective):
-                cands.extend(Candidate("onnxruntime", meta.precision, b, str(p), threads=t,
-                                       path=str(p)) for t in threads)
+            cands.extend(_ort_candidates(meta.precision, str(p), batch_sweep(1, hi, objective),
+                                         threads, providers, path=str(p)))
             continue
         side = read_sidecar(p)
         why = engine_mismatch(EngineEntry(p.name, sidecar_path(p).name, side), facts,
@@ -308,14 +398,10 @@ def folder_candidates(folder: str | os.PathLike[str], facts: DeviceFacts, *,
         if why is not None:
             excluded.append(Excluded(f"tensorrt {p.name}", why))
             continue
-        top = side.max_batch or 1
-        cap = min(top, max_batch) if max_batch else top
         core = side.option("dla_core")
-        for b in batch_sweep(1, cap, objective):
-            cands.extend(Candidate("tensorrt", side.precision, b, str(p), cuda_graphs=g,
-                                   dla_core=int(core) if core is not None else None,
-                                   path=str(p))
-                         for g in ((False,) if core is not None else (False, True)))
+        _engine_candidates(cands, excluded, side.precision, str(p),
+                           engine_batch_range(side, (1, 1)), objective, max_batch,
+                           int(core) if core is not None else None, path=str(p))
     return cands, excluded
 
 
@@ -446,6 +532,16 @@ class Measured(JsonMixin):
         return median_interval(self.costs, confidence)
 
 
+def qualifies(m: Measured, deadline_ms: float | None) -> bool:
+    """Whether a timed candidate may win: fully measured, with costs, and (with a deadline)
+    its p99 latency per call at most ``deadline_ms``. :func:`pick` keeps only these, and the
+    search's best-so-far (what :func:`verdict` cuts against) is the cheapest of these only: a
+    fast candidate that misses the deadline never cuts one that would have won."""
+    if m.status != "measured" or not m.costs or not m.calls_ms:
+        return False
+    return deadline_ms is None or LatencyStats.from_samples(m.calls_ms).p99_ms <= deadline_ms
+
+
 def pick(measured: Sequence[Measured], *, confidence: float = 0.95,
          deadline_ms: float | None = None) -> tuple[Measured | None, list[Measured]]:
     """The winner among fully measured candidates and those tied with it.
@@ -455,9 +551,7 @@ def pick(measured: Sequence[Measured], *, confidence: float = 0.95,
     (:meth:`Candidate.simplicity`). Returns ``(winner, tied)`` (``tied`` includes the winner
     when there is a tie, else is empty).
     """
-    ok = [m for m in measured if m.status == "measured" and m.costs]
-    if deadline_ms is not None:
-        ok = [m for m in ok if LatencyStats.from_samples(m.calls_ms).p99_ms <= deadline_ms]
+    ok = [m for m in measured if qualifies(m, deadline_ms)]
     if not ok:
         return None, []
     def span(m: Measured) -> tuple[float, float]:
@@ -502,14 +596,24 @@ def _open(c: Candidate, model: Path, facts: DeviceFacts, *, cache_dir: Any, devi
 
     t = threads if threads is not None else c.threads
     g = bool(cuda_graphs if cuda_graphs is not None else c.cuda_graphs)
-    if c.path is not None:
-        if c.runner == "onnxruntime":
-            return open_runner(c.path, threads=t)
-        return open_runner(c.path, device=device, cuda_graphs=g)
-    from .bundle.cache import bundle_graph, prebuilt_engine
-
     if c.runner == "onnxruntime":
-        return open_runner(bundle_graph(model, c.graph, cache_dir=cache_dir), threads=t)
+        from .bundle.cache import bundle_graph
+
+        # exactly the candidate's provider (ONNX Runtime's default would put CUDA first)
+        provider = c.provider or "CPUExecutionProvider"
+        path = c.path if c.path is not None else bundle_graph(model, c.graph,
+                                                              cache_dir=cache_dir)
+        kw: dict[str, Any] = {"threads": t} if provider == "CPUExecutionProvider" else {}
+        runner = open_runner(path, providers=[provider], **kw)
+        got = list(getattr(runner, "providers", None) or [provider])
+        if got[0] != provider:
+            runner.close()
+            raise ConfigError(f"ONNX Runtime did not run on {provider} (it chose {got[0]})")
+        return runner
+    if c.path is not None:
+        return open_runner(c.path, device=device, cuda_graphs=g)
+    from .bundle.cache import prebuilt_engine
+
     if not c.graph.startswith("build: "):  # a prebuilt engine, the one this candidate names
         return open_runner(prebuilt_engine(model, c.graph, cache_dir=cache_dir), device=device,
                            cuda_graphs=g)
@@ -547,23 +651,49 @@ def engine_precision(runner: Runner, c: Candidate) -> tuple[str | None, str | No
     return None, check.summary()
 
 
-def _costs(objective: str, batch: int, calls: Sequence[float],
-           block_energy: Sequence[float]) -> list[float]:
-    if objective == "latency":
-        return list(calls)
+def _costs(objective: str, batch: int, calls: Sequence[float]) -> list[float]:
+    """Per-call cost samples of ``latency`` (ms per call) and ``throughput`` (ms per image);
+    ``energy`` has one per power window (:func:`_time_energy`)."""
     if objective == "throughput":
         return [ms / batch for ms in calls]
-    return list(block_energy)
+    return list(calls)
+
+
+#: An energy window spans at least this many sampling periods of the power monitor (the
+#: sampler's own threshold for a steady figure: fewer, and ``PowerReading`` says so).
+ENERGY_WINDOW_PERIODS = 10
+#: Longest a window is stretched to (calls per window), so that a stuck clock cannot loop.
+_MAX_WINDOW_CALLS = 1_000_000
+
+
+def interval_size(confidence: float = 0.95) -> int:
+    """The fewest samples that give :func:`median_interval` an interval at ``confidence``
+    (6 at 95 %)."""
+    n = 1
+    while median_interval([0.0] * n, confidence) is None:
+        n += 1
+    return n
+
+
+def energy_windows(search: SearchConfig) -> tuple[int, int]:
+    """``(fewest, most)`` energy windows per candidate: at least enough for an interval of
+    the median at the search's confidence (so that the cut and the tie can decide), at most
+    ``max_repeats / block`` windows or twice the fewest, whichever is more (so that a candidate
+    can be cut before its last window)."""
+    low = max(interval_size(search.confidence), math.ceil(search.min_repeats / search.block))
+    return low, max(math.ceil(search.max_repeats / search.block), 2 * low)
 
 
 def _time_candidate(c: Candidate, runner: Runner, best: Measured | None, *, objective: str,
                     search: SearchConfig, deadline_ms: float | None, monitor: Any,
                     progress: Callable[[int], None] | None) -> Measured:
+    if objective == "energy":
+        return _time_energy(c, runner, best, search=search, deadline_ms=deadline_ms,
+                            monitor=monitor)
     m = Measured(c)
-    blocks: list[float] = []
+    first = True
     images = 0
     joules = 0.0
-    first = True
     while True:
         n = min(search.block, search.max_repeats - len(m.calls_ms))
         lat = measure_latency(runner, c.batch, iterations=n,
@@ -574,36 +704,91 @@ def _time_candidate(c: Candidate, runner: Runner, best: Measured | None, *, obje
             m.status, m.reason = "failed", lat.error or lat.skipped
             return m
         power = lat.power or {}
-        if power.get("energy_per_image_mj") is not None:
-            blocks.append(float(power["energy_per_image_mj"]))
+        if power.get("energy_per_image_mj") is not None:  # where a source measures it
             images += int(power.get("images") or 0)
-            joules += blocks[-1] * int(power.get("images") or 0) / 1000.0
+            joules += float(power["energy_per_image_mj"]) * int(power.get("images") or 0) / 1e3
+            m.energy_mj = 1000.0 * joules / images if images else None
         elif power:
             m.power_note = power.get("reason") or "; ".join(power.get("notes") or []) or None
-        m.costs = _costs(objective, c.batch, m.calls_ms, blocks)
-        if objective == "energy" and not blocks:
-            m.status, m.reason = "failed", f"no energy measured: {m.power_note or 'no power'}"
-            return m
+        m.costs = _costs(objective, c.batch, m.calls_ms)
         v = verdict(m.costs, best.costs if best is not None else None, config=search,
                     deadline_ms=deadline_ms, per_call_ms=m.calls_ms)
-        if v == "cut":
-            m.status = "cut early"
-            iv, bv = m.interval(search.confidence), best.interval(search.confidence) \
-                if best is not None else None
-            m.reason = (f"after {len(m.calls_ms)} calls its median's interval "
-                        f"{_iv(iv)} lies above the best's {_iv(bv)} ({best.candidate.name})"
-                        if best is not None else None)
-            break
-        if v == "deadline":
-            m.status = "misses deadline"
-            m.reason = (f"after {len(m.calls_ms)} calls its median latency is surely above "
-                        f"{deadline_ms:g} ms")
-            break
-        if v == "done":
-            break
-    if images:
-        m.energy_mj = 1000.0 * joules / images
-    return m
+        if _stopped(m, v, best, search, deadline_ms):
+            return m
+
+
+def _stopped(m: Measured, v: str, best: Measured | None, search: SearchConfig,
+             deadline_ms: float | None) -> bool:
+    """Apply a verdict to ``m``; whether its timing is over."""
+    if v == "cut":
+        m.status = "cut early"
+        iv, bv = m.interval(search.confidence), best.interval(search.confidence) \
+            if best is not None else None
+        m.reason = (f"after {len(m.calls_ms)} calls its median's interval "
+                    f"{_iv(iv)} lies above the best's {_iv(bv)} ({best.candidate.name})"
+                    if best is not None else None)
+        return True
+    if v == "deadline":
+        m.status = "misses deadline"
+        m.reason = (f"after {len(m.calls_ms)} calls its median latency is surely above "
+                    f"{deadline_ms:g} ms")
+        return True
+    return v == "done"
+
+
+def _time_energy(c: Candidate, runner: Runner, best: Measured | None, *, search: SearchConfig,
+                 deadline_ms: float | None, monitor: Any) -> Measured:
+    """The energy objective: one cost sample (mJ per image) per power window, each window at
+    least :data:`ENERGY_WINDOW_PERIODS` sampling periods long (and at least ``block`` calls:
+    a window found shorter is not a sample, and the next ones take proportionally more
+    calls), :func:`energy_windows` windows per candidate, the sequential rule applied to the
+    windows."""
+    m = Measured(c)
+    low, high = energy_windows(search)
+    windows = dataclasses.replace(search, block=1, min_repeats=low, max_repeats=high)
+    need_s = ENERGY_WINDOW_PERIODS * float(monitor.period_s)
+    calls = search.block
+    images = 0
+    joules = 0.0
+    first = True
+    while True:
+        lat = measure_latency(runner, c.batch, iterations=calls,
+                              warmup=search.warmup if first else 0, samples=m.calls_ms,
+                              power=monitor)
+        first = False
+        if lat.error or lat.skipped:
+            m.status, m.reason = "failed", lat.error or lat.skipped
+            return m
+        power = lat.power or {}
+        seconds = float(power.get("duration_s") or 0.0)
+        if power.get("energy_per_image_mj") is None:
+            m.power_note = power.get("reason") or "; ".join(power.get("notes") or []) or None
+            m.status, m.reason = "failed", f"no energy measured: {m.power_note or 'no power'}"
+            return m
+        if seconds < need_s:  # too short for a steady figure: not a sample; longer windows
+            if calls >= _MAX_WINDOW_CALLS:
+                m.status, m.reason = "failed", (f"{calls} calls took {seconds:.3f} s, under "
+                                                f"the {need_s:.3f} s an energy window needs")
+                return m
+            grow = need_s / seconds if seconds > 0 else 10.0
+            calls = min(_MAX_WINDOW_CALLS, max(calls + 1, math.ceil(1.2 * calls * grow)))
+            continue
+        n_img = int(power.get("images") or 0)
+        m.costs.append(float(power["energy_per_image_mj"]))
+        images += n_img
+        joules += m.costs[-1] * n_img / 1000.0
+        m.energy_mj = 1000.0 * joules / images if images else None
+        v = verdict(m.costs, best.costs if best is not None else None, config=windows)
+        if v != "cut" and deadline_ms is not None and len(m.calls_ms) >= search.min_repeats:
+            lat_iv = median_interval(m.calls_ms, search.confidence)
+            if lat_iv is not None and lat_iv[0] > deadline_ms:
+                v = "deadline"
+        if _stopped(m, v, best, search, deadline_ms):
+            if m.status == "cut early":
+                m.reason = (m.reason or "").replace(f"after {len(m.calls_ms)} calls",
+                                                    f"after {len(m.costs)} energy windows "
+                                                    f"({len(m.calls_ms)} calls)")
+            return m
 
 
 def _iv(iv: tuple[float, float] | None) -> str:
@@ -696,7 +881,9 @@ def tune(model: str | os.PathLike[str], val: Any, *, objective: str = "latency",
         threads: ONNX Runtime thread counts to try (default :func:`thread_counts`).
         search: Timing settings (default :class:`SearchConfig`).
         limit: Evaluate a deterministic subset of this many validation images.
-        record: Record the choice for the bundle (``xception_trt.bundle.tuned``).
+        record: Record the choice for the bundle (``xception_trt.bundle.tuned``), before the
+            report is written (whose ``recorded`` names the record's file; a report that
+            cannot be written removes the record again).
         device: CUDA ordinal.
         cache_dir: The engine cache (default: the bundle cache's default).
         facts: The machine (default: probed).
@@ -712,6 +899,7 @@ def tune(model: str | os.PathLike[str], val: Any, *, objective: str = "latency",
         DataError: Empty or unlabelled ``val`` where labels are needed.
         BundleError / GraphError / EngineError: An unreadable bundle or model file.
         BenchError: The report folder exists (without ``force``) or cannot be written.
+        BundleError: The choice cannot be recorded (then no report is written).
     """
     from .bundle.facts import probe_facts
     from .data import open_dataset
@@ -764,8 +952,10 @@ def tune(model: str | os.PathLike[str], val: Any, *, objective: str = "latency",
             if monitor.source.scope == "gpu":
                 why = (f"the power source ({monitor.source.name}) measures the GPU only: the "
                        "energy of a CPU runner is not measured")
-                excluded += [Excluded(c.name, why) for c in cands if c.runner != "tensorrt"]
-                cands = [c for c in cands if c.runner == "tensorrt"]
+                on_gpu = [c for c in cands if c.runner == "tensorrt"
+                          or c.provider in ORT_GPU_PROVIDERS]
+                excluded += [Excluded(c.name, why) for c in cands if c not in on_gpu]
+                cands = on_gpu
                 if not cands:
                     raise ConfigError(f"--objective energy: {why}, and no TensorRT engine "
                                       f"of {model.name} runs on the GPU here; use --objective "
@@ -796,7 +986,8 @@ def tune(model: str | os.PathLike[str], val: Any, *, objective: str = "latency",
             finally:
                 runner.close()
             measured.append(m)
-            if m.status == "measured" and (best is None or (m.cost or math.inf) < (
+            # only a candidate pick() could choose becomes the best to cut against
+            if qualifies(m, deadline_ms) and (best is None or (m.cost or math.inf) < (
                     best.cost or math.inf)):
                 best = m
     winner, tied = pick(measured, confidence=search.confidence, deadline_ms=deadline_ms)
@@ -807,13 +998,24 @@ def tune(model: str | os.PathLike[str], val: Any, *, objective: str = "latency",
         cands=cands, excluded=excluded, measured=measured, winner=winner, tied=tied,
         command=command, started=t_start)
     result = TuneResult(doc, winner.candidate if winner else None)
-    doc["record"] = bool(record and winner is not None and is_bundle(model))
-    if output is not None:
-        result.directory = write_tune_report(doc, output, force=force)
+    # record first, so that the report never says "recorded" for a record that failed; the
+    # record names the report folder about to be written (checked above)
+    target = check_report_dir(Path(output).parent, Path(output).name, force=force) \
+        if output is not None else None
     if record and winner is not None and is_bundle(model):
         result.recorded = _record(model, winner, accuracy[winner.candidate.graph], objective,
-                                  result.directory, cache_dir=cache_dir, facts=facts)
-        doc["recorded"] = str(result.recorded)
+                                  target, cache_dir=cache_dir, facts=facts)
+    doc["record"] = result.recorded is not None
+    doc["recorded"] = str(result.recorded) if result.recorded is not None else None
+    if output is not None:
+        try:
+            result.directory = write_tune_report(doc, output, force=force)
+        except BaseException:
+            if result.recorded is not None:  # no record that names a report never written
+                with contextlib.suppress(OSError):
+                    result.recorded.unlink()
+                result.recorded = None
+            raise
     return result
 
 
@@ -897,9 +1099,16 @@ def _record(model: Path, winner: Measured, acc: Mapping[str, Any], objective: st
 
     c = winner.candidate
     stats = LatencyStats.from_samples(winner.calls_ms)
+    engine = sha = None
+    if c.runner == "tensorrt" and not c.graph.startswith("build: "):
+        engine = c.graph  # the prebuilt engine that won: opening the bundle opens this one
+        with Bundle(model) as b:
+            sha = b.manifest.members[engine].sha256
     choice = TunedChoice(
         precision=c.precision, runner=c.runner, batch=c.batch, threads=c.threads,
-        cuda_graphs=c.cuda_graphs, dla_core=c.dla_core, objective=objective,
+        cuda_graphs=c.cuda_graphs, dla_core=c.dla_core, engine=engine, engine_sha256=sha,
+        provider=(c.provider or "CPUExecutionProvider") if c.runner == "onnxruntime" else None,
+        objective=objective,
         report=str((directory / "report.json").resolve()) if directory is not None else None,
         measured={"median_ms": stats.median_ms, "p99_ms": stats.p99_ms,
                   "images_per_s": 1000.0 * c.batch / stats.median_ms,
@@ -1035,8 +1244,9 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
               f" calls, {doc['search']['min_repeats']}..{doc['search']['max_repeats']} timed "
               f"calls per candidate; {doc['search']['rule']}.",
               f"- Took {doc['seconds']} s.",
-              "- The choice is " + ("recorded for this bundle on this machine: opening it uses "
-                                    "it unless told otherwise." if doc.get("record") else
+              "- The choice is " + ("recorded for this bundle on this machine "
+                                    f"(`{doc.get('recorded')}`): opening it uses it unless "
+                                    "told otherwise." if doc.get("record") else
                                     "not recorded (a folder, --no-record, or nothing chosen)."),
               "", "![pareto](pareto.png)", "",
               "## Candidates", "",

@@ -250,7 +250,8 @@ def resolve(bundle_path: str | os.PathLike[str], *, precision: Precision | str |
             build: bool = True, onnxruntime: bool = True,
             cache_dir: str | os.PathLike[str] | None = None,
             facts: DeviceFacts | None = None, backend: str | None = None,
-            tensorrt: bool = True, dla_core: int | None = None) -> Resolution:
+            tensorrt: bool = True, dla_core: int | None = None,
+            engine: str | None = None) -> Resolution:
     """Choose how a bundle runs here and make that model file ready in the engine cache.
 
     Args:
@@ -268,6 +269,7 @@ def resolve(bundle_path: str | os.PathLike[str], *, precision: Precision | str |
         tensorrt: Allow a TensorRT engine; ``False``: ONNX Runtime runs the bundled ONNX even
             where an engine could.
         dla_core: Only a prebuilt engine built for this DLA core (``None``: any).
+        engine: Only this prebuilt engine member (``None``: any; a tuned choice's engine).
 
     Returns:
         A :class:`Resolution`.
@@ -286,7 +288,7 @@ def resolve(bundle_path: str | os.PathLike[str], *, precision: Precision | str |
         choice = choose(manifest, facts, Request(prec, device=device, max_batch=max_batch,
                                                  flavour=flavour, build=build,
                                                  onnxruntime=onnxruntime, tensorrt=tensorrt,
-                                                 dla_core=dla_core))
+                                                 dla_core=dla_core, engine=engine))
         for r in choice.rejected:
             log.info("%s: not using %s: %s", bundle.path.name, r.what, r.why)
         if choice.kind is ChoiceKind.NONE:

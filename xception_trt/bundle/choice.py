@@ -53,6 +53,9 @@ class Request:
             ONNX Runtime runs it even where an engine could (a tuned choice of ONNX Runtime).
         dla_core: Only a prebuilt engine built for this DLA core (``None``: any engine; an
             engine built here targets the GPU, so none is built when a DLA core is asked).
+        engine: Only this prebuilt engine (its member name, as a tuned choice records it;
+            ``None``: any). Nothing is built when one is named: it runs, or ONNX Runtime where
+            allowed.
     """
 
     precision: Precision
@@ -64,6 +67,7 @@ class Request:
     backend: InitVar[str | None] = None
     tensorrt: bool = True
     dla_core: int | None = None
+    engine: str | None = None
 
     def __post_init__(self, backend: str | None) -> None:
         object.__setattr__(self, "flavour", renamed("backend", "flavour", backend, self.flavour,
@@ -272,6 +276,11 @@ def choose(manifest: Manifest, facts: DeviceFacts, request: Request) -> Choice:
     # it runs where asked, or where it is the only engine that fits); else the bundle's order
     engines = (manifest.engines if request.dla_core is not None else
                sorted(manifest.engines, key=lambda e: e.sidecar.option("dla_core") is not None))
+    if request.engine is not None:  # one engine named (a tuned choice): that one or none
+        engines = tuple(e for e in engines if e.member == request.engine)
+        if not engines:
+            rejected.append(Rejection(f"prebuilt {request.engine}",
+                                      "the bundle has no such engine"))
     for entry in engines:
         why = engine_mismatch(entry, facts, request)
         if why is None:
@@ -280,7 +289,8 @@ def choose(manifest: Manifest, facts: DeviceFacts, request: Request) -> Choice:
                           reason=f"prebuilt engine {entry.member} ({entry.describe()}) loads "
                                  "here")
         rejected.append(Rejection(f"prebuilt {entry.member} ({entry.describe()})", why))
-    target = _build_target(manifest, facts, request, rejected)
+    target = _build_target(manifest, facts, request, rejected) \
+        if request.engine is None else None
     if target is not None:
         why = "the bundle has no prebuilt engine" if not manifest.engines else \
             "no prebuilt engine fits"

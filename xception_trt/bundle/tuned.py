@@ -1,5 +1,5 @@
 """The tuned configuration of a bundle on this machine: what ``xception-trt tune`` chose
-(precision variant, runner, batch size, threads, CUDA graphs, DLA core, Triton instances),
+(precision variant, runner, batch size, threads, CUDA graphs, DLA core),
 recorded so that opening the same bundle on the same machine uses it.
 
 A record lives in the per-user cache beside the engine cache (default
@@ -11,8 +11,10 @@ A record lives in the per-user cache beside the engine cache (default
 and is keyed like the engine cache: it holds the bundle's digest (:attr:`Bundle.digest`, the
 SHA-256 of its manifest, which records every member's hash), the runtime that ran the winner
 (TensorRT flavour and version, or ONNX Runtime's version) and the machine facts that decide it
-(for an engine: the GPUs' names and compute capabilities and the DLA cores; for ONNX Runtime:
-the CPU model, its logical cores, the architecture and ONNX Runtime's providers).
+(every fact the search decided on, whichever runner won: the CPU model, its logical cores and
+architecture, ONNX Runtime's version and providers, the TensorRT flavours installed and their
+versions, the GPUs' names and compute capabilities, the DLA cores — installing TensorRT or
+adding a GPU changes what the search would try, so it forgets the choice).
 :func:`recorded_choice` returns it only while all three still hold, and otherwise says which
 changed in one line. The file is untrusted input like a bundle: an unreadable, oversized,
 malformed or mistyped record is ignored with a notice, never a traceback.
@@ -53,7 +55,7 @@ log = logging.getLogger(__name__)
 #: The ``format`` value of every record.
 TUNED_FORMAT = "xception-trt-tuned"
 #: Version of the record layout this package writes and reads.
-TUNED_FORMAT_VERSION = 1
+TUNED_FORMAT_VERSION = 2  # 2: the machine key holds every fact the search used
 #: The runners a tuned choice names.
 TUNED_RUNNERS = (RunnerKind.TENSORRT.value, RunnerKind.ONNXRUNTIME.value)
 #: What a tune optimises.
@@ -62,7 +64,6 @@ OBJECTIVES = ("latency", "throughput", "energy")
 MAX_RECORD_BYTES = 1 << 20
 #: Bounds of the recorded counts (a record is untrusted: no count reaches a runner unchecked).
 MAX_THREADS = 1024
-MAX_INSTANCES = 1024
 MAX_DLA_CORE = 15
 #: Largest number of headline numbers kept, and longest text in a record.
 _MAX_MEASURED = 64
@@ -106,13 +107,20 @@ class TunedChoice(JsonMixin):
         precision: The bundle variant that won.
         runner: ``"tensorrt"`` (an engine: prebuilt or built into the engine cache) or
             ``"onnxruntime"`` (the bundled ONNX on ONNX Runtime).
-        batch: The batch size it was measured at (images).
+        batch: The batch size it was measured at (images). A ``latency`` tune measures the
+            profile's smallest batch only, so its batch is no default for anyone
+            (:attr:`default_batch`).
         threads: ONNX Runtime intra-op threads (``None``: the runtime's default; ONNX Runtime
             only).
         cuda_graphs: The TensorRT runner's CUDA graphs (``None``: not applicable; TensorRT
             only).
         dla_core: The DLA core it ran on (``None``: the GPU; TensorRT only).
-        instances: Triton model instances (``triton-repo``'s default).
+        engine: The prebuilt engine member that won (``None``: ONNX Runtime, or the engine
+            opening the bundle builds into the engine cache); TensorRT only. Opening the bundle
+            opens exactly this engine (``resolve(engine=...)``).
+        engine_sha256: That member's SHA-256 in the bundle's manifest (checked on use).
+        provider: The ONNX Runtime execution provider it ran on (``CPUExecutionProvider``,
+            ``CUDAExecutionProvider``; ``None``: not recorded); ONNX Runtime only.
         objective: What the tune optimised: ``latency``, ``throughput`` or ``energy``.
         report: Path of the tune's ``report.json`` (``None``: not recorded).
         measured: Headline numbers of the winner (``median_ms``, ``p99_ms``, ``images_per_s``,
@@ -129,7 +137,9 @@ class TunedChoice(JsonMixin):
     threads: int | None = None
     cuda_graphs: bool | None = None
     dla_core: int | None = None
-    instances: int = 1
+    engine: str | None = None
+    engine_sha256: str | None = None
+    provider: str | None = None
     objective: str = "latency"
     report: str | None = None
     measured: Mapping[str, Any] = json_field(default_factory=dict)
@@ -140,7 +150,6 @@ class TunedChoice(JsonMixin):
             raise ConfigError(f"TunedChoice.runner must be one of {', '.join(TUNED_RUNNERS)}, "
                               f"got {self.runner!r}")
         check_int(self.batch, "TunedChoice.batch", maximum=MAX_BATCH)
-        check_int(self.instances, "TunedChoice.instances", maximum=MAX_INSTANCES)
         if self.threads is not None:
             check_int(self.threads, "TunedChoice.threads", maximum=MAX_THREADS)
         if self.dla_core is not None:
@@ -153,30 +162,51 @@ class TunedChoice(JsonMixin):
                               f"got {self.objective!r}")
         if self.report is not None:
             _text(self.report, "TunedChoice.report")
+        if self.engine is not None:
+            _text(self.engine, "TunedChoice.engine")
+        if self.engine_sha256 is not None:
+            _text(self.engine_sha256, "TunedChoice.engine_sha256")
+        if self.provider is not None:
+            _text(self.provider, "TunedChoice.provider")
+            if self.runner != RunnerKind.ONNXRUNTIME.value:
+                raise ConfigError("TunedChoice.provider is an ONNX Runtime option; the "
+                                  "tensorrt runner takes none")
+        if (self.engine is None) != (self.engine_sha256 is None):
+            raise ConfigError("TunedChoice.engine and engine_sha256 go together")
         if self.runner == RunnerKind.TENSORRT.value and self.threads is not None:
             raise ConfigError("TunedChoice.threads is an ONNX Runtime option; the tensorrt "
                               "runner takes none")
         if self.runner == RunnerKind.ONNXRUNTIME.value and (self.cuda_graphs is not None
-                                                            or self.dla_core is not None):
-            raise ConfigError("TunedChoice.cuda_graphs and dla_core are TensorRT options; the "
-                              "onnxruntime runner takes neither")
+                                                            or self.dla_core is not None
+                                                            or self.engine is not None):
+            raise ConfigError("TunedChoice.cuda_graphs, dla_core and engine are TensorRT "
+                              "options; the onnxruntime runner takes none of them")
         object.__setattr__(self, "measured", _measured(self.measured))
+
+    @property
+    def default_batch(self) -> int | None:
+        """The batch size consumers take as their default (``Classifier``, ``infer``,
+        ``stream``, ``triton-repo``'s preferred batch): the tuned batch of a ``throughput`` or
+        ``energy`` tune, which searched batch sizes; ``None`` for a ``latency`` tune, which
+        measured only the smallest (one request's latency)."""
+        return self.batch if self.objective in ("throughput", "energy") else None
 
     def describe(self) -> str:
         """One phrase: ``int8 on ONNX Runtime, 2 threads, batch 8``."""
         if self.runner == RunnerKind.ONNXRUNTIME.value:
             parts = [f"{self.precision.value} on ONNX Runtime"]
+            if self.provider not in (None, "CPUExecutionProvider"):
+                parts.append(f"on {self.provider}")
             if self.threads is not None:
                 parts.append(f"{self.threads} thread{'s' if self.threads != 1 else ''}")
         else:
-            parts = [f"{self.precision.value} TensorRT engine"]
+            parts = [f"{self.precision.value} TensorRT engine"
+                     + (f" {self.engine}" if self.engine is not None else "")]
             if self.dla_core is not None:
                 parts.append(f"DLA core {self.dla_core}")
             if self.cuda_graphs is not None:
                 parts.append("CUDA graphs" if self.cuda_graphs else "no CUDA graphs")
         parts.append(f"batch {self.batch}")
-        if self.instances != 1:
-            parts.append(f"{self.instances} Triton instances")
         return ", ".join(parts)
 
     @classmethod
@@ -191,15 +221,16 @@ class TunedChoice(JsonMixin):
             raise ConfigError(f"a tuned choice must be a JSON object, got "
                               f"{type(data).__name__}")
         known = {"precision", "runner", "batch", "threads", "cuda_graphs", "dla_core",
-                 "instances", "objective", "report", "measured"}
+                 "engine", "engine_sha256", "provider", "objective", "report", "measured"}
         unknown = sorted(str(k) for k in data if k not in known)
         if unknown:
             raise ConfigError(f"a tuned choice has unknown key(s) {', '.join(unknown)[:200]}")
         missing = [k for k in ("precision", "runner", "batch") if k not in data]
         if missing:
             raise ConfigError(f"a tuned choice lacks {', '.join(missing)}")
-        for key in ("precision", "runner", "objective"):
-            if key in data and not isinstance(data[key], str):
+        for key in ("precision", "runner", "objective", "engine", "engine_sha256", "provider"):
+            if key in data and not isinstance(data[key], str) and not (
+                    key in ("engine", "engine_sha256", "provider") and data[key] is None):
                 raise ConfigError(f"TunedChoice.{key} must be a string, got "
                                   f"{type(data[key]).__name__}")
         kw = {k: v for k, v in data.items() if k in known}
@@ -232,7 +263,8 @@ def _runtime(choice: TunedChoice, bundle: Bundle, facts: DeviceFacts) -> dict[st
                               "installed here (pip install 'xception-trt[ort]')")
         return {"name": "onnxruntime", "version": facts.ort_version}
     chosen = choose(bundle.manifest, facts, Request(choice.precision, max_batch=choice.batch,
-                                                    onnxruntime=False, dla_core=choice.dla_core))
+                                                    onnxruntime=False, dla_core=choice.dla_core,
+                                                    engine=choice.engine))
     if chosen.kind is ChoiceKind.PREBUILT and chosen.engine is not None:
         name = chosen.engine.sidecar.flavour
         flavour = facts.flavour(name)
@@ -243,12 +275,17 @@ def _runtime(choice: TunedChoice, bundle: Bundle, facts: DeviceFacts) -> dict[st
     raise BundleError(f"cannot record a TensorRT choice for {bundle.path.name}: {chosen.reason}")
 
 
-def _machine(runner: str, facts: DeviceFacts, cpu: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The machine facts that decide a choice of ``runner``."""
-    if runner == RunnerKind.ONNXRUNTIME.value:
-        return {**(dict(cpu) if cpu is not None else host_cpu()),
-                "ort_providers": sorted(facts.ort_providers)}
-    return {"gpus": [{"name": g.name, "compute_capability": g.compute_capability,
+def _machine(facts: DeviceFacts, cpu: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Every machine fact the search decided on, whichever runner won: the CPU (ONNX Runtime's
+    threads), ONNX Runtime's version and providers, the TensorRT flavours installed with their
+    versions, the GPUs and the DLA cores (the engines it could build or load). Installing
+    TensorRT, adding a GPU or another ONNX Runtime changes the candidates, so the choice."""
+    return {**(dict(cpu) if cpu is not None else host_cpu()),
+            "ort_version": facts.ort_version,
+            "ort_providers": sorted(facts.ort_providers),
+            "tensorrt": sorted(({"name": f.name, "version": f.version} for f in facts.flavours),
+                               key=lambda f: (str(f["name"]), str(f["version"]))),
+            "gpus": [{"name": g.name, "compute_capability": g.compute_capability,
                       "integrated": g.integrated} for g in facts.gpus],
             "dla_cores": facts.dla_cores}
 
@@ -265,6 +302,22 @@ def tuned_path(bundle: str | os.PathLike[str] | Bundle, *,
     path = bundle.path if isinstance(bundle, Bundle) else Path(bundle)
     name = sha256_bytes(str(path.resolve()).encode("utf-8", "surrogateescape"))[:16]
     return _cache_root(cache_dir) / "tuned" / f"{name}.json"
+
+
+def _check_engine(bundle: Bundle, choice: TunedChoice) -> None:
+    """The choice's engine is that member of the bundle, with that SHA-256.
+
+    Raises:
+        BundleError: It is not.
+    """
+    if choice.engine is None:
+        return
+    member = bundle.manifest.members.get(choice.engine)
+    if member is None or not any(e.member == choice.engine for e in bundle.manifest.engines):
+        raise BundleError(f"{bundle.path.name} has no prebuilt engine {_shown(choice.engine)}")
+    if member.sha256 != choice.engine_sha256:
+        raise BundleError(f"the engine {_shown(choice.engine)} of {bundle.path.name} is not the "
+                          "one tuned (another SHA-256)")
 
 
 def _now() -> str:
@@ -301,13 +354,14 @@ def record_choice(bundle: str | os.PathLike[str] | Bundle, choice: TunedChoice, 
             return record_choice(opened, choice, cache_dir=cache_dir, facts=facts, cpu=cpu)
     facts = facts if facts is not None else probe_facts()
     bundle.manifest.variant(choice.precision)  # a precision the bundle lacks: BundleError
+    _check_engine(bundle, choice)
     record = {
         "format": TUNED_FORMAT,
         "format_version": TUNED_FORMAT_VERSION,
         "recorded": _now(),
         "bundle": {"path": str(bundle.path.resolve()), "digest": bundle.digest},
         "runtime": _runtime(choice, bundle, facts),
-        "machine": _machine(choice.runner, facts, cpu),
+        "machine": _machine(facts, cpu),
         "choice": choice.to_dict(),
     }
     from .cache import _inside
@@ -369,26 +423,40 @@ def _gpus_text(gpus: Any) -> str:
         if isinstance(g, Mapping) else "?" for g in gpus))
 
 
-def _machine_change(runner: str, then: Mapping[str, Any], now: Mapping[str, Any]) -> str:
+def _flavours_text(value: Any) -> str:
+    if not isinstance(value, list) or not value:
+        return "none"
+    return _shown(", ".join(f"{_RUNTIME_NAMES.get(str(f.get('name')), f.get('name'))} "
+                            f"{f.get('version')}" if isinstance(f, Mapping) else "?"
+                            for f in value))
+
+
+def _machine_change(then: Mapping[str, Any], now: Mapping[str, Any]) -> str:
     """Which machine fact changed, in a few words."""
-    if runner == RunnerKind.ONNXRUNTIME.value:
-        for key, what in (("cpu", "CPU"), ("cpu_count", "logical cores"),
-                          ("arch", "architecture")):
-            if then.get(key) != now.get(key):
-                return (f"another machine ({what} {_shown(then.get(key))} -> "
-                        f"{_shown(now.get(key))})")
-        if then.get("ort_providers") != now.get("ort_providers"):
-            def providers(v: Any) -> str:
-                return _shown(", ".join(map(str, v))) if isinstance(v, list) and v else "none"
-            return (f"ONNX Runtime's providers changed ({providers(then.get('ort_providers'))}"
-                    f" -> {providers(now.get('ort_providers'))})")
-        return "another machine"
+    for key, what in (("cpu", "CPU"), ("cpu_count", "logical cores"),
+                      ("arch", "architecture")):
+        if then.get(key) != now.get(key):
+            return (f"another machine ({what} {_shown(then.get(key))} -> "
+                    f"{_shown(now.get(key))})")
     if then.get("gpus") != now.get("gpus"):
         return (f"another machine (GPU {_gpus_text(then.get('gpus'))} -> "
                 f"{_gpus_text(now.get('gpus'))})")
     if then.get("dla_cores") != now.get("dla_cores"):
         return (f"another machine (DLA cores {_shown(then.get('dla_cores'))} -> "
                 f"{now.get('dla_cores')})")
+    if then.get("tensorrt") != now.get("tensorrt"):
+        return (f"the TensorRT installed changed ({_flavours_text(then.get('tensorrt'))} -> "
+                f"{_flavours_text(now.get('tensorrt'))})")
+    if then.get("ort_version") != now.get("ort_version"):
+        def version(v: Any) -> str:
+            return "not installed" if v is None else _shown(v)
+        return (f"ONNX Runtime {version(then.get('ort_version'))} -> "
+                f"{version(now.get('ort_version'))}")
+    if then.get("ort_providers") != now.get("ort_providers"):
+        def providers(v: Any) -> str:
+            return _shown(", ".join(map(str, v))) if isinstance(v, list) and v else "none"
+        return (f"ONNX Runtime's providers changed ({providers(then.get('ort_providers'))}"
+                f" -> {providers(now.get('ort_providers'))})")
     return "another machine"
 
 
@@ -469,13 +537,21 @@ def recorded_choice(bundle: str | os.PathLike[str] | Bundle, *,
             now_digest = opened.digest
     if digest != now_digest:
         return None, _ignored(name, "the bundle changed since it was tuned (another digest)")
+    try:
+        if isinstance(bundle, Bundle):
+            _check_engine(bundle, choice)
+        else:
+            with Bundle(bundle) as opened:
+                _check_engine(opened, choice)
+    except BundleError as exc:
+        return None, _ignored(name, str(exc))
     facts = facts if facts is not None else probe_facts()
     why = _runtime_change(runtime, facts)
     if why is not None:
         return None, _ignored(name, why)
-    now_machine = _machine(choice.runner, facts, cpu)
+    now_machine = _machine(facts, cpu)
     if dict(machine) != now_machine:
-        return None, _ignored(name, _machine_change(choice.runner, machine, now_machine))
+        return None, _ignored(name, _machine_change(machine, now_machine))
     return choice, None
 
 
@@ -498,11 +574,15 @@ def tuned_options(bundle: str | os.PathLike[str] | Bundle, given: Mapping[str, A
                   ) -> tuple[TunedChoice | None, dict[str, Any], str | None]:
     """The options a recorded choice adds to those the caller gave for opening ``bundle``.
 
-    Only options the caller left unset (absent or ``None``) are filled: ``precision``;
+    A recorded choice is for its precision only: when the caller gives another ``precision``
+    none of it is used (``choice`` is ``None``, the notice says why). Otherwise only options
+    the caller left unset (absent or ``None``) are filled: ``precision``;
     ``tensorrt=False`` for an ONNX Runtime choice (unless an engine option, ``tensorrt`` or
-    ``onnxruntime=False`` was given), with its ``threads``; ``cuda_graphs`` and ``dla_core``
-    for a TensorRT choice. The batch size and Triton instances are the caller's to use
-    (``choice.batch``, ``choice.instances``).
+    ``onnxruntime=False`` was given), with its ``threads`` and ``providers`` (the one it ran
+    on); ``cuda_graphs``, ``dla_core`` and
+    ``engine`` (the prebuilt engine that won) for a TensorRT choice. The batch size is the
+    caller's to use, and only from a throughput or energy tune
+    (:attr:`TunedChoice.default_batch`).
 
     Args:
         bundle: The ``.xtrt`` file (or an open :class:`Bundle`).
@@ -532,10 +612,17 @@ def tuned_options(bundle: str | os.PathLike[str] | Bundle, given: Mapping[str, A
         elif given[key] != value:
             kept.append(f"{shown} {given[key]}")
 
+    path = bundle.path if isinstance(bundle, Bundle) else Path(bundle)
     if given.get("precision") is None:
         fill["precision"] = choice.precision
     elif Precision.parse(given["precision"]) is not choice.precision:
-        kept.append(f"precision {Precision.parse(given['precision']).value}")
+        # the runner, threads, CUDA graphs, DLA core and batch were measured for the recorded
+        # precision: none of them says anything about another one, so none is used
+        asked = Precision.parse(given["precision"]).value
+        return None, {}, (f"not using the tuned configuration of {path.name} "
+                          f"({choice.describe()}): it was measured for "
+                          f"{choice.precision.value}, and precision {asked} was given; leave "
+                          "the precision unset to use it")
     if choice.runner == RunnerKind.ONNXRUNTIME.value:
         # ``is``, not ``in (None, False)``: device 0 and DLA core 0 are given (0 == False)
         asked = [k for k in _ENGINE_ASKED if given.get(k) is not None and given[k] is not False]
@@ -548,10 +635,12 @@ def tuned_options(bundle: str | os.PathLike[str] | Bundle, given: Mapping[str, A
         else:
             fill["tensorrt"] = False
         take("threads", choice.threads, "threads")
+        if choice.provider is not None and "tensorrt" in fill:
+            take("providers", [choice.provider], "providers")
     else:
         take("cuda_graphs", choice.cuda_graphs, "cuda_graphs")
         take("dla_core", choice.dla_core, "dla_core")
-    path = bundle.path if isinstance(bundle, Bundle) else Path(bundle)
+        take("engine", choice.engine, "engine")
     origin = f"from {choice.report}" if choice.report else "recorded by `xception-trt tune`"
     wins = f"; given options win: {', '.join(kept)}" if kept else ""
     return choice, fill, (f"using the tuned configuration of {path.name} ({choice.describe()}) "

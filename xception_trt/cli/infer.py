@@ -44,7 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=positive_int, default=5,
                    help="classes to show per image (default: 5)")
     p.add_argument("--batch-size", type=positive_int, default=None,
-                   help="images per runner call (default: a bundle's tuned batch size, else 32; "
+                   help="images per runner call (default: the batch size of a bundle's "
+                        "throughput or energy tune, else 32; "
                         "capped at the model's max batch)")
     add_tuned_flag(p)
     RunnerArgs.add(p, threads="CPU threads for ONNX Runtime / torch (default: the library's "

@@ -57,7 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=positive_int, default=5,
                    help="classes per frame (default: 5)")
     p.add_argument("--batch", type=positive_int, default=None,
-                   help="frames per runner call (default: a bundle's tuned batch size, else 1, "
+                   help="frames per runner call (default: the batch size of a bundle's "
+                        "throughput or energy tune, else 1, "
                         "lowest latency; capped at the model's max batch)")
     add_tuned_flag(p)
     p.add_argument("--max-wait-ms", type=non_negative_ms, default=10.0,

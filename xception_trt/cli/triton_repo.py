@@ -42,14 +42,14 @@ def add_batching_arguments(p: argparse.ArgumentParser) -> None:
                    help="do not let Triton merge concurrent requests into batches")
     p.add_argument("--preferred-batch", type=positive_int, nargs="+", default=(),
                    metavar="N", help="preferred batch sizes of the dynamic batcher (default: "
-                                     "a bundle's tuned batch size, else the engine's opt "
-                                     "batch; none otherwise)")
+                                     "the batch size of a bundle's throughput or energy "
+                                     "tune, else the engine's opt batch; none otherwise)")
     p.add_argument("--max-queue-delay-us", type=non_negative_int, default=100,
                    help="longest a request waits for a batch to fill, in microseconds "
                         "(default: 100)")
     p.add_argument("--instances", type=positive_int, default=None,
-                   help="model instances per device (default: a bundle's tuned instance "
-                        "count, else 1)")
+                   help="model instances per device (default: 1; `tune` does not search "
+                        "instance counts)")
     add_tuned_flag(p)
     RunnerArgs.add(p, threads="Python backend: CPU threads of each ONNX Runtime / torch "
                               "runner (default: the runner's choice)")
@@ -146,8 +146,9 @@ def resolve_bundle(args: argparse.Namespace, *, python_backend: bool) -> None:
     """For a bundle MODEL, replace ``args.model`` by the file it resolves to here
     (:func:`~xception_trt.bundle.cache.resolve`), with the configuration ``tune`` recorded for
     it on this machine filling the flags not given (said in one line on stderr; ``--no-tuned``
-    ignores it): the precision and runner, ``--preferred-batch`` (the tuned batch, within
-    ``--max-batch``) and ``--instances``; with the Python backend also ``--threads`` and
+    ignores it): the precision and runner, ``--preferred-batch`` (the batch of a throughput
+    or energy tune, within ``--max-batch``; a latency tune measured only the smallest batch);
+    with the Python backend also ``--threads`` and
     ``--cuda-graphs`` (Triton's native backends do not take them).
 
     Raises:
@@ -168,17 +169,16 @@ def resolve_bundle(args: argparse.Namespace, *, python_backend: bool) -> None:
         if notice is not None:
             log.warning("%s", notice)
         if choice is not None:
-            if not args.preferred_batch and (args.max_batch is None
-                                             or choice.batch <= args.max_batch):
-                args.preferred_batch = (choice.batch,)
-            if args.instances is None:
-                args.instances = choice.instances
+            batch = choice.default_batch
+            if batch is not None and not args.preferred_batch and (
+                    args.max_batch is None or batch <= args.max_batch):
+                args.preferred_batch = (batch,)
             if python_backend:
                 args.threads = fill.get("threads", args.threads)
                 args.cuda_graphs = fill.get("cuda_graphs", args.cuda_graphs)
     args.model = str(resolve(args.model, precision=fill.get("precision", precision),
                              tensorrt=fill.get("tensorrt", True),
-                             dla_core=fill.get("dla_core")).path)
+                             dla_core=fill.get("dla_core"), engine=fill.get("engine")).path)
 
 
 def _indices(text: str) -> tuple[int, ...]:

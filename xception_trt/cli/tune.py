@@ -47,15 +47,18 @@ def register(sub: argparse._SubParsersAction) -> None:
             xception-trt ONNX graphs and engines — that this machine can run: each precision
             variant on each backend (TensorRT engines prebuilt or built into the engine cache,
             with CUDA graphs off and on, DLA engines where the board has DLA cores; ONNX Runtime,
-            the INT8 graph placed for it, at each thread count) and batch size of the profile.
+            the INT8 graph placed for it, on the CPU at each thread count and on its CUDA
+            provider where there is a GPU) at the profile's batch sizes (an engine: its own).
             Each distinct graph is evaluated once on --val against FP32; those below the
             accuracy floor are not timed. The rest are timed in blocks of calls with a
             sequential stop: a candidate whose median's confidence interval lies above the best
-            one's is cut; overlapping intervals are a tie, won by the simplest configuration.
+            one's (among those whose p99 meets --deadline-ms) is cut; overlapping intervals are
+            a tie, won by the simplest configuration.
             Writes report.json, report.md and pareto.png into a new folder ./tune-<UTC time>/
             (or -o DIR; an existing folder is replaced only with --force) and, for a bundle,
-            records the choice, which opening the bundle on this machine then uses unless told
-            otherwise. What cannot run here is listed with the reason.""",
+            first records the choice, which opening the bundle on this machine then uses unless
+            told otherwise (its batch size only from a throughput or energy tune). What cannot
+            run here is listed with the reason.""",
         output="the report folder to write (default: ./tune-<UTC time>/ in the current "
                "directory)", output_metavar="DIR", output_kind="dir", output_required=False,
         force="replace an existing report folder",
@@ -95,7 +98,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="untimed calls before a candidate is timed (default: 5)")
     p.add_argument("--iterations", type=positive_int, default=50,
                    help="most timed calls per candidate; the sequential stop cuts one earlier "
-                        "when it cannot beat the best (default: 50)")
+                        "when it cannot beat the best (default: 50). With --objective energy "
+                        "the cost is sampled per power window (each at least 10 sampler "
+                        "periods long), from 6 windows up to max(N/10, 12)")
     p.add_argument("--no-record", action="store_true",
                    help="do not record the choice for the bundle (only the report)")
     p.add_argument("--no-progress", action="store_true",
