@@ -57,6 +57,7 @@ from .launcher import (
     run_worker,
     worker_tempdir,
 )
+from .layout import apply_layout, read_layout, write_layout
 from .source import (
     anchored,
     as_model,
@@ -262,6 +263,25 @@ def _raw_initializers(model: Any) -> Any:
     return model
 
 
+def _from_layout(layout: bytes, source: Any, scales: Mapping[str, float]
+                 ) -> tuple[dict[str, Any], Any] | None:
+    """A cache hit without ModelOpt: the cached layout filled with the cached scales, and
+    the worker's facts of it; ``None`` (the worker then runs) when they do not fit."""
+    from ._worker import _qdq_facts
+
+    t0 = time.perf_counter()
+    try:
+        placed = apply_layout(layout, source, scales)
+    except CalibrationError as exc:
+        log.info("cached Q/DQ layout not used (%s); running ModelOpt", exc)
+        return None
+    facts = _qdq_facts(placed)
+    facts.pop("scale_names")
+    facts["scales"] = {k: float(scales[k]) for k in facts["scales"]}
+    facts["seconds"] = time.perf_counter() - t0
+    return facts, _raw_initializers(placed)
+
+
 def _with_path(r: QuantizeResult, path: Path) -> QuantizeResult:
     return dataclasses.replace(r, path=path)
 
@@ -322,6 +342,16 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
                     if import_cache is not None else None)
         jobs: list[dict[str, Any]] = []
         states: list[dict[str, Any]] = []
+        # ModelOpt's placement, kept per graph and exclusions (see .layout): with it no job
+        # runs ModelOpt, and a cache hit runs no worker at all.
+        layout_key = ({"graph": gsha, "exclude_nodes": sorted(excluded),
+                       "exclude_op_types": sorted(exclude_op_types),
+                       "modelopt": modelopt_version()}
+                      if qtarget is Placement.TENSORRT and cache_dir is not None
+                      and imported is None else None)
+        layout = read_layout(cache_dir, layout_key) if layout_key is not None else None
+        if layout is not None:
+            (tmp / "layout.onnx").write_bytes(layout)
         for i, method in enumerate(chosen):
             options: dict[str, Any] = {"exclude_nodes": sorted(excluded),
                        "exclude_op_types": sorted(exclude_op_types), "high_precision": high.value,
@@ -368,12 +398,16 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
                     job["scales"] = cached
                     job["zero_points"] = lookup_zero_points(cache_path)
                     state["cache"] = "hit"  # no image is decoded, no calibration runs
+                elif layout_key is not None and layout is None:
+                    job["layout_out"] = str(tmp / f"job_{i}" / "layout.onnx")
                 else:
                     try:  # said now, before calibrating; the result is kept either way
                         check_writable_dir(Path(cache_dir), what="calibration cache",
                                            error=CalibrationError)
                     except CalibrationError as exc:
                         log.warning("%s; calibrating without caching the scales", exc)
+            if layout is not None:
+                job["layout"] = str(tmp / "layout.onnx")
             jobs.append(job)
             states.append(state)
         # Decode the images once, for every job that calibrates (or completes an import).
@@ -384,11 +418,38 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
             for job, st in zip(jobs, states):
                 if st["cache"] != "hit":
                     job["data_dir"] = str(tmp / "data")
+        # A hit with a layout and nothing for ModelOpt to do after: no worker.
+        local: dict[int, tuple[dict[str, Any], Any]] = {}
+        if layout is not None and not int8_weights and high is Precision.FP32:
+            for i, (job, st) in enumerate(zip(jobs, states)):
+                if st["cache"] == "hit":
+                    done = _from_layout(layout, model, job["scales"])
+                    if done is not None:
+                        local[i] = done
+        remote = [job for i, job in enumerate(jobs) if i not in local]
         ort = qtarget is Placement.ONNXRUNTIME
-        outcomes = run_worker(
-            {"jobs": jobs, "tmp_dir": str(tmp)}, what="INT8 calibration", progress=progress,
-            **(dict(tool="ONNX Runtime's quantizer", requires=ORT_WORKER_NEEDS) if ort else {}))
-        models = [_raw_initializers(onnx.load(job["out"])) for job in jobs]
+        outcomes: dict[str, Any] = {"jobs": [], "tool": f"nvidia-modelopt {modelopt_version()}"}
+        if remote:
+            outcomes = run_worker(
+                {"jobs": remote, "tmp_dir": str(tmp)}, what="INT8 calibration",
+                progress=progress,
+                **(dict(tool="ONNX Runtime's quantizer", requires=ORT_WORKER_NEEDS) if ort
+                   else {}))
+        worker_out = iter(zip(outcomes["jobs"], remote))
+        models = []
+        merged = []
+        for i, job in enumerate(jobs):
+            if i in local:
+                merged.append(local[i][0])
+                models.append(local[i][1])
+                continue
+            outcome, _ = next(worker_out)
+            merged.append(outcome)
+            models.append(_raw_initializers(onnx.load(job["out"])))
+            if job.get("layout_out") and Path(job["layout_out"]).is_file():
+                write_layout(cache_dir, layout_key,  # type: ignore[arg-type]
+                             Path(job["layout_out"]).read_bytes())
+        outcomes["jobs"] = merged
     seconds = time.perf_counter() - t0
 
     results: dict[str, QuantizeResult] = {}
