@@ -35,8 +35,11 @@ def modelopt_own(fp32_path, calib_folder):
     mp = pytest.MonkeyPatch()
     mp.setenv(FAST_CALIBRATION_ENV, "0")
     try:
-        return {m: quantize_int8(fp32_path, calib_folder, method=m, percentile=PERCENTILE, **KW)
-                for m in METHODS}
+        own = {m: quantize_int8(fp32_path, calib_folder, method=m, percentile=PERCENTILE, **KW)
+               for m in METHODS}
+        own["percentile 99"] = quantize_int8(fp32_path, calib_folder, method="percentile",
+                                             percentile=99.0, **KW)
+        return own
     finally:
         mp.undo()
 
@@ -83,23 +86,23 @@ def test_a_wrong_histogram_leaves_the_tolerance(what, modelopt_own, fp32_path, b
     assert _deviation(ours, modelopt_own[method].scales).max() > EXACT
 
 
-def test_modelopts_own_percentile_honours_the_option(modelopt_own, fp32_path, calib_folder,
-                                                     monkeypatch):
+def test_modelopts_own_percentile_honours_the_option(modelopt_own):
     """ModelOpt's calibrator factory drops the percentile it is given unless the worker passes
     it on (it used to calibrate 99.999 whatever was asked)."""
-    monkeypatch.setenv(FAST_CALIBRATION_ENV, "0")
-    other = quantize_int8(fp32_path, calib_folder, method="percentile", percentile=99.0, **KW)
-    dev = _deviation(other.scales, modelopt_own["percentile"].scales)
+    dev = _deviation(modelopt_own["percentile 99"].scales, modelopt_own["percentile"].scales)
     assert dev.max() > 0.01
 
 
 @pytest.mark.parametrize("method", ["entropy", "percentile"])
 def test_sampled_histograms_stay_within_the_stated_tolerance(method, modelopt_own, fp32_path,
                                                              batches):
-    """Sampling (every tensor here, as the full model's large ones) keeps the scales near."""
+    """Sampling (every large tensor here, as the full model's) keeps the scales near. The
+    percentile is 99 here: the error of a sampled percentile grows as fewer sampled values lie
+    above it (a few dozen above 99.9 % of this model's small tensors; docs/int8.md)."""
     ours = fastcalib.calibrate_scales(str(fp32_path), batches, "input", method=method,
-                                      percentile=PERCENTILE, sample_limit=20_000)
-    dev = _deviation(ours, modelopt_own[method].scales)
+                                      percentile=99.0, sample_limit=20_000)
+    ref = modelopt_own["percentile 99" if method == "percentile" else method]
+    dev = _deviation(ours, ref.scales)
     assert np.median(dev) <= SAMPLED_MEDIAN and dev.max() <= SAMPLED_MAX, (
         np.median(dev), dev.max())
     assert dev.max() > 0  # it did sample
@@ -135,3 +138,21 @@ def test_the_switch(env, expected, monkeypatch):
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     assert {m: fast_calibration(m) for m in expected} == expected
+
+
+def test_fp16_range_check_from_one_pass_is_autocasts(fp32_path, calib_folder, monkeypatch):
+    """FP16: the nodes kept in FP32 because an activation exceeds ``max_activation`` are the
+    ones AutoCast's own reference run keeps, and the graph is the same, byte for byte."""
+    from xception_trt.precision import to_fp16
+
+    made = {}
+    for fast in ("0", "1"):
+        monkeypatch.setenv(FAST_CALIBRATION_ENV, fast)
+        made[fast] = to_fp16(fp32_path, calib_folder, num_images=8, batch_size=4,
+                             max_activation=2.0)
+    from xception_trt.onnx_meta import read_metadata
+
+    kept = read_metadata(made["1"]).json_field("fp16")["fp32_nodes"]
+    assert 0 < len(kept) < len(made["1"].graph.node) // 2  # the threshold splits the graph
+    assert kept == read_metadata(made["0"]).json_field("fp16")["fp32_nodes"]
+    assert made["1"].SerializeToString() == made["0"].SerializeToString()

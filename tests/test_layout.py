@@ -110,3 +110,21 @@ def test_apply_layout_refuses_what_does_not_fit(first, fp32_path):
     evil.graph.node[0].op_type = "Loop"
     with pytest.raises(CalibrationError, match="adds op"):
         apply_layout(evil.SerializeToString(), source, res.scales)
+
+
+def test_the_default_cache_is_per_user_not_the_current_folder(fp32_path, calib_folder, tmp_path,
+                                                              monkeypatch):
+    """Nothing is written outside the place named: without cache_dir the scales (and the
+    layout) go to $XDG_CACHE_HOME/xception-trt/calibration, never ./calibration/cache."""
+    from xception_trt.precision import DEFAULT_CACHE_DIR
+
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    res = quantize_int8(fp32_path, calib_folder, method="max", **KW)
+    where = tmp_path / "xdg" / "xception-trt" / "calibration"
+    assert res.cache_path is not None and res.cache_path.parent == where
+    assert res.cache_path.is_file() and _layout_files(where)[0]
+    assert list(work.iterdir()) == []
+    assert str(DEFAULT_CACHE_DIR) == str(where)

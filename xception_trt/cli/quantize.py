@@ -18,7 +18,7 @@ ORDER = 20
 def register(sub: argparse._SubParsersAction) -> None:
     from ..config import Placement, Precision
     from ..precision import (
-        DEFAULT_CACHE_DIR,
+        DEFAULT_CACHE_DIR_HELP,
         DEFAULT_NUM_IMAGES,
         DEFAULT_PERCENTILE,
         HIGH_PRECISIONS,
@@ -96,7 +96,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="INT8: store weights as INT8 initializers + DequantizeLinear (about a "
                         "quarter of the file size) instead of FP32 weights + Q/DQ")
     p.add_argument("--cache-dir", default=None,
-                   help=f"INT8: calibration cache folder (default: {DEFAULT_CACHE_DIR})")
+                   help=f"INT8: calibration cache folder (default: {DEFAULT_CACHE_DIR_HELP})")
     p.add_argument("--no-cache", action="store_true",
                    help="INT8: neither read nor write the calibration cache")
     path_argument(p, "--import-cache", kind="file", metavar="FILE",

@@ -519,22 +519,66 @@ def _matching_nodes(onnx_path: str, patterns: list[str], op_types: list[str]) ->
             if n.op_type in op_types or any(rx.match(n.name) for rx in rxs)]
 
 
+def _fast_reference_run() -> Any:
+    """Make AutoCast's range check read min/max from :func:`.fastcalib.tensor_ranges`.
+
+    AutoCast's ``ReferenceRunner.run`` marks every tensor a graph output, runs Polygraphy's
+    comparator (which deep-copies every activation of every batch) and reduces them in numpy:
+    most of an FP16 conversion's time. Its node classifier only reads each tensor's absmax,
+    min, max and shape, which one ONNX Runtime pass with in-graph reductions gives (for a
+    folder of ``.npz`` batches; random inputs keep AutoCast's own run).
+
+    Returns:
+        A function that undoes the patch.
+    """
+    from collections import OrderedDict
+
+    from modelopt.onnx.autocast import referencerunner
+
+    from .fastcalib import tensor_ranges
+
+    original = referencerunner.ReferenceRunner.run
+
+    def run(self: Any, inputs: Any = None) -> Any:
+        if not (isinstance(inputs, str) and os.path.isdir(inputs)):
+            return original(self, inputs)
+        files = sorted(Path(inputs).glob("*.npz"))
+        name = self.model.graph.input[0].name
+        ranges, shapes = tensor_ranges(self.model, files, name)
+        return OrderedDict(
+            (t, referencerunner.TensorStats(absmax=max(abs(lo), abs(hi)), min_val=lo,
+                                            max_val=hi, shape=shapes[t]))
+            for t, (lo, hi) in ranges.items())
+
+    referencerunner.ReferenceRunner.run = run  # type: ignore[method-assign]
+
+    def restore() -> None:
+        referencerunner.ReferenceRunner.run = original  # type: ignore[method-assign]
+
+    return restore
+
+
 def run_fp16(req: dict[str, Any]) -> dict[str, Any]:
     import onnx
     from modelopt.onnx.autocast import convert_to_mixed_precision
 
     t0 = time.perf_counter()
-    model = convert_to_mixed_precision(
-        onnx_path=req["onnx"],
-        low_precision_type="fp16",
-        nodes_to_exclude=list(req.get("exclude_nodes") or []) or None,
-        op_types_to_exclude=list(req.get("exclude_op_types") or []) or None,
-        data_max=float(req["data_max"]),
-        init_max=float(req["init_max"]),
-        keep_io_types=True,
-        calibration_data=req.get("data_dir"),
-        providers=["cpu"],
-    )
+    restore = _fast_reference_run() if fast_calibration("fp16") else None
+    try:
+        model = convert_to_mixed_precision(
+            onnx_path=req["onnx"],
+            low_precision_type="fp16",
+            nodes_to_exclude=list(req.get("exclude_nodes") or []) or None,
+            op_types_to_exclude=list(req.get("exclude_op_types") or []) or None,
+            data_max=float(req["data_max"]),
+            init_max=float(req["init_max"]),
+            keep_io_types=True,
+            calibration_data=req.get("data_dir"),
+            providers=["cpu"],
+        )
+    finally:
+        if restore is not None:
+            restore()
     seconds = time.perf_counter() - t0
     inferred = onnx.shape_inference.infer_shapes(model)
     types = {v.name: v.type.tensor_type.elem_type for v in

@@ -8,7 +8,7 @@ min/max; ``entropy``: a 128-bin signed histogram; ``percentile``: a 2048-bin his
 
 Here one optimized ONNX Runtime pass does the reductions in the graph: a ``ReduceMax`` and a
 ``ReduceMin`` per tensor (all ``max`` needs: scale = max |x| / 127), and, for the histogram
-methods, a strided spatial ``Slice`` of each tensor whose batch holds more than
+methods, a strided ``Slice`` of each flattened tensor whose batch holds more than
 :data:`SAMPLE_LIMIT` values, so numpy histograms at most that many values per tensor and
 batch. The histograms are built exactly as ModelOpt's patched collectors build them (same
 bins, same range growth from batch to batch, the ranges taken from the full tensor), counts
@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ENTROPY_BINS", "PERCENTILE_BINS", "SAMPLE_LIMIT", "fusable", "calibrate_scales"]
+__all__ = ["ENTROPY_BINS", "PERCENTILE_BINS", "SAMPLE_LIMIT", "fusable", "calibrate_scales",
+           "tensor_ranges"]
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +81,21 @@ def _float_tensors(model: Any, input_name: str) -> tuple[list[str], dict[str, li
 
 
 def _stride(shape: list[int] | None, batch: int, limit: int) -> int:
-    """Spatial stride that brings a batch of a [N, C, H, W] tensor to at most ``limit`` values
-    (1: histogram it whole)."""
-    if not shape or len(shape) != 4 or any(d <= 0 for d in shape[1:]):
+    """Step through the flattened batch of a tensor that brings it to at most ``limit`` values
+    (1: histogram it whole). The step shares no factor with the row length nor the plane size,
+    so the sample visits every row, column and channel alike: a spatial grid would miss the
+    border rows and columns, whose values (zero padding) differ."""
+    if not shape or any(d <= 0 for d in shape[1:]):
         return 1
-    total = batch * shape[1] * shape[2] * shape[3]
+    per_image = math.prod(shape[1:])
+    total = batch * per_image
     if total <= limit:
         return 1
-    return min(max(shape[2], shape[3]), math.ceil(math.sqrt(total / limit)))
+    step = math.ceil(total / limit)
+    sizes = [shape[-1], math.prod(shape[-2:]) if len(shape) > 2 else shape[-1], per_image]
+    while any(math.gcd(step, n) != 1 for n in sizes):
+        step += 1
+    return step
 
 
 class _Entropy:
@@ -225,17 +233,17 @@ def calibrate_scales(onnx_path: str, files: Sequence[Path], input_name: str, *, 
             model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT,
                                                                     None))
             continue
-        # A strided spatial sample of every image and channel, offset into the image.
-        consts = {"starts": [r // 2, r // 2], "ends": [2**31 - 1, 2**31 - 1],
-                  "axes": [2, 3], "steps": [r, r]}
-        ins = [name]
+        # Every r-th value of the flattened batch (a view: only the sample is copied).
+        consts = {"flat": [-1], "starts": [r // 2], "ends": [2**62], "axes": [0], "steps": [r]}
         for key, val in consts.items():
-            cname = f"xtrt_slice_{key}_{i}"
             model.graph.initializer.append(numpy_helper.from_array(np.array(val, np.int64),
-                                                                   cname))
-            ins.append(cname)
+                                                                   f"xtrt_{key}_{i}"))
         out = f"xtrt_sample_{i}"
-        model.graph.node.append(helper.make_node("Slice", ins, [out]))
+        model.graph.node.append(helper.make_node("Reshape", [name, f"xtrt_flat_{i}"],
+                                                 [f"xtrt_flat_out_{i}"]))
+        model.graph.node.append(helper.make_node(
+            "Slice", [f"xtrt_flat_out_{i}"] + [f"xtrt_{k}_{i}" for k in
+                                               ("starts", "ends", "axes", "steps")], [out]))
         model.graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, None))
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     per = 3 if hist else 2
@@ -268,8 +276,7 @@ def calibrate_scales(onnx_path: str, files: Sequence[Path], input_name: str, *, 
 
 
 def _full_size(batch: np.ndarray, shapes: dict[str, list[int]], name: str) -> int:
-    shape = shapes[name]
-    return int(batch.shape[0]) * shape[1] * shape[2] * shape[3]
+    return int(batch.shape[0]) * math.prod(shapes[name][1:])
 
 
 def _histogram_scales(names: list[str], collectors: list[Any], method: str,
@@ -295,3 +302,39 @@ def _histogram_scales(names: list[str], collectors: list[Any], method: str,
         lo, hi = thresholds[name][0], thresholds[name][1]
         scales[name] = _scale_from_range(lo, hi)  # 1.0 for an all-zero tensor, as ORT's
     return scales
+
+
+def tensor_ranges(model: Any, files: Sequence[Path], input_name: str
+                  ) -> tuple[dict[str, tuple[float, float]], dict[str, tuple[int, ...]]]:
+    """Min and max of every float tensor (input, every node output) over the batches, from
+    one ONNX Runtime pass with a ``ReduceMin``/``ReduceMax`` per tensor.
+
+    Returns:
+        ({tensor: (min, max)}, {tensor: shape of the first batch's tensor}).
+    """
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    names, shapes = _float_tensors(work, input_name)
+    del work.graph.output[:]
+    for i, name in enumerate(names):
+        for op in ("ReduceMax", "ReduceMin"):
+            out = f"xtrt_{op}_{i}"
+            work.graph.node.append(helper.make_node(op, [name], [out], keepdims=0))
+            work.graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, []))
+    sess = ort.InferenceSession(work.SerializeToString(), providers=["CPUExecutionProvider"])
+    lo = np.full(len(names), np.inf, dtype=np.float32)
+    hi = np.full(len(names), -np.inf, dtype=np.float32)
+    batch0 = 0
+    for path in files:
+        with np.load(path) as data:
+            batch = np.ascontiguousarray(data[input_name])
+        batch0 = batch0 or int(batch.shape[0])
+        outs = np.asarray(sess.run(None, {input_name: batch}), np.float32).reshape(-1, 2)
+        hi = np.maximum(hi, outs[:, 0])
+        lo = np.minimum(lo, outs[:, 1])
+    dims = {n: tuple([batch0] + [d for d in shapes.get(n, [batch0])[1:]]) for n in names}
+    return ({n: (float(a), float(b)) for n, a, b in zip(names, lo, hi)}, dims)
