@@ -6,12 +6,13 @@ providers where onnxruntime-gpu and a GPU are present, else ``["cpu"]``). Its pl
 one TensorRT fuses: per-channel symmetric INT8 weights (axis 0, zero point 0), per-tensor
 symmetric activations, the residual ``Add`` quantized on one input only (the other comes
 straight from a Conv, so TensorRT fuses the add into that Conv), and the output layer (the
-classifier ``Gemm``) left in high precision, so the logits never pass through Q/DQ. Method
-``entropy`` is ModelOpt's; ``max`` gives ModelOpt's scales from one ONNX Runtime pass with a
-``ReduceMax``/``ReduceMin`` per tensor (see the worker; ``XCEPTION_TRT_FAST_MAX=0``: ModelOpt's);
-``percentile`` uses ONNX Runtime's percentile calibrator through ModelOpt's patched calibrator
-factory. Several methods share one decode of
-the images and one worker process; :func:`auto_quantize_int8` keeps the best on held-out data.
+classifier ``Gemm``) left in high precision, so the logits never pass through Q/DQ. Every
+method (``max``, ``entropy``, ``percentile``) takes ModelOpt's scales from one ONNX Runtime pass
+of ours (:mod:`.fastcalib`; ``XCEPTION_TRT_FAST_CALIBRATION=0``: ModelOpt's own calibrators),
+handed to ModelOpt as an imported cache; ModelOpt's placement is kept as a layout in the cache
+folder (:mod:`.layout`), so a cache hit runs neither ModelOpt nor a worker. Several methods
+share one decode of the images and one worker process; :func:`auto_quantize_int8` keeps the
+best on held-out data.
 
 ``placement="onnxruntime"`` uses ONNX Runtime's own ``quantize_static`` (QDQ, per-channel INT8
 weights, asymmetric uint8 activations on the inputs and outputs of every op it supports), the
@@ -209,7 +210,8 @@ def quantize_int8(onnx_model_or_path: Any, calibration_data: Any = None, *,
         int8_weights: Store quantized weights as INT8 initializers with only a
             DequantizeLinear (ModelOpt ``qdq_to_dq``): about a quarter of the file size.
             Default: FP32 weights with a Q/DQ pair (TensorRT folds both forms at build time).
-        cache_dir: Calibration cache folder (``None`` disables the cache).
+        cache_dir: Calibration cache folder (default: the per-user
+            ``$XDG_CACHE_HOME/xception-trt/calibration``; ``None`` disables the cache).
         import_cache: Use the scales of this cache instead of calibrating: a TensorRT text
             calibration cache (the migration path from TensorRT 8/10 implicit INT8) or an
             xception-trt cache JSON. Tensors the cache does not cover are calibrated with
@@ -332,8 +334,7 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
 
     t0 = time.perf_counter()
     with worker_tempdir("int8") as tmp:
-        src = tmp / "model.onnx"
-        onnx.save(model, str(src))
+        src = tmp / "model.onnx"  # written only if a worker runs
         calib: CalibSet | None = None
         if calibration_data is not None:
             calib = select_calibration(calibration_data, meta, num_images=num_images,
@@ -430,6 +431,7 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
         ort = qtarget is Placement.ONNXRUNTIME
         outcomes: dict[str, Any] = {"jobs": [], "tool": f"nvidia-modelopt {modelopt_version()}"}
         if remote:
+            onnx.save(model, str(src))
             outcomes = run_worker(
                 {"jobs": remote, "tmp_dir": str(tmp)}, what="INT8 calibration",
                 progress=progress,
