@@ -168,11 +168,12 @@ def part_time(args: argparse.Namespace, work: Path) -> dict:
         n = counts[0]
         os.environ["XCEPTION_TRT_FAST_CALIBRATION"] = "0"
         cmp: dict = {"images": n, "load_start": _load(), "methods": {}}
-        from xception_trt.data import open_dataset
+        from xception_trt.data import Dataset, open_dataset
 
         ds = open_dataset(calib)
         chosen = {r.path for r in ds.select(n, seed=0).records}
-        held_out = [r.path for r in ds.records if r.path not in chosen][:args.val_images]
+        held_out = Dataset(tuple(r for r in ds.records if r.path not in chosen)[:args.val_images],
+                           ds.class_names, ds.root, ds.ignored)
         for method in args.methods:
             fast = quantize_int8(fp32, calib, method=method, num_images=n, cache_dir=None)
             own, wall, cpu = _timed(quantize_int8, fp32, calib, method=method, num_images=n,
