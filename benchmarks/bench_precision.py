@@ -166,7 +166,6 @@ def part_time(args: argparse.Namespace, work: Path) -> dict:
         # ModelOpt's own calibrators on the same images (the smallest count): scale deviation
         # and agreement with FP32 on held-out images.
         n = counts[0]
-        os.environ["XCEPTION_TRT_FAST_CALIBRATION"] = "0"
         cmp: dict = {"images": n, "load_start": _load(), "methods": {}}
         from xception_trt.data import Dataset, open_dataset
 
@@ -176,8 +175,12 @@ def part_time(args: argparse.Namespace, work: Path) -> dict:
                            ds.class_names, ds.root, ds.ignored)
         for method in args.methods:
             fast = quantize_int8(fp32, calib, method=method, num_images=n, cache_dir=None)
-            own, wall, cpu = _timed(quantize_int8, fp32, calib, method=method, num_images=n,
-                                    cache_dir=None)
+            os.environ["XCEPTION_TRT_FAST_CALIBRATION"] = "0"  # the worker reads it
+            try:
+                own, wall, cpu = _timed(quantize_int8, fp32, calib, method=method,
+                                        num_images=n, cache_dir=None)
+            finally:
+                del os.environ["XCEPTION_TRT_FAST_CALIBRATION"]
             rows = {r.name: r for r in evaluate_variants(
                 {"fp32": fp32, "ours": fast.model, "modelopt": own.model}, held_out)}
             cmp["methods"][method] = {
@@ -188,7 +191,6 @@ def part_time(args: argparse.Namespace, work: Path) -> dict:
                 "mean_abs_logit_diff": {"ours": rows["ours"].mean_abs_diff,
                                         "modelopt": rows["modelopt"].mean_abs_diff}}
             print(f"[compare] {method}: {cmp['methods'][method]}", flush=True)
-        del os.environ["XCEPTION_TRT_FAST_CALIBRATION"]
         cmp["held_out_images"] = len(held_out)
         cmp["load_end"] = _load()
         out["modelopt_comparison"] = cmp
