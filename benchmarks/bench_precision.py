@@ -134,7 +134,7 @@ def part_time(args: argparse.Namespace, work: Path) -> dict:
                              "what": "first quantize of this graph: ModelOpt places Q/DQ "
                                      "(8 images)"}
     print(f"[time] one-time ModelOpt placement: {wall:.1f} s", flush=True)
-    for n in counts:
+    for n in ([] if args.compare_only else counts):
         run: dict = {"load_start": _load(), "methods": {}}
         forward, fwd_cpu = _forward(fp32, calib, meta, n)
         run["forward_pass_s"] = round(forward, 2)
@@ -162,7 +162,7 @@ def part_time(args: argparse.Namespace, work: Path) -> dict:
         print(f"[time] {n} images: cache hit {wall:.2f} s ({hit.cache})", flush=True)
         run["load_end"] = _load()
         out["runs"][str(n)] = run
-    if args.compare_modelopt:
+    if args.compare_modelopt or args.compare_only:
         # ModelOpt's own calibrators on the same images (the smallest count): scale deviation
         # and agreement with FP32 on held-out images.
         n = counts[0]
@@ -194,6 +194,9 @@ def part_time(args: argparse.Namespace, work: Path) -> dict:
         cmp["held_out_images"] = len(held_out)
         cmp["load_end"] = _load()
         out["modelopt_comparison"] = cmp
+    if args.compare_only:
+        out["load_end"] = _load()
+        return out
     _, wall, cpu = _timed(to_fp16, fp32, calib, num_images=32, output=work / "x299.fp16.onnx")
     out["fp16"] = {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "range_check_images": 32}
     sizes["fp16"] = _mib(work / "x299.fp16.onnx")
@@ -381,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare-modelopt", action="store_true",
                    help="part time: also run ModelOpt's own calibrators (the smallest image "
                         "count) and report the scale deviation and agreement with FP32")
+    p.add_argument("--compare-only", action="store_true",
+                   help="part time: only the --compare-modelopt part (no timing runs, no FP16)")
     p.add_argument("--methods", nargs="+", choices=CalibrationMethod.choices(),
                    default=CalibrationMethod.choices())
     p.add_argument("--calib", help="calibration images for part time (default: synthetic)")
