@@ -3,10 +3,13 @@ TensorRT-RTX build check of every variant. Everything runs on the CPU.
 
 Part 1 (``--part time``): the full 299x299 Xception (random weights: no ImageNet weights are
 downloaded; calibration time does not depend on the weights' values) exported to ONNX, then
-INT8-calibrated with each method on ``--images`` (default 512) images at 299x299 (``--calib``,
-or synthetic smooth images), plus a cache hit and the FP16 conversion. Reports wall time (image
-decode + preprocessing + ModelOpt subprocess), the time inside ModelOpt, the ratio to one FP32
-ONNX Runtime forward pass over the same images, and the file sizes.
+INT8-calibrated with each method at each ``--images`` count (default 128 and 512) at 299x299
+(``--calib``, or synthetic smooth images), after the one-time ModelOpt placement, plus a cache
+hit per count and the FP16 conversion. Reports wall and CPU time (image decode, preprocessing,
+worker) and their ratios to one FP32 ONNX Runtime forward pass over the same images, measured in
+the same run, the load averages, and the file sizes. ``--compare-modelopt`` also runs ModelOpt's
+own calibrators and reports how far our scales are from theirs and both variants' agreement with
+FP32 on held-out images.
 
 Part 2 (``--part accuracy``): the digits demo data set (scikit-learn's 8x8 digits upscaled by the
 shared preprocessing). A narrow Xception (width 0.25, 2 middle blocks, 71x71) is trained for a
@@ -17,6 +20,8 @@ variant is then built with TensorRT-RTX for SM86 and the INT8 layers it kept are
 
     python benchmarks/bench_precision.py                       # both parts
     python benchmarks/bench_precision.py --part accuracy --json results/precision.json
+    python benchmarks/bench_precision.py --part time --compare-modelopt \\
+        --json benchmarks/results/calibration_time.json
 """
 
 from __future__ import annotations
@@ -57,67 +62,153 @@ def _mib(path: Path) -> float:
     return Path(path).stat().st_size / 2**20
 
 
+def _load() -> list[float]:
+    """The machine's 1/5/15-minute load averages (what ``uptime`` shows)."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def _timed(fn, *args, **kw):
+    """(result, wall s, CPU s of this process and its finished children)."""
+    t0, cpu0 = time.perf_counter(), _cpu_seconds()
+    res = fn(*args, **kw)
+    return res, time.perf_counter() - t0, _cpu_seconds() - cpu0
+
+
+def _forward(model_path: Path, calib: Path, meta, num_images: int) -> tuple[float, float]:
+    """One FP32 forward pass over the calibration images (decoded beforehand) with ONNX
+    Runtime (2 threads, batch 8): (wall s, CPU s)."""
+    import onnxruntime as ort
+
+    from xception_trt.precision.sensitivity import load_images
+
+    images = load_images(calib, meta, num_images=num_images, seed=0)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    sess = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
+    t0, cpu0 = time.perf_counter(), _cpu_seconds()
+    for i in range(0, len(images), 8):
+        sess.run(None, {"input": images.x[i:i + 8]})
+    return time.perf_counter() - t0, _cpu_seconds() - cpu0
+
+
+def _scale_deviation(ours: dict, ref: dict) -> dict:
+    rel = np.array([abs(ours[k] / ref[k] - 1.0) for k in ref])
+    return {"tensors": len(rel), "median": float(np.median(rel)),
+            "p90": float(np.quantile(rel, 0.9)), "max": float(rel.max()),
+            "within_1e-5": int((rel <= 1e-5).sum())}
+
+
 def part_time(args: argparse.Namespace, work: Path) -> dict:
+    """Calibration time of every method at each ``--images`` count against one FP32 forward
+    pass over the same images (wall and CPU time, side by side in one run), the one-time Q/DQ
+    placement, a cache hit, and the FP16 conversion."""
     import torch
 
     from xception_trt.config import ModelSpec
     from xception_trt.export import export_onnx
     from xception_trt.model import build_xception
-    from xception_trt.precision import quantize_int8, to_fp16
+    from xception_trt.precision import evaluate_variants, quantize_int8, to_fp16
 
     torch.manual_seed(0)
     spec = ModelSpec(num_classes=1000)
     fp32 = work / "xception299.onnx"
     export_onnx(build_xception(spec=spec).eval(), fp32, check_parity=False)
-    calib = Path(args.calib) if args.calib else _synthetic_images(work / "calib299", args.images)
-    out: dict = {"images": args.images, "input_size": 299, "cpu_count": os.cpu_count(),
-                 "calibration_data": str(args.calib or "synthetic"), "methods": {}}
+    counts = sorted(set(args.images))
+    calib = (Path(args.calib) if args.calib
+             else _synthetic_images(work / "calib299", max(counts) + args.val_images))
+    out: dict = {"images": counts, "input_size": 299, "cpu_count": os.cpu_count(),
+                 "calibration_data": str(args.calib or "synthetic"), "load_start": _load(),
+                 "runs": {}}
     sizes = {"fp32": _mib(fp32)}
     # The yardstick of issue 15: one FP32 forward pass over the same (decoded) images, same
-    # runtime (ONNX Runtime, CPU); each method's wall time is reported as a ratio to it.
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_targeted import _forward_seconds
-
+    # runtime (ONNX Runtime, CPU, 2 threads, batch 8); each method's time is a ratio to it.
     from xception_trt.onnx_meta import read_metadata
 
-    forward = _forward_seconds(fp32, calib, read_metadata(fp32), args.images, 2, 8)
-    out["forward_pass_s"] = round(forward, 1)
-    print(f"[time] FP32 forward pass over the {args.images} images: {forward:.1f} s", flush=True)
-    for method in args.methods:
-        t0, cpu0 = time.perf_counter(), _cpu_seconds()
-        res = quantize_int8(fp32, calib, method=method, num_images=args.images,
-                            cache_dir=work / "cache", output=work / f"x299.int8.{method}.onnx")
-        wall = time.perf_counter() - t0
-        out["methods"][method] = {"wall_s": round(wall, 1), "in_modelopt_s": round(res.seconds, 1),
-                                  # CPU seconds of this process and the ModelOpt subprocess:
-                                  # the load-independent cost on a shared machine.
-                                  "cpu_s": round(_cpu_seconds() - cpu0, 1),
-                                  "ratio_to_forward": round(wall / forward, 2),
-                                  "num_images": res.num_images, "cache": res.cache,
-                                  "quantized_nodes": len(res.quantized_nodes),
-                                  "excluded_nodes": list(res.excluded_nodes)}
-        sizes[f"int8-{method}"] = _mib(res.path)
-        print(f"[time] {method:<10} {wall:7.1f} s wall, "
-              f"{out['methods'][method]['cpu_s']:.1f} s CPU, {res.num_images} images, "
-              f"{len(res.quantized_nodes)} nodes quantized", flush=True)
-    t0 = time.perf_counter()
-    hit = quantize_int8(fp32, calib, method=args.methods[0], num_images=args.images,
-                        cache_dir=work / "cache")
-    out["cache_hit"] = {"method": args.methods[0], "wall_s": round(time.perf_counter() - t0, 1),
-                        "cache": hit.cache}
-    print(f"[time] cache hit ({args.methods[0]}): {out['cache_hit']['wall_s']} s", flush=True)
-    # The same scales with FP32 weights through Q/DQ (the form TensorRT 8.6 is given at build
-    # time; the default stores INT8 weights), imported from the cache entry.
-    floats = quantize_int8(fp32, import_cache=hit.cache_path, int8_weights=False,
-                           output=work / f"x299.int8f.{args.methods[0]}.onnx")
-    sizes[f"int8-{args.methods[0]}-float-weights"] = _mib(floats.path)
-    t0 = time.perf_counter()
-    to_fp16(fp32, calib, num_images=32, output=work / "x299.fp16.onnx")
-    out["fp16_wall_s"] = round(time.perf_counter() - t0, 1)
+    meta = read_metadata(fp32)
+    # ModelOpt's placement is made once per graph and exclusions (then kept as a layout in the
+    # cache folder): measured on its own, with 8 images, so each method below is calibration.
+    cache = work / "cache"
+    _, wall, cpu = _timed(quantize_int8, fp32, calib, method="max", num_images=8,
+                          cache_dir=cache)
+    out["placement_once"] = {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+                             "what": "first quantize of this graph: ModelOpt places Q/DQ "
+                                     "(8 images)"}
+    print(f"[time] one-time ModelOpt placement: {wall:.1f} s", flush=True)
+    for n in ([] if args.compare_only else counts):
+        run: dict = {"load_start": _load(), "methods": {}}
+        forward, fwd_cpu = _forward(fp32, calib, meta, n)
+        run["forward_pass_s"] = round(forward, 2)
+        run["forward_pass_cpu_s"] = round(fwd_cpu, 2)
+        print(f"[time] {n} images: FP32 forward pass {forward:.1f} s", flush=True)
+        for method in args.methods:
+            res, wall, cpu = _timed(quantize_int8, fp32, calib, method=method, num_images=n,
+                                    cache_dir=cache, output=work / f"x299.int8.{method}.onnx")
+            run["methods"][method] = {
+                "wall_s": round(wall, 1), "in_worker_s": round(res.seconds, 1),
+                # CPU seconds of this process and the worker: the load-independent cost on a
+                # shared machine.
+                "cpu_s": round(cpu, 1), "ratio_to_forward": round(wall / forward, 2),
+                "cpu_ratio_to_forward": round(cpu / fwd_cpu, 2),
+                "num_images": res.num_images, "cache": res.cache,
+                "quantized_nodes": len(res.quantized_nodes),
+                "excluded_nodes": list(res.excluded_nodes)}
+            sizes[f"int8-{method}"] = _mib(res.path)
+            print(f"[time] {n} images: {method:<10} {wall:7.1f} s wall ({wall / forward:.2f}x),"
+                  f" {cpu:.1f} s CPU ({cpu / fwd_cpu:.2f}x)", flush=True)
+        hit, wall, cpu = _timed(quantize_int8, fp32, calib, method="entropy", num_images=n,
+                                cache_dir=cache, output=work / "x299.int8.hit.onnx")
+        run["cache_hit"] = {"method": "entropy", "wall_s": round(wall, 2),
+                            "cpu_s": round(cpu, 2), "cache": hit.cache}
+        print(f"[time] {n} images: cache hit {wall:.2f} s ({hit.cache})", flush=True)
+        run["load_end"] = _load()
+        out["runs"][str(n)] = run
+        if n == counts[-1]:
+            # The same scales with FP32 weights through Q/DQ (the form TensorRT 8.6 is given at
+            # build time; the default stores INT8 weights), imported from the cache entry.
+            floats = quantize_int8(fp32, import_cache=hit.cache_path, int8_weights=False,
+                                   output=work / "x299.int8f.entropy.onnx")
+            sizes["int8-entropy-float-weights"] = _mib(floats.path)
+    if args.compare_modelopt or args.compare_only:
+        # ModelOpt's own calibrators on the same images (the smallest count): scale deviation
+        # and agreement with FP32 on held-out images.
+        n = counts[0]
+        cmp: dict = {"images": n, "load_start": _load(), "methods": {}}
+        from xception_trt.data import Dataset, open_dataset
+
+        ds = open_dataset(calib)
+        chosen = {r.path for r in ds.select(n, seed=0).records}
+        held_out = Dataset(tuple(r for r in ds.records if r.path not in chosen)[:args.val_images],
+                           ds.class_names, ds.root, ds.ignored)
+        for method in args.methods:
+            fast = quantize_int8(fp32, calib, method=method, num_images=n, cache_dir=None)
+            os.environ["XCEPTION_TRT_FAST_CALIBRATION"] = "0"  # the worker reads it
+            try:
+                own, wall, cpu = _timed(quantize_int8, fp32, calib, method=method,
+                                        num_images=n, cache_dir=None)
+            finally:
+                del os.environ["XCEPTION_TRT_FAST_CALIBRATION"]
+            rows = {r.name: r for r in evaluate_variants(
+                {"fp32": fp32, "ours": fast.model, "modelopt": own.model}, held_out)}
+            cmp["methods"][method] = {
+                "modelopt_wall_s": round(wall, 1), "modelopt_cpu_s": round(cpu, 1),
+                "scale_deviation": _scale_deviation(fast.scales, own.scales),
+                "agreement_with_fp32": {"ours": rows["ours"].agreement,
+                                        "modelopt": rows["modelopt"].agreement},
+                "mean_abs_logit_diff": {"ours": rows["ours"].mean_abs_diff,
+                                        "modelopt": rows["modelopt"].mean_abs_diff}}
+            print(f"[compare] {method}: {cmp['methods'][method]}", flush=True)
+        cmp["held_out_images"] = len(held_out)
+        cmp["load_end"] = _load()
+        out["modelopt_comparison"] = cmp
+    if args.compare_only:
+        out["load_end"] = _load()
+        return out
+    _, wall, cpu = _timed(to_fp16, fp32, calib, num_images=32, output=work / "x299.fp16.onnx")
+    out["fp16"] = {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "range_check_images": 32}
     sizes["fp16"] = _mib(work / "x299.fp16.onnx")
     out["sizes_mib"] = {k: round(v, 2) for k, v in sizes.items()}
-    print(f"[time] fp16 conversion (32-image range check): {out['fp16_wall_s']} s", flush=True)
-    print("[size] " + ", ".join(f"{k} {v:.1f} MiB" for k, v in sizes.items()), flush=True)
+    out["load_end"] = _load()
+    print(f"[time] fp16 conversion (32-image range check): {wall:.1f} s", flush=True)
     return out
 
 
@@ -292,8 +383,15 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--part", choices=["time", "accuracy", "all"], default="all")
-    p.add_argument("--images", type=int, default=DEFAULT_NUM_IMAGES,
-                   help="calibration images (part time)")
+    p.add_argument("--images", type=int, nargs="+", default=[128, DEFAULT_NUM_IMAGES],
+                   help="calibration image counts (part time; default: 128 512)")
+    p.add_argument("--val-images", type=int, default=32,
+                   help="part time: held-out images for --compare-modelopt")
+    p.add_argument("--compare-modelopt", action="store_true",
+                   help="part time: also run ModelOpt's own calibrators (the smallest image "
+                        "count) and report the scale deviation and agreement with FP32")
+    p.add_argument("--compare-only", action="store_true",
+                   help="part time: only the --compare-modelopt part (no timing runs, no FP16)")
     p.add_argument("--methods", nargs="+", choices=CalibrationMethod.choices(),
                    default=CalibrationMethod.choices())
     p.add_argument("--calib", help="calibration images for part time (default: synthetic)")

@@ -51,6 +51,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=reason))
 
 
+@pytest.fixture(scope="session")
+def _session_xdg_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("xdg-cache")
+
+
+@pytest.fixture(autouse=True)
+def _private_user_cache(_session_xdg_cache, monkeypatch):
+    """The per-user caches (calibration scales, bundle engines) default to
+    $XDG_CACHE_HOME/xception-trt: tests never write the real ~/.cache (a test may set its own)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(_session_xdg_cache))
+
+
 @pytest.fixture(autouse=True)
 def _fresh_machine_facts():
     """Each test probes this machine afresh: machine facts are probed once per process

@@ -277,7 +277,8 @@ def test_triton_repo_serves_int8_placed_for_onnx_runtime(ort_variant, trt_varian
     notes = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("note: ")]
     assert len(notes) == 1 and "--placement onnxruntime" in notes[0] and "--int8-calib" in notes[0]
     # The FP32 ONNX with --int8-calib: the repository gets the ORT-placed INT8 variant.
-    monkeypatch.chdir(tmp_path)  # its scales are cached in ./calibration/cache
+    monkeypatch.chdir(tmp_path)  # nothing may land in the current folder
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # its scales are cached there
     out = tmp_path / "repo-made"
     assert main(["triton-repo", str(fp32_path), "-o", str(out),
                  "--int8-calib", str(flat_image_folder)]) == 0
@@ -285,7 +286,8 @@ def test_triton_repo_serves_int8_placed_for_onnx_runtime(ort_variant, trt_varian
     served = out / "xception/1/model.onnx"
     assert read_metadata(served).placement is Placement.ONNXRUNTIME
     assert fused_kernel_counts(served).all_fused
-    assert list((tmp_path / "calibration" / "cache").glob("*.json"))
+    assert list((tmp_path / "xdg" / "xception-trt" / "calibration").glob("*.json"))
+    assert not (tmp_path / "calibration").exists()
     # --int8-calib needs an FP32 ONNX MODEL.
     for model, match in ((tiny_checkpoint, "--int8-calib only applies with an FP32 ONNX"),
                          (ort_variant.path, "INT8 variant")):

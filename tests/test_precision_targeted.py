@@ -329,20 +329,3 @@ def test_calibration_eps(monkeypatch):
         assert eps == ["cpu"]
     monkeypatch.setenv(CALIBRATION_EPS_ENV, "cuda:0, cpu")
     assert calibration_eps() == ["cuda:0", "cpu"]
-
-
-def test_fast_max_calibration_equals_modelopts(fp32_path, calib_folder, monkeypatch):
-    """``max`` scales from the in-graph Abs/ReduceMax pass are ModelOpt's own, on the same
-    nodes (the worker reads the switch from its environment)."""
-    from xception_trt.precision._worker import FAST_MAX_ENV
-
-    kw = dict(method="max", num_images=8, batch_size=4, cache_dir=None)
-    monkeypatch.setenv(FAST_MAX_ENV, "0")
-    slow = quantize_int8(fp32_path, calib_folder, **kw)
-    monkeypatch.setenv(FAST_MAX_ENV, "1")
-    fast = quantize_int8(fp32_path, calib_folder, **kw)
-    assert fast.quantized_nodes == slow.quantized_nodes
-    assert fast.excluded_nodes == slow.excluded_nodes
-    assert set(fast.scales) == set(slow.scales)
-    assert fast.scales == pytest.approx(slow.scales, rel=1e-5)
-    assert [n.op_type for n in fast.model.graph.node] == [n.op_type for n in slow.model.graph.node]

@@ -18,7 +18,7 @@ ORDER = 20
 def register(sub: argparse._SubParsersAction) -> None:
     from ..config import Placement, Precision
     from ..precision import (
-        DEFAULT_CACHE_DIR,
+        DEFAULT_CACHE_DIR_HELP,
         DEFAULT_NUM_IMAGES,
         DEFAULT_PERCENTILE,
         HIGH_PRECISIONS,
@@ -98,7 +98,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "the builder gives TensorRT 8.6 the FP32 form); --no-int8-weights "
                         "keeps FP32 weights + Q/DQ")
     p.add_argument("--cache-dir", default=None,
-                   help=f"INT8: calibration cache folder (default: {DEFAULT_CACHE_DIR})")
+                   help=f"INT8: calibration cache folder (default: {DEFAULT_CACHE_DIR_HELP})")
     p.add_argument("--no-cache", action="store_true",
                    help="INT8: neither read nor write the calibration cache")
     path_argument(p, "--import-cache", kind="file", metavar="FILE",

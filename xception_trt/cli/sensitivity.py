@@ -14,7 +14,8 @@ ORDER = 21
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..precision import DEFAULT_CACHE_DIR, DEFAULT_NUM_IMAGES, CalibrationMethod
+    from ..precision import DEFAULT_NUM_IMAGES, CalibrationMethod
+    from ..precision.cache import DEFAULT_CACHE_DIR_HELP
     from ..precision.sensitivity import DEFAULT_VAL_IMAGES
 
     p = add_command(
@@ -49,8 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="calibration batch size (default: 8)")
     p.add_argument("--threads", type=positive_int, default=2,
                    help="ONNX Runtime intra-op threads (default: 2)")
-    p.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR),
-                   help=f"calibration cache folder (default: {DEFAULT_CACHE_DIR})")
+    p.add_argument("--cache-dir", default=None,
+                   help=f"calibration cache folder (default: {DEFAULT_CACHE_DIR_HELP})")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     p.add_argument("--no-plot", action="store_true", help="do not draw sensitivity.png")
     p.add_argument("--no-progress", action="store_true",
@@ -60,6 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..fsio import atomic_write_json, atomic_write_text
+    from ..precision import DEFAULT_CACHE_DIR
     from ..precision.sensitivity import plot_sensitivity, sensitivity
 
     for flag, given, what in (("--calib", args.calib, "calibration images to compute the INT8 "
@@ -72,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
         result = sensitivity(args.model, args.calib, args.val, method=args.method,
                              num_images=args.num_images, val_images=args.val_images,
                              seed=args.seed, batch_size=args.batch_size, threads=args.threads,
-                             cache_dir=None if args.no_cache else args.cache_dir,
+                             cache_dir=(None if args.no_cache
+                                        else args.cache_dir or DEFAULT_CACHE_DIR),
                              progress=bars)
     out.mkdir(parents=True, exist_ok=True)
     doc = dict(result.to_dict(), model=str(args.model))

@@ -56,8 +56,8 @@ def add_batching_arguments(p: argparse.ArgumentParser) -> None:
     path_argument(p, "--int8-calib", kind="any", metavar="DIR",
                   help="serve INT8 on ONNX Runtime: MODEL is the FP32 ONNX; make its INT8 "
                        "variant placed for ONNX Runtime (as `quantize --precision int8 --placement "
-                       "onnxruntime`: entropy, 512 images, scales cached in calibration/cache) "
-                       "from these calibration images and serve that")
+                       "onnxruntime`: entropy, 512 images, scales cached in the per-user "
+                       "calibration cache) from these calibration images and serve that")
 
 
 def _onnx_runs_on_cpu(args: argparse.Namespace) -> bool:

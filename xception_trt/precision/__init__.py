@@ -23,7 +23,12 @@ Modules:
 * :mod:`.targeted` — accuracy-targeted INT8 (fewest nodes kept in FP32, held-out report).
 """
 
-from .cache import DEFAULT_CACHE_DIR, read_trt_calibration_cache, write_trt_calibration_cache
+from .cache import (
+    DEFAULT_CACHE_DIR,
+    DEFAULT_CACHE_DIR_HELP,
+    read_trt_calibration_cache,
+    write_trt_calibration_cache,
+)
 from .evaluate import VariantMetrics, evaluate_variants, format_table
 from .fp16 import to_fp16
 from .int8 import (
@@ -44,6 +49,7 @@ from .source import depthwise_conv_nodes, graph_sha256, save_model
 __all__ = [
     "CalibrationMethod",
     "DEFAULT_CACHE_DIR",
+    "DEFAULT_CACHE_DIR_HELP",
     "DEFAULT_NUM_IMAGES",
     "DEFAULT_PERCENTILE",
     "HIGH_PRECISIONS",

@@ -34,8 +34,10 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import CalibrationError
 from ..host import parent_death_signal
 from .cache import write_trt_calibration_cache
+from .fastcalib import calibrate_scales
 
 log = logging.getLogger(__name__)
 
@@ -110,89 +112,54 @@ class _BatchReader:
 
 
 def _patch_percentile(percentile: float) -> Any:
-    """Make ModelOpt's INT8 front-end use ONNX Runtime's percentile calibrator.
+    """Make ModelOpt's INT8 front-end use ONNX Runtime's percentile calibrator at ``percentile``.
 
     ModelOpt's ``int8.quantize`` maps every method other than ``entropy`` to MinMax, although
-    its patched ``create_calibrator`` supports ``CalibrationMethod.Percentile``. We wrap the
-    ``quantize_static`` it calls (in this process only) to pass the percentile method.
+    its patched calibrator factory supports ``CalibrationMethod.Percentile``; and that factory
+    reads the percentile from options ModelOpt never passes on, so it would always use its
+    default (99.999). We wrap the ``quantize_static`` it calls (in this process only) to ask for
+    the percentile method, and its calibrator factory to pass ``percentile``.
     """
     import modelopt.onnx.quantization.int8 as mo_int8
+    import modelopt.onnx.quantization.ort_patching as mo_patching
     from onnxruntime.quantization import CalibrationMethod
 
     original = mo_int8.quantize_static
+    original_factory = mo_patching._create_calibrator_with_extra_options
 
     def quantize_static(*args: Any, **kwargs: Any) -> Any:
         kwargs["calibrate_method"] = CalibrationMethod.Percentile
-        extra = dict(kwargs.get("extra_options") or {})
-        extra.update(percentile=float(percentile), symmetric=True)
-        kwargs["extra_options"] = extra
         return original(*args, **kwargs)
 
+    def factory(*args: Any, **kwargs: Any) -> Any:
+        extra = dict(kwargs.get("extra_options") or {})
+        extra["percentile"] = float(percentile)
+        kwargs["extra_options"] = extra
+        return original_factory(*args, **kwargs)
+
     mo_int8.quantize_static = quantize_static
+    mo_patching._create_calibrator_with_extra_options = factory
 
     def restore() -> None:
         mo_int8.quantize_static = original
+        mo_patching._create_calibrator_with_extra_options = original_factory
 
     return restore
 
 
-#: ``0`` turns off :func:`_absmax_scales` (ModelOpt's own ``max`` calibration runs instead).
+#: ``0``: ModelOpt's own calibrators for every method (not :mod:`.fastcalib`'s one pass).
+FAST_CALIBRATION_ENV = "XCEPTION_TRT_FAST_CALIBRATION"
+#: Older switch, kept: ``0`` turns the one-pass calibration off for ``max`` only.
 FAST_MAX_ENV = "XCEPTION_TRT_FAST_MAX"
 
 
-def _fusable(model: Any) -> set[str]:
-    """Conv/Gemm outputs read only by a Relu or an Add: ONNX Runtime fuses those pairs (a
-    reduction on the tensor would stop it), and ModelOpt's placement never quantizes them."""
-    consumers: dict[str, set[str]] = {}
-    for node in model.graph.node:
-        for t in node.input:
-            consumers.setdefault(t, set()).add(node.op_type)
-    outputs = {o.name for o in model.graph.output}
-    return {o for n in model.graph.node if n.op_type in ("Conv", "Gemm") for o in n.output
-            if o not in outputs and consumers.get(o) and consumers[o] <= {"Relu", "Add"}}
-
-
-def _absmax_scales(onnx_path: str, files: list[Path], input_name: str,
-                   stage: str, *, skip_fusable: bool = True) -> dict[str, float]:
-    """``max`` calibration in one ONNX Runtime pass: scale = max |x| / 127 per float tensor.
-
-    ModelOpt's ``max`` (ONNX Runtime's MinMax calibrator, symmetric) makes every activation a
-    graph output, copies them all to numpy per batch and reduces them there, with graph
-    optimizations and the memory arena off: about twice the cost of a forward pass. Here each
-    tensor gets a ``ReduceMax`` and a ``ReduceMin`` in the graph, so a batch returns two
-    scalars per tensor.
-    The scales equal ModelOpt's (tests compare them); they are handed to ModelOpt as an
-    imported cache, so its placement and graph rewriting are unchanged.
-    """
-    import onnx
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
-
-    model = onnx.load(onnx_path)
-    inferred = onnx.shape_inference.infer_shapes(model)
-    types = {v.name: v.type.tensor_type.elem_type for v in
-             list(inferred.graph.value_info) + list(inferred.graph.input)
-             + list(inferred.graph.output)}
-    skip = _fusable(model) if skip_fusable else set()
-    names = [t for t in [input_name] + [o for n in model.graph.node for o in n.output]
-             if types.get(t) == TensorProto.FLOAT and t not in skip]
-    del model.graph.output[:]
-    # max |x| = max(ReduceMax(x), -ReduceMin(x)): two reads of x, no |x| copy written.
-    for i, name in enumerate(names):
-        for op in ("ReduceMax", "ReduceMin"):
-            out = f"xtrt_{op}_{i}"
-            model.graph.node.append(helper.make_node(op, [name], [out], keepdims=0))
-            model.graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, []))
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    amax = np.zeros(len(names), dtype=np.float64)
-    for done, path in enumerate(files, start=1):
-        with np.load(path) as data:
-            batch = np.ascontiguousarray(data["input"])
-        hi_lo = np.asarray(sess.run(None, {input_name: batch}), np.float64).reshape(-1, 2)
-        amax = np.maximum(amax, np.abs(hi_lo).max(axis=1))
-        _progress(stage, done, len(files))
-    # A tensor that is zero on every image still needs a usable (positive) scale.
-    return {name: float(max(a, 1e-30) / 127.0) for name, a in zip(names, amax)}
+def fast_calibration(method: str) -> bool:
+    """Whether ``method`` is calibrated by :func:`.fastcalib.calibrate_scales` (the default)
+    rather than by ModelOpt's own calibrator (``$XCEPTION_TRT_FAST_CALIBRATION=0``, or
+    ``$XCEPTION_TRT_FAST_MAX=0`` for ``max``)."""
+    if os.environ.get(FAST_CALIBRATION_ENV, "1").strip() == "0":
+        return False
+    return not (method == "max" and os.environ.get(FAST_MAX_ENV, "1").strip() == "0")
 
 
 def _qdq_facts(model: Any, *, by_scale_name: bool = False) -> dict[str, Any]:
@@ -263,23 +230,39 @@ def _dummy_files(req: dict[str, Any], tmp: Path) -> list[Path]:
 def run_int8(req: dict[str, Any]) -> dict[str, Any]:
     if req.get("target") == "onnxruntime":
         return run_ort_int8(req)
-    from modelopt.onnx.quantization import quantize
-
     tmp = Path(req["tmp_dir"])
     files = sorted(Path(req["data_dir"]).glob("batch_*.npz")) if req.get("data_dir") else []
     cache_scales: dict[str, float] | None = req.get("scales")
     method = req["method"]
     cache_path = None
     restore = None
-    fast = bool(method == "max" and cache_scales is None and files
-            and os.environ.get(FAST_MAX_ENV, "1") != "0")
+    fast = bool(cache_scales is None and files and fast_calibration(method))
     t0 = time.perf_counter()
     files_all = files
     if fast:
-        cache_scales = _absmax_scales(req["onnx"], files, req["input_name"],
-                                      stage=f"calibrate {method}")
+        cache_scales = _one_pass(req, files, skip_fusable=True)
         files = []  # ModelOpt places Q/DQ on one dummy batch and takes these scales
         req = dict(req, data_dir=None)  # so a scale that is missing is an error, not a guess
+    out_fp32 = tmp / "quant_fp32.onnx"
+    if req.get("layout") and cache_scales is not None:
+        # ModelOpt placed this graph before: rebuild its output without ModelOpt.
+        import onnx
+
+        from .layout import apply_layout
+
+        layout = Path(req["layout"]).read_bytes()
+        source = onnx.load(req["onnx"])
+        try:
+            placed = apply_layout(layout, source, cache_scales)
+        except CalibrationError as exc:
+            if not (fast and "MISSING-SCALES" in str(exc)):
+                raise RuntimeError(str(exc)) from None
+            cache_scales = _one_pass(req, files_all, skip_fusable=False)
+            placed = apply_layout(layout, source, cache_scales)
+        onnx.save(placed, str(out_fp32))
+        return _finish_int8(req, out_fp32, cache_scales, time.perf_counter() - t0)
+    from modelopt.onnx.quantization import quantize
+
     if cache_scales is not None:
         cache_path = tmp / "scales.cache"
         # The TensorRT text cache format is what ModelOpt imports.
@@ -293,7 +276,6 @@ def run_int8(req: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError("no calibration batches given")
     reader = _BatchReader(files, req["input_name"],
                           stage=("apply scales" if fast else f"calibrate {req['method']}"))
-    out_fp32 = tmp / "quant_fp32.onnx"
     try:
         _quantize(quantize, req, reader, method, cache_path, out_fp32)
     finally:
@@ -301,18 +283,36 @@ def run_int8(req: dict[str, Any]) -> dict[str, Any]:
             restore()
     seconds = time.perf_counter() - t0
     try:
-        return _finish_int8(req, out_fp32, cache_scales, seconds)
+        return _placed(req, out_fp32, _finish_int8(req, out_fp32, cache_scales, seconds))
     except RuntimeError as exc:
         if not (fast and "MISSING-SCALES" in str(exc)):
             raise
         why = str(exc)
     # A placement that quantizes a tensor the fast pass skipped: measure every tensor.
-    log.warning("fast max calibration: %s; calibrating every tensor", why)
-    scales = _absmax_scales(req["onnx"], files_all, req["input_name"],
-                            stage=f"calibrate {method}", skip_fusable=False)
+    log.warning("one-pass calibration: %s; calibrating every tensor", why)
+    scales = _one_pass(req, files_all, skip_fusable=False)
     write_trt_calibration_cache(scales, cache_path)  # type: ignore[arg-type]
     _quantize(quantize, req, reader, method, cache_path, out_fp32)
-    return _finish_int8(req, out_fp32, scales, time.perf_counter() - t0)
+    return _placed(req, out_fp32, _finish_int8(req, out_fp32, scales, time.perf_counter() - t0))
+
+
+def _one_pass(req: dict[str, Any], files: list[Path], *, skip_fusable: bool) -> dict[str, float]:
+    return calibrate_scales(
+        req["onnx"], files, req["input_name"], method=req["method"],
+        percentile=float(req["percentile"]), skip_fusable=skip_fusable,
+        progress=lambda d, n: _progress(f"calibrate {req['method']}", d, n))
+
+
+def _placed(req: dict[str, Any], out_fp32: Path, facts: dict[str, Any]) -> dict[str, Any]:
+    """Keep ModelOpt's placement as a layout (``layout_out``) for the parent to cache."""
+    if req.get("layout_out"):
+        import onnx
+
+        from .layout import make_layout
+
+        Path(req["layout_out"]).write_bytes(
+            make_layout(onnx.load(str(out_fp32)), onnx.load(req["onnx"])))
+    return facts
 
 
 def _quantize(quantize: Any, req: dict[str, Any], reader: _BatchReader, method: str,
@@ -519,22 +519,66 @@ def _matching_nodes(onnx_path: str, patterns: list[str], op_types: list[str]) ->
             if n.op_type in op_types or any(rx.match(n.name) for rx in rxs)]
 
 
+def _fast_reference_run() -> Any:
+    """Make AutoCast's range check read min/max from :func:`.fastcalib.tensor_ranges`.
+
+    AutoCast's ``ReferenceRunner.run`` marks every tensor a graph output, runs Polygraphy's
+    comparator (which deep-copies every activation of every batch) and reduces them in numpy:
+    most of an FP16 conversion's time. Its node classifier only reads each tensor's absmax,
+    min, max and shape, which one ONNX Runtime pass with in-graph reductions gives (for a
+    folder of ``.npz`` batches; random inputs keep AutoCast's own run).
+
+    Returns:
+        A function that undoes the patch.
+    """
+    from collections import OrderedDict
+
+    from modelopt.onnx.autocast import referencerunner
+
+    from .fastcalib import tensor_ranges
+
+    original = referencerunner.ReferenceRunner.run
+
+    def run(self: Any, inputs: Any = None) -> Any:
+        if not (isinstance(inputs, str) and os.path.isdir(inputs)):
+            return original(self, inputs)
+        files = sorted(Path(inputs).glob("*.npz"))
+        name = self.model.graph.input[0].name
+        ranges, shapes = tensor_ranges(self.model, files, name)
+        return OrderedDict(
+            (t, referencerunner.TensorStats(absmax=max(abs(lo), abs(hi)), min_val=lo,
+                                            max_val=hi, shape=shapes[t]))
+            for t, (lo, hi) in ranges.items())
+
+    referencerunner.ReferenceRunner.run = run  # type: ignore[method-assign]
+
+    def restore() -> None:
+        referencerunner.ReferenceRunner.run = original  # type: ignore[method-assign]
+
+    return restore
+
+
 def run_fp16(req: dict[str, Any]) -> dict[str, Any]:
     import onnx
     from modelopt.onnx.autocast import convert_to_mixed_precision
 
     t0 = time.perf_counter()
-    model = convert_to_mixed_precision(
-        onnx_path=req["onnx"],
-        low_precision_type="fp16",
-        nodes_to_exclude=list(req.get("exclude_nodes") or []) or None,
-        op_types_to_exclude=list(req.get("exclude_op_types") or []) or None,
-        data_max=float(req["data_max"]),
-        init_max=float(req["init_max"]),
-        keep_io_types=True,
-        calibration_data=req.get("data_dir"),
-        providers=["cpu"],
-    )
+    restore = _fast_reference_run() if fast_calibration("fp16") else None
+    try:
+        model = convert_to_mixed_precision(
+            onnx_path=req["onnx"],
+            low_precision_type="fp16",
+            nodes_to_exclude=list(req.get("exclude_nodes") or []) or None,
+            op_types_to_exclude=list(req.get("exclude_op_types") or []) or None,
+            data_max=float(req["data_max"]),
+            init_max=float(req["init_max"]),
+            keep_io_types=True,
+            calibration_data=req.get("data_dir"),
+            providers=["cpu"],
+        )
+    finally:
+        if restore is not None:
+            restore()
     seconds = time.perf_counter() - t0
     inferred = onnx.shape_inference.infer_shapes(model)
     types = {v.name: v.type.tensor_type.elem_type for v in

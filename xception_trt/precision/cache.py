@@ -1,6 +1,8 @@
 """Calibration caches: our per-(graph, method, options) JSON entries and TensorRT's text cache.
 
-Our cache (``calibration/cache/``): one JSON file per (graph, method, options) holding the
+Our cache (default :data:`DEFAULT_CACHE_DIR`: the per-user ``$XDG_CACHE_HOME/xception-trt/
+calibration``, else ``~/.cache/xception-trt/calibration``, next to the bundles' engine cache;
+nothing is written in the current folder): one JSON file per (graph, method, options) holding the
 per-tensor activation scales (and, for the ONNX Runtime placement, their zero points). Its key
 also covers the calibration set fingerprint, the preprocessing (ModelSpec + input format), image
 count, seed, batch size, the placement target (``onnxruntime`` entries name it; no target means
@@ -30,13 +32,41 @@ from .. import __version__
 from ..errors import CalibrationError, ConfigError, renamed
 from ..fsio import atomic_write_json, atomic_write_text
 
-__all__ = ["DEFAULT_CACHE_DIR", "CACHE_FORMAT", "CACHE_VERSION", "read_trt_calibration_cache",
+__all__ = ["DEFAULT_CACHE_DIR", "DEFAULT_CACHE_DIR_HELP", "default_cache_dir", "CACHE_FORMAT",
+           "CACHE_VERSION", "read_trt_calibration_cache",
            "write_trt_calibration_cache", "load_import_cache", "read_entry", "stale_reasons",
            "entry_path", "lookup_entry", "lookup_zero_points", "write_entry"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CACHE_DIR = Path("calibration/cache")
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/xception-trt/calibration`` (XDG base-directory spec), else
+    ``~/.cache/xception-trt/calibration``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "xception-trt" / "calibration"
+
+
+class _DefaultCacheDir(os.PathLike):  # type: ignore[type-arg]
+    """The per-user calibration cache, resolved each time it is used (so a changed
+    ``$XDG_CACHE_HOME`` counts): pass it wherever a cache folder is taken."""
+
+    def __fspath__(self) -> str:
+        return str(default_cache_dir())
+
+    def __str__(self) -> str:
+        return self.__fspath__()
+
+    def __repr__(self) -> str:
+        return "DEFAULT_CACHE_DIR"
+
+
+#: The default calibration cache folder (see :func:`default_cache_dir`).
+DEFAULT_CACHE_DIR = _DefaultCacheDir()
+#: How help texts name it.
+DEFAULT_CACHE_DIR_HELP = ("$XDG_CACHE_HOME/xception-trt/calibration, else "
+                          "~/.cache/xception-trt/calibration")
 CACHE_FORMAT = "xception-trt-calibration-cache"
 CACHE_VERSION = 1
 _TRT_HEADER = re.compile(r"^TRT-(\d+)-(\w+)$")

@@ -6,12 +6,13 @@ providers where onnxruntime-gpu and a GPU are present, else ``["cpu"]``). Its pl
 one TensorRT fuses: per-channel symmetric INT8 weights (axis 0, zero point 0), per-tensor
 symmetric activations, the residual ``Add`` quantized on one input only (the other comes
 straight from a Conv, so TensorRT fuses the add into that Conv), and the output layer (the
-classifier ``Gemm``) left in high precision, so the logits never pass through Q/DQ. Method
-``entropy`` is ModelOpt's; ``max`` gives ModelOpt's scales from one ONNX Runtime pass with a
-``ReduceMax``/``ReduceMin`` per tensor (see the worker; ``XCEPTION_TRT_FAST_MAX=0``: ModelOpt's);
-``percentile`` uses ONNX Runtime's percentile calibrator through ModelOpt's patched calibrator
-factory. Several methods share one decode of
-the images and one worker process; :func:`auto_quantize_int8` keeps the best on held-out data.
+classifier ``Gemm``) left in high precision, so the logits never pass through Q/DQ. Every
+method (``max``, ``entropy``, ``percentile``) takes ModelOpt's scales from one ONNX Runtime pass
+of ours (:mod:`.fastcalib`; ``XCEPTION_TRT_FAST_CALIBRATION=0``: ModelOpt's own calibrators),
+handed to ModelOpt as an imported cache; ModelOpt's placement is kept as a layout in the cache
+folder (:mod:`.layout`), so a cache hit runs neither ModelOpt nor a worker. Several methods
+share one decode of the images and one worker process; :func:`auto_quantize_int8` keeps the
+best on held-out data.
 
 ``placement="onnxruntime"`` uses ONNX Runtime's own ``quantize_static`` (QDQ, per-channel INT8
 weights, asymmetric uint8 activations on the inputs and outputs of every op it supports), the
@@ -57,6 +58,7 @@ from .launcher import (
     run_worker,
     worker_tempdir,
 )
+from .layout import apply_layout, read_layout, write_layout
 from .source import (
     anchored,
     as_model,
@@ -212,7 +214,8 @@ def quantize_int8(onnx_model_or_path: Any, calibration_data: Any = None, *,
             read that form; the builder gives TensorRT 8.6 the float form,
             :func:`xception_trt.graph.to_float_weights`). ``False``: FP32 weights through a
             Q/DQ pair (what :mod:`~xception_trt.precision.sensitivity` edits).
-        cache_dir: Calibration cache folder (``None`` disables the cache).
+        cache_dir: Calibration cache folder (default: the per-user
+            ``$XDG_CACHE_HOME/xception-trt/calibration``; ``None`` disables the cache).
         import_cache: Use the scales of this cache instead of calibrating: a TensorRT text
             calibration cache (the migration path from TensorRT 8/10 implicit INT8) or an
             xception-trt cache JSON. Tensors the cache does not cover are calibrated with
@@ -265,6 +268,30 @@ def _raw_initializers(model: Any) -> Any:
         if init.data_location != TensorProto.EXTERNAL and not init.HasField("raw_data"):
             init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init), init.name))
     return model
+
+
+def _from_layout(layout: bytes, source: Any, scales: Mapping[str, float], *,
+                 int8_weights: bool) -> tuple[dict[str, Any], Any] | None:
+    """A cache hit without ModelOpt: the cached layout filled with the cached scales, and
+    the worker's facts of it; ``None`` (the worker then runs) when they do not fit. With
+    ``int8_weights`` the weights are then stored as INT8 as the worker stores them
+    (:func:`xception_trt.graph.to_int8_weights`, the same bytes as ModelOpt's ``qdq_to_dq``)."""
+    from ..graph import to_int8_weights
+    from ._worker import _qdq_facts
+
+    t0 = time.perf_counter()
+    try:
+        placed = apply_layout(layout, source, scales)
+    except CalibrationError as exc:
+        log.info("cached Q/DQ layout not used (%s); running ModelOpt", exc)
+        return None
+    facts = _qdq_facts(placed)
+    facts.pop("scale_names")
+    facts["scales"] = {k: float(scales[k]) for k in facts["scales"]}
+    if int8_weights:
+        placed = to_int8_weights(placed)
+    facts["seconds"] = time.perf_counter() - t0
+    return facts, _raw_initializers(placed)
 
 
 def _with_path(r: QuantizeResult, path: Path) -> QuantizeResult:
@@ -320,8 +347,7 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
 
     t0 = time.perf_counter()
     with worker_tempdir("int8") as tmp:
-        src = tmp / "model.onnx"
-        onnx.save(model, str(src))
+        src = tmp / "model.onnx"  # written only if a worker runs
         calib: CalibSet | None = None
         if calibration_data is not None:
             calib = select_calibration(calibration_data, meta, num_images=num_images,
@@ -330,6 +356,16 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
                     if import_cache is not None else None)
         jobs: list[dict[str, Any]] = []
         states: list[dict[str, Any]] = []
+        # ModelOpt's placement, kept per graph and exclusions (see .layout): with it no job
+        # runs ModelOpt, and a cache hit runs no worker at all.
+        layout_key = ({"graph": gsha, "exclude_nodes": sorted(excluded),
+                       "exclude_op_types": sorted(exclude_op_types),
+                       "modelopt": modelopt_version()}
+                      if qtarget is Placement.TENSORRT and cache_dir is not None
+                      and imported is None else None)
+        layout = read_layout(cache_dir, layout_key) if layout_key is not None else None
+        if layout is not None:
+            (tmp / "layout.onnx").write_bytes(layout)
         for i, method in enumerate(chosen):
             # (how the weights are stored is not part of the key: the scales do not depend on
             # it, so `quantize` and `sensitivity`, which edits the FP32-weight form, share them)
@@ -377,12 +413,16 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
                     job["scales"] = cached
                     job["zero_points"] = lookup_zero_points(cache_path)
                     state["cache"] = "hit"  # no image is decoded, no calibration runs
+                elif layout_key is not None and layout is None:
+                    job["layout_out"] = str(tmp / f"job_{i}" / "layout.onnx")
                 else:
                     try:  # said now, before calibrating; the result is kept either way
                         check_writable_dir(Path(cache_dir), what="calibration cache",
                                            error=CalibrationError)
                     except CalibrationError as exc:
                         log.warning("%s; calibrating without caching the scales", exc)
+            if layout is not None:
+                job["layout"] = str(tmp / "layout.onnx")
             jobs.append(job)
             states.append(state)
         # Decode the images once, for every job that calibrates (or completes an import).
@@ -393,11 +433,40 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
             for job, st in zip(jobs, states):
                 if st["cache"] != "hit":
                     job["data_dir"] = str(tmp / "data")
+        # A hit with a layout and nothing for ModelOpt to do after: no worker.
+        local: dict[int, tuple[dict[str, Any], Any]] = {}
+        if layout is not None and high is Precision.FP32:
+            for i, (job, st) in enumerate(zip(jobs, states)):
+                if st["cache"] == "hit":
+                    done = _from_layout(layout, model, job["scales"],
+                                        int8_weights=bool(int8_weights))
+                    if done is not None:
+                        local[i] = done
+        remote = [job for i, job in enumerate(jobs) if i not in local]
         ort = qtarget is Placement.ONNXRUNTIME
-        outcomes = run_worker(
-            {"jobs": jobs, "tmp_dir": str(tmp)}, what="INT8 calibration", progress=progress,
-            **(dict(tool="ONNX Runtime's quantizer", requires=ORT_WORKER_NEEDS) if ort else {}))
-        models = [_raw_initializers(onnx.load(job["out"])) for job in jobs]
+        outcomes: dict[str, Any] = {"jobs": [], "tool": f"nvidia-modelopt {modelopt_version()}"}
+        if remote:
+            onnx.save(model, str(src))
+            outcomes = run_worker(
+                {"jobs": remote, "tmp_dir": str(tmp)}, what="INT8 calibration",
+                progress=progress,
+                **(dict(tool="ONNX Runtime's quantizer", requires=ORT_WORKER_NEEDS) if ort
+                   else {}))
+        worker_out = iter(zip(outcomes["jobs"], remote))
+        models = []
+        merged = []
+        for i, job in enumerate(jobs):
+            if i in local:
+                merged.append(local[i][0])
+                models.append(local[i][1])
+                continue
+            outcome, _ = next(worker_out)
+            merged.append(outcome)
+            models.append(_raw_initializers(onnx.load(job["out"])))
+            if job.get("layout_out") and Path(job["layout_out"]).is_file():
+                write_layout(cache_dir, layout_key,  # type: ignore[arg-type]
+                             Path(job["layout_out"]).read_bytes())
+        outcomes["jobs"] = merged
     seconds = time.perf_counter() - t0
 
     results: dict[str, QuantizeResult] = {}

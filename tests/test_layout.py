@@ -1,0 +1,133 @@
+"""ModelOpt's Q/DQ placement kept as a layout (:mod:`xception_trt.precision.layout`): a cache
+hit needs no worker, a new method needs no ModelOpt placement, and a layout file that is not
+ours, not current or not intact is never used."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import onnx
+import pytest
+
+from xception_trt.errors import CalibrationError
+from xception_trt.precision import int8 as int8_mod
+from xception_trt.precision import quantize_int8
+from xception_trt.precision.layout import apply_layout, make_layout
+
+KW = dict(num_images=8, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def first(fp32_path, calib_folder, tmp_path_factory):
+    """A calibrating run (cache miss, ModelOpt places the graph) that keeps its layout."""
+    cache = tmp_path_factory.mktemp("cache")
+    out = tmp_path_factory.mktemp("out") / "miss.onnx"
+    res = quantize_int8(fp32_path, calib_folder, method="entropy", cache_dir=cache, output=out,
+                        **KW)
+    return res, cache
+
+
+def _layout_files(cache):
+    return sorted(cache.glob("*-layout-*.onnx")), sorted(cache.glob("*-layout-*.json"))
+
+
+def test_a_miss_keeps_the_layout_small(first, fp32_path):
+    res, cache = first
+    onnx_files, entries = _layout_files(cache)
+    assert res.cache == "miss" and len(onnx_files) == 1 and len(entries) == 1
+    # The weights stay in the source graph: the layout holds the placement and weight scales.
+    assert onnx_files[0].stat().st_size < 0.2 * fp32_path.stat().st_size
+
+
+def test_a_hit_runs_no_worker_and_writes_the_same_bytes(first, fp32_path, calib_folder,
+                                                        tmp_path, monkeypatch):
+    res, cache = first
+
+    def no_worker(*a, **k):
+        raise AssertionError("a cache hit with a layout started the worker")
+
+    monkeypatch.setattr(int8_mod, "run_worker", no_worker)
+    hit = quantize_int8(fp32_path, calib_folder, method="entropy", cache_dir=cache,
+                        output=tmp_path / "hit.onnx", **KW)
+    assert hit.cache == "hit"
+    assert hit.path.read_bytes() == res.path.read_bytes()
+    assert hit.quantized_nodes == res.quantized_nodes and hit.scales == res.scales
+
+
+def test_a_new_method_uses_the_layout_and_equals_modelopts_placement(
+        first, fp32_path, calib_folder, tmp_path):
+    _, cache = first
+    with_layout = quantize_int8(fp32_path, calib_folder, method="max", cache_dir=cache,
+                                output=tmp_path / "a.onnx", **KW)
+    fresh = quantize_int8(fp32_path, calib_folder, method="max", cache_dir=tmp_path / "fresh",
+                          output=tmp_path / "b.onnx", **KW)
+    assert with_layout.cache == fresh.cache == "miss"
+    assert with_layout.path.read_bytes() == fresh.path.read_bytes()
+
+
+@pytest.mark.parametrize("damage", ["bytes", "key", "format"])
+def test_a_damaged_or_foreign_layout_is_not_used(damage, first, fp32_path, calib_folder,
+                                                 tmp_path, caplog):
+    res, cache = first
+    copy = tmp_path / "cache"
+    copy.mkdir()
+    for f in cache.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    (onnx_file,), (entry_file,) = _layout_files(copy)
+    if damage == "bytes":
+        data = bytearray(onnx_file.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        onnx_file.write_bytes(bytes(data))
+    else:
+        entry = json.loads(entry_file.read_text())
+        if damage == "key":
+            entry["key"]["graph"] = "0" * 64
+        else:
+            entry["format"] = "something-else"
+        entry_file.write_text(json.dumps(entry))
+    with caplog.at_level(logging.WARNING, logger="xception_trt.precision"):
+        again = quantize_int8(fp32_path, calib_folder, method="entropy", cache_dir=copy,
+                              output=tmp_path / "again.onnx", **KW)
+    assert "layout" in caplog.text and "ModelOpt places the graph again" in caplog.text
+    assert again.path.read_bytes() == res.path.read_bytes()
+
+
+def test_apply_layout_refuses_what_does_not_fit(first, fp32_path, calib_folder, tmp_path):
+    _, cache = first
+    source = onnx.load(str(fp32_path))
+    # ModelOpt's output is the FP32-weight Q/DQ form (the INT8 weights are written after it)
+    res = quantize_int8(fp32_path, calib_folder, method="entropy", cache_dir=cache,
+                        int8_weights=False, output=tmp_path / "qdq.onnx", **KW)
+    layout = make_layout(onnx.load(str(res.path)), source)
+    with pytest.raises(CalibrationError, match="not a Q/DQ layout"):
+        apply_layout(b"not onnx", source, res.scales)
+    with pytest.raises(CalibrationError, match="MISSING-SCALES"):
+        apply_layout(layout, source, dict(list(res.scales.items())[1:]))
+    other = onnx.load(str(fp32_path))
+    first_init = other.graph.initializer[0]
+    first_init.dims[0] += 1  # same name, another shape
+    with pytest.raises(CalibrationError, match="is not the source graph's"):
+        apply_layout(layout, other, res.scales)
+    evil = onnx.load_from_string(layout)
+    evil.graph.node[0].op_type = "Loop"
+    with pytest.raises(CalibrationError, match="adds op"):
+        apply_layout(evil.SerializeToString(), source, res.scales)
+
+
+def test_the_default_cache_is_per_user_not_the_current_folder(fp32_path, calib_folder, tmp_path,
+                                                              monkeypatch):
+    """Nothing is written outside the place named: without cache_dir the scales (and the
+    layout) go to $XDG_CACHE_HOME/xception-trt/calibration, never ./calibration/cache."""
+    from xception_trt.precision import DEFAULT_CACHE_DIR
+
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    res = quantize_int8(fp32_path, calib_folder, method="max", **KW)
+    where = tmp_path / "xdg" / "xception-trt" / "calibration"
+    assert res.cache_path is not None and res.cache_path.parent == where
+    assert res.cache_path.is_file() and _layout_files(where)[0]
+    assert list(work.iterdir()) == []
+    assert str(DEFAULT_CACHE_DIR) == str(where)
