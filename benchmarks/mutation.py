@@ -86,6 +86,10 @@ MODULES: dict[str, list[str]] = {
     "precision/int8.py": ["tests/test_teeth_precision.py"],
     "deepstream.py": ["tests/test_deepstream.py", "tests/test_teeth_sidecar.py"],
     "sidecar.py": ["tests/test_sidecar.py", "tests/test_teeth_sidecar.py"],
+    "tuning.py": ["tests/test_tune.py"],
+    "bundle/tuned.py": ["tests/test_bundle_tuned.py", "tests/test_bundle_tuned_use.py"],
+    "trt/layers.py": ["tests/test_trt_layers.py"],
+    "precision/layout.py": ["tests/test_layout.py"],
 }
 
 #: Tests left out per module (a pytest ``-k`` expression): tests that run the CLI in a child

@@ -349,10 +349,11 @@ def _finish_int8(req: dict[str, Any], out_fp32: Path, cache_scales: dict[str, fl
         facts["scales"] = {k: float(cache_scales.get(k, v)) for k, v in facts["scales"].items()}
     if req.get("int8_weights"):
         # Store weights as INT8 initializers feeding DequantizeLinear (no weight Q node): a
-        # quarter of the size; TensorRT and ONNX Runtime read both forms.
-        from modelopt.onnx.quantization.qdq_utils import qdq_to_dq
+        # quarter of the size; TensorRT and ONNX Runtime read both forms. The same bytes as
+        # ModelOpt's qdq_to_dq (tested), without its 3-4 s import on the calibration path.
+        from ..graph import to_int8_weights
 
-        model = qdq_to_dq(model)
+        model = to_int8_weights(model)
     if req.get("high_precision") == "fp16":
         from modelopt.onnx.autocast import convert_to_f16
 
