@@ -44,6 +44,7 @@ version; 2 renamed every ``*_mb`` key ``*_mib``: sizes are MiB everywhere)::
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import logging
@@ -51,7 +52,7 @@ import math
 import os
 import re
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -955,6 +956,42 @@ def check_report_dir(root: str | os.PathLike[str], name: str, *, force: bool = F
     return target
 
 
+@contextlib.contextmanager
+def staged_report_dir(target: Path) -> Iterator[Path]:
+    """A new folder beside ``target`` for the caller to fill; when the block ends normally it is
+    renamed to ``target`` (an existing ``target`` is removed only after that), otherwise it is
+    removed: a report folder is never half-written, and a killed write leaves a sibling named
+    after its process that the next write sweeps (:func:`xception_trt.fsio.temp_sibling`; not
+    mkdtemp, whose folder is private: a report is an ordinary, umask-governed folder).
+
+    Raises:
+        BenchError: The parent folder is not writable, or writing fails (an ``OSError``).
+    """
+    from .fsio import check_writable_dir, temp_sibling
+
+    check_writable_dir(target.parent, what="report", error=BenchError)
+    try:
+        tmp = temp_sibling(target, directory=True)
+    except OSError as exc:
+        raise BenchError(f"cannot create a folder in {target.parent}: {exc}") from None
+    try:
+        yield tmp
+        old = None
+        if target.exists():
+            old = temp_sibling(target, directory=True, suffix=".old")
+            old.rmdir()
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise BenchError(f"cannot write the report into {target}: {exc}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def write_report(doc: Mapping[str, Any], root: str | os.PathLike[str] = DEFAULT_ROOT, *,
                  force: bool = False) -> ReportFiles:
     """Write ``report.json``, ``report.md`` and the PNG plots into ``root/<doc name>/``.
@@ -967,18 +1004,9 @@ def write_report(doc: Mapping[str, Any], root: str | os.PathLike[str] = DEFAULT_
         BenchError: The folder exists (without ``force``), the name is bad, or it cannot be
             written.
     """
-    from .fsio import check_writable_dir, temp_sibling
-
     doc = validate_report(dict(doc))
     target = check_report_dir(root, doc["name"], force=force)
-    check_writable_dir(target.parent, what="report", error=BenchError)
-    # Not mkdtemp: its folder is private (0700); a report is an ordinary, umask-governed folder.
-    # Named after this process, so a later write sweeps it if this one is killed.
-    try:
-        tmp = temp_sibling(target, directory=True)
-    except OSError as exc:
-        raise BenchError(f"cannot create a folder in {target.parent}: {exc}") from None
-    try:
+    with staged_report_dir(target) as tmp:
         (tmp / "report.json").write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n",
                                          encoding="utf-8")
         plots = []
@@ -996,20 +1024,6 @@ def write_report(doc: Mapping[str, Any], root: str | os.PathLike[str] = DEFAULT_
             drawn = False
         md = render_markdown(doc, plots=drawn)
         (tmp / "report.md").write_text(md, encoding="utf-8")
-        old = None
-        if target.exists():
-            old = temp_sibling(target, directory=True, suffix=".old")
-            old.rmdir()
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise BenchError(f"cannot write report into {target}: {exc}") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("report written to %s", target)
     return ReportFiles(target, target / "report.json", target / "report.md",
                        tuple(target / p for p in plots))

@@ -47,7 +47,6 @@ import json
 import logging
 import math
 import os
-import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +59,7 @@ from .bundle.format import Bundle, EngineEntry, Manifest, is_bundle
 from .bundle.tuned import OBJECTIVES
 from .config import Precision
 from .contract import ENGINE_SUFFIXES, ONNX_SUFFIXES, Runner
-from .errors import BenchError, ConfigError, DataError, XceptionTRTError
+from .errors import ConfigError, DataError, XceptionTRTError
 from .jsonable import JsonMixin
 
 __all__ = ["OBJECTIVES", "Candidate", "Excluded", "SearchConfig", "Measured", "TuneResult",
@@ -1358,17 +1357,11 @@ def write_tune_report(doc: Mapping[str, Any], output: str | os.PathLike[str], *,
         BenchError: The folder exists without ``force``, or it cannot be written.
     """
     from .errors import DependencyError
-    from .fsio import check_writable_dir, temp_sibling
-    from .report import check_report_dir
+    from .report import check_report_dir, staged_report_dir
 
     out = Path(output)
     target = check_report_dir(out.parent, out.name, force=force)
-    check_writable_dir(target.parent, what="report", error=BenchError)
-    try:
-        tmp = temp_sibling(target, directory=True)
-    except OSError as exc:
-        raise BenchError(f"cannot create a folder in {target.parent}: {exc}") from None
-    try:
+    with staged_report_dir(target) as tmp:
         (tmp / "report.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
         md = render_markdown(doc)
         try:
@@ -1381,18 +1374,4 @@ def write_tune_report(doc: Mapping[str, Any], output: str | os.PathLike[str], *,
             log.warning("%s; the report has no plot", exc)
             md = md.replace("![pareto](pareto.png)", f"(no plot: {exc})")
         (tmp / "report.md").write_text(md, encoding="utf-8")
-        old = None
-        if target.exists():
-            old = temp_sibling(target, directory=True, suffix=".old")
-            old.rmdir()
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise BenchError(f"cannot write the report into {target}: {exc}") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
