@@ -768,3 +768,20 @@ def test_one_candidate_set_per_onnxruntime_provider(small_bundle, tmp_path, monk
     c = Candidate("onnxruntime", Precision.FP32, 1, "onnx/fp32.onnx", threads=1)
     tuning._open(c, small_bundle, CPU, cache_dir=tmp_path / "cache", device=0).close()
     assert seen == [{"providers": ["CPUExecutionProvider"], "threads": 1}]
+
+
+def test_report_text_of_an_interval_and_of_json_values():
+    """The report prints an interval as [low, high] (4 significant digits) and writes enums by
+    value and paths as text."""
+    from xception_trt.tuning import _iv, _json_default
+
+    assert _iv((0.4201644, 0.4463581)) == "[0.4202, 0.4464]"
+    assert _iv(None) == "(too few calls)"
+    assert _json_default(Precision.INT8) == "int8"
+    assert _json_default(Path("/a/b")) == "/a/b"
+
+
+def test_the_median_of_an_even_count_is_the_mean_of_the_middle_two():
+    """pick() ranks by the median cost: for an even count the mean of the two middle values."""
+    assert _measured(1, [1.0, 2.0, 3.0, 10.0, 11.0, 40.0]).cost == 6.5
+    assert _measured(1, [3.0, 1.0, 2.0]).cost == 2.0

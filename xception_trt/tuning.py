@@ -47,6 +47,7 @@ import json
 import logging
 import math
 import os
+import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -493,12 +494,6 @@ def verdict(candidate: Sequence[float], best: Sequence[float] | None, *, config:
     return "done" if len(calls) >= config.max_repeats else "continue"
 
 
-def _median(xs: Sequence[float]) -> float:
-    s = sorted(xs)
-    n = len(s)
-    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
-
-
 @dataclass
 class Measured(JsonMixin):
     """A timed candidate.
@@ -525,7 +520,7 @@ class Measured(JsonMixin):
 
     @property
     def cost(self) -> float | None:
-        return _median(self.costs) if self.costs else None
+        return statistics.median(self.costs) if self.costs else None
 
     def interval(self, confidence: float) -> tuple[float, float] | None:
         return median_interval(self.costs, confidence)
@@ -554,10 +549,10 @@ def pick(measured: Sequence[Measured], *, confidence: float = 0.95,
     if not ok:
         return None, []
     def span(m: Measured) -> tuple[float, float]:
-        cost = _median(m.costs)
+        cost = statistics.median(m.costs)
         return m.interval(confidence) or (cost, cost)
 
-    best = min(ok, key=lambda m: (_median(m.costs), m.candidate.simplicity()))
+    best = min(ok, key=lambda m: (statistics.median(m.costs), m.candidate.simplicity()))
     b = span(best)
     tied = [m for m in ok if span(m)[0] <= b[1] and b[0] <= span(m)[1]]
     if len(tied) < 2:
