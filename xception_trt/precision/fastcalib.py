@@ -222,10 +222,7 @@ def calibrate_scales(onnx_path: str, files: Sequence[Path], input_name: str, *, 
     strides = {t: (_stride(shapes.get(t), batch0, sample_limit) if hist else 1) for t in names}
     del model.graph.output[:]
     for i, name in enumerate(names):
-        for op in ("ReduceMax", "ReduceMin"):
-            out = f"xtrt_{op}_{i}"
-            model.graph.node.append(helper.make_node(op, [name], [out], keepdims=0))
-            model.graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, []))
+        _add_range_outputs(model, i, name)
         if not hist:
             continue
         r = strides[name]
@@ -304,6 +301,17 @@ def _histogram_scales(names: list[str], collectors: list[Any], method: str,
     return scales
 
 
+def _add_range_outputs(model: Any, i: int, name: str) -> None:
+    """Append a ``ReduceMax`` and a ``ReduceMin`` of tensor ``name`` (the ``i``-th measured)
+    as the graph's next two outputs, in that order."""
+    from onnx import TensorProto, helper
+
+    for op in ("ReduceMax", "ReduceMin"):
+        out = f"xtrt_{op}_{i}"
+        model.graph.node.append(helper.make_node(op, [name], [out], keepdims=0))
+        model.graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, []))
+
+
 def tensor_ranges(model: Any, files: Sequence[Path], input_name: str
                   ) -> tuple[dict[str, tuple[float, float]], dict[str, tuple[int, ...]]]:
     """Min and max of every float tensor (input, every node output) over the batches, from
@@ -314,17 +322,13 @@ def tensor_ranges(model: Any, files: Sequence[Path], input_name: str
     """
     import onnx
     import onnxruntime as ort
-    from onnx import TensorProto, helper
 
     work = onnx.ModelProto()
     work.CopyFrom(model)
     names, shapes = _float_tensors(work, input_name)
     del work.graph.output[:]
     for i, name in enumerate(names):
-        for op in ("ReduceMax", "ReduceMin"):
-            out = f"xtrt_{op}_{i}"
-            work.graph.node.append(helper.make_node(op, [name], [out], keepdims=0))
-            work.graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, []))
+        _add_range_outputs(work, i, name)
     sess = ort.InferenceSession(work.SerializeToString(), providers=["CPUExecutionProvider"])
     lo = np.full(len(names), np.inf, dtype=np.float32)
     hi = np.full(len(names), -np.inf, dtype=np.float32)
