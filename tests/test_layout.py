@@ -11,8 +11,8 @@ import onnx
 import pytest
 
 from xception_trt.errors import CalibrationError
+from xception_trt.precision import fastcalib, quantize_int8
 from xception_trt.precision import int8 as int8_mod
-from xception_trt.precision import quantize_int8
 from xception_trt.precision.layout import apply_layout, make_layout
 
 KW = dict(num_images=8, batch_size=4)
@@ -55,15 +55,51 @@ def test_a_hit_runs_no_worker_and_writes_the_same_bytes(first, fp32_path, calib_
     assert hit.quantized_nodes == res.quantized_nodes and hit.scales == res.scales
 
 
-def test_a_new_method_uses_the_layout_and_equals_modelopts_placement(
-        first, fp32_path, calib_folder, tmp_path):
+@pytest.mark.parametrize("method,seed", [("max", 0), ("percentile", 0), ("entropy", 1)])
+def test_a_new_method_calibrates_here_and_equals_modelopts_placement(
+        method, seed, first, fp32_path, calib_folder, tmp_path, monkeypatch):
+    """A miss on a graph with a layout: one pass in this process over the tensors the layout
+    quantizes, no worker, and the bytes of a fresh run that ModelOpt places (entropy with
+    another seed: another image set, so not the fixture's hit)."""
     _, cache = first
-    with_layout = quantize_int8(fp32_path, calib_folder, method="max", cache_dir=cache,
-                                output=tmp_path / "a.onnx", **KW)
-    fresh = quantize_int8(fp32_path, calib_folder, method="max", cache_dir=tmp_path / "fresh",
-                          output=tmp_path / "b.onnx", **KW)
+    fresh = quantize_int8(fp32_path, calib_folder, method=method, seed=seed,
+                          cache_dir=tmp_path / "fresh", output=tmp_path / "b.onnx", **KW)
+    measured = []
+    real = fastcalib.calibrate_scales
+
+    def spy(*a, **k):
+        measured.extend(k["tensors"])
+        return real(*a, **k)
+
+    def no_worker(*a, **k):
+        raise AssertionError("a miss with a layout started the worker")
+
+    monkeypatch.setattr(fastcalib, "calibrate_scales", spy)
+    monkeypatch.setattr(int8_mod, "run_worker", no_worker)
+    with_layout = quantize_int8(fp32_path, calib_folder, method=method, seed=seed,
+                                cache_dir=cache, output=tmp_path / "a.onnx", **KW)
     assert with_layout.cache == fresh.cache == "miss"
     assert with_layout.path.read_bytes() == fresh.path.read_bytes()
+    assert with_layout.scales == fresh.scales
+    # Only the quantized activations were measured (each one once).
+    assert sorted(measured) == sorted(fresh.scales)
+
+
+def test_modelopts_own_calibrators_still_run_in_the_worker(first, fp32_path, calib_folder,
+                                                           tmp_path, monkeypatch):
+    _, cache = first
+    started = []
+    real = int8_mod.run_worker
+
+    def worker(*a, **k):
+        started.append(a[0]["jobs"][0]["method"])
+        return real(*a, **k)
+
+    monkeypatch.setattr(int8_mod, "run_worker", worker)
+    monkeypatch.setenv("XCEPTION_TRT_FAST_CALIBRATION", "0")
+    res = quantize_int8(fp32_path, calib_folder, method="max", seed=2, cache_dir=cache,
+                        output=tmp_path / "a.onnx", **KW)
+    assert res.cache == "miss" and started == ["max"]
 
 
 @pytest.mark.parametrize("damage", ["bytes", "key", "format"])

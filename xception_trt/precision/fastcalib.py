@@ -18,7 +18,8 @@ scaled back by the sampling ratio; the thresholds come from ONNX Runtime's own
 (every tensor of the test model) get ModelOpt's scales to float rounding; sampled ones agree
 within the tolerance stated in docs/int8.md.
 
-Private to :mod:`xception_trt.precision` (runs in the worker process).
+Private to :mod:`xception_trt.precision`: it runs in the worker process, and in the calling
+process when the Q/DQ placement is already known (no ModelOpt is needed then).
 """
 
 from __future__ import annotations
@@ -184,14 +185,15 @@ def _scale_from_range(lo: Any, hi: Any) -> float:
     return float(scale)
 
 
-def calibrate_scales(onnx_path: str, files: Sequence[Path], input_name: str, *, method: str,
-                     percentile: float, skip_fusable: bool = True,
+def calibrate_scales(onnx_model_or_path: Any, files: Sequence[Path], input_name: str, *,
+                     method: str, percentile: float, skip_fusable: bool = True,
+                     tensors: Sequence[str] | None = None,
                      sample_limit: int = SAMPLE_LIMIT,
                      progress: Progress | None = None) -> dict[str, float]:
     """Per-tensor symmetric int8 activation scales of ``method``, from one ONNX Runtime pass.
 
     Args:
-        onnx_path: The FP32 graph.
+        onnx_model_or_path: The FP32 graph (an ``onnx.ModelProto``, left unchanged, or a path).
         files: Calibration batches (``.npz`` files holding ``input``), in the order ModelOpt
             reads them.
         input_name: The graph input they feed.
@@ -199,6 +201,9 @@ def calibrate_scales(onnx_path: str, files: Sequence[Path], input_name: str, *, 
         percentile: Percentile of |x| for ``percentile`` (0 < p <= 100).
         skip_fusable: Leave out the Conv/Gemm outputs ModelOpt never quantizes (see
             :func:`fusable`).
+        tensors: Measure only these (the activations a known Q/DQ placement quantizes: each
+            tensor left out is one reduction less and lets ONNX Runtime keep its fused,
+            blocked layout there); names that are not float activations are ignored.
         sample_limit: Histogram methods: values per tensor and batch above which the tensor
             is sampled.
         progress: Called with ``(batches done, batches)``.
@@ -212,10 +217,17 @@ def calibrate_scales(onnx_path: str, files: Sequence[Path], input_name: str, *, 
 
     if method not in ("max", "entropy", "percentile"):
         raise ValueError(f"unknown calibration method {method!r}")
-    model = onnx.load(onnx_path)
+    if isinstance(onnx_model_or_path, onnx.ModelProto):
+        model = onnx.ModelProto()
+        model.CopyFrom(onnx_model_or_path)
+    else:
+        model = onnx.load(onnx_model_or_path)
     names, shapes = _float_tensors(model, input_name)
     skip = fusable(model) if skip_fusable else set()
     names = [t for t in names if t not in skip]
+    if tensors is not None:
+        wanted = set(tensors)
+        names = [t for t in names if t in wanted]
     with np.load(files[0]) as data:
         batch0 = int(data["input"].shape[0])
     hist = method != "max"

@@ -10,9 +10,11 @@ classifier ``Gemm``) left in high precision, so the logits never pass through Q/
 method (``max``, ``entropy``, ``percentile``) takes ModelOpt's scales from one ONNX Runtime pass
 of ours (:mod:`.fastcalib`; ``XCEPTION_TRT_FAST_CALIBRATION=0``: ModelOpt's own calibrators),
 handed to ModelOpt as an imported cache; ModelOpt's placement is kept as a layout in the cache
-folder (:mod:`.layout`), so a cache hit runs neither ModelOpt nor a worker. Several methods
-share one decode of the images and one worker process; :func:`auto_quantize_int8` keeps the
-best on held-out data.
+folder (:mod:`.layout`): once a graph has a layout, a new method or image set calibrates in the
+calling process (one pass over the activations the layout quantizes) and a cache hit runs no
+calibration either; neither starts ModelOpt or a worker. Several methods share one decode of the
+images (and one worker process where one runs); :func:`auto_quantize_int8` keeps the best on
+held-out data.
 
 ``placement="onnxruntime"`` uses ONNX Runtime's own ``quantize_static`` (QDQ, per-channel INT8
 weights, asymmetric uint8 activations on the inputs and outputs of every op it supports), the
@@ -58,7 +60,7 @@ from .launcher import (
     run_worker,
     worker_tempdir,
 )
-from .layout import apply_layout, read_layout, write_layout
+from .layout import apply_layout, layout_activations, read_layout, write_layout
 from .source import (
     anchored,
     as_model,
@@ -294,6 +296,26 @@ def _from_layout(layout: bytes, source: Any, scales: Mapping[str, float], *,
     return facts, _raw_initializers(placed)
 
 
+def _calibrate_with_layout(layout: bytes, source: Any, job: Mapping[str, Any], *,
+                           int8_weights: bool, progress: Progress | None
+                           ) -> tuple[dict[str, Any], Any] | None:
+    """A miss whose placement is known: :mod:`.fastcalib`'s one pass over the activations the
+    layout quantizes, in this process, then :func:`_from_layout` (``None``: the worker runs)."""
+    from .fastcalib import calibrate_scales
+
+    t0 = time.perf_counter()
+    method = str(job["method"])
+    stage = f"calibrate {method}"
+    scales = calibrate_scales(
+        source, sorted(Path(job["data_dir"]).glob("batch_*.npz")), str(job["input_name"]),
+        method=method, percentile=float(job["percentile"]), tensors=layout_activations(layout),
+        progress=None if progress is None else (lambda d, n: progress(stage, d, n)))
+    done = _from_layout(layout, source, scales, int8_weights=int8_weights)
+    if done is not None:
+        done[0]["seconds"] = time.perf_counter() - t0
+    return done
+
+
 def _with_path(r: QuantizeResult, path: Path) -> QuantizeResult:
     return dataclasses.replace(r, path=path)
 
@@ -433,15 +455,24 @@ def _quantize_int8_methods(onnx_model_or_path: Any, calibration_data: Any,
             for job, st in zip(jobs, states):
                 if st["cache"] != "hit":
                     job["data_dir"] = str(tmp / "data")
-        # A hit with a layout and nothing for ModelOpt to do after: no worker.
+        # A layout and nothing for ModelOpt to do after: no worker. A hit fills the layout with
+        # the cached scales; a miss calibrates here first (one pass over the tensors the layout
+        # quantizes), unless ModelOpt's own calibrators are asked for.
         local: dict[int, tuple[dict[str, Any], Any]] = {}
         if layout is not None and high is Precision.FP32:
+            from ._worker import fast_calibration
+
             for i, (job, st) in enumerate(zip(jobs, states)):
+                done = None
                 if st["cache"] == "hit":
                     done = _from_layout(layout, model, job["scales"],
                                         int8_weights=bool(int8_weights))
-                    if done is not None:
-                        local[i] = done
+                elif job["data_dir"] and fast_calibration(job["method"]):
+                    done = _calibrate_with_layout(layout, model, job,
+                                                  int8_weights=bool(int8_weights),
+                                                  progress=progress)
+                if done is not None:
+                    local[i] = done
         remote = [job for i, job in enumerate(jobs) if i not in local]
         ort = qtarget is Placement.ONNXRUNTIME
         outcomes: dict[str, Any] = {"jobs": [], "tool": f"nvidia-modelopt {modelopt_version()}"}

@@ -32,8 +32,8 @@ import numpy as np
 from ..errors import CalibrationError
 from ..fsio import atomic_write_bytes, atomic_write_json
 
-__all__ = ["LAYOUT_FORMAT", "LAYOUT_VERSION", "make_layout", "apply_layout", "layout_paths",
-           "read_layout", "write_layout"]
+__all__ = ["LAYOUT_FORMAT", "LAYOUT_VERSION", "make_layout", "apply_layout",
+           "layout_activations", "layout_paths", "read_layout", "write_layout"]
 
 log = logging.getLogger(__name__)
 
@@ -116,16 +116,8 @@ def apply_layout(layout_bytes: bytes, source: Any, scales: Mapping[str, float]) 
         init.CopyFrom(other)
     del model.metadata_props[[p.key for p in model.metadata_props].index(_BORROWED)]
     inits = {i.name: n for n, i in enumerate(model.graph.initializer)}
-    producers = {o: n for n in model.graph.node for o in n.output}
     missing = []
-    for node in model.graph.node:
-        if node.op_type != "QuantizeLinear":
-            continue
-        x, scale_name = node.input[0], node.input[1]
-        src_node = producers.get(x)
-        if x in inits or (src_node is not None and src_node.op_type in ("Constant", "Identity")
-                          and all(i in inits for i in src_node.input)):
-            continue  # a weight: its per-channel scale is part of the layout
+    for x, scale_name in _activation_quantizers(model):
         if x not in scales:
             missing.append(x)
             continue
@@ -139,6 +131,38 @@ def apply_layout(layout_bytes: bytes, source: Any, scales: Mapping[str, float]) 
             f"MISSING-SCALES {len(missing)} quantized activation(s) have no scale: "
             + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""))
     return model
+
+
+def _activation_quantizers(model: Any) -> list[tuple[str, str]]:
+    """(activation, scale initializer name) of every QuantizeLinear of ``model`` whose input
+    is an activation, in node order; a weight's QuantizeLinear (fed by an initializer, or by a
+    Constant/Identity of initializers) is left out: its per-channel scale is part of the
+    layout."""
+    inits = {i.name for i in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    found = []
+    for node in model.graph.node:
+        if node.op_type != "QuantizeLinear":
+            continue
+        x = node.input[0]
+        src_node = producers.get(x)
+        if x in inits or (src_node is not None and src_node.op_type in ("Constant", "Identity")
+                          and all(i in inits for i in src_node.input)):
+            continue
+        found.append((x, node.input[1]))
+    return found
+
+
+def layout_activations(layout_bytes: bytes) -> list[str]:
+    """The activations a layout quantizes (each needs a scale in :func:`apply_layout`), in
+    node order without repeats; ``[]`` for bytes that are not a model."""
+    import onnx
+
+    try:
+        model = onnx.load_from_string(layout_bytes)
+    except Exception:  # untrusted bytes: apply_layout says what is wrong with them
+        return []
+    return list(dict.fromkeys(x for x, _ in _activation_quantizers(model)))
 
 
 def layout_paths(cache_dir: str | os.PathLike[str], key: Mapping[str, Any]) -> tuple[Path, Path]:
