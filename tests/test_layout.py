@@ -85,6 +85,23 @@ def test_a_new_method_calibrates_here_and_equals_modelopts_placement(
     assert sorted(measured) == sorted(fresh.scales)
 
 
+def test_a_failing_pass_here_is_one_calibration_error(first, fp32_path, calib_folder, tmp_path,
+                                                     monkeypatch):
+    _, cache = first
+
+    def oom(*a, **k):
+        raise MemoryError("std::bad_alloc\nmore detail")
+
+    monkeypatch.setattr(fastcalib, "calibrate_scales", oom)
+    out = tmp_path / "a.onnx"
+    with pytest.raises(CalibrationError,
+                       match=r"^INT8 calibration failed in ONNX Runtime: MemoryError: "
+                             r"std::bad_alloc$"):
+        quantize_int8(fp32_path, calib_folder, method="max", seed=3, cache_dir=cache,
+                      output=out, **KW)
+    assert not out.exists()
+
+
 def test_modelopts_own_calibrators_still_run_in_the_worker(first, fp32_path, calib_folder,
                                                            tmp_path, monkeypatch):
     _, cache = first

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import InputFormat, Placement, Precision, StrEnum, check_int
-from ..errors import CalibrationError, ConfigError, renamed
+from ..errors import CalibrationError, ConfigError, XceptionTRTError, renamed
 from ..extras import needs
 from ..fsio import check_writable_dir
 from ..onnx_meta import INPUT_NAME
@@ -306,10 +306,18 @@ def _calibrate_with_layout(layout: bytes, source: Any, job: Mapping[str, Any], *
     t0 = time.perf_counter()
     method = str(job["method"])
     stage = f"calibrate {method}"
-    scales = calibrate_scales(
-        source, sorted(Path(job["data_dir"]).glob("batch_*.npz")), str(job["input_name"]),
-        method=method, percentile=float(job["percentile"]), tensors=layout_activations(layout),
-        progress=None if progress is None else (lambda d, n: progress(stage, d, n)))
+    try:
+        scales = calibrate_scales(
+            source, sorted(Path(job["data_dir"]).glob("batch_*.npz")), str(job["input_name"]),
+            method=method, percentile=float(job["percentile"]),
+            tensors=layout_activations(layout),
+            progress=None if progress is None else (lambda d, n: progress(stage, d, n)))
+    except XceptionTRTError:
+        raise
+    except Exception as exc:  # ONNX Runtime's own errors (memory, a kernel) say what failed
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        raise CalibrationError(f"INT8 calibration failed in ONNX Runtime: "
+                               f"{type(exc).__name__}: {reason}") from exc
     done = _from_layout(layout, source, scales, int8_weights=int8_weights)
     if done is not None:
         done[0]["seconds"] = time.perf_counter() - t0
