@@ -7,7 +7,8 @@ min/max; ``entropy``: a 128-bin signed histogram; ``percentile``: a 2048-bin his
 |x|). That costs 3x (max) to 16x (percentile) a forward pass on the full model.
 
 Here one optimized ONNX Runtime pass does the reductions in the graph: a ``ReduceMax`` and a
-``ReduceMin`` per tensor (all ``max`` needs: scale = max |x| / 127), and, for the histogram
+``ReduceMin`` per tensor (all ``max`` needs: scale = max |x| / 127; of a ``Relu`` output, which
+is never negative, ``max`` takes the ``ReduceMax`` alone), and, for the histogram
 methods, a strided ``Slice`` of each flattened tensor whose batch holds more than
 :data:`SAMPLE_LIMIT` values, so numpy histograms at most that many values per tensor and
 batch. The histograms are built exactly as ModelOpt's patched collectors build them (same
@@ -232,9 +233,12 @@ def calibrate_scales(onnx_model_or_path: Any, files: Sequence[Path], input_name:
         batch0 = int(data["input"].shape[0])
     hist = method != "max"
     strides = {t: (_stride(shapes.get(t), batch0, sample_limit) if hist else 1) for t in names}
+    # A Relu output is >= 0: its max is its largest |x|, all ``max`` needs of it.
+    relu = ({o for n in model.graph.node if n.op_type == "Relu" for o in n.output}
+            if not hist else set())
     del model.graph.output[:]
     for i, name in enumerate(names):
-        _add_range_outputs(model, i, name)
+        _add_range_outputs(model, i, name, min_too=name not in relu)
         if not hist:
             continue
         r = strides[name]
@@ -255,7 +259,8 @@ def calibrate_scales(onnx_model_or_path: Any, files: Sequence[Path], input_name:
                                                ("starts", "ends", "axes", "steps")], [out]))
         model.graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, None))
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    per = 3 if hist else 2
+    # Where each tensor's outputs start: ReduceMax, [ReduceMin], [sample].
+    starts = np.cumsum([0] + [(2 if t not in relu else 1) + hist for t in names]).tolist()
     amax = np.zeros(len(names), dtype=np.float64)
     collectors: list[Any] = ([_Entropy() for _ in names] if method == "entropy"
                              else [_Percentile() for _ in names] if hist else [])
@@ -264,10 +269,12 @@ def calibrate_scales(onnx_model_or_path: Any, files: Sequence[Path], input_name:
             batch = np.ascontiguousarray(data["input"])
         outs = sess.run(None, {input_name: batch})
         for j in range(len(names)):
-            hi, lo = outs[per * j], outs[per * j + 1]
+            at = starts[j]
+            hi = outs[at]
+            lo = outs[at + 1] if names[j] not in relu else hi
             amax[j] = max(amax[j], abs(float(hi)), abs(float(lo)))
             if hist:
-                sample = outs[per * j + 2]
+                sample = outs[at + 2]
                 weight = (1.0 if strides[names[j]] == 1
                           else _full_size(batch, shapes, names[j]) / max(1, sample.size))
                 flat = sample.reshape(-1)
@@ -313,12 +320,12 @@ def _histogram_scales(names: list[str], collectors: list[Any], method: str,
     return scales
 
 
-def _add_range_outputs(model: Any, i: int, name: str) -> None:
-    """Append a ``ReduceMax`` and a ``ReduceMin`` of tensor ``name`` (the ``i``-th measured)
-    as the graph's next two outputs, in that order."""
+def _add_range_outputs(model: Any, i: int, name: str, *, min_too: bool = True) -> None:
+    """Append a ``ReduceMax`` and (``min_too``) a ``ReduceMin`` of tensor ``name`` (the
+    ``i``-th measured) as the graph's next outputs, in that order."""
     from onnx import TensorProto, helper
 
-    for op in ("ReduceMax", "ReduceMin"):
+    for op in ("ReduceMax", "ReduceMin") if min_too else ("ReduceMax",):
         out = f"xtrt_{op}_{i}"
         model.graph.node.append(helper.make_node(op, [name], [out], keepdims=0))
         model.graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, []))
