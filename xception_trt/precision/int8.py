@@ -116,7 +116,9 @@ class QuantizeResult:
         cache: ``"hit"``, ``"miss"``, ``"imported"`` (TensorRT/xception-trt cache file) or
             ``"off"``.
         cache_path: The cache entry read or written (``None`` when caching is off).
-        seconds: Wall time of calibration + quantization, in seconds (excluding image decode).
+        seconds: Wall time of this method's calibration and quantization, in seconds, plus
+            an equal share of what the methods of one call share (decoding the images, the
+            worker's start).
         scales: Per-tensor activation scales (tensor name -> scale, float).
         skipped_images: Images that could not be read and were left out (path, reason).
         target: The runtime the Q/DQ placement is made for.
