@@ -599,10 +599,19 @@ def _import_in_background(module: str) -> threading.Thread:
     return thread
 
 
+def _cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def _measure_while_importing(req: dict[str, Any]) -> Ranges:
     """Min/max of every float tensor of the FP32 graph over the range-check batches, measured
     while ModelOpt's AutoCast is imported in another thread (ONNX Runtime runs without the
-    GIL; the import takes seconds and needs no ranges)."""
+    GIL; the import takes seconds on one core and needs no ranges, so ONNX Runtime gets the
+    other cores)."""
     import onnx
     import onnxruntime  # noqa: F401 - imported once here, before the thread imports it too
 
@@ -611,7 +620,8 @@ def _measure_while_importing(req: dict[str, Any]) -> Ranges:
     importer = _import_in_background("modelopt.onnx.autocast")
     model = onnx.load(req["onnx"])
     files = sorted(Path(req["data_dir"]).glob("*.npz"))
-    measured = tensor_ranges(model, files, model.graph.input[0].name)
+    measured = tensor_ranges(model, files, model.graph.input[0].name,
+                             threads=max(1, _cores() - 1))
     importer.join()
     return measured
 

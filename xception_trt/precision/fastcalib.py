@@ -333,11 +333,17 @@ def _derived(model: Any, names: Sequence[str]) -> dict[str, tuple[str, bool]]:
     return out
 
 
-def tensor_ranges(model: Any, files: Sequence[Path], input_name: str
+def tensor_ranges(model: Any, files: Sequence[Path], input_name: str, *, threads: int = 0
                   ) -> tuple[dict[str, tuple[float, float]], dict[str, tuple[int, ...]]]:
     """Min and max of every float tensor (input, every node output) over the batches, from
     one ONNX Runtime pass with a ``ReduceMin``/``ReduceMax`` per tensor (a ``Relu`` output
     and a reshaped tensor take their input's range, see :func:`_derived`).
+
+    Args:
+        model: The FP32 graph.
+        files: Batches (``.npz`` files holding ``input_name``).
+        input_name: The graph input they feed.
+        threads: ONNX Runtime's intra-op threads (0: its default, one per core).
 
     Returns:
         ({tensor: (min, max)}, {tensor: shape of the first batch's tensor}).
@@ -353,7 +359,10 @@ def tensor_ranges(model: Any, files: Sequence[Path], input_name: str
     del work.graph.output[:]
     for i, name in enumerate(reduced):
         _add_range_outputs(work, i, name)
-    sess = ort.InferenceSession(work.SerializeToString(), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    sess = ort.InferenceSession(work.SerializeToString(), options,
+                                providers=["CPUExecutionProvider"])
     lo = np.full(len(reduced), np.inf, dtype=np.float32)
     hi = np.full(len(reduced), -np.inf, dtype=np.float32)
     batch0 = 0
