@@ -607,7 +607,27 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _measure_while_importing(req: dict[str, Any]) -> Ranges:
+def _in_memory_protobuf() -> Any:
+    """Tell ModelOpt the graph fits an in-memory protobuf (the caller checked it is under
+    half the 2 GiB limit; FP16 conversion only shrinks it) instead of letting it measure the
+    whole graph's ``ByteSize`` before each of its eight shape inferences and checks (about
+    1 s on the full model). The same calls, with the same results, follow.
+
+    Returns:
+        A function that undoes the patch.
+    """
+    from modelopt.onnx import utils as mo_utils
+
+    original = mo_utils.is_model_too_large_for_protobuf
+    mo_utils.is_model_too_large_for_protobuf = lambda model: False
+
+    def restore() -> None:
+        mo_utils.is_model_too_large_for_protobuf = original
+
+    return restore
+
+
+def _measure_while_importing(req: dict[str, Any]) -> tuple[Ranges, bool]:
     """Min/max of every float tensor of the FP32 graph over the range-check batches, measured
     while ModelOpt's AutoCast is imported in another thread (ONNX Runtime runs without the
     GIL; the import takes seconds on one core and needs no ranges, so ONNX Runtime gets the
@@ -622,8 +642,9 @@ def _measure_while_importing(req: dict[str, Any]) -> Ranges:
     files = sorted(Path(req["data_dir"]).glob("*.npz"))
     measured = tensor_ranges(model, files, model.graph.input[0].name,
                              threads=max(1, _cores() - 1))
+    small = model.ByteSize() < (1 << 30)
     importer.join()
-    return measured
+    return measured, small
 
 
 def run_fp16(req: dict[str, Any]) -> dict[str, Any]:
@@ -631,10 +652,12 @@ def run_fp16(req: dict[str, Any]) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     fast = fast_calibration("fp16")
-    measured = _measure_while_importing(req) if fast and req.get("data_dir") else None
+    measured, small = (_measure_while_importing(req) if fast and req.get("data_dir")
+                       else (None, False))
     from modelopt.onnx.autocast import convert_to_mixed_precision
 
-    restore = _fast_reference_run(measured) if fast else None
+    restores = ([_fast_reference_run(measured)] if fast else []) + (
+        [_in_memory_protobuf()] if small else [])
     try:
         model = convert_to_mixed_precision(
             onnx_path=req["onnx"],
@@ -648,7 +671,7 @@ def run_fp16(req: dict[str, Any]) -> dict[str, Any]:
             providers=["cpu"],
         )
     finally:
-        if restore is not None:
+        for restore in restores:
             restore()
     seconds = time.perf_counter() - t0
     inferred = onnx.shape_inference.infer_shapes(model)
