@@ -599,14 +599,6 @@ def _import_in_background(module: str) -> threading.Thread:
     return thread
 
 
-def _cores() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def _in_memory_protobuf() -> Any:
     """Tell ModelOpt the graph fits an in-memory protobuf (the caller checked it is under
     half the 2 GiB limit; FP16 conversion only shrinks it) instead of letting it measure the
@@ -630,8 +622,10 @@ def _in_memory_protobuf() -> Any:
 def _measure_while_importing(req: dict[str, Any]) -> tuple[Ranges, bool]:
     """Min/max of every float tensor of the FP32 graph over the range-check batches, measured
     while ModelOpt's AutoCast is imported in another thread (ONNX Runtime runs without the
-    GIL; the import takes seconds on one core and needs no ranges, so ONNX Runtime gets the
-    other cores)."""
+    GIL; the import takes seconds on one core and needs no ranges).
+
+    ONNX Runtime keeps its default threads (one per core): leaving a core to the import was
+    faster on a 2-core machine busy with other work, but slower on a quiet one."""
     import onnx
     import onnxruntime  # noqa: F401 - imported once here, before the thread imports it too
 
@@ -640,8 +634,7 @@ def _measure_while_importing(req: dict[str, Any]) -> tuple[Ranges, bool]:
     importer = _import_in_background("modelopt.onnx.autocast")
     model = onnx.load(req["onnx"])
     files = sorted(Path(req["data_dir"]).glob("*.npz"))
-    measured = tensor_ranges(model, files, model.graph.input[0].name,
-                             threads=max(1, _cores() - 1))
+    measured = tensor_ranges(model, files, model.graph.input[0].name)
     small = model.ByteSize() < (1 << 30)
     importer.join()
     return measured, small

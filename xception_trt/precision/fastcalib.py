@@ -333,17 +333,11 @@ def _derived(model: Any, names: Sequence[str]) -> dict[str, tuple[str, bool]]:
     return out
 
 
-def tensor_ranges(model: Any, files: Sequence[Path], input_name: str, *, threads: int = 0
+def tensor_ranges(model: Any, files: Sequence[Path], input_name: str
                   ) -> tuple[dict[str, tuple[float, float]], dict[str, tuple[int, ...]]]:
     """Min and max of every float tensor (input, every node output) over the batches, from
     one ONNX Runtime pass with a ``ReduceMin``/``ReduceMax`` per tensor (a ``Relu`` output
     and a reshaped tensor take their input's range, see :func:`_derived`).
-
-    Args:
-        model: The FP32 graph.
-        files: Batches (``.npz`` files holding ``input_name``).
-        input_name: The graph input they feed.
-        threads: ONNX Runtime's intra-op threads (0: its default, one per core).
 
     Returns:
         ({tensor: (min, max)}, {tensor: shape of the first batch's tensor}).
@@ -359,10 +353,7 @@ def tensor_ranges(model: Any, files: Sequence[Path], input_name: str, *, threads
     del work.graph.output[:]
     for i, name in enumerate(reduced):
         _add_range_outputs(work, i, name)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    sess = ort.InferenceSession(work.SerializeToString(), options,
-                                providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(work.SerializeToString(), providers=["CPUExecutionProvider"])
     lo = np.full(len(reduced), np.inf, dtype=np.float32)
     hi = np.full(len(reduced), -np.inf, dtype=np.float32)
     batch0 = 0
