@@ -157,3 +157,88 @@ def test_fp16_range_check_from_one_pass_is_autocasts(fp32_path, calib_folder, mo
     assert 0 < len(kept) < len(made["1"].graph.node) // 2  # the threshold splits the graph
     assert kept == read_metadata(made["0"]).json_field("fp16")["fp32_nodes"]
     assert made["1"].SerializeToString() == made["0"].SerializeToString()
+
+
+def _batches_for(path, calib_folder, folder):
+    model, _ = as_model(path)
+    meta = check_source(model)
+    select_calibration(calib_folder, meta, num_images=8, seed=0, static_batch=None).write(
+        meta, batch_size=4, static_batch=None, directory=folder)
+    return sorted(folder.glob("batch_*.npz"))
+
+
+@pytest.mark.parametrize("key", ["float", "uint8"])
+def test_tensor_ranges_are_every_tensors_min_and_max(key, tiny_onnx_files, calib_folder,
+                                                      tmp_path):
+    """The FP16 range pass: the min/max of every float tensor over the batches, exactly (the
+    Relu outputs and the reshaped/transposed tensors it derives from their inputs included),
+    against every tensor fetched from ONNX Runtime and reduced in numpy."""
+    import onnx
+    import onnxruntime as ort
+
+    path = tiny_onnx_files[key]
+    files = _batches_for(path, calib_folder, tmp_path)
+    model = onnx.load(str(path))
+    names, _ = fastcalib._float_tensors(model, "input")
+    derived = fastcalib._derived(model, names)
+    ops = {n.output[0]: n.op_type for n in model.graph.node}
+    assert sum(ops[t] == "Relu" for t in derived) >= 10  # the rule is exercised ...
+    assert any(ops[t] != "Relu" for t in derived)  # ... both of its kinds
+    ranges, shapes = fastcalib.tensor_ranges(model, files, "input")
+    assert list(ranges) == names
+
+    every = onnx.ModelProto()
+    every.CopyFrom(model)
+    del every.graph.output[:]
+    every.graph.output.extend(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT,
+                                                                 None) for t in names)
+    sess = ort.InferenceSession(every.SerializeToString(), providers=["CPUExecutionProvider"])
+    outs = [sess.run(None, {"input": np.load(f)["input"]}) for f in files]
+    for j, t in enumerate(names):
+        lo = min(float(o[j].min()) for o in outs)
+        hi = max(float(o[j].max()) for o in outs)
+        assert ranges[t] == (lo, hi), t
+        assert shapes[t] == outs[0][j].shape, t
+    # Negative values reach the Relus, so clipping the derived minimum at 0 matters.
+    assert any(ranges[src][0] < 0 for src, relu in derived.values() if relu)
+
+
+def test_float_activations_are_the_range_pass_tensors(tiny_onnx_files):
+    """The worker reuses the ranges measured before ModelOpt's import only when they cover
+    exactly the float tensors of AutoCast's type-inferred graph."""
+    import onnx
+
+    from xception_trt.precision._worker import _float_activations
+
+    for path in tiny_onnx_files.values():
+        model = onnx.load(str(path))
+        names, _ = fastcalib._float_tensors(model, "input")
+        inferred = onnx.shape_inference.infer_shapes(model)
+        assert _float_activations(inferred) == set(names)
+        del inferred.graph.value_info[-1]  # a tensor without a type: measure AutoCast's graph
+        assert _float_activations(inferred) is None
+
+
+@pytest.mark.parametrize("key, kw", [
+    ("uint8", dict(max_activation=2.0)),
+    ("float", dict(max_activation=8.0, exclude_nodes=["Conv_3"], exclude_op_types=["Gemm"])),
+    ("static2", dict(max_activation=512.0)),
+])
+def test_fp16_fast_path_makes_autocasts_graph(key, kw, tiny_onnx_files, calib_folder,
+                                              monkeypatch):
+    """FP16 with the range pass measured while ModelOpt is imported (and Relu outputs
+    derived) gives the graph AutoCast's own reference run gives, byte for byte: uint8 input,
+    exclusions, a fixed batch."""
+    from xception_trt.onnx_meta import read_metadata
+    from xception_trt.precision import to_fp16
+
+    made = {}
+    for fast in ("0", "1"):
+        monkeypatch.setenv(FAST_CALIBRATION_ENV, fast)
+        made[fast] = to_fp16(tiny_onnx_files[key], calib_folder, num_images=8, batch_size=4,
+                             **kw)
+    kept = read_metadata(made["1"]).json_field("fp16")["fp32_nodes"]
+    assert kept == read_metadata(made["0"]).json_field("fp16")["fp32_nodes"]
+    if "exclude_nodes" in kw:
+        assert {"Conv_3", "Gemm_0"} <= set(kept)
+    assert made["1"].SerializeToString() == made["0"].SerializeToString()

@@ -190,6 +190,40 @@ def test_fp16_keeps_fp32_io_and_out_of_range_nodes(fp16_model, fp32_path, calib_
     assert any(n.op_type == "Conv" for n in strict.graph.node if n.name in kept)
 
 
+def test_fp16_worker_reads_the_callers_file_and_refuses_one_changed_meanwhile(
+        fp32_path, tmp_path, monkeypatch):
+    """Given a path, the worker reads that file (no second copy of the graph is written);
+    given a model, a copy; a file rewritten while the worker runs is refused, not mixed with
+    the metadata read before."""
+    import os
+    import shutil
+
+    from xception_trt.precision import fp16
+
+    src = tmp_path / "m.onnx"
+    shutil.copyfile(fp32_path, src)
+    real, seen = fp16.run_worker, []
+
+    def worker(request, **kw):
+        seen.append(request["onnx"])
+        result = real(request, **kw)
+        if touch:
+            st = os.stat(src)
+            os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+        return result
+
+    monkeypatch.setattr(fp16, "run_worker", worker)
+    touch = False
+    from_file = to_fp16(src)
+    from_model = to_fp16(onnx.load(str(src)))
+    assert seen[0] == str(src.resolve()) and seen[1] != seen[0]
+    assert from_file.SerializeToString() == from_model.SerializeToString()
+    touch = True
+    with pytest.raises(GraphError, match=r"m\.onnx changed while it was being converted"):
+        to_fp16(src, output=tmp_path / "out.onnx")
+    assert not (tmp_path / "out.onnx").exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # calibration cache
 

@@ -520,7 +520,24 @@ def _matching_nodes(onnx_path: str, patterns: list[str], op_types: list[str]) ->
             if n.op_type in op_types or any(rx.match(n.name) for rx in rxs)]
 
 
-def _fast_reference_run() -> Any:
+#: Range statistics AutoCast's node classifier reads: {tensor: (min, max)} and {tensor: shape}.
+Ranges = tuple[dict[str, tuple[float, float]], dict[str, tuple[int, ...]]]
+
+
+def _float_activations(model: Any) -> set[str] | None:
+    """The float tensors (graph inputs, node outputs) of a model whose types are all inferred,
+    as AutoCast's model is after its ``infer_types``; ``None`` when a node output has no type."""
+    from onnx import TensorProto
+
+    types = {v.name: v.type.tensor_type.elem_type for v in
+             list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)}
+    names = [i.name for i in model.graph.input] + [o for n in model.graph.node for o in n.output]
+    if any(t not in types for t in names):
+        return None
+    return {t for t in names if types[t] == TensorProto.FLOAT}
+
+
+def _fast_reference_run(measured: Ranges | None = None) -> Any:
     """Make AutoCast's range check read min/max from :func:`.fastcalib.tensor_ranges`.
 
     AutoCast's ``ReferenceRunner.run`` marks every tensor a graph output, runs Polygraphy's
@@ -528,6 +545,11 @@ def _fast_reference_run() -> Any:
     most of an FP16 conversion's time. Its node classifier only reads each tensor's absmax,
     min, max and shape, which one ONNX Runtime pass with in-graph reductions gives (for a
     folder of ``.npz`` batches; random inputs keep AutoCast's own run).
+
+    Args:
+        measured: Ranges already measured on the FP32 graph (while ModelOpt was being
+            imported); used when they cover exactly the float tensors of AutoCast's
+            sanitized graph, which is then not run again.
 
     Returns:
         A function that undoes the patch.
@@ -543,9 +565,11 @@ def _fast_reference_run() -> Any:
     def run(self: Any, inputs: Any = None) -> Any:
         if not (isinstance(inputs, str) and os.path.isdir(inputs)):
             return original(self, inputs)
-        files = sorted(Path(inputs).glob("*.npz"))
-        name = self.model.graph.input[0].name
-        ranges, shapes = tensor_ranges(self.model, files, name)
+        if measured is not None and _float_activations(self.model) == set(measured[0]):
+            ranges, shapes = measured
+        else:  # the sanitizer changed the tensors: measure its graph
+            files = sorted(Path(inputs).glob("*.npz"))
+            ranges, shapes = tensor_ranges(self.model, files, self.model.graph.input[0].name)
         return OrderedDict(
             (t, referencerunner.TensorStats(absmax=max(abs(lo), abs(hi)), min_val=lo,
                                             max_val=hi, shape=shapes[t]))
@@ -559,12 +583,74 @@ def _fast_reference_run() -> Any:
     return restore
 
 
+def _import_in_background(module: str) -> threading.Thread:
+    """Start importing ``module`` in a daemon thread. An import that fails there is retried
+    (and raises) where the caller imports the module itself."""
+    import importlib
+
+    def work() -> None:
+        try:
+            importlib.import_module(module)
+        except Exception:  # noqa: BLE001 - re-raised by the caller's own import
+            pass
+
+    thread = threading.Thread(target=work, name=f"import {module}", daemon=True)
+    thread.start()
+    return thread
+
+
+def _in_memory_protobuf() -> Any:
+    """Tell ModelOpt the graph fits an in-memory protobuf (the caller checked it is under
+    half the 2 GiB limit; FP16 conversion only shrinks it) instead of letting it measure the
+    whole graph's ``ByteSize`` before each of its eight shape inferences and checks (about
+    1 s on the full model). The same calls, with the same results, follow.
+
+    Returns:
+        A function that undoes the patch.
+    """
+    from modelopt.onnx import utils as mo_utils
+
+    original = mo_utils.is_model_too_large_for_protobuf
+    mo_utils.is_model_too_large_for_protobuf = lambda model: False
+
+    def restore() -> None:
+        mo_utils.is_model_too_large_for_protobuf = original
+
+    return restore
+
+
+def _measure_while_importing(req: dict[str, Any]) -> tuple[Ranges, bool]:
+    """Min/max of every float tensor of the FP32 graph over the range-check batches, measured
+    while ModelOpt's AutoCast is imported in another thread (ONNX Runtime runs without the
+    GIL; the import takes seconds on one core and needs no ranges).
+
+    ONNX Runtime keeps its default threads (one per core): leaving a core to the import was
+    faster on a 2-core machine busy with other work, but slower on a quiet one."""
+    import onnx
+    import onnxruntime  # noqa: F401 - imported once here, before the thread imports it too
+
+    from .fastcalib import tensor_ranges
+
+    importer = _import_in_background("modelopt.onnx.autocast")
+    model = onnx.load(req["onnx"])
+    files = sorted(Path(req["data_dir"]).glob("*.npz"))
+    measured = tensor_ranges(model, files, model.graph.input[0].name)
+    small = model.ByteSize() < (1 << 30)
+    importer.join()
+    return measured, small
+
+
 def run_fp16(req: dict[str, Any]) -> dict[str, Any]:
     import onnx
-    from modelopt.onnx.autocast import convert_to_mixed_precision
 
     t0 = time.perf_counter()
-    restore = _fast_reference_run() if fast_calibration("fp16") else None
+    fast = fast_calibration("fp16")
+    measured, small = (_measure_while_importing(req) if fast and req.get("data_dir")
+                       else (None, False))
+    from modelopt.onnx.autocast import convert_to_mixed_precision
+
+    restores = ([_fast_reference_run(measured)] if fast else []) + (
+        [_in_memory_protobuf()] if small else [])
     try:
         model = convert_to_mixed_precision(
             onnx_path=req["onnx"],
@@ -578,7 +664,7 @@ def run_fp16(req: dict[str, Any]) -> dict[str, Any]:
             providers=["cpu"],
         )
     finally:
-        if restore is not None:
+        for restore in restores:
             restore()
     seconds = time.perf_counter() - t0
     inferred = onnx.shape_inference.infer_shapes(model)

@@ -331,10 +331,32 @@ def _add_range_outputs(model: Any, i: int, name: str, *, min_too: bool = True) -
         model.graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, []))
 
 
+#: Ops whose output holds only values of their first input (another layout): the same range.
+SAME_VALUES_OPS = frozenset({"Flatten", "Reshape", "Identity", "Squeeze", "Unsqueeze",
+                             "Transpose"})
+
+
+def _derived(model: Any, names: Sequence[str]) -> dict[str, tuple[str, bool]]:
+    """{tensor: (source tensor, through Relu)} for the outputs of a ``Relu`` or a
+    :data:`SAME_VALUES_OPS` node whose input is one of ``names``: their min/max follow from
+    the input's exactly (Relu: each clipped at 0), so the range pass does not reduce them (a
+    Relu output is a quarter of Xception's tensors)."""
+    float_names = set(names)
+    out: dict[str, tuple[str, bool]] = {}
+    for node in model.graph.node:
+        relu = node.op_type == "Relu"
+        if ((relu or node.op_type in SAME_VALUES_OPS) and node.input
+                and node.input[0] in float_names and node.output
+                and node.output[0] in float_names):
+            out[node.output[0]] = (node.input[0], relu)
+    return out
+
+
 def tensor_ranges(model: Any, files: Sequence[Path], input_name: str
                   ) -> tuple[dict[str, tuple[float, float]], dict[str, tuple[int, ...]]]:
     """Min and max of every float tensor (input, every node output) over the batches, from
-    one ONNX Runtime pass with a ``ReduceMin``/``ReduceMax`` per tensor.
+    one ONNX Runtime pass with a ``ReduceMin``/``ReduceMax`` per tensor (a ``Relu`` output
+    and a reshaped tensor take their input's range, see :func:`_derived`).
 
     Returns:
         ({tensor: (min, max)}, {tensor: shape of the first batch's tensor}).
@@ -345,12 +367,14 @@ def tensor_ranges(model: Any, files: Sequence[Path], input_name: str
     work = onnx.ModelProto()
     work.CopyFrom(model)
     names, shapes = _float_tensors(work, input_name)
+    derived = _derived(work, names)
+    reduced = [n for n in names if n not in derived]
     del work.graph.output[:]
-    for i, name in enumerate(names):
+    for i, name in enumerate(reduced):
         _add_range_outputs(work, i, name)
     sess = ort.InferenceSession(work.SerializeToString(), providers=["CPUExecutionProvider"])
-    lo = np.full(len(names), np.inf, dtype=np.float32)
-    hi = np.full(len(names), -np.inf, dtype=np.float32)
+    lo = np.full(len(reduced), np.inf, dtype=np.float32)
+    hi = np.full(len(reduced), -np.inf, dtype=np.float32)
     batch0 = 0
     for path in files:
         with np.load(path) as data:
@@ -359,5 +383,11 @@ def tensor_ranges(model: Any, files: Sequence[Path], input_name: str
         outs = np.asarray(sess.run(None, {input_name: batch}), np.float32).reshape(-1, 2)
         hi = np.maximum(hi, outs[:, 0])
         lo = np.minimum(lo, outs[:, 1])
+    ranges = {n: (float(a), float(b)) for n, a, b in zip(reduced, lo, hi)}
+    for name in names:  # node order: a source comes before what is derived from it
+        if name in derived:
+            src, relu = derived[name]
+            a, b = ranges[src]
+            ranges[name] = (max(a, 0.0), max(b, 0.0)) if relu else (a, b)
     dims = {n: tuple([batch0] + [d for d in shapes.get(n, [batch0])[1:]]) for n in names}
-    return ({n: (float(a), float(b)) for n, a, b in zip(names, lo, hi)}, dims)
+    return {n: ranges[n] for n in names}, dims

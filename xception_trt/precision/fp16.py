@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..config import Precision, check_int
-from ..errors import ConfigError
+from ..errors import ConfigError, GraphError
 from ..extras import needs
 from .calibdata import select_calibration
 from .launcher import run_worker, worker_tempdir
@@ -33,6 +33,18 @@ from .source import (
 __all__ = ["to_fp16"]
 
 log = logging.getLogger(__name__)
+
+
+def _stamp(source: Any) -> tuple[int, ...] | None:
+    """Identity and version of the file ``source`` names (device, inode, size, mtime in ns);
+    ``None`` for a model object or a path that cannot be read (the load then says why)."""
+    if not isinstance(source, (str, os.PathLike)):
+        return None
+    try:
+        st = os.stat(source)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def to_fp16(onnx_model_or_path: Any, calibration_data: Any = None, *, num_images: int = 32,
@@ -64,7 +76,7 @@ def to_fp16(onnx_model_or_path: Any, calibration_data: Any = None, *, num_images
         The FP16 ``onnx.ModelProto`` (metadata ``precision=fp16``).
 
     Raises:
-        GraphError: Not an FP32 xception-trt graph.
+        GraphError: Not an FP32 xception-trt graph, or its file changed while converting.
         CalibrationError: Bad calibration data or a ModelOpt failure.
         DependencyError: The build extra (ONNX, ModelOpt) is not installed.
     """
@@ -75,12 +87,16 @@ def to_fp16(onnx_model_or_path: Any, calibration_data: Any = None, *, num_images
     check_int(batch_size, "batch_size")
     if not (max_activation > 0 and max_initializer > 0):
         raise ConfigError("max_activation and max_initializer must be > 0")
-    model, _ = as_model(onnx_model_or_path)
+    stamp = _stamp(onnx_model_or_path)
+    model, path = as_model(onnx_model_or_path)
     meta = check_source(model)
     check_exclusions(model, exclude_nodes, exclude_op_types)
     with worker_tempdir("fp16") as tmp:
-        src = tmp / "model.onnx"
-        onnx.save(model, str(src))
+        if path is not None and stamp is not None:
+            src = path.resolve()  # the worker reads the file itself: no 2nd copy to write
+        else:
+            src = tmp / "model.onnx"
+            onnx.save(model, str(src))
         data_dir = None
         if calibration_data is not None:
             (tmp / "data").mkdir()
@@ -96,6 +112,9 @@ def to_fp16(onnx_model_or_path: Any, calibration_data: Any = None, *, num_images
             "exclude_nodes": anchored(exclude_nodes), "exclude_op_types": list(exclude_op_types),
         }, what="FP16 conversion")
         fp16 = onnx.load(str(out))
+    if stamp is not None and _stamp(path) != stamp:
+        raise GraphError(f"{path} changed while it was being converted to FP16; run again "
+                         "once nothing writes to it")
     kept = result["fp32_nodes"]
     log.info("FP16: %d node(s) kept in FP32%s (AutoCast, %.1f s)", len(kept),
              f": {', '.join(kept[:8])}" + (" ..." if len(kept) > 8 else "") if kept else "",
