@@ -172,19 +172,15 @@ def _qdq_facts(model: Any, *, by_scale_name: bool = False) -> dict[str, Any]:
     """
     from onnx import numpy_helper
 
+    from .layout import activation_quantizers
+
     inits = {i.name: i for i in model.graph.initializer}
     producers = {o: n for n in model.graph.node for o in n.output}
     scales: dict[str, float] = {}
     zero_points: dict[str, int] = {}
     scale_names: dict[str, str] = {}
-    for node in model.graph.node:
-        if node.op_type != "QuantizeLinear":
-            continue
+    for node in activation_quantizers(model):
         x = node.input[0]
-        src = producers.get(x)
-        if x in inits or (src is not None and src.op_type in ("Constant", "Identity")
-                          and all(i in inits for i in src.input)):
-            continue  # a weight
         scale = inits.get(node.input[1])
         if scale is None:
             continue

@@ -33,7 +33,8 @@ from ..errors import CalibrationError
 from ..fsio import atomic_write_bytes, atomic_write_json
 
 __all__ = ["LAYOUT_FORMAT", "LAYOUT_VERSION", "make_layout", "apply_layout",
-           "layout_activations", "layout_paths", "read_layout", "write_layout"]
+           "activation_quantizers", "layout_activations", "layout_paths", "read_layout",
+           "write_layout"]
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,8 @@ def apply_layout(layout_bytes: bytes, source: Any, scales: Mapping[str, float]) 
     del model.metadata_props[[p.key for p in model.metadata_props].index(_BORROWED)]
     inits = {i.name: n for n, i in enumerate(model.graph.initializer)}
     missing = []
-    for x, scale_name in _activation_quantizers(model):
+    for node in activation_quantizers(model):
+        x, scale_name = node.input[0], node.input[1]
         if x not in scales:
             missing.append(x)
             continue
@@ -133,23 +135,22 @@ def apply_layout(layout_bytes: bytes, source: Any, scales: Mapping[str, float]) 
     return model
 
 
-def _activation_quantizers(model: Any) -> list[tuple[str, str]]:
-    """(activation, scale initializer name) of every QuantizeLinear of ``model`` whose input
-    is an activation, in node order; a weight's QuantizeLinear (fed by an initializer, or by a
-    Constant/Identity of initializers) is left out: its per-channel scale is part of the
-    layout."""
+def activation_quantizers(model: Any) -> list[Any]:
+    """The QuantizeLinear nodes of ``model`` that quantize an activation, in node order; a
+    weight's (fed by an initializer, or by a Constant/Identity of initializers) are left out:
+    its per-channel scale is part of the placement, not calibrated."""
     inits = {i.name for i in model.graph.initializer}
     producers = {o: n for n in model.graph.node for o in n.output}
     found = []
     for node in model.graph.node:
         if node.op_type != "QuantizeLinear":
             continue
-        x = node.input[0]
-        src_node = producers.get(x)
-        if x in inits or (src_node is not None and src_node.op_type in ("Constant", "Identity")
-                          and all(i in inits for i in src_node.input)):
+        src_node = producers.get(node.input[0])
+        if node.input[0] in inits or (
+                src_node is not None and src_node.op_type in ("Constant", "Identity")
+                and all(i in inits for i in src_node.input)):
             continue
-        found.append((x, node.input[1]))
+        found.append(node)
     return found
 
 
@@ -162,7 +163,7 @@ def layout_activations(layout_bytes: bytes) -> list[str]:
         model = onnx.load_from_string(layout_bytes)
     except Exception:  # untrusted bytes: apply_layout says what is wrong with them
         return []
-    return list(dict.fromkeys(x for x, _ in _activation_quantizers(model)))
+    return list(dict.fromkeys(node.input[0] for node in activation_quantizers(model)))
 
 
 def layout_paths(cache_dir: str | os.PathLike[str], key: Mapping[str, Any]) -> tuple[Path, Path]:
