@@ -249,6 +249,12 @@ def test_dla_engines_are_candidates_without_cuda_graphs(small_bundle):
                                 dla_core=1)]
     assert any(e.what == "tensorrt int8 dla1 with CUDA graphs" for e in excluded)
     assert {c.cuda_graphs for c in cands if c.graph == int8.member} == {False, True}
+    # a bundle with an engine for a DLA core gets no "no engine built for a DLA core" note
+    assert not any(e.what.startswith("DLA cores") for e in excluded)
+    _, excluded = bundle_candidates(m, _rtx_machine("8.6", dla_cores=2), threads=(1,))
+    assert [e.why for e in excluded if e.what == "DLA cores 0..1"] == [
+        "the bundle has no engine built for a DLA core (build one on the board with "
+        "`xception-trt build --dla-core N --batch N`)"]
     # a machine with one DLA core has no core 1: the engine choice's reason
     _, excluded = bundle_candidates(with_dla, _rtx_machine("8.6", dla_cores=1), threads=(1,))
     assert any(dla.member in e.what and "1 DLA core(s)" in e.why for e in excluded)
@@ -844,10 +850,13 @@ def _fake_latency(monkeypatch, call_ms: float, reading=None):
     import xception_trt.tuning as tuning
 
     def fake(runner, batch, *, iterations, warmup, samples, power=None, progress=None):
+        warmups.append(warmup)
         samples.extend([call_ms] * iterations)
         return types.SimpleNamespace(error=None, skipped=None, power=reading)
 
+    warmups: list[int] = []
     monkeypatch.setattr(tuning, "measure_latency", fake)
+    return warmups
 
 
 def test_the_deadline_bounds_the_call_not_the_image(monkeypatch):
@@ -862,9 +871,11 @@ def test_the_deadline_bounds_the_call_not_the_image(monkeypatch):
     assert m.costs == [5.0] * 10
     assert (m.status, m.reason) == ("misses deadline", "after 10 calls its median latency is "
                                                        "surely above 10 ms")
-    m = _time_candidate(c, None, None, objective="throughput", search=_cfg(), deadline_ms=25.0,
-                        monitor=None, progress=None)
+    warmups = _fake_latency(monkeypatch, 20.0)
+    m = _time_candidate(c, None, None, objective="throughput", search=_cfg(warmup=3),
+                        deadline_ms=25.0, monitor=None, progress=None)
     assert m.status == "measured" and len(m.calls_ms) == 30
+    assert warmups == [3, 0, 0]  # warm-up calls before the first block only
 
 
 def test_a_latency_tune_keeps_the_energy_a_power_source_measures(monkeypatch):
@@ -928,6 +939,8 @@ def test_the_markdown_names_the_machine_and_each_graphs_verdict():
             in md)
     assert ("| `onnx/int8-ort.onnx` | onnxruntime | int8 | 25.00 | 25.00 | 87.50 | — | "
             "below the floor (a / b) |" in md)
+    assert "- Validation: 8 images from `/val`\n" in md
+    assert "- Power: none (no source)\n" in md
     md = render_markdown(_report_doc(gpus=("RTX A", "RTX B")))
     assert "; CPU Test CPU 9000; GPUs: RTX A, RTX B\n" in md
 
@@ -941,3 +954,61 @@ def test_the_pareto_front_is_drawn_against_the_accuracy_loss():
     # x: top-1 drop (pp), y: cost; every point here is on the front
     assert list(front.get_xdata()) == [0.0, 0.5, 1.5]
     assert list(front.get_ydata()) == [4.0, 3.0, 2.0]
+
+
+def test_a_report_without_plotting_says_so(tmp_path, monkeypatch, caplog):
+    import logging
+
+    import xception_trt.tuning as tuning
+    from xception_trt.errors import DependencyError
+
+    missing = DependencyError("matplotlib", "plot", "report plots")
+
+    def no_plot(doc):
+        raise missing
+
+    monkeypatch.setattr(tuning, "pareto_figure", no_plot)
+    with caplog.at_level(logging.WARNING, logger="xception_trt.tuning"):
+        out = tuning.write_tune_report(_report_doc(), tmp_path / "r")
+    assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md"]
+    assert [r.getMessage() for r in caplog.records if r.name == "xception_trt.tuning"] == [
+        f"{missing}; the report has no plot"]
+    assert f"(no plot: {missing})" in (out / "report.md").read_text()
+
+
+def test_a_candidate_that_failed_before_any_call_has_no_numbers():
+    from xception_trt.tuning import _row
+
+    c = Candidate("onnxruntime", Precision.FP32, 2, "onnx/fp32.onnx", threads=1)
+    row = _row(Measured(c, status="failed", reason="could not open"), {}, 0.95)
+    assert (row["status"], row["reason"], row["repetitions"]) == ("failed", "could not open", 0)
+    assert [row[k] for k in ("median_ms", "mean_ms", "p99_ms", "images_per_s", "cost",
+                             "cost_interval")] == [None] * 6
+
+
+def test_a_candidates_interval_is_at_the_confidence_asked():
+    costs = [float(x) for x in range(1, 21)]
+    m = _measured(1, costs)
+    assert m.interval(0.95) == median_interval(costs, 0.95)
+    assert m.interval(0.5) == median_interval(costs, 0.5) != m.interval(0.95)
+
+
+def test_enums_go_to_json_by_value():
+    import enum
+
+    from xception_trt.tuning import _json_default
+
+    class Kind(enum.Enum):  # no str mix-in: str() would give "Kind.GPU"
+        GPU = "gpu"
+
+    assert _json_default(Kind.GPU) == "gpu"
+
+
+def test_a_folder_without_model_files_is_refused(tmp_path):
+    from xception_trt.tuning import folder_candidates
+
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(ConfigError) as err:
+        folder_candidates(tmp_path, CPU)
+    assert str(err.value) == (f"{tmp_path} holds no model files (.onnx, .engine, .plan); give a "
+                              "bundle (.xtrt) or a folder of xception-trt ONNX graphs or engines")
