@@ -413,3 +413,71 @@ def test_an_onnxruntime_choice_opens_on_its_provider(bundle, tmp_path):
     assert "providers" not in fill and "given options win: providers" in notice
     with pytest.raises(ConfigError, match="provider is an ONNX Runtime option"):
         TunedChoice(Precision.FP16, "tensorrt", 1, provider="CUDAExecutionProvider")
+
+
+ENGINE = "engines/fp32.engine"
+SIDECAR = Path(__file__).parent / "data" / "engine_sidecar_0.1.0.json"  # fp32 tensorrt_rtx SM86
+RTX_FACTS = DeviceFacts(flavours=(FlavourFact("tensorrt_rtx", "1.7.1.116"),), gpus=(RTX3090,),
+                        driver="580.0", ort_version="1.32.0",
+                        ort_providers=("CPUExecutionProvider",), onnx=True)
+
+
+@pytest.fixture
+def engine_bundle(tmp_path) -> Path:
+    """A bundle with one prebuilt engine member (fp32, TensorRT-RTX, SM86) and its sidecar."""
+    def add_engine(d):
+        d["engines"] = [{"member": ENGINE, "sidecar": ENGINE + ".json"}]
+
+    return forge(tmp_path / "m.xtrt", {"onnx/fp32.onnx": b"a", ENGINE: b"engine bytes",
+                                       ENGINE + ".json": SIDECAR.read_bytes()},
+                 edit=add_engine)
+
+
+def test_a_choice_of_a_prebuilt_engine_is_recorded_with_its_member(engine_bundle, tmp_path):
+    import hashlib
+
+    sha = hashlib.sha256(b"engine bytes").hexdigest()
+    choice = TunedChoice(Precision.FP32, "tensorrt", 2, cuda_graphs=False, engine=ENGINE,
+                         engine_sha256=sha)
+    path = _record(engine_bundle, tmp_path, choice, facts=RTX_FACTS)
+    data = json.loads(path.read_text())
+    assert data["choice"]["engine"] == ENGINE and data["choice"]["engine_sha256"] == sha
+    assert data["runtime"] == {"name": "tensorrt_rtx", "version": "1.7.1.116"}
+    assert _lookup(engine_bundle, tmp_path, facts=RTX_FACTS) == (choice, None)
+    # another SHA-256 than the member's: not the engine that was tuned
+    with pytest.raises(BundleError, match=r"^the engine engines/fp32\.engine of m\.xtrt is not "
+                                          r"the one tuned \(another SHA-256\)$"):
+        _record(engine_bundle, tmp_path, replace(choice, engine_sha256="0" * 64),
+                facts=RTX_FACTS)
+    # a member that is no engine (the ONNX), and a name that is no member
+    for name in ("onnx/fp32.onnx", "engines/other.engine"):
+        with pytest.raises(BundleError, match=f"^m.xtrt has no prebuilt engine {name}$"):
+            _record(engine_bundle, tmp_path, replace(choice, engine=name), facts=RTX_FACTS)
+
+
+def test_the_record_says_when_it_was_made(bundle, tmp_path):
+    import re
+
+    data = json.loads(_record(bundle, tmp_path).read_text())
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", data["recorded"])
+
+
+def test_a_machine_fact_of_no_known_kind_is_another_machine(bundle, tmp_path):
+    path = _record(bundle, tmp_path)
+    _bend(path, lambda d: d["machine"].update(hostname="elsewhere"))
+    choice, notice = _lookup(bundle, tmp_path)
+    assert choice is None and notice == ("not using the tuned configuration recorded for m.xtrt: "
+                                         "another machine; run `xception-trt tune` again")
+
+
+def test_tuned_choice_messages_name_the_field():
+    with pytest.raises(ConfigError, match=r"^TunedChoice\.threads is an ONNX Runtime option; "
+                                          r"the tensorrt runner takes none$"):
+        TunedChoice(Precision.FP16, "tensorrt", 1, threads=2)
+    with pytest.raises(ConfigError, match=r"^TunedChoice\.measured must be a mapping, got list$"):
+        TunedChoice(Precision.FP16, "tensorrt", 1, measured=[("median_ms", 1.0)])
+    assert TunedChoice(Precision.FP16, "tensorrt", 1,
+                       measured={"note": "ok"}).measured == {"note": "ok"}
+    with pytest.raises(ConfigError, match=r"^TunedChoice\.measured\['note'\] must be printable "
+                                          r"text of at most 4096 characters$"):
+        TunedChoice(Precision.FP16, "tensorrt", 1, measured={"note": "a\x1b[2J"})

@@ -184,3 +184,157 @@ def test_the_default_cache_is_per_user_not_the_current_folder(fp32_path, calib_f
     assert res.cache_path.is_file() and _layout_files(where)[0]
     assert list(work.iterdir()) == []
     assert str(DEFAULT_CACHE_DIR) == str(where)
+
+
+# A small graph built here (no ModelOpt): seven ReLUs in a chain and a MatMul with a weight;
+# "ModelOpt's placement" puts a QuantizeLinear/DequantizeLinear pair after each ReLU.
+_N_ACT = 7
+
+
+def _source():
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, prev = [], "x"
+    for i in range(_N_ACT):
+        nodes.append(helper.make_node("Relu", [prev], [f"a{i}"], name=f"Relu_{i}"))
+        prev = f"a{i}"
+    nodes.append(helper.make_node("MatMul", [prev, "w"], ["y"], name="MatMul_0"))
+    w = numpy_helper.from_array(np.arange(16, dtype=np.float32).reshape(4, 4), "w")
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                         [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+                              [w])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _placed(source):
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    placed = onnx.ModelProto()
+    placed.CopyFrom(source)
+    g = placed.graph
+    nodes = []
+    for node in g.node:
+        nodes.append(node)
+        if node.op_type != "Relu":
+            continue
+        a = node.output[0]
+        node.output[0] = f"{a}_raw"
+        nodes.append(helper.make_node("QuantizeLinear", [f"{a}_raw", f"{a}_scale", f"{a}_zp"],
+                                      [f"{a}_q"], name=f"{a}_QuantizeLinear"))
+        nodes.append(helper.make_node("DequantizeLinear", [f"{a}_q", f"{a}_scale", f"{a}_zp"],
+                                      [a], name=f"{a}_DequantizeLinear"))
+        g.initializer.extend([numpy_helper.from_array(np.float32(1.0), f"{a}_scale"),
+                              numpy_helper.from_array(np.int8(0), f"{a}_zp")])
+    del g.node[:]
+    g.node.extend(nodes)
+    return placed
+
+
+def _scales():
+    return {f"a{i}_raw": 0.5 + i for i in range(_N_ACT)}
+
+
+def test_apply_layout_rebuilds_the_placed_graph_with_the_scales():
+    from onnx import numpy_helper
+
+    source = _source()
+    layout = make_layout(_placed(source), source)
+    model = apply_layout(layout, source, _scales())
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    assert inits["w"].tolist() == numpy_helper.to_array(source.graph.initializer[0]).tolist()
+    assert {f"a{i}_scale": float(inits[f"a{i}_scale"]) for i in range(_N_ACT)} == {
+        f"a{i}_scale": 0.5 + i for i in range(_N_ACT)}
+    assert [p.key for p in model.metadata_props] == []
+
+
+@pytest.mark.parametrize("rename", ["input", "output"])
+def test_apply_layout_refuses_other_inputs_or_outputs(rename):
+    source = _source()
+    layout = onnx.load_from_string(make_layout(_placed(source), source))
+    getattr(layout.graph, rename)[0].name = "other"
+    with pytest.raises(CalibrationError, match="^the layout's inputs/outputs are not the source "
+                                               "graph's$"):
+        apply_layout(layout.SerializeToString(), source, _scales())
+
+
+@pytest.mark.parametrize("bend", ["absent", "type", "shape"])
+def test_apply_layout_refuses_a_placeholder_the_source_lacks(bend):
+    import numpy as np
+    from onnx import numpy_helper
+
+    source = _source()
+    layout = make_layout(_placed(source), source)
+    other = _source()
+    weight = {"absent": numpy_helper.from_array(np.zeros((4, 4), np.float32), "v"),
+              "type": numpy_helper.from_array(np.zeros((4, 4), np.float64), "w"),
+              "shape": numpy_helper.from_array(np.zeros((4, 5), np.float32), "w")}[bend]
+    other.graph.initializer[0].CopyFrom(weight)
+    with pytest.raises(CalibrationError, match="^the layout's initializer 'w' is not the source "
+                                               "graph's$"):
+        apply_layout(layout, other, _scales())
+
+
+def test_apply_layout_needs_each_scale_initializer():
+    source = _source()
+    layout = onnx.load_from_string(make_layout(_placed(source), source))
+    for init in layout.graph.initializer:
+        if init.name == "a3_scale":
+            init.name = "a3_scale_gone"
+    with pytest.raises(CalibrationError, match="^the layout has no scale initializer "
+                                               "'a3_scale'$"):
+        apply_layout(layout.SerializeToString(), source, _scales())
+
+
+@pytest.mark.parametrize("given, text", [
+    (2, "MISSING-SCALES 5 quantized activation(s) have no scale: a2_raw, a3_raw, a4_raw, "
+        "a5_raw, a6_raw"),
+    (1, "MISSING-SCALES 6 quantized activation(s) have no scale: a1_raw, a2_raw, a3_raw, "
+        "a4_raw, a5_raw ..."),
+])
+def test_missing_scales_name_the_first_five(given, text):
+    source = _source()
+    layout = make_layout(_placed(source), source)
+    scales = dict(list(_scales().items())[:given])
+    with pytest.raises(CalibrationError) as err:
+        apply_layout(layout, source, scales)
+    assert str(err.value) == text
+
+
+_KEY = {"graph": "ab" * 32, "exclusions": [], "modelopt": "0.1"}
+
+
+def _messages(caplog):
+    return [r.getMessage() for r in caplog.records if r.name == "xception_trt.precision.layout"]
+
+
+def test_read_layout_says_why_a_kept_layout_is_not_used(tmp_path, caplog):
+    from xception_trt.precision.layout import layout_paths, read_layout, write_layout
+
+    write_layout(tmp_path, _KEY, b"layout bytes")
+    assert read_layout(tmp_path, _KEY) == b"layout bytes"
+    entry, data = layout_paths(tmp_path, _KEY)
+    data.write_bytes(b"layout bytez")
+    with caplog.at_level(logging.WARNING, logger="xception_trt.precision.layout"):
+        assert read_layout(tmp_path, _KEY) is None
+        entry.write_text("{not json")
+        assert read_layout(tmp_path, _KEY) is None
+    assert _messages(caplog) == [
+        f"Q/DQ layout {data} does not match its entry's hash (changed or truncated); ModelOpt "
+        "places the graph again",
+        f"Q/DQ layout {entry} is unreadable; ModelOpt places the graph again"]
+
+
+def test_write_layout_failing_is_a_warning(tmp_path, caplog):
+    from xception_trt.precision.layout import layout_paths, write_layout
+
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder goes")
+    with caplog.at_level(logging.WARNING, logger="xception_trt.precision.layout"):
+        write_layout(blocker, _KEY, b"layout bytes")
+    (message,) = _messages(caplog)
+    _, data = layout_paths(blocker, _KEY)
+    assert message.startswith(f"Q/DQ layout {data} could not be written (")
+    assert message.endswith("); the next run places the graph with ModelOpt again")

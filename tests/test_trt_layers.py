@@ -218,3 +218,57 @@ def test_dtype_precision(text, want):
 def test_layer_roles_and_precisions(record, role, precision):
     info = LayerInfo.from_record(record)
     assert info.role is role and info.precision == precision
+
+
+def test_fused_quantize_nodes_are_not_named_as_the_layers_own():
+    # TensorRT lists the Q/DQ nodes it fused into a layer with it: a mismatch names the layer's
+    # own nodes only
+    layer = {"name": "conv", "type": "CaskConvolution", "input_dtypes": ["Float"],
+             "output_dtypes": ["Float"],
+             "onnx_layers": ["x_QuantizeLinear", "Conv_3", "x_DequantizeLinear", "Relu_3"]}
+    check = check_precision([layer], "int8")
+    assert [m.onnx_nodes for m in check.mismatched] == [("Conv_3", "Relu_3")]
+    assert check.summary() == ("1 of 1 compute layers are not int8: conv (Conv_3, Relu_3) runs "
+                               "in fp32")
+
+
+def test_control_layers_count_under_none_and_no_compute_is_empty():
+    noop = {"name": "n", "type": "NoOp", "input_dtypes": ["Half"], "output_dtypes": ["Half"]}
+    tally = tally_layers([noop, {**noop, "name": "m"}])
+    assert tally.to_dict() == {"control": {"none": 2}}
+    assert tally.compute() == {} and tally.summary() == "control: 2"
+
+
+def test_the_tactic_is_read_from_the_record():
+    assert LayerInfo.from_record({"name": "c", "type": "conv", "tactic": "0x1f"}).tactic == "0x1f"
+    assert LayerInfo.from_record({"name": "c", "type": "conv", "tactic": 7}).tactic is None
+
+
+def test_a_check_without_layer_information_says_so():
+    check = check_precision([{"name": "x", "type": None}], "fp16")
+    assert check.summary() == ("fp16: no compute layer could be checked (the engine's layer "
+                               "information has no types or precisions)")
+
+
+def _fp16_sidecar(onnx_section):
+    from pathlib import Path
+
+    from xception_trt.sidecar import EngineSidecar
+
+    data = json.loads((Path(__file__).parent / "data" / "engine_sidecar_0.1.0.json").read_text())
+    data["precision"] = "fp16"
+    data["onnx"] = onnx_section
+    return EngineSidecar.from_dict(data)
+
+
+@pytest.mark.parametrize("metadata, want", [
+    ({"fp16": json.dumps({"fp32_nodes": ["Gemm_0", 3]})}, {"Gemm_0"}),
+    ({"fp16": {"fp32_nodes": ["Conv_0"]}}, {"Conv_0"}),
+    ({"fp16": "{not json"}, set()),
+    ({}, set()),
+    # untrusted: a metadata section that is no mapping records nothing
+    (["fp16"], set()),
+    ("fp16", set()),
+])
+def test_sidecar_exclusions_of_an_fp16_engine(metadata, want):
+    assert sidecar_exclusions(_fp16_sidecar({"metadata": metadata})) == want

@@ -195,6 +195,8 @@ def test_candidates_on_a_cpu_machine(small_bundle):
     assert "placed for it (onnx/int8-ort.onnx)" in why["onnxruntime int8 (onnx/int8.onnx)"]
     # an engine of another precision is not a candidate of this one, so it is not listed
     assert not any(w.startswith("precision ") for w in why.values())
+    # nor ONNX Runtime as a way of the TensorRT choice (it has its own "onnxruntime" entries)
+    assert not any(w.startswith("tensorrt ") and "ONNX Runtime" in w for w in why), why
     no_ort = DeviceFacts(gpu_reason="no NVIDIA driver found")
     cands, excluded = bundle_candidates(m, no_ort, threads=(1,))
     assert cands == [] and any(e.what == "onnxruntime fp32" and "not installed" in e.why
@@ -247,6 +249,12 @@ def test_dla_engines_are_candidates_without_cuda_graphs(small_bundle):
                                 dla_core=1)]
     assert any(e.what == "tensorrt int8 dla1 with CUDA graphs" for e in excluded)
     assert {c.cuda_graphs for c in cands if c.graph == int8.member} == {False, True}
+    # a bundle with an engine for a DLA core gets no "no engine built for a DLA core" note
+    assert not any(e.what.startswith("DLA cores") for e in excluded)
+    _, excluded = bundle_candidates(m, _rtx_machine("8.6", dla_cores=2), threads=(1,))
+    assert [e.why for e in excluded if e.what == "DLA cores 0..1"] == [
+        "the bundle has no engine built for a DLA core (build one on the board with "
+        "`xception-trt build --dla-core N --batch N`)"]
     # a machine with one DLA core has no core 1: the engine choice's reason
     _, excluded = bundle_candidates(with_dla, _rtx_machine("8.6", dla_cores=1), threads=(1,))
     assert any(dla.member in e.what and "1 DLA core(s)" in e.why for e in excluded)
@@ -385,13 +393,17 @@ def test_tensorrt_candidates_go_through_the_search(small_bundle, image_folder, t
         sidecars = {e.member: e.sidecar for e in m.engines}
     fp32_layers = next(e.sidecar for e in m.engines if e.precision is Precision.FP32)
     real_open = tuning._open
-    opened = []
+    opened, evaluated, evaluated_ort = [], [], []
 
     def engine_double(c, model, facts, *, cache_dir, device, threads=None, cuda_graphs=None):
         if c.runner != "tensorrt":
+            if cuda_graphs is False:  # the accuracy pass's open
+                evaluated_ort.append(threads)
             return real_open(c, model, facts, cache_dir=cache_dir, device=device,
                              threads=threads, cuda_graphs=cuda_graphs)
         opened.append((c.graph, cuda_graphs if cuda_graphs is not None else c.cuda_graphs))
+        if cuda_graphs is False:  # the accuracy pass's open
+            evaluated.append(threads)
         graph = m.variant(c.precision).for_onnxruntime().member
         runner = real_open(Candidate("onnxruntime", c.precision, c.batch, graph, threads=1),
                            model, facts, cache_dir=cache_dir, device=device)
@@ -414,12 +426,17 @@ def test_tensorrt_candidates_go_through_the_search(small_bundle, image_folder, t
     for name in (f"tensorrt fp32 b1 {f32}", f"tensorrt fp32 b1 graphs {f32}"):
         assert rows[name]["status"] in ("measured", "cut early") and rows[name]["repetitions"]
     assert (fp32_engine, True) in opened and (fp32_engine, False) in opened
+    # the accuracy pass: an engine takes no thread count, ONNX Runtime every core
+    assert evaluated and set(evaluated) == {None}
+    assert evaluated_ort and set(evaluated_ort) == {max(thread_counts())}
     graphs = {g["graph"]: g for g in result.report["graphs"]}
     assert graphs[fp32_engine]["precision_check"].startswith("all ")
     assert not any("prebuilt" in e["what"] for e in result.report["not_runnable"])
 
 
-def test_a_folder_of_model_files(small_bundle, image_folder, tmp_path):
+def _model_folder(small_bundle, tmp_path) -> Path:
+    """The bundle's FP32 and INT8 (ONNX Runtime) graphs and its FP32 engine with its sidecar
+    as loose files, and a file that is no model."""
     import shutil
 
     from xception_trt.bundle.cache import bundle_graph, prebuilt_engine
@@ -436,6 +453,11 @@ def test_a_folder_of_model_files(small_bundle, image_folder, tmp_path):
     shutil.copy(copied, folder / "fp32.engine")
     shutil.copy(sidecar_path(copied), sidecar_path(folder / "fp32.engine"))
     (folder / "notes.txt").write_text("not a model")
+    return folder
+
+
+def test_a_folder_of_model_files(small_bundle, image_folder, tmp_path):
+    folder = _model_folder(small_bundle, tmp_path)
     search = SearchConfig(warmup=1, block=6, min_repeats=6, max_repeats=6)
     result = tune(folder, image_folder, min_agreement=0.5, threads=(1,), search=search,
                   facts=CPU, output=tmp_path / "r")
@@ -446,6 +468,34 @@ def test_a_folder_of_model_files(small_bundle, image_folder, tmp_path):
     assert doc["not_runnable"] == [{"what": "tensorrt fp32.engine", "why": "built with "
                                     "tensorrt_rtx, which is not installed here"}]
     assert result.chosen is not None and result.recorded is None  # a folder records nothing
+
+
+def test_folder_candidates_of_engines_and_without_onnxruntime(small_bundle, tmp_path):
+    """An engine that loads here is a candidate at the batches its sidecar records (its
+    profile, else its max_batch, else 1 only), with its file's path; without ONNX Runtime each
+    graph is listed as not runnable with the install command."""
+    from xception_trt.sidecar import sidecar_path
+    from xception_trt.tuning import folder_candidates
+
+    folder = _model_folder(small_bundle, tmp_path)
+    engine = folder / "fp32.engine"
+    side = json.loads(sidecar_path(engine).read_text())
+    bare = folder / "bare.engine"  # a sidecar that records no profile and no max_batch
+    bare.write_bytes(engine.read_bytes())
+    side.update(profile=None, max_batch=None)
+    sidecar_path(bare).write_text(json.dumps(side))
+    cands, excluded = folder_candidates(folder, _rtx_machine("8.6"), threads=(1,))
+    trt = {(c.graph, c.batch, c.cuda_graphs, c.path) for c in cands if c.runner == "tensorrt"}
+    assert trt == {(str(engine), 1, False, str(engine)), (str(engine), 1, True, str(engine)),
+                   (str(bare), 1, False, str(bare)), (str(bare), 1, True, str(bare))}
+    assert {c.name for c in cands if c.runner == "tensorrt"} >= {
+        "tensorrt fp32 b1 (fp32.engine)", "tensorrt fp32 b1 graphs (bare.engine)"}
+    no_ort = dataclasses.replace(_rtx_machine("8.6"), ort_version=None, ort_providers=())
+    cands, excluded = folder_candidates(folder, no_ort, threads=(1,))
+    assert {c.runner for c in cands} == {"tensorrt"}
+    assert [e.to_dict() for e in excluded] == [
+        {"what": f"onnxruntime {name}", "why": "not installed (pip install 'xception-trt[ort]')"}
+        for name in ("fp32.onnx", "int8-ort.onnx")]
 
 
 def test_cli_tune_writes_the_report_and_records(small_bundle, image_folder, tmp_path, capsys,
@@ -636,7 +686,8 @@ def test_a_fast_candidate_that_misses_the_deadline_cuts_nothing(small_bundle, im
     assert all(best != "onnxruntime int8 b1 t2" for _, best in seen)
     assert result.chosen is not None and result.chosen.name != "onnxruntime int8 b1 t2"
     spiky = next(r for r in result.report["candidates"] if r["name"] == "onnxruntime int8 b1 t2")
-    assert spiky["status"] == "misses deadline"
+    assert spiky["status"] == "misses deadline" and spiky["p99_ms"] > 15.0
+    assert spiky["reason"] == f"p99 {spiky['p99_ms']:.3f} ms is above the deadline 15 ms"
 
 
 def test_a_tensorrt_choice_records_and_opens_its_engine(small_bundle, tmp_path, monkeypatch):
@@ -785,3 +836,179 @@ def test_the_median_of_an_even_count_is_the_mean_of_the_middle_two():
     """pick() ranks by the median cost: for an even count the mean of the two middle values."""
     assert _measured(1, [1.0, 2.0, 3.0, 10.0, 11.0, 40.0]).cost == 6.5
     assert _measured(1, [3.0, 1.0, 2.0]).cost == 2.0
+
+
+# ---------------------------------------------------------------------------------------------
+# timing one candidate, with the measurement stood in for (pure)
+
+
+def _fake_latency(monkeypatch, call_ms: float, reading=None):
+    """measure_latency as the search calls it: each call takes ``call_ms``, and the power
+    window reports ``reading``."""
+    import types
+
+    import xception_trt.tuning as tuning
+
+    def fake(runner, batch, *, iterations, warmup, samples, power=None, progress=None):
+        warmups.append(warmup)
+        samples.extend([call_ms] * iterations)
+        return types.SimpleNamespace(error=None, skipped=None, power=reading)
+
+    warmups: list[int] = []
+    monkeypatch.setattr(tuning, "measure_latency", fake)
+    return warmups
+
+
+def test_the_deadline_bounds_the_call_not_the_image(monkeypatch):
+    """Throughput costs are per image (20 ms per call of 4 images: 5 ms); the deadline is per
+    call, so a 10 ms deadline is missed."""
+    from xception_trt.tuning import _time_candidate
+
+    _fake_latency(monkeypatch, 20.0)
+    c = Candidate("onnxruntime", Precision.FP32, 4, "onnx/fp32.onnx", threads=1)
+    m = _time_candidate(c, None, None, objective="throughput", search=_cfg(), deadline_ms=10.0,
+                        monitor=None, progress=None)
+    assert m.costs == [5.0] * 10
+    assert (m.status, m.reason) == ("misses deadline", "after 10 calls its median latency is "
+                                                       "surely above 10 ms")
+    warmups = _fake_latency(monkeypatch, 20.0)
+    m = _time_candidate(c, None, None, objective="throughput", search=_cfg(warmup=3),
+                        deadline_ms=25.0, monitor=None, progress=None)
+    assert m.status == "measured" and len(m.calls_ms) == 30
+    assert warmups == [3, 0, 0]  # warm-up calls before the first block only
+
+
+def test_a_latency_tune_keeps_the_energy_a_power_source_measures(monkeypatch):
+    from xception_trt.tuning import _time_candidate
+
+    c = Candidate("onnxruntime", Precision.FP32, 2, "onnx/fp32.onnx", threads=1)
+    _fake_latency(monkeypatch, 4.0, reading={"energy_per_image_mj": 3.0, "images": 20})
+    m = _time_candidate(c, None, None, objective="latency", search=_cfg(), deadline_ms=None,
+                        monitor=object(), progress=None)
+    assert m.energy_mj == pytest.approx(3.0) and m.power_note is None
+    _fake_latency(monkeypatch, 4.0, reading={"reason": "no power rail readable"})
+    m = _time_candidate(c, None, None, objective="latency", search=_cfg(), deadline_ms=None,
+                        monitor=object(), progress=None)
+    assert m.energy_mj is None and m.power_note == "no power rail readable"
+
+
+# ---------------------------------------------------------------------------------------------
+# the report's Markdown and figure (pure, from a report document)
+
+
+def _row(name, runner, cost, drop, agreement, status="measured", chosen=False):
+    return {"name": name, "runner": runner, "status": status, "reason": None,
+            "repetitions": 10, "median_ms": cost, "p99_ms": cost, "images_per_s": 1000 / cost,
+            "energy_per_image_mj": None, "cost": cost, "cost_interval": [cost, cost],
+            "top1_drop_pp": drop, "agreement": agreement, "tie": False, "chosen": chosen}
+
+
+def _report_doc(gpus=()):
+    rows = [_row("onnxruntime int8 b1 t1", "onnxruntime", 2.0, 1.5, 0.97),
+            _row("onnxruntime fp32 b1 t1", "onnxruntime", 4.0, 0.0, 1.0, chosen=True),
+            _row("onnxruntime fp16 b1 t1", "onnxruntime", 3.0, 0.5, 0.99)]
+    return {
+        "model": {"path": "/m/tiny.xtrt"}, "objective": "latency",
+        "cost": "median ms per call", "chosen": rows[1], "ties": [],
+        "floor": {"top1_drop_pp": 1.0, "agreement": None, "describe": "top-1 drop <= 1 pp"},
+        "reference": "onnx/fp32.onnx", "deadline_ms": None,
+        "dataset": {"images": 8, "source": "/val"},
+        "machine": {"host": None, "gpus": [{"name": n} for n in gpus]},
+        "system": {"platform": "Linux-test", "cpu": "Test CPU 9000"},
+        "context": {"load_average": [0.5, 0.4, 0.3]}, "load_average_after": [0.6, 0.4, 0.3],
+        "power": {"backend": None, "reason": "no source"},
+        "search": {"warmup": 1, "block": 10, "min_repeats": 10, "max_repeats": 30,
+                   "rule": "the rule"},
+        "seconds": 1.5, "record": False, "candidates": rows,
+        "graphs": [{"graph": "onnx/fp32.onnx", "runner": "onnxruntime", "precision": "fp32",
+                    "top1": 0.5, "top1_drop_pp": 0.0, "agreement": 1.0,
+                    "precision_check": None, "passes": True, "why": None},
+                   {"graph": "onnx/int8-ort.onnx", "runner": "onnxruntime",
+                    "precision": "int8", "top1": 0.25, "top1_drop_pp": 25.0,
+                    "agreement": 0.875, "precision_check": None, "passes": False,
+                    "why": "below the floor (a | b)"}],
+        "not_runnable": [], "command": None}
+
+
+def test_the_markdown_names_the_machine_and_each_graphs_verdict():
+    from xception_trt.tuning import render_markdown
+
+    md = render_markdown(_report_doc())
+    assert "- Machine: Linux-test; CPU Test CPU 9000; GPUs: none\n" in md
+    assert ("| `onnx/fp32.onnx` | onnxruntime | fp32 | 50.00 | 0.00 | 100.00 | — | passes |"
+            in md)
+    assert ("| `onnx/int8-ort.onnx` | onnxruntime | int8 | 25.00 | 25.00 | 87.50 | — | "
+            "below the floor (a / b) |" in md)
+    assert "- Validation: 8 images from `/val`\n" in md
+    assert "- Power: none (no source)\n" in md
+    md = render_markdown(_report_doc(gpus=("RTX A", "RTX B")))
+    assert "; CPU Test CPU 9000; GPUs: RTX A, RTX B\n" in md
+
+
+def test_the_pareto_front_is_drawn_against_the_accuracy_loss():
+    pytest.importorskip("matplotlib")
+    from xception_trt.tuning import pareto_figure
+
+    fig = pareto_figure(_report_doc())
+    (front,) = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "Pareto front"]
+    # x: top-1 drop (pp), y: cost; every point here is on the front
+    assert list(front.get_xdata()) == [0.0, 0.5, 1.5]
+    assert list(front.get_ydata()) == [4.0, 3.0, 2.0]
+
+
+def test_a_report_without_plotting_says_so(tmp_path, monkeypatch, caplog):
+    import logging
+
+    import xception_trt.tuning as tuning
+    from xception_trt.errors import DependencyError
+
+    missing = DependencyError("matplotlib", "plot", "report plots")
+
+    def no_plot(doc):
+        raise missing
+
+    monkeypatch.setattr(tuning, "pareto_figure", no_plot)
+    with caplog.at_level(logging.WARNING, logger="xception_trt.tuning"):
+        out = tuning.write_tune_report(_report_doc(), tmp_path / "r")
+    assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md"]
+    assert [r.getMessage() for r in caplog.records if r.name == "xception_trt.tuning"] == [
+        f"{missing}; the report has no plot"]
+    assert f"(no plot: {missing})" in (out / "report.md").read_text()
+
+
+def test_a_candidate_that_failed_before_any_call_has_no_numbers():
+    from xception_trt.tuning import _row
+
+    c = Candidate("onnxruntime", Precision.FP32, 2, "onnx/fp32.onnx", threads=1)
+    row = _row(Measured(c, status="failed", reason="could not open"), {}, 0.95)
+    assert (row["status"], row["reason"], row["repetitions"]) == ("failed", "could not open", 0)
+    assert [row[k] for k in ("median_ms", "mean_ms", "p99_ms", "images_per_s", "cost",
+                             "cost_interval")] == [None] * 6
+
+
+def test_a_candidates_interval_is_at_the_confidence_asked():
+    costs = [float(x) for x in range(1, 21)]
+    m = _measured(1, costs)
+    assert m.interval(0.95) == median_interval(costs, 0.95)
+    assert m.interval(0.5) == median_interval(costs, 0.5) != m.interval(0.95)
+
+
+def test_enums_go_to_json_by_value():
+    import enum
+
+    from xception_trt.tuning import _json_default
+
+    class Kind(enum.Enum):  # no str mix-in: str() would give "Kind.GPU"
+        GPU = "gpu"
+
+    assert _json_default(Kind.GPU) == "gpu"
+
+
+def test_a_folder_without_model_files_is_refused(tmp_path):
+    from xception_trt.tuning import folder_candidates
+
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(ConfigError) as err:
+        folder_candidates(tmp_path, CPU)
+    assert str(err.value) == (f"{tmp_path} holds no model files (.onnx, .engine, .plan); give a "
+                              "bundle (.xtrt) or a folder of xception-trt ONNX graphs or engines")
