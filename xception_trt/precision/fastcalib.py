@@ -204,7 +204,8 @@ def calibrate_scales(onnx_model_or_path: Any, files: Sequence[Path], input_name:
             :func:`fusable`).
         tensors: Measure only these (the activations a known Q/DQ placement quantizes: each
             tensor left out is one reduction less and lets ONNX Runtime keep its fused,
-            blocked layout there); names that are not float activations are ignored.
+            blocked layout there); names no node makes are ignored, and so are, for the
+            histogram methods, tensors that are not float (``max`` takes them as float).
         sample_limit: Histogram methods: values per tensor and batch above which the tensor
             is sampled.
         progress: Called with ``(batches done, batches)``.
@@ -223,15 +224,23 @@ def calibrate_scales(onnx_model_or_path: Any, files: Sequence[Path], input_name:
         model.CopyFrom(onnx_model_or_path)
     else:
         model = onnx.load(onnx_model_or_path)
-    names, shapes = _float_tensors(model, input_name)
+    hist = method != "max"
+    if tensors is not None and not hist:
+        # max needs no shapes, and a placement's activations are float: no shape inference
+        # of the whole graph (about 0.4 s of the full model's), the tensors in node order.
+        wanted = set(tensors)
+        names = [t for t in dict.fromkeys([input_name] + [o for n in model.graph.node
+                                                          for o in n.output]) if t in wanted]
+        shapes: dict[str, list[int]] = {}
+    else:
+        names, shapes = _float_tensors(model, input_name)
+        if tensors is not None:
+            wanted = set(tensors)
+            names = [t for t in names if t in wanted]
     skip = fusable(model) if skip_fusable else set()
     names = [t for t in names if t not in skip]
-    if tensors is not None:
-        wanted = set(tensors)
-        names = [t for t in names if t in wanted]
     with np.load(files[0]) as data:
         batch0 = int(data["input"].shape[0])
-    hist = method != "max"
     strides = {t: (_stride(shapes.get(t), batch0, sample_limit) if hist else 1) for t in names}
     # A Relu output is >= 0: its max is its largest |x|, all ``max`` needs of it.
     relu = ({o for n in model.graph.node if n.op_type == "Relu" for o in n.output}
