@@ -83,13 +83,14 @@ MODULES: dict[str, list[str]] = {
     "power/nvml.py": ["tests/test_power.py", "tests/test_teeth_power.py"],
     "precision/sensitivity.py": ["tests/test_teeth_precision.py"],
     "precision/targeted.py": ["tests/test_teeth_precision.py"],
-    "precision/int8.py": ["tests/test_teeth_precision.py"],
+    "precision/int8.py": ["tests/test_teeth_precision.py", "tests/test_layout.py"],
     "deepstream.py": ["tests/test_deepstream.py", "tests/test_teeth_sidecar.py"],
     "sidecar.py": ["tests/test_sidecar.py", "tests/test_teeth_sidecar.py"],
     "tuning.py": ["tests/test_tune.py"],
     "bundle/tuned.py": ["tests/test_bundle_tuned.py", "tests/test_bundle_tuned_use.py"],
     "trt/layers.py": ["tests/test_trt_layers.py"],
     "precision/layout.py": ["tests/test_layout.py"],
+    "precision/fastcalib.py": ["tests/test_fastcalib.py"],
 }
 
 #: Tests left out per module (a pytest ``-k`` expression): tests that run the CLI in a child
@@ -110,10 +111,12 @@ ISOLATION: dict[str, str] = {
 
 #: Functions mutated, where a module holds more than the concern measured (``fnmatch`` patterns
 #: over mutmut's mangled names; ``None``: the whole module). precision/int8.py: the ONNX
-#: Runtime placement (its checks, the version in the cache key, the entry point).
+#: Runtime placement (its checks, the version in the cache key, the entry point) and the
+#: calibration without a worker on a graph with a cached layout.
 FUNCTIONS: dict[str, list[str] | None] = {
     "precision/int8.py": ["*x__check_target__mutmut_*", "*x__ort_version__mutmut_*",
-                          "*x_ort_int8__mutmut_*"],
+                          "*x_ort_int8__mutmut_*", "*x__calibrate_with_layout__mutmut_*",
+                          "*x__from_layout__mutmut_*"],
 }
 
 #: Mutants drawn per module by default (``--sample 0``: whole modules). A whole module is
