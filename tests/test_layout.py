@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 
+import numpy as np
 import onnx
 import pytest
 
@@ -321,10 +322,49 @@ def test_read_layout_says_why_a_kept_layout_is_not_used(tmp_path, caplog):
         assert read_layout(tmp_path, _KEY) is None
         entry.write_text("{not json")
         assert read_layout(tmp_path, _KEY) is None
+        entry.write_text(json.dumps({"format": "something-else"}))
+        assert read_layout(tmp_path, _KEY) is None
     assert _messages(caplog) == [
         f"Q/DQ layout {data} does not match its entry's hash (changed or truncated); ModelOpt "
         "places the graph again",
-        f"Q/DQ layout {entry} is unreadable; ModelOpt places the graph again"]
+        f"Q/DQ layout {entry} is unreadable; ModelOpt places the graph again",
+        f"Q/DQ layout {entry} is not for this graph and options; ModelOpt places the graph "
+        "again"]
+
+
+def test_activation_quantizers_leave_out_weights_however_they_are_fed():
+    """A QuantizeLinear of an initializer, of an Identity of one or of a Constant quantizes a
+    weight (its scale is part of the layout); of the input, or of an Identity of an activation,
+    an activation (its scale is calibrated)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from xception_trt.precision.layout import activation_quantizers, layout_activations
+
+    inits = [numpy_helper.from_array(np.ones((2, 2), np.float32), "W"),
+             numpy_helper.from_array(np.ones((2, 2), np.float32), "V"),
+             numpy_helper.from_array(np.float32(0.1), "s")]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["X", "s"], ["Xq"], name="q_input"),
+        helper.make_node("QuantizeLinear", ["W", "s"], ["Wq"], name="q_init"),
+        helper.make_node("Identity", ["V"], ["Vi"]),
+        helper.make_node("QuantizeLinear", ["Vi", "s"], ["Vq"], name="q_identity_of_init"),
+        helper.make_node("Constant", [], ["C"],
+                         value=numpy_helper.from_array(np.ones(2, np.float32))),
+        helper.make_node("QuantizeLinear", ["C", "s"], ["Cq"], name="q_constant"),
+        helper.make_node("Relu", ["X"], ["R"]),
+        helper.make_node("Identity", ["R"], ["Ri"]),
+        helper.make_node("QuantizeLinear", ["Ri", "s"], ["Rq"], name="q_identity_of_act"),
+        helper.make_node("QuantizeLinear", ["Ri", "s"], ["Rq2"], name="q_again"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [2, 2])],
+        [helper.make_tensor_value_info(o, TensorProto.INT8, None)
+         for o in ("Xq", "Wq", "Vq", "Cq", "Rq", "Rq2")], inits)
+    model = helper.make_model(graph)
+    assert [n.name for n in activation_quantizers(model)] == ["q_input", "q_identity_of_act",
+                                                              "q_again"]
+    assert layout_activations(model.SerializeToString()) == ["X", "Ri"]  # each once
+    assert layout_activations(b"not a model") == []
 
 
 def test_write_layout_failing_is_a_warning(tmp_path, caplog):
