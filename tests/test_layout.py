@@ -86,18 +86,31 @@ def test_a_new_method_calibrates_here_and_equals_modelopts_placement(
     assert sorted(measured) == sorted(fresh.scales)
 
 
-def test_a_failing_pass_here_is_one_calibration_error(first, fp32_path, calib_folder, tmp_path,
-                                                     monkeypatch):
+def test_a_miss_here_reports_its_progress(first, fp32_path, calib_folder, tmp_path):
+    _, cache = first
+    seen = []
+    res = quantize_int8(fp32_path, calib_folder, method="max", seed=4, cache_dir=cache,
+                        output=tmp_path / "a.onnx", progress=lambda *a: seen.append(a), **KW)
+    assert res.cache == "miss"
+    batches = KW["num_images"] // KW["batch_size"]
+    assert [a for a in seen if a[0] == "calibrate max"] == [
+        ("calibrate max", i, batches) for i in range(1, batches + 1)]
+
+
+@pytest.mark.parametrize("text, shown", [("std::bad_alloc\nmore detail", "std::bad_alloc"),
+                                         ("", "")])
+def test_a_failing_pass_here_is_one_calibration_error(text, shown, first, fp32_path,
+                                                     calib_folder, tmp_path, monkeypatch):
     _, cache = first
 
     def oom(*a, **k):
-        raise MemoryError("std::bad_alloc\nmore detail")
+        raise MemoryError(text)
 
     monkeypatch.setattr(fastcalib, "calibrate_scales", oom)
     out = tmp_path / "a.onnx"
     with pytest.raises(CalibrationError,
                        match=r"^INT8 calibration failed in ONNX Runtime: MemoryError: "
-                             r"std::bad_alloc$"):
+                             + shown + "$"):
         quantize_int8(fp32_path, calib_folder, method="max", seed=3, cache_dir=cache,
                       output=out, **KW)
     assert not out.exists()
