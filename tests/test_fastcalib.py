@@ -11,6 +11,7 @@ by forcing sampling here.
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 
 from xception_trt.precision import evaluate_variants, fastcalib, quantize_int8
@@ -67,6 +68,23 @@ def test_one_pass_scales_are_modelopts(method, modelopt_own, fp32_path, batches)
                                       percentile=PERCENTILE)
     dev = _deviation(ours, modelopt_own[method].scales)
     assert dev.max() <= EXACT, (method, dev.max())
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_model_object_gives_the_paths_scales_and_stays_unchanged(method, fp32_path,
+                                                                   batches):
+    """The calling process hands its loaded graph (a cache miss on a graph with a layout):
+    the same scales as from the file, restricted to ``tensors`` when given, and the caller's
+    graph is not touched (the pass adds its outputs to a copy)."""
+    model = onnx.load(str(fp32_path))
+    before = model.SerializeToString()
+    from_path = fastcalib.calibrate_scales(str(fp32_path), batches, "input", method=method,
+                                           percentile=PERCENTILE)
+    some = sorted(from_path)[::3]
+    from_model = fastcalib.calibrate_scales(model, batches, "input", method=method,
+                                            percentile=PERCENTILE, tensors=some)
+    assert from_model == {t: from_path[t] for t in some}
+    assert model.SerializeToString() == before
 
 
 @pytest.mark.parametrize("what", ["entropy bins", "percentile bins", "percentile"])
